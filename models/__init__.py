@@ -1,0 +1,1 @@
+"""Model registry and the default training recipe. Never imports ``pipelines``."""

@@ -1,0 +1,223 @@
+"""Model registry: versioned scikit-learn artifacts with verified checksums.
+
+Layout, on a local path or ``gs://`` (everything goes through Beam's FileSystems)::
+
+    <registry>/<name>/<version>/model.joblib
+    <registry>/<name>/<version>/metadata.json   # sha256, sklearn version, classes, ...
+    <registry>/<name>/aliases.json              # {"production": "3"}
+
+Versions are increasing integers. ``metadata.json`` is written last, so a version
+without it is incomplete and invisible. A model artifact is a pickle, i.e. code:
+``load`` hashes the bytes and refuses to unpickle anything whose sha256 differs from
+the registry's record, and refuses a scikit-learn version other than the recorded
+one unless explicitly allowed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import joblib
+import sklearn
+from apache_beam.io.filesystems import FileSystems
+
+MODEL_FILE = "model.joblib"
+METADATA_FILE = "metadata.json"
+ALIASES_FILE = "aliases.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class RegistryError(Exception):
+    """A model or version is missing, or a request is malformed."""
+
+
+class ModelIntegrityError(RegistryError):
+    """The artifact does not match the registry's checksum: it is never unpickled."""
+
+
+class SklearnVersionMismatch(RegistryError):
+    """The artifact was written by another scikit-learn version."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved model version, fixed at launch so every worker scores with it."""
+
+    name: str
+    version: str
+    sha256: str
+    metadata: dict[str, Any]
+
+
+def _join(*parts: str) -> str:
+    return FileSystems.join(*parts) if parts[0].startswith("gs://") else "/".join(
+        [parts[0].rstrip("/"), *parts[1:]]
+    )
+
+
+def _read_bytes(path: str) -> bytes:
+    with FileSystems.open(path) as fh:
+        return fh.read()
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    with FileSystems.create(path) as fh:
+        fh.write(data)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def parse_model_spec(spec: str) -> tuple[str, str | None]:
+    """``NAME`` or ``NAME:VERSION``."""
+    name, _, version = spec.partition(":")
+    check_name(name)
+    return name, version or None
+
+
+def check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise RegistryError(
+            f"invalid model name {name!r}: use letters, digits, '.', '_' or '-' (max 100)"
+        )
+
+
+class ModelRegistry:
+    """Read and write one registry root (local path or gs:// URI)."""
+
+    def __init__(self, root: str):
+        self.root = root.rstrip("/")
+
+    # ----------------------------------------------------------------- reading
+    def versions(self, name: str) -> list[str]:
+        check_name(name)
+        pattern = _join(self.root, name, "*", METADATA_FILE)
+        found = FileSystems.match([pattern])[0].metadata_list
+        versions = {m.path.rstrip("/").split("/")[-2] for m in found}
+        return sorted((v for v in versions if v.isdigit()), key=int)
+
+    def names(self) -> list[str]:
+        pattern = _join(self.root, "*", "*", METADATA_FILE)
+        found = FileSystems.match([pattern])[0].metadata_list
+        return sorted({m.path.rstrip("/").split("/")[-3] for m in found})
+
+    def aliases(self, name: str) -> dict[str, str]:
+        path = _join(self.root, name, ALIASES_FILE)
+        if not FileSystems.exists(path):
+            return {}
+        data: dict[str, str] = json.loads(_read_bytes(path))
+        return data
+
+    def metadata(self, name: str, version: str) -> dict[str, Any]:
+        path = _join(self.root, name, version, METADATA_FILE)
+        if not FileSystems.exists(path):
+            raise RegistryError(f"model {name} version {version} not found in {self.root}")
+        data: dict[str, Any] = json.loads(_read_bytes(path))
+        return data
+
+    def resolve(self, spec: str) -> ModelRef:
+        """``NAME:VERSION`` exactly; ``NAME`` = alias ``production``, else the newest."""
+        name, version = parse_model_spec(spec)
+        if version is None:
+            version = self.aliases(name).get("production")
+        if version is None:
+            versions = self.versions(name)
+            if not versions:
+                raise RegistryError(
+                    f"no versions of model {name!r} in registry {self.root}; "
+                    "train one with `beamscore train` or add one with `beamscore models register`"
+                )
+            version = versions[-1]
+        meta = self.metadata(name, version)
+        return ModelRef(name=name, version=version, sha256=meta["sha256"], metadata=meta)
+
+    def load(self, ref: ModelRef, allow_sklearn_mismatch: bool = False) -> Any:
+        """Verify checksum and library version, then unpickle. Never the other way round."""
+        path = _join(self.root, ref.name, ref.version, MODEL_FILE)
+        data = _read_bytes(path)
+        actual = sha256_hex(data)
+        if actual != ref.sha256:
+            raise ModelIntegrityError(
+                f"refusing to load {path}: sha256 {actual} does not match the registry's "
+                f"{ref.sha256} (artifact altered or corrupted)"
+            )
+        recorded = ref.metadata.get("sklearn_version")
+        if recorded != sklearn.__version__ and not allow_sklearn_mismatch:
+            raise SklearnVersionMismatch(
+                f"model {ref.name}:{ref.version} was saved with scikit-learn {recorded}, "
+                f"this worker has {sklearn.__version__}; set inference.allow_sklearn_mismatch "
+                "to load it anyway"
+            )
+        return joblib.load(io.BytesIO(data))
+
+    # ----------------------------------------------------------------- writing
+    def register(
+        self,
+        name: str,
+        model: Any,
+        *,
+        preprocessing: dict[str, Any],
+        source: str,
+        metrics: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> ModelRef:
+        """Store a fitted model as the next version of ``name``."""
+        check_name(name)
+        if not hasattr(model, "predict_proba"):
+            raise RegistryError("model has no predict_proba(texts); cannot be used for scoring")
+        buf = io.BytesIO()
+        joblib.dump(model, buf, compress=3)
+        data = buf.getvalue()
+        existing = self.versions(name)
+        version = str(int(existing[-1]) + 1 if existing else 1)
+        classes = [c.item() if hasattr(c, "item") else c for c in getattr(model, "classes_", [])]
+        meta: dict[str, Any] = {
+            "name": name,
+            "version": version,
+            "sha256": sha256_hex(data),
+            "size_bytes": len(data),
+            "sklearn_version": sklearn.__version__,
+            "classes": [str(c) for c in classes],
+            "preprocessing": preprocessing,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "source": source,
+            "metrics": metrics or {},
+            **(extra or {}),
+        }
+        _write_bytes(_join(self.root, name, version, MODEL_FILE), data)
+        _write_bytes(
+            _join(self.root, name, version, METADATA_FILE),
+            json.dumps(meta, indent=2, sort_keys=True).encode(),
+        )
+        return ModelRef(name=name, version=version, sha256=meta["sha256"], metadata=meta)
+
+    def register_file(
+        self, name: str, path: str, *, preprocessing: dict[str, Any]
+    ) -> ModelRef:
+        """Adopt a joblib file handed over by a data scientist (trusted at this step)."""
+        model = joblib.load(io.BytesIO(_read_bytes(path)))
+        if not hasattr(model, "predict_proba"):
+            raise RegistryError(f"{path}: object has no predict_proba; not a usable classifier")
+        try:
+            model.predict_proba(["beamscore registration smoke test"])
+        except Exception as exc:
+            raise RegistryError(
+                f"{path}: predict_proba(list of texts) failed: {exc}. The artifact must be a "
+                "scikit-learn pipeline that takes raw texts"
+            ) from exc
+        return self.register(name, model, preprocessing=preprocessing, source=f"file:{path}")
+
+    def promote(self, name: str, version: str, alias: str = "production") -> None:
+        self.metadata(name, version)  # raises if absent
+        aliases = self.aliases(name)
+        aliases[alias] = version
+        _write_bytes(
+            _join(self.root, name, ALIASES_FILE), json.dumps(aliases, indent=2).encode()
+        )

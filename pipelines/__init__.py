@@ -1,0 +1,1 @@
+"""Entry points: CLI, configuration, and the pipeline builders."""

@@ -1,0 +1,196 @@
+"""The ``beamscore`` command line: train, models, score, plan, db.
+
+Exit codes: 0 success; 1 launch or configuration error; 2 usage error; 3 some
+requested tranche is missing (the others are still scored); 4 the dead-letter share
+exceeded ``max_dead_letter_ratio``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+from typing import Any
+
+from models.registry import ModelRegistry, RegistryError
+from pipelines.config import Config, ConfigError, add_config_flags, load_config, overrides_from_args
+from pipelines.score import LaunchError, execute, format_summary, make_plan
+from transforms.db import connect, redact
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_MISSING, EXIT_DEAD_LETTERS = 0, 1, 2, 3, 4
+_LOG = logging.getLogger("beamscore")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not verbose:
+        # Beam logs type-hint conversions and worker internals at INFO; keep its warnings.
+        logging.getLogger("apache_beam").setLevel(logging.WARNING)
+        logging.getLogger().addFilter(_drop_resource_warning)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_drop_resource_warning)
+
+
+def _drop_resource_warning(record: logging.LogRecord) -> bool:
+    # RunInference asks for process memory on every load; harmless where unsupported.
+    return "Resource module is not available" not in record.getMessage()
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="beamscore", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    tr = sub.add_parser("train", help="fit the default recipe and register a version")
+    tr.add_argument("--docs", required=True, help="glob of labelled JSONL/Parquet/CSV files")
+    tr.add_argument("--name", required=True, help="model name in the registry")
+    tr.add_argument("--text-field", dest="cfg:fields.text", default=None)
+    tr.add_argument("--label-field", dest="cfg:fields.label", default=None)
+    add_config_flags(tr, skip={"fields.text", "fields.label", "force"})
+
+    models = sub.add_parser("models", help="model registry").add_subparsers(
+        dest="models_command", required=True)
+    reg = models.add_parser("register", help="adopt a scikit-learn joblib file")
+    reg.add_argument("--file", required=True)
+    reg.add_argument("--name", required=True)
+    add_config_flags(reg, skip={"force"})
+    ls = models.add_parser("list", help="names, versions, aliases")
+    add_config_flags(ls, skip={"force"})
+    pr = models.add_parser("promote", help="alias a version as production")
+    pr.add_argument("name")
+    pr.add_argument("version")
+    add_config_flags(pr, skip={"force"})
+
+    for name, help_text in (("score", "score tranches"),
+                            ("plan", "list what score would read; runs nothing")):
+        sp = sub.add_parser(name, help=help_text)
+        when = sp.add_mutually_exclusive_group()
+        when.add_argument("--date", type=_date, help="one tranche (default: yesterday, UTC)")
+        when.add_argument("--from", dest="date_from", type=_date, help="first tranche of a range")
+        sp.add_argument("--to", dest="date_to", type=_date, help="last tranche of a range")
+        sp.add_argument("--force", dest="cfg:force", action="store_const", const=True,
+                        default=None, help="rescore tranches the ledger has completed")
+        add_config_flags(sp, skip={"force"})
+
+    db = sub.add_parser("db", help="database administration").add_subparsers(
+        dest="db_command", required=True)
+    init = db.add_parser("init", help="create or migrate the schema ahead of a run")
+    add_config_flags(init, skip={"force"})
+    return parser
+
+
+def _dates(args: argparse.Namespace) -> list[dt.date]:
+    from transforms.read import date_range
+
+    if args.date_from or args.date_to:
+        if not (args.date_from and args.date_to):
+            raise ConfigError("--from and --to go together")
+        return date_range(args.date_from, args.date_to)
+    return [args.date or (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    _setup_logging(args.verbose)
+    if extra and args.command != "score":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    bad = [a for a in extra if a.startswith("-") and not a.startswith("--")]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    try:
+        cfg = load_config(args.config, overrides_from_args(args))
+        return _dispatch(args, cfg, extra)
+    except (ConfigError, RegistryError, LaunchError, FileNotFoundError, ValueError) as exc:
+        print(f"beamscore: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _dispatch(args: argparse.Namespace, cfg: Config, beam_args: list[str]) -> int:
+    registry = ModelRegistry(cfg.registry)
+    if args.command == "train":
+        from pipelines.train import train
+
+        ref = train(cfg, args.docs, args.name)
+        _LOG.info("registered %s:%s metrics=%s", ref.name, ref.version, ref.metadata["metrics"])
+        print(ref.version)
+        return EXIT_OK
+    if args.command == "models":
+        return _models(args, cfg, registry)
+    if args.command == "db":
+        db = connect(cfg.db, password_env=cfg.sink.password_env)
+        try:
+            db.init_schema()
+        finally:
+            db.close()
+        print(f"schema ready in {redact(cfg.db)}")
+        return EXIT_OK
+    plan = make_plan(cfg, _dates(args))
+    if args.command == "plan":
+        print(_format_plan(plan))
+        return EXIT_MISSING if plan.missing else EXIT_OK
+    outcome = execute(cfg, plan, beam_args)
+    print(format_summary(outcome))
+    if outcome.summary and outcome.summary.get("status") == "dead_letter_ratio_exceeded":
+        print(f"beamscore: dead-letter ratio {outcome.summary['dead_letter_ratio']:.4f} exceeds "
+              f"max_dead_letter_ratio={cfg.max_dead_letter_ratio}", file=sys.stderr)
+        return EXIT_DEAD_LETTERS
+    if plan.missing:
+        print("beamscore: missing tranche(s): " + ", ".join(t.tranche for t in plan.missing),
+              file=sys.stderr)
+        return EXIT_MISSING
+    return EXIT_OK
+
+
+def _models(args: argparse.Namespace, cfg: Config, registry: ModelRegistry) -> int:
+    if args.models_command == "register":
+        ref = registry.register_file(args.name, args.file,
+                                     preprocessing=cfg.preprocessing.to_dict())
+        print(ref.version)
+    elif args.models_command == "promote":
+        registry.promote(args.name, args.version)
+        print(f"{args.name}:{args.version} is now production")
+    else:
+        rows: list[dict[str, Any]] = []
+        for name in registry.names():
+            aliases = registry.aliases(name)
+            for version in registry.versions(name):
+                meta = registry.metadata(name, version)
+                tags = ",".join(a for a, v in aliases.items() if v == version)
+                rows.append({"name": name, "version": version, "aliases": tags,
+                             "created_at": meta.get("created_at", ""),
+                             "accuracy": meta.get("metrics", {}).get("accuracy", ""),
+                             "sha256": meta["sha256"][:12]})
+        print(f"{'NAME':<20}{'VERSION':>8}  {'ALIASES':<12}{'CREATED':<27}{'ACCURACY':>9}  SHA256")
+        for r in rows:
+            print(f"{r['name']:<20}{r['version']:>8}  {r['aliases']:<12}{r['created_at']:<27}"
+                  f"{r['accuracy']!s:>9}  {r['sha256']}")
+    return EXIT_OK
+
+
+def _format_plan(plan: Any) -> str:
+    lines = []
+    for t in plan.tranches:
+        if t.missing:
+            lines.append(f"{t.tranche}  missing  {t.missing_reason}")
+            continue
+        lines.append(f"{t.tranche}  would run  {len(t.files)} file(s), {t.total_bytes:,} bytes")
+        for f in t.files:
+            lines.append(f"    {f.format:<9}{f.size:>14,}  {f.path}")
+        for path in t.ignored:
+            lines.append(f"    ignored  {path}")
+    lines.append(f"{len(plan.chunks)} chunk(s) to read")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

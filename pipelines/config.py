@@ -1,0 +1,249 @@
+"""Layered, typed configuration: ``configs/base.yaml`` + an overlay + CLI flags.
+
+The schema is the dataclass tree below; YAML files and flags are checked against it,
+so an unknown or ill-typed key fails with a message naming the key and the file it
+came from. Every leaf key gets a CLI flag: ``sink.max_rows_per_second`` is
+``--sink-max-rows-per-second``. A few flags named by the CLI contract (``--db``,
+``--input-root`` ...) are simply the top-level keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.resources
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from transforms.preprocess import PreprocessConfig
+
+ENVIRONMENTS = ("local", "dataflow")
+
+
+class ConfigError(ValueError):
+    """A configuration file or flag is invalid; the message names key and source."""
+
+
+@dataclass(frozen=True)
+class FieldsConfig:
+    id: str = "id"
+    text: str = "text"
+    label: str = "label"
+    metadata: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    max_text_chars: int = 100_000
+    max_payload_chars: int = 2_000
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    top_k: int = 3
+    allow_sklearn_mismatch: bool = False
+    timeout_seconds: int = 0  # per batch; 0 = no limit
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    chunk_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    batch_rows: int = 5_000
+    batch_bytes: int = 16 * 1024 * 1024
+    max_rows_per_second: float = 0.0
+    max_connections: int = 4
+    statement_timeout_ms: int = 30_000
+    max_retries: int = 8
+    password_env: str = "PGPASSWORD"
+
+
+@dataclass(frozen=True)
+class Config:
+    runner: str = "FnApiRunner"
+    input_root: str = "var/landing"
+    output_dir: str = "var/output"
+    registry: str = "var/registry"
+    db: str = "sqlite:///var/beamscore.db"
+    model: str = "demo"
+    workers: int = 1
+    batch_size: int = 4096
+    max_dead_letter_ratio: float = 0.05
+    force: bool = False
+    fields: FieldsConfig = field(default_factory=FieldsConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    read: ReadConfig = field(default_factory=ReadConfig)
+    sink: SinkConfig = field(default_factory=SinkConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _leaf_types(cls: type, prefix: str = "") -> dict[str, Any]:
+    """Flattened ``section.key -> type`` for every leaf of a config dataclass."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.update(_leaf_types(tp, f"{prefix}{f.name}."))  # type: ignore[arg-type]
+        else:
+            out[f"{prefix}{f.name}"] = tp
+    return out
+
+
+LEAVES: dict[str, Any] = _leaf_types(Config)
+
+
+def flag_for(key: str) -> str:
+    return "--" + key.replace(".", "-").replace("_", "-")
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    """Check ``value`` against the schema type of ``key``; strings (flags) are parsed."""
+    tp = LEAVES[key]
+    from_text = isinstance(value, str) and tp is not str
+    if from_text:
+        value = yaml.safe_load(value) if tp is not list[str] else [
+            v.strip() for v in value.split(",") if v.strip()
+        ]
+    ok: bool
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok:
+            value = float(value)
+    elif tp is str:
+        ok = isinstance(value, str)
+    elif tp == list[str]:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    else:  # pragma: no cover - schema only uses the types above
+        raise AssertionError(f"unsupported schema type for {key}: {tp}")
+    if not ok:
+        name = getattr(tp, "__name__", str(tp))
+        raise ConfigError(
+            f"{source}: key '{key}' must be of type {name}, got {value!r}"
+        )
+    return value
+
+
+def _flatten(data: Any, source: str, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at '{prefix or '<top>'}'")
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if key in LEAVES:
+            out[key] = _coerce(key, v, source)
+        elif isinstance(v, dict) and any(leaf.startswith(key + ".") for leaf in LEAVES):
+            out.update(_flatten(v, source, key + "."))
+        else:
+            raise ConfigError(f"{source}: unknown key '{key}'")
+    return out
+
+
+def _read_yaml(name_or_path: str) -> tuple[dict[str, Any], str]:
+    """A bundled config by name (``local``) or a YAML file by path."""
+    if name_or_path in ENVIRONMENTS or name_or_path == "base":
+        res = importlib.resources.files("configs").joinpath(f"{name_or_path}.yaml")
+        text, source = res.read_text(encoding="utf-8"), f"configs/{name_or_path}.yaml"
+    else:
+        if not os.path.exists(name_or_path):
+            raise ConfigError(f"config file not found: {name_or_path}")
+        with open(name_or_path, encoding="utf-8") as fh:
+            text, source = fh.read(), name_or_path
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    return data, source
+
+
+def _build(cls: type, flat: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _build(tp, flat, key + ".")  # type: ignore[arg-type]
+        elif key in flat:
+            kwargs[f.name] = flat[key]
+    return cls(**kwargs)
+
+
+def load_config(config: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Merge base.yaml, the overlay (``local`` when None) and flag overrides.
+
+    ``overrides`` maps dotted keys to values (strings are parsed as YAML scalars).
+    """
+    flat: dict[str, Any] = {}
+    for name in ("base", config or "local"):
+        data, source = _read_yaml(name)
+        flat.update(_flatten(data, source))
+    for key, value in (overrides or {}).items():
+        if key not in LEAVES:
+            raise ConfigError(f"command line: unknown key '{key}'")
+        flat[key] = _coerce(key, value, f"command line ({flag_for(key)})")
+    cfg: Config = _build(Config, flat)
+    _check_ranges(cfg)
+    return cfg
+
+
+def _check_ranges(cfg: Config) -> None:
+    checks = [
+        ("workers", cfg.workers >= 1),
+        ("batch_size", cfg.batch_size >= 1),
+        ("inference.top_k", cfg.inference.top_k >= 1),
+        ("max_dead_letter_ratio", 0.0 <= cfg.max_dead_letter_ratio <= 1.0),
+        ("sink.max_connections", cfg.sink.max_connections >= 1),
+        ("sink.batch_rows", cfg.sink.batch_rows >= 1),
+        ("sink.max_rows_per_second", cfg.sink.max_rows_per_second >= 0),
+        ("validation.max_text_chars", cfg.validation.max_text_chars >= 1),
+    ]
+    for key, ok in checks:
+        if not ok:
+            raise ConfigError(f"key '{key}' is out of range")
+    if "password=" in cfg.db or _url_has_password(cfg.db):
+        raise ConfigError(
+            "key 'db' must not contain a password; set it in the environment variable "
+            f"named by sink.password_env ({cfg.sink.password_env})"
+        )
+
+
+def _url_has_password(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    try:
+        return urlsplit(url).password is not None
+    except ValueError:
+        return False
+
+
+def add_config_flags(parser: argparse.ArgumentParser, skip: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    """Add ``--config`` and one flag per config leaf (default None = not given)."""
+    parser.add_argument("--config", help="bundled environment (local, dataflow) or a YAML file")
+    group = parser.add_argument_group("config overrides (one per config key)")
+    for key in LEAVES:
+        if key in skip:
+            continue
+        group.add_argument(flag_for(key), dest=f"cfg:{key}", default=None, metavar="VALUE",
+                           help=f"override config key {key}")
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        k[len("cfg:"):]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None
+    }

@@ -1,0 +1,340 @@
+"""The scoring pipeline: plan at launch, build the Beam graph, run, summarise.
+
+``run(argv, test_pipeline=None)`` serves nightly runs, backfills, Flex Templates and
+tests alike. Launch-time work (resolve the model version and verify its checksum, list
+tranches and cut chunks, open the run record) happens before the graph is built, so
+every worker scores the same files with the same model. ``build_pipeline`` only
+attaches transforms; it never runs anything.
+
+Graph (one fused stage after the chunk reshuffle, so memory stays flat in the input
+size)::
+
+    Read tranches -> Validate and preprocess -> Score batches -> Write prediction files
+      -> Write to database;  all dead letters -> Write dead letters;
+    stats of every stage -> Summarise run (one row in ``runs``, one JSON file)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from models.registry import ModelRef, ModelRegistry, sha256_hex
+from pipelines.config import Config
+from transforms.db import connect
+from transforms.inference import DocBatchModelHandler, ScoreBatches
+from transforms.preprocess import PreprocessConfig
+from transforms.read import (
+    DEAD_LETTERS,
+    STATS,
+    Chunk,
+    ReadTranches,
+    TranchePlan,
+    balanced_chunk_bytes,
+    plan_chunks,
+    plan_tranches,
+)
+from transforms.sink import (
+    RunContext,
+    SinkSettings,
+    WriteDeadLetters,
+    WritePredictionFiles,
+    WriteToDatabase,
+    write_atomically,
+)
+from transforms.validate import ValidateAndPreprocess
+
+_LOG = logging.getLogger(__name__)
+COUNT_KEYS = ("read", "valid", "scored", "dead_lettered", "written")
+
+
+class LaunchError(Exception):
+    """The run cannot start: missing model, bad checksum, no input. Message says why."""
+
+
+@dataclass
+class ScorePlan:
+    dates: list[dt.date]
+    tranches: list[TranchePlan]
+    chunks: list[Chunk] = field(default_factory=list)
+
+    @property
+    def to_read(self) -> list[TranchePlan]:
+        return [t for t in self.tranches if not t.missing]
+
+    @property
+    def missing(self) -> list[TranchePlan]:
+        return [t for t in self.tranches if t.missing]
+
+
+def make_plan(cfg: Config, dates: list[dt.date]) -> ScorePlan:
+    tranches = plan_tranches(cfg.input_root, dates)
+    plan = ScorePlan(dates=dates, tranches=tranches)
+    size = balanced_chunk_bytes(plan.to_read, cfg.read.chunk_bytes, cfg.workers)
+    plan.chunks = plan_chunks(plan.to_read, size)
+    return plan
+
+
+def resolve_model(cfg: Config) -> ModelRef:
+    """Fix the model version at launch and check the artifact's bytes (not unpickled)."""
+    registry = ModelRegistry(cfg.registry)
+    ref = registry.resolve(cfg.model)
+    from apache_beam.io.filesystems import FileSystems
+
+    path = f"{cfg.registry.rstrip('/')}/{ref.name}/{ref.version}/model.joblib"
+    with FileSystems.open(path) as fh:
+        actual = sha256_hex(fh.read())
+    if actual != ref.sha256:
+        raise LaunchError(
+            f"model {ref.name}:{ref.version} failed verification: sha256 {actual} != registry "
+            f"{ref.sha256}; refusing to score with an altered artifact"
+        )
+    return ref
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
+
+
+def sink_settings(cfg: Config) -> SinkSettings:
+    return SinkSettings(
+        url=cfg.db, batch_rows=cfg.sink.batch_rows, batch_bytes=cfg.sink.batch_bytes,
+        max_rows_per_second=cfg.sink.max_rows_per_second, writers=cfg.workers,
+        statement_timeout_ms=cfg.sink.statement_timeout_ms, max_retries=cfg.sink.max_retries,
+        password_env=cfg.sink.password_env, payload_limit=cfg.validation.max_payload_chars,
+    )
+
+
+# ----------------------------------------------------------------- summarising
+def merge_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for c in counts:
+        for k, v in c.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def finalize_counts(per_tranche: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Fill every count (0 when absent) and derive valid = read - early dead letters."""
+    out = {}
+    for tranche, raw in sorted(per_tranche.items()):
+        c = {k: 0 for k in COUNT_KEYS} | raw
+        c["valid"] = (c["read"] - c.get("dead_read", 0) - c.get("dead_validate", 0)
+                      - c.get("dead_preprocess", 0))
+        out[tranche] = c
+    return out
+
+
+class _FinalizeRunFn(beam.DoFn):
+    """Writes the run's counts to the ``runs`` row and ``<output_dir>/_runs/<run_id>.json``."""
+
+    def __init__(self, db_url: str, password_env: str, output_dir: str, run_id: str,
+                 max_dead_letter_ratio: float, tranches: list[str]):
+        self._db_url = db_url
+        self._password_env = password_env
+        self._output_dir = output_dir.rstrip("/")
+        self._run_id = run_id
+        self._ratio = max_dead_letter_ratio
+        self._tranches = tranches
+
+    def process(self, per_tranche: dict[str, dict[str, int]]) -> Iterable[dict[str, Any]]:
+        counts = finalize_counts({t: {} for t in self._tranches} | per_tranche)
+        total = finalize_counts({"total": merge_counts(counts.values())})["total"]
+        ratio = total["dead_lettered"] / total["read"] if total["read"] else 0.0
+        status = "succeeded" if ratio <= self._ratio else "dead_letter_ratio_exceeded"
+        summary = {"run_id": self._run_id, "status": status, "tranches": counts,
+                   "total": total, "dead_letter_ratio": round(ratio, 6)}
+        db = connect(self._db_url, password_env=self._password_env)
+        try:
+            db.upsert_run({
+                "run_id": self._run_id, "status": status, "counts": json.dumps(summary),
+                "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            } | _existing_run_fields(db, self._run_id))
+        finally:
+            db.close()
+        write_atomically(f"{self._output_dir}/_runs/{self._run_id}.json",
+                         json.dumps(summary, indent=2).encode())
+        yield summary
+
+
+def _existing_run_fields(db: Any, run_id: str) -> dict[str, Any]:
+    rows = db.execute(
+        f"SELECT started_at, config, model FROM runs WHERE run_id = {db.placeholder}", [run_id]
+    )
+    if not rows:
+        return {"started_at": "", "config": "{}", "model": ""}
+    return {"started_at": rows[0][0], "config": rows[0][1], "model": rows[0][2]}
+
+
+class SummariseRun(beam.PTransform):
+    """(tranche, counts) stats -> one summary dict, also stored in ``runs``."""
+
+    def __init__(self, fn: _FinalizeRunFn):
+        super().__init__()
+        self._fn = fn
+
+    def expand(self, stats: beam.PCollection) -> beam.PCollection:
+        return (
+            stats
+            | "Sum per tranche" >> beam.CombinePerKey(merge_counts)
+            | "Collect tranches" >> beam.combiners.ToDict()
+            | "Record run" >> beam.ParDo(self._fn)
+        )
+
+
+# ----------------------------------------------------------------- the graph
+def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef,
+                   run_id: str) -> beam.PCollection:
+    """Attach the scoring transforms to ``p``; returns the summary PCollection."""
+    pre = PreprocessConfig.from_dict(ref.metadata.get("preprocessing", {}))
+    ctx = RunContext(
+        run_id=run_id, model_name=ref.name, model_version=ref.version, model_sha256=ref.sha256,
+        scored_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    settings = sink_settings(cfg)
+    limit = cfg.validation.max_payload_chars
+    handler = DocBatchModelHandler(
+        cfg.registry, ref, top_k=cfg.inference.top_k,
+        allow_sklearn_mismatch=cfg.inference.allow_sklearn_mismatch, payload_limit=limit,
+    )
+    read = p | "Read tranches" >> ReadTranches(plan.chunks, cfg.fields, cfg.batch_size, limit)
+    valid = read.batches | "Validate and preprocess" >> ValidateAndPreprocess(
+        pre, cfg.validation.max_text_chars, limit)
+    scored = valid.valid | "Score batches" >> ScoreBatches(
+        handler, cfg.inference.timeout_seconds, limit)
+    written = (
+        scored["scored"]
+        | "Write prediction files" >> WritePredictionFiles(cfg.output_dir, ctx)
+        | "Write to database" >> WriteToDatabase(settings, ctx)
+    )
+    dead = (
+        (read[DEAD_LETTERS], valid[DEAD_LETTERS], scored[DEAD_LETTERS], written[DEAD_LETTERS])
+        | "Merge dead letters" >> beam.Flatten()
+    )
+    dead_stats = dead | "Write dead letters" >> WriteDeadLetters(settings, run_id, cfg.output_dir)
+    fn = _FinalizeRunFn(cfg.db, cfg.sink.password_env, cfg.output_dir, run_id,
+                        cfg.max_dead_letter_ratio, [t.tranche for t in plan.to_read])
+    return (
+        (read[STATS], written[STATS], dead_stats)
+        | "Merge stats" >> beam.Flatten()
+        | "Summarise run" >> SummariseRun(fn)
+    )
+
+
+def pipeline_options(cfg: Config, beam_args: list[str]) -> PipelineOptions:
+    opts: dict[str, Any] = {"runner": cfg.runner}
+    if cfg.runner in ("FnApiRunner", "DirectRunner"):
+        opts["direct_num_workers"] = cfg.workers
+        opts["direct_running_mode"] = "multi_processing" if cfg.workers > 1 else "in_memory"
+    return PipelineOptions(beam_args, **opts)
+
+
+def start_run(cfg: Config, ref: ModelRef, run_id: str) -> None:
+    db = connect(cfg.db, password_env=cfg.sink.password_env,
+                 statement_timeout_ms=cfg.sink.statement_timeout_ms)
+    try:
+        db.init_schema()
+        db.upsert_run({
+            "run_id": run_id,
+            "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "finished_at": None, "status": "running",
+            "config": json.dumps(cfg.to_dict(), sort_keys=True),
+            "model": f"{ref.name}:{ref.version}", "counts": None,
+        })
+    finally:
+        db.close()
+
+
+def fail_run(cfg: Config, run_id: str, reason: str) -> None:
+    db = connect(cfg.db, password_env=cfg.sink.password_env)
+    try:
+        fields = _existing_run_fields(db, run_id)
+        db.upsert_run(fields | {
+            "run_id": run_id, "status": "failed",
+            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "counts": json.dumps({"error": reason[:2000]}),
+        })
+    finally:
+        db.close()
+
+
+def read_summary(cfg: Config, run_id: str) -> dict[str, Any] | None:
+    db = connect(cfg.db, password_env=cfg.sink.password_env)
+    try:
+        rows = db.execute(f"SELECT counts FROM runs WHERE run_id = {db.placeholder}", [run_id])
+    finally:
+        db.close()
+    if not rows or not rows[0][0]:
+        return None
+    data: dict[str, Any] = json.loads(rows[0][0])
+    return data
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    summary: dict[str, Any] | None
+    wall_seconds: float
+    plan: ScorePlan
+    ref: ModelRef
+
+
+def execute(cfg: Config, plan: ScorePlan, beam_args: list[str],
+            test_pipeline: beam.Pipeline | None = None, wait: bool = True) -> RunOutcome:
+    """Resolve the model, open the run, build and run the pipeline."""
+    ref = resolve_model(cfg)
+    if not plan.chunks:
+        raise LaunchError("nothing to score: " + "; ".join(
+            t.missing_reason for t in plan.missing) if plan.missing else "no tranches")
+    run_id = new_run_id()
+    start_run(cfg, ref, run_id)
+    _LOG.info("run %s: model %s:%s, %d tranche(s), %d chunk(s)", run_id, ref.name,
+              ref.version, len(plan.to_read), len(plan.chunks))
+    started = time.monotonic()
+    p = test_pipeline or beam.Pipeline(options=pipeline_options(cfg, beam_args))
+    try:
+        build_pipeline(p, cfg, plan, ref, run_id)
+        result = p.run()
+        if wait:
+            result.wait_until_finish()
+    except Exception as exc:
+        fail_run(cfg, run_id, f"{type(exc).__name__}: {exc}")
+        raise
+    wall = time.monotonic() - started
+    summary = read_summary(cfg, run_id) if wait else None
+    return RunOutcome(run_id=run_id, summary=summary, wall_seconds=wall, plan=plan, ref=ref)
+
+
+def format_summary(outcome: RunOutcome) -> str:
+    s = outcome.summary or {}
+    lines = [
+        f"run {outcome.run_id}  model {outcome.ref.name}:{outcome.ref.version}  "
+        f"status {s.get('status', 'unknown')}",
+        f"{'tranche':<12}{'read':>10}{'valid':>10}{'scored':>10}{'dead':>8}{'written':>10}"
+        f"  check",
+    ]
+    for tranche, c in (s.get("tranches") or {}).items():
+        ok = "ok" if c["read"] == c["written"] + c["dead_lettered"] else "MISMATCH"
+        lines.append(f"{tranche:<12}{c['read']:>10}{c['valid']:>10}{c['scored']:>10}"
+                     f"{c['dead_lettered']:>8}{c['written']:>10}  {ok}")
+    for t in outcome.plan.missing:
+        lines.append(f"{t.tranche:<12}  MISSING: {t.missing_reason}")
+    total = s.get("total") or {}
+    docs = total.get("read", 0)
+    rate = docs / outcome.wall_seconds if outcome.wall_seconds else 0.0
+    lines.append(
+        f"{'total':<12}{docs:>10}{total.get('valid', 0):>10}{total.get('scored', 0):>10}"
+        f"{total.get('dead_lettered', 0):>8}{total.get('written', 0):>10}"
+    )
+    lines.append(f"wall time {outcome.wall_seconds:.1f}s  {rate:,.0f} docs/s  "
+                 f"dead-letter ratio {s.get('dead_letter_ratio', 0):.4f}")
+    return "\n".join(lines)

@@ -1,0 +1,43 @@
+"""Packaging for beamscore.
+
+This is the file Dataflow's ``--setup_file`` installs on workers, so runtime
+dependencies live here, pinned where a version mismatch breaks a run: Beam must be
+identical on the launcher and workers, and scikit-learn must match the version a
+model artifact was pickled with (the registry refuses a mismatch).
+"""
+
+from setuptools import setup
+
+BEAM_VERSION = "2.77.0"
+
+setup(
+    name="beamscore",
+    version="0.1.0",
+    description="Batch scoring of document tranches with scikit-learn models on Apache Beam",
+    python_requires=">=3.10",
+    packages=["pipelines", "transforms", "models", "configs"],
+    package_data={"configs": ["*.yaml"]},
+    install_requires=[
+        f"apache-beam[gcp]=={BEAM_VERSION}",
+        "pyarrow>=18",
+        "scikit-learn==1.9.1",
+        "joblib>=1.4",
+        "google-cloud-storage>=2.18",
+        "pandas>=2.2",
+        "psycopg[binary]>=3.2",
+        "PyYAML>=6.0",
+    ],
+    extras_require={
+        "redis": ["redis>=5"],
+        "dev": [
+            "pytest>=8",
+            "ruff>=0.8",
+            "mypy>=1.13",
+            "types-PyYAML",
+            "gcp-storage-emulator>=2024.8.3",
+            "redis>=5",
+            "pyinstrument>=4",
+        ],
+    },
+    entry_points={"console_scripts": ["beamscore=pipelines.cli:main"]},
+)

@@ -1,0 +1,1 @@
+"""Beam transforms of the scoring pipeline. Never imports ``pipelines``."""

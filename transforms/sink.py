@@ -1,0 +1,378 @@
+"""Write scored batches and dead letters: Parquet/JSONL files and the database.
+
+``WriteToDatabase`` follows Beam's datastoreio write: a batching DoFn that opens its
+client in ``setup``, buffers rows up to ``batch_rows``/``batch_bytes``, flushes in
+``finish_bundle``, throttles through a rate limiter, retries transient errors with
+exponential backoff and jitter, and only issues idempotent upserts. Time spent
+throttled or backing off is counted in ``cumulativeThrottlingSeconds``. Rows the
+database rejects permanently are isolated by bisection and dead-lettered (stage
+``sink``) with the database's message.
+
+File outputs are named after the deterministic ``batch_key`` (predictions) or a
+content hash (dead letters), so a retried bundle or a rerun overwrites instead of
+adding files.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import random
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from transforms.db import (
+    Database,
+    PermanentDataError,
+    TransientDatabaseError,
+    connect,
+)
+from transforms.inference import PRED_LABEL, PRED_SCORE, PRED_TOP_K
+from transforms.read import DEAD_LETTERS, STATS
+from transforms.records import DOC_ID, LABEL, METADATA, POSITION, DocBatch, dead_letter
+
+_LOG = logging.getLogger(__name__)
+THROTTLE_COUNTER = "cumulativeThrottlingSeconds"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Lineage stamped on every output row."""
+
+    run_id: str
+    model_name: str
+    model_version: str
+    model_sha256: str
+    scored_at: str
+
+
+@dataclass(frozen=True)
+class SinkSettings:
+    url: str
+    batch_rows: int = 5000
+    batch_bytes: int = 16 << 20
+    max_rows_per_second: float = 0.0
+    writers: int = 1  # concurrent writers sharing max_rows_per_second
+    statement_timeout_ms: int = 30_000
+    max_retries: int = 8
+    password_env: str = "PGPASSWORD"
+    payload_limit: int = 2000
+
+
+def _windowed(value: Any) -> WindowedValue:
+    """Outputs of ``finish_bundle`` must carry their window explicitly."""
+    return WindowedValue(value, MIN_TIMESTAMP, (GlobalWindow(),))
+
+
+# ------------------------------------------------------------------ rate limiting
+class TokenBucket:
+    """Rows-per-second budget of one writer: ``rate`` tokens/s, burst of one second.
+
+    ``acquire(n)`` blocks until ``n`` tokens are available and returns the seconds
+    it slept. With W writers each owning rate/W, the job as a whole never exceeds
+    the global rate.
+    """
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.rate = rate
+        self._clock, self._sleep = clock, sleep
+        self._tokens = 0.0
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def acquire(self, n: int) -> float:
+        if self.rate <= 0:
+            return 0.0
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.rate, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            self._tokens -= n
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+
+def with_retries(fn: Callable[[], Any], *, max_retries: int, on_wait: Callable[[float], None],
+                 base: float = 0.2, cap: float = 30.0) -> Any:
+    """Call ``fn``; on TransientDatabaseError back off exponentially with full jitter."""
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except TransientDatabaseError as exc:
+            attempt += 1
+            if attempt > max_retries:
+                raise
+            delay = random.uniform(0, min(cap, base * 2 ** attempt))
+            _LOG.warning("transient database error (attempt %d/%d, retry in %.2fs): %s",
+                         attempt, max_retries, delay, exc)
+            on_wait(delay)
+            time.sleep(delay)
+
+
+# ------------------------------------------------------------------ the DB writer
+def prediction_rows(batch: DocBatch, ctx: RunContext) -> list[tuple[Any, ...]]:
+    f = batch.frame
+    n = len(f)
+    return list(zip(
+        f[DOC_ID].tolist(), [batch.tranche] * n, f[PRED_LABEL].tolist(),
+        f[PRED_SCORE].astype(float).tolist(), f[PRED_TOP_K].tolist(),
+        [ctx.model_name] * n, [ctx.model_version] * n, [ctx.model_sha256] * n,
+        [ctx.run_id] * n, [ctx.scored_at] * n, [batch.source_file] * n,
+        f[METADATA].tolist(),
+    ))
+
+
+class _WritePredictionsFn(beam.DoFn):
+    """Buffers rows, flushes in upserts of ``batch_rows``; emits stats and dead letters."""
+
+    def __init__(self, settings: SinkSettings, ctx: RunContext):
+        self._s = settings
+        self._ctx = ctx
+        self._throttled = Metrics.counter(self.__class__, THROTTLE_COUNTER)
+        self._written = Metrics.counter("beamscore", "rows_written")
+        self._db: Database | None = None
+        self._bucket: TokenBucket | None = None
+
+    def setup(self) -> None:
+        self._bucket = TokenBucket(self._s.max_rows_per_second / max(1, self._s.writers))
+
+    def start_bundle(self) -> None:
+        self._rows: list[tuple[Any, ...]] = []
+        self._meta: list[tuple[str, int, Any]] = []  # (tranche, position, raw) per row
+        self._bytes = 0
+
+    def _database(self) -> Database:
+        if self._db is None:
+            self._db = with_retries(
+                lambda: connect(self._s.url, password_env=self._s.password_env,
+                                statement_timeout_ms=self._s.statement_timeout_ms),
+                max_retries=self._s.max_retries, on_wait=self._count_wait,
+            )
+        return self._db
+
+    def _count_wait(self, seconds: float) -> None:
+        self._throttled.inc(int(round(seconds)))
+        # Drop a possibly broken connection: the next attempt reconnects.
+        if self._db is not None:
+            try:
+                self._db.close()
+            except Exception:  # noqa: BLE001 - closing a dead connection may fail
+                pass
+            self._db = None
+
+    def process(self, batch: DocBatch) -> Iterator[Any]:
+        rows = prediction_rows(batch, self._ctx)
+        raws = batch.frame["raw"].tolist()
+        for row, pos, raw in zip(rows, batch.frame[POSITION].tolist(), raws):
+            self._rows.append(row)
+            self._meta.append((batch.tranche, pos, raw))
+            self._bytes += len(row[0]) + len(row[4]) + 200
+            if len(self._rows) >= self._s.batch_rows or self._bytes >= self._s.batch_bytes:
+                yield from self._flush()
+
+    def finish_bundle(self) -> Iterator[Any]:
+        for out in self._flush():
+            yield beam.pvalue.TaggedOutput(out.tag, _windowed(out.value))
+
+    def teardown(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+    def _flush(self) -> Iterator[Any]:
+        rows, meta = self._rows, self._meta
+        self._rows, self._meta, self._bytes = [], [], 0
+        if not rows:
+            return
+        rejected: dict[int, str] = {}
+        self._write_isolating(rows, 0, len(rows), rejected)
+        written: dict[str, int] = defaultdict(int)
+        scored: dict[str, int] = defaultdict(int)
+        for i, (tranche, pos, raw) in enumerate(meta):
+            scored[tranche] += 1
+            if i in rejected:
+                yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
+                    tranche=tranche, source_file=rows[i][10], position=pos, stage="sink",
+                    reason=f"database rejected the row: {rejected[i]}"[:1000], payload=raw,
+                    payload_limit=self._s.payload_limit,
+                ))
+            else:
+                written[tranche] += 1
+        self._written.inc(len(rows) - len(rejected))
+        for tranche in scored:
+            yield beam.pvalue.TaggedOutput(
+                STATS, (tranche, {"scored": scored[tranche], "written": written[tranche]})
+            )
+
+    def _write_isolating(self, rows: Sequence[tuple[Any, ...]], lo: int, hi: int,
+                         rejected: dict[int, str]) -> None:
+        """Write rows[lo:hi]; on a permanent error bisect down to the rejected rows."""
+        part = rows[lo:hi]
+        assert self._bucket is not None
+        waited = self._bucket.acquire(len(part))
+        if waited:
+            self._throttled.inc(int(round(waited)))
+        try:
+            with_retries(lambda: self._database().upsert_predictions(part),
+                         max_retries=self._s.max_retries, on_wait=self._count_wait)
+        except PermanentDataError as exc:
+            if hi - lo == 1:
+                rejected[lo] = str(exc)
+                return
+            mid = (lo + hi) // 2
+            self._write_isolating(rows, lo, mid, rejected)
+            self._write_isolating(rows, mid, hi, rejected)
+
+
+class WriteToDatabase(beam.PTransform):
+    """Scored DocBatches -> upserted ``predictions`` rows.
+
+    Outputs: ``stats`` ((tranche, {"scored", "written"})) and ``dead_letters`` (rows the
+    database rejected permanently).
+    """
+
+    def __init__(self, settings: SinkSettings, ctx: RunContext):
+        super().__init__()
+        self._settings = settings
+        self._ctx = ctx
+
+    def expand(self, batches: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        return batches | "Upsert predictions" >> beam.ParDo(
+            _WritePredictionsFn(self._settings, self._ctx)
+        ).with_outputs(STATS, DEAD_LETTERS, main="unused")
+
+
+# ------------------------------------------------------------------ dead letters
+class _WriteDeadLettersFn(beam.DoFn):
+    """Buffers a bundle's dead letters; writes one JSONL file per tranche + DB rows."""
+
+    def __init__(self, settings: SinkSettings, run_id: str, output_dir: str):
+        self._s = settings
+        self._run_id = run_id
+        self._output_dir = output_dir.rstrip("/")
+
+    def start_bundle(self) -> None:
+        self._buffer: list[dict[str, Any]] = []
+
+    def process(self, dl: dict[str, Any]) -> None:
+        self._buffer.append(dl)
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        if not self._buffer:
+            return
+        by_tranche: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for dl in self._buffer:
+            by_tranche[dl["tranche"]].append(dl)
+        db = with_retries(
+            lambda: connect(self._s.url, password_env=self._s.password_env,
+                            statement_timeout_ms=self._s.statement_timeout_ms),
+            max_retries=self._s.max_retries, on_wait=lambda s: None,
+        )
+        try:
+            for tranche, dls in sorted(by_tranche.items()):
+                dls.sort(key=lambda d: (d["source_file"], d["position"], d["stage"]))
+                lines = "".join(json.dumps({"run_id": self._run_id, **d}, ensure_ascii=False)
+                                + "\n" for d in dls).encode()
+                digest = hashlib.sha256(lines).hexdigest()[:16]
+                path = f"{self._output_dir}/dt={tranche}/dead_letters-{self._run_id}-{digest}.jsonl"
+                write_atomically(path, lines)
+                rows = [(self._run_id, d["tranche"], d["source_file"], d["position"],
+                         d["stage"], d["reason"], d["payload"]) for d in dls]
+                with_retries(functools.partial(db.upsert_dead_letters, rows),
+                             max_retries=self._s.max_retries, on_wait=lambda s: None)
+                by_stage: dict[str, int] = defaultdict(int)
+                for d in dls:
+                    by_stage[f"dead_{d['stage']}"] += 1
+                yield _windowed((tranche, {"dead_lettered": len(dls), **by_stage}))
+        finally:
+            db.close()
+        self._buffer = []
+
+
+class WriteDeadLetters(beam.PTransform):
+    """Dead letters -> ``dead_letters`` table + JSONL files; outputs per-tranche stats."""
+
+    def __init__(self, settings: SinkSettings, run_id: str, output_dir: str):
+        super().__init__()
+        self._fn = _WriteDeadLettersFn(settings, run_id, output_dir)
+
+    def expand(self, dead: beam.PCollection) -> beam.PCollection:
+        return dead | "Store dead letters" >> beam.ParDo(self._fn)
+
+
+# ------------------------------------------------------------------ Parquet files
+PARQUET_SCHEMA = pa.schema([
+    ("doc_id", pa.string()), ("tranche", pa.string()), ("label", pa.string()),
+    ("score", pa.float64()), ("top_k", pa.string()), ("model_name", pa.string()),
+    ("model_version", pa.string()), ("model_sha256", pa.string()), ("run_id", pa.string()),
+    ("scored_at", pa.string()), ("source_file", pa.string()), ("position", pa.int64()),
+    ("true_label", pa.string()), ("metadata", pa.string()),
+])
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Local: write a temp file then rename. GCS: an upload is atomic on close."""
+    if path.startswith("gs://"):
+        with FileSystems.create(path) as fh:
+            fh.write(data)
+        return
+    tmp = f"{path}.tmp-{random.getrandbits(48):012x}"
+    with FileSystems.create(tmp) as fh:
+        fh.write(data)
+    FileSystems.rename([tmp], [path])
+
+
+class _WriteParquetFn(beam.DoFn):
+    def __init__(self, output_dir: str, ctx: RunContext):
+        self._output_dir = output_dir.rstrip("/")
+        self._ctx = ctx
+
+    def process(self, batch: DocBatch) -> Iterator[DocBatch]:
+        f = batch.frame
+        n = len(f)
+        c = self._ctx
+        labels = [None if v is None or v != v else str(v) for v in f[LABEL].tolist()]
+        table = pa.table({
+            "doc_id": f[DOC_ID].tolist(), "tranche": [batch.tranche] * n,
+            "label": f[PRED_LABEL].tolist(), "score": f[PRED_SCORE].to_numpy(),
+            "top_k": f[PRED_TOP_K].tolist(), "model_name": [c.model_name] * n,
+            "model_version": [c.model_version] * n, "model_sha256": [c.model_sha256] * n,
+            "run_id": [c.run_id] * n, "scored_at": [c.scored_at] * n,
+            "source_file": [batch.source_file] * n, "position": f[POSITION].to_numpy(),
+            "true_label": labels, "metadata": f[METADATA].tolist(),
+        }, schema=PARQUET_SCHEMA)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        path = (f"{self._output_dir}/dt={batch.tranche}/predictions-{c.model_name}-"
+                f"v{c.model_version}-{batch.batch_key}.parquet")
+        write_atomically(path, sink.getvalue().to_pybytes())
+        yield batch
+
+
+class WritePredictionFiles(beam.PTransform):
+    """Scored DocBatches -> one Parquet file each; passes the batches on."""
+
+    def __init__(self, output_dir: str, ctx: RunContext):
+        super().__init__()
+        self._fn = _WriteParquetFn(output_dir, ctx)
+
+    def expand(self, batches: beam.PCollection) -> beam.PCollection:
+        return batches | "Write Parquet" >> beam.ParDo(self._fn)
