@@ -2,7 +2,9 @@
 
 Exit codes: 0 success; 1 launch or configuration error; 2 usage error; 3 some
 requested tranche is missing (the others are still scored); 4 the dead-letter share
-exceeded ``max_dead_letter_ratio``.
+exceeded ``max_dead_letter_ratio``; 5 some tranche is being scored by another run (lease
+held), the others are still scored. Tranches the ledger already completed with the same
+inputs and model version are skipped (exit 0); ``--force`` rescores them.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from typing import Any
 
 from models.registry import ModelRegistry, RegistryError
 from pipelines.config import Config, ConfigError, add_config_flags, load_config, overrides_from_args
-from pipelines.score import LaunchError, execute, format_summary, make_plan
+from pipelines.score import LaunchError, ScorePlan, execute, format_summary, make_plan
 from transforms.db import connect, redact
+from transforms.ledger import BUSY, SKIP
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_MISSING, EXIT_DEAD_LETTERS = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_MISSING, EXIT_DEAD_LETTERS, EXIT_BUSY = 0, 1, 2, 3, 4, 5
 _LOG = logging.getLogger("beamscore")
 
 
@@ -134,12 +137,16 @@ def _dispatch(args: argparse.Namespace, cfg: Config, beam_args: list[str]) -> in
             db.close()
         print(f"schema ready in {redact(cfg.db)}")
         return EXIT_OK
-    plan = make_plan(cfg, _dates(args))
     if args.command == "plan":
+        plan = make_plan(cfg, _dates(args), registry.resolve(cfg.model))
         print(_format_plan(plan))
         return EXIT_MISSING if plan.missing else EXIT_OK
-    outcome = execute(cfg, plan, beam_args)
+    outcome = execute(cfg, _dates(args), beam_args)
     print(format_summary(outcome))
+    plan = outcome.plan
+    if not outcome.run_id and plan.with_decision(SKIP):
+        print("beamscore: nothing to do: every tranche is already scored with this model "
+              "and these inputs (use --force to rescore)", file=sys.stderr)
     if outcome.summary and outcome.summary.get("status") == "dead_letter_ratio_exceeded":
         print(f"beamscore: dead-letter ratio {outcome.summary['dead_letter_ratio']:.4f} exceeds "
               f"max_dead_letter_ratio={cfg.max_dead_letter_ratio}", file=sys.stderr)
@@ -148,6 +155,10 @@ def _dispatch(args: argparse.Namespace, cfg: Config, beam_args: list[str]) -> in
         print("beamscore: missing tranche(s): " + ", ".join(t.tranche for t in plan.missing),
               file=sys.stderr)
         return EXIT_MISSING
+    if plan.with_decision(BUSY):
+        print("beamscore: tranche(s) being scored by another run, left to it: "
+              + ", ".join(t.tranche for t in plan.with_decision(BUSY)), file=sys.stderr)
+        return EXIT_BUSY
     return EXIT_OK
 
 
@@ -177,13 +188,15 @@ def _models(args: argparse.Namespace, cfg: Config, registry: ModelRegistry) -> i
     return EXIT_OK
 
 
-def _format_plan(plan: Any) -> str:
+def _format_plan(plan: ScorePlan) -> str:
     lines = []
     for t in plan.tranches:
+        decision, detail = plan.decisions[t.tranche]
         if t.missing:
-            lines.append(f"{t.tranche}  missing  {t.missing_reason}")
+            lines.append(f"{t.tranche}  {decision}  {detail}")
             continue
-        lines.append(f"{t.tranche}  would run  {len(t.files)} file(s), {t.total_bytes:,} bytes")
+        lines.append(f"{t.tranche}  {decision}  ({detail})  {len(t.files)} file(s), "
+                     f"{t.total_bytes:,} bytes")
         for f in t.files:
             lines.append(f"    {f.format:<9}{f.size:>14,}  {f.path}")
         for path in t.ignored:

@@ -63,6 +63,8 @@ class SinkConfig:
     statement_timeout_ms: int = 30_000
     max_retries: int = 8
     password_env: str = "PGPASSWORD"
+    redis_url: str = ""  # job-wide rate limiter + connection slots; "" = per-machine
+    lease_seconds: int = 3600  # tranche lease of a run; renewed while the launcher waits
 
 
 @dataclass(frozen=True)

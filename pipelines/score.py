@@ -20,6 +20,7 @@ import datetime as dt
 import json
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,8 +31,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.registry import ModelRef, ModelRegistry, sha256_hex
 from pipelines.config import Config
-from transforms.db import connect
+from transforms.db import Database, connect
 from transforms.inference import DocBatchModelHandler, ScoreBatches
+from transforms.ledger import BUSY, COMPLETED, FAILED, MISSING, RUN, SKIP, TrancheLedger
+from transforms.limits import ThrottleTimer
 from transforms.preprocess import PreprocessConfig
 from transforms.read import (
     DEAD_LETTERS,
@@ -44,6 +47,7 @@ from transforms.read import (
     plan_tranches,
 )
 from transforms.sink import (
+    DatabaseSession,
     RunContext,
     SinkSettings,
     WriteDeadLetters,
@@ -63,25 +67,56 @@ class LaunchError(Exception):
 
 @dataclass
 class ScorePlan:
+    """What a run would do per tranche: run, skip (ledger), busy (leased) or missing."""
+
     dates: list[dt.date]
     tranches: list[TranchePlan]
+    decisions: dict[str, tuple[str, str]] = field(default_factory=dict)
     chunks: list[Chunk] = field(default_factory=list)
 
     @property
     def to_read(self) -> list[TranchePlan]:
-        return [t for t in self.tranches if not t.missing]
+        return [t for t in self.tranches if self.decisions.get(t.tranche, ("",))[0] == RUN]
 
     @property
     def missing(self) -> list[TranchePlan]:
         return [t for t in self.tranches if t.missing]
 
+    def with_decision(self, decision: str) -> list[TranchePlan]:
+        return [t for t in self.tranches if self.decisions[t.tranche][0] == decision]
 
-def make_plan(cfg: Config, dates: list[dt.date]) -> ScorePlan:
-    tranches = plan_tranches(cfg.input_root, dates)
-    plan = ScorePlan(dates=dates, tranches=tranches)
-    size = balanced_chunk_bytes(plan.to_read, cfg.read.chunk_bytes, cfg.workers)
-    plan.chunks = plan_chunks(plan.to_read, size)
+    def cut_chunks(self, cfg: Config) -> None:
+        size = balanced_chunk_bytes(self.to_read, cfg.read.chunk_bytes, cfg.workers)
+        self.chunks = plan_chunks(self.to_read, size)
+
+
+def make_plan(cfg: Config, dates: list[dt.date], ref: ModelRef) -> ScorePlan:
+    """List the tranches' files and ask the ledger which of them need scoring."""
+    plan = ScorePlan(dates=dates, tranches=plan_tranches(cfg.input_root, dates))
+    db = open_database(cfg)
+    try:
+        ledger = TrancheLedger(db)
+        for t in plan.tranches:
+            if t.missing:
+                plan.decisions[t.tranche] = (MISSING, t.missing_reason)
+            else:
+                plan.decisions[t.tranche] = ledger.decide(
+                    t.tranche, ref.name, ref.version, t.fingerprint(), cfg.force)
+    finally:
+        db.close()
+    plan.cut_chunks(cfg)
     return plan
+
+
+def open_database(cfg: Config) -> Database:
+    db = connect(cfg.db, password_env=cfg.sink.password_env,
+                 statement_timeout_ms=cfg.sink.statement_timeout_ms)
+    db.init_schema()
+    return db
+
+
+def files_of(t: TranchePlan) -> list[dict[str, Any]]:
+    return [{"path": f.path, "size": f.size, "identity": f.fingerprint} for f in t.files]
 
 
 def resolve_model(cfg: Config) -> ModelRef:
@@ -105,12 +140,29 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + secrets.token_hex(3)
 
 
-def sink_settings(cfg: Config) -> SinkSettings:
+LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "TestDirectRunner")
+
+
+def sink_settings(cfg: Config, beam_args: list[str] | None = None) -> SinkSettings:
+    """Sink settings; a rate limit off one machine needs Redis or a fixed VM count."""
+    machines = 1
+    if cfg.runner not in LOCAL_RUNNERS and cfg.sink.max_rows_per_second and \
+            not cfg.sink.redis_url:
+        from apache_beam.options.pipeline_options import WorkerOptions
+
+        workers = PipelineOptions(beam_args or []).view_as(WorkerOptions)
+        machines = workers.max_num_workers or workers.num_workers or 0
+        if not machines:
+            raise LaunchError(
+                "sink.max_rows_per_second on a distributed runner needs either "
+                "sink.redis_url (one job-wide budget) or --max_num_workers (each worker VM "
+                "then gets max_rows_per_second / max_num_workers)")
     return SinkSettings(
         url=cfg.db, batch_rows=cfg.sink.batch_rows, batch_bytes=cfg.sink.batch_bytes,
-        max_rows_per_second=cfg.sink.max_rows_per_second, writers=cfg.workers,
+        max_rows_per_second=cfg.sink.max_rows_per_second, machines=machines,
         statement_timeout_ms=cfg.sink.statement_timeout_ms, max_retries=cfg.sink.max_retries,
         password_env=cfg.sink.password_env, payload_limit=cfg.validation.max_payload_chars,
+        max_connections=cfg.sink.max_connections, redis_url=cfg.sink.redis_url,
     )
 
 
@@ -135,35 +187,56 @@ def finalize_counts(per_tranche: dict[str, dict[str, int]]) -> dict[str, dict[st
 
 
 class _FinalizeRunFn(beam.DoFn):
-    """Writes the run's counts to the ``runs`` row and ``<output_dir>/_runs/<run_id>.json``."""
+    """Records the outcome: ``runs`` row, ledger rows, ``<output_dir>/_runs/<run_id>.json``.
 
-    def __init__(self, db_url: str, password_env: str, output_dir: str, run_id: str,
+    A tranche is marked completed in the ledger only when every record it read is
+    accounted for (read == written + dead-lettered); otherwise it is marked failed and
+    the next scheduled run scores it again.
+    """
+
+    def __init__(self, settings: SinkSettings, output_dir: str, run_id: str,
                  max_dead_letter_ratio: float, tranches: list[str]):
-        self._db_url = db_url
-        self._password_env = password_env
+        self._settings = settings
         self._output_dir = output_dir.rstrip("/")
         self._run_id = run_id
         self._ratio = max_dead_letter_ratio
         self._tranches = tranches
 
     def process(self, per_tranche: dict[str, dict[str, int]]) -> Iterable[dict[str, Any]]:
-        counts = finalize_counts({t: {} for t in self._tranches} | per_tranche)
-        total = finalize_counts({"total": merge_counts(counts.values())})["total"]
-        ratio = total["dead_lettered"] / total["read"] if total["read"] else 0.0
-        status = "succeeded" if ratio <= self._ratio else "dead_letter_ratio_exceeded"
-        summary = {"run_id": self._run_id, "status": status, "tranches": counts,
-                   "total": total, "dead_letter_ratio": round(ratio, 6)}
-        db = connect(self._db_url, password_env=self._password_env)
+        summary = summarise(self._run_id, {t: {} for t in self._tranches} | per_tranche,
+                            self._ratio)
+        session = DatabaseSession(self._settings, ThrottleTimer())
         try:
-            db.upsert_run({
-                "run_id": self._run_id, "status": status, "counts": json.dumps(summary),
-                "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            } | _existing_run_fields(db, self._run_id))
+            session.run(lambda db: self._record(db, summary))
         finally:
-            db.close()
+            session.close()
         write_atomically(f"{self._output_dir}/_runs/{self._run_id}.json",
                          json.dumps(summary, indent=2).encode())
         yield summary
+
+    def _record(self, db: Database, summary: dict[str, Any]) -> None:
+        db.upsert_run(_existing_run_fields(db, self._run_id) | {
+            "run_id": self._run_id, "status": summary["status"], "counts": json.dumps(summary),
+            "finished_at": _now_iso(),
+        })
+        ledger = TrancheLedger(db)
+        for tranche, c in summary["tranches"].items():
+            complete = c["read"] == c["written"] + c["dead_lettered"]
+            ledger.finish(self._run_id, tranche, COMPLETED if complete else FAILED, c)
+
+
+def summarise(run_id: str, per_tranche: dict[str, dict[str, int]],
+              max_ratio: float) -> dict[str, Any]:
+    counts = finalize_counts(per_tranche)
+    total = finalize_counts({"total": merge_counts(counts.values())})["total"]
+    ratio = total["dead_lettered"] / total["read"] if total["read"] else 0.0
+    status = "succeeded" if ratio <= max_ratio else "dead_letter_ratio_exceeded"
+    return {"run_id": run_id, "status": status, "tranches": counts, "total": total,
+            "dead_letter_ratio": round(ratio, 6)}
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _existing_run_fields(db: Any, run_id: str) -> dict[str, Any]:
@@ -193,14 +266,14 @@ class SummariseRun(beam.PTransform):
 
 # ----------------------------------------------------------------- the graph
 def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef,
-                   run_id: str) -> beam.PCollection:
+                   run_id: str, beam_args: list[str] | None = None) -> beam.PCollection:
     """Attach the scoring transforms to ``p``; returns the summary PCollection."""
     pre = PreprocessConfig.from_dict(ref.metadata.get("preprocessing", {}))
     ctx = RunContext(
         run_id=run_id, model_name=ref.name, model_version=ref.version, model_sha256=ref.sha256,
         scored_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
-    settings = sink_settings(cfg)
+    settings = sink_settings(cfg, beam_args)
     limit = cfg.validation.max_payload_chars
     handler = DocBatchModelHandler(
         cfg.registry, ref, top_k=cfg.inference.top_k,
@@ -221,8 +294,8 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef
         | "Merge dead letters" >> beam.Flatten()
     )
     dead_stats = dead | "Write dead letters" >> WriteDeadLetters(settings, run_id, cfg.output_dir)
-    fn = _FinalizeRunFn(cfg.db, cfg.sink.password_env, cfg.output_dir, run_id,
-                        cfg.max_dead_letter_ratio, [t.tranche for t in plan.to_read])
+    fn = _FinalizeRunFn(settings, cfg.output_dir, run_id, cfg.max_dead_letter_ratio,
+                        [t.tranche for t in plan.to_read])
     return (
         (read[STATS], written[STATS], dead_stats)
         | "Merge stats" >> beam.Flatten()
@@ -232,22 +305,18 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef
 
 def pipeline_options(cfg: Config, beam_args: list[str]) -> PipelineOptions:
     opts: dict[str, Any] = {"runner": cfg.runner}
-    if cfg.runner in ("FnApiRunner", "DirectRunner"):
+    if cfg.runner in LOCAL_RUNNERS:
         opts["direct_num_workers"] = cfg.workers
         opts["direct_running_mode"] = "multi_processing" if cfg.workers > 1 else "in_memory"
     return PipelineOptions(beam_args, **opts)
 
 
 def start_run(cfg: Config, ref: ModelRef, run_id: str) -> None:
-    db = connect(cfg.db, password_env=cfg.sink.password_env,
-                 statement_timeout_ms=cfg.sink.statement_timeout_ms)
+    db = open_database(cfg)
     try:
-        db.init_schema()
         db.upsert_run({
-            "run_id": run_id,
-            "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "finished_at": None, "status": "running",
-            "config": json.dumps(cfg.to_dict(), sort_keys=True),
+            "run_id": run_id, "started_at": _now_iso(), "finished_at": None,
+            "status": "running", "config": json.dumps(cfg.to_dict(), sort_keys=True),
             "model": f"{ref.name}:{ref.version}", "counts": None,
         })
     finally:
@@ -257,12 +326,11 @@ def start_run(cfg: Config, ref: ModelRef, run_id: str) -> None:
 def fail_run(cfg: Config, run_id: str, reason: str) -> None:
     db = connect(cfg.db, password_env=cfg.sink.password_env)
     try:
-        fields = _existing_run_fields(db, run_id)
-        db.upsert_run(fields | {
-            "run_id": run_id, "status": "failed",
-            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        db.upsert_run(_existing_run_fields(db, run_id) | {
+            "run_id": run_id, "status": "failed", "finished_at": _now_iso(),
             "counts": json.dumps({"error": reason[:2000]}),
         })
+        TrancheLedger(db).fail_run(run_id)
     finally:
         db.close()
 
@@ -279,6 +347,46 @@ def read_summary(cfg: Config, run_id: str) -> dict[str, Any] | None:
     return data
 
 
+def acquire_tranches(cfg: Config, plan: ScorePlan, ref: ModelRef, run_id: str) -> None:
+    """Take a lease on every tranche to score; one another run holds becomes busy."""
+    db = open_database(cfg)
+    try:
+        ledger = TrancheLedger(db)
+        for t in plan.to_read:
+            if not ledger.acquire(t.tranche, ref.name, ref.version, t.fingerprint(),
+                                  files_of(t), run_id, cfg.sink.lease_seconds):
+                entry = ledger.get(t.tranche, ref.name, ref.version)
+                plan.decisions[t.tranche] = (BUSY, f"run {entry.run_id if entry else '?'} "
+                                                   "took it first")
+    finally:
+        db.close()
+    plan.cut_chunks(cfg)
+
+
+class _LeaseKeeper(threading.Thread):
+    """Renews the run's tranche leases every lease/3 seconds while the launcher waits."""
+
+    def __init__(self, cfg: Config, run_id: str):
+        super().__init__(name="beamscore-lease", daemon=True)
+        self._cfg, self._run_id = cfg, run_id
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        period = max(1.0, self._cfg.sink.lease_seconds / 3)
+        while not self._stop_event.wait(period):
+            try:
+                db = connect(self._cfg.db, password_env=self._cfg.sink.password_env)
+                try:
+                    TrancheLedger(db).renew(self._run_id, self._cfg.sink.lease_seconds)
+                finally:
+                    db.close()
+            except Exception as exc:  # noqa: BLE001 - retried at the next period
+                _LOG.warning("could not renew tranche leases: %s", exc)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
 @dataclass
 class RunOutcome:
     run_id: str
@@ -288,27 +396,37 @@ class RunOutcome:
     ref: ModelRef
 
 
-def execute(cfg: Config, plan: ScorePlan, beam_args: list[str],
+def execute(cfg: Config, dates: list[dt.date], beam_args: list[str],
             test_pipeline: beam.Pipeline | None = None, wait: bool = True) -> RunOutcome:
-    """Resolve the model, open the run, build and run the pipeline."""
+    """Resolve and verify the model, plan, lease the tranches, build and run."""
     ref = resolve_model(cfg)
-    if not plan.chunks:
-        raise LaunchError("nothing to score: " + "; ".join(
-            t.missing_reason for t in plan.missing) if plan.missing else "no tranches")
+    plan = make_plan(cfg, dates, ref)
     run_id = new_run_id()
+    if plan.to_read:
+        acquire_tranches(cfg, plan, ref, run_id)
+    if not plan.chunks:
+        if plan.with_decision(MISSING) and not plan.with_decision(SKIP) \
+                and not plan.with_decision(BUSY):
+            raise LaunchError("nothing to score: " + "; ".join(
+                t.missing_reason for t in plan.missing))
+        return RunOutcome(run_id="", summary=None, wall_seconds=0.0, plan=plan, ref=ref)
     start_run(cfg, ref, run_id)
     _LOG.info("run %s: model %s:%s, %d tranche(s), %d chunk(s)", run_id, ref.name,
               ref.version, len(plan.to_read), len(plan.chunks))
     started = time.monotonic()
+    keeper = _LeaseKeeper(cfg, run_id)
+    keeper.start()
     p = test_pipeline or beam.Pipeline(options=pipeline_options(cfg, beam_args))
     try:
-        build_pipeline(p, cfg, plan, ref, run_id)
+        build_pipeline(p, cfg, plan, ref, run_id, beam_args)
         result = p.run()
         if wait:
             result.wait_until_finish()
-    except Exception as exc:
+    except BaseException as exc:
         fail_run(cfg, run_id, f"{type(exc).__name__}: {exc}")
         raise
+    finally:
+        keeper.stop()
     wall = time.monotonic() - started
     summary = read_summary(cfg, run_id) if wait else None
     return RunOutcome(run_id=run_id, summary=summary, wall_seconds=wall, plan=plan, ref=ref)
@@ -316,18 +434,19 @@ def execute(cfg: Config, plan: ScorePlan, beam_args: list[str],
 
 def format_summary(outcome: RunOutcome) -> str:
     s = outcome.summary or {}
-    lines = [
-        f"run {outcome.run_id}  model {outcome.ref.name}:{outcome.ref.version}  "
-        f"status {s.get('status', 'unknown')}",
-        f"{'tranche':<12}{'read':>10}{'valid':>10}{'scored':>10}{'dead':>8}{'written':>10}"
-        f"  check",
-    ]
+    lines = []
+    if outcome.run_id:
+        lines.append(f"run {outcome.run_id}  model {outcome.ref.name}:{outcome.ref.version}  "
+                     f"status {s.get('status', 'unknown')}")
+    lines.append(f"{'tranche':<12}{'read':>10}{'valid':>10}{'scored':>10}{'dead':>8}"
+                 f"{'written':>10}  check")
     for tranche, c in (s.get("tranches") or {}).items():
         ok = "ok" if c["read"] == c["written"] + c["dead_lettered"] else "MISMATCH"
         lines.append(f"{tranche:<12}{c['read']:>10}{c['valid']:>10}{c['scored']:>10}"
                      f"{c['dead_lettered']:>8}{c['written']:>10}  {ok}")
-    for t in outcome.plan.missing:
-        lines.append(f"{t.tranche:<12}  MISSING: {t.missing_reason}")
+    for decision in (SKIP, BUSY, MISSING):
+        for t in outcome.plan.with_decision(decision):
+            lines.append(f"{t.tranche:<12}  {decision}: {outcome.plan.decisions[t.tranche][1]}")
     total = s.get("total") or {}
     docs = total.get("read", 0)
     rate = docs / outcome.wall_seconds if outcome.wall_seconds else 0.0
@@ -336,5 +455,6 @@ def format_summary(outcome: RunOutcome) -> str:
         f"{total.get('dead_lettered', 0):>8}{total.get('written', 0):>10}"
     )
     lines.append(f"wall time {outcome.wall_seconds:.1f}s  {rate:,.0f} docs/s  "
-                 f"dead-letter ratio {s.get('dead_letter_ratio', 0):.4f}")
+                 f"dead-letter ratio {s.get('dead_letter_ratio', 0):.4f}  "
+                 f"throttled {total.get('throttled_ms', 0) / 1000:.1f}s")
     return "\n".join(lines)

@@ -2,9 +2,11 @@
 
 ``WriteToDatabase`` follows Beam's datastoreio write: a batching DoFn that opens its
 client in ``setup``, buffers rows up to ``batch_rows``/``batch_bytes``, flushes in
-``finish_bundle``, throttles through a rate limiter, retries transient errors with
-exponential backoff and jitter, and only issues idempotent upserts. Time spent
-throttled or backing off is counted in ``cumulativeThrottlingSeconds``. Rows the
+``finish_bundle``, throttles through a Beam ``RateLimiter`` (``transforms.limits``),
+holds a connection slot while connected (the ``max_connections`` cap), retries
+transient errors with exponential backoff and jitter, and only issues idempotent
+upserts. Time spent throttled, waiting for a slot or backing off is counted in
+``cumulativeThrottlingSeconds`` and reported in the run summary. Rows the
 database rejects permanently are isolated by bisection and dead-lettered (stage
 ``sink``) with the database's message.
 
@@ -20,12 +22,11 @@ import hashlib
 import json
 import logging
 import random
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import apache_beam as beam
 import pyarrow as pa
@@ -36,18 +37,20 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.db import (
-    Database,
-    PermanentDataError,
-    TransientDatabaseError,
-    connect,
-)
+from transforms.db import Database, PermanentDataError, TransientDatabaseError, connect, redact
 from transforms.inference import PRED_LABEL, PRED_SCORE, PRED_TOP_K
+from transforms.limits import (
+    FileSlots,
+    MachineRateLimiter,
+    RedisRateLimiter,
+    RedisSlots,
+    ThrottleTimer,
+)
 from transforms.read import DEAD_LETTERS, STATS
 from transforms.records import DOC_ID, LABEL, METADATA, POSITION, DocBatch, dead_letter
 
 _LOG = logging.getLogger(__name__)
-THROTTLE_COUNTER = "cumulativeThrottlingSeconds"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -67,11 +70,13 @@ class SinkSettings:
     batch_rows: int = 5000
     batch_bytes: int = 16 << 20
     max_rows_per_second: float = 0.0
-    writers: int = 1  # concurrent writers sharing max_rows_per_second
+    machines: int = 1  # machines sharing max_rows_per_second (each gets an equal share)
     statement_timeout_ms: int = 30_000
     max_retries: int = 8
     password_env: str = "PGPASSWORD"
     payload_limit: int = 2000
+    max_connections: int = 4
+    redis_url: str = ""  # job-wide limiter and connection slots (autoscaled jobs)
 
 
 def _windowed(value: Any) -> WindowedValue:
@@ -79,39 +84,9 @@ def _windowed(value: Any) -> WindowedValue:
     return WindowedValue(value, MIN_TIMESTAMP, (GlobalWindow(),))
 
 
-# ------------------------------------------------------------------ rate limiting
-class TokenBucket:
-    """Rows-per-second budget of one writer: ``rate`` tokens/s, burst of one second.
-
-    ``acquire(n)`` blocks until ``n`` tokens are available and returns the seconds
-    it slept. With W writers each owning rate/W, the job as a whole never exceeds
-    the global rate.
-    """
-
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
-        self.rate = rate
-        self._clock, self._sleep = clock, sleep
-        self._tokens = 0.0
-        self._last = clock()
-        self._lock = threading.Lock()
-
-    def acquire(self, n: int) -> float:
-        if self.rate <= 0:
-            return 0.0
-        with self._lock:
-            now = self._clock()
-            self._tokens = min(self.rate, self._tokens + (now - self._last) * self.rate)
-            self._last = now
-            self._tokens -= n
-            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
-        if wait > 0:
-            self._sleep(wait)
-        return wait
-
-
-def with_retries(fn: Callable[[], Any], *, max_retries: int, on_wait: Callable[[float], None],
-                 base: float = 0.2, cap: float = 30.0) -> Any:
+# ------------------------------------------------------------ sessions and retries
+def with_retries(fn: Callable[[], T], *, max_retries: int, on_wait: Callable[[float], None],
+                 base: float = 0.2, cap: float = 30.0) -> T:
     """Call ``fn``; on TransientDatabaseError back off exponentially with full jitter."""
     attempt = 0
     while True:
@@ -121,11 +96,62 @@ def with_retries(fn: Callable[[], Any], *, max_retries: int, on_wait: Callable[[
             attempt += 1
             if attempt > max_retries:
                 raise
-            delay = random.uniform(0, min(cap, base * 2 ** attempt))
+            delay = random.uniform(base, min(cap, base * 2 ** attempt))
             _LOG.warning("transient database error (attempt %d/%d, retry in %.2fs): %s",
                          attempt, max_retries, delay, exc)
             on_wait(delay)
             time.sleep(delay)
+
+
+def rate_limiter(s: SinkSettings) -> MachineRateLimiter | RedisRateLimiter:
+    """Job-wide in Redis when configured; else this machine's share of the budget."""
+    if s.redis_url:
+        return RedisRateLimiter(s.redis_url, redact(s.url), s.max_rows_per_second)
+    return MachineRateLimiter(s.url, s.max_rows_per_second / max(1, s.machines))
+
+
+class DatabaseSession:
+    """One connection held under a connection slot, reopened after transient errors.
+
+    ``run(fn)`` calls ``fn(db)`` with retries; waiting for a slot or backing off is
+    added to the throttle timer. ``close()`` closes the connection and frees the slot.
+    """
+
+    def __init__(self, s: SinkSettings, timer: ThrottleTimer):
+        self._s = s
+        self._timer = timer
+        self._db: Database | None = None
+        self._slots: FileSlots | RedisSlots | None = None
+
+    def _connect(self) -> Database:
+        if self._db is None:
+            if self._slots is None:
+                self._slots = (RedisSlots(self._s.redis_url, self._s.url, self._s.max_connections)
+                               if self._s.redis_url else
+                               FileSlots(self._s.url, self._s.max_connections))
+                self._timer.add(self._slots.acquire())
+            self._db = connect(self._s.url, password_env=self._s.password_env,
+                               statement_timeout_ms=self._s.statement_timeout_ms)
+        return self._db
+
+    def _drop_connection(self, waited: float) -> None:
+        self._timer.add(waited)
+        if self._db is not None:
+            try:
+                self._db.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection may fail
+                pass
+            self._db = None
+
+    def run(self, fn: Callable[[Database], T]) -> T:
+        return with_retries(lambda: fn(self._connect()), max_retries=self._s.max_retries,
+                            on_wait=self._drop_connection)
+
+    def close(self) -> None:
+        self._drop_connection(0.0)
+        if self._slots is not None:
+            self._slots.release()
+            self._slots = None
 
 
 # ------------------------------------------------------------------ the DB writer
@@ -142,42 +168,25 @@ def prediction_rows(batch: DocBatch, ctx: RunContext) -> list[tuple[Any, ...]]:
 
 
 class _WritePredictionsFn(beam.DoFn):
-    """Buffers rows, flushes in upserts of ``batch_rows``; emits stats and dead letters."""
+    """Buffers rows, flushes upserts of ``batch_rows``/``batch_bytes``; emits stats and
+    the rows the database rejected. Holds its connection (and slot) for one bundle."""
 
     def __init__(self, settings: SinkSettings, ctx: RunContext):
         self._s = settings
         self._ctx = ctx
-        self._throttled = Metrics.counter(self.__class__, THROTTLE_COUNTER)
         self._written = Metrics.counter("beamscore", "rows_written")
-        self._db: Database | None = None
-        self._bucket: TokenBucket | None = None
 
     def setup(self) -> None:
-        self._bucket = TokenBucket(self._s.max_rows_per_second / max(1, self._s.writers))
+        self._limiter = rate_limiter(self._s)
+        self._timer = ThrottleTimer()
+        self._session = DatabaseSession(self._s, self._timer)
+        self._last_log = time.monotonic()
+        self._rows_total = 0
 
     def start_bundle(self) -> None:
         self._rows: list[tuple[Any, ...]] = []
         self._meta: list[tuple[str, int, Any]] = []  # (tranche, position, raw) per row
         self._bytes = 0
-
-    def _database(self) -> Database:
-        if self._db is None:
-            self._db = with_retries(
-                lambda: connect(self._s.url, password_env=self._s.password_env,
-                                statement_timeout_ms=self._s.statement_timeout_ms),
-                max_retries=self._s.max_retries, on_wait=self._count_wait,
-            )
-        return self._db
-
-    def _count_wait(self, seconds: float) -> None:
-        self._throttled.inc(int(round(seconds)))
-        # Drop a possibly broken connection: the next attempt reconnects.
-        if self._db is not None:
-            try:
-                self._db.close()
-            except Exception:  # noqa: BLE001 - closing a dead connection may fail
-                pass
-            self._db = None
 
     def process(self, batch: DocBatch) -> Iterator[Any]:
         rows = prediction_rows(batch, self._ctx)
@@ -185,23 +194,26 @@ class _WritePredictionsFn(beam.DoFn):
         for row, pos, raw in zip(rows, batch.frame[POSITION].tolist(), raws):
             self._rows.append(row)
             self._meta.append((batch.tranche, pos, raw))
-            self._bytes += len(row[0]) + len(row[4]) + 200
+            self._bytes += len(row[0]) + len(row[4]) + len(row[10]) + 200
             if len(self._rows) >= self._s.batch_rows or self._bytes >= self._s.batch_bytes:
                 yield from self._flush()
 
     def finish_bundle(self) -> Iterator[Any]:
-        for out in self._flush():
-            yield beam.pvalue.TaggedOutput(out.tag, _windowed(out.value))
+        try:
+            for out in self._flush():
+                yield beam.pvalue.TaggedOutput(out.tag, _windowed(out.value))
+        finally:
+            self._session.close()
 
     def teardown(self) -> None:
-        if self._db is not None:
-            self._db.close()
+        self._session.close()
 
     def _flush(self) -> Iterator[Any]:
         rows, meta = self._rows, self._meta
         self._rows, self._meta, self._bytes = [], [], 0
         if not rows:
             return
+        throttled_before = self._timer.total_seconds
         rejected: dict[int, str] = {}
         self._write_isolating(rows, 0, len(rows), rejected)
         written: dict[str, int] = defaultdict(int)
@@ -217,29 +229,39 @@ class _WritePredictionsFn(beam.DoFn):
             else:
                 written[tranche] += 1
         self._written.inc(len(rows) - len(rejected))
-        for tranche in scored:
-            yield beam.pvalue.TaggedOutput(
-                STATS, (tranche, {"scored": scored[tranche], "written": written[tranche]})
-            )
+        throttled_ms = int((self._timer.total_seconds - throttled_before) * 1000)
+        for i, tranche in enumerate(scored):
+            stats = {"scored": scored[tranche], "written": written[tranche]}
+            if i == 0 and throttled_ms:
+                stats["throttled_ms"] = throttled_ms
+            yield beam.pvalue.TaggedOutput(STATS, (tranche, stats))
+        self._log_progress(len(rows))
+
+    def _log_progress(self, n: int) -> None:
+        self._rows_total += n
+        if time.monotonic() - self._last_log >= 30:
+            self._last_log = time.monotonic()
+            _LOG.info("sink progress: %d rows written by this worker, %.1fs throttled",
+                      self._rows_total, self._timer.total_seconds)
 
     def _write_isolating(self, rows: Sequence[tuple[Any, ...]], lo: int, hi: int,
                          rejected: dict[int, str]) -> None:
         """Write rows[lo:hi]; on a permanent error bisect down to the rejected rows."""
         part = rows[lo:hi]
-        assert self._bucket is not None
-        waited = self._bucket.acquire(len(part))
-        if waited:
-            self._throttled.inc(int(round(waited)))
+        self._limiter.allow(hits_added=len(part))
+        self._timer.add(self._limiter.last_wait)
         try:
-            with_retries(lambda: self._database().upsert_predictions(part),
-                         max_retries=self._s.max_retries, on_wait=self._count_wait)
+            self._session.run(lambda db: db.upsert_predictions(part))
+            return
         except PermanentDataError as exc:
             if hi - lo == 1:
                 rejected[lo] = str(exc)
                 return
-            mid = (lo + hi) // 2
-            self._write_isolating(rows, lo, mid, rejected)
-            self._write_isolating(rows, mid, hi, rejected)
+        finally:
+            self._limiter.done()
+        mid = (lo + hi) // 2
+        self._write_isolating(rows, lo, mid, rejected)
+        self._write_isolating(rows, mid, hi, rejected)
 
 
 class WriteToDatabase(beam.PTransform):
@@ -281,11 +303,7 @@ class _WriteDeadLettersFn(beam.DoFn):
         by_tranche: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for dl in self._buffer:
             by_tranche[dl["tranche"]].append(dl)
-        db = with_retries(
-            lambda: connect(self._s.url, password_env=self._s.password_env,
-                            statement_timeout_ms=self._s.statement_timeout_ms),
-            max_retries=self._s.max_retries, on_wait=lambda s: None,
-        )
+        session = DatabaseSession(self._s, ThrottleTimer())
         try:
             for tranche, dls in sorted(by_tranche.items()):
                 dls.sort(key=lambda d: (d["source_file"], d["position"], d["stage"]))
@@ -296,15 +314,18 @@ class _WriteDeadLettersFn(beam.DoFn):
                 write_atomically(path, lines)
                 rows = [(self._run_id, d["tranche"], d["source_file"], d["position"],
                          d["stage"], d["reason"], d["payload"]) for d in dls]
-                with_retries(functools.partial(db.upsert_dead_letters, rows),
-                             max_retries=self._s.max_retries, on_wait=lambda s: None)
+                session.run(functools.partial(_upsert_dead_letters, rows))
                 by_stage: dict[str, int] = defaultdict(int)
                 for d in dls:
                     by_stage[f"dead_{d['stage']}"] += 1
                 yield _windowed((tranche, {"dead_lettered": len(dls), **by_stage}))
         finally:
-            db.close()
+            session.close()
         self._buffer = []
+
+
+def _upsert_dead_letters(rows: list[tuple[Any, ...]], db: Database) -> int:
+    return db.upsert_dead_letters(rows)
 
 
 class WriteDeadLetters(beam.PTransform):
