@@ -7,8 +7,9 @@ versioned schema (``schema_version`` table) and offer the same idempotent writes
 predictions are upserted on (doc_id, model_name, model_version), dead letters on
 (run_id, source_file, position, stage), runs on run_id.
 
-PostgreSQL bulk path: COPY into a temporary staging table, then one
-INSERT ... SELECT DISTINCT ON ... ON CONFLICT DO UPDATE. SQLite path: executemany in
+PostgreSQL bulk path: de-duplicate keys in Python, COPY into a temporary staging
+table, then one INSERT ... SELECT ... ON CONFLICT DO UPDATE (165k rows/s in 5,000-row
+batches here, vs 47k for executemany; see bench/sink_bench.py). SQLite path: executemany in
 one transaction, WAL journal and a busy timeout so local workers never hit "database
 is locked". Errors are classified as transient (retry) or permanent (dead-letter).
 """
@@ -121,12 +122,13 @@ class Database:
 
 
 def dedupe_last(rows: Sequence[tuple[Any, ...]],
-                key_idx: Sequence[int] = (0, 5, 6)) -> list[tuple[Any, ...]]:
-    """Keep the last row per key: one batch must not hit the same key twice."""
-    seen: dict[tuple[Any, ...], tuple[Any, ...]] = {}
-    for r in rows:
-        seen[tuple(r[i] for i in key_idx)] = r
-    return list(seen.values())
+                key_idx: tuple[int, ...] = (0, 5, 6)) -> list[tuple[Any, ...]]:
+    """Keep the last row per key: one statement must not hit the same key twice."""
+    if key_idx == (0, 5, 6):  # predictions: (doc_id, model_name, model_version), hot path
+        unique = {(r[0], r[5], r[6]): r for r in rows}
+    else:
+        unique = {tuple(r[i] for i in key_idx): r for r in rows}
+    return rows if len(unique) == len(rows) and isinstance(rows, list) else list(unique.values())
 
 
 # ------------------------------------------------------------------------ SQLite
@@ -250,6 +252,7 @@ class PostgresDatabase(Database):
         if password:
             kwargs["password"] = password
         conninfo = parts._replace(scheme="postgresql").geturl()
+        self._staging: set[str] = set()
         try:
             self.conn = psycopg.connect(conninfo, autocommit=True, **kwargs)
         except psycopg.Error as exc:
@@ -280,17 +283,21 @@ class PostgresDatabase(Database):
         updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in key)
         try:
             with self.conn.transaction():
-                self.conn.execute(
-                    f"CREATE TEMP TABLE IF NOT EXISTS {stage} "  # type: ignore[arg-type]
-                    f"(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-                )
+                if stage not in self._staging:
+                    self.conn.execute(
+                        f"CREATE TEMP TABLE IF NOT EXISTS {stage} "  # type: ignore[arg-type]
+                        f"(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                    )
+                    self._staging.add(stage)
                 with self.conn.cursor() as cur:
                     with cur.copy(f"COPY {stage} ({col_list}) FROM STDIN") as copy:  # type: ignore[arg-type]
                         for r in rows:
                             copy.write_row(r)
+                    # Keys are unique here (deduplicated by the caller), so no DISTINCT ON
+                    # sort: ON CONFLICT never meets the same key twice in one statement.
                     cur.execute(
                         f"INSERT INTO {table} ({col_list}) "  # type: ignore[arg-type]
-                        f"SELECT DISTINCT ON ({', '.join(key)}) {col_list} FROM {stage} "
+                        f"SELECT {col_list} FROM {stage} "
                         f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
                     )
         except psycopg.Error as exc:

@@ -93,11 +93,12 @@ class MachineRateLimiter(RateLimiter):
     """``rate`` rows per any 1-second window, shared by all processes of this machine
     writing to ``name``: a sliding-window log in a flock-guarded state file.
 
-    ``allow(n)`` waits until the rows committed in the last second, plus the rows of
-    writes still in flight, plus ``n`` fit in ``rate``; it then records the write as in
-    flight. ``done()`` records its commit time. In-flight writes count as committing
-    now, and commits are recorded after they happen, so the log never undercounts:
-    every 1-second window of real commits holds at most ``rate`` rows (a single write
+    ``allow(n)`` waits until its turn in an even schedule (n/rate seconds per write,
+    so there is no start-up burst) and until the rows committed in the last second,
+    plus the rows of writes still in flight, plus ``n`` fit in ``rate``; it then
+    records the write as in flight. ``done()`` records its commit time. In-flight
+    writes count as committing now, and commits are recorded after they happen, so the
+    log never undercounts: every 1-second window of real commits holds at most ``rate`` rows (a single write
     larger than ``rate`` is let through alone).
     """
 
@@ -112,21 +113,21 @@ class MachineRateLimiter(RateLimiter):
         self.last_wait = 0.0
         self._pending: str | None = None
 
-    def _update(self, fn: Callable[[list[list[Any]], float], float]) -> float:
+    def _update(self, fn: Callable[[dict[str, Any], float], float]) -> float:
         with open(self._path, "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 fh.seek(0)
                 text = fh.read()
-                log: list[list[Any]] = json.loads(text) if text else []
+                state: dict[str, Any] = json.loads(text) if text else {"next": 0.0, "log": []}
                 now = time.time()
                 # Keep commits of the last second and in-flight writes that are not stale.
-                log = [e for e in log if (e[3] and e[2] > now - 1.0)
-                       or (not e[3] and e[2] > now - self.STALE_SECONDS)]
-                result = fn(log, now)
+                state["log"] = [e for e in state["log"] if (e[3] and e[2] > now - 1.0)
+                                or (not e[3] and e[2] > now - self.STALE_SECONDS)]
+                result = fn(state, now)
                 fh.seek(0)
                 fh.truncate()
-                fh.write(json.dumps(log))
+                fh.write(json.dumps(state))
                 fh.flush()
                 return result
             finally:
@@ -139,10 +140,14 @@ class MachineRateLimiter(RateLimiter):
         entry_id = uuid.uuid4().hex
         started = time.monotonic()
 
-        def try_book(log: list[list[Any]], now: float) -> float:
+        def try_book(state: dict[str, Any], now: float) -> float:
+            log = state["log"]
+            if now < state["next"]:  # pacing: spread writes evenly, no start-up burst
+                return state["next"] - now
             used = sum(e[1] for e in log)
             if used + hits_added <= self.rate or not log:
                 log.append([entry_id, hits_added, now, False])
+                state["next"] = max(now, state["next"]) + hits_added / self.rate
                 return 0.0
             # Earliest moment enough committed rows leave the window; poll if in flight.
             excess = used + hits_added - self.rate
@@ -167,8 +172,8 @@ class MachineRateLimiter(RateLimiter):
             return
         entry_id, self._pending = self._pending, None
 
-        def commit(log: list[list[Any]], now: float) -> float:
-            for e in log:
+        def commit(state: dict[str, Any], now: float) -> float:
+            for e in state["log"]:
                 if e[0] == entry_id:
                     e[2], e[3] = now, True
             return 0.0
