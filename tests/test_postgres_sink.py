@@ -65,9 +65,10 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
     return root
 
 
-def _landing(tmp: Path, n: int, files: int = 4, extra: list[dict[str, str]] | None = None) -> str:
+def _landing(tmp: Path, n: int, files: int = 4, extra: list[dict[str, str]] | None = None,
+             max_chars: int = 600) -> str:
     root = tmp / "landing"
-    docs = list(make_docs(n, seed=11, prefix="pg"))
+    docs = list(make_docs(n, seed=11, prefix="pg", max_chars=max_chars))
     per = n // files
     for i in range(files):
         part = docs[i * per:(i + 1) * per] + (extra if extra and i == 0 else [])
@@ -254,7 +255,8 @@ def test_values_the_database_rejects_are_dead_lettered(
 
 def test_global_rate_limit_with_two_workers(pg_url: str, registry: str, tmp_path: Path) -> None:
     rate, batch = 2000, 200
-    landing = _landing(tmp_path, 12000, files=4)
+    # Short documents: scoring must outpace the limit so that the limiter is what's measured.
+    landing = _landing(tmp_path, 12000, files=4, max_chars=150)
     sampler = _RowSampler(pg_url)
     sampler.start()
     code = _score(pg_url, registry, landing, tmp_path, "--workers", "2",

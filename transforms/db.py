@@ -284,11 +284,12 @@ class PostgresDatabase(Database):
         try:
             with self.conn.transaction():
                 if stage not in self._staging:
+                    # Created in this transaction: it disappears if the transaction rolls
+                    # back, so it is remembered only after the commit below.
                     self.conn.execute(
                         f"CREATE TEMP TABLE IF NOT EXISTS {stage} "  # type: ignore[arg-type]
                         f"(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
                     )
-                    self._staging.add(stage)
                 with self.conn.cursor() as cur:
                     with cur.copy(f"COPY {stage} ({col_list}) FROM STDIN") as copy:  # type: ignore[arg-type]
                         for r in rows:
@@ -302,6 +303,7 @@ class PostgresDatabase(Database):
                     )
         except psycopg.Error as exc:
             raise classify_pg_error(exc)(f"{type(exc).__name__}: {exc}") from exc
+        self._staging.add(stage)
         return len(rows)
 
     def upsert_predictions(self, rows: Sequence[tuple[Any, ...]]) -> int:
