@@ -98,8 +98,8 @@ class MachineRateLimiter(RateLimiter):
     plus the rows of writes still in flight, plus ``n`` fit in ``rate``; it then
     records the write as in flight. ``done()`` records its commit time. In-flight
     writes count as committing now, and commits are recorded after they happen, so the
-    log never undercounts: every 1-second window of real commits holds at most ``rate`` rows (a single write
-    larger than ``rate`` is let through alone).
+    log never undercounts: every 1-second window of real commits holds at most
+    ``rate`` rows (a single write larger than ``rate`` is let through alone).
     """
 
     STALE_SECONDS = 300.0  # an in-flight entry this old belongs to a dead writer
