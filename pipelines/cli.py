@@ -112,10 +112,42 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
     try:
         cfg = load_config(args.config, overrides_from_args(args))
+        if extra:
+            _check_beam_args(extra, parser)
         return _dispatch(args, cfg, extra)
     except (ConfigError, RegistryError, LaunchError, FileNotFoundError, ValueError) as exc:
         print(f"beamscore: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - a failed pipeline: the run is marked failed
+        _LOG.debug("run failed", exc_info=True)
+        print(f"beamscore: error: run failed: {type(exc).__name__}: {str(exc)[:2000]}",
+              file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _check_beam_args(extra: list[str], parser: argparse.ArgumentParser) -> None:
+    """Flags beamscore does not know must be Beam pipeline options: no silent typos."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    beam_parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for cls in _all_subclasses(PipelineOptions):
+        try:
+            cls._add_argparse_args(beam_parser)
+        except argparse.ArgumentError:
+            continue  # an option two classes both declare
+    _, unknown = beam_parser.parse_known_args(extra)
+    if unknown:
+        parser.error(f"unrecognized arguments (neither beamscore nor Beam options): "
+                     f"{' '.join(unknown)}")
+
+
+def _all_subclasses(cls: Any) -> list[Any]:
+    out: list[Any] = []
+    sub: Any
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
 
 
 def _dispatch(args: argparse.Namespace, cfg: Config, beam_args: list[str]) -> int:
@@ -138,7 +170,7 @@ def _dispatch(args: argparse.Namespace, cfg: Config, beam_args: list[str]) -> in
         print(f"schema ready in {redact(cfg.db)}")
         return EXIT_OK
     if args.command == "plan":
-        plan = make_plan(cfg, _dates(args), registry.resolve(cfg.model))
+        plan = make_plan(cfg, _dates(args), registry.resolve(cfg.model), read_only=True)
         print(_format_plan(plan))
         return EXIT_MISSING if plan.missing else EXIT_OK
     outcome = execute(cfg, _dates(args), beam_args)

@@ -110,14 +110,19 @@ def flag_for(key: str) -> str:
     return "--" + key.replace(".", "-").replace("_", "-")
 
 
-def _coerce(key: str, value: Any, source: str) -> Any:
-    """Check ``value`` against the schema type of ``key``; strings (flags) are parsed."""
+def _coerce(key: str, value: Any, source: str, from_flag: bool = False) -> Any:
+    """Check ``value`` against the schema type of ``key``; flag strings are parsed first."""
     tp = LEAVES[key]
-    from_text = isinstance(value, str) and tp is not str
-    if from_text:
-        value = yaml.safe_load(value) if tp is not list[str] else [
-            v.strip() for v in value.split(",") if v.strip()
-        ]
+    if from_flag and isinstance(value, str) and tp is not str:
+        if tp == list[str]:
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        elif tp is float:
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        else:
+            value = yaml.safe_load(value)
     ok: bool
     if tp is bool:
         ok = isinstance(value, bool)
@@ -198,7 +203,7 @@ def load_config(config: str | None = None, overrides: dict[str, Any] | None = No
     for key, value in (overrides or {}).items():
         if key not in LEAVES:
             raise ConfigError(f"command line: unknown key '{key}'")
-        flat[key] = _coerce(key, value, f"command line ({flag_for(key)})")
+        flat[key] = _coerce(key, value, f"command line ({flag_for(key)})", from_flag=True)
     cfg: Config = _build(Config, flat)
     _check_ranges(cfg)
     return cfg

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import secrets
 import threading
 import time
@@ -27,11 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
+import sklearn
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.registry import ModelRef, ModelRegistry, sha256_hex
 from pipelines.config import Config
-from transforms.db import Database, connect
+from transforms.db import Database, backend_of, connect
 from transforms.inference import DocBatchModelHandler, ScoreBatches
 from transforms.ledger import BUSY, COMPLETED, FAILED, MISSING, RUN, SKIP, TrancheLedger
 from transforms.limits import ThrottleTimer
@@ -90,22 +92,47 @@ class ScorePlan:
         self.chunks = plan_chunks(self.to_read, size)
 
 
-def make_plan(cfg: Config, dates: list[dt.date], ref: ModelRef) -> ScorePlan:
-    """List the tranches' files and ask the ledger which of them need scoring."""
+def make_plan(cfg: Config, dates: list[dt.date], ref: ModelRef,
+              read_only: bool = False) -> ScorePlan:
+    """List the tranches' files and ask the ledger which of them need scoring.
+
+    ``read_only`` (``beamscore plan``) never creates a database or a table: a missing
+    database or ledger means nothing was scored yet.
+    """
     plan = ScorePlan(dates=dates, tranches=plan_tranches(cfg.input_root, dates))
-    db = open_database(cfg)
+    db = open_ledger_read_only(cfg) if read_only else open_database(cfg)
     try:
-        ledger = TrancheLedger(db)
+        ledger = TrancheLedger(db) if db is not None else None
         for t in plan.tranches:
             if t.missing:
                 plan.decisions[t.tranche] = (MISSING, t.missing_reason)
+            elif ledger is None:
+                plan.decisions[t.tranche] = (RUN, "never scored (no ledger yet)")
             else:
                 plan.decisions[t.tranche] = ledger.decide(
                     t.tranche, ref.name, ref.version, t.fingerprint(), cfg.force)
     finally:
-        db.close()
+        if db is not None:
+            db.close()
     plan.cut_chunks(cfg)
     return plan
+
+
+def open_ledger_read_only(cfg: Config) -> Database | None:
+    """The database if it exists and has a ledger; None otherwise. Creates nothing."""
+    if backend_of(cfg.db) == "sqlite":
+        path = cfg.db.split("sqlite:///", 1)[-1]
+        if not os.path.exists(path):
+            return None
+    db = connect(cfg.db, password_env=cfg.sink.password_env,
+                 statement_timeout_ms=cfg.sink.statement_timeout_ms)
+    probe = ("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'tranches'"
+             if db.backend == "sqlite" else "SELECT to_regclass('tranches')")
+    rows = db.execute(probe)
+    if not rows or rows[0][0] is None:
+        db.close()
+        return None
+    return db
 
 
 def open_database(cfg: Config) -> Database:
@@ -132,6 +159,13 @@ def resolve_model(cfg: Config) -> ModelRef:
         raise LaunchError(
             f"model {ref.name}:{ref.version} failed verification: sha256 {actual} != registry "
             f"{ref.sha256}; refusing to score with an altered artifact"
+        )
+    recorded = ref.metadata.get("sklearn_version")
+    if recorded != sklearn.__version__ and not cfg.inference.allow_sklearn_mismatch:
+        raise LaunchError(
+            f"model {ref.name}:{ref.version} was saved with scikit-learn {recorded}, this "
+            f"installation has {sklearn.__version__}; retrain or register it again, or set "
+            "inference.allow_sklearn_mismatch to load it anyway"
         )
     return ref
 
@@ -404,11 +438,7 @@ def execute(cfg: Config, dates: list[dt.date], beam_args: list[str],
     run_id = new_run_id()
     if plan.to_read:
         acquire_tranches(cfg, plan, ref, run_id)
-    if not plan.chunks:
-        if plan.with_decision(MISSING) and not plan.with_decision(SKIP) \
-                and not plan.with_decision(BUSY):
-            raise LaunchError("nothing to score: " + "; ".join(
-                t.missing_reason for t in plan.missing))
+    if not plan.chunks:  # everything skipped, busy or missing: no run to start
         return RunOutcome(run_id="", summary=None, wall_seconds=0.0, plan=plan, ref=ref)
     start_run(cfg, ref, run_id)
     _LOG.info("run %s: model %s:%s, %d tranche(s), %d chunk(s)", run_id, ref.name,

@@ -14,7 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-_HTML_TAG = r"<[^<>]{0,2000}>"
+# Tags (<p>, </div>, <br/>, <a href=...>) and comments; not "a < b and c > d".
+_HTML_TAG = r"<!--.*?-->|</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]{0,2000})?/?>"
 # C0/C1 control characters except tab, newline, carriage return (whitespace handles those).
 _CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
 _WHITESPACE = r"\s+"

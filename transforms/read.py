@@ -125,7 +125,8 @@ def plan_tranches(input_root: str, dates: Iterable[dt.date]) -> list[TranchePlan
             ident = str(getattr(meta, "last_updated_in_seconds", "") or "")
             plan.files.append(SourceFile(meta.path, int(meta.size_in_bytes), fmt, ident))
         if not matched:
-            plan.missing_reason = f"no folder {folder}"
+            plan.missing_reason = (f"folder {folder} is empty" if FileSystems.exists(folder)
+                                   else f"no folder {folder}")
         elif not plan.files:
             plan.missing_reason = f"no *.jsonl, *.jsonl.gz, *.parquet or *.csv files in {folder}"
         plans.append(plan)
@@ -285,7 +286,9 @@ class _ReadChunkFn(beam.DoFn):
 
     def _csv(self, chunk: Chunk) -> Iterator[tuple[dict[str, Any], int]]:
         with FileSystems.open(chunk.path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-            text = io.TextIOWrapper(raw, encoding="utf-8", errors="surrogateescape", newline="")
+            # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark.
+            text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape",
+                                    newline="")
             reader = csv.reader(text, strict=True)
             try:
                 header = next(reader)

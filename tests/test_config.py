@@ -1,0 +1,166 @@
+"""Layered configuration: base.yaml + overlay + command-line overrides, checked keys."""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipelines.config import ConfigError, load_config
+
+
+def _bundled(name: str) -> dict[str, Any]:
+    text = importlib.resources.files("configs").joinpath(f"{name}.yaml").read_text("utf-8")
+    return yaml.safe_load(text) or {}
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _write(tmp_path: Path, text: str, name: str = "overlay.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize("overlay", ["local", "dataflow"])
+def test_bundled_overlay_is_merged_over_base(overlay: str) -> None:
+    cfg = load_config(None if overlay == "local" else overlay)
+    expected = _flat(_bundled("base")) | _flat(_bundled(overlay))
+    actual = _flat(cfg.to_dict())
+    for key, value in expected.items():
+        assert actual[key] == value, key
+
+
+def test_dataflow_overlay_changes_only_what_it_sets() -> None:
+    base, local, dataflow = load_config("base"), load_config(), load_config("dataflow")
+    assert local.runner == "FnApiRunner"
+    assert dataflow.runner == "DataflowRunner"
+    assert dataflow.db.startswith("postgresql://")
+    assert dataflow.sink.max_rows_per_second > 0
+    # Keys the overlay does not mention keep the base value.
+    assert dataflow.validation == base.validation
+    assert dataflow.sink.max_retries == base.sink.max_retries
+    assert dataflow.preprocessing == base.preprocessing
+
+
+def test_custom_overlay_file_overrides_base_and_keeps_the_rest(tmp_path: Path) -> None:
+    path = _write(tmp_path, "workers: 3\nsink:\n  max_connections: 2\n"
+                            "fields:\n  metadata: [channel, lang]\n")
+    cfg = load_config(path)
+    base = load_config("base")
+    assert cfg.workers == 3
+    assert cfg.sink.max_connections == 2
+    assert cfg.fields.metadata == ["channel", "lang"]
+    assert cfg.sink.batch_rows == base.sink.batch_rows
+    assert cfg.runner == base.runner
+    assert cfg.inference == base.inference
+
+
+@pytest.mark.parametrize("text, key", [
+    ("wokers: 2\n", "wokers"),
+    ("sink:\n  max_rows_per_sec: 10\n", "sink.max_rows_per_sec"),
+])
+def test_unknown_key_in_file_names_key_and_file(tmp_path: Path, text: str, key: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert f"'{key}'" in str(exc.value)
+    assert path in str(exc.value)
+
+
+@pytest.mark.parametrize("text, key", [
+    ('workers: "two"\n', "workers"),
+    ("force: maybe\n", "force"),
+    ("inference:\n  top_k: [1, 2]\n", "inference.top_k"),
+    ("fields:\n  metadata: channel\n", "fields.metadata"),
+])
+def test_ill_typed_value_in_file_names_key_and_file(tmp_path: Path, text: str, key: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert f"'{key}'" in str(exc.value)
+    assert path in str(exc.value)
+
+
+def test_missing_config_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(str(tmp_path / "nope.yaml"))
+
+
+def test_string_overrides_are_parsed_to_the_schema_types() -> None:
+    cfg = load_config("dataflow", {
+        "workers": "8", "force": "true", "inference.allow_sklearn_mismatch": "true",
+        "max_dead_letter_ratio": "0.25", "sink.max_connections": "2", "model": "other:3",
+    })
+    assert cfg.workers == 8
+    assert cfg.force is True
+    assert cfg.inference.allow_sklearn_mismatch is True
+    assert cfg.max_dead_letter_ratio == 0.25
+    assert cfg.sink.max_connections == 2  # beats the overlay's 8
+    assert cfg.model == "other:3"
+    assert cfg.runner == "DataflowRunner"  # untouched keys still come from the overlay
+
+
+def test_list_override_is_split_on_commas() -> None:
+    cfg = load_config(None, {"fields.metadata": "channel, lang"})
+    assert cfg.fields.metadata == ["channel", "lang"]
+
+
+def test_float_override_accepts_scientific_notation() -> None:
+    cfg = load_config(None, {"max_dead_letter_ratio": "1e-4"})
+    assert cfg.max_dead_letter_ratio == pytest.approx(0.0001)
+
+
+@pytest.mark.parametrize("key, value", [("workers", "two"), ("force", "perhaps"),
+                                        ("batch_size", "1.5")])
+def test_ill_typed_override_names_key_and_flag(key: str, value: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, {key: value})
+    message = str(exc.value)
+    assert f"'{key}'" in message
+    assert "--" + key.replace("_", "-") in message
+
+
+def test_unknown_override_key_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="'no_such_key'"):
+        load_config(None, {"no_such_key": "1"})
+
+
+@pytest.mark.parametrize("key, value", [("workers", "0"), ("max_dead_letter_ratio", "1.5"),
+                                        ("inference.top_k", "0")])
+def test_out_of_range_values_are_rejected(key: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        load_config(None, {key: value})
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://scorer:s3cr3t-pw@db.example:5432/scores",
+    "postgresql://scorer@db.example/scores?password=s3cr3t-pw",
+])
+def test_db_url_with_password_is_rejected_without_echoing_it(url: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, {"db": url})
+    assert "'db'" in str(exc.value)
+    assert "s3cr3t-pw" not in str(exc.value)
+
+
+def test_db_url_with_password_in_a_file_is_rejected(tmp_path: Path) -> None:
+    path = _write(tmp_path, "db: postgresql://scorer:s3cr3t-pw@db.example:5432/scores\n")
+    with pytest.raises(ConfigError, match="password"):
+        load_config(path)
+
+
+def test_db_url_without_password_is_accepted() -> None:
+    cfg = load_config(None, {"db": "postgresql://scorer@db.example:5432/scores"})
+    assert cfg.db == "postgresql://scorer@db.example:5432/scores"

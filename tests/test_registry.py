@@ -1,0 +1,225 @@
+"""Model registry: versions, aliases, integrity and scikit-learn version checks."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pathlib
+import pickle
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+import sklearn
+
+from models.registry import (
+    ModelIntegrityError,
+    ModelRegistry,
+    RegistryError,
+    SklearnVersionMismatch,
+)
+
+PRE = {"nfkc": True}
+
+
+class TinyModel:
+    """Smallest thing the registry accepts: classes_ and predict_proba(texts)."""
+
+    def __init__(self, tag: int = 0):
+        self.tag = tag
+        self.classes_ = np.array(["x", "y"])
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        p = np.array([(len(t) + self.tag) % 10 / 10 for t in texts])
+        return np.column_stack([p, 1 - p])
+
+
+class NoProba:
+    classes_ = np.array(["x", "y"])
+
+    def predict(self, texts: list[str]) -> list[str]:
+        return ["x"] * len(texts)
+
+
+class ProbaNeedsNumbers(TinyModel):
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(texts, dtype=float)  # raises on real texts
+
+
+class MarkerOnUnpickle:
+    """Unpickling this object creates ``marker``: the stand-in for hostile code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self) -> Any:
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def _model_path(root: str, name: str, version: str) -> Path:
+    return Path(root) / name / version / "model.joblib"
+
+
+def _meta_path(root: str, name: str, version: str) -> Path:
+    return Path(root) / name / version / "metadata.json"
+
+
+def test_register_increments_versions_and_records_checksum(tmp_path: Path) -> None:
+    reg = ModelRegistry(str(tmp_path))
+    refs = [reg.register("m", TinyModel(i), preprocessing=PRE, source="t") for i in range(11)]
+    assert [r.version for r in refs] == [str(i) for i in range(1, 12)]
+    assert reg.versions("m") == [str(i) for i in range(1, 12)]  # numeric, not lexical order
+    assert reg.names() == ["m"]
+    for ref in refs:
+        data = _model_path(str(tmp_path), "m", ref.version).read_bytes()
+        assert ref.sha256 == hashlib.sha256(data).hexdigest()
+        meta = reg.metadata("m", ref.version)
+        assert meta["sha256"] == ref.sha256
+        assert meta["sklearn_version"] == sklearn.__version__
+        assert meta["classes"] == ["x", "y"]
+        assert meta["preprocessing"] == PRE
+
+
+def test_resolve_newest_then_production_alias_then_exact(tmp_path: Path) -> None:
+    reg = ModelRegistry(str(tmp_path))
+    for i in range(10):
+        reg.register("m", TinyModel(i), preprocessing=PRE, source="t")
+    assert reg.resolve("m").version == "10"          # no alias: newest (10 > 9)
+    reg.promote("m", "3")
+    assert reg.aliases("m") == {"production": "3"}
+    assert reg.resolve("m").version == "3"           # production alias wins
+    reg.register("m", TinyModel(99), preprocessing=PRE, source="t")
+    assert reg.resolve("m").version == "3"           # a new version is not auto-promoted
+    assert reg.resolve("m:7").version == "7"         # NAME:VERSION is exact
+    ref = reg.resolve("m:11")
+    assert ref.metadata["version"] == "11" and ref.sha256 == reg.metadata("m", "11")["sha256"]
+
+
+@pytest.mark.parametrize("spec", ["m:99", "nosuch", "nosuch:1"])
+def test_resolve_unknown_model_or_version_fails_clearly(tmp_path: Path, spec: str) -> None:
+    reg = ModelRegistry(str(tmp_path))
+    reg.register("m", TinyModel(), preprocessing=PRE, source="t")
+    with pytest.raises(RegistryError) as exc:
+        reg.resolve(spec)
+    assert spec.split(":")[0] in str(exc.value)
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "", ".hidden", "x" * 101])
+def test_invalid_model_names_are_rejected(tmp_path: Path, name: str) -> None:
+    with pytest.raises(RegistryError, match="invalid model name"):
+        ModelRegistry(str(tmp_path)).register(name, TinyModel(), preprocessing=PRE, source="t")
+
+
+def test_promote_unknown_version_fails_and_keeps_alias(tmp_path: Path) -> None:
+    reg = ModelRegistry(str(tmp_path))
+    reg.register("m", TinyModel(), preprocessing=PRE, source="t")
+    reg.promote("m", "1")
+    with pytest.raises(RegistryError):
+        reg.promote("m", "2")
+    assert reg.aliases("m") == {"production": "1"}
+
+
+def test_incomplete_version_without_metadata_is_invisible(tmp_path: Path) -> None:
+    reg = ModelRegistry(str(tmp_path))
+    reg.register("m", TinyModel(), preprocessing=PRE, source="t")
+    half = _model_path(str(tmp_path), "m", "2")
+    half.parent.mkdir()
+    half.write_bytes(b"half-written upload")
+    assert reg.versions("m") == ["1"]
+    assert reg.resolve("m").version == "1"
+
+
+def test_load_round_trips_the_model(registry_root: str, model_ref: Any,
+                                    trained_model: Any) -> None:
+    model = ModelRegistry(registry_root).load(model_ref)
+    texts = ["invoice charge refund", "parcel courier late", "app crash on login"]
+    np.testing.assert_allclose(model.predict_proba(texts), trained_model.predict_proba(texts))
+
+
+def test_appended_byte_is_refused(registry_copy: str) -> None:
+    reg = ModelRegistry(registry_copy)
+    ref = reg.resolve("demo")
+    with open(_model_path(registry_copy, "demo", ref.version), "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(ModelIntegrityError, match="sha256"):
+        reg.load(ref)
+    with pytest.raises(ModelIntegrityError):
+        reg.load(ref, allow_sklearn_mismatch=True)
+
+
+def test_swapped_pickle_is_refused_before_unpickling(registry_copy: str, tmp_path: Path) -> None:
+    # Control: this payload really does run code when unpickled.
+    control = tmp_path / "control-marker"
+    joblib.load(io.BytesIO(pickle.dumps(MarkerOnUnpickle(control))))
+    assert control.exists(), "the crafted pickle must be able to create its marker"
+
+    marker = tmp_path / "marker"
+    reg = ModelRegistry(registry_copy)
+    ref = reg.resolve("demo")
+    _model_path(registry_copy, "demo", ref.version).write_bytes(
+        pickle.dumps(MarkerOnUnpickle(marker)))
+    with pytest.raises(ModelIntegrityError):
+        reg.load(ref, allow_sklearn_mismatch=True)
+    assert not marker.exists(), "the artifact was unpickled before its checksum was verified"
+
+
+def test_swapped_pickle_is_refused_even_after_re_resolving(registry_copy: str,
+                                                           tmp_path: Path) -> None:
+    """The checksum comes from metadata.json, so a fresh resolve does not bless the swap."""
+    marker = tmp_path / "marker"
+    reg = ModelRegistry(registry_copy)
+    _model_path(registry_copy, "demo", "1").write_bytes(pickle.dumps(MarkerOnUnpickle(marker)))
+    with pytest.raises(ModelIntegrityError):
+        reg.load(reg.resolve("demo:1"))
+    assert not marker.exists()
+
+
+def test_sklearn_version_mismatch_is_refused_unless_allowed(registry_copy: str,
+                                                            trained_model: Any) -> None:
+    meta_path = _meta_path(registry_copy, "demo", "1")
+    meta = json.loads(meta_path.read_text())
+    meta["sklearn_version"] = "0.24.2"
+    meta_path.write_text(json.dumps(meta))  # sha256 of model.joblib is untouched
+    reg = ModelRegistry(registry_copy)
+    ref = reg.resolve("demo")
+    with pytest.raises(SklearnVersionMismatch) as exc:
+        reg.load(ref)
+    assert "0.24.2" in str(exc.value) and sklearn.__version__ in str(exc.value)
+    model = reg.load(ref, allow_sklearn_mismatch=True)
+    texts = ["refund for a double charge"]
+    np.testing.assert_allclose(model.predict_proba(texts), trained_model.predict_proba(texts))
+
+
+def test_register_file_adopts_a_working_classifier(tmp_path: Path) -> None:
+    path = tmp_path / "handover.joblib"
+    joblib.dump(TinyModel(3), path)
+    reg = ModelRegistry(str(tmp_path / "reg"))
+    ref = reg.register_file("adopted", str(path), preprocessing=PRE)
+    assert ref.version == "1"
+    assert ref.metadata["source"] == f"file:{path}"
+    loaded = reg.load(ref)
+    assert loaded.predict_proba(["abc"]).tolist() == TinyModel(3).predict_proba(["abc"]).tolist()
+
+
+@pytest.mark.parametrize("obj, match", [
+    (NoProba(), "predict_proba"),
+    ({"not": "a model"}, "predict_proba"),
+    (ProbaNeedsNumbers(), "failed"),
+])
+def test_register_file_rejects_unusable_objects(tmp_path: Path, obj: Any, match: str) -> None:
+    path = tmp_path / "handover.joblib"
+    joblib.dump(obj, path)
+    reg = ModelRegistry(str(tmp_path / "reg"))
+    with pytest.raises(RegistryError, match=match):
+        reg.register_file("adopted", str(path), preprocessing=PRE)
+    assert reg.versions("adopted") == []
+
+
+def test_register_rejects_model_without_predict_proba(tmp_path: Path) -> None:
+    reg = ModelRegistry(str(tmp_path))
+    with pytest.raises(RegistryError, match="predict_proba"):
+        reg.register("m", NoProba(), preprocessing=PRE, source="t")
+    assert reg.versions("m") == []
