@@ -209,6 +209,25 @@ def test_dead_letters_by_stage_and_file(scored: Scored, landing: Landing) -> Non
         assert all(d["tranche"] == day and d["payload"] is not None for d in lines)
 
 
+def test_dead_letters_flushed_in_small_groups_lose_nothing(
+        landing: Landing, registry_root: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from transforms.sink import _WriteDeadLettersFn
+
+    monkeypatch.setattr(_WriteDeadLettersFn, "FLUSH_AT", 3)  # memory bound, forced to bite
+    db, out = tmp_path / "s.db", tmp_path / "out"
+    result = run_cli(*score_args(landing, registry_root, db, out, "--date", DAYS[0]))
+    assert result.rc == 0, result.err
+    expected = sum(BAD_COUNTS[f] for f in FORMATS)
+    assert table_count(db, "dead_letters") == expected
+    files = list((out / f"dt={DAYS[0]}").glob("dead_letters-*.jsonl"))
+    assert len(files) > 1
+    assert sum(len(f.read_text().splitlines()) for f in files) == expected
+    counts = json.loads(query(db, "SELECT counts FROM runs")[0][0])["tranches"][DAYS[0]]
+    assert counts["dead_lettered"] == expected
+    assert counts["read"] == counts["written"] + counts["dead_lettered"]
+
+
 # ------------------------------------------------------------------ reruns and workers
 def test_second_identical_run_adds_no_rows_and_no_files(landing: Landing, registry_root: str,
                                                         tmp_path: Path) -> None:

@@ -284,7 +284,12 @@ class WriteToDatabase(beam.PTransform):
 
 # ------------------------------------------------------------------ dead letters
 class _WriteDeadLettersFn(beam.DoFn):
-    """Buffers a bundle's dead letters; writes one JSONL file per tranche + DB rows."""
+    """Buffers up to FLUSH_AT dead letters; writes one JSONL file per tranche + DB rows.
+
+    File names hash the content, so a retried bundle rewrites the same files.
+    """
+
+    FLUSH_AT = 10_000
 
     def __init__(self, settings: SinkSettings, run_id: str, output_dir: str):
         self._s = settings
@@ -294,14 +299,21 @@ class _WriteDeadLettersFn(beam.DoFn):
     def start_bundle(self) -> None:
         self._buffer: list[dict[str, Any]] = []
 
-    def process(self, dl: dict[str, Any]) -> None:
+    def process(self, dl: dict[str, Any]) -> Iterator[Any]:
         self._buffer.append(dl)
+        if len(self._buffer) >= self.FLUSH_AT:  # memory stays bounded on bad inputs
+            for out in self._flush():
+                yield out.value
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
-        if not self._buffer:
+        yield from self._flush()
+
+    def _flush(self) -> Iterator[WindowedValue]:
+        buffer, self._buffer = self._buffer, []
+        if not buffer:
             return
         by_tranche: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for dl in self._buffer:
+        for dl in buffer:
             by_tranche[dl["tranche"]].append(dl)
         session = DatabaseSession(self._s, ThrottleTimer())
         try:
@@ -321,7 +333,6 @@ class _WriteDeadLettersFn(beam.DoFn):
                 yield _windowed((tranche, {"dead_lettered": len(dls), **by_stage}))
         finally:
             session.close()
-        self._buffer = []
 
 
 def _upsert_dead_letters(rows: list[tuple[Any, ...]], db: Database) -> int:
