@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 LABELS = ("billing", "shipping", "technical", "account", "returns")
+TOPIC_SHARE = 0.04  # share of label-specific words: low enough that short texts are ambiguous
 _TOPIC = {
     "billing": "invoice charge refund payment card billed price subscription fee receipt tax",
     "shipping": "delivery parcel courier tracking shipped arrived late address package warehouse",
@@ -47,7 +48,7 @@ def make_docs(n: int, seed: int = 0, min_chars: int = 100, max_chars: int = 600,
         words: list[str] = []
         size = 0
         while size < target:
-            w = rng.choice(topic[label]) if rng.random() < 0.3 else rng.choice(_COMMON)
+            w = rng.choice(topic[label]) if rng.random() < TOPIC_SHARE else rng.choice(_COMMON)
             words.append(w)
             size += len(w) + 1
         yield {"id": f"{prefix}-{i:07d}", "text": " ".join(words)[:target], "label": label,
