@@ -428,6 +428,7 @@ class RunOutcome:
     wall_seconds: float
     plan: ScorePlan
     ref: ModelRef
+    model_loads: int | None = None
 
 
 def execute(cfg: Config, dates: list[dt.date], beam_args: list[str],
@@ -459,7 +460,21 @@ def execute(cfg: Config, dates: list[dt.date], beam_args: list[str],
         keeper.stop()
     wall = time.monotonic() - started
     summary = read_summary(cfg, run_id) if wait else None
-    return RunOutcome(run_id=run_id, summary=summary, wall_seconds=wall, plan=plan, ref=ref)
+    loads = model_loads(result) if wait else None
+    return RunOutcome(run_id=run_id, summary=summary, wall_seconds=wall, plan=plan, ref=ref,
+                      model_loads=loads)
+
+
+def model_loads(result: Any) -> int | None:
+    """How many times workers loaded the model (RunInference's load-latency samples)."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    try:
+        found = result.metrics().query(
+            MetricsFilter().with_name("load_model_latency_milli_secs"))["distributions"]
+    except Exception:  # noqa: BLE001 - a runner without metrics support
+        return None
+    return sum(d.committed.count for d in found if d.committed is not None)
 
 
 def format_summary(outcome: RunOutcome) -> str:
@@ -486,5 +501,6 @@ def format_summary(outcome: RunOutcome) -> str:
     )
     lines.append(f"wall time {outcome.wall_seconds:.1f}s  {rate:,.0f} docs/s  "
                  f"dead-letter ratio {s.get('dead_letter_ratio', 0):.4f}  "
-                 f"throttled {total.get('throttled_ms', 0) / 1000:.1f}s")
+                 f"throttled {total.get('throttled_ms', 0) / 1000:.1f}s"
+                 + (f"  model loads {outcome.model_loads}" if outcome.model_loads else ""))
     return "\n".join(lines)

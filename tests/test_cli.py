@@ -393,3 +393,14 @@ def test_train_with_no_matching_files_exits_1(tmp_path: Path) -> None:
                      "--registry", str(tmp_path / "registry"))
     assert result.rc == 1
     assert "no files match" in result.err
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_model_loaded_once_per_worker_process(landing: Landing, registry_root: str,
+                                              tmp_path: Path, workers: int) -> None:
+    # Small batches: dozens of predict calls per worker, still one load per process.
+    result = run_cli(*score_args(landing, registry_root, tmp_path / "s.db", tmp_path / "out",
+                                 "--date", DAYS[0], "--batch-size", "16",
+                                 "--workers", str(workers)))
+    assert result.rc == 0, result.err
+    assert f"model loads {workers}" in result.out
