@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import importlib.metadata
 import io
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
-import joblib
-import sklearn
 from apache_beam.io.filesystems import FileSystems
 
 MODEL_FILE = "model.joblib"
@@ -69,6 +68,11 @@ def _read_bytes(path: str) -> bytes:
 def _write_bytes(path: str, data: bytes) -> None:
     with FileSystems.create(path) as fh:
         fh.write(data)
+
+
+def installed_sklearn_version() -> str:
+    """scikit-learn's version without importing it (a second of start-up on the launcher)."""
+    return importlib.metadata.version("scikit-learn")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -149,12 +153,15 @@ class ModelRegistry:
                 f"{ref.sha256} (artifact altered or corrupted)"
             )
         recorded = ref.metadata.get("sklearn_version")
-        if recorded != sklearn.__version__ and not allow_sklearn_mismatch:
+        installed = installed_sklearn_version()
+        if recorded != installed and not allow_sklearn_mismatch:
             raise SklearnVersionMismatch(
                 f"model {ref.name}:{ref.version} was saved with scikit-learn {recorded}, "
-                f"this worker has {sklearn.__version__}; set inference.allow_sklearn_mismatch "
+                f"this worker has {installed}; set inference.allow_sklearn_mismatch "
                 "to load it anyway"
             )
+        import joblib
+
         return joblib.load(io.BytesIO(data))
 
     # ----------------------------------------------------------------- writing
@@ -172,6 +179,8 @@ class ModelRegistry:
         check_name(name)
         if not hasattr(model, "predict_proba"):
             raise RegistryError("model has no predict_proba(texts); cannot be used for scoring")
+        import joblib
+
         buf = io.BytesIO()
         joblib.dump(model, buf, compress=3)
         data = buf.getvalue()
@@ -183,7 +192,7 @@ class ModelRegistry:
             "version": version,
             "sha256": sha256_hex(data),
             "size_bytes": len(data),
-            "sklearn_version": sklearn.__version__,
+            "sklearn_version": installed_sklearn_version(),
             "classes": [str(c) for c in classes],
             "preprocessing": preprocessing,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -202,6 +211,8 @@ class ModelRegistry:
         self, name: str, path: str, *, preprocessing: dict[str, Any]
     ) -> ModelRef:
         """Adopt a joblib file handed over by a data scientist (trusted at this step)."""
+        import joblib
+
         model = joblib.load(io.BytesIO(_read_bytes(path)))
         if not hasattr(model, "predict_proba"):
             raise RegistryError(f"{path}: object has no predict_proba; not a usable classifier")

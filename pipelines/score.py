@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
-import sklearn
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from models.registry import ModelRef, ModelRegistry, sha256_hex
+from models.registry import ModelRef, ModelRegistry, installed_sklearn_version, sha256_hex
 from pipelines.config import Config
 from transforms.db import Database, backend_of, connect
 from transforms.inference import DocBatchModelHandler, ScoreBatches
@@ -160,11 +159,11 @@ def resolve_model(cfg: Config) -> ModelRef:
             f"model {ref.name}:{ref.version} failed verification: sha256 {actual} != registry "
             f"{ref.sha256}; refusing to score with an altered artifact"
         )
-    recorded = ref.metadata.get("sklearn_version")
-    if recorded != sklearn.__version__ and not cfg.inference.allow_sklearn_mismatch:
+    recorded, installed = ref.metadata.get("sklearn_version"), installed_sklearn_version()
+    if recorded != installed and not cfg.inference.allow_sklearn_mismatch:
         raise LaunchError(
             f"model {ref.name}:{ref.version} was saved with scikit-learn {recorded}, this "
-            f"installation has {sklearn.__version__}; retrain or register it again, or set "
+            f"installation has {installed}; retrain or register it again, or set "
             "inference.allow_sklearn_mismatch to load it anyway"
         )
     return ref

@@ -147,10 +147,18 @@ def plan_chunks(plans: Iterable[TranchePlan], chunk_bytes: int) -> list[Chunk]:
     return chunks
 
 
+CHUNKS_PER_WORKER = 8
+
+
 def balanced_chunk_bytes(plans: list[TranchePlan], configured: int, workers: int) -> int:
-    """At most ``configured``, small enough that every worker gets about 4 chunks."""
+    """At most ``configured``, small enough that every worker gets about 8 chunks.
+
+    Local runners hand chunks to workers round-robin, once: many small chunks make the
+    workers finish together instead of one idling while the other reads a big file.
+    """
     total = sum(p.total_bytes for p in plans)
-    return max(1 << 20, min(configured, total // max(1, 4 * workers) or configured))
+    per_chunk = total // max(1, CHUNKS_PER_WORKER * workers)
+    return max(1 << 20, min(configured, per_chunk or configured))
 
 
 # --------------------------------------------------------------------------- reading
