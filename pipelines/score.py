@@ -43,8 +43,7 @@ from transforms.read import (
     Chunk,
     ReadTranches,
     TranchePlan,
-    balanced_chunk_bytes,
-    plan_chunks,
+    balanced_chunks,
     plan_tranches,
 )
 from transforms.sink import (
@@ -87,8 +86,7 @@ class ScorePlan:
         return [t for t in self.tranches if self.decisions[t.tranche][0] == decision]
 
     def cut_chunks(self, cfg: Config) -> None:
-        size = balanced_chunk_bytes(self.to_read, cfg.read.chunk_bytes, cfg.workers)
-        self.chunks = plan_chunks(self.to_read, size)
+        self.chunks = balanced_chunks(self.to_read, cfg.read.chunk_bytes, cfg.workers)
 
 
 def make_plan(cfg: Config, dates: list[dt.date], ref: ModelRef,

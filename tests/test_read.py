@@ -240,6 +240,40 @@ def test_every_chunk_size_reads_each_line_exactly_once(tmp_path: Path) -> None:
         assert sorted(got) == sorted(expected.items()), f"chunk_bytes={chunk_bytes}"
 
 
+def test_parquet_row_ranges_read_each_row_exactly_once(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"id": f"r{i}", "text": f"text {i}"} for i in range(103)]
+    pq.write_table(pa.Table.from_pylist(rows), _folder(tmp_path, DAY1) / "a.parquet",
+                   row_group_size=40)
+    plans = plan_tranches(str(tmp_path), [DAY1])
+    expected = sorted((i + 1, f"r{i}") for i in range(103))
+    for chunk_rows in (1, 7, 40, 41, 102, 103):
+        chunks = plan_chunks(plans, 1 << 20, chunk_rows=chunk_rows)
+        assert len(chunks) == -(-103 // chunk_rows)
+        assert sorted(_read_chunks_directly(chunks)) == expected, f"chunk_rows={chunk_rows}"
+
+
+def test_balanced_chunks_have_similar_rows_largest_first(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from transforms.read import balanced_chunks
+
+    folder = _folder(tmp_path, DAY1)
+    big = [{"id": f"p{i}", "text": "x" * 50} for i in range(20_000)]
+    pq.write_table(pa.Table.from_pylist(big), folder / "big.parquet")
+    lines = [json.dumps({"id": f"j{i}", "text": "y" * 200}) for i in range(20_000)]
+    (folder / "a.jsonl").write_text("\n".join(lines) + "\n")  # 4.4 MB: above the 1 MiB floor
+    chunks = balanced_chunks(plan_tranches(str(tmp_path), [DAY1]), 64 << 20, workers=2)
+    sizes = [c.est_rows for c in chunks]
+    assert sizes == sorted(sizes, reverse=True)
+    assert max(sizes) <= 1.3 * 40_000 / 16  # ~1/16 of all rows: 8 chunks per worker
+    assert sorted(_read_chunks_directly(chunks)) == sorted(
+        _read_chunks_directly(plan_chunks(plan_tranches(str(tmp_path), [DAY1]), 1 << 30)))
+
+
 def test_chunked_jsonl_in_a_pipeline_boundaries_mid_line_and_on_newlines(
         pipeline: Any, tmp_path: Path) -> None:
     data, expected = _numbered_jsonl(60)

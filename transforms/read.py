@@ -20,7 +20,7 @@ import hashlib
 import io
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import apache_beam as beam
@@ -87,7 +87,8 @@ class TranchePlan:
 
 @dataclass(frozen=True)
 class Chunk:
-    """A unit of reading work: one file, or a byte range of an uncompressed JSONL file."""
+    """A unit of reading work: a file, a byte range of an uncompressed JSONL file, or a
+    row range of a Parquet file (``start``/``end`` are bytes for JSONL, rows for Parquet)."""
 
     tranche: str
     path: str
@@ -95,6 +96,7 @@ class Chunk:
     start: int = 0
     end: int = -1  # -1 = to end of file
     index: int = 0
+    est_rows: int = 0  # estimated records, for balancing chunks across workers
 
     @property
     def key(self) -> str:
@@ -133,32 +135,87 @@ def plan_tranches(input_root: str, dates: Iterable[dt.date]) -> list[TranchePlan
     return plans
 
 
-def plan_chunks(plans: Iterable[TranchePlan], chunk_bytes: int) -> list[Chunk]:
+def plan_chunks(plans: Iterable[TranchePlan], chunk_bytes: int,
+                chunk_rows: int = 0) -> list[Chunk]:
+    """Cut uncompressed JSONL larger than ``chunk_bytes`` into byte ranges and, when
+    ``chunk_rows`` is set, Parquet files with more rows into row ranges."""
     chunks = []
     for plan in plans:
         for f in plan.files:
             if f.format == "jsonl" and f.size > chunk_bytes:
-                starts = list(range(0, f.size, chunk_bytes))
-                for i, start in enumerate(starts):
+                for i, start in enumerate(range(0, f.size, chunk_bytes)):
                     end = min(start + chunk_bytes, f.size)
                     chunks.append(Chunk(plan.tranche, f.path, f.format, start, end, i))
+            elif f.format == "parquet" and chunk_rows and _parquet_rows(f.path) > chunk_rows:
+                rows = _parquet_rows(f.path)
+                for i, start in enumerate(range(0, rows, chunk_rows)):
+                    end = min(start + chunk_rows, rows)
+                    chunks.append(Chunk(plan.tranche, f.path, f.format, start, end, i,
+                                        est_rows=end - start))
             else:
                 chunks.append(Chunk(plan.tranche, f.path, f.format))
     return chunks
 
 
 CHUNKS_PER_WORKER = 8
+_SAMPLE_BYTES = 256 << 10
+_MIN_CHUNK_BYTES = 256 << 10
+_GZIP_RATIO = 4.0  # assumed when estimating rows of .jsonl.gz from its compressed size
 
 
-def balanced_chunk_bytes(plans: list[TranchePlan], configured: int, workers: int) -> int:
-    """At most ``configured``, small enough that every worker gets about 8 chunks.
+def balanced_chunks(plans: list[TranchePlan], max_chunk_bytes: int, workers: int) -> list[Chunk]:
+    """Chunks of about equal estimated rows, ~8 per worker, largest first.
 
-    Local runners hand chunks to workers round-robin, once: many small chunks make the
-    workers finish together instead of one idling while the other reads a big file.
+    Local runners hand chunks to workers round-robin, once, so equal chunks in
+    descending order make the workers finish together. Rows are estimated from Parquet
+    footers and from the bytes per line of each text file's first 256 KiB.
     """
-    total = sum(p.total_bytes for p in plans)
-    per_chunk = total // max(1, CHUNKS_PER_WORKER * workers)
-    return max(1 << 20, min(configured, per_chunk or configured))
+    per_row = {f.path: _bytes_per_row(f) for p in plans for f in p.files}
+    est = {f.path: _estimated_rows(f, per_row[f.path]) for p in plans for f in p.files}
+    target = max(1000, sum(est.values()) // max(1, CHUNKS_PER_WORKER * workers))
+    jsonl_rates = [per_row[f.path] for p in plans for f in p.files if f.format == "jsonl"]
+    if jsonl_rates:
+        per_jsonl_row = sum(jsonl_rates) / len(jsonl_rates)
+        chunk_bytes = min(max_chunk_bytes, max(_MIN_CHUNK_BYTES, int(target * per_jsonl_row)))
+    else:
+        chunk_bytes = max_chunk_bytes
+    chunks = []
+    for c in plan_chunks(plans, chunk_bytes, chunk_rows=target):
+        if c.est_rows:
+            chunks.append(c)
+            continue
+        if c.end >= 0:  # a JSONL byte range
+            rows = int((c.end - c.start) / per_row[c.path])
+        else:
+            rows = est[c.path]
+        chunks.append(replace(c, est_rows=rows))
+    return sorted(chunks, key=lambda c: (-c.est_rows, c.path, c.index))
+
+
+def _parquet_rows(path: str) -> int:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+        return int(pq.ParquetFile(fh).metadata.num_rows)
+
+
+def _bytes_per_row(f: SourceFile) -> float:
+    """Average bytes per line in the first 256 KiB (uncompressed bytes for .gz)."""
+    if f.format == "parquet":
+        return max(1.0, f.size / max(1, _parquet_rows(f.path)))
+    compression = CompressionTypes.GZIP if f.format == "jsonl.gz" else \
+        CompressionTypes.UNCOMPRESSED
+    try:
+        with FileSystems.open(f.path, compression_type=compression) as fh:
+            sample = fh.read(_SAMPLE_BYTES)
+    except Exception:  # noqa: BLE001 - unreadable files are reported by the reader
+        return 1000.0
+    return max(1.0, len(sample) / max(1, sample.count(b"\n")))
+
+
+def _estimated_rows(f: SourceFile, per_row: float) -> int:
+    if f.format == "parquet":
+        return int(f.size / per_row)
+    size = f.size * (_GZIP_RATIO if f.format == "jsonl.gz" else 1.0)
+    return max(1, int(size / per_row))
 
 
 # --------------------------------------------------------------------------- reading
@@ -334,11 +391,16 @@ class _ReadChunkFn(beam.DoFn):
     def _parquet(self, chunk: Chunk) -> Iterator[tuple[dict[str, Any], int]]:
         with FileSystems.open(chunk.path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
             pf = pq.ParquetFile(fh)
-            row_no = 0
+            first, last = chunk.start, (chunk.end if chunk.end >= 0 else pf.metadata.num_rows)
+            row_no = 0  # rows before this record batch
             for rb in pf.iter_batches(batch_size=self._batch_size):
-                for record in rb.to_pylist():
-                    row_no += 1
-                    yield record, row_no
+                lo, hi = max(first - row_no, 0), min(last - row_no, rb.num_rows)
+                if lo < hi:
+                    for i, record in enumerate(rb.slice(lo, hi - lo).to_pylist()):
+                        yield record, row_no + lo + i + 1
+                row_no += rb.num_rows
+                if row_no >= last:
+                    break
 
 
 def _count_newlines(path: str, upto: int) -> int:
