@@ -7,10 +7,8 @@ blocks until ``n`` rows may be written:
   by every writer process of the machine (a flock-guarded state file keyed by the
   database URL). With ``--workers N`` on one machine the limit is global as such; on
   Dataflow each worker VM gets R / max_num_workers.
-- ``RedisRateLimiter``: the same schedule (GCRA) kept in Redis and shared by every
+- ``RedisRateLimiter``: a GCRA schedule kept in Redis and shared by every
   writer of the job, for autoscaled Dataflow jobs whose VM count varies.
-- ``PacingRateLimiter``: the schedule of a single writer, in memory (unit tests,
-  benchmarks).
 
 Connections (``sink.max_connections``), as slots a writer must hold while its
 connection is open:
@@ -27,7 +25,6 @@ import hashlib
 import json
 import os
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -57,36 +54,6 @@ class ThrottleTimer:
         if whole:
             self._seconds.inc(whole)
             self._carry -= whole
-
-
-class PacingRateLimiter(RateLimiter):
-    """``rate`` rows/s for this writer; ``allow`` sleeps until the rows are due."""
-
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
-        super().__init__(namespace="beamscore")
-        self.rate = rate
-        self._clock, self._sleep = clock, sleep
-        self._next = 0.0
-        self._lock = threading.Lock()
-        self.last_wait = 0.0
-
-    def allow(self, hits_added: int = 1, **_: Any) -> bool:
-        self.last_wait = 0.0
-        if self.rate <= 0:
-            return True
-        with self._lock:
-            now = self._clock()
-            start = max(now, self._next)
-            self._next = start + hits_added / self.rate
-        wait = start - now
-        if wait > 0:
-            self.last_wait = wait
-            self._sleep(wait)
-        return True
-
-    def done(self) -> None:
-        """Start-time pacing needs no commit notice."""
 
 
 class MachineRateLimiter(RateLimiter):
