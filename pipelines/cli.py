@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import re
 import sys
 from typing import Any
 
@@ -29,11 +30,40 @@ def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not verbose:
-        # Beam logs type-hint conversions and worker internals at INFO; keep its warnings.
+        # Beam logs type-hint conversions and worker internals at INFO; keep its warnings,
+        # and the lines beamscore's own code logs inside local worker processes.
         logging.getLogger("apache_beam").setLevel(logging.WARNING)
-        logging.getLogger().addFilter(_drop_resource_warning)
+        forwarded = logging.getLogger(WORKER_LOGGER)
+        forwarded.setLevel(logging.INFO)
+        if worker_log_filter not in forwarded.filters:
+            forwarded.addFilter(worker_log_filter)
         for handler in logging.getLogger().handlers:
-            handler.addFilter(_drop_resource_warning)
+            if _drop_resource_warning not in handler.filters:
+                handler.addFilter(_drop_resource_warning)
+
+
+WORKER_LOGGER = "apache_beam.runners.portability.local_job_service"
+_OWN_CODE = re.compile(r'log_location: "[^"]*/(?:transforms|models|pipelines)/[^"]*"')
+_MESSAGE = re.compile(r'message: "((?:[^"\\]|\\.)*)"')
+
+
+def worker_log_filter(record: logging.LogRecord) -> bool:
+    """Keep forwarded worker lines logged by beamscore's code, as ``worker: <message>``.
+
+    Local worker processes send their logs to the launcher, which re-logs each entry
+    as protobuf text; Beam's own worker chatter is dropped unless it is a warning.
+    """
+    text = record.getMessage()
+    if not text.startswith("Worker: "):
+        return True
+    own = _OWN_CODE.search(text)
+    if not own and record.levelno < logging.WARNING:
+        return False
+    match = _MESSAGE.search(text)
+    if match:
+        record.msg, record.args = "worker: %s", (match.group(1).encode().decode(
+            "unicode_escape", errors="replace"),)
+    return True
 
 
 def _drop_resource_warning(record: logging.LogRecord) -> bool:

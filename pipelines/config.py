@@ -79,6 +79,7 @@ class Config:
     batch_size: int = 4096
     max_dead_letter_ratio: float = 0.05
     force: bool = False
+    progress_seconds: float = 30.0
     fields: FieldsConfig = field(default_factory=FieldsConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)

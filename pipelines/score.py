@@ -194,6 +194,7 @@ def sink_settings(cfg: Config, beam_args: list[str] | None = None) -> SinkSettin
         statement_timeout_ms=cfg.sink.statement_timeout_ms, max_retries=cfg.sink.max_retries,
         password_env=cfg.sink.password_env, payload_limit=cfg.validation.max_payload_chars,
         max_connections=cfg.sink.max_connections, redis_url=cfg.sink.redis_url,
+        progress_seconds=cfg.progress_seconds,
     )
 
 

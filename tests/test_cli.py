@@ -404,3 +404,21 @@ def test_model_loaded_once_per_worker_process(landing: Landing, registry_root: s
                                  "--workers", str(workers)))
     assert result.rc == 0, result.err
     assert f"model loads {workers}" in result.out
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_progress_is_logged_readably_from_every_worker(
+        landing: Landing, registry_root: str, tmp_path: Path, workers: int,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
+    result = run_cli(*score_args(landing, registry_root, tmp_path / "s.db", tmp_path / "out",
+                                 "--date", DAYS[0], "--batch-size", "50",
+                                 "--sink-batch-rows", "50", "--progress-seconds", "0",
+                                 "--workers", str(workers)))
+    assert result.rc == 0, result.err
+    progress = [r.getMessage() for r in caplog.records if "sink progress" in r.getMessage()]
+    assert progress, "no progress lines"
+    if workers > 1:  # forwarded from worker processes, unwrapped from Beam's protobuf text
+        assert all(m.startswith("worker: sink progress") for m in progress)
+        assert not any("Worker: severity" in r.getMessage() and r.levelname == "INFO"
+                       for r in caplog.records)

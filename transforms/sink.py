@@ -77,6 +77,7 @@ class SinkSettings:
     payload_limit: int = 2000
     max_connections: int = 4
     redis_url: str = ""  # job-wide limiter and connection slots (autoscaled jobs)
+    progress_seconds: float = 30.0  # log rows written at least this often
 
 
 def _windowed(value: Any) -> WindowedValue:
@@ -239,7 +240,7 @@ class _WritePredictionsFn(beam.DoFn):
 
     def _log_progress(self, n: int) -> None:
         self._rows_total += n
-        if time.monotonic() - self._last_log >= 30:
+        if time.monotonic() - self._last_log >= self._s.progress_seconds:
             self._last_log = time.monotonic()
             _LOG.info("sink progress: %d rows written by this worker, %.1fs throttled",
                       self._rows_total, self._timer.total_seconds)
