@@ -422,3 +422,18 @@ def test_progress_is_logged_readably_from_every_worker(
         assert all(m.startswith("worker: sink progress") for m in progress)
         assert not any("Worker: severity" in r.getMessage() and r.levelname == "INFO"
                        for r in caplog.records)
+
+
+def test_configured_metadata_fields_reach_database_and_parquet(
+        landing: Landing, registry_root: str, tmp_path: Path) -> None:
+    db, out = tmp_path / "s.db", tmp_path / "out"
+    result = run_cli(*score_args(landing, registry_root, db, out, "--date", DAYS[0],
+                                 "--fields-metadata", "channel,missing_field"))
+    assert result.rc == 0, result.err
+    rows = dict(query(db, "SELECT doc_id, metadata FROM predictions"))
+    assert rows and len(rows) == len(landing.valid_ids(DAYS[0]))
+    for doc_id, meta in rows.items():
+        expected = landing.docs[doc_id]["doc"]["channel"]
+        assert json.loads(meta) == {"channel": expected, "missing_field": None}
+    parquet = {r["doc_id"]: r["metadata"] for r in parquet_rows(out)}
+    assert parquet == rows
