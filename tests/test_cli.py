@@ -437,3 +437,15 @@ def test_configured_metadata_fields_reach_database_and_parquet(
         assert json.loads(meta) == {"channel": expected, "missing_field": None}
     parquet = {r["doc_id"]: r["metadata"] for r in parquet_rows(out)}
     assert parquet == rows
+
+
+def test_no_date_means_yesterday_utc(registry_root: str, tmp_path: Path) -> None:
+    import datetime as dt
+
+    yesterday = (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()
+    root = tmp_path / "landing"
+    write_tranche(str(root), yesterday, list(make_docs(20, seed=5, prefix="y")), "jsonl")
+    result = run_cli("plan", "--input-root", str(root), "--registry", registry_root,
+                     "--db", f"sqlite:///{tmp_path / 's.db'}")
+    assert result.rc == 0, result.err
+    assert result.out.startswith(f"{yesterday}  would run")
