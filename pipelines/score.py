@@ -268,7 +268,7 @@ def summarise(run_id: str, per_tranche: dict[str, dict[str, int]],
 
 
 def _now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _existing_run_fields(db: Any, run_id: str) -> dict[str, Any]:

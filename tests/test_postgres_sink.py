@@ -89,7 +89,7 @@ def _q(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
 
 
 def _last_run(url: str) -> dict[str, Any]:
-    rows = _q(url, "SELECT counts, status FROM runs ORDER BY started_at DESC, run_id DESC "
+    rows = _q(url, "SELECT counts, status FROM runs ORDER BY started_at DESC, finished_at DESC "
                    "LIMIT 1")
     data: dict[str, Any] = json.loads(rows[0][0])
     data["run_status"] = rows[0][1]
@@ -168,8 +168,10 @@ def test_second_run_is_skipped_and_force_rewrites_same_rows(
     assert "skipped" in capsys.readouterr().out
     assert _last_run(pg_url)["run_id"] == first_run  # no new run was started
     assert _score(pg_url, registry, landing, tmp_path, "--force") == 0
-    run = _assert_complete(pg_url, 2000)
-    assert run["run_id"] != first_run
+    _assert_complete(pg_url, 2000)
+    runs = _q(pg_url, "SELECT run_id, counts FROM runs WHERE run_id <> %s", [first_run])
+    assert len(runs) == 1  # exactly one more run: the forced one
+    run = json.loads(runs[0][1])
     # Every row now carries the forced run's lineage.
     assert _q(pg_url, "SELECT DISTINCT run_id FROM predictions") == [(run["run_id"],)]
     status = _q(pg_url, "SELECT status, run_id FROM tranches")
