@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import apache_beam as beam
@@ -66,6 +67,16 @@ class PoisonedPipeline:
         texts = list(texts)
         if any("POISON" in t for t in texts):
             raise RuntimeError("model crashed on poisoned text")
+        return self.inner.predict_proba(texts)
+
+
+class SlowPipeline(PoisonedPipeline):
+    """Takes 5 s on any batch containing SLOW: longer than the time limit under test."""
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        texts = list(texts)
+        if any("SLOW" in t for t in texts):
+            time.sleep(5)
         return self.inner.predict_proba(texts)
 
 
@@ -242,3 +253,22 @@ def test_handler_scores_with_the_registry_model(registry_root: str, model_ref: A
     assert dead == []
     assert scored.frame[PRED_LABEL].tolist() == list(trained_model.predict(batch.frame[TEXT]))
     assert scored.frame[DOC_ID].tolist() == batch.frame[DOC_ID].tolist()
+
+
+def test_batch_over_the_time_limit_is_dead_lettered_others_scored(
+        pipeline: Any, make_batch: Any, trained_model: Any,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    root = str(tmp_path_factory.mktemp("slow-registry"))
+    ref = ModelRegistry(root).register("slow", SlowPipeline(trained_model),
+                                       preprocessing=PreprocessConfig().to_dict(), source="test")
+    fast = _docs_batch(make_batch, 6, 4, "fast")
+    slow = _docs_batch(make_batch, 4, 5, "slow")
+    slow = slow.with_frame(slow.frame.assign(text="SLOW " + slow.frame[TEXT]))
+    handler = DocBatchModelHandler(root, ref, top_k=2)
+    with pipeline as p:
+        out = p | beam.Create([fast, slow]) | ScoreBatches(handler, 2, 500)
+        scored = out["scored"] | beam.FlatMap(lambda b: b.frame[DOC_ID].tolist())
+        assert_that(scored, equal_to(fast.frame[DOC_ID].tolist()), label="scored")
+        dead = out[DEAD_LETTERS] | beam.Map(lambda d: (d["position"], d["stage"]))
+        assert_that(dead, equal_to([(pos, "inference") for pos in slow.frame[POSITION]]),
+                    label="dead")

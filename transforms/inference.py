@@ -87,9 +87,9 @@ def top_k_columns(
 class DocBatchModelHandler(ModelHandler[DocBatch, DocBatch, Any]):
     """Loads a verified registry model; scores a DocBatch per call.
 
-    ``run_inference`` yields the batch with three prediction columns added and a
-    ``DEAD_LETTERS``-tagged list for the records that could not be scored; the
-    ``ScoreBatches`` transform splits the two.
+    ``run_inference`` returns one pair: the batch with three prediction columns added,
+    and the dead letters of the records that could not be scored; the ``ScoreBatches``
+    transform splits the two.
     """
 
     def __init__(
