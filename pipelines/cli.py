@@ -66,9 +66,19 @@ def worker_log_filter(record: logging.LogRecord) -> bool:
     return True
 
 
-def _drop_resource_warning(record: logging.LogRecord) -> bool:
+_HARMLESS = (
     # RunInference asks for process memory on every load; harmless where unsupported.
-    return "Resource module is not available" not in record.getMessage()
+    "Resource module is not available",
+    # FnApiRunner's advice for its own modes; the fork server provides the workers.
+    "direct_running_mode should be `multi_processing`",
+    # Local workers have no semi-persistent directory; nothing of ours needs one.
+    "No semi_persistent_directory found",
+)
+
+
+def _drop_resource_warning(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not any(h in message for h in _HARMLESS)
 
 
 def _date(text: str) -> dt.date:

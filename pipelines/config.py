@@ -80,6 +80,7 @@ class Config:
     max_dead_letter_ratio: float = 0.05
     force: bool = False
     progress_seconds: float = 30.0
+    local_engine: str = "fork"  # fork | spawn: how FnApiRunner starts local workers
     fields: FieldsConfig = field(default_factory=FieldsConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -220,6 +221,7 @@ def _check_ranges(cfg: Config) -> None:
         ("sink.batch_rows", cfg.sink.batch_rows >= 1),
         ("sink.max_rows_per_second", cfg.sink.max_rows_per_second >= 0),
         ("validation.max_text_chars", cfg.validation.max_text_chars >= 1),
+        ("local_engine", cfg.local_engine in ("fork", "spawn")),
     ]
     for key, ok in checks:
         if not ok:

@@ -32,6 +32,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.registry import ModelRef, ModelRegistry, installed_sklearn_version, sha256_hex
 from pipelines.config import Config
+from pipelines.forkserver import ForkServer
 from transforms.db import Database, backend_of, connect
 from transforms.inference import DocBatchModelHandler, ScoreBatches
 from transforms.ledger import BUSY, COMPLETED, FAILED, MISSING, RUN, SKIP, TrancheLedger
@@ -335,12 +336,31 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef
     )
 
 
+def uses_fork_server(cfg: Config) -> bool:
+    return cfg.runner == "FnApiRunner" and cfg.workers > 1 and cfg.local_engine == "fork"
+
+
 def pipeline_options(cfg: Config, beam_args: list[str]) -> PipelineOptions:
     opts: dict[str, Any] = {"runner": cfg.runner}
     if cfg.runner in LOCAL_RUNNERS:
         opts["direct_num_workers"] = cfg.workers
-        opts["direct_running_mode"] = "multi_processing" if cfg.workers > 1 else "in_memory"
+        # With the fork server the workers come from our environment, not Beam's mode.
+        parallel = cfg.workers > 1 and not uses_fork_server(cfg)
+        opts["direct_running_mode"] = "multi_processing" if parallel else "in_memory"
     return PipelineOptions(beam_args, **opts)
+
+
+def make_pipeline(cfg: Config, beam_args: list[str],
+                  server: ForkServer | None) -> beam.Pipeline:
+    """The pipeline to run; on the fork server's workers when one is given."""
+    options = pipeline_options(cfg, beam_args)
+    if server is None:
+        return beam.Pipeline(options=options)
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    server.wait_ready()
+    runner = fn_runner.FnApiRunner(default_environment=server.environment())
+    return beam.Pipeline(runner=runner, options=options)
 
 
 def start_run(cfg: Config, ref: ModelRef, run_id: str) -> None:
@@ -432,6 +452,19 @@ class RunOutcome:
 def execute(cfg: Config, dates: list[dt.date], beam_args: list[str],
             test_pipeline: beam.Pipeline | None = None, wait: bool = True) -> RunOutcome:
     """Resolve and verify the model, plan, lease the tranches, build and run."""
+    server = ForkServer() if uses_fork_server(cfg) and test_pipeline is None else None
+    if server is not None:
+        server.start()  # its imports overlap the planning below
+    try:
+        return _execute(cfg, dates, beam_args, test_pipeline, wait, server)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _execute(cfg: Config, dates: list[dt.date], beam_args: list[str],
+             test_pipeline: beam.Pipeline | None, wait: bool,
+             server: ForkServer | None) -> RunOutcome:
     ref = resolve_model(cfg)
     plan = make_plan(cfg, dates, ref)
     run_id = new_run_id()
@@ -443,9 +476,9 @@ def execute(cfg: Config, dates: list[dt.date], beam_args: list[str],
     _LOG.info("run %s: model %s:%s, %d tranche(s), %d chunk(s)", run_id, ref.name,
               ref.version, len(plan.to_read), len(plan.chunks))
     started = time.monotonic()
+    p = test_pipeline or make_pipeline(cfg, beam_args, server)
     keeper = _LeaseKeeper(cfg, run_id)
     keeper.start()
-    p = test_pipeline or beam.Pipeline(options=pipeline_options(cfg, beam_args))
     try:
         build_pipeline(p, cfg, plan, ref, run_id, beam_args)
         result = p.run()

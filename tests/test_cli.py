@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sqlite3
 from collections import Counter
 from contextlib import redirect_stderr, redirect_stdout
@@ -449,3 +450,46 @@ def test_no_date_means_yesterday_utc(registry_root: str, tmp_path: Path) -> None
                      "--db", f"sqlite:///{tmp_path / 's.db'}")
     assert result.rc == 0, result.err
     assert result.out.startswith(f"{yesterday}  would run")
+
+
+def _leftover_worker_processes() -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "pipelines.forkserver" in cmd or "_fork_client" in cmd or "sdk_worker_main" in cmd:
+            found.append(cmd)
+    return found
+
+
+def test_local_engines_score_identically_and_leave_no_processes(
+        landing: Landing, registry_root: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    from pipelines import forkserver
+
+    def rows(db: Path) -> list[tuple[Any, ...]]:
+        return sorted(query(db, "SELECT doc_id, label, score, top_k FROM predictions"))
+
+    # A fresh process: the zygote is forked from the launcher itself.
+    db1 = tmp_path / "fork-launcher.db"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *score_args(
+            landing, registry_root, db1, tmp_path / "o1", "--date", DAYS[0], "--workers", "2")],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "model loads 2" in proc.stdout
+    # In this (long-lived) process: a freshly spawned zygote, and Beam's multi_processing.
+    monkeypatch.setattr(forkserver, "_GRPC_USED", True)
+    db2, db3 = tmp_path / "fork-spawned.db", tmp_path / "spawn.db"
+    for db, engine in ((db2, "fork"), (db3, "spawn")):
+        result = run_cli(*score_args(landing, registry_root, db, tmp_path / engine, "--date",
+                                     DAYS[0], "--workers", "2", "--local-engine", engine))
+        assert result.rc == 0, result.err
+    assert rows(db1) == rows(db2) == rows(db3)
+    assert len(rows(db1)) == len(landing.valid_ids(DAYS[0]))
+    assert _leftover_worker_processes() == []
