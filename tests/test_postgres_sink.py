@@ -107,7 +107,8 @@ def _assert_complete(url: str, expected_rows: int) -> dict[str, Any]:
 
 
 class _Sampler(threading.Thread):
-    """Polls a query every ``period`` s and keeps (monotonic time, value) pairs."""
+    """Polls ``sql`` on ``url`` every ``period`` s and keeps (monotonic time, value)
+    pairs; a table that does not exist yet reads as 0."""
 
     def __init__(self, url: str, sql: str, period: float = 0.05):
         super().__init__(daemon=True)
@@ -116,10 +117,14 @@ class _Sampler(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        with psycopg.connect(self.url.rsplit("/", 1)[0] + "/test", autocommit=True) as conn:
+        with psycopg.connect(self.url, autocommit=True) as conn:
             while not self.stop.is_set():
-                value = conn.execute(self.sql).fetchone()[0]  # type: ignore[index,arg-type]
-                self.samples.append((time.monotonic(), int(value)))
+                try:
+                    row = conn.execute(self.sql).fetchone()  # type: ignore[arg-type]
+                    value = int(row[0]) if row else 0
+                except psycopg.errors.UndefinedTable:
+                    value = 0
+                self.samples.append((time.monotonic(), value))
                 time.sleep(self.period)
 
 
@@ -218,8 +223,9 @@ def test_row_lock_times_out_retries_and_succeeds(
 def test_connection_cap_is_never_exceeded(pg_url: str, registry: str, tmp_path: Path) -> None:
     landing = _landing(tmp_path, 6000, files=4)
     db = pg_url.rsplit("/", 1)[1]
-    sampler = _Sampler(pg_url, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                               f"'{db}' AND application_name = 'beamscore'", period=0.01)
+    # Sampled from the shared "test" database, so the sampler is not counted itself.
+    sampler = _Sampler(f"{PG}/test", "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                     f"'{db}' AND application_name = 'beamscore'", period=0.01)
     sampler.start()
     code = _score(pg_url, registry, landing, tmp_path, "--workers", "2",
                   "--sink-max-connections", "1", "--sink-batch-rows", "200")
@@ -259,7 +265,7 @@ def test_global_rate_limit_with_two_workers(pg_url: str, registry: str, tmp_path
     rate, batch = 2000, 200
     # Short documents: scoring must outpace the limit so that the limiter is what's measured.
     landing = _landing(tmp_path, 12000, files=4, max_chars=150)
-    sampler = _RowSampler(pg_url)
+    sampler = _Sampler(pg_url, "SELECT count(*) FROM predictions", period=0.02)
     sampler.start()
     code = _score(pg_url, registry, landing, tmp_path, "--workers", "2",
                   "--sink-max-rows-per-second", str(rate), "--sink-batch-rows", str(batch))
@@ -278,24 +284,3 @@ def test_global_rate_limit_with_two_workers(pg_url: str, registry: str, tmp_path
     print(f"rate limit R={rate}: worst 1-s window {worst} rows, average {average:.0f} rows/s")
     assert worst <= rate + batch, f"{worst} rows in one second"
     assert average >= 0.8 * rate, f"average {average:.0f} rows/s"
-
-
-class _RowSampler(threading.Thread):
-    """Polls ``count(*)`` of predictions on the scored database itself."""
-
-    def __init__(self, url: str, period: float = 0.02):
-        super().__init__(daemon=True)
-        self.url, self.period = url, period
-        self.samples: list[tuple[float, int]] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            while not self.stop.is_set():
-                try:
-                    row = conn.execute("SELECT count(*) FROM predictions").fetchone()
-                    value = int(row[0]) if row else 0
-                except psycopg.errors.UndefinedTable:
-                    value = 0
-                self.samples.append((time.monotonic(), value))
-                time.sleep(self.period)
