@@ -284,3 +284,35 @@ def test_global_rate_limit_with_two_workers(pg_url: str, registry: str, tmp_path
     print(f"rate limit R={rate}: worst 1-s window {worst} rows, average {average:.0f} rows/s")
     assert worst <= rate + batch, f"{worst} rows in one second"
     assert average >= 0.8 * rate, f"average {average:.0f} rows/s"
+
+
+def _pred_row(doc_id: str, label: str, run_id: str = "r1") -> tuple[Any, ...]:
+    return (doc_id, DAY, label, 0.5, "[]", "m", "1", "0" * 64, run_id,
+            "2026-02-01T00:00:00+00:00", "f.jsonl", None)
+
+
+def test_copy_fast_path_falls_back_to_upsert_on_existing_keys(pg_url: str) -> None:
+    """New keys go straight in by COPY; a batch with any existing key is rolled back and
+    upserted instead, so a rerun or a retried bundle updates rows and never duplicates."""
+    from transforms.db import PostgresDatabase
+
+    db = PostgresDatabase(pg_url)
+    db.init_schema()
+    assert db.upsert_predictions([_pred_row(f"d{i}", "a") for i in range(100)]) == 100
+    assert db._conflict_run.get("predictions") == 0  # the fast path took it
+    # Half existing, half new keys, one key twice in the batch: the last row wins.
+    mixed = [_pred_row(f"d{i}", "b", "r2") for i in range(50, 150)] + [_pred_row("d60", "c")]
+    assert db.upsert_predictions(mixed) == 100
+    assert db._skip_fast["predictions"] == 1 and db._conflict_run["predictions"] == 1
+    # The next batch skips the COPY attempt, the one after tries it again.
+    db.upsert_predictions([_pred_row("d0", "z", "r3")])
+    assert db._skip_fast["predictions"] == 0
+    db.upsert_predictions([_pred_row("d200", "n", "r4")])
+    assert db._conflict_run["predictions"] == 0
+    rows = dict(db.execute("SELECT doc_id, label FROM predictions"))  # type: ignore[arg-type]
+    assert len(rows) == 151
+    assert rows["d0"] == "z" and rows["d10"] == "a" and rows["d60"] == "c"
+    assert rows["d70"] == "b" and rows["d149"] == "b" and rows["d200"] == "n"
+    (dups,) = db.execute("SELECT count(*) - count(DISTINCT doc_id) FROM predictions")[0]
+    assert dups == 0
+    db.close()

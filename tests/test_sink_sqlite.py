@@ -124,3 +124,50 @@ def test_empty_batches_are_no_ops(db: SQLiteDatabase, db_path: Path) -> None:
     assert db.upsert_predictions([]) == 0
     assert db.upsert_dead_letters([]) == 0
     assert _rows(db_path, "SELECT count(*) FROM predictions") == [(0,)]
+
+
+def test_sink_flushes_at_batch_rows_and_batch_bytes_and_counts_every_row(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Uneven input batches from two tranches are re-cut into writes of at most batch_rows
+    rows or batch_bytes bytes; every row is written once and counted in its tranche."""
+    import apache_beam as beam
+    import pandas as pd
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from transforms.records import DOC_ID, METADATA, POSITION, RAW, DocBatch
+    from transforms.sink import RunContext, SinkSettings, WriteToDatabase
+
+    sizes: list[int] = []
+    real = SQLiteDatabase.upsert_predictions
+
+    def recording(self: SQLiteDatabase, rows: Any) -> int:
+        sizes.append(len(rows))
+        return real(self, rows)
+
+    monkeypatch.setattr(SQLiteDatabase, "upsert_predictions", recording)
+
+    def batch(tranche: str, start: int, n: int) -> DocBatch:
+        frame = pd.DataFrame({
+            DOC_ID: [f"{tranche}-{i:04d}" for i in range(start, start + n)],
+            POSITION: range(start + 1, start + n + 1), METADATA: [None] * n, RAW: [None] * n,
+            "pred_label": ["billing"] * n, "pred_score": [0.5] * n, "pred_top_k": ["[]"] * n,
+        })
+        return DocBatch(tranche, f"/in/{tranche}.jsonl", f"{tranche}-{start}", frame)
+
+    inputs = [batch("t1", 0, 37), batch("t2", 0, 5), batch("t1", 37, 58), batch("t2", 5, 1)]
+    ctx = RunContext("run-x", "demo", "1", "ab" * 32, "2026-01-02T03:04:05+00:00")
+    # A row is estimated at ~207 bytes (id + top-k + source file + 200): 1,500 bytes ~ 7 rows.
+    for batch_rows, batch_bytes, cap in ((16, 16 << 20, 16), (1000, 1500, 8)):
+        sizes.clear()
+        url = f"sqlite:///{tmp_path}/{batch_rows}.db"
+        settings = SinkSettings(url=url, batch_rows=batch_rows, batch_bytes=batch_bytes)
+        with TestPipeline(runner="FnApiRunner") as p:
+            out = (p | beam.Create(inputs, reshuffle=False)
+                   | WriteToDatabase(settings, ctx))
+            totals = (out.stats | beam.MapTuple(lambda t, s: (t, (s["scored"], s["written"])))
+                      | beam.CombinePerKey(lambda vs: tuple(map(sum, zip(*vs)))))
+            assert_that(totals, equal_to([("t1", (95, 95)), ("t2", (6, 6))]))
+        assert sum(sizes) == 101 and max(sizes) <= cap and len(sizes) >= 101 // cap
+        assert _rows(tmp_path / f"{batch_rows}.db",
+                     "SELECT count(*), count(DISTINCT doc_id) FROM predictions") == [(101, 101)]

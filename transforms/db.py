@@ -7,9 +7,11 @@ versioned schema (``schema_version`` table) and offer the same idempotent writes
 predictions are upserted on (doc_id, model_name, model_version), dead letters on
 (run_id, source_file, position, stage), runs on run_id.
 
-PostgreSQL bulk path: de-duplicate keys in Python, COPY into a temporary staging
-table, then one INSERT ... SELECT ... ON CONFLICT DO UPDATE (165k rows/s in 5,000-row
-batches here, vs 47k for executemany; see bench/sink_bench.py). SQLite path: executemany in
+PostgreSQL bulk path: de-duplicate keys in Python, then COPY straight into the table
+in one transaction per batch; if a key already exists (unique violation: a rerun or a
+retried bundle) that transaction rolls back and the batch goes through a temporary
+staging table and one INSERT ... SELECT ... ON CONFLICT DO UPDATE instead (figures in
+README, bench/sink_bench.py). SQLite path: executemany in
 one transaction, WAL journal and a busy timeout so local workers never hit "database
 is locked". Errors are classified as transient (retry) or permanent (dead-letter).
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -124,11 +127,10 @@ class Database:
 def dedupe_last(rows: Sequence[tuple[Any, ...]],
                 key_idx: tuple[int, ...] = (0, 5, 6)) -> list[tuple[Any, ...]]:
     """Keep the last row per key: one statement must not hit the same key twice."""
-    if key_idx == (0, 5, 6):  # predictions: (doc_id, model_name, model_version), hot path
-        unique = {(r[0], r[5], r[6]): r for r in rows}
-    else:
-        unique = {tuple(r[i] for i in key_idx): r for r in rows}
-    return rows if len(unique) == len(rows) and isinstance(rows, list) else list(unique.values())
+    if isinstance(rows, list) and len(set(map(itemgetter(key_idx[0]), rows))) == len(rows):
+        return rows  # the first key column alone is unique: so is the whole key (hot path)
+    unique = {tuple(r[i] for i in key_idx): r for r in rows}
+    return list(unique.values())
 
 
 # ------------------------------------------------------------------------ SQLite
@@ -253,6 +255,8 @@ class PostgresDatabase(Database):
             kwargs["password"] = password
         conninfo = parts._replace(scheme="postgresql").geturl()
         self._staging: set[str] = set()
+        self._skip_fast: dict[str, int] = {}     # batches left to upsert without trying COPY
+        self._conflict_run: dict[str, int] = {}  # length of the current skip after a conflict
         try:
             self.conn = psycopg.connect(conninfo, autocommit=True, **kwargs)
         except psycopg.Error as exc:
@@ -278,33 +282,61 @@ class PostgresDatabase(Database):
             return 0
         import psycopg
 
+        try:
+            if self._skip_fast.get(table, 0) > 0:
+                self._skip_fast[table] -= 1
+            elif self._copy_new(table, cols, rows):
+                return len(rows)
+            self._stage_and_upsert(table, cols, key, rows)
+        except psycopg.Error as exc:
+            raise classify_pg_error(exc)(f"{type(exc).__name__}: {exc}") from exc
+        return len(rows)
+
+    def _copy_new(self, table: str, cols: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> bool:
+        """Fast path: COPY straight into ``table``, right when no key exists yet (a new
+        tranche, 2.0-2.3x the staged upsert here). False if some key exists (a rerun, a
+        retried bundle): the transaction rolled back, nothing was written, and the
+        next batches of this session skip the attempt (1, 2, 4 ... 64 of them)."""
+        import psycopg
+
+        try:
+            with self.conn.transaction(), self.conn.cursor() as cur:
+                with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:  # type: ignore[arg-type]
+                    for r in rows:
+                        copy.write_row(r)
+        except psycopg.errors.UniqueViolation:
+            self._conflict_run[table] = min(64, 2 * self._conflict_run.get(table, 0) or 1)
+            self._skip_fast[table] = self._conflict_run[table]
+            return False
+        self._conflict_run[table] = 0
+        return True
+
+    def _stage_and_upsert(self, table: str, cols: Sequence[str], key: Sequence[str],
+                          rows: Sequence[tuple[Any, ...]]) -> None:
+        """COPY into a temporary staging table, then INSERT ... ON CONFLICT DO UPDATE."""
         stage = f"_stage_{table}"
         col_list = ", ".join(cols)
         updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in key)
-        try:
-            with self.conn.transaction():
-                if stage not in self._staging:
-                    # Created in this transaction: it disappears if the transaction rolls
-                    # back, so it is remembered only after the commit below.
-                    self.conn.execute(
-                        f"CREATE TEMP TABLE IF NOT EXISTS {stage} "  # type: ignore[arg-type]
-                        f"(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-                    )
-                with self.conn.cursor() as cur:
-                    with cur.copy(f"COPY {stage} ({col_list}) FROM STDIN") as copy:  # type: ignore[arg-type]
-                        for r in rows:
-                            copy.write_row(r)
-                    # Keys are unique here (deduplicated by the caller), so no DISTINCT ON
-                    # sort: ON CONFLICT never meets the same key twice in one statement.
-                    cur.execute(
-                        f"INSERT INTO {table} ({col_list}) "  # type: ignore[arg-type]
-                        f"SELECT {col_list} FROM {stage} "
-                        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
-                    )
-        except psycopg.Error as exc:
-            raise classify_pg_error(exc)(f"{type(exc).__name__}: {exc}") from exc
+        with self.conn.transaction():
+            if stage not in self._staging:
+                # Created in this transaction: it disappears if the transaction rolls
+                # back, so it is remembered only after the commit below.
+                self.conn.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS {stage} "  # type: ignore[arg-type]
+                    f"(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                )
+            with self.conn.cursor() as cur:
+                with cur.copy(f"COPY {stage} ({col_list}) FROM STDIN") as copy:  # type: ignore[arg-type]
+                    for r in rows:
+                        copy.write_row(r)
+                # Keys are unique here (deduplicated by the caller), so no DISTINCT ON
+                # sort: ON CONFLICT never meets the same key twice in one statement.
+                cur.execute(
+                    f"INSERT INTO {table} ({col_list}) "  # type: ignore[arg-type]
+                    f"SELECT {col_list} FROM {stage} "
+                    f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+                )
         self._staging.add(stage)
-        return len(rows)
 
     def upsert_predictions(self, rows: Sequence[tuple[Any, ...]]) -> int:
         return self._copy_upsert("predictions", PREDICTION_COLUMNS,

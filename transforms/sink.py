@@ -114,7 +114,8 @@ def rate_limiter(s: SinkSettings) -> MachineRateLimiter | RedisRateLimiter:
 class DatabaseSession:
     """One connection held under a connection slot, reopened after transient errors.
 
-    ``run(fn)`` calls ``fn(db)`` with retries; waiting for a slot or backing off is
+    ``run(fn)`` calls ``fn(db)`` with retries (the first connection creates or migrates
+    the schema); waiting for a slot or backing off is
     added to the throttle timer. ``close()`` closes the connection and frees the slot.
     """
 
@@ -123,6 +124,7 @@ class DatabaseSession:
         self._timer = timer
         self._db: Database | None = None
         self._slots: FileSlots | RedisSlots | None = None
+        self._schema_ready = False
 
     def _connect(self) -> Database:
         if self._db is None:
@@ -133,6 +135,11 @@ class DatabaseSession:
                 self._timer.add(self._slots.acquire())
             self._db = connect(self._s.url, password_env=self._s.password_env,
                                statement_timeout_ms=self._s.statement_timeout_ms)
+            if not self._schema_ready:
+                # The sink creates/migrates its schema itself (idempotent, serialised by
+                # the backend), so WriteToDatabase works without `beamscore db init`.
+                self._db.init_schema()
+                self._schema_ready = True
         return self._db
 
     def _drop_connection(self, waited: float) -> None:
@@ -186,16 +193,30 @@ class _WritePredictionsFn(beam.DoFn):
 
     def start_bundle(self) -> None:
         self._rows: list[tuple[Any, ...]] = []
-        self._meta: list[tuple[str, int, Any]] = []  # (tranche, position, raw) per row
+        # Aligned with _rows, one entry per slice of an input batch (not per row):
+        # (tranche, positions, raw payloads), for stats and dead letters.
+        self._segments: list[tuple[str, list[int], list[Any]]] = []
         self._bytes = 0
 
     def process(self, batch: DocBatch) -> Iterator[Any]:
         rows = prediction_rows(batch, self._ctx)
+        n = len(rows)
+        if not n:
+            return
+        positions = batch.frame[POSITION].tolist()
         raws = batch.frame["raw"].tolist()
-        for row, pos, raw in zip(rows, batch.frame[POSITION].tolist(), raws):
-            self._rows.append(row)
-            self._meta.append((batch.tranche, pos, raw))
-            self._bytes += len(row[0]) + len(row[4]) + len(row[10]) + 200
+        # Bytes per row, estimated per batch: ids, top-k JSON, source file, fixed columns.
+        per_row = (sum(map(len, (r[0] for r in rows))) + sum(map(len, (r[4] for r in rows)))
+                   ) // n + len(batch.source_file) + 200
+        start = 0
+        while start < n:
+            room = min(self._s.batch_rows - len(self._rows),
+                       -(-(self._s.batch_bytes - self._bytes) // per_row))
+            end = min(n, start + max(1, room))
+            self._rows.extend(rows[start:end])
+            self._segments.append((batch.tranche, positions[start:end], raws[start:end]))
+            self._bytes += (end - start) * per_row
+            start = end
             if len(self._rows) >= self._s.batch_rows or self._bytes >= self._s.batch_bytes:
                 yield from self._flush()
 
@@ -210,8 +231,8 @@ class _WritePredictionsFn(beam.DoFn):
         self._session.close()
 
     def _flush(self) -> Iterator[Any]:
-        rows, meta = self._rows, self._meta
-        self._rows, self._meta, self._bytes = [], [], 0
+        rows, segments = self._rows, self._segments
+        self._rows, self._segments, self._bytes = [], [], 0
         if not rows:
             return
         throttled_before = self._timer.total_seconds
@@ -219,16 +240,19 @@ class _WritePredictionsFn(beam.DoFn):
         self._write_isolating(rows, 0, len(rows), rejected)
         written: dict[str, int] = defaultdict(int)
         scored: dict[str, int] = defaultdict(int)
-        for i, (tranche, pos, raw) in enumerate(meta):
-            scored[tranche] += 1
-            if i in rejected:
+        offset = 0
+        for tranche, positions, raws in segments:
+            k = len(positions)
+            scored[tranche] += k
+            written[tranche] += k
+            for i in (j for j in rejected if offset <= j < offset + k):
+                written[tranche] -= 1
                 yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
-                    tranche=tranche, source_file=rows[i][10], position=pos, stage="sink",
-                    reason=f"database rejected the row: {rejected[i]}"[:1000], payload=raw,
-                    payload_limit=self._s.payload_limit,
+                    tranche=tranche, source_file=rows[i][10], position=positions[i - offset],
+                    stage="sink", reason=f"database rejected the row: {rejected[i]}"[:1000],
+                    payload=raws[i - offset], payload_limit=self._s.payload_limit,
                 ))
-            else:
-                written[tranche] += 1
+            offset += k
         self._written.inc(len(rows) - len(rejected))
         throttled_ms = int((self._timer.total_seconds - throttled_before) * 1000)
         for i, tranche in enumerate(scored):
