@@ -50,6 +50,8 @@ CONTENDERS = {  # short names for the table, then what each one writes
     "c": ("beamscore score, {w} workers",
           "the product end to end: Parquet + SQLite upserts (top-3, lineage), "
           "dead letters, run record"),
+    "c0": ("beamscore, {w} workers, sklearn featuriser",
+           "as c with inference.fast_text_features=false (scikit-learn's own transform)"),
     "d": ("plain script, ProcessPool {w} procs",
           "a's per-file function over ProcessPoolExecutor({w}); Parquet per file + "
           "one SQLite in WAL mode"),
@@ -57,10 +59,12 @@ CONTENDERS = {  # short names for the table, then what each one writes
 
 
 # ------------------------------------------------------------------ data and model
-def prepare_inputs(out: str, n_docs: int, seed: int, train_docs: int,
-                   fresh: bool) -> dict[str, Any]:
-    """Generate the tranches and train/register the model once per (N, seed, train docs)."""
+def prepare_inputs(out: str, n_docs: int, seed: int, train_docs: int, fresh: bool,
+                   chars: tuple[int, int] = (100, 600)) -> dict[str, Any]:
+    """Generate the tranches and train/register the model once per (N, seed, train docs,
+    document lengths)."""
     key = f"docs-{n_docs}-seed{seed}-train{train_docs}-v{DATA_VERSION}"
+    key += f"-chars{chars[0]}-{chars[1]}"
     cache = os.path.join(out, "cache", key)
     manifest_path = os.path.join(cache, "manifest.json")
     if os.path.exists(manifest_path) and not fresh:
@@ -83,7 +87,7 @@ def prepare_inputs(out: str, n_docs: int, seed: int, train_docs: int,
     landing = os.path.join(cache, "landing")
     n_files = len(DAYS) * len(FILES_PER_TRANCHE)
     sizes = [n_docs // n_files + (1 if i < n_docs % n_files else 0) for i in range(n_files)]
-    docs = make_docs(n_docs, seed=seed, min_chars=100, max_chars=3000)
+    docs = make_docs(n_docs, seed=seed, min_chars=chars[0], max_chars=chars[1])
     files = []
     k = 0
     for day in DAYS:
@@ -98,7 +102,7 @@ def prepare_inputs(out: str, n_docs: int, seed: int, train_docs: int,
           f"({sum(f['size'] for f in files) / 2**20:,.0f} MiB) in {gen_seconds:.1f}s")
 
     started = time.monotonic()
-    tdocs = list(make_docs(train_docs, seed=seed + 1, min_chars=100, max_chars=3000,
+    tdocs = list(make_docs(train_docs, seed=seed + 1, min_chars=chars[0], max_chars=chars[1],
                            prefix="train"))
     pre = PreprocessConfig()
     texts = preprocess_texts([d["text"] for d in tdocs], pre)
@@ -301,14 +305,15 @@ def contender_command(name: str, manifest: dict[str, Any], manifest_path: str, r
         return [py, baselines, "beam", *common, "--workers", str(workers)]
     if name == "d":
         return [py, baselines, "pool", *common, "--workers", str(workers)]
-    if name == "c":
+    if name in ("c", "c0"):
         exe = os.path.join(os.path.dirname(py), "beamscore")
         prefix = [exe] if os.path.exists(exe) else [py, "-m", "pipelines.cli"]
         return [*prefix, "score", "--from", manifest["dates"][0], "--to", manifest["dates"][-1],
                 "--input-root", manifest["input_root"], "--registry", manifest["registry"],
                 "--model", manifest["model_name"],
                 "--db", "sqlite:///" + os.path.join(run_dir, "beamscore.db"),
-                "--output-dir", os.path.join(run_dir, "output"), "--workers", str(workers)]
+                "--output-dir", os.path.join(run_dir, "output"), "--workers", str(workers),
+                "--inference-fast-text-features", "false" if name == "c0" else "true"]
     raise ValueError(name)
 
 
@@ -437,7 +442,7 @@ def verify(res: Result, frame: Any, facts: dict[str, Any], n_docs: int) -> None:
         res.problems.append(f"database holds {facts['db_rows']} prediction rows, "
                             f"expected {n_docs:,}")
     summary = facts.get("run_summary")
-    if res.name == "c":
+    if res.name in ("c", "c0"):
         if summary is None:
             res.problems.append("no run summary in <output>/_runs")
         else:
@@ -522,8 +527,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="cache, contender outputs and results.json")
     ap.add_argument("--guard", type=float, default=None, metavar="RATIO",
                     help="exit 1 when docs/s of c divided by docs/s of a is below RATIO")
-    ap.add_argument("--contenders", default="a,b,b2,c,d",
-                    help="comma-separated, run in this order (a, b, b2, c, d)")
+    ap.add_argument("--contenders", default="a,b,b2,c0,c,d",
+                    help="comma-separated, run in this order (a, b, b2, c0, c, d)")
     ap.add_argument("--keep", action="store_true",
                     help="keep each contender's outputs (predictions, databases) under "
                          "<out>/runs; the generated data and model are always cached")
@@ -532,6 +537,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="rounds over all contenders (interleaved); median wall is reported")
     ap.add_argument("--train-docs", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--min-chars", type=int, default=100, help="shortest document")
+    ap.add_argument("--max-chars", type=int, default=600,
+                    help="longest document (lengths uniform in min..max; the issue's "
+                         "workload is 'a few hundred characters')")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per contender run")
     args = ap.parse_args(argv)
     names = [c.strip() for c in args.contenders.split(",") if c.strip()]
@@ -557,7 +566,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"beamscore bench: {args.docs:,} docs, workers={args.workers}, "
           f"contenders={','.join(args.names)}, repeat={args.repeat}; "
           f"{info.get('cpus')} CPU(s) {info.get('cpu', '')}, load {info.get('loadavg_at_start')}")
-    manifest = prepare_inputs(out, args.docs, args.seed, args.train_docs, args.fresh)
+    manifest = prepare_inputs(out, args.docs, args.seed, args.train_docs, args.fresh,
+                              chars=(args.min_chars, args.max_chars))
     manifest_path = os.path.join(os.path.dirname(manifest["input_root"]), "manifest.json")
     prepared = time.monotonic() - t0
 
@@ -596,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
             res.peak_single_rss_mib = max(res.peak_single_rss_mib,
                                           m.tree.peak_single_rss_kib / 1024)
             res.max_procs = max(res.max_procs, m.tree.max_procs)
-            if name == "c":
+            if name in ("c", "c0"):
                 res.product_wall = _product_wall(log)
             print(f"    exit {m.rc}, {m.wall:.1f}s wall, {m.cpu:.1f}s CPU, peak RSS "
                   f"{m.tree.peak_rss_kib / 1024:,.0f} MiB over {m.tree.max_procs} process(es); "
@@ -657,12 +667,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, agr in agreement.items():
         print(f"agreement {name} vs {reference}: {agr['label_differs']:,} labels differ of "
               f"{agr['compared']:,}, max |score diff| {agr['max_score_diff']:.1e}")
-    ratios = {f"c/{o}": ratio(results, "c", o) for o in ("a", "b", "d", "b2") if o in results}
+    ratios = {f"c/{o}": ratio(results, "c", o) for o in ("a", "b", "d", "b2", "c0")
+              if o in results}
     ratios = {k: v for k, v in ratios.items() if v is not None}
     print("ratio " + " ".join(f"{k}={v:.2f}" for k, v in ratios.items())
           + "   (throughput ratio, docs/s; > 1 means beamscore is faster)")
     cpu_ratios = {f"c/{o}": results["c"].cpu and (results[o].cpu / results["c"].cpu)
-                  for o in ("a", "b", "d", "b2") if o in results and "c" in results
+                  for o in ("a", "b", "d", "b2", "c0") if o in results and "c" in results
                   and results["c"].cpus and results[o].cpus}
     if cpu_ratios:
         print("cpu-ratio " + " ".join(f"{k}={v:.2f}" for k, v in cpu_ratios.items())

@@ -47,6 +47,7 @@ class InferenceConfig:
     top_k: int = 3
     allow_sklearn_mismatch: bool = False
     timeout_seconds: int = 0  # per batch; 0 = no limit
+    fast_text_features: bool = True  # models.fastpath for word n-gram TF-IDF pipelines
 
 
 @dataclass(frozen=True)

@@ -311,6 +311,7 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef
     handler = DocBatchModelHandler(
         cfg.registry, ref, top_k=cfg.inference.top_k,
         allow_sklearn_mismatch=cfg.inference.allow_sklearn_mismatch, payload_limit=limit,
+        fast_text_features=cfg.inference.fast_text_features,
     )
     read = p | "Read tranches" >> ReadTranches(plan.chunks, cfg.fields, cfg.batch_size, limit)
     valid = read.batches | "Validate and preprocess" >> ValidateAndPreprocess(
