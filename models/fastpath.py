@@ -7,7 +7,9 @@ the common configuration -- word analyzer, the default token pattern, n-grams
 (1, 1) or (1, 2), no custom preprocessor, tokenizer, accent stripping or stop words
 -- ``FastTextPipeline`` computes the same count matrix another way:
 
-1. tokens: ``token_pattern.findall(text.lower())`` per document (as sklearn);
+1. tokens: for ASCII documents, all of a batch in one ``translate`` + ``split``
+   (equivalent to the default token pattern on ASCII, see ``_ascii_features``);
+   other documents ``token_pattern.findall(text.lower())`` one by one (as sklearn);
 2. every token -> an integer id through one dict built from the vocabulary, in C
    (``map(dict.get, ...)``); tokens that occur in no vocabulary term get -1;
 3. unigram columns by array lookup; bigram columns by ``searchsorted`` of the pair
@@ -31,6 +33,11 @@ import numpy as np
 # sklearn's default ``token_pattern``: tokens of 2+ word characters, never a space,
 # so a vocabulary term "a b" is unambiguously the bigram ("a", "b").
 DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+# ASCII characters that are not \w (all but letters, digits, "_") -> space; NUL kept as
+# the document separator.
+_ASCII_NON_WORD = str.maketrans({
+    chr(c): " " for c in range(1, 128) if not (chr(c).isalnum() or chr(c) == "_")
+})
 
 
 def unsupported_reason(model: Any) -> str | None:
@@ -105,16 +112,55 @@ class FastTextPipeline:
         """The matrix ``vectorizer._count_vocab(texts, fixed_vocab=True)`` returns."""
         import scipy.sparse as sp
 
+        ascii_docs = [i for i, t in enumerate(texts) if t.isascii() and "\x00" not in t]
+        other_docs = ([i for i, t in enumerate(texts) if not (t.isascii() and "\x00" not in t)]
+                      if len(ascii_docs) < len(texts) else [])
+        parts = [self._ascii_features(texts, ascii_docs), self._regex_features(texts, other_docs)]
+        r = np.concatenate([p[0] for p in parts])
+        c = np.concatenate([p[1] for p in parts])
+        data = np.ones(len(r), dtype=self._vec.dtype)
+        x = sp.coo_matrix((data, (r, c)), shape=(len(texts), self._n_features)).tocsr()
+        x.sum_duplicates()
+        x.sort_indices()
+        x.indices = x.indices.astype(self._index_dtype, copy=False)
+        x.indptr = x.indptr.astype(self._index_dtype, copy=False)
+        return x
+
+    def _ascii_features(self, texts: list[str], docs: list[int]) -> tuple[Any, Any]:
+        """All ASCII documents in one pass: with only ASCII, ``\\b\\w\\w+\\b`` matches
+        exactly the maximal runs of [A-Za-z0-9_] of 2+ characters, i.e. what is left by
+        mapping every other character to a space, ``split()`` and dropping 1-character
+        pieces. Documents are joined with a NUL separator (they contain none)."""
+        joined = " \x00 ".join([texts[i] for i in docs])
+        if self._lower:
+            joined = joined.lower()
+        flat = joined.translate(_ASCII_NON_WORD).split()
+        lengths = np.fromiter(map(len, flat), dtype=np.int64, count=len(flat))
+        singles = np.flatnonzero(lengths == 1)
+        separator = np.zeros(len(flat), dtype=bool)
+        separator[singles[[flat[i] == "\x00" for i in singles.tolist()]]] = True
+        rows = np.asarray(docs, dtype=np.int64)[np.cumsum(separator)] if docs else \
+            np.zeros(0, dtype=np.int64)
+        ids = np.fromiter(map(self._token_ids.get, flat, repeat(self._n_tokens)),
+                          dtype=np.int64, count=len(flat))
+        keep = lengths >= 2
+        return self._features(rows[keep], ids[keep])
+
+    def _regex_features(self, texts: list[str], docs: list[int]) -> tuple[Any, Any]:
+        """Other documents one by one, with the vectorizer's own token pattern."""
         findall = self._findall
-        tokens = ([findall(t.lower()) for t in texts] if self._lower
-                  else [findall(t) for t in texts])
-        n = len(tokens)
-        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=n)
+        tokens = ([findall(texts[i].lower()) for i in docs] if self._lower
+                  else [findall(texts[i]) for i in docs])
+        lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
         flat = list(chain.from_iterable(tokens))
+        ids = np.fromiter(map(self._token_ids.get, flat, repeat(self._n_tokens)),
+                          dtype=np.int64, count=len(flat))
+        return self._features(np.repeat(np.asarray(docs, dtype=np.int64), lengths), ids)
+
+    def _features(self, rows: Any, ids: Any) -> tuple[Any, Any]:
+        """(row, column) of every unigram and bigram in the vocabulary; ``ids`` is the
+        token sequence, documents consecutive, ``rows`` the document of each token."""
         unknown = self._n_tokens
-        ids = np.fromiter(map(self._token_ids.get, flat, repeat(unknown)), dtype=np.int64,
-                          count=len(flat))
-        rows = np.repeat(np.arange(n, dtype=np.int64), lengths)
         cols = self._uni[ids]
         keep = cols >= 0
         row_parts, col_parts = [rows[keep]], [cols[keep]]
@@ -127,15 +173,7 @@ class FastTextPipeline:
             found = self._bi_keys[pos] == key
             row_parts.append(rows[:-1][pair][found])
             col_parts.append(self._bi_cols[pos[found]])
-        r = np.concatenate(row_parts)
-        c = np.concatenate(col_parts)
-        data = np.ones(len(r), dtype=self._vec.dtype)
-        x = sp.coo_matrix((data, (r, c)), shape=(n, self._n_features)).tocsr()
-        x.sum_duplicates()
-        x.sort_indices()
-        x.indices = x.indices.astype(self._index_dtype, copy=False)
-        x.indptr = x.indptr.astype(self._index_dtype, copy=False)
-        return x
+        return np.concatenate(row_parts), np.concatenate(col_parts)
 
     def transform(self, texts: list[str]) -> Any:
         """What the fitted vectorizer's ``transform`` returns."""

@@ -22,6 +22,7 @@ TRICKY = [
     "café crème brûlée Café", "order_id 12345 order_id 12345", "dans l'hôtel — très bien",
     "zzqx unknownword refund please", "обновление заказа refund", "退款 请求 refund",
     "tab\there, newline\nthere", "please refund please refund please",
+    "a_b _ __ x1 2y 33", "it's don't e-mail foo@bar.com", "nul\x00inside refund", "K kelvin",
 ]
 
 
@@ -63,6 +64,19 @@ def test_counts_and_probabilities_are_identical_to_sklearn(name: str) -> None:
     assert np.array_equal(fast.predict_proba(texts), model.predict_proba(texts))
     assert list(fast.classes_) == list(model.classes_)
     assert fast.counts([]).shape == (0, len(model.steps[0][1].vocabulary_))
+
+
+def test_ascii_and_other_documents_alone_or_mixed_give_sklearn_counts() -> None:
+    model = _fit(VARIANTS["recipe"])
+    fast = FastTextPipeline(model)
+    vec = model.steps[0][1]
+    ascii_only = [t for t in _corpus(50, seed=2) if t.isascii() and "\x00" not in t]
+    others = [t for t in TRICKY if not t.isascii() or "\x00" in t]
+    assert len(others) >= 5
+    for texts in (ascii_only, others, others + ascii_only, ["refund"], ["é"], []):
+        _, expected = vec._count_vocab(texts, fixed_vocab=True)
+        got = fast.counts(texts)
+        assert (got != expected).nnz == 0 and np.array_equal(got.indptr, expected.indptr)
 
 
 @pytest.mark.parametrize("vectorizer, reason", [
