@@ -50,6 +50,8 @@ CONTENDERS = {  # short names for the table, then what each one writes
     "c": ("beamscore score, {w} workers",
           "the product end to end: Parquet + SQLite upserts (top-3, lineage), "
           "dead letters, run record"),
+    "c1": ("beamscore score, 1 worker",
+           "as c with --workers 1 (for the scaling ratio c/c1)"),
     "c0": ("beamscore, {w} workers, sklearn featuriser",
            "as c with inference.fast_text_features=false (scikit-learn's own transform)"),
     "d": ("plain script, ProcessPool {w} procs",
@@ -305,14 +307,15 @@ def contender_command(name: str, manifest: dict[str, Any], manifest_path: str, r
         return [py, baselines, "beam", *common, "--workers", str(workers)]
     if name == "d":
         return [py, baselines, "pool", *common, "--workers", str(workers)]
-    if name in ("c", "c0"):
+    if name in ("c", "c0", "c1"):
         exe = os.path.join(os.path.dirname(py), "beamscore")
         prefix = [exe] if os.path.exists(exe) else [py, "-m", "pipelines.cli"]
         return [*prefix, "score", "--from", manifest["dates"][0], "--to", manifest["dates"][-1],
                 "--input-root", manifest["input_root"], "--registry", manifest["registry"],
                 "--model", manifest["model_name"],
                 "--db", "sqlite:///" + os.path.join(run_dir, "beamscore.db"),
-                "--output-dir", os.path.join(run_dir, "output"), "--workers", str(workers),
+                "--output-dir", os.path.join(run_dir, "output"),
+                "--workers", "1" if name == "c1" else str(workers),
                 "--inference-fast-text-features", "false" if name == "c0" else "true"]
     raise ValueError(name)
 
@@ -442,7 +445,7 @@ def verify(res: Result, frame: Any, facts: dict[str, Any], n_docs: int) -> None:
         res.problems.append(f"database holds {facts['db_rows']} prediction rows, "
                             f"expected {n_docs:,}")
     summary = facts.get("run_summary")
-    if res.name in ("c", "c0"):
+    if res.name in ("c", "c0", "c1"):
         if summary is None:
             res.problems.append("no run summary in <output>/_runs")
         else:
@@ -606,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
             res.peak_single_rss_mib = max(res.peak_single_rss_mib,
                                           m.tree.peak_single_rss_kib / 1024)
             res.max_procs = max(res.max_procs, m.tree.max_procs)
-            if name in ("c", "c0"):
+            if name in ("c", "c0", "c1"):
                 res.product_wall = _product_wall(log)
             print(f"    exit {m.rc}, {m.wall:.1f}s wall, {m.cpu:.1f}s CPU, peak RSS "
                   f"{m.tree.peak_rss_kib / 1024:,.0f} MiB over {m.tree.max_procs} process(es); "
@@ -667,13 +670,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, agr in agreement.items():
         print(f"agreement {name} vs {reference}: {agr['label_differs']:,} labels differ of "
               f"{agr['compared']:,}, max |score diff| {agr['max_score_diff']:.1e}")
-    ratios = {f"c/{o}": ratio(results, "c", o) for o in ("a", "b", "d", "b2", "c0")
+    ratios = {f"c/{o}": ratio(results, "c", o) for o in ("a", "b", "d", "b2", "c0", "c1")
               if o in results}
     ratios = {k: v for k, v in ratios.items() if v is not None}
     print("ratio " + " ".join(f"{k}={v:.2f}" for k, v in ratios.items())
           + "   (throughput ratio, docs/s; > 1 means beamscore is faster)")
     cpu_ratios = {f"c/{o}": results["c"].cpu and (results[o].cpu / results["c"].cpu)
-                  for o in ("a", "b", "d", "b2", "c0") if o in results and "c" in results
+                  for o in ("a", "b", "d", "b2", "c0", "c1")
+                  if o in results and "c" in results
                   and results["c"].cpus and results[o].cpus}
     if cpu_ratios:
         print("cpu-ratio " + " ".join(f"{k}={v:.2f}" for k, v in cpu_ratios.items())
