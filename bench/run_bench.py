@@ -38,6 +38,7 @@ FILES_PER_TRANCHE = ("jsonl", "jsonl", "jsonl", "parquet")  # mostly JSONL, some
 MODEL_NAME = "bench"
 DATA_VERSION = 1  # bump when the generated layout changes: invalidates caches
 
+BEAMSCORE_CONTENDERS = ("c", "c0", "c1")  # run `beamscore score`, checked the same way
 CONTENDERS = {  # short names for the table, then what each one writes
     "a": ("plain pandas+sklearn, 1 process",
           "read_json/read_parquet, preprocess_texts, predict_proba in chunks; "
@@ -307,7 +308,7 @@ def contender_command(name: str, manifest: dict[str, Any], manifest_path: str, r
         return [py, baselines, "beam", *common, "--workers", str(workers)]
     if name == "d":
         return [py, baselines, "pool", *common, "--workers", str(workers)]
-    if name in ("c", "c0", "c1"):
+    if name in BEAMSCORE_CONTENDERS:
         exe = os.path.join(os.path.dirname(py), "beamscore")
         prefix = [exe] if os.path.exists(exe) else [py, "-m", "pipelines.cli"]
         return [*prefix, "score", "--from", manifest["dates"][0], "--to", manifest["dates"][-1],
@@ -445,7 +446,7 @@ def verify(res: Result, frame: Any, facts: dict[str, Any], n_docs: int) -> None:
         res.problems.append(f"database holds {facts['db_rows']} prediction rows, "
                             f"expected {n_docs:,}")
     summary = facts.get("run_summary")
-    if res.name in ("c", "c0", "c1"):
+    if res.name in BEAMSCORE_CONTENDERS:
         if summary is None:
             res.problems.append("no run summary in <output>/_runs")
         else:
@@ -609,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
             res.peak_single_rss_mib = max(res.peak_single_rss_mib,
                                           m.tree.peak_single_rss_kib / 1024)
             res.max_procs = max(res.max_procs, m.tree.max_procs)
-            if name in ("c", "c0", "c1"):
+            if name in BEAMSCORE_CONTENDERS:
                 res.product_wall = _product_wall(log)
             print(f"    exit {m.rc}, {m.wall:.1f}s wall, {m.cpu:.1f}s CPU, peak RSS "
                   f"{m.tree.peak_rss_kib / 1024:,.0f} MiB over {m.tree.max_procs} process(es); "

@@ -112,9 +112,10 @@ class FastTextPipeline:
         """The matrix ``vectorizer._count_vocab(texts, fixed_vocab=True)`` returns."""
         import scipy.sparse as sp
 
-        ascii_docs = [i for i, t in enumerate(texts) if t.isascii() and "\x00" not in t]
-        other_docs = ([i for i, t in enumerate(texts) if not (t.isascii() and "\x00" not in t)]
-                      if len(ascii_docs) < len(texts) else [])
+        fast = [t.isascii() and "\x00" not in t for t in texts]
+        ascii_docs = [i for i, ok in enumerate(fast) if ok]
+        other_docs = [i for i, ok in enumerate(fast) if not ok] if len(ascii_docs) < len(texts) \
+            else []
         parts = [self._ascii_features(texts, ascii_docs), self._regex_features(texts, other_docs)]
         r = np.concatenate([p[0] for p in parts])
         c = np.concatenate([p[1] for p in parts])

@@ -159,13 +159,17 @@ def _docs_batch(make_batch: Any, n: int, seed: int, key: str, poisoned: set[int]
     return make_batch(rows, source_file=source, batch_key=key)
 
 
+def _register(factory: pytest.TempPathFactory, name: str, model: Any) -> tuple[str, Any]:
+    """A fresh registry holding ``model`` as ``name``; (root, ref)."""
+    root = str(factory.mktemp(f"{name}-registry"))
+    ref = ModelRegistry(root).register(
+        name, model, preprocessing=PreprocessConfig().to_dict(), source="test")
+    return root, ref
+
+
 @pytest.fixture(scope="module")
 def poisoned_registry(tmp_path_factory: pytest.TempPathFactory, trained_model: Any) -> Any:
-    root = str(tmp_path_factory.mktemp("poison-registry"))
-    ref = ModelRegistry(root).register(
-        "poisoned", PoisonedPipeline(trained_model),
-        preprocessing=PreprocessConfig().to_dict(), source="test")
-    return root, ref
+    return _register(tmp_path_factory, "poisoned", PoisonedPipeline(trained_model))
 
 
 def test_score_batches_scores_clean_rows_and_dead_letters_poisoned(
@@ -212,11 +216,7 @@ def test_score_batches_scores_clean_rows_and_dead_letters_poisoned(
 
 @pytest.fixture(scope="module")
 def counting_registry(tmp_path_factory: pytest.TempPathFactory, trained_model: Any) -> Any:
-    root = str(tmp_path_factory.mktemp("counting-registry"))
-    ref = ModelRegistry(root).register(
-        "counting", CountingPipeline(trained_model),
-        preprocessing=PreprocessConfig().to_dict(), source="test")
-    return root, ref
+    return _register(tmp_path_factory, "counting", CountingPipeline(trained_model))
 
 
 def test_model_is_loaded_once_per_process_for_many_batches(
