@@ -39,5 +39,5 @@ setup(
             "pyinstrument>=4",
         ],
     },
-    entry_points={"console_scripts": ["beamscore=pipelines.cli:main"]},
+    entry_points={"console_scripts": ["beamscore=pipelines.cli:console_main"]},
 )

@@ -1,13 +1,21 @@
 """Sink benchmark: beamscore's WriteToDatabase vs a naive executemany INSERT, into the
 real PostgreSQL, side by side in one invocation; then a throttled run.
 
-    python bench/sink_bench.py [--rows 500000] [--throttled-rows 50000] [--rate 5000]
+    python bench/sink_bench.py [--rows 500000] [--repeat 3] [--throttled-rows 50000]
+                               [--rate 5000]
 
-(a) naive: one connection, ``executemany("INSERT INTO predictions VALUES (...)")``.
+Rounds of a, p, b run interleaved ``--repeat`` times (medians reported; the machine is
+shared and noisy), then p2, b2, br and c once. Every contender starts from the same
+prebuilt rows: tuples for a, p and p2, the equivalent scored DocBatches for b and br.
+(a) naive: one connection, ``executemany("INSERT INTO predictions VALUES (...)")``
+    (psycopg 3 pipelines it: one round trip per batch of statements, not per row).
 (p) the PostgreSQL ceiling for these rows: one COPY of all of them straight into the
-    table from prebuilt tuples (no Beam, no batches, no conflict handling).
+    table (no Beam, no batches, no conflict handling). (p2) the same rows split over two
+    processes, one COPY each, started together: the server's ceiling on both cores.
 (b) beamscore: ``WriteToDatabase`` in a Beam pipeline (FnApiRunner, 1 worker), new
-    keys: COPY straight into the table per ``batch_rows``. (b2) the same, 2 workers.
+    keys: COPY straight into the table per ``batch_rows``; timed from pipeline
+    construction to the end of ``run`` (Beam start-up included). (b2) the same, 2
+    workers (each builds its own input, inside the timed run).
 (br) beamscore, 1 worker, writing the same rows a second time (every key exists: the
     staged upsert path), timed on the second run.
 (c) beamscore throttled at ``--rate`` rows/s, 2 workers: achieved rate and the worst
@@ -18,8 +26,9 @@ Each contender writes into its own fresh database, dropped afterwards.
 from __future__ import annotations
 
 import argparse
-import json
+import multiprocessing
 import os
+import statistics
 import sys
 import threading
 import time
@@ -27,33 +36,24 @@ import uuid
 from typing import Any
 
 import apache_beam as beam
-import numpy as np
-import pandas as pd
 import psycopg
 from apache_beam.options.pipeline_options import PipelineOptions
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH_DIR)
+sys.path[:0] = [REPO, BENCH_DIR]
+# Worker subprocesses (b2) must import sink_input and the project as well.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [REPO, BENCH_DIR] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+
+import sink_input  # noqa: E402
 
 from transforms.db import PREDICTION_COLUMNS, connect  # noqa: E402
-from transforms.inference import PRED_LABEL, PRED_SCORE, PRED_TOP_K  # noqa: E402
-from transforms.records import DOC_ID, METADATA, POSITION, RAW, DocBatch  # noqa: E402
-from transforms.sink import RunContext, SinkSettings, WriteToDatabase  # noqa: E402
+from transforms.sink import RunContext, SinkSettings, WriteToDatabase, prediction_rows  # noqa: E402
 
 PG = os.environ.get("BEAMSCORE_TEST_PG", "postgresql://127.0.0.1:5432")
 CTX = RunContext("bench-run", "bench", "1", "0" * 64, "2026-01-01T00:00:00+00:00")
-TOP_K = json.dumps([["billing", 0.91], ["shipping", 0.05], ["returns", 0.02]])
-
-
-def make_batch(i: int, size: int) -> DocBatch:
-    """Input of the beamscore contenders, built inside the timed pipeline (about 0.6 s per
-    500,000 rows here); the naive and ceiling contenders start from prebuilt tuples."""
-    ids = [f"doc-{i:05d}-{j:06d}" for j in range(size)]
-    frame = pd.DataFrame({
-        DOC_ID: ids, POSITION: np.arange(1, size + 1), METADATA: [None] * size,
-        RAW: [None] * size, PRED_LABEL: ["billing"] * size,
-        PRED_SCORE: np.full(size, 0.91), PRED_TOP_K: [TOP_K] * size,
-    })
-    return DocBatch("2026-01-01", f"gs://bench/file-{i % 8}.jsonl", f"b{i:05d}", frame)
+COPY_SQL = f"COPY predictions ({', '.join(PREDICTION_COLUMNS)}) FROM STDIN"
 
 
 class Database:
@@ -78,33 +78,58 @@ class Database:
             admin.execute(f'DROP DATABASE IF EXISTS "{self.name}"')  # type: ignore[arg-type]
 
 
-def naive(rows_total: int, batch: int, ceiling: bool = False) -> dict[str, Any]:
-    """The naive executemany INSERT, or (``ceiling``) PostgreSQL's own bulk-load bound:
-    one COPY of all the prebuilt rows straight into the table, no Beam, no batching."""
+def all_rows(n_batches: int, batch: int) -> list[tuple[Any, ...]]:
+    """The rows of the prebuilt batches, as the sink itself turns them into tuples."""
+    rows: list[tuple[Any, ...]] = []
+    for i in range(n_batches):
+        rows.extend(prediction_rows(sink_input.batch(i, batch), CTX))
+    return rows
+
+
+def _copy(url: str, rows: list[tuple[Any, ...]]) -> None:
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        with cur.copy(COPY_SQL) as copy:  # type: ignore[arg-type]
+            for r in rows:
+                copy.write_row(r)
+
+
+def _copy_half(url: str, rows: list[tuple[Any, ...]], start: Any, ends: Any) -> None:
+    """One of p2's processes (forked: ``rows`` is inherited, not pickled)."""
+    start.wait()
+    _copy(url, rows)
+    ends.put(time.perf_counter())
+
+
+def naive(rows: list[tuple[Any, ...]], kind: str) -> dict[str, Any]:
+    """a: the naive executemany INSERT; p: one COPY of all rows; p2: two COPYs at once."""
     db = Database()
     try:
-        rows = []
-        for i in range(rows_total // batch):
-            b = make_batch(i, batch)
-            f = b.frame
-            rows.extend(zip(f[DOC_ID], [b.tranche] * batch, f[PRED_LABEL],
-                            f[PRED_SCORE].astype(float), f[PRED_TOP_K], ["bench"] * batch,
-                            ["1"] * batch, [CTX.model_sha256] * batch, [CTX.run_id] * batch,
-                            [CTX.scored_at] * batch, [b.source_file] * batch, [None] * batch))
-        sql = (f"INSERT INTO predictions ({', '.join(PREDICTION_COLUMNS)}) VALUES "
-               f"({', '.join(['%s'] * len(PREDICTION_COLUMNS))})")
         started = time.perf_counter()
-        with psycopg.connect(db.url) as conn, conn.cursor() as cur:
-            if ceiling:
-                with cur.copy(f"COPY predictions ({', '.join(PREDICTION_COLUMNS)}) "  # type: ignore[arg-type]
-                              "FROM STDIN") as copy:
-                    for r in rows:
-                        copy.write_row(r)
+        if kind == "p2":
+            fork = multiprocessing.get_context("fork")
+            start, ends = fork.Barrier(3), fork.Queue()
+            half = len(rows) // 2
+            procs = [fork.Process(target=_copy_half, args=(db.url, part, start, ends))
+                     for part in (rows[:half], rows[half:])]
+            for proc in procs:
+                proc.start()
+            start.wait()
+            started = time.perf_counter()
+            finished = max(ends.get(timeout=600) for _ in procs)
+            for proc in procs:
+                proc.join()
+            seconds = finished - started
+        else:
+            if kind == "p":
+                _copy(db.url, rows)
             else:
-                cur.executemany(sql, rows)  # type: ignore[arg-type]
-        seconds = time.perf_counter() - started
-        assert db.count() == rows_total
-        return {"rows": rows_total, "seconds": seconds, "rows_per_s": rows_total / seconds}
+                sql = (f"INSERT INTO predictions ({', '.join(PREDICTION_COLUMNS)}) VALUES "
+                       f"({', '.join(['%s'] * len(PREDICTION_COLUMNS))})")
+                with psycopg.connect(db.url) as conn, conn.cursor() as cur:
+                    cur.executemany(sql, rows)  # type: ignore[arg-type]
+            seconds = time.perf_counter() - started
+        assert db.count() == len(rows)
+        return {"rows": len(rows), "seconds": seconds, "rows_per_s": len(rows) / seconds}
     finally:
         db.drop()
 
@@ -137,7 +162,7 @@ def beamscore(rows_total: int, batch: int, workers: int, rate: float,
             with beam.Pipeline(options=opts) as p:
                 _ = (p | beam.Create(list(range(n_batches)), reshuffle=False)
                      | beam.Reshuffle()
-                     | beam.Map(make_batch, batch)
+                     | beam.Map(sink_input.batch, batch)
                      | WriteToDatabase(settings, CTX))
             seconds = time.perf_counter() - started
         stop.set()
@@ -164,26 +189,40 @@ def beamscore(rows_total: int, batch: int, workers: int, rate: float,
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=500_000)
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved rounds of a, p, b")
     ap.add_argument("--throttled-rows", type=int, default=50_000)
     ap.add_argument("--rate", type=float, default=5000)
     ap.add_argument("--batch", type=int, default=5000, help="rows per input DocBatch")
     args = ap.parse_args()
-    a = naive(args.rows, args.batch)
-    p = naive(args.rows, args.batch, ceiling=True)
-    b = beamscore(args.rows, args.batch, workers=1, rate=0)
-    b2 = beamscore(args.rows, args.batch, workers=2, rate=0)
-    br = beamscore(args.rows, args.batch, workers=1, rate=0, rerun=True)
+    n_batches = args.rows // args.batch
+    sink_input.prebuild(n_batches, args.batch)
+    rows = all_rows(n_batches, args.batch)
+    rounds: dict[str, list[dict[str, Any]]] = {"a": [], "p": [], "b": []}
+    for k in range(args.repeat):
+        rounds["a"].append(naive(rows, "a"))
+        rounds["p"].append(naive(rows, "p"))
+        rounds["b"].append(beamscore(len(rows), args.batch, workers=1, rate=0))
+        print(f"round {k + 1}/{args.repeat}: " + "  ".join(
+            f"{name} {r[-1]['rows_per_s']:,.0f}" for name, r in rounds.items()), flush=True)
+    med = {name: statistics.median(r["rows_per_s"] for r in rs) for name, rs in rounds.items()}
+    once = {"p2": naive(rows, "p2"),
+            "b2": beamscore(len(rows), args.batch, workers=2, rate=0),
+            "br": beamscore(len(rows), args.batch, workers=1, rate=0, rerun=True)}
     c = beamscore(args.throttled_rows, 500, workers=2, rate=args.rate, sample=True)
-    print(f"{'contender':<34}{'rows':>9}{'seconds':>9}{'rows/s':>10}")
-    for name, r in (("a naive executemany INSERT", a), ("p ceiling: one COPY, no Beam", p),
-                    ("b beamscore sink, 1 worker", b),
-                    ("b2 beamscore sink, 2 workers", b2),
-                    ("br beamscore rerun (all upserts)", br)):
-        print(f"{name:<34}{r['rows']:>9}{r['seconds']:>9.2f}{r['rows_per_s']:>10,.0f}")
-    print(f"ratio b/a={b['rows_per_s'] / a['rows_per_s']:.2f} "
-          f"p/a={p['rows_per_s'] / a['rows_per_s']:.2f} "
-          f"b/p={b['rows_per_s'] / p['rows_per_s']:.2f} "
-          f"b2/a={b2['rows_per_s'] / a['rows_per_s']:.2f}")
+    print(f"{'contender':<40}{'rows':>9}{'rows/s':>10}")
+    labels = {"a": "a naive executemany INSERT", "p": "p ceiling: one COPY, no Beam",
+              "b": "b beamscore sink, 1 worker", "p2": "p2 ceiling: two COPYs at once",
+              "b2": "b2 beamscore sink, 2 workers", "br": "br beamscore rerun (all upserts)"}
+    for name in ("a", "p", "b"):
+        print(f"{labels[name] + f' (median of {args.repeat})':<40}{len(rows):>9}"
+              f"{med[name]:>10,.0f}")
+    for name, r in once.items():
+        print(f"{labels[name]:<40}{r['rows']:>9}{r['rows_per_s']:>10,.0f}")
+    per_round = ", ".join(f"{b['rows_per_s'] / a['rows_per_s']:.2f}"
+                          for a, b in zip(rounds["a"], rounds["b"]))
+    print(f"ratio b/a={med['b'] / med['a']:.2f} (rounds: {per_round}) "
+          f"p/a={med['p'] / med['a']:.2f} p2/a={once['p2']['rows_per_s'] / med['a']:.2f} "
+          f"b/p={med['b'] / med['p']:.2f}")
     print(f"throttled R={args.rate:.0f} rows/s, 2 workers, {c['rows']} rows: achieved "
           f"{c['achieved_rows_per_s']:,.0f} rows/s, worst 1-s window {c['worst_1s_window']} rows")
     return 0

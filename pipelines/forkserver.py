@@ -12,7 +12,7 @@ own ``sdk_worker_main``; the client exits with the worker's exit code. Workers a
 ordinary Beam SDK harnesses: only their start-up changes.
 
 Fork safety: gRPC cannot be used in a child forked after gRPC has run in the parent.
-The zygote never touches gRPC and stays single-threaded (a select loop that reaps
+The zygote never touches gRPC and stays single-threaded (a select loop, woken by SIGCHLD, that reaps
 children without blocking). It is forked from the launcher itself (imports done, so
 it is ready at once) the first time in a process, before the run starts gRPC; later
 runs in the same process (tests, library callers) spawn it as a fresh interpreter
@@ -152,6 +152,13 @@ def _serve(path: str, preload: Sequence[str], ready_fd: int, launcher: int) -> N
 
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGINT, terminate)
+    # A worker's exit wakes the loop at once (its client, and FnApiRunner's
+    # stop_worker behind it, wait for the exit code): SIGCHLD writes to this pipe.
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
     for name in preload:
         importlib.import_module(name)
     from apache_beam.runners.worker import sdk_worker_main
@@ -164,15 +171,24 @@ def _serve(path: str, preload: Sequence[str], ready_fd: int, launcher: int) -> N
     while True:
         if os.getppid() != launcher:  # the launcher is gone
             terminate()
-        readable, _, _ = select.select([server], [], [], 0.2)
-        if readable:
+        try:
+            readable, _, _ = select.select([server.fileno(), wake_r], [], [], 0.5)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries select itself
+            readable = []
+        if wake_r in readable:
+            with contextlib.suppress(BlockingIOError):
+                os.read(wake_r, 4096)
+        if server.fileno() in readable:
             conn, _ = server.accept()
             env = json.loads(_read_line(conn))
             pid = os.fork()
             if pid == 0:  # a worker
                 server.close()
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.set_wakeup_fd(-1)
+                os.close(wake_r)
+                os.close(wake_w)
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+                    signal.signal(sig, signal.SIG_DFL)
                 os.environ.update({k: v for k, v in env.items() if k in WORKER_ENV})
                 code = 0
                 try:

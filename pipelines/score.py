@@ -353,13 +353,13 @@ def pipeline_options(cfg: Config, beam_args: list[str]) -> PipelineOptions:
 
 def make_pipeline(cfg: Config, beam_args: list[str],
                   server: ForkServer | None) -> beam.Pipeline:
-    """The pipeline to run; on the fork server's workers when one is given."""
+    """The pipeline to run; on the fork server's workers when one is given (which may
+    still be importing: ``execute`` waits for it only just before running)."""
     options = pipeline_options(cfg, beam_args)
     if server is None:
         return beam.Pipeline(options=options)
     from apache_beam.runners.portability.fn_api_runner import fn_runner
 
-    server.wait_ready()
     runner = fn_runner.FnApiRunner(default_environment=server.environment())
     return beam.Pipeline(runner=runner, options=options)
 
@@ -482,6 +482,8 @@ def _execute(cfg: Config, dates: list[dt.date], beam_args: list[str],
     keeper.start()
     try:
         build_pipeline(p, cfg, plan, ref, run_id, beam_args)
+        if server is not None:
+            server.wait_ready()  # the graph was built while its imports finished
         result = p.run()
         if wait:
             result.wait_until_finish()

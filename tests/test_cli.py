@@ -282,6 +282,25 @@ def test_plan_lists_tranches_and_writes_nothing(landing: Landing, registry_root:
     assert not out.exists(), "plan must not write outputs"
 
 
+def test_console_script_fast_exit_keeps_exit_code_and_output(
+        landing: Landing, registry_root: str, tmp_path: Path) -> None:
+    """The ``beamscore`` script ends with ``os._exit``: block-buffered stdout (a pipe) is
+    still delivered in full and the exit code is the one ``main`` returned."""
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).with_name("beamscore")
+    assert script.exists(), "the package is not installed (pip install -e .)"
+    args = ["plan", "--input-root", landing.root, "--registry", registry_root,
+            "--db", f"sqlite:///{tmp_path / 'plan.db'}", "--output-dir", str(tmp_path / "o"),
+            "--from", DAYS[0], "--to", "2026-01-03"]
+    proc = subprocess.run([str(script), *args], capture_output=True, text=True, timeout=120)
+    in_process = run_cli(*args)
+    assert proc.returncode == in_process.rc == 3, proc.stderr
+    assert proc.stdout == in_process.out
+    assert proc.stdout.rstrip().splitlines()[-1].endswith("chunk(s) to read")
+
+
 def test_plan_does_not_create_the_database(landing: Landing, registry_root: str,
                                            tmp_path: Path) -> None:
     db = tmp_path / "plan.db"
