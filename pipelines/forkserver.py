@@ -24,6 +24,7 @@ Beam's multi_processing.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import json
 import logging
@@ -163,6 +164,10 @@ def _serve(path: str, preload: Sequence[str], ready_fd: int, launcher: int) -> N
         importlib.import_module(name)
     from apache_beam.runners.worker import sdk_worker_main
 
+    # Keep the garbage collector off the pre-imported objects: its passes write to
+    # every tracked object's header, which would copy the zygote's pages into each
+    # forked worker.
+    gc.freeze()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
     server.listen(64)
