@@ -207,7 +207,7 @@ class TreeSample:
         self.peak_rss_kib = max(self.peak_rss_kib, sum(rss))
         self.peak_single_rss_kib = max([self.peak_single_rss_kib, *rss])
         self.max_procs = max(self.max_procs, sum(1 for r in rss if r))
-        if with_pss:  # smaps_rollup walks page tables: cheap, but not every 0.1 s
+        if with_pss:  # smaps_rollup walks page tables: not at every sample
             pss = sum(_status_kib(p, "smaps_rollup", b"Pss:") for p in pids)
             self.peak_pss_kib = max(self.peak_pss_kib, pss)
         self.samples += 1
@@ -254,8 +254,13 @@ def _loadavg() -> float:
 
 
 def run_measured(cmd: list[str], log_path: str, env: dict[str, str], timeout: float,
-                 interval: float = 0.1, pss_every: int = 5) -> Measurement:
-    """Run ``cmd`` in its own session; sample its process tree every ``interval`` s."""
+                 interval: float = 0.2, pss_every: int = 10) -> Measurement:
+    """Run ``cmd`` in its own session; sample its process tree every ``interval`` s.
+
+    Sampling costs the harness CPU that a contender using both cores pays for: every
+    0.1 s with PSS every 0.5 s took 0.40 CPU-s during a 9-second 2-worker run and
+    lengthened it by ~0.3 s; every 0.2 s with PSS every 2 s takes ~0.1 CPU-s.
+    """
     tree = TreeSample()
     load_before = _loadavg()
     cpu_before = _children_cpu()
@@ -288,7 +293,7 @@ def run_measured(cmd: list[str], log_path: str, env: dict[str, str], timeout: fl
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-    # rusage counts reaped descendants only; sampling misses the last 0.1 s of each.
+    # rusage counts reaped descendants only; sampling misses the last 0.2 s of each.
     cpu = max(_children_cpu() - cpu_before, tree.sampled_cpu)
     return Measurement(rc=rc, wall=wall, tree=tree, cpu=cpu, load_before=load_before,
                        other_cpu=max(0.0, busy - cpu - harness), timed_out=timed_out)
