@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DAYS   ?= --from 2026-01-01 --to 2026-01-03
 
-.PHONY: install run test lint bench bench-small bench-sink clean
+.PHONY: install run test lint bench bench-small bench-scaling bench-sink clean
 
 $(STAMP): setup.py
 	python3 -m venv $(VENV)
@@ -38,6 +38,10 @@ bench: install
 # so that start-up (~5 s) does not dominate: c/a is ~1.3 here, ~1.0 at 50k.
 bench-small: install
 	$(PY) bench/run_bench.py --docs 100000 --contenders a,c --guard 0.8
+
+# 1 vs 2 workers where start-up (~2.3 s of imports both pay) does not dominate.
+bench-scaling: install
+	$(PY) bench/run_bench.py --docs 1000000 --contenders c1,c --repeat 2
 
 bench-sink: install
 	$(PY) bench/sink_bench.py

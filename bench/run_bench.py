@@ -254,12 +254,12 @@ def _loadavg() -> float:
 
 
 def run_measured(cmd: list[str], log_path: str, env: dict[str, str], timeout: float,
-                 interval: float = 0.2, pss_every: int = 10) -> Measurement:
+                 interval: float = 0.2, pss_every: int = 5) -> Measurement:
     """Run ``cmd`` in its own session; sample its process tree every ``interval`` s.
 
     Sampling costs the harness CPU that a contender using both cores pays for: every
     0.1 s with PSS every 0.5 s took 0.40 CPU-s during a 9-second 2-worker run and
-    lengthened it by ~0.3 s; every 0.2 s with PSS every 2 s takes ~0.1 CPU-s.
+    lengthened it by ~0.3 s; every 0.2 s with PSS every 1 s takes 0.18 CPU-s.
     """
     tree = TreeSample()
     load_before = _loadavg()
