@@ -4,9 +4,10 @@ real PostgreSQL, side by side in one invocation; then a throttled run.
     python bench/sink_bench.py [--rows 500000] [--repeat 3] [--throttled-rows 50000]
                                [--rate 5000]
 
-Rounds of a, p, b run interleaved ``--repeat`` times (medians reported; the machine is
-shared and noisy), then p2, b2, br and c once. Every contender starts from the same
-prebuilt rows: tuples for a, p and p2, the equivalent scored DocBatches for b and br.
+Rounds of a, p, b run interleaved ``--repeat`` times, in rotated order (medians
+reported; the machine is shared and noisy), then p2, b2, br and c once; each fresh
+database gets a CHECKPOINT before its timing starts. Every contender starts from the
+same prebuilt rows: tuples for a, p and p2, the equivalent scored DocBatches for b, br.
 (a) naive: one connection, ``executemany("INSERT INTO predictions VALUES (...)")``
     (psycopg 3 pipelines it: one round trip per batch of statements, not per row).
 (p) the PostgreSQL ceiling for these rows: one COPY of all of them straight into the
@@ -14,8 +15,9 @@ prebuilt rows: tuples for a, p and p2, the equivalent scored DocBatches for b an
     processes, one COPY each, started together: the server's ceiling on both cores.
 (b) beamscore: ``WriteToDatabase`` in a Beam pipeline (FnApiRunner, 1 worker), new
     keys: COPY straight into the table per ``batch_rows``; timed from pipeline
-    construction to the end of ``run`` (Beam start-up included). (b2) the same, 2
-    workers (each builds its own input, inside the timed run).
+    construction to the end of ``run`` (Beam start-up and turning the batches' frames
+    into row tuples, ``prediction_rows``, included). (b2) the same, 2 workers (each
+    builds its own input, inside the timed run).
 (br) beamscore, 1 worker, writing the same rows a second time (every key exists: the
     staged upsert path), timed on the second run.
 (c) beamscore throttled at ``--rate`` rows/s, 2 workers: achieved rate and the worst
@@ -95,30 +97,40 @@ def _copy(url: str, rows: list[tuple[Any, ...]]) -> None:
 
 def _copy_half(url: str, rows: list[tuple[Any, ...]], start: Any, ends: Any) -> None:
     """One of p2's processes (forked: ``rows`` is inherited, not pickled)."""
-    start.wait()
+    start.wait(timeout=600)
     _copy(url, rows)
-    ends.put(time.perf_counter())
+    ends.put(time.monotonic())  # CLOCK_MONOTONIC: comparable across processes
 
 
 def naive(rows: list[tuple[Any, ...]], kind: str) -> dict[str, Any]:
     """a: the naive executemany INSERT; p: one COPY of all rows; p2: two COPYs at once."""
     db = Database()
     try:
-        started = time.perf_counter()
+        with psycopg.connect(db.url, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")  # the previous contender's writes, not timed here
+        started = time.monotonic()
         if kind == "p2":
             fork = multiprocessing.get_context("fork")
             start, ends = fork.Barrier(3), fork.Queue()
             half = len(rows) // 2
-            procs = [fork.Process(target=_copy_half, args=(db.url, part, start, ends))
+            procs = [fork.Process(target=_copy_half, args=(db.url, part, start, ends),
+                                  daemon=True)
                      for part in (rows[:half], rows[half:])]
-            for proc in procs:
-                proc.start()
-            start.wait()
-            started = time.perf_counter()
-            finished = max(ends.get(timeout=600) for _ in procs)
-            for proc in procs:
-                proc.join()
-            seconds = finished - started
+            try:
+                for proc in procs:
+                    proc.start()
+                start.wait(timeout=600)
+                started = time.monotonic()
+                finished = [ends.get(timeout=600) for _ in procs]
+                for proc in procs:
+                    proc.join(timeout=60)
+                    if proc.exitcode != 0:
+                        raise RuntimeError(f"p2: a COPY process exited with {proc.exitcode}")
+            finally:
+                for proc in procs:
+                    if proc.is_alive():
+                        proc.terminate()
+            seconds = max(finished) - started
         else:
             if kind == "p":
                 _copy(db.url, rows)
@@ -127,7 +139,7 @@ def naive(rows: list[tuple[Any, ...]], kind: str) -> dict[str, Any]:
                        f"({', '.join(['%s'] * len(PREDICTION_COLUMNS))})")
                 with psycopg.connect(db.url) as conn, conn.cursor() as cur:
                     cur.executemany(sql, rows)  # type: ignore[arg-type]
-            seconds = time.perf_counter() - started
+            seconds = time.monotonic() - started
         assert db.count() == len(rows)
         return {"rows": len(rows), "seconds": seconds, "rows_per_s": len(rows) / seconds}
     finally:
@@ -155,6 +167,8 @@ def beamscore(rows_total: int, batch: int, workers: int, rate: float,
                                direct_running_mode="multi_processing" if workers > 1
                                else "in_memory")
         n_batches = rows_total // batch
+        with psycopg.connect(db.url, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")  # the previous contender's writes, not timed here
         if sample:
             thread.start()
         for _ in range(2 if rerun else 1):  # a rerun writes the same keys again: upserts
@@ -198,10 +212,12 @@ def main() -> int:
     sink_input.prebuild(n_batches, args.batch)
     rows = all_rows(n_batches, args.batch)
     rounds: dict[str, list[dict[str, Any]]] = {"a": [], "p": [], "b": []}
+    run = {"a": lambda: naive(rows, "a"), "p": lambda: naive(rows, "p"),
+           "b": lambda: beamscore(len(rows), args.batch, workers=1, rate=0)}
+    order = list(run)
     for k in range(args.repeat):
-        rounds["a"].append(naive(rows, "a"))
-        rounds["p"].append(naive(rows, "p"))
-        rounds["b"].append(beamscore(len(rows), args.batch, workers=1, rate=0))
+        for name in order[k % 3:] + order[:k % 3]:  # rotated: a,p,b then p,b,a then b,a,p
+            rounds[name].append(run[name]())
         print(f"round {k + 1}/{args.repeat}: " + "  ".join(
             f"{name} {r[-1]['rows_per_s']:,.0f}" for name, r in rounds.items()), flush=True)
     med = {name: statistics.median(r["rows_per_s"] for r in rs) for name, rs in rounds.items()}

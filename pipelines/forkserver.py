@@ -12,13 +12,14 @@ own ``sdk_worker_main``; the client exits with the worker's exit code. Workers a
 ordinary Beam SDK harnesses: only their start-up changes.
 
 Fork safety: gRPC cannot be used in a child forked after gRPC has run in the parent.
-The zygote never touches gRPC and stays single-threaded (a select loop, woken by SIGCHLD, that reaps
-children without blocking). It is forked from the launcher itself (imports done, so
-it is ready at once) the first time in a process, before the run starts gRPC; later
-runs in the same process (tests, library callers) spawn it as a fresh interpreter
-instead, whose imports overlap the launcher's planning. It exits when the launcher
-goes away and kills its workers when stopped. ``local_engine: spawn`` goes back to
-Beam's multi_processing.
+The zygote never touches gRPC and runs no Python threads (a select loop, woken by
+SIGCHLD through a wakeup fd, that reaps children without blocking; native library
+threads, e.g. pyarrow's allocator, do not take part in the fork). It is forked from
+the launcher itself (imports done, so it is ready at once) the first time in a
+process, before the run starts gRPC; later runs in the same process (tests, library
+callers) spawn it as a fresh interpreter instead, whose imports overlap the
+launcher's planning. It exits when the launcher goes away and kills its workers when
+stopped. ``local_engine: spawn`` goes back to Beam's multi_processing.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ class ForkServer:
         ready, _, _ = select.select([self._ready_fd], [], [], self._ready_timeout)
         ok = bool(ready) and os.read(self._ready_fd, 1) == b"1"
         os.close(self._ready_fd)
+        self._ready_fd = -1
         if not ok:
             self.stop()
             raise RuntimeError("the local worker fork server did not start; "
@@ -122,6 +124,9 @@ class ForkServer:
         return environments.SubprocessSDKEnvironment(command_string=command)
 
     def stop(self) -> None:
+        if self._ready_fd >= 0:  # stopped before wait_ready (no chunks, a build error)
+            os.close(self._ready_fd)
+            self._ready_fd = -1
         if self._pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._pid, signal.SIGTERM)
@@ -176,10 +181,7 @@ def _serve(path: str, preload: Sequence[str], ready_fd: int, launcher: int) -> N
     while True:
         if os.getppid() != launcher:  # the launcher is gone
             terminate()
-        try:
-            readable, _, _ = select.select([server.fileno(), wake_r], [], [], 0.5)
-        except InterruptedError:  # pragma: no cover - PEP 475 retries select itself
-            readable = []
+        readable, _, _ = select.select([server.fileno(), wake_r], [], [], 0.5)
         if wake_r in readable:
             with contextlib.suppress(BlockingIOError):
                 os.read(wake_r, 4096)
@@ -189,6 +191,12 @@ def _serve(path: str, preload: Sequence[str], ready_fd: int, launcher: int) -> N
             pid = os.fork()
             if pid == 0:  # a worker
                 server.close()
+                # Its client's end and its siblings' are the zygote's business: a
+                # worker holding them would keep those clients from seeing EOF.
+                conn.close()
+                for other in children.values():
+                    other.close()
+                children.clear()
                 signal.set_wakeup_fd(-1)
                 os.close(wake_r)
                 os.close(wake_w)
@@ -211,10 +219,11 @@ def _serve(path: str, preload: Sequence[str], ready_fd: int, launcher: int) -> N
                 break
             if pid == 0:
                 break
-            conn = children.pop(pid)
-            with contextlib.suppress(OSError):
-                conn.sendall(struct.pack("<i", os.waitstatus_to_exitcode(status)))
-            conn.close()
+            client = children.pop(pid, None)  # None: a child a library started
+            if client is not None:
+                with contextlib.suppress(OSError):
+                    client.sendall(struct.pack("<i", os.waitstatus_to_exitcode(status)))
+                client.close()
 
 
 def _read_line(conn: socket.socket) -> bytes:

@@ -299,6 +299,19 @@ def test_console_script_fast_exit_keeps_exit_code_and_output(
     assert proc.returncode == in_process.rc == 3, proc.stderr
     assert proc.stdout == in_process.out
     assert proc.stdout.rstrip().splitlines()[-1].endswith("chunk(s) to read")
+    # The fast path is taken (os._exit, seen through a wrapper), with the output and
+    # exit code intact; main() under sys.exit keeps the normal shutdown.
+    probe = ("import os\nimport sys\nimport pipelines.cli as cli\n"
+             "real_exit = os._exit\n"
+             "def traced_exit(code):\n    os.write(1, b'fast exit\\n')\n    real_exit(code)\n"
+             "os._exit = traced_exit\n"
+             f"sys.argv = ['beamscore', *{args!r}]\n")
+    for last, fast in (("sys.exit(cli.main())", False), ("cli.console_main()", True)):
+        run = subprocess.run([sys.executable, "-c", probe + last], capture_output=True,
+                             text=True, timeout=120, cwd=str(Path(__file__).parent.parent))
+        assert run.returncode == 3, run.stderr
+        assert run.stdout.replace("fast exit\n", "") == in_process.out
+        assert run.stdout.endswith("fast exit\n") is fast
 
 
 def test_plan_does_not_create_the_database(landing: Landing, registry_root: str,
