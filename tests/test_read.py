@@ -320,3 +320,43 @@ def test_csv_with_byte_order_mark_is_read(tmp_path: Path) -> None:
         "\ufeffid,text\nx1,hello there\nx2,general kenobi\n".encode())
     chunks = plan_chunks(plan_tranches(str(tmp_path), [DAY1]), 1 << 20)
     assert sorted(_read_chunks_directly(chunks)) == [(1, "x1"), (2, "x2")]
+
+
+# ------------------------------------------------------------------ DocBatch coder
+def test_docbatch_pcollections_are_typed_and_use_the_docbatch_coder(
+        registry_root: str, model_ref: Any, tmp_path: Path) -> None:
+    """Every DocBatch PCollection of the scoring graph gets DocBatchCoder, whose cheap
+    size estimate replaces pickling a whole frame when Beam samples element sizes."""
+    from transforms.inference import DocBatchModelHandler, ScoreBatches
+    from transforms.preprocess import PreprocessConfig
+    from transforms.records import DocBatchCoder
+    from transforms.sink import RunContext, WritePredictionFiles
+    from transforms.validate import ValidateAndPreprocess
+
+    handler = DocBatchModelHandler(registry_root, model_ref, top_k=3)
+    ctx = RunContext("r", model_ref.name, model_ref.version, model_ref.sha256, "t")
+    p = beam.Pipeline()  # built, never run
+    read = p | ReadTranches([], FieldsConfig(), batch_size=10, payload_limit=100)
+    valid = read.batches | ValidateAndPreprocess(PreprocessConfig(), 100, 100)
+    scored = valid.valid | ScoreBatches(handler, 0, 100)
+    files = scored["scored"] | WritePredictionFiles(str(tmp_path), ctx)
+    for pcoll in (read.batches, valid.valid, scored["scored"], files):
+        assert pcoll.element_type is DocBatch, pcoll
+        assert isinstance(beam.coders.registry.get_coder(pcoll.element_type), DocBatchCoder)
+
+
+def test_docbatch_coder_round_trips_and_estimates_the_size(make_batch: Any) -> None:
+    from transforms.records import DocBatchCoder
+
+    rows = [{"id": f"d{i}", "text": "word " * (20 + i % 50), "label": "billing",
+             "channel": "email"} for i in range(500)]
+    batch = make_batch(rows)
+    impl = DocBatchCoder().get_impl()
+    decoded = impl.decode(impl.encode(batch))
+    assert (decoded.tranche, decoded.source_file, decoded.batch_key) == \
+        (batch.tranche, batch.source_file, batch.batch_key)
+    assert decoded.frame.equals(batch.frame)
+    actual = len(impl.encode(batch))
+    assert actual / 2 <= impl.estimate_size(batch) <= actual * 3
+    empty = make_batch([])
+    assert 0 < impl.estimate_size(empty) <= len(impl.encode(empty)) * 3

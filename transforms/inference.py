@@ -205,7 +205,7 @@ class ScoreBatches(beam.PTransform):
         )
         scored = results | "Split scored and rejected" >> beam.ParDo(
             _SplitScoredFn()
-        ).with_outputs(DEAD_LETTERS, main="scored")
+        ).with_output_types(DocBatch).with_outputs(DEAD_LETTERS, main="scored")
         whole = failed.failed_inferences | "Reject failed batches" >> beam.ParDo(
             _FailedBatchFn(self._payload_limit)
         )

@@ -432,5 +432,5 @@ class ReadTranches(beam.PTransform):
             | "Distribute chunks" >> beam.Reshuffle()
             | "Parse records" >> beam.ParDo(
                 _ReadChunkFn(self._fields, self._batch_size, self._payload_limit)
-            ).with_outputs(DEAD_LETTERS, STATS, main="batches")
+            ).with_output_types(DocBatch).with_outputs(DEAD_LETTERS, STATS, main="batches")
         )

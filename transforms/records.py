@@ -7,14 +7,21 @@ batch index), which makes every output keyed by it idempotent under Beam retries
 operator reruns.
 
 Dead letters are plain dicts (rare, JSON-ready) built by ``dead_letter``.
+
+PCollections of DocBatch are typed (``with_output_types(DocBatch)``) so that Beam uses
+``DocBatchCoder``: pickle for the bytes, but a size estimate from the first rows
+instead of pickling the whole frame each time Beam samples an element's size (with
+untyped PCollections that sampling took ~7% of a run's CPU).
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import dataclass, replace
 from typing import Any
 
+import apache_beam as beam
 import pandas as pd
 
 # Columns of DocBatch.frame.
@@ -37,6 +44,48 @@ class DocBatch:
 
     def with_frame(self, frame: pd.DataFrame) -> DocBatch:
         return replace(self, frame=frame)
+
+    def estimated_bytes(self, sample_rows: int = 16) -> int:
+        """Pickled size, estimated from the first ``sample_rows`` rows and scaled to the
+        batch: strings by length, dicts (raw records) by their string values, anything
+        else 8 bytes. Strings shared between columns count once per column (pickle
+        stores them once), so this leans high; it is a metric, not an allocation."""
+        f = self.frame
+        n_head = min(len(f), sample_rows)
+        sampled = 0
+        for _, series in f.items():
+            for v in series.to_numpy()[:n_head].tolist():
+                if isinstance(v, (str, bytes)):
+                    sampled += len(v) + 8
+                elif isinstance(v, dict):
+                    sampled += sum(len(x) + 16 if isinstance(x, str) else 16 for x in v.values())
+                else:
+                    sampled += 8
+        scaled = sampled * len(f) // max(1, n_head)
+        return 200 + len(self.tranche) + len(self.source_file) + len(self.batch_key) + scaled
+
+
+class DocBatchCoder(beam.coders.Coder):
+    """Pickle, with a cheap size estimate (see the module docstring)."""
+
+    def encode(self, value: DocBatch) -> bytes:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def decode(self, encoded: bytes) -> DocBatch:
+        value: DocBatch = pickle.loads(encoded)
+        return value
+
+    def estimate_size(self, value: DocBatch) -> int:
+        return value.estimated_bytes()
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def to_type_hint(self) -> type:
+        return DocBatch
+
+
+beam.coders.registry.register_coder(DocBatch, DocBatchCoder)
 
 
 def truncate_payload(raw: Any, limit: int) -> str:

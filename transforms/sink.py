@@ -432,4 +432,4 @@ class WritePredictionFiles(beam.PTransform):
         self._fn = _WriteParquetFn(output_dir, ctx)
 
     def expand(self, batches: beam.PCollection) -> beam.PCollection:
-        return batches | "Write Parquet" >> beam.ParDo(self._fn)
+        return batches | "Write Parquet" >> beam.ParDo(self._fn).with_output_types(DocBatch)

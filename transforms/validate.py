@@ -82,6 +82,5 @@ class ValidateAndPreprocess(beam.PTransform):
         self._fn = _ValidateFn(preprocessing, max_text_chars, payload_limit)
 
     def expand(self, batches: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        return batches | "Check and clean texts" >> beam.ParDo(self._fn).with_outputs(
-            DEAD_LETTERS, main="valid"
-        )
+        return batches | "Check and clean texts" >> beam.ParDo(self._fn).with_output_types(
+            DocBatch).with_outputs(DEAD_LETTERS, main="valid")
