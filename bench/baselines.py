@@ -19,11 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sqlite3
 import sys
 import time
-import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transforms.preprocess import PreprocessConfig, preprocess_texts
+from transforms.preprocess import PreprocessConfig, preprocess_text, preprocess_texts
 
 PREDICT_CHUNK = 4096
 TABLE_DDL = ("CREATE TABLE IF NOT EXISTS predictions (doc_id TEXT PRIMARY KEY, tranche TEXT "
@@ -129,45 +127,6 @@ def run_pool(manifest: dict[str, Any], out_dir: str, workers: int) -> int:
 
 
 # --------------------------------------------------------------- stock Beam (b, b2)
-_HTML_TAG = re.compile(r"<[^<>]{0,2000}>")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-_WHITESPACE = re.compile(r"\s+")
-
-
-def preprocess_one(text: str, cfg: PreprocessConfig) -> str:
-    """``preprocess_series`` for one str, step for step (what an element-wise Map does).
-
-    Calling ``preprocess_texts([text])`` per element would build a pandas Series per
-    document and handicap the element-wise pipeline; ``check_preprocess_one`` proves
-    the two agree.
-    """
-    s = text
-    if cfg.nfkc:
-        s = unicodedata.normalize("NFKC", s)
-    if cfg.strip_html:
-        s = _HTML_TAG.sub(" ", s)
-    if cfg.strip_control:
-        s = _CONTROL.sub("", s)
-    if cfg.collapse_whitespace:
-        s = _WHITESPACE.sub(" ", s).strip()
-    if cfg.lowercase:
-        s = s.lower()
-    if cfg.truncate_chars > 0:
-        s = s[:cfg.truncate_chars]
-    return s
-
-
-def check_preprocess_one(texts: list[str]) -> None:
-    tricky = ["  <b>Hi</b>\x07 there\u00a0\u2163 ", "<p>\t\n</p>", "ﬁne\x85x", "a" * 12000]
-    for cfg in (PreprocessConfig(), PreprocessConfig(lowercase=True, truncate_chars=0)):
-        sample = texts + tricky
-        expected = preprocess_texts(sample, cfg)
-        got = [preprocess_one(t, cfg) for t in sample]
-        if got != expected:
-            bad = next(i for i, (g, e) in enumerate(zip(got, expected)) if g != e)
-            raise AssertionError(f"preprocess_one differs from preprocess_texts on {sample[bad]!r}")
-
-
 def _proba_inference_fn(model: Any, batch: Any, inference_args: Any = None) -> Any:
     # SklearnModelHandlerNumpy wraps what this returns into PredictionResults
     # (utils._convert_to_result zips the batch with the rows).
@@ -181,8 +140,6 @@ def run_beam(manifest: dict[str, Any], out_dir: str, workers: int) -> int:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     cfg = PreprocessConfig()
-    first = manifest["files"][0]
-    check_preprocess_one(read_file(first["path"], first["format"])["text"].head(200).tolist())
     classes = list(manifest["classes"])
     handler = KeyedModelHandler(SklearnModelHandlerNumpy(
         model_uri=manifest["model_path"], model_file_type=ModelFileType.JOBLIB,
@@ -208,7 +165,7 @@ def run_beam(manifest: dict[str, Any], out_dir: str, workers: int) -> int:
         _ = (
             reads
             | "Flatten" >> beam.Flatten()
-            | "Preprocess" >> beam.Map(lambda d: (d["id"], preprocess_one(d["text"], cfg)))
+            | "Preprocess" >> beam.Map(lambda d: (d["id"], preprocess_text(d["text"], cfg)))
             | "RunInference" >> RunInference(handler)
             | "Format" >> beam.Map(fmt)
             | "Write" >> beam.io.WriteToText(os.path.join(out_dir, "predictions"),

@@ -301,9 +301,7 @@ class PostgresDatabase(Database):
 
         try:
             with self.conn.transaction(), self.conn.cursor() as cur:
-                with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:  # type: ignore[arg-type]
-                    for r in rows:
-                        copy.write_row(r)
+                _copy_rows(cur, table, cols, rows)
         except psycopg.errors.UniqueViolation:
             self._conflict_run[table] = min(64, 2 * self._conflict_run.get(table, 0) or 1)
             self._skip_fast[table] = self._conflict_run[table]
@@ -326,9 +324,7 @@ class PostgresDatabase(Database):
                     f"(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
                 )
             with self.conn.cursor() as cur:
-                with cur.copy(f"COPY {stage} ({col_list}) FROM STDIN") as copy:  # type: ignore[arg-type]
-                    for r in rows:
-                        copy.write_row(r)
+                _copy_rows(cur, stage, cols, rows)
                 # Keys are unique here (deduplicated by the caller), so no DISTINCT ON
                 # sort: ON CONFLICT never meets the same key twice in one statement.
                 cur.execute(
@@ -358,6 +354,13 @@ class PostgresDatabase(Database):
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _copy_rows(cur: Any, table: str, cols: Sequence[str],
+               rows: Sequence[tuple[Any, ...]]) -> None:
+    with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
+        for r in rows:
+            copy.write_row(r)
 
 
 def connect(url: str, *, password_env: str = "PGPASSWORD",
