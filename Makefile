@@ -17,7 +17,7 @@ $(STAMP): setup.py
 install: $(STAMP)
 
 run: install
-	$(PY) -m pipelines.samples --root var
+	$(PY) -m landing.samples --root var
 	@test -n "$$(ls var/registry/demo 2>/dev/null)" || \
 	  $(BIN)/beamscore train --docs 'var/train/*.jsonl' --name demo
 	$(BIN)/beamscore score $(DAYS)
@@ -25,11 +25,13 @@ run: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install
 	$(PY) bench/run_bench.py

@@ -15,7 +15,7 @@ setup(
     version="0.1.0",
     description="Batch scoring of document tranches with scikit-learn models on Apache Beam",
     python_requires=">=3.10",
-    packages=["pipelines", "transforms", "models", "configs"],
+    packages=["pipelines", "transforms", "models", "store", "landing", "engine", "configs"],
     package_data={"configs": ["*.yaml"]},
     install_requires=[
         f"apache-beam[gcp]=={BEAM_VERSION}",
@@ -37,6 +37,7 @@ setup(
             "gcp-storage-emulator>=2024.8.3",
             "redis>=5",
             "pyinstrument>=4",
+            "import-linter>=2.1",
         ],
     },
     entry_points={"console_scripts": ["beamscore=pipelines.cli:console_main"]},

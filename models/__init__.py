@@ -1,1 +1,2 @@
-"""Model registry and the default training recipe. Never imports ``pipelines``."""
+"""Models: the registry (the one place that verifies an artifact), the training recipe,
+text preprocessing, prediction helpers and the vectorised featuriser."""

@@ -2,7 +2,7 @@
 
 scikit-learn's ``CountVectorizer``/``TfidfVectorizer.transform`` counts features in a
 Python loop: per document it builds every n-gram string and updates a dict per
-feature (``_count_vocab``: ~75% of beamscore's CPU on the default recipe). For
+feature (``_count_vocab``, the largest share of a scoring run's CPU). For
 the common configuration -- word analyzer, the default token pattern, n-grams
 (1, 1) or (1, 2), no custom preprocessor, tokenizer, accent stripping or stop words
 -- ``FastTextPipeline`` computes the same count matrix another way:
@@ -19,7 +19,7 @@ the common configuration -- word analyzer, the default token pattern, n-grams
 The rest of the pipeline (``binary``, the TF-IDF weighting, the classifier) is
 sklearn's own code on that matrix, so probabilities are identical to
 ``Pipeline.predict_proba`` bit for bit (checked in tests and on every benchmark run).
-Anything else returns ``None`` from ``fast_text_pipeline`` and is scored by sklearn.
+For anything else ``unsupported_reason`` says why, and the model is scored by sklearn.
 """
 
 from __future__ import annotations
@@ -186,8 +186,3 @@ class FastTextPipeline:
 
     def predict_proba(self, texts: list[str]) -> Any:
         return self._rest.predict_proba(self.transform(texts))
-
-
-def fast_text_pipeline(model: Any) -> FastTextPipeline | None:
-    """A ``FastTextPipeline`` for ``model``, or None when it has no fast path."""
-    return None if unsupported_reason(model) else FastTextPipeline(model)

@@ -8,9 +8,10 @@ Layout, on a local path or ``gs://`` (everything goes through Beam's FileSystems
 
 Versions are increasing integers. ``metadata.json`` is written last, so a version
 without it is incomplete and invisible. A model artifact is a pickle, i.e. code:
-``load`` hashes the bytes and refuses to unpickle anything whose sha256 differs from
-the registry's record, and refuses a scikit-learn version other than the recorded
-one unless explicitly allowed.
+``verify`` is the one place that checks an artifact (its sha256 against the registry's
+record, its scikit-learn version against the installed one); the launcher calls it
+before any worker starts, and ``load`` calls it again on every worker before
+unpickling.
 """
 
 from __future__ import annotations
@@ -142,24 +143,34 @@ class ModelRegistry:
         meta = self.metadata(name, version)
         return ModelRef(name=name, version=version, sha256=meta["sha256"], metadata=meta)
 
-    def load(self, ref: ModelRef, allow_sklearn_mismatch: bool = False) -> Any:
-        """Verify checksum and library version, then unpickle. Never the other way round."""
-        path = _join(self.root, ref.name, ref.version, MODEL_FILE)
+    def artifact_path(self, ref: ModelRef) -> str:
+        return _join(self.root, ref.name, ref.version, MODEL_FILE)
+
+    def verify(self, ref: ModelRef, allow_sklearn_mismatch: bool = False) -> bytes:
+        """The artifact's bytes, after checking them against the registry's sha256 and
+        the recorded scikit-learn version against the installed one. Never unpickles."""
+        path = self.artifact_path(ref)
         data = _read_bytes(path)
         actual = sha256_hex(data)
         if actual != ref.sha256:
             raise ModelIntegrityError(
-                f"refusing to load {path}: sha256 {actual} does not match the registry's "
-                f"{ref.sha256} (artifact altered or corrupted)"
+                f"model {ref.name}:{ref.version} failed verification: sha256 of {path} is "
+                f"{actual}, the registry records {ref.sha256}; refusing to load an altered "
+                "or corrupted artifact"
             )
         recorded = ref.metadata.get("sklearn_version")
         installed = installed_sklearn_version()
         if recorded != installed and not allow_sklearn_mismatch:
             raise SklearnVersionMismatch(
                 f"model {ref.name}:{ref.version} was saved with scikit-learn {recorded}, "
-                f"this worker has {installed}; set inference.allow_sklearn_mismatch "
-                "to load it anyway"
+                f"this installation has {installed}; retrain or register it again, or set "
+                "inference.allow_sklearn_mismatch to load it anyway"
             )
+        return data
+
+    def load(self, ref: ModelRef, allow_sklearn_mismatch: bool = False) -> Any:
+        """Verify (``verify``), then unpickle. Never the other way round."""
+        data = self.verify(ref, allow_sklearn_mismatch)
         import joblib
 
         return joblib.load(io.BytesIO(data))

@@ -1,1 +1,2 @@
-"""Entry points: CLI, configuration, and the pipeline builders."""
+"""Entry points: the ``beamscore`` CLI, configuration, launch-time work and the graph
+builder, all behind one ``run(argv, test_pipeline=None)``."""

@@ -19,21 +19,14 @@ from typing import Any
 
 import yaml
 
-from transforms.preprocess import PreprocessConfig
+from models.preprocess import PreprocessConfig
+from transforms.records import FieldNames
 
 ENVIRONMENTS = ("local", "dataflow")
 
 
 class ConfigError(ValueError):
     """A configuration file or flag is invalid; the message names key and source."""
-
-
-@dataclass(frozen=True)
-class FieldsConfig:
-    id: str = "id"
-    text: str = "text"
-    label: str = "label"
-    metadata: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -82,7 +75,7 @@ class Config:
     force: bool = False
     progress_seconds: float = 30.0
     local_engine: str = "fork"  # fork | spawn: how FnApiRunner starts local workers
-    fields: FieldsConfig = field(default_factory=FieldsConfig)
+    fields: FieldNames = field(default_factory=FieldNames)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)

@@ -16,11 +16,11 @@ import pandas as pd
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from landing.tranches import file_format
+from models.preprocess import preprocess_texts
 from models.recipe import train_and_evaluate
 from models.registry import ModelRef, ModelRegistry
 from pipelines.config import Config
-from transforms.preprocess import preprocess_texts
-from transforms.read import file_format
 
 _LOG = logging.getLogger(__name__)
 

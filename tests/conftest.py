@@ -1,5 +1,5 @@
-"""Shared fixtures: a Beam test pipeline on the local engine, a tiny trained model and a
-registry holding it, and a DocBatch builder.
+"""Shared fixtures: a Beam test pipeline on the local engine, and a tiny trained model
+with a registry holding it.
 
 Beam's plain DirectRunner would try to download Prism (no network here), so every
 pipeline in the suite runs on ``FnApiRunner``, the engine the CLI's configs select.
@@ -8,18 +8,19 @@ pipeline in the suite runs on ``FnApiRunner``, the engine the CLI's configs sele
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
-import pandas as pd
+import psycopg
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 
+from landing.samples import make_docs
+from models.preprocess import PreprocessConfig, preprocess_texts
 from models.recipe import train_and_evaluate
 from models.registry import ModelRef, ModelRegistry
-from pipelines.samples import make_docs
-from transforms.preprocess import PreprocessConfig, preprocess_texts
-from transforms.records import DOC_ID, LABEL, METADATA, POSITION, RAW, TEXT, DocBatch
+from tests.postgres import PG, pg_admin
 
 MODEL_NAME = "demo"
 
@@ -70,23 +71,19 @@ def registry_copy(registry_root: str, tmp_path: Any) -> str:
     return str(dest)
 
 
-def build_batch(rows: Iterable[dict[str, Any]], *, tranche: str = "2026-01-01",
-                source_file: str = "/in/dt=2026-01-01/part-0.jsonl",
-                batch_key: str = "k-0000-00000", start: int = 1) -> DocBatch:
-    """A DocBatch as the reader would emit it; positions start..start+n-1."""
-    rows = list(rows)
-    n = len(rows)
-    frame = pd.DataFrame({
-        DOC_ID: pd.Series([r.get("id") for r in rows], dtype=object),
-        TEXT: pd.Series([r.get("text") for r in rows], dtype=object),
-        LABEL: pd.Series([r.get("label") for r in rows], dtype=object),
-        POSITION: list(range(start, start + n)),
-        METADATA: pd.Series([None] * n, dtype=object),
-        RAW: pd.Series(rows, dtype=object),
-    })
-    return DocBatch(tranche=tranche, source_file=source_file, batch_key=batch_key, frame=frame)
-
-
 @pytest.fixture
-def make_batch() -> Callable[..., DocBatch]:
-    return build_batch
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database on the local server, dropped after the test."""
+    try:
+        admin = pg_admin()
+    except psycopg.OperationalError as exc:  # pragma: no cover - CI starts the server
+        pytest.fail(f"PostgreSQL is not reachable at {PG}: {exc}")
+    name = f"beamscore_test_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    admin.close()
+    yield f"{PG}/{name}"
+    with pg_admin() as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')  # type: ignore[arg-type]
+

@@ -1,4 +1,4 @@
-"""The two element types that flow through the scoring pipeline.
+"""The pipeline's vocabulary: output tags, DocBatch and its columns, lineage, dead letters.
 
 ``DocBatch``: a batch of documents from one source file, as a pandas DataFrame, so
 every stage after the read runs vectorised and Beam moves one object per few thousand
@@ -6,30 +6,56 @@ documents instead of one per document. ``batch_key`` is deterministic (file, chu
 batch index), which makes every output keyed by it idempotent under Beam retries and
 operator reruns.
 
-Dead letters are plain dicts (rare, JSON-ready) built by ``dead_letter``.
-
 PCollections of DocBatch are typed (``with_output_types(DocBatch)``) so that Beam uses
 ``DocBatchCoder``: pickle for the bytes, but a size estimate from the first rows
-instead of pickling the whole frame each time Beam samples an element's size (with
-untyped PCollections that sampling took ~7% of a run's CPU).
+instead of pickling the whole frame each time Beam samples an element's size.
+
+Dead letters are plain dicts (rare, JSON-ready) built by ``dead_letter``. Every step
+that rejects records emits them on its ``DEAD_LETTERS`` output, and every step that
+counts emits ``(tranche, counts)`` on ``STATS``.
 """
 
 from __future__ import annotations
 
 import json
 import pickle
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import apache_beam as beam
 import pandas as pd
 
-# Columns of DocBatch.frame.
+# Tagged outputs of the pipeline's steps.
+STATS = "stats"
+DEAD_LETTERS = "dead_letters"
+# Columns of DocBatch.frame as read, then the three that scoring adds.
 DOC_ID, TEXT, LABEL, POSITION, METADATA, RAW = (
     "doc_id", "text", "true_label", "position", "metadata", "raw",
 )
-DEAD_LETTER_FIELDS = ("tranche", "source_file", "position", "stage", "reason", "payload")
+PRED_LABEL, PRED_SCORE, PRED_TOP_K = "pred_label", "pred_score", "pred_top_k"
 STAGES = ("read", "validate", "preprocess", "inference", "sink")
+
+
+@dataclass(frozen=True)
+class FieldNames:
+    """Names of the input fields: the document id, its text, an optional true label, and
+    extra fields carried to the outputs' ``metadata`` column as JSON."""
+
+    id: str = "id"
+    text: str = "text"
+    label: str = "label"
+    metadata: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Lineage stamped on every output row."""
+
+    run_id: str
+    model_name: str
+    model_version: str
+    model_sha256: str
+    scored_at: str
 
 
 @dataclass(frozen=True)
@@ -141,3 +167,23 @@ def dead_letters_from_frame(
         )
         for pos, raw, reason in zip(frame[POSITION], frame[RAW], reasons)
     ]
+
+
+def prediction_columns(batch: DocBatch, ctx: RunContext) -> dict[str, list[Any]]:
+    """The ``predictions`` row of every scored document, by column name: the database
+    sink and the Parquet files both take their columns from here."""
+    f = batch.frame
+    n = len(f)
+    return {
+        "doc_id": f[DOC_ID].tolist(), "tranche": [batch.tranche] * n,
+        "label": f[PRED_LABEL].tolist(), "score": f[PRED_SCORE].astype(float).tolist(),
+        "top_k": f[PRED_TOP_K].tolist(), "model_name": [ctx.model_name] * n,
+        "model_version": [ctx.model_version] * n, "model_sha256": [ctx.model_sha256] * n,
+        "run_id": [ctx.run_id] * n, "scored_at": [ctx.scored_at] * n,
+        "source_file": [batch.source_file] * n, "metadata": f[METADATA].tolist(),
+    }
+
+
+def true_labels(batch: DocBatch) -> list[str | None]:
+    """The input's label of every document as a string, None where it has none."""
+    return [None if v is None or v != v else str(v) for v in batch.frame[LABEL].tolist()]

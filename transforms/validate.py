@@ -1,4 +1,4 @@
-"""Validate and preprocess DocBatches, vectorised per batch.
+"""Validate and preprocess: DocBatches in, valid preprocessed DocBatches out.
 
 Rules, in order (a record gets the first that fails): id missing, id not a string,
 id empty, text missing, text not a string, text empty, text longer than
@@ -17,9 +17,8 @@ import apache_beam as beam
 import numpy as np
 import pandas as pd
 
-from transforms.preprocess import PreprocessConfig, preprocess_series
-from transforms.read import DEAD_LETTERS
-from transforms.records import DOC_ID, TEXT, DocBatch, dead_letters_from_frame
+from models.preprocess import PreprocessConfig, preprocess_series
+from transforms.records import DEAD_LETTERS, DOC_ID, TEXT, DocBatch, dead_letters_from_frame
 
 
 def validation_reasons(frame: pd.DataFrame, max_text_chars: int) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Beam's local engine with SDK workers forked from a pre-imported zygote."""

@@ -1,0 +1,253 @@
+"""Local SDK workers forked from a warm "zygote" instead of spawned cold.
+
+Beam's FnApiRunner in ``multi_processing`` mode starts each SDK worker as a fresh
+interpreter that imports Beam, pandas, pyarrow and scikit-learn again: seconds of CPU
+per worker, the main fixed cost of a local run. ``ForkServer`` starts one
+single-threaded zygote process at the start of a run that pre-imports the modules a
+worker needs and listens on a Unix socket. FnApiRunner is given a subprocess
+environment whose command is a tiny stdlib-only client (``engine/client.py``): it hands
+the worker's endpoints (the ``WORKER_ENV`` variables FnApiRunner sets) to the zygote,
+which forks a ready worker running Beam's own ``sdk_worker_main``; the client exits
+with the worker's exit code. Workers are ordinary Beam SDK harnesses: only their
+start-up changes.
+
+Fork safety: gRPC cannot be used in a child forked after gRPC has run in the parent.
+The zygote never touches gRPC and runs no Python threads (a select loop, woken by
+SIGCHLD through a wakeup fd, that reaps children without blocking; native library
+threads, e.g. pyarrow's allocator, do not take part in the fork). With
+``start_method="auto"`` it is forked from the launcher itself (imports done, so it is
+ready at once) the first time in a process, before the run starts gRPC; later runs in
+the same process (tests, library callers) spawn it as a fresh interpreter instead,
+whose imports overlap the launcher's planning. It exits when the launcher goes away
+and kills its workers when stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib
+import json
+import logging
+import os
+import select
+import shlex
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+
+from apache_beam.transforms import environments
+
+# The environment FnApiRunner gives a worker command: what a forked worker needs.
+WORKER_ENV = ("CONTROL_API_SERVICE_DESCRIPTOR", "LOGGING_API_SERVICE_DESCRIPTOR",
+              "PIPELINE_OPTIONS", "WORKER_ID")
+CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "client.py")
+START_METHODS = ("auto", "fork", "spawn")
+
+# gRPC cannot be used in a child forked after gRPC has run in the parent.
+_GRPC_USED = False
+
+
+class ForkServer:
+    """Start with ``start()``, hand ``environment()`` to FnApiRunner, ``stop()`` after."""
+
+    def __init__(self, preload: Sequence[str], ready_timeout: float = 120.0,
+                 start_method: str = "auto"):
+        if start_method not in START_METHODS:
+            raise ValueError(f"start_method must be one of {START_METHODS}")
+        self._preload = tuple(preload)
+        self._ready_timeout = ready_timeout
+        self._start_method = start_method
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pid = 0
+        self._ready_fd = -1
+        self._dir = ""
+
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self._dir, "zygote.sock")
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    def start(self) -> None:
+        """Start the zygote and return at once; ``wait_ready`` blocks until it serves."""
+        global _GRPC_USED
+        self._dir = tempfile.mkdtemp(prefix="beamscore-fork-")
+        ready_r, ready_w = os.pipe()
+        self._ready_fd = ready_r
+        method = self._start_method
+        if method == "auto":
+            method = "spawn" if _GRPC_USED else "fork"
+            _GRPC_USED = True  # the run about to start brings up gRPC servers here
+        if method == "fork":
+            launcher = os.getpid()
+            pid = os.fork()
+            if pid == 0:  # the zygote
+                os.close(ready_r)
+                code = 0
+                try:
+                    _Zygote(self.socket_path, launcher).serve(self._preload, ready_w)
+                except BaseException:  # noqa: BLE001 - the launcher sees no ready byte
+                    code = 1
+                os._exit(code)
+            self._pid = pid
+        else:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "engine.forkserver", self.socket_path,
+                 str(ready_w), ",".join(self._preload)],
+                pass_fds=(ready_w,), stdin=subprocess.DEVNULL,
+            )
+            self._pid = self._proc.pid
+        os.close(ready_w)
+
+    def wait_ready(self) -> None:
+        ready, _, _ = select.select([self._ready_fd], [], [], self._ready_timeout)
+        ok = bool(ready) and os.read(self._ready_fd, 1) == b"1"
+        os.close(self._ready_fd)
+        self._ready_fd = -1
+        if not ok:
+            self.stop()
+            raise RuntimeError("the local worker fork server did not start; "
+                               "set local_engine: spawn to use Beam's multi_processing")
+
+    def environment(self) -> environments.SubprocessSDKEnvironment:
+        command = " ".join(shlex.quote(a) for a in (
+            sys.executable, "-I", "-S", CLIENT, self.socket_path, ",".join(WORKER_ENV)))
+        return environments.SubprocessSDKEnvironment(command_string=command)
+
+    def stop(self) -> None:
+        if self._ready_fd >= 0:  # stopped before wait_ready (no chunks, a build error)
+            os.close(self._ready_fd)
+            self._ready_fd = -1
+        if self._pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._pid, signal.SIGTERM)
+            if self._proc is not None:
+                self._proc.wait()
+            else:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(self._pid, 0)
+            self._pid, self._proc = 0, None
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = ""
+
+
+class _Zygote:
+    """Pre-imports, then forks one SDK worker per client connection."""
+
+    def __init__(self, path: str, launcher: int):
+        self._path = path
+        self._launcher = launcher
+        self._children: dict[int, socket.socket] = {}  # worker pid -> its client
+
+    def serve(self, preload: Sequence[str], ready_fd: int) -> None:
+        logging.getLogger().handlers.clear()  # workers log through Beam's logging service
+        signal.signal(signal.SIGTERM, self._terminate)
+        signal.signal(signal.SIGINT, self._terminate)
+        # A worker's exit wakes the loop at once (its client, and FnApiRunner's
+        # stop_worker behind it, wait for the exit code): SIGCHLD writes to this pipe.
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        for name in preload:
+            importlib.import_module(name)
+        importlib.import_module("apache_beam.runners.worker.sdk_worker_main")
+        # Keep the garbage collector off the pre-imported objects: its passes write to
+        # every tracked object's header, which would copy the zygote's pages into each
+        # forked worker.
+        gc.freeze()
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(self._path)
+        self._server.listen(64)
+        os.write(ready_fd, b"1")
+        os.close(ready_fd)
+        self._loop()
+
+    def _loop(self) -> None:
+        while True:
+            if os.getppid() != self._launcher:  # the launcher is gone
+                self._terminate()
+            readable, _, _ = select.select([self._server.fileno(), self._wake_r], [], [], 0.5)
+            if self._wake_r in readable:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 4096)
+            if self._server.fileno() in readable:
+                conn, _ = self._server.accept()
+                env = json.loads(_read_line(conn))
+                pid = os.fork()
+                if pid == 0:
+                    self._become_worker(conn, env)
+                self._children[pid] = conn
+            self._reap()
+
+    def _become_worker(self, conn: socket.socket, env: dict[str, str]) -> None:
+        """In the forked child: drop the zygote's state, run Beam's SDK worker, exit."""
+        self._server.close()
+        # Its client's end and its siblings' are the zygote's business: a worker holding
+        # them would keep those clients from seeing EOF.
+        conn.close()
+        for other in self._children.values():
+            other.close()
+        self._children.clear()
+        signal.set_wakeup_fd(-1)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        os.environ.update({k: v for k, v in env.items() if k in WORKER_ENV})
+        from apache_beam.runners.worker import sdk_worker_main
+
+        code = 0
+        try:
+            sdk_worker_main.main(["sdk_worker_main"])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:  # noqa: BLE001 - reported as the exit code
+            code = 1
+        os._exit(code)
+
+    def _reap(self) -> None:
+        """Reap finished workers without blocking; tell each one's client its exit code."""
+        while self._children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            client = self._children.pop(pid, None)  # None: a child a library started
+            if client is not None:
+                with contextlib.suppress(OSError):
+                    client.sendall(struct.pack("<i", os.waitstatus_to_exitcode(status)))
+                client.close()
+
+    def _terminate(self, *_: object) -> None:
+        for child in self._children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        os._exit(0)
+
+
+def _read_line(conn: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+if __name__ == "__main__":
+    _Zygote(sys.argv[1], os.getppid()).serve(
+        [m for m in sys.argv[3].split(",") if m], int(sys.argv[2]))

@@ -1,0 +1,157 @@
+"""Record readers for the input formats: a chunk in, ``(record, position)`` pairs out.
+
+``read_chunk`` yields every line or row of a chunk exactly once, as a dict or as a
+``Rejection`` (why it could not be parsed, and its raw bytes or text). Positions are
+1-based lines for JSONL and data rows for CSV and Parquet. A file that cannot be read
+further (corrupt Parquet, truncated gzip) ends in one ``Rejection`` for the rest of
+the file, naming the format and the last good position.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from landing.chunks import Chunk
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A line or row that is not a record: the reason and the raw payload."""
+
+    reason: str
+    payload: Any
+
+
+Item = tuple["dict[str, Any] | Rejection", int]
+
+
+def read_chunk(chunk: Chunk, batch_size: int = 4096) -> Iterator[Item]:
+    """Every record of ``chunk`` with its position; an unreadable rest of the file is one
+    ``Rejection`` at the position after the last one read."""
+    reader = {"jsonl": _jsonl, "jsonl.gz": _jsonl, "csv": _csv, "parquet": _parquet}[
+        chunk.format]
+    position = 0
+    try:
+        for item, position in reader(chunk, batch_size):
+            yield item, position
+    except Exception as exc:  # noqa: BLE001 - an unreadable rest of file is one rejection
+        yield Rejection(f"unreadable {chunk.format} file after position {position}: "
+                        f"{type(exc).__name__}: {exc}", None), position + 1
+
+
+def _jsonl(chunk: Chunk, _batch_size: int) -> Iterator[Item]:
+    with FileSystems.open(chunk.path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        # Python's gzip, not Beam's: it raises on a truncated stream instead of ending
+        # quietly with a partial last line.
+        fh: Any = gzip.GzipFile(fileobj=raw, mode="rb") if chunk.format == "jsonl.gz" else \
+            io.BufferedReader(raw, 1 << 20)  # type: ignore[type-var]
+        lineno, pos = 0, chunk.start
+        if chunk.start > 0:
+            lineno = count_newlines(chunk.path, chunk.start - 1)
+            fh.seek(chunk.start - 1)
+            pos = chunk.start - 1 + len(fh.readline())  # finish the line owned by the
+            lineno += 1                                 # previous chunk
+        while chunk.end < 0 or pos < chunk.end:
+            line = fh.readline()
+            if not line:
+                break
+            pos += len(line)
+            lineno += 1
+            if not line.strip():
+                continue  # blank lines are not records
+            yield parse_json_line(line), lineno
+
+
+def parse_json_line(line: bytes) -> dict[str, Any] | Rejection:
+    """One JSONL line as a record, or why it is not one."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejection(f"undecodable bytes (not UTF-8): {exc}", line)
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        return Rejection(f"malformed JSON: {exc}", text)
+    if not isinstance(obj, dict):
+        return Rejection("JSON line is not an object", text)
+    return obj
+
+
+def _csv(chunk: Chunk, _batch_size: int) -> Iterator[Item]:
+    with FileSystems.open(chunk.path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark.
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape",
+                                newline="")
+        yield from csv_records(text)
+
+
+def csv_records(text: Any) -> Iterator[Item]:
+    """Rows of a CSV text stream with a header line, as dicts keyed by the header."""
+    reader = csv.reader(text, strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    width = len(header)
+    row_no = 0
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            row_no += 1
+            yield Rejection(f"malformed CSV row (line {reader.line_num}): {exc}", None), row_no
+            continue
+        if not row:
+            continue  # an empty line is not a row
+        row_no += 1
+        try:
+            "".join(row).encode("utf-8")
+        except UnicodeEncodeError:
+            payload = ",".join(row).encode("utf-8", "surrogateescape")
+            yield Rejection("undecodable bytes (not UTF-8)", payload), row_no
+            continue
+        if len(row) != width:
+            yield Rejection(f"malformed CSV row: expected {width} fields, got {len(row)}",
+                            row), row_no
+            continue
+        yield dict(zip(header, row)), row_no
+
+
+def _parquet(chunk: Chunk, batch_size: int) -> Iterator[Item]:
+    with FileSystems.open(chunk.path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+        pf = pq.ParquetFile(fh)
+        first, last = chunk.start, (chunk.end if chunk.end >= 0 else pf.metadata.num_rows)
+        row_no = 0  # rows before this record batch
+        for rb in pf.iter_batches(batch_size=batch_size):
+            lo, hi = max(first - row_no, 0), min(last - row_no, rb.num_rows)
+            if lo < hi:
+                for i, record in enumerate(rb.slice(lo, hi - lo).to_pylist()):
+                    yield record, row_no + lo + i + 1
+            row_no += rb.num_rows
+            if row_no >= last:
+                break
+
+
+def count_newlines(path: str, upto: int) -> int:
+    """Newlines in the first ``upto`` bytes of an uncompressed file."""
+    n, left = 0, upto
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+        while left > 0:
+            block = fh.read(min(left, 8 << 20))
+            if not block:
+                break
+            n += block.count(b"\n")
+            left -= len(block)
+    return n

@@ -1,0 +1,92 @@
+"""Tranches of the landing area and the files they hold.
+
+A tranche is one day folder ``<input_root>/dt=YYYY-MM-DD/`` holding ``*.jsonl``,
+``*.jsonl.gz``, ``*.parquet`` and ``*.csv`` files in any mix, local or ``gs://``
+(Beam's FileSystems). ``plan_tranches`` lists them at launch, so a run's input is fixed
+before any worker starts and ``beamscore plan`` shows exactly what ``score`` would read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from apache_beam.io.filesystems import FileSystems
+
+FORMATS = {".jsonl.gz": "jsonl.gz", ".jsonl": "jsonl", ".parquet": "parquet", ".csv": "csv"}
+
+
+def file_format(path: str) -> str | None:
+    """The input format of ``path`` by its suffix, or None for a file that is not input."""
+    for suffix, fmt in FORMATS.items():
+        if path.endswith(suffix):
+            return fmt
+    return None
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str
+    size: int
+    format: str
+    # Content identity for the tranche ledger: GCS generation/etag or mtime.
+    fingerprint: str = ""
+
+
+@dataclass
+class TranchePlan:
+    """One tranche's folder, its input files, the files it ignores, or why it is missing."""
+
+    tranche: str
+    folder: str
+    files: list[SourceFile] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    missing_reason: str = ""
+
+    @property
+    def missing(self) -> bool:
+        return bool(self.missing_reason)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def fingerprint(self) -> str:
+        """Hash of (path, size, content identity) of every file: changes when inputs do."""
+        h = hashlib.sha256()
+        for f in sorted(self.files, key=lambda f: f.path):
+            h.update(f"{f.path}\0{f.size}\0{f.fingerprint}\n".encode())
+        return h.hexdigest()
+
+
+def date_range(start: dt.date, end: dt.date) -> list[dt.date]:
+    if end < start:
+        raise ValueError(f"--to {end} is before --from {start}")
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def plan_tranches(input_root: str, dates: Iterable[dt.date]) -> list[TranchePlan]:
+    """List the files of each tranche; a folder with no readable files is 'missing'."""
+    plans = []
+    root = input_root.rstrip("/")
+    for day in dates:
+        tranche = day.isoformat()
+        folder = f"{root}/dt={tranche}"
+        plan = TranchePlan(tranche=tranche, folder=folder)
+        matched = FileSystems.match([folder + "/*"])[0].metadata_list
+        for meta in sorted(matched, key=lambda m: m.path):
+            fmt = file_format(meta.path)
+            if fmt is None:
+                plan.ignored.append(meta.path)
+                continue
+            ident = str(getattr(meta, "last_updated_in_seconds", "") or "")
+            plan.files.append(SourceFile(meta.path, int(meta.size_in_bytes), fmt, ident))
+        if not matched:
+            plan.missing_reason = (f"folder {folder} is empty" if FileSystems.exists(folder)
+                                   else f"no folder {folder}")
+        elif not plan.files:
+            plan.missing_reason = f"no *.jsonl, *.jsonl.gz, *.parquet or *.csv files in {folder}"
+        plans.append(plan)
+    return plans

@@ -1,0 +1,37 @@
+"""Exit codes of ``beamscore``: a contract with schedulers and scripts.
+
+0 success; 1 launch or configuration error (the message names the key, file or
+model); 2 usage error; 3 a requested tranche is missing (the others are still
+scored); 4 the dead-letter share exceeded ``max_dead_letter_ratio``; 5 a tranche is
+being scored by another run (lease held; the others are still scored).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+from models.registry import RegistryError
+from pipelines.config import ConfigError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_MISSING, EXIT_DEAD_LETTERS, EXIT_BUSY = 0, 1, 2, 3, 4, 5
+_LOG = logging.getLogger("beamscore")
+
+
+class LaunchError(Exception):
+    """The run cannot start: missing model, bad checksum, no input. Message says why."""
+
+
+def guarded(command: Callable[[], int]) -> int:
+    """Run ``command``; an error becomes one ``beamscore: error:`` line and exit 1."""
+    try:
+        return command()
+    except (ConfigError, RegistryError, LaunchError, FileNotFoundError, ValueError) as exc:
+        print(f"beamscore: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - a failed pipeline: the run is marked failed
+        _LOG.debug("run failed", exc_info=True)
+        print(f"beamscore: error: run failed: {type(exc).__name__}: {str(exc)[:2000]}",
+              file=sys.stderr)
+        return EXIT_ERROR

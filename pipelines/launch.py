@@ -1,0 +1,128 @@
+"""Launch-time work of a scoring run, done before any worker starts.
+
+In order: check the sink settings against the runner (a configuration error must not
+leave a run row or a lease behind), resolve the model to one version and verify its
+artifact (``ModelRegistry.verify``, never unpickled here), plan the tranches, take a
+lease on the ones to score, and open the ``runs`` row. While the pipeline runs,
+``LeaseKeeper`` renews the leases; if it fails, ``fail_run`` marks the run failed and
+frees them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from apache_beam.options.pipeline_options import PipelineOptions, WorkerOptions
+
+from models.registry import ModelRef, ModelRegistry
+from pipelines.config import Config
+from pipelines.exit_codes import LaunchError
+from pipelines.options import LOCAL_RUNNERS
+from pipelines.plan import ScorePlan, files_of, open_database
+from store import runs
+from store.database import connect
+from store.ledger import BUSY, TrancheLedger
+from store.session import DatabaseSettings
+from transforms.write import SinkSettings
+
+_LOG = logging.getLogger(__name__)
+
+
+def database_settings(cfg: Config) -> DatabaseSettings:
+    return DatabaseSettings(
+        url=cfg.db, password_env=cfg.sink.password_env,
+        statement_timeout_ms=cfg.sink.statement_timeout_ms, max_retries=cfg.sink.max_retries,
+        max_connections=cfg.sink.max_connections, redis_url=cfg.sink.redis_url)
+
+
+def sink_settings(cfg: Config, beam_args: list[str] | None = None) -> SinkSettings:
+    """Sink settings; a rate limit off one machine needs Redis or a fixed VM count."""
+    machines = 1
+    if cfg.runner not in LOCAL_RUNNERS and cfg.sink.max_rows_per_second and \
+            not cfg.sink.redis_url:
+        workers = PipelineOptions(beam_args or []).view_as(WorkerOptions)
+        machines = workers.max_num_workers or workers.num_workers or 0
+        if not machines:
+            raise LaunchError(
+                "sink.max_rows_per_second on a distributed runner needs either "
+                "sink.redis_url (one job-wide budget) or --max_num_workers (each worker VM "
+                "then gets max_rows_per_second / max_num_workers)")
+    return SinkSettings(
+        database=database_settings(cfg), batch_rows=cfg.sink.batch_rows,
+        batch_bytes=cfg.sink.batch_bytes, max_rows_per_second=cfg.sink.max_rows_per_second,
+        machines=machines, payload_limit=cfg.validation.max_payload_chars,
+        progress_seconds=cfg.progress_seconds,
+    )
+
+
+def resolve_model(cfg: Config) -> ModelRef:
+    """Fix the model version at launch and verify its artifact (not unpickled here)."""
+    registry = ModelRegistry(cfg.registry)
+    ref = registry.resolve(cfg.model)
+    registry.verify(ref, cfg.inference.allow_sklearn_mismatch)
+    return ref
+
+
+def acquire_tranches(cfg: Config, plan: ScorePlan, ref: ModelRef, run_id: str) -> None:
+    """Take a lease on every tranche to score; one another run holds becomes busy."""
+    db = open_database(cfg)
+    try:
+        ledger = TrancheLedger(db)
+        for t in plan.to_read:
+            if not ledger.acquire(t.tranche, ref.name, ref.version, t.fingerprint(),
+                                  files_of(t), run_id, cfg.sink.lease_seconds):
+                entry = ledger.get(t.tranche, ref.name, ref.version)
+                plan.decisions[t.tranche] = (BUSY, f"run {entry.run_id if entry else '?'} "
+                                                   "took it first")
+    finally:
+        db.close()
+    plan.cut_chunks(cfg)
+
+
+def start_run(cfg: Config, ref: ModelRef, run_id: str) -> None:
+    db = open_database(cfg)
+    try:
+        runs.start(db, run_id, cfg.to_dict(), f"{ref.name}:{ref.version}")
+    finally:
+        db.close()
+
+
+def fail_run(cfg: Config, run_id: str, reason: str) -> None:
+    db = connect(cfg.db, password_env=cfg.sink.password_env)
+    try:
+        runs.fail(db, run_id, reason)
+    finally:
+        db.close()
+
+
+def run_summary(cfg: Config, run_id: str) -> dict[str, object] | None:
+    db = connect(cfg.db, password_env=cfg.sink.password_env)
+    try:
+        return runs.summary(db, run_id)
+    finally:
+        db.close()
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews the run's tranche leases every lease/3 seconds while the launcher waits."""
+
+    def __init__(self, cfg: Config, run_id: str):
+        super().__init__(name="beamscore-lease", daemon=True)
+        self._cfg, self._run_id = cfg, run_id
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        period = max(1.0, self._cfg.sink.lease_seconds / 3)
+        while not self._stop_event.wait(period):
+            try:
+                db = connect(self._cfg.db, password_env=self._cfg.sink.password_env)
+                try:
+                    TrancheLedger(db).renew(self._run_id, self._cfg.sink.lease_seconds)
+                finally:
+                    db.close()
+            except Exception as exc:  # noqa: BLE001 - retried at the next period
+                _LOG.warning("could not renew tranche leases: %s", exc)
+
+    def stop(self) -> None:
+        self._stop_event.set()

@@ -1,0 +1,80 @@
+"""Beam pipeline options from the config and the flags beamscore passes through.
+
+``runner: FnApiRunner`` is Beam's local engine, chosen explicitly (the plain
+DirectRunner first tries to download Prism). With ``workers > 1`` it runs either on
+workers forked from ``engine.forkserver`` (``local_engine: fork``) or in Beam's own
+``multi_processing`` mode (``spawn``). Flags beamscore does not know must be Beam
+options: ``check_beam_args`` rejects anything else, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from engine.forkserver import ForkServer
+from pipelines.config import Config
+
+LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "TestDirectRunner")
+# What a local worker imports, done once by the fork server's zygote.
+WORKER_PRELOAD = (
+    "pandas", "pyarrow.parquet", "sklearn.pipeline", "sklearn.feature_extraction.text",
+    "sklearn.linear_model", "transforms.read", "transforms.validate", "transforms.score",
+    "transforms.files", "transforms.write", "transforms.dead_letters", "transforms.summarise",
+)
+
+
+def uses_fork_server(cfg: Config) -> bool:
+    return cfg.runner == "FnApiRunner" and cfg.workers > 1 and cfg.local_engine == "fork"
+
+
+def fork_server(cfg: Config) -> ForkServer | None:
+    """A (not yet started) fork server for this run's local workers, if it uses one."""
+    return ForkServer(WORKER_PRELOAD) if uses_fork_server(cfg) else None
+
+
+def pipeline_options(cfg: Config, beam_args: list[str]) -> PipelineOptions:
+    opts: dict[str, Any] = {"runner": cfg.runner}
+    if cfg.runner in LOCAL_RUNNERS:
+        opts["direct_num_workers"] = cfg.workers
+        # With the fork server the workers come from our environment, not Beam's mode.
+        parallel = cfg.workers > 1 and not uses_fork_server(cfg)
+        opts["direct_running_mode"] = "multi_processing" if parallel else "in_memory"
+    return PipelineOptions(beam_args, **opts)
+
+
+def make_pipeline(cfg: Config, beam_args: list[str],
+                  server: ForkServer | None) -> beam.Pipeline:
+    """The pipeline to run; on the fork server's workers when one is given (it may still
+    be importing: the caller waits for it only just before running)."""
+    options = pipeline_options(cfg, beam_args)
+    if server is None:
+        return beam.Pipeline(options=options)
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+    runner = fn_runner.FnApiRunner(default_environment=server.environment())
+    return beam.Pipeline(runner=runner, options=options)
+
+
+def unknown_beam_args(extra: list[str]) -> list[str]:
+    """The flags in ``extra`` that no Beam ``PipelineOptions`` class declares."""
+    beam_parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for cls in _all_subclasses(PipelineOptions):
+        try:
+            cls._add_argparse_args(beam_parser)
+        except argparse.ArgumentError:
+            continue  # an option two classes both declare
+    _, unknown = beam_parser.parse_known_args(extra)
+    return unknown
+
+
+def _all_subclasses(cls: Any) -> list[Any]:
+    out: list[Any] = []
+    sub: Any
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out

@@ -1,0 +1,84 @@
+"""What a run would do: the tranches of the requested dates, each with a decision.
+
+Decisions come from the tranche ledger (``store.ledger``): run (never scored, inputs
+or model changed, forced, previous run failed), skip (completed with the same inputs
+and model), busy (another run holds its lease) or missing (no folder or no input
+files). The tranches to run are cut into chunks for the workers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from landing.chunks import Chunk, balanced_chunks
+from landing.tranches import TranchePlan, plan_tranches
+from models.registry import ModelRef
+from pipelines.config import Config
+from store.database import Database, connect, connect_existing
+from store.ledger import MISSING, RUN, TrancheLedger
+
+
+@dataclass
+class ScorePlan:
+    """What a run would do per tranche: run, skip (ledger), busy (leased) or missing."""
+
+    dates: list[dt.date]
+    tranches: list[TranchePlan]
+    decisions: dict[str, tuple[str, str]] = field(default_factory=dict)
+    chunks: list[Chunk] = field(default_factory=list)
+
+    @property
+    def to_read(self) -> list[TranchePlan]:
+        return [t for t in self.tranches if self.decisions.get(t.tranche, ("",))[0] == RUN]
+
+    @property
+    def missing(self) -> list[TranchePlan]:
+        return [t for t in self.tranches if t.missing]
+
+    def with_decision(self, decision: str) -> list[TranchePlan]:
+        return [t for t in self.tranches if self.decisions[t.tranche][0] == decision]
+
+    def cut_chunks(self, cfg: Config) -> None:
+        self.chunks = balanced_chunks(self.to_read, cfg.read.chunk_bytes, cfg.workers)
+
+
+def open_database(cfg: Config) -> Database:
+    """The configured database, its schema created or migrated."""
+    db = connect(cfg.db, password_env=cfg.sink.password_env,
+                 statement_timeout_ms=cfg.sink.statement_timeout_ms)
+    db.init_schema()
+    return db
+
+
+def make_plan(cfg: Config, dates: list[dt.date], ref: ModelRef,
+              read_only: bool = False) -> ScorePlan:
+    """List the tranches' files and ask the ledger which of them need scoring.
+
+    ``read_only`` (``beamscore plan``) never creates a database or a table: a missing
+    database or ledger means nothing was scored yet.
+    """
+    plan = ScorePlan(dates=dates, tranches=plan_tranches(cfg.input_root, dates))
+    db = (connect_existing(cfg.db, password_env=cfg.sink.password_env) if read_only
+          else open_database(cfg))
+    try:
+        ledger = TrancheLedger(db) if db is not None else None
+        for t in plan.tranches:
+            if t.missing:
+                plan.decisions[t.tranche] = (MISSING, t.missing_reason)
+            elif ledger is None:
+                plan.decisions[t.tranche] = (RUN, "never scored (no ledger yet)")
+            else:
+                plan.decisions[t.tranche] = ledger.decide(
+                    t.tranche, ref.name, ref.version, t.fingerprint(), cfg.force)
+    finally:
+        if db is not None:
+            db.close()
+    plan.cut_chunks(cfg)
+    return plan
+
+
+def files_of(t: TranchePlan) -> list[dict[str, Any]]:
+    """The ledger's record of a tranche's input files."""
+    return [{"path": f.path, "size": f.size, "identity": f.fingerprint} for f in t.files]

@@ -1,0 +1,67 @@
+"""What ``beamscore score`` and ``beamscore plan`` print: the run summary and the plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from models.registry import ModelRef
+from pipelines.plan import ScorePlan
+from store.ledger import BUSY, MISSING, SKIP
+from transforms.summarise import accounted_for
+
+
+@dataclass
+class RunOutcome:
+    run_id: str  # "" when nothing was run
+    summary: dict[str, Any] | None
+    wall_seconds: float
+    plan: ScorePlan
+    ref: ModelRef
+    model_loads: int | None = None
+
+
+def format_summary(outcome: RunOutcome) -> str:
+    s = outcome.summary or {}
+    lines = []
+    if outcome.run_id:
+        lines.append(f"run {outcome.run_id}  model {outcome.ref.name}:{outcome.ref.version}  "
+                     f"status {s.get('status', 'unknown')}")
+    lines.append(f"{'tranche':<12}{'read':>10}{'valid':>10}{'scored':>10}{'dead':>8}"
+                 f"{'written':>10}  check")
+    for tranche, c in (s.get("tranches") or {}).items():
+        ok = "ok" if accounted_for(c) else "MISMATCH"
+        lines.append(f"{tranche:<12}{c['read']:>10}{c['valid']:>10}{c['scored']:>10}"
+                     f"{c['dead_lettered']:>8}{c['written']:>10}  {ok}")
+    for decision in (SKIP, BUSY, MISSING):
+        for t in outcome.plan.with_decision(decision):
+            lines.append(f"{t.tranche:<12}  {decision}: {outcome.plan.decisions[t.tranche][1]}")
+    total = s.get("total") or {}
+    docs = total.get("read", 0)
+    rate = docs / outcome.wall_seconds if outcome.wall_seconds else 0.0
+    lines.append(
+        f"{'total':<12}{docs:>10}{total.get('valid', 0):>10}{total.get('scored', 0):>10}"
+        f"{total.get('dead_lettered', 0):>8}{total.get('written', 0):>10}"
+    )
+    lines.append(f"wall time {outcome.wall_seconds:.1f}s  {rate:,.0f} docs/s  "
+                 f"dead-letter ratio {s.get('dead_letter_ratio', 0):.4f}  "
+                 f"throttled {total.get('throttled_ms', 0) / 1000:.1f}s"
+                 + (f"  model loads {outcome.model_loads}" if outcome.model_loads else ""))
+    return "\n".join(lines)
+
+
+def format_plan(plan: ScorePlan) -> str:
+    lines = []
+    for t in plan.tranches:
+        decision, detail = plan.decisions[t.tranche]
+        if t.missing:
+            lines.append(f"{t.tranche}  {decision}  {detail}")
+            continue
+        lines.append(f"{t.tranche}  {decision}  ({detail})  {len(t.files)} file(s), "
+                     f"{t.total_bytes:,} bytes")
+        for f in t.files:
+            lines.append(f"    {f.format:<9}{f.size:>14,}  {f.path}")
+        for path in t.ignored:
+            lines.append(f"    ignored  {path}")
+    lines.append(f"{len(plan.chunks)} chunk(s) to read")
+    return "\n".join(lines)

@@ -1,0 +1,239 @@
+"""Database ingestion limits: a global rows/s budget and a hard connection cap.
+
+Rate (``sink.max_rows_per_second``), as limiters with the interface of Beam's
+``RateLimiter``: ``allow(hits_added=n)`` blocks until ``n`` rows may be written,
+``done()`` reports the write committed, ``last_wait`` is the time the last call waited:
+
+- ``MachineRateLimiter``: a sliding-window log of in-flight and committed writes shared
+  by every writer process of the machine (a flock-guarded state file keyed by the
+  database URL). With ``--workers N`` on one machine the limit is global as such; on
+  Dataflow each worker VM gets R / max_num_workers.
+- ``RedisRateLimiter``: a GCRA schedule kept in Redis and shared by every
+  writer of the job, for autoscaled Dataflow jobs whose VM count varies.
+
+Connections (``sink.max_connections``), as slots a writer must hold while its
+connection is open:
+
+- ``FileSlots``: N lock files (``fcntl.flock``) in the temp directory, keyed by the
+  database URL: a cap across all processes of one machine.
+- ``RedisSlots``: N keys with a TTL in Redis: a cap across machines.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+
+class MachineRateLimiter:
+    """``rate`` rows per any 1-second window, shared by all processes of this machine
+    writing to ``name``: a sliding-window log in a flock-guarded state file.
+
+    ``allow(n)`` waits until its turn in an even schedule (n/rate seconds per write,
+    so there is no start-up burst) and until the rows committed in the last second,
+    plus the rows of writes still in flight, plus ``n`` fit in ``rate``; it then
+    records the write as in flight. ``done()`` records its commit time. In-flight
+    writes count as committing now, and commits are recorded after they happen, so the
+    log never undercounts: every 1-second window of real commits holds at most
+    ``rate`` rows (a single write larger than ``rate`` is let through alone).
+    """
+
+    STALE_SECONDS = 300.0  # an in-flight entry this old belongs to a dead writer
+
+    def __init__(self, name: str, rate: float, directory: str | None = None,
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep):
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        self._path = os.path.join(directory or tempfile.gettempdir(),
+                                  f"beamscore-{digest}-rate.json")
+        self.rate = rate
+        self.last_wait = 0.0
+        self._pending: str | None = None
+        self._clock, self._sleep = clock, sleep
+
+    def _update(self, fn: Callable[[dict[str, Any], float], float]) -> float:
+        with open(self._path, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                fh.seek(0)
+                text = fh.read()
+                state: dict[str, Any] = json.loads(text) if text else {"next": 0.0, "log": []}
+                now = self._clock()
+                # Keep commits of the last second and in-flight writes that are not stale.
+                state["log"] = [e for e in state["log"] if (e[3] and e[2] > now - 1.0)
+                                or (not e[3] and e[2] > now - self.STALE_SECONDS)]
+                result = fn(state, now)
+                fh.seek(0)
+                fh.truncate()
+                fh.write(json.dumps(state))
+                fh.flush()
+                return result
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def allow(self, hits_added: int = 1, **_: Any) -> bool:
+        self.last_wait = 0.0
+        if self.rate <= 0:
+            return True
+        entry_id = uuid.uuid4().hex
+        started = self._clock()
+
+        def try_book(state: dict[str, Any], now: float) -> float:
+            log = state["log"]
+            if now < state["next"]:  # pacing: spread writes evenly, no start-up burst
+                return state["next"] - now
+            used = sum(e[1] for e in log)
+            if used + hits_added <= self.rate or not log:
+                log.append([entry_id, hits_added, now, False])
+                state["next"] = max(now, state["next"]) + hits_added / self.rate
+                return 0.0
+            # Earliest moment enough committed rows leave the window; poll if in flight.
+            excess = used + hits_added - self.rate
+            for e in sorted((e for e in log if e[3]), key=lambda e: e[2]):
+                excess -= e[1]
+                if excess <= 0:
+                    return max(0.001, e[2] + 1.0 - now)
+            return 0.01
+
+        while True:
+            wait = self._update(try_book)
+            if wait == 0.0:
+                break
+            self._sleep(wait)
+        self._pending = entry_id
+        self.last_wait = self._clock() - started
+        return True
+
+    def done(self) -> None:
+        """The write booked by the last ``allow`` has committed (or failed)."""
+        if self._pending is None:
+            return
+        entry_id, self._pending = self._pending, None
+
+        def commit(state: dict[str, Any], now: float) -> float:
+            for e in state["log"]:
+                if e[0] == entry_id:
+                    e[2], e[3] = now, True
+            return 0.0
+
+        self._update(commit)
+
+
+# GCRA: one key holds the theoretical arrival time (TAT) in microseconds.
+_GCRA = """
+local key, now, cost, period = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', key) or '0')
+if tat < now then tat = now end
+redis.call('SET', key, tostring(tat + cost), 'PX', math.ceil((tat + cost - now) / 1000) + period)
+return tat - now
+"""
+
+
+class RedisRateLimiter:
+    """A job-wide rows/s budget in Redis (GCRA); safe with any number of writers."""
+
+    def __init__(self, redis_url: str, key: str, rate: float):
+        self._url, self._key, self.rate = redis_url, f"beamscore:rate:{key}", rate
+        self._client: Any = None
+        self._script: Any = None
+        self.last_wait = 0.0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_client", "_script")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._client = self._script = None
+
+    def allow(self, hits_added: int = 1, **_: Any) -> bool:
+        self.last_wait = 0.0
+        if self.rate <= 0:
+            return True
+        if self._client is None:
+            import redis
+
+            self._client = redis.Redis.from_url(self._url)
+            self._script = self._client.register_script(_GCRA)
+        now_us = int(time.time() * 1e6)
+        cost_us = int(hits_added / self.rate * 1e6)
+        wait_us = int(self._script(keys=[self._key], args=[now_us, cost_us, 60_000]))
+        if wait_us > 0:
+            self.last_wait = wait_us / 1e6
+            time.sleep(self.last_wait)
+        return True
+
+    def done(self) -> None:
+        """GCRA books at start; nothing to record at commit."""
+
+
+class FileSlots:
+    """At most ``n`` holders across the processes of one machine."""
+
+    def __init__(self, name: str, n: int, directory: str | None = None):
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        self._paths = [
+            os.path.join(directory or tempfile.gettempdir(), f"beamscore-{digest}-slot{i}.lock")
+            for i in range(n)
+        ]
+        self._fh: Any = None
+
+    def acquire(self, poll: float = 0.05) -> float:
+        """Blocks until a slot is free; returns the seconds waited."""
+        started = time.monotonic()
+        while True:
+            for path in self._paths:
+                fh = open(path, "a+")  # noqa: SIM115 - held open while the slot is held
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    fh.close()
+                    continue
+                self._fh = fh
+                return time.monotonic() - started
+            time.sleep(poll)
+
+    def release(self) -> None:
+        if self._fh is not None:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+
+class RedisSlots:
+    """At most ``n`` holders job-wide; a slot expires after ``ttl`` s if its holder dies."""
+
+    def __init__(self, redis_url: str, name: str, n: int, ttl: int = 600):
+        import redis
+
+        self._client = redis.Redis.from_url(redis_url)
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        self._keys = [f"beamscore:slot:{digest}:{i}" for i in range(n)]
+        self._ttl = ttl
+        self._token = uuid.uuid4().hex
+        self._held: str | None = None
+
+    def acquire(self, poll: float = 0.05) -> float:
+        started = time.monotonic()
+        while True:
+            for key in self._keys:
+                if self._client.set(key, self._token, nx=True, ex=self._ttl):
+                    self._held = key
+                    return time.monotonic() - started
+            time.sleep(poll)
+
+    def release(self) -> None:
+        if self._held is not None:
+            # Delete only our own token (a slot that expired may belong to someone else).
+            self._client.eval(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+                "return redis.call('DEL', KEYS[1]) end return 0",
+                1, self._held, self._token,
+            )
+            self._held = None

@@ -1,0 +1,47 @@
+"""Test data and probes shared by several test packages."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+
+def sqlite_rows(db_path: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Query through an independent connection: what another process would see."""
+    conn = sqlite3.connect(db_path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def numbered_jsonl(n: int) -> tuple[bytes, dict[int, str]]:
+    """Lines of varied length with blank and malformed lines; {line number: id or DEAD}."""
+    parts, expected = [], {}
+    for i in range(n):
+        lineno = len(parts) + 1
+        if i % 9 == 4:
+            parts.append(b"")
+            continue
+        if i % 11 == 7:
+            parts.append(b'{"id": "broken", "text": ')
+            expected[lineno] = "DEAD"
+            continue
+        parts.append(json_line({"id": f"r{i}", "text": "w" * (i * 7 % 23)}))
+        expected[lineno] = f"r{i}"
+    return b"\n".join(parts) + b"\n", expected
+
+
+
+def day_folder(root: Path, day: dt.date) -> Path:
+    """``root/dt=YYYY-MM-DD``, created."""
+    folder = root / f"dt={day.isoformat()}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def json_line(obj: Any) -> bytes:
+    return json.dumps(obj).encode()

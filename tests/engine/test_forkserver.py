@@ -1,0 +1,59 @@
+"""The fork server: a zygote that forks workers on request and leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+
+import pytest
+
+from engine.forkserver import WORKER_ENV, ForkServer
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_zygote_serves_workers_and_stops_with_no_process_left(method: str) -> None:
+    server = ForkServer(preload=["json"], start_method=method)
+    server.start()
+    try:
+        server.wait_ready()
+        zygote, socket_path = server.pid, server.socket_path
+        assert os.path.exists(socket_path)
+        assert _alive(zygote)
+        command = shlex.split(server.environment().command_string)
+        assert command[-1].split(",") == list(WORKER_ENV)
+        # No control endpoint in this environment: Beam's worker exits at once with an
+        # error, and the client reports that worker's exit code.
+        env = {k: v for k, v in os.environ.items() if k not in WORKER_ENV}
+        started = time.monotonic()
+        first = subprocess.run(command, env=env, capture_output=True, timeout=60)
+        second = subprocess.run(command, env=env, capture_output=True, timeout=60)
+        assert first.returncode == second.returncode != 0
+        assert time.monotonic() - started < 30
+        assert _alive(zygote), "the zygote keeps serving after its workers exit"
+    finally:
+        server.stop()
+    assert not _alive(zygote)
+    assert not os.path.exists(socket_path)
+
+
+def test_a_zygote_that_cannot_start_is_reported() -> None:
+    server = ForkServer(preload=["no_such_module_anywhere"], start_method="spawn",
+                        ready_timeout=60)
+    server.start()
+    with pytest.raises(RuntimeError, match="fork server did not start"):
+        server.wait_ready()
+
+
+def test_unknown_start_method_is_refused() -> None:
+    with pytest.raises(ValueError, match="start_method"):
+        ForkServer(preload=[], start_method="thread")

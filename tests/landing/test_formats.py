@@ -1,0 +1,92 @@
+"""Record readers: every line or row once, as a record or a rejection with its reason."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from landing.chunks import Chunk
+from landing.formats import Rejection, csv_records, parse_json_line, read_chunk
+
+
+def _items(path: Path, fmt: str) -> list[tuple[Any, int]]:
+    return list(read_chunk(Chunk("2026-01-01", str(path), fmt)))
+
+
+@pytest.mark.parametrize("line, reason", [
+    (b'{"id": "x", "text": ', "malformed JSON"),
+    (b'["a list"]', "JSON line is not an object"),
+    (b'"a string"', "JSON line is not an object"),
+    (b'{"id": "caf\xe9"}', "undecodable bytes (not UTF-8)"),
+])
+def test_json_line_rejections_say_why_and_keep_the_payload(line: bytes, reason: str) -> None:
+    got = parse_json_line(line)
+    assert isinstance(got, Rejection)
+    assert got.reason.startswith(reason)
+    assert got.payload in (line, line.decode("utf-8", "replace"))
+
+
+def test_json_line_record_is_the_object() -> None:
+    assert parse_json_line(b'{"id": "a", "text": "t", "n": 1}\n') == {
+        "id": "a", "text": "t", "n": 1}
+
+
+def test_jsonl_positions_are_line_numbers_blank_lines_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b'{"id": "a"}\n\n   \n{oops\n{"id": "b"}')  # no final newline
+    items = _items(path, "jsonl")
+    assert [(i if isinstance(i, dict) else "DEAD", pos) for i, pos in items] == [
+        ({"id": "a"}, 1), ("DEAD", 4), ({"id": "b"}, 5)]
+
+
+def test_csv_with_byte_order_mark_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_bytes("\ufeffid,text\nx1,hello there\nx2,general kenobi\n".encode())
+    assert [(i["id"], pos) for i, pos in _items(path, "csv")] == [("x1", 1), ("x2", 2)]
+
+
+def test_csv_rows_wrong_width_and_empty_lines(tmp_path: Path) -> None:
+    text = io.StringIO('id,text\na,"one, quoted"\n\nb\nc,three\n', newline="")
+    items = list(csv_records(text))
+    assert items[0] == ({"id": "a", "text": "one, quoted"}, 1)
+    assert isinstance(items[1][0], Rejection) and items[1][1] == 2
+    assert "expected 2 fields, got 1" in items[1][0].reason
+    assert items[2] == ({"id": "c", "text": "three"}, 3)
+
+
+def test_header_only_csv_has_no_records() -> None:
+    assert list(csv_records(io.StringIO("id,text\n", newline=""))) == []
+
+
+def test_parquet_rows_are_numbered_from_one(tmp_path: Path) -> None:
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.Table.from_pylist([{"id": f"r{i}"} for i in range(5)]), path)
+    assert [(i["id"], pos) for i, pos in _items(path, "parquet")] == [
+        (f"r{i}", i + 1) for i in range(5)]
+
+
+def test_truncated_gzip_ends_in_one_rejection_after_the_good_lines(tmp_path: Path) -> None:
+    data = gzip.compress(b"".join(json.dumps({"id": f"g{i}"}).encode() + b"\n"
+                                  for i in range(2000)))
+    path = tmp_path / "a.jsonl.gz"
+    path.write_bytes(data[: len(data) // 2])
+    items = _items(path, "jsonl.gz")
+    *records, (last, position) = items
+    assert records and all(isinstance(i, dict) for i, _ in records)
+    assert isinstance(last, Rejection) and "unreadable jsonl.gz file after position" in last.reason
+    assert position == len(records) + 1
+
+
+def test_corrupt_parquet_is_one_rejection_at_position_one(tmp_path: Path) -> None:
+    path = tmp_path / "x.parquet"
+    path.write_bytes(b"PAR1 not parquet PAR1")
+    [(item, position)] = _items(path, "parquet")
+    assert isinstance(item, Rejection) and "unreadable parquet" in item.reason
+    assert position == 1

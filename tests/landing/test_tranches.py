@@ -1,0 +1,65 @@
+"""Finding tranches and their files in the landing area."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import pytest
+
+from landing.tranches import date_range, plan_tranches
+from tests.data import day_folder
+
+DAY1, DAY2, DAY3 = dt.date(2026, 1, 1), dt.date(2026, 1, 2), dt.date(2026, 1, 3)
+
+
+
+def test_plan_tranches_finds_all_formats_and_ignores_other_files(tmp_path: Path) -> None:
+    folder = day_folder(tmp_path, DAY1)
+    names = {"a.jsonl": "jsonl", "b.jsonl.gz": "jsonl.gz", "c.parquet": "parquet",
+             "d.csv": "csv"}
+    for name in names:
+        (folder / name).write_bytes(b"x" * 10)
+    for other in ("README.txt", "_SUCCESS", "e.csv.gz", "f.json"):
+        (folder / other).write_bytes(b"y")
+    [plan] = plan_tranches(str(tmp_path), [DAY1])
+    assert not plan.missing
+    assert {os.path.basename(f.path): f.format for f in plan.files} == names
+    assert sorted(os.path.basename(p) for p in plan.ignored) == [
+        "README.txt", "_SUCCESS", "e.csv.gz", "f.json"]
+    assert plan.total_bytes == 40
+
+
+def test_plan_tranches_reports_missing_folder_and_folder_without_inputs(tmp_path: Path) -> None:
+    day_folder(tmp_path, DAY1)
+    (day_folder(tmp_path, DAY1) / "a.jsonl").write_bytes(b"{}\n")
+    (day_folder(tmp_path, DAY3) / "notes.txt").write_bytes(b"nothing to read")
+    plans = {p.tranche: p for p in plan_tranches(str(tmp_path), [DAY1, DAY2, DAY3])}
+    assert list(plans) == ["2026-01-01", "2026-01-02", "2026-01-03"]
+    assert not plans["2026-01-01"].missing
+    for day in ("2026-01-02", "2026-01-03"):
+        assert plans[day].missing
+        assert plans[day].files == []
+        assert f"dt={day}" in plans[day].missing_reason
+
+
+
+def test_fingerprint_changes_with_a_file_and_not_with_listing_order(tmp_path: Path) -> None:
+    folder = day_folder(tmp_path, DAY1)
+    (folder / "a.jsonl").write_bytes(b"{}\n")
+    (folder / "b.jsonl").write_bytes(b"{}\n")
+    [before] = plan_tranches(str(tmp_path), [DAY1])
+    reordered = before.fingerprint()
+    before.files.reverse()
+    assert before.fingerprint() == reordered
+    (folder / "b.jsonl").write_bytes(b"{}\n{}\n")
+    [after] = plan_tranches(str(tmp_path), [DAY1])
+    assert after.fingerprint() != reordered
+
+
+def test_date_range_is_inclusive_and_refuses_a_reversed_range() -> None:
+    assert date_range(DAY1, DAY3) == [DAY1, DAY2, DAY3]
+    assert date_range(DAY2, DAY2) == [DAY2]
+    with pytest.raises(ValueError, match="before"):
+        date_range(DAY3, DAY1)

@@ -1,0 +1,96 @@
+"""models.fastpath: vectorised featurisation must equal scikit-learn's bit for bit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from landing.samples import make_docs
+from models.fastpath import FastTextPipeline, unsupported_reason
+
+# Cases sklearn's tokenizer and n-gram builder must agree on: case, accents, digits,
+# underscores, punctuation, 1-char tokens (dropped), one token, no token, repeated
+# bigrams, words absent from the vocabulary, non-Latin scripts.
+TRICKY = [
+    "", "   ", "a", "x y z", "refund", "Refund REFUND refund!", "refund refund refund refund",
+    "café crème brûlée Café", "order_id 12345 order_id 12345", "dans l'hôtel — très bien",
+    "zzqx unknownword refund please", "обновление заказа refund", "退款 请求 refund",
+    "tab\there, newline\nthere", "please refund please refund please",
+    "a_b _ __ x1 2y 33", "it's don't e-mail foo@bar.com", "nul\x00inside refund", "K kelvin",
+]
+
+
+def _corpus(n: int, seed: int) -> list[str]:
+    return [d["text"] for d in make_docs(n, seed=seed)] + TRICKY
+
+
+def _labels(n: int) -> list[str]:
+    return [d["label"] for d in make_docs(n, seed=5)]
+
+
+def _fit(vectorizer: Any) -> Pipeline:
+    texts = [d["text"] for d in make_docs(400, seed=5)]
+    return Pipeline([("vec", vectorizer), ("clf", LogisticRegression(max_iter=200))]).fit(
+        texts, _labels(400))
+
+
+VARIANTS = {
+    "recipe": TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True,
+                              dtype=np.float32),
+    "unigrams-counts": CountVectorizer(),
+    "binary-no-lowercase": TfidfVectorizer(ngram_range=(1, 2), binary=True, lowercase=False),
+    "no-idf-no-norm": TfidfVectorizer(ngram_range=(1, 2), use_idf=False, norm=None,
+                                      max_features=300),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_counts_and_probabilities_are_identical_to_sklearn(name: str) -> None:
+    model = _fit(VARIANTS[name])
+    assert unsupported_reason(model) is None
+    fast = FastTextPipeline(model)
+    texts = _corpus(300, seed=8)
+    _, expected = model.steps[0][1]._count_vocab(texts, fixed_vocab=True)
+    got = fast.counts(texts)
+    for attr in ("indptr", "indices", "data"):
+        assert np.array_equal(getattr(got, attr), getattr(expected, attr)), attr
+        assert getattr(got, attr).dtype == getattr(expected, attr).dtype, attr
+    assert np.array_equal(fast.predict_proba(texts), model.predict_proba(texts))
+    assert list(fast.classes_) == list(model.classes_)
+    assert fast.counts([]).shape == (0, len(model.steps[0][1].vocabulary_))
+
+
+def test_ascii_and_other_documents_alone_or_mixed_give_sklearn_counts() -> None:
+    model = _fit(VARIANTS["recipe"])
+    fast = FastTextPipeline(model)
+    vec = model.steps[0][1]
+    ascii_only = [t for t in _corpus(50, seed=2) if t.isascii() and "\x00" not in t]
+    others = [t for t in TRICKY if not t.isascii() or "\x00" in t]
+    assert len(others) >= 5
+    for texts in (ascii_only, others, others + ascii_only, ["refund"], ["é"], []):
+        _, expected = vec._count_vocab(texts, fixed_vocab=True)
+        got = fast.counts(texts)
+        assert (got != expected).nnz == 0 and np.array_equal(got.indptr, expected.indptr)
+
+
+@pytest.mark.parametrize("vectorizer, reason", [
+    (TfidfVectorizer(stop_words="english"), "stop_words"),
+    (TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 3)), "analyzer"),
+    (TfidfVectorizer(ngram_range=(1, 3)), "ngram_range"),
+    (TfidfVectorizer(token_pattern=r"\S+"), "token_pattern"),
+    (TfidfVectorizer(strip_accents="unicode"), "strip_accents"),
+])
+def test_other_vectorizer_settings_are_left_to_sklearn(vectorizer: Any, reason: str) -> None:
+    model = _fit(vectorizer)
+    assert reason in (unsupported_reason(model) or "")
+    with pytest.raises(ValueError, match="no fast path"):
+        FastTextPipeline(model)
+
+
+def test_non_pipeline_models_are_left_to_sklearn() -> None:
+    assert "not a Pipeline" in (unsupported_reason(LogisticRegression()) or "")

@@ -1,0 +1,97 @@
+"""Calling a model: failure isolation by bisection and the top-k columns."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from models.predict import predict_with_isolation, top_k_columns
+
+
+class PoisonModel:
+    """sklearn-style classifier: deterministic per-row probabilities, and a
+    ``predict_proba`` that raises for the whole call if any text contains POISON."""
+
+    classes_ = np.array(["neg", "neutral", "pos"])
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        self.calls += 1
+        texts = list(texts)
+        if any("POISON" in t for t in texts):
+            raise ValueError("poisoned input")
+        raw = np.array([[len(t) % 3 + 1, t.count("a") + 1, len(t.split()) + 1] for t in texts],
+                       dtype=np.float64).reshape(len(texts), 3)
+        return raw / raw.sum(axis=1, keepdims=True)
+
+
+class NaNModel(PoisonModel):
+    """Returns a NaN row (instead of raising) for texts containing NAN."""
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        out = super().predict_proba([t.replace("NAN", "") for t in texts])
+        out[[("NAN" in t) for t in texts]] = np.nan
+        return out
+
+
+def _texts(n: int, poisoned: set[int], marker: str = "POISON") -> list[str]:
+    words = ["alpha", "banana", "cab", "a b c", "data", "aaa aa"]
+    return [(f"{marker} " if i in poisoned else "") + f"{words[i % 6]} {i} " + "a" * (i % 4)
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("poisoned", [set(), {0}, {36}, {0, 5, 6, 36}, {3, 17, 18, 19, 20}])
+def test_only_poisoned_rows_fail_and_others_match_clean_scoring(poisoned: set[int]) -> None:
+    model = PoisonModel()
+    texts = _texts(37, poisoned)
+    probs, errors = predict_with_isolation(model, texts)
+    assert set(errors) == poisoned
+    assert all("poisoned input" in e and "ValueError" in e for e in errors.values())
+    clean = [i for i in range(len(texts)) if i not in poisoned]
+    expected = PoisonModel().predict_proba([texts[i] for i in clean])
+    np.testing.assert_allclose(probs[clean], expected)
+    assert np.isnan(probs[sorted(poisoned)]).all()
+    if not poisoned:
+        assert model.calls == 1, "a clean batch is one predict_proba call"
+
+
+def test_every_row_poisoned_gives_an_error_per_row() -> None:
+    texts = _texts(8, set(range(8)))
+    probs, errors = predict_with_isolation(PoisonModel(), texts)
+    assert sorted(errors) == list(range(8))
+    assert np.isnan(probs).all()
+
+
+def test_non_finite_probabilities_are_errors_for_those_rows_only() -> None:
+    texts = _texts(10, {2, 7}, marker="NAN")
+    probs, errors = predict_with_isolation(NaNModel(), texts)
+    assert set(errors) == {2, 7}
+    assert all("non-finite" in e for e in errors.values())
+    ok = [i for i in range(10) if i not in (2, 7)]
+    assert np.isfinite(probs[ok]).all()
+
+
+def test_empty_input() -> None:
+    probs, errors = predict_with_isolation(PoisonModel(), [])
+    assert probs.shape == (0, 3) and errors == {}
+
+
+def test_top_k_orders_by_descending_probability_ties_in_class_order() -> None:
+    probs = np.array([[0.1, 0.7, 0.2], [0.4, 0.4, 0.2], [0.05, 0.15, 0.8]])
+    labels, scores, top_k = top_k_columns(probs, ["a", "b", "c"], 2)
+    assert labels == ["b", "a", "c"]
+    np.testing.assert_allclose(scores, [0.7, 0.4, 0.8])
+    assert [json.loads(t) for t in top_k] == [
+        [["b", 0.7], ["c", 0.2]], [["a", 0.4], ["b", 0.4]], [["c", 0.8], ["b", 0.15]]]
+
+
+def test_top_k_larger_than_number_of_classes_lists_every_class() -> None:
+    probs = np.array([[0.2, 0.5, 0.3]])
+    labels, scores, top_k = top_k_columns(probs, np.array([1, 2, 3]), 10)
+    assert labels == ["2"]
+    assert json.loads(top_k[0]) == [["2", 0.5], ["3", 0.3], ["1", 0.2]]
+

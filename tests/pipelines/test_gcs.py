@@ -1,0 +1,380 @@
+"""gs:// end to end: landing tranches, model registry and outputs on Google Cloud Storage.
+
+Runs against a GCS emulator (gcp-storage-emulator, in memory) on 127.0.0.1 only; no GCP
+project, no credentials and no internet are involved. Test data is put in place with the
+real google-cloud-storage client; the product reaches the bucket through Beam's own GCS
+filesystem (apache_beam.io.gcp.gcsio) exactly as it would on Dataflow.
+
+How Beam's GCS client is pointed at the emulator (Beam 2.77, google-cloud-storage 3.x):
+
+* ``gcsio.py`` itself never reads ``STORAGE_EMULATOR_HOST``: ``create_storage_client``
+  builds a plain ``google.cloud.storage.Client``, and *that* class takes the endpoint from
+  ``STORAGE_EMULATOR_HOST``. A new client is built for every filesystem call, so the
+  variable only has to be set before the first gs:// access.
+* Before building the client Beam resolves credentials with ``google.auth.default()``,
+  retried 4 times with exponential backoff (``auth._Credentials``), and only then falls
+  back to ``Client.create_anonymous_client()``. With no credentials that costs ~25-45 s and
+  15 probes of the metadata server 169.254.169.254 (hangs where it is black-holed).
+  ``GOOGLE_APPLICATION_CREDENTIALS`` therefore points at a throwaway ``authorized_user``
+  file holding a static, far-future access token: ``google.auth.default()`` resolves on
+  the first try without I/O, the token never needs refreshing, and the emulator ignores
+  the ``Authorization`` header. ``GOOGLE_CLOUD_PROJECT`` supplies the project.
+* Beam caches the resolved credentials for the whole process; the fixture resets that
+  cache for this module and restores it afterwards.
+
+Every non-loopback connect or DNS lookup is refused and recorded while this module runs;
+each test fails if one was attempted.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import pickle
+import re
+import socket
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from gcp_storage_emulator import server as gcs_emulator
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+
+from landing.samples import BAD_COUNTS, make_docs, write_tranche
+from models.recipe import train_and_evaluate
+from models.registry import ModelIntegrityError, ModelRef, ModelRegistry
+from pipelines import cli
+from pipelines.config import load_config
+
+BUCKET = "beamscore-test"
+DAY = "2026-01-01"
+EMPTY_DAY = "2026-01-02"  # no objects at all under landing/dt=2026-01-02/
+BIG_DAY = "2026-01-03"  # one JSONL file over 1 MiB: read as several byte-range chunks
+FORMATS = ("jsonl", "jsonl.gz", "parquet", "csv")
+DOCS_PER_FILE = 100  # 400 valid + 16 bad records: dead-letter ratio 3.8% < 5% (exit 0)
+MODEL = "gcs-demo"
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def gs(*parts: str) -> str:
+    return "/".join([f"gs://{BUCKET}", *parts])
+
+
+# ------------------------------------------------------------------ fixtures
+@dataclass
+class NetworkGuard:
+    """Refuses (and records) any connection or name lookup off the loopback interface."""
+
+    blocked: list[str] = field(default_factory=list)
+
+    def install(self, mp: pytest.MonkeyPatch) -> None:
+        real_connect = socket.socket.connect
+        real_connect_ex = socket.socket.connect_ex
+        real_getaddrinfo = socket.getaddrinfo
+
+        def check(sock: socket.socket, address: Any) -> None:
+            if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in LOOPBACK:
+                self.blocked.append(f"connect {address[0]}:{address[1]}")
+                raise OSError(f"test_gcs: network access to {address[0]} refused")
+
+        def connect(sock: socket.socket, address: Any) -> None:
+            check(sock, address)
+            real_connect(sock, address)
+
+        def connect_ex(sock: socket.socket, address: Any) -> int:
+            check(sock, address)
+            return real_connect_ex(sock, address)
+
+        def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+            name = host.decode() if isinstance(host, bytes) else host
+            if name is not None and name not in LOOPBACK:
+                self.blocked.append(f"resolve {name}")
+                raise socket.gaierror(socket.EAI_NONAME, f"test_gcs: lookup of {name} refused")
+            return real_getaddrinfo(host, *args, **kwargs)
+
+        mp.setattr(socket.socket, "connect", connect)
+        mp.setattr(socket.socket, "connect_ex", connect_ex)
+        mp.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@dataclass
+class Gcs:
+    endpoint: str
+    client: Any  # google.cloud.storage.Client (anonymous, on the emulator)
+    guard: NetworkGuard
+
+    @property
+    def bucket(self) -> Any:
+        return self.client.bucket(BUCKET)
+
+    def names(self, prefix: str) -> list[str]:
+        return sorted(b.name for b in self.client.list_blobs(BUCKET, prefix=prefix))
+
+    def download(self, name: str) -> bytes:
+        data: bytes = self.bucket.blob(name).download_as_bytes()
+        return data
+
+
+def _free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gcs]:
+    """An in-memory GCS emulator on loopback, with Beam and the client pointed at it."""
+    home = tmp_path_factory.mktemp("gcs-env")
+    adc = home / "emulator-credentials.json"
+    adc.write_text(json.dumps({
+        "type": "authorized_user", "client_id": "emulator", "client_secret": "emulator",
+        "refresh_token": "emulator", "token": "emulator-static-token",
+        "expiry": "2999-01-01T00:00:00Z",
+    }))
+    with pytest.MonkeyPatch.context() as mp:
+        guard = NetworkGuard()
+        guard.install(mp)
+        port = _free_loopback_port()
+        server = gcs_emulator.create_server("127.0.0.1", port, in_memory=True,
+                                            default_bucket=BUCKET)
+        emulator_log = logging.getLogger("gcp_storage_emulator")  # one INFO line a request
+        emulator_level = emulator_log.level
+        emulator_log.setLevel(logging.WARNING)
+        server.start()
+        try:
+            endpoint = f"http://127.0.0.1:{port}"
+            mp.setenv("STORAGE_EMULATOR_HOST", endpoint)
+            mp.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
+            mp.setenv("GOOGLE_CLOUD_PROJECT", "beamscore-test")
+            mp.setenv("CLOUDSDK_CONFIG", str(home / "gcloud"))  # never a developer's gcloud
+            # Belt and braces (read when google-auth's metadata module is first imported):
+            # no metadata-server probe should google-auth ever get that far.
+            mp.setenv("NO_GCE_CHECK", "true")
+            # Beam resolves credentials once per process; resolve them again under this
+            # environment, and give later tests back whatever was cached before.
+            from apache_beam.internal.gcp import auth
+
+            mp.setattr(auth._Credentials, "_credentials_init", False, raising=False)
+            mp.setattr(auth._Credentials, "_credentials", None, raising=False)
+            client = storage.Client(project="beamscore-test", credentials=AnonymousCredentials())
+            assert client.api_endpoint == endpoint
+            yield Gcs(endpoint=endpoint, client=client, guard=guard)
+            client.close()
+        finally:
+            server.stop()
+            emulator_log.setLevel(emulator_level)
+
+
+@pytest.fixture(autouse=True)
+def _no_network_off_loopback(gcs: Gcs) -> Iterator[None]:
+    # Checked after every test: the module fixtures (set up before this one) are covered.
+    yield
+    assert not gcs.guard.blocked, f"tried to reach the network: {gcs.guard.blocked}"
+
+
+@dataclass(frozen=True)
+class Landing:
+    paths: list[str]  # gs:// URIs of the uploaded tranche files
+    valid_ids: set[str]
+    n_bad: int
+
+
+@pytest.fixture(scope="module")
+def landing(gcs: Gcs, tmp_path_factory: pytest.TempPathFactory) -> Landing:
+    """One tranche in all four formats, each with known bad records, uploaded to the bucket."""
+    local = tmp_path_factory.mktemp("landing")
+    docs = list(make_docs(DOCS_PER_FILE * len(FORMATS), seed=11, prefix=DAY))
+    paths = []
+    for j, fmt in enumerate(FORMATS):
+        part = docs[j * DOCS_PER_FILE:(j + 1) * DOCS_PER_FILE]
+        path = Path(write_tranche(str(local), DAY, part, fmt, name=f"part-{j}",
+                                  inject_bad=True))
+        name = f"landing/dt={DAY}/{path.name}"
+        gcs.bucket.blob(name).upload_from_filename(str(path))
+        paths.append(gs(name))
+    assert gcs.names(f"landing/dt={DAY}/") == sorted(p[len(gs()) + 1:] for p in paths)
+    assert gcs.names(f"landing/dt={EMPTY_DAY}/") == []
+    return Landing(paths=paths, valid_ids={d["id"] for d in docs},
+                   n_bad=sum(BAD_COUNTS[f] for f in FORMATS))
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[Any, dict[str, Any]]:
+    docs = list(make_docs(300, seed=7, prefix="train"))
+    return train_and_evaluate([d["text"] for d in docs], [d["label"] for d in docs])
+
+
+def _register(root: str, name: str, trained: tuple[Any, dict[str, Any]]) -> ModelRef:
+    model, metrics = trained
+    return ModelRegistry(root).register(
+        name, model, preprocessing=load_config().preprocessing.to_dict(),
+        source="tests/test_gcs.py", metrics=metrics,
+    )
+
+
+@pytest.fixture(scope="module")
+def registry(gcs: Gcs, trained: tuple[Any, dict[str, Any]]) -> ModelRef:
+    ref = _register(gs("registry"), MODEL, trained)
+    assert gcs.names(f"registry/{MODEL}/") == [
+        f"registry/{MODEL}/1/metadata.json", f"registry/{MODEL}/1/model.joblib",
+    ]
+    return ref
+
+
+def _run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    rc = cli.main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+# ------------------------------------------------------------------ tests
+def test_registry_round_trip_on_gcs(registry: ModelRef) -> None:
+    reg = ModelRegistry(gs("registry"))
+    assert reg.names() == [MODEL]
+    assert reg.versions(MODEL) == ["1"]
+    ref = reg.resolve(MODEL)
+    assert (ref.version, ref.sha256) == ("1", registry.sha256)
+    reg.promote(MODEL, "1")
+    assert reg.aliases(MODEL) == {"production": "1"}
+    model = reg.load(reg.resolve(MODEL))
+    assert model.predict_proba(["my parcel never arrived, tracking says shipped"]).shape == (
+        1, len(ref.metadata["classes"]))
+
+
+def test_score_reads_gcs_and_writes_gcs_outputs(
+    gcs: Gcs, landing: Landing, registry: ModelRef, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    db = tmp_path / "x.db"
+    rc, out, err = _run_cli([
+        "score", "--date", DAY, "--input-root", gs("landing"), "--registry", gs("registry"),
+        "--model", MODEL, "--db", f"sqlite:///{db}", "--output-dir", gs("out"),
+    ], capsys)
+    assert rc == 0, f"exit {rc}\nstdout:\n{out}\nstderr:\n{err}"
+
+    names = gcs.names(f"out/dt={DAY}/")
+    parquet = [n for n in names if n.rsplit("/", 1)[1].startswith("predictions-")
+               and n.endswith(".parquet")]
+    dead = [n for n in names if n.rsplit("/", 1)[1].startswith("dead_letters-")
+            and n.endswith(".jsonl")]
+    assert parquet, names
+    assert dead, names
+
+    tables = [pq.read_table(io.BytesIO(gcs.download(n))) for n in parquet]
+    rows = [r for t in tables for r in t.to_pylist()]
+    assert len(rows) == len(landing.valid_ids)
+    assert {r["doc_id"] for r in rows} == landing.valid_ids
+    assert {r["model_name"] for r in rows} == {MODEL}
+    assert {r["model_sha256"] for r in rows} == {registry.sha256}
+    assert {r["source_file"] for r in rows} == set(landing.paths)
+
+    dead_letters = [json.loads(line) for n in dead
+                    for line in gcs.download(n).decode().splitlines()]
+    assert len(dead_letters) == landing.n_bad
+    assert {d["source_file"] for d in dead_letters} == set(landing.paths)
+
+    with sqlite3.connect(db) as conn:
+        (n_predictions,) = conn.execute("SELECT COUNT(*) FROM predictions").fetchone()
+        (n_dead,) = conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone()
+        runs = conn.execute("SELECT run_id, status, counts FROM runs").fetchall()
+    assert n_predictions == len(landing.valid_ids)
+    assert n_dead == landing.n_bad
+    assert len(runs) == 1
+    run_id, status, counts_json = runs[0]
+    assert status == "succeeded"
+    counts = json.loads(counts_json)
+    for c in (counts["total"], counts["tranches"][DAY]):
+        assert c["read"] == c["scored"] + c["dead_lettered"], c
+        assert (c["read"], c["scored"], c["dead_lettered"]) == (
+            len(landing.valid_ids) + landing.n_bad, len(landing.valid_ids), landing.n_bad)
+    assert json.loads(gcs.download(f"out/_runs/{run_id}.json"))["total"] == counts["total"]
+
+
+def test_plan_lists_gcs_files_and_reports_missing_tranche(
+    landing: Landing, registry: ModelRef, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    rc, out, err = _run_cli([
+        "plan", "--from", DAY, "--to", EMPTY_DAY, "--input-root", gs("landing"),
+        "--registry", gs("registry"), "--model", MODEL, "--db", f"sqlite:///{tmp_path}/p.db",
+    ], capsys)
+    assert rc == cli.EXIT_MISSING, f"exit {rc}\nstdout:\n{out}\nstderr:\n{err}"
+    lines = out.splitlines()
+    listed = [line.split()[-1] for line in lines if line.strip().startswith(FORMATS)]
+    assert sorted(listed) == sorted(landing.paths), out
+    (day_line,) = [line for line in lines if line.startswith(DAY)]
+    assert f"{len(FORMATS)} file(s)" in day_line
+    (empty_line,) = [line for line in lines if line.startswith(EMPTY_DAY)]
+    assert "missing" in empty_line and gs("landing", f"dt={EMPTY_DAY}") in empty_line, out
+
+
+def test_large_gcs_jsonl_is_read_in_byte_ranges(
+    gcs: Gcs, registry: ModelRef, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Uncompressed JSONL over the chunk size is split; each chunk seeks into the object."""
+    docs = list(make_docs(3500, seed=5, prefix="big"))
+    local = write_tranche(str(tmp_path / "landing"), BIG_DAY, docs, "jsonl", inject_bad=True)
+    assert os.path.getsize(local) > 1 << 20  # the smallest chunk size
+    gcs.bucket.blob(f"landing-big/dt={BIG_DAY}/part-0.jsonl").upload_from_filename(local)
+    common = ["--date", BIG_DAY, "--input-root", gs("landing-big"), "--registry",
+              gs("registry"), "--model", MODEL, "--db", f"sqlite:///{tmp_path}/big.db"]
+
+    rc, out, err = _run_cli(["plan", *common], capsys)
+    assert rc == 0, f"exit {rc}\nstdout:\n{out}\nstderr:\n{err}"
+    chunks = re.search(r"^(\d+) chunk\(s\)", out, re.MULTILINE)
+    assert chunks and int(chunks.group(1)) >= 2, out
+
+    rc, out, err = _run_cli(["score", *common, "--output-dir", gs("out-big")], capsys)
+    assert rc == 0, f"exit {rc}\nstdout:\n{out}\nstderr:\n{err}"
+    names = gcs.names(f"out-big/dt={BIG_DAY}/predictions-")
+    ids = [i for n in names
+           for i in pq.read_table(io.BytesIO(gcs.download(n)), columns=["doc_id"])
+           .column("doc_id").to_pylist()]
+    assert len(ids) == len(docs) and set(ids) == {d["id"] for d in docs}
+    with sqlite3.connect(tmp_path / "big.db") as conn:
+        (counts_json,) = conn.execute("SELECT counts FROM runs").fetchone()
+    total = json.loads(counts_json)["total"]
+    assert (total["read"], total["scored"], total["dead_lettered"]) == (
+        len(docs) + BAD_COUNTS["jsonl"], len(docs), BAD_COUNTS["jsonl"])
+
+
+class _Payload:
+    """Unpickling this runs code: creates ``marker``. A verified registry never does."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_tampered_model_on_gcs_is_refused(
+    gcs: Gcs, landing: Landing, trained: tuple[Any, dict[str, Any]], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root, name = gs("registry-tampered"), "tampered"
+    _register(root, name, trained)
+    marker = tmp_path / "payload-ran"
+    gcs.bucket.blob(f"registry-tampered/{name}/1/model.joblib").upload_from_string(
+        pickle.dumps(_Payload(marker)))
+
+    reg = ModelRegistry(root)
+    with pytest.raises(ModelIntegrityError, match="sha256"):
+        reg.load(reg.resolve(name))
+    assert not marker.exists()
+
+    rc, out, err = _run_cli([
+        "score", "--date", DAY, "--input-root", gs("landing"), "--registry", root,
+        "--model", name, "--db", f"sqlite:///{tmp_path}/t.db",
+        "--output-dir", gs("out-tampered"),
+    ], capsys)
+    assert rc == cli.EXIT_ERROR, f"exit {rc}\nstdout:\n{out}\nstderr:\n{err}"
+    assert "sha256" in err and f"{name}:1" in err, err
+    assert not marker.exists()
+    assert gcs.names("out-tampered/") == []

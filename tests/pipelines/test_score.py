@@ -1,0 +1,72 @@
+"""``run(argv, test_pipeline=None)``: the entry every caller shares."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from apache_beam.testing import test_pipeline
+
+from landing.samples import make_docs, write_tranche
+from pipelines.exit_codes import EXIT_ERROR, EXIT_OK
+from pipelines.score import run
+
+DAY = "2026-01-05"
+
+
+@pytest.fixture
+def landing(tmp_path: Path) -> str:
+    root = tmp_path / "landing"
+    write_tranche(str(root), DAY, list(make_docs(120, seed=4, prefix="r")), "jsonl")
+    return str(root)
+
+
+def _args(landing: str, registry: str, tmp_path: Path, *extra: str) -> list[str]:
+    return ["--date", DAY, "--input-root", landing, "--registry", registry,
+            "--db", f"sqlite:///{tmp_path / 's.db'}", "--output-dir", str(tmp_path / "out"),
+            *extra]
+
+
+def _count(db: Path, table: str) -> int:
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as conn:
+        try:
+            return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+
+
+def test_run_scores_on_the_callers_test_pipeline(
+        landing: str, registry_root: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    rc = run(_args(landing, registry_root, tmp_path),
+             test_pipeline=test_pipeline.TestPipeline(runner="FnApiRunner"))
+    out = capsys.readouterr().out
+    assert rc == EXIT_OK
+    assert f"{DAY}         120       120       120       0       120  ok" in out
+    assert _count(tmp_path / "s.db", "predictions") == 120
+
+
+def test_a_configuration_error_leaves_no_run_and_no_lease(
+        landing: str, registry_root: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A rate limit on a distributed runner needs Redis or a VM count: refused at launch,
+    before any run row or tranche lease is written."""
+    rc = run(_args(landing, registry_root, tmp_path, "--runner", "DataflowRunner",
+                   "--sink-max-rows-per-second", "100"))
+    assert rc == EXIT_ERROR
+    assert "sink.max_rows_per_second" in capsys.readouterr().err
+    assert _count(tmp_path / "s.db", "runs") == 0
+    assert _count(tmp_path / "s.db", "tranches") == 0
+
+
+def test_flags_that_are_neither_beamscore_nor_beam_options_are_a_usage_error(
+        landing: str, registry_root: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run(_args(landing, registry_root, tmp_path, "--no-such-option", "1"))
+    assert exc.value.code == 2
+    assert "--no-such-option" in capsys.readouterr().err
+    assert _count(tmp_path / "s.db", "runs") == 0

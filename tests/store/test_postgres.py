@@ -1,0 +1,76 @@
+"""PostgreSQL backend against the real server: COPY fast path, upsert fallback, schema,
+error classes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+
+from store.database import PermanentDataError, TransientDatabaseError
+from store.postgres import PostgresDatabase, classify_pg_error
+from store.schema import PREDICTIONS
+
+pytestmark = pytest.mark.postgres
+DAY = "2026-02-01"
+
+
+def _pred_row(doc_id: str, label: str, run_id: str = "r1") -> tuple[Any, ...]:
+    return (doc_id, DAY, label, 0.5, "[]", "m", "1", "0" * 64, run_id,
+            "2026-02-01T00:00:00+00:00", "f.jsonl", None)
+
+
+def test_copy_fast_path_falls_back_to_upsert_on_existing_keys(pg_url: str) -> None:
+    """New keys go straight in by COPY; a batch with any existing key is rolled back and
+    upserted instead, so a rerun or a retried bundle updates rows and never duplicates."""
+    db = PostgresDatabase(pg_url)
+    db.init_schema()
+    assert db.upsert_predictions([_pred_row(f"d{i}", "a") for i in range(100)]) == 100
+    assert db.writes == {("predictions", "copy"): 1}  # the fast path took it
+    # Half existing, half new keys, one key twice in the batch: the last row wins.
+    mixed = [_pred_row(f"d{i}", "b", "r2") for i in range(50, 150)] + [_pred_row("d60", "c")]
+    assert db.upsert_predictions(mixed) == 100
+    assert db.writes[("predictions", "conflict")] == 1
+    assert db.writes[("predictions", "upsert")] == 1
+    # The next batch skips the COPY attempt, the one after tries it again.
+    db.upsert_predictions([_pred_row("d0", "z", "r3")])
+    assert db.writes[("predictions", "upsert")] == 2, "skipped the COPY attempt"
+    assert db.writes[("predictions", "conflict")] == 1
+    db.upsert_predictions([_pred_row("d200", "n", "r4")])
+    assert db.writes[("predictions", "copy")] == 2, "tried COPY again, and it took it"
+    rows = dict(db.execute("SELECT doc_id, label FROM predictions"))  # type: ignore[arg-type]
+    assert len(rows) == 151
+    assert rows["d0"] == "z" and rows["d10"] == "a" and rows["d60"] == "c"
+    assert rows["d70"] == "b" and rows["d149"] == "b" and rows["d200"] == "n"
+    (dups,) = db.execute("SELECT count(*) - count(DISTINCT doc_id) FROM predictions")[0]
+    assert dups == 0
+    db.close()
+
+
+
+def test_schema_is_created_once_and_rows_go_in_column_order(pg_url: str) -> None:
+    db = PostgresDatabase(pg_url)
+    db.init_schema()
+    db.init_schema()
+    assert db.execute("SELECT count(*) FROM schema_version") == [(1,)]
+    cols = [r[0] for r in db.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'predictions' "
+        "ORDER BY ordinal_position")]
+    assert tuple(cols) == PREDICTIONS.names
+    assert db.has_table("tranches") and not db.has_table("nonexistent")
+    db.close()
+
+
+def test_sqlstates_are_classified_transient_or_permanent(pg_url: str) -> None:
+    db = PostgresDatabase(pg_url)
+    for sql, kind in (("SELECT 1/0", PermanentDataError),          # 22012
+                      ("SELECT pg_sleep(1)", TransientDatabaseError)):  # 57014 timeout
+        db.execute("SET statement_timeout = 100")
+        with pytest.raises(kind):
+            db.execute(sql)
+    with pytest.raises(RuntimeError):
+        db.execute("SELECT * FROM no_such_table")  # 42P01: a bug, not retried
+    db.close()
+    error = psycopg.errors.UniqueViolation()
+    assert classify_pg_error(error) is PermanentDataError

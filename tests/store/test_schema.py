@@ -1,0 +1,47 @@
+"""Table definitions: one source for DDL, row tuples and keys."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from store.schema import (
+    DEAD_LETTERS,
+    PREDICTIONS,
+    TABLES,
+    TRANCHES,
+    Column,
+    Table,
+    keep_last_per_key,
+)
+
+T = Table("t", (Column("a"), Column("b", "int"), Column("c", "json", nullable=True)),
+          key=("a", "b"), indexes=(("c",),))
+
+
+def test_rows_follow_the_column_order_whatever_the_mapping_order() -> None:
+    assert T.rows({"c": [None, "{}"], "b": [1, 2], "a": ["x", "y"]}) == [
+        ("x", 1, None), ("y", 2, "{}")]
+    assert T.row({"b": 3, "c": None, "a": "z", "extra": 1}) == ("z", 3, None)
+    assert T.key_indices == (0, 1)
+
+
+def test_keep_last_per_key_keeps_the_last_row_of_each_key_in_first_seen_order() -> None:
+    rows = [("x", 1, "first"), ("y", 1, "only"), ("x", 1, "last"), ("x", 2, "other")]
+    assert keep_last_per_key(T, rows) == [("x", 1, "last"), ("y", 1, "only"), ("x", 2, "other")]
+    unique = [("x", 1, None), ("x", 2, None)]
+    assert keep_last_per_key(T, unique) is unique
+
+
+def test_ddl_creates_the_table_its_key_and_indexes_in_sqlite() -> None:
+    conn = sqlite3.connect(":memory:")
+    for table in (*TABLES, T):
+        for ddl in table.ddl("sqlite"):
+            conn.execute(ddl)
+            conn.execute(ddl)  # idempotent
+    cols = [r[1] for r in conn.execute("PRAGMA table_info(predictions)")]
+    assert tuple(cols) == PREDICTIONS.names
+    pk = sorted((r[5], r[1]) for r in conn.execute("PRAGMA table_info(dead_letters)") if r[5])
+    assert tuple(name for _, name in pk) == DEAD_LETTERS.key
+    assert [r[1] for r in conn.execute("PRAGMA index_list(t)") if r[1] == "t_c"] == ["t_c"]
+    nullable = {r[1] for r in conn.execute("PRAGMA table_info(tranches)") if not r[3]}
+    assert nullable == {c.name for c in TRANCHES.columns if c.nullable}

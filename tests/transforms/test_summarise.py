@@ -1,0 +1,61 @@
+"""SummariseRun: counts summed per tranche, the run row, the ledger and the summary file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import apache_beam as beam
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that
+
+from store import runs
+from store.database import connect
+from store.ledger import TrancheLedger
+from store.session import DatabaseSettings
+from transforms.summarise import RATIO_EXCEEDED, SUCCEEDED, SummariseRun, summarise
+
+
+def test_summary_derives_valid_totals_ratio_and_status() -> None:
+    per = {"t1": {"read": 10, "dead_read": 1, "dead_validate": 2, "dead_lettered": 4,
+                  "scored": 6, "written": 6, "dead_inference": 1},
+           "t2": {"read": 10, "scored": 10, "written": 10}}
+    s = summarise("r", per, max_ratio=0.25)
+    assert s["tranches"]["t1"]["valid"] == 7 and s["tranches"]["t2"]["dead_lettered"] == 0
+    assert s["total"]["read"] == 20 and s["total"]["written"] == 16
+    assert s["dead_letter_ratio"] == 0.2 and s["status"] == SUCCEEDED
+    assert summarise("r", per, max_ratio=0.1)["status"] == RATIO_EXCEEDED
+    assert summarise("r", {}, 0.0)["status"] == SUCCEEDED  # nothing read: nothing exceeded
+
+
+def test_summarise_run_records_the_run_and_completes_only_accounted_tranches(
+        tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    db = connect(url)
+    db.init_schema()
+    runs.start(db, "run-1", {"k": "v"}, "demo:1")
+    ledger = TrancheLedger(db)
+    for t in ("t1", "t2", "t3"):
+        assert ledger.acquire(t, "demo", "1", "fp", [], "run-1", 600)
+    stats = [("t1", {"read": 5}), ("t1", {"scored": 4, "written": 4}),
+             ("t1", {"dead_lettered": 1, "dead_read": 1}), ("t2", {"read": 3}),
+             ("t2", {"scored": 3, "written": 2})]  # t2: one row unaccounted for
+    out = tmp_path / "out"
+
+    def check(summaries: list[dict[str, object]]) -> None:
+        assert len(summaries) == 1 and summaries[0]["run_id"] == "run-1"
+
+    with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
+        summary = p | beam.Create(stats) | SummariseRun(
+            DatabaseSettings(url), str(out), "run-1", 0.5, ["t1", "t2", "t3"])
+        assert_that(summary, check)
+    recorded = runs.summary(db, "run-1")
+    assert recorded is not None
+    assert recorded["tranches"]["t3"] == {"read": 0, "valid": 0, "scored": 0,
+                                          "dead_lettered": 0, "written": 0}
+    assert json.loads((out / "_runs" / "run-1.json").read_text()) == recorded
+    status = {t: ledger.get(t, "demo", "1").status for t in ("t1", "t2", "t3")}  # type: ignore[union-attr]
+    assert status == {"t1": "completed", "t2": "failed", "t3": "completed"}
+    assert db.execute("SELECT status, model, config FROM runs") == [
+        ("succeeded", "demo:1", '{"k": "v"}')]
+    db.close()

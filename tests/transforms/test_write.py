@@ -1,0 +1,95 @@
+"""WriteToDatabase in a pipeline: writes re-cut to the batch limits, rejected rows
+dead-lettered, every row counted once in its tranche."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import pandas as pd
+import pytest
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from store.session import DatabaseSettings
+from store.sqlite import SQLiteDatabase
+from tests.data import sqlite_rows
+from transforms.records import DEAD_LETTERS, DOC_ID, METADATA, POSITION, RAW, DocBatch, RunContext
+from transforms.write import SinkSettings, WriteToDatabase
+
+CTX = RunContext("run-x", "demo", "1", "ab" * 32, "2026-01-02T03:04:05+00:00")
+
+
+def batch(tranche: str, start: int, n: int, labels: list[str] | None = None) -> DocBatch:
+    frame = pd.DataFrame({
+        DOC_ID: [f"{tranche}-{i:04d}" for i in range(start, start + n)],
+        POSITION: range(start + 1, start + n + 1), METADATA: [None] * n,
+        RAW: [{"id": f"{tranche}-{i:04d}"} for i in range(start, start + n)],
+        "pred_label": labels or ["billing"] * n, "pred_score": [0.5] * n,
+        "pred_top_k": ["[]"] * n,
+    })
+    return DocBatch(tranche, f"/in/{tranche}.jsonl", f"{tranche}-{start}", frame)
+
+
+def test_sink_flushes_at_batch_rows_and_batch_bytes_and_counts_every_row(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Uneven input batches from two tranches are re-cut into writes of at most batch_rows
+    rows or batch_bytes bytes; every row is written once and counted in its tranche."""
+    sizes: list[int] = []
+    real = SQLiteDatabase.upsert_predictions
+
+    def recording(self: SQLiteDatabase, rows: Any) -> int:
+        sizes.append(len(rows))
+        return real(self, rows)
+
+    monkeypatch.setattr(SQLiteDatabase, "upsert_predictions", recording)
+
+    inputs = [batch("t1", 0, 37), batch("t2", 0, 5), batch("t1", 37, 58), batch("t2", 5, 1)]
+    # A row is estimated at ~207 bytes (id + top-k + source file + 200): 1,500 bytes ~ 7 rows.
+    for batch_rows, batch_bytes, cap in ((16, 16 << 20, 16), (1000, 1500, 8)):
+        sizes.clear()
+        url = f"sqlite:///{tmp_path}/{batch_rows}.db"
+        settings = SinkSettings(DatabaseSettings(url), batch_rows=batch_rows,
+                                batch_bytes=batch_bytes)
+        with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
+            out = (p | beam.Create(inputs, reshuffle=False)
+                   | WriteToDatabase(settings, CTX))
+            totals = (out.stats | beam.MapTuple(lambda t, s: (t, (s["scored"], s["written"])))
+                      | beam.CombinePerKey(lambda vs: tuple(map(sum, zip(*vs)))))
+            assert_that(totals, equal_to([("t1", (95, 95)), ("t2", (6, 6))]))
+        assert sum(sizes) == 101 and max(sizes) <= cap and len(sizes) >= 101 // cap
+        assert sqlite_rows(tmp_path / f"{batch_rows}.db",
+                     "SELECT count(*), count(DISTINCT doc_id) FROM predictions") == [(101, 101)]
+
+
+
+def test_rows_the_database_rejects_are_dead_lettered_and_the_rest_written(
+        tmp_path: Path) -> None:
+    """A stricter table than beamscore's own (labels of at most 8 characters): the rows
+    it rejects leave as sink dead letters with the database's message and position."""
+    db_path = tmp_path / "strict.db"
+    conn = sqlite3.connect(db_path)
+    conn.execute("""CREATE TABLE predictions (
+        doc_id TEXT NOT NULL, tranche TEXT NOT NULL,
+        label TEXT NOT NULL CHECK (length(label) <= 8), score DOUBLE PRECISION NOT NULL,
+        top_k TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT NULL,
+        model_sha256 TEXT NOT NULL, run_id TEXT NOT NULL, scored_at TEXT NOT NULL,
+        source_file TEXT NOT NULL, metadata TEXT,
+        PRIMARY KEY (doc_id, model_name, model_version))""")
+    conn.close()
+    labels = ["billing" if i % 7 else "technical" for i in range(40)]
+    settings = SinkSettings(DatabaseSettings(f"sqlite:///{db_path}"), batch_rows=16)
+    with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create([batch("t1", 0, 40, labels)]) | WriteToDatabase(settings, CTX)
+        dead = out[DEAD_LETTERS] | beam.Map(lambda d: (d["position"], d["stage"],
+                                                      "CHECK constraint" in d["reason"]))
+        assert_that(dead, equal_to([(i + 1, "sink", True) for i in range(0, 40, 7)]),
+                    label="dead")
+        totals = out.stats | beam.Map(lambda kv: (kv[1]["scored"], kv[1]["written"])) \
+            | beam.CombineGlobally(lambda vs: tuple(map(sum, zip(*vs))))
+        assert_that(totals, equal_to([(40, 34)]), label="counts")
+    assert sqlite_rows(db_path, "SELECT count(*) FROM predictions") == [(34,)]
+    assert sqlite_rows(
+        db_path, "SELECT count(*) FROM predictions WHERE label = 'technical'") == [(0,)]

@@ -1,0 +1,69 @@
+"""Write prediction files: one Parquet file per scored DocBatch, named by its batch key.
+
+The file holds the ``predictions`` table's columns (``store.schema.PREDICTIONS``) plus
+the record's ``position`` and ``true_label``. Names are deterministic
+(``<output_dir>/dt=<tranche>/predictions-<model>-v<version>-<batch_key>.parquet``), so
+a retried bundle or a rerun overwrites instead of adding files; local files are
+written to a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+from store.schema import PREDICTIONS, Column
+from transforms.records import POSITION, DocBatch, RunContext, prediction_columns, true_labels
+
+_ARROW = {"text": pa.string(), "float": pa.float64(), "int": pa.int64(),
+          "time": pa.string(), "json": pa.string()}
+FILE_COLUMNS = (*PREDICTIONS.columns, Column("position", "int"),
+                Column("true_label", "text", nullable=True))
+PARQUET_SCHEMA = pa.schema([pa.field(c.name, _ARROW[c.type], nullable=True)
+                            for c in FILE_COLUMNS])
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Local: write a temp file then rename. GCS: an upload is atomic on close."""
+    if path.startswith("gs://"):
+        with FileSystems.create(path) as fh:
+            fh.write(data)
+        return
+    tmp = f"{path}.tmp-{random.getrandbits(48):012x}"
+    with FileSystems.create(tmp) as fh:
+        fh.write(data)
+    FileSystems.rename([tmp], [path])
+
+
+class _WriteParquetFn(beam.DoFn):
+    def __init__(self, output_dir: str, ctx: RunContext):
+        self._output_dir = output_dir.rstrip("/")
+        self._ctx = ctx
+
+    def process(self, batch: DocBatch) -> Iterator[DocBatch]:
+        cols = prediction_columns(batch, self._ctx) | {
+            "position": batch.frame[POSITION].tolist(), "true_label": true_labels(batch)}
+        table = pa.table({c.name: cols[c.name] for c in FILE_COLUMNS}, schema=PARQUET_SCHEMA)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        c = self._ctx
+        path = (f"{self._output_dir}/dt={batch.tranche}/predictions-{c.model_name}-"
+                f"v{c.model_version}-{batch.batch_key}.parquet")
+        write_atomically(path, sink.getvalue().to_pybytes())
+        yield batch
+
+
+class WritePredictionFiles(beam.PTransform):
+    """Scored DocBatches -> one Parquet file each; passes the batches on."""
+
+    def __init__(self, output_dir: str, ctx: RunContext):
+        super().__init__()
+        self._fn = _WriteParquetFn(output_dir, ctx)
+
+    def expand(self, batches: beam.PCollection) -> beam.PCollection:
+        return batches | "Write Parquet" >> beam.ParDo(self._fn).with_output_types(DocBatch)
