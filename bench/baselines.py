@@ -31,7 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transforms.preprocess import PreprocessConfig, preprocess_text, preprocess_texts
+from models.preprocess import PreprocessConfig, preprocess_text, preprocess_texts
 
 PREDICT_CHUNK = 4096
 TABLE_DDL = ("CREATE TABLE IF NOT EXISTS predictions (doc_id TEXT PRIMARY KEY, tranche TEXT "

@@ -16,7 +16,7 @@ same prebuilt rows: tuples for a, p and p2, the equivalent scored DocBatches for
 (b) beamscore: ``WriteToDatabase`` in a Beam pipeline (FnApiRunner, 1 worker), new
     keys: COPY straight into the table per ``batch_rows``; timed from pipeline
     construction to the end of ``run`` (Beam start-up and turning the batches' frames
-    into row tuples, ``prediction_rows``, included). (b2) the same, 2 workers (each
+    into row tuples included). (b2) the same, 2 workers (each
     builds its own input, inside the timed run).
 (br) beamscore, 1 worker, writing the same rows a second time (every key exists: the
     staged upsert path), timed on the second run.
@@ -50,12 +50,15 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 
 import sink_input  # noqa: E402
 
-from transforms.db import PREDICTION_COLUMNS, connect  # noqa: E402
-from transforms.sink import RunContext, SinkSettings, WriteToDatabase, prediction_rows  # noqa: E402
+from store.database import connect  # noqa: E402
+from store.schema import PREDICTIONS  # noqa: E402
+from store.session import DatabaseSettings  # noqa: E402
+from transforms.records import RunContext, prediction_columns  # noqa: E402
+from transforms.write import SinkSettings, WriteToDatabase  # noqa: E402
 
 PG = os.environ.get("BEAMSCORE_TEST_PG", "postgresql://127.0.0.1:5432")
 CTX = RunContext("bench-run", "bench", "1", "0" * 64, "2026-01-01T00:00:00+00:00")
-COPY_SQL = f"COPY predictions ({', '.join(PREDICTION_COLUMNS)}) FROM STDIN"
+COPY_SQL = f"COPY predictions ({', '.join(PREDICTIONS.names)}) FROM STDIN"
 
 
 class Database:
@@ -84,7 +87,7 @@ def all_rows(n_batches: int, batch: int) -> list[tuple[Any, ...]]:
     """The rows of the prebuilt batches, as the sink itself turns them into tuples."""
     rows: list[tuple[Any, ...]] = []
     for i in range(n_batches):
-        rows.extend(prediction_rows(sink_input.batch(i, batch), CTX))
+        rows.extend(PREDICTIONS.rows(prediction_columns(sink_input.batch(i, batch), CTX)))
     return rows
 
 
@@ -135,8 +138,8 @@ def naive(rows: list[tuple[Any, ...]], kind: str) -> dict[str, Any]:
             if kind == "p":
                 _copy(db.url, rows)
             else:
-                sql = (f"INSERT INTO predictions ({', '.join(PREDICTION_COLUMNS)}) VALUES "
-                       f"({', '.join(['%s'] * len(PREDICTION_COLUMNS))})")
+                sql = (f"INSERT INTO predictions ({', '.join(PREDICTIONS.names)}) VALUES "
+                       f"({', '.join(['%s'] * len(PREDICTIONS.names))})")
                 with psycopg.connect(db.url) as conn, conn.cursor() as cur:
                     cur.executemany(sql, rows)  # type: ignore[arg-type]
             seconds = time.monotonic() - started
@@ -149,8 +152,8 @@ def naive(rows: list[tuple[Any, ...]], kind: str) -> dict[str, Any]:
 def beamscore(rows_total: int, batch: int, workers: int, rate: float,
               sample: bool = False, rerun: bool = False) -> dict[str, Any]:
     db = Database()
-    settings = SinkSettings(url=db.url, batch_rows=batch, max_rows_per_second=rate,
-                            max_connections=max(1, workers))
+    settings = SinkSettings(DatabaseSettings(db.url, max_connections=max(1, workers)),
+                            batch_rows=batch, max_rows_per_second=rate)
     samples: list[tuple[float, int]] = []
     stop = threading.Event()
 

@@ -14,8 +14,16 @@ import json
 import numpy as np
 import pandas as pd
 
-from transforms.inference import PRED_LABEL, PRED_SCORE, PRED_TOP_K
-from transforms.records import DOC_ID, METADATA, POSITION, RAW, DocBatch
+from transforms.records import (
+    DOC_ID,
+    METADATA,
+    POSITION,
+    PRED_LABEL,
+    PRED_SCORE,
+    PRED_TOP_K,
+    RAW,
+    DocBatch,
+)
 
 TOP_K = json.dumps([["billing", 0.91], ["shipping", 0.05], ["returns", 0.02]])
 _CACHE: dict[tuple[int, int], DocBatch] = {}
