@@ -56,7 +56,7 @@ def plan_chunks(plans: Iterable[TranchePlan], chunk_bytes: int,
                     end = min(start + chunk_bytes, f.size)
                     chunks.append(Chunk(plan.tranche, f.path, f.format, start, end, i))
             elif f.format == "parquet" and chunk_rows and parquet_rows(f.path) > chunk_rows:
-                rows = parquet_rows(f.path)
+                rows = parquet_rows(f.path) or 0
                 for i, start in enumerate(range(0, rows, chunk_rows)):
                     end = min(start + chunk_rows, rows)
                     chunks.append(Chunk(plan.tranche, f.path, f.format, start, end, i,
@@ -93,15 +93,19 @@ def balanced_chunks(plans: list[TranchePlan], max_chunk_bytes: int, workers: int
 
 
 def parquet_rows(path: str) -> int:
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-        return int(pq.ParquetFile(fh).metadata.num_rows)
+    """Rows in a Parquet file's footer; 0 if it cannot be read (the reader reports it)."""
+    try:
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+            return int(pq.ParquetFile(fh).metadata.num_rows)
+    except Exception:  # noqa: BLE001 - an unreadable file is one dead letter when read
+        return 0
 
 
 def _bytes_per_row(f: SourceFile) -> float:
     """Average bytes per line in the first 256 KiB (uncompressed bytes for .gz)."""
     if f.format == "parquet":
         return max(1.0, f.size / max(1, parquet_rows(f.path)))
-    compression = CompressionTypes.GZIP if f.format == "jsonl.gz" else \
+    compression = CompressionTypes.GZIP if f.format.endswith(".gz") else \
         CompressionTypes.UNCOMPRESSED
     try:
         with FileSystems.open(f.path, compression_type=compression) as fh:
@@ -114,5 +118,5 @@ def _bytes_per_row(f: SourceFile) -> float:
 def _estimated_rows(f: SourceFile, per_row: float) -> int:
     if f.format == "parquet":
         return int(f.size / per_row)
-    size = f.size * (_GZIP_RATIO if f.format == "jsonl.gz" else 1.0)
+    size = f.size * (_GZIP_RATIO if f.format.endswith(".gz") else 1.0)
     return max(1, int(size / per_row))

@@ -3,8 +3,9 @@
 ``read_chunk`` yields every line or row of a chunk exactly once, as a dict or as a
 ``Rejection`` (why it could not be parsed, and its raw bytes or text). Positions are
 1-based lines for JSONL and data rows for CSV and Parquet. A file that cannot be read
-further (corrupt Parquet, truncated gzip) ends in one ``Rejection`` for the rest of
-the file, naming the format and the last good position.
+(corrupt Parquet, truncated gzip, permission denied, gone since planning) ends in one
+``Rejection`` at position 0, the position of a whole file, whose reason names the
+file, the error and how far reading got.
 """
 
 from __future__ import annotations
@@ -36,17 +37,19 @@ Item = tuple["dict[str, Any] | Rejection", int]
 
 
 def read_chunk(chunk: Chunk, batch_size: int = 4096) -> Iterator[Item]:
-    """Every record of ``chunk`` with its position; an unreadable rest of the file is one
-    ``Rejection`` at the position after the last one read."""
-    reader = {"jsonl": _jsonl, "jsonl.gz": _jsonl, "csv": _csv, "parquet": _parquet}[
-        chunk.format]
+    """Every record of ``chunk`` with its position; an unreadable file (or rest of one)
+    is one ``Rejection`` at position 0."""
+    reader = {"jsonl": _jsonl, "jsonl.gz": _jsonl, "csv": _csv, "csv.gz": _csv,
+              "parquet": _parquet}[chunk.format]
     position = 0
     try:
         for item, position in reader(chunk, batch_size):
             yield item, position
-    except Exception as exc:  # noqa: BLE001 - an unreadable rest of file is one rejection
-        yield Rejection(f"unreadable {chunk.format} file after position {position}: "
-                        f"{type(exc).__name__}: {exc}", None), position + 1
+    except Exception as exc:  # noqa: BLE001 - an unreadable file is one rejection
+        where = f" after {'line' if 'jsonl' in chunk.format else 'row'} {position}" \
+            if position else ""
+        yield Rejection(f"unreadable {chunk.format} file {chunk.path}{where}: "
+                        f"{type(exc).__name__}: {str(exc)[:500]}", None), 0
 
 
 def _jsonl(chunk: Chunk, _batch_size: int) -> Iterator[Item]:
@@ -89,8 +92,9 @@ def parse_json_line(line: bytes) -> dict[str, Any] | Rejection:
 
 def _csv(chunk: Chunk, _batch_size: int) -> Iterator[Item]:
     with FileSystems.open(chunk.path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        fh: Any = gzip.GzipFile(fileobj=raw, mode="rb") if chunk.format == "csv.gz" else raw
         # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark.
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape",
+        text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape",
                                 newline="")
         yield from csv_records(text)
 

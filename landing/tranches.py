@@ -1,9 +1,11 @@
 """Tranches of the landing area and the files they hold.
 
-A tranche is one day folder ``<input_root>/dt=YYYY-MM-DD/`` holding ``*.jsonl``,
-``*.jsonl.gz``, ``*.parquet`` and ``*.csv`` files in any mix, local or ``gs://``
-(Beam's FileSystems). ``plan_tranches`` lists them at launch, so a run's input is fixed
-before any worker starts and ``beamscore plan`` shows exactly what ``score`` would read.
+A tranche is one day folder ``<input_root>/dt=YYYY-MM-DD/`` holding JSONL
+(``.jsonl``, ``.ndjson``), CSV (``.csv``) and Parquet (``.parquet``) files in any mix,
+JSONL and CSV optionally gzipped (``.gz``), suffixes in any case, local or ``gs://``
+(Beam's FileSystems). Other files are listed as ignored. ``plan_tranches`` lists them at
+launch, so a run's input is fixed before any worker starts and ``beamscore plan`` shows
+exactly what ``score`` would read.
 """
 
 from __future__ import annotations
@@ -15,13 +17,20 @@ from dataclasses import dataclass, field
 
 from apache_beam.io.filesystems import FileSystems
 
-FORMATS = {".jsonl.gz": "jsonl.gz", ".jsonl": "jsonl", ".parquet": "parquet", ".csv": "csv"}
+FORMATS = {".jsonl.gz": "jsonl.gz", ".ndjson.gz": "jsonl.gz", ".jsonl": "jsonl",
+           ".ndjson": "jsonl", ".parquet": "parquet", ".csv.gz": "csv.gz", ".csv": "csv"}
+SUPPORTED = "*.jsonl, *.ndjson, *.csv (each also .gz) or *.parquet"
+
+
+class InputRootMissing(FileNotFoundError):
+    """The input root itself does not exist (not one day missing: all of them)."""
 
 
 def file_format(path: str) -> str | None:
-    """The input format of ``path`` by its suffix, or None for a file that is not input."""
+    """The input format of ``path`` by its suffix (any case), or None if it is not input."""
+    lower = path.lower()
     for suffix, fmt in FORMATS.items():
-        if path.endswith(suffix):
+        if lower.endswith(suffix):
             return fmt
     return None
 
@@ -71,6 +80,8 @@ def plan_tranches(input_root: str, dates: Iterable[dt.date]) -> list[TranchePlan
     """List the files of each tranche; a folder with no readable files is 'missing'."""
     plans = []
     root = input_root.rstrip("/")
+    if not _root_exists(root):
+        raise InputRootMissing(f"input root {root} does not exist (input_root / --input-root)")
     for day in dates:
         tranche = day.isoformat()
         folder = f"{root}/dt={tranche}"
@@ -87,6 +98,14 @@ def plan_tranches(input_root: str, dates: Iterable[dt.date]) -> list[TranchePlan
             plan.missing_reason = (f"folder {folder} is empty" if FileSystems.exists(folder)
                                    else f"no folder {folder}")
         elif not plan.files:
-            plan.missing_reason = f"no *.jsonl, *.jsonl.gz, *.parquet or *.csv files in {folder}"
+            plan.missing_reason = f"no {SUPPORTED} files in {folder}"
         plans.append(plan)
     return plans
+
+
+def _root_exists(root: str) -> bool:
+    if FileSystems.exists(root):
+        return True
+    if root.startswith("gs://"):  # a prefix is no object: look for any object below it
+        return bool(FileSystems.match([root + "/**"], limits=[1])[0].metadata_list)
+    return False

@@ -128,8 +128,15 @@ class ModelRegistry:
         return data
 
     def resolve(self, spec: str) -> ModelRef:
-        """``NAME:VERSION`` exactly; ``NAME`` = alias ``production``, else the newest."""
+        """``NAME:VERSION`` exactly, ``NAME:ALIAS`` (e.g. ``NAME:production``) the version
+        the alias names; ``NAME`` = alias ``production``, else the newest."""
         name, version = parse_model_spec(spec)
+        if version is not None and not version.isdigit():
+            alias = version
+            version = self.aliases(name).get(alias)
+            if version is None:
+                raise RegistryError(f"model {name} has no alias {alias!r} in {self.root} "
+                                    f"(aliases: {sorted(self.aliases(name)) or 'none'})")
         if version is None:
             version = self.aliases(name).get("production")
         if version is None:
@@ -219,12 +226,19 @@ class ModelRegistry:
         return ModelRef(name=name, version=version, sha256=meta["sha256"], metadata=meta)
 
     def register_file(
-        self, name: str, path: str, *, preprocessing: dict[str, Any]
+        self, name: str, path: str, *, preprocessing: dict[str, Any],
+        extra: dict[str, Any] | None = None,
     ) -> ModelRef:
         """Adopt a joblib file handed over by a data scientist (trusted at this step)."""
         import joblib
 
-        model = joblib.load(io.BytesIO(_read_bytes(path)))
+        data = _read_bytes(path)
+        try:
+            model = joblib.load(io.BytesIO(data))
+        except Exception as exc:
+            raise RegistryError(
+                f"{path} is not a joblib or pickle file of a model "
+                f"({type(exc).__name__}: {exc}); save it with joblib.dump") from exc
         if not hasattr(model, "predict_proba"):
             raise RegistryError(f"{path}: object has no predict_proba; not a usable classifier")
         try:
@@ -234,7 +248,8 @@ class ModelRegistry:
                 f"{path}: predict_proba(list of texts) failed: {exc}. The artifact must be a "
                 "scikit-learn pipeline that takes raw texts"
             ) from exc
-        return self.register(name, model, preprocessing=preprocessing, source=f"file:{path}")
+        return self.register(name, model, preprocessing=preprocessing, source=f"file:{path}",
+                             extra=extra)
 
     def promote(self, name: str, version: str, alias: str = "production") -> None:
         self.metadata(name, version)  # raises if absent

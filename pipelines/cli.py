@@ -1,4 +1,4 @@
-"""The ``beamscore`` command line: train, models, score, plan, db.
+"""The ``beamscore`` command line: train, models, score, plan, runs, db.
 
 ``score`` is ``pipelines.score.run``; the other commands are small and live here. Exit
 codes are listed in ``pipelines.exit_codes``. Tranches the ledger already completed
@@ -27,11 +27,14 @@ from pipelines.exit_codes import (  # noqa: F401 - the exit codes are part of th
     EXIT_USAGE,
     guarded,
 )
+from pipelines.launch import with_model_fields
 from pipelines.logs import setup_logging
 from pipelines.plan import make_plan
+from pipelines.runs import list_runs, release_run, show_run
 from pipelines.score import add_run_arguments, requested_dates, run
 from pipelines.summary import format_plan
 from store.database import connect, redact
+from store.ledger import BUSY
 
 _LOG = logging.getLogger("beamscore")
 
@@ -42,27 +45,45 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     tr = sub.add_parser("train", help="fit the default recipe and register a version")
-    tr.add_argument("--docs", required=True, help="glob of labelled JSONL/Parquet/CSV files")
+    tr.add_argument("--docs", required=True, metavar="GLOB",
+                    help="labelled JSONL, CSV or Parquet files, local or gs://")
     tr.add_argument("--name", required=True, help="model name in the registry")
-    tr.add_argument("--text-field", dest="cfg:fields.text", default=None)
-    tr.add_argument("--label-field", dest="cfg:fields.label", default=None)
-    add_config_flags(tr, skip={"fields.text", "fields.label", "force"})
+    for f in ("id", "text", "label"):
+        tr.add_argument(f"--{f}-field", dest=f"cfg:fields.{f}", default=None, metavar="FIELD",
+                        help=f"input field of the {f} (recorded in the model; "
+                             f"default {f})")
+    add_config_flags(tr, skip={"fields.id", "fields.text", "fields.label", "force"})
 
     models = sub.add_parser("models", help="model registry").add_subparsers(
         dest="models_command", required=True)
     reg = models.add_parser("register", help="adopt a scikit-learn joblib file")
-    reg.add_argument("--file", required=True)
-    reg.add_argument("--name", required=True)
+    reg.add_argument("--file", required=True, metavar="PATH",
+                     help="a joblib file of a fitted pipeline that takes raw texts")
+    reg.add_argument("--name", required=True, help="model name in the registry")
     add_config_flags(reg, skip={"force"})
     ls = models.add_parser("list", help="names, versions, aliases")
     add_config_flags(ls, skip={"force"})
     pr = models.add_parser("promote", help="alias a version as production")
-    pr.add_argument("name")
-    pr.add_argument("version")
+    pr.add_argument("name", help="model name")
+    pr.add_argument("version", help="version to alias as production")
     add_config_flags(pr, skip={"force"})
 
     add_run_arguments(sub.add_parser("score", help="score tranches"))
     add_run_arguments(sub.add_parser("plan", help="list what score would read; runs nothing"))
+
+    runs_cmd = sub.add_parser("runs", help="runs recorded in the database").add_subparsers(
+        dest="runs_command", required=True)
+    rl = runs_cmd.add_parser("list", help="the latest runs, newest first")
+    rl.add_argument("--limit", type=int, default=20, metavar="N", help="runs to list (20)")
+    add_config_flags(rl, skip={"force"})
+    rs = runs_cmd.add_parser("show", help="a run's summary, dead letters, model and config")
+    rs.add_argument("run_id", help="the run")
+    add_config_flags(rs, skip={"force"})
+    rr = runs_cmd.add_parser("release", help="mark a run failed and free its tranche leases")
+    rr.add_argument("run_id", help="the run")
+    rr.add_argument("--force", dest="release_force", action="store_true",
+                    help="release it even if its process is alive on this host")
+    add_config_flags(rr, skip={"force"})
 
     db = sub.add_parser("db", help="database administration").add_subparsers(
         dest="db_command", required=True)
@@ -93,6 +114,8 @@ def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
         return EXIT_OK
     if args.command == "models":
         return _models(args, cfg, ModelRegistry(cfg.registry))
+    if args.command == "runs":
+        return _runs(args, cfg)
     if args.command == "db":
         db = connect(cfg.db, password_env=cfg.sink.password_env)
         try:
@@ -101,16 +124,33 @@ def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
             db.close()
         print(f"schema ready in {redact(cfg.db)}")
         return EXIT_OK
-    plan = make_plan(cfg, requested_dates(args), ModelRegistry(cfg.registry).resolve(cfg.model),
-                     read_only=True)
-    print(format_plan(plan))
-    return EXIT_MISSING if plan.missing else EXIT_OK
+    ref = ModelRegistry(cfg.registry).resolve(cfg.model)
+    cfg = with_model_fields(cfg, ref)
+    plan = make_plan(cfg, requested_dates(args), ref, read_only=True)
+    print(format_plan(plan, f"{ref.name}:{ref.version}"))
+    if plan.missing:
+        return EXIT_MISSING
+    return EXIT_BUSY if plan.with_decision(BUSY) else EXIT_OK
+
+
+def _runs(args: argparse.Namespace, cfg: Config) -> int:
+    if args.runs_command == "list":
+        print(list_runs(cfg, args.limit))
+        return EXIT_OK
+    if args.runs_command == "show":
+        print(show_run(cfg, args.run_id))
+        return EXIT_OK
+    code, message = release_run(cfg, args.run_id, args.release_force)
+    print(message if code == EXIT_OK else f"beamscore: error: {message}",
+          file=sys.stdout if code == EXIT_OK else sys.stderr)
+    return code
 
 
 def _models(args: argparse.Namespace, cfg: Config, registry: ModelRegistry) -> int:
     if args.models_command == "register":
+        fields = {f"{k}_field": getattr(cfg.fields, k) for k in ("id", "text", "label")}
         ref = registry.register_file(args.name, args.file,
-                                     preprocessing=cfg.preprocessing.to_dict())
+                                     preprocessing=cfg.preprocessing.to_dict(), extra=fields)
         print(ref.version)
     elif args.models_command == "promote":
         registry.promote(args.name, args.version)

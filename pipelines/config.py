@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from models.preprocess import PreprocessConfig
+from pipelines.config_help import KEY_HELP
 from transforms.records import FieldNames
 
 ENVIRONMENTS = ("local", "dataflow")
@@ -58,7 +59,8 @@ class SinkConfig:
     max_retries: int = 8
     password_env: str = "PGPASSWORD"
     redis_url: str = ""  # job-wide rate limiter + connection slots; "" = per-machine
-    lease_seconds: int = 3600  # tranche lease of a run; renewed while the launcher waits
+    lease_seconds: int = 120  # tranche lease of a run; renewed every quarter of it
+    state_dir: str = ""  # the machine's limiter state; "" = <temp dir>/beamscore
 
 
 @dataclass(frozen=True)
@@ -82,15 +84,24 @@ class Config:
     read: ReadConfig = field(default_factory=ReadConfig)
     sink: SinkConfig = field(default_factory=SinkConfig)
 
+    # Keys set by the overlay or a flag rather than base.yaml (not a config key).
+    explicit_keys: tuple[str, ...] = field(default=(), metadata={"config": False})
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data.pop("explicit_keys")
+        return data
+
+
+def _is_key(f: dataclasses.Field[Any]) -> bool:
+    return f.metadata.get("config", True)
 
 
 def _leaf_types(cls: type, prefix: str = "") -> dict[str, Any]:
     """Flattened ``section.key -> type`` for every leaf of a config dataclass."""
     hints = typing.get_type_hints(cls)
     out: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
+    for f in filter(_is_key, dataclasses.fields(cls)):
         tp = hints[f.name]
         if dataclasses.is_dataclass(tp):
             out.update(_leaf_types(tp, f"{prefix}{f.name}."))  # type: ignore[arg-type]
@@ -100,6 +111,9 @@ def _leaf_types(cls: type, prefix: str = "") -> dict[str, Any]:
 
 
 LEAVES: dict[str, Any] = _leaf_types(Config)
+
+
+_METAVARS = {int: "N", float: "X", bool: "true|false", str: "TEXT", list[str]: "A,B"}
 
 
 def flag_for(key: str) -> str:
@@ -177,7 +191,7 @@ def _read_yaml(name_or_path: str) -> tuple[dict[str, Any], str]:
 def _build(cls: type, flat: dict[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
+    for f in filter(_is_key, dataclasses.fields(cls)):
         tp = hints[f.name]
         key = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(tp):
@@ -192,15 +206,16 @@ def load_config(config: str | None = None, overrides: dict[str, Any] | None = No
 
     ``overrides`` maps dotted keys to values (strings are parsed as YAML scalars).
     """
-    flat: dict[str, Any] = {}
-    for name in ("base", config or "local"):
-        data, source = _read_yaml(name)
-        flat.update(_flatten(data, source))
+    data, source = _read_yaml("base")
+    flat: dict[str, Any] = _flatten(data, source)
+    data, source = _read_yaml(config or "local")
+    overlay = _flatten(data, source)
     for key, value in (overrides or {}).items():
         if key not in LEAVES:
             raise ConfigError(f"command line: unknown key '{key}'")
-        flat[key] = _coerce(key, value, f"command line ({flag_for(key)})", from_flag=True)
-    cfg: Config = _build(Config, flat)
+        overlay[key] = _coerce(key, value, f"command line ({flag_for(key)})", from_flag=True)
+    cfg: Config = _build(Config, flat | overlay)
+    cfg = dataclasses.replace(cfg, explicit_keys=tuple(sorted(overlay)))
     _check_ranges(cfg)
     return cfg
 
@@ -214,6 +229,7 @@ def _check_ranges(cfg: Config) -> None:
         ("sink.max_connections", cfg.sink.max_connections >= 1),
         ("sink.batch_rows", cfg.sink.batch_rows >= 1),
         ("sink.max_rows_per_second", cfg.sink.max_rows_per_second >= 0),
+        ("sink.lease_seconds", cfg.sink.lease_seconds >= 2),
         ("validation.max_text_chars", cfg.validation.max_text_chars >= 1),
         ("local_engine", cfg.local_engine in ("fork", "spawn")),
     ]
@@ -237,14 +253,19 @@ def _url_has_password(url: str) -> bool:
 
 
 def add_config_flags(parser: argparse.ArgumentParser, skip: set[str] = frozenset()) -> None:  # type: ignore[assignment]
-    """Add ``--config`` and one flag per config leaf (default None = not given)."""
-    parser.add_argument("--config", help="bundled environment (local, dataflow) or a YAML file")
-    group = parser.add_argument_group("config overrides (one per config key)")
+    """Add ``--config`` and one flag per config leaf (default None = not given), all
+    under one heading."""
+    group = parser.add_argument_group(
+        "configuration", "each flag overrides the config key it is named after "
+        "(configs/base.yaml holds every key with its default)")
+    group.add_argument("--config", metavar="NAME_OR_FILE",
+                       help="bundled overlay (local, dataflow) or a YAML file; default local")
     for key in LEAVES:
         if key in skip:
             continue
-        group.add_argument(flag_for(key), dest=f"cfg:{key}", default=None, metavar="VALUE",
-                           help=f"override config key {key}")
+        group.add_argument(flag_for(key), dest=f"cfg:{key}", default=None,
+                           metavar=_METAVARS.get(LEAVES[key], "VALUE"),
+                           help=f"{KEY_HELP[key]} [{key}]")
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:

@@ -3,13 +3,15 @@
 One fused stage after the chunk reshuffle, so memory stays flat in the input size::
 
     Read tranches -> Validate and preprocess -> Score batches -> Write prediction files
-      -> Write to database;  all dead letters -> Write dead letters;
+      -> Write to database -> (ids written) Find duplicate ids;
+    all dead letters -> Write dead letters;
     stats of every step -> Summarise run (one row in ``runs``, one JSON file)
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import apache_beam as beam
 
@@ -18,18 +20,21 @@ from models.registry import ModelRef
 from pipelines.config import Config
 from pipelines.plan import ScorePlan
 from transforms.dead_letters import WriteDeadLetters
+from transforms.dedupe import FindDuplicateIds
 from transforms.files import WritePredictionFiles
 from transforms.read import ReadTranches
 from transforms.records import DEAD_LETTERS, STATS, RunContext
 from transforms.score import DocBatchModelHandler, ScoreBatches
 from transforms.summarise import SummariseRun
 from transforms.validate import ValidateAndPreprocess
-from transforms.write import SinkSettings, WriteToDatabase
+from transforms.write import IDS, SinkSettings, WriteToDatabase
 
 
 def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef,
-                   run_id: str, sink: SinkSettings) -> beam.PCollection:
-    """Attach the scoring transforms to ``p``; returns the summary PCollection."""
+                   run_id: str, sink: SinkSettings,
+                   extra: dict[str, Any] | None = None) -> beam.PCollection:
+    """Attach the scoring transforms to ``p``; returns the summary PCollection (with
+    ``extra``, what the launch knew, in it)."""
     pre = PreprocessConfig.from_dict(ref.metadata.get("preprocessing", {}))
     ctx = RunContext(
         run_id=run_id, model_name=ref.name, model_version=ref.version, model_sha256=ref.sha256,
@@ -51,16 +56,18 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef
         | "Write prediction files" >> WritePredictionFiles(cfg.output_dir, ctx)
         | "Write to database" >> WriteToDatabase(sink, ctx)
     )
+    duplicates = written[IDS] | "Find duplicate ids" >> FindDuplicateIds(
+        cfg.output_dir, ctx, limit)
     dead = (
-        (read[DEAD_LETTERS], valid[DEAD_LETTERS], scored[DEAD_LETTERS], written[DEAD_LETTERS])
+        (read[DEAD_LETTERS], valid[DEAD_LETTERS], scored[DEAD_LETTERS], written[DEAD_LETTERS],
+         duplicates)
         | "Merge dead letters" >> beam.Flatten()
     )
-    dead_stats = dead | "Write dead letters" >> WriteDeadLetters(
-        sink.database, run_id, cfg.output_dir)
+    dead_stats = dead | "Write dead letters" >> WriteDeadLetters(sink, run_id, cfg.output_dir)
     return (
         (read[STATS], written[STATS], dead_stats)
         | "Merge stats" >> beam.Flatten()
         | "Summarise run" >> SummariseRun(sink.database, cfg.output_dir, run_id,
                                           cfg.max_dead_letter_ratio,
-                                          [t.tranche for t in plan.to_read])
+                                          [t.tranche for t in plan.to_read], extra)
     )

@@ -1,25 +1,28 @@
 """Launch-time work of a scoring run, done before any worker starts.
 
-In order: check the sink settings against the runner (a configuration error must not
-leave a run row or a lease behind), resolve the model to one version and verify its
-artifact (``ModelRegistry.verify``, never unpickled here), plan the tranches, take a
-lease on the ones to score, and open the ``runs`` row. While the pipeline runs,
-``LeaseKeeper`` renews the leases; if it fails, ``fail_run`` marks the run failed and
-frees them.
+In order: check everything that can be checked without writing anything (the runner
+and its options, the sink settings against the runner), resolve the model to one
+version and verify its artifact (``ModelRegistry.verify``, never unpickled here), take
+the input field names the model was trained with unless the config names others, plan
+the tranches, open the ``runs`` row and take a lease on the tranches to score. While
+the pipeline runs, ``LeaseKeeper`` renews the leases (a heartbeat); if the run fails or
+is interrupted, ``fail_run`` marks it failed and frees them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
+from typing import Any
 
-from apache_beam.options.pipeline_options import PipelineOptions, WorkerOptions
+from apache_beam.options.pipeline_options import WorkerOptions
 
 from models.registry import ModelRef, ModelRegistry
 from pipelines.config import Config
 from pipelines.exit_codes import LaunchError
-from pipelines.options import LOCAL_RUNNERS
-from pipelines.plan import ScorePlan, files_of, open_database
+from pipelines.options import LOCAL_RUNNERS, check_runner, pipeline_options
+from pipelines.plan import ScorePlan, files_of, open_database, tranche_fingerprint
 from store import runs
 from store.database import connect
 from store.ledger import BUSY, TrancheLedger
@@ -33,7 +36,8 @@ def database_settings(cfg: Config) -> DatabaseSettings:
     return DatabaseSettings(
         url=cfg.db, password_env=cfg.sink.password_env,
         statement_timeout_ms=cfg.sink.statement_timeout_ms, max_retries=cfg.sink.max_retries,
-        max_connections=cfg.sink.max_connections, redis_url=cfg.sink.redis_url)
+        max_connections=cfg.sink.max_connections, redis_url=cfg.sink.redis_url,
+        state_dir=cfg.sink.state_dir)
 
 
 def sink_settings(cfg: Config, beam_args: list[str] | None = None) -> SinkSettings:
@@ -41,7 +45,7 @@ def sink_settings(cfg: Config, beam_args: list[str] | None = None) -> SinkSettin
     machines = 1
     if cfg.runner not in LOCAL_RUNNERS and cfg.sink.max_rows_per_second and \
             not cfg.sink.redis_url:
-        workers = PipelineOptions(beam_args or []).view_as(WorkerOptions)
+        workers = pipeline_options(cfg, beam_args or []).view_as(WorkerOptions)
         machines = workers.max_num_workers or workers.num_workers or 0
         if not machines:
             raise LaunchError(
@@ -56,6 +60,12 @@ def sink_settings(cfg: Config, beam_args: list[str] | None = None) -> SinkSettin
     )
 
 
+def check_launch(cfg: Config, beam_args: list[str]) -> SinkSettings:
+    """Everything that can be checked before a run row or a lease is written."""
+    check_runner(cfg, beam_args)
+    return sink_settings(cfg, beam_args)
+
+
 def resolve_model(cfg: Config) -> ModelRef:
     """Fix the model version at launch and verify its artifact (not unpickled here)."""
     registry = ModelRegistry(cfg.registry)
@@ -64,20 +74,17 @@ def resolve_model(cfg: Config) -> ModelRef:
     return ref
 
 
-def acquire_tranches(cfg: Config, plan: ScorePlan, ref: ModelRef, run_id: str) -> None:
-    """Take a lease on every tranche to score; one another run holds becomes busy."""
-    db = open_database(cfg)
-    try:
-        ledger = TrancheLedger(db)
-        for t in plan.to_read:
-            if not ledger.acquire(t.tranche, ref.name, ref.version, t.fingerprint(),
-                                  files_of(t), run_id, cfg.sink.lease_seconds):
-                entry = ledger.get(t.tranche, ref.name, ref.version)
-                plan.decisions[t.tranche] = (BUSY, f"run {entry.run_id if entry else '?'} "
-                                                   "took it first")
-    finally:
-        db.close()
-    plan.cut_chunks(cfg)
+def with_model_fields(cfg: Config, ref: ModelRef) -> Config:
+    """The config with the id/text/label field names the model was trained with, for
+    every one the config does not name itself."""
+    recorded = {k: ref.metadata.get(f"{k}_field") for k in ("id", "text", "label")}
+    changes: dict[str, Any] = {
+        k: v for k, v in recorded.items()
+        if isinstance(v, str) and v and f"fields.{k}" not in cfg.explicit_keys}
+    if not changes:
+        return cfg
+    _LOG.info("input fields from model %s:%s: %s", ref.name, ref.version, changes)
+    return dataclasses.replace(cfg, fields=dataclasses.replace(cfg.fields, **changes))
 
 
 def start_run(cfg: Config, ref: ModelRef, run_id: str) -> None:
@@ -88,10 +95,42 @@ def start_run(cfg: Config, ref: ModelRef, run_id: str) -> None:
         db.close()
 
 
-def fail_run(cfg: Config, run_id: str, reason: str) -> None:
+def acquire_tranches(cfg: Config, plan: ScorePlan, ref: ModelRef, run_id: str) -> None:
+    """Take a lease on every tranche to score; one another run holds becomes busy. A run
+    whose lease is taken over (its process is gone, or it stopped renewing) is marked
+    failed, reason ``abandoned``."""
+    db = open_database(cfg)
+    try:
+        ledger = TrancheLedger(db)
+        for t in plan.to_read:
+            taken, previous = ledger.acquire(
+                t.tranche, ref.name, ref.version, tranche_fingerprint(t, cfg, ref),
+                files_of(t), run_id, cfg.sink.lease_seconds)
+            if previous:
+                _LOG.warning("tranche %s taken over from run %s, marked failed (abandoned)",
+                             t.tranche, previous)
+                runs.mark_abandoned(db, previous, by=run_id)
+            if not taken:
+                entry = ledger.get(t.tranche, ref.name, ref.version)
+                plan.decisions[t.tranche] = (BUSY, f"run {entry.run_id if entry else '?'} "
+                                                   "took it first")
+    finally:
+        db.close()
+    plan.cut_chunks(cfg)
+
+
+def finish_run(cfg: Config, run_id: str, status: str, summary: dict[str, object]) -> None:
     db = connect(cfg.db, password_env=cfg.sink.password_env)
     try:
-        runs.fail(db, run_id, reason)
+        runs.finish(db, run_id, status, summary)
+    finally:
+        db.close()
+
+
+def fail_run(cfg: Config, run_id: str, reason: str, detail: str = "") -> None:
+    db = connect(cfg.db, password_env=cfg.sink.password_env)
+    try:
+        runs.fail(db, run_id, reason, detail)
     finally:
         db.close()
 
@@ -105,7 +144,8 @@ def run_summary(cfg: Config, run_id: str) -> dict[str, object] | None:
 
 
 class LeaseKeeper(threading.Thread):
-    """Renews the run's tranche leases every lease/3 seconds while the launcher waits."""
+    """The heartbeat: renews the run's tranche leases every quarter lease while the
+    launcher waits for the pipeline."""
 
     def __init__(self, cfg: Config, run_id: str):
         super().__init__(name="beamscore-lease", daemon=True)
@@ -113,7 +153,7 @@ class LeaseKeeper(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        period = max(1.0, self._cfg.sink.lease_seconds / 3)
+        period = max(0.5, self._cfg.sink.lease_seconds / 4)
         while not self._stop_event.wait(period):
             try:
                 db = connect(self._cfg.db, password_env=self._cfg.sink.password_env)

@@ -13,10 +13,15 @@ import argparse
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import (
+    GoogleCloudOptions,
+    PipelineOptions,
+    TestOptions,
+)
 
 from engine.forkserver import ForkServer
 from pipelines.config import Config
+from pipelines.exit_codes import LaunchError
 
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "TestDirectRunner")
 # What a local worker imports, done once by the fork server's zygote.
@@ -57,6 +62,36 @@ def make_pipeline(cfg: Config, beam_args: list[str],
 
     runner = fn_runner.FnApiRunner(default_environment=server.environment())
     return beam.Pipeline(runner=runner, options=options)
+
+
+def check_runner(cfg: Config, beam_args: list[str]) -> None:
+    """The runner exists (a name Beam knows or a class path) and its options validate
+    (e.g. DataflowRunner needs a project, a region and a gs:// temp_location). Loading
+    the runner also registers its own option classes for ``unknown_beam_args``."""
+    if cfg.runner in LOCAL_RUNNERS:
+        return
+    from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
+    from apache_beam.runners.runner import create_runner
+
+    try:
+        runner = create_runner(cfg.runner)
+    except (ValueError, ImportError) as exc:
+        raise LaunchError(f"runner {cfg.runner!r} cannot be used: {exc}") from exc
+    options = pipeline_options(cfg, beam_args)
+    options.view_as(TestOptions).dry_run = True  # validate offline: no bucket lookups
+    validator = PipelineOptionsValidator(options, runner)
+    if validator.is_service_runner():
+        # Beam would try to create a default bucket (online) when neither is usable.
+        gcp = options.view_as(GoogleCloudOptions)
+        paths = [e for o in ("temp_location", "staging_location")
+                 for e in validator.validate_gcs_path(gcp, o)]
+        if len(paths) == 2:
+            raise LaunchError(f"options for {cfg.runner}: " + "; ".join(
+                " ".join(e.split()) for e in [*validator.validate_cloud_options(gcp), *paths]))
+    errors = validator.validate()
+    if errors:
+        raise LaunchError(f"options for {cfg.runner}: " + "; ".join(
+            " ".join(e.split()) for e in errors))
 
 
 def unknown_beam_args(extra: list[str]) -> list[str]:

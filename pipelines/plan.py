@@ -8,7 +8,10 @@ files). The tranches to run are cut into chunks for the workers.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,12 +74,26 @@ def make_plan(cfg: Config, dates: list[dt.date], ref: ModelRef,
                 plan.decisions[t.tranche] = (RUN, "never scored (no ledger yet)")
             else:
                 plan.decisions[t.tranche] = ledger.decide(
-                    t.tranche, ref.name, ref.version, t.fingerprint(), cfg.force)
+                    t.tranche, ref.name, ref.version, tranche_fingerprint(t, cfg, ref),
+                    cfg.force)
     finally:
         if db is not None:
             db.close()
     plan.cut_chunks(cfg)
     return plan
+
+
+def tranche_fingerprint(t: TranchePlan, cfg: Config, ref: ModelRef) -> str:
+    """What the outputs of a tranche depend on besides the model version: its files
+    (paths, sizes, content identities), the input field names, the validation settings,
+    the model's preprocessing and top_k."""
+    settings = {"fields": dataclasses.asdict(cfg.fields),
+                "validation": dataclasses.asdict(cfg.validation),
+                "preprocessing": ref.metadata.get("preprocessing", {}),
+                "top_k": cfg.inference.top_k}
+    h = hashlib.sha256(t.fingerprint().encode())
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    return h.hexdigest()
 
 
 def files_of(t: TranchePlan) -> list[dict[str, Any]]:

@@ -21,23 +21,35 @@ import apache_beam as beam
 from engine.forkserver import ForkServer
 from landing.tranches import date_range
 from pipelines.config import Config, ConfigError, add_config_flags, load_config, overrides_from_args
-from pipelines.exit_codes import EXIT_BUSY, EXIT_DEAD_LETTERS, EXIT_MISSING, EXIT_OK, guarded
+from pipelines.exit_codes import (
+    EXIT_BUSY,
+    EXIT_DEAD_LETTERS,
+    EXIT_ERROR,
+    EXIT_MISSING,
+    EXIT_OK,
+    guarded,
+)
 from pipelines.graph import build_pipeline
 from pipelines.launch import (
     LeaseKeeper,
     acquire_tranches,
+    check_launch,
     fail_run,
+    finish_run,
     resolve_model,
     run_summary,
-    sink_settings,
     start_run,
+    with_model_fields,
 )
 from pipelines.options import fork_server, make_pipeline, unknown_beam_args
-from pipelines.plan import make_plan
-from pipelines.summary import RunOutcome, format_summary
+from pipelines.plan import ScorePlan, make_plan
+from pipelines.signals import Interrupted, interruptible
+from pipelines.summary import RunOutcome, format_summary, plan_summary
 from store import runs
 from store.ledger import BUSY, SKIP
-from transforms.summarise import RATIO_EXCEEDED
+from store.limits import StateUser
+from transforms.summarise import INCOMPLETE, RATIO_EXCEEDED
+from transforms.write import SinkSettings
 
 _LOG = logging.getLogger(__name__)
 
@@ -79,7 +91,7 @@ def score_parser() -> argparse.ArgumentParser:
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> int:
     """Score the tranches ``argv`` names (``beamscore score``'s arguments); print the
     summary; return the exit code. ``test_pipeline`` replaces the configured runner's
-    pipeline (tests)."""
+    pipeline (tests). SIGINT and SIGTERM stop the run cleanly (exit 130 / 143)."""
     parser = score_parser()
     args, beam_args = parser.parse_known_args(argv)
     bad = [a for a in beam_args if a.startswith("-") and not a.startswith("--")]
@@ -88,26 +100,39 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
 
     def score() -> int:
         cfg = load_config(args.config, overrides_from_args(args))
+        sink = check_launch(cfg, beam_args)
         unknown = unknown_beam_args(beam_args) if beam_args else []
         if unknown:
             parser.error("unrecognized arguments (neither beamscore nor Beam options): "
                          + " ".join(unknown))
-        outcome = execute(cfg, requested_dates(args), beam_args, test_pipeline)
+        outcome = execute(cfg, requested_dates(args), beam_args, sink, test_pipeline)
         print(format_summary(outcome))
         return exit_code(cfg, outcome)
 
-    return guarded(score)
+    try:
+        with interruptible():
+            return guarded(score)
+    except Interrupted as stop:
+        what = (f"run {stop.run_id} marked failed (interrupted), its tranches released"
+                if stop.run_id else "no run was started")
+        print(f"beamscore: stopped by {stop.name}: {what}", file=sys.stderr)
+        return stop.exit_code
 
 
 def exit_code(cfg: Config, outcome: RunOutcome) -> int:
     """The exit code of a finished run, with one stderr line saying why when not 0."""
-    plan = outcome.plan
-    if not outcome.run_id and plan.with_decision(SKIP):
+    plan, status = outcome.plan, (outcome.summary or {}).get("status")
+    if status == runs.SKIPPED and plan.with_decision(SKIP):
         print("beamscore: nothing to do: every tranche is already scored with this model "
               "and these inputs (use --force to rescore)", file=sys.stderr)
-    if outcome.summary and outcome.summary.get("status") == RATIO_EXCEEDED:
-        print(f"beamscore: dead-letter ratio {outcome.summary['dead_letter_ratio']:.4f} exceeds "
-              f"max_dead_letter_ratio={cfg.max_dead_letter_ratio}", file=sys.stderr)
+    if status == INCOMPLETE:
+        print("beamscore: records unaccounted for (read != written + dead-lettered); the "
+              "tranches are left failed and will be scored again", file=sys.stderr)
+        return EXIT_ERROR
+    if status == RATIO_EXCEEDED:
+        print(f"beamscore: dead-letter ratio {outcome.summary['dead_letter_ratio']:.4f} "  # type: ignore[index]
+              f"(or a tranche's) exceeds max_dead_letter_ratio={cfg.max_dead_letter_ratio}; "
+              "those tranches are left failed", file=sys.stderr)
         return EXIT_DEAD_LETTERS
     if plan.missing:
         print("beamscore: missing tranche(s): " + ", ".join(t.tranche for t in plan.missing),
@@ -120,31 +145,49 @@ def exit_code(cfg: Config, outcome: RunOutcome) -> int:
     return EXIT_OK
 
 
-def execute(cfg: Config, dates: list[dt.date], beam_args: list[str],
-            test_pipeline: beam.Pipeline | None = None, wait: bool = True) -> RunOutcome:
+def execute(cfg: Config, dates: list[dt.date], beam_args: list[str], sink: SinkSettings,
+            test_pipeline: beam.Pipeline | None = None) -> RunOutcome:
     """Launch, build the graph and run it; the outcome as the pipeline recorded it."""
     server = fork_server(cfg) if test_pipeline is None else None
     if server is not None:
         server.start()  # its imports overlap the launch work below
+    state = StateUser(sink.database.identity, sink.database.state_dir)
     try:
-        return _execute(cfg, dates, beam_args, test_pipeline, wait, server)
+        return _execute(cfg, dates, beam_args, sink, test_pipeline, server)
     finally:
         if server is not None:
             server.stop()
+        state.close()
 
 
-def _execute(cfg: Config, dates: list[dt.date], beam_args: list[str],
-             test_pipeline: beam.Pipeline | None, wait: bool,
-             server: ForkServer | None) -> RunOutcome:
-    sink = sink_settings(cfg, beam_args)
+def _execute(cfg: Config, dates: list[dt.date], beam_args: list[str], sink: SinkSettings,
+             test_pipeline: beam.Pipeline | None, server: ForkServer | None) -> RunOutcome:
     ref = resolve_model(cfg)
+    cfg = with_model_fields(cfg, ref)
     plan = make_plan(cfg, dates, ref)
     run_id = runs.new_run_id()
-    if plan.to_read:
-        acquire_tranches(cfg, plan, ref, run_id)
-    if not plan.chunks:  # everything skipped, busy or missing: no run to start
-        return RunOutcome(run_id="", summary=None, wall_seconds=0.0, plan=plan, ref=ref)
     start_run(cfg, ref, run_id)
+    try:
+        if plan.to_read:
+            acquire_tranches(cfg, plan, ref, run_id)
+        if not plan.chunks:  # everything skipped, busy or missing
+            summary = {"run_id": run_id, "status": runs.SKIPPED, "tranches": {},
+                       "total": {}, **plan_summary(plan, ref)}
+            finish_run(cfg, run_id, runs.SKIPPED, summary)
+            return RunOutcome(run_id, summary, 0.0, plan, ref)
+        return _run_pipeline(cfg, plan, ref, run_id, beam_args, sink, test_pipeline, server)
+    except Interrupted as stop:
+        stop.run_id = run_id
+        fail_run(cfg, run_id, runs.INTERRUPTED, stop.name)
+        raise
+    except BaseException as exc:
+        fail_run(cfg, run_id, f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args: list[str],
+                  sink: SinkSettings, test_pipeline: beam.Pipeline | None,
+                  server: ForkServer | None) -> RunOutcome:
     _LOG.info("run %s: model %s:%s, %d tranche(s), %d chunk(s)", run_id, ref.name,
               ref.version, len(plan.to_read), len(plan.chunks))
     started = time.monotonic()
@@ -152,21 +195,16 @@ def _execute(cfg: Config, dates: list[dt.date], beam_args: list[str],
     keeper = LeaseKeeper(cfg, run_id)
     keeper.start()
     try:
-        build_pipeline(p, cfg, plan, ref, run_id, sink)
+        build_pipeline(p, cfg, plan, ref, run_id, sink, plan_summary(plan, ref))
         if server is not None:
             server.wait_ready()  # the graph was built while its imports finished
         result = p.run()
-        if wait:
-            result.wait_until_finish()
-    except BaseException as exc:
-        fail_run(cfg, run_id, f"{type(exc).__name__}: {exc}")
-        raise
+        result.wait_until_finish()
     finally:
         keeper.stop()
-    wall = time.monotonic() - started
-    return RunOutcome(run_id=run_id, summary=run_summary(cfg, run_id) if wait else None,
-                      wall_seconds=wall, plan=plan, ref=ref,
-                      model_loads=model_loads(result) if wait else None)
+    return RunOutcome(run_id=run_id, summary=run_summary(cfg, run_id),
+                      wall_seconds=time.monotonic() - started, plan=plan, ref=ref,
+                      model_loads=model_loads(result))
 
 
 def model_loads(result: Any) -> int | None:

@@ -21,6 +21,16 @@ class RunOutcome:
     model_loads: int | None = None
 
 
+def plan_summary(plan: ScorePlan, ref: ModelRef) -> dict[str, Any]:
+    """What the launch decided, kept in the run's summary: the model and, per tranche,
+    the decision, its reason and the files it ignored."""
+    return {"model": f"{ref.name}:{ref.version}", "plan": {
+        t.tranche: {"decision": plan.decisions[t.tranche][0],
+                    "detail": plan.decisions[t.tranche][1], "files": len(t.files),
+                    "ignored": t.ignored}
+        for t in plan.tranches}}
+
+
 def format_summary(outcome: RunOutcome) -> str:
     s = outcome.summary or {}
     lines = []
@@ -36,6 +46,11 @@ def format_summary(outcome: RunOutcome) -> str:
     for decision in (SKIP, BUSY, MISSING):
         for t in outcome.plan.with_decision(decision):
             lines.append(f"{t.tranche:<12}  {decision}: {outcome.plan.decisions[t.tranche][1]}")
+    for t in outcome.plan.tranches:
+        if t.ignored:
+            lines.append(f"{t.tranche:<12}  ignored {len(t.ignored)} file(s) that are not "
+                         f"input: {', '.join(p.rsplit('/', 1)[-1] for p in t.ignored[:5])}"
+                         + (" ..." if len(t.ignored) > 5 else ""))
     total = s.get("total") or {}
     docs = total.get("read", 0)
     rate = docs / outcome.wall_seconds if outcome.wall_seconds else 0.0
@@ -50,7 +65,7 @@ def format_summary(outcome: RunOutcome) -> str:
     return "\n".join(lines)
 
 
-def format_plan(plan: ScorePlan) -> str:
+def format_plan(plan: ScorePlan, model: str) -> str:
     lines = []
     for t in plan.tranches:
         decision, detail = plan.decisions[t.tranche]
@@ -63,5 +78,9 @@ def format_plan(plan: ScorePlan) -> str:
             lines.append(f"    {f.format:<9}{f.size:>14,}  {f.path}")
         for path in t.ignored:
             lines.append(f"    ignored  {path}")
+        if t.ignored:
+            lines.append(f"    {len(t.ignored)} file(s) ignored: not *.jsonl, *.ndjson, "
+                         "*.parquet or *.csv (optionally .gz)")
+    lines.append(f"model {model}")
     lines.append(f"{len(plan.chunks)} chunk(s) to read")
     return "\n".join(lines)

@@ -10,8 +10,11 @@ permanent (the values are rejected; the sink dead-letters those rows).
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,6 +44,30 @@ def sqlite_path(url: str) -> str:
     return url[len("sqlite:///"):] if url.startswith("sqlite:///") else url[len("sqlite://"):]
 
 
+def database_identity(url: str) -> str:
+    """What makes two URLs the same database: host, port and database name, or the
+    SQLite file's absolute path (user names and options do not count)."""
+    if backend_of(url) == "sqlite":
+        return "sqlite:" + os.path.abspath(sqlite_path(url))
+    parts = urlsplit(url)
+    return f"postgresql://{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+
+
+def to_json(value: Any) -> str:
+    """A document for a ``json`` column (TEXT in SQLite, jsonb in PostgreSQL)."""
+    return json.dumps(value, sort_keys=True)
+
+
+def from_json(value: Any) -> Any:
+    """A ``json`` column's value as Python data (PostgreSQL returns it parsed already)."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def to_text(value: Any) -> Any:
+    """A ``time`` column's value as ISO-8601 text (PostgreSQL returns datetimes)."""
+    return value.isoformat() if isinstance(value, dt.datetime) else value
+
+
 def redact(url: str) -> str:
     """The URL without any password, for logs."""
     parts = urlsplit(url)
@@ -57,6 +84,14 @@ class Database:
     placeholder = "?"
 
     def init_schema(self) -> None:
+        """Create or migrate the schema (``store.migrations``), once across processes."""
+        from store.migrations import migrate
+
+        with self.migration_lock():
+            migrate(self)
+
+    def migration_lock(self) -> AbstractContextManager[None]:
+        """A transaction that only one process at a time holds."""
         raise NotImplementedError
 
     def upsert(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> int:

@@ -2,29 +2,57 @@
 is scoring what right now.
 
 Table ``tranches`` has one row per (tranche, model_name, model_version) with the input
-fingerprint (paths, sizes, content identities), the run that scored it, its status
-(``running``, ``completed``, ``failed``), its counts and a lease. A scheduled run skips a
-tranche completed with the same fingerprint and model version; a changed fingerprint
-or model version is rescored; ``--force`` rescores anyway. Two runs of the same tranche
-never both write: taking the lease is one conditional upsert that succeeds only when
-no other run holds an unexpired lease, so the second run reports the tranche busy.
+fingerprint (files and the settings that change outputs), the run that scored it, its
+status (``running``, ``completed``, ``failed``), its counts and a lease. A scheduled
+run skips a tranche completed with the same fingerprint and model version; a changed
+fingerprint or model version is rescored; ``--force`` rescores anyway. Two runs of the
+same tranche never both write: taking the lease is one conditional upsert that
+succeeds only when no other run holds a live lease, so the second run reports the
+tranche busy. A lease is live while its run renews it (a heartbeat) and, on the host
+it was taken on, while its process exists: a run on the same host takes over at once
+the lease of a process that is gone.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
+import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from store.database import Database
+from store.database import Database, from_json, to_json, to_text
 
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 # Decisions for a planned tranche.
 RUN, SKIP, BUSY, MISSING = "would run", "skipped", "busy", "missing"
+
+
+@dataclass(frozen=True)
+class Holder:
+    """The process holding a lease."""
+
+    host: str
+    pid: int
+
+    @classmethod
+    def this_process(cls) -> Holder:
+        return cls(socket.gethostname(), os.getpid())
+
+    def is_gone(self) -> bool:
+        """True only when this is a process of this host that no longer exists."""
+        if self.host != socket.gethostname() or not self.pid:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
 
 
 @dataclass(frozen=True)
@@ -38,9 +66,17 @@ class LedgerEntry:
     counts: dict[str, Any] | None
     lease_until: float | None
     finished_at: str | None
+    host: str | None
+    pid: int | None
+
+    @property
+    def holder(self) -> Holder:
+        return Holder(self.host or "", int(self.pid or 0))
 
     def lease_alive(self, now: float) -> bool:
-        return self.status == RUNNING and (self.lease_until or 0) > now
+        """Held by a running run that renews it and whose process is not known gone."""
+        return (self.status == RUNNING and (self.lease_until or 0) > now
+                and not self.holder.is_gone())
 
 
 _ENTRY_COLUMNS = tuple(f.name for f in dataclasses.fields(LedgerEntry))
@@ -51,12 +87,15 @@ def _now_iso() -> str:
 
 
 class TrancheLedger:
-    """The ``tranches`` table of ``db``; ``clock`` gives the time leases are judged by."""
+    """The ``tranches`` table of ``db``. ``clock`` is the time leases are judged by,
+    ``holder`` the process that takes leases through this ledger."""
 
-    def __init__(self, db: Database, clock: Callable[[], float] = time.time):
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time,
+                 holder: Holder | None = None):
         self.db = db
         self._p = db.placeholder
         self._clock = clock
+        self._holder = holder or Holder.this_process()
 
     def get(self, tranche: str, model_name: str, model_version: str) -> LedgerEntry | None:
         p = self._p
@@ -67,7 +106,8 @@ class TrancheLedger:
         if not rows:
             return None
         entry = dict(zip(_ENTRY_COLUMNS, rows[0]))
-        entry["counts"] = json.loads(entry["counts"]) if entry["counts"] else None
+        entry["counts"] = from_json(entry["counts"])
+        entry["finished_at"] = to_text(entry["finished_at"])
         return LedgerEntry(**entry)
 
     def decide(self, tranche: str, model_name: str, model_version: str, fingerprint: str,
@@ -80,36 +120,48 @@ class TrancheLedger:
         if entry.lease_alive(now):
             return BUSY, f"run {entry.run_id} holds it until " + dt.datetime.fromtimestamp(
                 entry.lease_until or 0, dt.timezone.utc).isoformat(timespec="seconds")
+        if entry.status == RUNNING:
+            return RUN, f"run {entry.run_id} abandoned it ({_why_abandoned(entry, now)})"
         if entry.status == COMPLETED and entry.fingerprint == fingerprint:
             if force:
                 return RUN, f"forced (completed by run {entry.run_id})"
             return SKIP, f"completed by run {entry.run_id} at {entry.finished_at}"
         if entry.status == COMPLETED:
-            return RUN, "input files changed since run " + entry.run_id
+            return RUN, "inputs or settings changed since run " + entry.run_id
         return RUN, f"previous run {entry.run_id} {entry.status}"
 
     def acquire(self, tranche: str, model_name: str, model_version: str, fingerprint: str,
-                files: list[dict[str, Any]], run_id: str, lease_seconds: int) -> bool:
-        """Take the tranche for ``run_id`` unless another run holds a live lease."""
+                files: list[dict[str, Any]], run_id: str, lease_seconds: float
+                ) -> tuple[bool, str | None]:
+        """Take the tranche for ``run_id`` unless another run holds a live lease.
+
+        Returns (taken, the run it was taken over from if that run was still marked
+        running: its process is gone or it stopped renewing)."""
         p = self._p
         now = self._clock()
+        before = self.get(tranche, model_name, model_version)
+        abandoned = (before.run_id if before is not None and before.status == RUNNING
+                     and before.run_id != run_id and not before.lease_alive(now) else "")
         self.db.execute(
             "INSERT INTO tranches (tranche, model_name, model_version, fingerprint, files, "
-            "run_id, status, counts, lease_until, started_at, finished_at) VALUES "
-            f"({p}, {p}, {p}, {p}, {p}, {p}, '{RUNNING}', NULL, {p}, {p}, NULL) "
+            "run_id, status, counts, lease_until, started_at, finished_at, host, pid) VALUES "
+            f"({p}, {p}, {p}, {p}, {p}, {p}, '{RUNNING}', NULL, {p}, {p}, NULL, {p}, {p}) "
             "ON CONFLICT (tranche, model_name, model_version) DO UPDATE SET "
             "fingerprint = excluded.fingerprint, files = excluded.files, run_id = excluded.run_id, "
             "status = excluded.status, counts = NULL, lease_until = excluded.lease_until, "
-            "started_at = excluded.started_at, finished_at = NULL "
-            f"WHERE tranches.status <> '{RUNNING}' OR tranches.lease_until <= {p} "
-            "OR tranches.run_id = excluded.run_id",
-            [tranche, model_name, model_version, fingerprint, json.dumps(files), run_id,
-             now + lease_seconds, _now_iso(), now],
+            "started_at = excluded.started_at, finished_at = NULL, host = excluded.host, "
+            f"pid = excluded.pid WHERE tranches.status <> '{RUNNING}' OR "
+            f"tranches.lease_until <= {p} OR tranches.run_id = excluded.run_id OR "
+            f"tranches.run_id = {p}",
+            [tranche, model_name, model_version, fingerprint, to_json(files), run_id,
+             now + lease_seconds, _now_iso(), self._holder.host, self._holder.pid, now,
+             abandoned],
         )
         entry = self.get(tranche, model_name, model_version)
-        return entry is not None and entry.run_id == run_id and entry.status == RUNNING
+        taken = entry is not None and entry.run_id == run_id and entry.status == RUNNING
+        return taken, (abandoned or None) if taken else None
 
-    def renew(self, run_id: str, lease_seconds: int) -> None:
+    def renew(self, run_id: str, lease_seconds: float) -> None:
         p = self._p
         self.db.execute(
             f"UPDATE tranches SET lease_until = {p} WHERE run_id = {p} AND status = '{RUNNING}'",
@@ -122,13 +174,27 @@ class TrancheLedger:
         self.db.execute(
             f"UPDATE tranches SET status = {p}, counts = {p}, finished_at = {p}, "
             f"lease_until = NULL WHERE run_id = {p} AND tranche = {p}",
-            [status, json.dumps(counts) if counts is not None else None, _now_iso(), run_id,
+            [status, to_json(counts) if counts is not None else None, _now_iso(), run_id,
              tranche],
         )
 
     def fail_run(self, run_id: str) -> None:
+        """Mark the tranches ``run_id`` still holds failed and free their leases."""
         p = self._p
         self.db.execute(
             f"UPDATE tranches SET status = '{FAILED}', lease_until = NULL, finished_at = {p} "
             f"WHERE run_id = {p} AND status = '{RUNNING}'", [_now_iso(), run_id],
         )
+
+    def held_by(self, run_id: str) -> list[str]:
+        p = self._p
+        return [r[0] for r in self.db.execute(
+            f"SELECT tranche FROM tranches WHERE run_id = {p} AND status = '{RUNNING}' "
+            "ORDER BY tranche", [run_id])]
+
+
+def _why_abandoned(entry: LedgerEntry, now: float) -> str:
+    if entry.holder.is_gone():
+        return f"its process {entry.pid} on this host is gone"
+    return "its lease expired " + dt.datetime.fromtimestamp(
+        entry.lease_until or now, dt.timezone.utc).isoformat(timespec="seconds")

@@ -5,22 +5,29 @@ Rate (``sink.max_rows_per_second``), as limiters with the interface of Beam's
 ``done()`` reports the write committed, ``last_wait`` is the time the last call waited:
 
 - ``MachineRateLimiter``: a sliding-window log of in-flight and committed writes shared
-  by every writer process of the machine (a flock-guarded state file keyed by the
-  database URL). With ``--workers N`` on one machine the limit is global as such; on
-  Dataflow each worker VM gets R / max_num_workers.
+  by every writer process of the machine (a flock-guarded state file). With
+  ``--workers N`` on one machine the limit is global as such; on Dataflow each worker
+  VM gets R / max_num_workers.
 - ``RedisRateLimiter``: a GCRA schedule kept in Redis and shared by every
   writer of the job, for autoscaled Dataflow jobs whose VM count varies.
 
 Connections (``sink.max_connections``), as slots a writer must hold while its
 connection is open:
 
-- ``FileSlots``: N lock files (``fcntl.flock``) in the temp directory, keyed by the
-  database URL: a cap across all processes of one machine.
+- ``FileSlots``: N lock files (``fcntl.flock``): a cap across all processes of one
+  machine.
 - ``RedisSlots``: N keys with a TTL in Redis: a cap across machines.
+
+A machine's state files live in one directory (``sink.state_dir``, default
+``<temp dir>/beamscore``), named by a hash of the database's identity (host, port and
+database, or the SQLite file's absolute path), so every run against the same database
+shares them. Each launcher holds ``StateUser`` for its run; the last one to finish
+removes the files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -30,6 +37,45 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+
+
+def state_path(identity: str, suffix: str, directory: str = "") -> str:
+    """``<directory>/<hash of identity>.<suffix>``; the directory is created."""
+    directory = directory or os.path.join(tempfile.gettempdir(), "beamscore")
+    os.makedirs(directory, exist_ok=True)
+    return os.path.join(directory, f"{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+                                   f".{suffix}")
+
+
+class StateUser:
+    """Marks the state files of ``identity`` in use while held (a shared flock);
+    ``close`` releases it and removes the files if no other holder is left."""
+
+    def __init__(self, identity: str, directory: str = ""):
+        self._users = state_path(identity, "users", directory)
+        self._fh: Any = open(self._users, "a+")  # noqa: SIM115 - held until close()
+        fcntl.flock(self._fh, fcntl.LOCK_SH)
+
+    def close(self) -> bool:
+        """Release; True if this was the last user and the files were removed."""
+        if self._fh is None:
+            return False
+        self._fh.close()
+        self._fh = None
+        with open(self._users, "a+") as probe:
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            prefix = self._users[: -len("users")]
+            directory = os.path.dirname(self._users)
+            for name in os.listdir(directory):
+                path = os.path.join(directory, name)
+                if path.startswith(prefix) and path != self._users:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(path)
+            os.remove(self._users)
+        return True
 
 
 class MachineRateLimiter:
@@ -47,12 +93,10 @@ class MachineRateLimiter:
 
     STALE_SECONDS = 300.0  # an in-flight entry this old belongs to a dead writer
 
-    def __init__(self, name: str, rate: float, directory: str | None = None,
+    def __init__(self, identity: str, rate: float, directory: str = "",
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep):
-        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
-        self._path = os.path.join(directory or tempfile.gettempdir(),
-                                  f"beamscore-{digest}-rate.json")
+        self._path = state_path(identity, "rate.json", directory)
         self.rate = rate
         self.last_wait = 0.0
         self._pending: str | None = None
@@ -176,12 +220,8 @@ class RedisRateLimiter:
 class FileSlots:
     """At most ``n`` holders across the processes of one machine."""
 
-    def __init__(self, name: str, n: int, directory: str | None = None):
-        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
-        self._paths = [
-            os.path.join(directory or tempfile.gettempdir(), f"beamscore-{digest}-slot{i}.lock")
-            for i in range(n)
-        ]
+    def __init__(self, identity: str, n: int, directory: str = ""):
+        self._paths = [state_path(identity, f"slot{i}.lock", directory) for i in range(n)]
         self._fh: Any = None
 
     def acquire(self, poll: float = 0.05) -> float:

@@ -5,7 +5,8 @@ the table in one transaction. If a key already exists (unique violation: a rerun
 retried bundle) that transaction rolls back and the batch goes through a temporary
 staging table and one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` instead, and the
 connection skips the COPY attempt for its next 1, 2, 4 ... 64 batches. ``writes``
-counts the path each batch took. SQLSTATEs are classified as transient (retry) or
+counts the path each batch took. Times are ``timestamptz``, documents ``jsonb``.
+SQLSTATEs are classified as transient (retry) or
 permanent (classes 22 and 23: the sink dead-letters those rows).
 """
 
@@ -13,12 +14,13 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
 from store.database import Database, PermanentDataError, TransientDatabaseError, redact
-from store.schema import SCHEMA_VERSION, TABLES, Table, keep_last_per_key
+from store.schema import Table, one_row_per_key
 
 # SQLSTATE classes/codes worth retrying: connection exceptions (08), operator
 # intervention incl. 57P01 admin shutdown (57), serialization failure and deadlock
@@ -71,21 +73,14 @@ class PostgresDatabase(Database):
         except psycopg.Error as exc:
             raise classify_pg_error(exc)(f"cannot connect to {redact(url)}: {exc}") from exc
 
-    def init_schema(self) -> None:
+    @contextmanager
+    def migration_lock(self) -> Iterator[None]:
         with self.conn.transaction():
             self.conn.execute("SELECT pg_advisory_xact_lock(%s)", [_MIGRATION_LOCK])
-            self.conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = self.conn.execute("SELECT max(version) FROM schema_version").fetchone()
-            current = row[0] if row else None
-            for table in TABLES:
-                for ddl in table.ddl(self.backend):
-                    self.conn.execute(ddl)  # type: ignore[arg-type]
-            if current is None or current < SCHEMA_VERSION:
-                self.conn.execute("INSERT INTO schema_version VALUES (%s)", (SCHEMA_VERSION,))
+            yield
 
     def upsert(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> int:
-        rows = keep_last_per_key(table, rows)
+        rows = one_row_per_key(table, rows)
         if not rows:
             return 0
         import psycopg
@@ -120,8 +115,6 @@ class PostgresDatabase(Database):
     def _stage_and_upsert(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
         """COPY into a temporary staging table, then INSERT ... ON CONFLICT DO UPDATE."""
         stage = f"_stage_{table.name}"
-        col_list = ", ".join(table.names)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in table.names if c not in table.key)
         with self.conn.transaction():
             if stage not in self._staging:
                 # Created in this transaction: it disappears if the transaction rolls
@@ -133,10 +126,8 @@ class PostgresDatabase(Database):
                 _copy_rows(cur, stage, table.names, rows)
                 # Keys are unique here (de-duplicated above), so ON CONFLICT never meets
                 # the same key twice in one statement.
-                cur.execute(
-                    f"INSERT INTO {table.name} ({col_list}) "  # type: ignore[arg-type]
-                    f"SELECT {col_list} FROM {stage} "
-                    f"ON CONFLICT ({', '.join(table.key)}) DO UPDATE SET {updates}")
+                cur.execute(table.upsert_sql(  # type: ignore[arg-type]
+                    f"SELECT {', '.join(table.names)} FROM {stage}"))
         self._staging.add(stage)
         self.writes[(table.name, "upsert")] += 1
 

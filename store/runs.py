@@ -1,21 +1,49 @@
 """The run record: one ``runs`` row per run, from launch to its outcome.
 
-``start`` writes it with status ``running``, the resolved config and the model; the
-pipeline's last step calls ``finish`` with the summary; a launcher that sees the run
-fail calls ``fail``, which also releases the run's tranche leases.
+``start`` writes it with status ``running``, the resolved config, the model and the
+launching process (host, pid); the pipeline's last step calls ``finish`` with the
+summary; a launcher that sees its run fail or be interrupted calls ``fail``, which also
+releases the run's tranche leases, and a run that takes over the lease of a run whose
+process is gone marks that one failed with reason ``abandoned``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
-from store.database import Database
-from store.ledger import TrancheLedger
+from store.database import Database, from_json, to_json, to_text
+from store.ledger import Holder, TrancheLedger
 
-RUNNING, FAILED = "running", "failed"
+RUNNING, FAILED, SKIPPED = "running", "failed", "skipped"
+ABANDONED, INTERRUPTED = "abandoned", "interrupted"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    started_at: str
+    finished_at: str | None
+    status: str
+    config: dict[str, Any]
+    model: str
+    counts: dict[str, Any] | None
+    host: str | None
+    pid: int | None
+
+    @property
+    def holder(self) -> Holder:
+        return Holder(self.host or "", int(self.pid or 0))
+
+    @property
+    def error(self) -> str:
+        return str((self.counts or {}).get("error", ""))
+
+
+_COLUMNS = ("run_id", "started_at", "finished_at", "status", "config", "model", "counts",
+            "host", "pid")
 
 
 def new_run_id() -> str:
@@ -26,40 +54,74 @@ def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def start(db: Database, run_id: str, config: dict[str, Any], model: str) -> None:
+def start(db: Database, run_id: str, config: dict[str, Any], model: str,
+          holder: Holder | None = None) -> None:
+    holder = holder or Holder.this_process()
     db.upsert_run({
         "run_id": run_id, "started_at": now_iso(), "finished_at": None, "status": RUNNING,
-        "config": json.dumps(config, sort_keys=True), "model": model, "counts": None,
+        "config": to_json(config), "model": model, "counts": None, "host": holder.host,
+        "pid": holder.pid,
     })
 
 
 def finish(db: Database, run_id: str, status: str, counts: dict[str, Any]) -> None:
-    """Record the outcome; ``counts`` is the run summary (or an error)."""
-    db.upsert_run(_launch_fields(db, run_id) | {
-        "run_id": run_id, "status": status, "counts": json.dumps(counts),
-        "finished_at": now_iso(),
-    })
+    """Record the outcome; ``counts`` is the run summary (or the error)."""
+    p = db.placeholder
+    done = db.execute(
+        f"UPDATE runs SET status = {p}, counts = {p}, finished_at = {p} WHERE run_id = {p} "
+        "RETURNING run_id", [status, to_json(counts), now_iso(), run_id])
+    if not done:  # a run whose start was never recorded
+        db.upsert_run({"run_id": run_id, "started_at": now_iso(), "finished_at": now_iso(),
+                       "status": status, "config": to_json({}), "model": "",
+                       "counts": to_json(counts)})
 
 
-def fail(db: Database, run_id: str, reason: str) -> None:
+def fail(db: Database, run_id: str, reason: str, detail: str = "") -> None:
     """Mark the run failed with ``reason`` and free its tranche leases."""
-    finish(db, run_id, FAILED, {"error": reason[:2000]})
+    error: dict[str, Any] = {"error": reason[:2000]}
+    if detail:
+        error["detail"] = detail[:2000]
+    finish(db, run_id, FAILED, error)
     TrancheLedger(db).fail_run(run_id)
+
+
+def mark_abandoned(db: Database, run_id: str, by: str) -> None:
+    """Fail a run that another run took over from, if it is still marked running."""
+    record = get(db, run_id)
+    if record is not None and record.status == RUNNING:
+        fail(db, run_id, ABANDONED, f"its tranches were taken over by run {by}")
 
 
 def summary(db: Database, run_id: str) -> dict[str, Any] | None:
     """The summary a finished run recorded, or None."""
-    rows = db.execute(f"SELECT counts FROM runs WHERE run_id = {db.placeholder}", [run_id])
-    if not rows or not rows[0][0]:
-        return None
-    data: dict[str, Any] = json.loads(rows[0][0])
-    return data
+    record = get(db, run_id)
+    return record.counts if record is not None and record.counts else None
 
 
-def _launch_fields(db: Database, run_id: str) -> dict[str, Any]:
-    """What ``start`` wrote (kept by ``finish``); placeholders if it never ran."""
-    rows = db.execute(
-        f"SELECT started_at, config, model FROM runs WHERE run_id = {db.placeholder}", [run_id])
-    if not rows:
-        return {"started_at": "", "config": "{}", "model": ""}
-    return dict(zip(("started_at", "config", "model"), rows[0]))
+def get(db: Database, run_id: str) -> RunRecord | None:
+    rows = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE run_id = "
+                      f"{db.placeholder}", [run_id])
+    return _record(rows[0]) if rows else None
+
+
+def latest(db: Database, limit: int) -> list[RunRecord]:
+    rows = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM runs ORDER BY started_at DESC, "
+                      f"run_id DESC LIMIT {int(limit)}")
+    return [_record(r) for r in rows]
+
+
+def dead_letters_by_reason(db: Database, run_id: str) -> list[tuple[str, str, int]]:
+    """(stage, reason, count) of a run's dead letters, most frequent first."""
+    return [(r[0], r[1], int(r[2])) for r in db.execute(
+        "SELECT stage, reason, count(*) FROM dead_letters WHERE run_id = "
+        f"{db.placeholder} GROUP BY stage, reason ORDER BY count(*) DESC, stage, reason",
+        [run_id])]
+
+
+def _record(row: tuple[Any, ...]) -> RunRecord:
+    values = dict(zip(_COLUMNS, row))
+    values["config"] = from_json(values["config"]) or {}
+    values["counts"] = from_json(values["counts"])
+    values["started_at"] = to_text(values["started_at"])
+    values["finished_at"] = to_text(values["finished_at"])
+    return RunRecord(**values)

@@ -4,6 +4,12 @@ Each ``Table`` names its columns (with a logical type), its primary key and its
 indexes. Backends create tables from these definitions, the sink builds row tuples in
 ``Table.names`` order from named columns, and de-duplication uses ``Table.key``; nothing
 addresses a column by position.
+
+Which row of a key wins: for a table with ``prefer`` columns (``predictions``), a row
+written by another run replaces the stored one (a rerun), and of two rows of the same
+run the one with the smaller ``prefer`` values stays (the first occurrence of an id in
+a tranche, in file order, then position), whatever order they are written in. For
+the other tables the last row written wins. ``upsert_condition`` says the same in SQL.
 """
 
 from __future__ import annotations
@@ -13,14 +19,14 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-# Logical column types -> SQL per backend.
-_SQL_TYPES = {
+# Logical column types -> SQL per backend. SQLite keeps times as ISO-8601 text.
+SQL_TYPES = {
     "sqlite": {"text": "TEXT", "float": "DOUBLE PRECISION", "int": "BIGINT",
                "time": "TEXT", "json": "TEXT"},
     "postgresql": {"text": "TEXT", "float": "DOUBLE PRECISION", "int": "BIGINT",
-                   "time": "TEXT", "json": "TEXT"},
+                   "time": "TIMESTAMPTZ", "json": "JSONB"},
 }
 
 
@@ -37,6 +43,7 @@ class Table:
     columns: tuple[Column, ...]
     key: tuple[str, ...]
     indexes: tuple[tuple[str, ...], ...] = ()
+    prefer: tuple[str, ...] = ()  # within one run, the row with the smallest values wins
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -53,26 +60,55 @@ class Table:
     def row(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
         return tuple(values[n] for n in self.names)
 
-    def ddl(self, backend: str) -> list[str]:
-        """CREATE TABLE (and CREATE INDEX) statements, idempotent."""
-        types = _SQL_TYPES[backend]
-        cols = [f"{c.name} {types[c.type]}{'' if c.nullable else ' NOT NULL'}"
-                for c in self.columns]
+    def column_sql(self, column: Column, backend: str) -> str:
+        return (f"{column.name} {SQL_TYPES[backend][column.type]}"
+                f"{'' if column.nullable else ' NOT NULL'}")
+
+    def ddl(self, backend: str, name: str | None = None) -> list[str]:
+        """CREATE TABLE and CREATE INDEX statements, idempotent (``name``: another
+        table of the same shape, for migrations)."""
+        name = name or self.name
+        cols = [self.column_sql(c, backend) for c in self.columns]
         cols.append(f"PRIMARY KEY ({', '.join(self.key)})")
-        out = [f"CREATE TABLE IF NOT EXISTS {self.name} ({', '.join(cols)})"]
-        for index in self.indexes:
-            out.append(f"CREATE INDEX IF NOT EXISTS {self.name}_{'_'.join(index)} "
-                       f"ON {self.name} ({', '.join(index)})")
-        return out
+        return [f"CREATE TABLE IF NOT EXISTS {name} ({', '.join(cols)})", *self.index_ddl()]
+
+    def index_ddl(self) -> list[str]:
+        return [f"CREATE INDEX IF NOT EXISTS {self.name}_{'_'.join(index)} "
+                f"ON {self.name} ({', '.join(index)})" for index in self.indexes]
+
+    def column(self, name: str) -> Column:
+        return next(c for c in self.columns if c.name == name)
+
+    def upsert_sql(self, source: str = "", placeholder: str = "?") -> str:
+        """An upsert into this table that keeps the row the module docstring says;
+        ``source`` is a SELECT to insert from, else one VALUES row of placeholders."""
+        cols = ", ".join(self.names)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in self.names if c not in self.key)
+        sql = (f"INSERT INTO {self.name} ({cols}) "
+               + (source or f"VALUES ({', '.join([placeholder] * len(self.names))})")
+               + f" ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {updates}")
+        if self.prefer:
+            mine = ", ".join(f"{self.name}.{c}" for c in self.prefer)
+            new = ", ".join(f"excluded.{c}" for c in self.prefer)
+            sql += (f" WHERE {self.name}.run_id <> excluded.run_id OR ({new}) < ({mine})")
+        return sql
 
 
-def keep_last_per_key(table: Table, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """The last row of every key: one statement must not hit the same key twice."""
-    idx = table.key_indices
-    key = itemgetter(*idx)
+def one_row_per_key(table: Table, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """One row of every key, the one the database would keep (see the module
+    docstring): one statement must not hit the same key twice."""
+    key = itemgetter(*table.key_indices)
     if isinstance(rows, list) and len(set(map(key, rows))) == len(rows):
         return rows  # keys already unique (the common case)
-    return list({key(r): r for r in rows}.values())
+    if not table.prefer:
+        return list({key(r): r for r in rows}.values())
+    order = itemgetter(*(table.names.index(c) for c in table.prefer))
+    best: dict[Any, tuple[Any, ...]] = {}
+    for r in rows:
+        k = key(r)
+        if k not in best or order(r) < order(best[k]):
+            best[k] = r
+    return list(best.values())
 
 
 def _cols(*spec: str | tuple[str, str] | tuple[str, str, bool]) -> tuple[Column, ...]:
@@ -86,26 +122,31 @@ PREDICTIONS = Table(
     "predictions",
     _cols("doc_id", "tranche", "label", ("score", "float"), ("top_k", "json"),
           "model_name", "model_version", "model_sha256", "run_id", ("scored_at", "time"),
-          "source_file", ("metadata", "json", True)),
-    key=("doc_id", "model_name", "model_version"),
+          "source_file", ("position", "int"), ("metadata", "json", True)),
+    key=("tranche", "doc_id", "model_name", "model_version"),
+    indexes=(("run_id",), ("tranche",)),
+    prefer=("source_file", "position"),
 )
 DEAD_LETTERS = Table(
     "dead_letters",
     _cols("run_id", "tranche", "source_file", ("position", "int"), "stage", "reason",
           "payload"),
     key=("run_id", "source_file", "position", "stage"),
+    indexes=(("run_id",), ("tranche",)),
 )
 RUNS = Table(
     "runs",
     _cols("run_id", ("started_at", "time"), ("finished_at", "time", True), "status",
-          ("config", "json"), "model", ("counts", "json", True)),
+          ("config", "json"), "model", ("counts", "json", True), ("host", "text", True),
+          ("pid", "int", True)),
     key=("run_id",),
 )
 TRANCHES = Table(
     "tranches",
     _cols("tranche", "model_name", "model_version", "fingerprint", ("files", "json"),
           "run_id", "status", ("counts", "json", True), ("lease_until", "float", True),
-          ("started_at", "time"), ("finished_at", "time", True)),
+          ("started_at", "time"), ("finished_at", "time", True), ("host", "text", True),
+          ("pid", "int", True)),
     key=("tranche", "model_name", "model_version"),
 )
 TABLES = (PREDICTIONS, DEAD_LETTERS, RUNS, TRANCHES)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from store.database import Database, TransientDatabaseError, connect, redact
+from store.database import Database, TransientDatabaseError, connect, database_identity
 from store.limits import FileSlots, MachineRateLimiter, RedisRateLimiter, RedisSlots
 
 _LOG = logging.getLogger(__name__)
@@ -31,6 +31,11 @@ class DatabaseSettings:
     max_retries: int = 8
     max_connections: int = 4
     redis_url: str = ""  # job-wide rate limiter and connection slots (autoscaled jobs)
+    state_dir: str = ""  # this machine's limiter state files; "" = <temp dir>/beamscore
+
+    @property
+    def identity(self) -> str:
+        return database_identity(self.url)
 
 
 def with_retries(fn: Callable[[], T], *, max_retries: int, on_wait: Callable[[float], None],
@@ -57,8 +62,8 @@ def rate_limiter(s: DatabaseSettings, rows_per_second: float, machines: int = 1
     """The job's budget in Redis when configured; else this machine's equal share of it,
     shared by every writer process of the machine."""
     if s.redis_url:
-        return RedisRateLimiter(s.redis_url, redact(s.url), rows_per_second)
-    return MachineRateLimiter(s.url, rows_per_second / max(1, machines))
+        return RedisRateLimiter(s.redis_url, s.identity, rows_per_second)
+    return MachineRateLimiter(s.identity, rows_per_second / max(1, machines), s.state_dir)
 
 
 class DatabaseSession:
@@ -74,9 +79,10 @@ class DatabaseSession:
     def _connect(self) -> Database:
         if self._db is None:
             if self._slots is None:
-                self._slots = (RedisSlots(self._s.redis_url, self._s.url, self._s.max_connections)
-                               if self._s.redis_url else
-                               FileSlots(self._s.url, self._s.max_connections))
+                self._slots = (
+                    RedisSlots(self._s.redis_url, self._s.identity, self._s.max_connections)
+                    if self._s.redis_url else
+                    FileSlots(self._s.identity, self._s.max_connections, self._s.state_dir))
                 self._on_wait(self._slots.acquire())
             self._db = connect(self._s.url, password_env=self._s.password_env,
                                statement_timeout_ms=self._s.statement_timeout_ms)

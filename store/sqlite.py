@@ -2,7 +2,8 @@
 
 WAL journal, a long busy timeout and ``BEGIN IMMEDIATE`` transactions, so several local
 worker processes writing the same file never see "database is locked"; upserts are one
-``executemany`` of ``INSERT ... ON CONFLICT DO UPDATE`` per batch.
+``executemany`` of ``INSERT ... ON CONFLICT DO UPDATE`` per batch. Times are ISO-8601
+text, documents JSON text.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from store.database import Database, PermanentDataError, TransientDatabaseError, sqlite_path
-from store.schema import SCHEMA_VERSION, TABLES, Table, keep_last_per_key
+from store.schema import Table, one_row_per_key
 
 
 class SQLiteDatabase(Database):
@@ -25,10 +26,16 @@ class SQLiteDatabase(Database):
         path = sqlite_path(url)
         if not path:
             raise ValueError(f"sqlite URL needs a path: {url!r}")
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
-        self.conn = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None,
-                                    check_same_thread=False)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self.conn = sqlite3.connect(path, timeout=busy_timeout_ms / 1000,
+                                        isolation_level=None, check_same_thread=False)
+        except (OSError, sqlite3.Error) as exc:
+            raise ValueError(
+                f"cannot open the SQLite database {os.path.abspath(path)} (db {url}): {exc}. "
+                "sqlite:///relative/path is relative to the working directory, "
+                "sqlite:////absolute/path is absolute") from exc
         self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = NORMAL")
@@ -43,26 +50,14 @@ class SQLiteDatabase(Database):
             raise
         self.conn.execute("COMMIT")
 
-    def init_schema(self) -> None:
-        with self._tx():
-            self.conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            current = self.conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
-            for table in TABLES:
-                for ddl in table.ddl(self.backend):
-                    self.conn.execute(ddl)
-            if current is None or current < SCHEMA_VERSION:
-                self.conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+    def migration_lock(self) -> AbstractContextManager[None]:
+        return self._tx()
 
     def upsert(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> int:
-        rows = keep_last_per_key(table, rows)
+        rows = one_row_per_key(table, rows)
         if not rows:
             return 0
-        cols = table.names
-        updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in table.key)
-        sql = (f"INSERT INTO {table.name} ({', '.join(cols)}) "
-               f"VALUES ({', '.join('?' * len(cols))}) "
-               f"ON CONFLICT ({', '.join(table.key)}) DO UPDATE SET {updates}")
+        sql = table.upsert_sql(placeholder="?")
         try:
             with self._tx():
                 self.conn.executemany(sql, rows)

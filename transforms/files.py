@@ -1,7 +1,7 @@
 """Write prediction files: one Parquet file per scored DocBatch, named by its batch key.
 
 The file holds the ``predictions`` table's columns (``store.schema.PREDICTIONS``) plus
-the record's ``position`` and ``true_label``. Names are deterministic
+the record's ``true_label``. Names are deterministic
 (``<output_dir>/dt=<tranche>/predictions-<model>-v<version>-<batch_key>.parquet``), so
 a retried bundle or a rerun overwrites instead of adding files; local files are
 written to a temporary name and renamed.
@@ -18,12 +18,11 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from store.schema import PREDICTIONS, Column
-from transforms.records import POSITION, DocBatch, RunContext, prediction_columns, true_labels
+from transforms.records import DocBatch, RunContext, prediction_columns, true_labels
 
 _ARROW = {"text": pa.string(), "float": pa.float64(), "int": pa.int64(),
           "time": pa.string(), "json": pa.string()}
-FILE_COLUMNS = (*PREDICTIONS.columns, Column("position", "int"),
-                Column("true_label", "text", nullable=True))
+FILE_COLUMNS = (*PREDICTIONS.columns, Column("true_label", "text", nullable=True))
 PARQUET_SCHEMA = pa.schema([pa.field(c.name, _ARROW[c.type], nullable=True)
                             for c in FILE_COLUMNS])
 
@@ -40,21 +39,27 @@ def write_atomically(path: str, data: bytes) -> None:
     FileSystems.rename([tmp], [path])
 
 
+def prediction_file(output_dir: str, ctx: RunContext, tranche: str, batch_key: str) -> str:
+    return (f"{output_dir.rstrip('/')}/dt={tranche}/predictions-{ctx.model_name}-"
+            f"v{ctx.model_version}-{batch_key}.parquet")
+
+
+def write_parquet(path: str, table: pa.Table) -> None:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    write_atomically(path, sink.getvalue().to_pybytes())
+
+
 class _WriteParquetFn(beam.DoFn):
     def __init__(self, output_dir: str, ctx: RunContext):
-        self._output_dir = output_dir.rstrip("/")
+        self._output_dir = output_dir
         self._ctx = ctx
 
     def process(self, batch: DocBatch) -> Iterator[DocBatch]:
-        cols = prediction_columns(batch, self._ctx) | {
-            "position": batch.frame[POSITION].tolist(), "true_label": true_labels(batch)}
+        cols = prediction_columns(batch, self._ctx) | {"true_label": true_labels(batch)}
         table = pa.table({c.name: cols[c.name] for c in FILE_COLUMNS}, schema=PARQUET_SCHEMA)
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
-        c = self._ctx
-        path = (f"{self._output_dir}/dt={batch.tranche}/predictions-{c.model_name}-"
-                f"v{c.model_version}-{batch.batch_key}.parquet")
-        write_atomically(path, sink.getvalue().to_pybytes())
+        write_parquet(prediction_file(self._output_dir, self._ctx, batch.tranche,
+                                      batch.batch_key), table)
         yield batch
 
 

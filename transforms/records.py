@@ -33,7 +33,7 @@ DOC_ID, TEXT, LABEL, POSITION, METADATA, RAW = (
     "doc_id", "text", "true_label", "position", "metadata", "raw",
 )
 PRED_LABEL, PRED_SCORE, PRED_TOP_K = "pred_label", "pred_score", "pred_top_k"
-STAGES = ("read", "validate", "preprocess", "inference", "sink")
+STAGES = ("read", "validate", "preprocess", "inference", "sink", "dedupe")
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,8 @@ def prediction_columns(batch: DocBatch, ctx: RunContext) -> dict[str, list[Any]]
         "top_k": f[PRED_TOP_K].tolist(), "model_name": [ctx.model_name] * n,
         "model_version": [ctx.model_version] * n, "model_sha256": [ctx.model_sha256] * n,
         "run_id": [ctx.run_id] * n, "scored_at": [ctx.scored_at] * n,
-        "source_file": [batch.source_file] * n, "metadata": f[METADATA].tolist(),
+        "source_file": [batch.source_file] * n, "position": f[POSITION].tolist(),
+        "metadata": f[METADATA].tolist(),
     }
 
 

@@ -2,10 +2,12 @@
 
 The ``stats`` of the read, the database write and the dead-letter writer are summed per
 tranche into one summary (read, valid, scored, dead-lettered, written, throttled time),
-which is stored in the ``runs`` row and in ``<output_dir>/_runs/<run_id>.json``. A
-tranche is marked completed in the ledger only when every record it read is accounted
-for (read == written + dead-lettered); otherwise it is marked failed, and the next
-scheduled run scores it again.
+which is stored in the ``runs`` row and in ``<output_dir>/_runs/<run_id>.json``.
+``written`` is counted in the database (the tranche's ``predictions`` rows of this
+run), not taken from counters. A tranche is marked completed in the ledger only when
+every record it read is accounted for (read == written + dead-lettered) and its own
+dead-letter share is within ``max_dead_letter_ratio``; otherwise it is marked failed,
+with the reason, and the next scheduled run scores it again.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from store.session import DatabaseSession, DatabaseSettings
 from transforms.files import write_atomically
 
 COUNT_KEYS = ("read", "valid", "scored", "dead_lettered", "written")
-SUCCEEDED, RATIO_EXCEEDED = "succeeded", "dead_letter_ratio_exceeded"
+SUCCEEDED, RATIO_EXCEEDED, INCOMPLETE = "succeeded", "dead_letter_ratio_exceeded", "incomplete"
 
 
 def merge_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
@@ -47,11 +49,19 @@ def finalize_counts(per_tranche: dict[str, dict[str, int]]) -> dict[str, dict[st
 
 def summarise(run_id: str, per_tranche: dict[str, dict[str, int]],
               max_ratio: float) -> dict[str, Any]:
-    """The run summary: per-tranche and total counts, dead-letter ratio and status."""
+    """The run summary: per-tranche and total counts, dead-letter ratio and status:
+    ``incomplete`` if a tranche has records unaccounted for, else
+    ``dead_letter_ratio_exceeded`` if the run's or a tranche's share of dead letters
+    is above ``max_ratio``, else ``succeeded``."""
     counts = finalize_counts(per_tranche)
     total = finalize_counts({"total": merge_counts(counts.values())})["total"]
     ratio = total["dead_lettered"] / total["read"] if total["read"] else 0.0
     status = SUCCEEDED if ratio <= max_ratio else RATIO_EXCEEDED
+    for c in counts.values():
+        if not accounted_for(c):
+            status = INCOMPLETE
+        elif tranche_outcome(c, max_ratio)[0] == FAILED and status == SUCCEEDED:
+            status = RATIO_EXCEEDED
     return {"run_id": run_id, "status": status, "tranches": counts, "total": total,
             "dead_letter_ratio": round(ratio, 6)}
 
@@ -60,43 +70,70 @@ def accounted_for(counts: dict[str, int]) -> bool:
     return counts["read"] == counts["written"] + counts["dead_lettered"]
 
 
+def tranche_outcome(counts: dict[str, int], max_ratio: float) -> tuple[str, str]:
+    """(ledger status, why it failed or "") of one tranche of a finished run."""
+    if not accounted_for(counts):
+        return FAILED, (f"{counts['read']} read but {counts['written']} written + "
+                        f"{counts['dead_lettered']} dead-lettered")
+    ratio = counts["dead_lettered"] / counts["read"] if counts["read"] else 0.0
+    if ratio > max_ratio:
+        return FAILED, f"dead-letter ratio {ratio:.4f} > max_dead_letter_ratio {max_ratio}"
+    return COMPLETED, ""
+
+
+def written_rows(db: Database, run_id: str) -> dict[str, int]:
+    """Rows of this run in ``predictions``, per tranche."""
+    return {t: int(n) for t, n in db.execute(
+        f"SELECT tranche, count(*) FROM predictions WHERE run_id = {db.placeholder} "
+        "GROUP BY tranche", [run_id])}
+
+
 class _RecordRunFn(beam.DoFn):
     """{tranche: counts} -> the summary, recorded in ``runs``, the ledger and a file."""
 
     def __init__(self, database: DatabaseSettings, output_dir: str, run_id: str,
-                 max_dead_letter_ratio: float, tranches: list[str]):
+                 max_dead_letter_ratio: float, tranches: list[str], extra: dict[str, Any]):
         self._database = database
         self._output_dir = output_dir.rstrip("/")
         self._run_id = run_id
         self._ratio = max_dead_letter_ratio
         self._tranches = tranches
+        self._extra = extra
 
     def process(self, per_tranche: dict[str, dict[str, int]]) -> Iterator[dict[str, Any]]:
-        summary = summarise(self._run_id, {t: {} for t in self._tranches} | per_tranche,
-                            self._ratio)
         session = DatabaseSession(self._database)
         try:
-            session.run(lambda db: self._record(db, summary))
+            summary = session.run(lambda db: self._record(db, per_tranche))
         finally:
             session.close()
         write_atomically(f"{self._output_dir}/_runs/{self._run_id}.json",
                          json.dumps(summary, indent=2).encode())
         yield summary
 
-    def _record(self, db: Database, summary: dict[str, Any]) -> None:
-        runs.finish(db, self._run_id, summary["status"], summary)
+    def _record(self, db: Database, per_tranche: dict[str, dict[str, int]]) -> dict[str, Any]:
+        counts: dict[str, dict[str, int]] = {t: {} for t in self._tranches} | per_tranche
+        written = written_rows(db, self._run_id)
+        for tranche, c in counts.items():
+            counts[tranche] = c | {"written": written.get(tranche, 0)}
+        summary = summarise(self._run_id, counts, self._ratio) | self._extra
         ledger = TrancheLedger(db)
         for tranche, c in summary["tranches"].items():
-            ledger.finish(self._run_id, tranche, COMPLETED if accounted_for(c) else FAILED, c)
+            status, why = tranche_outcome(c, self._ratio)
+            ledger.finish(self._run_id, tranche, status, c | ({"failed": why} if why else {}))
+        runs.finish(db, self._run_id, summary["status"], summary)
+        return summary
 
 
 class SummariseRun(beam.PTransform):
-    """(tranche, counts) stats -> one summary dict, also stored in ``runs``."""
+    """(tranche, counts) stats -> one summary dict, also stored in ``runs``. ``extra``
+    (what the launch knew: the plan's decisions, the model) is added to the summary."""
 
     def __init__(self, database: DatabaseSettings, output_dir: str, run_id: str,
-                 max_dead_letter_ratio: float, tranches: list[str]):
+                 max_dead_letter_ratio: float, tranches: list[str],
+                 extra: dict[str, Any] | None = None):
         super().__init__()
-        self._fn = _RecordRunFn(database, output_dir, run_id, max_dead_letter_ratio, tranches)
+        self._fn = _RecordRunFn(database, output_dir, run_id, max_dead_letter_ratio, tranches,
+                                extra or {})
 
     def expand(self, stats: beam.PCollection) -> beam.PCollection:
         return (

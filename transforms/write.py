@@ -9,6 +9,11 @@ spent throttled, waiting for a slot or backing off is counted in
 ``cumulativeThrottlingSeconds`` and reported in the run summary. Rows the database
 rejects permanently are isolated by bisection and dead-lettered (stage ``sink``) with
 the database's message.
+
+With a rate limit R, no single write is larger than ``write_size`` (a quarter of this
+machine's share of R, at most ``batch_rows``), so that no 1-second window of commits
+exceeds R whatever R and ``batch_rows`` are. Every write also emits the ids it wrote
+(``IDS``) for ``transforms.dedupe``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
@@ -29,9 +35,9 @@ from apache_beam.utils.windowed_value import WindowedValue
 from store.database import PermanentDataError
 from store.schema import PREDICTIONS
 from store.session import DatabaseSession, DatabaseSettings, rate_limiter
+from transforms.dedupe import IdIndex, id_hashes
 from transforms.records import (
     DEAD_LETTERS,
-    POSITION,
     RAW,
     STATS,
     DocBatch,
@@ -41,6 +47,7 @@ from transforms.records import (
 )
 
 _LOG = logging.getLogger(__name__)
+IDS = "ids"
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,15 @@ class SinkSettings:
     machines: int = 1  # machines sharing max_rows_per_second (each gets an equal share)
     payload_limit: int = 2000
     progress_seconds: float = 30.0  # log rows written at least this often
+
+    @property
+    def write_size(self) -> int:
+        """Rows per database write: ``batch_rows``, and a quarter of this machine's share
+        of the rate limit when one is set (never more rows at once than R allows)."""
+        if self.max_rows_per_second <= 0:
+            return self.batch_rows
+        share = self.max_rows_per_second / max(1, self.machines)
+        return max(1, min(self.batch_rows, int(share // 4)))
 
 
 class ThrottleTimer:
@@ -83,12 +99,14 @@ def windowed(value: Any) -> WindowedValue:
 
 @dataclass
 class _Segment:
-    """A slice of one input batch in the write buffer, for stats and dead letters."""
+    """A slice of one input batch in the write buffer, for stats, ids and dead letters."""
 
     tranche: str
     source_file: str
+    batch_key: str
     positions: list[int]
     raws: list[Any]
+    hashes: tuple[np.ndarray, np.ndarray]
 
 
 class _WritePredictionsFn(beam.DoFn):
@@ -119,7 +137,8 @@ class _WritePredictionsFn(beam.DoFn):
         n = len(rows)
         if not n:
             return
-        positions, raws = batch.frame[POSITION].tolist(), batch.frame[RAW].tolist()
+        positions, raws = cols["position"], batch.frame[RAW].tolist()
+        hi, lo = id_hashes(cols["doc_id"])
         # Bytes per row, estimated per batch: ids, top-k JSON, source file, fixed columns.
         per_row = (sum(map(len, cols["doc_id"])) + sum(map(len, cols["top_k"]))) // n \
             + len(batch.source_file) + 200
@@ -129,8 +148,9 @@ class _WritePredictionsFn(beam.DoFn):
                        -(-(self._s.batch_bytes - self._bytes) // per_row))
             end = min(n, start + max(1, room))
             self._rows.extend(rows[start:end])
-            self._segments.append(_Segment(batch.tranche, batch.source_file,
-                                           positions[start:end], raws[start:end]))
+            self._segments.append(_Segment(
+                batch.tranche, batch.source_file, batch.batch_key, positions[start:end],
+                raws[start:end], (hi[start:end], lo[start:end])))
             self._bytes += (end - start) * per_row
             start = end
             if len(self._rows) >= self._s.batch_rows or self._bytes >= self._s.batch_bytes:
@@ -149,14 +169,17 @@ class _WritePredictionsFn(beam.DoFn):
         self._session.close()
 
     def _flush(self) -> Iterator[tuple[str, Any]]:
-        """Write the buffer; (STATS, per-tranche counts) and (DEAD_LETTERS, rejected)."""
+        """Write the buffer; (STATS, per-tranche counts), (IDS, ids written) and
+        (DEAD_LETTERS, rows rejected)."""
         rows, segments = self._rows, self._segments
         self._rows, self._segments, self._bytes = [], [], 0
         if not rows:
             return
         throttled_before = self._timer.total_seconds
         rejected: dict[int, str] = {}
-        self._write_isolating(rows, 0, len(rows), rejected)
+        size = self._s.write_size
+        for start in range(0, len(rows), size):
+            self._write_isolating(rows, start, min(len(rows), start + size), rejected)
         written: dict[str, int] = defaultdict(int)
         scored: dict[str, int] = defaultdict(int)
         offset = 0
@@ -164,13 +187,19 @@ class _WritePredictionsFn(beam.DoFn):
             k = len(seg.positions)
             scored[seg.tranche] += k
             written[seg.tranche] += k
-            for i in sorted(j - offset for j in rejected if offset <= j < offset + k):
+            bad = sorted(j - offset for j in rejected if offset <= j < offset + k)
+            for i in bad:
                 written[seg.tranche] -= 1
                 yield DEAD_LETTERS, dead_letter(
                     tranche=seg.tranche, source_file=seg.source_file,
                     position=seg.positions[i], stage="sink",
                     reason=f"database rejected the row: {rejected[offset + i]}"[:1000],
                     payload=seg.raws[i], payload_limit=self._s.payload_limit)
+            keep = np.ones(k, dtype=bool)
+            keep[bad] = False
+            yield IDS, IdIndex(seg.tranche, seg.source_file, seg.batch_key,
+                               seg.hashes[0][keep], seg.hashes[1][keep],
+                               np.asarray(seg.positions, dtype=np.int64)[keep])
             offset += k
         self._written.inc(len(rows) - len(rejected))
         throttled_ms = int((self._timer.total_seconds - throttled_before) * 1000)
@@ -211,8 +240,9 @@ class _WritePredictionsFn(beam.DoFn):
 class WriteToDatabase(beam.PTransform):
     """Scored DocBatches -> upserted ``predictions`` rows.
 
-    Outputs: ``stats`` ((tranche, {"scored", "written"}), the main output) and
-    ``dead_letters`` (rows the database rejected permanently).
+    Outputs: ``stats`` ((tranche, {"scored", "written"}), the main output),
+    ``dead_letters`` (rows the database rejected permanently) and ``ids`` (``IdIndex``
+    of the rows written).
     """
 
     def __init__(self, settings: SinkSettings, ctx: RunContext):
@@ -221,4 +251,4 @@ class WriteToDatabase(beam.PTransform):
 
     def expand(self, batches: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return batches | "Upsert predictions" >> beam.ParDo(self._fn).with_outputs(
-            DEAD_LETTERS, main=STATS)
+            DEAD_LETTERS, IDS, main=STATS)

@@ -80,13 +80,31 @@ def test_truncated_gzip_ends_in_one_rejection_after_the_good_lines(tmp_path: Pat
     items = _items(path, "jsonl.gz")
     *records, (last, position) = items
     assert records and all(isinstance(i, dict) for i, _ in records)
-    assert isinstance(last, Rejection) and "unreadable jsonl.gz file after position" in last.reason
-    assert position == len(records) + 1
+    assert isinstance(last, Rejection) and position == 0
+    assert last.reason.startswith(f"unreadable jsonl.gz file {path} after line {len(records)}")
+    assert "EOFError" in last.reason
 
 
-def test_corrupt_parquet_is_one_rejection_at_position_one(tmp_path: Path) -> None:
-    path = tmp_path / "x.parquet"
-    path.write_bytes(b"PAR1 not parquet PAR1")
-    [(item, position)] = _items(path, "parquet")
-    assert isinstance(item, Rejection) and "unreadable parquet" in item.reason
-    assert position == 1
+@pytest.mark.parametrize("name, fmt, data", [
+    ("x.parquet", "parquet", b"PAR1 not parquet PAR1"),
+    ("x.jsonl.gz", "jsonl.gz", b"not gzip at all"),
+    ("x.csv.gz", "csv.gz", b"\x1f\x8b\x08 truncated"),
+])
+def test_an_unreadable_file_is_one_rejection_at_position_zero_naming_it(
+        tmp_path: Path, name: str, fmt: str, data: bytes) -> None:
+    path = tmp_path / name
+    path.write_bytes(data)
+    [(item, position)] = _items(path, fmt)
+    assert isinstance(item, Rejection) and position == 0
+    assert item.reason.startswith(f"unreadable {fmt} file {path}: ")
+
+
+def test_a_file_gone_since_planning_is_one_rejection(tmp_path: Path) -> None:
+    [(item, position)] = _items(tmp_path / "gone.jsonl", "jsonl")
+    assert isinstance(item, Rejection) and position == 0 and "gone.jsonl" in item.reason
+
+
+def test_gzipped_csv_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv.gz"
+    path.write_bytes(gzip.compress(b"id,text\nz1,hello\n"))
+    assert [(i["id"], pos) for i, pos in _items(path, "csv.gz")] == [("z1", 1)]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from landing.tranches import date_range, plan_tranches
+from landing.tranches import InputRootMissing, date_range, plan_tranches
 from tests.data import day_folder
 
 DAY1, DAY2, DAY3 = dt.date(2026, 1, 1), dt.date(2026, 1, 2), dt.date(2026, 1, 3)
@@ -18,17 +18,23 @@ DAY1, DAY2, DAY3 = dt.date(2026, 1, 1), dt.date(2026, 1, 2), dt.date(2026, 1, 3)
 def test_plan_tranches_finds_all_formats_and_ignores_other_files(tmp_path: Path) -> None:
     folder = day_folder(tmp_path, DAY1)
     names = {"a.jsonl": "jsonl", "b.jsonl.gz": "jsonl.gz", "c.parquet": "parquet",
-             "d.csv": "csv"}
+             "d.csv": "csv", "e.csv.gz": "csv.gz", "f.ndjson": "jsonl", "g.ndjson.gz": "jsonl.gz",
+             "H.JSONL": "jsonl", "i.Parquet": "parquet", "j.CSV.GZ": "csv.gz"}
     for name in names:
         (folder / name).write_bytes(b"x" * 10)
-    for other in ("README.txt", "_SUCCESS", "e.csv.gz", "f.json"):
+    for other in ("README.txt", "_SUCCESS", "f.json", "k.xml", "l.jsonl.bz2"):
         (folder / other).write_bytes(b"y")
     [plan] = plan_tranches(str(tmp_path), [DAY1])
     assert not plan.missing
     assert {os.path.basename(f.path): f.format for f in plan.files} == names
     assert sorted(os.path.basename(p) for p in plan.ignored) == [
-        "README.txt", "_SUCCESS", "e.csv.gz", "f.json"]
-    assert plan.total_bytes == 40
+        "README.txt", "_SUCCESS", "f.json", "k.xml", "l.jsonl.bz2"]
+    assert plan.total_bytes == 100
+
+
+def test_an_input_root_that_does_not_exist_is_reported_as_such(tmp_path: Path) -> None:
+    with pytest.raises(InputRootMissing, match="input root .*nowhere does not exist"):
+        plan_tranches(str(tmp_path / "nowhere"), [DAY1, DAY2])
 
 
 def test_plan_tranches_reports_missing_folder_and_folder_without_inputs(tmp_path: Path) -> None:

@@ -49,15 +49,27 @@ def test_run_scores_on_the_callers_test_pipeline(
     assert _count(tmp_path / "s.db", "predictions") == 120
 
 
+DATAFLOW = ["--runner", "DataflowRunner", "--project", "beamscore-project",
+            "--region", "europe-west1", "--temp_location", "gs://beamscore-bucket/tmp",
+            "--staging_location", "gs://beamscore-bucket/staging"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--runner", "DirectRuner"], "runner 'DirectRuner' cannot be used"),
+    (["--runner", "DataflowRunner"], "Missing required option: project"),
+    (["--runner", "DataflowRunner", "--project", "p", "--temp_location", "gs://b/t"],
+     "Invalid GCS bucket (gs://b/t)"),
+    ([*DATAFLOW, "--sink-max-rows-per-second", "100"], "sink.max_rows_per_second"),
+])
 def test_a_configuration_error_leaves_no_run_and_no_lease(
         landing: str, registry_root: str, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    """A rate limit on a distributed runner needs Redis or a VM count: refused at launch,
-    before any run row or tranche lease is written."""
-    rc = run(_args(landing, registry_root, tmp_path, "--runner", "DataflowRunner",
-                   "--sink-max-rows-per-second", "100"))
+        capsys: pytest.CaptureFixture[str], extra: list[str], message: str) -> None:
+    """A runner typo, a runner's missing options, a rate limit on a distributed runner
+    without Redis or a VM count: refused at launch, before any run row or lease."""
+    rc = run(_args(landing, registry_root, tmp_path, *extra))
     assert rc == EXIT_ERROR
-    assert "sink.max_rows_per_second" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert _count(tmp_path / "s.db", "runs") == 0
     assert _count(tmp_path / "s.db", "tranches") == 0
 

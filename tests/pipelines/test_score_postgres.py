@@ -8,7 +8,6 @@ rejects, and the global rate limit with two workers.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -25,6 +24,7 @@ from models.preprocess import PreprocessConfig, preprocess_texts
 from models.recipe import train_and_evaluate
 from models.registry import ModelRegistry
 from pipelines import cli
+from store.database import from_json
 from tests.postgres import PG
 
 pytestmark = pytest.mark.postgres
@@ -71,13 +71,13 @@ def _q(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
 def _last_run(url: str) -> dict[str, Any]:
     rows = _q(url, "SELECT counts, status FROM runs ORDER BY started_at DESC, finished_at DESC "
                    "LIMIT 1")
-    data: dict[str, Any] = json.loads(rows[0][0])
+    data: dict[str, Any] = from_json(rows[0][0])
     data["run_status"] = rows[0][1]
     return data
 
 
 def _assert_complete(url: str, expected_rows: int) -> dict[str, Any]:
-    total, distinct = _q(url, "SELECT count(*), count(DISTINCT (doc_id, model_name, "
+    total, distinct = _q(url, "SELECT count(*), count(DISTINCT (tranche, doc_id, model_name, "
                               "model_version)) FROM predictions")[0]
     assert total == distinct == expected_rows
     run = _last_run(url)
@@ -151,12 +151,16 @@ def test_second_run_is_skipped_and_force_rewrites_same_rows(
     capsys.readouterr()
     assert _score(pg_url, registry, landing, tmp_path) == 0
     assert "skipped" in capsys.readouterr().out
-    assert _last_run(pg_url)["run_id"] == first_run  # no new run was started
+    skipped = _last_run(pg_url)  # the skipped run leaves a trace, and wrote nothing
+    assert skipped["run_status"] == "skipped" and skipped["run_id"] != first_run
+    assert skipped["plan"][DAY]["decision"] == "skipped"
+    assert _q(pg_url, "SELECT DISTINCT run_id FROM predictions") == [(first_run,)]
     assert _score(pg_url, registry, landing, tmp_path, "--force") == 0
     _assert_complete(pg_url, 2000)
-    runs = _q(pg_url, "SELECT run_id, counts FROM runs WHERE run_id <> %s", [first_run])
-    assert len(runs) == 1  # exactly one more run: the forced one
-    run = json.loads(runs[0][1])
+    runs = _q(pg_url, "SELECT run_id, counts FROM runs WHERE run_id <> %s AND "
+                      "status = 'succeeded'", [first_run])
+    assert len(runs) == 1  # exactly one more scoring run: the forced one
+    run = from_json(runs[0][1])
     # Every row now carries the forced run's lineage.
     assert _q(pg_url, "SELECT DISTINCT run_id FROM predictions") == [(run["run_id"],)]
     status = _q(pg_url, "SELECT status, run_id FROM tranches")
@@ -180,6 +184,14 @@ def test_duplicate_ids_in_one_tranche_give_one_row_per_key(
     assert _score(pg_url, registry, landing, tmp_path) == 0
     run = _assert_complete(pg_url, 1000)  # 1000 distinct ids
     assert run["tranches"][DAY]["read"] == 1002
+    assert run["tranches"][DAY]["dead_lettered"] == 2
+    # The first occurrence (line 2 of part-0) is the row; the two later ones dead letters.
+    assert _q(pg_url, "SELECT source_file, position FROM predictions WHERE doc_id = "
+                      "'pg-0000001'") == [(f"{landing}/dt={DAY}/part-0.jsonl", 2)]
+    dead = _q(pg_url, "SELECT stage, reason FROM dead_letters ORDER BY position")
+    assert [d[0] for d in dead] == ["dedupe", "dedupe"]
+    assert all(d[1] == f"duplicate id in tranche (first at {landing}/dt={DAY}/part-0.jsonl "
+                       "position 2)" for d in dead)
 
 
 def test_row_lock_times_out_retries_and_succeeds(
@@ -225,10 +237,10 @@ def test_values_the_database_rejects_are_dead_lettered(
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("""CREATE TABLE predictions (
             doc_id TEXT NOT NULL, tranche TEXT NOT NULL, label VARCHAR(8) NOT NULL,
-            score DOUBLE PRECISION NOT NULL, top_k TEXT NOT NULL, model_name TEXT NOT NULL,
+            score DOUBLE PRECISION NOT NULL, top_k JSONB NOT NULL, model_name TEXT NOT NULL,
             model_version TEXT NOT NULL, model_sha256 TEXT NOT NULL, run_id TEXT NOT NULL,
-            scored_at TEXT NOT NULL, source_file TEXT NOT NULL, metadata TEXT,
-            PRIMARY KEY (doc_id, model_name, model_version))""")
+            scored_at TIMESTAMPTZ NOT NULL, source_file TEXT NOT NULL, position BIGINT NOT NULL,
+            metadata JSONB, PRIMARY KEY (tranche, doc_id, model_name, model_version))""")
     landing = _landing(tmp_path, 1000)
     assert _score(pg_url, registry, landing, tmp_path, "--max-dead-letter-ratio", "1") == 0
     run = _last_run(pg_url)

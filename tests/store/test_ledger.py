@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from store.database import Database, connect
-from store.ledger import BUSY, COMPLETED, FAILED, RUN, SKIP, TrancheLedger
+from store.ledger import BUSY, COMPLETED, FAILED, RUN, SKIP, Holder, TrancheLedger
 
 
 class Clock:
@@ -29,7 +30,9 @@ def db(tmp_path: Path) -> Iterator[Database]:
 
 def _take(ledger: TrancheLedger, run_id: str, fingerprint: str = "fp1",
           lease: int = 60) -> bool:
-    return ledger.acquire("2026-01-01", "demo", "1", fingerprint, [{"path": "a"}], run_id, lease)
+    taken, _ = ledger.acquire("2026-01-01", "demo", "1", fingerprint, [{"path": "a"}], run_id,
+                              lease)
+    return taken
 
 
 def _decide(ledger: TrancheLedger, fingerprint: str = "fp1", force: bool = False) -> str:
@@ -75,3 +78,34 @@ def test_a_failed_run_frees_its_tranches_and_they_are_scored_again(db: Database)
     assert entry is not None and entry.status == FAILED and entry.lease_until is None
     assert _decide(ledger) == RUN
     assert _take(ledger, "run-b")
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_lease_whose_process_is_gone_on_this_host_is_taken_over_at_once(
+        db: Database) -> None:
+    clock = Clock()
+    here = Holder.this_process().host
+    gone = TrancheLedger(db, clock=clock, holder=Holder(here, _dead_pid()))
+    assert _take(gone, "run-a", lease=120)
+    ledger = TrancheLedger(db, clock=clock)
+    decision, detail = ledger.decide("2026-01-01", "demo", "1", "fp1", False)
+    assert decision == RUN and "run-a abandoned it" in detail and "is gone" in detail
+    assert ledger.acquire("2026-01-01", "demo", "1", "fp1", [], "run-b", 120) == (True, "run-a")
+
+
+def test_a_lease_held_on_another_host_waits_for_its_expiry(db: Database) -> None:
+    clock = Clock()
+    other = TrancheLedger(db, clock=clock, holder=Holder("elsewhere", _dead_pid()))
+    assert _take(other, "run-a", lease=120)
+    ledger = TrancheLedger(db, clock=clock)
+    assert _decide(ledger) == BUSY
+    assert ledger.acquire("2026-01-01", "demo", "1", "fp1", [], "run-b", 120) == (False, None)
+    clock.now += 121
+    decision, detail = ledger.decide("2026-01-01", "demo", "1", "fp1", False)
+    assert decision == RUN and "lease expired" in detail
+    assert ledger.acquire("2026-01-01", "demo", "1", "fp1", [], "run-b", 120) == (True, "run-a")

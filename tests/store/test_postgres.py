@@ -16,9 +16,13 @@ pytestmark = pytest.mark.postgres
 DAY = "2026-02-01"
 
 
-def _pred_row(doc_id: str, label: str, run_id: str = "r1") -> tuple[Any, ...]:
-    return (doc_id, DAY, label, 0.5, "[]", "m", "1", "0" * 64, run_id,
-            "2026-02-01T00:00:00+00:00", "f.jsonl", None)
+def _pred_row(doc_id: str, label: str, run_id: str = "r1",
+              position: int | None = None) -> tuple[Any, ...]:
+    return PREDICTIONS.row({
+        "doc_id": doc_id, "tranche": DAY, "label": label, "score": 0.5, "top_k": "[]",
+        "model_name": "m", "model_version": "1", "model_sha256": "0" * 64, "run_id": run_id,
+        "scored_at": "2026-02-01T00:00:00+00:00", "source_file": "f.jsonl",
+        "position": int(doc_id[1:]) if position is None else position, "metadata": None})
 
 
 def test_copy_fast_path_falls_back_to_upsert_on_existing_keys(pg_url: str) -> None:
@@ -28,8 +32,10 @@ def test_copy_fast_path_falls_back_to_upsert_on_existing_keys(pg_url: str) -> No
     db.init_schema()
     assert db.upsert_predictions([_pred_row(f"d{i}", "a") for i in range(100)]) == 100
     assert db.writes == {("predictions", "copy"): 1}  # the fast path took it
-    # Half existing, half new keys, one key twice in the batch: the last row wins.
-    mixed = [_pred_row(f"d{i}", "b", "r2") for i in range(50, 150)] + [_pred_row("d60", "c")]
+    # Half existing, half new keys, one key twice in the batch: its first occurrence (the
+    # smaller position) wins.
+    mixed = [_pred_row(f"d{i}", "b", "r2") for i in range(50, 150)] + [
+        _pred_row("d60", "c", "r2", position=1)]
     assert db.upsert_predictions(mixed) == 100
     assert db.writes[("predictions", "conflict")] == 1
     assert db.writes[("predictions", "upsert")] == 1

@@ -32,9 +32,9 @@ def test_fail_records_the_reason_and_frees_the_leases(tmp_path: Path) -> None:
     db.init_schema()
     runs.start(db, "run-1", {}, "demo:1")
     ledger = TrancheLedger(db)
-    assert ledger.acquire("2026-01-01", "demo", "1", "fp", [], "run-1", 3600)
+    assert ledger.acquire("2026-01-01", "demo", "1", "fp", [], "run-1", 3600)[0]
     runs.fail(db, "run-1", "RuntimeError: boom")
     assert db.execute("SELECT status FROM runs") == [("failed",)]
     assert runs.summary(db, "run-1") == {"error": "RuntimeError: boom"}
-    assert ledger.acquire("2026-01-01", "demo", "1", "fp", [], "run-2", 3600)
+    assert ledger.acquire("2026-01-01", "demo", "1", "fp", [], "run-2", 3600)[0]
     db.close()

@@ -1,4 +1,4 @@
-"""Table definitions: one source for DDL, row tuples and keys."""
+"""Table definitions: one source for DDL, row tuples, keys and which row of a key wins."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from store.schema import (
     TRANCHES,
     Column,
     Table,
-    keep_last_per_key,
+    one_row_per_key,
 )
 
 T = Table("t", (Column("a"), Column("b", "int"), Column("c", "json", nullable=True)),
           key=("a", "b"), indexes=(("c",),))
+P = Table("p", (Column("k"), Column("run_id"), Column("f"), Column("pos", "int")),
+          key=("k",), prefer=("f", "pos"))
 
 
 def test_rows_follow_the_column_order_whatever_the_mapping_order() -> None:
@@ -25,11 +27,25 @@ def test_rows_follow_the_column_order_whatever_the_mapping_order() -> None:
     assert T.key_indices == (0, 1)
 
 
-def test_keep_last_per_key_keeps_the_last_row_of_each_key_in_first_seen_order() -> None:
+def test_one_row_per_key_keeps_the_last_row_or_the_preferred_one() -> None:
     rows = [("x", 1, "first"), ("y", 1, "only"), ("x", 1, "last"), ("x", 2, "other")]
-    assert keep_last_per_key(T, rows) == [("x", 1, "last"), ("y", 1, "only"), ("x", 2, "other")]
+    assert one_row_per_key(T, rows) == [("x", 1, "last"), ("y", 1, "only"), ("x", 2, "other")]
     unique = [("x", 1, None), ("x", 2, None)]
-    assert keep_last_per_key(T, unique) is unique
+    assert one_row_per_key(T, unique) is unique
+    dup = [("a", "r", "b.jsonl", 9), ("a", "r", "a.jsonl", 30), ("a", "r", "a.jsonl", 7)]
+    assert one_row_per_key(P, dup) == [("a", "r", "a.jsonl", 7)]  # file order, then position
+
+
+def test_the_preferred_row_wins_in_the_database_whatever_the_write_order() -> None:
+    conn = sqlite3.connect(":memory:")
+    for ddl in P.ddl("sqlite"):
+        conn.execute(ddl)
+    sql = P.upsert_sql(placeholder="?")
+    for row in [("a", "r1", "b.jsonl", 1), ("a", "r1", "a.jsonl", 5), ("a", "r1", "a.jsonl", 9)]:
+        conn.execute(sql, row)
+    assert conn.execute("SELECT * FROM p").fetchall() == [("a", "r1", "a.jsonl", 5)]
+    conn.execute(sql, ("a", "r2", "z.jsonl", 99))  # another run (a rerun) replaces it
+    assert conn.execute("SELECT * FROM p").fetchall() == [("a", "r2", "z.jsonl", 99)]
 
 
 def test_ddl_creates_the_table_its_key_and_indexes_in_sqlite() -> None:
@@ -45,3 +61,5 @@ def test_ddl_creates_the_table_its_key_and_indexes_in_sqlite() -> None:
     assert [r[1] for r in conn.execute("PRAGMA index_list(t)") if r[1] == "t_c"] == ["t_c"]
     nullable = {r[1] for r in conn.execute("PRAGMA table_info(tranches)") if not r[3]}
     assert nullable == {c.name for c in TRANCHES.columns if c.nullable}
+    indexes = {r[1] for r in conn.execute("PRAGMA index_list(predictions)")}
+    assert {"predictions_run_id", "predictions_tranche"} <= indexes

@@ -16,12 +16,14 @@ from tests.data import sqlite_rows
 
 
 def _pred(doc_id: str, label: str = "billing", score: float = 0.9, version: str = "1",
-          run_id: str = "run-a", tranche: str = "2026-01-01") -> tuple[Any, ...]:
+          run_id: str = "run-a", tranche: str = "2026-01-01",
+          position: int = 1) -> tuple[Any, ...]:
     row = {
         "doc_id": doc_id, "tranche": tranche, "label": label, "score": score,
         "top_k": f'[["{label}", {score}]]', "model_name": "demo", "model_version": version,
         "model_sha256": "ab" * 32, "run_id": run_id, "scored_at": "2026-01-02T03:04:05+00:00",
-        "source_file": f"/in/dt={tranche}/part-0.jsonl", "metadata": None,
+        "source_file": f"/in/dt={tranche}/part-0.jsonl", "position": position,
+        "metadata": None,
     }
     return PREDICTIONS.row(row)
 
@@ -72,13 +74,21 @@ def test_upserting_predictions_twice_keeps_one_row_per_key_later_values_win(
         assert rows[f"d{i}"] == expected
 
 
-def test_duplicate_keys_in_one_batch_give_one_row_and_no_error(
+def test_duplicate_keys_of_one_run_keep_the_first_occurrence(
         db: SQLiteDatabase, db_path: Path) -> None:
-    batch = [_pred("same", "billing", 0.1), _pred("other"), _pred("same", "returns", 0.2),
-             _pred("same", "account", 0.3)]
+    batch = [_pred("same", "billing", 0.1, position=7), _pred("other"),
+             _pred("same", "returns", 0.2, position=3), _pred("same", "account", 0.3, position=9)]
     db.upsert_predictions(batch)
+    db.upsert_predictions([_pred("same", "shipping", 0.4, position=5)])  # a later write
     assert sqlite_rows(db_path, "SELECT doc_id, label, score FROM predictions ORDER BY doc_id") == [
-        ("other", "billing", 0.9), ("same", "account", 0.3)]
+        ("other", "billing", 0.9), ("same", "returns", 0.2)]
+
+
+def test_the_same_document_in_two_tranches_is_two_rows(db: SQLiteDatabase,
+                                                       db_path: Path) -> None:
+    db.upsert_predictions([_pred("d1", tranche="2026-01-01"), _pred("d1", tranche="2026-01-02")])
+    assert sqlite_rows(db_path, "SELECT tranche FROM predictions ORDER BY 1") == [
+        ("2026-01-01",), ("2026-01-02",)]
 
 
 def test_another_model_version_is_a_separate_row(db: SQLiteDatabase, db_path: Path) -> None:

@@ -14,6 +14,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from store.session import DatabaseSettings
 from transforms.dead_letters import WriteDeadLetters
 from transforms.records import dead_letter
+from transforms.write import SinkSettings
 
 
 def _dead(tranche: str, position: int, stage: str = "read") -> dict[str, Any]:
@@ -25,8 +26,8 @@ def _dead(tranche: str, position: int, stage: str = "read") -> dict[str, Any]:
 def _run(db: Path, out: Path, dead: list[dict[str, Any]], flush_at: int) -> None:
     with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
         stats = (p | beam.Create(dead, reshuffle=False)
-                 | WriteDeadLetters(DatabaseSettings(f"sqlite:///{db}"), "run-1", str(out),
-                                    flush_at=flush_at))
+                 | WriteDeadLetters(SinkSettings(DatabaseSettings(f"sqlite:///{db}")), "run-1",
+                                    str(out), flush_at=flush_at))
         totals = (stats | beam.MapTuple(lambda t, c: (t, (c["dead_lettered"], c.get("dead_read", 0),
                                                           c.get("dead_validate", 0))))
                   | beam.CombinePerKey(lambda vs: tuple(map(sum, zip(*vs)))))

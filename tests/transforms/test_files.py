@@ -36,7 +36,7 @@ def test_one_file_per_batch_with_the_table_columns_position_and_label(
                                        "predictions-demo-v2-k2.parquet"]
     table = pq.read_table(files[0])
     assert table.schema.equals(PARQUET_SCHEMA)
-    assert list(table.schema.names) == [*PREDICTIONS.names, "position", "true_label"]
+    assert list(table.schema.names) == [*PREDICTIONS.names, "true_label"]
     rows = table.to_pylist()
     assert [(r["doc_id"], r["position"], r["true_label"]) for r in rows] == [
         ("k1-0", 5, None), ("k1-1", 6, "billing"), ("k1-2", 7, "billing")]

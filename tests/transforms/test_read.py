@@ -101,7 +101,7 @@ def landing(tmp_path: Path) -> dict[str, Any]:
     (d1 / "notes.txt").write_text("not an input")
 
     (d2 / "broken.parquet").write_bytes(b"PAR1 this is not a parquet file PAR1")
-    bad.append((t2, "broken.parquet", 1, "unreadable parquet"))
+    bad.append((t2, "broken.parquet", 0, "unreadable parquet file"))
     (d2 / "ok.jsonl").write_bytes(json_line(_doc("k1")) + b"\n" + json_line(_doc("k2")) + b"\n")
     good += [(t2, "ok.jsonl", 1, _doc("k1")), (t2, "ok.jsonl", 2, _doc("k2"))]
 

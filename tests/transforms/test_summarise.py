@@ -12,19 +12,33 @@ from apache_beam.testing.util import assert_that
 from store import runs
 from store.database import connect
 from store.ledger import TrancheLedger
+from store.schema import PREDICTIONS
 from store.session import DatabaseSettings
-from transforms.summarise import RATIO_EXCEEDED, SUCCEEDED, SummariseRun, summarise
+from transforms.summarise import (
+    INCOMPLETE,
+    RATIO_EXCEEDED,
+    SUCCEEDED,
+    SummariseRun,
+    summarise,
+    tranche_outcome,
+)
 
 
 def test_summary_derives_valid_totals_ratio_and_status() -> None:
     per = {"t1": {"read": 10, "dead_read": 1, "dead_validate": 2, "dead_lettered": 4,
                   "scored": 6, "written": 6, "dead_inference": 1},
            "t2": {"read": 10, "scored": 10, "written": 10}}
-    s = summarise("r", per, max_ratio=0.25)
+    s = summarise("r", per, max_ratio=0.5)
     assert s["tranches"]["t1"]["valid"] == 7 and s["tranches"]["t2"]["dead_lettered"] == 0
     assert s["total"]["read"] == 20 and s["total"]["written"] == 16
     assert s["dead_letter_ratio"] == 0.2 and s["status"] == SUCCEEDED
-    assert summarise("r", per, max_ratio=0.1)["status"] == RATIO_EXCEEDED
+    # The run's share (0.2) is within 0.25, but t1's own (0.4) is not.
+    assert summarise("r", per, max_ratio=0.25)["status"] == RATIO_EXCEEDED
+    assert tranche_outcome(s["tranches"]["t1"], 0.25) == (
+        "failed", "dead-letter ratio 0.4000 > max_dead_letter_ratio 0.25")
+    assert tranche_outcome(s["tranches"]["t2"], 0.25) == ("completed", "")
+    lost = per | {"t2": {"read": 10, "scored": 10, "written": 9}}
+    assert summarise("r", lost, max_ratio=0.5)["status"] == INCOMPLETE
     assert summarise("r", {}, 0.0)["status"] == SUCCEEDED  # nothing read: nothing exceeded
 
 
@@ -36,10 +50,17 @@ def test_summarise_run_records_the_run_and_completes_only_accounted_tranches(
     runs.start(db, "run-1", {"k": "v"}, "demo:1")
     ledger = TrancheLedger(db)
     for t in ("t1", "t2", "t3"):
-        assert ledger.acquire(t, "demo", "1", "fp", [], "run-1", 600)
+        assert ledger.acquire(t, "demo", "1", "fp", [], "run-1", 600)[0]
+    # written is counted in the database: t1 has 4 rows of this run, t2 only 2 of 3.
+    rows = [PREDICTIONS.row({
+        "doc_id": f"{t}-{i}", "tranche": t, "label": "x", "score": 0.5, "top_k": "[]",
+        "model_name": "demo", "model_version": "1", "model_sha256": "ab" * 32,
+        "run_id": "run-1", "scored_at": "2026-01-01T00:00:00+00:00", "source_file": "f",
+        "position": i, "metadata": None}) for t, n in (("t1", 4), ("t2", 2)) for i in range(n)]
+    db.upsert_predictions(rows)
     stats = [("t1", {"read": 5}), ("t1", {"scored": 4, "written": 4}),
              ("t1", {"dead_lettered": 1, "dead_read": 1}), ("t2", {"read": 3}),
-             ("t2", {"scored": 3, "written": 2})]  # t2: one row unaccounted for
+             ("t2", {"scored": 3, "written": 3})]
     out = tmp_path / "out"
 
     def check(summaries: list[dict[str, object]]) -> None:
@@ -57,5 +78,6 @@ def test_summarise_run_records_the_run_and_completes_only_accounted_tranches(
     status = {t: ledger.get(t, "demo", "1").status for t in ("t1", "t2", "t3")}  # type: ignore[union-attr]
     assert status == {"t1": "completed", "t2": "failed", "t3": "completed"}
     assert db.execute("SELECT status, model, config FROM runs") == [
-        ("succeeded", "demo:1", '{"k": "v"}')]
+        ("incomplete", "demo:1", '{"k": "v"}')]
+    assert recorded["tranches"]["t2"]["written"] == 2
     db.close()

@@ -76,8 +76,8 @@ def test_rows_the_database_rejects_are_dead_lettered_and_the_rest_written(
         label TEXT NOT NULL CHECK (length(label) <= 8), score DOUBLE PRECISION NOT NULL,
         top_k TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT NULL,
         model_sha256 TEXT NOT NULL, run_id TEXT NOT NULL, scored_at TEXT NOT NULL,
-        source_file TEXT NOT NULL, metadata TEXT,
-        PRIMARY KEY (doc_id, model_name, model_version))""")
+        source_file TEXT NOT NULL, position BIGINT NOT NULL, metadata TEXT,
+        PRIMARY KEY (tranche, doc_id, model_name, model_version))""")
     conn.close()
     labels = ["billing" if i % 7 else "technical" for i in range(40)]
     settings = SinkSettings(DatabaseSettings(f"sqlite:///{db_path}"), batch_rows=16)

@@ -1,0 +1,49 @@
+"""One line of help per config key: the text of its ``--flag`` in ``beamscore ... --help``."""
+
+from __future__ import annotations
+
+KEY_HELP = {
+    "runner": "Beam runner: a name (FnApiRunner, DataflowRunner, PortableRunner ...) or a "
+              "class path",
+    "input_root": "root of the dt=YYYY-MM-DD tranche folders, local or gs://",
+    "output_dir": "where Parquet predictions, JSONL dead letters and run summaries go",
+    "registry": "model registry root, local or gs://",
+    "db": "sqlite:///relative/path, sqlite:////absolute/path or "
+          "postgresql://user@host:port/db (never a password)",
+    "model": "NAME (its production alias, else the newest), NAME:VERSION or NAME:ALIAS",
+    "workers": "local worker processes",
+    "batch_size": "documents per batch through read, validation, inference and write",
+    "max_dead_letter_ratio": "exit 4, and leave a tranche failed, above this share of "
+                             "dead letters",
+    "force": "rescore tranches the ledger has completed",
+    "progress_seconds": "log progress at least this often (seconds)",
+    "local_engine": "workers > 1 on FnApiRunner: fork (from a pre-imported server) or "
+                    "spawn (Beam's multi_processing)",
+    "fields.id": "input field holding the document id (default: the model's)",
+    "fields.text": "input field holding the text (default: the model's)",
+    "fields.label": "input field holding a true label, if any (default: the model's)",
+    "fields.metadata": "input fields carried to the outputs' metadata column",
+    "validation.max_text_chars": "dead-letter texts longer than this",
+    "validation.max_payload_chars": "raw payload kept in a dead letter",
+    "preprocessing.nfkc": "train: Unicode NFKC normalisation",
+    "preprocessing.strip_control": "train: remove control characters",
+    "preprocessing.strip_html": "train: replace HTML tags with a space",
+    "preprocessing.collapse_whitespace": "train: collapse runs of whitespace",
+    "preprocessing.lowercase": "train: lowercase the text",
+    "preprocessing.truncate_chars": "train: cut preprocessed text to this length (0 = no cut)",
+    "inference.top_k": "labels kept in each prediction's top_k list",
+    "inference.allow_sklearn_mismatch": "load a model pickled by another scikit-learn version",
+    "inference.timeout_seconds": "time limit of one batch's inference (0 = none)",
+    "inference.fast_text_features": "vectorised featurisation for word n-gram TF-IDF models",
+    "read.chunk_bytes": "largest byte range of an uncompressed JSONL file one worker reads",
+    "sink.batch_rows": "rows buffered per database write",
+    "sink.batch_bytes": "bytes buffered per database write",
+    "sink.max_rows_per_second": "rows per second for the whole job (0 = unlimited)",
+    "sink.max_connections": "concurrent database connections for the whole job",
+    "sink.statement_timeout_ms": "statement and lock timeout",
+    "sink.max_retries": "retries of a transient database error",
+    "sink.password_env": "environment variable that holds the database password",
+    "sink.redis_url": "Redis for a job-wide rate limit and connection cap (several machines)",
+    "sink.lease_seconds": "tranche lease of a run, renewed every quarter of it",
+    "sink.state_dir": "directory of this machine's limiter state (default <temp>/beamscore)",
+}

@@ -1,0 +1,70 @@
+"""Migrations: a version 1 database becomes version 2 and keeps its rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from store.database import connect, from_json
+from store.ledger import TrancheLedger
+from store.schema import PREDICTIONS, SCHEMA_VERSION
+from tests.store.v1_schema import T0, create_v1
+
+
+def _check_v2(db: object) -> None:
+    from store.database import Database
+
+    assert isinstance(db, Database)
+    assert db.execute("SELECT max(version) FROM schema_version") == [(SCHEMA_VERSION,)]
+    rows = db.execute("SELECT doc_id, tranche, position, metadata, source_file FROM "
+                      "predictions ORDER BY doc_id")
+    assert [(r[0], r[1], r[2], from_json(r[3])) for r in rows] == [
+        ("d1", "2026-01-01", 0, {"channel": "email"}), ("d2", "2026-01-01", 0, None)]
+    assert db.execute("SELECT count(*) FROM dead_letters") == [(1,)]
+    entry = TrancheLedger(db).get("2026-01-01", "demo", "1")
+    assert entry is not None and entry.status == "completed" and entry.counts == {"read": 3}
+    # The new key: the same document in another tranche is another row.
+    row = dict(zip(PREDICTIONS.names, [
+        "d1", "2026-01-02", "billing", 0.5, "[]", "demo", "1", "ab" * 32, "run-2", T0,
+        "/in/dt=2026-01-02/a.jsonl", 4, None]))
+    db.upsert_predictions([PREDICTIONS.row(row)])
+    assert db.execute("SELECT count(*) FROM predictions WHERE doc_id = 'd1'") == [(2,)]
+
+
+def test_sqlite_version_1_database_is_migrated_keeping_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    create_v1(lambda sql, params: conn.execute(sql, params), "?")
+    conn.commit()
+    conn.close()
+    db = connect(f"sqlite:///{path}")
+    db.init_schema()
+    db.init_schema()  # once migrated, nothing more to do
+    _check_v2(db)
+    assert db.execute("SELECT count(*) FROM schema_version") == [(2,)]
+    db.close()
+
+
+@pytest.mark.postgres
+def test_postgresql_version_1_database_is_migrated_to_real_types(pg_url: str) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        create_v1(lambda sql, params: conn.execute(sql, params), "%s")
+    db = connect(pg_url)
+    db.init_schema()
+    _check_v2(db)
+    types = dict(db.execute(
+        "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'public'"))
+    assert types["predictions.scored_at"] == "timestamp with time zone"
+    assert types["predictions.top_k"] == "jsonb" and types["runs.config"] == "jsonb"
+    assert types["tranches.started_at"] == "timestamp with time zone"
+    [(started,)] = db.execute("SELECT started_at FROM runs")
+    assert started == dt.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=dt.timezone.utc)
+    indexes = {r[0] for r in db.execute("SELECT indexname FROM pg_indexes")}
+    assert {"predictions_run_id", "predictions_tranche", "dead_letters_run_id",
+            "dead_letters_tranche"} <= indexes
+    db.close()
