@@ -80,7 +80,8 @@ def with_model_fields(cfg: Config, ref: ModelRef) -> Config:
     recorded = {k: ref.metadata.get(f"{k}_field") for k in ("id", "text", "label")}
     changes: dict[str, Any] = {
         k: v for k, v in recorded.items()
-        if isinstance(v, str) and v and f"fields.{k}" not in cfg.explicit_keys}
+        if isinstance(v, str) and v and f"fields.{k}" not in cfg.explicit_keys
+        and v != getattr(cfg.fields, k)}
     if not changes:
         return cfg
     _LOG.info("input fields from model %s:%s: %s", ref.name, ref.version, changes)

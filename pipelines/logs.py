@@ -11,6 +11,8 @@ import logging
 import re
 import sys
 
+from pipelines.signals import Interrupted
+
 WORKER_LOGGER = "apache_beam.runners.portability.local_job_service"
 _OWN_CODE = re.compile(
     r'log_location: "[^"]*/(?:transforms|models|pipelines|store|landing|engine)/[^"]*"')
@@ -56,5 +58,9 @@ def worker_log_filter(record: logging.LogRecord) -> bool:
 
 
 def drop_harmless(record: logging.LogRecord) -> bool:
+    """Drop the known-harmless lines, and Beam's report of a stop signal (the launcher
+    says that in one line of its own)."""
+    if record.exc_info and isinstance(record.exc_info[1], Interrupted):
+        return False
     message = record.getMessage()
-    return not any(h in message for h in _HARMLESS)
+    return not any(h in message for h in _HARMLESS) and "signals.Interrupted" not in message

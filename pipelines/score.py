@@ -43,7 +43,7 @@ from pipelines.launch import (
 )
 from pipelines.options import fork_server, make_pipeline, unknown_beam_args
 from pipelines.plan import ScorePlan, make_plan
-from pipelines.signals import Interrupted, interruptible
+from pipelines.signals import Interrupted, interruptible, received
 from pipelines.summary import RunOutcome, format_summary, plan_summary
 from store import runs
 from store.ledger import BUSY, SKIP
@@ -176,13 +176,14 @@ def _execute(cfg: Config, dates: list[dt.date], beam_args: list[str], sink: Sink
             finish_run(cfg, run_id, runs.SKIPPED, summary)
             return RunOutcome(run_id, summary, 0.0, plan, ref)
         return _run_pipeline(cfg, plan, ref, run_id, beam_args, sink, test_pipeline, server)
-    except Interrupted as stop:
+    except BaseException as exc:
+        stop = exc if isinstance(exc, Interrupted) else received()
+        if stop is None:
+            fail_run(cfg, run_id, f"{type(exc).__name__}: {exc}")
+            raise
         stop.run_id = run_id
         fail_run(cfg, run_id, runs.INTERRUPTED, stop.name)
-        raise
-    except BaseException as exc:
-        fail_run(cfg, run_id, f"{type(exc).__name__}: {exc}")
-        raise
+        raise stop from None
 
 
 def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args: list[str],

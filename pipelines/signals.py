@@ -3,6 +3,8 @@
 Inside ``interruptible()`` the first SIGINT or SIGTERM raises ``Interrupted`` in the
 main thread (later ones are ignored while the launcher marks the run failed, frees its
 leases and stops its workers); the exit code is 128 + the signal number (130, 143).
+Code running in the main thread may wrap the exception (Beam's in-process worker turns
+it into a RuntimeError), so ``received()`` tells whether a signal arrived.
 """
 
 from __future__ import annotations
@@ -33,6 +35,14 @@ class Interrupted(BaseException):
         return 128 + self.signum
 
 
+_received: list[int] = []
+
+
+def received() -> Interrupted | None:
+    """The interruption of the current ``interruptible()`` block, if a signal arrived."""
+    return Interrupted(_received[-1]) if _received else None
+
+
 @contextmanager
 def interruptible() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
@@ -42,11 +52,14 @@ def interruptible() -> Iterator[None]:
     def handler(signum: int, _frame: FrameType | None) -> None:
         for sig in SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
+        _received.append(signum)
         raise Interrupted(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in SIGNALS}
+    _received.clear()
     try:
         yield
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        _received.clear()

@@ -6,12 +6,9 @@ Everything lives under tmp paths passed explicitly (--input-root, --registry, --
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import sqlite3
 from collections import Counter
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +19,8 @@ import pytest
 from landing.samples import BAD_COUNTS, LABELS, make_docs, write_tranche
 from models.preprocess import PreprocessConfig, preprocess_texts
 from models.registry import ModelRegistry
-from pipelines.cli import main
 from tests.data import sqlite_rows
+from tests.pipelines.helpers import Result, run_cli, worker_processes
 
 DAYS = ("2026-01-01", "2026-01-02")
 FORMATS = ("jsonl", "jsonl.gz", "parquet", "csv")
@@ -35,20 +32,6 @@ BAD_BY_STAGE = {
     "csv": {"read": 2, "validate": 1},       # field count, undecodable | empty text
     "parquet": {"validate": 1},              # null text
 }
-
-
-@dataclass
-class Result:
-    rc: int
-    out: str
-    err: str
-
-
-def run_cli(*argv: str) -> Result:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        rc = main(list(argv))
-    return Result(rc, out.getvalue(), err.getvalue())
 
 
 def table_count(db: Path, table: str) -> int:
@@ -459,18 +442,6 @@ def test_no_date_means_yesterday_utc(registry_root: str, tmp_path: Path) -> None
     assert result.out.startswith(f"{yesterday}  would run")
 
 
-def _leftover_worker_processes() -> list[str]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if "engine.forkserver" in cmd or "engine/client.py" in cmd or "sdk_worker_main" in cmd:
-            found.append(cmd)
-    return found
-
-
 def test_local_engines_score_identically_and_leave_no_processes(
         landing: Landing, registry_root: str, tmp_path: Path) -> None:
     import subprocess
@@ -496,4 +467,4 @@ def test_local_engines_score_identically_and_leave_no_processes(
         assert result.rc == 0, result.err
     assert rows(db1) == rows(db2) == rows(db3)
     assert len(rows(db1)) == len(landing.valid_ids(DAYS[0]))
-    assert _leftover_worker_processes() == []
+    assert worker_processes() == []

@@ -1,0 +1,160 @@
+"""No stuck runs: stop signals, a killed launcher, and ``beamscore runs`` (SQLite, real
+processes)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from landing.samples import make_docs, write_tranche
+from store import runs
+from store.database import connect
+from store.ledger import Holder, TrancheLedger
+from tests.data import sqlite_rows
+from tests.pipelines.helpers import run_cli, worker_processes
+
+DAY = "2026-04-01"
+REPO = Path(__file__).resolve().parents[2]
+N_DOCS = 3000
+
+
+@pytest.fixture
+def landing(tmp_path: Path) -> Path:
+    root = tmp_path / "landing"
+    docs = list(make_docs(N_DOCS, seed=21, prefix="r", max_chars=200))
+    for i in range(3):
+        write_tranche(str(root), DAY, docs[i * 1000:(i + 1) * 1000], "jsonl", name=f"p{i}")
+    return root
+
+
+def _args(landing: Path, registry: str, tmp: Path, *extra: str) -> list[str]:
+    return ["score", "--date", DAY, "--input-root", str(landing), "--registry", registry,
+            "--db", f"sqlite:///{tmp / 's.db'}", "--output-dir", str(tmp / "out"), *extra]
+
+
+def _start(args: list[str]) -> subprocess.Popen[str]:
+    """``beamscore`` in its own process, slowed by a rate limit so it can be stopped."""
+    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args,
+                             "--sink-max-rows-per-second", "500", "--sink-batch-rows", "100"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_rows(db: Path, proc: subprocess.Popen[str], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            if sqlite_rows(db, "SELECT count(*) FROM predictions")[0][0] > 0:
+                return
+        except Exception:  # noqa: BLE001 - not created yet
+            pass
+        time.sleep(0.05)
+    raise AssertionError("the run never started writing")
+
+
+def _run(db: Path) -> runs.RunRecord:
+    conn = connect(f"sqlite:///{db}")
+    try:
+        [first] = runs.latest(conn, 100)[-1:]
+        return first
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code, workers", [(signal.SIGTERM, 143, "2"),
+                                                (signal.SIGINT, 130, "1")])
+def test_a_stop_signal_fails_the_run_frees_its_leases_and_stops_its_workers(
+        landing: Path, registry_root: str, tmp_path: Path, sig: int, code: int,
+        workers: str) -> None:
+    proc = _start(_args(landing, registry_root, tmp_path, "--workers", workers))
+    _wait_for_rows(tmp_path / "s.db", proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    last = [line for line in err.splitlines() if line.startswith("beamscore:")]
+    assert last == [f"beamscore: stopped by {signal.Signals(sig).name}: run "
+                    f"{_run(tmp_path / 's.db').run_id} marked failed (interrupted), its "
+                    "tranches released"]
+    record = _run(tmp_path / "s.db")
+    assert record.status == "failed" and record.error == "interrupted"
+    assert sqlite_rows(tmp_path / "s.db", "SELECT status, lease_until FROM tranches") == [
+        ("failed", None)]
+    time.sleep(1.0)  # the zygote notices within 0.5 s that its launcher is gone
+    assert worker_processes() == []
+    again = run_cli(*_args(landing, registry_root, tmp_path))
+    assert again.rc == 0, again.err
+    assert sqlite_rows(tmp_path / "s.db", "SELECT count(*), count(DISTINCT doc_id) FROM "
+                                          "predictions") == [(N_DOCS, N_DOCS)]
+
+
+@pytest.mark.slow
+def test_after_sigkill_a_rerun_takes_over_at_once_and_completes(
+        landing: Path, registry_root: str, tmp_path: Path) -> None:
+    proc = _start(_args(landing, registry_root, tmp_path))
+    _wait_for_rows(tmp_path / "s.db", proc)
+    killed = _run(tmp_path / "s.db").run_id
+    proc.kill()
+    proc.communicate(timeout=30)
+    started = time.monotonic()
+    again = run_cli(*_args(landing, registry_root, tmp_path))
+    assert again.rc == 0, again.err
+    assert time.monotonic() - started < 60, "the rerun waited for the lease to expire"
+    db = tmp_path / "s.db"
+    assert sqlite_rows(db, "SELECT count(*), count(DISTINCT doc_id) FROM predictions") == [
+        (N_DOCS, N_DOCS)]
+    conn = connect(f"sqlite:///{db}")
+    first = runs.get(conn, killed)
+    conn.close()
+    assert first is not None and first.status == "failed" and first.error == "abandoned"
+    listing = run_cli("runs", "list", "--db", f"sqlite:///{db}")
+    assert listing.rc == 0 and killed in listing.out and "failed" in listing.out
+
+
+def _fake_run(db_path: Path, run_id: str, holder: Holder) -> None:
+    db = connect(f"sqlite:///{db_path}")
+    db.init_schema()
+    runs.start(db, run_id, {"workers": 1}, "demo:1", holder=holder)
+    TrancheLedger(db, holder=holder).acquire(DAY, "demo", "1", "fp", [], run_id, 3600)
+    db.close()
+
+
+def test_runs_release_refuses_a_live_run_here_unless_forced(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    _fake_run(db, "run-live", Holder.this_process())  # this test's own process: alive
+    url = f"sqlite:///{db}"
+    refused = run_cli("runs", "release", "run-live", "--db", url)
+    assert refused.rc == 1 and "still running here" in refused.err
+    forced = run_cli("runs", "release", "run-live", "--db", url, "--force")
+    assert forced.rc == 0 and f"released 1 tranche lease(s): {DAY}" in forced.out
+    assert sqlite_rows(db, "SELECT status FROM runs") == [("failed",)]
+    assert sqlite_rows(db, "SELECT status, lease_until FROM tranches") == [("failed", None)]
+
+
+def test_runs_show_gives_summary_dead_letters_model_and_config(
+        registry_root: str, tmp_path: Path) -> None:
+    root = tmp_path / "landing"
+    write_tranche(str(root), DAY, list(make_docs(100, seed=2)), "jsonl", inject_bad=True)
+    scored = run_cli("score", "--date", DAY, "--input-root", str(root), "--registry",
+                     registry_root, "--db", f"sqlite:///{tmp_path / 's.db'}", "--output-dir",
+                     str(tmp_path / "out"), "--max-dead-letter-ratio", "0.2")
+    assert scored.rc == 0, scored.err
+    run_id = _run(tmp_path / "s.db").run_id
+    shown = run_cli("runs", "show", run_id, "--db", f"sqlite:///{tmp_path / 's.db'}")
+    assert shown.rc == 0
+    out: Any = shown.out
+    assert f"run {run_id}" in out and "status    succeeded" in out and "model     demo:1" in out
+    assert f"tranche {DAY}: read 106, valid 100, scored 100, dead-lettered 6, written 100" in out
+    assert "read       malformed JSON" in out and "validate   missing id" in out
+    config = json.loads(out[out.index("config:\n") + len("config:\n"):])
+    assert config["max_dead_letter_ratio"] == 0.2
+    missing = run_cli("runs", "show", "nope", "--db", f"sqlite:///{tmp_path / 's.db'}")
+    assert missing.rc == 1 and "no run nope" in missing.err
