@@ -54,7 +54,7 @@ def _v2_sqlite(db: Database) -> None:
             db.execute(f"ALTER TABLE {table.name} ADD COLUMN "
                        f"{table.column_sql(table.column(column), 'sqlite')}")
     for table in (PREDICTIONS, DEAD_LETTERS):
-        for ddl in table.index_ddl():
+        for ddl in table.index_ddl(db.backend):
             db.execute(ddl)
 
 
@@ -78,7 +78,7 @@ def _v2_postgresql(db: Database) -> None:
                 db.execute(f"ALTER TABLE {table.name} ALTER COLUMN {c.name} TYPE jsonb "
                            f"USING {c.name}::jsonb")
     for table in (PREDICTIONS, DEAD_LETTERS):
-        for ddl in table.index_ddl():
+        for ddl in table.index_ddl(db.backend):
             db.execute(ddl)
 
 

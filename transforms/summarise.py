@@ -81,11 +81,11 @@ def tranche_outcome(counts: dict[str, int], max_ratio: float) -> tuple[str, str]
     return COMPLETED, ""
 
 
-def written_rows(db: Database, run_id: str) -> dict[str, int]:
-    """Rows of this run in ``predictions``, per tranche."""
-    return {t: int(n) for t, n in db.execute(
-        f"SELECT tranche, count(*) FROM predictions WHERE run_id = {db.placeholder} "
-        "GROUP BY tranche", [run_id])}
+def written_rows(db: Database, run_id: str, tranches: Iterable[str]) -> dict[str, int]:
+    """Rows of this run in ``predictions``, per tranche (found by the key's tranche)."""
+    p = db.placeholder
+    return {t: int(db.execute(f"SELECT count(*) FROM predictions WHERE tranche = {p} AND "
+                              f"run_id = {p}", [t, run_id])[0][0]) for t in tranches}
 
 
 class _RecordRunFn(beam.DoFn):
@@ -112,7 +112,7 @@ class _RecordRunFn(beam.DoFn):
 
     def _record(self, db: Database, per_tranche: dict[str, dict[str, int]]) -> dict[str, Any]:
         counts: dict[str, dict[str, int]] = {t: {} for t in self._tranches} | per_tranche
-        written = written_rows(db, self._run_id)
+        written = written_rows(db, self._run_id, counts)
         for tranche, c in counts.items():
             counts[tranche] = c | {"written": written.get(tranche, 0)}
         summary = summarise(self._run_id, counts, self._ratio) | self._extra

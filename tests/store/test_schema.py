@@ -61,5 +61,8 @@ def test_ddl_creates_the_table_its_key_and_indexes_in_sqlite() -> None:
     assert [r[1] for r in conn.execute("PRAGMA index_list(t)") if r[1] == "t_c"] == ["t_c"]
     nullable = {r[1] for r in conn.execute("PRAGMA table_info(tranches)") if not r[3]}
     assert nullable == {c.name for c in TRANCHES.columns if c.nullable}
-    indexes = {r[1] for r in conn.execute("PRAGMA index_list(predictions)")}
-    assert {"predictions_run_id", "predictions_tranche"} <= indexes
+    for table, where in (("predictions", "tranche = 'x' AND run_id = 'r'"),
+                         ("dead_letters", "run_id = 'r'"), ("dead_letters", "tranche = 'x'")):
+        plan = " ".join(str(r) for r in conn.execute(
+            f"EXPLAIN QUERY PLAN SELECT count(*) FROM {table} WHERE {where}"))
+        assert "USING" in plan and "INDEX" in plan, (table, where, plan)
