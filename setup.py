@@ -38,6 +38,7 @@ setup(
             "redis>=5",
             "pyinstrument>=4",
             "import-linter>=2.1",
+            "hypothesis>=6.100",
         ],
     },
     entry_points={"console_scripts": ["beamscore=pipelines.cli:console_main"]},

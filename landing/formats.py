@@ -85,6 +85,8 @@ def parse_json_line(line: bytes) -> dict[str, Any] | Rejection:
         obj = json.loads(text)
     except ValueError as exc:
         return Rejection(f"malformed JSON: {exc}", text)
+    except RecursionError:
+        return Rejection("malformed JSON: nested too deeply", text)
     if not isinstance(obj, dict):
         return Rejection("JSON line is not an object", text)
     return obj
@@ -105,6 +107,9 @@ def csv_records(text: Any) -> Iterator[Item]:
     try:
         header = next(reader)
     except StopIteration:
+        return
+    except csv.Error as exc:  # nothing can be read without a header: the whole file
+        yield Rejection(f"malformed CSV header (line {reader.line_num}): {exc}", None), 0
         return
     width = len(header)
     row_no = 0

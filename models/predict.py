@@ -1,26 +1,61 @@
-"""Calling a model on a batch of texts: failure isolation and top-k columns.
+"""Calling a model on a batch of texts: failure isolation, a time limit, top-k columns.
 
 ``predict_with_isolation`` runs one ``predict_proba`` per batch and, when the call
-raises or returns non-finite rows, bisects the batch so that only the texts that fail
-on their own are reported. ``top_k_columns`` turns probabilities into the top label,
-its score and the top-k list as JSON.
+raises, returns non-finite rows or exceeds its time limit, bisects the batch so that
+only the texts that fail on their own are reported. With a ``TimeLimit`` each call runs
+in a child process that is killed when its limit passes (``models.deadline``); a call
+on n texts may take ``n * per_record`` seconds (at least ``minimum``), so a hung text
+costs about twice the limit of its batch before it is isolated: the batch's limit,
+then half of it for the half that holds it, and so on down to the one text.
+``top_k_columns`` turns probabilities into the top label, its score and the top-k list
+as JSON.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from models.deadline import call_with_deadline
+
+
+@dataclass(frozen=True)
+class TimeLimit:
+    per_record: float  # seconds per text
+    minimum: float = 0.25  # seconds for any call, whatever its size
+
+    def for_records(self, n: int) -> float:
+        return max(self.minimum, n * self.per_record)
+
+
+class CallTimedOut(Exception):
+    """The model did not return within its time limit (the call was killed)."""
+
+
+def _call(model: Any, texts: list[str], limit: TimeLimit | None) -> Any:
+    if limit is None:
+        return model.predict_proba(texts)
+    seconds = limit.for_records(len(texts))
+    outcome = call_with_deadline(lambda: model.predict_proba(texts), seconds)
+    if outcome.status == "timeout":
+        raise CallTimedOut(f"timeout: scoring {len(texts)} record(s) {outcome.message} "
+                           f"(limit {limit.per_record * 1000:.6g} ms per record)")
+    if outcome.status == "error":
+        raise RuntimeError(outcome.message)
+    return outcome.value
+
 
 def predict_with_isolation(
-    model: Any, texts: list[str]
+    model: Any, texts: list[str], limit: TimeLimit | None = None
 ) -> tuple[np.ndarray, dict[int, str]]:
     """``predict_proba`` on all texts; on failure bisect to the failing records.
 
-    Returns (probabilities with NaN rows for failures, {row index: error}).
+    Returns (probabilities with NaN rows for failures, {row index: error}); the error
+    of a text that exceeds its time limit on its own starts with ``timeout``.
     """
     errors: dict[int, str] = {}
     n_classes = len(model.classes_)
@@ -28,7 +63,7 @@ def predict_with_isolation(
 
     def attempt(lo: int, hi: int) -> None:
         try:
-            out = np.asarray(model.predict_proba(texts[lo:hi]), dtype=np.float64)
+            out = np.asarray(_call(model, texts[lo:hi], limit), dtype=np.float64)
             if out.shape != (hi - lo, n_classes):
                 raise ValueError(f"predict_proba returned shape {out.shape}")
             bad = ~np.isfinite(out).all(axis=1)
@@ -39,7 +74,8 @@ def predict_with_isolation(
                 errors[lo + int(i)] = "model returned non-finite probabilities"
         except Exception as exc:  # noqa: BLE001 - any model error is isolated, not fatal
             if hi - lo == 1:
-                errors[lo] = f"{type(exc).__name__}: {exc}"[:500]
+                errors[lo] = (str(exc) if isinstance(exc, CallTimedOut)
+                              else f"{type(exc).__name__}: {exc}")[:500]
                 return
             mid = (lo + hi) // 2
             attempt(lo, mid)

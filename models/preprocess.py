@@ -7,7 +7,9 @@ the hot path, so it makes one pass over the texts and skips the work a step cann
 on a given text (NFKC on ASCII text, the HTML pattern on text without "<"); the result
 is the same, character for character, as applying each step to the whole Series with
 pandas' ``.str`` methods in turn (``tests/models/test_preprocess.py`` checks it against
-that reference on every combination of settings).
+that reference on every combination of settings). Preprocessing is idempotent: a text
+already prepared comes out unchanged (property-tested), so a cut at a space after
+collapsing whitespace also drops that space.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ def preprocess_text(text: str, cfg: PreprocessConfig) -> str:
         text = text.lower()
     if cfg.truncate_chars > 0:
         text = text[:cfg.truncate_chars]
+        if cfg.collapse_whitespace:
+            text = text.rstrip()  # a cut at a space: preprocessing stays idempotent
     return text
 
 

@@ -8,10 +8,14 @@ Layout, on a local path or ``gs://`` (everything goes through Beam's FileSystems
 
 Versions are increasing integers. ``metadata.json`` is written last, so a version
 without it is incomplete and invisible. A model artifact is a pickle, i.e. code:
-``verify`` is the one place that checks an artifact (its sha256 against the registry's
-record, its scikit-learn version against the installed one); the launcher calls it
-before any worker starts, and ``load`` calls it again on every worker before
-unpickling.
+``verify`` is the one place that checks an artifact's bytes (its sha256 against the
+registry's record, its scikit-learn version against the installed one); the launcher
+calls it before any worker starts, and ``load`` calls it again on every worker, then
+unpickles with the restricted unpickler of ``models.unpickle``. The checksum protects
+against corruption; the restricted unpickler against someone who can write to the
+registry (who can rewrite metadata.json too): an artifact that names a global outside
+scikit-learn, numpy, scipy and the types the operator trusts is refused before any of
+it runs. The metadata records the globals an artifact needs.
 """
 
 from __future__ import annotations
@@ -21,11 +25,14 @@ import hashlib
 import importlib.metadata
 import io
 import json
+import pickle
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
+
+from models.unpickle import Policy, UntrustedGlobal, load_restricted
 
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
@@ -69,6 +76,21 @@ def _read_bytes(path: str) -> bytes:
 def _write_bytes(path: str, data: bytes) -> None:
     with FileSystems.create(path) as fh:
         fh.write(data)
+
+
+class UntrustedArtifact(RegistryError):
+    """The artifact names a global outside the allow-list; nothing of it was run."""
+
+
+def _unpickle(data: bytes, policy: Policy, what: str) -> tuple[Any, list[str]]:
+    try:
+        return load_restricted(data, policy)
+    except UntrustedGlobal as exc:
+        raise UntrustedArtifact(f"{what}: {exc}") from exc
+    except (pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError,
+            TypeError, AttributeError, ImportError) as exc:
+        raise RegistryError(f"{what} is not a joblib or pickle file of a model "
+                            f"({type(exc).__name__}: {exc}); save it with joblib.dump") from exc
 
 
 def installed_sklearn_version() -> str:
@@ -175,12 +197,12 @@ class ModelRegistry:
             )
         return data
 
-    def load(self, ref: ModelRef, allow_sklearn_mismatch: bool = False) -> Any:
-        """Verify (``verify``), then unpickle. Never the other way round."""
+    def load(self, ref: ModelRef, allow_sklearn_mismatch: bool = False,
+             policy: Policy | None = None) -> Any:
+        """Verify (``verify``), then unpickle under ``policy`` (``models.unpickle``; the
+        default allows scikit-learn, numpy and scipy only). Never the other way round."""
         data = self.verify(ref, allow_sklearn_mismatch)
-        import joblib
-
-        return joblib.load(io.BytesIO(data))
+        return _unpickle(data, policy or Policy(), f"model {ref.name}:{ref.version}")[0]
 
     # ----------------------------------------------------------------- writing
     def register(
@@ -192,8 +214,10 @@ class ModelRegistry:
         source: str,
         metrics: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
+        policy: Policy | None = None,
     ) -> ModelRef:
-        """Store a fitted model as the next version of ``name``."""
+        """Store a fitted model as the next version of ``name``; it must load under
+        ``policy`` (the globals it needs are recorded in the metadata)."""
         check_name(name)
         if not hasattr(model, "predict_proba"):
             raise RegistryError("model has no predict_proba(texts); cannot be used for scoring")
@@ -202,6 +226,8 @@ class ModelRegistry:
         buf = io.BytesIO()
         joblib.dump(model, buf, compress=3)
         data = buf.getvalue()
+        policy = policy or Policy()
+        _, globals_used = _unpickle(data, policy, f"model {name}")
         existing = self.versions(name)
         version = str(int(existing[-1]) + 1 if existing else 1)
         classes = [c.item() if hasattr(c, "item") else c for c in getattr(model, "classes_", [])]
@@ -216,6 +242,9 @@ class ModelRegistry:
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "source": source,
             "metrics": metrics or {},
+            "globals": globals_used,
+            "trusted_types": sorted(policy.trusted_types),
+            "allow_pickle": policy.allow_pickle,
             **(extra or {}),
         }
         _write_bytes(_join(self.root, name, version, MODEL_FILE), data)
@@ -227,18 +256,12 @@ class ModelRegistry:
 
     def register_file(
         self, name: str, path: str, *, preprocessing: dict[str, Any],
-        extra: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None, policy: Policy | None = None,
     ) -> ModelRef:
-        """Adopt a joblib file handed over by a data scientist (trusted at this step)."""
-        import joblib
-
-        data = _read_bytes(path)
-        try:
-            model = joblib.load(io.BytesIO(data))
-        except Exception as exc:
-            raise RegistryError(
-                f"{path} is not a joblib or pickle file of a model "
-                f"({type(exc).__name__}: {exc}); save it with joblib.dump") from exc
+        """Adopt a joblib file handed over by a data scientist, loaded under ``policy``
+        like any artifact: a file that names untrusted globals is refused unrun."""
+        policy = policy or Policy()
+        model, _ = _unpickle(_read_bytes(path), policy, path)
         if not hasattr(model, "predict_proba"):
             raise RegistryError(f"{path}: object has no predict_proba; not a usable classifier")
         try:
@@ -249,7 +272,7 @@ class ModelRegistry:
                 "scikit-learn pipeline that takes raw texts"
             ) from exc
         return self.register(name, model, preprocessing=preprocessing, source=f"file:{path}",
-                             extra=extra)
+                             extra=extra, policy=policy)
 
     def promote(self, name: str, version: str, alias: str = "production") -> None:
         self.metadata(name, version)  # raises if absent

@@ -17,6 +17,7 @@ import threading
 from typing import Any
 
 from models.registry import ModelRegistry
+from models.unpickle import Policy
 from pipelines.config import Config, add_config_flags, load_config, overrides_from_args
 from pipelines.exit_codes import (  # noqa: F401 - the exit codes are part of this module's API
     EXIT_BUSY,
@@ -60,7 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     reg.add_argument("--file", required=True, metavar="PATH",
                      help="a joblib file of a fitted pipeline that takes raw texts")
     reg.add_argument("--name", required=True, help="model name in the registry")
-    add_config_flags(reg, skip={"force"})
+    reg.add_argument("--trust", action="append", default=[], metavar="MODULE.CLASS",
+                     help="a class of your own the artifact may use (repeatable; scoring "
+                          "needs it in inference.trusted_types too)")
+    reg.add_argument("--allow-pickle", action="store_true",
+                     help="unpickle the file without the allow-list (it can run any code)")
+    add_config_flags(reg, skip={"force", "inference.trusted_types", "inference.allow_pickle"})
     ls = models.add_parser("list", help="names, versions, aliases")
     add_config_flags(ls, skip={"force"})
     pr = models.add_parser("promote", help="alias a version as production")
@@ -149,8 +155,11 @@ def _runs(args: argparse.Namespace, cfg: Config) -> int:
 def _models(args: argparse.Namespace, cfg: Config, registry: ModelRegistry) -> int:
     if args.models_command == "register":
         fields = {f"{k}_field": getattr(cfg.fields, k) for k in ("id", "text", "label")}
+        if args.allow_pickle:
+            _LOG.warning("--allow-pickle: %s is unpickled without the allow-list", args.file)
         ref = registry.register_file(args.name, args.file,
-                                     preprocessing=cfg.preprocessing.to_dict(), extra=fields)
+                                     preprocessing=cfg.preprocessing.to_dict(), extra=fields,
+                                     policy=Policy(args.trust, args.allow_pickle))
         print(ref.version)
     elif args.models_command == "promote":
         registry.promote(args.name, args.version)

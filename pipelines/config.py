@@ -40,8 +40,11 @@ class ValidationConfig:
 class InferenceConfig:
     top_k: int = 3
     allow_sklearn_mismatch: bool = False
-    timeout_seconds: int = 0  # per batch; 0 = no limit
+    timeout_seconds: float = 0.0  # a whole batch of batch_size records; 0 = no limit
+    timeout_ms_per_record: float = 0.0  # n records get n times this; 0 = no limit
     fast_text_features: bool = True  # models.fastpath for word n-gram TF-IDF pipelines
+    trusted_types: list[str] = field(default_factory=list)  # module.Class beyond sklearn
+    allow_pickle: bool = False  # unpickle artifacts without the allow-list
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,8 @@ def _check_ranges(cfg: Config) -> None:
         ("workers", cfg.workers >= 1),
         ("batch_size", cfg.batch_size >= 1),
         ("inference.top_k", cfg.inference.top_k >= 1),
+        ("inference.timeout_seconds", cfg.inference.timeout_seconds >= 0),
+        ("inference.timeout_ms_per_record", cfg.inference.timeout_ms_per_record >= 0),
         ("max_dead_letter_ratio", 0.0 <= cfg.max_dead_letter_ratio <= 1.0),
         ("sink.max_connections", cfg.sink.max_connections >= 1),
         ("sink.batch_rows", cfg.sink.batch_rows >= 1),
@@ -236,6 +241,9 @@ def _check_ranges(cfg: Config) -> None:
     for key, ok in checks:
         if not ok:
             raise ConfigError(f"key '{key}' is out of range")
+    if cfg.inference.timeout_seconds and cfg.inference.timeout_ms_per_record:
+        raise ConfigError("keys 'inference.timeout_seconds' and "
+                          "'inference.timeout_ms_per_record' are alternatives: set one")
     if "password=" in cfg.db or _url_has_password(cfg.db):
         raise ConfigError(
             "key 'db' must not contain a password; set it in the environment variable "

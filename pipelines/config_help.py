@@ -33,7 +33,13 @@ KEY_HELP = {
     "preprocessing.truncate_chars": "train: cut preprocessed text to this length (0 = no cut)",
     "inference.top_k": "labels kept in each prediction's top_k list",
     "inference.allow_sklearn_mismatch": "load a model pickled by another scikit-learn version",
-    "inference.timeout_seconds": "time limit of one batch's inference (0 = none)",
+    "inference.timeout_seconds": "time limit of scoring a full batch of batch_size records, "
+                                 "shared out per record (0 = none)",
+    "inference.timeout_ms_per_record": "time limit per record: n records get n times it "
+                                       "(0 = none)",
+    "inference.trusted_types": "module.Class names a model artifact may use beyond "
+                               "scikit-learn, numpy and scipy",
+    "inference.allow_pickle": "unpickle model artifacts without the allow-list (unsafe)",
     "inference.fast_text_features": "vectorised featurisation for word n-gram TF-IDF models",
     "read.chunk_bytes": "largest byte range of an uncompressed JSONL file one worker reads",
     "sink.batch_rows": "rows buffered per database write",

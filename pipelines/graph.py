@@ -15,9 +15,11 @@ from typing import Any
 
 import apache_beam as beam
 
+from models.predict import TimeLimit
 from models.preprocess import PreprocessConfig
 from models.registry import ModelRef
 from pipelines.config import Config
+from pipelines.launch import unpickle_policy
 from pipelines.plan import ScorePlan
 from transforms.dead_letters import WriteDeadLetters
 from transforms.dedupe import FindDuplicateIds
@@ -28,6 +30,15 @@ from transforms.score import DocBatchModelHandler, ScoreBatches
 from transforms.summarise import SummariseRun
 from transforms.validate import ValidateAndPreprocess
 from transforms.write import IDS, SinkSettings, WriteToDatabase
+
+
+def time_limit(cfg: Config) -> TimeLimit | None:
+    """The inference time limit per record, from whichever of the two keys is set."""
+    if cfg.inference.timeout_ms_per_record:
+        return TimeLimit(cfg.inference.timeout_ms_per_record / 1000)
+    if cfg.inference.timeout_seconds:
+        return TimeLimit(cfg.inference.timeout_seconds / cfg.batch_size)
+    return None
 
 
 def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef,
@@ -44,13 +55,13 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef
     handler = DocBatchModelHandler(
         cfg.registry, ref, top_k=cfg.inference.top_k,
         allow_sklearn_mismatch=cfg.inference.allow_sklearn_mismatch, payload_limit=limit,
-        fast_text_features=cfg.inference.fast_text_features,
+        fast_text_features=cfg.inference.fast_text_features, policy=unpickle_policy(cfg),
+        time_limit=time_limit(cfg),
     )
     read = p | "Read tranches" >> ReadTranches(plan.chunks, cfg.fields, cfg.batch_size, limit)
     valid = read.batches | "Validate and preprocess" >> ValidateAndPreprocess(
         pre, cfg.validation.max_text_chars, limit)
-    scored = valid.valid | "Score batches" >> ScoreBatches(
-        handler, cfg.inference.timeout_seconds, limit)
+    scored = valid.valid | "Score batches" >> ScoreBatches(handler, limit)
     written = (
         scored["scored"]
         | "Write prediction files" >> WritePredictionFiles(cfg.output_dir, ctx)

@@ -19,6 +19,7 @@ from typing import Any
 from apache_beam.options.pipeline_options import WorkerOptions
 
 from models.registry import ModelRef, ModelRegistry
+from models.unpickle import Policy, UntrustedGlobal, check_globals
 from pipelines.config import Config
 from pipelines.exit_codes import LaunchError
 from pipelines.options import LOCAL_RUNNERS, check_runner, pipeline_options
@@ -66,11 +67,28 @@ def check_launch(cfg: Config, beam_args: list[str]) -> SinkSettings:
     return sink_settings(cfg, beam_args)
 
 
+def unpickle_policy(cfg: Config) -> Policy:
+    return Policy(cfg.inference.trusted_types, cfg.inference.allow_pickle)
+
+
 def resolve_model(cfg: Config) -> ModelRef:
-    """Fix the model version at launch and verify its artifact (not unpickled here)."""
+    """Fix the model version at launch and verify its artifact (not unpickled here).
+
+    The globals the metadata says the artifact needs are checked against the unpickling
+    policy now, so a missing ``inference.trusted_types`` entry fails before any run
+    starts; the workers' restricted unpickler enforces the policy on the artifact itself
+    whatever the metadata says."""
     registry = ModelRegistry(cfg.registry)
     ref = registry.resolve(cfg.model)
     registry.verify(ref, cfg.inference.allow_sklearn_mismatch)
+    policy = unpickle_policy(cfg)
+    if policy.allow_pickle:
+        _LOG.warning("inference.allow_pickle is set: model %s:%s is unpickled without the "
+                     "allow-list, so its artifact can run any code", ref.name, ref.version)
+    try:
+        check_globals(ref.metadata.get("globals", []), policy)
+    except UntrustedGlobal as exc:
+        raise LaunchError(f"model {ref.name}:{ref.version}: {exc}") from exc
     return ref
 
 

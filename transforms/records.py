@@ -115,6 +115,8 @@ beam.coders.registry.register_coder(DocBatch, DocBatchCoder)
 
 
 def truncate_payload(raw: Any, limit: int) -> str:
+    """The raw record as text of at most ``limit`` characters (then a marker), NUL
+    characters written as ``\x00`` (PostgreSQL text cannot hold them)."""
     if raw is None:
         return ""
     if isinstance(raw, bytes):
@@ -126,7 +128,8 @@ def truncate_payload(raw: Any, limit: int) -> str:
             text = json.dumps(raw, ensure_ascii=False, default=str)
         except (TypeError, ValueError):
             text = repr(raw)
-    return text if len(text) <= limit else text[:limit] + "…[truncated]"
+    text = text if len(text) <= limit else text[:limit] + "…[truncated]"
+    return text.replace("\x00", "\\x00") if "\x00" in text else text
 
 
 def dead_letter(
@@ -146,7 +149,7 @@ def dead_letter(
         "source_file": source_file,
         "position": int(position),
         "stage": stage,
-        "reason": reason,
+        "reason": reason.replace("\x00", "\\x00"),
         "payload": truncate_payload(payload, payload_limit),
     }
 

@@ -5,10 +5,13 @@
 ``batch_size``). RunInference loads the model once per worker process through
 ``shared.Shared`` and calls ``run_inference`` with one vectorised ``predict_proba``
 per batch (featurisation vectorised by ``models.fastpath`` for word n-gram TF-IDF
-pipelines, bit-identical to scikit-learn). When a batch raises, it is bisected so
-that only the records that fail on their own are dead-lettered (stage
-``inference``) and the rest are scored. Batches that exceed ``timeout_seconds`` are
-dead-lettered whole through RunInference's exception handling.
+pipelines, bit-identical to scikit-learn). When a batch raises, returns non-finite
+probabilities or exceeds its time limit, it is bisected so that only the records
+that fail on their own are dead-lettered (stage ``inference``) and the rest are
+scored; with a time limit each call runs in a child process that is killed when the
+limit passes (``models.predict``), so a hung model holds no thread and no core. A
+batch RunInference gives up on as a whole (the worker's own failure) is
+dead-lettered whole.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from models.fastpath import FastTextPipeline, unsupported_reason
-from models.predict import predict_with_isolation, top_k_columns
+from models.predict import TimeLimit, predict_with_isolation, top_k_columns
 from models.registry import ModelRef, ModelRegistry
+from models.unpickle import Policy
 from transforms.records import (
     DEAD_LETTERS,
     PRED_LABEL,
@@ -54,6 +58,8 @@ class DocBatchModelHandler(ModelHandler[DocBatch, DocBatch, Any]):
         allow_sklearn_mismatch: bool = False,
         payload_limit: int = 2000,
         fast_text_features: bool = True,
+        policy: Policy | None = None,
+        time_limit: TimeLimit | None = None,
     ):
         super().__init__()
         self._registry_root = registry_root
@@ -62,11 +68,13 @@ class DocBatchModelHandler(ModelHandler[DocBatch, DocBatch, Any]):
         self._allow = allow_sklearn_mismatch
         self._payload_limit = payload_limit
         self._fast = fast_text_features
+        self._policy = policy or Policy()
+        self._limit = time_limit
 
     def load_model(self) -> Any:
         """The verified model; wrapped in ``FastTextPipeline`` (same probabilities,
         vectorised featurisation) when enabled and the model qualifies."""
-        model = ModelRegistry(self._registry_root).load(self._ref, self._allow)
+        model = ModelRegistry(self._registry_root).load(self._ref, self._allow, self._policy)
         if self._fast:
             reason = unsupported_reason(model)
             if reason is None:
@@ -83,7 +91,7 @@ class DocBatchModelHandler(ModelHandler[DocBatch, DocBatch, Any]):
     ) -> Iterable[Any]:
         doc_batch: DocBatch = batch  # type: ignore[assignment]  # pre-batched (no batching)
         frame = doc_batch.frame
-        probs, errors = predict_with_isolation(model, frame[TEXT].tolist())
+        probs, errors = predict_with_isolation(model, frame[TEXT].tolist(), self._limit)
         dead: list[dict[str, Any]] = []
         if errors:
             bad = np.zeros(len(frame), dtype=bool)
@@ -138,19 +146,15 @@ class _FailedBatchFn(beam.DoFn):
 class ScoreBatches(beam.PTransform):
     """Valid DocBatches -> scored DocBatches (main) + ``dead_letters``."""
 
-    def __init__(self, handler: DocBatchModelHandler, timeout_seconds: int = 0,
-                 payload_limit: int = 2000):
+    def __init__(self, handler: DocBatchModelHandler, payload_limit: int = 2000):
         super().__init__()
         self._handler = handler
-        self._timeout = timeout_seconds or None
         self._payload_limit = payload_limit
 
     def expand(self, batches: beam.PCollection) -> dict[str, beam.PCollection]:
         results, failed = (
             batches
-            | "Predict per batch" >> RunInference(self._handler).with_exception_handling(
-                timeout=self._timeout
-            )
+            | "Predict per batch" >> RunInference(self._handler).with_exception_handling()
         )
         scored = results | "Split scored and rejected" >> beam.ParDo(
             _SplitScoredFn()

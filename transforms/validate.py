@@ -1,8 +1,8 @@
 """Validate and preprocess: DocBatches in, valid preprocessed DocBatches out.
 
 Rules, in order (a record gets the first that fails): id missing, id not a string,
-id empty, text missing, text not a string, text empty, text longer than
-``max_text_chars``. Valid texts are then preprocessed with the model's recorded
+id empty, id with a NUL character, text missing, text not a string, text empty, text
+longer than ``max_text_chars``. Valid texts are then preprocessed with the model's recorded
 settings; a text that preprocessing empties (e.g. only HTML tags) is dead-lettered at
 stage ``preprocess``. Rejected records leave on the ``dead_letters`` output with
 their reason, position and raw payload.
@@ -27,15 +27,18 @@ def validation_reasons(frame: pd.DataFrame, max_text_chars: int) -> np.ndarray:
     id_none = np.fromiter((v is None or v != v for v in ids), bool, len(ids))
     id_str = np.fromiter((type(v) is str for v in ids), bool, len(ids))
     id_empty = np.fromiter((type(v) is str and not v.strip() for v in ids), bool, len(ids))
+    id_nul = np.fromiter((type(v) is str and "\x00" in v for v in ids), bool, len(ids))
     tx_none = np.fromiter((v is None or v != v for v in texts), bool, len(texts))
     tx_str = np.fromiter((type(v) is str for v in texts), bool, len(texts))
     tx_len = np.fromiter((len(v) if type(v) is str else 0 for v in texts), np.int64, len(texts))
     tx_blank = np.fromiter((type(v) is str and not v.strip() for v in texts), bool, len(texts))
     conditions = [
-        id_none, ~id_str, id_empty, tx_none, ~tx_str, tx_blank, tx_len > max_text_chars,
+        id_none, ~id_str, id_empty, id_nul, tx_none, ~tx_str, tx_blank,
+        tx_len > max_text_chars,
     ]
     choices = [
-        "missing id", "id is not a string", "empty id", "missing text",
+        "missing id", "id is not a string", "empty id", "id contains a NUL character",
+        "missing text",
         "text is not a string", "empty text",
         f"text longer than max_text_chars={max_text_chars}",
     ]

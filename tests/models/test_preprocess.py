@@ -89,6 +89,8 @@ def _reference(texts: pd.Series, cfg: PreprocessConfig) -> pd.Series:
         s = s.str.lower()
     if cfg.truncate_chars > 0:
         s = s.str.slice(0, cfg.truncate_chars)
+        if cfg.collapse_whitespace:
+            s = s.str.rstrip()
     return s
 
 

@@ -21,8 +21,11 @@ from models.registry import (
     RegistryError,
     SklearnVersionMismatch,
 )
+from models.unpickle import Policy
 
 PRE = {"nfkc": True}
+# The test models are classes of this module: trusted by name, like a user's own.
+TRUST = Policy([f"{__name__}.{c}" for c in ("TinyModel", "NoProba", "ProbaNeedsNumbers")])
 
 
 class TinyModel:
@@ -69,7 +72,8 @@ def _meta_path(root: str, name: str, version: str) -> Path:
 
 def test_register_increments_versions_and_records_checksum(tmp_path: Path) -> None:
     reg = ModelRegistry(str(tmp_path))
-    refs = [reg.register("m", TinyModel(i), preprocessing=PRE, source="t") for i in range(11)]
+    refs = [reg.register("m", TinyModel(i), preprocessing=PRE, source="t", policy=TRUST)
+            for i in range(11)]
     assert [r.version for r in refs] == [str(i) for i in range(1, 12)]
     assert reg.versions("m") == [str(i) for i in range(1, 12)]  # numeric, not lexical order
     assert reg.names() == ["m"]
@@ -86,12 +90,12 @@ def test_register_increments_versions_and_records_checksum(tmp_path: Path) -> No
 def test_resolve_newest_then_production_alias_then_exact(tmp_path: Path) -> None:
     reg = ModelRegistry(str(tmp_path))
     for i in range(10):
-        reg.register("m", TinyModel(i), preprocessing=PRE, source="t")
+        reg.register("m", TinyModel(i), preprocessing=PRE, source="t", policy=TRUST)
     assert reg.resolve("m").version == "10"          # no alias: newest (10 > 9)
     reg.promote("m", "3")
     assert reg.aliases("m") == {"production": "3"}
     assert reg.resolve("m").version == "3"           # production alias wins
-    reg.register("m", TinyModel(99), preprocessing=PRE, source="t")
+    reg.register("m", TinyModel(99), preprocessing=PRE, source="t", policy=TRUST)
     assert reg.resolve("m").version == "3"           # a new version is not auto-promoted
     assert reg.resolve("m:7").version == "7"         # NAME:VERSION is exact
     ref = reg.resolve("m:11")
@@ -101,7 +105,7 @@ def test_resolve_newest_then_production_alias_then_exact(tmp_path: Path) -> None
 @pytest.mark.parametrize("spec", ["m:99", "nosuch", "nosuch:1"])
 def test_resolve_unknown_model_or_version_fails_clearly(tmp_path: Path, spec: str) -> None:
     reg = ModelRegistry(str(tmp_path))
-    reg.register("m", TinyModel(), preprocessing=PRE, source="t")
+    reg.register("m", TinyModel(), preprocessing=PRE, source="t", policy=TRUST)
     with pytest.raises(RegistryError) as exc:
         reg.resolve(spec)
     assert spec.split(":")[0] in str(exc.value)
@@ -110,12 +114,13 @@ def test_resolve_unknown_model_or_version_fails_clearly(tmp_path: Path, spec: st
 @pytest.mark.parametrize("name", ["../escape", "a/b", "", ".hidden", "x" * 101])
 def test_invalid_model_names_are_rejected(tmp_path: Path, name: str) -> None:
     with pytest.raises(RegistryError, match="invalid model name"):
-        ModelRegistry(str(tmp_path)).register(name, TinyModel(), preprocessing=PRE, source="t")
+        ModelRegistry(str(tmp_path)).register(name, TinyModel(), preprocessing=PRE,
+                                              source="t", policy=TRUST)
 
 
 def test_promote_unknown_version_fails_and_keeps_alias(tmp_path: Path) -> None:
     reg = ModelRegistry(str(tmp_path))
-    reg.register("m", TinyModel(), preprocessing=PRE, source="t")
+    reg.register("m", TinyModel(), preprocessing=PRE, source="t", policy=TRUST)
     reg.promote("m", "1")
     with pytest.raises(RegistryError):
         reg.promote("m", "2")
@@ -124,7 +129,7 @@ def test_promote_unknown_version_fails_and_keeps_alias(tmp_path: Path) -> None:
 
 def test_incomplete_version_without_metadata_is_invisible(tmp_path: Path) -> None:
     reg = ModelRegistry(str(tmp_path))
-    reg.register("m", TinyModel(), preprocessing=PRE, source="t")
+    reg.register("m", TinyModel(), preprocessing=PRE, source="t", policy=TRUST)
     half = _model_path(str(tmp_path), "m", "2")
     half.parent.mkdir()
     half.write_bytes(b"half-written upload")
@@ -197,10 +202,12 @@ def test_register_file_adopts_a_working_classifier(tmp_path: Path) -> None:
     path = tmp_path / "handover.joblib"
     joblib.dump(TinyModel(3), path)
     reg = ModelRegistry(str(tmp_path / "reg"))
-    ref = reg.register_file("adopted", str(path), preprocessing=PRE)
+    ref = reg.register_file("adopted", str(path), preprocessing=PRE, policy=TRUST)
     assert ref.version == "1"
     assert ref.metadata["source"] == f"file:{path}"
-    loaded = reg.load(ref)
+    assert ref.metadata["trusted_types"] == sorted(TRUST.trusted_types)
+    assert f"{__name__}.TinyModel" in ref.metadata["globals"]
+    loaded = reg.load(ref, policy=TRUST)
     assert loaded.predict_proba(["abc"]).tolist() == TinyModel(3).predict_proba(["abc"]).tolist()
 
 
@@ -214,12 +221,12 @@ def test_register_file_rejects_unusable_objects(tmp_path: Path, obj: Any, match:
     joblib.dump(obj, path)
     reg = ModelRegistry(str(tmp_path / "reg"))
     with pytest.raises(RegistryError, match=match):
-        reg.register_file("adopted", str(path), preprocessing=PRE)
+        reg.register_file("adopted", str(path), preprocessing=PRE, policy=TRUST)
     assert reg.versions("adopted") == []
 
 
 def test_register_rejects_model_without_predict_proba(tmp_path: Path) -> None:
     reg = ModelRegistry(str(tmp_path))
     with pytest.raises(RegistryError, match="predict_proba"):
-        reg.register("m", NoProba(), preprocessing=PRE, source="t")
+        reg.register("m", NoProba(), preprocessing=PRE, source="t", policy=TRUST)
     assert reg.versions("m") == []

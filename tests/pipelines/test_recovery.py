@@ -158,3 +158,45 @@ def test_runs_show_gives_summary_dead_letters_model_and_config(
     assert config["max_dead_letter_ratio"] == 0.2
     missing = run_cli("runs", "show", "nope", "--db", f"sqlite:///{tmp_path / 's.db'}")
     assert missing.rc == 1 and "no run nope" in missing.err
+
+
+@pytest.mark.slow
+def test_sigkill_in_the_middle_of_200k_documents_then_an_immediate_rerun(
+        registry_root: str, tmp_path: Path) -> None:
+    """The whole launcher killed mid-run (its fork server sees it gone and kills the
+    workers); the rerun at once takes over, completes, and leaves no duplicates."""
+    n = 200_000
+    root = tmp_path / "landing"
+    docs = make_docs(n, seed=23, prefix="k", min_chars=100, max_chars=300)
+    for i in range(4):
+        write_tranche(str(root), DAY, [next(docs) for _ in range(n // 4)], "jsonl",
+                      name=f"p{i}")
+    args = _args(root, registry_root, tmp_path, "--workers", "2")
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    db = tmp_path / "s.db"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            if sqlite_rows(db, "SELECT count(*) FROM predictions")[0][0] >= n // 4:
+                break
+        except Exception:  # noqa: BLE001 - not created yet
+            pass
+        time.sleep(0.1)
+    killed = _run(db).run_id
+    proc.kill()
+    proc.communicate(timeout=30)
+    partial = sqlite_rows(db, "SELECT count(*) FROM predictions")[0][0]
+    assert 0 < partial < n
+    again = run_cli(*args)
+    assert again.rc == 0, again.err
+    assert sqlite_rows(db, "SELECT count(*), count(DISTINCT doc_id) FROM predictions") == [
+        (n, n)]
+    conn = connect(f"sqlite:///{db}")
+    first, last = runs.get(conn, killed), runs.latest(conn, 1)[0]
+    conn.close()
+    assert first is not None and (first.status, first.error) == ("failed", "abandoned")
+    assert last.status == "succeeded" and last.counts["total"]["written"] == n  # type: ignore[index]
+    time.sleep(1.0)
+    assert worker_processes() == []

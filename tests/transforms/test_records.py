@@ -34,7 +34,7 @@ def test_docbatch_pcollections_are_typed_and_use_the_docbatch_coder(
     p = beam.Pipeline()  # built, never run
     read = p | ReadTranches([], FieldNames(), batch_size=10, payload_limit=100)
     valid = read.batches | ValidateAndPreprocess(PreprocessConfig(), 100, 100)
-    scored = valid.valid | ScoreBatches(handler, 0, 100)
+    scored = valid.valid | ScoreBatches(handler, 100)
     files = scored["scored"] | WritePredictionFiles(str(tmp_path), ctx)
     for pcoll in (read.batches, valid.valid, scored["scored"], files):
         assert pcoll.element_type is DocBatch, pcoll

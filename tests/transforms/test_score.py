@@ -15,8 +15,11 @@ from sklearn.pipeline import Pipeline
 
 from landing.samples import make_docs
 from models.fastpath import FastTextPipeline
+from models.predict import TimeLimit
 from models.preprocess import PreprocessConfig, preprocess_texts
 from models.registry import ModelRegistry
+from models.unpickle import Policy
+from tests.doubles import TRUSTED, CountingPipeline, HangingPipeline, PoisonedPipeline
 from transforms.records import (
     DEAD_LETTERS,
     DOC_ID,
@@ -27,40 +30,6 @@ from transforms.records import (
     TEXT,
 )
 from transforms.score import DocBatchModelHandler, ScoreBatches
-
-
-class PoisonedPipeline:
-    """Wraps a fitted sklearn pipeline; raises on any batch containing POISON."""
-
-    def __init__(self, inner: Any):
-        self.inner = inner
-        self.classes_ = inner.classes_
-
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
-        texts = list(texts)
-        if any("POISON" in t for t in texts):
-            raise RuntimeError("model crashed on poisoned text")
-        return self.inner.predict_proba(texts)
-
-
-class SlowPipeline(PoisonedPipeline):
-    """Takes 5 s on any batch containing SLOW: longer than the time limit under test."""
-
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
-        texts = list(texts)
-        if any("SLOW" in t for t in texts):
-            time.sleep(5)
-        return self.inner.predict_proba(texts)
-
-
-class CountingPipeline(PoisonedPipeline):
-    """Counts how many times it is unpickled, i.e. loaded from the registry."""
-
-    loads = 0
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        type(self).loads += 1
-        self.__dict__.update(state)
 
 
 def _docs_batch(make_batch: Any, n: int, seed: int, key: str, poisoned: set[int] = frozenset(),
@@ -75,7 +44,8 @@ def _register(factory: pytest.TempPathFactory, name: str, model: Any) -> tuple[s
     """A fresh registry holding ``model`` as ``name``; (root, ref)."""
     root = str(factory.mktemp(f"{name}-registry"))
     ref = ModelRegistry(root).register(
-        name, model, preprocessing=PreprocessConfig().to_dict(), source="test")
+        name, model, preprocessing=PreprocessConfig().to_dict(), source="test",
+        policy=Policy(TRUSTED))
     return root, ref
 
 
@@ -99,7 +69,7 @@ def test_score_batches_scores_clean_rows_and_dead_letters_poisoned(
     expected = [
         (doc_id, classes[int(np.argmax(p))]) for (doc_id, *_), p in zip(clean, expected_probs)
     ]
-    handler = DocBatchModelHandler(root, ref, top_k=3)
+    handler = DocBatchModelHandler(root, ref, top_k=3, policy=Policy(TRUSTED))
 
     def check_columns(scored: list[Any]) -> None:
         assert {b.batch_key for b in scored} == {"b1", "b2"}, "all-poisoned batch not emitted"
@@ -114,7 +84,7 @@ def test_score_batches_scores_clean_rows_and_dead_letters_poisoned(
                 assert 0.0 < score <= 1.0
 
     with pipeline as p:
-        out = p | beam.Create(batches) | ScoreBatches(handler, 0, 500)
+        out = p | beam.Create(batches) | ScoreBatches(handler, 500)
         labels = out["scored"] | beam.FlatMap(
             lambda b: zip(b.frame[DOC_ID].tolist(), b.frame[PRED_LABEL].tolist()))
         assert_that(labels, equal_to(expected), label="labels")
@@ -136,9 +106,9 @@ def test_model_is_loaded_once_per_process_for_many_batches(
     root, ref = counting_registry
     n_batches = 40
     batches = [_docs_batch(make_batch, 5, seed=i, key=f"b{i:02d}") for i in range(n_batches)]
-    handler = DocBatchModelHandler(root, ref, top_k=2)
+    handler = DocBatchModelHandler(root, ref, top_k=2, policy=Policy(TRUSTED))
     CountingPipeline.loads = 0
-    _ = (pipeline | beam.Create(batches) | ScoreBatches(handler, 0, 500))["scored"] | beam.Map(len)
+    _ = (pipeline | beam.Create(batches) | ScoreBatches(handler, 500))["scored"] | beam.Map(len)
     result = pipeline.run()
     result.wait_until_finish()
 
@@ -167,23 +137,64 @@ def test_handler_scores_with_the_registry_model(registry_root: str, model_ref: A
     assert scored.frame[DOC_ID].tolist() == batch.frame[DOC_ID].tolist()
 
 
-def test_batch_over_the_time_limit_is_dead_lettered_others_scored(
+def _threads_in(module_file: str) -> list[str]:
+    """Threads currently running code of ``module_file``."""
+    import sys
+    import threading
+
+    names = {t.ident: t.name for t in threading.enumerate()}
+    found = []
+    for ident, frame in sys._current_frames().items():
+        f: Any = frame
+        while f is not None:
+            if f.f_code.co_filename == module_file:
+                found.append(names.get(ident, str(ident)))
+                break
+            f = f.f_back
+    return found
+
+
+def _children() -> list[int]:
+    import os
+
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                if int(fh.read().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                    out.append(int(pid))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def test_a_hung_record_is_dead_lettered_a_slow_one_scored_and_nothing_left_running(
         pipeline: Any, make_batch: Any, trained_model: Any,
         tmp_path_factory: pytest.TempPathFactory) -> None:
-    root = str(tmp_path_factory.mktemp("slow-registry"))
-    ref = ModelRegistry(root).register("slow", SlowPipeline(trained_model),
-                                       preprocessing=PreprocessConfig().to_dict(), source="test")
-    fast = _docs_batch(make_batch, 6, 4, "fast")
-    slow = _docs_batch(make_batch, 4, 5, "slow")
-    slow = slow.with_frame(slow.frame.assign(text="SLOW " + slow.frame[TEXT]))
-    handler = DocBatchModelHandler(root, ref, top_k=2)
+    import tests.doubles
+
+    root, ref = _register(tmp_path_factory, "hanging", HangingPipeline(trained_model))
+    batch = _docs_batch(make_batch, 8, 4, "b8")
+    texts = batch.frame[TEXT].tolist()
+    texts[2], texts[6] = "HANG " + texts[2], "SLOW " + texts[6]
+    batch = batch.with_frame(batch.frame.assign(text=texts))
+    handler = DocBatchModelHandler(root, ref, top_k=2, policy=Policy(TRUSTED),
+                                   time_limit=TimeLimit(per_record=0.5))
+    started = time.monotonic()
     with pipeline as p:
-        out = p | beam.Create([fast, slow]) | ScoreBatches(handler, 2, 500)
+        out = p | beam.Create([batch]) | ScoreBatches(handler, 500)
         scored = out["scored"] | beam.FlatMap(lambda b: b.frame[DOC_ID].tolist())
-        assert_that(scored, equal_to(fast.frame[DOC_ID].tolist()), label="scored")
-        dead = out[DEAD_LETTERS] | beam.Map(lambda d: (d["position"], d["stage"]))
-        assert_that(dead, equal_to([(pos, "inference") for pos in slow.frame[POSITION]]),
+        hung = batch.frame[DOC_ID][2]
+        assert_that(scored, equal_to([d for d in batch.frame[DOC_ID] if d != hung]),
+                    label="scored")
+        dead = out[DEAD_LETTERS] | beam.Map(lambda d: (d["position"], d["stage"],
+                                                      d["reason"].split(":")[0]))
+        assert_that(dead, equal_to([(batch.frame[POSITION][2], "inference", "timeout")]),
                     label="dead")
+    # 8 records at 0.5 s each: 4 s, then 2, 1 and 0.5 s for the halves that hold it.
+    assert time.monotonic() - started < 4 + 2 + 1 + 0.5 + 5
+    assert _threads_in(tests.doubles.__file__) == [], "a thread is still in the model"
+    assert _children() == [], "a scoring process was left behind"
 
 
 

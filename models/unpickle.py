@@ -1,0 +1,143 @@
+"""Loading a model artifact without running code from it: a restricted unpickler.
+
+A joblib artifact is a pickle, and a pickle is a program: every global it names is
+imported and may be called. ``load_restricted`` follows Python's documented
+"restricting globals" pattern on joblib's own unpickler (which routes the nested
+pickles of object arrays through the same check): a global is resolved only if it is
+
+- a class of scikit-learn (any estimator, transformer or loss),
+- a numpy array, dtype or scalar type, a scipy sparse matrix or array class,
+- one of the few named reconstructor functions numpy, joblib and copyreg pickles use,
+- or a class the caller trusts by its exact name (``inference.trusted_types``).
+
+Anything else is refused with ``UntrustedGlobal`` naming it, before it is imported or
+called; modules outside scikit-learn, numpy and scipy are not even imported. The
+reference TF-IDF + logistic regression pipeline needs nine globals, an SGD pipeline
+ten (``NumpyArrayWrapper``, ``ndarray``, ``dtype``, a float type, numpy's ``scalar``,
+``Pipeline``, ``TfidfVectorizer``, ``TfidfTransformer``, the classifier, its loss).
+``allow_pickle`` lifts the restriction entirely.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import pickle
+from collections.abc import Iterable
+from typing import Any
+
+_SCIENTIFIC = ("sklearn", "numpy", "scipy")
+TRUSTED_FUNCTIONS = frozenset({
+    "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
+    "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
+    "numpy.random._pickle.__randomstate_ctor", "numpy.random._pickle.__generator_ctor",
+    "numpy.random._pickle.__bit_generator_ctor", "copyreg._reconstructor",
+})
+TRUSTED_CLASSES = frozenset({
+    "joblib.numpy_pickle.NumpyArrayWrapper", "builtins.object", "builtins.slice",
+    "builtins.set", "builtins.frozenset", "builtins.complex", "builtins.bytearray",
+    "collections.OrderedDict", "collections.defaultdict",
+})
+
+
+class UntrustedGlobal(pickle.UnpicklingError):
+    """The artifact names a global outside the allow-list; nothing of it was run."""
+
+    def __init__(self, name: str, why: str):
+        super().__init__(f"refusing to load a model artifact that needs {name}, {why}; a "
+                         "class of your own can be trusted by name (models register --trust "
+                         "MODULE.CLASS, inference.trusted_types), or the restriction lifted "
+                         "(--allow-pickle, inference.allow_pickle)")
+        self.name = name
+
+
+def _lookup(module: str, name: str) -> Any:
+    obj: Any = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _scientific_class(module: str, obj: Any) -> bool:
+    """A class of scikit-learn, or a numpy/scipy data type that does no I/O."""
+    if not isinstance(obj, type):
+        return False
+    root = module.split(".")[0]
+    if root == "sklearn":
+        return True
+    import numpy as np
+
+    if root == "numpy":
+        if issubclass(obj, np.memmap):  # opens and may create files
+            return False
+        return (issubclass(obj, (np.ndarray, np.dtype, np.generic))
+                or module.startswith("numpy.random"))
+    import scipy.sparse
+
+    return issubclass(obj, (scipy.sparse.spmatrix, scipy.sparse.sparray))
+
+
+class Policy:
+    """Which globals an artifact may use."""
+
+    def __init__(self, trusted_types: Iterable[str] = (), allow_pickle: bool = False):
+        self.trusted_types = frozenset(trusted_types)
+        self.allow_pickle = allow_pickle
+
+    def resolve(self, module: str, name: str) -> Any:
+        qualified = f"{module}.{name}"
+        if self.allow_pickle or qualified in TRUSTED_FUNCTIONS or qualified in TRUSTED_CLASSES:
+            return _lookup(module, name)
+        if qualified in self.trusted_types:
+            obj = _lookup(module, name)
+            if not isinstance(obj, type):
+                raise UntrustedGlobal(qualified, "which is trusted by name but not a class")
+            return obj
+        if module.split(".")[0] not in _SCIENTIFIC:
+            raise UntrustedGlobal(qualified, "which is not scikit-learn, numpy or scipy")
+        obj = _lookup(module, name)
+        if not _scientific_class(module, obj):
+            raise UntrustedGlobal(qualified, "which is not a model or data class")
+        return obj
+
+
+def _restricted_unpickler(fileobj: Any, policy: Policy) -> Any:
+    """joblib's unpickler with ``find_class`` going through ``policy`` (joblib is
+    imported here, not at module load: the launcher never unpickles)."""
+    from joblib.numpy_pickle import NumpyUnpickler
+
+    class RestrictedUnpickler(NumpyUnpickler):  # type: ignore[misc]
+        def find_class(self, module: str, name: str) -> Any:
+            obj = policy.resolve(module, name)
+            self.globals_used.add(f"{module}.{name}")
+            return obj
+
+    unpickler = RestrictedUnpickler("", fileobj, True)
+    unpickler.globals_used = set()
+    return unpickler
+
+
+def check_globals(names: Iterable[str], policy: Policy) -> None:
+    """Raise ``UntrustedGlobal`` for the first of ``names`` (``module.name``, as recorded
+    in a model's metadata) that ``policy`` refuses by name alone; imports nothing (the
+    launcher checks this without loading scikit-learn; loading checks the rest)."""
+    if policy.allow_pickle:
+        return
+    for qualified in names:
+        if qualified in TRUSTED_FUNCTIONS or qualified in TRUSTED_CLASSES or \
+                qualified in policy.trusted_types:
+            continue
+        if qualified.split(".")[0] not in _SCIENTIFIC:
+            raise UntrustedGlobal(qualified, "which is not scikit-learn, numpy or scipy")
+
+
+def load_restricted(data: bytes, policy: Policy) -> tuple[Any, list[str]]:
+    """The object a joblib artifact holds, and the globals it used, under ``policy``."""
+    from joblib.numpy_pickle import _validate_fileobject_and_memmap
+
+    with _validate_fileobject_and_memmap(io.BytesIO(data), "", None) as (fileobj, _):
+        if isinstance(fileobj, str):  # joblib < 0.10 wrote companion files
+            raise pickle.UnpicklingError("artifact written by joblib < 0.10; save it again")
+        unpickler = _restricted_unpickler(fileobj, policy)
+        obj = unpickler.load()
+    return obj, sorted(unpickler.globals_used)

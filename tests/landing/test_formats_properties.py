@@ -1,0 +1,62 @@
+"""Property-based tests of the record readers (hypothesis): no exception escapes on
+arbitrary input, and a valid record keeps its id and text unchanged."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from landing.chunks import Chunk
+from landing.formats import Rejection, csv_records, parse_json_line, read_chunk
+
+# Texts as a landing file can hold them: any Unicode but lone surrogates.
+TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=200)
+
+
+@given(st.binary(max_size=500))
+def test_any_bytes_are_a_record_or_a_rejection(line: bytes) -> None:
+    out = parse_json_line(line)
+    assert isinstance(out, (dict, Rejection))
+
+
+@given(TEXT, TEXT, st.dictionaries(st.text(max_size=5), TEXT, max_size=3))
+def test_a_valid_json_record_keeps_its_id_and_text(doc_id: str, text: str,
+                                                   extra: dict[str, str]) -> None:
+    record = extra | {"id": doc_id, "text": text}
+    out = parse_json_line(json.dumps(record, ensure_ascii=False).encode())
+    assert isinstance(out, dict) and out["id"] == doc_id and out["text"] == text
+
+
+@given(st.text(max_size=500))
+def test_any_csv_text_is_rows_or_rejections(text: str) -> None:
+    for item, position in csv_records(io.StringIO(text, newline="")):
+        assert isinstance(item, (dict, Rejection))
+        assert position >= (0 if isinstance(item, Rejection) else 1)  # 0: the whole file
+
+
+@given(st.lists(st.tuples(TEXT, TEXT), max_size=10))
+def test_valid_csv_rows_keep_their_id_and_text(rows: list[tuple[str, str]]) -> None:
+    rows = [(i, t) for i, t in rows if "\x00" not in i + t]
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    writer.writerow(["id", "text"])
+    writer.writerows(rows)
+    got = [item for item, _ in csv_records(io.StringIO(buf.getvalue(), newline=""))]
+    assert [(g["id"], g["text"]) for g in got if isinstance(g, dict)] == rows
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=2000))
+def test_a_jsonl_file_of_any_bytes_is_read_line_by_line(tmp_path_factory: object,
+                                                         data: bytes) -> None:
+    path = Path(str(tmp_path_factory.mktemp("p"))) / "a.jsonl"  # type: ignore[attr-defined]
+    path.write_bytes(data)
+    items = list(read_chunk(Chunk("t", str(path), "jsonl")))
+    lines = [line for line in data.split(b"\n") if line.strip()]
+    assert len(items) == len(lines)
+    assert [p for _, p in items] == sorted(p for _, p in items)

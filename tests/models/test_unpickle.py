@@ -1,0 +1,117 @@
+"""The restricted unpickler: scientific classes load, anything else is refused unrun."""
+
+from __future__ import annotations
+
+import io
+import os
+import pathlib
+import pickle
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import pytest
+import scipy.sparse
+
+from models.unpickle import Policy, UntrustedGlobal, check_globals, load_restricted
+
+
+def _dump(obj: Any, compress: int = 3) -> bytes:
+    buf = io.BytesIO()
+    joblib.dump(obj, buf, compress=compress)
+    return buf.getvalue()
+
+
+class Marker:
+    """Unpickling this creates ``path``: the stand-in for hostile code."""
+
+    def __init__(self, path: Path, via: Any = pathlib.Path.touch):
+        self.path, self.via = path, via
+
+    def __reduce__(self) -> Any:
+        return (self.via, (pathlib.Path(self.path),))
+
+
+class OwnModel:
+    """A user's own class."""
+
+    def __init__(self) -> None:
+        self.classes_ = np.array(["a", "b"])
+
+
+def test_the_default_recipe_loads_with_the_globals_it_needs(trained_model: Any) -> None:
+    obj, used = load_restricted(_dump(trained_model), Policy())
+    texts = ["refund my invoice", "parcel never arrived"]
+    assert np.array_equal(obj.predict_proba(texts), trained_model.predict_proba(texts))
+    assert "sklearn.pipeline.Pipeline" in used and "joblib.numpy_pickle.NumpyArrayWrapper" in used
+    assert all(g.split(".")[0] in ("sklearn", "numpy", "joblib") for g in used), used
+
+
+@pytest.mark.parametrize("compress", [0, 3])
+def test_a_reduce_payload_is_refused_before_it_runs(tmp_path: Path, compress: int) -> None:
+    marker = tmp_path / "ran"
+    joblib.load(io.BytesIO(_dump(Marker(tmp_path / "control"), compress)))  # it really runs
+    assert (tmp_path / "control").exists()
+    with pytest.raises(UntrustedGlobal, match="pathlib.Path.touch"):
+        load_restricted(_dump(Marker(marker), compress), Policy())
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("obj, name", [
+    (Marker(Path("/tmp/x"), os.system), "posix.system"),
+    (Marker(Path("/tmp/x"), eval), "builtins.eval"),
+    (np.memmap, "numpy.memmap"),
+    (np.load, "numpy.load"),
+    (OwnModel(), f"{__name__}.OwnModel"),
+])
+def test_globals_outside_the_allow_list_are_refused_by_name(obj: Any, name: str) -> None:
+    with pytest.raises(UntrustedGlobal) as exc:
+        load_restricted(_dump(obj), Policy())
+    assert exc.value.name == name and name in str(exc.value)
+
+
+def test_a_payload_inside_an_object_array_is_refused_too(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    array = np.empty(2, dtype=object)
+    array[0], array[1] = "label", Marker(marker)
+    with pytest.raises(UntrustedGlobal):
+        load_restricted(_dump({"classes": array}), Policy())
+    assert not marker.exists()
+
+
+def test_a_users_class_loads_when_trusted_by_its_exact_name() -> None:
+    data = _dump(OwnModel())
+    obj, used = load_restricted(data, Policy([f"{__name__}.OwnModel"]))
+    assert isinstance(obj, OwnModel) and f"{__name__}.OwnModel" in used
+    with pytest.raises(UntrustedGlobal):
+        load_restricted(data, Policy([f"{__name__}.Other"]))
+    with pytest.raises(UntrustedGlobal, match="trusted by name but not a class"):
+        load_restricted(_dump(Marker(Path("/tmp/y"), os.getcwd)), Policy(["posix.getcwd"]))
+
+
+def test_allow_pickle_lifts_the_restriction(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    load_restricted(_dump(Marker(marker)), Policy(allow_pickle=True))
+    assert marker.exists()
+
+
+def test_scientific_data_types_load() -> None:
+    data = {"sparse": scipy.sparse.csr_matrix(np.eye(3)), "scalar": np.float32(1.5),
+            "ints": np.arange(5, dtype=np.int64), "rng": np.random.RandomState(3)}
+    obj, _ = load_restricted(_dump(data), Policy())
+    assert (obj["sparse"] != data["sparse"]).nnz == 0 and obj["scalar"] == np.float32(1.5)
+    assert obj["rng"].randint(1000) == np.random.RandomState(3).randint(1000)
+
+
+def test_check_globals_judges_recorded_names_without_importing_them() -> None:
+    check_globals(["sklearn.pipeline.Pipeline", "numpy.dtype",
+                   "joblib.numpy_pickle.NumpyArrayWrapper"], Policy())
+    with pytest.raises(UntrustedGlobal, match="mypkg.Model"):
+        check_globals(["mypkg.Model"], Policy())
+    check_globals(["mypkg.Model"], Policy(["mypkg.Model"]))
+
+
+def test_a_plain_pickle_of_a_model_loads_as_well(trained_model: Any) -> None:
+    obj, _ = load_restricted(pickle.dumps(trained_model), Policy())
+    assert list(obj.classes_) == list(trained_model.classes_)

@@ -1,0 +1,164 @@
+"""Hostile files: every one is scored or dead-lettered record by record, read = scored +
+dead-lettered, and no traceback (SQLite, and PostgreSQL for NUL characters)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from landing.samples import make_docs, write_tranche
+from store.database import connect, from_json
+from tests.pipelines.helpers import run_cli
+
+DAY = "2026-07-01"
+REPO = Path(__file__).resolve().parents[2]
+GOOD = 20  # good documents beside each hostile file
+
+
+def _line(obj: Any) -> bytes:
+    return json.dumps(obj).encode() + b"\n"
+
+
+def _csv(text: str) -> bytes:
+    return text.encode()
+
+
+HOSTILE: dict[str, tuple[str, bytes, dict[str, int]]] = {
+    # name: (file name, content, {"read": n, "scored": n})
+    "malformed and truncated JSON lines": ("h.jsonl", b'{"id": "a", "text": "ok a"}\n'
+                                           b'{"id": "b", "text": \n{"id": "c"\n[1, 2\n'
+                                           b'{"id": "d", "text": "ok d"', {"read": 5, "scored": 1}),
+    "truncated gzip": ("h.jsonl.gz", gzip.compress(b"".join(
+        _line({"id": f"g{i}", "text": f"text {i}"}) for i in range(5000)))[:-2000],
+        {"read": None, "scored": None}),
+    "invalid UTF-8": ("h.jsonl", b'{"id": "u1", "text": "caf\xe9"}\n\xff\xfe\xfd\n'
+                      b'{"id": "u2", "text": "fine"}\n', {"read": 3, "scored": 1}),
+    "NUL in text and in ids": ("h.jsonl", _line({"id": "n1", "text": "a\x00b"})
+                               + _line({"id": "n\x002", "text": "id with NUL"})
+                               + b'{"id": "n3", "text": "raw \x00 byte"}\n',
+                               {"read": 3, "scored": 1}),
+    "CSV with newlines, quotes and a BOM": ("h.csv", _csv(
+        '\ufeffid,text\nc1,"two\nlines"\nc2,"a ""quoted"" word"\nc3,"unterminated\n'),
+        {"read": 3, "scored": 2}),
+    "header-only CSV": ("h.csv", b"id,text\n", {"read": 0, "scored": 0}),
+    "empty file": ("h.jsonl", b"", {"read": 0, "scored": 0}),
+    "deeply nested JSON": ("h.jsonl", b'{"id": "deep", "text": ' + b"[" * 10000
+                           + b"]" * 10000 + b"}\n" + _line({"id": "z", "text": "fine"}),
+                           {"read": 2, "scored": 1}),
+    "ids that are numbers": ("h.jsonl", _line({"id": 7, "text": "numeric"})
+                             + _line({"id": 7.5, "text": "float"}), {"read": 2, "scored": 0}),
+}
+
+
+def _write(root: Path, name: str, data: bytes) -> None:
+    folder = root / f"dt={DAY}"
+    write_tranche(str(root), DAY, list(make_docs(GOOD, seed=41, prefix="good")), "jsonl",
+                  name="good")
+    (folder / name).write_bytes(data)
+
+
+def _check(result: Any, db_url: str, expected: dict[str, int | None]) -> None:
+    assert result.rc in (0, 4), result.err
+    assert "Traceback" not in result.err
+    db = connect(db_url)
+    [(counts,)] = db.execute("SELECT counts FROM runs")
+    n_rows = db.execute("SELECT count(*) FROM predictions")[0][0]
+    n_dead = db.execute("SELECT count(*) FROM dead_letters")[0][0]
+    db.close()
+    c = from_json(counts)["tranches"][DAY]
+    assert c["valid"] == c["scored"] + c.get("dead_inference", 0)
+    assert c["read"] == c["written"] + c["dead_lettered"] == n_rows + n_dead
+    if expected["read"] is not None:
+        assert (c["read"], c["scored"]) == (expected["read"] + GOOD, expected["scored"] + GOOD)
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_files_lose_nothing(registry_root: str, tmp_path: Path, case: str) -> None:
+    name, data, expected = HOSTILE[case]
+    root = tmp_path / "landing"
+    _write(root, name, data)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    result = run_cli("score", "--date", DAY, "--input-root", str(root), "--registry",
+                     registry_root, "--db", url, "--output-dir", str(tmp_path / "out"))
+    _check(result, url, expected)
+
+
+@pytest.mark.postgres
+def test_nul_characters_reach_postgresql_as_dead_letters_not_errors(
+        registry_root: str, tmp_path: Path, pg_url: str) -> None:
+    name, data, expected = HOSTILE["NUL in text and in ids"]
+    root = tmp_path / "landing"
+    _write(root, name, data)
+    result = run_cli("score", "--date", DAY, "--input-root", str(root), "--registry",
+                     registry_root, "--db", pg_url, "--output-dir", str(tmp_path / "out"))
+    _check(result, pg_url, expected)
+    db = connect(pg_url)
+    reasons = {r[0] for r in db.execute("SELECT reason FROM dead_letters")}
+    db.close()
+    assert "id contains a NUL character" in reasons
+
+
+@pytest.mark.parametrize("table, reason", [
+    (pa.table({"key": ["p1"], "body": ["wrong columns"]}), "missing id"),
+    (pa.table({"id": ["p1", "p2"], "text": [1, 2]}), "text is not a string"),
+])
+def test_parquet_with_the_wrong_schema_is_dead_lettered_per_row(
+        registry_root: str, tmp_path: Path, table: pa.Table, reason: str) -> None:
+    root = tmp_path / "landing"
+    folder = root / f"dt={DAY}"
+    folder.mkdir(parents=True)
+    pq.write_table(table, folder / "p.parquet")
+    write_tranche(str(root), DAY, list(make_docs(GOOD, seed=42, prefix="good")), "jsonl")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    result = run_cli("score", "--date", DAY, "--input-root", str(root), "--registry",
+                     registry_root, "--db", url, "--output-dir", str(tmp_path / "out"),
+                     "--max-dead-letter-ratio", "0.5")
+    _check(result, url, {"read": table.num_rows, "scored": 0})
+    db = connect(url)
+    assert {r[0] for r in db.execute("SELECT reason FROM dead_letters")} == {reason}
+    db.close()
+
+
+def test_an_empty_tranche_folder_is_missing(registry_root: str, tmp_path: Path) -> None:
+    (tmp_path / "landing" / f"dt={DAY}").mkdir(parents=True)
+    result = run_cli("score", "--date", DAY, "--input-root", str(tmp_path / "landing"),
+                     "--registry", registry_root, "--db", f"sqlite:///{tmp_path / 's.db'}")
+    assert result.rc == 3 and "is empty" in result.out
+
+
+PEAK_RSS_MIB = 1024
+
+
+@pytest.mark.slow
+def test_a_20_mb_document_is_dead_lettered_with_memory_bounded(
+        registry_root: str, tmp_path: Path) -> None:
+    """One 20 MB text among normal documents: dead-lettered by max_text_chars, the run's
+    peak RSS stays under PEAK_RSS_MIB."""
+    root = tmp_path / "landing"
+    _write(root, "big.jsonl", _line({"id": "huge", "text": "word " * (4 << 20)}))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "score", "--date", DAY, "--input-root",
+         str(root), "--registry", registry_root, "--db", url, "--output-dir",
+         str(tmp_path / "out"), "--max-dead-letter-ratio", "0.5"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    assert proc.returncode == 0, proc.stderr
+    assert before / 1024 < PEAK_RSS_MIB, "an earlier child already exceeded the bound"
+    print(f"peak RSS of the run with a 20 MB document: {peak_mib:.0f} MiB")
+    assert peak_mib < PEAK_RSS_MIB
+    db = connect(url)
+    [(reason, payload)] = db.execute("SELECT reason, payload FROM dead_letters")
+    db.close()
+    assert reason == "text longer than max_text_chars=100000"
+    assert len(payload) <= 2000 + len("…[truncated]")
