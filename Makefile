@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DAYS   ?= --from 2026-01-01 --to 2026-01-03
 
-.PHONY: install run test lint bench bench-small bench-scaling bench-sink clean
+.PHONY: install run test lint bench bench-small bench-scaling bench-sink image image-test airflow-test clean
 
 $(STAMP): setup.py
 	python3 -m venv $(VENV)
@@ -47,6 +47,17 @@ bench-scaling: install
 
 bench-sink: install
 	$(PY) bench/sink_bench.py
+
+# Opt-in, long: an OCI image built offline with buildah (about 4 GB of disk, minutes).
+image:
+	deploy/image/build.sh
+
+image-test: image
+	deploy/image/test.sh
+
+# Opt-in: loads deploy/airflow/beamscore_dag.py in a real Airflow, in its own virtualenv.
+airflow-test:
+	deploy/airflow/test.sh
 
 clean:
 	rm -rf var bench/out

@@ -132,7 +132,7 @@ def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
         return EXIT_OK
     ref = ModelRegistry(cfg.registry).resolve(cfg.model)
     cfg = with_model_fields(cfg, ref)
-    plan = make_plan(cfg, requested_dates(args), ref, read_only=True)
+    plan = make_plan(cfg, requested_dates(args, cfg.schedule.timezone), ref, read_only=True)
     print(format_plan(plan, f"{ref.name}:{ref.version}"))
     if plan.missing:
         return EXIT_MISSING

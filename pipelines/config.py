@@ -14,6 +14,7 @@ import dataclasses
 import importlib.resources
 import os
 import typing
+import zoneinfo
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +68,39 @@ class SinkConfig:
 
 
 @dataclass(frozen=True)
+class ScheduleConfig:
+    timezone: str = "UTC"  # "yesterday" (no --date) is yesterday in this time zone
+
+
+@dataclass(frozen=True)
+class DataflowConfig:
+    """Beam pipeline options for distributed runners, passed as ``--name=value`` flags
+    (flags given on the command line win). Empty values are not passed."""
+
+    project: str = ""
+    region: str = ""
+    temp_location: str = ""
+    staging_location: str = ""
+    service_account_email: str = ""
+    machine_type: str = ""
+    max_num_workers: int = 0
+    sdk_container_image: str = ""
+    setup_file: str = ""
+    number_of_worker_harness_threads: int = 0
+    experiments: list[str] = field(default_factory=list)
+
+    def as_flags(self) -> list[str]:
+        flags = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):
+                flags += [f"--{f.name}={v}" for v in value]
+            elif value:
+                flags.append(f"--{f.name}={value}")
+        return flags
+
+
+@dataclass(frozen=True)
 class Config:
     runner: str = "FnApiRunner"
     input_root: str = "var/landing"
@@ -86,6 +120,8 @@ class Config:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     read: ReadConfig = field(default_factory=ReadConfig)
     sink: SinkConfig = field(default_factory=SinkConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    dataflow: DataflowConfig = field(default_factory=DataflowConfig)
 
     # Keys set by the overlay or a flag rather than base.yaml (not a config key).
     explicit_keys: tuple[str, ...] = field(default=(), metadata={"config": False})
@@ -241,6 +277,11 @@ def _check_ranges(cfg: Config) -> None:
     for key, ok in checks:
         if not ok:
             raise ConfigError(f"key '{key}' is out of range")
+    try:
+        zoneinfo.ZoneInfo(cfg.schedule.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"key 'schedule.timezone': unknown time zone "
+                          f"{cfg.schedule.timezone!r}") from exc
     if cfg.inference.timeout_seconds and cfg.inference.timeout_ms_per_record:
         raise ConfigError("keys 'inference.timeout_seconds' and "
                           "'inference.timeout_ms_per_record' are alternatives: set one")

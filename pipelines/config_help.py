@@ -52,4 +52,17 @@ KEY_HELP = {
     "sink.redis_url": "Redis for a job-wide rate limit and connection cap (several machines)",
     "sink.lease_seconds": "tranche lease of a run, renewed every quarter of it",
     "sink.state_dir": "directory of this machine's limiter state (default <temp>/beamscore)",
+    "schedule.timezone": "time zone whose yesterday a run without --date scores (IANA name)",
+    "dataflow.project": "Google Cloud project (Beam --project)",
+    "dataflow.region": "Dataflow region (Beam --region)",
+    "dataflow.temp_location": "gs:// path for temporary files (Beam --temp_location)",
+    "dataflow.staging_location": "gs:// path for staged packages (Beam --staging_location)",
+    "dataflow.service_account_email": "the workers' service account",
+    "dataflow.machine_type": "worker machine type, e.g. n2-standard-4",
+    "dataflow.max_num_workers": "most worker VMs (also shares out the rate limit)",
+    "dataflow.sdk_container_image": "the workers' container image (this repository's "
+                                    "Dockerfile)",
+    "dataflow.setup_file": "setup.py to install on the workers instead of an image",
+    "dataflow.number_of_worker_harness_threads": "threads per worker VM (0 = Beam's default)",
+    "dataflow.experiments": "Dataflow experiments, comma-separated",
 }

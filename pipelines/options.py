@@ -42,13 +42,33 @@ def fork_server(cfg: Config) -> ForkServer | None:
 
 
 def pipeline_options(cfg: Config, beam_args: list[str]) -> PipelineOptions:
+    """Options of the configured runner: the ``dataflow`` config section for distributed
+    runners, then the flags given (which win)."""
     opts: dict[str, Any] = {"runner": cfg.runner}
     if cfg.runner in LOCAL_RUNNERS:
         opts["direct_num_workers"] = cfg.workers
         # With the fork server the workers come from our environment, not Beam's mode.
         parallel = cfg.workers > 1 and not uses_fork_server(cfg)
         opts["direct_running_mode"] = "multi_processing" if parallel else "in_memory"
-    return PipelineOptions(beam_args, **opts)
+        return PipelineOptions(beam_args, **opts)
+    return PipelineOptions([*cfg.dataflow.as_flags(), *beam_args], **opts)
+
+
+PLACEHOLDER = "example-"
+
+
+def check_placeholders(cfg: Config, beam_args: list[str]) -> None:
+    """Refuse the placeholder values of configs/dataflow.yaml that were not replaced."""
+    flat = {"input_root": cfg.input_root, "output_dir": cfg.output_dir,
+            "registry": cfg.registry, "db": cfg.db}
+    flat |= {f"dataflow.{k}": v for k, v in cfg.dataflow.__dict__.items()}
+    given = {a.split("=", 1)[0].lstrip("-") for a in beam_args if a.startswith("--")}
+    left = [k for k, v in flat.items() if PLACEHOLDER in str(v) and k.split(".")[-1] not in given]
+    if left:
+        raise LaunchError(
+            "placeholder values (example-...) of the shipped config are still set: "
+            + ", ".join(f"{k}={flat[k]}" for k in left)
+            + "; replace them in your overlay or pass the flags")
 
 
 def make_pipeline(cfg: Config, beam_args: list[str],
@@ -68,6 +88,7 @@ def check_runner(cfg: Config, beam_args: list[str]) -> None:
     """The runner exists (a name Beam knows or a class path) and its options validate
     (e.g. DataflowRunner needs a project, a region and a gs:// temp_location). Loading
     the runner also registers its own option classes for ``unknown_beam_args``."""
+    check_placeholders(cfg, beam_args)
     if cfg.runner in LOCAL_RUNNERS:
         return
     from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator

@@ -15,6 +15,7 @@ import logging
 import sys
 import time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import apache_beam as beam
 
@@ -72,12 +73,18 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_flags(parser, skip={"force"})
 
 
-def requested_dates(args: argparse.Namespace) -> list[dt.date]:
+def requested_dates(args: argparse.Namespace, timezone: str = "UTC",
+                    now: dt.datetime | None = None) -> list[dt.date]:
+    """The tranches to score: ``--date``, ``--from``..``--to``, or yesterday in
+    ``timezone`` (``schedule.timezone``)."""
     if args.date_from or args.date_to:
         if not (args.date_from and args.date_to):
             raise ConfigError("--from and --to go together")
         return date_range(args.date_from, args.date_to)
-    return [args.date or (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1))]
+    if args.date:
+        return [args.date]
+    today = (now or dt.datetime.now(dt.timezone.utc)).astimezone(ZoneInfo(timezone)).date()
+    return [today - dt.timedelta(days=1)]
 
 
 def score_parser() -> argparse.ArgumentParser:
@@ -105,7 +112,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         if unknown:
             parser.error("unrecognized arguments (neither beamscore nor Beam options): "
                          + " ".join(unknown))
-        outcome = execute(cfg, requested_dates(args), beam_args, sink, test_pipeline)
+        outcome = execute(cfg, requested_dates(args, cfg.schedule.timezone), beam_args, sink,
+                          test_pipeline)
         print(format_summary(outcome))
         return exit_code(cfg, outcome)
 
