@@ -40,7 +40,7 @@ class SourceFile:
     path: str
     size: int
     format: str
-    # Content identity for the tranche ledger: GCS generation/etag or mtime.
+    # Content identity for the tranche ledger: GCS generation, else modification time.
     fingerprint: str = ""
 
 
@@ -87,12 +87,14 @@ def plan_tranches(input_root: str, dates: Iterable[dt.date]) -> list[TranchePlan
         folder = f"{root}/dt={tranche}"
         plan = TranchePlan(tranche=tranche, folder=folder)
         matched = FileSystems.match([folder + "/*"])[0].metadata_list
+        generations = gcs_generations(folder) if folder.startswith("gs://") and matched else {}
         for meta in sorted(matched, key=lambda m: m.path):
             fmt = file_format(meta.path)
             if fmt is None:
                 plan.ignored.append(meta.path)
                 continue
-            ident = str(getattr(meta, "last_updated_in_seconds", "") or "")
+            ident = generations.get(meta.path) or str(
+                getattr(meta, "last_updated_in_seconds", "") or "")
             plan.files.append(SourceFile(meta.path, int(meta.size_in_bytes), fmt, ident))
         if not matched:
             plan.missing_reason = (f"folder {folder} is empty" if FileSystems.exists(folder)
@@ -101,6 +103,16 @@ def plan_tranches(input_root: str, dates: Iterable[dt.date]) -> list[TranchePlan
             plan.missing_reason = f"no {SUPPORTED} files in {folder}"
         plans.append(plan)
     return plans
+
+
+def gcs_generations(folder: str) -> dict[str, str]:
+    """``gs://`` path -> object generation of every object under ``folder``: a new upload
+    of a file has a new generation even with the same size and second."""
+    from apache_beam.io.gcp import gcsio
+
+    bucket, prefix = gcsio.parse_gcs_path(folder.rstrip("/") + "/", object_optional=True)
+    blobs = gcsio.GcsIO().client.list_blobs(bucket, prefix=prefix)
+    return {f"gs://{bucket}/{b.name}": f"generation {b.generation}" for b in blobs}
 
 
 def _root_exists(root: str) -> bool:

@@ -16,7 +16,8 @@ KEY_HELP = {
     "max_dead_letter_ratio": "exit 4, and leave a tranche failed, above this share of "
                              "dead letters",
     "force": "rescore tranches the ledger has completed",
-    "progress_seconds": "log progress at least this often (seconds)",
+    "progress_seconds": "log job-wide progress (and each worker's) at least this often "
+                        "(seconds)",
     "local_engine": "workers > 1 on FnApiRunner: fork (from a pre-imported server) or "
                     "spawn (Beam's multi_processing)",
     "fields.id": "input field holding the document id (default: the model's)",

@@ -8,6 +8,7 @@ protobuf text; ``worker_log_filter`` keeps the ones beamscore's own code logged,
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 
@@ -62,5 +63,8 @@ def drop_harmless(record: logging.LogRecord) -> bool:
     says that in one line of its own)."""
     if record.exc_info and isinstance(record.exc_info[1], Interrupted):
         return False
+    if record.levelno < logging.WARNING and record.name == "root" and \
+            f"{os.sep}apache_beam{os.sep}" in record.pathname:
+        return False  # Beam's portable runner logs its progress on the root logger
     message = record.getMessage()
     return not any(h in message for h in _HARMLESS) and "signals.Interrupted" not in message

@@ -44,6 +44,7 @@ from pipelines.launch import (
 )
 from pipelines.options import fork_server, make_pipeline, unknown_beam_args
 from pipelines.plan import ScorePlan, make_plan
+from pipelines.progress import ProgressReporter
 from pipelines.signals import Interrupted, interruptible, received
 from pipelines.summary import RunOutcome, format_summary, plan_summary
 from store import runs
@@ -203,6 +204,9 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
     p = test_pipeline or make_pipeline(cfg, beam_args, server)
     keeper = LeaseKeeper(cfg, run_id)
     keeper.start()
+    progress = ProgressReporter(cfg, run_id, [t.tranche for t in plan.to_read],
+                                sum(c.est_rows for c in plan.chunks))
+    progress.start()
     try:
         build_pipeline(p, cfg, plan, ref, run_id, sink, plan_summary(plan, ref))
         if server is not None:
@@ -211,6 +215,7 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
         result.wait_until_finish()
     finally:
         keeper.stop()
+        progress.stop()
     return RunOutcome(run_id=run_id, summary=run_summary(cfg, run_id),
                       wall_seconds=time.monotonic() - started, plan=plan, ref=ref,
                       model_loads=model_loads(result))

@@ -184,6 +184,7 @@ class Landing:
     paths: list[str]  # gs:// URIs of the uploaded tranche files
     valid_ids: set[str]
     n_bad: int
+    local_root: str  # the same files on the local disk
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +203,7 @@ def landing(gcs: Gcs, tmp_path_factory: pytest.TempPathFactory) -> Landing:
     assert gcs.names(f"landing/dt={DAY}/") == sorted(p[len(gs()) + 1:] for p in paths)
     assert gcs.names(f"landing/dt={EMPTY_DAY}/") == []
     return Landing(paths=paths, valid_ids={d["id"] for d in docs},
-                   n_bad=sum(BAD_COUNTS[f] for f in FORMATS))
+                   n_bad=sum(BAD_COUNTS[f] for f in FORMATS), local_root=str(local))
 
 
 @pytest.fixture(scope="module")
@@ -378,3 +379,74 @@ def test_tampered_model_on_gcs_is_refused(
     assert "sha256" in err and f"{name}:1" in err, err
     assert not marker.exists()
     assert gcs.names("out-tampered/") == []
+
+
+ROW = ("SELECT doc_id, tranche, label, round(score::numeric, 9), top_k::text, position, "
+       "metadata::text FROM predictions ORDER BY doc_id")
+ROW_SQLITE = ("SELECT doc_id, tranche, label, round(score, 9), top_k, position, metadata "
+              "FROM predictions ORDER BY doc_id")
+
+
+@pytest.mark.postgres
+def test_gcs_into_postgresql_gives_the_rows_of_the_same_run_on_local_paths(
+    gcs: Gcs, landing: Landing, registry: ModelRef, tmp_path: Path, pg_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rc, out, err = _run_cli([
+        "score", "--date", DAY, "--input-root", gs("landing"), "--registry", gs("registry"),
+        "--model", MODEL, "--db", pg_url, "--output-dir", gs("out-pg"),
+    ], capsys)
+    assert rc == 0, f"exit {rc}\nstdout:\n{out}\nstderr:\n{err}"
+    local_registry = tmp_path / "registry"
+    for name in gcs.names(f"registry/{MODEL}/"):
+        target = local_registry / name.split("/", 1)[1]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(gcs.download(name))
+    db = tmp_path / "local.db"
+    rc, out, err = _run_cli([
+        "score", "--date", DAY, "--input-root", landing.local_root, "--registry",
+        str(local_registry), "--model", MODEL, "--db", f"sqlite:///{db}", "--output-dir",
+        str(tmp_path / "out"),
+    ], capsys)
+    assert rc == 0, err
+    import psycopg
+
+    with psycopg.connect(pg_url) as conn:
+        remote = [(r[0], r[1], r[2], float(r[3]), json.loads(r[4]), r[5],
+                   json.loads(r[6]) if r[6] else None) for r in conn.execute(ROW)]
+    with sqlite3.connect(db) as conn:
+        local = [(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5],
+                  json.loads(r[6]) if r[6] else None) for r in conn.execute(ROW_SQLITE)]
+    assert len(remote) == len(landing.valid_ids) and remote == local
+    parquet = [r for n in gcs.names(f"out-pg/dt={DAY}/") if n.endswith(".parquet")
+               for r in pq.read_table(io.BytesIO(gcs.download(n))).to_pylist()]
+    assert sorted((r["doc_id"], r["label"], r["position"]) for r in parquet) == sorted(
+        (r[0], r[2], r[5]) for r in local)
+
+
+def test_the_ledger_fingerprint_follows_gcs_generations(
+    gcs: Gcs, registry: ModelRef, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The same bytes uploaded again are a new object generation: the tranche is
+    rescored, while an untouched tranche is skipped."""
+    data = b"".join(json.dumps(d).encode() + b"\n" for d in make_docs(30, seed=3, prefix="gen"))
+    blob = gcs.bucket.blob("landing-gen/dt=2026-01-04/a.jsonl")
+    blob.upload_from_string(data)
+    common = ["--date", "2026-01-04", "--input-root", gs("landing-gen"), "--registry",
+              gs("registry"), "--model", MODEL, "--db", f"sqlite:///{tmp_path}/g.db"]
+    rc, out, err = _run_cli(["score", *common, "--output-dir", gs("out-gen")], capsys)
+    assert rc == 0, err
+    rc, out, _ = _run_cli(["plan", *common], capsys)
+    assert rc == 0 and "skipped" in out.splitlines()[0]
+    import datetime as dt
+
+    from landing.tranches import plan_tranches
+
+    [before] = plan_tranches(gs("landing-gen"), [dt.date(2026, 1, 4)])
+    gcs.bucket.blob("landing-gen/dt=2026-01-04/a.jsonl").upload_from_string(data)  # same bytes
+    [after] = plan_tranches(gs("landing-gen"), [dt.date(2026, 1, 4)])
+    assert before.files[0].fingerprint.startswith("generation ")
+    assert before.files[0].fingerprint != after.files[0].fingerprint
+    assert before.files[0].size == after.files[0].size
+    rc, out, _ = _run_cli(["plan", *common], capsys)
+    assert rc == 0 and "would run" in out.splitlines()[0] and "changed" in out.splitlines()[0]

@@ -82,3 +82,29 @@ def test_flags_that_are_neither_beamscore_nor_beam_options_are_a_usage_error(
     assert exc.value.code == 2
     assert "--no-such-option" in capsys.readouterr().err
     assert _count(tmp_path / "s.db", "runs") == 0
+
+
+@pytest.mark.parametrize("zone, expected", [("UTC", "2026-11-30"), ("Asia/Tokyo", "2026-12-01"),
+                                            ("America/Los_Angeles", "2026-11-30")])
+def test_yesterday_is_yesterday_in_the_schedule_time_zone(zone: str, expected: str) -> None:
+    import argparse
+    import datetime as dt
+
+    from pipelines.score import requested_dates
+
+    args = argparse.Namespace(date=None, date_from=None, date_to=None)
+    now = dt.datetime(2026, 12, 1, 23, 30, tzinfo=dt.timezone.utc)  # Dec 2, 08:30 in Tokyo
+    assert requested_dates(args, zone, now) == [dt.date.fromisoformat(expected)]
+
+
+def test_progress_is_reported_job_wide_while_the_run_writes(
+        landing: str, registry_root: str, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
+    rc = run(_args(landing, registry_root, tmp_path, "--progress-seconds", "0.3",
+                   "--sink-max-rows-per-second", "60", "--sink-batch-rows", "10"))
+    assert rc == EXIT_OK
+    lines = [r.getMessage() for r in caplog.records
+             if r.getMessage().startswith("progress: ")]
+    assert len(lines) >= 2, lines
+    assert all(" of about " in m and "docs/s, ETA" in m for m in lines)

@@ -1,0 +1,51 @@
+"""The database password never leaves the environment: not in logs, summaries, run
+rows, output files, Parquet metadata or the template spec."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from landing.samples import make_docs, write_tranche
+from tests.pipelines.helpers import run_cli
+
+SECRET = "s3cr3t-Zq9-do-not-leak"
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.postgres
+
+
+def test_the_password_is_found_nowhere(registry_root: str, tmp_path: Path, pg_url: str,
+                                       monkeypatch: pytest.MonkeyPatch,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("BEAMSCORE_DB_PASSWORD", SECRET)
+    monkeypatch.setenv("PGPASSWORD", SECRET)
+    caplog.set_level(logging.DEBUG)
+    root = tmp_path / "landing"
+    write_tranche(str(root), "2026-08-01", list(make_docs(50, seed=5)), "jsonl",
+                  inject_bad=True)
+    out = tmp_path / "out"
+    common = ["--db", pg_url, "--sink-password-env", "BEAMSCORE_DB_PASSWORD"]
+    scored = run_cli("-v", "score", "--date", "2026-08-01", "--input-root", str(root),
+                     "--registry", registry_root, "--output-dir", str(out), *common,
+                     "--max-dead-letter-ratio", "0.5")
+    assert scored.rc == 0, scored.err
+    [(run_id,)] = psycopg.connect(pg_url).execute("SELECT run_id FROM runs").fetchall()
+    shown = run_cli("runs", "show", run_id, *common)
+    listed = run_cli("runs", "list", *common)
+    texts = {"stdout": scored.out + shown.out + listed.out,
+             "stderr": scored.err + shown.err + listed.err,
+             "logs": "\n".join(r.getMessage() for r in caplog.records)}
+    with psycopg.connect(pg_url) as conn:
+        for table in ("runs", "tranches", "predictions", "dead_letters"):
+            texts[table] = repr(conn.execute(f"SELECT * FROM {table}").fetchall())
+    for path in out.rglob("*"):  # summaries, dead-letter JSONL, Parquet (data + metadata)
+        if path.is_file():
+            texts[str(path)] = path.read_bytes().decode("latin-1")
+    for spec in (REPO / "deploy").rglob("*.json"):
+        texts[str(spec)] = spec.read_text()
+    assert texts["logs"] and any(k.endswith(".parquet") for k in texts)
+    leaks = [where for where, text in texts.items() if SECRET in text]
+    assert leaks == []
