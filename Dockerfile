@@ -30,16 +30,20 @@ COPY --from=launcher /opt/google/dataflow/python_template_launcher /opt/google/d
 
 # A virtualenv first on PATH works the same on python:3.11-slim (/usr/local) and on
 # Debian's python3 (PEP 668 forbids pip into /usr). Beam's boot would otherwise create
-# its own venv at worker start and not see the packages of this one.
+# its own venv at worker start and not see the packages of this one. PYTHONSAFEPATH: the
+# launcher runs `python /template/pipelines/template.py`, which would put pipelines/ first
+# on sys.path, where a module (pipelines/tracking.py) shadows a top-level package.
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT=1 \
+    PYTHONSAFEPATH=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1
 
 WORKDIR ${WORKDIR}
 
-# Dependencies first (a layer that survives code changes): setup.py with empty packages.
+# Dependencies first (a layer that survives code changes): setup.py with empty stand-ins
+# for the packages it lists.
 COPY setup.py ./
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     --mount=type=cache,target=/root/.cache/pip \
@@ -47,20 +51,18 @@ RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     if [ -s /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi; \
     python3 -m venv "$VIRTUAL_ENV"; \
     python -m pip install --upgrade pip setuptools wheel; \
-    for p in pipelines transforms models store landing engine configs; do \
-      mkdir -p "$p" && touch "$p/__init__.py"; done; \
+    pkgs=$(python -c "import ast; t = ast.parse(open('setup.py').read()); \
+print(' '.join(p for k in ast.walk(t) if isinstance(k, ast.keyword) and k.arg == 'packages' \
+for p in ast.literal_eval(k.value)))"); \
+    for p in $pkgs; do mkdir -p "$p" && touch "$p/__init__.py"; done; \
     python -m pip install . "apache-beam[gcp]==${BEAM_VERSION}"; \
     python -m pip uninstall -y beamscore; \
-    rm -rf pipelines transforms models store landing engine configs build ./*.egg-info
+    for p in $pkgs; do rm -rf "$p"; done; \
+    rm -rf build ./*.egg-info
 
-# The package itself; FLEX_TEMPLATE_PYTHON_PY_FILE below is its flags-only entry.
-COPY pipelines ./pipelines
-COPY transforms ./transforms
-COPY models ./models
-COPY store ./store
-COPY landing ./landing
-COPY engine ./engine
-COPY configs ./configs
+# The package itself (what .dockerignore leaves of the repository); the Flex Template
+# entry below is its flags-only pipelines/template.py.
+COPY . ./
 RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     set -eu; \
     if [ -s /run/secrets/pip.conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip.conf; fi; \
@@ -70,6 +72,7 @@ RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=ca.crt \
     python -c "import apache_beam, sys; v = apache_beam.__version__; \
 sys.exit(0 if v == '${BEAM_VERSION}' else f'apache-beam {v} != BEAM_VERSION ${BEAM_VERSION}')"; \
     python -m pipelines.template --help > /dev/null; \
+    python "$PWD/pipelines/template.py" --help > /dev/null; \
     python -m pip freeze
 
 # The launcher runs this file with the template's parameters as --name=value flags. The

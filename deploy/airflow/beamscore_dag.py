@@ -1,13 +1,14 @@
 """Airflow DAG ``beamscore_nightly``: each night, score the previous day's tranche.
 
-The run for logical date D starts at 02:30 UTC on D + 1 and scores tranche D
+The run for logical date D starts at 03:30 UTC on D + 1 and scores tranche D
 (``{{ ds }}``). ``choose_mode`` follows the Airflow Variable ``beamscore_mode``:
 
 - ``dataflow`` (default): ``score_dataflow`` launches the Flex Template
   (``DataflowStartFlexTemplateOperator``) and waits for the job to finish.
 - ``local``: ``score_local`` runs ``beamscore score --date {{ ds }} ...`` on the Airflow
   worker, and beamscore's exit code decides what Airflow does (``exit_code_exception``):
-  3, 5, 130 and 143 are retried later, 1, 2 and 4 fail at once, without retries.
+  3, 5, 130 and 143 are retried later; 1, 2, 4 and 6 fail at once, without retries
+  (6: the scores are written and tracking requested retraining: a person decides).
 
 Each setting is the Airflow Variable ``beamscore_<name>`` (``DEFAULTS`` below when it is
 not set), read when the task runs, not when the file is parsed. The ``example-``
@@ -41,10 +42,10 @@ DAG_ID = "beamscore_nightly"
 DB_CONN_ID = "beamscore_db"  # only its password is used
 PASSWORD_ENV = "PGPASSWORD"  # beamscore's sink.password_env
 
-# An explicit data-interval timetable: logical date D covers [D 02:30, D+1 02:30) UTC and
+# An explicit data-interval timetable: logical date D covers [D 03:30, D+1 03:30) UTC and
 # runs at its end, so {{ ds }} is the day before the run. (A plain cron string means
 # CronTriggerTimetable in Airflow 3, whose {{ ds }} is the day of the run.)
-SCHEDULE = CronDataIntervalTimetable("30 2 * * *", timezone="UTC")
+SCHEDULE = CronDataIntervalTimetable("30 3 * * *", timezone="UTC")
 
 DEFAULTS = {
     "mode": "dataflow",  # or local
@@ -53,6 +54,7 @@ DEFAULTS = {
     "region": "europe-west1",
     "template": "gs://example-temp/beamscore/templates/beamscore.json",
     "temp_location": "gs://example-temp/beamscore/tmp",
+    "staging_location": "gs://example-temp/beamscore/staging",
     "service_account": "beamscore-worker@example-project.iam.gserviceaccount.com",
     # both modes: what is scored, with which model, and where the results go
     "input_root": "gs://example-landing/documents",
@@ -76,12 +78,14 @@ FAIL_NOW = {
     1: "launch or configuration error, or records unaccounted for",
     2: "usage error",
     4: "dead letters over max_dead_letter_ratio: see `beamscore runs show RUN_ID`",
+    6: "scores written; tracking requested retraining: see the run's report and the "
+       "retrain_triggers row",
 }
 
 
 def exit_code_exception(code: int) -> AirflowException | None:
     """None for exit code 0; else the exception the task raises: AirflowFailException
-    (failed at once, no retry) for 1, 2 and 4, AirflowException (retried up to
+    (failed at once, no retry) for 1, 2, 4 and 6, AirflowException (retried up to
     ``retries``) for 3, 5, 130, 143 and any code beamscore does not document."""
     if code == 0:
         return None
@@ -182,6 +186,7 @@ with DAG(
                 "parameters": TEMPLATE_PARAMETERS,
                 "environment": {
                     "tempLocation": setting("temp_location"),
+                    "stagingLocation": setting("staging_location"),
                     "serviceAccountEmail": setting("service_account"),
                 },
             },

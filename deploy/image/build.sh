@@ -88,11 +88,19 @@ EOF
 fi
 
 # 2. Stand-ins for the two images the Dockerfile copies one path each from.
-log "stand-ins $SDK_STANDIN and $LAUNCHER_STANDIN"
-"${BUILDAH[@]}" bud --isolation chroot --pull-never -t "$SDK_STANDIN" \
-  -f "$HERE/standin/Containerfile.beam-sdk" "$HERE/standin"
-"${BUILDAH[@]}" bud --isolation chroot --pull-never -t "$LAUNCHER_STANDIN" \
-  -f "$HERE/standin/Containerfile.launcher" "$HERE/standin"
+standin() {  # IMAGE CONTAINERFILE: (re)built when missing or its files changed
+  local stamp="$BUILD_DIR/standin-$(basename "$2").stamp"
+  if "${BUILDAH[@]}" inspect --type image "$1" >/dev/null 2>&1 && [ -e "$stamp" ] \
+     && [ -z "$(find "$HERE/standin" -newer "$stamp")" ]; then
+    log "stand-in $1 is up to date"; return
+  fi
+  log "stand-in $1"
+  "${BUILDAH[@]}" rmi "$1" >/dev/null 2>&1 || true
+  "${BUILDAH[@]}" bud --isolation chroot --pull-never -t "$1" -f "$HERE/standin/$2" "$HERE/standin"
+  touch "$stamp"
+}
+standin "$SDK_STANDIN" Containerfile.beam-sdk
+standin "$LAUNCHER_STANDIN" Containerfile.launcher
 
 # 3. This host's pip configuration for the build: the effective settings of pip here
 # (config files and PIP_* variables), the CA bundle copied in, local paths mounted.
@@ -152,6 +160,15 @@ secrets=(--secret "id=pip.conf,src=$PIP_CONF")
 
 log "building $IMAGE (Beam $BEAM_VERSION) from $REPO/Dockerfile"
 started=$(date +%s)
+# buildah 1.28 leaves the working containers of the COPY --from stages behind: remove
+# those this build created, also when it fails.
+before=$("${BUILDAH[@]}" containers -q --notruncate | sort)
+cleanup() {
+  comm -13 <(echo "$before") <("${BUILDAH[@]}" containers -q --notruncate | sort) \
+    | xargs -r "${BUILDAH[@]}" rm >/dev/null
+}
+trap cleanup EXIT
+previous=$("${BUILDAH[@]}" inspect --type image --format '{{.FromImageID}}' "$IMAGE" 2>/dev/null || true)
 "${BUILDAH[@]}" bud --isolation chroot --pull-never \
   --build-arg "BASE_IMAGE=$BASE_IMAGE" \
   --build-arg "BEAM_SDK_IMAGE=$SDK_STANDIN" \
@@ -159,6 +176,12 @@ started=$(date +%s)
   --build-arg "BEAM_VERSION=$BEAM_VERSION" \
   "${secrets[@]}" "${volumes[@]}" \
   --label "org.opencontainers.image.description=beamscore, built offline with stand-ins for the Beam boot and the Flex Template launcher: not for Dataflow" \
+  --label "org.opencontainers.image.title=beamscore $VERSION" \
   -t "$IMAGE" -f "$REPO/Dockerfile" "$REPO"
+cleanup
+current=$("${BUILDAH[@]}" inspect --type image --format '{{.FromImageID}}' "$IMAGE")
+if [ -n "$previous" ] && [ "$previous" != "$current" ]; then  # the image this one replaces
+  "${BUILDAH[@]}" rmi "$previous" >/dev/null 2>&1 || true
+fi
 log "built $IMAGE in $(( $(date +%s) - started )) s"
 "${BUILDAH[@]}" images

@@ -25,10 +25,10 @@ trap '"${BUILDAH[@]}" rm "$ctr" >/dev/null; rm -rf "$OUT"' EXIT
 run() { "${BUILDAH[@]}" run --isolation chroot "$@"; }
 
 log "1. image configuration"
-"${BUILDAH[@]}" inspect --type image --format '{{json .OCIv1.Config}}' "$IMAGE" > "$OUT/config.json"
-python3 - "$OUT/config.json" <<'EOF' || fail "image configuration"
+"${BUILDAH[@]}" inspect --type image "$IMAGE" > "$OUT/inspect.json"
+python3 - "$OUT/inspect.json" <<'EOF' || fail "image configuration"
 import json, sys
-cfg = json.load(open(sys.argv[1]))
+cfg = json.load(open(sys.argv[1]))["OCIv1"]["config"]
 env = dict(e.split("=", 1) for e in cfg.get("Env", []))
 checks = {
     "ENTRYPOINT is Beam's boot": cfg.get("Entrypoint") == ["/opt/apache/beam/boot"],
