@@ -15,7 +15,8 @@ setup(
     version="0.1.0",
     description="Batch scoring of document tranches with scikit-learn models on Apache Beam",
     python_requires=">=3.10",
-    packages=["pipelines", "transforms", "models", "store", "landing", "engine", "configs"],
+    packages=["pipelines", "transforms", "models", "store", "landing", "engine", "tracking",
+              "configs"],
     package_data={"configs": ["*.yaml"]},
     install_requires=[
         f"apache-beam[gcp]=={BEAM_VERSION}",
@@ -26,6 +27,9 @@ setup(
         "pandas>=2.2",
         "psycopg[binary]>=3.2",
         "PyYAML>=6.0",
+        "scipy>=1.11",
+        "datasketches>=5.0",
+        "matplotlib>=3.8",
     ],
     extras_require={
         "redis": ["redis>=5"],

@@ -24,7 +24,7 @@ from typing import Any
 from proctree import Measurement
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-BEAMSCORE_CONTENDERS = ("c", "c0", "c1")  # run `beamscore score`, checked the same way
+BEAMSCORE_CONTENDERS = ("c", "c0", "c1", "ct")  # run `beamscore score`, checked the same way
 CONTENDERS = {  # short names for the table, then what each one writes
     "a": ("plain pandas+sklearn, 1 process",
           "read_json/read_parquet, preprocess_texts, predict_proba in chunks; "
@@ -39,6 +39,8 @@ CONTENDERS = {  # short names for the table, then what each one writes
           "dead letters, run record"),
     "c1": ("beamscore score, 1 worker",
            "as c with --workers 1 (for the scaling ratio c/c1)"),
+    "ct": ("beamscore score, {w} workers, untracked",
+           "as c with --tracking-enabled false (for the cost of tracking, c/ct)"),
     "c0": ("beamscore, {w} workers, sklearn featuriser",
            "as c with inference.fast_text_features=false (scikit-learn's own transform)"),
     "d": ("plain script, ProcessPool {w} procs",
@@ -69,7 +71,8 @@ def contender_command(name: str, manifest: dict[str, Any], manifest_path: str, r
                 "--db", "sqlite:///" + os.path.join(run_dir, "beamscore.db"),
                 "--output-dir", os.path.join(run_dir, "output"),
                 "--workers", "1" if name == "c1" else str(workers),
-                "--inference-fast-text-features", "false" if name == "c0" else "true"]
+                "--inference-fast-text-features", "false" if name == "c0" else "true",
+                "--tracking-enabled", "false" if name == "ct" else "true"]
     raise ValueError(name)
 
 

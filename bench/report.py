@@ -24,7 +24,7 @@ from typing import Any
 
 from contenders import CONTENDERS, Result, compare_labels
 
-OTHERS = ("a", "b", "d", "b2", "c0", "c1")  # what c is compared with, in this order
+OTHERS = ("a", "b", "d", "b2", "c0", "c1", "ct")  # what c is compared with, in this order
 
 
 @dataclass

@@ -65,6 +65,9 @@ def unsupported_reason(model: Any) -> str | None:
     return f"vectorizer setting(s) {failed} not supported" if failed else None
 
 
+_Parts = tuple[Any, Any, Any, Any]
+
+
 class FastTextPipeline:
     """``predict_proba`` and ``classes_`` of a fitted text Pipeline, vectorised counting."""
 
@@ -110,6 +113,11 @@ class FastTextPipeline:
 
     def counts(self, texts: list[str]) -> Any:
         """The matrix ``vectorizer._count_vocab(texts, fixed_vocab=True)`` returns."""
+        return self.counts_and_tokens(texts)[0]
+
+    def counts_and_tokens(self, texts: list[str]) -> tuple[Any, np.ndarray, np.ndarray]:
+        """``counts(texts)``, the tokens of each text and how many of them are not in
+        the vocabulary (as unigrams)."""
         import scipy.sparse as sp
 
         fast = [t.isascii() and "\x00" not in t for t in texts]
@@ -119,15 +127,17 @@ class FastTextPipeline:
         parts = [self._ascii_features(texts, ascii_docs), self._regex_features(texts, other_docs)]
         r = np.concatenate([p[0] for p in parts])
         c = np.concatenate([p[1] for p in parts])
+        tokens = np.bincount(np.concatenate([p[2] for p in parts]), minlength=len(texts))
+        oov = np.bincount(np.concatenate([p[3] for p in parts]), minlength=len(texts))
         data = np.ones(len(r), dtype=self._vec.dtype)
         x = sp.coo_matrix((data, (r, c)), shape=(len(texts), self._n_features)).tocsr()
         x.sum_duplicates()
         x.sort_indices()
         x.indices = x.indices.astype(self._index_dtype, copy=False)
         x.indptr = x.indptr.astype(self._index_dtype, copy=False)
-        return x
+        return x, tokens, oov
 
-    def _ascii_features(self, texts: list[str], docs: list[int]) -> tuple[Any, Any]:
+    def _ascii_features(self, texts: list[str], docs: list[int]) -> _Parts:
         """All ASCII documents in one pass: with only ASCII, ``\\b\\w\\w+\\b`` matches
         exactly the maximal runs of [A-Za-z0-9_] of 2+ characters, i.e. what is left by
         mapping every other character to a space, ``split()`` and dropping 1-character
@@ -147,7 +157,7 @@ class FastTextPipeline:
         keep = lengths >= 2
         return self._features(rows[keep], ids[keep])
 
-    def _regex_features(self, texts: list[str], docs: list[int]) -> tuple[Any, Any]:
+    def _regex_features(self, texts: list[str], docs: list[int]) -> _Parts:
         """Other documents one by one, with the vectorizer's own token pattern."""
         findall = self._findall
         tokens = ([findall(texts[i].lower()) for i in docs] if self._lower
@@ -158,8 +168,9 @@ class FastTextPipeline:
                           dtype=np.int64, count=len(flat))
         return self._features(np.repeat(np.asarray(docs, dtype=np.int64), lengths), ids)
 
-    def _features(self, rows: Any, ids: Any) -> tuple[Any, Any]:
-        """(row, column) of every unigram and bigram in the vocabulary; ``ids`` is the
+    def _features(self, rows: Any, ids: Any) -> _Parts:
+        """(row, column) of every unigram and bigram in the vocabulary, then the row of
+        every token and of every token that is not a vocabulary unigram; ``ids`` is the
         token sequence, documents consecutive, ``rows`` the document of each token."""
         unknown = self._n_tokens
         cols = self._uni[ids]
@@ -174,15 +185,24 @@ class FastTextPipeline:
             found = self._bi_keys[pos] == key
             row_parts.append(rows[:-1][pair][found])
             col_parts.append(self._bi_cols[pos[found]])
-        return np.concatenate(row_parts), np.concatenate(col_parts)
+        return np.concatenate(row_parts), np.concatenate(col_parts), rows, rows[~keep]
 
     def transform(self, texts: list[str]) -> Any:
         """What the fitted vectorizer's ``transform`` returns."""
-        x = self.counts(texts)
+        return self.transform_and_tokens(texts)[0]
+
+    def transform_and_tokens(self, texts: list[str]) -> tuple[Any, np.ndarray, np.ndarray]:
+        """``transform(texts)``, the tokens of each text and the out-of-vocabulary ones."""
+        x, tokens, oov = self.counts_and_tokens(texts)
         if self._vec.binary:
             x.data.fill(1)
         tfidf = getattr(self._vec, "_tfidf", None)  # TfidfVectorizer's weighting step
-        return tfidf.transform(x, copy=False) if tfidf is not None else x
+        return (tfidf.transform(x, copy=False) if tfidf is not None else x), tokens, oov
+
+    @property
+    def classifier(self) -> Any:
+        """The pipeline after the vectorizer: ``classifier.predict_proba(transform(t))``."""
+        return self._rest
 
     def predict_proba(self, texts: list[str]) -> Any:
         return self._rest.predict_proba(self.transform(texts))

@@ -36,13 +36,14 @@ class CallTimedOut(Exception):
     """The model did not return within its time limit (the call was killed)."""
 
 
-def _call(model: Any, texts: list[str], limit: TimeLimit | None) -> Any:
+def _call(model: Any, texts: Any, limit: TimeLimit | None) -> Any:
     if limit is None:
         return model.predict_proba(texts)
-    seconds = limit.for_records(len(texts))
+    n = texts.shape[0] if hasattr(texts, "shape") else len(texts)
+    seconds = limit.for_records(n)
     outcome = call_with_deadline(lambda: model.predict_proba(texts), seconds)
     if outcome.status == "timeout":
-        raise CallTimedOut(f"timeout: scoring {len(texts)} record(s) {outcome.message} "
+        raise CallTimedOut(f"timeout: scoring {n} record(s) {outcome.message} "
                            f"(limit {limit.per_record * 1000:.6g} ms per record)")
     if outcome.status == "error":
         raise RuntimeError(outcome.message)
@@ -50,16 +51,18 @@ def _call(model: Any, texts: list[str], limit: TimeLimit | None) -> Any:
 
 
 def predict_with_isolation(
-    model: Any, texts: list[str], limit: TimeLimit | None = None
+    model: Any, texts: Any, limit: TimeLimit | None = None
 ) -> tuple[np.ndarray, dict[int, str]]:
-    """``predict_proba`` on all texts; on failure bisect to the failing records.
+    """``predict_proba`` on all texts (a list, or the rows of a feature matrix); on
+    failure bisect to the failing records.
 
     Returns (probabilities with NaN rows for failures, {row index: error}); the error
     of a text that exceeds its time limit on its own starts with ``timeout``.
     """
     errors: dict[int, str] = {}
     n_classes = len(model.classes_)
-    probs = np.full((len(texts), n_classes), np.nan, dtype=np.float64)
+    n = texts.shape[0] if hasattr(texts, "shape") else len(texts)
+    probs = np.full((n, n_classes), np.nan, dtype=np.float64)
 
     def attempt(lo: int, hi: int) -> None:
         try:
@@ -81,8 +84,8 @@ def predict_with_isolation(
             attempt(lo, mid)
             attempt(mid, hi)
 
-    if texts:
-        attempt(0, len(texts))
+    if n:
+        attempt(0, n)
     return probs, errors
 
 

@@ -40,6 +40,15 @@ def train_and_evaluate(
     texts: list[str], labels: list[str], test_size: float = 0.2, seed: int = 0
 ) -> tuple[Pipeline, dict[str, Any]]:
     """Fit on a stratified split, evaluate on the held-out part, refit on all data."""
+    model, metrics, _ = train_evaluate_hold_out(texts, labels, test_size, seed)
+    return model, metrics
+
+
+def train_evaluate_hold_out(
+    texts: list[str], labels: list[str], test_size: float = 0.2, seed: int = 0
+) -> tuple[Pipeline, dict[str, Any], tuple[Pipeline, list[str], list[str]]]:
+    """``train_and_evaluate``, and the model fitted without the held-out part with the
+    held-out (texts, labels): what a reference profile is made of."""
     if len(set(labels)) < 2:
         raise ValueError("training needs at least two distinct labels")
     if len(texts) < 10:
@@ -61,4 +70,4 @@ def train_and_evaluate(
     }
     final = build_pipeline()
     final.fit(texts, labels)
-    return final, metrics
+    return final, metrics, (model, list(x_te), list(y_te))

@@ -27,6 +27,7 @@ import io
 import json
 import pickle
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -172,6 +173,14 @@ class ModelRegistry:
         meta = self.metadata(name, version)
         return ModelRef(name=name, version=version, sha256=meta["sha256"], metadata=meta)
 
+    def read_file(self, ref: ModelRef, filename: str) -> bytes | None:
+        """A file stored beside a version's artifact (e.g. ``profile.json``), or None."""
+        path = _join(self.root, ref.name, ref.version, filename)
+        return _read_bytes(path) if FileSystems.exists(path) else None
+
+    def file_path(self, ref: ModelRef, filename: str) -> str:
+        return _join(self.root, ref.name, ref.version, filename)
+
     def artifact_path(self, ref: ModelRef) -> str:
         return _join(self.root, ref.name, ref.version, MODEL_FILE)
 
@@ -215,9 +224,11 @@ class ModelRegistry:
         metrics: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
         policy: Policy | None = None,
+        files: dict[str, bytes] | None = None,
     ) -> ModelRef:
         """Store a fitted model as the next version of ``name``; it must load under
-        ``policy`` (the globals it needs are recorded in the metadata)."""
+        ``policy`` (the globals it needs are recorded in the metadata). ``files`` (e.g.
+        the reference profile) are stored beside it, before the metadata."""
         check_name(name)
         if not hasattr(model, "predict_proba"):
             raise RegistryError("model has no predict_proba(texts); cannot be used for scoring")
@@ -248,6 +259,8 @@ class ModelRegistry:
             **(extra or {}),
         }
         _write_bytes(_join(self.root, name, version, MODEL_FILE), data)
+        for filename, content in (files or {}).items():
+            _write_bytes(_join(self.root, name, version, filename), content)
         _write_bytes(
             _join(self.root, name, version, METADATA_FILE),
             json.dumps(meta, indent=2, sort_keys=True).encode(),
@@ -257,9 +270,11 @@ class ModelRegistry:
     def register_file(
         self, name: str, path: str, *, preprocessing: dict[str, Any],
         extra: dict[str, Any] | None = None, policy: Policy | None = None,
+        reference: Callable[[Any], dict[str, bytes]] | None = None,
     ) -> ModelRef:
         """Adopt a joblib file handed over by a data scientist, loaded under ``policy``
-        like any artifact: a file that names untrusted globals is refused unrun."""
+        like any artifact: a file that names untrusted globals is refused unrun.
+        ``reference(model)`` gives the files to store beside it (its reference profile)."""
         policy = policy or Policy()
         model, _ = _unpickle(_read_bytes(path), policy, path)
         if not hasattr(model, "predict_proba"):
@@ -272,7 +287,8 @@ class ModelRegistry:
                 "scikit-learn pipeline that takes raw texts"
             ) from exc
         return self.register(name, model, preprocessing=preprocessing, source=f"file:{path}",
-                             extra=extra, policy=policy)
+                             extra=extra, policy=policy,
+                             files=reference(model) if reference else None)
 
     def promote(self, name: str, version: str, alias: str = "production") -> None:
         self.metadata(name, version)  # raises if absent

@@ -1,4 +1,4 @@
-"""The ``beamscore`` command line: train, models, score, plan, runs, db.
+"""The ``beamscore`` command line: train, models, score, plan, runs, report, db.
 
 ``score`` is ``pipelines.score.run``; the other commands are small and live here. Exit
 codes are listed in ``pipelines.exit_codes``. Tranches the ledger already completed
@@ -25,6 +25,7 @@ from pipelines.exit_codes import (  # noqa: F401 - the exit codes are part of th
     EXIT_ERROR,
     EXIT_MISSING,
     EXIT_OK,
+    EXIT_RETRAIN,
     EXIT_USAGE,
     guarded,
 )
@@ -66,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
                           "needs it in inference.trusted_types too)")
     reg.add_argument("--allow-pickle", action="store_true",
                      help="unpickle the file without the allow-list (it can run any code)")
+    reg.add_argument("--reference", metavar="GLOB",
+                     help="documents (labelled or not) the model's reference profile is "
+                          "made of, for tracking")
     add_config_flags(reg, skip={"force", "inference.trusted_types", "inference.allow_pickle"})
     ls = models.add_parser("list", help="names, versions, aliases")
     add_config_flags(ls, skip={"force"})
@@ -90,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
     rr.add_argument("--force", dest="release_force", action="store_true",
                     help="release it even if its process is alive on this host")
     add_config_flags(rr, skip={"force"})
+
+    rp = sub.add_parser("report", help="write a run's HTML report from its monitoring rows")
+    rp.add_argument("run_id", help="the run")
+    rp.add_argument("--output", metavar="FILE.html",
+                    help="where to write it (default <output_dir>/_reports/RUN_ID.html)")
+    add_config_flags(rp, skip={"force"})
 
     db = sub.add_parser("db", help="database administration").add_subparsers(
         dest="db_command", required=True)
@@ -122,6 +132,11 @@ def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
         return _models(args, cfg, ModelRegistry(cfg.registry))
     if args.command == "runs":
         return _runs(args, cfg)
+    if args.command == "report":
+        from pipelines.report import write_report
+
+        print(write_report(cfg, args.run_id, args.output))
+        return EXIT_OK
     if args.command == "db":
         db = connect(cfg.db, password_env=cfg.sink.password_env)
         try:
@@ -157,9 +172,13 @@ def _models(args: argparse.Namespace, cfg: Config, registry: ModelRegistry) -> i
         fields = {f"{k}_field": getattr(cfg.fields, k) for k in ("id", "text", "label")}
         if args.allow_pickle:
             _LOG.warning("--allow-pickle: %s is unpickled without the allow-list", args.file)
+        from pipelines.train import reference_from_glob
+
+        reference = reference_from_glob(cfg, args.reference) if args.reference else None
         ref = registry.register_file(args.name, args.file,
                                      preprocessing=cfg.preprocessing.to_dict(), extra=fields,
-                                     policy=Policy(args.trust, args.allow_pickle))
+                                     policy=Policy(args.trust, args.allow_pickle),
+                                     reference=reference)
         print(ref.version)
     elif args.models_command == "promote":
         registry.promote(args.name, args.version)

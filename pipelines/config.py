@@ -22,6 +22,7 @@ import yaml
 
 from models.preprocess import PreprocessConfig
 from pipelines.config_help import KEY_HELP
+from tracking.policy import TrackingPolicy
 from transforms.records import FieldNames
 
 ENVIRONMENTS = ("local", "dataflow")
@@ -65,6 +66,17 @@ class SinkConfig:
     redis_url: str = ""  # job-wide rate limiter + connection slots; "" = per-machine
     lease_seconds: int = 120  # tranche lease of a run; renewed every quarter of it
     state_dir: str = ""  # the machine's limiter state; "" = <temp dir>/beamscore
+
+
+@dataclass(frozen=True)
+class TrackingConfig(TrackingPolicy):
+    """The tracking policy's keys (thresholds, minimums, streak, cooldown) and these."""
+
+    enabled: bool = True
+    command: str = ""  # run when retraining is requested, e.g. a `beamscore train`
+    labelled_sample: float = 1.0  # share of labelled records (by id hash) used for accuracy
+    report_runs: int = 14  # runs shown in the report's history charts
+    permutation_rows: int = 32  # rows per batch permuted for a model without coefficients
 
 
 @dataclass(frozen=True)
@@ -120,6 +132,7 @@ class Config:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     read: ReadConfig = field(default_factory=ReadConfig)
     sink: SinkConfig = field(default_factory=SinkConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     dataflow: DataflowConfig = field(default_factory=DataflowConfig)
 
@@ -271,6 +284,9 @@ def _check_ranges(cfg: Config) -> None:
         ("sink.batch_rows", cfg.sink.batch_rows >= 1),
         ("sink.max_rows_per_second", cfg.sink.max_rows_per_second >= 0),
         ("sink.lease_seconds", cfg.sink.lease_seconds >= 2),
+        ("tracking.labelled_sample", 0.0 <= cfg.tracking.labelled_sample <= 1.0),
+        ("tracking.consecutive", cfg.tracking.consecutive >= 1),
+        ("tracking.permutation_rows", cfg.tracking.permutation_rows >= 2),
         ("validation.max_text_chars", cfg.validation.max_text_chars >= 1),
         ("local_engine", cfg.local_engine in ("fork", "spawn")),
     ]

@@ -53,6 +53,35 @@ KEY_HELP = {
     "sink.redis_url": "Redis for a job-wide rate limit and connection cap (several machines)",
     "sink.lease_seconds": "tranche lease of a run, renewed every quarter of it",
     "sink.state_dir": "directory of this machine's limiter state (default <temp>/beamscore)",
+    "tracking.enabled": "profile every tranche against the model's reference and store the "
+                        "metrics",
+    "tracking.min_records": "below this many scored records a drift metric is insufficient",
+    "tracking.min_labelled": "below this many labels accuracy is insufficient",
+    "tracking.accuracy_drop": "alert when accuracy's upper bound is below the reference's "
+                              "minus this",
+    "tracking.psi": "alert at this population stability index of the class shares",
+    "tracking.js_distance": "alert at this Jensen-Shannon distance of the class shares",
+    "tracking.linf": "alert at this largest difference of a class share",
+    "tracking.ks": "alert at this Kolmogorov-Smirnov statistic of the scores",
+    "tracking.wasserstein": "alert at this Wasserstein distance of the scores",
+    "tracking.length_ks": "alert at this Kolmogorov-Smirnov statistic of text length and "
+                          "tokens",
+    "tracking.oov_increase": "alert when the out-of-vocabulary share exceeds the reference's "
+                             "by this",
+    "tracking.empty_increase": "alert when the share emptied by preprocessing exceeds the "
+                               "reference's by this",
+    "tracking.importance_ndcg": "alert below this nDCG@50 of the top features (reference "
+                               "importance as relevance)",
+    "tracking.significance": "a drift alert also needs a p-value below this",
+    "tracking.min_expected": "classes expected fewer times than this are merged for PSI "
+                             "and the chi-square test",
+    "tracking.consecutive": "runs in a row a drift alert must last to request retraining",
+    "tracking.cooldown_hours": "no new retraining request for the model within this time",
+    "tracking.command": "command run when retraining is requested (shell)",
+    "tracking.labelled_sample": "share of labelled records, by id hash, used for accuracy",
+    "tracking.report_runs": "runs in the report's history charts",
+    "tracking.permutation_rows": "rows of each batch permuted for the importance of a "
+                                 "model without coefficients",
     "schedule.timezone": "time zone whose yesterday a run without --date scores (IANA name)",
     "dataflow.project": "Google Cloud project (Beam --project)",
     "dataflow.region": "Dataflow region (Beam --region)",

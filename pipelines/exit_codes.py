@@ -3,7 +3,9 @@
 0 success; 1 launch or configuration error (the message names the key, file or
 model); 2 usage error; 3 a requested tranche is missing (the others are still
 scored); 4 the dead-letter share exceeded ``max_dead_letter_ratio``; 5 a tranche is
-being scored by another run (lease held; the others are still scored).
+being scored by another run (lease held; the others are still scored); 6 the run
+succeeded and tracking requested retraining (a ``retrain_triggers`` row was written).
+When several apply, the first of 1, 4, 3, 5, 6 is the exit code.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from models.registry import RegistryError
 from pipelines.config import ConfigError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_MISSING, EXIT_DEAD_LETTERS, EXIT_BUSY = 0, 1, 2, 3, 4, 5
+EXIT_RETRAIN = 6
 _LOG = logging.getLogger("beamscore")
 
 

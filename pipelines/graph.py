@@ -4,6 +4,7 @@ One fused stage after the chunk reshuffle, so memory stays flat in the input siz
 
     Read tranches -> Validate and preprocess -> Score batches -> Write prediction files
       -> Write to database -> (ids written) Find duplicate ids;
+    Score batches -> (batch statistics) Track tranches -> monitoring rows;
     all dead letters -> Write dead letters;
     stats of every step -> Summarise run (one row in ``runs``, one JSON file)
 """
@@ -17,17 +18,20 @@ import apache_beam as beam
 
 from models.predict import TimeLimit
 from models.preprocess import PreprocessConfig
-from models.registry import ModelRef
+from models.profiling import FEATURES_FILE
+from models.registry import ModelRef, ModelRegistry
 from pipelines.config import Config
-from pipelines.launch import unpickle_policy
+from pipelines.launch import tracking_policy, unpickle_policy
 from pipelines.plan import ScorePlan
+from tracking.metrics import IMPORTANCE_TOP
 from transforms.dead_letters import WriteDeadLetters
 from transforms.dedupe import FindDuplicateIds
 from transforms.files import WritePredictionFiles
 from transforms.read import ReadTranches
 from transforms.records import DEAD_LETTERS, STATS, RunContext
-from transforms.score import DocBatchModelHandler, ScoreBatches
+from transforms.score import TRACK, DocBatchModelHandler, ScoreBatches
 from transforms.summarise import SummariseRun
+from transforms.track import TrackTranches
 from transforms.validate import ValidateAndPreprocess
 from transforms.write import IDS, SinkSettings, WriteToDatabase
 
@@ -42,10 +46,11 @@ def time_limit(cfg: Config) -> TimeLimit | None:
 
 
 def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef,
-                   run_id: str, sink: SinkSettings,
-                   extra: dict[str, Any] | None = None) -> beam.PCollection:
+                   run_id: str, sink: SinkSettings, extra: dict[str, Any] | None = None,
+                   reference: dict[str, Any] | None = None) -> beam.PCollection:
     """Attach the scoring transforms to ``p``; returns the summary PCollection (with
-    ``extra``, what the launch knew, in it)."""
+    ``extra``, what the launch knew, in it). With tracking on, every tranche is profiled
+    and compared with ``reference`` (the model's reference profile)."""
     pre = PreprocessConfig.from_dict(ref.metadata.get("preprocessing", {}))
     ctx = RunContext(
         run_id=run_id, model_name=ref.name, model_version=ref.version, model_sha256=ref.sha256,
@@ -56,7 +61,11 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef
         cfg.registry, ref, top_k=cfg.inference.top_k,
         allow_sklearn_mismatch=cfg.inference.allow_sklearn_mismatch, payload_limit=limit,
         fast_text_features=cfg.inference.fast_text_features, policy=unpickle_policy(cfg),
-        time_limit=time_limit(cfg),
+        time_limit=time_limit(cfg), tracking=cfg.tracking.enabled,
+        labelled_sample=cfg.tracking.labelled_sample,
+        importance_columns=[int(i) for i, _, _ in (reference or {}).get("importance_top", [])
+                            [:IMPORTANCE_TOP]],
+        permutation_rows=cfg.tracking.permutation_rows,
     )
     read = p | "Read tranches" >> ReadTranches(plan.chunks, cfg.fields, cfg.batch_size, limit)
     valid = read.batches | "Validate and preprocess" >> ValidateAndPreprocess(
@@ -67,6 +76,10 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef
         | "Write prediction files" >> WritePredictionFiles(cfg.output_dir, ctx)
         | "Write to database" >> WriteToDatabase(sink, ctx)
     )
+    if cfg.tracking.enabled:
+        _ = scored[TRACK] | "Track tranches" >> TrackTranches(
+            sink.database, ctx, [str(c) for c in ref.metadata.get("classes", [])], reference,
+            tracking_policy(cfg), ModelRegistry(cfg.registry).file_path(ref, FEATURES_FILE))
     duplicates = written[IDS] | "Find duplicate ids" >> FindDuplicateIds(
         cfg.output_dir, ctx, limit)
     dead = (

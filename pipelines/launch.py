@@ -12,12 +12,14 @@ is interrupted, ``fail_run`` marks it failed and frees them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import threading
 from typing import Any
 
 from apache_beam.options.pipeline_options import WorkerOptions
 
+from models.profiling import PROFILE_FILE
 from models.registry import ModelRef, ModelRegistry
 from models.unpickle import Policy, UntrustedGlobal, check_globals
 from pipelines.config import Config
@@ -28,6 +30,7 @@ from store import runs
 from store.database import connect
 from store.ledger import BUSY, TrancheLedger
 from store.session import DatabaseSettings
+from tracking.policy import TrackingPolicy
 from transforms.write import SinkSettings
 
 _LOG = logging.getLogger(__name__)
@@ -65,6 +68,25 @@ def check_launch(cfg: Config, beam_args: list[str]) -> SinkSettings:
     """Everything that can be checked before a run row or a lease is written."""
     check_runner(cfg, beam_args)
     return sink_settings(cfg, beam_args)
+
+
+def tracking_policy(cfg: Config) -> TrackingPolicy:
+    return TrackingPolicy(**{f.name: getattr(cfg.tracking, f.name)
+                             for f in dataclasses.fields(TrackingPolicy)})
+
+
+def reference_of(cfg: Config, ref: ModelRef) -> dict[str, Any] | None:
+    """The model's reference profile (JSON), None if it has none or tracking is off."""
+    if not cfg.tracking.enabled:
+        return None
+    data = ModelRegistry(cfg.registry).read_file(ref, PROFILE_FILE)
+    if data is None:
+        _LOG.warning("model %s:%s has no reference profile: tranches are profiled but not "
+                     "compared (train it, or register it with --reference)", ref.name,
+                     ref.version)
+        return None
+    profile: dict[str, Any] = json.loads(data)
+    return profile
 
 
 def unpickle_policy(cfg: Config) -> Policy:

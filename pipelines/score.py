@@ -28,6 +28,7 @@ from pipelines.exit_codes import (
     EXIT_ERROR,
     EXIT_MISSING,
     EXIT_OK,
+    EXIT_RETRAIN,
     guarded,
 )
 from pipelines.graph import build_pipeline
@@ -37,14 +38,17 @@ from pipelines.launch import (
     check_launch,
     fail_run,
     finish_run,
+    reference_of,
     resolve_model,
     run_summary,
     start_run,
     with_model_fields,
 )
+from pipelines.monitor import after_run
 from pipelines.options import fork_server, make_pipeline, unknown_beam_args
 from pipelines.plan import ScorePlan, make_plan
 from pipelines.progress import ProgressReporter
+from pipelines.report import write_report
 from pipelines.signals import Interrupted, interruptible, received
 from pipelines.summary import RunOutcome, format_summary, plan_summary
 from store import runs
@@ -66,7 +70,8 @@ def _date(text: str) -> dt.date:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments ``score`` and ``plan`` share: dates, --force, every config key."""
     when = parser.add_mutually_exclusive_group()
-    when.add_argument("--date", type=_date, help="one tranche (default: yesterday, UTC)")
+    when.add_argument("--date", type=_date,
+                      help="one tranche (default: yesterday in schedule.timezone)")
     when.add_argument("--from", dest="date_from", type=_date, help="first tranche of a range")
     parser.add_argument("--to", dest="date_to", type=_date, help="last tranche of a range")
     parser.add_argument("--force", dest="cfg:force", action="store_const", const=True,
@@ -151,6 +156,10 @@ def exit_code(cfg: Config, outcome: RunOutcome) -> int:
         print("beamscore: tranche(s) being scored by another run, left to it: "
               + ", ".join(t.tranche for t in plan.with_decision(BUSY)), file=sys.stderr)
         return EXIT_BUSY
+    if outcome.retrain is not None:
+        print(f"beamscore: retraining requested (trigger {outcome.retrain.trigger_id}): "
+              + "; ".join(outcome.retrain.reasons), file=sys.stderr)
+        return EXIT_RETRAIN
     return EXIT_OK
 
 
@@ -207,8 +216,9 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
     progress = ProgressReporter(cfg, run_id, [t.tranche for t in plan.to_read],
                                 sum(c.est_rows for c in plan.chunks))
     progress.start()
+    reference = reference_of(cfg, ref)
     try:
-        build_pipeline(p, cfg, plan, ref, run_id, sink, plan_summary(plan, ref))
+        build_pipeline(p, cfg, plan, ref, run_id, sink, plan_summary(plan, ref), reference)
         if server is not None:
             server.wait_ready()  # the graph was built while its imports finished
         result = p.run()
@@ -216,9 +226,16 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
     finally:
         keeper.stop()
         progress.stop()
-    return RunOutcome(run_id=run_id, summary=run_summary(cfg, run_id),
-                      wall_seconds=time.monotonic() - started, plan=plan, ref=ref,
-                      model_loads=model_loads(result))
+    outcome = RunOutcome(run_id=run_id, summary=run_summary(cfg, run_id),
+                         wall_seconds=time.monotonic() - started, plan=plan, ref=ref,
+                         model_loads=model_loads(result))
+    if cfg.tracking.enabled and outcome.summary:
+        outcome.retrain = after_run(cfg, ref, run_id, outcome.summary, reference)
+    try:
+        outcome.report = write_report(cfg, run_id)
+    except Exception as exc:  # noqa: BLE001 - the run is done; its report is a courtesy
+        _LOG.warning("could not write the report of run %s: %s", run_id, exc)
+    return outcome
 
 
 def model_loads(result: Any) -> int | None:

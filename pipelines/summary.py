@@ -19,6 +19,8 @@ class RunOutcome:
     plan: ScorePlan
     ref: ModelRef
     model_loads: int | None = None
+    retrain: Any = None  # the retraining request this run made (store.monitoring.Trigger)
+    report: str = ""  # where its report was written
 
 
 def plan_summary(plan: ScorePlan, ref: ModelRef) -> dict[str, Any]:

@@ -11,8 +11,10 @@ the bundled ``dataflow`` overlay unless ``--config`` names another.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
+from pipelines.config import TrackingConfig
 from pipelines.logs import setup_logging
 from pipelines.score import run, score_parser
 
@@ -51,6 +53,8 @@ HIDDEN = {
     "dataflow_setup_file": "the template's image holds the package",
     "dataflow_number_of_worker_harness_threads": "set in the config overlay",
     "dataflow_experiments": "given by the launcher as --additional_experiments",
+    **{f"tracking_{f.name}": "the tracking policy: set in the config overlay"
+       for f in dataclasses.fields(TrackingConfig)},
 }
 
 

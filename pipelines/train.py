@@ -12,7 +12,9 @@ applies exactly the preprocessing it was trained with and reads the same fields.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -20,7 +22,8 @@ from landing.chunks import Chunk
 from landing.formats import Rejection, read_chunk
 from landing.tranches import file_format
 from models.preprocess import preprocess_texts
-from models.recipe import train_and_evaluate
+from models.profiling import reference_files
+from models.recipe import train_evaluate_hold_out
 from models.registry import ModelRef, ModelRegistry
 from pipelines.config import Config
 
@@ -40,8 +43,10 @@ class Labelled:
         self.skipped.append(f"{where}: {why}")
 
 
-def read_labelled(glob: str, text_field: str, label_field: str) -> Labelled:
-    """Every record with a non-empty string text and a label, from the files of ``glob``."""
+def read_labelled(glob: str, text_field: str, label_field: str,
+                  require_label: bool = True) -> Labelled:
+    """Every record with a non-empty string text and a label (or, without
+    ``require_label``, with or without one: "" then), from the files of ``glob``."""
     paths = sorted(m.path for m in FileSystems.match([glob])[0].metadata_list)
     if not paths:
         raise FileNotFoundError(f"no files match {glob}")
@@ -59,11 +64,11 @@ def read_labelled(glob: str, text_field: str, label_field: str) -> Labelled:
             text, label = item.get(text_field), item.get(label_field)
             if not isinstance(text, str) or not text.strip():
                 out.skip(where, f"no text in field {text_field!r}")
-            elif label is None or str(label) == "":
+            elif require_label and (label is None or str(label) == ""):
                 out.skip(where, f"no label in field {label_field!r}")
             else:
                 out.texts.append(text)
-                out.labels.append(str(label))
+                out.labels.append("" if label is None else str(label))
     if out.skipped:
         _LOG.warning("skipped %d line(s) or row(s) of %s that are not labelled records",
                      len(out.skipped), glob)
@@ -74,14 +79,29 @@ def read_labelled(glob: str, text_field: str, label_field: str) -> Labelled:
 
 
 def train(cfg: Config, docs_glob: str, name: str) -> ModelRef:
+    """Fit, evaluate on the held-out split and register the model with its reference
+    profile (the held-out split scored by the final model, with the split's metrics)."""
     data = read_labelled(docs_glob, cfg.fields.text, cfg.fields.label)
     texts = preprocess_texts(data.texts, cfg.preprocessing)
-    model, metrics = train_and_evaluate(texts, data.labels)
+    model, metrics, (split_model, held_texts, held_labels) = train_evaluate_hold_out(
+        texts, data.labels)
     metrics["skipped_records"] = len(data.skipped)
     _LOG.info("trained on %d documents: %s", len(texts), metrics)
+    empty = sum(1 for t in texts if not t) / max(1, len(texts))
     return ModelRegistry(cfg.registry).register(
         name, model, preprocessing=cfg.preprocessing.to_dict(), source=f"train:{docs_glob}",
         metrics=metrics,
         extra={"id_field": cfg.fields.id, "text_field": cfg.fields.text,
                "label_field": cfg.fields.label, "recipe": "tfidf-1-2gram+logistic-regression"},
+        files=reference_files(model, held_texts, held_labels, metrics, empty, split_model),
     )
+
+
+def reference_from_glob(cfg: Config, glob: str) -> Callable[[Any], dict[str, bytes]]:
+    """``models register --reference GLOB``: the documents (labelled or not) that a
+    registered model's reference profile is made of, prepared as scoring prepares them."""
+    data = read_labelled(glob, cfg.fields.text, cfg.fields.label, require_label=False)
+    texts = preprocess_texts(data.texts, cfg.preprocessing)
+    labels = data.labels if all(data.labels) else None
+    empty = sum(1 for t in texts if not t) / max(1, len(texts))
+    return lambda model: reference_files(model, texts, labels, None, empty)

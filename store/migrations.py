@@ -5,6 +5,9 @@ at once; an older one runs each migration after its version in order, in the sam
 transaction (PostgreSQL under an advisory lock, SQLite under ``BEGIN IMMEDIATE``), so
 several workers starting together migrate it once, and existing rows are kept.
 
+Version 3: the tracking tables ``monitoring`` and ``retrain_triggers`` (created by the
+closing ``CREATE ... IF NOT EXISTS``; nothing else changes).
+
 Version 2: predictions keyed by (tranche, doc_id, model_name, model_version) with the
 record's ``position`` (rows from version 1 get position 0); ``host`` and ``pid`` on
 runs and tranches; indexes on run_id and tranche; in PostgreSQL, ``timestamptz``
@@ -82,6 +85,11 @@ def _v2_postgresql(db: Database) -> None:
             db.execute(ddl)
 
 
+def _tables_only(db: Database) -> None:
+    """A version that only adds tables (created at the end of ``migrate``)."""
+
+
 MIGRATIONS: dict[int, dict[str, Callable[[Database], None]]] = {
     2: {"sqlite": _v2_sqlite, "postgresql": _v2_postgresql},
+    3: {"sqlite": _tables_only, "postgresql": _tables_only},
 }

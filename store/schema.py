@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Logical column types -> SQL per backend. SQLite keeps times as ISO-8601 text.
 SQL_TYPES = {
@@ -155,4 +155,20 @@ TRANCHES = Table(
           ("pid", "int", True)),
     key=("tranche", "model_name", "model_version"),
 )
-TABLES = (PREDICTIONS, DEAD_LETTERS, RUNS, TRANCHES)
+MONITORING = Table(
+    "monitoring",
+    _cols("run_id", "tranche", "model_name", "model_version", "metric", "slice",
+          ("value", "float", True), ("n", "int"), ("ci_low", "float", True),
+          ("ci_high", "float", True), ("threshold", "float", True), "status"),
+    key=("run_id", "tranche", "metric", "slice"),
+    indexes=(("model_name", "model_version", "metric"),),
+)
+RETRAIN_TRIGGERS = Table(
+    "retrain_triggers",
+    _cols("trigger_id", ("created_at", "time"), "model_name", "model_version",
+          ("reasons", "json"), ("run_ids", "json"), "status", "command",
+          ("command_exit_code", "int", True)),
+    key=("trigger_id",),
+    indexes=(("model_name", "model_version"),),
+)
+TABLES = (PREDICTIONS, DEAD_LETTERS, RUNS, TRANCHES, MONITORING, RETRAIN_TRIGGERS)

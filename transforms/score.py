@@ -22,14 +22,20 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+import pandas as pd
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from models.fastpath import FastTextPipeline, unsupported_reason
+from models.importance import ImportanceMeasure, TextFeatures, measure_for, text_features
 from models.predict import TimeLimit, predict_with_isolation, top_k_columns
+from models.profiling import batch_stats
 from models.registry import ModelRef, ModelRegistry
 from models.unpickle import Policy
+from tracking.profile import BatchStats
 from transforms.records import (
     DEAD_LETTERS,
+    DOC_ID,
+    LABEL,
     PRED_LABEL,
     PRED_SCORE,
     PRED_TOP_K,
@@ -39,14 +45,18 @@ from transforms.records import (
 )
 
 _LOG = logging.getLogger(__name__)
+TRACK = "track"  # (tranche, BatchStats) of each scored batch, when tracking is on
+_SAMPLE_KEY = "beamscore-labels"  # siphash key (16 bytes) of tracking.labelled_sample
 
 
 class DocBatchModelHandler(ModelHandler[DocBatch, DocBatch, Any]):
     """Loads a verified registry model; scores a DocBatch per call.
 
-    ``run_inference`` returns one pair: the batch with three prediction columns added,
-    and the dead letters of the records that could not be scored; the ``ScoreBatches``
-    transform splits the two.
+    ``run_inference`` returns one triple: the batch with three prediction columns added,
+    the dead letters of the records that could not be scored, and with ``tracking`` the
+    batch's ``BatchStats`` (else None); the ``ScoreBatches`` transform splits them.
+    ``importance_columns`` (the reference's top features) are the columns permuted for
+    a model without coefficients, on ``permutation_rows`` rows of each batch.
     """
 
     def __init__(
@@ -60,6 +70,10 @@ class DocBatchModelHandler(ModelHandler[DocBatch, DocBatch, Any]):
         fast_text_features: bool = True,
         policy: Policy | None = None,
         time_limit: TimeLimit | None = None,
+        tracking: bool = False,
+        labelled_sample: float = 1.0,
+        importance_columns: Sequence[int] = (),
+        permutation_rows: int = 32,
     ):
         super().__init__()
         self._registry_root = registry_root
@@ -70,6 +84,11 @@ class DocBatchModelHandler(ModelHandler[DocBatch, DocBatch, Any]):
         self._fast = fast_text_features
         self._policy = policy or Policy()
         self._limit = time_limit
+        self._tracking = tracking
+        self._labelled_sample = labelled_sample
+        self._importance_columns = list(importance_columns)
+        self._permutation_rows = permutation_rows
+        self._measures: dict[int, ImportanceMeasure | None] = {}  # id(model) -> its measure
 
     def load_model(self) -> Any:
         """The verified model; wrapped in ``FastTextPipeline`` (same probabilities,
@@ -91,23 +110,44 @@ class DocBatchModelHandler(ModelHandler[DocBatch, DocBatch, Any]):
     ) -> Iterable[Any]:
         doc_batch: DocBatch = batch  # type: ignore[assignment]  # pre-batched (no batching)
         frame = doc_batch.frame
-        probs, errors = predict_with_isolation(model, frame[TEXT].tolist(), self._limit)
+        texts = frame[TEXT].tolist()
+        features = self._features(model, texts) if self._tracking else None
+        scorer, inputs = (features.scorer, features.matrix) if features else (model, texts)
+        probs, errors = predict_with_isolation(scorer, inputs, self._limit)
         dead: list[dict[str, Any]] = []
+        keep = np.ones(len(frame), dtype=bool)  # the records the model scored
         if errors:
-            bad = np.zeros(len(frame), dtype=bool)
-            bad[list(errors)] = True
+            keep[list(errors)] = False
             dead = dead_letters_from_frame(
-                doc_batch, frame[bad], "inference",
+                doc_batch, frame[~keep], "inference",
                 [errors[i] for i in sorted(errors)], self._payload_limit,
             )
-            frame, probs = frame[~bad], probs[~bad]
+            frame, probs = frame[keep], probs[keep]
+        stats = None
         if len(frame):
             labels, scores, top_k = top_k_columns(probs, model.classes_, self._top_k)
             frame = frame.reset_index(drop=True)
             frame[PRED_LABEL] = labels
             frame[PRED_SCORE] = scores
             frame[PRED_TOP_K] = top_k
-        return [(doc_batch.with_frame(frame), dead)]
+            if features is not None:
+                stats = batch_stats(
+                    probs, features, keep, frame[TEXT].str.len().to_numpy(),
+                    _true_labels(frame, model.classes_, self._labelled_sample),
+                    self._measure(model))
+        return [(doc_batch.with_frame(frame), dead, stats)]
+
+    def _features(self, model: Any, texts: list[str]) -> TextFeatures | None:
+        try:
+            return text_features(model, texts)
+        except Exception:  # noqa: BLE001 - scored record by record, untracked
+            return None
+
+    def _measure(self, model: Any) -> ImportanceMeasure | None:
+        if id(model) not in self._measures:
+            self._measures[id(model)] = measure_for(model, self._importance_columns,
+                                                    self._permutation_rows)
+        return self._measures[id(model)]
 
     def get_num_bytes(self, batch: Sequence[DocBatch]) -> int:
         doc_batch: DocBatch = batch  # type: ignore[assignment]
@@ -120,11 +160,25 @@ class DocBatchModelHandler(ModelHandler[DocBatch, DocBatch, Any]):
         return "beamscore"
 
 
+def _true_labels(frame: Any, classes: Any, labelled_sample: float) -> np.ndarray:
+    """Class index of each row's true label; -1 without one, or outside the sample."""
+    index = {str(c): i for i, c in enumerate(classes)}
+    true = np.fromiter((index.get(str(v), -1) if v is not None and v == v else -1
+                        for v in frame[LABEL].tolist()), np.int64, len(frame))
+    if labelled_sample < 1.0:
+        h = pd.util.hash_array(frame[DOC_ID].astype(str).to_numpy(), hash_key=_SAMPLE_KEY)
+        true[(h % 1_000_000) >= labelled_sample * 1_000_000] = -1
+    return true
+
+
 class _SplitScoredFn(beam.DoFn):
-    def process(self, element: tuple[DocBatch, list[dict[str, Any]]]) -> Iterator[Any]:
-        scored, dead = element
+    def process(self, element: tuple[DocBatch, list[dict[str, Any]], BatchStats | None]
+                ) -> Iterator[Any]:
+        scored, dead, stats = element
         for dl in dead:
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dl)
+        if stats is not None:
+            yield beam.pvalue.TaggedOutput(TRACK, (scored.tranche, stats))
         if len(scored):
             yield scored
 
@@ -158,9 +212,9 @@ class ScoreBatches(beam.PTransform):
         )
         scored = results | "Split scored and rejected" >> beam.ParDo(
             _SplitScoredFn()
-        ).with_output_types(DocBatch).with_outputs(DEAD_LETTERS, main="scored")
+        ).with_output_types(DocBatch).with_outputs(DEAD_LETTERS, TRACK, main="scored")
         whole = failed.failed_inferences | "Reject failed batches" >> beam.ParDo(
             _FailedBatchFn(self._payload_limit)
         )
         dead = (scored[DEAD_LETTERS], whole) | "Merge inference dead letters" >> beam.Flatten()
-        return {"scored": scored.scored, DEAD_LETTERS: dead}
+        return {"scored": scored.scored, DEAD_LETTERS: dead, TRACK: scored[TRACK]}

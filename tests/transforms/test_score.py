@@ -29,7 +29,7 @@ from transforms.records import (
     PRED_TOP_K,
     TEXT,
 )
-from transforms.score import DocBatchModelHandler, ScoreBatches
+from transforms.score import TRACK, DocBatchModelHandler, ScoreBatches
 
 
 def _docs_batch(make_batch: Any, n: int, seed: int, key: str, poisoned: set[int] = frozenset(),
@@ -96,6 +96,30 @@ def test_score_batches_scores_clean_rows_and_dead_letters_poisoned(
                                     for _, _, pos, src in poisoned]), label="dead")
 
 
+def test_tracked_batches_profile_only_the_records_the_model_scored(
+        pipeline: Any, make_batch: Any, poisoned_registry: Any, trained_model: Any) -> None:
+    root, ref = poisoned_registry
+    batches = [_docs_batch(make_batch, 12, 1, "b1", {0, 7}), _docs_batch(make_batch, 9, 2, "b2")]
+    classes = [str(c) for c in trained_model.classes_]
+    clean = [t for b in batches for t in b.frame[TEXT] if "POISON" not in t]
+    predicted = np.argmax(trained_model.predict_proba(clean), axis=1)
+    expected = np.bincount(predicted, minlength=len(classes)).tolist()
+    handler = DocBatchModelHandler(root, ref, top_k=3, policy=Policy(TRUSTED), tracking=True)
+
+    def counts(stats: list[Any]) -> list[int]:
+        return np.sum([np.bincount(s.predicted, minlength=len(classes)) for _, s in stats],
+                      axis=0).tolist()
+
+    with pipeline as p:
+        out = p | beam.Create(batches) | ScoreBatches(handler, 500)
+        assert_that(out[TRACK] | beam.combiners.ToList() | beam.Map(counts),
+                    equal_to([expected]), label="class counts")
+        assert_that(out[TRACK] | beam.Map(lambda kv: (kv[0], len(kv[1].tokens), len(kv[1].true))),
+                    equal_to([("2026-01-01", 10, 10), ("2026-01-01", 9, 9)]), label="sizes")
+        assert_that(out[DEAD_LETTERS] | beam.combiners.Count.Globally(), equal_to([2]),
+                    label="dead")
+
+
 @pytest.fixture(scope="module")
 def counting_registry(tmp_path_factory: pytest.TempPathFactory, trained_model: Any) -> Any:
     return _register(tmp_path_factory, "counting", CountingPipeline(trained_model))
@@ -131,8 +155,8 @@ def test_handler_scores_with_the_registry_model(registry_root: str, model_ref: A
     batch = _docs_batch(make_batch, 20, seed=9, key="k")
     batch = batch.with_frame(batch.frame.assign(
         **{TEXT: preprocess_texts(batch.frame[TEXT].tolist(), PreprocessConfig())}))
-    [(scored, dead)] = list(handler.run_inference(batch, model))
-    assert dead == []
+    [(scored, dead, stats)] = list(handler.run_inference(batch, model))
+    assert dead == [] and stats is None  # untracked
     assert scored.frame[PRED_LABEL].tolist() == list(trained_model.predict(batch.frame[TEXT]))
     assert scored.frame[DOC_ID].tolist() == batch.frame[DOC_ID].tolist()
 

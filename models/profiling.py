@@ -1,0 +1,105 @@
+"""Profiles of a model's behaviour on texts: per scored batch, and the reference.
+
+``batch_stats`` turns one scored batch into what it adds to a tranche's profile
+(``tracking.profile``). ``reference_profile`` scores a reference set (the held-out split
+at ``beamscore train``, or ``models register --reference``) the same way and keeps the
+figures a tranche is compared with: its profile, the top features by importance, and
+accuracy / macro-F1 where labels exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from models.fastpath import FastTextPipeline, unsupported_reason
+from models.importance import (
+    ImportanceMeasure,
+    TextFeatures,
+    candidate_columns,
+    feature_names,
+    importance_weights,
+    measure_for,
+    text_features,
+)
+from tracking.profile import BatchStats, Profile
+
+
+def batch_stats(probs: np.ndarray, features: TextFeatures, keep: np.ndarray,
+                lengths: np.ndarray, true: np.ndarray,
+                measure: ImportanceMeasure | None) -> BatchStats:
+    """``probs``: of the scored records; ``keep``: which of the batch's records those
+    are; ``true``: class index of their true labels (-1 where unknown)."""
+    importance, rows = None, 0
+    if measure is not None and not isinstance(features.matrix, list):
+        importance, rows = measure.of_batch(features, keep)
+    return BatchStats(predicted=probs.argmax(axis=1), scores=probs.max(axis=1),
+                      lengths=lengths, tokens=features.tokens[keep], oov=features.oov[keep],
+                      true=true, importance=importance, importance_rows=rows)
+
+
+REFERENCE_PERMUTATION_ROWS, REFERENCE_COLUMNS = 1000, 200
+
+
+def reference_profile(model: Any, texts: list[str], labels: list[str] | None = None,
+                      metrics: dict[str, Any] | None = None, scored_by: Any = None
+                      ) -> tuple[Profile, list[str]]:
+    """The reference profile of ``model`` on preprocessed ``texts`` (and their labels),
+    and the model's feature names ([] for a model without a vocabulary). ``scored_by``:
+    a model of the same recipe that has not seen ``texts`` (the training split's), whose
+    scores stand for the model's on unseen data; importance is ``model``'s: linear, or
+    permutation importance of the 200 heaviest columns on 1,000 of the texts."""
+    judge = scored_by if scored_by is not None else model
+    scorer = FastTextPipeline(judge) if unsupported_reason(judge) is None else judge
+    own = FastTextPipeline(model) if unsupported_reason(model) is None else model
+    classes = [str(c) for c in model.classes_]
+    profile = Profile(classes=classes)
+    measure: ImportanceMeasure | None = None
+    index = {c: i for i, c in enumerate(classes)}
+    for start in range(0, len(texts), 4096):
+        part = texts[start:start + 4096]
+        features = text_features(scorer, part)
+        probs = np.asarray(features.scorer.predict_proba(features.matrix), dtype=np.float64)
+        if scored_by is not None:  # importance from the final model's own features
+            features = text_features(own, part)
+        if start == 0:
+            columns: Any = [] if isinstance(features.matrix, list) else \
+                candidate_columns(features.matrix, REFERENCE_COLUMNS)
+            measure = measure_for(model, columns, REFERENCE_PERMUTATION_ROWS)
+        elif measure is not None and measure.kind == "permutation":
+            measure = None  # the first texts are the permutation sample
+        true = np.asarray([index.get(str(v), -1) for v in labels[start:start + 4096]]
+                          if labels else [-1] * len(part), dtype=np.int64)
+        profile.add(batch_stats(probs, features, np.ones(len(part), bool),
+                                np.asarray([len(t) for t in part]), true, measure))
+    if measure is not None or profile.importance_rows:
+        profile.reference["importance_kind"] = "linear" if importance_weights(model) is not \
+            None else "permutation"
+    if metrics:
+        profile.reference.update({k: metrics[k] for k in ("accuracy", "macro_f1")
+                                  if k in metrics})
+    elif profile.labelled:
+        profile.reference["accuracy"] = float(np.trace(profile.confusion) / profile.labelled)
+    return profile, feature_names(model) or []
+
+
+PROFILE_FILE, FEATURES_FILE = "profile.json", "features.txt"
+
+
+def reference_files(model: Any, texts: list[str], labels: list[str] | None,
+                    metrics: dict[str, Any] | None = None, empty_share: float = 0.0,
+                    scored_by: Any = None) -> dict[str, bytes]:
+    """The registry files of a model's reference: ``profile.json`` and, for a model with a
+    vocabulary, ``features.txt`` (one feature name per column)."""
+    import json
+
+    kept = [(t, labels[i] if labels else None) for i, t in enumerate(texts) if t]
+    profile, names = reference_profile(model, [t for t, _ in kept],
+                                       [str(y) for _, y in kept] if labels else None, metrics,
+                                       scored_by)
+    profile.reference["empty_share"] = empty_share
+    files = {PROFILE_FILE: json.dumps(profile.to_json(names=names)).encode()}
+    if names:
+        files[FEATURES_FILE] = "\n".join(n.replace("\n", " ") for n in names).encode()
+    return files

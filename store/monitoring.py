@@ -1,0 +1,86 @@
+"""The tracking tables: ``monitoring`` (every tracked figure of every run, alert or not)
+and ``retrain_triggers`` (the requests for retraining and what became of them)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from store.database import Database, from_json, to_json, to_text
+from store.schema import MONITORING, RETRAIN_TRIGGERS
+
+
+@dataclass(frozen=True)
+class Trigger:
+    trigger_id: str
+    created_at: str
+    model_name: str
+    model_version: str
+    reasons: list[str]
+    run_ids: list[str]
+    status: str
+    command: str
+    command_exit_code: int | None
+
+
+def write_rows(db: Database, rows: Iterable[dict[str, Any]]) -> int:
+    """Upsert monitoring rows (dicts with the table's columns)."""
+    return db.upsert(MONITORING, [MONITORING.row(r) for r in rows])
+
+
+def rows_of_run(db: Database, run_id: str) -> list[dict[str, Any]]:
+    found = db.execute(f"SELECT {', '.join(MONITORING.names)} FROM monitoring WHERE run_id = "
+                       f"{db.placeholder} ORDER BY tranche, metric, slice", [run_id])
+    return [dict(zip(MONITORING.names, r)) for r in found]
+
+
+def history(db: Database, model_name: str, model_version: str, metrics: Iterable[str],
+            runs: list[str]) -> list[dict[str, Any]]:
+    """Rows of ``metrics`` for the model version in the given runs."""
+    metrics, p = list(metrics), db.placeholder
+    if not metrics or not runs:
+        return []
+    found = db.execute(
+        f"SELECT {', '.join(MONITORING.names)} FROM monitoring WHERE model_name = {p} AND "
+        f"model_version = {p} AND metric IN ({', '.join([p] * len(metrics))}) AND run_id IN "
+        f"({', '.join([p] * len(runs))})", [model_name, model_version, *metrics, *runs])
+    return [dict(zip(MONITORING.names, r)) for r in found]
+
+
+def add_trigger(db: Database, model_name: str, model_version: str, reasons: list[str],
+                run_ids: list[str], command: str) -> Trigger:
+    trigger = Trigger(
+        trigger_id=dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ-")
+        + secrets.token_hex(3),
+        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+        model_name=model_name, model_version=model_version, reasons=reasons, run_ids=run_ids,
+        status="requested", command=command, command_exit_code=None)
+    db.upsert(RETRAIN_TRIGGERS, [RETRAIN_TRIGGERS.row(
+        trigger.__dict__ | {"reasons": to_json(reasons), "run_ids": to_json(run_ids)})])
+    return trigger
+
+
+def finish_trigger(db: Database, trigger_id: str, status: str, exit_code: int | None) -> None:
+    p = db.placeholder
+    db.execute(f"UPDATE retrain_triggers SET status = {p}, command_exit_code = {p} "
+               f"WHERE trigger_id = {p}", [status, exit_code, trigger_id])
+
+
+def triggers(db: Database, model_name: str, model_version: str | None = None) -> list[Trigger]:
+    p = db.placeholder
+    where, params = f"model_name = {p}", [model_name]
+    if model_version is not None:
+        where, params = where + f" AND model_version = {p}", [*params, model_version]
+    found = db.execute(f"SELECT {', '.join(RETRAIN_TRIGGERS.names)} FROM retrain_triggers "
+                       f"WHERE {where} ORDER BY created_at", params)
+    out = []
+    for r in found:
+        values = dict(zip(RETRAIN_TRIGGERS.names, r))
+        values["reasons"], values["run_ids"] = from_json(values["reasons"]), \
+            from_json(values["run_ids"])
+        values["created_at"] = to_text(values["created_at"])
+        out.append(Trigger(**values))
+    return out

@@ -1,0 +1,68 @@
+"""A scored batch's statistics and a model's reference profile, against the model's own
+predictions on the same texts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from landing.samples import make_docs
+from models.fastpath import FastTextPipeline
+from models.importance import measure_for, text_features
+from models.profiling import (
+    FEATURES_FILE,
+    PROFILE_FILE,
+    batch_stats,
+    reference_files,
+    reference_profile,
+)
+from tracking.profile import Profile
+
+DOCS = list(make_docs(300, seed=21, prefix="p"))
+TEXTS, LABELS = [d["text"] for d in DOCS], [d["label"] for d in DOCS]
+
+
+def test_batch_stats_describe_only_the_kept_records(trained_model: Any) -> None:
+    model = FastTextPipeline(trained_model)
+    features = text_features(model, TEXTS[:50])
+    keep = np.ones(50, bool)
+    keep[[4, 9]] = False
+    probs = trained_model.predict_proba([t for t, k in zip(TEXTS[:50], keep) if k])
+    classes = list(trained_model.classes_)
+    true = np.asarray([classes.index(y) for y, k in zip(LABELS[:50], keep) if k])
+    lengths = np.asarray([len(t) for t, k in zip(TEXTS[:50], keep) if k])
+    stats = batch_stats(probs, features, keep, lengths, true, measure_for(model, []))
+    assert stats.predicted.tolist() == probs.argmax(axis=1).tolist()
+    assert np.allclose(stats.scores, probs.max(axis=1))
+    assert stats.tokens.tolist() == features.tokens[keep].tolist()
+    assert stats.importance is not None and stats.importance_rows == 48
+
+
+def test_the_reference_profile_is_the_models_predictions_and_accuracy(
+        trained_model: Any) -> None:
+    profile, names = reference_profile(trained_model, TEXTS, LABELS)
+    predicted = trained_model.predict(TEXTS)
+    classes = [str(c) for c in trained_model.classes_]
+    assert profile.n == len(TEXTS) and profile.classes == classes
+    assert profile.class_counts.tolist() == [int((predicted == c).sum()) for c in classes]
+    assert profile.reference["accuracy"] == float(np.mean(predicted == np.asarray(LABELS)))
+    assert profile.labelled == len(TEXTS)
+    assert names == trained_model.named_steps["tfidf"].get_feature_names_out().tolist()
+    recorded, _ = reference_profile(trained_model, TEXTS, None, {"accuracy": 0.5})
+    assert recorded.reference == {"accuracy": 0.5, "importance_kind": "linear"}
+    assert recorded.labelled == 0
+
+
+def test_reference_files_round_trip_with_named_top_features(trained_model: Any) -> None:
+    files = reference_files(trained_model, [*TEXTS, ""], [*LABELS, "billing"],
+                            empty_share=0.01)
+    data = json.loads(files[PROFILE_FILE])
+    back = Profile.from_json(data)
+    assert back.n == len(TEXTS)  # the emptied text is left out
+    assert back.reference["empty_share"] == 0.01
+    top = back.reference["importance_top"]
+    names = files[FEATURES_FILE].decode().split("\n")
+    assert len(top) == 200 and all(names[i] == name for i, name, _ in top)
+    assert [v for _, _, v in top] == sorted((v for _, _, v in top), reverse=True)

@@ -1,0 +1,173 @@
+"""Tracking end to end: no false alarms on the training distribution, the matching alert
+for each kind of shift, retraining requests with exit 6, a cooldown, and a report whose
+numbers are the monitoring table's (SQLite, the real CLI)."""
+
+from __future__ import annotations
+
+import html
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from landing.samples import LABELS, make_docs, write_tranche
+from tests.data import sqlite_rows
+from tests.pipelines.helpers import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
+    base = tmp_path_factory.mktemp("tracked")
+    train = base / "train.jsonl"
+    train.write_text("".join(json.dumps(d) + "\n" for d in make_docs(4000, seed=100, prefix="t")))
+    root = str(base / "registry")
+    result = run_cli("train", "--docs", str(train), "--name", "demo", "--registry", root)
+    assert result.rc == 0, result.err
+    assert (Path(root) / "demo" / "1" / "profile.json").exists()
+    return root
+
+
+def _score(tmp: Path, registry: str, day: str, docs: list[dict[str, Any]], *extra: str) -> Any:
+    root = tmp / "landing"
+    write_tranche(str(root), day, docs, "jsonl")
+    return run_cli("score", "--date", day, "--input-root", str(root), "--registry", registry,
+                   "--db", f"sqlite:///{tmp / 's.db'}", "--output-dir", str(tmp / "out"),
+                   *extra)
+
+
+def _alerts(tmp: Path, day: str) -> set[str]:
+    return {r[0] for r in sqlite_rows(tmp / "s.db", "SELECT metric FROM monitoring WHERE "
+                                      f"tranche = '{day}' AND status = 'alert'")}
+
+
+def _status(tmp: Path, day: str, metric: str) -> str:
+    [(status,)] = sqlite_rows(tmp / "s.db", f"SELECT status FROM monitoring WHERE tranche = "
+                                            f"'{day}' AND metric = '{metric}' AND slice = ''")
+    return str(status)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_training_distribution_raises_no_alert_and_no_trigger(
+        registry: str, tmp_path: Path, seed: int) -> None:
+    result = _score(tmp_path, registry, "2026-09-01", list(make_docs(2500, seed=seed)))
+    assert result.rc == 0, result.err
+    assert _alerts(tmp_path, "2026-09-01") == set()
+    assert sqlite_rows(tmp_path / "s.db", "SELECT count(*) FROM retrain_triggers") == [(0,)]
+    assert _status(tmp_path, "2026-09-01", "accuracy") == "ok"
+
+
+def test_a_class_shift_alerts_and_asks_for_retraining_on_its_second_run(
+        registry: str, tmp_path: Path) -> None:
+    shifted = [d for d in make_docs(6000, seed=4) if d["label"] in ("billing", "shipping")]
+    first = _score(tmp_path, registry, "2026-09-02", shifted[:1200])
+    assert first.rc == 0, first.err  # one breach is no trigger yet
+    assert "class_psi" in _alerts(tmp_path, "2026-09-02")
+    second = _score(tmp_path, registry, "2026-09-03", shifted[1200:2400])
+    assert second.rc == 6, second.err
+    assert "class_psi alert in 2 runs in a row" in second.err
+    [(reasons, status)] = sqlite_rows(tmp_path / "s.db",
+                                      "SELECT reasons, status FROM retrain_triggers")
+    assert "class_psi" in reasons and status == "requested"
+
+
+def test_out_of_vocabulary_text_alerts(registry: str, tmp_path: Path) -> None:
+    rng = random.Random(5)
+    docs = [{"id": f"oov-{i}", "text": " ".join(
+        "".join(rng.choice("qxzvwjk") for _ in range(7)) for _ in range(40))}
+        for i in range(1000)]
+    result = _score(tmp_path, registry, "2026-09-04", docs, "--max-dead-letter-ratio", "1")
+    assert result.rc == 0, result.err
+    assert {"oov_share", "tokens_ks"} <= _alerts(tmp_path, "2026-09-04")
+
+
+def test_corrupted_labels_trigger_retraining_once_within_the_cooldown(
+        registry: str, tmp_path: Path) -> None:
+    marker = tmp_path / "retrained"
+    def corrupted(seed: int) -> list[dict[str, Any]]:
+        docs = list(make_docs(1000, seed=seed))
+        for d in docs:  # every label moved to the next class
+            d["label"] = LABELS[(LABELS.index(d["label"]) + 1) % len(LABELS)]
+        return docs
+
+    command = ["--tracking-command", f"touch {marker}"]
+    first = _score(tmp_path, registry, "2026-09-05", corrupted(6), *command)
+    assert first.rc == 6, first.err
+    assert _status(tmp_path, "2026-09-05", "accuracy") == "alert"
+    assert marker.exists()
+    [(status, code)] = sqlite_rows(tmp_path / "s.db",
+                                   "SELECT status, command_exit_code FROM retrain_triggers")
+    assert (status, code) == ("command_succeeded", 0)
+    second = _score(tmp_path, registry, "2026-09-06", corrupted(7), *command)
+    assert second.rc == 0, second.err  # inside the cooldown: no second request
+    assert _status(tmp_path, "2026-09-06", "accuracy") == "alert"
+    assert sqlite_rows(tmp_path / "s.db", "SELECT count(*) FROM retrain_triggers") == [(1,)]
+
+
+def test_a_small_shifted_tranche_is_insufficient_not_an_alert(
+        registry: str, tmp_path: Path) -> None:
+    shifted = [d for d in make_docs(400, seed=8) if d["label"] == "billing"][:50]
+    result = _score(tmp_path, registry, "2026-09-07", shifted)
+    assert result.rc == 0, result.err
+    assert _alerts(tmp_path, "2026-09-07") == set()
+    assert _status(tmp_path, "2026-09-07", "class_psi") == "insufficient"
+
+
+def test_the_report_shows_the_monitoring_tables_numbers(registry: str, tmp_path: Path) -> None:
+    result = _score(tmp_path, registry, "2026-09-08", list(make_docs(600, seed=9)))
+    assert result.rc == 0, result.err
+    [(run_id,)] = sqlite_rows(tmp_path / "s.db", "SELECT run_id FROM runs")
+    page = (tmp_path / "out" / "_reports" / f"{run_id}.html").read_text()
+    assert len(page.encode()) < 2 << 20 and page.count("data:image/png;base64,") >= 3
+    shown = {(html.unescape(m[0]), html.unescape(m[1]), html.unescape(m[2])): m[3]
+             for m in re.findall(r"<tr data-tranche='([^']*)' data-metric='([^']*)' "
+                                 r"data-slice='([^']*)'>(?:<td>[^<]*</td>){3}"
+                                 r"<td class='value'>([^<]*)</td>", page)}
+    stored = sqlite_rows(tmp_path / "s.db", "SELECT tranche, metric, slice, value FROM "
+                                            "monitoring WHERE metric NOT LIKE 'score_hist%'")
+    assert len(shown) == len(stored) > 20
+    for tranche, metric, slice_, value in stored:
+        text = shown[(tranche, metric, slice_)]
+        assert text == ("" if value is None else f"{value:.4g}"), (metric, slice_)
+    again = run_cli("report", run_id, "--db", f"sqlite:///{tmp_path / 's.db'}",
+                    "--output", str(tmp_path / "again.html"))
+    assert again.rc == 0 and (tmp_path / "again.html").read_text() == page
+
+
+def test_a_model_without_coefficients_gets_permutation_importance(tmp_path: Path) -> None:
+    import joblib
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import Pipeline
+
+    docs = list(make_docs(1500, seed=30, prefix="rf"))
+    forest = Pipeline([("tfidf", TfidfVectorizer(max_features=300)),
+                       ("clf", RandomForestClassifier(n_estimators=30, random_state=0))])
+    forest.fit([d["text"] for d in docs], [d["label"] for d in docs])
+    joblib.dump(forest, tmp_path / "forest.joblib")
+    reference = tmp_path / "reference.jsonl"
+    reference.write_text("".join(json.dumps(d) + "\n" for d in make_docs(1200, seed=31)))
+    registry = str(tmp_path / "registry")
+    registered = run_cli("models", "register", "--file", str(tmp_path / "forest.joblib"),
+                         "--name", "forest", "--registry", registry,
+                         "--reference", str(reference))
+    assert registered.rc == 0, registered.err
+    profile = json.loads((Path(registry) / "forest" / "1" / "profile.json").read_text())
+    assert profile["reference"]["importance_kind"] == "permutation"
+    vocabulary = set(forest.named_steps["tfidf"].vocabulary_)
+    assert {name for _, name, _ in profile["importance_top"]} <= vocabulary
+    tranche = list(make_docs(2500, seed=32))
+    judged = _score(tmp_path, registry, "2026-09-09", tranche, "--model", "forest",
+                    "--tracking-permutation-rows", "256")
+    assert judged.rc == 0, judged.err
+    assert _status(tmp_path, "2026-09-09", "importance_ndcg") == "ok"
+    changes = sqlite_rows(tmp_path / "s.db", "SELECT slice FROM monitoring WHERE tranche = "
+                                             "'2026-09-09' AND metric = 'importance_change'")
+    assert 0 < len(changes) <= 10 and {c for (c,) in changes} <= vocabulary
+    few = _score(tmp_path, registry, "2026-09-10", tranche, "--model", "forest")
+    assert few.rc == 0, few.err  # 32 permuted rows of one batch: too few to judge
+    assert _status(tmp_path, "2026-09-10", "importance_ndcg") == "insufficient"

@@ -1,0 +1,71 @@
+"""The tracking tables on SQLite and PostgreSQL: metric rows upserted by their key (a
+rerun replaces, never duplicates), history by model version and run, and retraining
+requests with what became of their command."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from store import monitoring
+from store.database import Database, connect
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    url = (f"sqlite:///{tmp_path / 'm.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("pg_url"))
+    database = connect(url)
+    database.init_schema()
+    yield database
+    database.close()
+
+
+def _row(run_id: str, metric: str, value: float, status: str = "ok", slice_: str = "",
+         version: str = "1", tranche: str = "2026-01-01") -> dict[str, Any]:
+    return {"run_id": run_id, "tranche": tranche, "model_name": "demo",
+            "model_version": version, "metric": metric, "slice": slice_, "value": value,
+            "n": 500, "ci_low": None, "ci_high": None, "threshold": 0.2, "status": status}
+
+
+def test_rows_are_upserted_by_run_tranche_metric_and_slice(db: Database) -> None:
+    monitoring.write_rows(db, [_row("r1", "class_psi", 0.5, "alert"),
+                               _row("r1", "class_share", 0.3, slice_="billing"),
+                               _row("r1", "class_share", 0.7, slice_="shipping")])
+    monitoring.write_rows(db, [_row("r1", "class_psi", 0.1)])  # a rerun of the run's tranche
+    rows = monitoring.rows_of_run(db, "r1")
+    assert [(r["metric"], r["slice"], r["value"], r["status"]) for r in rows] == [
+        ("class_psi", "", 0.1, "ok"), ("class_share", "billing", 0.3, "ok"),
+        ("class_share", "shipping", 0.7, "ok")]
+    assert rows[0]["ci_low"] is None and rows[0]["n"] == 500
+
+
+def test_history_selects_the_model_version_runs_and_metrics(db: Database) -> None:
+    monitoring.write_rows(db, [_row("r1", "class_psi", 0.5), _row("r2", "class_psi", 0.6),
+                               _row("r2", "score_ks", 0.2), _row("r3", "class_psi", 0.7),
+                               _row("r4", "class_psi", 0.9, version="2")])
+    found = monitoring.history(db, "demo", "1", ["class_psi"], ["r1", "r2", "r4"])
+    assert sorted((r["run_id"], r["value"]) for r in found) == [("r1", 0.5), ("r2", 0.6)]
+    assert monitoring.history(db, "demo", "1", [], ["r1"]) == []
+    assert monitoring.history(db, "demo", "1", ["class_psi"], []) == []
+
+
+def test_a_trigger_records_its_reasons_runs_and_command_outcome(db: Database) -> None:
+    first = monitoring.add_trigger(db, "demo", "1", ["accuracy 0.4 on 2026-01-01"], ["r1"],
+                                   "beamscore train --docs x --name demo")
+    second = monitoring.add_trigger(db, "demo", "2", ["class_psi alert in 2 runs in a row"],
+                                    ["r3", "r2"], "")
+    monitoring.finish_trigger(db, first.trigger_id, "command_failed", 3)
+    [stored] = monitoring.triggers(db, "demo", "1")
+    assert stored.trigger_id == first.trigger_id
+    assert (stored.reasons, stored.run_ids) == (["accuracy 0.4 on 2026-01-01"], ["r1"])
+    assert (stored.status, stored.command_exit_code) == ("command_failed", 3)
+    assert dt.datetime.fromisoformat(stored.created_at) == dt.datetime.fromisoformat(
+        first.created_at)
+    assert [t.trigger_id for t in monitoring.triggers(db, "demo")] == [
+        first.trigger_id, second.trigger_id]
+    assert monitoring.triggers(db, "other") == []

@@ -1,0 +1,99 @@
+"""Tracking statistics against independent computations on the raw values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
+from tracking.metrics import compare, ks_between, merged_shares, psi, wasserstein_between, wilson
+from tracking.policy import ALERT, INSUFFICIENT, OK, TrackingPolicy
+from tracking.profile import BatchStats, Profile
+from tracking.sketch import Sketch
+
+CLASSES = ["a", "b", "c"]
+
+
+def _sketch(values: np.ndarray) -> Sketch:
+    s = Sketch()
+    s.update(values)
+    return s
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ks_and_wasserstein_on_sketches_match_scipy_on_the_raw_values(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    a, b = rng.beta(5, 2, 20_000), rng.beta(4, 2, 15_000)
+    sa, sb = _sketch(a), _sketch(b)
+    d, p_value = ks_between(sa, sb)
+    exact = stats.ks_2samp(a, b)
+    bound = 2 * max(sa.rank_error, sb.rank_error)  # each CDF within its rank error
+    assert abs(d - exact.statistic) <= bound, (d, exact.statistic, bound)
+    assert (p_value < 0.01) == (exact.pvalue < 0.01)
+    w = wasserstein_between(sa, sb)
+    assert abs(w - stats.wasserstein_distance(a, b)) <= bound  # values in [0, 1]
+
+
+def test_psi_and_js_are_scipys() -> None:
+    p, q = np.array([0.5, 0.3, 0.2]), np.array([0.4, 0.4, 0.2])
+    by_hand = float(np.sum((p - q) * np.log(p / q)))
+    assert psi(p, q) == pytest.approx(by_hand)
+    assert jensenshannon(p, q, base=2) == pytest.approx(
+        np.sqrt(0.5 * (stats.entropy(p, (p + q) / 2, base=2) + stats.entropy(q, (p + q) / 2,
+                                                                              base=2))))
+
+
+def test_classes_with_tiny_expected_counts_are_merged() -> None:
+    counts, shares = merged_shares(np.array([90, 8, 1, 1]), np.array([0.9, 0.08, 0.01, 0.01]),
+                                   100, 5.0)
+    assert counts.tolist() == [90, 10] and shares.tolist() == pytest.approx([0.9, 0.1])
+
+
+def test_wilson_is_scipys_and_empty_samples_have_no_interval() -> None:
+    low, high = wilson(45, 50)
+    ci = stats.binomtest(45, 50).proportion_ci(method="wilson")
+    assert (low, high) == (pytest.approx(ci.low), pytest.approx(ci.high))
+    assert wilson(0, 0) == (None, None)
+
+
+def _profile(predicted: np.ndarray, scores: np.ndarray, true: np.ndarray | None = None
+             ) -> Profile:
+    n = len(predicted)
+    return Profile(classes=CLASSES).add(BatchStats(
+        predicted=predicted, scores=scores, lengths=np.full(n, 100), tokens=np.full(n, 20),
+        oov=np.zeros(n, np.int64), true=true if true is not None else np.full(n, -1)))
+
+
+def _rows(t: Profile, ref: Profile) -> dict[str, tuple[float, str]]:
+    return {r.metric: (r.value, r.status) for r in compare(t, ref, TrackingPolicy())
+            if r.slice == ""}
+
+
+def test_class_shift_alerts_and_a_small_sample_is_insufficient() -> None:
+    rng = np.random.default_rng(3)
+    ref = _profile(rng.integers(0, 3, 5000), rng.beta(5, 2, 5000))
+    same = _profile(rng.integers(0, 3, 2000), rng.beta(5, 2, 2000))
+    shifted = _profile(rng.choice(3, 2000, p=[0.7, 0.2, 0.1]), rng.beta(5, 2, 2000))
+    small = _profile(rng.choice(3, 50, p=[0.7, 0.2, 0.1]), rng.beta(5, 2, 50))
+    assert _rows(same, ref)["class_psi"][1] == OK
+    assert _rows(shifted, ref)["class_psi"][1] == ALERT
+    assert _rows(small, ref)["class_psi"][1] == INSUFFICIENT
+    assert _rows(shifted, ref)["class_psi"][0] == pytest.approx(
+        psi(np.bincount(shifted_pred := np.repeat(np.arange(3), shifted.class_counts),
+                        minlength=3) / len(shifted_pred), ref.class_counts / ref.n))
+
+
+def test_accuracy_alerts_only_when_the_upper_bound_is_below_the_reference() -> None:
+    rng = np.random.default_rng(4)
+    ref = _profile(rng.integers(0, 3, 3000), rng.beta(5, 2, 3000))
+    ref.reference["accuracy"] = 0.9
+    true = rng.integers(0, 3, 1000)
+    good = _profile(np.where(rng.random(1000) < 0.9, true, (true + 1) % 3), rng.beta(5, 2, 1000),
+                    true)
+    bad = _profile(np.where(rng.random(1000) < 0.6, true, (true + 1) % 3), rng.beta(5, 2, 1000),
+                   true)
+    few = _profile(true[:30], rng.beta(5, 2, 30), (true[:30] + 1) % 3)
+    assert _rows(good, ref)["accuracy"][1] == OK
+    assert _rows(bad, ref)["accuracy"] == (pytest.approx(bad.confusion.trace() / 1000), ALERT)
+    assert _rows(few, ref)["accuracy"][1] == INSUFFICIENT

@@ -1,0 +1,41 @@
+"""Profiles merge like the union of their batches and survive JSON and pickling."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+
+from tracking.profile import BatchStats, Profile
+
+
+def _batch(rng: np.random.Generator, n: int) -> BatchStats:
+    return BatchStats(predicted=rng.integers(0, 2, n), scores=rng.random(n),
+                      lengths=rng.integers(10, 500, n), tokens=rng.integers(1, 80, n),
+                      oov=rng.integers(0, 3, n), true=rng.integers(-1, 2, n),
+                      importance=rng.random(6), importance_rows=n)
+
+
+def test_merged_batches_equal_one_profile_of_everything() -> None:
+    rng = np.random.default_rng(0)
+    batches = [_batch(rng, n) for n in (100, 1, 250, 40)]
+    whole = Profile(classes=["x", "y"])
+    for b in batches:
+        whole.add(b)
+    left, right = Profile(classes=["x", "y"]), Profile(classes=["x", "y"])
+    for b in batches[:2]:
+        left.add(b)
+    for b in batches[2:]:
+        right.add(b)
+    merged = pickle.loads(pickle.dumps(left)).merge(pickle.loads(pickle.dumps(right)))
+    assert merged.n == whole.n == 391
+    assert (merged.class_counts == whole.class_counts).all()
+    assert (merged.confusion == whole.confusion).all()
+    assert merged.score.n == whole.score.n and merged.tokens_total == whole.tokens_total
+    assert np.allclose(merged.importance_sum, whole.importance_sum)  # type: ignore[arg-type]
+    assert merged.importance_rows == 391
+    assert np.allclose(merged.importance(), whole.importance_sum / 391)  # type: ignore[operator]
+    back = Profile.from_json(whole.to_json(names=list("abcdef")))
+    assert back.n == whole.n and back.score.quantiles([0.5]) == whole.score.quantiles([0.5])
+    assert [row[1] for row in back.reference["importance_top"]][:1] in (["a"], ["b"], ["c"],
+                                                                         ["d"], ["e"], ["f"])

@@ -1,0 +1,150 @@
+"""The profile of scored data: what a tranche (or a model's reference set) looks like.
+
+A ``Profile`` holds counts, sums and quantile sketches only, never rows: predicted
+class counts, the score (top probability) overall and per predicted class, text
+length and token count, out-of-vocabulary tokens, the confusion counts of the records
+that carry a true label, the sum of top probabilities (a label-free accuracy
+estimate), and the sum of per-feature importance contributions over the rows that
+contributed them (``models.importance``). Profiles of batches merge into the
+profile of a tranche, on any worker, in any order. ``BatchStats`` is what one scored
+batch contributes. A profile serialises to JSON for the model registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tracking.sketch import Sketch
+
+
+@dataclass
+class BatchStats:
+    """One scored batch's contribution; class indices refer to ``classes``."""
+
+    predicted: np.ndarray  # class index of each record
+    scores: np.ndarray  # top probability of each record
+    lengths: np.ndarray  # characters of each (preprocessed) text
+    tokens: np.ndarray  # tokens of each text
+    oov: np.ndarray  # of which not in the model's vocabulary
+    true: np.ndarray  # class index of the true label, -1 where unknown or unsampled
+    importance: np.ndarray | None = None  # per feature: sum over importance_rows records
+    importance_rows: int = 0
+
+
+@dataclass
+class Profile:
+    classes: list[str]
+    n: int = 0
+    class_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    score: Sketch = field(default_factory=Sketch)
+    score_by_class: list[Sketch] = field(default_factory=list)
+    length: Sketch = field(default_factory=Sketch)
+    tokens: Sketch = field(default_factory=Sketch)
+    tokens_total: int = 0
+    oov_total: int = 0
+    confusion: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    top_probability_sum: float = 0.0
+    importance_sum: np.ndarray | None = None
+    importance_rows: int = 0
+    reference: dict[str, Any] = field(default_factory=dict)  # reference-only figures
+
+    def __post_init__(self) -> None:
+        k = len(self.classes)
+        if self.class_counts.size != k:
+            self.class_counts = np.zeros(k, np.int64)
+        if len(self.score_by_class) != k:
+            self.score_by_class = [Sketch() for _ in range(k)]
+        if self.confusion.shape != (k, k):
+            self.confusion = np.zeros((k, k), np.int64)
+
+    def add(self, b: BatchStats) -> Profile:
+        k = len(self.classes)
+        self.n += len(b.predicted)
+        self.class_counts += np.bincount(b.predicted, minlength=k)[:k]
+        self.score.update(b.scores)
+        for c in np.unique(b.predicted).tolist():
+            self.score_by_class[c].update(b.scores[b.predicted == c])
+        self.length.update(b.lengths)
+        self.tokens.update(b.tokens)
+        self.tokens_total += int(b.tokens.sum())
+        self.oov_total += int(b.oov.sum())
+        labelled = b.true >= 0
+        np.add.at(self.confusion, (b.true[labelled], b.predicted[labelled]), 1)
+        self.top_probability_sum += float(b.scores.sum())
+        if b.importance is not None and b.importance_rows:
+            self.importance_sum = (b.importance.astype(np.float64) if self.importance_sum is None
+                                   else self.importance_sum + b.importance)
+            self.importance_rows += b.importance_rows
+        return self
+
+    def merge(self, other: Profile) -> Profile:
+        self.n += other.n
+        self.class_counts += other.class_counts
+        self.score.merge(other.score)
+        for mine, theirs in zip(self.score_by_class, other.score_by_class):
+            mine.merge(theirs)
+        self.length.merge(other.length)
+        self.tokens.merge(other.tokens)
+        self.tokens_total += other.tokens_total
+        self.oov_total += other.oov_total
+        self.confusion += other.confusion
+        self.top_probability_sum += other.top_probability_sum
+        if other.importance_sum is not None:
+            self.importance_sum = (other.importance_sum.copy() if self.importance_sum is None
+                                   else self.importance_sum + other.importance_sum)
+            self.importance_rows += other.importance_rows
+        return self
+
+    @property
+    def labelled(self) -> int:
+        return int(self.confusion.sum())
+
+    @property
+    def oov_share(self) -> float:
+        return self.oov_total / self.tokens_total if self.tokens_total else 0.0
+
+    def importance(self) -> np.ndarray | None:
+        """Mean importance contribution per feature, over the rows that contributed."""
+        if self.importance_sum is None or not self.importance_rows:
+            return None
+        mean: np.ndarray = self.importance_sum / self.importance_rows
+        return mean
+
+    def to_json(self, top_features: int = 200, names: list[str] | None = None
+                ) -> dict[str, Any]:
+        """A JSON document (sketches base64); importance kept for the top features."""
+        out: dict[str, Any] = {
+            "classes": self.classes, "n": self.n, "class_counts": self.class_counts.tolist(),
+            "score": self.score.to_text(),
+            "score_by_class": [s.to_text() for s in self.score_by_class],
+            "length": self.length.to_text(), "tokens": self.tokens.to_text(),
+            "tokens_total": self.tokens_total, "oov_total": self.oov_total,
+            "confusion": self.confusion.tolist(),
+            "top_probability_sum": self.top_probability_sum, "reference": self.reference,
+        }
+        importance = self.importance()
+        if importance is not None:
+            top = np.argsort(-importance, kind="stable")[:top_features]
+            out["importance_top"] = [
+                [int(i), names[i] if names else str(i), float(importance[i])] for i in top]
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Profile:
+        p = cls(classes=list(data["classes"]))
+        p.n = int(data["n"])
+        p.class_counts = np.asarray(data["class_counts"], np.int64)
+        p.score = Sketch.from_text(data["score"])
+        p.score_by_class = [Sketch.from_text(t) for t in data["score_by_class"]]
+        p.length = Sketch.from_text(data["length"])
+        p.tokens = Sketch.from_text(data["tokens"])
+        p.tokens_total, p.oov_total = int(data["tokens_total"]), int(data["oov_total"])
+        p.confusion = np.asarray(data["confusion"], np.int64)
+        p.top_probability_sum = float(data["top_probability_sum"])
+        p.reference = dict(data.get("reference", {}))
+        if "importance_top" in data:
+            p.reference["importance_top"] = data["importance_top"]
+        return p

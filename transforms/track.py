@@ -1,0 +1,95 @@
+"""Track tranches: each scored batch's statistics in, a ``monitoring`` row per figure out.
+
+The ``BatchStats`` of every scored batch (``transforms.score``) are combined per
+tranche into a ``Profile`` by a CombineFn whose accumulators hold counts and sketches
+only, merged across workers; each tranche's profile is then compared with the model's
+reference (``tracking.metrics``) and every figure, alert or not, is upserted into
+``monitoring``. These few dozen rows per tranche are not counted against the sink's
+rate limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from store import monitoring
+from store.session import DatabaseSession, DatabaseSettings
+from tracking.metrics import compare
+from tracking.policy import TrackingPolicy
+from tracking.profile import BatchStats, Profile
+from transforms.records import RunContext
+
+
+class _ProfileFn(beam.CombineFn):
+    def __init__(self, classes: list[str]):
+        self._classes = classes
+
+    def create_accumulator(self) -> Profile:
+        return Profile(classes=self._classes)
+
+    def add_input(self, acc: Profile, stats: BatchStats) -> Profile:
+        return acc.add(stats)
+
+    def merge_accumulators(self, accs: Iterable[Profile]) -> Profile:
+        accs = iter(accs)
+        first = next(accs)
+        for other in accs:
+            first.merge(other)
+        return first
+
+    def extract_output(self, acc: Profile) -> Profile:
+        return acc
+
+
+class _RecordFn(beam.DoFn):
+    """(tranche, Profile) -> its metric rows upserted into ``monitoring``."""
+
+    def __init__(self, database: DatabaseSettings, ctx: RunContext,
+                 reference: dict[str, Any] | None, policy: TrackingPolicy, features: str):
+        self._database = database
+        self._ctx = ctx
+        self._reference = reference
+        self._policy = policy
+        self._features = features
+
+    def process(self, element: tuple[str, Profile]) -> Iterator[tuple[str, int]]:
+        tranche, profile = element
+        reference = Profile.from_json(self._reference) if self._reference else None
+        rows = [r.__dict__ | {"run_id": self._ctx.run_id, "tranche": tranche,
+                              "model_name": self._ctx.model_name,
+                              "model_version": self._ctx.model_version}
+                for r in compare(profile, reference, self._policy, self._names)]
+        session = DatabaseSession(self._database)
+        try:
+            session.run(lambda db: monitoring.write_rows(db, rows))
+        finally:
+            session.close()
+        yield tranche, len(rows)
+
+    def _names(self, columns: list[int]) -> list[str]:
+        if not self._features or not FileSystems.exists(self._features):
+            return [str(c) for c in columns]
+        with FileSystems.open(self._features) as fh:
+            names = fh.read().decode("utf-8").split("\n")
+        return [names[c] if c < len(names) else str(c) for c in columns]
+
+
+class TrackTranches(beam.PTransform):
+    """(tranche, BatchStats) -> (tranche, rows written) after recording each tranche's
+    metrics; ``reference``: the model's reference profile (JSON), None if it has none."""
+
+    def __init__(self, database: DatabaseSettings, ctx: RunContext, classes: list[str],
+                 reference: dict[str, Any] | None, policy: TrackingPolicy,
+                 features: str = ""):
+        super().__init__()
+        self._combine = _ProfileFn(classes)
+        self._record = _RecordFn(database, ctx, reference, policy, features)
+
+    def expand(self, stats: beam.PCollection) -> beam.PCollection:
+        return (stats
+                | "Profile tranches" >> beam.CombinePerKey(self._combine)
+                | "Record metrics" >> beam.ParDo(self._record))
