@@ -10,8 +10,12 @@ pickles of object arrays through the same check): a global is resolved only if i
 - one of the few named reconstructor functions numpy, joblib and copyreg pickles use,
 - or a class the caller trusts by its exact name (``inference.trusted_types``).
 
-Anything else is refused with ``UntrustedGlobal`` naming it, before it is imported or
-called; modules outside scikit-learn, numpy and scipy are not even imported. The
+Anything else is refused with ``UntrustedGlobal`` naming it, before it is called. A
+name is what the pickle asks for, so it is checked twice: by its text before anything
+is imported (a module outside scikit-learn, numpy and scipy, one of their test or
+vendored modules, or a dotted attribute path such as ``module`` + ``os.system`` is
+refused unimported), then by what it resolves to, which must be defined where it was
+asked for (a foreign class that a scikit-learn module merely imports is refused). The
 reference TF-IDF + logistic regression pipeline needs nine globals, an SGD pipeline
 ten (``NumpyArrayWrapper``, ``ndarray``, ``dtype``, a float type, numpy's ``scalar``,
 ``Pipeline``, ``TfidfVectorizer``, ``TfidfTransformer``, the classifier, its loss).
@@ -51,6 +55,12 @@ class UntrustedGlobal(pickle.UnpicklingError):
         self.name = name
 
 
+# Parts of scikit-learn, numpy and scipy that are not models or data: test helpers
+# (which create files and processes) and vendored third-party code.
+_NOT_MODEL_CODE = frozenset({"tests", "testing", "_testing", "conftest", "_build_utils",
+                             "externals", "_vendored", "f2py", "distutils"})
+
+
 def _lookup(module: str, name: str) -> Any:
     obj: Any = importlib.import_module(module)
     for part in name.split("."):
@@ -58,11 +68,32 @@ def _lookup(module: str, name: str) -> Any:
     return obj
 
 
+def _refusal_by_name(module: str, name: str) -> str | None:
+    """Why ``module.name`` is refused by its text alone, or None (nothing is imported)."""
+    parts = module.split(".")
+    if parts[0] not in _SCIENTIFIC:
+        return "which is not scikit-learn, numpy or scipy"
+    if "." in name:
+        return "an attribute path, which only a class trusted by that exact name may be"
+    if any(part in _NOT_MODEL_CODE or part.startswith("test") for part in parts[1:]):
+        return "which is in a test or vendored module, not a model or data class"
+    return None
+
+
+def _defined_as(obj: Any, module: str, name: str) -> bool:
+    """``obj`` is the class ``module.name`` itself, not one imported there from elsewhere."""
+    return (getattr(obj, "__module__", None) == module
+            and getattr(obj, "__qualname__", None) == name)
+
+
 def _scientific_class(module: str, obj: Any) -> bool:
     """A class of scikit-learn, or a numpy/scipy data type that does no I/O."""
     if not isinstance(obj, type):
         return False
+    real_module = getattr(obj, "__module__", "") or ""
     root = module.split(".")[0]
+    if real_module.split(".")[0] != root:  # e.g. sklearn.datasets._base.Path is pathlib's
+        return False
     if root == "sklearn":
         return True
     import numpy as np
@@ -90,14 +121,17 @@ class Policy:
             return _lookup(module, name)
         if qualified in self.trusted_types:
             obj = _lookup(module, name)
-            if not isinstance(obj, type):
-                raise UntrustedGlobal(qualified, "which is trusted by name but not a class")
+            if not isinstance(obj, type) or not _defined_as(obj, module, name):
+                raise UntrustedGlobal(qualified, "which is trusted by name but is not the "
+                                                 "class of that name")
             return obj
-        if module.split(".")[0] not in _SCIENTIFIC:
-            raise UntrustedGlobal(qualified, "which is not scikit-learn, numpy or scipy")
+        why = _refusal_by_name(module, name)
+        if why:
+            raise UntrustedGlobal(qualified, why)
         obj = _lookup(module, name)
         if not _scientific_class(module, obj):
-            raise UntrustedGlobal(qualified, "which is not a model or data class")
+            raise UntrustedGlobal(qualified, "which is not a model or data class defined "
+                                             "there")
         return obj
 
 
@@ -127,8 +161,10 @@ def check_globals(names: Iterable[str], policy: Policy) -> None:
         if qualified in TRUSTED_FUNCTIONS or qualified in TRUSTED_CLASSES or \
                 qualified in policy.trusted_types:
             continue
-        if qualified.split(".")[0] not in _SCIENTIFIC:
-            raise UntrustedGlobal(qualified, "which is not scikit-learn, numpy or scipy")
+        module, _, name = qualified.rpartition(".")
+        why = _refusal_by_name(module, name)
+        if why:
+            raise UntrustedGlobal(qualified, why)
 
 
 def load_restricted(data: bytes, policy: Policy) -> tuple[Any, list[str]]:

@@ -86,8 +86,53 @@ def test_a_users_class_loads_when_trusted_by_its_exact_name() -> None:
     assert isinstance(obj, OwnModel) and f"{__name__}.OwnModel" in used
     with pytest.raises(UntrustedGlobal):
         load_restricted(data, Policy([f"{__name__}.Other"]))
-    with pytest.raises(UntrustedGlobal, match="trusted by name but not a class"):
+    with pytest.raises(UntrustedGlobal, match="trusted by name but"):
         load_restricted(_dump(Marker(Path("/tmp/y"), os.getcwd)), Policy(["posix.getcwd"]))
+
+
+def _global(module: str, name: str, *then: bytes) -> bytes:
+    """A protocol-4 pickle that asks for ``module`` + ``name`` (STACK_GLOBAL, which takes
+    dotted attribute paths), then runs the opcodes ``then``."""
+    def text(s: str) -> bytes:
+        return pickle.SHORT_BINUNICODE + bytes([len(s)]) + s.encode()
+    return pickle.PROTO + b"\x04" + text(module) + text(name) + pickle.STACK_GLOBAL \
+        + b"".join(then) + pickle.STOP
+
+
+def test_the_gadget_chain_through_a_scikit_learn_module_is_refused() -> None:
+    """attrgetter('__init__.__globals__') reached as an attribute path of a scikit-learn
+    module, then eval from the builtins: refused at the first global, nothing called."""
+    path = b"__init__.__globals__"
+    chain = _global("sklearn.utils._param_validation", "operator.attrgetter",
+                    pickle.SHORT_BINUNICODE + bytes([len(path)]) + path,
+                    pickle.TUPLE1, pickle.REDUCE)
+    with pytest.raises(UntrustedGlobal, match="attribute path") as exc:
+        load_restricted(chain, Policy())
+    assert exc.value.name == "sklearn.utils._param_validation.operator.attrgetter"
+
+
+@pytest.mark.parametrize("module, name, why", [
+    ("sklearn._config", "threading.Thread", "attribute path"),
+    ("sklearn.datasets._base", "Path", "not a model or data class defined there"),
+    ("sklearn.pipeline", "defaultdict", "not a model or data class defined there"),
+    ("sklearn.utils._testing", "TempMemmap", "test or vendored module"),
+    ("numpy.testing", "TestCase", "test or vendored module"),
+    ("sklearn.externals.array_api_compat", "numpy", "test or vendored module"),
+])
+def test_names_that_look_scientific_but_are_not_models_are_refused(
+        module: str, name: str, why: str) -> None:
+    with pytest.raises(UntrustedGlobal, match=why) as exc:
+        load_restricted(_global(module, name), Policy())
+    assert exc.value.name == f"{module}.{name}"
+
+
+def test_a_test_module_is_refused_without_being_imported() -> None:
+    import sys
+    sys.modules.pop("sklearn.utils.tests.test_pprint", None)
+    with pytest.raises(UntrustedGlobal):
+        load_restricted(_global("sklearn.utils.tests.test_pprint", "LogisticRegression"),
+                        Policy())
+    assert "sklearn.utils.tests.test_pprint" not in sys.modules
 
 
 def test_allow_pickle_lifts_the_restriction(tmp_path: Path) -> None:
@@ -110,6 +155,9 @@ def test_check_globals_judges_recorded_names_without_importing_them() -> None:
     with pytest.raises(UntrustedGlobal, match="mypkg.Model"):
         check_globals(["mypkg.Model"], Policy())
     check_globals(["mypkg.Model"], Policy(["mypkg.Model"]))
+    for name in ("sklearn.utils._testing.TempMemmap", "sklearn.tests.test_base.T"):
+        with pytest.raises(UntrustedGlobal, match="test or vendored"):
+            check_globals([name], Policy())
 
 
 def test_a_plain_pickle_of_a_model_loads_as_well(trained_model: Any) -> None:
