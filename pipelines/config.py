@@ -65,6 +65,7 @@ class SinkConfig:
     password_env: str = "PGPASSWORD"
     redis_url: str = ""  # job-wide rate limiter + connection slots; "" = per-machine
     lease_seconds: int = 120  # tranche lease of a run; renewed every quarter of it
+    detached_lease_seconds: int = 43_200  # lease of a run whose launcher cannot wait (template)
     state_dir: str = ""  # the machine's limiter state; "" = <temp dir>/beamscore
 
 

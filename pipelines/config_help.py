@@ -52,6 +52,9 @@ KEY_HELP = {
     "sink.password_env": "environment variable that holds the database password",
     "sink.redis_url": "Redis for a job-wide rate limit and connection cap (several machines)",
     "sink.lease_seconds": "tranche lease of a run, renewed every quarter of it",
+    "sink.detached_lease_seconds": "tranche lease of a run whose launcher does not wait for "
+                                   "its job (a Flex Template launch); the job frees it at its "
+                                   "end",
     "sink.state_dir": "directory of this machine's limiter state (default <temp>/beamscore)",
     "tracking.enabled": "profile every tranche against the model's reference and store the "
                         "metrics",

@@ -7,11 +7,13 @@ One fused stage after the chunk reshuffle, so memory stays flat in the input siz
     Score batches -> (batch statistics) Track tranches -> monitoring rows;
     all dead letters -> Write dead letters;
     stats of every step -> Summarise run (one row in ``runs``, one JSON file)
+      [-> Finish run: a job its launcher does not wait for finishes the run itself]
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 import apache_beam as beam
@@ -47,10 +49,13 @@ def time_limit(cfg: Config) -> TimeLimit | None:
 
 def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef,
                    run_id: str, sink: SinkSettings, extra: dict[str, Any] | None = None,
-                   reference: dict[str, Any] | None = None) -> beam.PCollection:
+                   reference: dict[str, Any] | None = None,
+                   finish: Callable[[dict[str, Any]], Any] | None = None) -> beam.PCollection:
     """Attach the scoring transforms to ``p``; returns the summary PCollection (with
     ``extra``, what the launch knew, in it). With tracking on, every tranche is profiled
-    and compared with ``reference`` (the model's reference profile)."""
+    and compared with ``reference`` (the model's reference profile). ``finish``, when
+    given, is called with the summary once the run and its monitoring rows are recorded
+    (``pipelines.finish.FinishInJob``)."""
     pre = PreprocessConfig.from_dict(ref.metadata.get("preprocessing", {}))
     ctx = RunContext(
         run_id=run_id, model_name=ref.name, model_version=ref.version, model_sha256=ref.sha256,
@@ -76,10 +81,11 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef
         | "Write prediction files" >> WritePredictionFiles(cfg.output_dir, ctx)
         | "Write to database" >> WriteToDatabase(sink, ctx)
     )
+    tracked = []
     if cfg.tracking.enabled:
-        _ = scored[TRACK] | "Track tranches" >> TrackTranches(
+        tracked = [scored[TRACK] | "Track tranches" >> TrackTranches(
             sink.database, ctx, [str(c) for c in ref.metadata.get("classes", [])], reference,
-            tracking_policy(cfg), ModelRegistry(cfg.registry).file_path(ref, FEATURES_FILE))
+            tracking_policy(cfg), ModelRegistry(cfg.registry).file_path(ref, FEATURES_FILE))]
     duplicates = written[IDS] | "Find duplicate ids" >> FindDuplicateIds(
         cfg.output_dir, ctx, limit)
     dead = (
@@ -88,10 +94,14 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef
         | "Merge dead letters" >> beam.Flatten()
     )
     dead_stats = dead | "Write dead letters" >> WriteDeadLetters(sink, run_id, cfg.output_dir)
-    return (
+    summary = (
         (read[STATS], written[STATS], dead_stats)
         | "Merge stats" >> beam.Flatten()
         | "Summarise run" >> SummariseRun(sink.database, cfg.output_dir, run_id,
                                           cfg.max_dead_letter_ratio,
                                           [t.tranche for t in plan.to_read], extra)
     )
+    if finish is not None:  # after the summary and every monitoring row are recorded
+        after = [beam.pvalue.AsList(t) for t in tracked]
+        _ = summary | "Finish run" >> beam.Map(lambda s, *_: finish(s), *after)
+    return summary

@@ -136,17 +136,18 @@ def start_run(cfg: Config, ref: ModelRef, run_id: str) -> None:
         db.close()
 
 
-def acquire_tranches(cfg: Config, plan: ScorePlan, ref: ModelRef, run_id: str) -> None:
-    """Take a lease on every tranche to score; one another run holds becomes busy. A run
-    whose lease is taken over (its process is gone, or it stopped renewing) is marked
-    failed, reason ``abandoned``."""
+def acquire_tranches(cfg: Config, plan: ScorePlan, ref: ModelRef, run_id: str,
+                     lease_seconds: float | None = None) -> None:
+    """Take a lease of ``lease_seconds`` (default ``sink.lease_seconds``) on every tranche
+    to score; one another run holds becomes busy. A run whose lease is taken over (its
+    process is gone, or it stopped renewing) is marked failed, reason ``abandoned``."""
     db = open_database(cfg)
     try:
         ledger = TrancheLedger(db)
         for t in plan.to_read:
             taken, previous = ledger.acquire(
                 t.tranche, ref.name, ref.version, tranche_fingerprint(t, cfg, ref),
-                files_of(t), run_id, cfg.sink.lease_seconds)
+                files_of(t), run_id, lease_seconds or cfg.sink.lease_seconds)
             if previous:
                 _LOG.warning("tranche %s taken over from run %s, marked failed (abandoned)",
                              t.tranche, previous)

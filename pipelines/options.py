@@ -84,6 +84,15 @@ def make_pipeline(cfg: Config, beam_args: list[str],
     return beam.Pipeline(runner=runner, options=options)
 
 
+def stages_a_template(beam_args: list[str]) -> bool:
+    """The run only stages a job for a Flex Template launcher (``--template_location``):
+    ``run()`` writes the job's description and returns; the job starts after this
+    process exits, so its launcher cannot wait for it, renew leases or read its outcome."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
+
+    return bool(PipelineOptions(beam_args).view_as(GoogleCloudOptions).template_location)
+
+
 def check_runner(cfg: Config, beam_args: list[str]) -> None:
     """The runner exists (a name Beam knows or a class path) and its options validate
     (e.g. DataflowRunner needs a project, a region and a gs:// temp_location). Loading

@@ -31,6 +31,7 @@ from pipelines.exit_codes import (
     EXIT_RETRAIN,
     guarded,
 )
+from pipelines.finish import FinishInJob, finish
 from pipelines.graph import build_pipeline
 from pipelines.launch import (
     LeaseKeeper,
@@ -44,11 +45,9 @@ from pipelines.launch import (
     start_run,
     with_model_fields,
 )
-from pipelines.monitor import after_run
-from pipelines.options import fork_server, make_pipeline, unknown_beam_args
+from pipelines.options import fork_server, make_pipeline, stages_a_template, unknown_beam_args
 from pipelines.plan import ScorePlan, make_plan
 from pipelines.progress import ProgressReporter
-from pipelines.report import write_report
 from pipelines.signals import Interrupted, interruptible, received
 from pipelines.summary import RunOutcome, format_summary, plan_summary
 from store import runs
@@ -186,13 +185,17 @@ def _execute(cfg: Config, dates: list[dt.date], beam_args: list[str], sink: Sink
     run_id = runs.new_run_id()
     start_run(cfg, ref, run_id)
     try:
+        staged = stages_a_template(beam_args)
         if plan.to_read:
-            acquire_tranches(cfg, plan, ref, run_id)
+            acquire_tranches(cfg, plan, ref, run_id,
+                             cfg.sink.detached_lease_seconds if staged else None)
         if not plan.chunks:  # everything skipped, busy or missing
             summary = {"run_id": run_id, "status": runs.SKIPPED, "tranches": {},
                        "total": {}, **plan_summary(plan, ref)}
             finish_run(cfg, run_id, runs.SKIPPED, summary)
             return RunOutcome(run_id, summary, 0.0, plan, ref)
+        if staged:
+            return _stage_job(cfg, plan, ref, run_id, beam_args, sink, test_pipeline)
         return _run_pipeline(cfg, plan, ref, run_id, beam_args, sink, test_pipeline, server)
     except BaseException as exc:
         stop = exc if isinstance(exc, Interrupted) else received()
@@ -222,20 +225,51 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
         if server is not None:
             server.wait_ready()  # the graph was built while its imports finished
         result = p.run()
-        result.wait_until_finish()
+        try:
+            result.wait_until_finish()
+        except Interrupted:
+            cancel_job(result)
+            raise
     finally:
         keeper.stop()
         progress.stop()
     outcome = RunOutcome(run_id=run_id, summary=run_summary(cfg, run_id),
                          wall_seconds=time.monotonic() - started, plan=plan, ref=ref,
                          model_loads=model_loads(result))
-    if cfg.tracking.enabled and outcome.summary:
-        outcome.retrain = after_run(cfg, ref, run_id, outcome.summary, reference)
-    try:
-        outcome.report = write_report(cfg, run_id)
-    except Exception as exc:  # noqa: BLE001 - the run is done; its report is a courtesy
-        _LOG.warning("could not write the report of run %s: %s", run_id, exc)
+    outcome.retrain, outcome.report = finish(cfg, ref, run_id, outcome.summary, reference)
     return outcome
+
+
+def _stage_job(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args: list[str],
+               sink: SinkSettings, test_pipeline: beam.Pipeline | None) -> RunOutcome:
+    """Stage the job for a Flex Template launcher, which submits it after this process
+    exits: the job records its own summary, leases and monitoring rows, then finishes
+    the run (``FinishInJob``); its leases last ``sink.detached_lease_seconds``."""
+    started = time.monotonic()
+    p = test_pipeline or make_pipeline(cfg, beam_args, None)
+    reference = reference_of(cfg, ref)
+    build_pipeline(p, cfg, plan, ref, run_id, sink, plan_summary(plan, ref), reference,
+                   finish=FinishInJob(cfg, ref, run_id, reference))
+    p.run()
+    _LOG.info("run %s: job staged for the template launcher; it finishes the run itself "
+              "(beamscore runs show %s)", run_id, run_id)
+    return RunOutcome(run_id=run_id, summary=None, wall_seconds=time.monotonic() - started,
+                      plan=plan, ref=ref, staged=True)
+
+
+def cancel_job(result: Any) -> None:
+    """Cancel a job that runs elsewhere (Dataflow, a portable job service) when the
+    launcher is stopped; a local pipeline has no job left once its workers are gone."""
+    from apache_beam.runners.runner import PipelineState
+
+    try:
+        if not PipelineState.is_terminal(result.state):
+            result.cancel()
+            _LOG.warning("job cancelled")
+    except (AttributeError, NotImplementedError):
+        pass  # a runner that cannot cancel (the local engine stops with its workers)
+    except Exception as exc:  # noqa: BLE001 - the stop goes on; say what is left running
+        _LOG.warning("could not cancel the job: %s; cancel it by hand", exc)
 
 
 def model_loads(result: Any) -> int | None:

@@ -21,6 +21,7 @@ class RunOutcome:
     model_loads: int | None = None
     retrain: Any = None  # the retraining request this run made (store.monitoring.Trigger)
     report: str = ""  # where its report was written
+    staged: bool = False  # a job staged for a template launcher: it finishes the run itself
 
 
 def plan_summary(plan: ScorePlan, ref: ModelRef) -> dict[str, Any]:
@@ -36,7 +37,11 @@ def plan_summary(plan: ScorePlan, ref: ModelRef) -> dict[str, Any]:
 def format_summary(outcome: RunOutcome) -> str:
     s = outcome.summary or {}
     lines = []
-    if outcome.run_id:
+    if outcome.staged:
+        lines.append(f"run {outcome.run_id}  model {outcome.ref.name}:{outcome.ref.version}  "
+                     "status running: job staged for the template launcher, which submits it; "
+                     f"the job records the summary (beamscore runs show {outcome.run_id})")
+    elif outcome.run_id:
         lines.append(f"run {outcome.run_id}  model {outcome.ref.name}:{outcome.ref.version}  "
                      f"status {s.get('status', 'unknown')}")
     lines.append(f"{'tranche':<12}{'read':>10}{'valid':>10}{'scored':>10}{'dead':>8}"

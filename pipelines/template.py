@@ -29,6 +29,7 @@ HIDDEN = {
     "sink_statement_timeout_ms": "operational tuning, set in the config overlay",
     "sink_max_retries": "operational tuning, set in the config overlay",
     "sink_lease_seconds": "operational tuning, set in the config overlay",
+    "sink_detached_lease_seconds": "operational tuning, set in the config overlay",
     "sink_state_dir": "the machine-local limiter; on Dataflow use sink_redis_url",
     "validation_max_payload_chars": "operational tuning, set in the config overlay",
     "inference_allow_sklearn_mismatch": "unsafe: to be set in a reviewed overlay only",

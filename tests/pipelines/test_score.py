@@ -108,3 +108,56 @@ def test_progress_is_reported_job_wide_while_the_run_writes(
              if r.getMessage().startswith("progress: ")]
     assert len(lines) >= 2, lines
     assert all(" of about " in m and "docs/s, ETA" in m for m in lines)
+
+
+def test_a_job_staged_for_a_template_launcher_finishes_its_run_itself(
+        landing: str, registry_root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """With ``--template_location`` the launcher cannot wait (the job starts after it
+    exits): it takes long leases, stages the job and exits; the job records the run,
+    frees the leases and writes the monitoring rows and the report as its last step."""
+    from store.ledger import TrancheLedger
+
+    leases: list[float] = []
+    acquire = TrancheLedger.acquire
+
+    def spy(self: TrancheLedger, *args: object) -> object:
+        leases.append(float(args[-1]))  # type: ignore[arg-type]
+        return acquire(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(TrancheLedger, "acquire", spy)
+    rc = run(_args(landing, registry_root, tmp_path,
+                   f"--template_location={tmp_path / 'staging' / 'job.json'}"),
+             test_pipeline=test_pipeline.TestPipeline(runner="FnApiRunner"))
+    out = capsys.readouterr().out
+    assert rc == EXIT_OK
+    assert "job staged for the template launcher" in out
+    assert leases == [43_200.0]
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        (run_id, status), = conn.execute("SELECT run_id, status FROM runs").fetchall()
+        ledger = conn.execute("SELECT status, lease_until FROM tranches").fetchall()
+        empty = conn.execute("SELECT n FROM monitoring WHERE metric = 'empty_share'").fetchall()
+    assert status == "succeeded" and ledger == [("completed", None)]
+    assert empty == [(120,)]  # a launcher-side figure, written by the job
+    assert (tmp_path / "out" / "_reports" / f"{run_id}.html").stat().st_size > 0
+
+
+class _Job:
+    def __init__(self, state: str, cancel_error: Exception | None = None):
+        self.state, self.cancelled, self._error = state, False, cancel_error
+
+    def cancel(self) -> None:
+        if self._error:
+            raise self._error
+        self.cancelled = True
+
+
+def test_a_stopped_launcher_cancels_a_job_that_runs_elsewhere() -> None:
+    from pipelines.score import cancel_job
+
+    running, done = _Job("RUNNING"), _Job("DONE")
+    cancel_job(running)
+    cancel_job(done)
+    assert running.cancelled and not done.cancelled
+    cancel_job(_Job("RUNNING", NotImplementedError()))  # a runner that cannot cancel
+    cancel_job(_Job("RUNNING", RuntimeError("service unavailable")))  # logged, not raised

@@ -1,0 +1,52 @@
+"""What follows a run's pipeline: tracking's launcher-side figures, a retraining request
+(``pipelines.monitor``) and the report (``pipelines.report``).
+
+The launcher does this after waiting for its job. A job staged for a Flex Template
+launcher (``--template_location``) starts only once its launcher has exited, so that
+job does it itself, as its last step (``FinishInJob``, added by ``pipelines.graph``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from models.registry import ModelRef
+from pipelines.config import Config
+from pipelines.monitor import after_run
+from pipelines.report import write_report
+from store.monitoring import Trigger
+
+_LOG = logging.getLogger("beamscore")
+
+
+def finish(cfg: Config, ref: ModelRef, run_id: str, summary: dict[str, Any] | None,
+           reference: dict[str, Any] | None) -> tuple[Trigger | None, str]:
+    """The run's retraining request (or None) and where its report was written ("" if
+    it could not be)."""
+    retrain = None
+    if cfg.tracking.enabled and summary:
+        retrain = after_run(cfg, ref, run_id, summary, reference)
+    try:
+        report = write_report(cfg, run_id)
+    except Exception as exc:  # noqa: BLE001 - the run is done; its report is a courtesy
+        _LOG.warning("could not write the report of run %s: %s", run_id, exc)
+        report = ""
+    return retrain, report
+
+
+class FinishInJob:
+    """``finish`` as the last step of a job whose launcher does not wait for it: called
+    once with the run's summary, on the worker that recorded it."""
+
+    def __init__(self, cfg: Config, ref: ModelRef, run_id: str,
+                 reference: dict[str, Any] | None):
+        self._cfg, self._ref, self._run_id, self._reference = cfg, ref, run_id, reference
+
+    def __call__(self, summary: dict[str, Any]) -> dict[str, Any]:
+        retrain, report = finish(self._cfg, self._ref, self._run_id, summary, self._reference)
+        _LOG.info("run %s finished by its job: status %s, report %s%s", self._run_id,
+                  summary.get("status"), report or "(none)",
+                  f", retraining requested (trigger {retrain.trigger_id})" if retrain else "")
+        return {"run_id": self._run_id, "report": report,
+                "trigger_id": retrain.trigger_id if retrain else None}
