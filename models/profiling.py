@@ -80,7 +80,15 @@ def reference_profile(model: Any, texts: list[str], labels: list[str] | None = N
         profile.reference.update({k: metrics[k] for k in ("accuracy", "macro_f1")
                                   if k in metrics})
     elif profile.labelled:
+        from sklearn.metrics import f1_score
+
+        k = len(profile.classes)
+        cells = profile.confusion.ravel()
+        true = np.repeat(np.repeat(np.arange(k), k), cells)
+        pred = np.repeat(np.tile(np.arange(k), k), cells)
         profile.reference["accuracy"] = float(np.trace(profile.confusion) / profile.labelled)
+        profile.reference["macro_f1"] = float(f1_score(true, pred, labels=list(range(k)),
+                                                       average="macro", zero_division=0))
     return profile, feature_names(model) or []
 
 

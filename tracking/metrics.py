@@ -5,9 +5,10 @@ entropy (``scipy.special.rel_entr``), Jensen-Shannon distance, a chi-square test
 the class counts, Kolmogorov-Smirnov between sketches (the largest CDF difference over
 both sketches' quantiles, its p-value from the asymptotic distribution for the
 effective sample size), Wasserstein distance between the sketches' quantile functions,
-binomial tests for token shares, Wilson intervals for accuracy, recall and shares,
-nDCG and Kendall's tau for the importance ranking. Rows carry the value, the sample size, an
-interval where one applies, the threshold and the status (``tracking.policy``).
+binomial tests for token shares, Wilson intervals for accuracy, recall and shares, a
+bootstrap interval over the confusion matrix for macro-F1, nDCG and Kendall's tau for
+the importance ranking. Rows carry the value, the sample size, an interval where one
+applies, the threshold and the status (``tracking.policy``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,24 @@ def wilson(k: int, n: int) -> tuple[float | None, float | None]:
         return None, None
     ci = stats.binomtest(int(k), int(n)).proportion_ci(0.95, method="wilson")
     return float(ci.low), float(ci.high)
+
+
+def macro_f1_interval(confusion: np.ndarray, resamples: int = 1000, seed: int = 0
+                      ) -> tuple[float | None, float | None]:
+    """A 95% percentile-bootstrap interval of macro-F1: the labelled records resampled
+    as a multinomial over the confusion matrix's cells (F1 has no closed-form interval;
+    this needs the counts only, never the rows). Deterministic for a given matrix."""
+    n = int(confusion.sum())
+    if n <= 0:
+        return None, None
+    k = confusion.shape[0]
+    draws = np.random.default_rng(seed).multinomial(
+        n, confusion.ravel() / n, size=resamples).reshape(resamples, k, k)
+    tp = np.diagonal(draws, axis1=1, axis2=2).astype(float)
+    denominator = draws.sum(axis=1) + draws.sum(axis=2)  # 2tp + fp + fn, per class
+    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    low, high = np.percentile(f1.mean(axis=1), [2.5, 97.5])
+    return float(low), float(high)
 
 
 def merged_shares(counts: np.ndarray, reference: np.ndarray, n: int, min_expected: float
@@ -178,7 +197,7 @@ def _accuracy_rows(t: Profile, ref: Profile | None, policy: TrackingPolicy) -> l
     true = np.repeat(np.repeat(np.arange(k), k), t.confusion.ravel())
     pred = np.repeat(np.tile(np.arange(k), k), t.confusion.ravel())
     f1 = float(f1_score(true, pred, labels=list(range(k)), average="macro", zero_division=0))
-    low, high = wilson(round(f1 * n), n)  # a Wilson interval with n labelled records
+    low, high = macro_f1_interval(t.confusion)
     rows.append(MetricRow("macro_f1", "", f1, n, low, high, status=status))
     for i, c in enumerate(t.classes):
         support = int(t.confusion[i].sum())

@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import numpy as np
+import pytest
+from sklearn.metrics import f1_score
 
 from landing.samples import make_docs
 from models.fastpath import FastTextPipeline
@@ -48,6 +50,8 @@ def test_the_reference_profile_is_the_models_predictions_and_accuracy(
     assert profile.n == len(TEXTS) and profile.classes == classes
     assert profile.class_counts.tolist() == [int((predicted == c).sum()) for c in classes]
     assert profile.reference["accuracy"] == float(np.mean(predicted == np.asarray(LABELS)))
+    assert profile.reference["macro_f1"] == pytest.approx(
+        f1_score(LABELS, predicted, labels=classes, average="macro", zero_division=0))
     assert profile.labelled == len(TEXTS)
     assert names == trained_model.named_steps["tfidf"].get_feature_names_out().tolist()
     recorded, _ = reference_profile(trained_model, TEXTS, None, {"accuracy": 0.5})

@@ -106,6 +106,11 @@ def test_corrupted_labels_trigger_retraining_once_within_the_cooldown(
     assert second.rc == 0, second.err  # inside the cooldown: no second request
     assert _status(tmp_path, "2026-09-06", "accuracy") == "alert"
     assert sqlite_rows(tmp_path / "s.db", "SELECT count(*) FROM retrain_triggers") == [(1,)]
+    run_ids = [r for (r,) in sqlite_rows(tmp_path / "s.db",
+                                         "SELECT run_id FROM runs ORDER BY started_at")]
+    pages = [(tmp_path / "out" / "_reports" / f"{r}.html").read_text() for r in run_ids]
+    assert "<p class='status retrain'>" in pages[0] and "accuracy 0" in pages[0]
+    assert "<p class='status drift'>" in pages[1] and "accuracy on 2026-09-06" in pages[1]
 
 
 def test_a_small_shifted_tranche_is_insufficient_not_an_alert(
@@ -123,6 +128,12 @@ def test_the_report_shows_the_monitoring_tables_numbers(registry: str, tmp_path:
     [(run_id,)] = sqlite_rows(tmp_path / "s.db", "SELECT run_id FROM runs")
     page = (tmp_path / "out" / "_reports" / f"{run_id}.html").read_text()
     assert len(page.encode()) < 2 << 20 and page.count("data:image/png;base64,") >= 3
+    assert "<p class='status ok'>" in page
+    for heading in ("Class shares against the reference", "Scores against the reference",
+                    "Accuracy over the last", "Drift metrics over the last runs",
+                    "Features whose importance moved most", "Dead letters",
+                    "Every figure of the run"):
+        assert f"<h2>{heading}" in page, heading
     shown = {(html.unescape(m[0]), html.unescape(m[1]), html.unescape(m[2])): m[3]
              for m in re.findall(r"<tr data-tranche='([^']*)' data-metric='([^']*)' "
                                  r"data-slice='([^']*)'>(?:<td>[^<]*</td>){3}"

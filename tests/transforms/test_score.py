@@ -10,6 +10,7 @@ import apache_beam as beam
 import numpy as np
 import pytest
 from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 from sklearn.pipeline import Pipeline
 
@@ -118,6 +119,37 @@ def test_tracked_batches_profile_only_the_records_the_model_scored(
                     equal_to([("2026-01-01", 10, 10), ("2026-01-01", 9, 9)]), label="sizes")
         assert_that(out[DEAD_LETTERS] | beam.combiners.Count.Globally(), equal_to([2]),
                     label="dead")
+
+
+def _write_sampled(kv: Any, frame: Any, path: str) -> None:
+    ids = [str(i) for i, t in zip(frame[DOC_ID], kv[1].true) if t >= 0]
+    with open(path, "w") as f:
+        json.dump(ids, f)
+
+
+def test_the_labelled_sample_is_a_fixed_share_chosen_by_id(
+        make_batch: Any, registry_root: str, model_ref: Any, tmp_path: Any) -> None:
+    """``tracking.labelled_sample``: which records count for accuracy depends on the id
+    alone (the same in any batch or order), and a smaller share is a subset of a larger."""
+    rows = list(make_docs(2000, seed=8, prefix="ls"))
+    forward = make_batch(rows, batch_key="f")
+    backward = make_batch(rows[::-1], batch_key="r")
+
+    def sampled(batch: Any, share: float) -> set[str]:
+        handler = DocBatchModelHandler(registry_root, model_ref, top_k=1,
+                                       policy=Policy(), tracking=True, labelled_sample=share)
+        path = str(tmp_path / f"{batch.batch_key}-{share}.json")
+        with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
+            out = p | beam.Create([batch]) | ScoreBatches(handler, 500)
+            _ = out[TRACK] | beam.Map(_write_sampled, batch.frame, path)
+        with open(path) as f:
+            return set(json.load(f))
+
+    everything, half, tenth = (sampled(forward, s) for s in (1.0, 0.5, 0.1))
+    assert len(everything) == 2000
+    assert tenth < half < everything
+    assert abs(len(half) - 1000) < 100 and abs(len(tenth) - 200) < 60
+    assert sampled(backward, 0.1) == tenth
 
 
 @pytest.fixture(scope="module")
