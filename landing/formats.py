@@ -36,13 +36,18 @@ class Rejection:
 Item = tuple["dict[str, Any] | Rejection", int]
 
 
-def read_chunk(chunk: Chunk, batch_size: int = 4096) -> Iterator[Item]:
+def read_chunk(chunk: Chunk, batch_size: int = 4096,
+               required: tuple[str, ...] = ()) -> Iterator[Item]:
     """Every record of ``chunk`` with its position; an unreadable file (or rest of one)
-    is one ``Rejection`` at position 0."""
+    is one ``Rejection`` at position 0, and so is a Parquet file whose schema lacks one
+    of the ``required`` columns (reported by the file's first chunk only)."""
     reader = {"jsonl": _jsonl, "jsonl.gz": _jsonl, "csv": _csv, "csv.gz": _csv,
               "parquet": _parquet}[chunk.format]
     position = 0
     try:
+        if chunk.format == "parquet" and required:
+            if not _has_columns(chunk, required):
+                return
         for item, position in reader(chunk, batch_size):
             yield item, position
     except Exception as exc:  # noqa: BLE001 - an unreadable file is one rejection
@@ -136,6 +141,18 @@ def csv_records(text: Any) -> Iterator[Item]:
                             row), row_no
             continue
         yield dict(zip(header, row)), row_no
+
+
+def _has_columns(chunk: Chunk, required: tuple[str, ...]) -> bool:
+    """True when the Parquet file has every ``required`` column; otherwise raises for
+    the file's first chunk (one rejection) and is False for the others."""
+    with FileSystems.open(chunk.path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+        names = pq.ParquetFile(fh).schema_arrow.names
+    missing = [c for c in required if c not in names]
+    if missing and chunk.start <= 0:
+        raise ValueError(f"the Parquet schema has no column {', '.join(map(repr, missing))} "
+                         f"(columns: {', '.join(names) or 'none'})")
+    return not missing
 
 
 def _parquet(chunk: Chunk, batch_size: int) -> Iterator[Item]:

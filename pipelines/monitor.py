@@ -14,15 +14,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import subprocess
-from collections import Counter
 from typing import Any
-
-from scipy import stats
 
 from models.registry import ModelRef
 from pipelines.config import Config
+from pipelines.database import opened
 from store import monitoring, runs
-from store.database import Database, connect
+from store.database import Database
 from store.monitoring import Trigger
 from tracking.policy import ACCURACY_METRICS, ALERT, DRIFT_METRICS, INSUFFICIENT, OK
 
@@ -31,13 +29,10 @@ _LOG = logging.getLogger("beamscore")
 
 def after_run(cfg: Config, ref: ModelRef, run_id: str, summary: dict[str, Any],
               reference: dict[str, Any] | None) -> Trigger | None:
-    db = connect(cfg.db, password_env=cfg.sink.password_env)
-    try:
+    with opened(cfg) as db:
         rows = _launcher_rows(db, cfg, ref, run_id, summary, reference)
         monitoring.write_rows(db, rows)
         return _maybe_trigger(db, cfg, ref, run_id)
-    finally:
-        db.close()
 
 
 def _launcher_rows(db: Database, cfg: Config, ref: ModelRef, run_id: str,
@@ -52,6 +47,8 @@ def _launcher_rows(db: Database, cfg: Config, ref: ModelRef, run_id: str,
         share = emptied / checked if checked else 0.0
         threshold, status = None, OK if checked >= cfg.tracking.min_records else INSUFFICIENT
         if ref_empty is not None and status == OK:
+            from scipy import stats  # imported when needed: not on the launcher's start-up
+
             threshold = float(ref_empty) + cfg.tracking.empty_increase
             p_value = stats.binomtest(emptied, checked, min(1.0, max(float(ref_empty), 1e-9)),
                                       alternative="greater").pvalue
@@ -59,22 +56,11 @@ def _launcher_rows(db: Database, cfg: Config, ref: ModelRef, run_id: str,
         rows.append(base | {"tranche": tranche, "metric": "empty_share", "slice": "",
                             "value": share, "n": checked, "threshold": threshold,
                             "status": status})
-        for (stage, reason), n in _dead_letters(db, run_id, tranche).items():
+        for stage, reason, n in runs.dead_letters_by_reason(db, run_id, tranche):
             rows.append(base | {"tranche": tranche, "metric": "dead_letters",
                                 "slice": f"{stage}: {reason}", "value": float(n), "n": n,
                                 "threshold": None, "status": OK})
     return rows
-
-
-def _dead_letters(db: Database, run_id: str, tranche: str) -> Counter[tuple[str, str]]:
-    """Dead letters by stage and reason (the reason up to its first colon)."""
-    p = db.placeholder
-    found: Counter[tuple[str, str]] = Counter()
-    for stage, reason, n in db.execute(
-            f"SELECT stage, reason, count(*) FROM dead_letters WHERE run_id = {p} AND "
-            f"tranche = {p} GROUP BY stage, reason", [run_id, tranche]):
-        found[(stage, str(reason).split(":")[0][:80])] += int(n)
-    return found
 
 
 def _maybe_trigger(db: Database, cfg: Config, ref: ModelRef, run_id: str) -> Trigger | None:

@@ -87,9 +87,11 @@ def release_run(cfg: Config, run_id: str, force: bool) -> tuple[int, str]:
         held = TrancheLedger(db).held_by(run_id)
         if record.status == runs.RUNNING:
             runs.fail(db, run_id, "released", "by beamscore runs release")
+            what = "marked failed"
         else:
             TrancheLedger(db).fail_run(run_id)
+            what = f"was already {record.status}"
     finally:
         db.close()
-    return EXIT_OK, (f"run {run_id} marked failed; released "
+    return EXIT_OK, (f"run {run_id} {what}; released "
                      f"{len(held)} tranche lease(s){': ' + ', '.join(held) if held else ''}")

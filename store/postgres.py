@@ -127,7 +127,7 @@ class PostgresDatabase(Database):
                 # Keys are unique here (de-duplicated above), so ON CONFLICT never meets
                 # the same key twice in one statement.
                 cur.execute(table.upsert_sql(  # type: ignore[arg-type]
-                    f"SELECT {', '.join(table.names)} FROM {stage}"))
+                    f"SELECT {', '.join(table.names)} FROM {stage}", collate="C"))
         self._staging.add(stage)
         self.writes[(table.name, "upsert")] += 1
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,12 +111,27 @@ def latest(db: Database, limit: int) -> list[RunRecord]:
     return [_record(r) for r in rows]
 
 
-def dead_letters_by_reason(db: Database, run_id: str) -> list[tuple[str, str, int]]:
-    """(stage, reason, count) of a run's dead letters, most frequent first."""
-    return [(r[0], r[1], int(r[2])) for r in db.execute(
-        "SELECT stage, reason, count(*) FROM dead_letters WHERE run_id = "
-        f"{db.placeholder} GROUP BY stage, reason ORDER BY count(*) DESC, stage, reason",
-        [run_id])]
+def reason_kind(reason: str) -> str:
+    """A dead letter's reason up to its first colon: what went wrong, without the
+    record's own details (``duplicate id in tranche: first at FILE position 3``)."""
+    return str(reason).split(":")[0][:120]
+
+
+def dead_letters_by_reason(db: Database, run_id: str, tranche: str | None = None
+                           ) -> list[tuple[str, str, int]]:
+    """(stage, reason kind, count) of a run's dead letters (of one tranche if given),
+    most frequent first."""
+    p = db.placeholder
+    where, params = f"run_id = {p}", [run_id]
+    if tranche is not None:
+        where, params = where + f" AND tranche = {p}", params + [tranche]
+    found: Counter[tuple[str, str]] = Counter()
+    for stage, reason, n in db.execute(
+            f"SELECT stage, reason, count(*) FROM dead_letters WHERE {where} "
+            "GROUP BY stage, reason", params):
+        found[(str(stage), reason_kind(reason))] += int(n)
+    return [(stage, reason, n) for (stage, reason), n in
+            sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))]
 
 
 def _record(row: tuple[Any, ...]) -> RunRecord:

@@ -82,17 +82,23 @@ class Table:
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
 
-    def upsert_sql(self, source: str = "", placeholder: str = "?") -> str:
+    def upsert_sql(self, source: str = "", placeholder: str = "?", collate: str = "") -> str:
         """An upsert into this table that keeps the row the module docstring says;
-        ``source`` is a SELECT to insert from, else one VALUES row of placeholders."""
+        ``source`` is a SELECT to insert from, else one VALUES row of placeholders.
+        ``collate`` (PostgreSQL: ``"C"``) makes text compare by code point, as Python
+        and SQLite do, whatever the database's collation."""
         cols = ", ".join(self.names)
         updates = ", ".join(f"{c} = excluded.{c}" for c in self.names if c not in self.key)
         sql = (f"INSERT INTO {self.name} ({cols}) "
                + (source or f"VALUES ({', '.join([placeholder] * len(self.names))})")
                + f" ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {updates}")
         if self.prefer:
-            mine = ", ".join(f"{self.name}.{c}" for c in self.prefer)
-            new = ", ".join(f"excluded.{c}" for c in self.prefer)
+            def ordered(table: str, c: str) -> str:
+                text = collate and self.column(c).type == "text"
+                return f"{table}.{c}" + (f' COLLATE "{collate}"' if text else "")
+
+            mine = ", ".join(ordered(self.name, c) for c in self.prefer)
+            new = ", ".join(ordered("excluded", c) for c in self.prefer)
             sql += (f" WHERE {self.name}.run_id <> excluded.run_id OR ({new}) < ({mine})")
         return sql
 

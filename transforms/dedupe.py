@@ -121,7 +121,7 @@ class _DropFromFilesFn(beam.DoFn):
             yield dead_letter(
                 tranche=d.tranche, source_file=d.source_file, position=d.position,
                 stage="dedupe", payload={"id": ids.get(d.position)},
-                reason=f"{REASON} (first at {d.first_file} position {d.first_position})",
+                reason=f"{REASON}: first at {d.first_file} position {d.first_position}",
                 payload_limit=self._payload_limit)
 
 

@@ -89,7 +89,8 @@ class _ReadChunkFn(beam.DoFn):
     def process(self, chunk: Chunk) -> Iterator[Any]:
         batcher = _Batcher(chunk, self._fields, self._batch_size)
         read = 0
-        for item, position in read_chunk(chunk, self._batch_size):
+        required = (self._fields.id, self._fields.text)
+        for item, position in read_chunk(chunk, self._batch_size, required):
             read += 1
             if isinstance(item, Rejection):
                 yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,4 +36,13 @@ def worker_processes() -> list[str]:
             continue
         if "engine.forkserver" in cmd or "engine/client.py" in cmd or "sdk_worker_main" in cmd:
             found.append(cmd)
+    return found
+
+
+def workers_left(within: float = 10.0) -> list[str]:
+    """``worker_processes()`` once they are all gone, or what is left after ``within``
+    seconds (a zygote notices its launcher is gone within half a second)."""
+    deadline = time.monotonic() + within
+    while (found := worker_processes()) and time.monotonic() < deadline:
+        time.sleep(0.05)
     return found

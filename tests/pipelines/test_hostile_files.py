@@ -32,14 +32,15 @@ def _csv(text: str) -> bytes:
     return text.encode()
 
 
-HOSTILE: dict[str, tuple[str, bytes, dict[str, int]]] = {
-    # name: (file name, content, {"read": n, "scored": n})
+HOSTILE: dict[str, tuple[str, bytes, dict[str, int | None]]] = {
+    # name: (file name, content, {"read": n, "scored": n}); None: not known in advance;
+    # "unreadable": n files ending in one read dead letter at position 0 naming the file
     "malformed and truncated JSON lines": ("h.jsonl", b'{"id": "a", "text": "ok a"}\n'
                                            b'{"id": "b", "text": \n{"id": "c"\n[1, 2\n'
                                            b'{"id": "d", "text": "ok d"', {"read": 5, "scored": 1}),
     "truncated gzip": ("h.jsonl.gz", gzip.compress(b"".join(
         _line({"id": f"g{i}", "text": f"text {i}"}) for i in range(5000)))[:-2000],
-        {"read": None, "scored": None}),
+        {"read": None, "scored": None, "unreadable": 1}),
     "invalid UTF-8": ("h.jsonl", b'{"id": "u1", "text": "caf\xe9"}\n\xff\xfe\xfd\n'
                       b'{"id": "u2", "text": "fine"}\n', {"read": 3, "scored": 1}),
     "NUL in text and in ids": ("h.jsonl", _line({"id": "n1", "text": "a\x00b"})
@@ -77,6 +78,14 @@ def _check(result: Any, db_url: str, expected: dict[str, int | None]) -> None:
     c = from_json(counts)["tranches"][DAY]
     assert c["valid"] == c["scored"] + c.get("dead_inference", 0)
     assert c["read"] == c["written"] + c["dead_lettered"] == n_rows + n_dead
+    if expected.get("unreadable"):
+        db = connect(db_url)
+        whole = db.execute("SELECT reason FROM dead_letters WHERE position = 0 AND "
+                           "stage = 'read'")
+        db.close()
+        assert len(whole) == expected["unreadable"], whole
+        assert all(f"dt={DAY}/" in r and "unreadable" in r for (r,) in whole), whole
+        assert c["scored"] == c["read"] - len(whole) > GOOD  # the lines before the break
     if expected["read"] is not None:
         assert (c["read"], c["scored"]) == (expected["read"] + GOOD, expected["scored"] + GOOD)
 
@@ -107,12 +116,16 @@ def test_nul_characters_reach_postgresql_as_dead_letters_not_errors(
     assert "id contains a NUL character" in reasons
 
 
-@pytest.mark.parametrize("table, reason", [
-    (pa.table({"key": ["p1"], "body": ["wrong columns"]}), "missing id"),
-    (pa.table({"id": ["p1", "p2"], "text": [1, 2]}), "text is not a string"),
+@pytest.mark.parametrize("table, read, reason", [
+    (pa.table({"key": ["p1", "p2", "p3"], "body": ["wrong", "columns", "here"]}), 1,
+     "unreadable parquet file {path}: ValueError: the Parquet schema has no column 'id', "
+     "'text' (columns: key, body)"),
+    (pa.table({"id": ["p1", "p2"], "text": [1, 2]}), 2, "text is not a string"),
 ])
-def test_parquet_with_the_wrong_schema_is_dead_lettered_per_row(
-        registry_root: str, tmp_path: Path, table: pa.Table, reason: str) -> None:
+def test_parquet_with_the_wrong_schema_or_column_types_loses_nothing(
+        registry_root: str, tmp_path: Path, table: pa.Table, read: int, reason: str) -> None:
+    """A file without the id or text column is one read dead letter at position 0 naming
+    the file and what is missing; a text column of integers fails validation row by row."""
     root = tmp_path / "landing"
     folder = root / f"dt={DAY}"
     folder.mkdir(parents=True)
@@ -122,9 +135,10 @@ def test_parquet_with_the_wrong_schema_is_dead_lettered_per_row(
     result = run_cli("score", "--date", DAY, "--input-root", str(root), "--registry",
                      registry_root, "--db", url, "--output-dir", str(tmp_path / "out"),
                      "--max-dead-letter-ratio", "0.5")
-    _check(result, url, {"read": table.num_rows, "scored": 0})
+    _check(result, url, {"read": read, "scored": 0})
     db = connect(url)
-    assert {r[0] for r in db.execute("SELECT reason FROM dead_letters")} == {reason}
+    assert {r[0] for r in db.execute("SELECT reason FROM dead_letters")} == {
+        reason.format(path=folder / "p.parquet")}
     db.close()
 
 

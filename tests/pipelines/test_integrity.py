@@ -56,7 +56,7 @@ def test_duplicate_ids_across_tranches_are_rows_and_inside_one_are_dead_letters(
     assert {os.path.basename(kept[d["id"]]) for d in docs[100:]} == {"b.parquet"}
     dead = sqlite_rows(db, "SELECT stage, reason FROM dead_letters")
     assert len(dead) == 103 and {s for s, _ in dead} == {"dedupe"}
-    assert all(r.startswith("duplicate id in tranche (first at ") and "a.jsonl position" in r
+    assert all(r.startswith("duplicate id in tranche: first at ") and "a.jsonl position" in r
                for _, r in dead)
     files = list((tmp_path / "out" / f"dt={D2}").glob("predictions-*.parquet"))
     assert sum(pq.read_metadata(f).num_rows for f in files) == 200

@@ -190,8 +190,8 @@ def test_duplicate_ids_in_one_tranche_give_one_row_per_key(
                       "'pg-0000001'") == [(f"{landing}/dt={DAY}/part-0.jsonl", 2)]
     dead = _q(pg_url, "SELECT stage, reason FROM dead_letters ORDER BY position")
     assert [d[0] for d in dead] == ["dedupe", "dedupe"]
-    assert all(d[1] == f"duplicate id in tranche (first at {landing}/dt={DAY}/part-0.jsonl "
-                       "position 2)" for d in dead)
+    assert all(d[1] == f"duplicate id in tranche: first at {landing}/dt={DAY}/part-0.jsonl "
+                       "position 2" for d in dead)
 
 
 def test_row_lock_times_out_retries_and_succeeds(

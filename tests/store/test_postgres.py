@@ -55,6 +55,37 @@ def test_copy_fast_path_falls_back_to_upsert_on_existing_keys(pg_url: str) -> No
 
 
 
+def test_the_first_occurrence_is_by_code_point_whatever_the_database_collation() -> None:
+    """Of two rows of one key from the same run, the smaller (source_file, position) stays
+    by code point, as in Python (``one_row_per_key``, the in-pipeline dedupe) and
+    SQLite, also in a database whose collation sorts 'a' before 'B'."""
+    import uuid
+
+    from tests.postgres import PG, pg_admin
+
+    name = f"beamscore_test_{uuid.uuid4().hex[:12]}"
+    with pg_admin() as admin:
+        admin.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 "  # type: ignore[arg-type]
+                      "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'")
+    try:
+        db = PostgresDatabase(f"{PG}/{name}")
+        db.init_schema()
+        assert db.execute("SELECT 'a' < 'B'") == [(True,)]  # this database's own order
+
+        def row(source: str) -> tuple[Any, ...]:
+            values = dict(zip(PREDICTIONS.names, _pred_row("d1", source)))
+            return PREDICTIONS.row(values | {"source_file": f"/in/{source}.jsonl"})
+
+        db.upsert_predictions([row("a")])
+        db.upsert_predictions([row("B")])  # same key, same run: "B" < "a" by code point
+        db.upsert_predictions([row("a")])
+        assert db.execute("SELECT label FROM predictions") == [("B",)]
+        db.close()
+    finally:
+        with pg_admin() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')  # type: ignore[arg-type]
+
+
 def test_schema_is_created_once_and_rows_go_in_column_order(pg_url: str) -> None:
     db = PostgresDatabase(pg_url)
     db.init_schema()

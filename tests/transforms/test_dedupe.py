@@ -58,14 +58,14 @@ def test_duplicates_are_dead_lettered_and_removed_from_table_and_files(
     batches = [_batch(make_batch, b, "kb", ["d1", "d2", "d3"], 1),         # b is later in
                _batch(make_batch, a, "ka", ["d2", "d4", "d2", "d5"], 1)]    # file order
     sink = SinkSettings(DatabaseSettings(f"sqlite:///{db}"), batch_rows=2)
-    expected = [(b, 2, f"(first at {a} position 1)", "d2"),
-                (a, 3, f"(first at {a} position 1)", "d2")]
+    expected = [(b, 2, f"first at {a} position 1", "d2"),
+                (a, 3, f"first at {a} position 1", "d2")]
     with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
         written = (p | beam.Create(batches) | WritePredictionFiles(str(out), CTX)
                    | WriteToDatabase(sink, CTX))
         dead = written[IDS] | FindDuplicateIds(str(out), CTX, 100)
         assert_that(dead | beam.Map(lambda d: (d["source_file"], d["position"],
-                                               d["reason"].split("tranche ", 1)[1],
+                                               d["reason"].split("tranche: ", 1)[1],
                                                d["payload"].split('"')[3])),
                     equal_to(expected), label="duplicates")
         assert_that(dead | beam.Map(lambda d: (d["stage"], d["reason"].startswith(
