@@ -37,7 +37,7 @@ bench: install
 	$(PY) bench/run_bench.py
 
 # CI regression guard: fails only if beamscore drops below 0.8x the plain script. 100k docs
-# so that start-up (~2 s) does not dominate: c/a was 1.54 at 100k on 2026-11-28.
+# so that start-up (~2 s) does not dominate.
 bench-small: install
 	$(PY) bench/run_bench.py --docs 100000 --contenders a,c --guard 0.8
 

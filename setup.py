@@ -43,6 +43,7 @@ setup(
             "pyinstrument>=4",
             "import-linter>=2.1",
             "hypothesis>=6.100",
+            "setuptools>=65",  # tests/pipelines/test_portable.py builds the sdist
         ],
     },
     entry_points={"console_scripts": ["beamscore=pipelines.cli:console_main"]},

@@ -18,7 +18,9 @@ from typing import Any
 
 from models.registry import ModelRegistry
 from models.unpickle import Policy
-from pipelines.config import Config, add_config_flags, load_config, overrides_from_args
+from pipelines.config import Config, load_config
+from pipelines.config_flags import add_config_flags, overrides_from_args
+from pipelines.database import opened
 from pipelines.exit_codes import (  # noqa: F401 - the exit codes are part of this module's API
     EXIT_BUSY,
     EXIT_DEAD_LETTERS,
@@ -35,7 +37,7 @@ from pipelines.plan import make_plan
 from pipelines.runs import list_runs, release_run, show_run
 from pipelines.score import add_run_arguments, requested_dates, run
 from pipelines.summary import format_plan
-from store.database import connect, redact
+from store.database import redact
 from store.ledger import BUSY
 
 _LOG = logging.getLogger("beamscore")
@@ -138,11 +140,8 @@ def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
         print(write_report(cfg, args.run_id, args.output))
         return EXIT_OK
     if args.command == "db":
-        db = connect(cfg.db, password_env=cfg.sink.password_env)
-        try:
-            db.init_schema()
-        finally:
-            db.close()
+        with opened(cfg, migrate=True):
+            pass
         print(f"schema ready in {redact(cfg.db)}")
         return EXIT_OK
     ref = ModelRegistry(cfg.registry).resolve(cfg.model)

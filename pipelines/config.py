@@ -9,7 +9,6 @@ came from. Every leaf key gets a CLI flag: ``sink.max_rows_per_second`` is
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.resources
 import os
@@ -21,7 +20,6 @@ from typing import Any
 import yaml
 
 from models.preprocess import PreprocessConfig
-from pipelines.config_help import KEY_HELP
 from tracking.policy import TrackingPolicy
 from transforms.records import FieldNames
 
@@ -164,9 +162,6 @@ def _leaf_types(cls: type, prefix: str = "") -> dict[str, Any]:
 
 
 LEAVES: dict[str, Any] = _leaf_types(Config)
-
-
-_METAVARS = {int: "N", float: "X", bool: "true|false", str: "TEXT", list[str]: "A,B"}
 
 
 def flag_for(key: str) -> str:
@@ -316,25 +311,3 @@ def _url_has_password(url: str) -> bool:
         return urlsplit(url).password is not None
     except ValueError:
         return False
-
-
-def add_config_flags(parser: argparse.ArgumentParser, skip: set[str] = frozenset()) -> None:  # type: ignore[assignment]
-    """Add ``--config`` and one flag per config leaf (default None = not given), all
-    under one heading."""
-    group = parser.add_argument_group(
-        "configuration", "each flag overrides the config key it is named after "
-        "(configs/base.yaml holds every key with its default)")
-    group.add_argument("--config", metavar="NAME_OR_FILE",
-                       help="bundled overlay (local, dataflow) or a YAML file; default local")
-    for key in LEAVES:
-        if key in skip:
-            continue
-        group.add_argument(flag_for(key), dest=f"cfg:{key}", default=None,
-                           metavar=_METAVARS.get(LEAVES[key], "VALUE"),
-                           help=f"{KEY_HELP[key]} [{key}]")
-
-
-def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        k[len("cfg:"):]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None
-    }

@@ -23,11 +23,11 @@ from models.profiling import PROFILE_FILE
 from models.registry import ModelRef, ModelRegistry
 from models.unpickle import Policy, UntrustedGlobal, check_globals
 from pipelines.config import Config
+from pipelines.database import opened
 from pipelines.exit_codes import LaunchError
 from pipelines.options import LOCAL_RUNNERS, check_runner, pipeline_options
-from pipelines.plan import ScorePlan, files_of, open_database, tranche_fingerprint
+from pipelines.plan import ScorePlan, files_of, tranche_fingerprint
 from store import runs
-from store.database import connect
 from store.ledger import BUSY, TrancheLedger
 from store.session import DatabaseSettings
 from tracking.policy import TrackingPolicy
@@ -129,11 +129,8 @@ def with_model_fields(cfg: Config, ref: ModelRef) -> Config:
 
 
 def start_run(cfg: Config, ref: ModelRef, run_id: str) -> None:
-    db = open_database(cfg)
-    try:
+    with opened(cfg, migrate=True) as db:
         runs.start(db, run_id, cfg.to_dict(), f"{ref.name}:{ref.version}")
-    finally:
-        db.close()
 
 
 def acquire_tranches(cfg: Config, plan: ScorePlan, ref: ModelRef, run_id: str,
@@ -141,8 +138,7 @@ def acquire_tranches(cfg: Config, plan: ScorePlan, ref: ModelRef, run_id: str,
     """Take a lease of ``lease_seconds`` (default ``sink.lease_seconds``) on every tranche
     to score; one another run holds becomes busy. A run whose lease is taken over (its
     process is gone, or it stopped renewing) is marked failed, reason ``abandoned``."""
-    db = open_database(cfg)
-    try:
+    with opened(cfg, migrate=True) as db:
         ledger = TrancheLedger(db)
         for t in plan.to_read:
             taken, previous = ledger.acquire(
@@ -156,33 +152,22 @@ def acquire_tranches(cfg: Config, plan: ScorePlan, ref: ModelRef, run_id: str,
                 entry = ledger.get(t.tranche, ref.name, ref.version)
                 plan.decisions[t.tranche] = (BUSY, f"run {entry.run_id if entry else '?'} "
                                                    "took it first")
-    finally:
-        db.close()
     plan.cut_chunks(cfg)
 
 
 def finish_run(cfg: Config, run_id: str, status: str, summary: dict[str, object]) -> None:
-    db = connect(cfg.db, password_env=cfg.sink.password_env)
-    try:
+    with opened(cfg) as db:
         runs.finish(db, run_id, status, summary)
-    finally:
-        db.close()
 
 
 def fail_run(cfg: Config, run_id: str, reason: str, detail: str = "") -> None:
-    db = connect(cfg.db, password_env=cfg.sink.password_env)
-    try:
+    with opened(cfg) as db:
         runs.fail(db, run_id, reason, detail)
-    finally:
-        db.close()
 
 
 def run_summary(cfg: Config, run_id: str) -> dict[str, object] | None:
-    db = connect(cfg.db, password_env=cfg.sink.password_env)
-    try:
+    with opened(cfg) as db:
         return runs.summary(db, run_id)
-    finally:
-        db.close()
 
 
 class LeaseKeeper(threading.Thread):
@@ -198,11 +183,8 @@ class LeaseKeeper(threading.Thread):
         period = max(0.5, self._cfg.sink.lease_seconds / 4)
         while not self._stop_event.wait(period):
             try:
-                db = connect(self._cfg.db, password_env=self._cfg.sink.password_env)
-                try:
+                with opened(self._cfg) as db:
                     TrancheLedger(db).renew(self._run_id, self._cfg.sink.lease_seconds)
-                finally:
-                    db.close()
             except Exception as exc:  # noqa: BLE001 - retried at the next period
                 _LOG.warning("could not renew tranche leases: %s", exc)
 

@@ -19,7 +19,8 @@ from landing.chunks import Chunk, balanced_chunks
 from landing.tranches import TranchePlan, plan_tranches
 from models.registry import ModelRef
 from pipelines.config import Config
-from store.database import Database, connect, connect_existing
+from pipelines.database import open_database
+from store.database import connect_existing
 from store.ledger import MISSING, RUN, TrancheLedger
 
 
@@ -47,14 +48,6 @@ class ScorePlan:
         self.chunks = balanced_chunks(self.to_read, cfg.read.chunk_bytes, cfg.workers)
 
 
-def open_database(cfg: Config) -> Database:
-    """The configured database, its schema created or migrated."""
-    db = connect(cfg.db, password_env=cfg.sink.password_env,
-                 statement_timeout_ms=cfg.sink.statement_timeout_ms)
-    db.init_schema()
-    return db
-
-
 def make_plan(cfg: Config, dates: list[dt.date], ref: ModelRef,
               read_only: bool = False) -> ScorePlan:
     """List the tranches' files and ask the ledger which of them need scoring.
@@ -64,7 +57,7 @@ def make_plan(cfg: Config, dates: list[dt.date], ref: ModelRef,
     """
     plan = ScorePlan(dates=dates, tranches=plan_tranches(cfg.input_root, dates))
     db = (connect_existing(cfg.db, password_env=cfg.sink.password_env) if read_only
-          else open_database(cfg))
+          else open_database(cfg, migrate=True))
     try:
         ledger = TrancheLedger(db) if db is not None else None
         for t in plan.tranches:

@@ -14,7 +14,7 @@ import threading
 import time
 
 from pipelines.config import Config
-from store.database import connect
+from pipelines.database import opened
 from transforms.summarise import written_rows
 
 _LOG = logging.getLogger("beamscore")
@@ -37,11 +37,8 @@ class ProgressReporter(threading.Thread):
                 _LOG.debug("progress not available: %s", exc)
 
     def report(self) -> None:
-        db = connect(self._cfg.db, password_env=self._cfg.sink.password_env)
-        try:
+        with opened(self._cfg) as db:
             written = sum(written_rows(db, self._run_id, self._tranches).values())
-        finally:
-            db.close()
         elapsed = time.monotonic() - self._t0
         rate = written / elapsed if elapsed > 0 else 0.0
         left = max(0, self._planned - written)

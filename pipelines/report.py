@@ -18,8 +18,9 @@ from collections import defaultdict
 from typing import Any
 
 from pipelines.config import Config
+from pipelines.database import opened
 from store import monitoring, runs
-from store.database import Database, connect
+from store.database import Database
 from tracking.metrics import wilson
 from tracking.policy import ALERT, DRIFT_METRICS
 from transforms.files import write_atomically
@@ -31,11 +32,8 @@ _HISTORY = ("class_psi", "score_ks", "score_wasserstein", "length_ks", "oov_shar
 def write_report(cfg: Config, run_id: str, path: str | None = None) -> str:
     """Render ``run_id``'s report to ``path`` (default ``<output_dir>/_reports/``)."""
     path = path or f"{cfg.output_dir.rstrip('/')}/_reports/{run_id}.html"
-    db = connect(cfg.db, password_env=cfg.sink.password_env)
-    try:
+    with opened(cfg) as db:
         page = render(db, run_id, cfg.tracking.report_runs)
-    finally:
-        db.close()
     write_atomically(path, page.encode())
     return path
 

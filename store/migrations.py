@@ -52,10 +52,16 @@ def _v2_sqlite(db: Database) -> None:
                f"SELECT {', '.join(old)}, 0 FROM predictions")
     db.execute("DROP TABLE predictions")
     db.execute("ALTER TABLE predictions_v2 RENAME TO predictions")
+    _v2_common(db)
+
+
+def _v2_common(db: Database) -> None:
+    """What version 2 adds in both backends: the lease holder's host and pid on runs and
+    tranches, and the indexes."""
     for table in (RUNS, TRANCHES):
         for column in ("host", "pid"):
             db.execute(f"ALTER TABLE {table.name} ADD COLUMN "
-                       f"{table.column_sql(table.column(column), 'sqlite')}")
+                       f"{table.column_sql(table.column(column), db.backend)}")
     for table in (PREDICTIONS, DEAD_LETTERS):
         for ddl in table.index_ddl(db.backend):
             db.execute(ddl)
@@ -66,10 +72,6 @@ def _v2_postgresql(db: Database) -> None:
     db.execute("ALTER TABLE predictions ALTER COLUMN position DROP DEFAULT")
     db.execute("ALTER TABLE predictions DROP CONSTRAINT predictions_pkey")
     db.execute(f"ALTER TABLE predictions ADD PRIMARY KEY ({', '.join(PREDICTIONS.key)})")
-    for table in (RUNS, TRANCHES):
-        for column in ("host", "pid"):
-            db.execute(f"ALTER TABLE {table.name} ADD COLUMN "
-                       f"{table.column_sql(table.column(column), 'postgresql')}")
     for table in (PREDICTIONS, DEAD_LETTERS, RUNS, TRANCHES):
         for c in table.columns:
             if c.type == "time":
@@ -80,9 +82,7 @@ def _v2_postgresql(db: Database) -> None:
             elif c.type == "json":
                 db.execute(f"ALTER TABLE {table.name} ALTER COLUMN {c.name} TYPE jsonb "
                            f"USING {c.name}::jsonb")
-    for table in (PREDICTIONS, DEAD_LETTERS):
-        for ddl in table.index_ddl(db.backend):
-            db.execute(ddl)
+    _v2_common(db)
 
 
 def _tables_only(db: Database) -> None:

@@ -1,6 +1,14 @@
-"""One line of help per config key: the text of its ``--flag`` in ``beamscore ... --help``."""
+"""One ``--flag`` per config key, with one line of help each (``beamscore ... --help``
+lists them under "configuration"), and the overrides the flags given make."""
 
 from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from pipelines.config import LEAVES, flag_for
+
+_METAVARS = {int: "N", float: "X", bool: "true|false", str: "TEXT", list[str]: "A,B"}
 
 KEY_HELP = {
     "runner": "Beam runner: a name (FnApiRunner, DataflowRunner, PortableRunner ...) or a "
@@ -99,3 +107,25 @@ KEY_HELP = {
     "dataflow.number_of_worker_harness_threads": "threads per worker VM (0 = Beam's default)",
     "dataflow.experiments": "Dataflow experiments, comma-separated",
 }
+
+
+def add_config_flags(parser: argparse.ArgumentParser, skip: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    """Add ``--config`` and one flag per config leaf (default None = not given), all
+    under one heading."""
+    group = parser.add_argument_group(
+        "configuration", "each flag overrides the config key it is named after "
+        "(configs/base.yaml holds every key with its default)")
+    group.add_argument("--config", metavar="NAME_OR_FILE",
+                       help="bundled overlay (local, dataflow) or a YAML file; default local")
+    for key in LEAVES:
+        if key in skip:
+            continue
+        group.add_argument(flag_for(key), dest=f"cfg:{key}", default=None,
+                           metavar=_METAVARS.get(LEAVES[key], "VALUE"),
+                           help=f"{KEY_HELP[key]} [{key}]")
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        k[len("cfg:"):]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None
+    }
