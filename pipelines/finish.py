@@ -9,21 +9,40 @@ job does it itself, as its last step (``FinishInJob``, added by ``pipelines.grap
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from models.registry import ModelRef
 from pipelines.config import Config
-from pipelines.monitor import after_run
-from pipelines.report import write_report
 from store.monitoring import Trigger
 
 _LOG = logging.getLogger("beamscore")
+
+
+def warm_up(tracking: bool) -> threading.Thread:
+    """Import what ``finish`` needs (scipy's statistics, matplotlib) in a daemon thread
+    while the launcher waits for its pipeline, so the run's end does not wait for them."""
+
+    def imports() -> None:
+        import pipelines.monitor  # noqa: F401
+        import pipelines.report  # noqa: F401
+
+        if tracking:
+            import matplotlib.backends.backend_agg  # noqa: F401
+            import matplotlib.figure  # noqa: F401
+
+    thread = threading.Thread(target=imports, name="beamscore-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def finish(cfg: Config, ref: ModelRef, run_id: str, summary: dict[str, Any] | None,
            reference: dict[str, Any] | None) -> tuple[Trigger | None, str]:
     """The run's retraining request (or None) and where its report was written ("" if
     it could not be)."""
+    from pipelines.monitor import after_run
+    from pipelines.report import write_report
+
     retrain = None
     if cfg.tracking.enabled and summary:
         retrain = after_run(cfg, ref, run_id, summary, reference)

@@ -25,7 +25,7 @@ from models.registry import ModelRef, ModelRegistry
 from pipelines.config import Config
 from pipelines.launch import tracking_policy, unpickle_policy
 from pipelines.plan import ScorePlan
-from tracking.metrics import IMPORTANCE_TOP
+from tracking.policy import IMPORTANCE_TOP
 from transforms.dead_letters import WriteDeadLetters
 from transforms.dedupe import FindDuplicateIds
 from transforms.files import WritePredictionFiles

@@ -29,7 +29,9 @@ WORKER_PRELOAD = (
     "pandas", "pyarrow.parquet", "sklearn.pipeline", "sklearn.feature_extraction.text",
     "sklearn.linear_model", "transforms.read", "transforms.validate", "transforms.score",
     "transforms.files", "transforms.write", "transforms.dead_letters", "transforms.summarise",
+    "transforms.dedupe",
 )
+TRACKING_PRELOAD = ("transforms.track", "tracking.metrics", "models.profiling")
 
 
 def uses_fork_server(cfg: Config) -> bool:
@@ -38,7 +40,9 @@ def uses_fork_server(cfg: Config) -> bool:
 
 def fork_server(cfg: Config) -> ForkServer | None:
     """A (not yet started) fork server for this run's local workers, if it uses one."""
-    return ForkServer(WORKER_PRELOAD) if uses_fork_server(cfg) else None
+    if not uses_fork_server(cfg):
+        return None
+    return ForkServer(WORKER_PRELOAD + (TRACKING_PRELOAD if cfg.tracking.enabled else ()))
 
 
 def pipeline_options(cfg: Config, beam_args: list[str]) -> PipelineOptions:

@@ -21,7 +21,8 @@ import apache_beam as beam
 
 from engine.forkserver import ForkServer
 from landing.tranches import date_range
-from pipelines.config import Config, ConfigError, add_config_flags, load_config, overrides_from_args
+from pipelines.config import Config, ConfigError, load_config
+from pipelines.config_flags import add_config_flags, overrides_from_args
 from pipelines.exit_codes import (
     EXIT_BUSY,
     EXIT_DEAD_LETTERS,
@@ -31,7 +32,7 @@ from pipelines.exit_codes import (
     EXIT_RETRAIN,
     guarded,
 )
-from pipelines.finish import FinishInJob, finish
+from pipelines.finish import FinishInJob, finish, warm_up
 from pipelines.graph import build_pipeline
 from pipelines.launch import (
     LeaseKeeper,
@@ -200,11 +201,21 @@ def _execute(cfg: Config, dates: list[dt.date], beam_args: list[str], sink: Sink
     except BaseException as exc:
         stop = exc if isinstance(exc, Interrupted) else received()
         if stop is None:
-            fail_run(cfg, run_id, f"{type(exc).__name__}: {exc}")
+            _record_failure(cfg, run_id, f"{type(exc).__name__}: {exc}")
             raise
         stop.run_id = run_id
-        fail_run(cfg, run_id, runs.INTERRUPTED, stop.name)
+        _record_failure(cfg, run_id, runs.INTERRUPTED, stop.name)
         raise stop from None
+
+
+def _record_failure(cfg: Config, run_id: str, reason: str, detail: str = "") -> None:
+    """Mark the run failed and free its leases; if the database cannot be reached, say
+    so and let the original error or stop signal end the run (the leases then expire
+    after ``sink.lease_seconds``, or at once for the next run on this host)."""
+    try:
+        fail_run(cfg, run_id, reason, detail)
+    except Exception as exc:  # noqa: BLE001 - the error that ended the run matters more
+        _LOG.error("could not mark run %s failed (%s): %s", run_id, reason, exc)
 
 
 def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args: list[str],
@@ -224,6 +235,7 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
         build_pipeline(p, cfg, plan, ref, run_id, sink, plan_summary(plan, ref), reference)
         if server is not None:
             server.wait_ready()  # the graph was built while its imports finished
+        warm_up(cfg.tracking.enabled)
         result = p.run()
         try:
             result.wait_until_finish()

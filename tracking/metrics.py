@@ -21,11 +21,10 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 from scipy.special import rel_entr
 
-from tracking.policy import ALERT, INSUFFICIENT, OK, TrackingPolicy
+from tracking.policy import ALERT, IMPORTANCE_TOP, INSUFFICIENT, OK, TrackingPolicy
 from tracking.profile import Profile
 from tracking.sketch import Sketch
 
-IMPORTANCE_TOP = 50  # the reference's top features whose ranking is compared
 _GRID = np.linspace(0.0, 1.0, 201)
 SCORE_BINS = np.linspace(0.0, 1.0, 21)
 

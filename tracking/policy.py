@@ -18,6 +18,7 @@ OK, ALERT, INSUFFICIENT = "ok", "alert", "insufficient"
 ACCURACY_METRICS = ("accuracy",)
 DRIFT_METRICS = ("class_psi", "class_js", "class_linf", "score_ks", "score_wasserstein",
                  "length_ks", "tokens_ks", "oov_share", "empty_share", "importance_ndcg")
+IMPORTANCE_TOP = 50  # the reference's top features whose ranking is compared
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ from apache_beam.io.filesystems import FileSystems
 
 from store import monitoring
 from store.session import DatabaseSession, DatabaseSettings
-from tracking.metrics import compare
 from tracking.policy import TrackingPolicy
 from tracking.profile import BatchStats, Profile
 from transforms.records import RunContext
@@ -57,6 +56,8 @@ class _RecordFn(beam.DoFn):
         self._features = features
 
     def process(self, element: tuple[str, Profile]) -> Iterator[tuple[str, int]]:
+        from tracking.metrics import compare  # scipy: on workers only, not the launcher
+
         tranche, profile = element
         reference = Profile.from_json(self._reference) if self._reference else None
         rows = [r.__dict__ | {"run_id": self._ctx.run_id, "tranche": tranche,
