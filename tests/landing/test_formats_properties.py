@@ -60,3 +60,19 @@ def test_a_jsonl_file_of_any_bytes_is_read_line_by_line(tmp_path_factory: object
     lines = [line for line in data.split(b"\n") if line.strip()]
     assert len(items) == len(lines)
     assert [p for _, p in items] == sorted(p for _, p in items)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=2000), st.sampled_from(["csv", "csv.gz"]))
+def test_a_csv_file_of_any_bytes_is_rows_or_rejections(tmp_path_factory: object, data: bytes,
+                                                       fmt: str) -> None:
+    """Any bytes (a BOM, invalid UTF-8, NULs, stray quotes), plain or gzipped: every item
+    is a row or a rejection, positions increase, and nothing escapes."""
+    import gzip
+
+    path = Path(str(tmp_path_factory.mktemp("c"))) / f"a.{fmt}"  # type: ignore[attr-defined]
+    path.write_bytes(gzip.compress(data) if fmt == "csv.gz" else data)
+    items = list(read_chunk(Chunk("t", str(path), fmt)))
+    assert all(isinstance(item, (dict, Rejection)) for item, _ in items)
+    rows = [p for item, p in items if isinstance(item, dict)]
+    assert rows == sorted(rows) and all(p >= 1 for p in rows)

@@ -297,6 +297,36 @@ def test_only_tranche_missing_exits_3(landing: Landing, registry_root: str,
     result = run_cli(*score_args(landing, registry_root, tmp_path / "m.db", tmp_path / "out",
                                  "--date", "2026-01-09"))
     assert result.rc == 3
+    # a nightly run that found nothing still leaves its trace
+    assert sqlite_rows(tmp_path / "m.db", "SELECT status FROM runs") == [("skipped",)]
+    listed = run_cli("runs", "list", "--db", f"sqlite:///{tmp_path / 'm.db'}")
+    assert listed.rc == 0 and "skipped" in listed.out
+
+
+def test_runs_list_shows_the_latest_runs_first_up_to_the_limit(
+        landing: Landing, registry_root: str, tmp_path: Path) -> None:
+    db, out = tmp_path / "l.db", tmp_path / "out"
+    for day in (*DAYS, DAYS[0]):  # the third run skips its tranche
+        assert run_cli(*score_args(landing, registry_root, db, out, "--date", day)).rc == 0
+    ids = [r for (r,) in sqlite_rows(db, "SELECT run_id FROM runs ORDER BY started_at DESC")]
+    assert len(ids) == 3
+    listed = run_cli("runs", "list", "--limit", "2", "--db", f"sqlite:///{db}")
+    assert listed.rc == 0
+    shown = [line.split()[0] for line in listed.out.splitlines()[1:]]
+    assert shown == ids[:2]
+
+
+def test_db_init_migrates_a_version_1_database_in_place(tmp_path: Path) -> None:
+    from store.schema import SCHEMA_VERSION
+    from tests.store.v1_schema import create_v1
+
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path) as conn:
+        create_v1(lambda sql, params: conn.execute(sql, params), "?")
+    result = run_cli("db", "init", "--db", f"sqlite:///{path}")
+    assert result.rc == 0, result.err
+    assert sqlite_rows(path, "SELECT max(version) FROM schema_version") == [(SCHEMA_VERSION,)]
+    assert sqlite_rows(path, "SELECT count(*) FROM predictions") == [(2,)]
 
 
 def test_dead_letter_ratio_above_limit_exits_4(landing: Landing, registry_root: str,

@@ -5,6 +5,7 @@ through PortableRunner (the portable protocol Dataflow's Runner v2 speaks)."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -105,8 +106,12 @@ def test_portable_workers_score_the_same_rows_as_the_local_engine(
         venv: Path, work: dict[str, object]) -> None:
     portable = _score(venv, work, "portable", "--runner", "PortableRunner",
                       "--job_endpoint", f"localhost:{work['job']}", "--environment_type",
-                      "EXTERNAL", "--environment_config", f"localhost:{work['pool']}")
+                      "EXTERNAL", "--environment_config", f"localhost:{work['pool']}",
+                      "--progress-seconds", "0.3")
     assert portable.returncode == 0, portable.stderr
+    # job-wide progress from the launcher, read from the database while the job writes
+    assert re.search(r"progress: [\d,]+ of about [\d,]+ documents written \(\d+%\), "
+                     r"[\d,]+ docs/s, ETA", portable.stderr), portable.stderr[-2000:]
     assert "status succeeded" in portable.stdout
     assert "model loads 1" in portable.stdout  # one worker, one load: metrics came back
     local = _score(venv, work, "local")

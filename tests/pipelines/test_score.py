@@ -161,3 +161,24 @@ def test_a_stopped_launcher_cancels_a_job_that_runs_elsewhere() -> None:
     assert running.cancelled and not done.cancelled
     cancel_job(_Job("RUNNING", NotImplementedError()))  # a runner that cannot cancel
     cancel_job(_Job("RUNNING", RuntimeError("service unavailable")))  # logged, not raised
+
+
+def test_a_database_gone_while_marking_the_run_failed_keeps_the_original_error(
+        landing: str, registry_root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    import pipelines.score as score
+
+    def boom(*_: object) -> None:
+        raise RuntimeError("the tranche ledger broke")
+
+    def database_gone(*_: object) -> None:
+        raise ConnectionError("database unreachable")
+
+    monkeypatch.setattr(score, "acquire_tranches", boom)
+    monkeypatch.setattr(score, "fail_run", database_gone)
+    rc = run(_args(landing, registry_root, tmp_path))
+    assert rc == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "the tranche ledger broke" in err and "Traceback" not in err
+    assert any("could not mark run" in r.getMessage() and "database unreachable" in
+               r.getMessage() for r in caplog.records)

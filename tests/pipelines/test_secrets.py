@@ -4,6 +4,7 @@ rows, output files, Parquet metadata or the template spec."""
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import psycopg
@@ -39,13 +40,20 @@ def test_the_password_is_found_nowhere(registry_root: str, tmp_path: Path, pg_ur
              "stderr": scored.err + shown.err + listed.err,
              "logs": "\n".join(r.getMessage() for r in caplog.records)}
     with psycopg.connect(pg_url) as conn:
-        for table in ("runs", "tranches", "predictions", "dead_letters"):
+        for table in ("runs", "tranches", "predictions", "dead_letters", "monitoring",
+                      "retrain_triggers"):
             texts[table] = repr(conn.execute(f"SELECT * FROM {table}").fetchall())
     for path in out.rglob("*"):  # summaries, dead-letter JSONL, Parquet (data + metadata)
         if path.is_file():
             texts[str(path)] = path.read_bytes().decode("latin-1")
     for spec in (REPO / "deploy").rglob("*.json"):
         texts[str(spec)] = spec.read_text()
+    if shutil.which("gcloud"):  # the template spec gcloud builds, with the password set
+        from tests.deploy.test_flex_template import METADATA, gcloud_build
+
+        built = gcloud_build(METADATA, tmp_path)
+        assert built.returncode == 0, built.stderr
+        texts["template spec"] = built.stdout + built.stderr
     assert texts["logs"] and any(k.endswith(".parquet") for k in texts)
     leaks = [where for where, text in texts.items() if SECRET in text]
     assert leaks == []
