@@ -85,6 +85,24 @@ def importance_weights(model: Any) -> np.ndarray | None:
     return weights if weights.shape[0] == len(vec.vocabulary_) else None
 
 
+def class_importance(model: Any, mean_tfidf: np.ndarray, names: list[str], top: int = 20
+                     ) -> dict[str, list[list[Any]]]:
+    """Per class of a vectoriser + linear model: its ``top`` features by |coefficient| x
+    mean tf-idf, as [column, name, value] (a binary model's one row of coefficients
+    serves both classes)."""
+    coef = np.abs(np.asarray(_pipeline(model).steps[-1][1].coef_, dtype=np.float64))
+    classes = [str(c) for c in model.classes_]
+    if coef.shape[0] == 1 and len(classes) == 2:
+        coef = np.vstack([coef, coef])
+    out = {}
+    for c, row in zip(classes, coef):
+        values = row * mean_tfidf
+        best = np.argsort(-values, kind="stable")[:top]
+        out[c] = [[int(i), names[i] if i < len(names) else str(i), float(values[i])]
+                  for i in best]
+    return out
+
+
 def feature_names(model: Any) -> list[str] | None:
     vec = _vectorizer(model)
     return None if vec is None else [str(n) for n in vec.get_feature_names_out()]

@@ -18,6 +18,7 @@ from models.importance import (
     ImportanceMeasure,
     TextFeatures,
     candidate_columns,
+    class_importance,
     feature_names,
     importance_weights,
     measure_for,
@@ -57,6 +58,7 @@ def reference_profile(model: Any, texts: list[str], labels: list[str] | None = N
     profile = Profile(classes=classes)
     measure: ImportanceMeasure | None = None
     index = {c: i for i, c in enumerate(classes)}
+    tfidf_sum: np.ndarray | None = None  # linear models: per feature, over every text
     for start in range(0, len(texts), 4096):
         part = texts[start:start + 4096]
         features = text_features(scorer, part)
@@ -69,6 +71,9 @@ def reference_profile(model: Any, texts: list[str], labels: list[str] | None = N
             measure = measure_for(model, columns, REFERENCE_PERMUTATION_ROWS)
         elif measure is not None and measure.kind == "permutation":
             measure = None  # the first texts are the permutation sample
+        if measure is not None and measure.kind == "linear":
+            column_sum = np.asarray(features.matrix.sum(axis=0), np.float64).ravel()
+            tfidf_sum = column_sum if tfidf_sum is None else tfidf_sum + column_sum
         true = np.asarray([index.get(str(v), -1) for v in labels[start:start + 4096]]
                           if labels else [-1] * len(part), dtype=np.int64)
         profile.add(batch_stats(probs, features, np.ones(len(part), bool),
@@ -76,6 +81,17 @@ def reference_profile(model: Any, texts: list[str], labels: list[str] | None = N
     if measure is not None or profile.importance_rows:
         profile.reference["importance_kind"] = "linear" if importance_weights(model) is not \
             None else "permutation"
+    names = feature_names(model) or []
+    if tfidf_sum is not None:
+        profile.reference["importance_by_class"] = class_importance(
+            model, tfidf_sum / max(1, len(texts)), names)
+    _add_accuracy(profile, metrics)
+    return profile, names
+
+
+def _add_accuracy(profile: Profile, metrics: dict[str, Any] | None) -> None:
+    """Accuracy and macro-F1 of the reference: the training split's, else measured on
+    the labelled reference texts."""
     if metrics:
         profile.reference.update({k: metrics[k] for k in ("accuracy", "macro_f1")
                                   if k in metrics})
@@ -89,7 +105,6 @@ def reference_profile(model: Any, texts: list[str], labels: list[str] | None = N
         profile.reference["accuracy"] = float(np.trace(profile.confusion) / profile.labelled)
         profile.reference["macro_f1"] = float(f1_score(true, pred, labels=list(range(k)),
                                                        average="macro", zero_division=0))
-    return profile, feature_names(model) or []
 
 
 PROFILE_FILE, FEATURES_FILE = "profile.json", "features.txt"

@@ -55,8 +55,25 @@ def test_the_reference_profile_is_the_models_predictions_and_accuracy(
     assert profile.labelled == len(TEXTS)
     assert names == trained_model.named_steps["tfidf"].get_feature_names_out().tolist()
     recorded, _ = reference_profile(trained_model, TEXTS, None, {"accuracy": 0.5})
-    assert recorded.reference == {"accuracy": 0.5, "importance_kind": "linear"}
+    assert recorded.reference.keys() == {"accuracy", "importance_kind", "importance_by_class"}
+    assert recorded.reference["accuracy"] == 0.5
+    assert recorded.reference["importance_kind"] == "linear"
     assert recorded.labelled == 0
+
+
+def test_the_reference_ranks_features_per_class_by_coefficient_times_mean_tfidf(
+        trained_model: Any) -> None:
+    profile, names = reference_profile(trained_model, TEXTS, LABELS)
+    mean_tfidf = np.asarray(trained_model.named_steps["tfidf"].transform(TEXTS).mean(axis=0))
+    coef = np.abs(trained_model.steps[-1][1].coef_)
+    by_class = profile.reference["importance_by_class"]
+    assert list(by_class) == [str(c) for c in trained_model.classes_]
+    for k, c in enumerate(by_class):
+        expected = coef[k] * mean_tfidf.ravel()
+        top = np.argsort(-expected, kind="stable")[:20]
+        assert [i for i, _, _ in by_class[c]] == top.tolist()
+        assert [n for _, n, _ in by_class[c]] == [names[i] for i in top]
+        assert [v for _, _, v in by_class[c]] == pytest.approx(expected[top].tolist())
 
 
 def test_reference_files_round_trip_with_named_top_features(trained_model: Any) -> None:

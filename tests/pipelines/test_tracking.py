@@ -75,6 +75,22 @@ def test_a_class_shift_alerts_and_asks_for_retraining_on_its_second_run(
     assert "class_psi" in reasons and status == "requested"
 
 
+def test_a_drift_streak_needs_consecutive_runs_in_a_row(registry: str, tmp_path: Path) -> None:
+    """tracking.consecutive 3: shifted, in-distribution, shifted, shifted is no request
+    (the streak was broken); a third shifted run in a row is."""
+    shifted = [d for d in make_docs(8000, seed=14) if d["label"] in ("billing", "shipping")]
+    normal = list(make_docs(1000, seed=15, prefix="n"))
+    runs = [("2026-10-01", shifted[:600]), ("2026-10-02", normal),
+            ("2026-10-03", shifted[600:1200]), ("2026-10-04", shifted[1200:1800]),
+            ("2026-10-05", shifted[1800:2400])]
+    codes = [_score(tmp_path, registry, day, docs, "--tracking-consecutive", "3").rc
+             for day, docs in runs]
+    assert codes == [0, 0, 0, 0, 6], codes
+    assert _alerts(tmp_path, "2026-10-02") == set()
+    [(reasons,)] = sqlite_rows(tmp_path / "s.db", "SELECT reasons FROM retrain_triggers")
+    assert "class_psi alert in 3 runs in a row" in reasons
+
+
 def test_out_of_vocabulary_text_alerts(registry: str, tmp_path: Path) -> None:
     rng = random.Random(5)
     docs = [{"id": f"oov-{i}", "text": " ".join(
