@@ -69,6 +69,8 @@ def format_summary(outcome: RunOutcome) -> str:
                  f"dead-letter ratio {s.get('dead_letter_ratio', 0):.4f}  "
                  f"throttled {total.get('throttled_ms', 0) / 1000:.1f}s"
                  + (f"  model loads {outcome.model_loads}" if outcome.model_loads else ""))
+    if outcome.report:
+        lines.append(f"report {outcome.report}")
     return "\n".join(lines)
 
 

@@ -143,6 +143,7 @@ def test_the_report_shows_the_monitoring_tables_numbers(registry: str, tmp_path:
     assert result.rc == 0, result.err
     [(run_id,)] = sqlite_rows(tmp_path / "s.db", "SELECT run_id FROM runs")
     page = (tmp_path / "out" / "_reports" / f"{run_id}.html").read_text()
+    assert f"report {tmp_path / 'out' / '_reports' / run_id}.html" in result.out
     assert len(page.encode()) < 2 << 20 and page.count("data:image/png;base64,") >= 3
     assert "<p class='status ok'>" in page
     for heading in ("Class shares against the reference", "Scores against the reference",
