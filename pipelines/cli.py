@@ -21,16 +21,7 @@ from models.unpickle import Policy
 from pipelines.config import Config, load_config
 from pipelines.config_flags import add_config_flags, overrides_from_args
 from pipelines.database import opened
-from pipelines.exit_codes import (  # noqa: F401 - the exit codes are part of this module's API
-    EXIT_BUSY,
-    EXIT_DEAD_LETTERS,
-    EXIT_ERROR,
-    EXIT_MISSING,
-    EXIT_OK,
-    EXIT_RETRAIN,
-    EXIT_USAGE,
-    guarded,
-)
+from pipelines.exit_codes import EXIT_BUSY, EXIT_MISSING, EXIT_OK, guarded
 from pipelines.launch import with_model_fields
 from pipelines.logs import setup_logging
 from pipelines.plan import make_plan

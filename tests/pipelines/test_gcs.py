@@ -52,6 +52,7 @@ from models.recipe import train_and_evaluate
 from models.registry import ModelIntegrityError, ModelRef, ModelRegistry
 from pipelines import cli
 from pipelines.config import load_config
+from pipelines.exit_codes import EXIT_ERROR, EXIT_MISSING
 
 BUCKET = "beamscore-test"
 DAY = "2026-01-01"
@@ -305,7 +306,7 @@ def test_plan_lists_gcs_files_and_reports_missing_tranche(
         "plan", "--from", DAY, "--to", EMPTY_DAY, "--input-root", gs("landing"),
         "--registry", gs("registry"), "--model", MODEL, "--db", f"sqlite:///{tmp_path}/p.db",
     ], capsys)
-    assert rc == cli.EXIT_MISSING, f"exit {rc}\nstdout:\n{out}\nstderr:\n{err}"
+    assert rc == EXIT_MISSING, f"exit {rc}\nstdout:\n{out}\nstderr:\n{err}"
     lines = out.splitlines()
     listed = [line.split()[-1] for line in lines if line.strip().startswith(FORMATS)]
     assert sorted(listed) == sorted(landing.paths), out
@@ -375,7 +376,7 @@ def test_tampered_model_on_gcs_is_refused(
         "--model", name, "--db", f"sqlite:///{tmp_path}/t.db",
         "--output-dir", gs("out-tampered"),
     ], capsys)
-    assert rc == cli.EXIT_ERROR, f"exit {rc}\nstdout:\n{out}\nstderr:\n{err}"
+    assert rc == EXIT_ERROR, f"exit {rc}\nstdout:\n{out}\nstderr:\n{err}"
     assert "sha256" in err and f"{name}:1" in err, err
     assert not marker.exists()
     assert gcs.names("out-tampered/") == []

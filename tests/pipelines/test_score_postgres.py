@@ -25,6 +25,7 @@ from models.recipe import train_and_evaluate
 from models.registry import ModelRegistry
 from pipelines import cli
 from store.database import from_json
+from store.schema import PREDICTIONS
 from tests.postgres import PG
 
 pytestmark = pytest.mark.postgres
@@ -235,12 +236,9 @@ def test_values_the_database_rejects_are_dead_lettered(
     # A stricter table than beamscore's own: labels longer than 8 characters ("technical",
     # "shipping" fits) violate it with SQLSTATE 22001.
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("""CREATE TABLE predictions (
-            doc_id TEXT NOT NULL, tranche TEXT NOT NULL, label VARCHAR(8) NOT NULL,
-            score DOUBLE PRECISION NOT NULL, top_k JSONB NOT NULL, model_name TEXT NOT NULL,
-            model_version TEXT NOT NULL, model_sha256 TEXT NOT NULL, run_id TEXT NOT NULL,
-            scored_at TIMESTAMPTZ NOT NULL, source_file TEXT NOT NULL, position BIGINT NOT NULL,
-            metadata JSONB, PRIMARY KEY (tranche, doc_id, model_name, model_version))""")
+        create = PREDICTIONS.ddl("postgresql")[0]
+        strict = create.replace("label TEXT NOT NULL", "label VARCHAR(8) NOT NULL")
+        conn.execute(strict)  # type: ignore[arg-type]
     landing = _landing(tmp_path, 1000)
     assert _score(pg_url, registry, landing, tmp_path, "--max-dead-letter-ratio", "1") == 0
     run = _last_run(pg_url)

@@ -13,6 +13,7 @@ import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from store.schema import PREDICTIONS
 from store.session import DatabaseSettings
 from store.sqlite import SQLiteDatabase
 from tests.data import sqlite_rows
@@ -71,13 +72,9 @@ def test_rows_the_database_rejects_are_dead_lettered_and_the_rest_written(
     it rejects leave as sink dead letters with the database's message and position."""
     db_path = tmp_path / "strict.db"
     conn = sqlite3.connect(db_path)
-    conn.execute("""CREATE TABLE predictions (
-        doc_id TEXT NOT NULL, tranche TEXT NOT NULL,
-        label TEXT NOT NULL CHECK (length(label) <= 8), score DOUBLE PRECISION NOT NULL,
-        top_k TEXT NOT NULL, model_name TEXT NOT NULL, model_version TEXT NOT NULL,
-        model_sha256 TEXT NOT NULL, run_id TEXT NOT NULL, scored_at TEXT NOT NULL,
-        source_file TEXT NOT NULL, position BIGINT NOT NULL, metadata TEXT,
-        PRIMARY KEY (tranche, doc_id, model_name, model_version))""")
+    create = PREDICTIONS.ddl("sqlite")[0]
+    conn.execute(create.replace("label TEXT NOT NULL",
+                                "label TEXT NOT NULL CHECK (length(label) <= 8)"))
     conn.close()
     labels = ["billing" if i % 7 else "technical" for i in range(40)]
     settings = SinkSettings(DatabaseSettings(f"sqlite:///{db_path}"), batch_rows=16)
