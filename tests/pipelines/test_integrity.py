@@ -105,6 +105,40 @@ def test_score_reads_the_fields_the_model_was_trained_with(tmp_path: Path) -> No
     result = _score(root, registry, tmp_path, "--date", D1)
     assert result.rc == 0, result.err
     assert sqlite_rows(tmp_path / "s.db", "SELECT count(*) FROM predictions") == [(50,)]
+    # A flag (or an overlay) naming another field wins over the model's recorded one.
+    write_tranche(str(root), D2, [{"key": d["id"], "content": d["text"]}
+                                  for d in make_docs(30, seed=7, prefix="c")], "jsonl")
+    result = _score(root, registry, tmp_path, "--date", D2, "--fields-text", "content")
+    assert result.rc == 0, result.err
+    assert sqlite_rows(tmp_path / "s.db", f"SELECT count(*) FROM predictions WHERE tranche = "
+                                          f"'{D2}'") == [(30,)]
+
+
+@pytest.mark.parametrize("changed", [["--inference-top-k", "2"],
+                                     ["--validation-max-text-chars", "5000"]])
+def test_settings_that_change_the_outputs_rescore_a_completed_tranche(
+        registry_root: str, tmp_path: Path, changed: list[str]) -> None:
+    root = tmp_path / "landing"
+    write_tranche(str(root), D1, list(make_docs(60, seed=8, prefix="f")), "jsonl")
+    assert _score(root, registry_root, tmp_path, "--date", D1).rc == 0
+    assert _score(root, registry_root, tmp_path, "--date", D1).rc == 0
+    assert _summary(tmp_path)["status"] == "skipped"
+    assert _score(root, registry_root, tmp_path, "--date", D1, *changed).rc == 0
+    assert _summary(tmp_path)["status"] == "succeeded"
+    assert _score(root, registry_root, tmp_path, "--date", D1, *changed).rc == 0
+    assert _summary(tmp_path)["status"] == "skipped"
+
+
+def test_a_model_alias_names_the_version_to_score_with(registry_copy: str,
+                                                       tmp_path: Path) -> None:
+    ModelRegistry(registry_copy).promote("demo", "1")
+    root = tmp_path / "landing"
+    write_tranche(str(root), D1, list(make_docs(40, seed=9, prefix="al")), "jsonl")
+    result = _score(root, registry_copy, tmp_path, "--date", D1, "--model", "demo:production")
+    assert result.rc == 0, result.err
+    assert "model demo:1" in result.out
+    assert sqlite_rows(tmp_path / "s.db", "SELECT DISTINCT model_version FROM predictions") == [
+        ("1",)]
 
 
 def test_bad_files_are_one_dead_letter_each_and_the_rest_is_scored(

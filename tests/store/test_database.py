@@ -1,0 +1,53 @@
+"""The database URL: its backend, its identity (what shares limiter state), a password
+kept out of logs, and opening only what exists."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from store.database import backend_of, connect_existing, database_identity, redact, sqlite_path
+
+
+@pytest.mark.parametrize("url, backend", [("sqlite:///var/b.db", "sqlite"),
+                                          ("postgresql://u@h:5432/d", "postgresql"),
+                                          ("postgres://h/d", "postgresql")])
+def test_the_backend_is_named_by_the_scheme(url: str, backend: str) -> None:
+    assert backend_of(url) == backend
+
+
+def test_another_scheme_is_refused_naming_the_url() -> None:
+    with pytest.raises(ValueError, match="mysql://h/d"):
+        backend_of("mysql://h/d")
+
+
+def test_three_slashes_are_relative_and_four_absolute() -> None:
+    assert sqlite_path("sqlite:///var/b.db") == "var/b.db"
+    assert sqlite_path("sqlite:////srv/b.db") == "/srv/b.db"
+
+
+def test_urls_of_one_database_have_one_identity(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rate limiter's state is keyed by this: the same server and database through
+    other users or default ports, or the same SQLite file by a relative path, share it."""
+    assert database_identity("postgresql://a@db:5432/scores") == \
+        database_identity("postgresql://b@db/scores?sslmode=require")
+    assert database_identity("postgresql://db/scores") != database_identity("postgresql://db/other")
+    assert database_identity("postgresql://db:5433/scores") != \
+        database_identity("postgresql://db:5432/scores")
+    monkeypatch.chdir(tmp_path)
+    assert database_identity("sqlite:///b.db") == \
+        database_identity(f"sqlite:///{os.path.join(tmp_path, 'b.db')}")
+
+
+def test_a_password_never_reaches_a_log_line() -> None:
+    assert redact("postgresql://u:s3cret@h:5432/d") == "postgresql://u:***@h:5432/d"
+    assert redact("postgresql://u@h/d") == "postgresql://u@h/d"
+
+
+def test_connect_existing_creates_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'none.db'}"
+    assert connect_existing(url) is None
+    assert not (tmp_path / "none.db").exists()
