@@ -237,9 +237,9 @@ def test_a_sqlite_path_that_cannot_be_created_explains_relative_and_absolute(
 
 
 def test_every_flag_has_help_without_markup(capsys: pytest.CaptureFixture[str]) -> None:
-    from pipelines.cli import _parser
+    from pipelines.cli import build_parser
 
-    parser = _parser()
+    parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     for name, command in sub.choices.items():  # type: ignore[union-attr]
         nested = [a for a in command._actions if a.dest.endswith("_command")]

@@ -14,7 +14,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from store.session import DatabaseSettings
 from tests.data import sqlite_rows
-from transforms.dedupe import FindDuplicateIds, IdIndex, _FindDuplicatesFn, id_hashes
+from transforms.dedupe import FindDuplicateIds, IdIndex, id_hashes
 from transforms.files import WritePredictionFiles
 from transforms.records import DEAD_LETTERS, DocBatch, RunContext
 from transforms.write import IDS, SinkSettings, WriteToDatabase
@@ -28,17 +28,22 @@ def _index(tranche: str, source: str, key: str, ids: list[str], positions: list[
     return IdIndex(tranche, source, key, hi, lo, np.asarray(positions))
 
 
-def test_the_combine_finds_later_occurrences_in_file_then_position_order() -> None:
-    fn = _FindDuplicatesFn()
+def test_later_occurrences_are_found_in_file_then_position_order(tmp_path: Path) -> None:
+    """Across batches and files of a tranche, every occurrence of an id after the first
+    (smallest file, then position) is a duplicate; a retried write of the same rows is
+    not; other tranches are separate."""
     parts = [_index("t", "b.jsonl", "kb", ["x", "y", "x"], [1, 2, 3]),
              _index("t", "a.jsonl", "ka", ["z", "x"], [4, 5]),
-             _index("t", "a.jsonl", "ka", ["z", "x"], [4, 5])]  # the same write, retried
-    acc = fn.merge_accumulators([fn.add_input(fn.create_accumulator(), p) for p in parts])
-    dups = fn.extract_output(acc)
-    assert sorted((d.source_file, d.position, d.first_file, d.first_position, d.batch_key)
-                  for d in dups) == [("b.jsonl", 1, "a.jsonl", 5, "kb"),
-                                     ("b.jsonl", 3, "a.jsonl", 5, "kb")]
-    assert fn.extract_output(fn.create_accumulator()) == []
+             _index("t", "a.jsonl", "ka", ["z", "x"], [4, 5]),  # the same write, retried
+             _index("u", "c.jsonl", "kc", ["x"], [1])]
+    with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
+        dead = p | beam.Create(parts) | FindDuplicateIds(str(tmp_path), CTX, 100)
+        assert_that(dead | beam.Map(lambda d: (d["tranche"], d["source_file"], d["position"],
+                                               d["reason"])),
+                    equal_to([("t", "b.jsonl", 1, "duplicate id in tranche: first at "
+                                                  "a.jsonl position 5"),
+                              ("t", "b.jsonl", 3, "duplicate id in tranche: first at "
+                                                  "a.jsonl position 5")]))
     hi, lo = id_hashes(["x", "x", "X"])
     assert hi[0] == hi[1] != hi[2] and lo[0] == lo[1] != lo[2]
 
