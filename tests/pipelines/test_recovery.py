@@ -46,12 +46,13 @@ def _start(args: list[str]) -> subprocess.Popen[str]:
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_rows(db: Path, proc: subprocess.Popen[str], timeout: float = 90) -> None:
+def _wait_for_rows(db: Path, proc: subprocess.Popen[str], timeout: float = 90,
+                   min_rows: int = 1) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
         try:
-            if sqlite_rows(db, "SELECT count(*) FROM predictions")[0][0] > 0:
+            if sqlite_rows(db, "SELECT count(*) FROM predictions")[0][0] >= min_rows:
                 return
         except Exception:  # noqa: BLE001 - not created yet
             pass
@@ -93,6 +94,35 @@ def test_a_stop_signal_fails_the_run_frees_its_leases_and_stops_its_workers(
     assert again.rc == 0, again.err
     assert sqlite_rows(tmp_path / "s.db", "SELECT count(*), count(DISTINCT doc_id) FROM "
                                           "predictions") == [(N_DOCS, N_DOCS)]
+
+
+@pytest.mark.slow
+def test_an_interrupted_backfill_resumes_with_the_same_command(
+        registry_root: str, tmp_path: Path) -> None:
+    """--from/--to in one pipeline: the first day is already scored and skipped; the
+    range run is stopped mid-way; the same command then scores what is left, with one
+    row per document and the summary per tranche."""
+    days = ["2026-04-01", "2026-04-02", "2026-04-03"]
+    root = tmp_path / "landing"
+    for k, day in enumerate(days):
+        write_tranche(str(root), day, list(make_docs(1000, seed=30 + k, prefix=f"b{k}",
+                                                     max_chars=200)), "jsonl")
+    common = ["--input-root", str(root), "--registry", registry_root,
+              "--db", f"sqlite:///{tmp_path / 's.db'}", "--output-dir", str(tmp_path / "out")]
+    assert run_cli("score", "--date", days[0], *common).rc == 0
+    backfill = ["score", "--from", days[0], "--to", days[-1], *common]
+    proc = _start(backfill)
+    _wait_for_rows(tmp_path / "s.db", proc, min_rows=1001)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    resumed = run_cli(*backfill)
+    assert resumed.rc == 0, resumed.err
+    assert f"{days[0]}    skipped: completed by run" in resumed.out
+    for day in days[1:]:
+        assert f"{day:<12}{1000:>10}{1000:>10}{1000:>10}{0:>8}{1000:>10}  ok" in resumed.out
+    assert sqlite_rows(tmp_path / "s.db", "SELECT count(*), count(DISTINCT tranche || doc_id) "
+                                          "FROM predictions") == [(3000, 3000)]
 
 
 @pytest.mark.slow
