@@ -241,23 +241,8 @@ class ModelRegistry:
         _, globals_used = _unpickle(data, policy, f"model {name}")
         existing = self.versions(name)
         version = str(int(existing[-1]) + 1 if existing else 1)
-        classes = [c.item() if hasattr(c, "item") else c for c in getattr(model, "classes_", [])]
-        meta: dict[str, Any] = {
-            "name": name,
-            "version": version,
-            "sha256": sha256_hex(data),
-            "size_bytes": len(data),
-            "sklearn_version": installed_sklearn_version(),
-            "classes": [str(c) for c in classes],
-            "preprocessing": preprocessing,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "source": source,
-            "metrics": metrics or {},
-            "globals": globals_used,
-            "trusted_types": sorted(policy.trusted_types),
-            "allow_pickle": policy.allow_pickle,
-            **(extra or {}),
-        }
+        meta = _metadata(name, version, model, data, preprocessing, source, metrics,
+                         globals_used, policy) | (extra or {})
         _write_bytes(_join(self.root, name, version, MODEL_FILE), data)
         for filename, content in (files or {}).items():
             _write_bytes(_join(self.root, name, version, filename), content)
@@ -297,3 +282,25 @@ class ModelRegistry:
         _write_bytes(
             _join(self.root, name, ALIASES_FILE), json.dumps(aliases, indent=2).encode()
         )
+
+
+def _metadata(name: str, version: str, model: Any, data: bytes, preprocessing: dict[str, Any],
+              source: str, metrics: dict[str, Any] | None, globals_used: list[str],
+              policy: Policy) -> dict[str, Any]:
+    """A version's ``metadata.json``: what verifies, describes and loads the artifact."""
+    classes = [c.item() if hasattr(c, "item") else c for c in getattr(model, "classes_", [])]
+    return {
+        "name": name,
+        "version": version,
+        "sha256": sha256_hex(data),
+        "size_bytes": len(data),
+        "sklearn_version": installed_sklearn_version(),
+        "classes": [str(c) for c in classes],
+        "preprocessing": preprocessing,
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "metrics": metrics or {},
+        "globals": globals_used,
+        "trusted_types": sorted(policy.trusted_types),
+        "allow_pickle": policy.allow_pickle,
+    }

@@ -47,6 +47,22 @@ def time_limit(cfg: Config) -> TimeLimit | None:
     return None
 
 
+def model_handler(cfg: Config, ref: ModelRef, reference: dict[str, Any] | None
+                  ) -> DocBatchModelHandler:
+    """The ModelHandler of ``ref`` with the inference and tracking settings of ``cfg``."""
+    return DocBatchModelHandler(
+        cfg.registry, ref, top_k=cfg.inference.top_k,
+        allow_sklearn_mismatch=cfg.inference.allow_sklearn_mismatch,
+        payload_limit=cfg.validation.max_payload_chars,
+        fast_text_features=cfg.inference.fast_text_features, policy=unpickle_policy(cfg),
+        time_limit=time_limit(cfg), tracking=cfg.tracking.enabled,
+        labelled_sample=cfg.tracking.labelled_sample,
+        importance_columns=[int(i) for i, _, _ in (reference or {}).get("importance_top", [])
+                            [:IMPORTANCE_TOP]],
+        permutation_rows=cfg.tracking.permutation_rows,
+    )
+
+
 def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef,
                    run_id: str, sink: SinkSettings, extra: dict[str, Any] | None = None,
                    reference: dict[str, Any] | None = None,
@@ -62,16 +78,7 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef
         scored_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
     limit = cfg.validation.max_payload_chars
-    handler = DocBatchModelHandler(
-        cfg.registry, ref, top_k=cfg.inference.top_k,
-        allow_sklearn_mismatch=cfg.inference.allow_sklearn_mismatch, payload_limit=limit,
-        fast_text_features=cfg.inference.fast_text_features, policy=unpickle_policy(cfg),
-        time_limit=time_limit(cfg), tracking=cfg.tracking.enabled,
-        labelled_sample=cfg.tracking.labelled_sample,
-        importance_columns=[int(i) for i, _, _ in (reference or {}).get("importance_top", [])
-                            [:IMPORTANCE_TOP]],
-        permutation_rows=cfg.tracking.permutation_rows,
-    )
+    handler = model_handler(cfg, ref, reference)
     read = p | "Read tranches" >> ReadTranches(plan.chunks, cfg.fields, cfg.batch_size, limit)
     valid = read.batches | "Validate and preprocess" >> ValidateAndPreprocess(
         pre, cfg.validation.max_text_chars, limit)

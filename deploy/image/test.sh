@@ -2,7 +2,8 @@
 # make image-test: check the image deploy/image/build.sh built, inside a buildah working
 # container (no Docker daemon): its entrypoint and Flex Template settings, the two entry
 # points, and a real `beamscore score` of the bundled sample tranches on Beam's local
-# engine, whose summary must be exit 0, 9048 read, 9000 written, 48 dead letters, succeeded.
+# engine, whose summary must be exit 0, 9048 read, 9000 written, 48 dead letters, succeeded;
+# and the Flex Template entry run as Dataflow's launcher runs it, with flags only.
 #
 # Environment: IMAGE (default localhost/beamscore:<setup.py version>).
 set -euo pipefail
@@ -109,6 +110,16 @@ for what, ok in checks.items():
 sys.exit(0 if all(checks.values()) else 1)
 EOF
 log "score in the image took $(( $(date +%s) - score_started )) s"
+
+log "5. the Flex Template entry as the launcher runs it: flags only, on Beam's local engine"
+run --workingdir /tmp "$ctr" -- sh -c 'python "$FLEX_TEMPLATE_PYTHON_PY_FILE" --config=local \
+  --date=2026-01-02 --input_root=/tmp/var/landing --registry=/tmp/var/registry \
+  --db=sqlite:////tmp/var/template.db --output_dir=/tmp/var/out-template --force=false' \
+  > "$OUT/template.out" 2> "$OUT/template.err" \
+  || { tail -n 30 "$OUT/template.err" >&2; fail "the template entry exited non-zero"; }
+grep -Eq "^2026-01-02 +3016 +3000 +3000 +16 +3000  ok$" "$OUT/template.out" \
+  || { cat "$OUT/template.out" >&2; fail "the template entry's summary"; }
+echo "  ok   2026-01-02: 3016 read, 3000 written, 16 dead letters, exit 0"
 
 "${BUILDAH[@]}" images --format '{{.Name}}:{{.Tag}}  {{.Size}}' | grep -E "beamscore" | sed 's/^/  /'
 log "PASS in $(( $(date +%s) - started )) s"
