@@ -20,8 +20,9 @@ _LOG = logging.getLogger("beamscore")
 
 
 def warm_up(tracking: bool) -> threading.Thread:
-    """Import what ``finish`` needs (scipy's statistics, matplotlib) in a daemon thread
-    while the launcher waits for its pipeline, so the run's end does not wait for them."""
+    """Import what ``finish`` needs (scipy's statistics, matplotlib) in a daemon thread,
+    started with the run: the launcher mostly waits (for the fork server's imports, then
+    for its pipeline), so the run's end does not wait for them."""
 
     def imports() -> None:
         import pipelines.monitor  # noqa: F401

@@ -169,6 +169,7 @@ def execute(cfg: Config, dates: list[dt.date], beam_args: list[str], sink: SinkS
     server = fork_server(cfg) if test_pipeline is None else None
     if server is not None:
         server.start()  # its imports overlap the launch work below
+    warm_up(cfg.tracking.enabled)  # while the launcher waits for the fork server's imports
     state = StateUser(sink.database.identity, sink.database.state_dir)
     try:
         return _execute(cfg, dates, beam_args, sink, test_pipeline, server)
@@ -235,7 +236,6 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
         build_pipeline(p, cfg, plan, ref, run_id, sink, plan_summary(plan, ref), reference)
         if server is not None:
             server.wait_ready()  # the graph was built while its imports finished
-        warm_up(cfg.tracking.enabled)
         result = p.run()
         try:
             result.wait_until_finish()

@@ -162,9 +162,12 @@ class DocBatchModelHandler(ModelHandler[DocBatch, DocBatch, Any]):
 
 def _true_labels(frame: Any, classes: Any, labelled_sample: float) -> np.ndarray:
     """Class index of each row's true label; -1 without one, or outside the sample."""
-    index = {str(c): i for i, c in enumerate(classes)}
-    true = np.fromiter((index.get(str(v), -1) if v is not None and v == v else -1
-                        for v in frame[LABEL].tolist()), np.int64, len(frame))
+    labels = frame[LABEL]
+    known = labels.notna().to_numpy()
+    true = np.full(len(frame), -1, dtype=np.int64)
+    if known.any():  # codes are -1 for a label that is not one of the model's classes
+        true[known] = pd.Categorical(labels[known].astype(str),
+                                     categories=[str(c) for c in classes]).codes
     if labelled_sample < 1.0:
         h = pd.util.hash_array(frame[DOC_ID].astype(str).to_numpy(), hash_key=_SAMPLE_KEY)
         true[(h % 1_000_000) >= labelled_sample * 1_000_000] = -1
