@@ -23,7 +23,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Outcome:
-    """``ok`` with ``value``, or ``error`` / ``timeout`` with ``message``."""
+    """``ok`` with ``value``; ``error`` (``fn`` raised), ``died`` (the child ended
+    without a result) or ``timeout``, with ``message``."""
 
     status: str
     value: Any = None
@@ -47,8 +48,8 @@ def call_with_deadline(fn: Callable[[], Any], seconds: float) -> Outcome:
         return Outcome("timeout", message=f"took longer than {seconds:.3g} s")
     _, status = os.waitpid(pid, 0)
     if not data:
-        return Outcome("error", message=f"the scoring process died "
-                                        f"(exit status {os.waitstatus_to_exitcode(status)})")
+        return Outcome("died", message=f"the scoring process died "
+                                       f"(exit status {os.waitstatus_to_exitcode(status)})")
     outcome: Outcome = pickle.loads(data)
     return outcome
 

@@ -42,10 +42,12 @@ def _call(model: Any, texts: Any, limit: TimeLimit | None) -> Any:
     n = texts.shape[0] if hasattr(texts, "shape") else len(texts)
     seconds = limit.for_records(n)
     outcome = call_with_deadline(lambda: model.predict_proba(texts), seconds)
+    if outcome.status == "died":  # e.g. a library's lock copied mid-use by the fork: again
+        outcome = call_with_deadline(lambda: model.predict_proba(texts), seconds)
     if outcome.status == "timeout":
         raise CallTimedOut(f"timeout: scoring {n} record(s) {outcome.message} "
                            f"(limit {limit.per_record * 1000:.6g} ms per record)")
-    if outcome.status == "error":
+    if outcome.status in ("error", "died"):
         raise RuntimeError(outcome.message)
     return outcome.value
 

@@ -36,7 +36,7 @@ def test_an_exception_is_reported_with_its_type_and_message() -> None:
 
 def test_a_child_that_dies_is_an_error_naming_its_exit_status() -> None:
     outcome = call_with_deadline(lambda: os._exit(3), 30)
-    assert outcome.status == "error" and "died (exit status 3)" in outcome.message
+    assert outcome.status == "died" and "died (exit status 3)" in outcome.message
 
 
 def test_a_call_over_its_limit_is_killed_and_reaped() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -73,6 +74,42 @@ def test_non_finite_probabilities_are_errors_for_those_rows_only() -> None:
     assert all("non-finite" in e for e in errors.values())
     ok = [i for i in range(10) if i not in (2, 7)]
     assert np.isfinite(probs[ok]).all()
+
+
+class DyingModel(PoisonModel):
+    """Its process dies (as if killed) on texts containing DIE: the first ``times`` calls
+    that see one, counted in ``marker`` (the calls run in forked children)."""
+
+    def __init__(self, marker: str, times: int):
+        super().__init__()
+        self.marker, self.times = marker, times
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        import os
+
+        if any("DIE" in t for t in texts):
+            with open(self.marker, "a+") as f:
+                f.seek(0)
+                died = len(f.read())
+                if died < self.times:
+                    f.write("x")
+                    f.flush()
+                    os._exit(9)
+        return super().predict_proba([t.replace("DIE", "") for t in texts])
+
+
+def test_a_child_that_dies_once_is_tried_again_and_one_that_always_dies_is_isolated(
+        tmp_path: Any) -> None:
+    from models.predict import TimeLimit
+
+    texts = ["good a", "DIE once", "good b"]
+    probs, errors = predict_with_isolation(DyingModel(str(tmp_path / "once"), 1), texts,
+                                           TimeLimit(5.0))
+    assert errors == {} and np.isfinite(probs).all()
+    probs, errors = predict_with_isolation(DyingModel(str(tmp_path / "always"), 10**6), texts,
+                                           TimeLimit(5.0))
+    assert list(errors) == [1] and "died (exit status 9)" in errors[1]
+    assert np.isfinite(probs[[0, 2]]).all()
 
 
 def test_empty_input() -> None:
