@@ -28,7 +28,7 @@ from pipelines.exit_codes import LaunchError
 from pipelines.options import LOCAL_RUNNERS, check_runner, pipeline_options
 from pipelines.plan import ScorePlan, files_of, tranche_fingerprint
 from store import runs
-from store.ledger import BUSY, TrancheLedger
+from store.ledger import BUSY, Holder, TrancheLedger
 from store.session import DatabaseSettings
 from tracking.policy import TrackingPolicy
 from transforms.write import SinkSettings
@@ -134,12 +134,13 @@ def start_run(cfg: Config, ref: ModelRef, run_id: str) -> None:
 
 
 def acquire_tranches(cfg: Config, plan: ScorePlan, ref: ModelRef, run_id: str,
-                     lease_seconds: float | None = None) -> None:
-    """Take a lease of ``lease_seconds`` (default ``sink.lease_seconds``) on every tranche
-    to score; one another run holds becomes busy. A run whose lease is taken over (its
-    process is gone, or it stopped renewing) is marked failed, reason ``abandoned``."""
+                     lease_seconds: float | None = None, holder: Holder | None = None) -> None:
+    """Take a lease of ``lease_seconds`` (default ``sink.lease_seconds``) for ``holder``
+    (default this process) on every tranche to score; one another run holds becomes busy.
+    A run whose lease is taken over (its process is gone, or it stopped renewing) is
+    marked failed, reason ``abandoned``."""
     with opened(cfg, migrate=True) as db:
-        ledger = TrancheLedger(db)
+        ledger = TrancheLedger(db, holder=holder)
         for t in plan.to_read:
             taken, previous = ledger.acquire(
                 t.tranche, ref.name, ref.version, tranche_fingerprint(t, cfg, ref),

@@ -52,7 +52,7 @@ from pipelines.progress import ProgressReporter
 from pipelines.signals import Interrupted, interruptible, received
 from pipelines.summary import RunOutcome, format_summary, plan_summary
 from store import runs
-from store.ledger import BUSY, SKIP
+from store.ledger import BUSY, MISSING, SKIP, Holder
 from store.limits import StateUser
 from transforms.summarise import INCOMPLETE, RATIO_EXCEEDED
 from transforms.write import SinkSettings
@@ -127,15 +127,27 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         with interruptible():
             return guarded(score)
     except Interrupted as stop:
-        what = (f"run {stop.run_id} marked failed (interrupted), its tranches released"
-                if stop.run_id else "no run was started")
+        what = ("no run was started" if not stop.run_id else
+                f"run {stop.run_id} marked failed (interrupted), its tranches released"
+                if stop.recorded else f"run {stop.run_id} could not be marked failed "
+                "(the database did not answer); its leases expire or the next run here "
+                "takes them over")
         print(f"beamscore: stopped by {stop.name}: {what}", file=sys.stderr)
         return stop.exit_code
 
 
 def exit_code(cfg: Config, outcome: RunOutcome) -> int:
-    """The exit code of a finished run, with one stderr line saying why when not 0."""
+    """The exit code of a finished run, with one stderr line saying why when not 0. A
+    job staged for a template launcher exits 0 (Dataflow's launcher submits the job only
+    after a clean exit): missing and busy tranches are reported on stderr only."""
     plan, status = outcome.plan, (outcome.summary or {}).get("status")
+    if outcome.staged:
+        for decision in (MISSING, BUSY):
+            if plan.with_decision(decision):
+                print(f"beamscore: {decision} tranche(s), not in the staged job: "
+                      + ", ".join(t.tranche for t in plan.with_decision(decision)),
+                      file=sys.stderr)
+        return EXIT_OK
     if status == runs.SKIPPED and plan.with_decision(SKIP):
         print("beamscore: nothing to do: every tranche is already scored with this model "
               "and these inputs (use --force to rescore)", file=sys.stderr)
@@ -189,13 +201,18 @@ def _execute(cfg: Config, dates: list[dt.date], beam_args: list[str], sink: Sink
     try:
         staged = stages_a_template(beam_args)
         if plan.to_read:
+            # A staged job outlives its launcher: its leases belong to no process here
+            # (pid 0), so only their expiry or `beamscore runs release` frees them.
             acquire_tranches(cfg, plan, ref, run_id,
-                             cfg.sink.detached_lease_seconds if staged else None)
+                             cfg.sink.detached_lease_seconds if staged else None,
+                             Holder(Holder.this_process().host, 0) if staged else None)
         if not plan.chunks:  # everything skipped, busy or missing
             summary = {"run_id": run_id, "status": runs.SKIPPED, "tranches": {},
                        "total": {}, **plan_summary(plan, ref)}
             finish_run(cfg, run_id, runs.SKIPPED, summary)
-            return RunOutcome(run_id, summary, 0.0, plan, ref)
+            if staged:
+                _stage_nothing(cfg, run_id, beam_args, test_pipeline)
+            return RunOutcome(run_id, summary, 0.0, plan, ref, staged=staged)
         if staged:
             return _stage_job(cfg, plan, ref, run_id, beam_args, sink, test_pipeline)
         return _run_pipeline(cfg, plan, ref, run_id, beam_args, sink, test_pipeline, server)
@@ -205,18 +222,20 @@ def _execute(cfg: Config, dates: list[dt.date], beam_args: list[str], sink: Sink
             _record_failure(cfg, run_id, f"{type(exc).__name__}: {exc}")
             raise
         stop.run_id = run_id
-        _record_failure(cfg, run_id, runs.INTERRUPTED, stop.name)
+        stop.recorded = _record_failure(cfg, run_id, runs.INTERRUPTED, stop.name)
         raise stop from None
 
 
-def _record_failure(cfg: Config, run_id: str, reason: str, detail: str = "") -> None:
+def _record_failure(cfg: Config, run_id: str, reason: str, detail: str = "") -> bool:
     """Mark the run failed and free its leases; if the database cannot be reached, say
-    so and let the original error or stop signal end the run (the leases then expire
-    after ``sink.lease_seconds``, or at once for the next run on this host)."""
+    so and let the original error or stop signal end the run (its leases are then taken
+    over when they expire, or at once by the next run on this host)."""
     try:
         fail_run(cfg, run_id, reason, detail)
+        return True
     except Exception as exc:  # noqa: BLE001 - the error that ended the run matters more
         _LOG.error("could not mark run %s failed (%s): %s", run_id, reason, exc)
+        return False
 
 
 def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args: list[str],
@@ -267,6 +286,15 @@ def _stage_job(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args: l
               "(beamscore runs show %s)", run_id, run_id)
     return RunOutcome(run_id=run_id, summary=None, wall_seconds=time.monotonic() - started,
                       plan=plan, ref=ref, staged=True)
+
+
+def _stage_nothing(cfg: Config, run_id: str, beam_args: list[str],
+                   test_pipeline: beam.Pipeline | None) -> None:
+    """A template launch must stage a job, or Dataflow fails the launch: with nothing to
+    score (every tranche skipped, busy or missing) the job does nothing."""
+    p = test_pipeline or make_pipeline(cfg, beam_args, None)
+    _ = p | "Nothing to score" >> beam.Create([run_id]) | beam.Map(lambda _: None)
+    p.run()
 
 
 def cancel_job(result: Any) -> None:

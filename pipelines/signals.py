@@ -25,6 +25,7 @@ class Interrupted(BaseException):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         self.run_id = ""
+        self.recorded = False  # the run was marked failed and its leases freed
 
     @property
     def name(self) -> str:

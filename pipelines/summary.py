@@ -37,7 +37,10 @@ def plan_summary(plan: ScorePlan, ref: ModelRef) -> dict[str, Any]:
 def format_summary(outcome: RunOutcome) -> str:
     s = outcome.summary or {}
     lines = []
-    if outcome.staged:
+    if outcome.staged and outcome.summary:  # nothing to score: the staged job does nothing
+        lines.append(f"run {outcome.run_id}  model {outcome.ref.name}:{outcome.ref.version}  "
+                     f"status {outcome.summary.get('status')} (the staged job does nothing)")
+    elif outcome.staged:
         lines.append(f"run {outcome.run_id}  model {outcome.ref.name}:{outcome.ref.version}  "
                      "status running: job staged for the template launcher, which submits it; "
                      f"the job records the summary (beamscore runs show {outcome.run_id})")

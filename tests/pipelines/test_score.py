@@ -140,6 +140,23 @@ def test_a_job_staged_for_a_template_launcher_finishes_its_run_itself(
     assert status == "succeeded" and ledger == [("completed", None)]
     assert empty == [(120,)]  # a launcher-side figure, written by the job
     assert (tmp_path / "out" / "_reports" / f"{run_id}.html").stat().st_size > 0
+    # The leases belonged to the job, not to the launcher that exits: no process id.
+    assert _rows(tmp_path / "s.db", "SELECT pid FROM tranches") == [(0,)]
+    # Nothing left to score, or a tranche missing: the launch still stages a job (one that
+    # does nothing) and exits 0, or Dataflow would fail the launch.
+    rest = _args(landing, registry_root, tmp_path)[2:]  # without --date
+    again = run(["--from", DAY, "--to", "2026-01-06", *rest,
+                 f"--template_location={tmp_path / 'staging' / 'job2.json'}"],
+                test_pipeline=test_pipeline.TestPipeline(runner="FnApiRunner"))
+    captured = capsys.readouterr()
+    assert again == EXIT_OK
+    assert "status skipped (the staged job does nothing)" in captured.out
+    assert "missing tranche(s), not in the staged job: 2026-01-06" in captured.err
+
+
+def _rows(db: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchall()
 
 
 class _Job:
