@@ -5,17 +5,22 @@ imported and may be called. ``load_restricted`` follows Python's documented
 "restricting globals" pattern on joblib's own unpickler (which routes the nested
 pickles of object arrays through the same check): a global is resolved only if it is
 
-- a class of scikit-learn (any estimator, transformer or loss),
+- a scikit-learn estimator or transformer class, or a class that is part of a fitted
+  one (trees, losses, kernels, neighbour indexes, optimisers, ``Bunch``), or Cython's
+  restorer of such a class,
 - a numpy array, dtype or scalar type, a scipy sparse matrix or array class,
 - one of the few named reconstructor functions numpy, joblib and copyreg pickles use,
 - or a class the caller trusts by its exact name (``inference.trusted_types``).
 
-Anything else is refused with ``UntrustedGlobal`` naming it, before it is called. A
-name is what the pickle asks for, so it is checked twice: by its text before anything
-is imported (a module outside scikit-learn, numpy and scipy, one of their test or
-vendored modules, or a dotted attribute path such as ``module`` + ``os.system`` is
-refused unimported), then by what it resolves to, which must be defined where it was
-asked for (a foreign class that a scikit-learn module merely imports is refused). The
+Anything else is refused with ``UntrustedGlobal`` naming it, before it is called:
+scikit-learn's other classes too (scorers, ``Parallel``, deprecation wrappers), which
+call what they are given. A name is what the pickle asks for, so it is checked twice:
+by its text before anything is imported (a module outside scikit-learn, numpy and
+scipy, one of their test, mock or vendored modules, or a dotted attribute path such as
+``module`` + ``os.system`` is refused unimported), then by what it resolves to, which
+must be defined where it was asked for (a foreign class that a scikit-learn module
+merely imports is refused). Setting the attributes of a class or module (BUILD on it)
+is refused too: it would change code that every later caller runs. The
 reference TF-IDF + logistic regression pipeline needs nine globals, an SGD pipeline
 ten (``NumpyArrayWrapper``, ``ndarray``, ``dtype``, a float type, numpy's ``scalar``,
 ``Pipeline``, ``TfidfVectorizer``, ``TfidfTransformer``, the classifier, its loss).
@@ -27,6 +32,7 @@ from __future__ import annotations
 import importlib
 import io
 import pickle
+import types
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,7 +42,11 @@ TRUSTED_FUNCTIONS = frozenset({
     "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
     "numpy.random._pickle.__randomstate_ctor", "numpy.random._pickle.__generator_ctor",
     "numpy.random._pickle.__bit_generator_ctor", "copyreg._reconstructor",
+    # Cython's object constructors of scikit-learn's distance metrics and neighbour trees
+    "sklearn.metrics._dist_metrics.newObj", "sklearn.neighbors._kd_tree.newObj",
+    "sklearn.neighbors._ball_tree.newObj",
 })
+_CYTHON_UNPICKLE = "__pyx_unpickle_"  # Cython's state restorer of the class it names
 TRUSTED_CLASSES = frozenset({
     "joblib.numpy_pickle.NumpyArrayWrapper", "builtins.object", "builtins.slice",
     "builtins.set", "builtins.frozenset", "builtins.complex", "builtins.bytearray",
@@ -56,9 +66,19 @@ class UntrustedGlobal(pickle.UnpicklingError):
 
 
 # Parts of scikit-learn, numpy and scipy that are not models or data: test helpers
-# (which create files and processes) and vendored third-party code.
+# (which create files and processes), mock estimators and vendored third-party code.
 _NOT_MODEL_CODE = frozenset({"tests", "testing", "_testing", "conftest", "_build_utils",
-                             "externals", "_vendored", "f2py", "distutils"})
+                             "externals", "_vendored", "f2py", "distutils", "_mocking",
+                             "estimator_checks"})
+# scikit-learn classes that are not estimators but are parts of fitted ones (trees, loss
+# functions, kernels, neighbour indexes, optimisers, Bunch): defined in these modules.
+# Any other non-estimator class (scorers, Parallel, deprecation wrappers ...) can call
+# what it is given and is refused.
+_SKLEARN_PARTS = ("sklearn._loss.", "sklearn.tree._tree", "sklearn.linear_model._sgd_fast",
+                  "sklearn.ensemble._hist_gradient_boosting.", "sklearn.gaussian_process.kernels",
+                  "sklearn.metrics._dist_metrics", "sklearn.neighbors._ball_tree",
+                  "sklearn.neighbors._kd_tree", "sklearn.neural_network._stochastic_optimizers",
+                  "sklearn.utils._bunch", "sklearn.calibration")
 
 
 def _lookup(module: str, name: str) -> Any:
@@ -75,7 +95,8 @@ def _refusal_by_name(module: str, name: str) -> str | None:
         return "which is not scikit-learn, numpy or scipy"
     if "." in name:
         return "an attribute path, which only a class trusted by that exact name may be"
-    if any(part in _NOT_MODEL_CODE or part.startswith("test") for part in parts[1:]):
+    if any(part in _NOT_MODEL_CODE or part.lstrip("_").startswith("test")
+           for part in parts[1:]):
         return "which is in a test or vendored module, not a model or data class"
     return None
 
@@ -95,7 +116,9 @@ def _scientific_class(module: str, obj: Any) -> bool:
     if real_module.split(".")[0] != root:  # e.g. sklearn.datasets._base.Path is pathlib's
         return False
     if root == "sklearn":
-        return True
+        from sklearn.base import BaseEstimator
+
+        return issubclass(obj, BaseEstimator) or real_module.startswith(_SKLEARN_PARTS)
     import numpy as np
 
     if root == "numpy":
@@ -128,6 +151,12 @@ class Policy:
         why = _refusal_by_name(module, name)
         if why:
             raise UntrustedGlobal(qualified, why)
+        if name.startswith(_CYTHON_UNPICKLE):  # allowed when the class it restores is
+            cls = _lookup(module, name[len(_CYTHON_UNPICKLE):])
+            if _scientific_class(module, cls):
+                return _lookup(module, name)
+            raise UntrustedGlobal(qualified, "which restores a class that is not a model "
+                                             "or data class")
         obj = _lookup(module, name)
         if not _scientific_class(module, obj):
             raise UntrustedGlobal(qualified, "which is not a model or data class defined "
@@ -141,10 +170,24 @@ def _restricted_unpickler(fileobj: Any, policy: Policy) -> Any:
     from joblib.numpy_pickle import NumpyUnpickler
 
     class RestrictedUnpickler(NumpyUnpickler):  # type: ignore[misc]
+        dispatch = NumpyUnpickler.dispatch.copy()
+
         def find_class(self, module: str, name: str) -> Any:
             obj = policy.resolve(module, name)
             self.globals_used.add(f"{module}.{name}")
             return obj
+
+        def load_build(self) -> None:
+            """BUILD sets an object's state; on a class or a module it would change
+            code every later caller runs (e.g. a method replaced), so it is refused."""
+            target = self.stack[-2]
+            if not policy.allow_pickle and isinstance(target, (type, types.ModuleType)):
+                raise UntrustedGlobal(f"{getattr(target, '__module__', '?')}."
+                                      f"{getattr(target, '__qualname__', target)}",
+                                      "whose attributes the artifact tries to set")
+            NumpyUnpickler.load_build(self)
+
+        dispatch[pickle.BUILD[0]] = load_build
 
     unpickler = RestrictedUnpickler("", fileobj, True)
     unpickler.globals_used = set()

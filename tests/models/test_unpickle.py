@@ -126,6 +126,63 @@ def test_names_that_look_scientific_but_are_not_models_are_refused(
     assert exc.value.name == f"{module}.{name}"
 
 
+@pytest.mark.parametrize("module, name", [
+    ("sklearn.utils.parallel", "Parallel"),  # calls what it is given, spawns processes
+    ("sklearn.metrics._scorer", "_PassthroughScorer"),  # calls a named method
+    ("sklearn.utils.deprecation", "deprecated"),  # wraps any callable
+    ("sklearn.compose._column_transformer", "make_column_selector"),
+    ("sklearn.utils._mocking", "CheckingClassifier"),
+    ("sklearn.utils.estimator_checks", "_NotAnArray"),
+])
+def test_scikit_learn_classes_that_are_not_parts_of_a_model_are_refused(
+        module: str, name: str) -> None:
+    with pytest.raises(UntrustedGlobal) as exc:
+        load_restricted(_global(module, name), Policy())
+    assert exc.value.name == f"{module}.{name}"
+
+
+def test_setting_attributes_of_a_class_is_refused() -> None:
+    """BUILD on a class would change it for every later caller (a method replaced)."""
+    from sklearn.linear_model import LogisticRegression
+
+    key = b"beamscore_planted"
+    state = (pickle.NONE + pickle.EMPTY_DICT + pickle.SHORT_BINUNICODE + bytes([len(key)])
+             + key + pickle.BININT1 + b"\x01" + pickle.SETITEM + pickle.TUPLE2)
+    planted = _global("sklearn.linear_model._logistic", "LogisticRegression", state,
+                      pickle.BUILD)
+    with pytest.raises(UntrustedGlobal, match="tries to set"):
+        load_restricted(planted, Policy())
+    assert not hasattr(LogisticRegression, "beamscore_planted")
+
+
+def _fitted(kind: str) -> Any:
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression, SGDClassifier
+    from sklearn.neural_network import MLPClassifier
+
+    x, y = make_classification(200, 8, random_state=0)
+    model = {"forest": RandomForestClassifier(n_estimators=3, random_state=0),
+             "boosting": HistGradientBoostingClassifier(max_iter=3),
+             "sgd": SGDClassifier(random_state=0),
+             "mlp": MLPClassifier(max_iter=5, random_state=0),
+             "calibrated": CalibratedClassifierCV(LogisticRegression())}[kind]
+    return model.fit(x, y), x
+
+
+@pytest.mark.parametrize("kind", ["forest", "boosting", "sgd", "mlp", "calibrated"])
+def test_the_parts_of_fitted_models_load(kind: str) -> None:
+    """Trees, losses, optimisers and calibrators are parts of models, not estimators."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, x = _fitted(kind)
+    obj, _ = load_restricted(_dump(model), Policy())
+    assert np.array_equal(obj.predict(x), model.predict(x))
+
+
 def test_a_test_module_is_refused_without_being_imported() -> None:
     import sys
     sys.modules.pop("sklearn.utils.tests.test_pprint", None)
