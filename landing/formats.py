@@ -53,7 +53,7 @@ def read_chunk(chunk: Chunk, batch_size: int = 4096,
     except Exception as exc:  # noqa: BLE001 - an unreadable file is one rejection
         where = f" after {'line' if 'jsonl' in chunk.format else 'row'} {position}" \
             if position else ""
-        yield Rejection(f"unreadable {chunk.format} file {chunk.path}{where}: "
+        yield Rejection(f"unreadable {chunk.format} file: {chunk.path}{where}: "
                         f"{type(exc).__name__}: {str(exc)[:500]}", None), 0
 
 
@@ -114,7 +114,7 @@ def csv_records(text: Any) -> Iterator[Item]:
     except StopIteration:
         return
     except csv.Error as exc:  # nothing can be read without a header: the whole file
-        yield Rejection(f"malformed CSV header (line {reader.line_num}): {exc}", None), 0
+        yield Rejection(f"malformed CSV header: line {reader.line_num}: {exc}", None), 0
         return
     width = len(header)
     row_no = 0
@@ -125,7 +125,7 @@ def csv_records(text: Any) -> Iterator[Item]:
             break
         except csv.Error as exc:
             row_no += 1
-            yield Rejection(f"malformed CSV row (line {reader.line_num}): {exc}", None), row_no
+            yield Rejection(f"malformed CSV row: line {reader.line_num}: {exc}", None), row_no
             continue
         if not row:
             continue  # an empty line is not a row

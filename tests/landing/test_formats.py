@@ -81,7 +81,7 @@ def test_truncated_gzip_ends_in_one_rejection_after_the_good_lines(tmp_path: Pat
     *records, (last, position) = items
     assert records and all(isinstance(i, dict) for i, _ in records)
     assert isinstance(last, Rejection) and position == 0
-    assert last.reason.startswith(f"unreadable jsonl.gz file {path} after line {len(records)}")
+    assert last.reason.startswith(f"unreadable jsonl.gz file: {path} after line {len(records)}")
     assert "EOFError" in last.reason
 
 
@@ -96,7 +96,7 @@ def test_an_unreadable_file_is_one_rejection_at_position_zero_naming_it(
     path.write_bytes(data)
     [(item, position)] = _items(path, fmt)
     assert isinstance(item, Rejection) and position == 0
-    assert item.reason.startswith(f"unreadable {fmt} file {path}: ")
+    assert item.reason.startswith(f"unreadable {fmt} file: {path}: ")
 
 
 def test_a_file_gone_since_planning_is_one_rejection(tmp_path: Path) -> None:

@@ -117,7 +117,7 @@ def test_nul_characters_reach_postgresql_as_dead_letters_not_errors(
 
 @pytest.mark.parametrize("table, read, reason", [
     (pa.table({"key": ["p1", "p2", "p3"], "body": ["wrong", "columns", "here"]}), 1,
-     "unreadable parquet file {path}: ValueError: the Parquet schema has no column 'id', "
+     "unreadable parquet file: {path}: ValueError: the Parquet schema has no column 'id', "
      "'text' (columns: key, body)"),
     (pa.table({"id": ["p1", "p2"], "text": [1, 2]}), 2, "text is not a string"),
 ])

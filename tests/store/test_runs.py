@@ -38,3 +38,23 @@ def test_fail_records_the_reason_and_frees_the_leases(tmp_path: Path) -> None:
     assert runs.summary(db, "run-1") == {"error": "RuntimeError: boom"}
     assert ledger.acquire("2026-01-01", "demo", "1", "fp", [], "run-2", 3600)[0]
     db.close()
+
+
+def test_dead_letters_are_counted_by_kind_without_the_records_own_details(
+        tmp_path: Path) -> None:
+    db = connect(f"sqlite:///{tmp_path / 'r.db'}")
+    db.init_schema()
+    reasons = [("read", "malformed CSV row: line 17: unexpected end of data"),
+               ("read", "malformed CSV row: line 18: expected 2 fields, got 3"),
+               ("read", "unreadable parquet file: gs://b/x.parquet: OSError: gone"),
+               ("dedupe", "duplicate id in tranche: first at /in/a.jsonl position 3"),
+               ("dedupe", "duplicate id in tranche: first at /in/a.jsonl position 9"),
+               ("dedupe", "duplicate id in tranche: first at /in/b.jsonl position 1"),
+               ("validate", "missing id")]
+    db.upsert_dead_letters([("r1", "2026-01-01", f"/in/{i}.csv", i, stage, reason, "{}")
+                            for i, (stage, reason) in enumerate(reasons)])
+    assert runs.dead_letters_by_reason(db, "r1") == [
+        ("dedupe", "duplicate id in tranche", 3), ("read", "malformed CSV row", 2),
+        ("read", "unreadable parquet file", 1), ("validate", "missing id", 1)]
+    assert runs.dead_letters_by_reason(db, "r1", "2026-01-02") == []
+    db.close()
