@@ -56,15 +56,23 @@ def finish(cfg: Config, ref: ModelRef, run_id: str, summary: dict[str, Any] | No
 
 
 class FinishInJob:
-    """``finish`` as the last step of a job whose launcher does not wait for it: called
-    once with the run's summary, on the worker that recorded it."""
+    """``finish`` as the last step of a job whose launcher does not wait for it, called
+    with the run's summary. An error is logged, not raised: the run is already recorded,
+    and a retried bundle could make a second retraining request."""
 
     def __init__(self, cfg: Config, ref: ModelRef, run_id: str,
                  reference: dict[str, Any] | None):
         self._cfg, self._ref, self._run_id, self._reference = cfg, ref, run_id, reference
 
     def __call__(self, summary: dict[str, Any]) -> dict[str, Any]:
-        retrain, report = finish(self._cfg, self._ref, self._run_id, summary, self._reference)
+        try:
+            retrain, report = finish(self._cfg, self._ref, self._run_id, summary,
+                                     self._reference)
+        except Exception as exc:  # noqa: BLE001 - a retried bundle would repeat the request
+            _LOG.error("run %s: tracking's last step failed (the scores are recorded): %s",
+                       self._run_id, exc)
+            return {"run_id": self._run_id, "report": "", "trigger_id": None,
+                    "error": f"{type(exc).__name__}: {exc}"}
         _LOG.info("run %s finished by its job: status %s, report %s%s", self._run_id,
                   summary.get("status"), report or "(none)",
                   f", retraining requested (trigger {retrain.trigger_id})" if retrain else "")

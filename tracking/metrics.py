@@ -51,16 +51,23 @@ def wilson(k: int, n: int) -> tuple[float | None, float | None]:
 def macro_f1_interval(confusion: np.ndarray, resamples: int = 1000, seed: int = 0
                       ) -> tuple[float | None, float | None]:
     """A 95% percentile-bootstrap interval of macro-F1: the labelled records resampled
-    as a multinomial over the confusion matrix's cells (F1 has no closed-form interval;
-    this needs the counts only, never the rows). Deterministic for a given matrix."""
+    as a multinomial over the confusion matrix's non-empty cells (F1 has no closed-form
+    interval; this needs the counts only, never the rows, and memory in the resamples
+    times the non-empty cells, not the classes squared). Deterministic for a matrix."""
     n = int(confusion.sum())
     if n <= 0:
         return None, None
     k = confusion.shape[0]
+    cells = np.flatnonzero(confusion.ravel())
+    true, pred = np.divmod(cells, k)
     draws = np.random.default_rng(seed).multinomial(
-        n, confusion.ravel() / n, size=resamples).reshape(resamples, k, k)
-    tp = np.diagonal(draws, axis1=1, axis2=2).astype(float)
-    denominator = draws.sum(axis=1) + draws.sum(axis=2)  # 2tp + fp + fn, per class
+        n, confusion.ravel()[cells] / n, size=resamples).astype(float)
+    tp = np.zeros((resamples, k))
+    np.add.at(tp.T, true[true == pred], draws[:, true == pred].T)
+    by_true, by_pred = np.zeros((resamples, k)), np.zeros((resamples, k))
+    np.add.at(by_true.T, true, draws.T)  # tp + fn, per class
+    np.add.at(by_pred.T, pred, draws.T)  # tp + fp, per class
+    denominator = by_true + by_pred
     f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
     low, high = np.percentile(f1.mean(axis=1), [2.5, 97.5])
     return float(low), float(high)
