@@ -14,8 +14,9 @@ import csv
 import gzip
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -41,13 +42,12 @@ def read_chunk(chunk: Chunk, batch_size: int = 4096,
     """Every record of ``chunk`` with its position; an unreadable file (or rest of one)
     is one ``Rejection`` at position 0, and so is a Parquet file whose schema lacks one
     of the ``required`` columns (reported by the file's first chunk only)."""
-    reader = {"jsonl": _jsonl, "jsonl.gz": _jsonl, "csv": _csv, "csv.gz": _csv,
-              "parquet": _parquet}[chunk.format]
+    readers: dict[str, Callable[[Chunk, int], Iterator[Item]]] = {
+        "jsonl": _jsonl, "jsonl.gz": _jsonl, "csv": _csv, "csv.gz": _csv,
+        "parquet": partial(_parquet, required=required)}
+    reader = readers[chunk.format]
     position = 0
     try:
-        if chunk.format == "parquet" and required:
-            if not _has_columns(chunk, required):
-                return
         for item, position in reader(chunk, batch_size):
             yield item, position
     except Exception as exc:  # noqa: BLE001 - an unreadable file is one rejection
@@ -143,21 +143,19 @@ def csv_records(text: Any) -> Iterator[Item]:
         yield dict(zip(header, row)), row_no
 
 
-def _has_columns(chunk: Chunk, required: tuple[str, ...]) -> bool:
-    """True when the Parquet file has every ``required`` column; otherwise raises for
-    the file's first chunk (one rejection) and is False for the others."""
-    with FileSystems.open(chunk.path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-        names = pq.ParquetFile(fh).schema_arrow.names
-    missing = [c for c in required if c not in names]
-    if missing and chunk.start <= 0:
-        raise ValueError(f"the Parquet schema has no column {', '.join(map(repr, missing))} "
-                         f"(columns: {', '.join(names) or 'none'})")
-    return not missing
-
-
-def _parquet(chunk: Chunk, batch_size: int) -> Iterator[Item]:
+def _parquet(chunk: Chunk, batch_size: int, required: tuple[str, ...] = ()) -> Iterator[Item]:
+    """The rows of ``chunk``; a file whose schema lacks a ``required`` column raises in
+    its first chunk (one rejection for the file) and yields nothing in the others."""
     with FileSystems.open(chunk.path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
         pf = pq.ParquetFile(fh)
+        names = pf.schema_arrow.names
+        missing = [c for c in required if c not in names]
+        if missing and chunk.start <= 0:
+            raise ValueError(f"the Parquet schema has no column "
+                             f"{', '.join(map(repr, missing))} (columns: "
+                             f"{', '.join(names) or 'none'})")
+        if missing:
+            return
         first, last = chunk.start, (chunk.end if chunk.end >= 0 else pf.metadata.num_rows)
         row_no = 0  # rows before this record batch
         for rb in pf.iter_batches(batch_size=batch_size):

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import tempfile
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def check_local_runs(dag: Any, beamscore: Path, repo_python: Path) -> None:
     run = _runner(dag, base)
 
     def rows() -> int:
-        with sqlite3.connect(db) as con:
+        with closing(sqlite3.connect(db)) as con:
             return int(con.execute("SELECT count(*) FROM predictions").fetchone()[0])
 
     saved = dict(os.environ)
