@@ -96,15 +96,10 @@ def _add_accuracy(profile: Profile, metrics: dict[str, Any] | None) -> None:
         profile.reference.update({k: metrics[k] for k in ("accuracy", "macro_f1")
                                   if k in metrics})
     elif profile.labelled:
-        from sklearn.metrics import f1_score
+        from tracking.metrics import macro_f1  # scipy: only where a reference is made
 
-        k = len(profile.classes)
-        cells = profile.confusion.ravel()
-        true = np.repeat(np.repeat(np.arange(k), k), cells)
-        pred = np.repeat(np.tile(np.arange(k), k), cells)
         profile.reference["accuracy"] = float(np.trace(profile.confusion) / profile.labelled)
-        profile.reference["macro_f1"] = float(f1_score(true, pred, labels=list(range(k)),
-                                                       average="macro", zero_division=0))
+        profile.reference["macro_f1"] = macro_f1(profile.confusion)
 
 
 PROFILE_FILE, FEATURES_FILE = "profile.json", "features.txt"

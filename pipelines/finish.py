@@ -19,18 +19,15 @@ from store.monitoring import Trigger
 _LOG = logging.getLogger("beamscore")
 
 
-def warm_up(tracking: bool) -> threading.Thread:
-    """Import what ``finish`` needs (scipy's statistics, matplotlib) in a daemon thread,
-    started with the run: the launcher mostly waits (for the fork server's imports, then
-    for its pipeline), so the run's end does not wait for them."""
+def warm_up() -> threading.Thread:
+    """Import what ``finish`` needs for a tracked run (scipy's statistics, matplotlib) in
+    a daemon thread, started with the run: the launcher mostly waits (for the fork
+    server's imports, then for its pipeline), so the run's end does not wait for them."""
 
     def imports() -> None:
-        import pipelines.monitor  # noqa: F401
-        import pipelines.report  # noqa: F401
-
-        if tracking:
-            import matplotlib.backends.backend_agg  # noqa: F401
-            import matplotlib.figure  # noqa: F401
+        import matplotlib.backends.backend_agg  # noqa: F401
+        import matplotlib.figure  # noqa: F401
+        import scipy.stats  # noqa: F401
 
     thread = threading.Thread(target=imports, name="beamscore-warm-up", daemon=True)
     thread.start()

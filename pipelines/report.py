@@ -21,7 +21,6 @@ from pipelines.config import Config
 from pipelines.database import opened
 from store import monitoring, runs
 from store.database import Database
-from tracking.metrics import wilson
 from tracking.policy import ALERT, DRIFT_METRICS
 from transforms.files import write_atomically
 
@@ -158,6 +157,8 @@ def _series(history: list[dict[str, Any]], metric: str, order: dict[str, int]
     for x, found in sorted(by_run.items()):
         threshold = found[-1]["threshold"]
         if metric == "accuracy":
+            from tracking.metrics import wilson  # scipy: only for a report with accuracy
+
             n = sum(r["n"] for r in found)
             correct = round(sum(r["value"] * r["n"] for r in found))
             low, high = wilson(correct, n)

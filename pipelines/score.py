@@ -181,7 +181,8 @@ def execute(cfg: Config, dates: list[dt.date], beam_args: list[str], sink: SinkS
     server = fork_server(cfg) if test_pipeline is None else None
     if server is not None:
         server.start()  # its imports overlap the launch work below
-    warm_up(cfg.tracking.enabled)  # while the launcher waits for the fork server's imports
+    if cfg.tracking.enabled:
+        warm_up()  # while the launcher waits for the fork server's imports
     state = StateUser(sink.database.identity, sink.database.state_dir)
     try:
         return _execute(cfg, dates, beam_args, sink, test_pipeline, server)

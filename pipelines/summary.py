@@ -37,16 +37,14 @@ def plan_summary(plan: ScorePlan, ref: ModelRef) -> dict[str, Any]:
 def format_summary(outcome: RunOutcome) -> str:
     s = outcome.summary or {}
     lines = []
-    if outcome.staged and outcome.summary:  # nothing to score: the staged job does nothing
+    status = s.get("status", "unknown")
+    if outcome.staged:
+        status = (f"{status} (the staged job does nothing)" if outcome.summary else
+                  "running: job staged for the template launcher, which submits it; the "
+                  f"job records the summary (beamscore runs show {outcome.run_id})")
+    if outcome.run_id:
         lines.append(f"run {outcome.run_id}  model {outcome.ref.name}:{outcome.ref.version}  "
-                     f"status {outcome.summary.get('status')} (the staged job does nothing)")
-    elif outcome.staged:
-        lines.append(f"run {outcome.run_id}  model {outcome.ref.name}:{outcome.ref.version}  "
-                     "status running: job staged for the template launcher, which submits it; "
-                     f"the job records the summary (beamscore runs show {outcome.run_id})")
-    elif outcome.run_id:
-        lines.append(f"run {outcome.run_id}  model {outcome.ref.name}:{outcome.ref.version}  "
-                     f"status {s.get('status', 'unknown')}")
+                     f"status {status}")
     lines.append(f"{'tranche':<12}{'read':>10}{'valid':>10}{'scored':>10}{'dead':>8}"
                  f"{'written':>10}  check")
     for tranche, c in (s.get("tranches") or {}).items():

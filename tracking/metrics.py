@@ -48,6 +48,18 @@ def wilson(k: int, n: int) -> tuple[float | None, float | None]:
     return float(ci.low), float(ci.high)
 
 
+def macro_f1(confusion: np.ndarray) -> float:
+    """scikit-learn's macro-F1 of the records a confusion matrix (true x predicted) counts,
+    every class included."""
+    from sklearn.metrics import f1_score
+
+    k = confusion.shape[0]
+    true = np.repeat(np.repeat(np.arange(k), k), confusion.ravel())
+    pred = np.repeat(np.tile(np.arange(k), k), confusion.ravel())
+    return float(f1_score(true, pred, labels=list(range(k)), average="macro",
+                          zero_division=0))
+
+
 def macro_f1_interval(confusion: np.ndarray, resamples: int = 1000, seed: int = 0
                       ) -> tuple[float | None, float | None]:
     """A 95% percentile-bootstrap interval of macro-F1: the labelled records resampled
@@ -185,8 +197,6 @@ def _input_rows(t: Profile, ref: Profile | None, policy: TrackingPolicy) -> list
 
 
 def _accuracy_rows(t: Profile, ref: Profile | None, policy: TrackingPolicy) -> list[MetricRow]:
-    from sklearn.metrics import f1_score
-
     rows = [MetricRow("accuracy_estimated", "", t.top_probability_sum / max(1, t.n), t.n)]
     n = t.labelled
     status = OK if n >= policy.min_labelled else INSUFFICIENT
@@ -199,10 +209,7 @@ def _accuracy_rows(t: Profile, ref: Profile | None, policy: TrackingPolicy) -> l
     breach = threshold is not None and high is not None and high < threshold
     rows.append(MetricRow("accuracy", "", correct / n, n, low, high, threshold,
                           ALERT if status == OK and breach else status))
-    k = len(t.classes)
-    true = np.repeat(np.repeat(np.arange(k), k), t.confusion.ravel())
-    pred = np.repeat(np.tile(np.arange(k), k), t.confusion.ravel())
-    f1 = float(f1_score(true, pred, labels=list(range(k)), average="macro", zero_division=0))
+    f1 = macro_f1(t.confusion)
     low, high = macro_f1_interval(t.confusion)
     rows.append(MetricRow("macro_f1", "", f1, n, low, high, status=status))
     for i, c in enumerate(t.classes):
