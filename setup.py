@@ -15,8 +15,9 @@ setup(
     version="0.1.0",
     description="Batch scoring of document tranches with scikit-learn models on Apache Beam",
     python_requires=">=3.10",
-    packages=["pipelines", "transforms", "models", "store", "landing", "engine", "tracking",
-              "configs"],
+    packages=["pipelines", "pipelines.commands", "pipelines.orchestration",
+              "pipelines.configuration", "transforms", "models", "store", "landing", "engine",
+              "tracking", "configs"],
     package_data={"configs": ["*.yaml"]},
     install_requires=[
         f"apache-beam[gcp]=={BEAM_VERSION}",

@@ -1,7 +1,7 @@
 """The ``beamscore`` command line: train, models, score, plan, runs, report, db.
 
-``score`` is ``pipelines.score.run``; the other commands are small and live here. Exit
-codes are listed in ``pipelines.exit_codes``. Tranches the ledger already completed
+``score`` is ``pipelines.orchestration.score.run``; the other commands are small and live here. Exit
+codes are listed in ``pipelines.orchestration.exit_codes``. Tranches the ledger already completed
 with the same inputs and model version are skipped (exit 0); ``--force`` rescores them.
 """
 
@@ -18,16 +18,16 @@ from typing import Any
 
 from models.registry import ModelRegistry
 from models.unpickle import Policy
-from pipelines.config import Config, load_config
-from pipelines.config_flags import add_config_flags, overrides_from_args
-from pipelines.database import opened
-from pipelines.exit_codes import EXIT_BUSY, EXIT_MISSING, EXIT_OK, guarded
-from pipelines.launch import with_model_fields
-from pipelines.logs import setup_logging
-from pipelines.plan import make_plan
-from pipelines.runs import list_runs, release_run, show_run
-from pipelines.score import add_run_arguments, requested_dates, run
-from pipelines.summary import format_plan
+from pipelines.commands.runs import list_runs, release_run, show_run
+from pipelines.configuration.config import Config, load_config
+from pipelines.configuration.connection import opened
+from pipelines.configuration.flags import add_config_flags, overrides_from_args
+from pipelines.orchestration.exit_codes import EXIT_BUSY, EXIT_MISSING, EXIT_OK, guarded
+from pipelines.orchestration.launch import with_model_fields
+from pipelines.orchestration.logs import setup_logging
+from pipelines.orchestration.plan import make_plan
+from pipelines.orchestration.score import add_run_arguments, requested_dates, run
+from pipelines.orchestration.summary import format_plan
 from store.database import redact
 from store.ledger import BUSY
 
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
     if args.command == "train":
-        from pipelines.train import train
+        from pipelines.commands.train import train
 
         ref = train(cfg, args.docs, args.name)
         _LOG.info("registered %s:%s metrics=%s", ref.name, ref.version, ref.metadata["metrics"])
@@ -126,7 +126,7 @@ def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
     if args.command == "runs":
         return _runs(args, cfg)
     if args.command == "report":
-        from pipelines.report import write_report
+        from pipelines.orchestration.report import write_report
 
         print(write_report(cfg, args.run_id, args.output))
         return EXIT_OK
@@ -162,7 +162,7 @@ def _models(args: argparse.Namespace, cfg: Config, registry: ModelRegistry) -> i
         fields = {f"{k}_field": getattr(cfg.fields, k) for k in ("id", "text", "label")}
         if args.allow_pickle:
             _LOG.warning("--allow-pickle: %s is unpickled without the allow-list", args.file)
-        from pipelines.train import reference_from_glob
+        from pipelines.commands.train import reference_from_glob
 
         reference = reference_from_glob(cfg, args.reference) if args.reference else None
         ref = registry.register_file(args.name, args.file,

@@ -14,9 +14,9 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from pipelines.config import TrackingConfig
-from pipelines.logs import setup_logging
-from pipelines.score import run, score_parser
+from pipelines.configuration.config import TrackingConfig
+from pipelines.orchestration.logs import setup_logging
+from pipelines.orchestration.score import run, score_parser
 
 # Options of the entry point that metadata.json deliberately does not offer as template
 # parameters, and why.

@@ -1,2 +1,2 @@
 """Beam transforms of the scoring pipeline: one composite PTransform per step (read,
-validate, score, write, summarise) and the vocabulary they share (``records``)."""
+validate, infer, write, record the outcome) and the vocabulary they share (``records``)."""

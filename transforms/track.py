@@ -1,6 +1,6 @@
 """Track tranches: each scored batch's statistics in, a ``monitoring`` row per figure out.
 
-The ``BatchStats`` of every scored batch (``transforms.score``) are combined per
+The ``BatchStats`` of every scored batch (``transforms.infer``) are combined per
 tranche into a ``Profile`` by a CombineFn whose accumulators hold counts and sketches
 only, merged across workers; each tranche's profile is then compared with the model's
 reference (``tracking.metrics``) and every figure, alert or not, is upserted into

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from pipelines import template
-from pipelines.options import unknown_beam_args
-from pipelines.score import score_parser
+from pipelines.orchestration.options import unknown_beam_args
+from pipelines.orchestration.score import score_parser
 
 REPO = Path(__file__).resolve().parents[2]
 METADATA = REPO / "deploy" / "flex-template" / "metadata.json"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipelines.config import ConfigError, load_config
+from pipelines.configuration.config import ConfigError, load_config
 
 
 def _bundled(name: str) -> dict[str, Any]:

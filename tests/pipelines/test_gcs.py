@@ -51,8 +51,8 @@ from landing.samples import BAD_COUNTS, make_docs, write_tranche
 from models.recipe import train_and_evaluate
 from models.registry import ModelIntegrityError, ModelRef, ModelRegistry
 from pipelines import cli
-from pipelines.config import load_config
-from pipelines.exit_codes import EXIT_ERROR, EXIT_MISSING
+from pipelines.configuration.config import load_config
+from pipelines.orchestration.exit_codes import EXIT_ERROR, EXIT_MISSING
 
 BUCKET = "beamscore-test"
 DAY = "2026-01-01"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pipelines.config import load_config
-from pipelines.launch import LeaseKeeper
-from store import runs
+from pipelines.configuration.config import load_config
+from pipelines.orchestration.launch import LeaseKeeper
+from store import run_records
 from store.database import connect
 from store.ledger import TrancheLedger
 
@@ -27,7 +27,7 @@ def test_the_heartbeat_renews_the_leases_every_quarter_lease_until_stopped(
     cfg = load_config(None, {"db": url, "sink.lease_seconds": 2})
     db = connect(url)
     db.init_schema()
-    runs.start(db, "run-k", {}, "demo:1")
+    run_records.start(db, "run-k", {}, "demo:1")
     TrancheLedger(db).acquire("2026-01-01", "demo", "1", "fp", [], "run-k", 2)
     db.close()
     first = _lease_until(url)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import load_config
-from pipelines.exit_codes import LaunchError
-from pipelines.launch import sink_settings
-from pipelines.options import check_placeholders, check_runner, unknown_beam_args
+from pipelines.configuration.config import load_config
+from pipelines.orchestration.exit_codes import LaunchError
+from pipelines.orchestration.launch import sink_settings
+from pipelines.orchestration.options import check_placeholders, check_runner, unknown_beam_args
 
 READY = ["--project=beamscore-prod", "--temp_location=gs://beamscore-temp/tmp",
          "--staging_location=gs://beamscore-temp/staging"]

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from landing.samples import make_docs, write_tranche
-from store import runs
+from store import run_records
 from store.database import connect
 from store.ledger import Holder, TrancheLedger
 from tests.data import sqlite_rows
@@ -60,10 +60,10 @@ def _wait_for_rows(db: Path, proc: subprocess.Popen[str], timeout: float = 90,
     raise AssertionError("the run never started writing")
 
 
-def _run(db: Path) -> runs.RunRecord:
+def _run(db: Path) -> run_records.RunRecord:
     conn = connect(f"sqlite:///{db}")
     try:
-        [first] = runs.latest(conn, 100)[-1:]
+        [first] = run_records.latest(conn, 100)[-1:]
         return first
     finally:
         conn.close()
@@ -141,7 +141,7 @@ def test_after_sigkill_a_rerun_takes_over_at_once_and_completes(
     assert sqlite_rows(db, "SELECT count(*), count(DISTINCT doc_id) FROM predictions") == [
         (N_DOCS, N_DOCS)]
     conn = connect(f"sqlite:///{db}")
-    first = runs.get(conn, killed)
+    first = run_records.get(conn, killed)
     conn.close()
     assert first is not None and first.status == "failed" and first.error == "abandoned"
     listing = run_cli("runs", "list", "--db", f"sqlite:///{db}")
@@ -151,7 +151,7 @@ def test_after_sigkill_a_rerun_takes_over_at_once_and_completes(
 def _fake_run(db_path: Path, run_id: str, holder: Holder) -> None:
     db = connect(f"sqlite:///{db_path}")
     db.init_schema()
-    runs.start(db, run_id, {"workers": 1}, "demo:1", holder=holder)
+    run_records.start(db, run_id, {"workers": 1}, "demo:1", holder=holder)
     TrancheLedger(db, holder=holder).acquire(DAY, "demo", "1", "fp", [], run_id, 3600)
     db.close()
 
@@ -237,7 +237,7 @@ def test_sigkill_in_the_middle_of_300k_documents_then_an_immediate_rerun(
     assert sqlite_rows(db, "SELECT count(*), count(DISTINCT doc_id) FROM predictions") == [
         (n, n)]
     conn = connect(f"sqlite:///{db}")
-    first, last = runs.get(conn, killed), runs.latest(conn, 1)[0]
+    first, last = run_records.get(conn, killed), run_records.latest(conn, 1)[0]
     conn.close()
     assert first is not None and (first.status, first.error) == ("failed", "abandoned")
     assert last.status == "succeeded" and last.counts["total"]["written"] == n  # type: ignore[index]

@@ -9,8 +9,8 @@ import pytest
 from apache_beam.testing import test_pipeline
 
 from landing.samples import make_docs, write_tranche
-from pipelines.exit_codes import EXIT_ERROR, EXIT_OK
-from pipelines.score import run
+from pipelines.orchestration.exit_codes import EXIT_ERROR, EXIT_OK
+from pipelines.orchestration.score import run
 
 DAY = "2026-01-05"
 
@@ -90,7 +90,7 @@ def test_yesterday_is_yesterday_in_the_schedule_time_zone(zone: str, expected: s
     import argparse
     import datetime as dt
 
-    from pipelines.score import requested_dates
+    from pipelines.orchestration.score import requested_dates
 
     args = argparse.Namespace(date=None, date_from=None, date_to=None)
     now = dt.datetime(2026, 12, 1, 23, 30, tzinfo=dt.timezone.utc)  # Dec 2, 08:30 in Tokyo
@@ -170,7 +170,7 @@ class _Job:
 
 
 def test_a_stopped_launcher_cancels_a_job_that_runs_elsewhere() -> None:
-    from pipelines.score import cancel_job
+    from pipelines.orchestration.score import cancel_job
 
     running, done = _Job("RUNNING"), _Job("DONE")
     cancel_job(running)
@@ -183,7 +183,7 @@ def test_a_stopped_launcher_cancels_a_job_that_runs_elsewhere() -> None:
 def test_a_database_gone_while_marking_the_run_failed_keeps_the_original_error(
         landing: str, registry_root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
-    import pipelines.score as score
+    import pipelines.orchestration.score as score
 
     def boom(*_: object) -> None:
         raise RuntimeError("the tranche ledger broke")

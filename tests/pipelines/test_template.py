@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from landing.samples import make_docs, write_tranche
-from pipelines.exit_codes import EXIT_OK
+from pipelines.orchestration.exit_codes import EXIT_OK
 from pipelines.template import main, to_score_argv
 
 

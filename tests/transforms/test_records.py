@@ -10,6 +10,7 @@ import pytest
 
 from models.preprocess import PreprocessConfig
 from transforms.files import WritePredictionFiles
+from transforms.infer import DocBatchModelHandler, ScoreBatches
 from transforms.read import ReadTranches
 from transforms.records import (
     DocBatch,
@@ -21,7 +22,6 @@ from transforms.records import (
     true_labels,
     truncate_payload,
 )
-from transforms.score import DocBatchModelHandler, ScoreBatches
 from transforms.validate import ValidateAndPreprocess
 
 

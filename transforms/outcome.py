@@ -18,7 +18,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from store import runs
+from store import run_records
 from store.database import Database
 from store.ledger import COMPLETED, FAILED, TrancheLedger
 from store.session import DatabaseSession, DatabaseSettings
@@ -120,7 +120,7 @@ class _RecordRunFn(beam.DoFn):
         for tranche, c in summary["tranches"].items():
             status, why = tranche_outcome(c, self._ratio)
             ledger.finish(self._run_id, tranche, status, c | ({"failed": why} if why else {}))
-        runs.finish(db, self._run_id, summary["status"], summary)
+        run_records.finish(db, self._run_id, summary["status"], summary)
         return summary
 
 

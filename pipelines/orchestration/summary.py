@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from models.registry import ModelRef
-from pipelines.plan import ScorePlan
+from pipelines.orchestration.plan import ScorePlan
 from store.ledger import BUSY, MISSING, SKIP
-from transforms.summarise import accounted_for
+from transforms.outcome import accounted_for
 
 
 @dataclass

@@ -21,6 +21,7 @@ from models.preprocess import PreprocessConfig, preprocess_texts
 from models.registry import ModelRegistry
 from models.unpickle import Policy
 from tests.doubles import TRUSTED, CountingPipeline, HangingPipeline, PoisonedPipeline
+from transforms.infer import TRACK, DocBatchModelHandler, ScoreBatches
 from transforms.records import (
     DEAD_LETTERS,
     DOC_ID,
@@ -30,7 +31,6 @@ from transforms.records import (
     PRED_TOP_K,
     TEXT,
 )
-from transforms.score import TRACK, DocBatchModelHandler, ScoreBatches
 
 
 def _docs_batch(make_batch: Any, n: int, seed: int, key: str, poisoned: set[int] = frozenset(),

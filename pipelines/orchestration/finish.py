@@ -1,9 +1,9 @@
 """What follows a run's pipeline: tracking's launcher-side figures, a retraining request
-(``pipelines.monitor``) and the report (``pipelines.report``).
+(``pipelines.orchestration.retraining``) and the report (``pipelines.orchestration.report``).
 
 The launcher does this after waiting for its job. A job staged for a Flex Template
 launcher (``--template_location``) starts only once its launcher has exited, so that
-job does it itself, as its last step (``FinishInJob``, added by ``pipelines.graph``).
+job does it itself, as its last step (``FinishInJob``, added by ``pipelines.orchestration.graph``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 from models.registry import ModelRef
-from pipelines.config import Config
+from pipelines.configuration.config import Config
 from store.monitoring import Trigger
 
 _LOG = logging.getLogger("beamscore")
@@ -38,8 +38,8 @@ def finish(cfg: Config, ref: ModelRef, run_id: str, summary: dict[str, Any] | No
            reference: dict[str, Any] | None) -> tuple[Trigger | None, str]:
     """The run's retraining request (or None) and where its report was written ("" if
     it could not be)."""
-    from pipelines.monitor import after_run
-    from pipelines.report import write_report
+    from pipelines.orchestration.report import write_report
+    from pipelines.orchestration.retraining import after_run
 
     retrain = None
     if cfg.tracking.enabled and summary:

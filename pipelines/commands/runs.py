@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 
-from pipelines.config import Config
-from pipelines.exit_codes import EXIT_ERROR, EXIT_OK
-from store import runs
+from pipelines.configuration.config import Config
+from pipelines.orchestration.exit_codes import EXIT_ERROR, EXIT_OK
+from store import run_records
 from store.database import Database, connect_existing
 from store.ledger import Holder, TrancheLedger
 
@@ -26,7 +26,7 @@ def _open(cfg: Config) -> Database:
 def list_runs(cfg: Config, limit: int) -> str:
     db = _open(cfg)
     try:
-        records = runs.latest(db, limit)
+        records = run_records.latest(db, limit)
     finally:
         db.close()
     lines = [f"{'RUN':<26}{'STATUS':<28}{'MODEL':<14}{'STARTED':<30}{'READ':>9}"
@@ -42,10 +42,10 @@ def list_runs(cfg: Config, limit: int) -> str:
 def show_run(cfg: Config, run_id: str) -> str:
     db = _open(cfg)
     try:
-        record = runs.get(db, run_id)
+        record = run_records.get(db, run_id)
         if record is None:
             raise ValueError(f"no run {run_id} in {cfg.db}")
-        dead = runs.dead_letters_by_reason(db, run_id)
+        dead = run_records.dead_letters_by_reason(db, run_id)
         held = TrancheLedger(db).held_by(run_id)
     finally:
         db.close()
@@ -75,18 +75,18 @@ def release_run(cfg: Config, run_id: str, force: bool) -> tuple[int, str]:
     """Mark ``run_id`` failed and free its leases: (exit code, what was done)."""
     db = _open(cfg)
     try:
-        record = runs.get(db, run_id)
+        record = run_records.get(db, run_id)
         if record is None:
             return EXIT_ERROR, f"no run {run_id} in {cfg.db}"
         holder = record.holder
-        alive_here = (record.status == runs.RUNNING and holder.pid > 0
+        alive_here = (record.status == run_records.RUNNING and holder.pid > 0
                       and holder.host == Holder.this_process().host and not holder.is_gone())
         if alive_here and not force:
             return EXIT_ERROR, (f"run {run_id} is still running here (pid {holder.pid}); "
                                 "stop it, or use --force to release it anyway")
         held = TrancheLedger(db).held_by(run_id)
-        if record.status == runs.RUNNING:
-            runs.fail(db, run_id, "released", "by beamscore runs release")
+        if record.status == run_records.RUNNING:
+            run_records.fail(db, run_id, "released", "by beamscore runs release")
             what = "marked failed"
         else:
             TrancheLedger(db).fail_run(run_id)

@@ -2,9 +2,9 @@
 
 ``beamscore score``, the Flex Template entry, scheduled runs, backfills and tests all
 call ``run`` with ``beamscore score``'s arguments; it returns the exit code
-(``pipelines.exit_codes``). ``execute`` does the work: launch (``pipelines.launch``),
-build the graph (``pipelines.graph``) on a pipeline of the configured runner (or the
-caller's test pipeline), run it and read the summary the pipeline recorded.
+(``pipelines.orchestration.exit_codes``). ``execute`` does the work: launch (``launch``),
+build the graph (``graph``) on a pipeline of the configured runner (or the caller's test
+pipeline), run it and read the summary the pipeline recorded.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import apache_beam as beam
 
 from engine.forkserver import ForkServer
 from landing.tranches import date_range
-from pipelines.config import Config, ConfigError, load_config
-from pipelines.config_flags import add_config_flags, overrides_from_args
-from pipelines.exit_codes import (
+from pipelines.configuration.config import Config, ConfigError, load_config
+from pipelines.configuration.flags import add_config_flags, overrides_from_args
+from pipelines.orchestration.exit_codes import (
     EXIT_BUSY,
     EXIT_DEAD_LETTERS,
     EXIT_ERROR,
@@ -32,9 +32,9 @@ from pipelines.exit_codes import (
     EXIT_RETRAIN,
     guarded,
 )
-from pipelines.finish import FinishInJob, finish, warm_up
-from pipelines.graph import build_pipeline
-from pipelines.launch import (
+from pipelines.orchestration.finish import FinishInJob, finish, warm_up
+from pipelines.orchestration.graph import build_pipeline
+from pipelines.orchestration.launch import (
     LeaseKeeper,
     acquire_tranches,
     check_launch,
@@ -46,15 +46,20 @@ from pipelines.launch import (
     start_run,
     with_model_fields,
 )
-from pipelines.options import fork_server, make_pipeline, stages_a_template, unknown_beam_args
-from pipelines.plan import ScorePlan, make_plan
-from pipelines.progress import ProgressReporter
-from pipelines.signals import Interrupted, interruptible, received
-from pipelines.summary import RunOutcome, format_summary, plan_summary
-from store import runs
+from pipelines.orchestration.options import (
+    fork_server,
+    make_pipeline,
+    stages_a_template,
+    unknown_beam_args,
+)
+from pipelines.orchestration.plan import ScorePlan, make_plan
+from pipelines.orchestration.progress import ProgressReporter
+from pipelines.orchestration.signals import Interrupted, interruptible, received
+from pipelines.orchestration.summary import RunOutcome, format_summary, plan_summary
+from store import run_records
 from store.ledger import BUSY, MISSING, SKIP, Holder
 from store.limits import StateUser
-from transforms.summarise import INCOMPLETE, RATIO_EXCEEDED
+from transforms.outcome import INCOMPLETE, RATIO_EXCEEDED
 from transforms.write import SinkSettings
 
 _LOG = logging.getLogger(__name__)
@@ -148,7 +153,7 @@ def exit_code(cfg: Config, outcome: RunOutcome) -> int:
                       + ", ".join(t.tranche for t in plan.with_decision(decision)),
                       file=sys.stderr)
         return EXIT_OK
-    if status == runs.SKIPPED and plan.with_decision(SKIP):
+    if status == run_records.SKIPPED and plan.with_decision(SKIP):
         print("beamscore: nothing to do: every tranche is already scored with this model "
               "and these inputs (use --force to rescore)", file=sys.stderr)
     if status == INCOMPLETE:
@@ -197,7 +202,7 @@ def _execute(cfg: Config, dates: list[dt.date], beam_args: list[str], sink: Sink
     ref = resolve_model(cfg)
     cfg = with_model_fields(cfg, ref)
     plan = make_plan(cfg, dates, ref)
-    run_id = runs.new_run_id()
+    run_id = run_records.new_run_id()
     start_run(cfg, ref, run_id)
     try:
         staged = stages_a_template(beam_args)
@@ -208,9 +213,9 @@ def _execute(cfg: Config, dates: list[dt.date], beam_args: list[str], sink: Sink
                              cfg.sink.detached_lease_seconds if staged else None,
                              Holder(Holder.this_process().host, 0) if staged else None)
         if not plan.chunks:  # everything skipped, busy or missing
-            summary = {"run_id": run_id, "status": runs.SKIPPED, "tranches": {},
+            summary = {"run_id": run_id, "status": run_records.SKIPPED, "tranches": {},
                        "total": {}, **plan_summary(plan, ref)}
-            finish_run(cfg, run_id, runs.SKIPPED, summary)
+            finish_run(cfg, run_id, run_records.SKIPPED, summary)
             if staged:
                 _stage_nothing(cfg, run_id, beam_args, test_pipeline)
             return RunOutcome(run_id, summary, 0.0, plan, ref, staged=staged)
@@ -223,7 +228,7 @@ def _execute(cfg: Config, dates: list[dt.date], beam_args: list[str], sink: Sink
             _record_failure(cfg, run_id, f"{type(exc).__name__}: {exc}")
             raise
         stop.run_id = run_id
-        stop.recorded = _record_failure(cfg, run_id, runs.INTERRUPTED, stop.name)
+        stop.recorded = _record_failure(cfg, run_id, run_records.INTERRUPTED, stop.name)
         raise stop from None
 
 

@@ -12,7 +12,7 @@ import os
 import re
 import sys
 
-from pipelines.signals import Interrupted
+from pipelines.orchestration.signals import Interrupted
 
 WORKER_LOGGER = "apache_beam.runners.portability.local_job_service"
 _OWN_CODE = re.compile(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pipelines.config import Config
+from pipelines.configuration.config import Config
 from store.database import Database, connect
 
 

@@ -18,8 +18,8 @@ from typing import Any
 from landing.chunks import Chunk, balanced_chunks
 from landing.tranches import TranchePlan, plan_tranches
 from models.registry import ModelRef
-from pipelines.config import Config
-from pipelines.database import open_database
+from pipelines.configuration.config import Config
+from pipelines.configuration.connection import open_database
 from store.database import connect_existing
 from store.ledger import MISSING, RUN, TrancheLedger
 

@@ -18,21 +18,21 @@ from typing import Any
 
 import apache_beam as beam
 
+from models.behaviour import FEATURES_FILE
 from models.predict import TimeLimit
 from models.preprocess import PreprocessConfig
-from models.profiling import FEATURES_FILE
 from models.registry import ModelRef, ModelRegistry
-from pipelines.config import Config
-from pipelines.launch import tracking_policy, unpickle_policy
-from pipelines.plan import ScorePlan
+from pipelines.configuration.config import Config
+from pipelines.orchestration.launch import tracking_policy, unpickle_policy
+from pipelines.orchestration.plan import ScorePlan
 from tracking.policy import IMPORTANCE_TOP
 from transforms.dead_letters import WriteDeadLetters
 from transforms.dedupe import FindDuplicateIds
 from transforms.files import WritePredictionFiles
+from transforms.infer import TRACK, DocBatchModelHandler, ScoreBatches
+from transforms.outcome import SummariseRun
 from transforms.read import ReadTranches
 from transforms.records import DEAD_LETTERS, STATS, RunContext
-from transforms.score import TRACK, DocBatchModelHandler, ScoreBatches
-from transforms.summarise import SummariseRun
 from transforms.track import TrackTranches
 from transforms.validate import ValidateAndPreprocess
 from transforms.write import IDS, SinkSettings, WriteToDatabase
@@ -71,7 +71,7 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef
     ``extra``, what the launch knew, in it). With tracking on, every tranche is profiled
     and compared with ``reference`` (the model's reference profile). ``finish``, when
     given, is called with the summary once the run and its monitoring rows are recorded
-    (``pipelines.finish.FinishInJob``)."""
+    (``pipelines.orchestration.finish.FinishInJob``)."""
     pre = PreprocessConfig.from_dict(ref.metadata.get("preprocessing", {}))
     ctx = RunContext(
         run_id=run_id, model_name=ref.name, model_version=ref.version, model_sha256=ref.sha256,

@@ -20,18 +20,18 @@ from apache_beam.options.pipeline_options import (
 )
 
 from engine.forkserver import ForkServer
-from pipelines.config import Config
-from pipelines.exit_codes import LaunchError
+from pipelines.configuration.config import Config
+from pipelines.orchestration.exit_codes import LaunchError
 
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "TestDirectRunner")
 # What a local worker imports, done once by the fork server's zygote.
 WORKER_PRELOAD = (
     "pandas", "pyarrow.parquet", "sklearn.pipeline", "sklearn.feature_extraction.text",
-    "sklearn.linear_model", "transforms.read", "transforms.validate", "transforms.score",
-    "transforms.files", "transforms.write", "transforms.dead_letters", "transforms.summarise",
+    "sklearn.linear_model", "transforms.read", "transforms.validate", "transforms.infer",
+    "transforms.files", "transforms.write", "transforms.dead_letters", "transforms.outcome",
     "transforms.dedupe",
 )
-TRACKING_PRELOAD = ("transforms.track", "tracking.metrics", "models.profiling")
+TRACKING_PRELOAD = ("transforms.track", "tracking.metrics", "models.behaviour")
 
 
 def uses_fork_server(cfg: Config) -> bool:

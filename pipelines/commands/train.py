@@ -21,11 +21,11 @@ from apache_beam.io.filesystems import FileSystems
 from landing.chunks import Chunk
 from landing.formats import Rejection, read_chunk
 from landing.tranches import file_format
+from models.behaviour import reference_files
 from models.preprocess import preprocess_texts
-from models.profiling import reference_files
 from models.recipe import train_evaluate_hold_out
 from models.registry import ModelRef, ModelRegistry
-from pipelines.config import Config
+from pipelines.configuration.config import Config
 
 _LOG = logging.getLogger(__name__)
 _SHOWN = 10  # skipped lines named one by one in the log, per run

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 
 from models.registry import RegistryError
-from pipelines.config import ConfigError
+from pipelines.configuration.config import ConfigError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_MISSING, EXIT_DEAD_LETTERS, EXIT_BUSY = 0, 1, 2, 3, 4, 5
 EXIT_RETRAIN = 6

@@ -11,15 +11,15 @@ import pytest
 from sklearn.metrics import f1_score
 
 from landing.samples import make_docs
-from models.fastpath import FastTextPipeline
-from models.importance import measure_for, text_features
-from models.profiling import (
+from models.behaviour import (
     FEATURES_FILE,
     PROFILE_FILE,
     batch_stats,
     reference_files,
     reference_profile,
 )
+from models.fastpath import FastTextPipeline
+from models.importance import measure_for, text_features
 from tracking.profile import Profile
 
 DOCS = list(make_docs(300, seed=21, prefix="p"))

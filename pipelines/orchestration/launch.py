@@ -19,15 +19,15 @@ from typing import Any
 
 from apache_beam.options.pipeline_options import WorkerOptions
 
-from models.profiling import PROFILE_FILE
+from models.behaviour import PROFILE_FILE
 from models.registry import ModelRef, ModelRegistry
 from models.unpickle import Policy, UntrustedGlobal, check_globals
-from pipelines.config import Config
-from pipelines.database import opened
-from pipelines.exit_codes import LaunchError
-from pipelines.options import LOCAL_RUNNERS, check_runner, pipeline_options
-from pipelines.plan import ScorePlan, files_of, tranche_fingerprint
-from store import runs
+from pipelines.configuration.config import Config
+from pipelines.configuration.connection import opened
+from pipelines.orchestration.exit_codes import LaunchError
+from pipelines.orchestration.options import LOCAL_RUNNERS, check_runner, pipeline_options
+from pipelines.orchestration.plan import ScorePlan, files_of, tranche_fingerprint
+from store import run_records
 from store.ledger import BUSY, Holder, TrancheLedger
 from store.session import DatabaseSettings
 from tracking.policy import TrackingPolicy
@@ -130,7 +130,7 @@ def with_model_fields(cfg: Config, ref: ModelRef) -> Config:
 
 def start_run(cfg: Config, ref: ModelRef, run_id: str) -> None:
     with opened(cfg, migrate=True) as db:
-        runs.start(db, run_id, cfg.to_dict(), f"{ref.name}:{ref.version}")
+        run_records.start(db, run_id, cfg.to_dict(), f"{ref.name}:{ref.version}")
 
 
 def acquire_tranches(cfg: Config, plan: ScorePlan, ref: ModelRef, run_id: str,
@@ -148,7 +148,7 @@ def acquire_tranches(cfg: Config, plan: ScorePlan, ref: ModelRef, run_id: str,
             if previous:
                 _LOG.warning("tranche %s taken over from run %s, marked failed (abandoned)",
                              t.tranche, previous)
-                runs.mark_abandoned(db, previous, by=run_id)
+                run_records.mark_abandoned(db, previous, by=run_id)
             if not taken:
                 entry = ledger.get(t.tranche, ref.name, ref.version)
                 plan.decisions[t.tranche] = (BUSY, f"run {entry.run_id if entry else '?'} "
@@ -158,17 +158,17 @@ def acquire_tranches(cfg: Config, plan: ScorePlan, ref: ModelRef, run_id: str,
 
 def finish_run(cfg: Config, run_id: str, status: str, summary: dict[str, object]) -> None:
     with opened(cfg) as db:
-        runs.finish(db, run_id, status, summary)
+        run_records.finish(db, run_id, status, summary)
 
 
 def fail_run(cfg: Config, run_id: str, reason: str, detail: str = "") -> None:
     with opened(cfg) as db:
-        runs.fail(db, run_id, reason, detail)
+        run_records.fail(db, run_id, reason, detail)
 
 
 def run_summary(cfg: Config, run_id: str) -> dict[str, object] | None:
     with opened(cfg) as db:
-        return runs.summary(db, run_id)
+        return run_records.summary(db, run_id)
 
 
 class LeaseKeeper(threading.Thread):

@@ -13,9 +13,9 @@ import logging
 import threading
 import time
 
-from pipelines.config import Config
-from pipelines.database import opened
-from transforms.summarise import written_rows
+from pipelines.configuration.config import Config
+from pipelines.configuration.connection import opened
+from transforms.outcome import written_rows
 
 _LOG = logging.getLogger("beamscore")
 

@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
+from models.behaviour import batch_stats
 from models.fastpath import FastTextPipeline, unsupported_reason
 from models.importance import ImportanceMeasure, TextFeatures, measure_for, text_features
 from models.predict import TimeLimit, predict_with_isolation, top_k_columns
-from models.profiling import batch_stats
 from models.registry import ModelRef, ModelRegistry
 from models.unpickle import Policy
 from tracking.profile import BatchStats

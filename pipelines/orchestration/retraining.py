@@ -17,9 +17,9 @@ import subprocess
 from typing import Any
 
 from models.registry import ModelRef
-from pipelines.config import Config
-from pipelines.database import opened
-from store import monitoring, runs
+from pipelines.configuration.config import Config
+from pipelines.configuration.connection import opened
+from store import monitoring, run_records
 from store.database import Database
 from store.monitoring import Trigger
 from tracking.policy import ACCURACY_METRICS, ALERT, DRIFT_METRICS, INSUFFICIENT, OK
@@ -56,7 +56,7 @@ def _launcher_rows(db: Database, cfg: Config, ref: ModelRef, run_id: str,
         rows.append(base | {"tranche": tranche, "metric": "empty_share", "slice": "",
                             "value": share, "n": checked, "threshold": threshold,
                             "status": status})
-        for stage, reason, n in runs.dead_letters_by_reason(db, run_id, tranche):
+        for stage, reason, n in run_records.dead_letters_by_reason(db, run_id, tranche):
             rows.append(base | {"tranche": tranche, "metric": "dead_letters",
                                 "slice": f"{stage}: {reason}", "value": float(n), "n": n,
                                 "threshold": None, "status": OK})
@@ -101,8 +101,8 @@ def _maybe_trigger(db: Database, cfg: Config, ref: ModelRef, run_id: str) -> Tri
 def _recent_runs(db: Database, ref: ModelRef, run_id: str, count: int) -> list[str]:
     """This run and the model version's runs before it that were tracked, newest first."""
     model = f"{ref.name}:{ref.version}"
-    tracked = [r.run_id for r in runs.latest(db, 200)
-               if r.model == model and r.status not in (runs.SKIPPED, runs.RUNNING)
+    tracked = [r.run_id for r in run_records.latest(db, 200)
+               if r.model == model and r.status not in (run_records.SKIPPED, run_records.RUNNING)
                or r.run_id == run_id]
     if run_id in tracked:
         tracked = tracked[tracked.index(run_id):]

@@ -9,12 +9,12 @@ import apache_beam as beam
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that
 
-from store import runs
+from store import run_records
 from store.database import connect
 from store.ledger import TrancheLedger
 from store.schema import PREDICTIONS
 from store.session import DatabaseSettings
-from transforms.summarise import (
+from transforms.outcome import (
     INCOMPLETE,
     RATIO_EXCEEDED,
     SUCCEEDED,
@@ -47,7 +47,7 @@ def test_summarise_run_records_the_run_and_completes_only_accounted_tranches(
     url = f"sqlite:///{tmp_path / 's.db'}"
     db = connect(url)
     db.init_schema()
-    runs.start(db, "run-1", {"k": "v"}, "demo:1")
+    run_records.start(db, "run-1", {"k": "v"}, "demo:1")
     ledger = TrancheLedger(db)
     for t in ("t1", "t2", "t3"):
         assert ledger.acquire(t, "demo", "1", "fp", [], "run-1", 600)[0]
@@ -70,7 +70,7 @@ def test_summarise_run_records_the_run_and_completes_only_accounted_tranches(
         summary = p | beam.Create(stats) | SummariseRun(
             DatabaseSettings(url), str(out), "run-1", 0.5, ["t1", "t2", "t3"])
         assert_that(summary, check)
-    recorded = runs.summary(db, "run-1")
+    recorded = run_records.summary(db, "run-1")
     assert recorded is not None
     assert recorded["tranches"]["t3"] == {"read": 0, "valid": 0, "scored": 0,
                                           "dead_lettered": 0, "written": 0}

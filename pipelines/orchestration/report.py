@@ -17,9 +17,9 @@ import io
 from collections import defaultdict
 from typing import Any
 
-from pipelines.config import Config
-from pipelines.database import opened
-from store import monitoring, runs
+from pipelines.configuration.config import Config
+from pipelines.configuration.connection import opened
+from store import monitoring, run_records
 from store.database import Database
 from tracking.policy import ALERT, DRIFT_METRICS
 from transforms.files import write_atomically
@@ -38,13 +38,14 @@ def write_report(cfg: Config, run_id: str, path: str | None = None) -> str:
 
 
 def render(db: Database, run_id: str, history_runs: int) -> str:
-    record = runs.get(db, run_id)
+    record = run_records.get(db, run_id)
     if record is None:
         raise ValueError(f"no run {run_id}")
     rows = monitoring.rows_of_run(db, run_id)
     name, _, version = record.model.partition(":")
     triggers = [t for t in monitoring.triggers(db, name, version) if run_id in t.run_ids]
-    recent = [r.run_id for r in runs.latest(db, 200) if r.model == record.model][:history_runs]
+    recent = [r.run_id for r in run_records.latest(db, 200)
+              if r.model == record.model][:history_runs]
     history = monitoring.history(db, name, version, (*_HISTORY, "accuracy"), recent)
     order = {r: i for i, r in enumerate(reversed(recent))}
     parts = [_status(record.status, rows, triggers),

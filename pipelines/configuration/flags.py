@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pipelines.config import LEAVES, flag_for
+from pipelines.configuration.config import LEAVES, flag_for
 
 _METAVARS = {int: "N", float: "X", bool: "true|false", str: "TEXT", list[str]: "A,B"}
 

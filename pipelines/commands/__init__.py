@@ -1,0 +1,1 @@
+"""The commands besides ``score``: runs, train (and the reference of ``models register``)."""

@@ -1,0 +1,1 @@
+"""Configuration: the typed schema, its files and flags, and the configured database."""
