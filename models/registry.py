@@ -6,7 +6,10 @@ Layout, on a local path or ``gs://`` (everything goes through Beam's FileSystems
     <registry>/<name>/<version>/metadata.json   # sha256, sklearn version, classes, ...
     <registry>/<name>/aliases.json              # {"production": "3"}
 
-Versions are increasing integers. ``metadata.json`` is written last, so a version
+Versions are positive integers (``1``, ``2``, ...) and aliases lower-case names
+(``[a-z][a-z0-9_-]*``, e.g. ``production``); both are checked wherever they are read
+(the command line, ``aliases.json``, ``metadata.json``, a registry folder on gs://), so
+neither can name a path outside the model's folder. ``metadata.json`` is written last, so a version
 without it is incomplete and invisible. A model artifact is a pickle, i.e. code:
 ``verify`` is the one place that checks an artifact's bytes (its sha256 against the
 registry's record, its scikit-learn version against the installed one); the launcher
@@ -39,6 +42,8 @@ MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
 ALIASES_FILE = "aliases.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_VERSION = re.compile(r"^[1-9][0-9]{0,17}$")
+_ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 
 class RegistryError(Exception):
@@ -104,10 +109,28 @@ def sha256_hex(data: bytes) -> str:
 
 
 def parse_model_spec(spec: str) -> tuple[str, str | None]:
-    """``NAME`` or ``NAME:VERSION``."""
+    """``NAME``, ``NAME:VERSION`` or ``NAME:ALIAS``."""
     name, _, version = spec.partition(":")
     check_name(name)
+    if version and not _VERSION.match(version):
+        check_alias(version, f"model {spec!r}")
     return name, version or None
+
+
+def check_version(version: Any, where: str) -> str:
+    """``version`` if it is a positive integer written plainly, else ``RegistryError``
+    naming ``where`` it was read."""
+    if not isinstance(version, str) or not _VERSION.match(version):
+        raise RegistryError(f"{where}: invalid model version {version!r}: a version is a "
+                            "positive integer (1, 2, ...)")
+    return version
+
+
+def check_alias(alias: Any, where: str) -> str:
+    if not isinstance(alias, str) or not _ALIAS.match(alias):
+        raise RegistryError(f"{where}: invalid alias {alias!r}: an alias is a lower-case "
+                            "letter followed by lower-case letters, digits, '_' or '-'")
+    return alias
 
 
 def check_name(name: str) -> None:
@@ -129,7 +152,7 @@ class ModelRegistry:
         pattern = _join(self.root, name, "*", METADATA_FILE)
         found = FileSystems.match([pattern])[0].metadata_list
         versions = {m.path.rstrip("/").split("/")[-2] for m in found}
-        return sorted((v for v in versions if v.isdigit()), key=int)
+        return sorted((v for v in versions if _VERSION.match(v)), key=int)
 
     def names(self) -> list[str]:
         pattern = _join(self.root, "*", "*", METADATA_FILE)
@@ -140,21 +163,29 @@ class ModelRegistry:
         path = _join(self.root, name, ALIASES_FILE)
         if not FileSystems.exists(path):
             return {}
-        data: dict[str, str] = json.loads(_read_bytes(path))
-        return data
+        data = json.loads(_read_bytes(path))
+        if not isinstance(data, dict):
+            raise RegistryError(f"{path}: expected an object of alias -> version")
+        return {check_alias(alias, path): check_version(version, f"{path}, alias {alias}")
+                for alias, version in data.items()}
 
     def metadata(self, name: str, version: str) -> dict[str, Any]:
+        check_name(name)
+        check_version(version, f"model {name}")
         path = _join(self.root, name, version, METADATA_FILE)
         if not FileSystems.exists(path):
             raise RegistryError(f"model {name} version {version} not found in {self.root}")
         data: dict[str, Any] = json.loads(_read_bytes(path))
+        if str(data.get("version")) != version:
+            raise RegistryError(f"{path} records version {data.get('version')!r}, not the "
+                                f"version of its folder ({version})")
         return data
 
     def resolve(self, spec: str) -> ModelRef:
         """``NAME:VERSION`` exactly, ``NAME:ALIAS`` (e.g. ``NAME:production``) the version
         the alias names; ``NAME`` = alias ``production``, else the newest."""
         name, version = parse_model_spec(spec)
-        if version is not None and not version.isdigit():
+        if version is not None and not _VERSION.match(version):
             alias = version
             version = self.aliases(name).get(alias)
             if version is None:
@@ -276,7 +307,8 @@ class ModelRegistry:
                              files=reference(model) if reference else None)
 
     def promote(self, name: str, version: str, alias: str = "production") -> None:
-        self.metadata(name, version)  # raises if absent
+        check_alias(alias, f"model {name}")
+        self.metadata(name, version)  # raises if invalid or absent
         aliases = self.aliases(name)
         aliases[alias] = version
         _write_bytes(

@@ -2,8 +2,9 @@
 
 A joblib artifact is a pickle, and a pickle is a program: every global it names is
 imported and may be called. ``load_restricted`` follows Python's documented
-"restricting globals" pattern on joblib's own unpickler (which routes the nested
-pickles of object arrays through the same check): a global is resolved only if it is
+"restricting globals" pattern on joblib's own unpickler; the nested pickle of an
+object array is read by an instance of the same restricted class, so every check below
+applies to it as to the outer stream: a global is resolved only if it is
 
 - a scikit-learn estimator or transformer class, or a class that is part of a fitted
   one (trees, losses, kernels, neighbour indexes, optimisers, ``Bunch``), or Cython's
@@ -164,34 +165,57 @@ class Policy:
         return obj
 
 
-def _restricted_unpickler(fileobj: Any, policy: Policy) -> Any:
-    """joblib's unpickler with ``find_class`` going through ``policy`` (joblib is
-    imported here, not at module load: the launcher never unpickles)."""
-    from joblib.numpy_pickle import NumpyUnpickler
+def _restricted_unpickler(fileobj: Any, policy: Policy, globals_used: set[str]) -> Any:
+    """joblib's unpickler with ``find_class`` going through ``policy`` and BUILD checked
+    (joblib is imported here, not at module load: the launcher never unpickles). Object
+    arrays, which joblib stores as a nested pickle, are read by another instance of this
+    class on the same file, recording into the same ``globals_used``."""
+    from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
 
     class RestrictedUnpickler(NumpyUnpickler):  # type: ignore[misc]
         dispatch = NumpyUnpickler.dispatch.copy()
 
         def find_class(self, module: str, name: str) -> Any:
             obj = policy.resolve(module, name)
-            self.globals_used.add(f"{module}.{name}")
+            globals_used.add(f"{module}.{name}")
             return obj
 
         def load_build(self) -> None:
             """BUILD sets an object's state; on a class or a module it would change
             code every later caller runs (e.g. a method replaced), so it is refused."""
-            target = self.stack[-2]
+            target, state = self.stack[-2], self.stack[-1]
             if not policy.allow_pickle and isinstance(target, (type, types.ModuleType)):
                 raise UntrustedGlobal(f"{getattr(target, '__module__', '?')}."
                                       f"{getattr(target, '__qualname__', target)}",
                                       "whose attributes the artifact tries to set")
+            if isinstance(target, NumpyArrayWrapper) and _holds_objects(state):
+                pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
+                self.stack[-1] = self.nested()
+                return
             NumpyUnpickler.load_build(self)
+
+        def nested(self) -> Any:
+            """The object array a NumpyArrayWrapper announces, read from its nested pickle
+            by this same class (joblib's own reader would use a plain unpickler)."""
+            from joblib.numpy_pickle import _ensure_native_byte_order
+
+            array = RestrictedUnpickler("", self.file_handle, self.ensure_native_byte_order)
+            loaded = array.load()
+            if not isinstance(loaded, self.np.ndarray):
+                raise pickle.UnpicklingError(f"an object array's nested pickle holds "
+                                             f"{type(loaded).__name__}, not an array")
+            return _ensure_native_byte_order(loaded) if self.ensure_native_byte_order \
+                else loaded
 
         dispatch[pickle.BUILD[0]] = load_build
 
-    unpickler = RestrictedUnpickler("", fileobj, True)
-    unpickler.globals_used = set()
-    return unpickler
+    return RestrictedUnpickler("", fileobj, True)
+
+
+def _holds_objects(state: Any) -> bool:
+    """Whether a NumpyArrayWrapper's pickled state announces an object array."""
+    dtype = state.get("dtype") if isinstance(state, dict) else None
+    return bool(getattr(dtype, "hasobject", False))
 
 
 def check_globals(names: Iterable[str], policy: Policy) -> None:
@@ -217,6 +241,6 @@ def load_restricted(data: bytes, policy: Policy) -> tuple[Any, list[str]]:
     with _validate_fileobject_and_memmap(io.BytesIO(data), "", None) as (fileobj, _):
         if isinstance(fileobj, str):  # joblib < 0.10 wrote companion files
             raise pickle.UnpicklingError("artifact written by joblib < 0.10; save it again")
-        unpickler = _restricted_unpickler(fileobj, policy)
-        obj = unpickler.load()
-    return obj, sorted(unpickler.globals_used)
+        globals_used: set[str] = set()
+        obj = _restricted_unpickler(fileobj, policy, globals_used).load()
+    return obj, sorted(globals_used)

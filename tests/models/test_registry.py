@@ -7,6 +7,7 @@ import io
 import json
 import pathlib
 import pickle
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -230,3 +231,50 @@ def test_register_rejects_model_without_predict_proba(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="predict_proba"):
         reg.register("m", NoProba(), preprocessing=PRE, source="t", policy=TRUST)
     assert reg.versions("m") == []
+
+
+@pytest.mark.parametrize("version", ["1/../1", "../1", "0", "01", "-1", "1.0", "1 ", "²"])
+def test_promote_refuses_a_version_that_is_not_a_positive_integer(
+        registry_copy: str, version: str) -> None:
+    registry = ModelRegistry(registry_copy)
+    with pytest.raises(RegistryError, match="invalid model version"):
+        registry.promote("demo", version)
+    assert registry.aliases("demo") == {}
+
+
+@pytest.mark.parametrize("alias", ["Production", "prod/../x", "1", "_x", "a b", ""])
+def test_promote_refuses_an_alias_that_is_not_a_lower_case_name(
+        registry_copy: str, alias: str) -> None:
+    with pytest.raises(RegistryError, match="invalid alias"):
+        ModelRegistry(registry_copy).promote("demo", "1", alias)
+
+
+@pytest.mark.parametrize("aliases", [{"production": "1/../1"}, {"production": 1},
+                                     {"../x": "1"}, ["1"]])
+def test_an_aliases_file_with_a_bad_entry_is_refused_naming_it(
+        registry_copy: str, aliases: Any) -> None:
+    (Path(registry_copy) / "demo" / "aliases.json").write_text(json.dumps(aliases))
+    with pytest.raises(RegistryError, match="aliases.json"):
+        ModelRegistry(registry_copy).resolve("demo")
+
+
+def test_a_metadata_file_recording_another_version_is_refused(registry_copy: str) -> None:
+    meta_path = Path(registry_copy) / "demo" / "1" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps(meta | {"version": "1/../1"}))
+    with pytest.raises(RegistryError, match="records version"):
+        ModelRegistry(registry_copy).resolve("demo:1")
+
+
+@pytest.mark.parametrize("spec", ["demo:1/../1", "demo:../1", "demo:Prod"])
+def test_a_model_spec_with_a_bad_version_or_alias_is_refused(registry_root: str,
+                                                             spec: str) -> None:
+    with pytest.raises(RegistryError, match="invalid"):
+        ModelRegistry(registry_root).resolve(spec)
+
+
+def test_version_folders_that_are_not_positive_integers_are_not_versions(
+        registry_copy: str) -> None:
+    for odd in ("01", "0"):
+        shutil.copytree(Path(registry_copy) / "demo" / "1", Path(registry_copy) / "demo" / odd)
+    assert ModelRegistry(registry_copy).versions("demo") == ["1"]

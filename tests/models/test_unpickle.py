@@ -220,3 +220,72 @@ def test_check_globals_judges_recorded_names_without_importing_them() -> None:
 def test_a_plain_pickle_of_a_model_loads_as_well(trained_model: Any) -> None:
     obj, _ = load_restricted(pickle.dumps(trained_model), Policy())
     assert list(obj.classes_) == list(trained_model.classes_)
+
+
+def _short(text: str) -> bytes:
+    return b"\x8c" + bytes([len(text)]) + text.encode()
+
+
+def _build_on(module: str, cls: str, attr: str) -> bytes:
+    """A pickle that pushes ``module.cls`` and BUILDs ``attr = 1`` onto the class itself
+    (slot state, which pickle applies with setattr)."""
+    return (b"\x80\x05" + _short(module) + _short(cls) + b"\x93"   # STACK_GLOBAL
+            + b"N}" + _short(attr) + b"K\x01s\x86" + b"b.")       # (None, {attr: 1}) BUILD
+
+
+def _with_nested(nested: bytes) -> bytes:
+    """An uncompressed joblib artifact of an object array whose nested pickle (the
+    stream joblib writes after the array's wrapper) is ``nested``."""
+    array = np.array(["placeholder"], dtype=object)
+    plain = _dump({"classes_": array}, compress=0)
+    inner = pickle.dumps(array, protocol=5)
+    assert plain.count(inner) == 1
+    return plain.replace(inner, nested)
+
+
+_LOSS = ("sklearn._loss.loss", "HalfBinomialLoss")
+
+
+@pytest.mark.parametrize("nested", [
+    # the class attribute construction, in the nested stream of an object array
+    _build_on(*_LOSS, "beamscore_nested_attr"),
+    # a global outside the allow-list in the nested stream
+    b"\x80\x05" + _short("os") + _short("system") + b"\x93" + _short("true") + b"\x85R.",
+    # an attribute path in the nested stream
+    b"\x80\x05" + _short("sklearn") + _short("utils.os.system") + b"\x93.",
+    # BUILD onto a module object reached through an allowed module's attribute
+    b"\x80\x05" + _short("numpy") + _short("random") + b"\x93N}" + _short("seed")
+    + b"K\x01s\x86b.",
+], ids=["build-on-class", "foreign-global", "attribute-path", "build-on-module"])
+def test_the_nested_pickle_of_an_object_array_gets_every_check(nested: bytes) -> None:
+    loss = __import__(_LOSS[0], fromlist=["x"]).HalfBinomialLoss
+    try:
+        with pytest.raises(UntrustedGlobal):
+            load_restricted(_with_nested(nested), Policy())
+        assert not hasattr(loss, "beamscore_nested_attr")
+    finally:
+        if hasattr(loss, "beamscore_nested_attr"):
+            del loss.beamscore_nested_attr
+
+
+def test_the_same_nested_construction_sets_the_class_attribute_without_the_restriction() -> None:
+    """The control: joblib's own loader applies the nested BUILD (so the test above
+    proves the restricted unpickler stops it, not that the bytes are inert)."""
+    loss = __import__(_LOSS[0], fromlist=["x"]).HalfBinomialLoss
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - the stream is no array; it fails after
+            joblib.load(io.BytesIO(_with_nested(_build_on(*_LOSS, "beamscore_control_attr"))))
+        assert loss.beamscore_control_attr == 1
+    finally:
+        if hasattr(loss, "beamscore_control_attr"):
+            del loss.beamscore_control_attr
+
+
+def test_an_object_array_still_loads_through_the_nested_reader() -> None:
+    arrays = {"labels": np.array(["billing", "shipping", None], dtype=object),
+              "nested": np.array([None, np.array(["x"], dtype=object)], dtype=object)}
+    for compress in (0, 3):
+        obj, used = load_restricted(_dump(arrays, compress), Policy())
+        assert list(obj["labels"]) == ["billing", "shipping", None]
+        assert list(obj["nested"][1]) == ["x"]
+        assert "joblib.numpy_pickle.NumpyArrayWrapper" in used
