@@ -3,7 +3,7 @@
 # runs /opt/google/dataflow/python_template_launcher, which runs FLEX_TEMPLATE_PYTHON_PY_FILE).
 # Launcher and workers therefore have the same Python, Beam and packages.
 #
-# Production (README.md, "Run on Dataflow"):  docker build -t IMAGE .
+# Production (docs/dataflow.md):  docker build -t IMAGE .
 # Offline (make image, deploy/image/build.sh): buildah with a debootstrap base and local
 # stand-ins for the two images below, which cannot be pulled offline.
 #

@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DAYS   ?= --from 2026-01-01 --to 2026-01-03
 
-.PHONY: install run test lint bench bench-small bench-scaling bench-sink image image-test airflow-test clean
+.PHONY: install run test lint docs bench bench-small bench-scaling bench-sink image image-test airflow-test clean
 
 $(STAMP): setup.py
 	python3 -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# The manual (docs/, mkdocs.yml) into site/; --strict fails on a broken link or a page left out.
+docs: install
+	$(BIN)/mkdocs build --strict --site-dir site
 
 bench: install
 	$(PY) bench/run_bench.py

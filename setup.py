@@ -45,6 +45,7 @@ setup(
             "import-linter>=2.1",
             "hypothesis>=6.100",
             "setuptools>=65",  # tests/pipelines/test_portable.py builds the sdist
+            "mkdocs>=1.6",  # make docs
         ],
     },
     entry_points={"console_scripts": ["beamscore=pipelines.cli:console_main"]},

@@ -67,7 +67,7 @@ DEFAULTS = {
     "config": "/etc/beamscore/production.yaml",
 }
 
-# What beamscore's exit codes (README, "Command line") mean to the scheduler.
+# What beamscore's exit codes (docs/scheduling.md, "Exit codes") mean to the scheduler.
 RETRY_LATER = {
     3: "a requested tranche is missing (not landed yet)",
     5: "a tranche is being scored by another run (lease held)",

@@ -6,7 +6,7 @@
 #      cached in $BUILD_DIR, imported as the local base image (FROM scratch + ADD);
 #   2. local STAND-INS for BEAM_SDK_IMAGE and LAUNCHER_IMAGE (deploy/image/standin/): the
 #      same paths, placeholder scripts; the production build uses the real images
-#      (README.md, "Run on Dataflow");
+#      (docs/dataflow.md);
 #   3. the Dockerfile, with this host's pip configuration (index, mirrors, find-links,
 #      constraints, CA bundle) as the build secret pip.conf and its local paths mounted
 #      read-only, so pip in the build reaches the packages the way pip here does.

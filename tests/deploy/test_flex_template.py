@@ -1,4 +1,4 @@
-"""deploy/flex-template/metadata.json, the Dockerfile and the README stay in
+"""deploy/flex-template/metadata.json, the Dockerfile and the docs stay in
 sync with the Flex Template entry (pipelines/template.py) and setup.py."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pipelines.orchestration.score import score_parser
 
 REPO = Path(__file__).resolve().parents[2]
 METADATA = REPO / "deploy" / "flex-template" / "metadata.json"
-DOCS = [REPO / "README.md"]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 # The documented Flex Template metadata fields (Dataflow's TemplateMetadata and
 # ParameterMetadata, dataflow v1b3).
@@ -30,7 +30,7 @@ PARAM_KEYS = {"name", "label", "helpText", "isOptional", "regexes", "paramType",
               "customMetadata", "parentName", "parentTriggerValues", "enumOptions",
               "defaultValue", "hiddenUi", "groupName"}
 
-# Example values of each parameter: the README's gcloud examples use exactly these
+# Example values of each parameter: the docs' gcloud examples use exactly these
 # (checked below), and each parameter's regexes accept them; BAD is rejected.
 EXAMPLES: dict[str, list[str]] = {
     "date": ["2026-11-30"],
