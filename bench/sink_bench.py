@@ -152,8 +152,8 @@ def naive(rows: list[tuple[Any, ...]], kind: str) -> dict[str, Any]:
 def beamscore(rows_total: int, batch: int, workers: int, rate: float,
               sample: bool = False, rerun: bool = False) -> dict[str, Any]:
     db = Database()
-    settings = SinkSettings(DatabaseSettings(db.url, max_connections=max(1, workers)),
-                            batch_rows=batch, max_rows_per_second=rate)
+    settings = SinkSettings(DatabaseSettings(db.url, max_connections=max(1, workers),
+                                             batch_rows=batch, max_rows_per_second=rate))
     samples: list[tuple[float, int]] = []
     stop = threading.Event()
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -32,12 +32,15 @@ _CONTROL_RE = re.compile(CONTROL_PATTERN)
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    nfkc: bool = True
-    strip_control: bool = True
-    strip_html: bool = True
-    collapse_whitespace: bool = True
-    lowercase: bool = False
-    truncate_chars: int = 10_000  # 0 = keep everything
+    nfkc: bool = field(default=True, metadata={"help": "train: Unicode NFKC normalisation"})
+    strip_control: bool = field(default=True, metadata={"help": "train: remove control characters"})
+    strip_html: bool = field(default=True, metadata={
+        "help": "train: replace HTML tags with a space"})
+    collapse_whitespace: bool = field(default=True, metadata={
+        "help": "train: collapse runs of whitespace"})
+    lowercase: bool = field(default=False, metadata={"help": "train: lowercase the text"})
+    truncate_chars: int = field(default=10_000, metadata={
+        "help": "train: cut preprocessed text to this length (0 = no cut)"})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -18,20 +18,18 @@ from typing import TypeVar
 
 from store.database import Database, TransientDatabaseError, connect, database_identity
 from store.limits import FileSlots, MachineRateLimiter, RedisRateLimiter, RedisSlots
+from store.settings import SinkConfig
 
 _LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class DatabaseSettings:
+class DatabaseSettings(SinkConfig):
+    """The database URL and the ``sink`` section's keys (``store.settings.SinkConfig``):
+    ``DatabaseSettings(url, max_connections=2)``."""
+
     url: str
-    password_env: str = "PGPASSWORD"
-    statement_timeout_ms: int = 30_000
-    max_retries: int = 8
-    max_connections: int = 4
-    redis_url: str = ""  # job-wide rate limiter and connection slots (autoscaled jobs)
-    state_dir: str = ""  # this machine's limiter state files; "" = <temp dir>/beamscore
 
     @property
     def identity(self) -> str:

@@ -11,7 +11,7 @@ breach triggers at once; no trigger follows another for the same model within
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 OK, ALERT, INSUFFICIENT = "ok", "alert", "insufficient"
 # Metrics whose alert asks for retraining at once, and drift metrics that need a streak.
@@ -23,19 +23,38 @@ IMPORTANCE_TOP = 50  # the reference's top features whose ranking is compared
 
 @dataclass(frozen=True)
 class TrackingPolicy:
-    min_records: int = 200
-    min_labelled: int = 50
-    accuracy_drop: float = 0.02
-    psi: float = 0.2
-    js_distance: float = 0.1
-    linf: float = 0.1
-    ks: float = 0.1
-    wasserstein: float = 0.05
-    length_ks: float = 0.1
-    oov_increase: float = 0.05
-    empty_increase: float = 0.05
-    importance_ndcg: float = 0.8
-    significance: float = 0.01
-    min_expected: float = 5.0  # classes expected less often are merged for PSI and chi2
-    consecutive: int = 2
-    cooldown_hours: float = 24.0
+    """The thresholds and limits above; each field is a ``tracking.*`` config key."""
+
+    min_records: int = field(default=200, metadata={
+        "help": "below this many scored records a drift metric is insufficient"})
+    min_labelled: int = field(default=50, metadata={
+        "help": "below this many labels accuracy is insufficient"})
+    accuracy_drop: float = field(default=0.02, metadata={
+        "help": "alert when accuracy's upper bound is below the reference's minus this"})
+    psi: float = field(default=0.2, metadata={
+        "help": "alert at this population stability index of the class shares"})
+    js_distance: float = field(default=0.1, metadata={
+        "help": "alert at this Jensen-Shannon distance of the class shares"})
+    linf: float = field(default=0.1, metadata={
+        "help": "alert at this largest difference of a class share"})
+    ks: float = field(default=0.1, metadata={
+        "help": "alert at this Kolmogorov-Smirnov statistic of the scores"})
+    wasserstein: float = field(default=0.05, metadata={
+        "help": "alert at this Wasserstein distance of the scores"})
+    length_ks: float = field(default=0.1, metadata={
+        "help": "alert at this Kolmogorov-Smirnov statistic of text length and tokens"})
+    oov_increase: float = field(default=0.05, metadata={
+        "help": "alert when the out-of-vocabulary share exceeds the reference's by this"})
+    empty_increase: float = field(default=0.05, metadata={
+        "help": "alert when the share emptied by preprocessing exceeds the reference's by this"})
+    importance_ndcg: float = field(default=0.8, metadata={
+        "help": "alert below this nDCG@50 of the top features (reference importance as relevance)"})
+    significance: float = field(default=0.01, metadata={
+        "help": "a drift alert also needs a p-value below this"})
+    min_expected: float = field(default=5.0, metadata={
+        "help": "classes expected fewer times than this are merged for PSI and the chi-square "
+                "test"})
+    consecutive: int = field(default=2, metadata={
+        "help": "runs in a row a drift alert must last to request retraining"})
+    cooldown_hours: float = field(default=24.0, metadata={
+        "help": "no new retraining request for the model within this time"})

@@ -36,15 +36,27 @@ PRED_LABEL, PRED_SCORE, PRED_TOP_K = "pred_label", "pred_score", "pred_top_k"
 STAGES = ("read", "validate", "preprocess", "inference", "sink", "dedupe")
 
 
+_FIELD = "^[A-Za-z_][A-Za-z0-9_.-]*$"  # a field name, as a Flex Template parameter
+
+
 @dataclass(frozen=True)
 class FieldNames:
     """Names of the input fields: the document id, its text, an optional true label, and
     extra fields carried to the outputs' ``metadata`` column as JSON."""
 
-    id: str = "id"
-    text: str = "text"
-    label: str = "label"
-    metadata: list[str] = field(default_factory=list)
+    id: str = field(default="id", metadata={
+        "help": "input field holding the document id (default: the model's)",
+        "label": "Id field", "regex": _FIELD})
+    text: str = field(default="text", metadata={
+        "help": "input field holding the text (default: the model's)",
+        "label": "Text field", "regex": _FIELD})
+    label: str = field(default="label", metadata={
+        "help": "input field holding a true label, if any (default: the model's)",
+        "label": "Label field", "regex": _FIELD})
+    metadata: list[str] = field(default_factory=list, metadata={
+        "help": "input fields carried to the outputs' metadata column",
+        "label": "Metadata fields (comma-separated)",
+        "regex": "^[A-Za-z_][A-Za-z0-9_.-]*(,[A-Za-z_][A-Za-z0-9_.-]*)*$"})
 
 
 @dataclass(frozen=True)

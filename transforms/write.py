@@ -52,13 +52,25 @@ IDS = "ids"
 
 @dataclass(frozen=True)
 class SinkSettings:
+    """The write DoFns' settings: ``database`` carries the URL and every key of the
+    ``sink`` section (``store.settings.SinkConfig``); the rest is what a run derives."""
+
     database: DatabaseSettings
-    batch_rows: int = 5000
-    batch_bytes: int = 16 << 20
-    max_rows_per_second: float = 0.0
     machines: int = 1  # machines sharing max_rows_per_second (each gets an equal share)
-    payload_limit: int = 2000
+    payload_limit: int = 2000  # validation.max_payload_chars
     progress_seconds: float = 30.0  # log rows written at least this often
+
+    @property
+    def batch_rows(self) -> int:
+        return self.database.batch_rows
+
+    @property
+    def batch_bytes(self) -> int:
+        return self.database.batch_bytes
+
+    @property
+    def max_rows_per_second(self) -> float:
+        return self.database.max_rows_per_second
 
     @property
     def write_size(self) -> int:

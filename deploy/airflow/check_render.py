@@ -127,12 +127,12 @@ def check_template_parameters(rendered: list[dict[str, str]], repo_python: Path 
         print(f"--  {metadata} does not exist: parameters not checked against it", flush=True)
     if repo_python is None:
         print("--  no repository interpreter: parameters not checked against "
-              "pipelines.template.options()", flush=True)
+              "pipelines.template_metadata.parameters()", flush=True)
         return
-    code = ("import json; from pipelines.template import HIDDEN, options; "
-            "print(json.dumps(sorted(set(options()) - set(HIDDEN))))")
+    code = ("import json; from pipelines.template_metadata import parameters; "
+            "print(json.dumps(sorted(p.name for p in parameters())))")
     out = subprocess.run([str(repo_python), "-c", code], cwd=REPO, capture_output=True,
                          text=True, check=True)
     offered = set(json.loads(out.stdout))
     assert passed <= offered, passed - offered
-    ok("Flex Template parameters are options of pipelines.template (none of HIDDEN)")
+    ok("Flex Template parameters are parameters of pipelines.template (none hidden)")

@@ -1,10 +1,14 @@
 """Layered, typed configuration: ``configs/base.yaml`` + an overlay + CLI flags.
 
-The schema is the dataclass tree below; YAML files and flags are checked against it,
-so an unknown or ill-typed key fails with a message naming the key and the file it
-came from. Every leaf key gets a CLI flag: ``sink.max_rows_per_second`` is
-``--sink-max-rows-per-second``. A few flags named by the CLI contract (``--db``,
-``--input-root`` ...) are simply the top-level keys.
+The schema is the dataclass tree below (the ``sink`` section is the store's own
+``store.settings.SinkConfig``); each key is declared once, with its type, default and
+field metadata (help, Flex Template parameter or not: ``pipelines.configuration.schema``),
+and the flags, docs/configuration.md and deploy/flex-template/metadata.json are derived
+from it. YAML files and flags are checked against it, so an unknown or ill-typed key
+fails with a message naming the key and the file it came from. Every leaf key gets a
+CLI flag: ``sink.max_rows_per_second`` is ``--sink-max-rows-per-second``. A few flags
+named by the CLI contract (``--db``, ``--input-root`` ...) are simply the top-level keys.
+configs/base.yaml holds only what every environment shares beyond the defaults.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import Any
 import yaml
 
 from models.preprocess import PreprocessConfig
+from pipelines.configuration.schema import Key, Section, is_key, keys, sections
+from store.settings import SinkConfig
 from tracking.policy import TrackingPolicy
 from transforms.records import FieldNames
 
@@ -30,57 +36,73 @@ class ConfigError(ValueError):
     """A configuration file or flag is invalid; the message names key and source."""
 
 
+_GCS = "^gs://[a-z0-9][a-z0-9._-]{1,220}[a-z0-9](/[^ ,]*)?$"
+_DATAFLOW_PATH = "On Dataflow: a gs:// path that the launcher and every worker can {}."
+
+
 @dataclass(frozen=True)
 class ValidationConfig:
-    max_text_chars: int = 100_000
-    max_payload_chars: int = 2_000
+    max_text_chars: int = field(default=100_000, metadata={
+        "help": "dead-letter texts longer than this",
+        "label": "Maximum text length (characters)"})
+    max_payload_chars: int = field(default=2_000, metadata={
+        "help": "raw payload kept in a dead letter", "template": False})
 
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    top_k: int = 3
-    allow_sklearn_mismatch: bool = False
-    timeout_seconds: float = 0.0  # a whole batch of batch_size records; 0 = no limit
-    timeout_ms_per_record: float = 0.0  # n records get n times this; 0 = no limit
-    fast_text_features: bool = True  # models.fastpath for word n-gram TF-IDF pipelines
-    trusted_types: list[str] = field(default_factory=list)  # module.Class beyond sklearn
-    allow_pickle: bool = False  # unpickle artifacts without the allow-list
+    top_k: int = field(default=3, metadata={
+        "help": "labels kept in each prediction's top_k list",
+        "label": "Labels kept per prediction (top k)"})
+    allow_sklearn_mismatch: bool = field(default=False, metadata={
+        "help": "load a model pickled by another scikit-learn version", "template": False})
+    timeout_seconds: float = field(default=0.0, metadata={
+        "help": "time limit of scoring a full batch of batch_size records, shared out per "
+                "record (0 = none)", "label": "Time limit per full batch (seconds)"})
+    timeout_ms_per_record: float = field(default=0.0, metadata={
+        "help": "time limit per record: n records get n times it (0 = none)",
+        "label": "Time limit per record (milliseconds)"})
+    fast_text_features: bool = field(default=True, metadata={
+        "help": "vectorised featurisation for word n-gram TF-IDF models", "template": False})
+    trusted_types: list[str] = field(default_factory=list, metadata={
+        "help": "module.Class names a model artifact may use beyond scikit-learn, numpy and "
+                "scipy", "label": "Trusted model classes (comma-separated module.Class)",
+        "regex": "^[A-Za-z_][A-Za-z0-9_]*([.][A-Za-z_][A-Za-z0-9_]*)+"
+                 "(,[A-Za-z_][A-Za-z0-9_]*([.][A-Za-z_][A-Za-z0-9_]*)+)*$"})
+    allow_pickle: bool = field(default=False, metadata={
+        "help": "unpickle model artifacts without the allow-list (unsafe)", "template": False})
 
 
 @dataclass(frozen=True)
 class ReadConfig:
-    chunk_bytes: int = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class SinkConfig:
-    batch_rows: int = 5_000
-    batch_bytes: int = 16 * 1024 * 1024
-    max_rows_per_second: float = 0.0
-    max_connections: int = 4
-    statement_timeout_ms: int = 30_000
-    max_retries: int = 8
-    password_env: str = "PGPASSWORD"
-    redis_url: str = ""  # job-wide rate limiter + connection slots; "" = per-machine
-    lease_seconds: int = 120  # tranche lease of a run; renewed every quarter of it
-    detached_lease_seconds: int = 43_200  # lease of a run whose launcher cannot wait (template)
-    state_dir: str = ""  # the machine's limiter state; "" = <temp dir>/beamscore
+    chunk_bytes: int = field(default=64 * 1024 * 1024, metadata={
+        "help": "largest byte range of an uncompressed JSONL file one worker reads",
+        "template": False})
 
 
 @dataclass(frozen=True)
 class TrackingConfig(TrackingPolicy):
     """The tracking policy's keys (thresholds, minimums, streak, cooldown) and these."""
 
-    enabled: bool = True
-    command: str = ""  # run when retraining is requested, e.g. a `beamscore train`
-    labelled_sample: float = 1.0  # share of labelled records (by id hash) used for accuracy
-    report_runs: int = 14  # runs shown in the report's history charts
-    permutation_rows: int = 32  # rows per batch permuted for a model without coefficients
+    enabled: bool = field(default=True, metadata={
+        "help": "profile every tranche against the model's reference and store the metrics"})
+    command: str = field(default="", metadata={
+        "help": "command run when retraining is requested (shell)"})
+    labelled_sample: float = field(default=1.0, metadata={
+        "help": "share of labelled records, by id hash, used for accuracy"})
+    report_runs: int = field(default=14, metadata={
+        "help": "runs in the report's history charts"})
+    permutation_rows: int = field(default=32, metadata={
+        "help": "rows of each batch permuted for the importance of a model without "
+                "coefficients"})
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    timezone: str = "UTC"  # "yesterday" (no --date) is yesterday in this time zone
+    timezone: str = field(default="UTC", metadata={
+        "help": "time zone whose yesterday a run without --date scores (IANA name)",
+        "label": "Time zone of a run without date (IANA)",
+        "regex": "^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$"})
 
 
 @dataclass(frozen=True)
@@ -88,17 +110,27 @@ class DataflowConfig:
     """Beam pipeline options for distributed runners, passed as ``--name=value`` flags
     (flags given on the command line win). Empty values are not passed."""
 
-    project: str = ""
-    region: str = ""
-    temp_location: str = ""
-    staging_location: str = ""
-    service_account_email: str = ""
-    machine_type: str = ""
-    max_num_workers: int = 0
-    sdk_container_image: str = ""
-    setup_file: str = ""
-    number_of_worker_harness_threads: int = 0
-    experiments: list[str] = field(default_factory=list)
+    project: str = field(default="", metadata={
+        "help": "Google Cloud project (Beam --project)"})
+    region: str = field(default="", metadata={"help": "Dataflow region (Beam --region)"})
+    temp_location: str = field(default="", metadata={
+        "help": "gs:// path for temporary files (Beam --temp_location)"})
+    staging_location: str = field(default="", metadata={
+        "help": "gs:// path for staged packages (Beam --staging_location)"})
+    service_account_email: str = field(default="", metadata={
+        "help": "the workers' service account"})
+    machine_type: str = field(default="", metadata={
+        "help": "worker machine type, e.g. n2-standard-4"})
+    max_num_workers: int = field(default=0, metadata={
+        "help": "most worker VMs (also shares out the rate limit)"})
+    sdk_container_image: str = field(default="", metadata={
+        "help": "the workers' container image (this repository's Dockerfile)"})
+    setup_file: str = field(default="", metadata={
+        "help": "setup.py to install on the workers instead of an image"})
+    number_of_worker_harness_threads: int = field(default=0, metadata={
+        "help": "threads per worker VM (0 = Beam's default)"})
+    experiments: list[str] = field(default_factory=list, metadata={
+        "help": "Dataflow experiments, comma-separated"})
 
     def as_flags(self) -> list[str]:
         flags = []
@@ -111,29 +143,74 @@ class DataflowConfig:
         return flags
 
 
+def _section(cls: type, help: str, template: bool = True) -> Any:
+    meta: dict[str, Any] = {"help": help} if template else {"help": help, "template": False}
+    return field(default_factory=cls, metadata=meta)
+
+
 @dataclass(frozen=True)
 class Config:
-    runner: str = "FnApiRunner"
-    input_root: str = "var/landing"
-    output_dir: str = "var/output"
-    registry: str = "var/registry"
-    db: str = "sqlite:///var/beamscore.db"
-    model: str = "demo"
-    workers: int = 1
-    batch_size: int = 4096
-    max_dead_letter_ratio: float = 0.05
-    force: bool = False
-    progress_seconds: float = 30.0
-    local_engine: str = "fork"  # fork | spawn: how FnApiRunner starts local workers
-    fields: FieldNames = field(default_factory=FieldNames)
-    validation: ValidationConfig = field(default_factory=ValidationConfig)
-    preprocessing: PreprocessConfig = field(default_factory=PreprocessConfig)
-    inference: InferenceConfig = field(default_factory=InferenceConfig)
-    read: ReadConfig = field(default_factory=ReadConfig)
-    sink: SinkConfig = field(default_factory=SinkConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    dataflow: DataflowConfig = field(default_factory=DataflowConfig)
+    runner: str = field(default="FnApiRunner", metadata={
+        "help": "Beam runner: a name (FnApiRunner, DataflowRunner, PortableRunner ...) or a "
+                "class path", "template": False})
+    input_root: str = field(default="var/landing", metadata={
+        "help": "root of the dt=YYYY-MM-DD tranche folders, local or gs://",
+        "label": "Input root (gs://)", "regex": _GCS, "note": _DATAFLOW_PATH.format("read")})
+    output_dir: str = field(default="var/output", metadata={
+        "help": "where Parquet predictions, JSONL dead letters and run summaries go",
+        "label": "Output directory (gs://)", "regex": _GCS,
+        "note": _DATAFLOW_PATH.format("write")})
+    registry: str = field(default="var/registry", metadata={
+        "help": "model registry root, local or gs://", "label": "Model registry root (gs://)",
+        "regex": _GCS, "note": _DATAFLOW_PATH.format("read")})
+    db: str = field(default="sqlite:///var/beamscore.db", metadata={
+        "help": "sqlite:///relative/path, sqlite:////absolute/path or "
+                "postgresql://user@host:port/db (never a password)",
+        "label": "PostgreSQL URL (no password)",
+        "regex": "^postgresql://[A-Za-z0-9._~%-]+@[A-Za-z0-9.-]+(:[0-9]{1,5})?"
+                 "/[A-Za-z0-9_.-]+$",
+        "note": "On Dataflow: postgresql://user@host:port/db only; the password comes from "
+                "the environment variable named by sink_password_env."})
+    model: str = field(default="demo", metadata={
+        "help": "NAME (its production alias, else the newest), NAME:VERSION or NAME:ALIAS",
+        "label": "Model",
+        "regex": "^[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9][A-Za-z0-9._-]*)?$"})
+    workers: int = field(default=1, metadata={
+        "help": "local worker processes", "template": False})
+    batch_size: int = field(default=4096, metadata={
+        "help": "documents per batch through read, validation, inference and write",
+        "label": "Batch size (documents)"})
+    max_dead_letter_ratio: float = field(default=0.05, metadata={
+        "help": "exit 4, and leave a tranche failed, above this share of dead letters",
+        "label": "Maximum dead-letter ratio", "regex": "^(0([.][0-9]+)?|1([.]0+)?)$",
+        "note": "Between 0 and 1."})
+    force: bool = field(default=False, metadata={
+        "help": "rescore tranches the ledger has completed",
+        "label": "Rescore completed tranches", "note": "true or false."})
+    progress_seconds: float = field(default=30.0, metadata={
+        "help": "log job-wide progress (and each worker's) at least this often (seconds)",
+        "template": False})
+    local_engine: str = field(default="fork", metadata={
+        "help": "workers > 1 on FnApiRunner: fork (from a pre-imported server) or spawn "
+                "(Beam's multi_processing)", "template": False})
+    fields: FieldNames = _section(FieldNames, "the input's field names")
+    validation: ValidationConfig = _section(
+        ValidationConfig, "records dead-lettered before inference")
+    preprocessing: PreprocessConfig = _section(
+        PreprocessConfig, "training's text preprocessing (scoring applies the model's own)",
+        template=False)
+    inference: InferenceConfig = _section(
+        InferenceConfig, "predictions: top k, time limits, which model artifacts load")
+    read: ReadConfig = _section(ReadConfig, "reading the input files")
+    sink: SinkConfig = _section(
+        SinkConfig, "database writes: batching, rate limit, connections, retries, leases")
+    tracking: TrackingConfig = _section(
+        TrackingConfig, "drift, accuracy and importance per tranche; retraining requests",
+        template=False)
+    schedule: ScheduleConfig = _section(ScheduleConfig, "the day a run without --date scores")
+    dataflow: DataflowConfig = _section(
+        DataflowConfig, "Beam options for distributed runners (empty values are not "
+        "passed; flags on the command line win)", template=False)
 
     # Keys set by the overlay or a flag rather than base.yaml (not a config key).
     explicit_keys: tuple[str, ...] = field(default=(), metadata={"config": False})
@@ -144,24 +221,9 @@ class Config:
         return data
 
 
-def _is_key(f: dataclasses.Field[Any]) -> bool:
-    return f.metadata.get("config", True)
-
-
-def _leaf_types(cls: type, prefix: str = "") -> dict[str, Any]:
-    """Flattened ``section.key -> type`` for every leaf of a config dataclass."""
-    hints = typing.get_type_hints(cls)
-    out: dict[str, Any] = {}
-    for f in filter(_is_key, dataclasses.fields(cls)):
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            out.update(_leaf_types(tp, f"{prefix}{f.name}."))  # type: ignore[arg-type]
-        else:
-            out[f"{prefix}{f.name}"] = tp
-    return out
-
-
-LEAVES: dict[str, Any] = _leaf_types(Config)
+KEYS: list[Key] = keys(Config)
+SECTIONS: list[Section] = sections(Config)
+LEAVES: dict[str, Any] = {k.name: k.type for k in KEYS}
 
 
 def flag_for(key: str) -> str:
@@ -239,7 +301,7 @@ def _read_yaml(name_or_path: str) -> tuple[dict[str, Any], str]:
 def _build(cls: type, flat: dict[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
-    for f in filter(_is_key, dataclasses.fields(cls)):
+    for f in filter(is_key, dataclasses.fields(cls)):
         tp = hints[f.name]
         key = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(tp):

@@ -30,6 +30,7 @@ from pipelines.orchestration.plan import ScorePlan, files_of, tranche_fingerprin
 from store import run_records
 from store.ledger import BUSY, Holder, TrancheLedger
 from store.session import DatabaseSettings
+from store.settings import sink_values
 from tracking.policy import TrackingPolicy
 from transforms.write import SinkSettings
 
@@ -37,11 +38,8 @@ _LOG = logging.getLogger(__name__)
 
 
 def database_settings(cfg: Config) -> DatabaseSettings:
-    return DatabaseSettings(
-        url=cfg.db, password_env=cfg.sink.password_env,
-        statement_timeout_ms=cfg.sink.statement_timeout_ms, max_retries=cfg.sink.max_retries,
-        max_connections=cfg.sink.max_connections, redis_url=cfg.sink.redis_url,
-        state_dir=cfg.sink.state_dir)
+    """The database URL with every key of the ``sink`` section."""
+    return DatabaseSettings(cfg.db, **sink_values(cfg.sink))
 
 
 def sink_settings(cfg: Config, beam_args: list[str] | None = None) -> SinkSettings:
@@ -57,11 +55,8 @@ def sink_settings(cfg: Config, beam_args: list[str] | None = None) -> SinkSettin
                 "sink.redis_url (one job-wide budget) or --max_num_workers (each worker VM "
                 "then gets max_rows_per_second / max_num_workers)")
     return SinkSettings(
-        database=database_settings(cfg), batch_rows=cfg.sink.batch_rows,
-        batch_bytes=cfg.sink.batch_bytes, max_rows_per_second=cfg.sink.max_rows_per_second,
-        machines=machines, payload_limit=cfg.validation.max_payload_chars,
-        progress_seconds=cfg.progress_seconds,
-    )
+        database=database_settings(cfg), machines=machines,
+        payload_limit=cfg.validation.max_payload_chars, progress_seconds=cfg.progress_seconds)
 
 
 def check_launch(cfg: Config, beam_args: list[str]) -> SinkSettings:

@@ -1,5 +1,6 @@
 """deploy/flex-template/metadata.json, the Dockerfile and the docs stay in
-sync with the Flex Template entry (pipelines/template.py) and setup.py."""
+sync with the Flex Template entry (pipelines/template.py), the config schema and
+setup.py."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from pipelines import template
+from pipelines import template, template_metadata
+from pipelines.configuration.config import KEYS
 from pipelines.orchestration.options import unknown_beam_args
 from pipelines.orchestration.score import score_parser
 
@@ -115,15 +117,29 @@ def accepts(param: dict[str, Any], value: str) -> bool:
     return all(re.search(rx, value) for rx in param["regexes"])
 
 
+def test_metadata_is_generated_from_the_schema() -> None:
+    """Regenerate: python -m pipelines.template_metadata > deploy/flex-template/metadata.json"""
+    assert METADATA.read_text(encoding="utf-8") == template_metadata.metadata_json()
+
+
 def test_parameters_are_the_options_not_hidden() -> None:
     names = [p["name"] for p in metadata()["parameters"]]
     options = set(template.options())
+    hidden = template_metadata.hidden()
     assert len(names) == len(set(names)), "a parameter is listed twice"
     assert set(names) <= options, f"not options of the entry: {set(names) - options}"
-    assert not set(names) & set(template.HIDDEN), "both a parameter and HIDDEN"
-    assert options == set(names) | set(template.HIDDEN), (
-        f"options neither a parameter nor HIDDEN: {options - set(names) - set(template.HIDDEN)}")
-    assert set(template.HIDDEN) <= options, "HIDDEN names an option that does not exist"
+    assert not set(names) & hidden, "both a parameter and hidden"
+    assert options == set(names) | hidden, (
+        f"options neither a parameter nor hidden: {options - set(names) - hidden}")
+    assert hidden <= options, "hidden names an option that does not exist"
+
+
+def test_hidden_options_are_the_keys_the_schema_hides() -> None:
+    assert template_metadata.hidden() == {k.parameter for k in KEYS if not k.template}
+    # operational tuning, unsafe switches, the local engine and Dataflow's own options
+    assert {"workers", "runner", "sink_state_dir", "inference_allow_pickle",
+            "dataflow_project", "tracking_psi", "preprocessing_lowercase"} <= \
+        template_metadata.hidden()
 
 
 def test_parameter_fields() -> None:
@@ -269,7 +285,10 @@ def test_template_help_exits_0() -> None:
     done = subprocess.run([python(), "-m", "pipelines.template", "--help"], cwd=REPO,
                           capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
-    assert "--input-root" in done.stdout
+    # the template's own parameter names, as the launcher passes them
+    assert "input_root=" in done.stdout
+    assert "date=YYYY-MM-DD" in done.stdout
+    assert "--input-root" not in done.stdout
 
 
 def test_template_file_runs_as_the_launcher_runs_it() -> None:

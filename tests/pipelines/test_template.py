@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from landing.samples import make_docs, write_tranche
+from pipelines import template_metadata
 from pipelines.orchestration.exit_codes import EXIT_OK
 from pipelines.template import main, to_score_argv
+from pipelines.template_metadata import parameters
 
 
 def test_parameters_become_score_flags_and_the_rest_goes_to_beam() -> None:
@@ -49,3 +52,22 @@ def test_the_entry_scores_from_flags_only(registry_root: str, tmp_path: Path,
         capsys.readouterr().out
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM predictions").fetchone() == (80,)
+
+
+def test_help_speaks_in_template_parameter_names(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    text = capsys.readouterr().out
+    for param in parameters():
+        assert f"\n  {param.name}={param.metavar}\n" in text, param.name
+    assert "  input_root=TEXT\n" in text and "  date=YYYY-MM-DD\n" in text
+    assert "--input-root" not in text and "--sink-batch-rows" not in text
+    # the hidden options are named too, as what the config overlay sets
+    assert "sink_state_dir" in text.split("not template parameters")[1]
+
+
+def test_an_exposed_key_without_a_label_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = [dataclasses.replace(k, label="") if k.name == "batch_size" else k
+            for k in template_metadata.KEYS]
+    monkeypatch.setattr(template_metadata, "KEYS", keys)
+    with pytest.raises(ValueError, match="'batch_size'.*label"):
+        template_metadata.parameters()

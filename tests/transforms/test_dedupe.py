@@ -62,7 +62,7 @@ def test_duplicates_are_dead_lettered_and_removed_from_table_and_files(
     a, b = "/in/dt=2026-01-01/a.jsonl", "/in/dt=2026-01-01/b.jsonl"
     batches = [_batch(make_batch, b, "kb", ["d1", "d2", "d3"], 1),         # b is later in
                _batch(make_batch, a, "ka", ["d2", "d4", "d2", "d5"], 1)]    # file order
-    sink = SinkSettings(DatabaseSettings(f"sqlite:///{db}"), batch_rows=2)
+    sink = SinkSettings(DatabaseSettings(f"sqlite:///{db}", batch_rows=2))
     expected = [(b, 2, f"first at {a} position 1", "d2"),
                 (a, 3, f"first at {a} position 1", "d2")]
     with test_pipeline.TestPipeline(runner="FnApiRunner") as p:

@@ -52,8 +52,8 @@ def test_sink_flushes_at_batch_rows_and_batch_bytes_and_counts_every_row(
     for batch_rows, batch_bytes, cap in ((16, 16 << 20, 16), (1000, 1500, 8)):
         sizes.clear()
         url = f"sqlite:///{tmp_path}/{batch_rows}.db"
-        settings = SinkSettings(DatabaseSettings(url), batch_rows=batch_rows,
-                                batch_bytes=batch_bytes)
+        settings = SinkSettings(DatabaseSettings(url, batch_rows=batch_rows,
+                                                 batch_bytes=batch_bytes))
         with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
             out = (p | beam.Create(inputs, reshuffle=False)
                    | WriteToDatabase(settings, CTX))
@@ -77,7 +77,7 @@ def test_rows_the_database_rejects_are_dead_lettered_and_the_rest_written(
                                 "label TEXT NOT NULL CHECK (length(label) <= 8)"))
     conn.close()
     labels = ["billing" if i % 7 else "technical" for i in range(40)]
-    settings = SinkSettings(DatabaseSettings(f"sqlite:///{db_path}"), batch_rows=16)
+    settings = SinkSettings(DatabaseSettings(f"sqlite:///{db_path}", batch_rows=16))
     with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
         out = p | beam.Create([batch("t1", 0, 40, labels)]) | WriteToDatabase(settings, CTX)
         dead = out[DEAD_LETTERS] | beam.Map(lambda d: (d["position"], d["stage"],
