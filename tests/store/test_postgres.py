@@ -8,8 +8,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from store.backends.postgres import PostgresDatabase, classify_pg_error
 from store.database import PermanentDataError, TransientDatabaseError
-from store.postgres import PostgresDatabase, classify_pg_error
 from store.schema import PREDICTIONS
 
 pytestmark = pytest.mark.postgres
