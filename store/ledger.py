@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from store.database import Database, from_json, to_json, to_text
+from store.schema import TRANCHES
 
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
 # Decisions for a planned tranche.
@@ -142,49 +143,36 @@ class TrancheLedger:
         before = self.get(tranche, model_name, model_version)
         abandoned = (before.run_id if before is not None and before.status == RUNNING
                      and before.run_id != run_id and not before.lease_alive(now) else "")
-        self.db.execute(
-            "INSERT INTO tranches (tranche, model_name, model_version, fingerprint, files, "
-            "run_id, status, counts, lease_until, started_at, finished_at, host, pid) VALUES "
-            f"({p}, {p}, {p}, {p}, {p}, {p}, '{RUNNING}', NULL, {p}, {p}, NULL, {p}, {p}) "
-            "ON CONFLICT (tranche, model_name, model_version) DO UPDATE SET "
-            "fingerprint = excluded.fingerprint, files = excluded.files, run_id = excluded.run_id, "
-            "status = excluded.status, counts = NULL, lease_until = excluded.lease_until, "
-            "started_at = excluded.started_at, finished_at = NULL, host = excluded.host, "
-            f"pid = excluded.pid WHERE tranches.status <> '{RUNNING}' OR "
-            f"tranches.lease_until <= {p} OR tranches.run_id = excluded.run_id OR "
-            f"tranches.run_id = {p}",
-            [tranche, model_name, model_version, fingerprint, to_json(files), run_id,
-             now + lease_seconds, _now_iso(), self._holder.host, self._holder.pid, now,
-             abandoned],
-        )
+        row = {"tranche": tranche, "model_name": model_name, "model_version": model_version,
+               "fingerprint": fingerprint, "files": to_json(files), "run_id": run_id,
+               "status": RUNNING, "counts": None, "lease_until": now + lease_seconds,
+               "started_at": _now_iso(), "finished_at": None, "host": self._holder.host,
+               "pid": self._holder.pid}
+        # The stored row is replaced only when no other run holds a live lease on it.
+        self.db.upsert_values(
+            TRANCHES, row, only_if=f"tranches.status <> {p} OR tranches.lease_until <= {p} "
+            f"OR tranches.run_id = {p} OR tranches.run_id = {p}",
+            params=[RUNNING, now, run_id, abandoned])
         entry = self.get(tranche, model_name, model_version)
         taken = entry is not None and entry.run_id == run_id and entry.status == RUNNING
         return taken, (abandoned or None) if taken else None
 
     def renew(self, run_id: str, lease_seconds: float) -> None:
-        p = self._p
-        self.db.execute(
-            f"UPDATE tranches SET lease_until = {p} WHERE run_id = {p} AND status = '{RUNNING}'",
-            [self._clock() + lease_seconds, run_id],
-        )
+        self.db.update(TRANCHES, {"lease_until": self._clock() + lease_seconds},
+                       {"run_id": run_id, "status": RUNNING})
 
     def finish(self, run_id: str, tranche: str, status: str,
                counts: dict[str, Any] | None) -> None:
-        p = self._p
-        self.db.execute(
-            f"UPDATE tranches SET status = {p}, counts = {p}, finished_at = {p}, "
-            f"lease_until = NULL WHERE run_id = {p} AND tranche = {p}",
-            [status, to_json(counts) if counts is not None else None, _now_iso(), run_id,
-             tranche],
-        )
+        self.db.update(TRANCHES, {
+            "status": status, "counts": to_json(counts) if counts is not None else None,
+            "finished_at": _now_iso(), "lease_until": None,
+        }, {"run_id": run_id, "tranche": tranche})
 
     def fail_run(self, run_id: str) -> None:
         """Mark the tranches ``run_id`` still holds failed and free their leases."""
-        p = self._p
-        self.db.execute(
-            f"UPDATE tranches SET status = '{FAILED}', lease_until = NULL, finished_at = {p} "
-            f"WHERE run_id = {p} AND status = '{RUNNING}'", [_now_iso(), run_id],
-        )
+        self.db.update(TRANCHES, {"status": FAILED, "lease_until": None,
+                                  "finished_at": _now_iso()},
+                       {"run_id": run_id, "status": RUNNING})
 
     def held_by(self, run_id: str) -> list[str]:
         p = self._p

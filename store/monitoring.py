@@ -64,9 +64,8 @@ def add_trigger(db: Database, model_name: str, model_version: str, reasons: list
 
 
 def finish_trigger(db: Database, trigger_id: str, status: str, exit_code: int | None) -> None:
-    p = db.placeholder
-    db.execute(f"UPDATE retrain_triggers SET status = {p}, command_exit_code = {p} "
-               f"WHERE trigger_id = {p}", [status, exit_code, trigger_id])
+    db.update(RETRAIN_TRIGGERS, {"status": status, "command_exit_code": exit_code},
+              {"trigger_id": trigger_id})
 
 
 def triggers(db: Database, model_name: str, model_version: str | None = None) -> list[Trigger]:

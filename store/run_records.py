@@ -12,11 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from store.database import Database, from_json, to_json, to_text
 from store.ledger import Holder, TrancheLedger
+from store.schema import RUNS
 
 RUNNING, FAILED, SKIPPED = "running", "failed", "skipped"
 ABANDONED, INTERRUPTED = "abandoned", "interrupted"
@@ -67,10 +69,8 @@ def start(db: Database, run_id: str, config: dict[str, Any], model: str,
 
 def finish(db: Database, run_id: str, status: str, counts: dict[str, Any]) -> None:
     """Record the outcome; ``counts`` is the run summary (or the error)."""
-    p = db.placeholder
-    done = db.execute(
-        f"UPDATE runs SET status = {p}, counts = {p}, finished_at = {p} WHERE run_id = {p} "
-        "RETURNING run_id", [status, to_json(counts), now_iso(), run_id])
+    done = db.update(RUNS, {"status": status, "counts": to_json(counts),
+                            "finished_at": now_iso()}, {"run_id": run_id})
     if not done:  # a run whose start was never recorded
         db.upsert_run({"run_id": run_id, "started_at": now_iso(), "finished_at": now_iso(),
                        "status": status, "config": to_json({}), "model": "",
@@ -109,6 +109,13 @@ def latest(db: Database, limit: int) -> list[RunRecord]:
     rows = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM runs ORDER BY started_at DESC, "
                       f"run_id DESC LIMIT {int(limit)}")
     return [_record(r) for r in rows]
+
+
+def written_rows(db: Database, run_id: str, tranches: Iterable[str]) -> dict[str, int]:
+    """Rows of this run in ``predictions``, per tranche (found by the key's tranche)."""
+    p = db.placeholder
+    return {t: int(db.execute(f"SELECT count(*) FROM predictions WHERE tranche = {p} AND "
+                              f"run_id = {p}", [t, run_id])[0][0]) for t in tranches}
 
 
 def reason_kind(reason: str) -> str:

@@ -1,15 +1,16 @@
 """The tables beamscore writes, defined once: DDL, row tuples and keys derive from them.
 
-Each ``Table`` names its columns (with a logical type), its primary key and its
-indexes. Backends create tables from these definitions, the sink builds row tuples in
-``Table.names`` order from named columns, and de-duplication uses ``Table.key``; nothing
-addresses a column by position.
+Each ``Table`` names its columns (with a logical type: text, float, int, time, json),
+its primary key and its indexes. Each backend's dialect (``store.backends``) writes
+the SQL of these definitions, the sink builds row tuples in ``Table.names`` order from
+named columns, and de-duplication uses ``Table.key``; nothing addresses a column by
+position.
 
 Which row of a key wins: for a table with ``prefer`` columns (``predictions``), a row
 written by another run replaces the stored one (a rerun), and of two rows of the same
 run the one with the smaller ``prefer`` values stays (the first occurrence of an id in
 a tranche, in file order, then position), whatever order they are written in. For
-the other tables the last row written wins. ``upsert_condition`` says the same in SQL.
+the other tables the last row written wins. The backends' upserts say the same in SQL.
 """
 
 from __future__ import annotations
@@ -20,14 +21,6 @@ from operator import itemgetter
 from typing import Any
 
 SCHEMA_VERSION = 3
-
-# Logical column types -> SQL per backend. SQLite keeps times as ISO-8601 text.
-SQL_TYPES = {
-    "sqlite": {"text": "TEXT", "float": "DOUBLE PRECISION", "int": "BIGINT",
-               "time": "TEXT", "json": "TEXT"},
-    "postgresql": {"text": "TEXT", "float": "DOUBLE PRECISION", "int": "BIGINT",
-                   "time": "TIMESTAMPTZ", "json": "JSONB"},
-}
 
 
 @dataclass(frozen=True)
@@ -43,7 +36,7 @@ class Table:
     columns: tuple[Column, ...]
     key: tuple[str, ...]
     indexes: tuple[tuple[str, ...], ...] = ()
-    server_indexes: tuple[tuple[str, ...], ...] = ()  # PostgreSQL only
+    server_indexes: tuple[tuple[str, ...], ...] = ()  # a database server's, not SQLite's
     prefer: tuple[str, ...] = ()  # within one run, the row with the smallest values wins
 
     @property
@@ -61,46 +54,8 @@ class Table:
     def row(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
         return tuple(values[n] for n in self.names)
 
-    def column_sql(self, column: Column, backend: str) -> str:
-        return (f"{column.name} {SQL_TYPES[backend][column.type]}"
-                f"{'' if column.nullable else ' NOT NULL'}")
-
-    def ddl(self, backend: str, name: str | None = None) -> list[str]:
-        """CREATE TABLE and CREATE INDEX statements, idempotent (``name``: another
-        table of the same shape, for migrations)."""
-        name = name or self.name
-        cols = [self.column_sql(c, backend) for c in self.columns]
-        cols.append(f"PRIMARY KEY ({', '.join(self.key)})")
-        return [f"CREATE TABLE IF NOT EXISTS {name} ({', '.join(cols)})",
-                *self.index_ddl(backend)]
-
-    def index_ddl(self, backend: str) -> list[str]:
-        indexes = self.indexes + (self.server_indexes if backend == "postgresql" else ())
-        return [f"CREATE INDEX IF NOT EXISTS {self.name}_{'_'.join(index)} "
-                f"ON {self.name} ({', '.join(index)})" for index in indexes]
-
     def column(self, name: str) -> Column:
         return next(c for c in self.columns if c.name == name)
-
-    def upsert_sql(self, source: str = "", placeholder: str = "?", collate: str = "") -> str:
-        """An upsert into this table that keeps the row the module docstring says;
-        ``source`` is a SELECT to insert from, else one VALUES row of placeholders.
-        ``collate`` (PostgreSQL: ``"C"``) makes text compare by code point, as Python
-        and SQLite do, whatever the database's collation."""
-        cols = ", ".join(self.names)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in self.names if c not in self.key)
-        sql = (f"INSERT INTO {self.name} ({cols}) "
-               + (source or f"VALUES ({', '.join([placeholder] * len(self.names))})")
-               + f" ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {updates}")
-        if self.prefer:
-            def ordered(table: str, c: str) -> str:
-                text = collate and self.column(c).type == "text"
-                return f"{table}.{c}" + (f' COLLATE "{collate}"' if text else "")
-
-            mine = ", ".join(ordered(self.name, c) for c in self.prefer)
-            new = ", ".join(ordered("excluded", c) for c in self.prefer)
-            sql += (f" WHERE {self.name}.run_id <> excluded.run_id OR ({new}) < ({mine})")
-        return sql
 
 
 def one_row_per_key(table: Table, rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

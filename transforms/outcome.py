@@ -81,13 +81,6 @@ def tranche_outcome(counts: dict[str, int], max_ratio: float) -> tuple[str, str]
     return COMPLETED, ""
 
 
-def written_rows(db: Database, run_id: str, tranches: Iterable[str]) -> dict[str, int]:
-    """Rows of this run in ``predictions``, per tranche (found by the key's tranche)."""
-    p = db.placeholder
-    return {t: int(db.execute(f"SELECT count(*) FROM predictions WHERE tranche = {p} AND "
-                              f"run_id = {p}", [t, run_id])[0][0]) for t in tranches}
-
-
 class _RecordRunFn(beam.DoFn):
     """{tranche: counts} -> the summary, recorded in ``runs``, the ledger and a file."""
 
@@ -112,7 +105,7 @@ class _RecordRunFn(beam.DoFn):
 
     def _record(self, db: Database, per_tranche: dict[str, dict[str, int]]) -> dict[str, Any]:
         counts: dict[str, dict[str, int]] = {t: {} for t in self._tranches} | per_tranche
-        written = written_rows(db, self._run_id, counts)
+        written = run_records.written_rows(db, self._run_id, counts)
         for tranche, c in counts.items():
             counts[tranche] = c | {"written": written.get(tranche, 0)}
         summary = summarise(self._run_id, counts, self._ratio) | self._extra

@@ -15,7 +15,7 @@ import time
 
 from pipelines.configuration.config import Config
 from pipelines.configuration.connection import opened
-from transforms.outcome import written_rows
+from store.run_records import written_rows
 
 _LOG = logging.getLogger("beamscore")
 

@@ -24,6 +24,7 @@ from models.preprocess import PreprocessConfig, preprocess_texts
 from models.recipe import train_and_evaluate
 from models.registry import ModelRegistry
 from pipelines import cli
+from store.backends.postgres import PostgresDialect
 from store.database import from_json
 from store.schema import PREDICTIONS
 from tests.postgres import PG
@@ -236,7 +237,7 @@ def test_values_the_database_rejects_are_dead_lettered(
     # A stricter table than beamscore's own: labels longer than 8 characters ("technical",
     # "shipping" fits) violate it with SQLSTATE 22001.
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        create = PREDICTIONS.ddl("postgresql")[0]
+        create = PostgresDialect().ddl(PREDICTIONS)[0]
         strict = create.replace("label TEXT NOT NULL", "label VARCHAR(8) NOT NULL")
         conn.execute(strict)  # type: ignore[arg-type]
     landing = _landing(tmp_path, 1000)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from store.database import backend_of, connect_existing, database_identity, redact, sqlite_path
+from store.backends.sqlite import sqlite_path
+from store.database import backend_of, connect_existing, database_identity, redact
 
 
 @pytest.mark.parametrize("url, backend", [("sqlite:///var/b.db", "sqlite"),

@@ -20,9 +20,13 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = connect(f"sqlite:///{tmp_path / 'l.db'}")
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """The ledger on each backend: its conditional upsert and updates are the backend's
+    SQL."""
+    url = (f"sqlite:///{tmp_path / 'l.db'}" if request.param == "sqlite"
+           else request.getfixturevalue("pg_url"))
+    database = connect(url)
     database.init_schema()
     yield database
     database.close()

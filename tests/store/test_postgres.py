@@ -8,8 +8,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from store.database import PermanentDataError, TransientDatabaseError
-from store.postgres import PostgresDatabase, classify_pg_error
+from store.backends.postgres import PostgresDatabase, classify_pg_error
+from store.database import PermanentDataError, StatementError, TransientDatabaseError
 from store.schema import PREDICTIONS
 
 pytestmark = pytest.mark.postgres
@@ -111,3 +111,73 @@ def test_sqlstates_are_classified_transient_or_permanent(pg_url: str) -> None:
     db.close()
     error = psycopg.errors.UniqueViolation()
     assert classify_pg_error(error) is PermanentDataError
+
+
+def test_an_id_too_long_for_the_index_is_a_data_error_with_the_database_message(
+        pg_url: str) -> None:
+    """A 3,000-character id exceeds the btree row size (SQLSTATE 54000): the rows are
+    rejected (the sink dead-letters them), never retried, on both write paths."""
+    import secrets
+
+    db = PostgresDatabase(pg_url)
+    db.init_schema()
+    long_id = "d" + secrets.token_hex(1500)  # random: the index cannot compress it
+    with pytest.raises(PermanentDataError, match="index row size .* exceeds"):
+        db.upsert_predictions([_pred_row("d1", "a"), _pred_row(long_id, "a", position=2)])
+    assert db.writes == {}  # the COPY path rolled back
+    db.upsert_predictions([_pred_row("d1", "a")])
+    with pytest.raises(PermanentDataError, match="index row size .* exceeds"):
+        # d1 exists: the COPY attempt conflicts, the staging upsert meets the long id.
+        db.upsert_predictions([_pred_row("d1", "b"), _pred_row(long_id, "b", position=2)])
+    assert db.writes[("predictions", "conflict")] == 1
+    assert db.execute("SELECT doc_id, label FROM predictions") == [("d1", "a")]
+    db.close()
+
+
+def test_a_dropped_connection_is_transient_and_the_session_reconnects(
+        pg_url: str, tmp_path: Any) -> None:
+    from store.session import DatabaseSession, DatabaseSettings
+    from tests.postgres import pg_admin
+
+    db = PostgresDatabase(pg_url)
+    [(pid,)] = db.execute("SELECT pg_backend_pid()")
+    with pg_admin() as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    with pytest.raises(TransientDatabaseError):
+        db.execute("SELECT 1")
+    with pytest.raises(TransientDatabaseError):
+        db.upsert_predictions([_pred_row("d1", "a")])  # the connection is closed now
+    db.close()
+
+    session = DatabaseSession(DatabaseSettings(pg_url, state_dir=str(tmp_path)))
+    [(pid,)] = session.run(lambda d: d.execute("SELECT pg_backend_pid()"))
+    with pg_admin() as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    assert session.run(lambda d: d.upsert_predictions([_pred_row("d1", "a")])) == 1
+    session.close()
+
+
+@pytest.mark.parametrize("sqlstate, kind", [
+    ("08006", TransientDatabaseError),   # connection failure
+    ("40001", TransientDatabaseError),   # serialization failure
+    ("40P01", TransientDatabaseError),   # deadlock
+    ("55P03", TransientDatabaseError),   # lock not available
+    ("57P01", TransientDatabaseError),   # admin shutdown
+    ("57P03", TransientDatabaseError),   # cannot connect now
+    ("22001", PermanentDataError),       # value too long
+    ("23502", PermanentDataError),       # not null violation
+    ("54000", PermanentDataError),       # program limit exceeded: index row size
+    ("42601", PermanentDataError),       # syntax error
+    ("42P01", StatementError),           # undefined table: a bug, not the rows
+    ("42501", StatementError),           # insufficient privilege: configuration
+])
+def test_errors_are_classified_by_sqlstate_not_by_exception_type(
+        sqlstate: str, kind: type[Exception]) -> None:
+    error = psycopg.errors.lookup(sqlstate)("whatever the message says")
+    assert classify_pg_error(error) is kind
+
+
+def test_client_side_errors_without_a_sqlstate() -> None:
+    assert classify_pg_error(psycopg.OperationalError("the connection is closed")) \
+        is TransientDatabaseError
+    assert classify_pg_error(psycopg.DataError("NUL character in text")) is PermanentDataError

@@ -6,9 +6,12 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from store import run_records
 from store.database import connect
 from store.ledger import TrancheLedger
+from store.schema import PREDICTIONS
 
 
 def test_start_then_finish_keeps_the_launch_fields(tmp_path: Path) -> None:
@@ -57,4 +60,38 @@ def test_dead_letters_are_counted_by_kind_without_the_records_own_details(
         ("dedupe", "duplicate id in tranche", 3), ("read", "malformed CSV row", 2),
         ("read", "unreadable parquet file", 1), ("validate", "missing id", 1)]
     assert run_records.dead_letters_by_reason(db, "r1", "2026-01-02") == []
+    db.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql",
+                                                            marks=pytest.mark.postgres)])
+def test_finish_records_a_run_whose_start_was_never_recorded(
+        backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    url = (f"sqlite:///{tmp_path / 'r.db'}" if backend == "sqlite"
+           else request.getfixturevalue("pg_url"))
+    db = connect(url)
+    db.init_schema()
+    run_records.start(db, "run-1", {"workers": 1}, "demo:1")
+    run_records.finish(db, "run-1", "succeeded", {"total": {"read": 1}})
+    run_records.finish(db, "run-2", "failed", {"error": "lost"})  # no start recorded
+    records = {r.run_id: r for r in run_records.latest(db, 10)}
+    assert records["run-1"].config == {"workers": 1} and records["run-1"].model == "demo:1"
+    assert records["run-1"].status == "succeeded" and records["run-1"].finished_at
+    assert records["run-2"].status == "failed" and records["run-2"].error == "lost"
+    assert records["run-2"].config == {} and records["run-2"].finished_at
+    db.close()
+
+
+def test_written_rows_counts_this_runs_predictions_per_tranche(tmp_path: Path) -> None:
+    db = connect(f"sqlite:///{tmp_path / 'r.db'}")
+    db.init_schema()
+    rows = [PREDICTIONS.row({
+        "doc_id": f"d{i}", "tranche": tranche, "label": "x", "score": 0.5, "top_k": "[]",
+        "model_name": "demo", "model_version": "1", "model_sha256": "ab" * 32,
+        "run_id": run_id, "scored_at": "2026-01-01T00:00:00+00:00", "source_file": "f",
+        "position": i, "metadata": None})
+        for i, (tranche, run_id) in enumerate([("t1", "r1"), ("t1", "r1"), ("t1", "r0"),
+                                               ("t2", "r1")])]
+    db.upsert_predictions(rows)
+    assert run_records.written_rows(db, "r1", ["t1", "t2", "t3"]) == {"t1": 2, "t2": 1, "t3": 0}
     db.close()

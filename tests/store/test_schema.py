@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from store.backends.sqlite import SQLiteDialect
 from store.schema import (
     DEAD_LETTERS,
     PREDICTIONS,
@@ -16,6 +17,7 @@ from store.schema import (
 
 T = Table("t", (Column("a"), Column("b", "int"), Column("c", "json", nullable=True)),
           key=("a", "b"), indexes=(("c",),))
+SQLITE = SQLiteDialect()
 P = Table("p", (Column("k"), Column("run_id"), Column("f"), Column("pos", "int")),
           key=("k",), prefer=("f", "pos"))
 
@@ -38,9 +40,9 @@ def test_one_row_per_key_keeps_the_last_row_or_the_preferred_one() -> None:
 
 def test_the_preferred_row_wins_in_the_database_whatever_the_write_order() -> None:
     conn = sqlite3.connect(":memory:")
-    for ddl in P.ddl("sqlite"):
+    for ddl in SQLITE.ddl(P):
         conn.execute(ddl)
-    sql = P.upsert_sql(placeholder="?")
+    sql = SQLITE.upsert(P)
     for row in [("a", "r1", "b.jsonl", 1), ("a", "r1", "a.jsonl", 5), ("a", "r1", "a.jsonl", 9)]:
         conn.execute(sql, row)
     assert conn.execute("SELECT * FROM p").fetchall() == [("a", "r1", "a.jsonl", 5)]
@@ -51,7 +53,7 @@ def test_the_preferred_row_wins_in_the_database_whatever_the_write_order() -> No
 def test_ddl_creates_the_table_its_key_and_indexes_in_sqlite() -> None:
     conn = sqlite3.connect(":memory:")
     for table in (*TABLES, T):
-        for ddl in table.ddl("sqlite"):
+        for ddl in SQLITE.ddl(table):
             conn.execute(ddl)
             conn.execute(ddl)  # idempotent
     cols = [r[1] for r in conn.execute("PRAGMA table_info(predictions)")]

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from store.backends.sqlite import SQLiteDatabase
 from store.database import connect, connect_existing
 from store.schema import PREDICTIONS
-from store.sqlite import SQLiteDatabase
 from tests.data import sqlite_rows
 
 

@@ -13,9 +13,9 @@ import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from store.backends.sqlite import SQLiteDatabase, SQLiteDialect
 from store.schema import PREDICTIONS
 from store.session import DatabaseSettings
-from store.sqlite import SQLiteDatabase
 from tests.data import sqlite_rows
 from transforms.records import DEAD_LETTERS, DOC_ID, METADATA, POSITION, RAW, DocBatch, RunContext
 from transforms.write import SinkSettings, WriteToDatabase
@@ -72,7 +72,7 @@ def test_rows_the_database_rejects_are_dead_lettered_and_the_rest_written(
     it rejects leave as sink dead letters with the database's message and position."""
     db_path = tmp_path / "strict.db"
     conn = sqlite3.connect(db_path)
-    create = PREDICTIONS.ddl("sqlite")[0]
+    create = SQLiteDialect().ddl(PREDICTIONS)[0]
     conn.execute(create.replace("label TEXT NOT NULL",
                                 "label TEXT NOT NULL CHECK (length(label) <= 8)"))
     conn.close()

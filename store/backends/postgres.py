@@ -6,8 +6,8 @@ retried bundle) that transaction rolls back and the batch goes through a tempora
 staging table and one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` instead, and the
 connection skips the COPY attempt for its next 1, 2, 4 ... 64 batches. ``writes``
 counts the path each batch took. Times are ``timestamptz``, documents ``jsonb``.
-SQLSTATEs are classified as transient (retry) or
-permanent (classes 22 and 23: the sink dead-letters those rows).
+
+Errors are classified by SQLSTATE, never by message text (``classify_pg_error``).
 """
 
 from __future__ import annotations
@@ -19,32 +19,83 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
-from store.database import Database, PermanentDataError, TransientDatabaseError, redact
-from store.schema import Table, one_row_per_key
+from store.backends.base import (
+    Database,
+    PermanentDataError,
+    StatementError,
+    TransientDatabaseError,
+    redact,
+)
+from store.backends.on_conflict import OnConflictDialect
+from store.migrations import lease_holders_and_indexes, tables_only
+from store.schema import DEAD_LETTERS, PREDICTIONS, RUNS, TRANCHES, Table, one_row_per_key
 
-# SQLSTATE classes/codes worth retrying: connection exceptions (08), operator
-# intervention incl. 57P01 admin shutdown (57), serialization failure and deadlock
-# (40001, 40P01), insufficient resources incl. too many connections (53), lock timeout
-# (55P03), query canceled by statement_timeout (57014, in class 57).
-_TRANSIENT_PREFIXES = ("08", "57", "40001", "40P01", "53", "55P03")
-_PERMANENT_PREFIXES = ("22", "23")
+# SQLSTATE classes and codes, the longest prefix deciding. Transient: connection
+# exceptions (08), serialization failure and deadlock (40001, 40P01), insufficient
+# resources incl. too many connections (53), lock not available (55P03), query canceled
+# by statement_timeout (57014), admin or crash shutdown and cannot connect now (57P01,
+# 57P02, 57P03). Permanent data errors: data exceptions (22), integrity constraints
+# (23), program limits such as "index row size exceeds" (54), syntax error and datatype
+# mismatch (42601, 42804). Any other SQLSTATE is a StatementError.
+_SQLSTATES: dict[str, type[Exception]] = {
+    **dict.fromkeys(("08", "40001", "40P01", "53", "55P03", "57014", "57P01", "57P02",
+                     "57P03"), TransientDatabaseError),
+    **dict.fromkeys(("22", "23", "54", "42601", "42804"), PermanentDataError),
+}
 _MIGRATION_LOCK = 7466342  # advisory lock: one migrator at a time
 
 
 def classify_pg_error(exc: BaseException) -> type[Exception]:
+    """The kind of a psycopg error: by its SQLSTATE; an error without one was raised
+    by the client (a connection that broke or closed, a value it cannot send)."""
     import psycopg
 
-    state = getattr(exc, "sqlstate", None) or ""
-    if state.startswith(_PERMANENT_PREFIXES):
-        return PermanentDataError
-    if state.startswith(_TRANSIENT_PREFIXES) or isinstance(exc, psycopg.OperationalError):
+    state = getattr(exc, "sqlstate", None)
+    if state:
+        for length in (5, 2):
+            if state[:length] in _SQLSTATES:
+                return _SQLSTATES[state[:length]]
+        return StatementError
+    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
         return TransientDatabaseError
-    return RuntimeError
+    if isinstance(exc, psycopg.DataError):
+        return PermanentDataError  # e.g. a NUL character in text
+    return StatementError
+
+
+class PostgresDialect(OnConflictDialect):
+    name = "postgresql"
+    placeholder = "%s"
+    types = {"text": "TEXT", "float": "DOUBLE PRECISION", "int": "BIGINT",
+             "time": "TIMESTAMPTZ", "json": "JSONB"}
+    code_point_collation = "C"
+
+    def indexes(self, table: Table) -> tuple[tuple[str, ...], ...]:
+        return table.indexes + table.server_indexes
+
+    def migration(self, version: int) -> list[str]:
+        return {2: self._v2, 3: tables_only}[version]()
+
+    def _v2(self) -> list[str]:
+        steps = ["ALTER TABLE predictions ADD COLUMN position BIGINT NOT NULL DEFAULT 0",
+                 "ALTER TABLE predictions ALTER COLUMN position DROP DEFAULT",
+                 "ALTER TABLE predictions DROP CONSTRAINT predictions_pkey",
+                 f"ALTER TABLE predictions ADD PRIMARY KEY ({', '.join(PREDICTIONS.key)})"]
+        for table in (PREDICTIONS, DEAD_LETTERS, RUNS, TRANCHES):
+            for c in table.columns:
+                if c.type == "time":
+                    # Version 1 wrote ISO-8601 text; '' stood for "unknown".
+                    steps.append(f"ALTER TABLE {table.name} ALTER COLUMN {c.name} TYPE "
+                                 f"timestamptz USING CASE WHEN {c.name} = '' THEN now() "
+                                 f"ELSE {c.name}::timestamptz END")
+                elif c.type == "json":
+                    steps.append(f"ALTER TABLE {table.name} ALTER COLUMN {c.name} TYPE jsonb "
+                                 f"USING {c.name}::jsonb")
+        return steps + lease_holders_and_indexes(self)
 
 
 class PostgresDatabase(Database):
-    backend = "postgresql"
-    placeholder = "%s"
+    dialect = PostgresDialect()
 
     def __init__(self, url: str, password_env: str = "PGPASSWORD",
                  statement_timeout_ms: int = 30_000, application_name: str = "beamscore"):
@@ -73,26 +124,40 @@ class PostgresDatabase(Database):
         except psycopg.Error as exc:
             raise classify_pg_error(exc)(f"cannot connect to {redact(url)}: {exc}") from exc
 
+    @classmethod
+    def open(cls, url: str, *, password_env: str, statement_timeout_ms: int) -> Database:
+        return cls(url, password_env=password_env, statement_timeout_ms=statement_timeout_ms)
+
+    @classmethod
+    def identity(cls, url: str) -> str:
+        parts = urlsplit(url)
+        return f"postgresql://{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
+
     @contextmanager
     def migration_lock(self) -> Iterator[None]:
-        with self.conn.transaction():
+        with self._classified(), self.conn.transaction():
             self.conn.execute("SELECT pg_advisory_xact_lock(%s)", [_MIGRATION_LOCK])
             yield
+
+    @contextmanager
+    def _classified(self) -> Iterator[None]:
+        import psycopg
+
+        try:
+            yield
+        except psycopg.Error as exc:
+            raise classify_pg_error(exc)(f"{type(exc).__name__}: {exc}") from exc
 
     def upsert(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> int:
         rows = one_row_per_key(table, rows)
         if not rows:
             return 0
-        import psycopg
-
-        try:
+        with self._classified():
             if self._skip_copy.get(table.name, 0) > 0:
                 self._skip_copy[table.name] -= 1
             elif self._copy_new(table, rows):
                 return len(rows)
             self._stage_and_upsert(table, rows)
-        except psycopg.Error as exc:
-            raise classify_pg_error(exc)(f"{type(exc).__name__}: {exc}") from exc
         return len(rows)
 
     def _copy_new(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> bool:
@@ -126,19 +191,19 @@ class PostgresDatabase(Database):
                 _copy_rows(cur, stage, table.names, rows)
                 # Keys are unique here (de-duplicated above), so ON CONFLICT never meets
                 # the same key twice in one statement.
-                cur.execute(table.upsert_sql(  # type: ignore[arg-type]
-                    f"SELECT {', '.join(table.names)} FROM {stage}", collate="C"))
+                cur.execute(self.dialect.upsert(  # type: ignore[arg-type]
+                    table, source=f"SELECT {', '.join(table.names)} FROM {stage}"))
         self._staging.add(stage)
         self.writes[(table.name, "upsert")] += 1
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        import psycopg
-
-        try:
+        with self._classified():
             cur = self.conn.execute(sql, tuple(params))  # type: ignore[arg-type]
             return cur.fetchall() if cur.description else []
-        except psycopg.Error as exc:
-            raise classify_pg_error(exc)(f"{type(exc).__name__}: {exc}") from exc
+
+    def execute_count(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with self._classified():
+            return self.conn.execute(sql, tuple(params)).rowcount  # type: ignore[arg-type]
 
     def has_table(self, name: str) -> bool:
         rows = self.execute("SELECT to_regclass(%s)", [name])
