@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 from store.backends.base import (
     Database,
+    Fence,
+    LeaseLost,
     PermanentDataError,
     StatementError,
     TransientDatabaseError,
@@ -26,7 +28,7 @@ from store.backends.base import (
 from store.backends.postgres import PostgresDatabase
 from store.backends.sqlite import SQLiteDatabase
 
-__all__ = ["BACKENDS", "Database", "PermanentDataError", "StatementError",
+__all__ = ["BACKENDS", "Database", "Fence", "LeaseLost", "PermanentDataError", "StatementError",
            "TransientDatabaseError", "backend_of", "connect", "connect_existing",
            "database_identity", "from_json", "redact", "to_json", "to_text"]
 

@@ -11,6 +11,13 @@ succeeds only when no other run holds a live lease, so the second run reports th
 tranche busy. A lease is live while its run renews it (a heartbeat) and, on the host
 it was taken on, while its process exists: a run on the same host takes over at once
 the lease of a process that is gone.
+
+Every lease carries a fencing token (``fence``) that grows by one each time the tranche
+is taken, by whichever run. A run writes its rows under the tokens it took
+(``store.database.Fence``): each write transaction checks, inside itself, that the run
+still holds the tranche with that token, so a run frozen past its lease (a paused VM,
+a stopped process group) writes nothing once another run has taken the tranche over,
+and its ``finish`` changes nothing either.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from store.database import Database, from_json, to_json, to_text
+from store.database import Database, Fence, from_json, to_json, to_text
 from store.schema import TRANCHES
 
 RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
@@ -69,6 +76,7 @@ class LedgerEntry:
     finished_at: str | None
     host: str | None
     pid: int | None
+    fence: int | None = None
 
     @property
     def holder(self) -> Holder:
@@ -147,7 +155,8 @@ class TrancheLedger:
                "fingerprint": fingerprint, "files": to_json(files), "run_id": run_id,
                "status": RUNNING, "counts": None, "lease_until": now + lease_seconds,
                "started_at": _now_iso(), "finished_at": None, "host": self._holder.host,
-               "pid": self._holder.pid}
+               "pid": self._holder.pid,
+               "fence": (before.fence or 0) + 1 if before is not None else 1}
         # The stored row is replaced only when no other run holds a live lease on it.
         self.db.upsert_values(
             TRANCHES, row, only_if=f"tranches.status <> {p} OR tranches.lease_until <= {p} "
@@ -161,12 +170,29 @@ class TrancheLedger:
         self.db.update(TRANCHES, {"lease_until": self._clock() + lease_seconds},
                        {"run_id": run_id, "status": RUNNING})
 
+    def fence(self, run_id: str, model_name: str, model_version: str,
+              tranches: list[str]) -> Fence:
+        """The fencing tokens with which ``run_id`` holds ``tranches`` (those it holds)."""
+        entries = [self.get(t, model_name, model_version) for t in tranches]
+        return Fence(run_id, model_name, model_version, {
+            e.tranche: e.fence for e in entries
+            if e is not None and e.run_id == run_id and e.status == RUNNING
+            and e.fence is not None})
+
     def finish(self, run_id: str, tranche: str, status: str,
-               counts: dict[str, Any] | None) -> None:
-        self.db.update(TRANCHES, {
+               counts: dict[str, Any] | None) -> bool:
+        """Record the outcome of a tranche ``run_id`` still holds; False (nothing
+        changed) if another run has taken it over."""
+        return bool(self.db.update(TRANCHES, {
             "status": status, "counts": to_json(counts) if counts is not None else None,
             "finished_at": _now_iso(), "lease_until": None,
-        }, {"run_id": run_id, "tranche": tranche})
+        }, {"run_id": run_id, "tranche": tranche, "status": RUNNING}))
+
+    def lost(self, fence: Fence) -> list[str]:
+        """The tranches of ``fence`` that its run no longer holds with its token."""
+        return [t for t, token in sorted(fence.tokens.items())
+                if (e := self.get(t, fence.model_name, fence.model_version)) is None
+                or e.run_id != fence.run_id or e.fence != token]
 
     def fail_run(self, run_id: str) -> None:
         """Mark the tranches ``run_id`` still holds failed and free their leases."""

@@ -6,6 +6,9 @@ transaction (PostgreSQL under an advisory lock, SQLite under ``BEGIN IMMEDIATE``
 several workers starting together migrate it once, and existing rows are kept. Each
 backend's dialect writes the statements of each version (``Dialect.migration``).
 
+Version 4: the lease's fencing token ``fence`` on tranches (see ``store.ledger``;
+rows of earlier versions have none, which no run holds).
+
 Version 3: the tracking tables ``monitoring`` and ``retrain_triggers`` (created by the
 closing ``CREATE ... IF NOT EXISTS``; nothing else changes).
 
@@ -59,6 +62,12 @@ def lease_holders_and_indexes(dialect: Dialect) -> list[str]:
              for table in (RUNS, TRANCHES) for c in ("host", "pid")]
     return added + [ddl for table in (PREDICTIONS, DEAD_LETTERS)
                     for ddl in dialect.index_ddl(table)]
+
+
+def fencing_tokens(dialect: Dialect) -> list[str]:
+    """What version 4 adds in every backend: the lease's fencing token on tranches."""
+    fence = dialect.column_sql(TRANCHES.column("fence"))
+    return [f"ALTER TABLE {TRANCHES.name} ADD COLUMN {fence}"]
 
 
 def tables_only() -> list[str]:

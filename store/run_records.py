@@ -67,14 +67,19 @@ def start(db: Database, run_id: str, config: dict[str, Any], model: str,
     })
 
 
-def finish(db: Database, run_id: str, status: str, counts: dict[str, Any]) -> None:
-    """Record the outcome; ``counts`` is the run summary (or the error)."""
-    done = db.update(RUNS, {"status": status, "counts": to_json(counts),
-                            "finished_at": now_iso()}, {"run_id": run_id})
-    if not done:  # a run whose start was never recorded
-        db.upsert_run({"run_id": run_id, "started_at": now_iso(), "finished_at": now_iso(),
-                       "status": status, "config": to_json({}), "model": "",
-                       "counts": to_json(counts)})
+def finish(db: Database, run_id: str, status: str, counts: dict[str, Any]) -> bool:
+    """Record the outcome of a run still marked running (``counts``: the run summary or
+    the error); False when it has ended already, e.g. abandoned by a run that took its
+    tranches over, whose record stays as it is."""
+    if db.update(RUNS, {"status": status, "counts": to_json(counts),
+                        "finished_at": now_iso()}, {"run_id": run_id, "status": RUNNING}):
+        return True
+    if get(db, run_id) is not None:
+        return False
+    db.upsert_run({"run_id": run_id, "started_at": now_iso(), "finished_at": now_iso(),
+                   "status": status, "config": to_json({}), "model": "",
+                   "counts": to_json(counts)})  # a run whose start was never recorded
+    return True
 
 
 def fail(db: Database, run_id: str, reason: str, detail: str = "") -> None:
@@ -84,6 +89,16 @@ def fail(db: Database, run_id: str, reason: str, detail: str = "") -> None:
         error["detail"] = detail[:2000]
     finish(db, run_id, FAILED, error)
     TrancheLedger(db).fail_run(run_id)
+
+
+def lease_lost(db: Database, run_id: str, tranches: list[str]) -> None:
+    """Record that ``run_id`` lost the leases of ``tranches`` to another run: status
+    ``abandoned``, reason ``lease lost`` (its tranches and rows stay the other run's)."""
+    error = {"error": "lease lost", "detail": "another run took over tranche(s) "
+             + ", ".join(tranches) + "; this run wrote nothing after that"}
+    for status in (RUNNING, ABANDONED):
+        db.update(RUNS, {"status": ABANDONED, "counts": to_json(error),
+                         "finished_at": now_iso()}, {"run_id": run_id, "status": status})
 
 
 def mark_abandoned(db: Database, run_id: str, by: str) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ TRANCHES = Table(
     _cols("tranche", "model_name", "model_version", "fingerprint", ("files", "json"),
           "run_id", "status", ("counts", "json", True), ("lease_until", "float", True),
           ("started_at", "time"), ("finished_at", "time", True), ("host", "text", True),
-          ("pid", "int", True)),
+          ("pid", "int", True), ("fence", "int", True)),
     key=("tranche", "model_name", "model_version"),
 )
 MONITORING = Table(

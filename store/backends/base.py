@@ -11,12 +11,19 @@ from those. Every error a backend raises is one of:
   sink dead-letters the rows, with the database's message).
 - ``StatementError``: the statement does not fit this database (an unknown table, no
   privilege): a bug or a misconfiguration, neither retried nor blamed on the rows.
+
+An upsert given a ``Fence`` is fenced: in the same transaction as the write it checks
+that the writing run still holds, with the same fencing token, the lease of every
+tranche its rows belong to (``store.ledger``), and writes nothing if not
+(``LeaseLost``): a run that lost its leases, e.g. frozen past them while another run
+took over, can never change the rows of the run that took over.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -35,6 +42,21 @@ class PermanentDataError(Exception):
 
 class StatementError(RuntimeError):
     """The statement is wrong for this database; not the values' fault, not retried."""
+
+
+class LeaseLost(Exception):
+    """The writing run no longer holds a tranche's lease: nothing was written."""
+
+
+@dataclass(frozen=True)
+class Fence:
+    """What a run writes under: its id, its model version and, per tranche, the fencing
+    token its lease was taken with."""
+
+    run_id: str
+    model_name: str
+    model_version: str
+    tokens: Mapping[str, int] = field(default_factory=dict)
 
 
 def redact(url: str) -> str:
@@ -79,9 +101,27 @@ class Database:
         """A transaction that only one process at a time holds."""
         raise NotImplementedError
 
-    def upsert(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> int:
-        """Insert or update ``rows`` (tuples in ``table.names`` order) by primary key."""
+    def upsert(self, table: Table, rows: Sequence[tuple[Any, ...]],
+               fence: Fence | None = None) -> int:
+        """Insert or update ``rows`` (tuples in ``table.names`` order) by primary key, in
+        one transaction that first checks ``fence`` (``check_fence``)."""
         raise NotImplementedError
+
+    def check_fence(self, fence: Fence | None, table: Table,
+                    rows: Sequence[tuple[Any, ...]]) -> None:
+        """Inside a write transaction: raise ``LeaseLost`` unless ``fence``'s run holds,
+        with its token, the lease of every tranche of ``rows`` (locking those ledger
+        rows against a takeover until the transaction ends, where the database can)."""
+        if fence is None:
+            return
+        column = table.names.index("tranche")
+        for tranche in sorted({row[column] for row in rows}):
+            token = fence.tokens.get(tranche)
+            if token is None or not self.execute(self.dialect.fence_check(), [
+                    tranche, fence.model_name, fence.model_version, fence.run_id, token]):
+                raise LeaseLost(f"run {fence.run_id} no longer holds the lease of tranche "
+                                f"{tranche} (fencing token {token}): another run took it "
+                                "over; nothing was written")
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement; the rows it returns (none for a statement without)."""
@@ -97,11 +137,13 @@ class Database:
     def close(self) -> None:
         raise NotImplementedError
 
-    def upsert_predictions(self, rows: Sequence[tuple[Any, ...]]) -> int:
-        return self.upsert(PREDICTIONS, rows)
+    def upsert_predictions(self, rows: Sequence[tuple[Any, ...]],
+                           fence: Fence | None = None) -> int:
+        return self.upsert(PREDICTIONS, rows, fence)
 
-    def upsert_dead_letters(self, rows: Sequence[tuple[Any, ...]]) -> int:
-        return self.upsert(DEAD_LETTERS, rows)
+    def upsert_dead_letters(self, rows: Sequence[tuple[Any, ...]],
+                            fence: Fence | None = None) -> int:
+        return self.upsert(DEAD_LETTERS, rows, fence)
 
     def upsert_run(self, row: dict[str, Any]) -> None:
         """Insert a ``runs`` row or update the columns ``row`` names."""

@@ -62,6 +62,16 @@ class Dialect:
         the row's values, then those of ``only_if``."""
         raise NotImplementedError
 
+    row_lock = ""  # what makes a SELECT lock the rows it reads until the transaction ends
+
+    def fence_check(self) -> str:
+        """A row when the run holds the tranche's lease with the token (parameters:
+        tranche, model name, model version, run id, token)."""
+        p = self.placeholder
+        return (f"SELECT tranche FROM tranches WHERE tranche = {p} AND model_name = {p} "
+                f"AND model_version = {p} AND run_id = {p} AND fence = {p} "
+                f"AND status = 'running'{self.row_lock}")
+
     def migration(self, version: int) -> list[str]:
         """The statements that bring a database of ``version - 1`` to ``version``
         (see ``store.migrations``)."""

@@ -21,13 +21,14 @@ from urllib.parse import urlsplit
 
 from store.backends.base import (
     Database,
+    Fence,
     PermanentDataError,
     StatementError,
     TransientDatabaseError,
     redact,
 )
 from store.backends.on_conflict import OnConflictDialect
-from store.migrations import lease_holders_and_indexes, tables_only
+from store.migrations import fencing_tokens, lease_holders_and_indexes, tables_only
 from store.schema import DEAD_LETTERS, PREDICTIONS, RUNS, TRANCHES, Table, one_row_per_key
 
 # SQLSTATE classes and codes, the longest prefix deciding. Transient: connection
@@ -66,6 +67,7 @@ def classify_pg_error(exc: BaseException) -> type[Exception]:
 class PostgresDialect(OnConflictDialect):
     name = "postgresql"
     placeholder = "%s"
+    row_lock = " FOR SHARE"  # a takeover's UPDATE of the lease waits for the write
     types = {"text": "TEXT", "float": "DOUBLE PRECISION", "int": "BIGINT",
              "time": "TIMESTAMPTZ", "json": "JSONB"}
     code_point_collation = "C"
@@ -74,7 +76,7 @@ class PostgresDialect(OnConflictDialect):
         return table.indexes + table.server_indexes
 
     def migration(self, version: int) -> list[str]:
-        return {2: self._v2, 3: tables_only}[version]()
+        return {2: self._v2, 3: tables_only, 4: lambda: fencing_tokens(self)}[version]()
 
     def _v2(self) -> list[str]:
         steps = ["ALTER TABLE predictions ADD COLUMN position BIGINT NOT NULL DEFAULT 0",
@@ -148,25 +150,28 @@ class PostgresDatabase(Database):
         except psycopg.Error as exc:
             raise classify_pg_error(exc)(f"{type(exc).__name__}: {exc}") from exc
 
-    def upsert(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> int:
+    def upsert(self, table: Table, rows: Sequence[tuple[Any, ...]],
+               fence: Fence | None = None) -> int:
         rows = one_row_per_key(table, rows)
         if not rows:
             return 0
         with self._classified():
             if self._skip_copy.get(table.name, 0) > 0:
                 self._skip_copy[table.name] -= 1
-            elif self._copy_new(table, rows):
+            elif self._copy_new(table, rows, fence):
                 return len(rows)
-            self._stage_and_upsert(table, rows)
+            self._stage_and_upsert(table, rows, fence)
         return len(rows)
 
-    def _copy_new(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> bool:
+    def _copy_new(self, table: Table, rows: Sequence[tuple[Any, ...]],
+                  fence: Fence | None) -> bool:
         """Fast path: COPY straight into the table, right when no key exists yet. False
         if some key exists: the transaction rolled back and nothing was written."""
         import psycopg
 
         try:
             with self.conn.transaction(), self.conn.cursor() as cur:
+                self.check_fence(fence, table, rows)
                 _copy_rows(cur, table.name, table.names, rows)
         except psycopg.errors.UniqueViolation:
             self.writes[(table.name, "conflict")] += 1
@@ -177,10 +182,12 @@ class PostgresDatabase(Database):
         self._skip_run[table.name] = 0
         return True
 
-    def _stage_and_upsert(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
+    def _stage_and_upsert(self, table: Table, rows: Sequence[tuple[Any, ...]],
+                          fence: Fence | None) -> None:
         """COPY into a temporary staging table, then INSERT ... ON CONFLICT DO UPDATE."""
         stage = f"_stage_{table.name}"
         with self.conn.transaction():
+            self.check_fence(fence, table, rows)
             if stage not in self._staging:
                 # Created in this transaction: it disappears if the transaction rolls
                 # back, so it is remembered only after the commit below.

@@ -18,12 +18,13 @@ from typing import Any
 
 from store.backends.base import (
     Database,
+    Fence,
     PermanentDataError,
     StatementError,
     TransientDatabaseError,
 )
 from store.backends.on_conflict import OnConflictDialect
-from store.migrations import lease_holders_and_indexes, tables_only
+from store.migrations import fencing_tokens, lease_holders_and_indexes, tables_only
 from store.schema import PREDICTIONS, Table, one_row_per_key
 
 _TRANSIENT_CODES = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_PROTOCOL,
@@ -67,7 +68,7 @@ class SQLiteDialect(OnConflictDialect):
              "json": "TEXT"}
 
     def migration(self, version: int) -> list[str]:
-        return {2: self._v2, 3: tables_only}[version]()
+        return {2: self._v2, 3: tables_only, 4: lambda: fencing_tokens(self)}[version]()
 
     def _v2(self) -> list[str]:
         """SQLite cannot change a primary key: predictions is copied into a new table."""
@@ -128,13 +129,16 @@ class SQLiteDatabase(Database):
     def migration_lock(self) -> AbstractContextManager[None]:
         return self._tx()
 
-    def upsert(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> int:
+    def upsert(self, table: Table, rows: Sequence[tuple[Any, ...]],
+               fence: Fence | None = None) -> int:
         rows = one_row_per_key(table, rows)
         if not rows:
             return 0
         sql = self.dialect.upsert(table)
-        with self._tx(), _classified():
-            self.conn.executemany(sql, rows)
+        with self._tx():  # BEGIN IMMEDIATE: no takeover between the check and the write
+            self.check_fence(fence, table, rows)
+            with _classified():
+                self.conn.executemany(sql, rows)
         return len(rows)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

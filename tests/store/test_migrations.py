@@ -45,7 +45,7 @@ def test_sqlite_version_1_database_is_migrated_keeping_its_rows(tmp_path: Path) 
     db.init_schema()
     db.init_schema()  # once migrated, nothing more to do
     _check_v2(db)
-    assert db.execute("SELECT version FROM schema_version ORDER BY 1") == [(1,), (2,), (3,)]
+    assert db.execute("SELECT version FROM schema_version ORDER BY 1") == [(1,), (2,), (3,), (4,)]
     assert db.has_table("monitoring") and db.has_table("retrain_triggers")
     db.close()
 
