@@ -15,7 +15,6 @@ import argparse
 import atexit
 import contextlib
 import importlib
-import io
 import logging
 import os
 import sys
@@ -103,10 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         return guarded(lambda: int(args.handler(args)))
 
 
-class _ClosedPipeProof(io.TextIOBase):
+class _ClosedPipeProof:
     """Standard output that stops writing, quietly, once its reader has gone (a pipe
     into ``head``): the rest of the output goes to /dev/null and the command ends with
-    its own exit code."""
+    its own exit code. Everything but ``write`` and ``flush`` (``fileno``, ``isatty``,
+    ``encoding`` ...) is the real stream's."""
 
     def __init__(self, stream: Any):
         self._stream = stream

@@ -1,8 +1,10 @@
 """``run(argv, test_pipeline=None)``: score tranches, the one entry every caller shares.
 
-``beamscore score``, the Flex Template entry, scheduled runs, backfills and tests all
-call ``run`` with ``beamscore score``'s arguments; it returns the exit code
-(``pipelines.orchestration.exit_codes``). ``execute`` does the work: launch (``launch``),
+The Flex Template entry, scheduled runs, backfills and tests call ``run`` with
+``beamscore score``'s arguments; ``beamscore score`` parses them once, with the rest of
+its command line, and calls ``run_parsed``. Both return the exit code
+(``pipelines.orchestration.exit_codes``); the arguments are defined in
+``pipelines.orchestration.run_arguments``. ``execute`` does the work: launch (``launch``),
 build the graph (``graph``) on a pipeline of the configured runner (or the caller's test
 pipeline), run it and read the summary the pipeline recorded.
 """
