@@ -1,8 +1,12 @@
-"""The ``beamscore`` command line: train, models, score, plan, runs, report, db.
+"""The ``beamscore`` command line: train, models, score, plan, runs, triggers, report, db.
 
-``score`` is ``pipelines.orchestration.score.run``; the other commands are small and live here. Exit
-codes are listed in ``pipelines.orchestration.exit_codes``. Tranches the ledger already completed
-with the same inputs and model version are skipped (exit 0); ``--force`` rescores them.
+Each command lives in ``pipelines.commands``: a module adds its arguments (only the
+config keys it uses) and names its handler with ``set_defaults(handler=...)``; ``main``
+parses the command line once and calls that handler. A command's module is imported
+only when that command is named, so ``beamscore --help`` loads neither Beam nor the
+models. Exit codes are listed in ``pipelines.orchestration.exit_codes``. Tranches the
+ledger already completed with the same inputs and model version are skipped (exit 0);
+``--force`` rescores them.
 """
 
 from __future__ import annotations
@@ -10,185 +14,155 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import importlib
 import logging
 import os
 import sys
 import threading
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, cast
 
-from models.registry import ModelRegistry
-from models.unpickle import Policy
-from pipelines.commands.runs import list_runs, release_run, show_run
-from pipelines.configuration.config import Config, load_config
-from pipelines.configuration.connection import opened
-from pipelines.configuration.flags import add_config_flags, overrides_from_args
-from pipelines.orchestration.exit_codes import EXIT_BUSY, EXIT_MISSING, EXIT_OK, guarded
-from pipelines.orchestration.launch import with_model_fields
 from pipelines.orchestration.logs import setup_logging
-from pipelines.orchestration.plan import make_plan
-from pipelines.orchestration.score import add_run_arguments, requested_dates, run
-from pipelines.orchestration.summary import format_plan
-from store.database import redact
-from store.ledger import BUSY
 
-_LOG = logging.getLogger("beamscore")
+DESCRIPTION = ("Batch scoring with scikit-learn models on Apache Beam: train and register "
+               "models, score daily tranches, inspect runs. 'beamscore COMMAND --help' "
+               "lists a command's options.")
+# name -> (one line of help, "module:function" that adds the command's arguments)
+COMMANDS = {
+    "train": ("fit the default recipe and register a version",
+              "pipelines.commands.model_commands:add_train_arguments"),
+    "models": ("model registry: register, list, promote",
+               "pipelines.commands.model_commands:add_models_arguments"),
+    "score": ("score tranches", "pipelines.commands.score_commands:add_score_arguments"),
+    "plan": ("list what score would read; runs nothing",
+             "pipelines.commands.score_commands:add_plan_arguments"),
+    "runs": ("runs recorded in the database: list, show, release",
+             "pipelines.commands.runs:add_runs_arguments"),
+    "triggers": ("retraining requests recorded in the database",
+                 "pipelines.commands.tracking_commands:add_triggers_arguments"),
+    "report": ("write a run's HTML report from its monitoring rows",
+               "pipelines.commands.tracking_commands:add_report_arguments"),
+    "db": ("database administration: init",
+           "pipelines.commands.db_commands:add_db_arguments"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="beamscore", description=__doc__.splitlines()[0])
+class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]
+    """Subcommands whose arguments are added when the command is named (or when
+    ``build`` is called): the top-level help needs only their names."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pending: dict[str, str] = {}
+
+    def add_command(self, name: str, help: str, builder: str) -> None:
+        self.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
+        self._pending[name] = builder
+
+    def build(self, name: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self.choices[name]
+        builder = self._pending.pop(name, None)
+        if builder is not None:
+            module, _, function = builder.partition(":")
+            getattr(importlib.import_module(module), function)(parser)
+        return parser
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        if values and values[0] in self.choices:
+            self.build(values[0])
+        super().__call__(parser, namespace, values, option_string)
+
+
+def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
+    """The whole command line; with ``lazy``, a command's arguments are added only
+    once it is named on the command line being parsed."""
+    parser = argparse.ArgumentParser(prog="beamscore", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    tr = sub.add_parser("train", help="fit the default recipe and register a version")
-    tr.add_argument("--docs", required=True, metavar="GLOB",
-                    help="labelled JSONL, CSV or Parquet files, local or gs://")
-    tr.add_argument("--name", required=True, help="model name in the registry")
-    for f in ("id", "text", "label"):
-        tr.add_argument(f"--{f}-field", dest=f"cfg:fields.{f}", default=None, metavar="FIELD",
-                        help=f"input field of the {f} (recorded in the model; "
-                             f"default {f})")
-    add_config_flags(tr, skip={"fields.id", "fields.text", "fields.label", "force"})
-
-    models = sub.add_parser("models", help="model registry").add_subparsers(
-        dest="models_command", required=True)
-    reg = models.add_parser("register", help="adopt a scikit-learn joblib file")
-    reg.add_argument("--file", required=True, metavar="PATH",
-                     help="a joblib file of a fitted pipeline that takes raw texts")
-    reg.add_argument("--name", required=True, help="model name in the registry")
-    reg.add_argument("--trust", action="append", default=[], metavar="MODULE.CLASS",
-                     help="a class of your own the artifact may use (repeatable; scoring "
-                          "needs it in inference.trusted_types too)")
-    reg.add_argument("--allow-pickle", action="store_true",
-                     help="unpickle the file without the allow-list (it can run any code)")
-    reg.add_argument("--reference", metavar="GLOB",
-                     help="documents (labelled or not) the model's reference profile is "
-                          "made of, for tracking")
-    add_config_flags(reg, skip={"force", "inference.trusted_types", "inference.allow_pickle"})
-    ls = models.add_parser("list", help="names, versions, aliases")
-    add_config_flags(ls, skip={"force"})
-    pr = models.add_parser("promote", help="alias a version as production")
-    pr.add_argument("name", help="model name")
-    pr.add_argument("version", help="version to alias as production")
-    add_config_flags(pr, skip={"force"})
-
-    add_run_arguments(sub.add_parser("score", help="score tranches"))
-    add_run_arguments(sub.add_parser("plan", help="list what score would read; runs nothing"))
-
-    runs_cmd = sub.add_parser("runs", help="runs recorded in the database").add_subparsers(
-        dest="runs_command", required=True)
-    rl = runs_cmd.add_parser("list", help="the latest runs, newest first")
-    rl.add_argument("--limit", type=int, default=20, metavar="N", help="runs to list (20)")
-    add_config_flags(rl, skip={"force"})
-    rs = runs_cmd.add_parser("show", help="a run's summary, dead letters, model and config")
-    rs.add_argument("run_id", help="the run")
-    add_config_flags(rs, skip={"force"})
-    rr = runs_cmd.add_parser("release", help="mark a run failed and free its tranche leases")
-    rr.add_argument("run_id", help="the run")
-    rr.add_argument("--force", dest="release_force", action="store_true",
-                    help="release it even if its process is alive on this host")
-    add_config_flags(rr, skip={"force"})
-
-    rp = sub.add_parser("report", help="write a run's HTML report from its monitoring rows")
-    rp.add_argument("run_id", help="the run")
-    rp.add_argument("--output", metavar="FILE.html",
-                    help="where to write it (default <output_dir>/_reports/RUN_ID.html)")
-    add_config_flags(rp, skip={"force"})
-
-    db = sub.add_parser("db", help="database administration").add_subparsers(
-        dest="db_command", required=True)
-    add_config_flags(db.add_parser("init", help="create or migrate the schema ahead of a run"),
-                     skip={"force"})
+    sub = cast(_Commands, parser.add_subparsers(dest="command", required=True,
+                                                metavar="COMMAND", action=_Commands))
+    for name, (text, builder) in COMMANDS.items():
+        sub.add_command(name, text, builder)
+        if not lazy:
+            sub.build(name)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    setup_logging(args.verbose)
-    if args.command == "score":
-        return run(argv[argv.index("score") + 1:])
-    if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    return guarded(lambda: _dispatch(args, load_config(args.config, overrides_from_args(args))))
+    with _quiet_when_stdout_closes():
+        parser = build_parser(lazy=True)
+        args, extra = parser.parse_known_args(argv)
+        if extra and not getattr(args, "takes_beam_args", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.beam_args = extra
+        setup_logging(args.verbose)
+        from pipelines.orchestration.exit_codes import guarded
+
+        return guarded(lambda: int(args.handler(args)))
 
 
-def _dispatch(args: argparse.Namespace, cfg: Config) -> int:
-    if args.command == "train":
-        from pipelines.commands.train import train
+class _ClosedPipeProof:
+    """Standard output that stops writing, quietly, once its reader has gone (a pipe
+    into ``head``): the rest of the output goes to /dev/null and the command ends with
+    its own exit code. Everything but ``write`` and ``flush`` (``fileno``, ``isatty``,
+    ``encoding`` ...) is the real stream's."""
 
-        ref = train(cfg, args.docs, args.name)
-        _LOG.info("registered %s:%s metrics=%s", ref.name, ref.version, ref.metadata["metrics"])
-        print(ref.version)
-        return EXIT_OK
-    if args.command == "models":
-        return _models(args, cfg, ModelRegistry(cfg.registry))
-    if args.command == "runs":
-        return _runs(args, cfg)
-    if args.command == "report":
-        from pipelines.orchestration.report import write_report
+    def __init__(self, stream: Any):
+        self._stream = stream
 
-        print(write_report(cfg, args.run_id, args.output))
-        return EXIT_OK
-    if args.command == "db":
-        with opened(cfg, migrate=True):
-            pass
-        print(f"schema ready in {redact(cfg.db)}")
-        return EXIT_OK
-    ref = ModelRegistry(cfg.registry).resolve(cfg.model)
-    cfg = with_model_fields(cfg, ref)
-    plan = make_plan(cfg, requested_dates(args, cfg.schedule.timezone), ref, read_only=True)
-    print(format_plan(plan, f"{ref.name}:{ref.version}"))
-    if plan.missing:
-        return EXIT_MISSING
-    return EXIT_BUSY if plan.with_decision(BUSY) else EXIT_OK
+    def write(self, text: str) -> int:
+        with self._closed_pipe_is_quiet():
+            self._stream.write(text)
+        return len(text)
 
+    def flush(self) -> None:
+        with self._closed_pipe_is_quiet():
+            self._stream.flush()
 
-def _runs(args: argparse.Namespace, cfg: Config) -> int:
-    if args.runs_command == "list":
-        print(list_runs(cfg, args.limit))
-        return EXIT_OK
-    if args.runs_command == "show":
-        print(show_run(cfg, args.run_id))
-        return EXIT_OK
-    code, message = release_run(cfg, args.run_id, args.release_force)
-    print(message if code == EXIT_OK else f"beamscore: error: {message}",
-          file=sys.stdout if code == EXIT_OK else sys.stderr)
-    return code
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    @contextlib.contextmanager
+    def _closed_pipe_is_quiet(self) -> Iterator[None]:
+        try:
+            yield
+        except BrokenPipeError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
 
 
-def _models(args: argparse.Namespace, cfg: Config, registry: ModelRegistry) -> int:
-    if args.models_command == "register":
-        fields = {f"{k}_field": getattr(cfg.fields, k) for k in ("id", "text", "label")}
-        if args.allow_pickle:
-            _LOG.warning("--allow-pickle: %s is unpickled without the allow-list", args.file)
-        from pipelines.commands.train import reference_from_glob
-
-        reference = reference_from_glob(cfg, args.reference) if args.reference else None
-        ref = registry.register_file(args.name, args.file,
-                                     preprocessing=cfg.preprocessing.to_dict(), extra=fields,
-                                     policy=Policy(args.trust, args.allow_pickle),
-                                     reference=reference)
-        print(ref.version)
-    elif args.models_command == "promote":
-        registry.promote(args.name, args.version)
-        print(f"{args.name}:{args.version} is now production")
-    else:
-        print(_format_models(registry))
-    return EXIT_OK
+@contextlib.contextmanager
+def _quiet_when_stdout_closes() -> Iterator[None]:
+    stdout = sys.stdout
+    sys.stdout = _ClosedPipeProof(stdout)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stdout = stdout
 
 
-def _format_models(registry: ModelRegistry) -> str:
-    lines = [f"{'NAME':<20}{'VERSION':>8}  {'ALIASES':<12}{'CREATED':<27}{'ACCURACY':>9}  SHA256"]
-    for name in registry.names():
-        aliases = registry.aliases(name)
-        for version in registry.versions(name):
-            meta: dict[str, Any] = registry.metadata(name, version)
-            tags = ",".join(a for a, v in aliases.items() if v == version)
-            accuracy = meta.get("metrics", {}).get("accuracy", "")
-            lines.append(f"{name:<20}{version:>8}  {tags:<12}{meta.get('created_at', ''):<27}"
-                         f"{accuracy!s:>9}  {meta['sha256'][:12]}")
+def reference() -> str:
+    """The CLI reference page (docs/cli.md): every command's usage and help, as the
+    parser prints it at a fixed width."""
+    lines = ["# CLI reference", "",
+             "Generated from the parser (`pipelines.cli.reference`); "
+             "`tests/pipelines/test_cli_help.py` fails when it differs. Exit codes: see "
+             "`pipelines/orchestration/exit_codes.py`.", ""]
+    for path, parser in _all_parsers(build_parser(), "beamscore"):
+        parser.formatter_class = lambda prog: argparse.HelpFormatter(prog, width=96)
+        lines += [f"## {path}", "", "```text", parser.format_help().rstrip(), "```", ""]
     return "\n".join(lines)
+
+
+def _all_parsers(parser: argparse.ArgumentParser, path: str
+                 ) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _all_parsers(child, f"{path} {name}")
 
 
 def console_main() -> None:

@@ -68,9 +68,14 @@ def finish_trigger(db: Database, trigger_id: str, status: str, exit_code: int | 
               {"trigger_id": trigger_id})
 
 
-def triggers(db: Database, model_name: str, model_version: str | None = None) -> list[Trigger]:
+def triggers(db: Database, model_name: str | None = None,
+             model_version: str | None = None) -> list[Trigger]:
+    """The retraining requests of a model (of one version if given; every model's
+    without a name), oldest first."""
     p = db.placeholder
-    where, params = f"model_name = {p}", [model_name]
+    where, params = "1 = 1", list[str]()
+    if model_name is not None:
+        where, params = where + f" AND model_name = {p}", [*params, model_name]
     if model_version is not None:
         where, params = where + f" AND model_version = {p}", [*params, model_version]
     found = db.execute(f"SELECT {', '.join(RETRAIN_TRIGGERS.names)} FROM retrain_triggers "

@@ -1,79 +1,121 @@
 """``beamscore runs``: list recorded runs, show one, release one that is stuck.
 
-``release`` marks a run failed and frees its tranche leases, so the next run scores
-those tranches at once; it refuses a run whose process is still alive on this host
-(``--force`` releases it anyway).
+A run recorded ``running`` whose process or leases are gone is shown ``abandoned``,
+judged as ``plan`` judges its tranches (``observed_status``). ``release`` marks a run
+failed and frees its tranche leases, so the next run scores those tranches at once; it
+refuses a run whose process is still alive on this host (``--force`` releases it
+anyway). These commands read only the database: ``--config`` and the database flags.
 """
 
 from __future__ import annotations
 
-import json
+import argparse
+import sys
 
+from pipelines.commands.common import DATABASE_KEYS, add_config_keys, command_config
 from pipelines.configuration.config import Config
 from pipelines.orchestration.exit_codes import EXIT_ERROR, EXIT_OK
 from store import run_records
 from store.database import Database, connect_existing
-from store.ledger import Holder, TrancheLedger
+from store.ledger import BUSY, Holder, TrancheLedger
 
 
-def _open(cfg: Config) -> Database:
+def add_runs_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
+    rl = sub.add_parser("list", help="the latest runs, newest first",
+                        description="The latest runs, newest first.")
+    rl.add_argument("--limit", type=int, default=20, metavar="N", help="runs to list (20)")
+    rl.set_defaults(handler=_list)
+    rs = sub.add_parser("show", help="a run's outcome, counts, dead letters, alerts, "
+                                     "retraining request and report",
+                        description="A run's status and exit code, counts per tranche, "
+                                    "dead letters by reason, alerts, retraining request "
+                                    "and report.")
+    rs.add_argument("run_id", help="the run")
+    rs.add_argument("--show-config", action="store_true",
+                    help="also print the run's resolved config (JSON)")
+    rs.set_defaults(handler=_show)
+    rr = sub.add_parser("release", help="mark a run failed and free its tranche leases",
+                        description="Mark a run failed and free its tranche leases.")
+    rr.add_argument("run_id", help="the run")
+    rr.add_argument("--force", dest="release_force", action="store_true",
+                    help="release it even if its process is alive on this host")
+    rr.set_defaults(handler=_release)
+    for command in (rl, rs, rr):
+        add_config_keys(command, DATABASE_KEYS)
+
+
+def _print(text: str) -> int:
+    print(text)
+    return EXIT_OK
+
+
+def _list(args: argparse.Namespace) -> int:
+    return _print(list_runs(command_config(args), args.limit))
+
+
+def _show(args: argparse.Namespace) -> int:
+    from pipelines.commands.run_view import show_run
+
+    return _print(show_run(command_config(args), args.run_id, args.show_config))
+
+
+def _release(args: argparse.Namespace) -> int:
+    code, message = release_run(command_config(args), args.run_id, args.release_force)
+    print(message if code == EXIT_OK else f"beamscore: error: {message}",
+          file=sys.stdout if code == EXIT_OK else sys.stderr)
+    return code
+
+
+def open_runs(cfg: Config) -> Database:
+    """The configured database, which must hold a ``runs`` table (it is not created)."""
     db = connect_existing(cfg.db, password_env=cfg.sink.password_env, table="runs")
     if db is None:
         raise ValueError(f"no runs recorded in {cfg.db} (no database or no runs table)")
     return db
 
 
+def observed_status(db: Database, record: run_records.RunRecord) -> tuple[str, list[str]]:
+    """(status, why) of a run as it stands now: a run recorded ``running`` whose leases
+    the ledger would let another run take (its process on this host is gone, or it
+    stopped renewing them), or that holds none and whose process is gone, is
+    ``abandoned``; why is the ledger's word for each of its tranches."""
+    if record.status != run_records.RUNNING:
+        return record.status, []
+    ledger = TrancheLedger(db)
+    name, _, version = record.model.rpartition(":")
+    why = []
+    for tranche in ledger.held_by(record.run_id):
+        decision, detail = ledger.decide(tranche, name, version, "", force=False)
+        if decision == BUSY:
+            return record.status, []
+        why.append(f"tranche {tranche}: {detail}")
+    if why:
+        return run_records.ABANDONED, why
+    if record.holder.is_gone():
+        return run_records.ABANDONED, [f"its process {record.pid} on this host is gone"]
+    return record.status, []
+
+
 def list_runs(cfg: Config, limit: int) -> str:
-    db = _open(cfg)
+    db = open_runs(cfg)
     try:
-        records = run_records.latest(db, limit)
+        records = [(r, observed_status(db, r)[0]) for r in run_records.latest(db, limit)]
     finally:
         db.close()
     lines = [f"{'RUN':<26}{'STATUS':<28}{'MODEL':<14}{'STARTED':<30}{'READ':>9}"
              f"{'WRITTEN':>9}{'DEAD':>7}"]
-    for r in records:
+    for r, status in records:
         total = (r.counts or {}).get("total") or {}
-        lines.append(f"{r.run_id:<26}{r.status:<28}{r.model:<14}{str(r.started_at):<30}"
+        lines.append(f"{r.run_id:<26}{status:<28}{r.model:<14}{str(r.started_at):<30}"
                      f"{total.get('read', ''):>9}{total.get('written', ''):>9}"
                      f"{total.get('dead_lettered', ''):>7}")
     return "\n".join(lines)
 
 
-def show_run(cfg: Config, run_id: str) -> str:
-    db = _open(cfg)
-    try:
-        record = run_records.get(db, run_id)
-        if record is None:
-            raise ValueError(f"no run {run_id} in {cfg.db}")
-        dead = run_records.dead_letters_by_reason(db, run_id)
-        held = TrancheLedger(db).held_by(run_id)
-    finally:
-        db.close()
-    lines = [f"run {record.run_id}", f"status    {record.status}"
-             + (f" ({record.error})" if record.error else ""),
-             f"model     {record.model}", f"started   {record.started_at}",
-             f"finished  {record.finished_at or '-'}",
-             f"process   {record.host or '?'} pid {record.pid or '?'}"]
-    if held:
-        lines.append(f"leases    {', '.join(held)}")
-    counts = record.counts or {}
-    for tranche, c in (counts.get("tranches") or {}).items():
-        lines.append(f"tranche {tranche}: read {c['read']}, valid {c['valid']}, scored "
-                     f"{c['scored']}, dead-lettered {c['dead_lettered']}, written {c['written']}")
-    for tranche, p in (counts.get("plan") or {}).items():
-        if p["decision"] != "would run":
-            lines.append(f"tranche {tranche}: {p['decision']}: {p['detail']}")
-    if dead:
-        lines.append("dead letters by stage and reason:")
-        lines += [f"  {n:>8}  {stage:<10} {reason}" for stage, reason, n in dead]
-    lines.append("config:")
-    lines.append(json.dumps(record.config, indent=2, sort_keys=True))
-    return "\n".join(lines)
-
-
 def release_run(cfg: Config, run_id: str, force: bool) -> tuple[int, str]:
     """Mark ``run_id`` failed and free its leases: (exit code, what was done)."""
-    db = _open(cfg)
+    db = open_runs(cfg)
     try:
         record = run_records.get(db, run_id)
         if record is None:

@@ -28,9 +28,14 @@ _HISTORY = ("class_psi", "score_ks", "score_wasserstein", "length_ks", "oov_shar
             "empty_share", "importance_ndcg")
 
 
+def report_path(output_dir: str, run_id: str) -> str:
+    """Where a run's report is written unless told otherwise."""
+    return f"{output_dir.rstrip('/')}/_reports/{run_id}.html"
+
+
 def write_report(cfg: Config, run_id: str, path: str | None = None) -> str:
     """Render ``run_id``'s report to ``path`` (default ``<output_dir>/_reports/``)."""
-    path = path or f"{cfg.output_dir.rstrip('/')}/_reports/{run_id}.html"
+    path = path or report_path(cfg.output_dir, run_id)
     with opened(cfg) as db:
         page = render(db, run_id, cfg.tracking.report_runs)
     write_atomically(path, page.encode())

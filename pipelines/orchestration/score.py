@@ -1,8 +1,10 @@
 """``run(argv, test_pipeline=None)``: score tranches, the one entry every caller shares.
 
-``beamscore score``, the Flex Template entry, scheduled runs, backfills and tests all
-call ``run`` with ``beamscore score``'s arguments; it returns the exit code
-(``pipelines.orchestration.exit_codes``). ``execute`` does the work: launch (``launch``),
+The Flex Template entry, scheduled runs, backfills and tests call ``run`` with
+``beamscore score``'s arguments; ``beamscore score`` parses them once, with the rest of
+its command line, and calls ``run_parsed``. Both return the exit code
+(``pipelines.orchestration.exit_codes``); the arguments are defined in
+``pipelines.orchestration.run_arguments``. ``execute`` does the work: launch (``launch``),
 build the graph (``graph``) on a pipeline of the configured runner (or the caller's test
 pipeline), run it and read the summary the pipeline recorded.
 """
@@ -15,14 +17,12 @@ import logging
 import sys
 import time
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import apache_beam as beam
 
 from engine.forkserver import ForkServer
-from landing.tranches import date_range
-from pipelines.configuration.config import Config, ConfigError, load_config
-from pipelines.configuration.flags import add_config_flags, overrides_from_args
+from pipelines.configuration.config import Config, load_config
+from pipelines.configuration.flags import overrides_from_args
 from pipelines.orchestration.exit_codes import (
     EXIT_BUSY,
     EXIT_DEAD_LETTERS,
@@ -54,6 +54,8 @@ from pipelines.orchestration.options import (
 )
 from pipelines.orchestration.plan import ScorePlan, make_plan
 from pipelines.orchestration.progress import ProgressReporter
+from pipelines.orchestration.run_arguments import parse_score_args, requested_dates
+from pipelines.orchestration.run_arguments import score_parser as score_parser  # the template's
 from pipelines.orchestration.signals import Interrupted, interruptible, received
 from pipelines.orchestration.summary import RunOutcome, format_summary, plan_summary
 from store import run_records
@@ -65,56 +67,17 @@ from transforms.write import SinkSettings
 _LOG = logging.getLogger(__name__)
 
 
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments ``score`` and ``plan`` share: dates, --force, every config key."""
-    when = parser.add_mutually_exclusive_group()
-    when.add_argument("--date", type=_date,
-                      help="one tranche (default: yesterday in schedule.timezone)")
-    when.add_argument("--from", dest="date_from", type=_date, help="first tranche of a range")
-    parser.add_argument("--to", dest="date_to", type=_date, help="last tranche of a range")
-    parser.add_argument("--force", dest="cfg:force", action="store_const", const=True,
-                        default=None, help="rescore tranches the ledger has completed")
-    add_config_flags(parser, skip={"force"})
-
-
-def requested_dates(args: argparse.Namespace, timezone: str = "UTC",
-                    now: dt.datetime | None = None) -> list[dt.date]:
-    """The tranches to score: ``--date``, ``--from``..``--to``, or yesterday in
-    ``timezone`` (``schedule.timezone``)."""
-    if args.date_from or args.date_to:
-        if not (args.date_from and args.date_to):
-            raise ConfigError("--from and --to go together")
-        return date_range(args.date_from, args.date_to)
-    if args.date:
-        return [args.date]
-    today = (now or dt.datetime.now(dt.timezone.utc)).astimezone(ZoneInfo(timezone)).date()
-    return [today - dt.timedelta(days=1)]
-
-
-def score_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="beamscore score", description="Score tranches; flags beamscore does not know "
-        "are passed to Beam (--runner, --project, --temp_location ...).")
-    add_run_arguments(parser)
-    return parser
-
-
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> int:
     """Score the tranches ``argv`` names (``beamscore score``'s arguments); print the
     summary; return the exit code. ``test_pipeline`` replaces the configured runner's
     pipeline (tests). SIGINT and SIGTERM stop the run cleanly (exit 130 / 143)."""
-    parser = score_parser()
-    args, beam_args = parser.parse_known_args(argv)
-    bad = [a for a in beam_args if a.startswith("-") and not a.startswith("--")]
-    if bad:
-        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    parser, args, beam_args = parse_score_args(argv)
+    return run_parsed(parser, args, beam_args, test_pipeline)
+
+
+def run_parsed(parser: argparse.ArgumentParser, args: argparse.Namespace,
+               beam_args: list[str], test_pipeline: beam.Pipeline | None = None) -> int:
+    """``run`` of arguments already parsed (and checked) by ``parser``."""
 
     def score() -> int:
         cfg = load_config(args.config, overrides_from_args(args))

@@ -189,7 +189,8 @@ def test_runs_show_gives_summary_dead_letters_model_and_config(
                      str(tmp_path / "out"), "--max-dead-letter-ratio", "0.2")
     assert scored.rc == 0, scored.err
     run_id = _run(tmp_path / "s.db").run_id
-    shown = run_cli("runs", "show", run_id, "--db", f"sqlite:///{tmp_path / 's.db'}")
+    shown = run_cli("runs", "show", run_id, "--show-config", "--db",
+                    f"sqlite:///{tmp_path / 's.db'}")
     assert shown.rc == 0
     out: Any = shown.out
     assert f"run {run_id}" in out and "status    succeeded" in out and "model     demo:1" in out
