@@ -64,16 +64,16 @@ class Metric:
 
     name: str
     label: str  # the report's words for it
-    kind: str = FIGURE
+    kind: str = FIGURE  # DRIFT, ACCURACY or FIGURE
     value: Callable[[Evidence], float | None] | None = None
     rows: Callable[[Metric, Evidence], list[MetricRow]] | None = None
     threshold: str | None = None
     breach: str = ">="  # value <breach> threshold is a breach: ">=", ">" or "<"
     baseline: Callable[[Evidence], float | None] | None = None
     test: Callable[[Evidence], float] | None = None  # p-value a breach must be below
-    sample: Callable[[Evidence], int] = _scored
-    stage: str = PIPELINE
-    chart: str = ""
+    sample: Callable[[Evidence], int] = _scored  # records judged; too few: insufficient
+    stage: str = PIPELINE  # or LAUNCHER
+    chart: str = ""  # HISTORY, INTERVAL, PAIR, CHANGES, REASONS or "" (the table only)
     axis: str = ""  # what a slice is, on a chart's axis or a table's column
     in_table: bool = True  # in the report's table of every figure
 
@@ -93,14 +93,15 @@ class Metric:
         return None if base is None else base + threshold
 
 
-def judged(m: Metric, e: Evidence, value: float, slice_: str = "") -> MetricRow:
+def judged(m: Metric, e: Evidence, value: float) -> MetricRow:
+    """``m``'s row of ``value``, judged by its threshold, direction and test."""
     n, limit = m.sample(e), m.limit(e)
     if limit is None:
-        return MetricRow(m.name, slice_, value, n)
+        return MetricRow(m.name, "", value, n)
     breach = _BREACH[m.breach](value, limit) and (
         m.test is None or m.test(e) < e.policy.significance)
     status = INSUFFICIENT if n < e.policy.min_records else (ALERT if breach else OK)
-    return MetricRow(m.name, slice_, value, n, threshold=limit, status=status)
+    return MetricRow(m.name, "", value, n, threshold=limit, status=status)
 
 
 def _bins(edges: np.ndarray) -> list[str]:
