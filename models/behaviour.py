@@ -96,7 +96,7 @@ def _add_accuracy(profile: Profile, metrics: dict[str, Any] | None) -> None:
         profile.reference.update({k: metrics[k] for k in ("accuracy", "macro_f1")
                                   if k in metrics})
     elif profile.labelled:
-        from tracking.metrics import macro_f1  # scipy: only where a reference is made
+        from tracking.statistics import macro_f1  # scipy: only where a reference is made
 
         profile.reference["accuracy"] = float(np.trace(profile.confusion) / profile.labelled)
         profile.reference["macro_f1"] = macro_f1(profile.confusion)

@@ -6,7 +6,9 @@ Every metric row has a status: ``insufficient`` when the sample is too small to 
 ``significance`` for the sample sizes involved), else ``ok``. A drift alert becomes a
 retraining trigger only after ``consecutive`` runs in a row breach it; an accuracy
 breach triggers at once; no trigger follows another for the same model within
-``cooldown_hours``.
+``cooldown_hours``. Which metric is drift or accuracy, and which key is its threshold,
+is the catalogue's (``tracking.catalogue``); the keys are the fields below, the
+``tracking.*`` configuration keys.
 """
 
 from __future__ import annotations
@@ -14,10 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 OK, ALERT, INSUFFICIENT = "ok", "alert", "insufficient"
-# Metrics whose alert asks for retraining at once, and drift metrics that need a streak.
-ACCURACY_METRICS = ("accuracy",)
-DRIFT_METRICS = ("class_psi", "class_js", "class_linf", "score_ks", "score_wasserstein",
-                 "length_ks", "tokens_ks", "oov_share", "empty_share", "importance_ndcg")
 IMPORTANCE_TOP = 50  # the reference's top features whose ranking is compared
 
 

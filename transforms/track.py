@@ -3,9 +3,9 @@
 The ``BatchStats`` of every scored batch (``transforms.infer``) are combined per
 tranche into a ``Profile`` by a CombineFn whose accumulators hold counts and sketches
 only, merged across workers; each tranche's profile is then compared with the model's
-reference (``tracking.metrics``) and every figure, alert or not, is upserted into
-``monitoring``. These few dozen rows per tranche are not counted against the sink's
-rate limit.
+reference by every pipeline metric of the catalogue (``tracking.metrics.compare``) and
+every figure, alert or not, is upserted into ``monitoring``. These few dozen rows per
+tranche are not counted against the sink's rate limit.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """The morning-after report of a run: one static HTML page with embedded PNG charts.
 
 Drawn from the ``monitoring`` rows only (and the retraining requests): a status line
-(ok, drift or retraining requested, and why), class shares against the reference,
-the score histogram against the reference, accuracy with its 95% interval over the
-last ``tracking.report_runs`` runs, the drift metrics over those runs with their
-thresholds, the features whose importance moved most, dead letters by reason, and a
-table of every figure of the run. Charts are drawn with matplotlib's Agg canvas; the
-page stays well under 2 MB.
+(ok, drift or retraining requested, and why), then each metric of the catalogue
+(``tracking.catalogue``) as its chart kind says: slices against the reference (class
+shares, the score histogram), a share with its 95% interval over the last
+``tracking.report_runs`` runs (accuracy), the drift metrics over those runs with their
+thresholds, the slices that moved most (feature importance), records by reason (dead
+letters); and a table of every figure of the run. Charts are drawn with matplotlib's
+Agg canvas; the page stays well under 2 MB.
 """
 
 from __future__ import annotations
@@ -21,11 +22,18 @@ from pipelines.configuration.config import Config
 from pipelines.configuration.connection import opened
 from store import monitoring, run_records
 from store.database import Database
-from tracking.policy import ALERT, DRIFT_METRICS
+from tracking.catalogue import (
+    BY_NAME,
+    CHANGES,
+    HISTORY,
+    INTERVAL,
+    PAIR,
+    REASONS,
+    Metric,
+    charted,
+)
+from tracking.policy import ALERT
 from transforms.files import write_atomically
-
-_HISTORY = ("class_psi", "score_ks", "score_wasserstein", "length_ks", "oov_share",
-            "empty_share", "importance_ndcg")
 
 
 def report_path(output_dir: str, run_id: str) -> str:
@@ -51,16 +59,19 @@ def render(db: Database, run_id: str, history_runs: int) -> str:
     triggers = [t for t in monitoring.triggers(db, name, version) if run_id in t.run_ids]
     recent = [r.run_id for r in run_records.latest(db, 200)
               if r.model == record.model][:history_runs]
-    history = monitoring.history(db, name, version, (*_HISTORY, "accuracy"), recent)
+    history = monitoring.history(
+        db, name, version, [m.name for m in charted(HISTORY) + charted(INTERVAL)], recent)
     order = {r: i for i, r in enumerate(reversed(recent))}
-    parts = [_status(record.status, rows, triggers),
-             _chart("Class shares against the reference", _shares_png(rows)),
-             _chart("Scores against the reference", _scores_png(rows)),
-             _chart(f"Accuracy over the last {len(recent)} runs (95% interval)",
-                    _accuracy_png(history, order)),
-             _chart("Drift metrics over the last runs (dashed: threshold)",
-                    _drift_png(history, order)),
-             _importance(rows), _dead_letters(rows), _table(rows)]
+    parts = [_status(record.status, rows, triggers)]
+    parts += [_chart(f"{m.label} against the reference", _pair_png(rows, m))
+              for m in charted(PAIR)]
+    parts += [_chart(f"{m.label} over the last {len(recent)} runs (95% interval)",
+                     _interval_png(history, m, order)) for m in charted(INTERVAL)]
+    parts.append(_chart("Drift metrics over the last runs (dashed: threshold)",
+                        _drift_png(history, order)))
+    parts += [_changes(rows, m) for m in charted(CHANGES)]
+    parts += [_reasons(rows, m) for m in charted(REASONS)]
+    parts.append(_table(rows))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>beamscore run "
             f"{html.escape(run_id)}</title><style>{_CSS}</style></head><body>"
             f"<h1>Run {html.escape(run_id)}</h1><p class='sub'>model "
@@ -124,8 +135,8 @@ def _weighted(rows: list[dict[str, Any]], metric: str) -> dict[str, float]:
     return {k: total[k] / weight[k] for k in total if weight[k]}
 
 
-def _pair_png(rows: list[dict[str, Any]], metric: str, xlabel: str) -> str | None:
-    mine, ref = _weighted(rows, metric), _weighted(rows, f"{metric}_reference")
+def _pair_png(rows: list[dict[str, Any]], m: Metric) -> str | None:
+    mine, ref = _weighted(rows, m.name), _weighted(rows, f"{m.name}_reference")
     if not mine:
         return None
     keys = sorted(mine)
@@ -136,41 +147,34 @@ def _pair_png(rows: list[dict[str, Any]], metric: str, xlabel: str) -> str | Non
     if ref:
         ax.bar([i + 0.2 for i in x], [ref.get(k, 0.0) for k in keys], 0.4, label="reference")
     ax.set_xticks(list(x), keys, rotation=45 if len(keys) > 8 else 0, fontsize=7)
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel(m.axis)
     ax.set_ylabel("share")
     ax.legend(fontsize=8)
     return _png(fig)
 
 
-def _shares_png(rows: list[dict[str, Any]]) -> str | None:
-    return _pair_png(rows, "class_share", "predicted class")
-
-
-def _scores_png(rows: list[dict[str, Any]]) -> str | None:
-    return _pair_png(rows, "score_histogram", "top probability")
-
-
-def _series(history: list[dict[str, Any]], metric: str, order: dict[str, int]
+def _series(history: list[dict[str, Any]], m: Metric, order: dict[str, int]
             ) -> list[tuple[int, float, float | None, float | None, float | None]]:
-    """One point per run: accuracy pooled over the run's tranches (with its Wilson
-    interval), any other metric its worst tranche; and the threshold."""
+    """One point per run: a share charted with its interval pooled over the run's
+    tranches (with its Wilson interval), any other metric its worst tranche (the
+    lowest where lower values alert); and the threshold."""
     by_run: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for r in history:
-        if r["metric"] == metric and r["run_id"] in order and r["value"] is not None \
+        if r["metric"] == m.name and r["run_id"] in order and r["value"] is not None \
                 and r["value"] == r["value"]:
             by_run[order[r["run_id"]]].append(r)
     points = []
     for x, found in sorted(by_run.items()):
         threshold = found[-1]["threshold"]
-        if metric == "accuracy":
-            from tracking.metrics import wilson  # scipy: only for a report with accuracy
+        if m.chart == INTERVAL:
+            from tracking.statistics import wilson  # scipy: only for a report with accuracy
 
             n = sum(r["n"] for r in found)
             correct = round(sum(r["value"] * r["n"] for r in found))
             low, high = wilson(correct, n)
             points.append((x, correct / n, low, high, threshold))
         else:
-            worst = min if metric == "importance_ndcg" else max
+            worst = min if m.breach == "<" else max
             points.append((x, worst(r["value"] for r in found), None, None, threshold))
     return points
 
@@ -194,18 +198,20 @@ def _runs_axis(ax: Any, labels: dict[int, str]) -> None:
     ax.set_xticks(ticks, [labels[t] for t in ticks], fontsize=6, rotation=45)
 
 
-def _accuracy_png(history: list[dict[str, Any]], order: dict[str, int]) -> str | None:
-    points = _series(history, "accuracy", order)
+def _interval_png(history: list[dict[str, Any]], m: Metric, order: dict[str, int]
+                  ) -> str | None:
+    points = _series(history, m, order)
     if not points:
         return None
     fig = _figure()
     ax = fig.add_subplot()
     xs = [p[0] for p in points]
-    ax.plot(xs, [p[1] for p in points], "o-", label="accuracy")
+    ax.plot(xs, [p[1] for p in points], "o-", label=m.name)
     ax.fill_between(xs, [p[2] or p[1] for p in points], [p[3] or p[1] for p in points],
                     alpha=0.25, label="95% interval")
     if points[-1][4] is not None:
-        ax.axhline(points[-1][4], ls="--", color="#b00", label="alert below")
+        ax.axhline(points[-1][4], ls="--", color="#b00",
+                   label="alert below" if m.breach == "<" else "alert above")
     _runs_axis(ax, _run_labels(history, order))
     ax.set_xlim(-0.5, max(order.values()) + 0.5)
     ax.legend(fontsize=8)
@@ -213,7 +219,7 @@ def _accuracy_png(history: list[dict[str, Any]], order: dict[str, int]) -> str |
 
 
 def _drift_png(history: list[dict[str, Any]], order: dict[str, int]) -> str | None:
-    metrics = [m for m in _HISTORY if _series(history, m, order)]
+    metrics = [m for m in charted(HISTORY) if _series(history, m, order)]
     if not metrics:
         return None
     fig = _figure(7.5, 1.7 * ((len(metrics) + 1) // 2) + 0.4)
@@ -224,34 +230,37 @@ def _drift_png(history: list[dict[str, Any]], order: dict[str, int]) -> str | No
         thresholds = [p[4] for p in points if p[4] is not None]
         if thresholds:
             ax.axhline(thresholds[-1], ls="--", color="#b00")
-        ax.set_title(metric + (" (worst tranche)" if metric != "importance_ndcg" else
-                               " (worst tranche, alert below)"), fontsize=8)
+        ax.set_title(f"{metric.label} (worst tranche"
+                     f"{', alert below' if metric.breach == '<' else ''})", fontsize=8)
         ax.set_xlim(-0.5, max(order.values()) + 0.5)
         _runs_axis(ax, _run_labels(history, order))
         ax.tick_params(labelsize=7)
     return _png(fig)
 
 
-def _importance(rows: list[dict[str, Any]]) -> str:
-    moved = sorted((r for r in rows if r["metric"] == "importance_change"),
+def _changes(rows: list[dict[str, Any]], m: Metric) -> str:
+    """The 10 slices of ``m`` that moved most: each row's change and its reference (the
+    row's threshold)."""
+    moved = sorted((r for r in rows if r["metric"] == m.name),
                    key=lambda r: -abs(r["value"]))[:10]
     if not moved:
-        return "<h2>Importance changes</h2><p class='sub'>no importance measure</p>"
+        return f"<h2>{html.escape(m.label)}</h2><p class='sub'>none measured</p>"
     body = "".join(f"<tr><td>{html.escape(r['tranche'])}</td><td>{html.escape(r['slice'])}"
                    f"</td><td>{r['threshold']:.4g}</td><td>{r['value']:+.4g}</td></tr>"
                    for r in moved)
-    return ("<h2>Features whose importance moved most</h2><table><tr><th>tranche</th>"
-            "<th>feature</th><th>reference</th><th>change</th></tr>" + body + "</table>")
+    return (f"<h2>{html.escape(m.label)}</h2><table><tr><th>tranche</th>"
+            f"<th>{html.escape(m.axis)}</th><th>reference</th><th>change</th></tr>"
+            + body + "</table>")
 
 
-def _dead_letters(rows: list[dict[str, Any]]) -> str:
-    dead = [r for r in rows if r["metric"] == "dead_letters"]
-    if not dead:
-        return "<h2>Dead letters</h2><p class='sub'>none</p>"
+def _reasons(rows: list[dict[str, Any]], m: Metric) -> str:
+    found = [r for r in rows if r["metric"] == m.name]
+    if not found:
+        return f"<h2>{html.escape(m.label)}</h2><p class='sub'>none</p>"
     body = "".join(f"<tr><td>{html.escape(r['tranche'])}</td><td>{html.escape(r['slice'])}"
-                   f"</td><td>{r['n']}</td></tr>" for r in sorted(dead, key=lambda r: -r["n"]))
-    return ("<h2>Dead letters by reason</h2><table><tr><th>tranche</th><th>stage: reason</th>"
-            "<th>records</th></tr>" + body + "</table>")
+                   f"</td><td>{r['n']}</td></tr>" for r in sorted(found, key=lambda r: -r["n"]))
+    return (f"<h2>{html.escape(m.label)}</h2><table><tr><th>tranche</th>"
+            f"<th>{html.escape(m.axis)}</th><th>records</th></tr>" + body + "</table>")
 
 
 def _number(value: float) -> str:
@@ -270,8 +279,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
         f"<td class='value'>{cell(r['value'])}</td><td>{r['n']}</td><td>{cell(r['ci_low'])}"
         f"</td><td>{cell(r['ci_high'])}</td><td>{cell(r['threshold'])}</td>"
         f"<td class='{r['status']}'>{r['status']}</td></tr>"
-        for r in rows if r["metric"] in DRIFT_METRICS or r["metric"] not in (
-            "score_histogram", "score_histogram_reference"))
+        for r in rows if r["metric"] not in BY_NAME or BY_NAME[r["metric"]].in_table)
     return ("<h2>Every figure of the run</h2><table id='metrics'><tr><th>tranche</th>"
             "<th>metric</th><th>slice</th><th>value</th><th>n</th><th>95% low</th>"
             "<th>95% high</th><th>threshold</th><th>status</th></tr>" + body + "</table>")

@@ -1,12 +1,13 @@
 """After a tracked run: the figures only the launcher has, and retraining requests.
 
-The launcher adds to ``monitoring`` what the pipeline's profiles cannot see: the share
-of texts emptied by preprocessing (from the run's counts) and the dead letters by
-stage and reason. It then decides whether the run asks for retraining
-(``tracking.policy``): an accuracy alert at once, a drift alert once it has lasted
-``tracking.consecutive`` runs of the model version in a row, never twice within
-``tracking.cooldown_hours``. A request is a ``retrain_triggers`` row; the configured
-``tracking.command`` is run and its exit code recorded; the run exits 6.
+The launcher adds to ``monitoring`` the catalogue's metrics that the pipeline's profiles
+cannot see (``tracking.catalogue``'s launcher stage: the share of texts emptied by
+preprocessing, from the run's counts, and the dead letters by stage and reason). It then
+decides whether the run asks for retraining (``tracking.policy``): an alert of an
+accuracy metric at once, of a drift metric once it has lasted ``tracking.consecutive``
+runs of the model version in a row, never twice within ``tracking.cooldown_hours``. A
+request is a ``retrain_triggers`` row; the configured ``tracking.command`` is run and
+its exit code recorded; the run exits 6.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from pipelines.configuration.connection import opened
 from store import monitoring, run_records
 from store.database import Database
 from store.monitoring import Trigger
-from tracking.policy import ACCURACY_METRICS, ALERT, DRIFT_METRICS, INSUFFICIENT, OK
+from tracking.catalogue import ACCURACY_METRICS, DRIFT_METRICS
+from tracking.metrics import launcher_rows
+from tracking.policy import ALERT
 
 _LOG = logging.getLogger("beamscore")
 
@@ -38,28 +41,15 @@ def after_run(cfg: Config, ref: ModelRef, run_id: str, summary: dict[str, Any],
 def _launcher_rows(db: Database, cfg: Config, ref: ModelRef, run_id: str,
                    summary: dict[str, Any], reference: dict[str, Any] | None
                    ) -> list[dict[str, Any]]:
-    base = {"run_id": run_id, "model_name": ref.name, "model_version": ref.version,
-            "ci_low": None, "ci_high": None}
+    """The launcher's metrics of the catalogue (``tracking.catalogue``) for each tranche
+    of the run's summary."""
+    base = {"run_id": run_id, "model_name": ref.name, "model_version": ref.version}
+    figures = (reference or {}).get("reference", {})
     rows = []
-    ref_empty = (reference or {}).get("reference", {}).get("empty_share")
-    for tranche, c in (summary.get("tranches") or {}).items():
-        emptied, checked = c.get("dead_preprocess", 0), c["valid"] + c.get("dead_preprocess", 0)
-        share = emptied / checked if checked else 0.0
-        threshold, status = None, OK if checked >= cfg.tracking.min_records else INSUFFICIENT
-        if ref_empty is not None and status == OK:
-            from scipy import stats  # imported when needed: not on the launcher's start-up
-
-            threshold = float(ref_empty) + cfg.tracking.empty_increase
-            p_value = stats.binomtest(emptied, checked, min(1.0, max(float(ref_empty), 1e-9)),
-                                      alternative="greater").pvalue
-            status = ALERT if share > threshold and p_value < cfg.tracking.significance else OK
-        rows.append(base | {"tranche": tranche, "metric": "empty_share", "slice": "",
-                            "value": share, "n": checked, "threshold": threshold,
-                            "status": status})
-        for stage, reason, n in run_records.dead_letters_by_reason(db, run_id, tranche):
-            rows.append(base | {"tranche": tranche, "metric": "dead_letters",
-                                "slice": f"{stage}: {reason}", "value": float(n), "n": n,
-                                "threshold": None, "status": OK})
+    for tranche, counts in (summary.get("tranches") or {}).items():
+        dead = run_records.dead_letters_by_reason(db, run_id, tranche)
+        rows += [r.__dict__ | base | {"tranche": tranche}
+                 for r in launcher_rows(counts, dead, figures, cfg.tracking)]
     return rows
 
 

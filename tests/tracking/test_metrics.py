@@ -9,10 +9,11 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-from tracking.metrics import compare, ks_between, merged_shares, psi, wasserstein_between, wilson
+from tracking.metrics import compare
 from tracking.policy import ALERT, INSUFFICIENT, OK, TrackingPolicy
 from tracking.profile import BatchStats, Profile
 from tracking.sketch import Sketch
+from tracking.statistics import ks_between, merged_shares, psi, wasserstein_between, wilson
 
 CLASSES = ["a", "b", "c"]
 
@@ -147,7 +148,7 @@ def test_the_macro_f1_interval_covers_the_truth_and_narrows_with_more_labels() -
     macro-F1 about 95% of the time; with 16x the labels it is about 4x narrower."""
     from sklearn.metrics import f1_score
 
-    from tracking.metrics import macro_f1_interval
+    from tracking.statistics import macro_f1_interval
 
     rng = np.random.default_rng(13)
     true_all = rng.choice(3, 400_000, p=[0.5, 0.3, 0.2])
