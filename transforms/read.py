@@ -15,8 +15,8 @@ from typing import Any
 import apache_beam as beam
 import pandas as pd
 
-from landing.chunks import Chunk
 from landing.formats import Rejection, read_chunk
+from landing.reading import Chunk
 from transforms.records import (
     DEAD_LETTERS,
     DOC_ID,
