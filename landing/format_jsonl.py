@@ -1,7 +1,8 @@
 """JSONL (``.jsonl``, ``.ndjson``, each also gzipped): one JSON object a line.
 
 Positions are 1-based line numbers; blank lines are not records. A byte-range chunk
-owns the lines that start in it.
+owns the lines that start in it. A line over the read bound is one rejection, streamed
+past without being held in memory.
 """
 
 from __future__ import annotations
@@ -11,28 +12,40 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from landing.reading import Chunk, Item, ReadOptions, Rejection, open_input
+from landing.reading import (
+    Chunk,
+    Item,
+    ReadOptions,
+    Rejection,
+    bounded_lines,
+    open_input,
+    too_long,
+)
 
 
-def read(chunk: Chunk, gzipped: bool, _opts: ReadOptions) -> Iterator[Item]:
+def read(chunk: Chunk, gzipped: bool, opts: ReadOptions) -> Iterator[Item]:
     """Every non-blank line of ``chunk`` as a record or a rejection, with its line."""
+    bound = opts.max_line_bytes
     with open_input(chunk.path, gzipped) as raw:
         fh: Any = raw if gzipped else io.BufferedReader(raw, 1 << 20)  # type: ignore[type-var]
         lineno, pos = 0, chunk.start
         if chunk.start > 0:
             lineno = count_newlines(chunk.path, chunk.start - 1)
             fh.seek(chunk.start - 1)
-            pos = chunk.start - 1 + len(fh.readline())  # finish the line owned by the
-            lineno += 1                                 # previous chunk
-        while chunk.end < 0 or pos < chunk.end:
-            line = fh.readline()
-            if not line:
-                break
-            pos += len(line)
+            # finish the line owned by the previous chunk
+            pos = chunk.start - 1 + next(bounded_lines(fh, bound), (b"", 0, 0))[1]
             lineno += 1
-            if not line.strip():
-                continue  # blank lines are not records
-            yield parse_json_line(line), lineno
+        lines = bounded_lines(fh, bound)
+        while chunk.end < 0 or pos < chunk.end:
+            line, size, _ = next(lines, (b"", 0, 0))
+            if not size:
+                break
+            pos += size
+            lineno += 1
+            if line is None:
+                yield too_long(chunk.path, lineno, size, bound), lineno
+            elif line.strip():  # blank lines are not records
+                yield parse_json_line(line), lineno
 
 
 def parse_json_line(line: bytes) -> dict[str, Any] | Rejection:

@@ -16,7 +16,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from landing import format_csv, format_jsonl, format_parquet, sampling, splitters
-from landing.reading import Chunk, Item, ReadOptions, Rejection
+from landing.reading import (
+    DEFAULT_MAX_TEXT_CHARS,
+    Chunk,
+    Item,
+    ReadOptions,
+    Rejection,
+    line_bound,
+)
 from landing.splitters import Splitter
 
 Reader = Callable[[Chunk, bool, ReadOptions], Iterator[Item]]
@@ -89,15 +96,17 @@ def _or(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
 
 
-def read_chunk(chunk: Chunk, batch_size: int = 4096,
-               required: tuple[str, ...] = ()) -> Iterator[Item]:
+def read_chunk(chunk: Chunk, batch_size: int = 4096, required: tuple[str, ...] = (),
+               max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> Iterator[Item]:
     """Every record of ``chunk`` with its position; an unreadable file (or rest of one)
     is one ``Rejection`` at position 0, and so is a file whose schema lacks one of the
-    ``required`` columns (reported by the file's first chunk only)."""
+    ``required`` columns (reported by the file's first chunk only). Lines longer than
+    ``line_bound(max_text_chars)`` are rejected unread."""
     fmt, gzipped = resolve(chunk.format)
+    opts = ReadOptions(batch_size, required, line_bound(max_text_chars))
     position = 0
     try:
-        for item, position in fmt.reader(chunk, gzipped, ReadOptions(batch_size, required)):
+        for item, position in fmt.reader(chunk, gzipped, opts):
             yield item, position
     except Exception as exc:  # noqa: BLE001 - an unreadable file is one rejection
         where = f" after {fmt.unit} {position}" if position else ""
