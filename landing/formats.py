@@ -51,7 +51,7 @@ class Format:
 FORMATS: tuple[Format, ...] = (
     Format("jsonl", "JSONL", (".jsonl", ".ndjson"), format_jsonl.read, splitters.byte_ranges,
            sampling.line_rows, unit="line", gzip=True),
-    Format("csv", "CSV", (".csv",), format_csv.read, splitters.whole, sampling.line_rows,
+    Format("csv", "CSV", (".csv",), format_csv.read, splitters.whole, sampling.csv_rows,
            unit="row", gzip=True),
     Format("parquet", "Parquet", (".parquet",), format_parquet.read, splitters.row_ranges,
            format_parquet.rows, unit="row"),

@@ -104,3 +104,24 @@ def test_an_over_long_line_spanning_chunks_is_read_once(tmp_path: Path) -> None:
         chunk = Chunk("t", str(path), "jsonl", start, end, i)
         got += [(type(x).__name__, p) for x, p in read_chunk(chunk, max_text_chars=100)]
     assert got == [("dict", 1), ("Rejection", 2), ("dict", 3)]
+
+
+def test_row_estimates_are_within_20_percent(tmp_path: Path) -> None:
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from landing.formats import resolve
+    from landing.samples import make_docs, write_tranche
+
+    docs = list(make_docs(30_000, seed=3, min_chars=20, max_chars=2000))
+    for fmt in ("jsonl", "jsonl.gz", "csv"):
+        path = write_tranche(str(tmp_path), "2026-01-01", docs, fmt, name=f"p-{fmt}")
+        f, gz = resolve(fmt)
+        est = f.estimate(path, Path(path).stat().st_size, gz)
+        assert abs(est - len(docs)) <= 0.2 * len(docs), (fmt, est)
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.Table.from_pylist([{"j": json.dumps(d)} for d in docs]), path)
+    f, gz = resolve("parquet")
+    assert f.estimate(str(path), path.stat().st_size, gz) == len(docs)
