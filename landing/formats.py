@@ -1,181 +1,114 @@
-"""Record readers for the input formats: a chunk in, ``(record, position)`` pairs out.
+"""The input formats, in one registry: what each is called, which files it reads, how
+it reads them, how it cuts them into chunks and how many rows it expects.
 
-``read_chunk`` yields every line or row of a chunk exactly once, as a dict or as a
-``Rejection`` (why it could not be parsed, and its raw bytes or text). Positions are
-1-based lines for JSONL and data rows for CSV and Parquet. A file that cannot be read
-(corrupt Parquet, truncated gzip, permission denied, gone since planning) ends in one
-``Rejection`` at position 0, the position of a whole file, whose reason names the
-file, the error and how far reading got.
+Every list of supported formats (planning, ``train``, the plan's output, help texts) is
+derived from ``FORMATS``; adding a format is one ``Format`` entry here and its reader.
+A format with ``gzip`` also reads its files gzipped (``<suffix>.gz``, format name
+``<name>.gz``). ``read_chunk`` yields every line or row of a chunk exactly once, as a
+record or a ``Rejection``; a file that cannot be read (corrupt, truncated gzip,
+permission denied, gone since planning) ends in one ``Rejection`` at position 0 whose
+reason names the file, the error and how far reading got.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import partial
-from typing import Any
 
-import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
+from landing import format_csv, format_jsonl, format_parquet, sampling, splitters
+from landing.reading import (
+    DEFAULT_MAX_TEXT_CHARS,
+    Chunk,
+    Item,
+    ReadOptions,
+    Rejection,
+    line_bound,
+)
+from landing.splitters import Splitter
 
-from landing.chunks import Chunk
+Reader = Callable[[Chunk, bool, ReadOptions], Iterator[Item]]
+Estimator = Callable[[str, int, bool], int]  # (path, size, gzipped) -> rows
+
+__all__ = ["FORMATS", "Format", "Rejection", "describe_formats", "file_format",
+           "format_names", "read_chunk", "resolve"]
 
 
 @dataclass(frozen=True)
-class Rejection:
-    """A line or row that is not a record: the reason and the raw payload."""
+class Format:
+    """One input format: its name and suffixes, its reader (chunk -> items with
+    positions), its splitter (file -> chunks) and its row estimate (file -> rows)."""
 
-    reason: str
-    payload: Any
+    name: str
+    label: str  # as a user calls it: "JSONL"
+    suffixes: tuple[str, ...]
+    reader: Reader
+    splitter: Splitter
+    estimate: Estimator
+    unit: str = "line"  # what a position counts: "line" or "row"
+    gzip: bool = False  # also read gzipped: <suffix>.gz, named <name>.gz
 
 
-Item = tuple["dict[str, Any] | Rejection", int]
+FORMATS: tuple[Format, ...] = (
+    Format("jsonl", "JSONL", (".jsonl", ".ndjson"), format_jsonl.read, splitters.byte_ranges,
+           sampling.line_rows, unit="line", gzip=True),
+    Format("csv", "CSV", (".csv",), format_csv.read, splitters.whole, sampling.csv_rows,
+           unit="row", gzip=True),
+    Format("parquet", "Parquet", (".parquet",), format_parquet.read, splitters.row_ranges,
+           format_parquet.rows, unit="row"),
+)
+
+_GZ = ".gz"
 
 
-def read_chunk(chunk: Chunk, batch_size: int = 4096,
-               required: tuple[str, ...] = ()) -> Iterator[Item]:
+def _variants() -> dict[str, tuple[Format, bool]]:
+    """Format name -> (format, gzipped), gzipped first so that suffixes match longest."""
+    return {**{f.name + _GZ: (f, True) for f in FORMATS if f.gzip},
+            **{f.name: (f, False) for f in FORMATS}}
+
+
+def resolve(name: str) -> tuple[Format, bool]:
+    """The format named ``name`` (as ``file_format`` names it) and whether it is gzipped."""
+    return _variants()[name]
+
+
+def file_format(path: str) -> str | None:
+    """The input format of ``path`` by its suffix (any case), or None if it is not input."""
+    lower = path.lower()
+    for name, (fmt, gzipped) in _variants().items():
+        if any(lower.endswith(s + (_GZ if gzipped else "")) for s in fmt.suffixes):
+            return name
+    return None
+
+
+def describe_formats() -> str:
+    """The files read, as globs: ``*.jsonl, *.ndjson, *.csv (each also .gz) or *.parquet``."""
+    plain = [f"*{s}" for f in FORMATS if f.gzip for s in f.suffixes]
+    rest = [f"*{s}" for f in FORMATS if not f.gzip for s in f.suffixes]
+    return _or(([", ".join(plain) + " (each also .gz)"] if plain else []) + rest)
+
+
+def format_names() -> str:
+    """The formats as a user calls them: ``JSONL, CSV or Parquet``."""
+    return _or([f.label for f in FORMATS])
+
+
+def _or(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
+
+
+def read_chunk(chunk: Chunk, batch_size: int = 4096, required: tuple[str, ...] = (),
+               max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> Iterator[Item]:
     """Every record of ``chunk`` with its position; an unreadable file (or rest of one)
-    is one ``Rejection`` at position 0, and so is a Parquet file whose schema lacks one
-    of the ``required`` columns (reported by the file's first chunk only)."""
-    readers: dict[str, Callable[[Chunk, int], Iterator[Item]]] = {
-        "jsonl": _jsonl, "jsonl.gz": _jsonl, "csv": _csv, "csv.gz": _csv,
-        "parquet": partial(_parquet, required=required)}
-    reader = readers[chunk.format]
+    is one ``Rejection`` at position 0, and so is a file whose schema lacks one of the
+    ``required`` columns (reported by the file's first chunk only). Lines longer than
+    ``line_bound(max_text_chars)`` are rejected unread."""
+    fmt, gzipped = resolve(chunk.format)
+    opts = ReadOptions(batch_size, required, line_bound(max_text_chars))
     position = 0
     try:
-        for item, position in reader(chunk, batch_size):
+        for item, position in fmt.reader(chunk, gzipped, opts):
             yield item, position
     except Exception as exc:  # noqa: BLE001 - an unreadable file is one rejection
-        where = f" after {'line' if 'jsonl' in chunk.format else 'row'} {position}" \
-            if position else ""
+        where = f" after {fmt.unit} {position}" if position else ""
         yield Rejection(f"unreadable {chunk.format} file: {chunk.path}{where}: "
                         f"{type(exc).__name__}: {str(exc)[:500]}", None), 0
-
-
-def _jsonl(chunk: Chunk, _batch_size: int) -> Iterator[Item]:
-    with FileSystems.open(chunk.path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-        # Python's gzip, not Beam's: it raises on a truncated stream instead of ending
-        # quietly with a partial last line.
-        fh: Any = gzip.GzipFile(fileobj=raw, mode="rb") if chunk.format == "jsonl.gz" else \
-            io.BufferedReader(raw, 1 << 20)  # type: ignore[type-var]
-        lineno, pos = 0, chunk.start
-        if chunk.start > 0:
-            lineno = count_newlines(chunk.path, chunk.start - 1)
-            fh.seek(chunk.start - 1)
-            pos = chunk.start - 1 + len(fh.readline())  # finish the line owned by the
-            lineno += 1                                 # previous chunk
-        while chunk.end < 0 or pos < chunk.end:
-            line = fh.readline()
-            if not line:
-                break
-            pos += len(line)
-            lineno += 1
-            if not line.strip():
-                continue  # blank lines are not records
-            yield parse_json_line(line), lineno
-
-
-def parse_json_line(line: bytes) -> dict[str, Any] | Rejection:
-    """One JSONL line as a record, or why it is not one."""
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return Rejection(f"undecodable bytes (not UTF-8): {exc}", line)
-    try:
-        obj = json.loads(text)
-    except ValueError as exc:
-        return Rejection(f"malformed JSON: {exc}", text)
-    except RecursionError:
-        return Rejection("malformed JSON: nested too deeply", text)
-    if not isinstance(obj, dict):
-        return Rejection("JSON line is not an object", text)
-    return obj
-
-
-def _csv(chunk: Chunk, _batch_size: int) -> Iterator[Item]:
-    with FileSystems.open(chunk.path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-        fh: Any = gzip.GzipFile(fileobj=raw, mode="rb") if chunk.format == "csv.gz" else raw
-        # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark.
-        text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape",
-                                newline="")
-        yield from csv_records(text)
-
-
-def csv_records(text: Any) -> Iterator[Item]:
-    """Rows of a CSV text stream with a header line, as dicts keyed by the header."""
-    reader = csv.reader(text, strict=True)
-    try:
-        header = next(reader)
-    except StopIteration:
-        return
-    except csv.Error as exc:  # nothing can be read without a header: the whole file
-        yield Rejection(f"malformed CSV header: line {reader.line_num}: {exc}", None), 0
-        return
-    width = len(header)
-    row_no = 0
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            row_no += 1
-            yield Rejection(f"malformed CSV row: line {reader.line_num}: {exc}", None), row_no
-            continue
-        if not row:
-            continue  # an empty line is not a row
-        row_no += 1
-        try:
-            "".join(row).encode("utf-8")
-        except UnicodeEncodeError:
-            payload = ",".join(row).encode("utf-8", "surrogateescape")
-            yield Rejection("undecodable bytes (not UTF-8)", payload), row_no
-            continue
-        if len(row) != width:
-            yield Rejection(f"malformed CSV row: expected {width} fields, got {len(row)}",
-                            row), row_no
-            continue
-        yield dict(zip(header, row)), row_no
-
-
-def _parquet(chunk: Chunk, batch_size: int, required: tuple[str, ...] = ()) -> Iterator[Item]:
-    """The rows of ``chunk``; a file whose schema lacks a ``required`` column raises in
-    its first chunk (one rejection for the file) and yields nothing in the others."""
-    with FileSystems.open(chunk.path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-        pf = pq.ParquetFile(fh)
-        names = pf.schema_arrow.names
-        missing = [c for c in required if c not in names]
-        if missing and chunk.start <= 0:
-            raise ValueError(f"the Parquet schema has no column "
-                             f"{', '.join(map(repr, missing))} (columns: "
-                             f"{', '.join(names) or 'none'})")
-        if missing:
-            return
-        first, last = chunk.start, (chunk.end if chunk.end >= 0 else pf.metadata.num_rows)
-        row_no = 0  # rows before this record batch
-        for rb in pf.iter_batches(batch_size=batch_size):
-            lo, hi = max(first - row_no, 0), min(last - row_no, rb.num_rows)
-            if lo < hi:
-                for i, record in enumerate(rb.slice(lo, hi - lo).to_pylist()):
-                    yield record, row_no + lo + i + 1
-            row_no += rb.num_rows
-            if row_no >= last:
-                break
-
-
-def count_newlines(path: str, upto: int) -> int:
-    """Newlines in the first ``upto`` bytes of an uncompressed file."""
-    n, left = 0, upto
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-        while left > 0:
-            block = fh.read(min(left, 8 << 20))
-            if not block:
-                break
-            n += block.count(b"\n")
-            left -= len(block)
-    return n

@@ -1,8 +1,7 @@
 """Tranches of the landing area and the files they hold.
 
-A tranche is one day folder ``<input_root>/dt=YYYY-MM-DD/`` holding JSONL
-(``.jsonl``, ``.ndjson``), CSV (``.csv``) and Parquet (``.parquet``) files in any mix,
-JSONL and CSV optionally gzipped (``.gz``), suffixes in any case, local or ``gs://``
+A tranche is one day folder ``<input_root>/dt=YYYY-MM-DD/`` holding input files of the
+formats in ``landing.formats`` in any mix (suffixes in any case), local or ``gs://``
 (Beam's FileSystems). Other files are listed as ignored. ``plan_tranches`` lists them at
 launch, so a run's input is fixed before any worker starts and ``beamscore plan`` shows
 exactly what ``score`` would read.
@@ -17,22 +16,11 @@ from dataclasses import dataclass, field
 
 from apache_beam.io.filesystems import FileSystems
 
-FORMATS = {".jsonl.gz": "jsonl.gz", ".ndjson.gz": "jsonl.gz", ".jsonl": "jsonl",
-           ".ndjson": "jsonl", ".parquet": "parquet", ".csv.gz": "csv.gz", ".csv": "csv"}
-SUPPORTED = "*.jsonl, *.ndjson, *.csv (each also .gz) or *.parquet"
+from landing.formats import describe_formats, file_format
 
 
 class InputRootMissing(FileNotFoundError):
     """The input root itself does not exist (not one day missing: all of them)."""
-
-
-def file_format(path: str) -> str | None:
-    """The input format of ``path`` by its suffix (any case), or None if it is not input."""
-    lower = path.lower()
-    for suffix, fmt in FORMATS.items():
-        if lower.endswith(suffix):
-            return fmt
-    return None
 
 
 @dataclass(frozen=True)
@@ -100,7 +88,7 @@ def plan_tranches(input_root: str, dates: Iterable[dt.date]) -> list[TranchePlan
             plan.missing_reason = (f"folder {folder} is empty" if FileSystems.exists(folder)
                                    else f"no folder {folder}")
         elif not plan.files:
-            plan.missing_reason = f"no {SUPPORTED} files in {folder}"
+            plan.missing_reason = f"no {describe_formats()} files in {folder}"
         plans.append(plan)
     return plans
 

@@ -3,7 +3,8 @@
 Each chunk (``landing.chunks``) is parsed record by record by ``landing.formats``;
 records are cut into DocBatches of ``batch_size`` rows with the configured field names
 as columns, and everything that is not a record leaves as a dead letter (stage
-``read``) with its position. Each chunk also emits its read count on ``STATS``.
+``read``) with its position; lines too long to hold a text of ``max_text_chars`` are
+dead letters read in bounded memory. Each chunk also emits its read count on ``STATS``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any
 import apache_beam as beam
 import pandas as pd
 
-from landing.chunks import Chunk
 from landing.formats import Rejection, read_chunk
+from landing.reading import DEFAULT_MAX_TEXT_CHARS, Chunk
 from transforms.records import (
     DEAD_LETTERS,
     DOC_ID,
@@ -81,16 +82,19 @@ class _Batcher:
 class _ReadChunkFn(beam.DoFn):
     """Chunk -> DocBatches (main), dead letters and a read count per chunk."""
 
-    def __init__(self, fields: FieldNames, batch_size: int, payload_limit: int):
+    def __init__(self, fields: FieldNames, batch_size: int, payload_limit: int,
+                 max_text_chars: int):
         self._fields = fields
         self._batch_size = batch_size
         self._payload_limit = payload_limit
+        self._max_text_chars = max_text_chars
 
     def process(self, chunk: Chunk) -> Iterator[Any]:
         batcher = _Batcher(chunk, self._fields, self._batch_size)
         read = 0
         required = (self._fields.id, self._fields.text)
-        for item, position in read_chunk(chunk, self._batch_size, required):
+        for item, position in read_chunk(chunk, self._batch_size, required,
+                                         self._max_text_chars):
             read += 1
             if isinstance(item, Rejection):
                 yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
@@ -111,10 +115,10 @@ class ReadTranches(beam.PTransform):
     """Chunks -> DocBatches (``batches``), with ``dead_letters`` and ``stats`` outputs."""
 
     def __init__(self, chunks: list[Chunk], fields: FieldNames, batch_size: int,
-                 payload_limit: int):
+                 payload_limit: int, max_text_chars: int = DEFAULT_MAX_TEXT_CHARS):
         super().__init__()
         self._chunks = chunks
-        self._fn = _ReadChunkFn(fields, batch_size, payload_limit)
+        self._fn = _ReadChunkFn(fields, batch_size, payload_limit, max_text_chars)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
         return (

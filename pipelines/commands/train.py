@@ -1,7 +1,7 @@
 """``beamscore train``: fit the default recipe on labelled documents and register it.
 
-Reads JSONL, CSV and Parquet files (optionally gzipped) matching a glob, local or
-gs://, with the same record readers as scoring; a line or row that is not a usable
+Reads the input formats of ``landing.formats`` matching a glob, local or gs://, with
+the same record readers as scoring; a line or row that is not a usable
 labelled record (undecodable, malformed, no text, no label) is skipped and reported
 with its file and line, and the number skipped is logged. Applies the configured
 preprocessing, fits ``models.recipe`` with a held-out evaluation, and registers the
@@ -18,9 +18,8 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
-from landing.chunks import Chunk
-from landing.formats import Rejection, read_chunk
-from landing.tranches import file_format
+from landing.formats import Rejection, file_format, format_names, read_chunk
+from landing.reading import Chunk
 from models.behaviour import reference_files
 from models.preprocess import preprocess_texts
 from models.recipe import train_evaluate_hold_out
@@ -54,7 +53,7 @@ def read_labelled(glob: str, text_field: str, label_field: str,
     for path in paths:
         fmt = file_format(path)
         if fmt is None:
-            _LOG.warning("%s: not a JSONL, CSV or Parquet file; ignored", path)
+            _LOG.warning("%s: not a %s file; ignored", path, format_names())
             continue
         for item, position in read_chunk(Chunk("", path, fmt)):
             where = f"{path}:{position}"

@@ -79,7 +79,8 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef
     )
     limit = cfg.validation.max_payload_chars
     handler = model_handler(cfg, ref, reference)
-    read = p | "Read tranches" >> ReadTranches(plan.chunks, cfg.fields, cfg.batch_size, limit)
+    read = p | "Read tranches" >> ReadTranches(plan.chunks, cfg.fields, cfg.batch_size, limit,
+                                               cfg.validation.max_text_chars)
     valid = read.batches | "Validate and preprocess" >> ValidateAndPreprocess(
         pre, cfg.validation.max_text_chars, limit)
     scored = valid.valid | "Score batches" >> ScoreBatches(handler, limit)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from landing.formats import describe_formats
 from models.registry import ModelRef
 from pipelines.orchestration.plan import ScorePlan
 from store.ledger import BUSY, MISSING, SKIP
@@ -89,8 +90,7 @@ def format_plan(plan: ScorePlan, model: str) -> str:
         for path in t.ignored:
             lines.append(f"    ignored  {path}")
         if t.ignored:
-            lines.append(f"    {len(t.ignored)} file(s) ignored: not *.jsonl, *.ndjson, "
-                         "*.parquet or *.csv (optionally .gz)")
+            lines.append(f"    {len(t.ignored)} file(s) ignored: not {describe_formats()}")
     lines.append(f"model {model}")
     lines.append(f"{len(plan.chunks)} chunk(s) to read")
     return "\n".join(lines)

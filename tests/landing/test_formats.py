@@ -13,7 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from landing.chunks import Chunk
-from landing.formats import Rejection, csv_records, parse_json_line, read_chunk
+from landing.format_csv import csv_records
+from landing.format_jsonl import parse_json_line
+from landing.formats import Rejection, read_chunk
 
 
 def _items(path: Path, fmt: str) -> list[tuple[Any, int]]:

@@ -12,7 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from landing.chunks import Chunk
-from landing.formats import Rejection, csv_records, parse_json_line, read_chunk
+from landing.format_csv import csv_records
+from landing.format_jsonl import parse_json_line
+from landing.formats import Rejection, read_chunk
 
 # Texts as a landing file can hold them: any Unicode but lone surrogates.
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=200)

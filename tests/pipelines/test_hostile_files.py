@@ -168,8 +168,9 @@ def _peak_rss_mib(root: Path, registry: str, tmp: Path, name: str) -> float:
 @pytest.mark.slow
 def test_a_20_mb_document_is_dead_lettered_with_memory_bounded(
         registry_root: str, tmp_path: Path) -> None:
-    """One 20 MB text among normal documents: dead-lettered by max_text_chars, and the
-    run's peak RSS at most EXTRA_RSS_MIB above the same run without it."""
+    """One 20 MB text among normal documents: one dead letter (its line is longer than
+    the bound max_text_chars sets, so it is never read into memory), and the run's
+    peak RSS at most EXTRA_RSS_MIB above the same run without it."""
     plain, root = tmp_path / "plain", tmp_path / "landing"
     _write(plain, "small.jsonl", _line({"id": "small", "text": "a normal document"}))
     _write(root, "big.jsonl", _line({"id": "huge", "text": "word " * (4 << 20)}))
@@ -181,5 +182,7 @@ def test_a_20_mb_document_is_dead_lettered_with_memory_bounded(
     db = connect(url)
     [(reason, payload)] = db.execute("SELECT reason, payload FROM dead_letters")
     db.close()
-    assert reason == "text longer than max_text_chars=100000"
-    assert len(payload) <= 2000 + len("…[truncated]")
+    # Over the read bound (6 x max_text_chars + 64 KiB): rejected unread, by file and line.
+    assert reason.startswith(f"line too long: {root}/dt=") and " line 1: " in reason
+    assert "validation.max_text_chars" in reason
+    assert len(payload or "") <= 2000 + len("…[truncated]")

@@ -1,0 +1,197 @@
+"""CSV (``.csv``, also gzipped) with a header line: each data row a record keyed by it.
+
+Positions are 1-based data rows (the header is not one); empty lines are not rows. The
+text is UTF-8, with or without the byte-order mark Excel's "CSV UTF-8" writes.
+
+Rows are parsed by Python's csv module from physical lines this module feeds it, so
+each row's lines are known. A row that breaks the quoting rules costs only its first
+line: that line is rejected (naming it) and parsing resumes on the next line, so an
+unclosed quote never swallows the rows after it. A row longer than the read bound is
+one rejection spanning its lines, skipped by counting quotes without being held, so
+no row is ever made from the inside of a field.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
+from typing import Any
+
+from landing.reading import (
+    Chunk,
+    Item,
+    ReadOptions,
+    Rejection,
+    line_bound,
+    open_input,
+    too_long,
+)
+
+# (line number, text or None if too long, characters, quotes); line number -1: the end
+Line = tuple[int, "str | None", int, int]
+_DEFAULT_BOUND = line_bound(100_000)
+csv.field_size_limit(sys.maxsize)  # rows are bounded by the line feed, not per field
+
+
+class _TooLong(Exception):
+    """The row being parsed has grown past the bound."""
+
+
+def read(chunk: Chunk, gzipped: bool, opts: ReadOptions) -> Iterator[Item]:
+    """Every data row of the file as a record or a rejection, with its row number."""
+    bound = opts.max_line_bytes
+    with ExitStack() as files:
+
+        def lines_from(start: int) -> _Feed:
+            fh = files.enter_context(open_input(chunk.path, gzipped))
+            text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape",
+                                    newline="")
+            feed = _Feed(text.readline, bound)
+            feed.skip_lines(start - 1)
+            return feed
+
+        yield from parse_lines(lines_from(1), bound, chunk.path, lines_from)
+
+
+def csv_records(text: Iterable[str], bound: int = _DEFAULT_BOUND) -> Iterator[Item]:
+    """Rows of CSV text lines (a text stream opened with ``newline=""``) with a header."""
+    lines = iter(text)
+    return parse_lines(_Feed(lambda _limit: next(lines, ""), bound), bound, "")
+
+
+class _Feed:
+    """The lines csv.reader pulls, numbered, at most ``bound`` characters each, and
+    remembering those of the row being parsed (``first``, ``row``); lines can be put
+    back to be parsed again. A longer line is read in pieces, its quotes counted
+    (``long_quotes``), and never kept."""
+
+    def __init__(self, readline: Callable[[int], str], bound: int):
+        self._readline = readline
+        self._bound = bound
+        self._again: deque[str] = deque()
+        self.row: list[str] = []
+        self.first = 1  # line number of the row's first line
+        self.lineno = 0  # line number of the last line handed out
+        self.size = 0  # characters of the row
+        self.long_quotes = -1  # quotes of the over-long line that ended the row, if any
+
+    def __iter__(self) -> _Feed:
+        return self
+
+    def __next__(self) -> str:
+        text = self._again.popleft() if self._again else self._readline(self._bound + 1)
+        if not text:
+            raise StopIteration
+        self.lineno += 1
+        self.size += len(text)
+        self.row.append(text)
+        if self.size > self._bound:
+            if len(text) > self._bound:
+                self.row.pop()
+                self.long_quotes, self.size = self._drain(text, self.size - len(text))
+            raise _TooLong
+        return text
+
+    def _drain(self, text: str, size: int) -> tuple[int, int]:
+        quotes = 0
+        while text:
+            size, quotes = size + len(text), quotes + text.count('"')
+            if text[-1] in "\r\n":
+                break
+            text = self._readline(1 << 20)
+        return quotes, size
+
+    def skip_lines(self, upto: int) -> None:
+        """Past line ``upto`` without keeping the lines."""
+        while self.lineno < upto:
+            text = self._readline(1 << 20)
+            if not text:
+                return
+            self._drain(text, 0)
+            self.lineno += 1
+
+    def start_row(self) -> None:
+        self.row, self.size, self.first, self.long_quotes = [], 0, self.lineno + 1, -1
+
+    def again(self) -> None:
+        """Put back every line of the row but its first, to be parsed again."""
+        self._again.extendleft(reversed(self.row[1:]))
+        self.lineno = self.first
+
+    def skip_quoted(self) -> tuple[int, int, bool]:
+        """Past an over-long row: lines until its quotes balance, counted, not kept.
+        Returns (last line, characters, whether the quotes balanced before the end)."""
+        quotes = sum(t.count('"') for t in self.row) + max(0, self.long_quotes)
+        size = self.size
+        while quotes % 2:
+            text = self._again.popleft() if self._again else self._readline(1 << 20)
+            if not text:
+                return self.lineno, size, False
+            q, size = self._drain(text, size)
+            self.lineno, quotes = self.lineno + 1, quotes + q
+        return self.lineno, size, True
+
+
+def parse_lines(feed: _Feed, bound: int, path: str,
+                reopen: Callable[[int], _Feed] | None = None) -> Iterator[Item]:
+    """Records and rejections of CSV lines, the first non-empty row being the header;
+    ``reopen(n)`` restarts the lines at line n (to resume after an unclosed quote
+    found only at the end of the file)."""
+    header: list[str] | None = None
+    row_no = 0
+    reader = csv.reader(feed, strict=True)
+    while True:
+        feed.start_row()
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            item: Any = Rejection(f"malformed CSV row: line {feed.first}: {exc}",
+                                  feed.row[0] if feed.row else None)
+            feed.again()  # only the first line is lost: parsing resumes after it
+            reader = csv.reader(feed, strict=True)
+        except _TooLong:
+            item, feed = _over_long(feed, bound, path, reopen)
+            reader = csv.reader(feed, strict=True)
+        else:
+            if not fields:
+                continue  # an empty line is not a row
+            if header is None:
+                header = fields
+                continue
+            item = _record(header, fields)
+        if header is None:  # nothing can be read without a header: the whole file
+            yield Rejection(f"malformed CSV header: {item.reason}", None), 0
+            return
+        row_no += 1
+        yield item, row_no
+
+
+def _over_long(feed: _Feed, bound: int, path: str,
+               reopen: Callable[[int], _Feed] | None) -> tuple[Rejection, _Feed]:
+    """The rejection of a row over the bound: the lines up to where its quotes balance,
+    or, when they never do (an unclosed quote) and the file can be reread, its first
+    line only, parsing resuming on the next."""
+    first, lines = feed.first, len(feed.row)
+    last, size, closed = feed.skip_quoted()
+    if not closed and reopen is not None and lines > 1:
+        return Rejection(f"malformed CSV row: line {first}: a quote that is never closed",
+                         feed.row[0]), reopen(first + 1)
+    return too_long(path or "CSV", first, size, bound, last), feed
+
+
+def _record(header: list[str], row: list[str]) -> dict[str, Any] | Rejection:
+    try:
+        "".join(row).encode("utf-8")
+    except UnicodeEncodeError:
+        payload = ",".join(row).encode("utf-8", "surrogateescape")
+        return Rejection("undecodable bytes (not UTF-8)", payload)
+    if len(row) != len(header):
+        return Rejection(f"malformed CSV row: expected {len(header)} fields, got {len(row)}",
+                         row)
+    return dict(zip(header, row))

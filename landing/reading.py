@@ -1,0 +1,111 @@
+"""The reading contract every input format implements.
+
+A ``Chunk`` is a unit of reading work (a whole file, a byte range of one, or a row
+range of one); a format's reader turns it into ``Item`` pairs: a record (a dict) or a
+``Rejection`` (why a line or row is not a record, with its raw payload), each with its
+position, a 1-based line or row number, or 0 for the whole file. ``ReadOptions`` carries
+what a reader is told by the run, and ``open_input`` opens a file as the readers need it.
+
+Every byte of a file is in exactly one record, one rejection or a header (blank lines
+aside, which are not records). A line longer than ``ReadOptions.max_line_bytes`` is
+never materialised: ``bounded_lines`` streams it to its end and the reader rejects it,
+naming the file and line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A unit of reading work: a file, a byte range of an uncompressed file, or a row
+    range of a file (``start``/``end`` are bytes or rows, as the format splits)."""
+
+    tranche: str
+    path: str
+    format: str
+    start: int = 0
+    end: int = -1  # -1 = to end of file
+    index: int = 0
+    est_rows: int = 0  # estimated records, for balancing chunks across workers
+
+    @property
+    def key(self) -> str:
+        digest = hashlib.sha1(self.path.encode()).hexdigest()[:12]
+        return f"{digest}-{self.index:04d}"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A line or row that is not a record: the reason and the raw payload."""
+
+    reason: str
+    payload: Any
+
+
+Item = tuple["dict[str, Any] | Rejection", int]
+
+
+def line_bound(max_text_chars: int) -> int:
+    """The longest line a reader materialises, in bytes: room for a text of
+    ``max_text_chars`` characters fully escaped in JSON (6 bytes each) and its other
+    fields. A longer line cannot hold a valid record; it is streamed to its end unread."""
+    return 6 * max_text_chars + (64 << 10)
+
+
+DEFAULT_MAX_TEXT_CHARS = 100_000  # validation.max_text_chars's default
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """What a reader is told: rows per decoded batch, the columns a record needs and
+    the longest line (bytes) it materialises."""
+
+    batch_size: int = 4096
+    required: tuple[str, ...] = ()
+    max_line_bytes: int = line_bound(DEFAULT_MAX_TEXT_CHARS)
+
+
+@contextmanager
+def open_input(path: str, gzipped: bool = False) -> Iterator[BinaryIO]:
+    """``path`` opened for binary reading, decompressed when ``gzipped``. Python's gzip,
+    not Beam's: it raises on a truncated stream instead of ending quietly."""
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        yield gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw  # type: ignore[misc]
+
+
+def bounded_lines(fh: Any, bound: int) -> Iterator[tuple[bytes | None, int, int]]:
+    """``(line, bytes, quotes)`` for each physical line of a binary stream, its newline
+    kept; ``line`` is None for a line longer than ``bound`` bytes, which is read in
+    pieces and dropped (``quotes`` then counts its double quotes, else it is 0)."""
+    while True:
+        line = fh.readline(bound + 1)
+        if not line:
+            return
+        if len(line) <= bound:
+            yield line, len(line), 0
+            continue
+        size, quotes = len(line), line.count(b'"')
+        while not line.endswith(b"\n"):
+            line = fh.readline(1 << 20)
+            if not line:
+                break
+            size += len(line)
+            quotes += line.count(b'"')
+        yield None, size, quotes
+
+
+def too_long(path: str, first: int, size: int, bound: int, last: int = 0) -> Rejection:
+    """The rejection of a line (or lines) over the bound: named, never materialised."""
+    lines = f"lines {first}-{last}" if last > first else f"line {first}"
+    return Rejection(f"line too long: {path} {lines}: {size:,} bytes, over the {bound:,} "
+                     f"bytes allowed by validation.max_text_chars; not read", None)

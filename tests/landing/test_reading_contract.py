@@ -1,0 +1,127 @@
+"""The reading contract on hostile files: an unclosed quote costs one line, a long
+quoted field is one record, an over-long line is one rejection read in bounded memory."""
+
+from __future__ import annotations
+
+import gzip
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+from landing.formats import Rejection, read_chunk
+from landing.reading import Chunk
+
+
+def _items(path: Path, fmt: str, **kw: Any) -> list[tuple[Any, int]]:
+    return list(read_chunk(Chunk("2026-01-01", str(path), fmt), **kw))
+
+
+def _csv_rows(n: int) -> list[bytes]:
+    return [f'd{i:03d},"text, of {i}",billing\n'.encode() for i in range(1, n + 1)]
+
+
+def test_an_unclosed_quote_costs_only_its_line(tmp_path: Path) -> None:
+    rows = _csv_rows(251)
+    rows[100] = b'd101,"never closed,billing\n'
+    path = tmp_path / "a.csv"
+    path.write_bytes(b"id,text,label\n" + b"".join(rows))
+    items = _items(path, "csv")
+    assert len(items) == 251  # read counts every row
+    dead = [(pos, i.reason) for i, pos in items if isinstance(i, Rejection)]
+    assert len(dead) == 1 and dead[0][0] == 101 and "line 102" in dead[0][1]
+    assert [i["id"] for i, _ in items if isinstance(i, dict)] == [
+        f"d{k:03d}" for k in range(1, 252) if k != 101]
+
+
+def test_an_unclosed_quote_before_quoted_rows_costs_only_its_line(tmp_path: Path) -> None:
+    rows = _csv_rows(20)
+    rows[4] = b'd005,"unclosed text\n'
+    path = tmp_path / "a.csv"
+    path.write_bytes(b"id,text,label\n" + b"".join(rows))
+    ids = [i["id"] if isinstance(i, dict) else "DEAD" for i, _ in _items(path, "csv")]
+    assert ids == [f"d{k:03d}" if k != 5 else "DEAD" for k in range(1, 21)]
+
+
+def test_a_long_quoted_field_with_row_shaped_lines_is_one_record(tmp_path: Path) -> None:
+    inner = "\n".join(["victim-doc,an invented text,billing"] * 3)
+    text = "x" * 140_000 + "\n" + inner + "\n" + "y" * 100
+    path = tmp_path / "a.csv"
+    path.write_bytes(b"id,text,label\nreal-1,hello,billing\nlong-doc,\"" + text.encode()
+                     + b"\",billing\nvictim-doc,the real one,returns\n")
+    items = _items(path, "csv")
+    assert [(i["id"], len(i["text"]), pos) for i, pos in items if isinstance(i, dict)] == [
+        ("real-1", 5, 1), ("long-doc", len(text), 2), ("victim-doc", 12, 3)]
+    assert len(items) == 3
+
+
+def test_a_quoted_field_longer_than_the_bound_is_one_rejection(tmp_path: Path) -> None:
+    inner = "\n".join(["victim-doc,an invented text,billing"] * 3)
+    path = tmp_path / "a.csv"
+    path.write_bytes(b"id,text,label\nbig,\"" + (("z" * 30000 + "\n" + inner + "\n") * 3
+                     ).encode() + b"\",billing\nok,fine,returns\n")
+    items = _items(path, "csv", max_text_chars=1000)
+    assert [i["id"] if isinstance(i, dict) else "DEAD" for i, _ in items] == ["DEAD", "ok"]
+    reason = items[0][0].reason
+    assert reason.startswith(f"line too long: {path} lines 2-14: ")
+
+
+def test_a_jsonl_file_without_newline_is_one_rejection_in_bounded_memory(
+        tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    with path.open("wb") as fh:
+        fh.write(b'{"id": "ok", "text": "fine"}\n{"id": "huge", "text": "')
+        for _ in range(40):
+            fh.write(b"a" * (1 << 20))
+    tracemalloc.start()
+    items = _items(path, "jsonl")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert [(type(i).__name__, pos) for i, pos in items] == [("dict", 1), ("Rejection", 2)]
+    assert items[1][0].reason.startswith(f"line too long: {path} line 2: ")
+    assert peak < 16 << 20, peak
+
+
+def test_a_gzip_bomb_on_one_line_is_one_rejection_in_bounded_memory(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl.gz"
+    with gzip.open(path, "wb") as fh:
+        fh.write(b'{"id": "bomb", "text": "')
+        for _ in range(200):
+            fh.write(b"\0" * (1 << 20))
+        fh.write(b'"}\n{"id": "after", "text": "fine"}\n')
+    tracemalloc.start()
+    items = _items(path, "jsonl.gz")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert [(type(i).__name__, pos) for i, pos in items] == [("Rejection", 1), ("dict", 2)]
+    assert peak < 16 << 20, peak
+
+
+def test_an_over_long_line_spanning_chunks_is_read_once(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b'{"id": "a"}\n' + b"q" * 5000 + b'\n{"id": "b"}\n')
+    got = []
+    for i, (start, end) in enumerate([(0, 1000), (1000, 2000), (2000, 6000)]):
+        chunk = Chunk("t", str(path), "jsonl", start, end, i)
+        got += [(type(x).__name__, p) for x, p in read_chunk(chunk, max_text_chars=100)]
+    assert got == [("dict", 1), ("Rejection", 2), ("dict", 3)]
+
+
+def test_row_estimates_are_within_20_percent(tmp_path: Path) -> None:
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from landing.formats import resolve
+    from landing.samples import make_docs, write_tranche
+
+    docs = list(make_docs(30_000, seed=3, min_chars=20, max_chars=2000))
+    for fmt in ("jsonl", "jsonl.gz", "csv"):
+        path = write_tranche(str(tmp_path), "2026-01-01", docs, fmt, name=f"p-{fmt}")
+        f, gz = resolve(fmt)
+        est = f.estimate(path, Path(path).stat().st_size, gz)
+        assert abs(est - len(docs)) <= 0.2 * len(docs), (fmt, est)
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.Table.from_pylist([{"j": json.dumps(d)} for d in docs]), path)
+    f, gz = resolve("parquet")
+    assert f.estimate(str(path), path.stat().st_size, gz) == len(docs)
