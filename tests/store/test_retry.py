@@ -16,7 +16,9 @@ from store.schema import Column, Table
 
 
 def test_transient_errors_are_retried_with_growing_jittered_backoff() -> None:
-    calls, waits, slept = [], [], []
+    calls: list[int] = []
+    waits: list[float] = []
+    slept: list[float] = []
 
     def flaky() -> str:
         calls.append(1)
