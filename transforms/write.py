@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import apache_beam as beam
@@ -112,7 +113,7 @@ class _Predictions(SinkTable[DocBatch, _Segment]):
     def flush(self, segments: list[_Segment], writer: Writer
               ) -> Iterator[tuple[str | None, Any]]:
         """(None, per-tranche counts), (IDS, ids written), (DEAD_LETTERS, rows rejected)."""
-        rows = [row for seg in segments for row in seg.rows]
+        rows = list(chain.from_iterable(seg.rows for seg in segments))
         throttled_before = writer.throttled_seconds
         rejected = writer.write(rows)
         written: dict[str, int] = defaultdict(int)
