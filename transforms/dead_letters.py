@@ -1,84 +1,90 @@
 """Write dead letters: rejected records in, ``dead_letters`` rows and JSONL files out.
 
-Dead letters of every stage are buffered (at most ``flush_at`` at a time, so memory
-stays bounded on a bad input) and written per tranche as one JSONL file under
-``<output_dir>/dt=<tranche>/`` plus upserted rows; each flush emits per-tranche counts
-on the main output. File names hash their content, so a retried bundle rewrites the
-same files instead of adding new ones. Rows count against the sink's rate limit like
-predictions, in writes of at most ``SinkSettings.write_size`` rows.
+The dead-letters use of the sink (``transforms.sink``). Dead letters of every stage are
+buffered (at most ``flush_at`` at a time, so memory stays bounded on a bad input) and
+written per tranche as one JSONL file under ``<output_dir>/dt=<tranche>/`` plus
+upserted rows; each flush emits per-tranche counts on the main output. File names hash
+their content, so a retried bundle rewrites the same files instead of adding new ones.
+Rows count against the sink's rate limit like predictions, in writes of at most
+``SinkSettings.write_size`` rows.
+
+A dead letter whose row the database rejects keeps its place in the JSONL file; its
+row is isolated by bisection like a prediction's and stored again as a stand-in
+without the payload, whose reason carries the database's message. A stand-in the
+database rejects too is logged and counted (``dead_letters_not_stored``).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
+import logging
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.utils.windowed_value import WindowedValue
+from apache_beam.metrics import Metrics
 
 from store.database import Database
 from store.schema import DEAD_LETTERS
-from store.session import DatabaseSession, rate_limiter
 from transforms.files import write_atomically
-from transforms.write import SinkSettings, ThrottleTimer, windowed
+from transforms.sink import SinkTable, WriteFn, Writer, rejected_reason
+from transforms.write import SinkSettings
+
+_LOG = logging.getLogger(__name__)
 
 
-class _WriteDeadLettersFn(beam.DoFn):
-    def __init__(self, sink: SinkSettings, run_id: str, output_dir: str, flush_at: int):
-        self._sink = sink
+class _DeadLetters(SinkTable[dict[str, Any], dict[str, Any]]):
+    """Flushes every ``flush_at`` dead letters (counted in rows, not bytes)."""
+
+    def __init__(self, run_id: str, output_dir: str, flush_at: int):
+        self.flush_rows = flush_at
         self._run_id = run_id
         self._output_dir = output_dir.rstrip("/")
-        self._flush_at = flush_at
+        self._not_stored = Metrics.counter("beamscore", "dead_letters_not_stored")
 
-    def setup(self) -> None:
-        self._limiter = rate_limiter(self._sink.database, self._sink.max_rows_per_second,
-                                     self._sink.machines)
-        self._timer = ThrottleTimer()
+    def prepare(self, dl: dict[str, Any]) -> tuple[dict[str, Any], int, int]:
+        return dl, 1, 0
 
-    def start_bundle(self) -> None:
-        self._buffer: list[dict[str, Any]] = []
+    def cut(self, dl: dict[str, Any], start: int, end: int) -> dict[str, Any]:
+        return dl  # one row: never cut
 
-    def process(self, dl: dict[str, Any]) -> Iterator[Any]:
-        self._buffer.append(dl)
-        if len(self._buffer) >= self._flush_at:
-            for out in self._flush():
-                yield out.value
+    def upsert(self, db: Database, rows: Sequence[tuple[Any, ...]]) -> int:
+        return db.upsert_dead_letters(rows)
 
-    def finish_bundle(self) -> Iterator[WindowedValue]:
-        yield from self._flush()
-
-    def _flush(self) -> Iterator[WindowedValue]:
-        buffer, self._buffer = self._buffer, []
-        if not buffer:
-            return
+    def flush(self, buffer: list[dict[str, Any]], writer: Writer
+              ) -> Iterator[tuple[str | None, Any]]:
         by_tranche: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for dl in buffer:
             by_tranche[dl["tranche"]].append(dl)
-        session = DatabaseSession(self._sink.database, self._timer.add)
-        try:
-            for tranche, dls in sorted(by_tranche.items()):
-                dls.sort(key=lambda d: (d["source_file"], d["position"], d["stage"]))
-                self._write_file(tranche, dls)
-                rows = [DEAD_LETTERS.row({"run_id": self._run_id, **d}) for d in dls]
-                size = self._sink.write_size
-                for start in range(0, len(rows), size):
-                    part = rows[start:start + size]
-                    self._limiter.allow(hits_added=len(part))
-                    self._timer.add(self._limiter.last_wait)
-                    try:
-                        session.run(functools.partial(_upsert, part))
-                    finally:
-                        self._limiter.done()
-                by_stage: dict[str, int] = defaultdict(int)
-                for d in dls:
-                    by_stage[f"dead_{d['stage']}"] += 1
-                yield windowed((tranche, {"dead_lettered": len(dls), **by_stage}))
-        finally:
-            session.close()
+        for tranche, dls in sorted(by_tranche.items()):
+            dls.sort(key=lambda d: (d["source_file"], d["position"], d["stage"]))
+            self._write_file(tranche, dls)
+            self._store(dls, writer)
+            by_stage: dict[str, int] = defaultdict(int)
+            for d in dls:
+                by_stage[f"dead_{d['stage']}"] += 1
+            yield None, (tranche, {"dead_lettered": len(dls), **by_stage})
+
+    def _store(self, dls: list[dict[str, Any]], writer: Writer) -> None:
+        """Upsert the rows; stand-ins for those rejected, and log any rejected again."""
+        rejected = writer.write([DEAD_LETTERS.row({"run_id": self._run_id, **d})
+                                 for d in dls])
+        if not rejected:
+            return
+        failed = sorted(rejected)
+        stand_ins = [dict(dls[i], payload="",
+                          reason=rejected_reason(rejected[i]).replace("\x00", "\\x00"))
+                     for i in failed]
+        again = writer.write([DEAD_LETTERS.row({"run_id": self._run_id, **d})
+                              for d in stand_ins])
+        for j, message in sorted(again.items()):
+            d = dls[failed[j]]
+            _LOG.error("dead letter %s:%s (stage %s) is in the JSONL file only; the "
+                       "database rejected its row: %s", d["source_file"], d["position"],
+                       d["stage"], message)
+        self._not_stored.inc(len(again))
 
     def _write_file(self, tranche: str, dls: list[dict[str, Any]]) -> None:
         lines = "".join(json.dumps({"run_id": self._run_id, **d}, ensure_ascii=False) + "\n"
@@ -88,17 +94,13 @@ class _WriteDeadLettersFn(beam.DoFn):
             f"{self._output_dir}/dt={tranche}/dead_letters-{self._run_id}-{digest}.jsonl", lines)
 
 
-def _upsert(rows: list[tuple[Any, ...]], db: Database) -> int:
-    return db.upsert_dead_letters(rows)
-
-
 class WriteDeadLetters(beam.PTransform):
     """Dead letters -> ``dead_letters`` table + JSONL files; outputs per-tranche counts."""
 
     def __init__(self, sink: SinkSettings, run_id: str, output_dir: str,
                  flush_at: int = 10_000):
         super().__init__()
-        self._fn = _WriteDeadLettersFn(sink, run_id, output_dir, flush_at)
+        self._fn = WriteFn(sink, _DeadLetters(run_id, output_dir, flush_at))
 
     def expand(self, dead: beam.PCollection) -> beam.PCollection:
         return dead | "Store dead letters" >> beam.ParDo(self._fn)

@@ -1,45 +1,14 @@
-"""Retries of transient errors, and a session that holds a slot and creates the schema."""
+"""A session that holds a slot, creates the schema and retries on a fresh connection."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from store.database import PermanentDataError, TransientDatabaseError
-from store.session import DatabaseSession, DatabaseSettings, with_retries
-
-
-def test_transient_errors_are_retried_with_growing_jittered_backoff() -> None:
-    calls, waits, slept = [], [], []
-
-    def flaky() -> str:
-        calls.append(1)
-        if len(calls) < 4:
-            raise TransientDatabaseError("connection lost")
-        return "ok"
-
-    assert with_retries(flaky, max_retries=5, on_wait=waits.append, sleep=slept.append) == "ok"
-    assert len(calls) == 4 and waits == slept and len(slept) == 3
-    for attempt, delay in enumerate(slept, start=1):
-        assert 0.2 <= delay <= 0.2 * 2 ** attempt
-
-
-def test_retries_give_up_after_max_retries_and_permanent_errors_are_not_retried() -> None:
-    def down() -> None:
-        raise TransientDatabaseError("still down")
-
-    slept: list[float] = []
-    with pytest.raises(TransientDatabaseError):
-        with_retries(down, max_retries=2, on_wait=lambda _: None, sleep=slept.append)
-    assert len(slept) == 2
-
-    def bad() -> None:
-        raise PermanentDataError("value too long")
-
-    with pytest.raises(PermanentDataError):
-        with_retries(bad, max_retries=5, on_wait=lambda _: None, sleep=slept.append)
-    assert len(slept) == 2
+from store.database import Database, TransientDatabaseError, connect
+from store.session import DatabaseSession, DatabaseSettings
 
 
 def test_session_creates_the_schema_and_frees_its_slot(tmp_path: Path) -> None:
@@ -50,3 +19,31 @@ def test_session_creates_the_schema_and_frees_its_slot(tmp_path: Path) -> None:
     second = DatabaseSession(settings)  # the only slot is free again
     assert second.run(lambda db: db.execute("SELECT count(*) FROM runs")) == [(0,)]
     second.close()
+
+
+def test_session_retries_a_lost_connection_on_a_new_one_and_counts_the_wait(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = DatabaseSettings(f"sqlite:///{tmp_path / 's.db'}", max_connections=1)
+    opened: list[Database] = []
+
+    def counting(url: str, **kwargs: Any) -> Database:
+        opened.append(connect(url, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr("store.session.connect", counting)
+    monkeypatch.setattr("store.retry.time.sleep", lambda _: None)
+    waits: list[float] = []
+    session = DatabaseSession(settings, on_wait=waits.append)
+    lost = [True]
+
+    def once_lost(db: Database) -> list[tuple[Any, ...]]:
+        if lost.pop() if lost else False:
+            raise TransientDatabaseError("server closed the connection")
+        return db.execute("SELECT count(*) FROM predictions")
+
+    assert session.run(once_lost) == [(0,)]
+    assert len(opened) == 2 and 0.2 <= max(waits)
+    session.close()
+    again = DatabaseSession(settings)  # the slot was held once and is free again
+    assert again.run(lambda db: db.has_table("runs"))
+    again.close()

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
+import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from store.schema import DEAD_LETTERS
 from store.session import DatabaseSettings
 from transforms.dead_letters import WriteDeadLetters
 from transforms.records import dead_letter
@@ -63,3 +65,40 @@ def test_a_rerun_of_the_same_dead_letters_rewrites_the_same_files(tmp_path: Path
     assert sorted(p.name for p in out.rglob("*.jsonl")) == first
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM dead_letters").fetchone() == (15,)
+
+
+def test_rows_the_database_rejects_are_stored_as_stand_ins_and_kept_in_the_files(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A stricter table than beamscore's own (payloads of at most 10 characters, no
+    position 13): rejected rows are isolated, stored again without their payload and
+    the database's message as reason; a row rejected again is logged, and every dead
+    letter is still in the JSONL files and counted."""
+    db = tmp_path / "strict.db"
+    conn = sqlite3.connect(db)
+    conn.execute(DEAD_LETTERS.ddl("sqlite")[0].replace(
+        "payload TEXT NOT NULL",
+        "payload TEXT NOT NULL CHECK (length(payload) <= 10) CHECK (position <> 13)"))
+    conn.close()
+    dead = [dict(_dead("2026-01-01", i), payload="x" * (30 if i % 4 == 1 else 5))
+            for i in range(1, 17)]
+    out = tmp_path / "out"
+    caplog.set_level("ERROR")
+    with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
+        stats = (p | beam.Create(dead, reshuffle=False)
+                 | WriteDeadLetters(SinkSettings(DatabaseSettings(f"sqlite:///{db}",
+                                                                  batch_rows=4)),
+                                  "run-1", str(out)))
+        assert_that(stats | beam.Map(lambda kv: kv[1]["dead_lettered"])
+                    | beam.CombineGlobally(sum), equal_to([16]))
+    with sqlite3.connect(db) as conn:
+        rows = dict(((pos, (payload, reason)) for pos, payload, reason in conn.execute(
+            "SELECT position, payload, reason FROM dead_letters")))
+    assert sorted(rows) == [i for i in range(1, 17) if i != 13]
+    for i in (1, 5, 9):
+        assert rows[i][0] == "" and rows[i][1].startswith("database rejected the row: ")
+        assert "CHECK constraint" in rows[i][1]
+    assert all(rows[i] == ("x" * 5, "malformed JSON") for i in rows if i % 4 != 1)
+    lines = [json.loads(line) for f in out.rglob("*.jsonl") for line in f.read_text().splitlines()]
+    assert sorted(d["position"] for d in lines) == list(range(1, 17))
+    assert any(":13 " in r.getMessage() and "CHECK constraint" in r.getMessage()
+               for r in caplog.records)

@@ -14,6 +14,7 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from store.backends.sqlite import SQLiteDatabase, SQLiteDialect
+from store.database import TransientDatabaseError
 from store.schema import PREDICTIONS
 from store.session import DatabaseSettings
 from tests.data import sqlite_rows
@@ -90,3 +91,32 @@ def test_rows_the_database_rejects_are_dead_lettered_and_the_rest_written(
     assert sqlite_rows(db_path, "SELECT count(*) FROM predictions") == [(34,)]
     assert sqlite_rows(
         db_path, "SELECT count(*) FROM predictions WHERE label = 'technical'") == [(0,)]
+
+
+def test_a_lost_connection_is_retried_and_its_backoff_counted_as_throttled_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that loses its connection is retried on a new one; the backoff shows as
+    ``throttled_ms`` in the stats and no row is lost or written twice."""
+    real = SQLiteDatabase.upsert_predictions
+    lost = [2]
+
+    def dropping(self: SQLiteDatabase, rows: Any) -> int:
+        if lost[0]:
+            lost[0] -= 1
+            raise TransientDatabaseError("database is locked")
+        return real(self, rows)
+
+    monkeypatch.setattr(SQLiteDatabase, "upsert_predictions", dropping)
+    monkeypatch.setattr("store.retry.time.sleep", lambda _: None)
+    db = tmp_path / "r.db"
+    settings = SinkSettings(DatabaseSettings(f"sqlite:///{db}", batch_rows=10))
+    with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create([batch("t1", 0, 25)]) | WriteToDatabase(settings, CTX)
+        totals = out.stats | beam.Map(lambda kv: (kv[1]["written"],
+                                                  kv[1].get("throttled_ms", 0))) \
+            | beam.CombineGlobally(lambda vs: tuple(map(sum, zip(*vs))))
+        assert_that(totals | beam.Map(lambda t: (t[0], t[1] >= 2 * 200)),
+                    equal_to([(25, True)]))
+    assert lost == [0]
+    assert sqlite_rows(db, "SELECT count(*), count(DISTINCT doc_id) FROM predictions") == [
+        (25, 25)]

@@ -1,0 +1,162 @@
+"""The one retry policy for database calls, and a ``Database`` that follows it.
+
+``with_retries(fn)`` calls ``fn`` and decides by the error's class: a
+``TransientDatabaseError`` (connection lost, server restart, lock or statement timeout)
+is retried after an exponential backoff with full jitter, at most ``max_retries``
+times and, when ``max_seconds`` is given, never past that much time since the first
+try; every other error is raised at once. The sink's sessions (``store.session``) and
+the launcher's connections (``RetryingDatabase``) both retry through it.
+
+``Reconnecting.run(fn)`` calls ``fn(db)`` under the policy and reopens the connection
+after each transient error. ``RetryingDatabase`` is a ``Database`` whose every call
+does so; each of beamscore's statements is idempotent (an upsert, or an update or
+insert keyed by its run), so a call whose answer was lost is safe to repeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
+
+from store.database import Database, TransientDatabaseError
+from store.schema import Table
+
+_LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+BASE_SECONDS = 0.2  # the first backoff is drawn from [base, 2 base]
+CAP_SECONDS = 30.0  # no backoff is longer
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is worth a retry: the backends classify their errors into
+    ``TransientDatabaseError`` and ``PermanentDataError``."""
+    return isinstance(exc, TransientDatabaseError)
+
+
+def backoff(attempt: int, base: float = BASE_SECONDS, cap: float = CAP_SECONDS) -> float:
+    """The wait before retry ``attempt`` (1, 2, ...): drawn uniformly up to
+    ``base * 2**attempt`` (at most ``cap``), and at least ``base``."""
+    return random.uniform(base, max(base, min(cap, base * 2 ** attempt)))
+
+
+def with_retries(fn: Callable[[], T], *, max_retries: int,
+                 on_wait: Callable[[float], None] = lambda _: None,
+                 base: float = BASE_SECONDS, cap: float = CAP_SECONDS,
+                 max_seconds: float = math.inf,
+                 sleep: Callable[[float], None] | None = None,
+                 clock: Callable[[], float] | None = None) -> T:
+    """Call ``fn``; retry transient errors with exponential backoff and full jitter.
+
+    ``on_wait(delay)`` is told of each backoff before it is slept. The last error is
+    raised once ``max_retries`` retries failed or the next backoff would end more than
+    ``max_seconds`` after the first call. ``sleep`` and ``clock`` default to the
+    ``time`` module's."""
+    sleep = sleep or time.sleep
+    clock = clock or time.monotonic
+    started = clock()
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            attempt += 1
+            delay = backoff(attempt, base, cap)
+            if attempt > max_retries or clock() - started + delay > max_seconds:
+                raise
+            _LOG.warning("transient database error (attempt %d/%d, retry in %.2fs): %s",
+                         attempt, max_retries, delay, exc)
+            on_wait(delay)
+            sleep(delay)
+
+
+class Reconnecting:
+    """One connection, opened on first use and reopened after each transient error;
+    ``run(fn)`` calls ``fn(db)`` under the retry policy."""
+
+    def __init__(self, connect: Callable[[], Database], *, max_retries: int,
+                 max_seconds: float = math.inf,
+                 on_wait: Callable[[float], None] = lambda _: None,
+                 sleep: Callable[[float], None] | None = None):
+        self._open = connect
+        self._max_retries = max_retries
+        self._max_seconds = max_seconds
+        self._on_wait = on_wait
+        self._sleep = sleep
+        self._db: Database | None = None
+
+    def _connect(self) -> Database:
+        if self._db is None:
+            self._db = self._open()
+        return self._db
+
+    def _drop_connection(self, waited: float) -> None:
+        self._on_wait(waited)
+        if self._db is not None:
+            try:
+                self._db.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection may fail
+                pass
+            self._db = None
+
+    def run(self, fn: Callable[[Database], T]) -> T:
+        return with_retries(lambda: fn(self._connect()), max_retries=self._max_retries,
+                            max_seconds=self._max_seconds, on_wait=self._drop_connection,
+                            sleep=self._sleep)
+
+    def close(self) -> None:
+        self._drop_connection(0.0)
+
+
+class RetryingDatabase(Database):
+    """A ``Database`` whose calls retry transient errors on a fresh connection.
+
+    It connects (under the policy) when created. ``migration_lock`` is a transaction
+    on the current connection and is not retried; ``init_schema`` retries the whole
+    migration. Attributes only a backend has are read from the current connection."""
+
+    def __init__(self, connect: Callable[[], Database], *, max_retries: int,
+                 max_seconds: float = math.inf, sleep: Callable[[float], None] | None = None):
+        self._conn = Reconnecting(connect, max_retries=max_retries, max_seconds=max_seconds,
+                                  sleep=sleep)
+        first = self._conn.run(lambda db: db)
+        self.backend, self.placeholder = first.backend, first.placeholder
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "_conn":
+            raise AttributeError(name)
+        return getattr(self._conn.run(lambda db: db), name)
+
+    def init_schema(self) -> None:
+        self._conn.run(lambda db: db.init_schema())
+
+    def migration_lock(self) -> AbstractContextManager[None]:
+        return self._conn.run(lambda db: db).migration_lock()
+
+    def upsert(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> int:
+        return self._conn.run(lambda db: db.upsert(table, rows))
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._conn.run(lambda db: db.execute(sql, params))
+
+    def upsert_predictions(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        return self._conn.run(lambda db: db.upsert_predictions(rows))
+
+    def upsert_dead_letters(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        return self._conn.run(lambda db: db.upsert_dead_letters(rows))
+
+    def upsert_run(self, row: dict[str, Any]) -> None:
+        self._conn.run(lambda db: db.upsert_run(row))
+
+    def has_table(self, name: str) -> bool:
+        return self._conn.run(lambda db: db.has_table(name))
+
+    def close(self) -> None:
+        self._conn.close()

@@ -1,0 +1,102 @@
+"""The launcher's database calls retry transient errors on a new connection, for a
+bounded number of tries, and raise every other error at once."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelines.configuration import connection
+from pipelines.configuration.config import load_config
+from pipelines.orchestration.launch import fail_run, finish_run, run_summary
+from store import run_records
+from store.database import Database, TransientDatabaseError, connect
+
+
+class _Dropping:
+    """A connection whose first statement fails as if the server had restarted."""
+
+    def __init__(self, db: Database, drops: list[int]):
+        self.db, self.drops = db, drops
+        self.backend, self.placeholder = db.backend, db.placeholder
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        if self.drops[0]:
+            self.drops[0] -= 1
+            raise TransientDatabaseError("terminating connection due to administrator command")
+        return self.db.execute(sql, params)
+
+    def upsert_run(self, row: dict[str, Any]) -> None:
+        Database.upsert_run(self, row)  # type: ignore[arg-type]
+
+    def init_schema(self) -> None:
+        self.db.init_schema()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+@pytest.fixture
+def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    slept: list[float] = []
+    monkeypatch.setattr("store.retry.time.sleep", slept.append)
+    return slept
+
+
+def test_the_launchers_run_records_survive_a_database_restart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_sleep: list[float]) -> None:
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    cfg = load_config(None, {"db": url})
+    db = connect(url)
+    db.init_schema()
+    run_records.start(db, "run-r", {}, "demo:1")
+    db.close()
+    drops = [0]
+    opened: list[int] = []
+
+    def dropping(u: str, **kwargs: Any) -> Database:
+        opened.append(1)
+        return _Dropping(connect(u, **kwargs), drops)  # type: ignore[return-value]
+
+    monkeypatch.setattr(connection, "connect", dropping)
+    drops[0] = 2
+    finish_run(cfg, "run-r", "completed", {"total": {"written": 3}})
+    drops[0] = 1
+    assert run_summary(cfg, "run-r") == {"total": {"written": 3}}
+    assert len(no_sleep) == 3 and len(opened) == 5  # every retry on a new connection
+    drops[0] = 1
+    fail_run(cfg, "run-r", "cancelled")
+    drops[0] = 1
+    record = run_summary(cfg, "run-r")
+    assert record is not None and record["error"] == "cancelled"
+
+
+def test_a_database_that_stays_down_fails_the_call_after_bounded_retries(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_sleep: list[float]) -> None:
+    cfg = load_config(None, {"db": f"sqlite:///{tmp_path / 'd.db'}", "sink.max_retries": 3})
+    tries: list[int] = []
+
+    def refused(u: str, **kwargs: Any) -> Database:
+        tries.append(1)
+        raise TransientDatabaseError("connection refused")
+
+    monkeypatch.setattr(connection, "connect", refused)
+    with pytest.raises(TransientDatabaseError), connection.opened(cfg):
+        pass
+    assert len(tries) == 4 and len(no_sleep) == 3
+    monkeypatch.setattr(connection, "RETRY_SECONDS", 0.1)
+    tries.clear()
+    with pytest.raises(TransientDatabaseError), connection.opened(cfg):
+        pass
+    assert len(tries) == 1, "no backoff longer than the time bound is waited"
+
+
+def test_errors_that_are_not_transient_are_not_retried(
+        tmp_path: Path, no_sleep: list[float]) -> None:
+    cfg = load_config(None, {"db": f"sqlite:///{tmp_path / 'e.db'}"})
+    with connection.opened(cfg, migrate=True) as db, pytest.raises(sqlite3.ProgrammingError):
+        db.execute("SELECT ?", [object()])  # not a value SQLite can bind
+    assert no_sleep == []

@@ -1,0 +1,223 @@
+"""The database sink: one batched, rate-limited, connection-capped write DoFn.
+
+``WriteFn`` follows Beam's datastoreio write. It opens its session in ``setup`` and
+holds the connection (and its ``max_connections`` slot) for one bundle; buffers
+elements up to a row and a byte limit, cutting an element at the limit, and flushes
+when full and in ``finish_bundle``; every write goes through the rate limiter
+(``store.limits``) in writes of at most ``write_size`` rows and retries transient
+errors (``store.retry``). Time spent throttled, waiting for a slot or backing off is
+counted in ``cumulativeThrottlingSeconds`` (Beam's convention, read by Dataflow's
+autoscaler) and ``throttled_ms``.
+
+One rule for rows the database rejects (``PermanentDataError``): the write is bisected
+down to the rejected rows, and the rest is written; ``write`` returns each rejected
+row's index with the database's message.
+
+What is written, and what is emitted, is the ``SinkTable``'s: predictions
+(``transforms.write``) and dead letters (``transforms.dead_letters``) are its two uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, Generic, Protocol, TypeVar
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from store.database import Database, PermanentDataError
+from store.session import DatabaseSession, DatabaseSettings, rate_limiter
+
+_LOG = logging.getLogger(__name__)
+E = TypeVar("E")  # an input element
+P = TypeVar("P")  # a buffered piece of one
+
+
+class SinkLimits(Protocol):
+    """The sink's settings (``transforms.write.SinkSettings``)."""
+
+    @property
+    def database(self) -> DatabaseSettings: ...
+    @property
+    def max_rows_per_second(self) -> float: ...
+    @property
+    def machines(self) -> int: ...
+    @property
+    def progress_seconds(self) -> float: ...
+    @property
+    def write_size(self) -> int: ...
+
+
+class ThrottleTimer:
+    """Counts throttled time: whole seconds into ``cumulativeThrottlingSeconds`` (Beam's
+    convention, read by Dataflow's autoscaler) and milliseconds for the run summary."""
+
+    def __init__(self, namespace: str = "beamscore"):
+        self._seconds = Metrics.counter(namespace, "cumulativeThrottlingSeconds")
+        self._ms = Metrics.counter(namespace, "throttled_ms")
+        self._carry = 0.0
+        self.total_seconds = 0.0
+
+    def add(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        self.total_seconds += seconds
+        self._ms.inc(int(seconds * 1000))
+        self._carry += seconds
+        whole = int(self._carry)
+        if whole:
+            self._seconds.inc(whole)
+            self._carry -= whole
+
+
+def windowed(value: Any) -> WindowedValue:
+    """Outputs of ``finish_bundle`` must carry their window explicitly."""
+    return WindowedValue(value, MIN_TIMESTAMP, (GlobalWindow(),))
+
+
+def rejected_reason(message: str) -> str:
+    """The reason a sink dead letter gives for a row the database rejected."""
+    return f"database rejected the row: {message}"[:1000]
+
+
+class Writer(Protocol):
+    """What a ``SinkTable`` writes through while it flushes."""
+
+    @property
+    def throttled_seconds(self) -> float:
+        """Time throttled so far (rate limit, connection slot, backoff)."""
+        ...
+
+    def write(self, rows: Sequence[tuple[Any, ...]]) -> dict[int, str]:
+        """Write ``rows``; returns {index: the database's message} of those rejected."""
+        ...
+
+
+class SinkTable(Generic[E, P]):
+    """One use of the sink: how elements are buffered, written and what is emitted.
+
+    ``prepare`` turns an element into a piece of ``n`` rows of about ``row_bytes``
+    bytes each (0: not counted against the byte limit), or None if it has no rows;
+    ``cut`` takes rows [start, end) of a piece; ``flush`` builds the buffered pieces'
+    rows, writes them through the writer (which calls ``upsert``) and yields
+    (tag, value) outputs, tag None for the main output."""
+
+    flush_rows: int = 5000
+    flush_bytes: int = 16 << 20
+    logs_progress = False  # log this worker's rows written every progress_seconds
+
+    def prepare(self, element: E) -> tuple[P, int, int] | None:
+        raise NotImplementedError
+
+    def cut(self, piece: P, start: int, end: int) -> P:
+        raise NotImplementedError
+
+    def flush(self, pieces: list[P], writer: Writer) -> Iterator[tuple[str | None, Any]]:
+        raise NotImplementedError
+
+    def upsert(self, db: Database, rows: Sequence[tuple[Any, ...]]) -> int:
+        raise NotImplementedError
+
+
+class WriteFn(beam.DoFn, Generic[E, P]):
+    """Buffers the pieces of ``table``, flushes them through the limits of ``limits``."""
+
+    def __init__(self, limits: SinkLimits, table: SinkTable[E, P]):
+        self._s = limits
+        self._table = table
+
+    def setup(self) -> None:
+        self._limiter = rate_limiter(self._s.database, self._s.max_rows_per_second,
+                                     self._s.machines)
+        self._timer = ThrottleTimer()
+        self._session = DatabaseSession(self._s.database, self._timer.add)
+        self._last_log = time.monotonic()
+        self._rows_total = 0
+
+    def start_bundle(self) -> None:
+        self._pieces: list[P] = []
+        self._rows = 0
+        self._bytes = 0
+
+    def process(self, element: E) -> Iterator[Any]:
+        prepared = self._table.prepare(element)
+        if prepared is None:
+            return
+        piece, n, row_bytes = prepared
+        limit_rows, limit_bytes = self._table.flush_rows, self._table.flush_bytes
+        start = 0
+        while start < n:
+            room = limit_rows - self._rows
+            if row_bytes:
+                room = min(room, -(-(limit_bytes - self._bytes) // row_bytes))
+            end = min(n, start + max(1, room))
+            self._pieces.append(piece if start == 0 and end == n
+                                else self._table.cut(piece, start, end))
+            self._rows += end - start
+            self._bytes += (end - start) * row_bytes
+            start = end
+            if self._rows >= limit_rows or self._bytes >= limit_bytes:
+                for tag, value in self._flush():
+                    yield value if tag is None else beam.pvalue.TaggedOutput(tag, value)
+
+    def finish_bundle(self) -> Iterator[Any]:
+        try:
+            for tag, value in self._flush():
+                yield windowed(value) if tag is None else \
+                    beam.pvalue.TaggedOutput(tag, windowed(value))
+        finally:
+            self._session.close()
+
+    def teardown(self) -> None:
+        self._session.close()
+
+    @property
+    def throttled_seconds(self) -> float:
+        return self._timer.total_seconds
+
+    def write(self, rows: Sequence[tuple[Any, ...]]) -> dict[int, str]:
+        rejected: dict[int, str] = {}
+        size = self._s.write_size
+        for start in range(0, len(rows), size):
+            self._write_isolating(rows, start, min(len(rows), start + size), rejected)
+        return rejected
+
+    def _flush(self) -> Iterator[tuple[str | None, Any]]:
+        pieces, rows = self._pieces, self._rows
+        self._pieces, self._rows, self._bytes = [], 0, 0
+        if not pieces:
+            return
+        yield from self._table.flush(pieces, self)
+        if self._table.logs_progress:
+            self._log_progress(rows)
+
+    def _log_progress(self, n: int) -> None:
+        self._rows_total += n
+        if time.monotonic() - self._last_log >= self._s.progress_seconds:
+            self._last_log = time.monotonic()
+            _LOG.info("sink progress: %d rows written by this worker, %.1fs throttled",
+                      self._rows_total, self._timer.total_seconds)
+
+    def _write_isolating(self, rows: Sequence[tuple[Any, ...]], lo: int, hi: int,
+                         rejected: dict[int, str]) -> None:
+        """Write rows[lo:hi]; on a permanent error bisect down to the rejected rows."""
+        part = rows[lo:hi]
+        self._limiter.allow(hits_added=len(part))
+        self._timer.add(self._limiter.last_wait)
+        try:
+            self._session.run(lambda db: self._table.upsert(db, part))
+            return
+        except PermanentDataError as exc:
+            if hi - lo == 1:
+                rejected[lo] = str(exc)
+                return
+        finally:
+            self._limiter.done()
+        mid = (lo + hi) // 2
+        self._write_isolating(rows, lo, mid, rejected)
+        self._write_isolating(rows, mid, hi, rejected)
