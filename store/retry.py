@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
-from store.database import Database, TransientDatabaseError
+from store.database import Database, Fence, TransientDatabaseError
 from store.schema import Table
 
 _LOG = logging.getLogger(__name__)
@@ -122,12 +122,14 @@ class RetryingDatabase(Database):
     on the current connection and is not retried; ``init_schema`` retries the whole
     migration. Attributes only a backend has are read from the current connection."""
 
+    # Built on the methods below, so retried statement by statement through them.
+    COMPOSED = frozenset({"update", "upsert_values", "check_fence"})
+
     def __init__(self, connect: Callable[[], Database], *, max_retries: int,
                  max_seconds: float = math.inf, sleep: Callable[[float], None] | None = None):
         self._conn = Reconnecting(connect, max_retries=max_retries, max_seconds=max_seconds,
                                   sleep=sleep)
-        first = self._conn.run(lambda db: db)
-        self.backend, self.placeholder = first.backend, first.placeholder
+        self._conn.run(lambda db: db)  # the dialect and placeholder are the connection's
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") or name == "_conn":
@@ -140,17 +142,23 @@ class RetryingDatabase(Database):
     def migration_lock(self) -> AbstractContextManager[None]:
         return self._conn.run(lambda db: db).migration_lock()
 
-    def upsert(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> int:
-        return self._conn.run(lambda db: db.upsert(table, rows))
+    def upsert(self, table: Table, rows: Sequence[tuple[Any, ...]],
+               fence: Fence | None = None) -> int:
+        return self._conn.run(lambda db: db.upsert(table, rows, fence))
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._conn.run(lambda db: db.execute(sql, params))
 
-    def upsert_predictions(self, rows: Sequence[tuple[Any, ...]]) -> int:
-        return self._conn.run(lambda db: db.upsert_predictions(rows))
+    def execute_count(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._conn.run(lambda db: db.execute_count(sql, params))
 
-    def upsert_dead_letters(self, rows: Sequence[tuple[Any, ...]]) -> int:
-        return self._conn.run(lambda db: db.upsert_dead_letters(rows))
+    def upsert_predictions(self, rows: Sequence[tuple[Any, ...]],
+                           fence: Fence | None = None) -> int:
+        return self._conn.run(lambda db: db.upsert_predictions(rows, fence))
+
+    def upsert_dead_letters(self, rows: Sequence[tuple[Any, ...]],
+                            fence: Fence | None = None) -> int:
+        return self._conn.run(lambda db: db.upsert_dead_letters(rows, fence))
 
     def upsert_run(self, row: dict[str, Any]) -> None:
         self._conn.run(lambda db: db.upsert_run(row))

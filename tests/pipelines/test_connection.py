@@ -3,7 +3,6 @@ bounded number of tries, and raise every other error at once."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from pipelines.configuration import connection
 from pipelines.configuration.config import load_config
 from pipelines.orchestration.launch import fail_run, finish_run, run_summary
 from store import run_records
-from store.database import Database, TransientDatabaseError, connect
+from store.database import Database, StatementError, TransientDatabaseError, connect
 
 
 class _Dropping:
@@ -21,13 +20,19 @@ class _Dropping:
 
     def __init__(self, db: Database, drops: list[int]):
         self.db, self.drops = db, drops
-        self.backend, self.placeholder = db.backend, db.placeholder
+        self.dialect = db.dialect  # type: ignore[misc]
 
     def execute(self, sql: str, params: Any = ()) -> Any:
         if self.drops[0]:
             self.drops[0] -= 1
             raise TransientDatabaseError("terminating connection due to administrator command")
         return self.db.execute(sql, params)
+
+    def execute_count(self, sql: str, params: Any = ()) -> int:
+        if self.drops[0]:
+            self.drops[0] -= 1
+            raise TransientDatabaseError("terminating connection due to administrator command")
+        return self.db.execute_count(sql, params)
 
     def upsert_run(self, row: dict[str, Any]) -> None:
         Database.upsert_run(self, row)  # type: ignore[arg-type]
@@ -67,10 +72,13 @@ def test_the_launchers_run_records_survive_a_database_restart(
     drops[0] = 1
     assert run_summary(cfg, "run-r") == {"total": {"written": 3}}
     assert len(no_sleep) == 3 and len(opened) == 5  # every retry on a new connection
+    db = connect(url)
+    run_records.start(db, "run-f", {}, "demo:1")
+    db.close()
     drops[0] = 1
-    fail_run(cfg, "run-r", "cancelled")
+    fail_run(cfg, "run-f", "cancelled")
     drops[0] = 1
-    record = run_summary(cfg, "run-r")
+    record = run_summary(cfg, "run-f")
     assert record is not None and record["error"] == "cancelled"
 
 
@@ -97,6 +105,6 @@ def test_a_database_that_stays_down_fails_the_call_after_bounded_retries(
 def test_errors_that_are_not_transient_are_not_retried(
         tmp_path: Path, no_sleep: list[float]) -> None:
     cfg = load_config(None, {"db": f"sqlite:///{tmp_path / 'e.db'}"})
-    with connection.opened(cfg, migrate=True) as db, pytest.raises(sqlite3.ProgrammingError):
+    with connection.opened(cfg, migrate=True) as db, pytest.raises(StatementError):
         db.execute("SELECT ?", [object()])  # not a value SQLite can bind
     assert no_sleep == []

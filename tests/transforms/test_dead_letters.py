@@ -12,6 +12,7 @@ import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from store.backends.sqlite import SQLiteDialect
 from store.schema import DEAD_LETTERS
 from store.session import DatabaseSettings
 from transforms.dead_letters import WriteDeadLetters
@@ -75,7 +76,7 @@ def test_rows_the_database_rejects_are_stored_as_stand_ins_and_kept_in_the_files
     letter is still in the JSONL files and counted."""
     db = tmp_path / "strict.db"
     conn = sqlite3.connect(db)
-    conn.execute(DEAD_LETTERS.ddl("sqlite")[0].replace(
+    conn.execute(SQLiteDialect().ddl(DEAD_LETTERS)[0].replace(
         "payload TEXT NOT NULL",
         "payload TEXT NOT NULL CHECK (length(payload) <= 10) CHECK (position <> 13)"))
     conn.close()
