@@ -93,10 +93,11 @@ def fail(db: Database, run_id: str, reason: str, detail: str = "") -> None:
 
 def lease_lost(db: Database, run_id: str, tranches: list[str]) -> None:
     """Record that ``run_id`` lost the leases of ``tranches`` to another run: status
-    ``abandoned``, reason ``lease lost`` (its tranches and rows stay the other run's)."""
+    ``abandoned``, reason ``lease lost``, in place of the ``failed``/``abandoned`` the run
+    that took over may have marked (its tranches and rows stay the other run's)."""
     error = {"error": "lease lost", "detail": "another run took over tranche(s) "
              + ", ".join(tranches) + "; this run wrote nothing after that"}
-    for status in (RUNNING, ABANDONED):
+    for status in (RUNNING, FAILED, ABANDONED):
         db.update(RUNS, {"status": ABANDONED, "counts": to_json(error),
                          "finished_at": now_iso()}, {"run_id": run_id, "status": status})
 

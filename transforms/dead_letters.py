@@ -26,7 +26,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from store.database import Database
+from store.database import Database, Fence
 from store.schema import DEAD_LETTERS
 from transforms.files import write_atomically
 from transforms.sink import SinkTable, WriteFn, Writer, rejected_reason
@@ -38,9 +38,10 @@ _LOG = logging.getLogger(__name__)
 class _DeadLetters(SinkTable[dict[str, Any], dict[str, Any]]):
     """Flushes every ``flush_at`` dead letters (counted in rows, not bytes)."""
 
-    def __init__(self, run_id: str, output_dir: str, flush_at: int):
+    def __init__(self, run_id: str, output_dir: str, flush_at: int, fence: Fence | None):
         self.flush_rows = flush_at
         self._run_id = run_id
+        self._fence = fence
         self._output_dir = output_dir.rstrip("/")
         self._not_stored = Metrics.counter("beamscore", "dead_letters_not_stored")
 
@@ -51,7 +52,7 @@ class _DeadLetters(SinkTable[dict[str, Any], dict[str, Any]]):
         return dl  # one row: never cut
 
     def upsert(self, db: Database, rows: Sequence[tuple[Any, ...]]) -> int:
-        return db.upsert_dead_letters(rows)
+        return db.upsert_dead_letters(rows, self._fence)
 
     def flush(self, buffer: list[dict[str, Any]], writer: Writer
               ) -> Iterator[tuple[str | None, Any]]:
@@ -98,9 +99,9 @@ class WriteDeadLetters(beam.PTransform):
     """Dead letters -> ``dead_letters`` table + JSONL files; outputs per-tranche counts."""
 
     def __init__(self, sink: SinkSettings, run_id: str, output_dir: str,
-                 flush_at: int = 10_000):
+                 flush_at: int = 10_000, fence: Fence | None = None):
         super().__init__()
-        self._fn = WriteFn(sink, _DeadLetters(run_id, output_dir, flush_at))
+        self._fn = WriteFn(sink, _DeadLetters(run_id, output_dir, flush_at, fence))
 
     def expand(self, dead: beam.PCollection) -> beam.PCollection:
         return dead | "Store dead letters" >> beam.ParDo(self._fn)

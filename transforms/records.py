@@ -25,6 +25,8 @@ from typing import Any
 import apache_beam as beam
 import pandas as pd
 
+from store.database import Fence
+
 # Tagged outputs of the pipeline's steps.
 STATS = "stats"
 DEAD_LETTERS = "dead_letters"
@@ -61,13 +63,21 @@ class FieldNames:
 
 @dataclass(frozen=True)
 class RunContext:
-    """Lineage stamped on every output row."""
+    """Lineage stamped on every output row, and the fencing tokens of the run's leases
+    (tranche, token) that every database write is checked against."""
 
     run_id: str
     model_name: str
     model_version: str
     model_sha256: str
     scored_at: str
+    fences: tuple[tuple[str, int], ...] = ()
+
+    def fence(self) -> Fence | None:
+        """What the run's writes are fenced by (None: unfenced, e.g. a test's sink)."""
+        if not self.fences:
+            return None
+        return Fence(self.run_id, self.model_name, self.model_version, dict(self.fences))
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,7 @@ class _Predictions(SinkTable[DocBatch, _Segment]):
     def __init__(self, settings: SinkSettings, ctx: RunContext):
         self.flush_rows, self.flush_bytes = settings.batch_rows, settings.batch_bytes
         self._ctx = ctx
+        self._fence = ctx.fence()
         self._payload_limit = settings.payload_limit
         self._written = Metrics.counter("beamscore", "rows_written")
 
@@ -120,7 +121,7 @@ class _Predictions(SinkTable[DocBatch, _Segment]):
                         (seg.hashes[0][start:end], seg.hashes[1][start:end]))
 
     def upsert(self, db: Database, rows: Sequence[tuple[Any, ...]]) -> int:
-        return db.upsert_predictions(rows)
+        return db.upsert_predictions(rows, self._fence)
 
     def flush(self, segments: list[_Segment], writer: Writer
               ) -> Iterator[tuple[str | None, Any]]:

@@ -76,6 +76,7 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef
     ctx = RunContext(
         run_id=run_id, model_name=ref.name, model_version=ref.version, model_sha256=ref.sha256,
         scored_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        fences=tuple(sorted(plan.fence.tokens.items())) if plan.fence else (),
     )
     limit = cfg.validation.max_payload_chars
     handler = model_handler(cfg, ref, reference)
@@ -101,7 +102,8 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef
          duplicates)
         | "Merge dead letters" >> beam.Flatten()
     )
-    dead_stats = dead | "Write dead letters" >> WriteDeadLetters(sink, run_id, cfg.output_dir)
+    dead_stats = dead | "Write dead letters" >> WriteDeadLetters(sink, run_id, cfg.output_dir,
+                                                                 fence=ctx.fence())
     summary = (
         (read[STATS], written[STATS], dead_stats)
         | "Merge stats" >> beam.Flatten()

@@ -148,7 +148,26 @@ def acquire_tranches(cfg: Config, plan: ScorePlan, ref: ModelRef, run_id: str,
                 entry = ledger.get(t.tranche, ref.name, ref.version)
                 plan.decisions[t.tranche] = (BUSY, f"run {entry.run_id if entry else '?'} "
                                                    "took it first")
+        plan.fence = ledger.fence(run_id, ref.name, ref.version,
+                                  [t.tranche for t in plan.to_read])
     plan.cut_chunks(cfg)
+
+
+def lost_leases(cfg: Config, plan: ScorePlan) -> list[str]:
+    """The tranches this run took that another run has taken over since (fencing)."""
+    if plan.fence is None or not plan.fence.tokens:
+        return []
+    with opened(cfg) as db:
+        return TrancheLedger(db).lost(plan.fence)
+
+
+def record_lease_lost(cfg: Config, run_id: str, lost: list[str]) -> dict[str, object]:
+    """Record that the run lost ``lost`` (status ``abandoned``, reason ``lease lost``);
+    the summary the launcher prints."""
+    with opened(cfg) as db:
+        run_records.lease_lost(db, run_id, lost)
+    return {"run_id": run_id, "status": run_records.ABANDONED, "error": "lease lost",
+            "lost": lost, "tranches": {}, "total": {}}
 
 
 def finish_run(cfg: Config, run_id: str, status: str, summary: dict[str, object]) -> None:

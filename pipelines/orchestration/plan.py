@@ -20,7 +20,7 @@ from landing.tranches import TranchePlan, plan_tranches
 from models.registry import ModelRef
 from pipelines.configuration.config import Config
 from pipelines.configuration.connection import open_database
-from store.database import connect_existing
+from store.database import Fence, connect_existing
 from store.ledger import MISSING, RUN, TrancheLedger
 
 
@@ -32,6 +32,7 @@ class ScorePlan:
     tranches: list[TranchePlan]
     decisions: dict[str, tuple[str, str]] = field(default_factory=dict)
     chunks: list[Chunk] = field(default_factory=list)
+    fence: Fence | None = None  # the fencing tokens of the leases taken (launch)
 
     @property
     def to_read(self) -> list[TranchePlan]:

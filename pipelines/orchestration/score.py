@@ -40,6 +40,8 @@ from pipelines.orchestration.launch import (
     check_launch,
     fail_run,
     finish_run,
+    lost_leases,
+    record_lease_lost,
     reference_of,
     resolve_model,
     run_summary,
@@ -116,6 +118,11 @@ def exit_code(cfg: Config, outcome: RunOutcome) -> int:
                       + ", ".join(t.tranche for t in plan.with_decision(decision)),
                       file=sys.stderr)
         return EXIT_OK
+    if status == run_records.ABANDONED:
+        print("beamscore: lease lost: another run took over tranche(s) "
+              + ", ".join(outcome.summary.get("lost", [])) + " while this run was stopped; "  # type: ignore[union-attr]
+              "this run wrote nothing after that and leaves them to it", file=sys.stderr)
+        return EXIT_BUSY
     if status == run_records.SKIPPED and plan.with_decision(SKIP):
         print("beamscore: nothing to do: every tranche is already scored with this model "
               "and these inputs (use --force to rescore)", file=sys.stderr)
@@ -230,14 +237,30 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
         except Interrupted:
             cancel_job(result)
             raise
+    except Exception:
+        if not (lost := lost_leases(cfg, plan)):
+            raise
+        return _lease_lost(cfg, plan, ref, run_id, lost, started)
     finally:
         keeper.stop()
         progress.stop()
+    if lost := lost_leases(cfg, plan):
+        return _lease_lost(cfg, plan, ref, run_id, lost, started)
     outcome = RunOutcome(run_id=run_id, summary=run_summary(cfg, run_id),
                          wall_seconds=time.monotonic() - started, plan=plan, ref=ref,
                          model_loads=model_loads(result))
     outcome.retrain, outcome.report = finish(cfg, ref, run_id, outcome.summary, reference)
     return outcome
+
+
+def _lease_lost(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, lost: list[str],
+                started: float) -> RunOutcome:
+    """Another run took over tranches of this one (it was frozen past its leases): its
+    fenced writes wrote nothing since; it ends ``abandoned`` without touching them."""
+    _LOG.error("run %s lost the lease of tranche(s) %s to another run; stopping without "
+               "writing", run_id, ", ".join(lost))
+    return RunOutcome(run_id=run_id, summary=record_lease_lost(cfg, run_id, lost),
+                      wall_seconds=time.monotonic() - started, plan=plan, ref=ref)
 
 
 def _stage_job(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args: list[str],
