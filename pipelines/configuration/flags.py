@@ -16,13 +16,13 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: set[str] = frozenset
     """Add ``--config`` and one flag per config leaf (default None = not given), in one
     argument group per section."""
     groups = {"": parser.add_argument_group(
-        "configuration", "each flag overrides the config key named in brackets "
-        f"(every key, with its default: {REFERENCE})")}
+        "configuration", f"flags override the config keys in brackets ({REFERENCE})")}
     groups[""].add_argument(
         "--config", metavar="NAME_OR_FILE",
         help="bundled overlay (local, dataflow) or a YAML file; default local")
-    for section in SECTIONS:
-        groups[section.name] = parser.add_argument_group(section.name, section.help)
+    for section in SECTIONS:  # a section none of whose keys the command takes is not shown
+        if any(k.section == section.name and k.name not in skip for k in KEYS):
+            groups[section.name] = parser.add_argument_group(section.name, section.help)
     for key in KEYS:
         if key.name in skip:
             continue
