@@ -41,6 +41,7 @@ from pipelines.orchestration.launch import (
     fail_run,
     finish_run,
     reference_of,
+    require_model,
     resolve_model,
     run_summary,
     start_run,
@@ -81,6 +82,7 @@ def run_parsed(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
     def score() -> int:
         cfg = load_config(args.config, overrides_from_args(args))
+        require_model(cfg)
         sink = check_launch(cfg, beam_args)
         unknown = unknown_beam_args(beam_args) if beam_args else []
         if unknown:
