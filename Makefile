@@ -20,7 +20,7 @@ run: install
 	$(PY) -m landing.samples --root var
 	@test -n "$$(ls var/registry/demo 2>/dev/null)" || \
 	  $(BIN)/beamscore train --docs 'var/train/*.jsonl' --name demo
-	$(BIN)/beamscore score $(DAYS)
+	$(BIN)/beamscore score --model demo $(DAYS)
 
 test: install
 	$(BIN)/ruff check .

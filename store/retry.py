@@ -3,9 +3,10 @@
 ``with_retries(fn)`` calls ``fn`` and decides by the error's class: a
 ``TransientDatabaseError`` (connection lost, server restart, lock or statement timeout)
 is retried after an exponential backoff with full jitter, at most ``max_retries``
-times and, when ``max_seconds`` is given, never past that much time since the first
-try; every other error is raised at once. The sink's sessions (``store.session``) and
-the launcher's connections (``RetryingDatabase``) both retry through it.
+times and, when ``max_seconds`` is given, until that much time since the first try
+(the last try is made then); every other error is raised at once. The sink's sessions
+(``store.session``) and the launcher's connections (``RetryingDatabase``) both retry
+through it.
 
 ``Reconnecting.run(fn)`` calls ``fn(db)`` under the policy and reopens the connection
 after each transient error. ``RetryingDatabase`` is a ``Database`` whose every call
@@ -53,14 +54,14 @@ def with_retries(fn: Callable[[], T], *, max_retries: int,
                  clock: Callable[[], float] | None = None) -> T:
     """Call ``fn``; retry transient errors with exponential backoff and full jitter.
 
-    ``on_wait(delay)`` is told of each backoff before it is slept. The last error is
-    raised once ``max_retries`` retries failed or the next backoff would end more than
-    ``max_seconds`` after the first call. ``sleep`` and ``clock`` default to the
-    ``time`` module's."""
+    ``on_wait(delay)`` is told of each backoff before it is slept. A backoff that would
+    end more than ``max_seconds`` after the first call is cut short to end then, for one
+    last try; the last error is raised once ``max_retries`` retries failed or that last
+    try did. ``sleep`` and ``clock`` default to the ``time`` module's."""
     sleep = sleep or time.sleep
     clock = clock or time.monotonic
     started = clock()
-    attempt = 0
+    attempt, last = 0, False
     while True:
         try:
             return fn()
@@ -68,11 +69,14 @@ def with_retries(fn: Callable[[], T], *, max_retries: int,
             if not is_transient(exc):
                 raise
             attempt += 1
-            delay = backoff(attempt, base, cap)
-            if attempt > max_retries or clock() - started + delay > max_seconds:
+            if attempt > max_retries or last:
                 raise
-            _LOG.warning("transient database error (attempt %d/%d, retry in %.2fs): %s",
-                         attempt, max_retries, delay, exc)
+            delay = backoff(attempt, base, cap)
+            left = max_seconds - (clock() - started)
+            if delay >= left:
+                delay, last = max(0.0, left), True
+            _LOG.warning("transient database error (attempt %d, retry in %.2fs): %s",
+                         attempt, delay, exc)
             on_wait(delay)
             sleep(delay)
 

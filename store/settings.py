@@ -35,6 +35,9 @@ class SinkConfig:
         "help": "statement and lock timeout", "template": False})
     max_retries: int = field(default=8, metadata={
         "help": "retries of a transient database error", "template": False})
+    connect_timeout_seconds: int = field(default=300, metadata={
+        "help": "seconds to wait for a database that is down, then exit 75",
+        "template": False})
     password_env: str = field(default="PGPASSWORD", metadata={
         "help": "environment variable that holds the database password",
         "label": "Environment variable with the database password",

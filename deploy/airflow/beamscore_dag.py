@@ -7,7 +7,7 @@ The run for logical date D starts at 03:30 UTC on D + 1 and scores tranche D
   (``DataflowStartFlexTemplateOperator``) and waits for the job to finish.
 - ``local``: ``score_local`` runs ``beamscore score --date {{ ds }} ...`` on the Airflow
   worker, and beamscore's exit code decides what Airflow does (``exit_code_exception``):
-  3, 5, 130 and 143 are retried later; 1, 2, 4 and 6 fail at once, without retries
+  3, 5, 75, 130 and 143 are retried later; 1, 2, 4 and 6 fail at once, without retries
   (6: the scores are written and tracking requested retraining: a person decides).
 
 Each setting is the Airflow Variable ``beamscore_<name>`` (``DEFAULTS`` below when it is
@@ -71,6 +71,7 @@ DEFAULTS = {
 RETRY_LATER = {
     3: "a requested tranche is missing (not landed yet)",
     5: "a tranche is being scored by another run (lease held)",
+    75: "the database stayed unreachable for sink.connect_timeout_seconds (transient)",
     130: "stopped by SIGINT",
     143: "stopped by SIGTERM",
 }
@@ -86,7 +87,7 @@ FAIL_NOW = {
 def exit_code_exception(code: int) -> AirflowException | None:
     """None for exit code 0; else the exception the task raises: AirflowFailException
     (failed at once, no retry) for 1, 2, 4 and 6, AirflowException (retried up to
-    ``retries``) for 3, 5, 130, 143 and any code beamscore does not document."""
+    ``retries``) for 3, 5, 75, 130, 143 and any code beamscore does not document."""
     if code == 0:
         return None
     if code in FAIL_NOW:
@@ -160,7 +161,7 @@ with DAG(
     user_defined_filters={"sh": shlex.quote},
     default_args={
         "owner": "beamscore",
-        "retries": 4,  # retried failures: 3, 5, 130, 143, a failed Dataflow launch or job
+        "retries": 4,  # retried: 3, 5, 75, 130, 143, a failed Dataflow launch or job
         "retry_delay": dt.timedelta(minutes=30),
         "execution_timeout": dt.timedelta(hours=6),
         "on_failure_callback": notify_failure,

@@ -99,13 +99,13 @@ def check_exit_codes(module: Any) -> None:
         from airflow.exceptions import AirflowException, AirflowFailException
 
     retry, fail = AirflowException, AirflowFailException
-    expected = {0: None, 1: fail, 2: fail, 3: retry, 4: fail, 5: retry, 6: fail, 130: retry,
-                143: retry, 137: retry}
+    expected = {0: None, 1: fail, 2: fail, 3: retry, 4: fail, 5: retry, 6: fail, 75: retry,
+                130: retry, 143: retry, 137: retry}
     for code, kind in expected.items():
         exc = module.exit_code_exception(code)
         assert (type(exc) if exc is not None else None) is kind, (code, exc)
     ok("exit_code_exception: 0 -> success; 1, 2, 4, 6 -> AirflowFailException (no retry); "
-       "3, 5, 130, 143 and unknown (137) -> AirflowException (retried)")
+       "3, 5, 75, 130, 143 and unknown (137) -> AirflowException (retried)")
 
     # The same through the operator, with real processes exiting with each code.
     def raised(command: str) -> type | None:
@@ -121,7 +121,7 @@ def check_exit_codes(module: Any) -> None:
     for code, kind in expected.items():
         assert raised(f"exit {code}") is kind, code
     assert raised("kill -TERM $$") is retry  # no handler: the shell dies of the signal
-    ok("BeamscoreBashOperator.execute on real processes exiting 0 1 2 3 4 5 6 130 143 137, "
+    ok("BeamscoreBashOperator.execute on real processes exiting 0 1 2 3 4 5 6 75 130 143 137, "
        "and one killed by SIGTERM (retried): the same exceptions")
 
 

@@ -71,6 +71,8 @@ def check_local_runs(dag: Any, beamscore: Path, repo_python: Path) -> None:
     data = _sample_data(beamscore, repo_python)
     strict = data / "strict.yaml"
     strict.write_text("max_dead_letter_ratio: 0.001\n")  # the samples have 0.5% dead letters
+    down = data / "down.yaml"  # PostgreSQL on a port nothing listens on, 1 s of retries
+    down.write_text("sink:\n  connect_timeout_seconds: 1\n")
     db = data / "beamscore.db"
     base = {"mode": "local", "beamscore": str(beamscore), "config": "local",
             "input_root": str(data / "landing"), "output_dir": str(data / "output"),
@@ -98,9 +100,13 @@ def check_local_runs(dag: Any, beamscore: Path, repo_python: Path) -> None:
            "try 1, no retry")
         assert run("2026-01-03", model="nosuch") == ("failed", 1)
         ok("dag.test 2026-01-03 with model nosuch: exit 1, failed on try 1, no retry")
+        assert run("2026-01-03", config=str(down),
+                   db="postgresql://beamscore@127.0.0.1:9/scores") == ("failed", 2)
+        ok("dag.test 2026-01-03 with the database down: exit 75, retried (try 2), then "
+           "failed")
     finally:
         os.environ.clear()
         os.environ.update(saved)
     failed = [line for line in alerts.lines if line.startswith("ALERT")]
-    assert len(failed) == 3, alerts.lines
+    assert len(failed) == 4, alerts.lines
     ok("on_failure_callback called once per failed task: " + " | ".join(failed)[:300])

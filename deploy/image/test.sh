@@ -80,7 +80,7 @@ run --workingdir /tmp "$ctr" -- sh -c '
   rm -rf /tmp/var
   python -m landing.samples --root /tmp/var > /dev/null
   beamscore train --docs "/tmp/var/train/*.jsonl" --name demo --registry /tmp/var/registry
-  beamscore score --from 2026-01-01 --to 2026-01-03 --input-root /tmp/var/landing \
+  beamscore score --model demo --from 2026-01-01 --to 2026-01-03 --input-root /tmp/var/landing \
     --registry /tmp/var/registry --db sqlite:////tmp/var/s.db --output-dir /tmp/var/out
 ' > "$OUT/score.out" 2> "$OUT/score.err"
 rc=$?

@@ -10,10 +10,10 @@ from collections.abc import Iterable
 from pipelines.configuration.config import LEAVES, Config, load_config
 from pipelines.configuration.flags import add_config_flags, overrides_from_args
 
-# The keys a command needs to reach the database (``store.database.connect_existing``);
-# one that opens it as a run does (``pipelines.configuration.connection``) also takes
-# the statement timeout.
-DATABASE_KEYS = ("db", "sink.password_env")
+# The keys a command needs to reach the database (``pipelines.configuration.connection``,
+# which waits ``sink.connect_timeout_seconds`` for one that is down); one that opens it
+# as a run does also takes the statement timeout.
+DATABASE_KEYS = ("db", "sink.password_env", "sink.connect_timeout_seconds")
 SESSION_KEYS = (*DATABASE_KEYS, "sink.statement_timeout_ms")
 
 

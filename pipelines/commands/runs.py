@@ -14,9 +14,10 @@ import sys
 
 from pipelines.commands.common import DATABASE_KEYS, add_config_keys, command_config
 from pipelines.configuration.config import Config
+from pipelines.configuration.connection import open_existing
 from pipelines.orchestration.exit_codes import EXIT_ERROR, EXIT_OK
 from store import run_records
-from store.database import Database, connect_existing
+from store.database import Database
 from store.ledger import BUSY, Holder, TrancheLedger
 
 
@@ -69,7 +70,7 @@ def _release(args: argparse.Namespace) -> int:
 
 def open_runs(cfg: Config) -> Database:
     """The configured database, which must hold a ``runs`` table (it is not created)."""
-    db = connect_existing(cfg.db, password_env=cfg.sink.password_env, table="runs")
+    db = open_existing(cfg, table="runs")
     if db is None:
         raise ValueError(f"no runs recorded in {cfg.db} (no database or no runs table)")
     return db

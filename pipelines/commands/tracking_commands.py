@@ -44,12 +44,11 @@ def add_triggers_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def list_triggers(args: argparse.Namespace) -> int:
+    from pipelines.configuration.connection import open_existing
     from store import monitoring
-    from store.database import connect_existing
 
     cfg = command_config(args)
-    db = connect_existing(cfg.db, password_env=cfg.sink.password_env,
-                          table="retrain_triggers")
+    db = open_existing(cfg, table="retrain_triggers")
     try:
         found = monitoring.triggers(db, args.model_name) if db is not None else []
     finally:

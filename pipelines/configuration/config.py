@@ -171,8 +171,9 @@ class Config:
                  "/[A-Za-z0-9_.-]+$",
         "note": "On Dataflow: postgresql://user@host:port/db only; the password comes from "
                 "the environment variable named by sink_password_env."})
-    model: str = field(default="demo", metadata={
-        "help": "NAME (its production alias, else the newest), NAME:VERSION or NAME:ALIAS",
+    model: str = field(default="", metadata={
+        "help": "NAME (its production alias, else the newest), NAME:VERSION or NAME:ALIAS; "
+                "required by score and plan (no default)",
         "label": "Model",
         "regex": "^[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9][A-Za-z0-9._-]*)?$"})
     workers: int = field(default=1, metadata={
@@ -342,6 +343,7 @@ def _check_ranges(cfg: Config) -> None:
         ("sink.batch_rows", cfg.sink.batch_rows >= 1),
         ("sink.max_rows_per_second", cfg.sink.max_rows_per_second >= 0),
         ("sink.lease_seconds", cfg.sink.lease_seconds >= 2),
+        ("sink.connect_timeout_seconds", cfg.sink.connect_timeout_seconds >= 0),
         ("tracking.labelled_sample", 0.0 <= cfg.tracking.labelled_sample <= 1.0),
         ("tracking.consecutive", cfg.tracking.consecutive >= 1),
         ("tracking.permutation_rows", cfg.tracking.permutation_rows >= 2),

@@ -2,28 +2,55 @@
 password's environment variable and the statement timeout of the config, closed after
 use, its schema created or migrated where the caller writes.
 
-Every call on it follows the retry policy of ``store.retry``: a transient error (the
-server restarting, a dropped connection, a lock timeout) is retried on a new
-connection with exponential backoff and full jitter, at most ``sink.max_retries``
-times and for at most ``RETRY_SECONDS``; any other error is raised at once."""
+Opening it waits for a database that is down or restarting: the connection (and the
+migration, where asked) is retried with exponential backoff for up to
+``sink.connect_timeout_seconds``, the last try at that time; the launch-time work of a
+run and each command open the database this way. A ``TransientDatabaseError`` that
+outlasts the window ends the command with exit 75 (``exit_codes.EXIT_TEMPFAIL``).
+
+Every later call on it follows the retry policy of ``store.retry``: a transient error
+(the server restarting, a dropped connection, a lock timeout) is retried on a new
+connection with exponential backoff and full jitter, at most ``sink.max_retries`` times
+and for at most ``RETRY_SECONDS``; any other error is raised at once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from pipelines.configuration.config import Config
-from store.database import Database, connect
-from store.retry import RetryingDatabase
+from store.database import Database, connect, connect_existing
+from store.retry import RetryingDatabase, with_retries
 
-RETRY_SECONDS = 120.0  # how long one launcher call may keep retrying a transient error
+RETRY_SECONDS = 120.0  # how long one call on an open database may keep retrying
+UNLIMITED = sys.maxsize  # retries while opening: only the time window bounds them
+T = TypeVar("T")
 
 
-def open_database(cfg: Config, migrate: bool = False) -> Database:
-    db = RetryingDatabase(
-        lambda: connect(cfg.db, password_env=cfg.sink.password_env,
-                        statement_timeout_ms=cfg.sink.statement_timeout_ms),
-        max_retries=cfg.sink.max_retries, max_seconds=RETRY_SECONDS)
+def _connector(cfg: Config) -> Callable[[], Database]:
+    return lambda: connect(cfg.db, password_env=cfg.sink.password_env,
+                           statement_timeout_ms=cfg.sink.statement_timeout_ms)
+
+
+def _within_window(cfg: Config, fn: Callable[[], T], window: float | None) -> T:
+    """``fn()`` retried while the database is unreachable, for up to ``window``
+    seconds (default ``sink.connect_timeout_seconds``)."""
+    seconds = cfg.sink.connect_timeout_seconds if window is None else window
+    return with_retries(fn, max_retries=UNLIMITED, max_seconds=seconds)
+
+
+def _retrying(cfg: Config, first: Database) -> Database:
+    """A ``RetryingDatabase`` that starts on the connection ``first``."""
+    pending = [first]
+    fresh = _connector(cfg)
+    return RetryingDatabase(lambda: pending.pop() if pending else fresh(),
+                            max_retries=cfg.sink.max_retries, max_seconds=RETRY_SECONDS)
+
+
+def _connected(cfg: Config, migrate: bool) -> Database:
+    db = _connector(cfg)()
     if migrate:
         try:
             db.init_schema()
@@ -33,9 +60,28 @@ def open_database(cfg: Config, migrate: bool = False) -> Database:
     return db
 
 
+def open_database(cfg: Config, migrate: bool = False,
+                  window: float | None = None) -> Database:
+    """The configured database, its schema created or migrated if ``migrate``; opening
+    it waits up to ``window`` seconds (default ``sink.connect_timeout_seconds``) for a
+    database that is down."""
+    first = _within_window(cfg, lambda: _connected(cfg, migrate), window)
+    return _retrying(cfg, first)
+
+
+def open_existing(cfg: Config, table: str = "tranches") -> Database | None:
+    """The configured database if it exists and has ``table``, else None; creates
+    nothing (``beamscore plan``, ``runs``, ``triggers``). Waits for a database that is
+    down as ``open_database`` does."""
+    first = _within_window(cfg, lambda: connect_existing(
+        cfg.db, password_env=cfg.sink.password_env, table=table), None)
+    return None if first is None else _retrying(cfg, first)
+
+
 @contextmanager
-def opened(cfg: Config, migrate: bool = False) -> Iterator[Database]:
-    db = open_database(cfg, migrate)
+def opened(cfg: Config, migrate: bool = False,
+           window: float | None = None) -> Iterator[Database]:
+    db = open_database(cfg, migrate, window)
     try:
         yield db
     finally:

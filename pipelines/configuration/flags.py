@@ -19,7 +19,7 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: set[str] = frozenset
         "configuration", f"flags override the config keys in brackets ({REFERENCE})")}
     groups[""].add_argument(
         "--config", metavar="NAME_OR_FILE",
-        help="bundled overlay (local, dataflow) or a YAML file; default local")
+        help="overlay: local (default), dataflow or a YAML file")
     for section in SECTIONS:  # a section none of whose keys the command takes is not shown
         if any(k.section == section.name and k.name not in skip for k in KEYS):
             groups[section.name] = parser.add_argument_group(section.name, section.help)

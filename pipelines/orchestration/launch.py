@@ -24,7 +24,7 @@ from models.registry import ModelRef, ModelRegistry
 from models.unpickle import Policy, UntrustedGlobal, check_globals
 from pipelines.configuration.config import Config
 from pipelines.configuration.connection import opened
-from pipelines.orchestration.exit_codes import LaunchError
+from pipelines.orchestration.exit_codes import LaunchError, UsageError
 from pipelines.orchestration.options import LOCAL_RUNNERS, check_runner, pipeline_options
 from pipelines.orchestration.plan import ScorePlan, files_of, tranche_fingerprint
 from store import run_records
@@ -88,6 +88,16 @@ def unpickle_policy(cfg: Config) -> Policy:
     return Policy(cfg.inference.trusted_types, cfg.inference.allow_pickle)
 
 
+NO_MODEL = "no model: pass --model NAME or set model in the config"
+
+
+def require_model(cfg: Config) -> str:
+    """The configured model; there is no default model, so none is a usage error."""
+    if not cfg.model:
+        raise UsageError(NO_MODEL)
+    return cfg.model
+
+
 def resolve_model(cfg: Config) -> ModelRef:
     """Fix the model version at launch and verify its artifact (not unpickled here).
 
@@ -96,7 +106,7 @@ def resolve_model(cfg: Config) -> ModelRef:
     starts; the workers' restricted unpickler enforces the policy on the artifact itself
     whatever the metadata says."""
     registry = ModelRegistry(cfg.registry)
-    ref = registry.resolve(cfg.model)
+    ref = registry.resolve(require_model(cfg))
     registry.verify(ref, cfg.inference.allow_sklearn_mismatch)
     policy = unpickle_policy(cfg)
     if policy.allow_pickle:
@@ -175,8 +185,13 @@ def finish_run(cfg: Config, run_id: str, status: str, summary: dict[str, object]
         run_records.finish(db, run_id, status, summary)
 
 
+# A failing or stopped run waits this long at most for its database to mark it failed
+# (a scheduler's stop timeout is short; its leases expire anyway).
+FAIL_WINDOW_SECONDS = 30.0
+
+
 def fail_run(cfg: Config, run_id: str, reason: str, detail: str = "") -> None:
-    with opened(cfg) as db:
+    with opened(cfg, window=min(FAIL_WINDOW_SECONDS, cfg.sink.connect_timeout_seconds)) as db:
         run_records.fail(db, run_id, reason, detail)
 
 

@@ -19,8 +19,8 @@ from landing.chunks import Chunk, balanced_chunks
 from landing.tranches import TranchePlan, plan_tranches
 from models.registry import ModelRef
 from pipelines.configuration.config import Config
-from pipelines.configuration.connection import open_database
-from store.database import Fence, connect_existing
+from pipelines.configuration.connection import open_database, open_existing
+from store.database import Fence
 from store.ledger import MISSING, RUN, TrancheLedger
 
 
@@ -57,8 +57,7 @@ def make_plan(cfg: Config, dates: list[dt.date], ref: ModelRef,
     database or ledger means nothing was scored yet.
     """
     plan = ScorePlan(dates=dates, tranches=plan_tranches(cfg.input_root, dates))
-    db = (connect_existing(cfg.db, password_env=cfg.sink.password_env) if read_only
-          else open_database(cfg, migrate=True))
+    db = open_existing(cfg) if read_only else open_database(cfg, migrate=True)
     try:
         ledger = TrancheLedger(db) if db is not None else None
         for t in plan.tranches:

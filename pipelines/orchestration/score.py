@@ -43,6 +43,7 @@ from pipelines.orchestration.launch import (
     lost_leases,
     record_lease_lost,
     reference_of,
+    require_model,
     resolve_model,
     run_summary,
     start_run,
@@ -83,6 +84,7 @@ def run_parsed(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
     def score() -> int:
         cfg = load_config(args.config, overrides_from_args(args))
+        require_model(cfg)
         sink = check_launch(cfg, beam_args)
         unknown = unknown_beam_args(beam_args) if beam_args else []
         if unknown:

@@ -19,10 +19,27 @@ class Result:
     err: str
 
 
-def run_cli(*argv: str) -> Result:
+# beamscore has no default model: score and plan need --model (or model in the config).
+MODEL = "demo"  # the model of the shared test registry (tests/conftest.py)
+MODEL_COMMANDS = ("score", "plan")
+
+
+def with_model(argv: list[str], model: str = MODEL) -> list[str]:
+    """``argv`` of a ``score`` or ``plan`` command line with ``--model model`` after the
+    command, unless it names a model itself (``--model``)."""
+    command = next((i for i, a in enumerate(argv) if a in MODEL_COMMANDS), None)
+    if command is None or any(a == "--model" or a.startswith("--model=") for a in argv):
+        return list(argv)
+    return [*argv[:command + 1], "--model", model, *argv[command + 1:]]
+
+
+def run_cli(*argv: str, model: str | None = MODEL) -> Result:
+    """``beamscore *argv`` in-process; ``score`` and ``plan`` get ``--model model``
+    unless they name one (``model=None``: as given)."""
+    args = with_model(list(argv), model) if model else list(argv)
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
-        rc = main(list(argv))
+        rc = main(args)
     return Result(rc, out.getvalue(), err.getvalue())
 
 

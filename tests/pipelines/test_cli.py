@@ -20,7 +20,7 @@ from landing.samples import BAD_COUNTS, LABELS, make_docs, write_tranche
 from models.preprocess import PreprocessConfig, preprocess_texts
 from models.registry import ModelRegistry
 from tests.data import sqlite_rows
-from tests.pipelines.helpers import Result, run_cli, worker_processes
+from tests.pipelines.helpers import Result, run_cli, with_model, worker_processes
 
 DAYS = ("2026-01-01", "2026-01-02")
 FORMATS = ("jsonl", "jsonl.gz", "parquet", "csv")
@@ -82,8 +82,8 @@ def landing(tmp_path_factory: pytest.TempPathFactory) -> Landing:
 
 
 def score_args(landing: Landing, registry: str, db: Path, out: Path, *extra: str) -> list[str]:
-    return ["score", "--input-root", landing.root, "--registry", registry,
-            "--db", f"sqlite:///{db}", "--output-dir", str(out), *extra]
+    return with_model(["score", "--input-root", landing.root, "--registry", registry,
+                       "--db", f"sqlite:///{db}", "--output-dir", str(out), *extra])
 
 
 @dataclass
@@ -249,9 +249,9 @@ def test_console_script_fast_exit_keeps_exit_code_and_output(
 
     script = Path(sys.executable).with_name("beamscore")
     assert script.exists(), "the package is not installed (pip install -e .)"
-    args = ["plan", "--input-root", landing.root, "--registry", registry_root,
-            "--db", f"sqlite:///{tmp_path / 'plan.db'}", "--output-dir", str(tmp_path / "o"),
-            "--from", DAYS[0], "--to", "2026-01-03"]
+    args = with_model(["plan", "--input-root", landing.root, "--registry", registry_root,
+                       "--db", f"sqlite:///{tmp_path / 'plan.db'}", "--output-dir",
+                       str(tmp_path / "o"), "--from", DAYS[0], "--to", "2026-01-03"])
     proc = subprocess.run([str(script), *args], capture_output=True, text=True, timeout=120)
     in_process = run_cli(*args)
     assert proc.returncode == in_process.rc == 3, proc.stderr

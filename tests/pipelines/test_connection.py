@@ -82,24 +82,56 @@ def test_the_launchers_run_records_survive_a_database_restart(
     assert record is not None and record["error"] == "cancelled"
 
 
-def test_a_database_that_stays_down_fails_the_call_after_bounded_retries(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_sleep: list[float]) -> None:
-    cfg = load_config(None, {"db": f"sqlite:///{tmp_path / 'd.db'}", "sink.max_retries": 3})
-    tries: list[int] = []
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """A patched clock that each backoff's sleep moves on: [now, slept ...]."""
+    now = [0.0]
+
+    def sleep(delay: float) -> None:
+        now.append(delay)
+        now[0] += delay
+
+    monkeypatch.setattr("store.retry.time.sleep", sleep)
+    monkeypatch.setattr("store.retry.time.monotonic", lambda: now[0])
+    return now
+
+
+def test_opening_a_database_that_stays_down_waits_out_the_connect_timeout(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: list[float]) -> None:
+    cfg = load_config(None, {"db": f"sqlite:///{tmp_path / 'd.db'}", "sink.max_retries": 3,
+                             "sink.connect_timeout_seconds": 60})
+    tries: list[float] = []
 
     def refused(u: str, **kwargs: Any) -> Database:
-        tries.append(1)
+        tries.append(clock[0])
         raise TransientDatabaseError("connection refused")
 
     monkeypatch.setattr(connection, "connect", refused)
     with pytest.raises(TransientDatabaseError), connection.opened(cfg):
         pass
-    assert len(tries) == 4 and len(no_sleep) == 3
-    monkeypatch.setattr(connection, "RETRY_SECONDS", 0.1)
-    tries.clear()
-    with pytest.raises(TransientDatabaseError), connection.opened(cfg):
-        pass
-    assert len(tries) == 1, "no backoff longer than the time bound is waited"
+    assert len(tries) > 4, "opening is bounded by the time window, not sink.max_retries"
+    assert tries[-1] == 60.0, "the last try is made when the window ends, not before"
+    assert sum(clock[1:]) == 60.0 and all(d <= 30.0 for d in clock[1:])
+
+
+def test_a_call_on_an_open_database_fails_after_bounded_retries(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_sleep: list[float]) -> None:
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    cfg = load_config(None, {"db": url, "sink.max_retries": 3})
+    drops = [0]
+    tries: list[int] = []
+
+    def dropping(u: str, **kwargs: Any) -> Database:
+        tries.append(1)
+        return _Dropping(connect(u, **kwargs), drops)  # type: ignore[return-value]
+
+    monkeypatch.setattr(connection, "connect", dropping)
+    with connection.opened(cfg, migrate=True) as db:
+        drops[0] = 100
+        tries.clear()
+        with pytest.raises(TransientDatabaseError):
+            db.execute("SELECT 1")
+    assert len(tries) == 3 and len(no_sleep) == 3  # 1 + 3 tries, each retry reconnecting
 
 
 def test_errors_that_are_not_transient_are_not_retried(

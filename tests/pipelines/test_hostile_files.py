@@ -16,7 +16,7 @@ import pytest
 
 from landing.samples import make_docs, write_tranche
 from store.database import connect, from_json
-from tests.pipelines.helpers import run_cli
+from tests.pipelines.helpers import run_cli, with_model
 
 DAY = "2026-07-01"
 REPO = Path(__file__).resolve().parents[2]
@@ -157,9 +157,10 @@ def _peak_rss_mib(root: Path, registry: str, tmp: Path, name: str) -> float:
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); "
             "sys.exit(rc)")
     proc = subprocess.run(
-        [sys.executable, "-c", code, "score", "--date", DAY, "--input-root", str(root),
-         "--registry", registry, "--db", f"sqlite:///{tmp / name}.db", "--output-dir",
-         str(tmp / f"out-{name}"), "--max-dead-letter-ratio", "0.5"],
+        [sys.executable, "-c", code, *with_model([
+            "score", "--date", DAY, "--input-root", str(root), "--registry", registry,
+            "--db", f"sqlite:///{tmp / name}.db", "--output-dir", str(tmp / f"out-{name}"),
+            "--max-dead-letter-ratio", "0.5"])],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     return int(proc.stderr.strip().splitlines()[-1]) / 1024

@@ -94,8 +94,8 @@ def _score(venv: Path, work: dict[str, object], name: str, *extra: str
            ) -> subprocess.CompletedProcess[str]:
     var = Path(str(work["dir"])) / "var"
     return subprocess.run(
-        [str(venv / "bin" / "beamscore"), "score", "--from", "2026-01-01", "--to",
-         "2026-01-03", "--input-root", str(var / "landing"), "--registry",
+        [str(venv / "bin" / "beamscore"), "score", "--model", "demo", "--from", "2026-01-01",
+         "--to", "2026-01-03", "--input-root", str(var / "landing"), "--registry",
          str(var / "registry"), "--db", f"sqlite:///{var / name}.db", "--output-dir",
          str(var / f"out-{name}"), *extra],
         cwd=str(work["dir"]), env=work["env"], capture_output=True, text=True,  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ from store import run_records
 from store.database import connect
 from store.ledger import Holder, TrancheLedger
 from tests.data import sqlite_rows
-from tests.pipelines.helpers import run_cli, workers_left
+from tests.pipelines.helpers import run_cli, with_model, workers_left
 
 DAY = "2026-04-01"
 REPO = Path(__file__).resolve().parents[2]
@@ -35,8 +35,9 @@ def landing(tmp_path: Path) -> Path:
 
 
 def _args(landing: Path, registry: str, tmp: Path, *extra: str) -> list[str]:
-    return ["score", "--date", DAY, "--input-root", str(landing), "--registry", registry,
-            "--db", f"sqlite:///{tmp / 's.db'}", "--output-dir", str(tmp / "out"), *extra]
+    return with_model(["score", "--date", DAY, "--input-root", str(landing), "--registry",
+                       registry, "--db", f"sqlite:///{tmp / 's.db'}", "--output-dir",
+                       str(tmp / "out"), *extra])
 
 
 def _start(args: list[str]) -> subprocess.Popen[str]:

@@ -11,6 +11,7 @@ from apache_beam.testing import test_pipeline
 from landing.samples import make_docs, write_tranche
 from pipelines.orchestration.exit_codes import EXIT_ERROR, EXIT_OK
 from pipelines.orchestration.score import run
+from tests.pipelines.helpers import MODEL
 
 DAY = "2026-01-05"
 
@@ -23,7 +24,7 @@ def landing(tmp_path: Path) -> str:
 
 
 def _args(landing: str, registry: str, tmp_path: Path, *extra: str) -> list[str]:
-    return ["--date", DAY, "--input-root", landing, "--registry", registry,
+    return ["--date", DAY, "--model", MODEL, "--input-root", landing, "--registry", registry,
             "--db", f"sqlite:///{tmp_path / 's.db'}", "--output-dir", str(tmp_path / "out"),
             *extra]
 

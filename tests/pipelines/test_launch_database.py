@@ -1,0 +1,153 @@
+"""Launch against a database that is down: ``beamscore score`` waits for it for up to
+``sink.connect_timeout_seconds`` and exits 75 (transient, retry later) if it stays
+down; a PostgreSQL that comes up within that window gives a normal run. And there is
+no default model: ``score`` and ``plan`` without one exit 2."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+
+from landing.samples import make_docs, write_tranche
+from pipelines.orchestration.exit_codes import EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE
+from tests.pipelines.helpers import run_cli
+
+DAY = "2026-03-01"
+NO_MODEL = "no model: pass --model NAME or set model in the config"
+
+
+@pytest.fixture
+def landing(tmp_path: Path) -> str:
+    root = tmp_path / "landing"
+    write_tranche(str(root), DAY, list(make_docs(60, seed=5, prefix="db")), "jsonl")
+    return str(root)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class LateProxy:
+    """A TCP proxy to ``target`` on ``port`` of 127.0.0.1 that starts listening only
+    ``delay`` seconds after ``start()``: a database that comes back from a restart."""
+
+    def __init__(self, port: int, target: tuple[str, int], delay: float):
+        self.port, self.target, self.delay = port, target, delay
+        self.listening_at: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _serve(self) -> None:
+        if self._stop.wait(self.delay):
+            return
+        with socket.socket() as server:
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            server.bind(("127.0.0.1", self.port))
+            server.listen(16)
+            server.settimeout(0.2)
+            self.listening_at = time.monotonic()
+            while not self._stop.is_set():
+                try:
+                    client, _ = server.accept()
+                except TimeoutError:
+                    continue
+                upstream = socket.create_connection(self.target)
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def late_proxy(pg_url: str) -> Iterator[LateProxy]:
+    parts = urlsplit(pg_url)
+    proxy = LateProxy(_free_port(), (parts.hostname or "127.0.0.1", parts.port or 5432), 3.0)
+    yield proxy
+    proxy.stop()
+
+
+def _score(landing: str, registry: str, db: str, out: Path, *extra: str) -> tuple[int, str,
+                                                                                   float]:
+    started = time.monotonic()
+    result = run_cli("score", "--date", DAY, "--input-root", landing, "--registry", registry,
+                     "--db", db, "--output-dir", str(out), *extra)
+    return result.rc, result.err, time.monotonic() - started
+
+
+@pytest.mark.postgres
+def test_a_database_on_a_closed_port_ends_the_launch_with_75_after_the_timeout(
+        landing: str, registry_root: str, tmp_path: Path) -> None:
+    db = f"postgresql://beamscore@127.0.0.1:{_free_port()}/test"  # nothing listens there
+    rc, err, elapsed = _score(landing, registry_root, db, tmp_path / "out",
+                              "--sink-connect-timeout-seconds", "5")
+    assert rc == EXIT_TEMPFAIL == 75, err
+    assert elapsed >= 5.0, f"gave up after {elapsed:.2f}s, before the 5 s window ended"
+    assert elapsed < 30.0
+    assert "database unreachable, retry later" in err and "cannot connect" in err, err
+    assert not (tmp_path / "out").exists(), "nothing is scored without the database"
+
+
+@pytest.mark.postgres
+def test_a_postgresql_that_comes_up_3_s_after_launch_gives_a_normal_run(
+        landing: str, registry_root: str, tmp_path: Path, pg_url: str,
+        late_proxy: LateProxy, caplog: pytest.LogCaptureFixture) -> None:
+    parts = urlsplit(pg_url)
+    db = parts._replace(netloc=f"127.0.0.1:{late_proxy.port}").geturl()
+    late_proxy.start()
+    launched = time.monotonic()
+    rc, err, elapsed = _score(landing, registry_root, db, tmp_path / "out",
+                              "--sink-connect-timeout-seconds", "60")
+    assert rc == EXIT_OK, err
+    assert late_proxy.listening_at is not None and late_proxy.listening_at - launched >= 3.0
+    assert elapsed >= 3.0
+    assert any("transient database error" in r.getMessage() for r in caplog.records)
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute("SELECT count(*) FROM predictions").fetchone()
+        status = conn.execute("SELECT status FROM runs").fetchall()
+    assert rows is not None and rows[0] > 0
+    assert [s for (s,) in status] == ["succeeded"], status
+
+
+@pytest.mark.parametrize("command", ["score", "plan"])
+def test_score_and_plan_without_a_model_exit_2(
+        command: str, landing: str, registry_root: str, tmp_path: Path) -> None:
+    """The bundled configs name no model and the schema has no default: the registry's
+    ``demo`` model is never picked silently."""
+    result = run_cli(command, "--date", DAY, "--input-root", landing, "--registry",
+                     registry_root, "--db", f"sqlite:///{tmp_path / 's.db'}",
+                     "--output-dir", str(tmp_path / "out"), model=None)
+    assert result.rc == EXIT_USAGE == 2, result.err
+    assert f"beamscore: error: {NO_MODEL}" in result.err
+    assert not (tmp_path / "s.db").exists() and not (tmp_path / "out").exists()
+    named = run_cli(command, "--date", DAY, "--input-root", landing, "--registry",
+                    registry_root, "--db", f"sqlite:///{tmp_path / 's.db'}",
+                    "--output-dir", str(tmp_path / "out"), "--model", "demo", model=None)
+    assert named.rc == EXIT_OK, named.err
