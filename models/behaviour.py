@@ -44,13 +44,16 @@ REFERENCE_PERMUTATION_ROWS, REFERENCE_COLUMNS = 1000, 200
 
 
 def reference_profile(model: Any, texts: list[str], labels: list[str] | None = None,
-                      metrics: dict[str, Any] | None = None, scored_by: Any = None
+                      metrics: dict[str, Any] | None = None, scored_by: Any = None,
+                      held_out: tuple[np.ndarray, np.ndarray] | None = None
                       ) -> tuple[Profile, list[str]]:
     """The reference profile of ``model`` on preprocessed ``texts`` (and their labels),
     and the model's feature names ([] for a model without a vocabulary). ``scored_by``:
     a model of the same recipe that has not seen ``texts`` (the training split's), whose
     scores stand for the model's on unseen data; importance is ``model``'s: linear, or
-    permutation importance of the 200 heaviest columns on 1,000 of the texts."""
+    permutation importance of the 200 heaviest columns on 1,000 of the texts.
+    ``held_out``: per text, the probabilities and OOV count given by a model of the same
+    recipe that did not see it (``models.crossfit``), used instead of scoring."""
     judge = scored_by if scored_by is not None else model
     scorer = FastTextPipeline(judge) if unsupported_reason(judge) is None else judge
     own = FastTextPipeline(model) if unsupported_reason(model) is None else model
@@ -62,7 +65,11 @@ def reference_profile(model: Any, texts: list[str], labels: list[str] | None = N
     for start in range(0, len(texts), 4096):
         part = texts[start:start + 4096]
         features = text_features(scorer, part)
-        probs = np.asarray(features.scorer.predict_proba(features.matrix), dtype=np.float64)
+        if held_out is None:
+            probs = np.asarray(features.scorer.predict_proba(features.matrix), np.float64)
+        else:
+            probs = held_out[0][start:start + 4096]
+            features.oov = held_out[1][start:start + 4096]
         if scored_by is not None:  # importance from the final model's own features
             features = text_features(own, part)
         if start == 0:
@@ -107,15 +114,18 @@ PROFILE_FILE, FEATURES_FILE = "profile.json", "features.txt"
 
 def reference_files(model: Any, texts: list[str], labels: list[str] | None,
                     metrics: dict[str, Any] | None = None, empty_share: float = 0.0,
-                    scored_by: Any = None) -> dict[str, bytes]:
+                    scored_by: Any = None,
+                    held_out: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, bytes]:
     """The registry files of a model's reference: ``profile.json`` and, for a model with a
     vocabulary, ``features.txt`` (one feature name per column)."""
     import json
 
     kept = [(t, labels[i] if labels else None) for i, t in enumerate(texts) if t]
+    rows = [i for i, t in enumerate(texts) if t]  # of held_out
     profile, names = reference_profile(model, [t for t, _ in kept],
                                        [str(y) for _, y in kept] if labels else None, metrics,
-                                       scored_by)
+                                       scored_by, None if held_out is None else
+                                       (held_out[0][rows], held_out[1][rows]))
     profile.reference["empty_share"] = empty_share
     files = {PROFILE_FILE: json.dumps(profile.to_json(names=names)).encode()}
     if names:

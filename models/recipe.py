@@ -1,24 +1,39 @@
-"""The default training recipe: TF-IDF word 1-2 grams + logistic regression.
+"""The default training recipe: TF-IDF word 1-2 grams + logistic regression fitted by SGD.
 
-Chosen for accuracy and speed on short-to-medium documents: the vectoriser is sparse
-float32 and capped in vocabulary, so ``predict_proba`` costs one sparse matrix
-product per batch; logistic regression gives calibrated-enough probabilities for
-top-k output.
+The vectoriser is sparse float32 and capped in vocabulary, so ``predict_proba`` costs
+one sparse matrix product per batch. The classifier minimises the logistic loss one
+class against the rest by stochastic gradient descent (``SGDClassifier``): its
+probabilities serve top-k output and its coefficients linear feature importance, like
+a logistic regression's, and it fits in seconds where L-BFGS on 58 classes x 200k
+features takes minutes. Its L2 penalty is today's logistic regression's, C = 10, on the
+number of documents it is fitted on (alpha = 1 / (C n)).
+
+``train_and_evaluate`` cross-fits (``models.crossfit``): K stratified folds give
+out-of-fold probabilities for every document, which are both the held-out metrics and
+the reference profile, and a final fit on every document is the model that scores.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, f1_score
-from sklearn.model_selection import train_test_split
+from sklearn.linear_model import SGDClassifier
 from sklearn.pipeline import Pipeline
 
+from models.crossfit import CrossFit, cross_fit
 
-def build_pipeline(max_features: int = 200_000) -> Pipeline:
+FOLDS = 5
+C = 10.0  # inverse L2 penalty, as LogisticRegression(C=10)
+RECIPE = "tfidf-1-2gram+sgd-logistic-regression"
+
+
+def build_pipeline(n_documents: int = 30_000, max_features: int = 200_000) -> Pipeline:
+    """The recipe for a training set of ``n_documents``: the L2 penalty of a logistic
+    regression with C = 10 on that many documents."""
     return Pipeline(
         [
             (
@@ -31,43 +46,34 @@ def build_pipeline(max_features: int = 200_000) -> Pipeline:
                     dtype=np.float32,
                 ),
             ),
-            ("clf", LogisticRegression(C=10.0, max_iter=300)),
+            ("clf", SGDClassifier(loss="log_loss", alpha=1.0 / (C * max(1, n_documents)),
+                                  max_iter=100, tol=1e-4,
+                                  random_state=0)),
         ]
     )
 
 
-def train_and_evaluate(
-    texts: list[str], labels: list[str], test_size: float = 0.2, seed: int = 0
-) -> tuple[Pipeline, dict[str, Any]]:
-    """Fit on a stratified split, evaluate on the held-out part, refit on all data."""
-    model, metrics, _ = train_evaluate_hold_out(texts, labels, test_size, seed)
-    return model, metrics
-
-
-def train_evaluate_hold_out(
-    texts: list[str], labels: list[str], test_size: float = 0.2, seed: int = 0
-) -> tuple[Pipeline, dict[str, Any], tuple[Pipeline, list[str], list[str]]]:
-    """``train_and_evaluate``, and the model fitted without the held-out part with the
-    held-out (texts, labels): what a reference profile is made of."""
+def check_training_set(texts: list[str], labels: list[str]) -> None:
+    if len(texts) != len(labels):
+        raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
     if len(set(labels)) < 2:
         raise ValueError("training needs at least two distinct labels")
     if len(texts) < 10:
         raise ValueError(f"training needs at least 10 labelled documents, got {len(texts)}")
-    counts = {lab: labels.count(lab) for lab in set(labels)}
-    stratify = labels if min(counts.values()) >= 2 else None
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        texts, labels, test_size=test_size, random_state=seed, stratify=stratify
-    )
-    model = build_pipeline()
-    model.fit(x_tr, y_tr)
-    pred = model.predict(x_te)
-    metrics = {
-        "accuracy": round(float(accuracy_score(y_te, pred)), 4),
-        "macro_f1": round(float(f1_score(y_te, pred, average="macro")), 4),
-        "n_train": len(x_tr),
-        "n_test": len(x_te),
-        "class_counts": counts,
-    }
-    final = build_pipeline()
-    final.fit(texts, labels)
-    return final, metrics, (model, list(x_te), list(y_te))
+
+
+def train_cross_fitted(texts: list[str], labels: list[str], folds: int = FOLDS, seed: int = 0,
+                       n_jobs: int | None = None) -> CrossFit:
+    """The recipe fitted on every document, with out-of-fold probabilities and OOV
+    counts of every document and the cross-fitted accuracy and macro-F1."""
+    check_training_set(texts, labels)
+    with warnings.catch_warnings():  # tiny training sets stop at max_iter: harmless
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return cross_fit(build_pipeline, texts, labels, folds, seed, n_jobs)
+
+
+def train_and_evaluate(texts: list[str], labels: list[str], folds: int = FOLDS, seed: int = 0
+                       ) -> tuple[Pipeline, dict[str, Any]]:
+    """The model fitted on every document and its cross-fitted metrics."""
+    fit = train_cross_fitted(texts, labels, folds, seed)
+    return fit.model, fit.metrics

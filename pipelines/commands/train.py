@@ -4,14 +4,18 @@ Reads the input formats of ``landing.formats`` matching a glob, local or gs://, 
 the same record readers as scoring; a line or row that is not a usable
 labelled record (undecodable, malformed, no text, no label) is skipped and reported
 with its file and line, and the number skipped is logged. Applies the configured
-preprocessing, fits ``models.recipe`` with a held-out evaluation, and registers the
-model with its preprocessing, field names and metrics in the metadata, so scoring
-applies exactly the preprocessing it was trained with and reads the same fields.
+preprocessing, cross-fits ``models.recipe`` (K folds for out-of-fold metrics and the
+reference profile, a final fit on everything that scores), and registers the model
+with its preprocessing, field names and metrics in the metadata, so scoring applies
+exactly the preprocessing it was trained with and reads the same fields. Each stage
+(read, each fold, final fit, reference, register) logs a line with its duration.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,9 +24,15 @@ from apache_beam.io.filesystems import FileSystems
 
 from landing.formats import Rejection, file_format, format_names, read_chunk
 from landing.reading import Chunk
-from models.behaviour import reference_files
+from models.behaviour import PROFILE_FILE, reference_files
 from models.preprocess import preprocess_texts
-from models.recipe import train_evaluate_hold_out
+from models.provenance import (
+    TRAINING_ATTRIBUTE,
+    check_reference,
+    in_sample_warning,
+    training_record,
+)
+from models.recipe import RECIPE, train_cross_fitted
 from models.registry import ModelRef, ModelRegistry
 from pipelines.configuration.config import Config
 
@@ -78,29 +88,59 @@ def read_labelled(glob: str, text_field: str, label_field: str,
 
 
 def train(cfg: Config, docs_glob: str, name: str) -> ModelRef:
-    """Fit, evaluate on the held-out split and register the model with its reference
-    profile (the held-out split scored by the final model, with the split's metrics)."""
+    """Read, cross-fit (``models.recipe``), profile and register; one progress line per
+    stage. The reference profile is the out-of-fold scores of every training document,
+    with the cross-fitted metrics; the artifact records its training texts' hashes."""
+    started = time.perf_counter()
     data = read_labelled(docs_glob, cfg.fields.text, cfg.fields.label)
     texts = preprocess_texts(data.texts, cfg.preprocessing)
-    model, metrics, (split_model, held_texts, held_labels) = train_evaluate_hold_out(
-        texts, data.labels)
-    metrics["skipped_records"] = len(data.skipped)
-    _LOG.info("trained on %d documents: %s", len(texts), metrics)
+    _LOG.info("read %d labelled documents of %d classes (%d skipped): %.1f s", len(texts),
+              len(set(data.labels)), len(data.skipped), time.perf_counter() - started)
+    fit = train_cross_fitted(texts, data.labels)
+    metrics = fit.metrics | {"skipped_records": len(data.skipped)}
+    setattr(fit.model, TRAINING_ATTRIBUTE, training_record(data.texts, metrics))
+    _LOG.info("cross-fitted accuracy %.4f, macro-F1 %.4f over %d folds",
+              metrics["accuracy"], metrics["macro_f1"], metrics["folds"])
+    stage = time.perf_counter()
     empty = sum(1 for t in texts if not t) / max(1, len(texts))
-    return ModelRegistry(cfg.registry).register(
-        name, model, preprocessing=cfg.preprocessing.to_dict(), source=f"train:{docs_glob}",
+    files = reference_files(fit.model, texts, data.labels, metrics, empty,
+                            held_out=(fit.probs, fit.oov))
+    _LOG.info("reference profile of %d out-of-fold documents: %.1f s", len(texts),
+              time.perf_counter() - stage)
+    stage = time.perf_counter()
+    ref = ModelRegistry(cfg.registry).register(
+        name, fit.model, preprocessing=cfg.preprocessing.to_dict(), source=f"train:{docs_glob}",
         metrics=metrics,
         extra={"id_field": cfg.fields.id, "text_field": cfg.fields.text,
-               "label_field": cfg.fields.label, "recipe": "tfidf-1-2gram+logistic-regression"},
-        files=reference_files(model, held_texts, held_labels, metrics, empty, split_model),
+               "label_field": cfg.fields.label, "recipe": RECIPE},
+        files=files,
     )
+    _LOG.info("registered %s:%s: %.1f s (%.1f s in all)", ref.name, ref.version,
+              time.perf_counter() - stage, time.perf_counter() - started)
+    return ref
 
 
 def reference_from_glob(cfg: Config, glob: str) -> Callable[[Any], dict[str, bytes]]:
     """``models register --reference GLOB``: the documents (labelled or not) that a
-    registered model's reference profile is made of, prepared as scoring prepares them."""
+    registered model's reference profile is made of, prepared as scoring prepares them.
+    They must be documents the model did not see: for a model made by ``beamscore
+    train``, a reference that overlaps its training set is refused; a labelled reference
+    whose accuracy looks in-sample is warned about."""
     data = read_labelled(glob, cfg.fields.text, cfg.fields.label, require_label=False)
     texts = preprocess_texts(data.texts, cfg.preprocessing)
     labels = data.labels if all(data.labels) else None
     empty = sum(1 for t in texts if not t) / max(1, len(texts))
-    return lambda model: reference_files(model, texts, labels, None, empty)
+
+    def files(model: Any) -> dict[str, bytes]:
+        seen = check_reference(model, data.texts)
+        if seen:
+            _LOG.info("%d of %d reference documents are also training documents (as many "
+                      "as held-out documents of the same source share)", seen, len(texts))
+        made = reference_files(model, texts, labels, None, empty)
+        reference = json.loads(made[PROFILE_FILE]).get("reference", {})
+        warning = in_sample_warning(model, reference.get("accuracy"), len(texts))
+        if warning:
+            _LOG.warning("%s", warning)
+        return made
+
+    return files
