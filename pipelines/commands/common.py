@@ -10,11 +10,11 @@ from collections.abc import Iterable
 from pipelines.configuration.config import LEAVES, Config, load_config
 from pipelines.configuration.flags import add_config_flags, overrides_from_args
 
-# The keys a command needs to reach the database (``pipelines.configuration.connection``,
-# which waits ``sink.connect_timeout_seconds`` for one that is down); one that opens it
-# as a run does also takes the statement timeout.
-DATABASE_KEYS = ("db", "sink.password_env", "sink.connect_timeout_seconds")
-SESSION_KEYS = (*DATABASE_KEYS, "sink.statement_timeout_ms")
+# The keys a command that reads the database needs (``pipelines.configuration.connection``
+# waits ``sink.connect_timeout_seconds`` for one that is down: set in the config); one
+# that writes to it as a run does also takes that wait and the statement timeout.
+DATABASE_KEYS = ("db", "sink.password_env")
+SESSION_KEYS = (*DATABASE_KEYS, "sink.connect_timeout_seconds", "sink.statement_timeout_ms")
 
 
 def keys_of(*names: str) -> set[str]:
