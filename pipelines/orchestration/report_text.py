@@ -1,9 +1,10 @@
 """The report's words: its banner, a plain-language summary of what changed, and what to
 do about each kind of alert, from a run's ``monitoring`` rows.
 
-The banner is one of OK (every judged figure within its threshold), DRIFT (an alert,
-no retraining requested), RETRAIN (this run requested retraining) and INSUFFICIENT
-(nothing could be judged: too few records for every test, or no reference). The
+The banner is one of OK (no alert, the predictions judged), DRIFT (an alert, no
+retraining requested), RETRAIN (this run requested retraining) and INSUFFICIENT (no
+alert, and the class-share and score tests could not be judged in any tranche: too few
+records to reach significance, or no reference). The
 advice follows the kind of alert: input drift (text length, tokens, vocabulary, texts
 emptied) asks to check the source before anything else; an accuracy drop with stable
 inputs asks to retrain; labels outside the model's classes ask to map them or train
@@ -22,6 +23,7 @@ Rows = list[dict[str, Any]]
 INPUT = ("length_ks", "tokens_ks", "oov_share", "empty_share")
 PREDICTIONS = ("class_psi", "class_js", "class_linf", "score_ks", "score_wasserstein",
                "importance_ndcg", "accuracy_estimated")
+CORE = ("class_psi", "score_ks")  # what every tracked run is judged by
 TOP_CLASSES = 8  # classes charted by change; the rest are "other"
 
 
@@ -59,14 +61,15 @@ def _alerted(rows: Rows) -> set[str]:
 def banner(run_status: str, rows: Rows, reasons: list[str]) -> str:
     alerts = [r for r in rows if r["status"] == ALERT]
     judged = [r for r in rows if r["threshold"] is not None or r["status"] == INSUFFICIENT]
+    core = [r for r in judged if r["metric"] in CORE]
     if reasons:
         kind, text = "retrain", "retraining requested: " + "; ".join(reasons)
     elif alerts:
         kind, text = "drift", "alerts: " + ", ".join(
             sorted({f"{r['metric']} on {r['tranche']}" for r in alerts}))
-    elif not judged or all(r["status"] == INSUFFICIENT for r in judged):
-        kind, text = "insufficient", "no figure could be judged: too few records for any " \
-            "test, or no reference to compare with"
+    elif not core or all(r["status"] == INSUFFICIENT for r in core):
+        kind, text = "insufficient", "the predictions could not be judged: too few " \
+            "records for the class-share and score tests, or no reference to compare with"
     else:
         short = sum(r["status"] == INSUFFICIENT for r in judged)
         kind, text = "ok", "no tracked figure is beyond its threshold" + (
