@@ -1,18 +1,17 @@
 """Figures an on-call engineer can trust: macro-F1 and its interval as scikit-learn's,
-labels outside the model's classes counted as errors (whatever the labels' JSON type),
+labels outside the model's classes counted as errors,
 Holm's correction, the smallest attainable p-values, and true importance changes."""
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import stats
 from sklearn.metrics import f1_score
 
 from tracking.metrics import compare, compare_run
 from tracking.policy import ALERT, OK, TrackingPolicy
-from tracking.profile import UNKNOWN_LABEL, BatchStats, Profile, label_text
+from tracking.profile import UNKNOWN_LABEL, BatchStats, Profile
 from tracking.statistics import (
     binomial_floor,
     chi_square_floor,
@@ -91,18 +90,6 @@ def test_labels_outside_the_models_classes_are_errors_with_their_own_alert() -> 
     shown = np.where(true == UNKNOWN_LABEL, "zzz", np.asarray(classes)[true.clip(0)])
     assert rows["macro_f1"].value == pytest.approx(
         f1_score(shown, np.asarray(classes)[pred], average="macro"))
-
-
-def test_labels_are_compared_as_text_whatever_their_json_type() -> None:
-    from transforms.infer import _true_labels
-    from transforms.records import DOC_ID, LABEL
-
-    assert [label_text(v) for v in (3, 3.0, "3", np.int64(3), True)] == \
-        ["3", "3", "3", "3", "true"]
-    frame = pd.DataFrame({DOC_ID: ["a", "b", "c", "d", "e"],
-                          LABEL: pd.Series([1, 2.0, "3", None, 9], dtype=object)})
-    assert _true_labels(frame, np.array([1, 2, 3]), 1.0).tolist() == \
-        [0, 1, 2, -1, UNKNOWN_LABEL]
 
 
 def test_holm_is_statsmodels_step_down() -> None:
