@@ -8,21 +8,27 @@ figure that never alerts), and how the report shows it (its label and chart). Th
 pipeline (``tracking.metrics.compare``), the retraining decision and the report iterate
 over ``METRICS``; a new metric is one entry here and, if judged, its threshold key.
 
-A row is judged ``insufficient`` below ``tracking.min_records`` records, ``alert`` when it
-breaches its threshold and its test (if any) gives a p-value below
-``tracking.significance``, else ``ok``; a figure without a threshold is ``ok``.
+A judged row with a significance test is ``insufficient`` when the test cannot reach
+significance at its sample size (the smallest p-value it could give is not below the
+level of its stage, ``level``), ``alert`` when it breaches its threshold and its
+p-value is below that level, else ``ok``; the run's family of tests is then corrected
+(Holm, ``tracking.metrics.compare_run``) so the chance of any false alert in a run is at
+most ``tracking.significance``. A judged row without a test (importance ranking, the
+label-free accuracy estimate) is ``insufficient`` below ``tracking.min_records``
+records. A figure without a threshold is ``ok``.
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tracking import statistics
+from tracking import labelled, statistics
 from tracking.evidence import Evidence
+from tracking.labelled import Tested
 from tracking.policy import ALERT, IMPORTANCE_TOP, INSUFFICIENT, OK
 
 # What an alert means to the retraining policy (tracking.policy).
@@ -49,6 +55,8 @@ class MetricRow:
     ci_high: float | None = None
     threshold: float | None = None
     status: str = OK
+    p_value: float | None = None  # of the row's test; not stored
+    hypothesis: str = ""  # the test's name: rows sharing a test share one hypothesis
 
 
 def _scored(e: Evidence) -> int:
@@ -70,7 +78,8 @@ class Metric:
     threshold: str | None = None
     breach: str = ">="  # value <breach> threshold is a breach: ">=", ">" or "<"
     baseline: Callable[[Evidence], float | None] | None = None
-    test: Callable[[Evidence], float] | None = None  # p-value a breach must be below
+    test: Callable[[Evidence], Tested] | None = None  # p-value a breach must be below
+    hypothesis: str = ""  # the test's name where several metrics share it
     sample: Callable[[Evidence], int] = _scored  # records judged; too few: insufficient
     stage: str = PIPELINE  # or LAUNCHER
     chart: str = ""  # HISTORY, INTERVAL, PAIR, CHANGES, REASONS or "" (the table only)
@@ -90,7 +99,16 @@ class Metric:
         if self.baseline is None:
             return threshold
         base = self.baseline(e)
-        return None if base is None else base + threshold
+        if base is None:
+            return None
+        return base - threshold if self.breach == "<" else base + threshold
+
+
+def level(significance: float, stage: str) -> float:
+    """The family-wise level of ``stage``'s tests: ``significance`` shared between the
+    pipeline's and the launcher's families in proportion to their tests per tranche."""
+    tests = {m.hypothesis or m.name: m.stage for m in METRICS if m.test is not None}
+    return significance * sum(1 for s in tests.values() if s == stage) / max(1, len(tests))
 
 
 def judged(m: Metric, e: Evidence, value: float) -> MetricRow:
@@ -98,10 +116,15 @@ def judged(m: Metric, e: Evidence, value: float) -> MetricRow:
     n, limit = m.sample(e), m.limit(e)
     if limit is None:
         return MetricRow(m.name, "", value, n)
-    breach = _BREACH[m.breach](value, limit) and (
-        m.test is None or m.test(e) < e.policy.significance)
-    status = INSUFFICIENT if n < e.policy.min_records else (ALERT if breach else OK)
-    return MetricRow(m.name, "", value, n, threshold=limit, status=status)
+    breach = _BREACH[m.breach](value, limit)
+    if m.test is None:
+        status = INSUFFICIENT if n < e.policy.min_records else (ALERT if breach else OK)
+        return MetricRow(m.name, "", value, n, threshold=limit, status=status)
+    p, floor = m.test(e)
+    alpha = level(e.policy.significance, m.stage)
+    status = INSUFFICIENT if floor >= alpha else (ALERT if breach and p < alpha else OK)
+    return MetricRow(m.name, "", value, n, threshold=limit, status=status, p_value=p,
+                     hypothesis=m.hypothesis or m.name)
 
 
 def _bins(edges: np.ndarray) -> list[str]:
@@ -139,8 +162,8 @@ def _class_linf(e: Evidence) -> float | None:
     return float(np.max(np.abs(e.t.class_counts / e.t.n - e.ref.class_counts / e.ref.n)))
 
 
-def _class_test(e: Evidence) -> float:
-    return e.class_shares.p_value
+def _class_test(e: Evidence) -> Tested:
+    return e.class_shares.p_value, e.class_shares.floor
 
 
 # Scores
@@ -165,8 +188,8 @@ def _score_wasserstein(e: Evidence) -> float | None:
         if e.scores_compared else None
 
 
-def _score_test(e: Evidence) -> float:
-    return e.ks("score")[1]
+def _score_test(e: Evidence) -> Tested:
+    return e.ks("score")[1], statistics.ks_floor(e.t.score.n, e.ref.score.n)
 
 
 # Inputs
@@ -176,9 +199,10 @@ def _ks_of(sketch: str) -> Callable[[Evidence], float | None]:
     return value
 
 
-def _ks_test_of(sketch: str) -> Callable[[Evidence], float]:
-    def test(e: Evidence) -> float:
-        return e.ks(sketch)[1]
+def _ks_test_of(sketch: str) -> Callable[[Evidence], Tested]:
+    def test(e: Evidence) -> Tested:
+        return e.ks(sketch)[1], statistics.ks_floor(getattr(e.t, sketch).n,
+                                                    getattr(e.ref, sketch).n)
     return test
 
 
@@ -186,11 +210,12 @@ def _oov_reference(e: Evidence) -> float | None:
     return e.ref.oov_share if e.compared else None
 
 
-def _oov_test(e: Evidence) -> float:
+def _oov_test(e: Evidence) -> Tested:
     t = e.t
     if not t.tokens_total:
-        return 1.0
-    return statistics.binomial_greater(t.oov_total, t.tokens_total, e.ref.oov_share)
+        return 1.0, 1.0
+    return (statistics.binomial_greater(t.oov_total, t.tokens_total, e.ref.oov_share),
+            statistics.binomial_floor(t.tokens_total, e.ref.oov_share))
 
 
 def _checked(e: Evidence) -> int:
@@ -201,7 +226,7 @@ def _checked(e: Evidence) -> int:
 def _empty_share(m: Metric, e: Evidence) -> list[MetricRow]:
     emptied, checked = int(e.counts.get("dead_preprocess", 0)), _checked(e)
     share = emptied / checked if checked else 0.0
-    if checked < e.policy.min_records:
+    if not checked:
         return [MetricRow(m.name, "", share, checked, status=INSUFFICIENT)]
     return [judged(m, e, share)]
 
@@ -211,9 +236,11 @@ def _empty_reference(e: Evidence) -> float | None:
     return None if share is None else float(share)
 
 
-def _empty_test(e: Evidence) -> float:
-    return statistics.binomial_greater(int(e.counts.get("dead_preprocess", 0)), _checked(e),
-                                       float(e.figures["empty_share"]))
+def _empty_test(e: Evidence) -> Tested:
+    reference = float(e.figures["empty_share"])
+    return (statistics.binomial_greater(int(e.counts.get("dead_preprocess", 0)),
+                                        _checked(e), reference),
+            statistics.binomial_floor(_checked(e), reference))
 
 
 def _dead_letters(m: Metric, e: Evidence) -> list[MetricRow]:
@@ -221,36 +248,25 @@ def _dead_letters(m: Metric, e: Evidence) -> list[MetricRow]:
             for stage, reason, n in e.dead_letters]
 
 
-# Accuracy, where records carry a true label
-def _labelled_status(e: Evidence) -> str:
-    return OK if e.t.labelled >= e.policy.min_labelled else INSUFFICIENT
-
-
-def _accuracy_estimated(e: Evidence) -> float:
-    return e.t.top_probability_sum / max(1, e.t.n)
+# Accuracy, where records carry a true label (tracking.labelled)
 
 
 def _accuracy(m: Metric, e: Evidence) -> list[MetricRow]:
-    """Alert when the 95% upper bound is below the reference's accuracy less
-    ``tracking.accuracy_drop``."""
-    n = e.t.labelled
+    """Alert when accuracy is below the reference's less ``tracking.accuracy_drop``,
+    significantly (one-sided binomial test); shown with its Wilson interval."""
+    n = e.t.labels
     if n == 0:
         return [MetricRow(m.name, "", float("nan"), 0, status=INSUFFICIENT)]
-    correct = int(np.trace(e.t.confusion))
-    low, high = statistics.wilson(correct, n)
-    reference, status = e.figures.get("accuracy"), _labelled_status(e)
-    threshold = None if reference is None or m.threshold is None else \
-        float(reference) - float(getattr(e.policy, m.threshold))
-    breach = threshold is not None and high is not None and high < threshold
-    return [MetricRow(m.name, "", correct / n, n, low, high, threshold,
-                      ALERT if status == OK and breach else status)]
+    low, high = statistics.wilson(labelled.correct(e), n)
+    return [replace(judged(m, e, labelled.correct(e) / n), ci_low=low, ci_high=high)]
 
 
 def _macro_f1(m: Metric, e: Evidence) -> list[MetricRow]:
-    if not e.t.labelled:
+    if not e.t.labels:
         return []
-    return [MetricRow(m.name, "", statistics.macro_f1(e.t.confusion), e.t.labelled,
-                      *statistics.macro_f1_interval(e.t.confusion), status=_labelled_status(e))]
+    confusion = labelled.confusion(e)
+    return [MetricRow(m.name, "", statistics.macro_f1(confusion), e.t.labels,
+                      *statistics.macro_f1_interval(confusion), status=labelled.labelled_status(e))]
 
 
 def _recall(m: Metric, e: Evidence) -> list[MetricRow]:
@@ -260,7 +276,7 @@ def _recall(m: Metric, e: Evidence) -> list[MetricRow]:
         if support:
             rows.append(MetricRow(m.name, c, float(confusion[i, i] / support), support,
                                   *statistics.wilson(int(confusion[i, i]), support),
-                                  status=_labelled_status(e)))
+                                  status=labelled.labelled_status(e)))
     return rows
 
 
@@ -307,19 +323,19 @@ METRICS: tuple[Metric, ...] = (
     Metric("class_share_reference", "Class shares of the reference",
            rows=_class_share_reference),
     Metric("class_psi", "Class shares: PSI", DRIFT, _class_psi, threshold="psi",
-           test=_class_test, chart=HISTORY),
+           test=_class_test, hypothesis="class_shares", chart=HISTORY),
     Metric("class_js", "Class shares: Jensen-Shannon distance", DRIFT, _class_js,
-           threshold="js_distance", test=_class_test),
+           threshold="js_distance", test=_class_test, hypothesis="class_shares"),
     Metric("class_linf", "Class shares: largest difference", DRIFT, _class_linf,
-           threshold="linf", test=_class_test),
+           threshold="linf", test=_class_test, hypothesis="class_shares"),
     Metric("score_histogram", "Scores", rows=_score_histogram, chart=PAIR,
            axis="top probability", in_table=False),
     Metric("score_histogram_reference", "Scores of the reference",
            rows=_score_histogram_reference, in_table=False),
     Metric("score_ks", "Scores: Kolmogorov-Smirnov", DRIFT, _score_ks, threshold="ks",
-           test=_score_test, chart=HISTORY),
+           test=_score_test, hypothesis="scores", chart=HISTORY),
     Metric("score_wasserstein", "Scores: Wasserstein distance", DRIFT, _score_wasserstein,
-           threshold="wasserstein", test=_score_test, chart=HISTORY),
+           threshold="wasserstein", test=_score_test, hypothesis="scores", chart=HISTORY),
     Metric("length_ks", "Text length: Kolmogorov-Smirnov", DRIFT, _ks_of("length"),
            threshold="length_ks", test=_ks_test_of("length"), chart=HISTORY),
     Metric("tokens_ks", "Tokens per text: Kolmogorov-Smirnov", DRIFT, _ks_of("tokens"),
@@ -330,10 +346,15 @@ METRICS: tuple[Metric, ...] = (
     Metric("empty_share", "Share emptied by preprocessing", DRIFT, rows=_empty_share,
            threshold="empty_increase", breach=">", baseline=_empty_reference,
            test=_empty_test, sample=_checked, stage=LAUNCHER, chart=HISTORY),
-    Metric("accuracy_estimated", "Accuracy estimated from the scores",
-           value=_accuracy_estimated),
+    Metric("accuracy_estimated", "Accuracy estimated from the scores (calibrated)", DRIFT,
+           labelled.accuracy_estimated, threshold="accuracy_drop", breach="<",
+           baseline=labelled.accuracy_reference, chart=HISTORY),
     Metric("accuracy", "Accuracy", ACCURACY, rows=_accuracy, threshold="accuracy_drop",
-           breach="<", chart=INTERVAL),
+           breach="<", baseline=labelled.accuracy_reference, test=labelled.accuracy_test,
+           sample=labelled.labels, chart=INTERVAL),
+    Metric("unknown_label_share", "Labels outside the model's classes", ACCURACY,
+           labelled.unknown_label_share, threshold="unknown_labels", breach=">",
+           test=labelled.unknown_label_test, sample=labelled.labels, chart=HISTORY),
     Metric("macro_f1", "Macro-F1", rows=_macro_f1),
     Metric("recall", "Recall", rows=_recall),
     Metric("importance_ndcg", "Importance ranking: nDCG@50", DRIFT, _importance_ndcg,

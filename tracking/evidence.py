@@ -33,6 +33,7 @@ class ClassShares:
     observed: np.ndarray  # shares of the tranche
     expected: np.ndarray  # shares of the reference
     p_value: float  # chi-square test of the counts
+    floor: float  # the smallest p-value that test could give at the tranche's size
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,8 @@ class Evidence:
         observed, expected = statistics.merged_shares(t.class_counts, q, t.n,
                                                       self.policy.min_expected)
         return ClassShares(observed / t.n, expected,
-                           statistics.chi_square(observed, expected * t.n))
+                           statistics.chi_square(observed, expected * t.n),
+                           statistics.chi_square_floor(expected, t.n))
 
     def ks(self, sketch: str) -> tuple[float, float]:
         """(D, p-value) of the tranche's sketch ``sketch`` (a ``Profile`` attribute)
@@ -115,6 +117,9 @@ class Evidence:
         ref_value = {int(i): float(v) for i, _, v in top_ref}
         columns = sorted(set(ref_value) if len(top_ref) <= IMPORTANCE_TOP else
                          set(np.argsort(-mine, kind="stable")[:200].tolist()) | set(ref_value))
+        every = self.reference.importance_all if self.reference is not None else None
+        if every is not None:  # the reference's value of every feature compared
+            ref_value |= {i: float(every[i]) for i in columns if i < len(every)}
         return Ranking(mine, columns, ref_value, {int(i): str(name) for i, name, _ in top_ref},
                        [int(i) for i, _, _ in top_ref[:IMPORTANCE_TOP]],
                        self.t.importance_rows)

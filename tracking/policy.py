@@ -1,9 +1,10 @@
 """When a tracked figure is an alert, and when alerts ask for retraining.
 
 Every metric row has a status: ``insufficient`` when the sample is too small to judge
-(fewer than ``min_records`` scored records, or ``min_labelled`` labels for accuracy),
-``alert`` when it breaches its threshold (and, for drift, is also significant at
-``significance`` for the sample sizes involved), else ``ok``. A drift alert becomes a
+(its significance test could not reach significance at that size; a figure without a
+test: fewer than ``min_records`` records), ``alert`` when it breaches its threshold and
+its test rejects, the run's tests Holm-corrected to the family-wise level
+``significance``, else ``ok``. A drift alert becomes a
 retraining trigger only after ``consecutive`` runs in a row breach it; an accuracy
 breach triggers at once; no trigger follows another for the same model within
 ``cooldown_hours``. Which metric is drift or accuracy, and which key is its threshold,
@@ -24,11 +25,15 @@ class TrackingPolicy:
     """The thresholds and limits above; each field is a ``tracking.*`` config key."""
 
     min_records: int = field(default=200, metadata={
-        "help": "below this many scored records a drift metric is insufficient"})
+        "help": "below this many scored records a figure judged without a significance "
+                "test (importance ranking, estimated accuracy) is insufficient"})
     min_labelled: int = field(default=50, metadata={
-        "help": "below this many labels accuracy is insufficient"})
+        "help": "below this many labels macro-F1 and recall are marked insufficient"})
     accuracy_drop: float = field(default=0.02, metadata={
-        "help": "alert when accuracy's upper bound is below the reference's minus this"})
+        "help": "alert when accuracy is significantly below the reference's minus this"})
+    unknown_labels: float = field(default=0.01, metadata={
+        "help": "alert when the share of labels outside the model's classes significantly "
+                "exceeds this"})
     psi: float = field(default=0.2, metadata={
         "help": "alert at this population stability index of the class shares"})
     js_distance: float = field(default=0.1, metadata={
@@ -48,7 +53,8 @@ class TrackingPolicy:
     importance_ndcg: float = field(default=0.8, metadata={
         "help": "alert below this nDCG@50 of the top features (reference importance as relevance)"})
     significance: float = field(default=0.01, metadata={
-        "help": "a drift alert also needs a p-value below this"})
+        "help": "the chance of any false alert in a run: a run's tests are Holm-corrected "
+                "to this family-wise level"})
     min_expected: float = field(default=5.0, metadata={
         "help": "classes expected fewer times than this are merged for PSI and the chi-square "
                 "test"})

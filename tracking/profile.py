@@ -3,21 +3,44 @@
 A ``Profile`` holds counts, sums and quantile sketches only, never rows: predicted
 class counts, the score (top probability) overall and per predicted class, text
 length and token count, out-of-vocabulary tokens, the confusion counts of the records
-that carry a true label, the sum of top probabilities (a label-free accuracy
-estimate), and the sum of per-feature importance contributions over the rows that
-contributed them (``models.importance``). Profiles of batches merge into the
-profile of a tranche, on any worker, in any order. ``BatchStats`` is what one scored
-batch contributes. A profile serialises to JSON for the model registry.
+that carry a true label (and, by predicted class, of those whose label is none of the
+model's classes), records and labelled records and correct ones per score bin (the
+reference's calibrate the label-free accuracy estimate), and the sum of per-feature
+importance contributions over the rows that contributed them (``models.importance``).
+Profiles of batches merge into the profile of a tranche, on any worker, in any order.
+``BatchStats`` is what one scored batch contributes. A profile serialises to JSON for the
+model registry.
 """
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from tracking.sketch import Sketch
+
+UNKNOWN_LABEL = -2  # BatchStats.true of a label that is none of the model's classes
+SCORE_BINS = 20  # equal-width bins of the top probability, for the calibrated estimate
+
+
+def label_text(value: Any) -> str:
+    """A label as the text it is compared by, whatever its JSON type: 3, 3.0 and "3" are
+    "3"; true is "true"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if hasattr(value, "item") and not isinstance(value, str):  # numpy scalars
+        return label_text(value.item())
+    return str(value)
+
+
+def _score_bins(scores: np.ndarray) -> np.ndarray:
+    return np.clip((np.asarray(scores, np.float64) * SCORE_BINS).astype(np.int64), 0,
+                   SCORE_BINS - 1)
 
 
 @dataclass
@@ -29,7 +52,8 @@ class BatchStats:
     lengths: np.ndarray  # characters of each (preprocessed) text
     tokens: np.ndarray  # tokens of each text
     oov: np.ndarray  # of which not in the model's vocabulary
-    true: np.ndarray  # class index of the true label, -1 where unknown or unsampled
+    true: np.ndarray  # class index of the true label: -1 none (or unsampled), -2 a label
+    # outside the model's classes (UNKNOWN_LABEL)
     importance: np.ndarray | None = None  # per feature: sum over importance_rows records
     importance_rows: int = 0
 
@@ -47,9 +71,14 @@ class Profile:
     oov_total: int = 0
     confusion: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
     top_probability_sum: float = 0.0
+    unknown_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    score_bins: np.ndarray = field(default_factory=lambda: np.zeros(SCORE_BINS, np.int64))
+    bin_labelled: np.ndarray = field(default_factory=lambda: np.zeros(SCORE_BINS, np.int64))
+    bin_correct: np.ndarray = field(default_factory=lambda: np.zeros(SCORE_BINS, np.int64))
     importance_sum: np.ndarray | None = None
     importance_rows: int = 0
     reference: dict[str, Any] = field(default_factory=dict)  # reference-only figures
+    importance_all: np.ndarray | None = None  # a stored reference's, of every feature
 
     def __post_init__(self) -> None:
         k = len(self.classes)
@@ -59,6 +88,8 @@ class Profile:
             self.score_by_class = [Sketch() for _ in range(k)]
         if self.confusion.shape != (k, k):
             self.confusion = np.zeros((k, k), np.int64)
+        if self.unknown_labels.size != k:  # by predicted class
+            self.unknown_labels = np.zeros(k, np.int64)
 
     def add(self, b: BatchStats) -> Profile:
         k = len(self.classes)
@@ -73,7 +104,14 @@ class Profile:
         self.oov_total += int(b.oov.sum())
         labelled = b.true >= 0
         np.add.at(self.confusion, (b.true[labelled], b.predicted[labelled]), 1)
+        self.unknown_labels += np.bincount(b.predicted[b.true == UNKNOWN_LABEL],
+                                           minlength=k)[:k]
         self.top_probability_sum += float(b.scores.sum())
+        bins = _score_bins(b.scores)
+        self.score_bins += np.bincount(bins, minlength=SCORE_BINS)
+        self.bin_labelled += np.bincount(bins[labelled], minlength=SCORE_BINS)
+        self.bin_correct += np.bincount(
+            bins[labelled & (b.true == b.predicted)], minlength=SCORE_BINS)
         if b.importance is not None and b.importance_rows:
             self.importance_sum = (b.importance.astype(np.float64) if self.importance_sum is None
                                    else self.importance_sum + b.importance)
@@ -92,6 +130,10 @@ class Profile:
         self.oov_total += other.oov_total
         self.confusion += other.confusion
         self.top_probability_sum += other.top_probability_sum
+        self.unknown_labels += other.unknown_labels
+        self.score_bins += other.score_bins
+        self.bin_labelled += other.bin_labelled
+        self.bin_correct += other.bin_correct
         if other.importance_sum is not None:
             self.importance_sum = (other.importance_sum.copy() if self.importance_sum is None
                                    else self.importance_sum + other.importance_sum)
@@ -101,6 +143,11 @@ class Profile:
     @property
     def labelled(self) -> int:
         return int(self.confusion.sum())
+
+    @property
+    def labels(self) -> int:
+        """Records with a true label, those outside the model's classes included."""
+        return self.labelled + int(self.unknown_labels.sum())
 
     @property
     def oov_share(self) -> float:
@@ -115,7 +162,8 @@ class Profile:
 
     def to_json(self, top_features: int = 200, names: list[str] | None = None
                 ) -> dict[str, Any]:
-        """A JSON document (sketches base64); importance kept for the top features."""
+        """A JSON document (sketches base64); the mean importance of every feature
+        (float32, base64) and, named, of the top features."""
         out: dict[str, Any] = {
             "classes": self.classes, "n": self.n, "class_counts": self.class_counts.tolist(),
             "score": self.score.to_text(),
@@ -124,12 +172,16 @@ class Profile:
             "tokens_total": self.tokens_total, "oov_total": self.oov_total,
             "confusion": self.confusion.tolist(),
             "top_probability_sum": self.top_probability_sum, "reference": self.reference,
+            "unknown_labels": self.unknown_labels.tolist(),
+            "score_bins": self.score_bins.tolist(), "bin_labelled": self.bin_labelled.tolist(),
+            "bin_correct": self.bin_correct.tolist(),
         }
         importance = self.importance()
         if importance is not None:
             top = np.argsort(-importance, kind="stable")[:top_features]
             out["importance_top"] = [
                 [int(i), names[i] if names else str(i), float(importance[i])] for i in top]
+            out["importance"] = base64.b64encode(importance.astype("<f4").tobytes()).decode()
         return out
 
     @classmethod
@@ -144,7 +196,14 @@ class Profile:
         p.tokens_total, p.oov_total = int(data["tokens_total"]), int(data["oov_total"])
         p.confusion = np.asarray(data["confusion"], np.int64)
         p.top_probability_sum = float(data["top_probability_sum"])
+        k = len(p.classes)
+        p.unknown_labels = np.asarray(data.get("unknown_labels", [0] * k), np.int64)
+        for name in ("score_bins", "bin_labelled", "bin_correct"):
+            setattr(p, name, np.asarray(data.get(name, [0] * SCORE_BINS), np.int64))
         p.reference = dict(data.get("reference", {}))
+        if "importance" in data:  # the reference's mean importance of every feature
+            p.importance_all = np.frombuffer(
+                base64.b64decode(data["importance"]), "<f4").astype(np.float64)
         if "importance_top" in data:
             p.reference["importance_top"] = data["importance_top"]
         return p

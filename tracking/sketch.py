@@ -37,6 +37,11 @@ class Sketch:
         return int(self._s.n)
 
     @property
+    def exact(self) -> bool:
+        """Whether the sketch still holds every value (its ranks are exact)."""
+        return not self._s.is_estimation_mode()
+
+    @property
     def rank_error(self) -> float:
         """The normalised rank error of a single-sided query (e.g. a CDF value)."""
         return float(self._s.normalized_rank_error(False))

@@ -3,7 +3,9 @@
 PSI as the symmetric relative entropy (``scipy.special.rel_entr``), Jensen-Shannon
 distance, a chi-square test of class counts (classes expected too rarely merged),
 Kolmogorov-Smirnov between sketches (the largest CDF difference over both sketches'
-quantiles, its p-value from the asymptotic distribution for the effective sample size),
+quantiles, its p-value from the asymptotic distribution for the effective sample size,
+tested on D less the sketches' rank error so sketching never makes evidence), the
+smallest p-value each test can give at a sample size, Holm's adjustment of a family,
 Wasserstein distance between the sketches' quantile functions, a one-sided binomial test
 of a share, Wilson intervals, macro-F1 of a confusion matrix with a bootstrap interval,
 nDCG and Kendall's tau of a ranking. scipy and scikit-learn are imported by the function
@@ -50,24 +52,33 @@ def chi_square(observed: np.ndarray, expected: np.ndarray) -> float:
     return float(stats.chisquare(observed, expected).pvalue)
 
 
-def macro_f1(confusion: np.ndarray) -> float:
-    """scikit-learn's macro-F1 of the records a confusion matrix (true x predicted) counts,
-    every class included."""
-    from sklearn.metrics import f1_score
+def _f1_of(tp: np.ndarray, by_true: np.ndarray, by_pred: np.ndarray) -> np.ndarray:
+    """Macro-F1 over the last axis, averaged over the classes present in the labels or
+    the predictions (``by_true + by_pred > 0``), as scikit-learn's ``f1_score(average=
+    "macro")`` of the same records."""
+    denominator = by_true + by_pred
+    present = denominator > 0
+    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp, dtype=float), where=present)
+    count = present.sum(axis=-1)
+    return np.divide(f1.sum(axis=-1), count, out=np.zeros(count.shape), where=count > 0)
 
-    k = confusion.shape[0]
-    true = np.repeat(np.repeat(np.arange(k), k), confusion.ravel())
-    pred = np.repeat(np.tile(np.arange(k), k), confusion.ravel())
-    return float(f1_score(true, pred, labels=list(range(k)), average="macro",
-                          zero_division=0))
+
+def macro_f1(confusion: np.ndarray) -> float:
+    """Macro-F1 of the records a confusion matrix (true x predicted) counts, over the
+    classes present in their labels or predictions: scikit-learn's ``f1_score(true, pred,
+    average="macro")`` of those records."""
+    c = np.asarray(confusion, dtype=float)
+    return float(_f1_of(np.diag(c), c.sum(axis=1), c.sum(axis=0)))
 
 
 def macro_f1_interval(confusion: np.ndarray, resamples: int = 1000, seed: int = 0
                       ) -> tuple[float | None, float | None]:
-    """A 95% percentile-bootstrap interval of macro-F1: the labelled records resampled
-    as a multinomial over the confusion matrix's non-empty cells (F1 has no closed-form
-    interval; this needs the counts only, never the rows, and memory in the resamples
-    times the non-empty cells, not the classes squared). Deterministic for a matrix."""
+    """A 95% percentile-bootstrap interval of ``macro_f1``: the labelled records
+    resampled as a multinomial over the confusion matrix's non-empty cells, the same
+    statistic computed on each resample (the classes present in that resample). It needs
+    the counts only, never the rows, and memory in the resamples times the non-empty
+    cells. The interval holds the estimate (a percentile interval of a skewed statistic
+    on few records can miss it by a hair; it is widened to it). Deterministic."""
     n = int(confusion.sum())
     if n <= 0:
         return None, None
@@ -81,10 +92,71 @@ def macro_f1_interval(confusion: np.ndarray, resamples: int = 1000, seed: int = 
     by_true, by_pred = np.zeros((resamples, k)), np.zeros((resamples, k))
     np.add.at(by_true.T, true, draws.T)  # tp + fn, per class
     np.add.at(by_pred.T, pred, draws.T)  # tp + fp, per class
-    denominator = by_true + by_pred
-    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
-    low, high = np.percentile(f1.mean(axis=1), [2.5, 97.5])
-    return float(low), float(high)
+    low, high = np.percentile(_f1_of(tp, by_true, by_pred), [2.5, 97.5])
+    estimate = macro_f1(confusion)
+    return float(min(low, estimate)), float(max(high, estimate))
+
+
+def calibrated_accuracy(bins: np.ndarray, labelled: np.ndarray, correct: np.ndarray,
+                        prior: float = 5.0) -> float | None:
+    """Accuracy expected of records whose score bins count ``bins``, from a held-out
+    labelled set's ``labelled`` and ``correct`` records per bin (histogram-binning
+    calibration; each bin's accuracy shrunk towards the overall one by ``prior``
+    pseudo-records, so a sparse bin borrows from the rest)."""
+    total = int(np.sum(bins))
+    if not total or not np.sum(labelled):
+        return None
+    overall = float(np.sum(correct) / np.sum(labelled))
+    per_bin = (np.asarray(correct, float) + prior * overall) / (np.asarray(labelled) + prior)
+    return float(np.dot(bins, per_bin) / total)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (monotone, at most 1): rejecting where the
+    adjusted value is below ``alpha`` keeps the chance of any false rejection in the
+    family at most ``alpha``."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted, running = [1.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def chi_square_floor(expected: np.ndarray, n: int) -> float:
+    """The smallest p-value the chi-square test of ``n`` counts against ``expected``
+    shares can give: every record in the least expected category."""
+    from scipy import stats
+
+    if len(expected) <= 1 or n <= 0:
+        return 1.0
+    q = float(np.min(expected))
+    return float(stats.chi2.sf(n * (1 - q) / q, len(expected) - 1))
+
+
+def ks_floor(n_a: int, n_b: int) -> float:
+    """The smallest p-value ``ks_between`` can give for these sample sizes (D = 1)."""
+    from scipy import stats
+
+    if not n_a or not n_b:
+        return 1.0
+    return float(stats.kstwobign.sf(np.sqrt(n_a * n_b / (n_a + n_b))))
+
+
+def binomial_floor(n: int, p: float, greater: bool = True) -> float:
+    """The smallest p-value of a one-sided binomial test of ``n`` trials against share
+    ``p``: every trial a success (``greater``) or none."""
+    p = min(1.0, max(p, 1e-9))
+    return float((p if greater else 1.0 - p) ** max(0, n))
+
+
+def binomial_less(k: int, n: int, p: float) -> float:
+    """p-value of ``k`` successes in ``n`` against a share of at least ``p`` (one-sided)."""
+    from scipy import stats
+
+    return float(stats.binomtest(int(k), int(n), min(1.0, max(p, 1e-9)),
+                                 alternative="less").pvalue)
 
 
 def merged_shares(counts: np.ndarray, reference: np.ndarray, n: int, min_expected: float
@@ -124,7 +196,8 @@ def ks_between(a: Sketch, b: Sketch) -> tuple[float, float]:
     points = np.unique(np.concatenate([a.quantiles(_GRID), b.quantiles(_GRID)]))
     d = float(np.max(np.abs(a.cdf(points) - b.cdf(points))))
     n_eff = a.n * b.n / (a.n + b.n)
-    return d, float(stats.kstwobign.sf(d * np.sqrt(n_eff)))
+    slack = sum(s.rank_error for s in (a, b) if not s.exact)  # a sketch's CDF error
+    return d, float(stats.kstwobign.sf(max(0.0, d - slack) * np.sqrt(n_eff)))
 
 
 def wasserstein_between(a: Sketch, b: Sketch) -> float:

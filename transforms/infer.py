@@ -31,7 +31,7 @@ from models.importance import ImportanceMeasure, TextFeatures, measure_for, text
 from models.predict import TimeLimit, predict_with_isolation, top_k_columns
 from models.registry import ModelRef, ModelRegistry
 from models.unpickle import Policy
-from tracking.profile import BatchStats
+from tracking.profile import UNKNOWN_LABEL, BatchStats, label_text
 from transforms.records import (
     DEAD_LETTERS,
     DOC_ID,
@@ -161,13 +161,16 @@ class DocBatchModelHandler(ModelHandler[DocBatch, DocBatch, Any]):
 
 
 def _true_labels(frame: Any, classes: Any, labelled_sample: float) -> np.ndarray:
-    """Class index of each row's true label; -1 without one, or outside the sample."""
+    """Class index of each row's true label, compared as text whatever its JSON type;
+    -1 without one, or outside the sample; UNKNOWN_LABEL for one that is none of the
+    model's classes."""
     labels = frame[LABEL]
     known = labels.notna().to_numpy()
     true = np.full(len(frame), -1, dtype=np.int64)
     if known.any():  # codes are -1 for a label that is not one of the model's classes
-        true[known] = pd.Categorical(labels[known].astype(str),
-                                     categories=[str(c) for c in classes]).codes
+        codes = pd.Categorical([label_text(v) for v in labels[known]],
+                               categories=[label_text(c) for c in classes]).codes
+        true[known] = np.where(codes < 0, UNKNOWN_LABEL, codes)
     if labelled_sample < 1.0:
         h = pd.util.hash_array(frame[DOC_ID].astype(str).to_numpy(), hash_key=_SAMPLE_KEY)
         true[(h % 1_000_000) >= labelled_sample * 1_000_000] = -1

@@ -2,9 +2,11 @@
 
 The ``BatchStats`` of every scored batch (``transforms.infer``) are combined per
 tranche into a ``Profile`` by a CombineFn whose accumulators hold counts and sketches
-only, merged across workers; each tranche's profile is then compared with the model's
-reference by every pipeline metric of the catalogue (``tracking.metrics.compare``) and
-every figure, alert or not, is upserted into ``monitoring``. These few dozen rows per
+only, merged across workers; the run's tranche profiles are then gathered (a few
+kilobytes each) and compared with the model's reference together by every pipeline
+metric of the catalogue (``tracking.metrics.compare_run``: the run's tests are one
+family, Holm-corrected), and every figure, alert or not, is upserted into
+``monitoring``. These few dozen rows per
 tranche are not counted against the sink's rate limit.
 """
 
@@ -45,7 +47,8 @@ class _ProfileFn(beam.CombineFn):
 
 
 class _RecordFn(beam.DoFn):
-    """(tranche, Profile) -> its metric rows upserted into ``monitoring``."""
+    """[(tranche, Profile)] of the run -> each tranche's metric rows upserted into
+    ``monitoring``."""
 
     def __init__(self, database: DatabaseSettings, ctx: RunContext,
                  reference: dict[str, Any] | None, policy: TrackingPolicy, features: str):
@@ -55,21 +58,24 @@ class _RecordFn(beam.DoFn):
         self._policy = policy
         self._features = features
 
-    def process(self, element: tuple[str, Profile]) -> Iterator[tuple[str, int]]:
-        from tracking.metrics import compare  # scipy: on workers only, not the launcher
+    def process(self, element: list[tuple[str, Profile]]) -> Iterator[tuple[str, int]]:
+        from tracking.metrics import compare_run  # scipy: on workers only
 
-        tranche, profile = element
+        if not element:
+            return
         reference = Profile.from_json(self._reference) if self._reference else None
-        rows = [r.__dict__ | {"run_id": self._ctx.run_id, "tranche": tranche,
-                              "model_name": self._ctx.model_name,
-                              "model_version": self._ctx.model_version}
-                for r in compare(profile, reference, self._policy, self._names)]
+        found = compare_run(dict(element), reference, self._policy, self._names)
+        base = {"run_id": self._ctx.run_id, "model_name": self._ctx.model_name,
+                "model_version": self._ctx.model_version}
+        rows = [r.__dict__ | base | {"tranche": tranche}
+                for tranche, tranche_rows in found.items() for r in tranche_rows]
         session = DatabaseSession(self._database)
         try:
             session.run(lambda db: monitoring.write_rows(db, rows))
         finally:
             session.close()
-        yield tranche, len(rows)
+        for tranche, tranche_rows in found.items():
+            yield tranche, len(tranche_rows)
 
     def _names(self, columns: list[int]) -> list[str]:
         if not self._features or not FileSystems.exists(self._features):
@@ -93,4 +99,5 @@ class TrackTranches(beam.PTransform):
     def expand(self, stats: beam.PCollection) -> beam.PCollection:
         return (stats
                 | "Profile tranches" >> beam.CombinePerKey(self._combine)
+                | "Gather the run" >> beam.combiners.ToList()
                 | "Record metrics" >> beam.ParDo(self._record))

@@ -1,38 +1,31 @@
 """The morning-after report of a run: one static HTML page with embedded PNG charts.
 
-Drawn from the ``monitoring`` rows only (and the retraining requests): a status line
-(ok, drift or retraining requested, and why), then each metric of the catalogue
-(``tracking.catalogue``) as its chart kind says: slices against the reference (class
-shares, the score histogram), a share with its 95% interval over the last
-``tracking.report_runs`` runs (accuracy), the drift metrics over those runs with their
-thresholds, the slices that moved most (feature importance), records by reason (dead
-letters); and a table of every figure of the run. Charts are drawn with matplotlib's
-Agg canvas; the page stays well under 2 MB.
+Drawn from the ``monitoring`` rows and the retraining requests only, as of its run (a
+report regenerated later shows the runs up to its run, and only the request its run
+made). It opens with a banner (OK, DRIFT, RETRAIN or INSUFFICIENT), a plain-language
+summary of what changed (the classes whose share moved most, the score shift, the
+inputs, accuracy) and what to do for each kind of alert (``pipelines.orchestration.
+report_text``); then the charts (``report_charts``): the classes that moved most and
+"other" against the reference, the score histogram against the reference, accuracy with
+its 95% interval and every drift metric over the last ``tracking.report_runs`` runs
+(dated, thresholds dashed, this run circled); the features whose importance moved most,
+dead letters by reason, and a table of every figure of the run. The page stays well
+under 2 MB.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 from collections import defaultdict
 from typing import Any
 
 from pipelines.configuration.config import Config
 from pipelines.configuration.connection import opened
+from pipelines.orchestration import report_charts as charts
+from pipelines.orchestration.report_text import actions, banner, class_moves, summary
 from store import monitoring, run_records
 from store.database import Database
-from tracking.catalogue import (
-    BY_NAME,
-    CHANGES,
-    HISTORY,
-    INTERVAL,
-    PAIR,
-    REASONS,
-    Metric,
-    charted,
-)
-from tracking.policy import ALERT
+from tracking.catalogue import BY_NAME, CHANGES, HISTORY, INTERVAL, PAIR, REASONS, Metric, charted
 from transforms.files import write_atomically
 
 
@@ -56,19 +49,28 @@ def render(db: Database, run_id: str, history_runs: int) -> str:
         raise ValueError(f"no run {run_id}")
     rows = monitoring.rows_of_run(db, run_id)
     name, _, version = record.model.partition(":")
-    triggers = [t for t in monitoring.triggers(db, name, version) if run_id in t.run_ids]
-    recent = [r.run_id for r in run_records.latest(db, 200)
-              if r.model == record.model][:history_runs]
+    reasons = list(dict.fromkeys(  # the request this run made, each reason once
+        reason for t in monitoring.triggers(db, name, version) if t.run_ids[:1] == [run_id]
+        for reason in t.reasons))
+    runs = _runs_up_to(db, record, history_runs)
     history = monitoring.history(
-        db, name, version, [m.name for m in charted(HISTORY) + charted(INTERVAL)], recent)
-    order = {r: i for i, r in enumerate(reversed(recent))}
-    parts = [_status(record.status, rows, triggers)]
+        db, name, version, [m.name for m in charted(HISTORY) + charted(INTERVAL)],
+        [r.run_id for r in runs])
+    labels = _run_labels(runs, history)
+    parts = [banner(record.status, rows, reasons), summary(rows), actions(rows, reasons)]
+    parts.append(_chart("Class shares against the reference (the classes that moved most)",
+                        charts.classes_png(class_moves(rows))))
     parts += [_chart(f"{m.label} against the reference", _pair_png(rows, m))
-              for m in charted(PAIR)]
-    parts += [_chart(f"{m.label} over the last {len(recent)} runs (95% interval)",
-                     _interval_png(history, m, order)) for m in charted(INTERVAL)]
-    parts.append(_chart("Drift metrics over the last runs (dashed: threshold)",
-                        _drift_png(history, order)))
+              for m in charted(PAIR) if m.name != "class_share"]
+    parts += [_chart(f"{m.label} over the last {len(runs)} runs (95% interval)",
+                     charts.history_png([(m.label, "share", _series(history, m, labels,
+                                                                     run_id))]))
+              for m in charted(INTERVAL)]
+    parts.append(_chart("Drift metrics over the last runs (worst tranche of each run; "
+                        "dashed: alert threshold; circled: this run)",
+                        charts.history_png([(_title(m), "value",
+                                             _series(history, m, labels, run_id))
+                                            for m in charted(HISTORY)])))
     parts += [_changes(rows, m) for m in charted(CHANGES)]
     parts += [_reasons(rows, m) for m in charted(REASONS)]
     parts.append(_table(rows))
@@ -79,49 +81,78 @@ def render(db: Database, run_id: str, history_runs: int) -> str:
             f"</p>{''.join(parts)}</body></html>")
 
 
-_CSS = ("body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#222}"
-        ".status{padding:.8em 1em;border-radius:6px;font-size:1.2em}.ok{background:#e3f4e3}"
-        ".drift{background:#fff3cd}.retrain{background:#f8d7da}table{border-collapse:"
-        "collapse;font-size:.85em}td,th{border-bottom:1px solid #ddd;padding:2px 8px;"
-        "text-align:left}.sub{color:#666}img{max-width:100%}td.alert{color:#b00;"
-        "font-weight:bold}")
-
-
-def _status(run_status: str, rows: list[dict[str, Any]], triggers: list[Any]) -> str:
-    alerts = [r for r in rows if r["status"] == ALERT]
-    if triggers:
-        kind, text = "retrain", "retraining requested: " + "; ".join(
-            r for t in triggers for r in t.reasons)
-    elif alerts:
-        kind, text = "drift", "drift: " + ", ".join(
-            sorted({f"{r['metric']} on {r['tranche']}" for r in alerts}))
-    else:
-        kind, text = "ok", "ok: no tracked figure is beyond its threshold"
-    return (f"<p class='status {kind}'><b>{html.escape(kind.upper())}</b> &mdash; "
-            f"{html.escape(text)} <span class='sub'>(run status {html.escape(run_status)})"
-            "</span></p>")
-
-
-def _figure(width: float = 7.5, height: float = 2.6) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=90)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    return base64.b64encode(buf.getvalue()).decode()
+_CSS = ("body{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;color:#222;"
+        "line-height:1.45}.status{padding:.8em 1em;border-radius:6px;font-size:1.15em}"
+        ".ok{background:#e3f4e3}.drift{background:#fff3cd}.retrain{background:#f8d7da}"
+        ".insufficient{background:#e8e8ee}table{border-collapse:collapse;font-size:.85em}"
+        "td,th{border-bottom:1px solid #ddd;padding:2px 8px;text-align:left}.sub{color:#666}"
+        "img{max-width:100%}td.alert,li.alert{color:#b00020;font-weight:bold}"
+        "h2{font-size:1.15em;margin-top:1.6em}ul.todo li{margin:.3em 0}")
 
 
 def _chart(title: str, png: str | None) -> str:
     body = f"<img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>" if png \
         else "<p class='sub'>no data</p>"
     return f"<h2>{html.escape(title)}</h2>{body}"
+
+
+def _title(m: Metric) -> str:
+    return m.label + (" (alert below)" if m.breach == "<" else "")
+
+
+def _runs_up_to(db: Database, record: run_records.RunRecord, count: int
+                ) -> list[run_records.RunRecord]:
+    """The model version's last ``count`` runs up to ``record``'s, oldest first."""
+    runs = [r for r in run_records.latest(db, 1000) if r.model == record.model]
+    at = next((i for i, r in enumerate(runs) if r.run_id == record.run_id), 0)
+    return runs[at:at + count][::-1]
+
+
+def _run_labels(runs: list[run_records.RunRecord], history: list[dict[str, Any]]
+                ) -> dict[str, str]:
+    """A run's label on the history charts: the dates it scored (its tranches), else the
+    day and time it started."""
+    tranches: dict[str, set[str]] = defaultdict(set)
+    for r in history:
+        tranches[r["run_id"]].add(r["tranche"])
+    labels = {}
+    for run in runs:
+        days = sorted(tranches.get(run.run_id, ()))
+        if days and all(len(d) == 10 and d[4] == d[7] == "-" for d in days):
+            labels[run.run_id] = days[0] if len(days) == 1 else f"{days[0]} to {days[-1][5:]}"
+        else:
+            labels[run.run_id] = run.started_at[:16].replace("T", " ")
+    return labels
+
+
+def _series(history: list[dict[str, Any]], m: Metric, labels: dict[str, str], current: str
+            ) -> list[charts.Point]:
+    """One point per run: a share charted with its interval pooled over the run's
+    tranches (with its Wilson interval), any other metric its worst tranche (the
+    lowest where lower values alert); and the threshold."""
+    by_run: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in history:
+        if r["metric"] == m.name and r["value"] is not None and r["value"] == r["value"]:
+            by_run[r["run_id"]].append(r)
+    points = []
+    for run_id, label in labels.items():
+        found = by_run.get(run_id)
+        if not found:
+            continue
+        threshold = found[-1]["threshold"]
+        if m.chart == INTERVAL:
+            from tracking.statistics import wilson  # scipy: only for a report with accuracy
+
+            n = sum(r["n"] for r in found)
+            correct = round(sum(r["value"] * r["n"] for r in found))
+            low, high = wilson(correct, n)
+            points.append(charts.Point(label, correct / n, low, high, threshold,
+                                       run_id == current))
+        else:
+            worst = min if m.breach == "<" else max
+            points.append(charts.Point(label, worst(r["value"] for r in found),
+                                       threshold=threshold, current=run_id == current))
+    return points
 
 
 def _weighted(rows: list[dict[str, Any]], metric: str) -> dict[str, float]:
@@ -137,105 +168,9 @@ def _weighted(rows: list[dict[str, Any]], metric: str) -> dict[str, float]:
 
 def _pair_png(rows: list[dict[str, Any]], m: Metric) -> str | None:
     mine, ref = _weighted(rows, m.name), _weighted(rows, f"{m.name}_reference")
-    if not mine:
-        return None
     keys = sorted(mine)
-    fig = _figure()
-    ax = fig.add_subplot()
-    x = range(len(keys))
-    ax.bar([i - 0.2 for i in x], [mine[k] for k in keys], 0.4, label="this run")
-    if ref:
-        ax.bar([i + 0.2 for i in x], [ref.get(k, 0.0) for k in keys], 0.4, label="reference")
-    ax.set_xticks(list(x), keys, rotation=45 if len(keys) > 8 else 0, fontsize=7)
-    ax.set_xlabel(m.axis)
-    ax.set_ylabel("share")
-    ax.legend(fontsize=8)
-    return _png(fig)
-
-
-def _series(history: list[dict[str, Any]], m: Metric, order: dict[str, int]
-            ) -> list[tuple[int, float, float | None, float | None, float | None]]:
-    """One point per run: a share charted with its interval pooled over the run's
-    tranches (with its Wilson interval), any other metric its worst tranche (the
-    lowest where lower values alert); and the threshold."""
-    by_run: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    for r in history:
-        if r["metric"] == m.name and r["run_id"] in order and r["value"] is not None \
-                and r["value"] == r["value"]:
-            by_run[order[r["run_id"]]].append(r)
-    points = []
-    for x, found in sorted(by_run.items()):
-        threshold = found[-1]["threshold"]
-        if m.chart == INTERVAL:
-            from tracking.statistics import wilson  # scipy: only for a report with accuracy
-
-            n = sum(r["n"] for r in found)
-            correct = round(sum(r["value"] * r["n"] for r in found))
-            low, high = wilson(correct, n)
-            points.append((x, correct / n, low, high, threshold))
-        else:
-            worst = min if m.breach == "<" else max
-            points.append((x, worst(r["value"] for r in found), None, None, threshold))
-    return points
-
-
-def _run_labels(history: list[dict[str, Any]], order: dict[str, int]) -> dict[int, str]:
-    """A run's label on the history charts: the tranche it scored (MM-DD; "+n" when it
-    scored more), else its start time from the run id."""
-    tranches: dict[str, set[str]] = defaultdict(set)
-    for r in history:
-        tranches[r["run_id"]].add(r["tranche"])
-    labels = {}
-    for run_id, i in order.items():
-        days = sorted(tranches.get(run_id, ()))
-        labels[i] = (days[0][5:] + (f" +{len(days) - 1}" if len(days) > 1 else "")) if days \
-            else run_id[4:8] + " " + run_id[9:13]
-    return labels
-
-
-def _runs_axis(ax: Any, labels: dict[int, str]) -> None:
-    ticks = sorted(labels)
-    ax.set_xticks(ticks, [labels[t] for t in ticks], fontsize=6, rotation=45)
-
-
-def _interval_png(history: list[dict[str, Any]], m: Metric, order: dict[str, int]
-                  ) -> str | None:
-    points = _series(history, m, order)
-    if not points:
-        return None
-    fig = _figure()
-    ax = fig.add_subplot()
-    xs = [p[0] for p in points]
-    ax.plot(xs, [p[1] for p in points], "o-", label=m.name)
-    ax.fill_between(xs, [p[2] or p[1] for p in points], [p[3] or p[1] for p in points],
-                    alpha=0.25, label="95% interval")
-    if points[-1][4] is not None:
-        ax.axhline(points[-1][4], ls="--", color="#b00",
-                   label="alert below" if m.breach == "<" else "alert above")
-    _runs_axis(ax, _run_labels(history, order))
-    ax.set_xlim(-0.5, max(order.values()) + 0.5)
-    ax.legend(fontsize=8)
-    return _png(fig)
-
-
-def _drift_png(history: list[dict[str, Any]], order: dict[str, int]) -> str | None:
-    metrics = [m for m in charted(HISTORY) if _series(history, m, order)]
-    if not metrics:
-        return None
-    fig = _figure(7.5, 1.7 * ((len(metrics) + 1) // 2) + 0.4)
-    for k, metric in enumerate(metrics):
-        ax = fig.add_subplot((len(metrics) + 1) // 2, 2, k + 1)
-        points = _series(history, metric, order)
-        ax.plot([p[0] for p in points], [p[1] for p in points], "o-", ms=3)
-        thresholds = [p[4] for p in points if p[4] is not None]
-        if thresholds:
-            ax.axhline(thresholds[-1], ls="--", color="#b00")
-        ax.set_title(f"{metric.label} (worst tranche"
-                     f"{', alert below' if metric.breach == '<' else ''})", fontsize=8)
-        ax.set_xlim(-0.5, max(order.values()) + 0.5)
-        _runs_axis(ax, _run_labels(history, order))
-        ax.tick_params(labelsize=7)
-    return _png(fig)
+    return charts.pair_png(keys, [mine[k] for k in keys],
+                           [ref.get(k, 0.0) for k in keys] if ref else None, m.axis)
 
 
 def _changes(rows: list[dict[str, Any]], m: Metric) -> str:
@@ -246,11 +181,11 @@ def _changes(rows: list[dict[str, Any]], m: Metric) -> str:
     if not moved:
         return f"<h2>{html.escape(m.label)}</h2><p class='sub'>none measured</p>"
     body = "".join(f"<tr><td>{html.escape(r['tranche'])}</td><td>{html.escape(r['slice'])}"
-                   f"</td><td>{r['threshold']:.4g}</td><td>{r['value']:+.4g}</td></tr>"
-                   for r in moved)
+                   f"</td><td>{r['threshold']:.4g}</td><td>{r['value'] + r['threshold']:.4g}"
+                   f"</td><td>{r['value']:+.4g}</td></tr>" for r in moved)
     return (f"<h2>{html.escape(m.label)}</h2><table><tr><th>tranche</th>"
-            f"<th>{html.escape(m.axis)}</th><th>reference</th><th>change</th></tr>"
-            + body + "</table>")
+            f"<th>{html.escape(m.axis)}</th><th>reference</th><th>this run</th>"
+            "<th>change</th></tr>" + body + "</table>")
 
 
 def _reasons(rows: list[dict[str, Any]], m: Metric) -> str:

@@ -24,7 +24,7 @@ from store import monitoring, run_records
 from store.database import Database
 from store.monitoring import Trigger
 from tracking.catalogue import ACCURACY_METRICS, DRIFT_METRICS
-from tracking.metrics import launcher_rows
+from tracking.metrics import launcher_run_rows
 from tracking.policy import ALERT
 
 _LOG = logging.getLogger("beamscore")
@@ -42,15 +42,13 @@ def _launcher_rows(db: Database, cfg: Config, ref: ModelRef, run_id: str,
                    summary: dict[str, Any], reference: dict[str, Any] | None
                    ) -> list[dict[str, Any]]:
     """The launcher's metrics of the catalogue (``tracking.catalogue``) for each tranche
-    of the run's summary."""
+    of the run's summary, its tests corrected as one family."""
     base = {"run_id": run_id, "model_name": ref.name, "model_version": ref.version}
     figures = (reference or {}).get("reference", {})
-    rows = []
-    for tranche, counts in (summary.get("tranches") or {}).items():
-        dead = run_records.dead_letters_by_reason(db, run_id, tranche)
-        rows += [r.__dict__ | base | {"tranche": tranche}
-                 for r in launcher_rows(counts, dead, figures, cfg.tracking)]
-    return rows
+    tranches = {tranche: (counts, run_records.dead_letters_by_reason(db, run_id, tranche))
+                for tranche, counts in (summary.get("tranches") or {}).items()}
+    return [r.__dict__ | base | {"tranche": tranche} for tranche, found in
+            launcher_run_rows(tranches, figures, cfg.tracking).items() for r in found]
 
 
 def _maybe_trigger(db: Database, cfg: Config, ref: ModelRef, run_id: str) -> Trigger | None:

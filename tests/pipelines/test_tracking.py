@@ -129,13 +129,45 @@ def test_corrupted_labels_trigger_retraining_once_within_the_cooldown(
     assert "<p class='status drift'>" in pages[1] and "accuracy on 2026-09-06" in pages[1]
 
 
-def test_a_small_shifted_tranche_is_insufficient_not_an_alert(
+def test_a_small_shifted_tranche_alerts_and_a_tiny_one_is_insufficient(
         registry: str, tmp_path: Path) -> None:
-    shifted = [d for d in make_docs(400, seed=8) if d["label"] == "billing"][:50]
-    result = _score(tmp_path, registry, "2026-09-07", shifted)
+    """Overwhelming evidence alerts at any size (50 texts of one class of five); a tranche
+    whose tests cannot reach significance is insufficient, and so is the report."""
+    shifted = [d for d in make_docs(400, seed=8) if d["label"] == "billing"]
+    result = _score(tmp_path, registry, "2026-09-07", shifted[:50])
     assert result.rc == 0, result.err
-    assert _alerts(tmp_path, "2026-09-07") == set()
-    assert _status(tmp_path, "2026-09-07", "class_psi") == "insufficient"
+    assert "class_psi" in _alerts(tmp_path, "2026-09-07")
+    tiny = _score(tmp_path, registry, "2026-09-11", shifted[50:51])
+    assert tiny.rc == 0, tiny.err
+    assert _alerts(tmp_path, "2026-09-11") == set()
+    assert _status(tmp_path, "2026-09-11", "class_psi") == "insufficient"
+    last = sqlite_rows(tmp_path / "s.db", "SELECT run_id FROM runs ORDER BY started_at")[-1][0]
+    page = (tmp_path / "out" / "_reports" / f"{last}.html").read_text()
+    assert "<p class='status insufficient'><b>INSUFFICIENT</b>" in page
+
+
+def test_a_report_regenerated_later_is_as_of_its_run(registry: str, tmp_path: Path) -> None:
+    """Run 1 drifts, run 2 drifts again and requests retraining, run 3 comes later: run
+    1's report regenerated afterwards still says DRIFT, charts runs up to run 1 only, and
+    run 2's lists each reason of its own request once."""
+    shifted = [d for d in make_docs(6000, seed=40) if d["label"] in ("billing", "shipping")]
+    days = ("2026-11-01", "2026-11-02", "2026-11-03")
+    codes = [_score(tmp_path, registry, day, shifted[i * 600:(i + 1) * 600]).rc
+             for i, day in enumerate(days)]
+    assert codes[:2] == [0, 6], codes
+    runs = [r for (r,) in sqlite_rows(tmp_path / "s.db", "SELECT run_id FROM runs ORDER BY "
+                                                         "started_at")]
+    db = ["--db", f"sqlite:///{tmp_path / 's.db'}"]
+    for run_id in runs[:2]:
+        again = run_cli("report", run_id, *db, "--output", str(tmp_path / f"{run_id}.html"))
+        assert again.rc == 0, again.err
+    first = (tmp_path / f"{runs[0]}.html").read_text()
+    second = (tmp_path / f"{runs[1]}.html").read_text()
+    assert "<p class='status drift'>" in first and "RETRAIN" not in first
+    assert "over the last 1 runs" in first
+    assert "<p class='status retrain'>" in second and "over the last 2 runs" in second
+    banner = second.split("<p class='status")[1].split("</p>")[0]
+    assert banner.count("class_psi alert in 2 runs in a row") == 1
 
 
 def test_the_report_shows_the_monitoring_tables_numbers(registry: str, tmp_path: Path) -> None:

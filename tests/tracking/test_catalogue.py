@@ -50,11 +50,11 @@ def test_every_entry_is_well_formed_and_judged_metrics_name_a_policy_key() -> No
             assert f"{m.name}_reference" in BY_NAME and m.axis, m.name
     assert set(DRIFT_METRICS) == {
         "class_psi", "class_js", "class_linf", "score_ks", "score_wasserstein", "length_ks",
-        "tokens_ks", "oov_share", "empty_share", "importance_ndcg"}
-    assert ACCURACY_METRICS == ("accuracy",)
+        "tokens_ks", "oov_share", "empty_share", "accuracy_estimated", "importance_ndcg"}
+    assert ACCURACY_METRICS == ("accuracy", "unknown_label_share")
     assert [m.name for m in charted(HISTORY)] == [
         "class_psi", "score_ks", "score_wasserstein", "length_ks", "oov_share", "empty_share",
-        "importance_ndcg"]
+        "accuracy_estimated", "unknown_label_share", "importance_ndcg"]
 
 
 def _tranche(n: int, shares: list[float], seed: int = 0) -> Profile:
@@ -72,17 +72,19 @@ def _gap(e: Evidence) -> float | None:
     return abs(e.t.class_counts[0] / e.t.n - e.ref.class_counts[0] / e.ref.n)
 
 
-@pytest.mark.parametrize(("breach", "n", "shares", "p_value", "status"), [
-    (">=", 1000, [0.7, 0.3], 0.0, ALERT),
-    (">=", 1000, [0.5, 0.5], 0.0, OK),  # below the threshold
-    (">=", 1000, [0.7, 0.3], 0.5, OK),  # a breach, but not significant
-    (">=", 100, [0.7, 0.3], 0.0, INSUFFICIENT),  # under tracking.min_records
-    ("<", 1000, [0.5, 0.5], 0.0, ALERT),  # alerts below its threshold
+@pytest.mark.parametrize(("breach", "n", "shares", "p_value", "floor", "status"), [
+    (">=", 1000, [0.7, 0.3], 0.0, 0.0, ALERT),
+    (">=", 1000, [0.5, 0.5], 0.0, 0.0, OK),  # below the threshold
+    (">=", 1000, [0.7, 0.3], 0.5, 0.0, OK),  # a breach, but not significant
+    (">=", 100, [0.7, 0.3], 0.0, 0.0, ALERT),  # few records, overwhelming evidence
+    (">=", 100, [0.7, 0.3], 0.5, 0.5, INSUFFICIENT),  # the test cannot reach significance
+    ("<", 1000, [0.5, 0.5], 0.0, 0.0, ALERT),  # alerts below its threshold
 ])
 def test_a_metric_is_judged_by_its_threshold_key_direction_and_test(
-        breach: str, n: int, shares: list[float], p_value: float, status: str) -> None:
+        breach: str, n: int, shares: list[float], p_value: float, floor: float,
+        status: str) -> None:
     toy = Metric("toy_gap", "First class's share: difference", DRIFT, _gap, threshold="linf",
-                 breach=breach, test=lambda e: p_value)
+                 breach=breach, test=lambda e: (p_value, floor))
     e = Evidence.of_tranche(_tranche(n, shares), _tranche(5000, [0.5, 0.5], 1),
                             TrackingPolicy(linf=0.1))
     [row] = toy.compute(e)
@@ -106,7 +108,8 @@ def test_a_baseline_threshold_is_added_to_the_references_figure_or_left_unjudged
     (50, 950, 0.01, 0.06, OK),
     (200, 800, 0.01, 0.06, ALERT),
     (200, 800, None, None, OK),  # a reference without the figure: shown, not judged
-    (20, 80, 0.01, None, INSUFFICIENT),  # fewer than tracking.min_records texts
+    (20, 80, 0.01, 0.06, ALERT),  # 100 texts: overwhelming evidence alerts at any size
+    (1, 1, 0.1, 0.15, INSUFFICIENT),  # 2 texts: the test cannot reach significance
 ])
 def test_the_share_emptied_by_preprocessing_is_judged_against_the_reference(
         emptied: int, valid: int, reference: float | None, threshold: float | None,

@@ -73,21 +73,23 @@ def _rows(t: Profile, ref: Profile) -> dict[str, tuple[float, str]]:
             if r.slice == ""}
 
 
-def test_class_shift_alerts_and_a_small_sample_is_insufficient() -> None:
+def test_class_shift_alerts_at_any_size_the_test_can_judge() -> None:
     rng = np.random.default_rng(3)
     ref = _profile(rng.integers(0, 3, 5000), rng.beta(5, 2, 5000))
     same = _profile(rng.integers(0, 3, 2000), rng.beta(5, 2, 2000))
     shifted = _profile(rng.choice(3, 2000, p=[0.7, 0.2, 0.1]), rng.beta(5, 2, 2000))
-    small = _profile(rng.choice(3, 50, p=[0.7, 0.2, 0.1]), rng.beta(5, 2, 50))
+    small = _profile(rng.choice(3, 50, p=[0.9, 0.05, 0.05]), rng.beta(5, 2, 50))
+    tiny = _profile(np.zeros(3, np.int64), rng.beta(5, 2, 3))  # chi-square p >= 0.05
     assert _rows(same, ref)["class_psi"][1] == OK
     assert _rows(shifted, ref)["class_psi"][1] == ALERT
-    assert _rows(small, ref)["class_psi"][1] == INSUFFICIENT
+    assert _rows(small, ref)["class_psi"][1] == ALERT
+    assert _rows(tiny, ref)["class_psi"][1] == INSUFFICIENT
     assert _rows(shifted, ref)["class_psi"][0] == pytest.approx(
         psi(np.bincount(shifted_pred := np.repeat(np.arange(3), shifted.class_counts),
                         minlength=3) / len(shifted_pred), ref.class_counts / ref.n))
 
 
-def test_accuracy_alerts_only_when_the_upper_bound_is_below_the_reference() -> None:
+def test_accuracy_alerts_only_when_significantly_below_the_reference() -> None:
     rng = np.random.default_rng(4)
     ref = _profile(rng.integers(0, 3, 3000), rng.beta(5, 2, 3000))
     ref.reference["accuracy"] = 0.9
@@ -96,7 +98,7 @@ def test_accuracy_alerts_only_when_the_upper_bound_is_below_the_reference() -> N
                     true)
     bad = _profile(np.where(rng.random(1000) < 0.6, true, (true + 1) % 3), rng.beta(5, 2, 1000),
                    true)
-    few = _profile(true[:30], rng.beta(5, 2, 30), (true[:30] + 1) % 3)
+    few = _profile(true[:2], rng.beta(5, 2, 2), (true[:2] + 1) % 3)  # p >= 0.12 ** 2
     assert _rows(good, ref)["accuracy"][1] == OK
     assert _rows(bad, ref)["accuracy"] == (pytest.approx(bad.confusion.trace() / 1000), ALERT)
     assert _rows(few, ref)["accuracy"][1] == INSUFFICIENT
@@ -123,7 +125,7 @@ def test_class_share_distances_equal_scipy_on_the_raw_predictions() -> None:
         assert share.value == pytest.approx(p[i]) and share.ci_low < p[i] < share.ci_high
 
 
-def test_accuracy_macro_f1_recall_and_the_estimate_equal_scikit_learn() -> None:
+def test_accuracy_macro_f1_and_recall_equal_scikit_learn() -> None:
     from sklearn.metrics import accuracy_score, f1_score, recall_score
 
     rng = np.random.default_rng(12)
@@ -132,7 +134,6 @@ def test_accuracy_macro_f1_recall_and_the_estimate_equal_scikit_learn() -> None:
     scores = rng.beta(6, 2, 1500)
     rows = _by_metric(_profile(pred, scores, true), None)
     assert rows[("accuracy", "")].value == pytest.approx(accuracy_score(true, pred))
-    assert rows[("accuracy_estimated", "")].value == pytest.approx(scores.mean())
     f1 = rows[("macro_f1", "")]
     assert f1.value == pytest.approx(f1_score(true, pred, average="macro"))
     assert f1.ci_low < f1.value < f1.ci_high and f1.ci_high - f1.ci_low < 0.1

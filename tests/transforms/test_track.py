@@ -12,7 +12,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from store import monitoring
 from store.database import connect
 from store.session import DatabaseSettings
-from tracking.metrics import compare
+from tracking.metrics import compare_run
 from tracking.policy import ALERT, TrackingPolicy
 from tracking.profile import BatchStats, Profile
 from transforms.records import RunContext
@@ -52,13 +52,14 @@ def test_tranches_are_profiled_across_batches_and_every_figure_stored(
         written = (p | beam.Create([(t, b) for t, bs in stats.items() for b in bs])
                    | TrackTranches(DatabaseSettings(url), CTX, CLASSES, reference.to_json(),
                                    policy))
-        expected = {t: len(compare(_profile(bs), reference, policy)) for t, bs in stats.items()}
+        judged = compare_run({t: _profile(bs) for t, bs in stats.items()}, reference, policy)
+        expected = {t: len(rows) for t, rows in judged.items()}
         assert_that(written, equal_to(list(expected.items())))
     db = connect(url)
     stored = monitoring.rows_of_run(db, "run-t")
-    for tranche, batches in stats.items():
+    for tranche in stats:
         want = {(r.metric, r.slice): (r.value, r.n, r.status)
-                for r in compare(_profile(batches), reference, policy)}
+                for r in judged[tranche]}
         got = {(r["metric"], r["slice"]): (r["value"], r["n"], r["status"])
                for r in stored if r["tranche"] == tranche}
         assert got.keys() == want.keys()
