@@ -21,7 +21,6 @@ import hashlib
 import os
 import re
 from collections.abc import Iterable
-from contextlib import closing
 from dataclasses import dataclass, field
 
 from apache_beam.io.filesystems import FileSystems
@@ -201,9 +200,12 @@ def has_records(plan: TranchePlan) -> bool:
     if plan.refused:
         return True
     for f in plan.files:
-        with closing(read_chunk(Chunk(plan.tranche, f.path, f.format))) as items:
+        items = read_chunk(Chunk(plan.tranche, f.path, f.format))
+        try:
             if next(items, None) is not None:
                 return True
+        finally:
+            getattr(items, "close", lambda: None)()  # the file, closed now
     return False
 
 
