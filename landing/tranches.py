@@ -2,21 +2,35 @@
 
 A tranche is one day folder ``<input_root>/dt=YYYY-MM-DD/`` holding input files of the
 formats in ``landing.formats`` in any mix (suffixes in any case), local or ``gs://``
-(Beam's FileSystems). Other files are listed as ignored. ``plan_tranches`` lists them at
-launch, so a run's input is fixed before any worker starts and ``beamscore plan`` shows
-exactly what ``score`` would read.
+(Beam's FileSystems). ``plan_tranches`` lists them at launch, so a run's input is fixed
+before any worker starts and ``beamscore plan`` shows exactly what ``score`` would read.
+
+Nothing under the input root goes unmentioned. An entry that will never be scored is
+``Unscored`` with why: in a tranche, a file of no input format or a subfolder (tranches
+are not read recursively); under the root (``unscored_entries``), a ``dt=`` folder that
+is no date, any other folder, a file outside the tranche folders. A symbolic link is
+followed only when its target is inside the input root; a link to anywhere else is
+``refused``: never opened, it is one dead letter naming the link. ``has_records`` tells
+a tranche whose files hold no record (an empty file, a header-only CSV).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from apache_beam.io.filesystems import FileSystems
 
-from landing.formats import describe_formats, file_format
+from landing.formats import describe_formats, file_format, read_chunk
+from landing.reading import Chunk
+
+_TRANCHE = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
+SUBFOLDER = "a subfolder: tranches are not read recursively"
+OUTSIDE_LINK = "symbolic link to a target outside input_root: not followed"
 
 
 class InputRootMissing(FileNotFoundError):
@@ -32,19 +46,34 @@ class SourceFile:
     fingerprint: str = ""
 
 
+@dataclass(frozen=True)
+class Unscored:
+    """An entry under the input root that is never read as input, and why."""
+
+    path: str
+    why: str
+
+
 @dataclass
 class TranchePlan:
-    """One tranche's folder, its input files, the files it ignores, or why it is missing."""
+    """One tranche's folder, its input files, the entries it never scores, the links it
+    refuses (each one dead letter), or why it is missing."""
 
     tranche: str
     folder: str
     files: list[SourceFile] = field(default_factory=list)
-    ignored: list[str] = field(default_factory=list)
+    unscored: list[Unscored] = field(default_factory=list)
+    refused: list[Unscored] = field(default_factory=list)
     missing_reason: str = ""
 
     @property
     def missing(self) -> bool:
         return bool(self.missing_reason)
+
+    @property
+    def ignored(self) -> list[str]:
+        """Paths of the entries never scored."""
+        return [u.path for u in self.unscored]
 
     @property
     def total_bytes(self) -> int:
@@ -55,6 +84,8 @@ class TranchePlan:
         h = hashlib.sha256()
         for f in sorted(self.files, key=lambda f: f.path):
             h.update(f"{f.path}\0{f.size}\0{f.fingerprint}\n".encode())
+        for r in sorted(self.refused, key=lambda r: r.path):
+            h.update(f"refused {r.path}\n".encode())
         return h.hexdigest()
 
 
@@ -65,32 +96,117 @@ def date_range(start: dt.date, end: dt.date) -> list[dt.date]:
 
 
 def plan_tranches(input_root: str, dates: Iterable[dt.date]) -> list[TranchePlan]:
-    """List the files of each tranche; a folder with no readable files is 'missing'."""
-    plans = []
+    """List the files of each tranche; a folder with nothing to read is 'missing'."""
     root = input_root.rstrip("/")
     if not _root_exists(root):
         raise InputRootMissing(f"input root {root} does not exist (input_root / --input-root)")
-    for day in dates:
-        tranche = day.isoformat()
-        folder = f"{root}/dt={tranche}"
-        plan = TranchePlan(tranche=tranche, folder=folder)
-        matched = FileSystems.match([folder + "/*"])[0].metadata_list
-        generations = gcs_generations(folder) if folder.startswith("gs://") and matched else {}
-        for meta in sorted(matched, key=lambda m: m.path):
-            fmt = file_format(meta.path)
-            if fmt is None:
-                plan.ignored.append(meta.path)
-                continue
+    return [_plan_tranche(root, day.isoformat()) for day in dates]
+
+
+def _plan_tranche(root: str, tranche: str) -> TranchePlan:
+    folder = f"{root}/dt={tranche}"
+    plan = TranchePlan(tranche=tranche, folder=folder)
+    matched = FileSystems.match([folder + "/*"])[0].metadata_list
+    generations = gcs_generations(folder) if folder.startswith("gs://") and matched else {}
+    for meta in sorted(matched, key=lambda m: m.path):
+        why = _not_input(root, meta.path)
+        if why == OUTSIDE_LINK:
+            plan.refused.append(Unscored(meta.path, why))
+        elif why:
+            plan.unscored.append(Unscored(meta.path, why))
+        else:
             ident = generations.get(meta.path) or str(
                 getattr(meta, "last_updated_in_seconds", "") or "")
-            plan.files.append(SourceFile(meta.path, int(meta.size_in_bytes), fmt, ident))
-        if not matched:
-            plan.missing_reason = (f"folder {folder} is empty" if FileSystems.exists(folder)
-                                   else f"no folder {folder}")
-        elif not plan.files:
-            plan.missing_reason = f"no {describe_formats()} files in {folder}"
-        plans.append(plan)
-    return plans
+            plan.files.append(SourceFile(meta.path, int(meta.size_in_bytes),
+                                         str(file_format(meta.path)), ident))
+    plan.unscored += [Unscored(p, SUBFOLDER) for p in _subfolders(folder, generations)]
+    if not matched:
+        plan.missing_reason = (f"folder {folder} is empty" if FileSystems.exists(folder)
+                               else f"no folder {folder}")
+    elif not plan.files and not plan.refused:
+        plan.missing_reason = f"no {describe_formats()} files in {folder}"
+    return plan
+
+
+def _not_input(root: str, path: str) -> str:
+    """Why the entry ``path`` of a tranche folder is not read as input ('' if it is)."""
+    if not path.startswith("gs://"):
+        if os.path.islink(path) and not _inside(path, root):
+            return OUTSIDE_LINK
+        if not os.path.isfile(path):
+            return "not a regular file"
+    if file_format(path) is None:
+        return f"not {describe_formats()}"
+    return ""
+
+
+def _inside(path: str, root: str) -> bool:
+    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    return os.path.commonpath([real, real_root]) == real_root
+
+
+def _subfolders(folder: str, generations: dict[str, str]) -> list[str]:
+    """The subfolders of a tranche folder (on ``gs://``: objects below ``folder/x/``)."""
+    if not folder.startswith("gs://"):
+        if not os.path.isdir(folder):
+            return []
+        with os.scandir(folder) as entries:
+            return sorted(f"{folder}/{e.name}" for e in entries if e.is_dir())
+    prefix = folder.rstrip("/") + "/"
+    return sorted({prefix + p[len(prefix):].split("/", 1)[0] + "/" for p in generations
+                   if p.startswith(prefix) and "/" in p[len(prefix):]})
+
+
+def unscored_entries(input_root: str) -> list[Unscored]:
+    """The entries directly under the input root that are never scored, with why: files
+    outside any tranche folder, folders not named ``dt=YYYY-MM-DD``, ``dt=`` folders
+    whose name is no date (``dt=2026-02-30``). Tranche folders are not listed."""
+    root = input_root.rstrip("/")
+    found = []
+    for path, is_dir in _root_listing(root):
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        if not is_dir:
+            found.append(Unscored(path, "a file outside the tranche folders (dt=YYYY-MM-DD/)"))
+            continue
+        m = _TRANCHE.match(name)
+        if m is None:
+            found.append(Unscored(path, "not a tranche folder (dt=YYYY-MM-DD)"))
+            continue
+        try:
+            dt.date.fromisoformat(m.group(1))
+        except ValueError:
+            found.append(Unscored(path, f"{m.group(1)} is not a date: never a tranche"))
+    return found
+
+
+def _root_listing(root: str) -> list[tuple[str, bool]]:
+    """(path, is a folder) of every entry directly under ``root``."""
+    if not root.startswith("gs://"):
+        with os.scandir(root) as entries:
+            return sorted((f"{root}/{e.name}", e.is_dir()) for e in entries)
+    from apache_beam.io.gcp import gcsio
+
+    bucket, prefix = gcsio.parse_gcs_path(root + "/", object_optional=True)
+    listing = gcsio.GcsIO().client.list_blobs(bucket, prefix=prefix, delimiter="/")
+    files = [(f"gs://{bucket}/{b.name}", False) for b in listing if b.name != prefix]
+    folders = [(f"gs://{bucket}/{p}", True) for p in getattr(listing, "prefixes", ())]
+    return sorted(files + folders)
+
+
+def has_records(plan: TranchePlan) -> bool:
+    """Whether reading the tranche yields anything (a record or a dead letter): an empty
+    file or a header-only CSV yields nothing. Reads each file only up to its first
+    item, and stops at the first file that has one."""
+    if plan.refused:
+        return True
+    for f in plan.files:
+        items = read_chunk(Chunk(plan.tranche, f.path, f.format))
+        try:
+            if next(items, None) is not None:
+                return True
+        finally:
+            getattr(items, "close", lambda: None)()  # the file, closed now
+    return False
 
 
 def gcs_generations(folder: str) -> dict[str, str]:

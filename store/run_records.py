@@ -5,6 +5,12 @@ launching process (host, pid); the pipeline's last step calls ``finish`` with th
 summary; a launcher that sees its run fail or be interrupted calls ``fail``, which also
 releases the run's tranche leases, and a run that takes over the lease of a run whose
 process is gone marks that one failed with reason ``abandoned``.
+
+A run that takes a tranche supersedes what earlier runs of the same model left for it:
+their dead letters (``supersede_dead_letters``, when it takes the tranche, before it
+writes) and, once every record it read is accounted for, their predictions of records
+it did not write (``supersede_predictions``: records now dead-lettered or gone), so the
+tranche's predictions and dead letters hold each record exactly once.
 """
 
 from __future__ import annotations
@@ -155,6 +161,37 @@ def dead_letters_by_reason(db: Database, run_id: str, tranche: str | None = None
         found[(str(stage), reason_kind(reason))] += int(n)
     return [(stage, reason, n) for (stage, reason), n in
             sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def models_of(db: Database, run_ids: Iterable[str]) -> dict[str, str]:
+    """Run id -> its model (``name:version``) of every run in ``run_ids`` with a record."""
+    ids = sorted(set(run_ids))
+    if not ids:
+        return {}
+    marks = ", ".join([db.placeholder] * len(ids))
+    return {str(r): str(m) for r, m in db.execute(
+        f"SELECT run_id, model FROM runs WHERE run_id IN ({marks})", ids)}
+
+
+def supersede_dead_letters(db: Database, tranche: str, model: str, run_id: str) -> int:
+    """Delete the dead letters of ``tranche`` of every other run of ``model``; how many."""
+    p = db.placeholder
+    return db.execute_count(
+        f"DELETE FROM dead_letters WHERE tranche = {p} AND run_id <> {p} AND run_id IN "
+        f"(SELECT run_id FROM runs WHERE model = {p})", [tranche, run_id, model])
+
+
+def supersede_predictions(db: Database, run_id: str, tranche: str) -> int:
+    """Delete the predictions of ``tranche`` by the model of ``run_id`` that this run did
+    not write (records now dead-lettered, or no longer in the input); how many."""
+    record = get(db, run_id)
+    if record is None or ":" not in record.model:
+        return 0
+    name, version = record.model.rsplit(":", 1)
+    p = db.placeholder
+    return db.execute_count(
+        f"DELETE FROM predictions WHERE tranche = {p} AND model_name = {p} AND "
+        f"model_version = {p} AND run_id <> {p}", [tranche, name, version, run_id])
 
 
 def _record(row: tuple[Any, ...]) -> RunRecord:

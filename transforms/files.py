@@ -4,7 +4,9 @@ The file holds the ``predictions`` table's columns (``store.schema.PREDICTIONS``
 the record's ``true_label``. Names are deterministic
 (``<output_dir>/dt=<tranche>/predictions-<model>-v<version>-<batch_key>.parquet``), so
 a retried bundle or a rerun overwrites instead of adding files; local files are
-written to a temporary name and renamed.
+written to a temporary name (``<name>.tmp-<random>``) and renamed. A temporary file is
+removed when its write fails (a full disk), and ``remove_partial_files`` removes any
+left in a tranche's folder (a killed worker) when a run takes the tranche.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 from store.schema import PREDICTIONS, Column
 from transforms.records import DocBatch, RunContext, prediction_columns, true_labels
 
+TMP_MARK = ".tmp-"  # in the name of a file being written
 _ARROW = {"text": pa.string(), "float": pa.float64(), "int": pa.int64(),
           "time": pa.string(), "json": pa.string()}
 FILE_COLUMNS = (*PREDICTIONS.columns, Column("true_label", "text", nullable=True))
@@ -33,14 +36,40 @@ def write_atomically(path: str, data: bytes) -> None:
         with FileSystems.create(path) as fh:
             fh.write(data)
         return
-    tmp = f"{path}.tmp-{random.getrandbits(48):012x}"
-    with FileSystems.create(tmp) as fh:
-        fh.write(data)
-    FileSystems.rename([tmp], [path])
+    tmp = f"{path}{TMP_MARK}{random.getrandbits(48):012x}"
+    try:
+        with FileSystems.create(tmp) as fh:
+            fh.write(data)
+        FileSystems.rename([tmp], [path])
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
+    except Exception:  # noqa: BLE001 - the write's own error is the one to report
+        pass
+
+
+def tranche_folder(output_dir: str, tranche: str) -> str:
+    return f"{output_dir.rstrip('/')}/dt={tranche}"
+
+
+def remove_partial_files(output_dir: str, tranche: str) -> list[str]:
+    """Remove the temporary files a failed or killed write left in a tranche's output
+    folder; returns their paths. Called when a run takes the tranche, before it writes."""
+    found = [m.path for m in FileSystems.match(
+        [f"{tranche_folder(output_dir, tranche)}/*{TMP_MARK}*"])[0].metadata_list]
+    if found:
+        FileSystems.delete(found)
+    return found
 
 
 def prediction_file(output_dir: str, ctx: RunContext, tranche: str, batch_key: str) -> str:
-    return (f"{output_dir.rstrip('/')}/dt={tranche}/predictions-{ctx.model_name}-"
+    return (f"{tranche_folder(output_dir, tranche)}/predictions-{ctx.model_name}-"
             f"v{ctx.model_version}-{batch_key}.parquet")
 
 

@@ -7,7 +7,10 @@ which is stored in the ``runs`` row and in ``<output_dir>/_runs/<run_id>.json``.
 run), not taken from counters. A tranche is marked completed in the ledger only when
 every record it read is accounted for (read == written + dead-lettered) and its own
 dead-letter share is within ``max_dead_letter_ratio``; otherwise it is marked failed,
-with the reason, and the next scheduled run scores it again.
+with the reason, and the next scheduled run scores it again. Once a tranche's records
+are all accounted for, the predictions of earlier runs of the model that this run did
+not write (records now dead-lettered or gone) are deleted: each record is then once in
+the predictions or the dead letters.
 """
 
 from __future__ import annotations
@@ -111,6 +114,8 @@ class _RecordRunFn(beam.DoFn):
         summary = summarise(self._run_id, counts, self._ratio) | self._extra
         ledger = TrancheLedger(db)
         for tranche, c in summary["tranches"].items():
+            if accounted_for(c):
+                run_records.supersede_predictions(db, self._run_id, tranche)
             status, why = tranche_outcome(c, self._ratio)
             ledger.finish(self._run_id, tranche, status, c | ({"failed": why} if why else {}))
         run_records.finish(db, self._run_id, summary["status"], summary)

@@ -4,7 +4,9 @@ Each chunk (``landing.chunks``) is parsed record by record by ``landing.formats`
 records are cut into DocBatches of ``batch_size`` rows with the configured field names
 as columns, and everything that is not a record leaves as a dead letter (stage
 ``read``) with its position; lines too long to hold a text of ``max_text_chars`` are
-dead letters read in bounded memory. Each chunk also emits its read count on ``STATS``.
+dead letters read in bounded memory, and so is a record that cannot travel between
+stages (``transforms.records.impassable``). Each chunk also emits its read count on
+``STATS``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from transforms.records import (
     DocBatch,
     FieldNames,
     dead_letter,
+    impassable,
 )
 
 
@@ -43,6 +46,8 @@ class _Batcher:
         self.records: list[dict[str, Any]] = []
         self.positions: list[int] = []
         self.n_batches = 0
+        # (record, position, reason) of records that cannot travel between stages
+        self.impassable: list[tuple[dict[str, Any], int, str]] = []
 
     def add(self, record: dict[str, Any], position: int) -> DocBatch | None:
         self.records.append(record)
@@ -50,6 +55,12 @@ class _Batcher:
         return self.flush() if len(self.records) >= self.batch_size else None
 
     def flush(self) -> DocBatch | None:
+        bad = impassable(self.records)
+        if bad:
+            self.impassable += [(self.records[i], self.positions[i], r) for i, r in bad.items()]
+            keep = [i for i in range(len(self.records)) if i not in bad]
+            self.records = [self.records[i] for i in keep]
+            self.positions = [self.positions[i] for i in keep]
         if not self.records:
             return None
         batch = DocBatch(
@@ -103,12 +114,24 @@ class _ReadChunkFn(beam.DoFn):
                     payload_limit=self._payload_limit))
                 continue
             out = batcher.add(item, position)
+            yield from self._impassable(batcher)
             if out is not None:
                 yield out
         last = batcher.flush()
+        yield from self._impassable(batcher)
         if last is not None:
             yield last
         yield beam.pvalue.TaggedOutput(STATS, (chunk.tranche, {"read": read}))
+
+
+    def _impassable(self, batcher: _Batcher) -> Iterator[Any]:
+        """Dead letters (stage ``read``) of the records the batcher held back."""
+        for record, position, reason in batcher.impassable:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
+                tranche=batcher.chunk.tranche, source_file=batcher.chunk.path,
+                position=position, stage="read", reason=reason, payload=record,
+                payload_limit=self._payload_limit))
+        batcher.impassable = []
 
 
 class ReadTranches(beam.PTransform):

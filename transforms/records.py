@@ -13,13 +13,21 @@ instead of pickling the whole frame each time Beam samples an element's size.
 Dead letters are plain dicts (rare, JSON-ready) built by ``dead_letter``. Every step
 that rejects records emits them on its ``DEAD_LETTERS`` output, and every step that
 counts emits ``(tranche, counts)`` on ``STATS``.
+
+Every record must be able to travel between stages (Beam pickles elements between and
+inside stages, for size estimates too): ``impassable`` finds, at read, the records of a
+batch that could not, so that each is dead-lettered alone instead of failing its batch,
+its tranche and every rerun. Records holding only scalars pass unchecked; a record with
+nested values passes when it nests at most ``MAX_NESTING`` levels and pickles.
 """
 
 from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from itertools import chain
 from typing import Any
 
 import apache_beam as beam
@@ -37,6 +45,9 @@ DOC_ID, TEXT, LABEL, POSITION, METADATA, RAW = (
 PRED_LABEL, PRED_SCORE, PRED_TOP_K = "pred_label", "pred_score", "pred_top_k"
 STAGES = ("read", "validate", "preprocess", "inference", "sink", "dedupe")
 
+
+MAX_NESTING = 100  # levels of nested objects/arrays a record may have (itself is 1)
+_CONTAINERS = (dict, list)
 
 _FIELD = "^[A-Za-z_][A-Za-z0-9_.-]*$"  # a field name, as a Flex Template parameter
 
@@ -136,6 +147,47 @@ class DocBatchCoder(beam.coders.Coder):
 beam.coders.registry.register_coder(DocBatch, DocBatchCoder)
 
 
+def impassable(records: Sequence[dict[str, Any]]) -> dict[int, str]:
+    """Index -> reason of every record that cannot be passed between stages: nested
+    deeper than ``MAX_NESTING`` levels, or not picklable. A batch of flat records (the
+    common case) costs one pass over its values."""
+    if not {dict, list} & set(map(type, chain.from_iterable(map(dict.values, records)))):
+        return {}
+    found = {}
+    for i, record in enumerate(records):
+        if any(type(v) in _CONTAINERS for v in record.values()):
+            reason = _impassable(record)
+            if reason:
+                found[i] = reason
+    return found
+
+
+def _impassable(record: dict[str, Any]) -> str:
+    if nesting(record, MAX_NESTING) > MAX_NESTING:
+        return (f"record nested deeper than {MAX_NESTING} levels: cannot be passed "
+                "between pipeline stages")
+    try:
+        pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # noqa: BLE001 - whatever stops it, the record is isolated
+        return f"record cannot be passed between pipeline stages: {type(exc).__name__}: {exc}"
+    return ""
+
+
+def nesting(value: Any, limit: int) -> int:
+    """Levels of nested dicts/lists in ``value`` (a scalar is 0), counted without
+    recursion and at most to ``limit + 1``."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if type(v) not in _CONTAINERS:
+            continue
+        if depth > limit:
+            return depth
+        deepest = max(deepest, depth)
+        stack.extend((c, depth + 1) for c in (v.values() if type(v) is dict else v))
+    return deepest
+
+
 def truncate_payload(raw: Any, limit: int) -> str:
     """The raw record as text of at most ``limit`` characters (then a marker), NUL
     characters written as ``\x00`` (PostgreSQL text cannot hold them)."""
@@ -150,6 +202,8 @@ def truncate_payload(raw: Any, limit: int) -> str:
             text = json.dumps(raw, ensure_ascii=False, default=str)
         except (TypeError, ValueError):
             text = repr(raw)
+        except RecursionError:
+            text = "(not stored: nested too deeply to write as text)"
     text = text if len(text) <= limit else text[:limit] + "…[truncated]"
     return text.replace("\x00", "\\x00") if "\x00" in text else text
 

@@ -50,6 +50,6 @@ def plan(args: argparse.Namespace) -> int:
     cfg = with_model_fields(cfg, ref)
     found = make_plan(cfg, requested_dates(args, cfg.schedule.timezone), ref, read_only=True)
     print(format_plan(found, f"{ref.name}:{ref.version}"))
-    if found.missing:
+    if found.missing or found.empty:
         return EXIT_MISSING
     return EXIT_BUSY if found.with_decision(BUSY) else EXIT_OK

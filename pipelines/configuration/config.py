@@ -185,6 +185,10 @@ class Config:
         "help": "exit 4, and leave a tranche failed, above this share of dead letters",
         "label": "Maximum dead-letter ratio", "regex": "^(0([.][0-9]+)?|1([.]0+)?)$",
         "note": "Between 0 and 1."})
+    allow_empty_tranches: bool = field(default=False, metadata={
+        "help": "a tranche whose files hold no record completes (exit 0) instead of being "
+                "reported empty (exit 3)",
+        "label": "Allow empty tranches", "note": "true or false."})
     force: bool = field(default=False, metadata={
         "help": "rescore tranches the ledger has completed",
         "label": "Rescore completed tranches", "note": "true or false."})

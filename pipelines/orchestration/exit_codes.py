@@ -1,13 +1,14 @@
 """Exit codes of ``beamscore``: a contract with schedulers and scripts.
 
 0 success; 1 launch or configuration error (the message names the key, file or
-model); 2 usage error; 3 a requested tranche is missing (the others are still
-scored); 4 the dead-letter share exceeded ``max_dead_letter_ratio``; 5 a tranche is
-being scored by another run (lease held; the others are still scored); 6 the run
-succeeded and tracking requested retraining (a ``retrain_triggers`` row was written);
-75 (EX_TEMPFAIL) the database stayed unreachable for ``sink.connect_timeout_seconds``
-(transient: retry later). When several apply, the first of 1, 4, 3, 5, 6 is the exit
-code.
+model); 2 usage error; 3 a requested tranche is missing, or empty (files that hold no
+record, unless ``allow_empty_tranches``; the others are still scored); 4 the
+dead-letter share exceeded ``max_dead_letter_ratio``; 5 a tranche is being scored by
+another run (lease held, or lost to a run that took it over; the others are still
+scored); 6 the run succeeded and tracking requested retraining (a ``retrain_triggers``
+row was written); 75 (EX_TEMPFAIL) the database stayed unreachable for
+``sink.connect_timeout_seconds`` (transient: retry later). When several apply, the
+first of 1, 4, 3, 5, 6 is the exit code.
 """
 
 from __future__ import annotations

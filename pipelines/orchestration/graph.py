@@ -5,7 +5,7 @@ One fused stage after the chunk reshuffle, so memory stays flat in the input siz
     Read tranches -> Validate and preprocess -> Score batches -> Write prediction files
       -> Write to database -> (ids written) Find duplicate ids;
     Score batches -> (batch statistics) Track tranches -> monitoring rows;
-    all dead letters -> Write dead letters;
+    all dead letters (refused links' too) -> Write dead letters;
     stats of every step -> Summarise run (one row in ``runs``, one JSON file)
       [-> Finish run: a job its launcher does not wait for finishes the run itself]
 """
@@ -33,6 +33,7 @@ from transforms.infer import TRACK, DocBatchModelHandler, ScoreBatches
 from transforms.outcome import SummariseRun
 from transforms.read import ReadTranches
 from transforms.records import DEAD_LETTERS, STATS, RunContext
+from transforms.refused import RefusedLinks
 from transforms.track import TrackTranches
 from transforms.validate import ValidateAndPreprocess
 from transforms.write import IDS, SinkSettings, WriteToDatabase
@@ -82,6 +83,7 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef
     handler = model_handler(cfg, ref, reference)
     read = p | "Read tranches" >> ReadTranches(plan.chunks, cfg.fields, cfg.batch_size, limit,
                                                cfg.validation.max_text_chars)
+    refused = p | "Refused links" >> RefusedLinks(plan.refused)
     valid = read.batches | "Validate and preprocess" >> ValidateAndPreprocess(
         pre, cfg.validation.max_text_chars, limit)
     scored = valid.valid | "Score batches" >> ScoreBatches(handler, limit)
@@ -98,14 +100,14 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef
     duplicates = written[IDS] | "Find duplicate ids" >> FindDuplicateIds(
         cfg.output_dir, ctx, limit)
     dead = (
-        (read[DEAD_LETTERS], valid[DEAD_LETTERS], scored[DEAD_LETTERS], written[DEAD_LETTERS],
-         duplicates)
+        (read[DEAD_LETTERS], refused[DEAD_LETTERS], valid[DEAD_LETTERS], scored[DEAD_LETTERS],
+         written[DEAD_LETTERS], duplicates)
         | "Merge dead letters" >> beam.Flatten()
     )
     dead_stats = dead | "Write dead letters" >> WriteDeadLetters(sink, run_id, cfg.output_dir,
                                                                  fence=ctx.fence())
     summary = (
-        (read[STATS], written[STATS], dead_stats)
+        (read[STATS], refused[STATS], written[STATS], dead_stats)
         | "Merge stats" >> beam.Flatten()
         | "Summarise run" >> SummariseRun(sink.database, cfg.output_dir, run_id,
                                           cfg.max_dead_letter_ratio,

@@ -27,6 +27,7 @@ from pipelines.configuration.connection import opened
 from pipelines.orchestration.exit_codes import LaunchError, UsageError
 from pipelines.orchestration.options import LOCAL_RUNNERS, check_runner, pipeline_options
 from pipelines.orchestration.plan import ScorePlan, files_of, tranche_fingerprint
+from pipelines.orchestration.supersede import clear_tranche
 from store import run_records
 from store.ledger import BUSY, Holder, TrancheLedger
 from store.session import DatabaseSettings
@@ -142,8 +143,10 @@ def acquire_tranches(cfg: Config, plan: ScorePlan, ref: ModelRef, run_id: str,
                      lease_seconds: float | None = None, holder: Holder | None = None) -> None:
     """Take a lease of ``lease_seconds`` (default ``sink.lease_seconds``) for ``holder``
     (default this process) on every tranche to score; one another run holds becomes busy.
-    A run whose lease is taken over (its process is gone, or it stopped renewing) is
-    marked failed, reason ``abandoned``."""
+    A tranche taken is cleared of earlier runs' dead letters and of temporary files
+    (``supersede``) before anything is written to it. A run whose lease is taken over
+    (its process is gone, or it stopped renewing) is marked failed, reason
+    ``abandoned``."""
     with opened(cfg, migrate=True) as db:
         ledger = TrancheLedger(db, holder=holder)
         for t in plan.to_read:
@@ -154,7 +157,10 @@ def acquire_tranches(cfg: Config, plan: ScorePlan, ref: ModelRef, run_id: str,
                 _LOG.warning("tranche %s taken over from run %s, marked failed (abandoned)",
                              t.tranche, previous)
                 run_records.mark_abandoned(db, previous, by=run_id)
-            if not taken:
+            if taken:
+                clear_tranche(db, cfg.output_dir, t.tranche, f"{ref.name}:{ref.version}",
+                              run_id)
+            else:
                 entry = ledger.get(t.tranche, ref.name, ref.version)
                 plan.decisions[t.tranche] = (BUSY, f"run {entry.run_id if entry else '?'} "
                                                    "took it first")

@@ -2,8 +2,11 @@
 
 Decisions come from the tranche ledger (``store.ledger``): run (never scored, inputs
 or model changed, forced, previous run failed), skip (completed with the same inputs
-and model), busy (another run holds its lease) or missing (no folder or no input
-files). The tranches to run are cut into chunks for the workers.
+and model), busy (another run holds its lease), missing (no folder or no input files)
+or empty (input files that hold no record; scored like any other tranche with
+``allow_empty_tranches``). The tranches to run are cut into chunks for the workers;
+the links they refuse (``landing.tranches``) are one dead letter each. Every entry
+under the input root or a planned tranche that is never scored is listed, with why.
 """
 
 from __future__ import annotations
@@ -12,16 +15,20 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 from landing.chunks import Chunk, balanced_chunks
-from landing.tranches import TranchePlan, plan_tranches
+from landing.tranches import TranchePlan, Unscored, has_records, plan_tranches, unscored_entries
 from models.registry import ModelRef
 from pipelines.configuration.config import Config
 from pipelines.configuration.connection import open_database, open_existing
 from store.database import Fence
 from store.ledger import MISSING, RUN, TrancheLedger
+
+EMPTY = "empty"
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,6 +39,7 @@ class ScorePlan:
     tranches: list[TranchePlan]
     decisions: dict[str, tuple[str, str]] = field(default_factory=dict)
     chunks: list[Chunk] = field(default_factory=list)
+    root_unscored: list[Unscored] = field(default_factory=list)  # directly under input_root
     fence: Fence | None = None  # the fencing tokens of the leases taken (launch)
 
     @property
@@ -41,6 +49,24 @@ class ScorePlan:
     @property
     def missing(self) -> list[TranchePlan]:
         return [t for t in self.tranches if t.missing]
+
+    @property
+    def empty(self) -> list[TranchePlan]:
+        return [t for t in self.tranches if self.decisions.get(t.tranche, ("",))[0] == EMPTY]
+
+    @property
+    def unscored(self) -> list[Unscored]:
+        """Every entry under the input root and the planned tranches never scored."""
+        return self.root_unscored + [u for t in self.tranches for u in t.unscored]
+
+    @property
+    def refused(self) -> list[tuple[str, Unscored]]:
+        """(tranche, link) of the refused links of the tranches to read: dead letters."""
+        return [(t.tranche, r) for t in self.to_read for r in t.refused]
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.chunks or self.refused)
 
     def with_decision(self, decision: str) -> list[TranchePlan]:
         return [t for t in self.tranches if self.decisions[t.tranche][0] == decision]
@@ -56,13 +82,21 @@ def make_plan(cfg: Config, dates: list[dt.date], ref: ModelRef,
     ``read_only`` (``beamscore plan``) never creates a database or a table: a missing
     database or ledger means nothing was scored yet.
     """
-    plan = ScorePlan(dates=dates, tranches=plan_tranches(cfg.input_root, dates))
+    plan = ScorePlan(dates=dates, tranches=plan_tranches(cfg.input_root, dates),
+                     root_unscored=unscored_entries(cfg.input_root))
+    if plan.unscored and not read_only:
+        _LOG.warning("%d entr%s under input_root will never be scored (beamscore plan lists "
+                     "them, with why)", len(plan.unscored),
+                     "y" if len(plan.unscored) == 1 else "ies")
     db = open_existing(cfg) if read_only else open_database(cfg, migrate=True)
     try:
         ledger = TrancheLedger(db) if db is not None else None
         for t in plan.tranches:
             if t.missing:
                 plan.decisions[t.tranche] = (MISSING, t.missing_reason)
+            elif not cfg.allow_empty_tranches and not has_records(t):
+                plan.decisions[t.tranche] = (EMPTY, f"{len(t.files)} file(s) in {t.folder} "
+                                                    "hold no record")
             elif ledger is None:
                 plan.decisions[t.tranche] = (RUN, "never scored (no ledger yet)")
             else:

@@ -55,7 +55,7 @@ from pipelines.orchestration.options import (
     stages_a_template,
     unknown_beam_args,
 )
-from pipelines.orchestration.plan import ScorePlan, make_plan
+from pipelines.orchestration.plan import EMPTY, ScorePlan, make_plan
 from pipelines.orchestration.progress import ProgressReporter
 from pipelines.orchestration.run_arguments import parse_score_args, requested_dates
 from pipelines.orchestration.run_arguments import score_parser as score_parser  # the template's
@@ -114,7 +114,7 @@ def exit_code(cfg: Config, outcome: RunOutcome) -> int:
     after a clean exit): missing and busy tranches are reported on stderr only."""
     plan, status = outcome.plan, (outcome.summary or {}).get("status")
     if outcome.staged:
-        for decision in (MISSING, BUSY):
+        for decision in (MISSING, EMPTY, BUSY):
             if plan.with_decision(decision):
                 print(f"beamscore: {decision} tranche(s), not in the staged job: "
                       + ", ".join(t.tranche for t in plan.with_decision(decision)),
@@ -137,9 +137,12 @@ def exit_code(cfg: Config, outcome: RunOutcome) -> int:
               f"(or a tranche's) exceeds max_dead_letter_ratio={cfg.max_dead_letter_ratio}; "
               "those tranches are left failed", file=sys.stderr)
         return EXIT_DEAD_LETTERS
-    if plan.missing:
-        print("beamscore: missing tranche(s): " + ", ".join(t.tranche for t in plan.missing),
-              file=sys.stderr)
+    if plan.missing or plan.empty:
+        for what, found in (("missing", plan.missing), ("empty", plan.empty)):
+            if found:
+                print(f"beamscore: {what} tranche(s): " + ", ".join(t.tranche for t in found)
+                      + (" (files but no record; allow_empty_tranches: true completes them)"
+                         if what == "empty" else ""), file=sys.stderr)
         return EXIT_MISSING
     if plan.with_decision(BUSY):
         print("beamscore: tranche(s) being scored by another run, left to it: "
@@ -184,7 +187,7 @@ def _execute(cfg: Config, dates: list[dt.date], beam_args: list[str], sink: Sink
             acquire_tranches(cfg, plan, ref, run_id,
                              cfg.sink.detached_lease_seconds if staged else None,
                              Holder(Holder.this_process().host, 0) if staged else None)
-        if not plan.chunks:  # everything skipped, busy or missing
+        if not plan.has_work:  # everything skipped, busy, missing or empty
             summary = {"run_id": run_id, "status": run_records.SKIPPED, "tranches": {},
                        "total": {}, **plan_summary(plan, ref)}
             finish_run(cfg, run_id, run_records.SKIPPED, summary)

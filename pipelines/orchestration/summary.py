@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from landing.formats import describe_formats
+from landing.tranches import Unscored
 from models.registry import ModelRef
-from pipelines.orchestration.plan import ScorePlan
+from pipelines.orchestration.plan import EMPTY, ScorePlan
 from store.ledger import BUSY, MISSING, SKIP
 from transforms.outcome import accounted_for
 
@@ -26,13 +26,19 @@ class RunOutcome:
 
 
 def plan_summary(plan: ScorePlan, ref: ModelRef) -> dict[str, Any]:
-    """What the launch decided, kept in the run's summary: the model and, per tranche,
-    the decision, its reason and the files it ignored."""
+    """What the launch decided, kept in the run's summary: the model, per tranche the
+    decision, its reason, the entries it never scores and the links it refused, and the
+    entries under the input root never scored."""
     return {"model": f"{ref.name}:{ref.version}", "plan": {
         t.tranche: {"decision": plan.decisions[t.tranche][0],
                     "detail": plan.decisions[t.tranche][1], "files": len(t.files),
-                    "ignored": t.ignored}
-        for t in plan.tranches}}
+                    "ignored": t.ignored, "unscored": _entries(t.unscored),
+                    "refused": _entries(t.refused)}
+        for t in plan.tranches}, "unscored": _entries(plan.root_unscored)}
+
+
+def _entries(entries: list[Unscored]) -> list[dict[str, str]]:
+    return [{"path": u.path, "why": u.why} for u in entries]
 
 
 def format_summary(outcome: RunOutcome) -> str:
@@ -52,14 +58,10 @@ def format_summary(outcome: RunOutcome) -> str:
         ok = "ok" if accounted_for(c) else "MISMATCH"
         lines.append(f"{tranche:<12}{c['read']:>10}{c['valid']:>10}{c['scored']:>10}"
                      f"{c['dead_lettered']:>8}{c['written']:>10}  {ok}")
-    for decision in (SKIP, BUSY, MISSING):
+    for decision in (SKIP, BUSY, MISSING, EMPTY):
         for t in outcome.plan.with_decision(decision):
             lines.append(f"{t.tranche:<12}  {decision}: {outcome.plan.decisions[t.tranche][1]}")
-    for t in outcome.plan.tranches:
-        if t.ignored:
-            lines.append(f"{t.tranche:<12}  ignored {len(t.ignored)} file(s) that are not "
-                         f"input: {', '.join(p.rsplit('/', 1)[-1] for p in t.ignored[:5])}"
-                         + (" ..." if len(t.ignored) > 5 else ""))
+    lines += _unscored_lines(outcome.plan)
     total = s.get("total") or {}
     docs = total.get("read", 0)
     rate = docs / outcome.wall_seconds if outcome.wall_seconds else 0.0
@@ -76,21 +78,45 @@ def format_summary(outcome: RunOutcome) -> str:
     return "\n".join(lines)
 
 
+def _unscored_lines(plan: ScorePlan) -> list[str]:
+    lines = []
+    for t in plan.tranches:
+        if t.ignored:
+            lines.append(f"{t.tranche:<12}  ignored {len(t.ignored)} file(s) that are not "
+                         f"input: {', '.join(p.rsplit('/', 1)[-1] for p in t.ignored[:5])}"
+                         + (" ..." if len(t.ignored) > 5 else ""))
+        if t.refused:
+            lines.append(f"{t.tranche:<12}  refused {len(t.refused)} link(s) to outside "
+                         "input_root: one dead letter each")
+    if plan.unscored:
+        lines.append(f"unscored: {len(plan.unscored)} entr"
+                     f"{'y' if len(plan.unscored) == 1 else 'ies'} under input_root will "
+                     "never be scored (beamscore plan lists them, with why)")
+    return lines
+
+
 def format_plan(plan: ScorePlan, model: str) -> str:
     lines = []
     for t in plan.tranches:
         decision, detail = plan.decisions[t.tranche]
         if t.missing:
             lines.append(f"{t.tranche}  {decision}  {detail}")
-            continue
-        lines.append(f"{t.tranche}  {decision}  ({detail})  {len(t.files)} file(s), "
-                     f"{t.total_bytes:,} bytes")
+        else:
+            lines.append(f"{t.tranche}  {decision}  ({detail})  {len(t.files)} file(s), "
+                         f"{t.total_bytes:,} bytes")
         for f in t.files:
             lines.append(f"    {f.format:<9}{f.size:>14,}  {f.path}")
-        for path in t.ignored:
-            lines.append(f"    ignored  {path}")
-        if t.ignored:
-            lines.append(f"    {len(t.ignored)} file(s) ignored: not {describe_formats()}")
+        for r in t.refused:
+            lines.append(f"    refused  {r.path}: {r.why} (one dead letter)")
+        for u in t.unscored:
+            lines.append(f"    ignored  {u.path}: {u.why}")
+        if t.unscored:
+            lines.append(f"    {len(t.unscored)} file(s) ignored: never scored")
+    for u in plan.root_unscored:
+        lines.append(f"never scored  {u.path}: {u.why}")
+    if plan.unscored:
+        lines.append(f"{len(plan.unscored)} entr{'y' if len(plan.unscored) == 1 else 'ies'} "
+                     "under input_root will never be scored")
     lines.append(f"model {model}")
     lines.append(f"{len(plan.chunks)} chunk(s) to read")
     return "\n".join(lines)

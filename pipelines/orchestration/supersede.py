@@ -1,0 +1,52 @@
+"""What a run clears when it takes a tranche, before it writes anything to it.
+
+Rescoring a tranche supersedes what earlier runs of the same model left for it: their
+dead letters, rows (``store.run_records.supersede_dead_letters``) and JSONL files
+(``<output_dir>/dt=<tranche>/dead_letters-<run_id>-<digest>.jsonl``), so that the
+tranche's predictions and dead letters hold each record once; and the temporary files
+(``*.tmp-*``) that a failed or killed write left in its output folder. The predictions
+of records that are now dead letters are removed when the run has accounted for every
+record it read (``transforms.outcome``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from apache_beam.io.filesystems import FileSystems
+
+from store import run_records
+from store.database import Database
+from transforms.files import remove_partial_files, tranche_folder
+
+_LOG = logging.getLogger(__name__)
+_PREFIX, _SUFFIX = "dead_letters-", ".jsonl"
+
+
+def clear_tranche(db: Database, output_dir: str, tranche: str, model: str,
+                  run_id: str) -> None:
+    """Supersede the earlier dead letters of ``tranche`` by runs of ``model`` and remove
+    its temporary files; logs what it removed."""
+    rows = run_records.supersede_dead_letters(db, tranche, model, run_id)
+    files = dead_letter_files(output_dir, tranche)
+    models = run_records.models_of(db, files.values())
+    stale = [path for path, run in files.items() if run != run_id and models.get(run) == model]
+    if stale:
+        FileSystems.delete(stale)
+    partial = remove_partial_files(output_dir, tranche)
+    if rows or stale or partial:
+        _LOG.info("tranche %s: superseded %d dead letter(s) and %d dead-letter file(s) of "
+                  "earlier runs of %s; removed %d temporary file(s)", tranche, rows,
+                  len(stale), model, len(partial))
+
+
+def dead_letter_files(output_dir: str, tranche: str) -> dict[str, str]:
+    """Path -> run id of every dead-letter file in the tranche's output folder."""
+    folder = tranche_folder(output_dir, tranche)
+    found = FileSystems.match([f"{folder}/{_PREFIX}*{_SUFFIX}"])[0].metadata_list
+    out = {}
+    for meta in found:
+        name = meta.path.rsplit("/", 1)[-1][len(_PREFIX):-len(_SUFFIX)]
+        if "-" in name:
+            out[meta.path] = name.rsplit("-", 1)[0]
+    return out

@@ -1,0 +1,128 @@
+"""What lands under the input root is scored, dead-lettered or named: a symlink out of
+the root is one dead letter holding none of its target, entries never scored are listed
+with why, and a tranche of files without records is ``empty`` (exit 3) unless
+``allow_empty_tranches`` (issue 18)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from landing.samples import make_docs, write_tranche
+from store.database import connect
+from tests.pipelines.helpers import run_cli
+
+DAY, DAY2 = "2026-05-01", "2026-05-02"
+SECRET = "s3cr3t-password-do-not-leak"
+
+
+def _cli(command: str, root: Path, registry: str, db: str, tmp: Path, *extra: str) -> Any:
+    return run_cli(command, "--input-root", str(root), "--registry", registry, "--db", db,
+                   *(["--output-dir", str(tmp / "out")] if command == "score" else []),
+                   "--max-dead-letter-ratio", "0.5", *extra)
+
+
+def _rows(url: str, sql: str) -> list[tuple[Any, ...]]:
+    db = connect(url)
+    try:
+        return db.execute(sql)
+    finally:
+        db.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 's.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def test_a_symlink_out_of_the_input_root_is_one_dead_letter_without_its_content(
+        registry_root: str, tmp_path: Path, db_url: str) -> None:
+    root = tmp_path / "landing"
+    write_tranche(str(root), DAY, list(make_docs(20, seed=8, prefix="s")), "jsonl")
+    secret = tmp_path / "secrets.jsonl"
+    secret.write_text(json.dumps({"id": "secret", "text": SECRET}) + "\n" + SECRET + "\n")
+    folder = root / f"dt={DAY}"
+    os.symlink(secret, folder / "leak.jsonl")
+    os.symlink("/etc/passwd", folder / "passwd.csv")
+    inside = root / "shared.jsonl"  # a link inside input_root is followed
+    inside.write_text(json.dumps({"id": "shared", "text": "shared text"}) + "\n")
+    os.symlink(inside, folder / "shared.jsonl")
+    result = _cli("score", root, registry_root, db_url, tmp_path, "--date", DAY)
+    assert result.rc == 0, result.err
+    dead = _rows(db_url, "SELECT source_file, position, stage, reason, payload FROM "
+                         "dead_letters ORDER BY source_file")
+    assert [(Path(f).name, p, s) for f, p, s, _, _ in dead] == [
+        ("leak.jsonl", 0, "read"), ("passwd.csv", 0, "read")]
+    assert all("outside input_root" in r and Path(f).name in r and not pl
+               for f, _, _, r, pl in dead)
+    assert _rows(db_url, "SELECT count(*) FROM predictions WHERE doc_id = 'shared'") == [(1,)]
+    everything = json.dumps(_rows(db_url, "SELECT * FROM dead_letters"), default=str)
+    everything += json.dumps(_rows(db_url, "SELECT * FROM predictions"), default=str)
+    everything += "".join(f.read_text() for f in (tmp_path / "out").rglob("*.jsonl"))
+    assert SECRET not in everything and "root:x:0" not in everything
+    assert "refused 2 link(s)" in result.out and "MISMATCH" not in result.out
+
+
+def test_plan_lists_every_entry_never_scored_with_why_and_score_counts_them(
+        registry_root: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = tmp_path / "landing"
+    write_tranche(str(root), DAY, list(make_docs(10, seed=9, prefix="u")), "jsonl")
+    write_tranche(str(root), "2026-02-28", list(make_docs(5, seed=9, prefix="v")), "jsonl")
+    bad_date = root / "dt=2026-02-30"
+    bad_date.mkdir()
+    (bad_date / "a.jsonl").write_text(json.dumps({"id": "x", "text": "never"}) + "\n")
+    sub = root / f"dt={DAY}" / "sub"
+    sub.mkdir()
+    (sub / "b.jsonl").write_text(json.dumps({"id": "y", "text": "never"}) + "\n")
+    (root / f"dt={DAY}" / "c.json").write_text("{}")
+    (root / "stray.jsonl").write_text("{}\n")
+    (root / "exports").mkdir()
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    plan = _cli("plan", root, registry_root, url, tmp_path, "--date", DAY)
+    assert plan.rc == 0, plan.err
+    assert f"{bad_date}: 2026-02-30 is not a date" in plan.out
+    assert f"{sub}: a subfolder: tranches are not read recursively" in plan.out
+    assert "c.json: not *.jsonl" in plan.out
+    assert f"{root / 'stray.jsonl'}: a file outside the tranche folders" in plan.out
+    assert f"{root / 'exports'}: not a tranche folder" in plan.out
+    assert "dt=2026-02-28" not in plan.out  # a tranche, scored when asked for
+    assert "5 entries under input_root will never be scored" in plan.out
+    result = _cli("score", root, registry_root, url, tmp_path, "--date", DAY)
+    assert result.rc == 0, result.err
+    assert "5 entries under input_root will never be scored" in result.out
+    assert any("5 entries under input_root will never be scored" in r.getMessage()
+               and r.levelname == "WARNING" for r in caplog.records)
+    [(counts,)] = _rows(url, "SELECT counts FROM runs")
+    summary = json.loads(counts)
+    assert len(summary["unscored"]) == 3
+    assert [u["why"] for u in summary["plan"][DAY]["unscored"]] == [
+        "not *.jsonl, *.ndjson, *.csv (each also .gz) or *.parquet",
+        "a subfolder: tranches are not read recursively"]
+
+
+@pytest.mark.parametrize("name, content", [("a.jsonl", b""), ("a.csv", b"id,text\n"),
+                                           ("a.jsonl", b"\n\n")])
+def test_a_tranche_of_files_without_records_is_empty_and_exits_3(
+        registry_root: str, tmp_path: Path, name: str, content: bytes) -> None:
+    root = tmp_path / "landing"
+    write_tranche(str(root), DAY2, list(make_docs(10, seed=2, prefix="e")), "jsonl")
+    (root / f"dt={DAY}").mkdir()
+    (root / f"dt={DAY}" / name).write_bytes(content)
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    plan = _cli("plan", root, registry_root, url, tmp_path, "--from", DAY, "--to", DAY2)
+    assert plan.rc == 3 and f"{DAY}  empty" in plan.out
+    result = _cli("score", root, registry_root, url, tmp_path, "--from", DAY, "--to", DAY2)
+    assert result.rc == 3, result.err
+    assert f"{DAY:<12}  empty: 1 file(s)" in result.out and f"empty tranche(s): {DAY}" in result.err
+    assert _rows(url, "SELECT count(*) FROM predictions") == [(10,)]
+    allowed = _cli("score", root, registry_root, url, tmp_path, "--date", DAY,
+                   "--allow-empty-tranches", "true")
+    assert allowed.rc == 0, allowed.err
+    assert _rows(url, f"SELECT status FROM tranches WHERE tranche = '{DAY}'") == [
+        ("completed",)]

@@ -1,0 +1,148 @@
+"""Records are never held hostage by what a run leaves behind: a rescored tranche holds
+each record once (predictions + dead letters, SQLite and PostgreSQL), a full disk
+leaves no temporary files, and a record too deeply nested to travel between stages is
+one dead letter (issue 18)."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.testing import test_pipeline
+
+from landing.samples import make_docs, write_tranche
+from models.preprocess import PreprocessConfig
+from models.registry import ModelRegistry
+from pipelines.orchestration.score import run
+from store.database import connect
+from tests.pipelines.helpers import run_cli
+
+DAY, DAY2 = "2026-04-01", "2026-04-02"
+
+
+def _score(root: Path, registry: str, db: str, out: Path, *extra: str) -> Any:
+    return run_cli("score", "--input-root", str(root), "--registry", registry, "--db", db,
+                   "--output-dir", str(out), "--max-dead-letter-ratio", "0.5", *extra)
+
+
+def _rows(url: str, sql: str) -> list[tuple[Any, ...]]:
+    db = connect(url)
+    try:
+        return db.execute(sql)
+    finally:
+        db.close()
+
+
+def _write(folder: Path, docs: list[dict[str, Any]], broken: set[int]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "docs.jsonl").write_text("".join(
+        '{"id": "' + d["id"] + '", "text": \n' if i in broken else json.dumps(d) + "\n"
+        for i, d in enumerate(docs)))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 's.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+def test_rescoring_a_tranche_holds_each_record_once(registry_root: str, tmp_path: Path,
+                                                    db_url: str) -> None:
+    root, out = tmp_path / "landing", tmp_path / "out"
+    docs = list(make_docs(30, seed=18, prefix="r"))
+    folder = root / f"dt={DAY}"
+    dead_files = f"dt={DAY}/dead_letters-*.jsonl"
+
+    def state() -> tuple[int, int, set[str], int]:
+        preds = _rows(db_url, "SELECT doc_id FROM predictions")
+        dead = _rows(db_url, "SELECT position FROM dead_letters")
+        lines = sum(len(f.read_text().splitlines()) for f in out.glob(dead_files))
+        return len(preds), len(dead), {p for (p,) in preds}, lines
+
+    _write(folder, docs, set())
+    assert _score(root, registry_root, db_url, out, "--date", DAY).rc == 0
+    assert state()[:2] == (30, 0)
+    _write(folder, docs, {3, 4, 5})  # three records break: their predictions are stale
+    assert _score(root, registry_root, db_url, out, "--date", DAY).rc == 0
+    n_pred, n_dead, ids, lines = state()
+    assert (n_pred, n_dead, lines) == (27, 3, 3)
+    assert not ids & {d["id"] for d in docs[3:6]}
+    _write(folder, docs, set())  # fixed: the old dead letters are superseded
+    result = _score(root, registry_root, db_url, out, "--date", DAY)
+    assert result.rc == 0, result.err
+    assert state()[:2] == (30, 0) and state()[3] == 0
+    assert not list(out.glob(dead_files))
+
+
+def test_other_models_dead_letters_are_not_superseded(
+        registry_copy: str, tmp_path: Path, trained_model: Any,
+        preprocessing: PreprocessConfig) -> None:
+    ModelRegistry(registry_copy).register("other", trained_model, source="test",
+                                          preprocessing=preprocessing.to_dict())
+    root, out, url = tmp_path / "landing", tmp_path / "out", f"sqlite:///{tmp_path / 's.db'}"
+    _write(root / f"dt={DAY}", list(make_docs(10, seed=3, prefix="m")), {1})
+    assert _score(root, registry_copy, url, out, "--date", DAY).rc == 0
+    assert _score(root, registry_copy, url, out, "--date", DAY, "--model", "other").rc == 0
+    assert _rows(url, "SELECT count(*) FROM dead_letters") == [(2,)]
+    assert len(list(out.glob(f"dt={DAY}/dead_letters-*.jsonl"))) == 2
+
+
+class _FullDisk:
+    """A writer that writes a little of the file, then fails as a full disk does."""
+
+    def __init__(self, fh: Any):
+        self._fh = fh
+
+    def __enter__(self) -> _FullDisk:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._fh.close()
+
+    def write(self, data: bytes) -> None:
+        self._fh.write(data[:10])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_leaves_no_temporary_files(registry_root: str, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    root, out = tmp_path / "landing", tmp_path / "out"
+    write_tranche(str(root), DAY, list(make_docs(50, seed=5, prefix="f")), "jsonl")
+    args = ["--date", DAY, "--input-root", str(root), "--registry", registry_root,
+            "--db", f"sqlite:///{tmp_path / 's.db'}", "--output-dir", str(out)]
+    create = FileSystems.create
+    monkeypatch.setattr(FileSystems, "create", lambda path, *a, **k: _FullDisk(
+        create(path, *a, **k)) if ".parquet.tmp-" in path else create(path, *a, **k))
+    rc = run(args, test_pipeline=test_pipeline.TestPipeline(runner="FnApiRunner"))
+    assert rc == 1
+    assert not list(out.rglob("*.tmp-*"))
+    monkeypatch.undo()
+    left = out / f"dt={DAY}" / "predictions-demo-v1-x.parquet.tmp-0123456789ab"
+    left.write_bytes(b"half a file")  # what a killed worker leaves
+    rc = run(args, test_pipeline=test_pipeline.TestPipeline(runner="FnApiRunner"))
+    assert rc == 0
+    assert not list(out.rglob("*.tmp-*"))
+    assert len(list((out / f"dt={DAY}").glob("predictions-*.parquet"))) >= 1
+
+
+def test_a_record_nested_500_levels_is_one_dead_letter(registry_root: str,
+                                                       tmp_path: Path) -> None:
+    root, out, url = tmp_path / "landing", tmp_path / "out", f"sqlite:///{tmp_path / 's.db'}"
+    for day in (DAY, DAY2):
+        write_tranche(str(root), day, list(make_docs(20, seed=6, prefix=day)), "jsonl",
+                      name="good")
+    deep = {"id": "deep", "text": "a valid text", "extra": json.loads("[" * 500 + "]" * 500)}
+    (root / f"dt={DAY}" / "deep.jsonl").write_text(json.dumps(deep) + "\n")
+    result = _score(root, registry_root, url, out, "--from", DAY, "--to", DAY2)
+    assert result.rc == 0, result.err
+    assert _rows(url, "SELECT tranche, count(*) FROM predictions GROUP BY tranche "
+                      "ORDER BY tranche") == [(DAY, 20), (DAY2, 20)]
+    [(source, position, stage, reason)] = _rows(
+        url, "SELECT source_file, position, stage, reason FROM dead_letters")
+    assert (Path(source).name, position, stage) == ("deep.jsonl", 1, "read")
+    assert "nested deeper than" in reason
