@@ -1,12 +1,14 @@
 """The one retry policy for database calls, and a ``Database`` that follows it.
 
-``with_retries(fn)`` calls ``fn`` and decides by the error's class: a
+``with_retries(fn, policy)`` calls ``fn`` and decides by the error's class: a
 ``TransientDatabaseError`` (connection lost, server restart, lock or statement timeout)
 is retried after an exponential backoff with full jitter, at most ``max_retries``
 times and, when ``max_seconds`` is given, until that much time since the first try
-(the last try is made then); every other error is raised at once. The sink's sessions
-(``store.session``) and the launcher's connections (``RetryingDatabase``) both retry
-through it.
+(the last try is made then); every other error is raised at once. A ``RetryPolicy``
+holds those numbers; ``RetryPolicy.of(sink)`` is the one the ``sink`` settings
+configure, so a new retry setting is a field of ``store.settings.SinkConfig`` read
+here. The sink's sessions (``store.session``) and the launcher's connections
+(``RetryingDatabase``, ``pipelines.configuration.connection``) both retry through it.
 
 ``Reconnecting.run(fn)`` calls ``fn(db)`` under the policy and reopens the connection
 after each transient error. ``RetryingDatabase`` is a ``Database`` whose every call
@@ -22,16 +24,36 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from store.database import Database, Fence, TransientDatabaseError
 from store.schema import Table
+from store.settings import SinkConfig
 
 _LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BASE_SECONDS = 0.2  # the first backoff is drawn from [base, 2 base]
 CAP_SECONDS = 30.0  # no backoff is longer
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a database call retries transient errors: at most ``max_retries`` retries
+    and, when ``max_seconds`` is finite, no longer than that since the first try;
+    backoffs drawn from ``base`` seconds, doubling, at most ``cap``."""
+
+    max_retries: int
+    max_seconds: float = math.inf
+    base: float = BASE_SECONDS
+    cap: float = CAP_SECONDS
+
+    @classmethod
+    def of(cls, sink: SinkConfig, **bounds: Any) -> RetryPolicy:
+        """The policy the ``sink`` settings configure; ``bounds`` (e.g. ``max_seconds``)
+        replace what the caller bounds itself."""
+        return replace(cls(max_retries=sink.max_retries), **bounds)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -46,10 +68,8 @@ def backoff(attempt: int, base: float = BASE_SECONDS, cap: float = CAP_SECONDS) 
     return random.uniform(base, max(base, min(cap, base * 2 ** attempt)))
 
 
-def with_retries(fn: Callable[[], T], *, max_retries: int,
+def with_retries(fn: Callable[[], T], policy: RetryPolicy, *,
                  on_wait: Callable[[float], None] = lambda _: None,
-                 base: float = BASE_SECONDS, cap: float = CAP_SECONDS,
-                 max_seconds: float = math.inf,
                  sleep: Callable[[float], None] | None = None,
                  clock: Callable[[], float] | None = None) -> T:
     """Call ``fn``; retry transient errors with exponential backoff and full jitter.
@@ -69,10 +89,10 @@ def with_retries(fn: Callable[[], T], *, max_retries: int,
             if not is_transient(exc):
                 raise
             attempt += 1
-            if attempt > max_retries or last:
+            if attempt > policy.max_retries or last:
                 raise
-            delay = backoff(attempt, base, cap)
-            left = max_seconds - (clock() - started)
+            delay = backoff(attempt, policy.base, policy.cap)
+            left = policy.max_seconds - (clock() - started)
             if delay >= left:
                 delay, last = max(0.0, left), True
             _LOG.warning("transient database error (attempt %d, retry in %.2fs): %s",
@@ -85,13 +105,11 @@ class Reconnecting:
     """One connection, opened on first use and reopened after each transient error;
     ``run(fn)`` calls ``fn(db)`` under the retry policy."""
 
-    def __init__(self, connect: Callable[[], Database], *, max_retries: int,
-                 max_seconds: float = math.inf,
+    def __init__(self, connect: Callable[[], Database], policy: RetryPolicy, *,
                  on_wait: Callable[[float], None] = lambda _: None,
                  sleep: Callable[[float], None] | None = None):
         self._open = connect
-        self._max_retries = max_retries
-        self._max_seconds = max_seconds
+        self._policy = policy
         self._on_wait = on_wait
         self._sleep = sleep
         self._db: Database | None = None
@@ -111,9 +129,8 @@ class Reconnecting:
             self._db = None
 
     def run(self, fn: Callable[[Database], T]) -> T:
-        return with_retries(lambda: fn(self._connect()), max_retries=self._max_retries,
-                            max_seconds=self._max_seconds, on_wait=self._drop_connection,
-                            sleep=self._sleep)
+        return with_retries(lambda: fn(self._connect()), self._policy,
+                            on_wait=self._drop_connection, sleep=self._sleep)
 
     def close(self) -> None:
         self._drop_connection(0.0)
@@ -129,10 +146,9 @@ class RetryingDatabase(Database):
     # Built on the methods below, so retried statement by statement through them.
     COMPOSED = frozenset({"update", "upsert_values", "check_fence"})
 
-    def __init__(self, connect: Callable[[], Database], *, max_retries: int,
-                 max_seconds: float = math.inf, sleep: Callable[[float], None] | None = None):
-        self._conn = Reconnecting(connect, max_retries=max_retries, max_seconds=max_seconds,
-                                  sleep=sleep)
+    def __init__(self, connect: Callable[[], Database], policy: RetryPolicy, *,
+                 sleep: Callable[[float], None] | None = None):
+        self._conn = Reconnecting(connect, policy, sleep=sleep)
         self._conn.run(lambda db: db)  # the dialect and placeholder are the connection's
 
     def __getattr__(self, name: str) -> Any:

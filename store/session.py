@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from store.database import Database, connect, database_identity
 from store.limits import FileSlots, MachineRateLimiter, RedisRateLimiter, RedisSlots
-from store.retry import Reconnecting
+from store.retry import Reconnecting, RetryPolicy
 from store.settings import SinkConfig
 
 
@@ -43,7 +43,7 @@ class DatabaseSession(Reconnecting):
     """One connection held under a connection slot, reopened after transient errors."""
 
     def __init__(self, s: DatabaseSettings, on_wait: Callable[[float], None] = lambda _: None):
-        super().__init__(self._open_under_slot, max_retries=s.max_retries, on_wait=on_wait)
+        super().__init__(self._open_under_slot, RetryPolicy.of(s), on_wait=on_wait)
         self._s = s
         self._slots: FileSlots | RedisSlots | None = None
         self._schema_ready = False

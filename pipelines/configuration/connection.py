@@ -22,7 +22,7 @@ from typing import TypeVar
 
 from pipelines.configuration.config import Config
 from store.database import Database, connect, connect_existing
-from store.retry import RetryingDatabase, with_retries
+from store.retry import RetryingDatabase, RetryPolicy, with_retries
 
 RETRY_SECONDS = 120.0  # how long one call on an open database may keep retrying
 UNLIMITED = sys.maxsize  # retries while opening: only the time window bounds them
@@ -38,7 +38,7 @@ def _within_window(cfg: Config, fn: Callable[[], T], window: float | None) -> T:
     """``fn()`` retried while the database is unreachable, for up to ``window``
     seconds (default ``sink.connect_timeout_seconds``)."""
     seconds = cfg.sink.connect_timeout_seconds if window is None else window
-    return with_retries(fn, max_retries=UNLIMITED, max_seconds=seconds)
+    return with_retries(fn, RetryPolicy.of(cfg.sink, max_retries=UNLIMITED, max_seconds=seconds))
 
 
 def _retrying(cfg: Config, first: Database) -> Database:
@@ -46,7 +46,7 @@ def _retrying(cfg: Config, first: Database) -> Database:
     pending = [first]
     fresh = _connector(cfg)
     return RetryingDatabase(lambda: pending.pop() if pending else fresh(),
-                            max_retries=cfg.sink.max_retries, max_seconds=RETRY_SECONDS)
+                            RetryPolicy.of(cfg.sink, max_seconds=RETRY_SECONDS))
 
 
 def _connected(cfg: Config, migrate: bool) -> Database:

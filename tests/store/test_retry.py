@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from store.database import Database, PermanentDataError, TransientDatabaseError, connect
-from store.retry import RetryingDatabase, with_retries
+from store.retry import RetryingDatabase, RetryPolicy, with_retries
 from store.schema import Column, Table
 
 
@@ -26,7 +26,7 @@ def test_transient_errors_are_retried_with_growing_jittered_backoff() -> None:
             raise TransientDatabaseError("connection lost")
         return "ok"
 
-    assert with_retries(flaky, max_retries=5, on_wait=waits.append, sleep=slept.append) == "ok"
+    assert with_retries(flaky, RetryPolicy(5), on_wait=waits.append, sleep=slept.append) == "ok"
     assert len(calls) == 4 and waits == slept and len(slept) == 3
     for attempt, delay in enumerate(slept, start=1):
         assert 0.2 <= delay <= 0.2 * 2 ** attempt
@@ -38,14 +38,14 @@ def test_retries_give_up_after_max_retries_and_permanent_errors_are_not_retried(
 
     slept: list[float] = []
     with pytest.raises(TransientDatabaseError):
-        with_retries(down, max_retries=2, on_wait=lambda _: None, sleep=slept.append)
+        with_retries(down, RetryPolicy(2), on_wait=lambda _: None, sleep=slept.append)
     assert len(slept) == 2
 
     def bad() -> None:
         raise PermanentDataError("value too long")
 
     with pytest.raises(PermanentDataError):
-        with_retries(bad, max_retries=5, on_wait=lambda _: None, sleep=slept.append)
+        with_retries(bad, RetryPolicy(5), on_wait=lambda _: None, sleep=slept.append)
     assert len(slept) == 2
 
 
@@ -61,7 +61,7 @@ def test_retries_stop_when_the_next_backoff_would_pass_the_time_bound() -> None:
         raise TransientDatabaseError("still down")
 
     with pytest.raises(TransientDatabaseError):
-        with_retries(down, max_retries=100, max_seconds=10.0, sleep=sleep,
+        with_retries(down, RetryPolicy(100, max_seconds=10.0), sleep=sleep,
                      clock=lambda: now[0])
     assert slept and sum(slept) <= 10.0
     assert len(slept) < 100
@@ -107,7 +107,7 @@ def test_a_retrying_database_reconnects_after_a_transient_error(tmp_path: Path) 
             raise TransientDatabaseError("connection refused")
         return _Flaky(connect(url), failures)  # type: ignore[return-value]
 
-    db = RetryingDatabase(flaky_connect, max_retries=5, sleep=slept.append)
+    db = RetryingDatabase(flaky_connect, RetryPolicy(5), sleep=slept.append)
     db.init_schema()
     assert db.execute("SELECT count(*) FROM runs") == [(0,)]
     assert db.placeholder == "?" and db.dialect.name == "sqlite"
@@ -118,7 +118,7 @@ def test_a_retrying_database_reconnects_after_a_transient_error(tmp_path: Path) 
 
 def test_a_retrying_database_raises_data_errors_at_once(tmp_path: Path) -> None:
     slept: list[float] = []
-    db = RetryingDatabase(lambda: connect(f"sqlite:///{tmp_path / 'r.db'}"), max_retries=5,
+    db = RetryingDatabase(lambda: connect(f"sqlite:///{tmp_path / 'r.db'}"), RetryPolicy(5),
                           sleep=slept.append)
     db.init_schema()
     db.execute("CREATE TABLE strict (k TEXT PRIMARY KEY, x TEXT CHECK (length(x) < 3))")

@@ -42,9 +42,9 @@ def test_sink_flushes_at_batch_rows_and_batch_bytes_and_counts_every_row(
     sizes: list[int] = []
     real = SQLiteDatabase.upsert_predictions
 
-    def recording(self: SQLiteDatabase, rows: Any) -> int:
+    def recording(self: SQLiteDatabase, rows: Any, fence: Any = None) -> int:
         sizes.append(len(rows))
-        return real(self, rows)
+        return real(self, rows, fence)
 
     monkeypatch.setattr(SQLiteDatabase, "upsert_predictions", recording)
 
@@ -100,11 +100,11 @@ def test_a_lost_connection_is_retried_and_its_backoff_counted_as_throttled_time(
     real = SQLiteDatabase.upsert_predictions
     lost = [2]
 
-    def dropping(self: SQLiteDatabase, rows: Any) -> int:
+    def dropping(self: SQLiteDatabase, rows: Any, fence: Any = None) -> int:
         if lost[0]:
             lost[0] -= 1
             raise TransientDatabaseError("database is locked")
-        return real(self, rows)
+        return real(self, rows, fence)
 
     monkeypatch.setattr(SQLiteDatabase, "upsert_predictions", dropping)
     monkeypatch.setattr("store.retry.time.sleep", lambda _: None)
