@@ -97,6 +97,14 @@ def fail(db: Database, run_id: str, reason: str, detail: str = "") -> None:
     TrancheLedger(db).fail_run(run_id)
 
 
+def record_exit_code(db: Database, run_id: str, code: int) -> None:
+    """Add the exit code the launcher returned to the run's recorded summary."""
+    record = get(db, run_id)
+    if record is not None and record.counts is not None:
+        db.update(RUNS, {"counts": to_json(record.counts | {"exit_code": code})},
+                  {"run_id": run_id})
+
+
 def lease_lost(db: Database, run_id: str, tranches: list[str]) -> None:
     """Record that ``run_id`` lost the leases of ``tranches`` to another run: status
     ``abandoned``, reason ``lease lost``, in place of the ``failed``/``abandoned`` the run

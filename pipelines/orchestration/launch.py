@@ -186,6 +186,16 @@ def record_lease_lost(cfg: Config, run_id: str, lost: list[str]) -> dict[str, ob
             "lost": lost, "tranches": {}, "total": {}}
 
 
+def record_exit_code(cfg: Config, run_id: str, code: int) -> None:
+    """Keep the exit code in the run's record (``beamscore runs show``); a database
+    that does not answer costs a warning, never the code itself."""
+    try:
+        with opened(cfg, window=10) as db:
+            run_records.record_exit_code(db, run_id, code)
+    except Exception as exc:  # noqa: BLE001 - the run's outcome is already decided
+        _LOG.warning("could not record exit code %d of run %s: %s", code, run_id, exc)
+
+
 def finish_run(cfg: Config, run_id: str, status: str, summary: dict[str, object]) -> None:
     with opened(cfg) as db:
         run_records.finish(db, run_id, status, summary)

@@ -41,6 +41,7 @@ from pipelines.orchestration.launch import (
     fail_run,
     finish_run,
     lost_leases,
+    record_exit_code,
     record_lease_lost,
     reference_of,
     require_model,
@@ -93,7 +94,10 @@ def run_parsed(parser: argparse.ArgumentParser, args: argparse.Namespace,
         outcome = execute(cfg, requested_dates(args, cfg.schedule.timezone), beam_args, sink,
                           test_pipeline)
         print(format_summary(outcome))
-        return exit_code(cfg, outcome)
+        code = exit_code(cfg, outcome)
+        if outcome.run_id and not outcome.staged:
+            record_exit_code(cfg, outcome.run_id, code)
+        return code
 
     try:
         with interruptible():

@@ -288,8 +288,11 @@ def test_missing_tranche_exits_3_and_scores_the_others(landing: Landing, registr
     assert "2026-01-03" in result.err
     assert {r[0] for r in sqlite_rows(db, "SELECT doc_id FROM predictions")} == \
         landing.valid_ids(DAYS[1])
-    [(counts,)] = sqlite_rows(db, "SELECT counts FROM runs")
+    [(run_id, counts)] = sqlite_rows(db, "SELECT run_id, counts FROM runs")
     assert list(json.loads(counts)["tranches"]) == [DAYS[1]]
+    assert json.loads(counts)["exit_code"] == 3
+    shown = run_cli("runs", "show", run_id, "--db", f"sqlite:///{db}")
+    assert "exit code 3" in shown.out.splitlines(), shown.out
 
 
 def test_only_tranche_missing_exits_3(landing: Landing, registry_root: str,
