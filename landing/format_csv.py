@@ -229,12 +229,14 @@ def _over_long(feed: _Feed, bound: int, path: str,
     """The rejection of a row over the bound: the lines up to where its quotes balance,
     or, when they never do (an unclosed quote) and the file can be reread, its first
     line only, parsing resuming on the next."""
-    first, lines = feed.first, len(feed.row)
+    first, kept, first_size = feed.first, len(feed.row), feed.size
     last, size, closed = feed.skip_quoted()
-    if not closed and reopen is not None and lines > 1:
+    if closed or reopen is None:
+        return too_long(path or "CSV", first, size, bound, last), feed
+    if kept:
         return Rejection(f"malformed CSV row: line {first}: a quote that is never closed",
                          feed.row[0]), reopen(first + 1)
-    return too_long(path or "CSV", first, size, bound, last), feed
+    return too_long(path or "CSV", first, first_size, bound), reopen(first + 1)
 
 
 def _record(header: list[str], row: list[str]) -> dict[str, Any] | Rejection:

@@ -2,11 +2,14 @@
 
 Positions are 1-based line numbers; blank lines are not records. A byte-range chunk
 owns the lines that start in it. A line over the read bound is one rejection, streamed
-past without being held in memory.
+past without being held in memory. A byte-order mark opening the file is not part of
+its first line. A record nested deeper than ``MAX_DEPTH`` levels is rejected here, as
+it is decoded: later stages (pickling between them among others) recurse into it.
 """
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 from collections.abc import Iterator
@@ -21,6 +24,8 @@ from landing.reading import (
     open_input,
     too_long,
 )
+
+MAX_DEPTH = 100  # nesting levels of a record's JSON (objects and arrays)
 
 
 def read(chunk: Chunk, gzipped: bool, opts: ReadOptions) -> Iterator[Item]:
@@ -44,7 +49,10 @@ def read(chunk: Chunk, gzipped: bool, opts: ReadOptions) -> Iterator[Item]:
             lineno += 1
             if line is None:
                 yield too_long(chunk.path, lineno, size, bound), lineno
-            elif line.strip():  # blank lines are not records
+                continue
+            if lineno == 1 and line.startswith(codecs.BOM_UTF8):
+                line = line[len(codecs.BOM_UTF8):]
+            if line.strip():  # blank lines are not records
                 yield parse_json_line(line), lineno
 
 
@@ -62,7 +70,21 @@ def parse_json_line(line: bytes) -> dict[str, Any] | Rejection:
         return Rejection("malformed JSON: nested too deeply", text)
     if not isinstance(obj, dict):
         return Rejection("JSON line is not an object", text)
+    if line.count(b"[") + line.count(b"{") > MAX_DEPTH and _deeper(obj, MAX_DEPTH):
+        return Rejection(f"malformed JSON: nested too deeply (over {MAX_DEPTH} levels)", text)
     return obj
+
+
+def _deeper(obj: Any, limit: int) -> bool:
+    """Whether ``obj`` nests objects and arrays more than ``limit`` levels deep."""
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
 
 
 def count_newlines(path: str, upto: int) -> int:
