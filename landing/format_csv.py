@@ -9,6 +9,11 @@ line: that line is rejected (naming it) and parsing resumes on the next line, so
 unclosed quote never swallows the rows after it. A row longer than the read bound is
 one rejection spanning its lines, skipped by counting quotes without being held, so
 no row is ever made from the inside of a field.
+
+Clean files take a fast path: csv.reader straight over bounded lines (no per-line
+bookkeeping), as fast as an untracked parse. The first row that fails to parse or
+grows past the bound hands the rest of the file, from that row's first line on, to the
+tracked parse above.
 """
 
 from __future__ import annotations
@@ -42,19 +47,66 @@ class _TooLong(Exception):
 
 
 def read(chunk: Chunk, gzipped: bool, opts: ReadOptions) -> Iterator[Item]:
-    """Every data row of the file as a record or a rejection, with its row number."""
+    """Every data row of the file as a record or a rejection, with its row number:
+    parsed fast until a row fails or grows past the bound, then from that row on by
+    the tracked parse, which knows each row's lines."""
     bound = opts.max_line_bytes
     with ExitStack() as files:
 
         def lines_from(start: int) -> _Feed:
-            fh = files.enter_context(open_input(chunk.path, gzipped))
-            text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape",
-                                    newline="")
-            feed = _Feed(text.readline, bound)
+            feed = _Feed(_open_text(files, chunk.path, gzipped).readline, bound)
             feed.skip_lines(start - 1)
             return feed
 
-        yield from parse_lines(lines_from(1), bound, chunk.path, lines_from)
+        fast = _Fast(_open_text(files, chunk.path, gzipped).readline, bound)
+        yield from fast.rows()
+        if fast.resume_at:
+            yield from parse_lines(lines_from(fast.resume_at), bound, chunk.path, lines_from,
+                                   header=fast.header, row_no=fast.row_no)
+
+
+def _open_text(files: ExitStack, path: str, gzipped: bool) -> io.TextIOWrapper:
+    fh = files.enter_context(open_input(path, gzipped))
+    return io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+class _Fast:
+    """The fast parse: csv.reader straight over bounded lines, line numbers from
+    ``reader.line_num``. It stops at the first row that fails to parse or grows past
+    the bound, leaving ``resume_at`` (that row's first line), the header and the rows
+    so far for the tracked parse to go on from; ``resume_at`` 0: the file is done."""
+
+    def __init__(self, readline: Callable[[int], str], bound: int):
+        self._readline = readline
+        self._bound = bound
+        self._size = 0  # characters of the row being parsed
+        self.header: list[str] | None = None
+        self.row_no = 0
+        self.resume_at = 0
+
+    def _lines(self) -> Iterator[str]:
+        readline, bound = self._readline, self._bound
+        while line := readline(bound + 1):
+            self._size += len(line)
+            if self._size > bound:
+                raise _TooLong
+            yield line
+
+    def rows(self) -> Iterator[Item]:
+        reader = csv.reader(self._lines(), strict=True)
+        done = 0  # the last line of the last row parsed
+        try:
+            for fields in reader:
+                done, self._size = reader.line_num, 0
+                if not fields:
+                    continue  # an empty line is not a row
+                if self.header is None:
+                    self.header = fields
+                    continue
+                self.row_no += 1
+                yield _record(self.header, fields), self.row_no
+        except (csv.Error, _TooLong):
+            self.resume_at = done + 1
 
 
 def csv_records(text: Iterable[str], bound: int = _DEFAULT_BOUND) -> Iterator[Item]:
@@ -137,12 +189,12 @@ class _Feed:
 
 
 def parse_lines(feed: _Feed, bound: int, path: str,
-                reopen: Callable[[int], _Feed] | None = None) -> Iterator[Item]:
-    """Records and rejections of CSV lines, the first non-empty row being the header;
+                reopen: Callable[[int], _Feed] | None = None,
+                header: list[str] | None = None, row_no: int = 0) -> Iterator[Item]:
+    """Records and rejections of CSV lines, the first non-empty row being the header
+    (unless ``header`` is given, ``row_no`` rows having been read before ``feed``);
     ``reopen(n)`` restarts the lines at line n (to resume after an unclosed quote
     found only at the end of the file)."""
-    header: list[str] | None = None
-    row_no = 0
     reader = csv.reader(feed, strict=True)
     while True:
         feed.start_row()
@@ -177,12 +229,14 @@ def _over_long(feed: _Feed, bound: int, path: str,
     """The rejection of a row over the bound: the lines up to where its quotes balance,
     or, when they never do (an unclosed quote) and the file can be reread, its first
     line only, parsing resuming on the next."""
-    first, lines = feed.first, len(feed.row)
+    first, kept, first_size = feed.first, len(feed.row), feed.size
     last, size, closed = feed.skip_quoted()
-    if not closed and reopen is not None and lines > 1:
+    if closed or reopen is None:
+        return too_long(path or "CSV", first, size, bound, last), feed
+    if kept:
         return Rejection(f"malformed CSV row: line {first}: a quote that is never closed",
                          feed.row[0]), reopen(first + 1)
-    return too_long(path or "CSV", first, size, bound, last), feed
+    return too_long(path or "CSV", first, first_size, bound), reopen(first + 1)
 
 
 def _record(header: list[str], row: list[str]) -> dict[str, Any] | Rejection:

@@ -2,11 +2,15 @@
 
 Positions are 1-based line numbers; blank lines are not records. A byte-range chunk
 owns the lines that start in it. A line over the read bound is one rejection, streamed
-past without being held in memory.
+past without being held in memory. A byte-order mark opening the file is not part of
+its first line. A record JSON cannot decode for its depth is malformed; one that
+decodes but nests too deeply to travel between stages is dead-lettered by the
+pipeline's one isolation rule (``transforms.records.impassable``), whatever its format.
 """
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 from collections.abc import Iterator
@@ -44,7 +48,10 @@ def read(chunk: Chunk, gzipped: bool, opts: ReadOptions) -> Iterator[Item]:
             lineno += 1
             if line is None:
                 yield too_long(chunk.path, lineno, size, bound), lineno
-            elif line.strip():  # blank lines are not records
+                continue
+            if lineno == 1 and line.startswith(codecs.BOM_UTF8):
+                line = line[len(codecs.BOM_UTF8):]
+            if line.strip():  # blank lines are not records
                 yield parse_json_line(line), lineno
 
 

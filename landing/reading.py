@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -75,12 +77,31 @@ class ReadOptions:
     max_line_bytes: int = line_bound(DEFAULT_MAX_TEXT_CHARS)
 
 
+class NotAFile(OSError):
+    """A local input path that is not a regular file (a device, a FIFO, a socket)."""
+
+
 @contextmanager
 def open_input(path: str, gzipped: bool = False) -> Iterator[BinaryIO]:
     """``path`` opened for binary reading, decompressed when ``gzipped``. Python's gzip,
-    not Beam's: it raises on a truncated stream instead of ending quietly."""
+    not Beam's: it raises on a truncated stream instead of ending quietly. A local path
+    (a link followed) must be a regular file: a device such as /dev/zero never ends and
+    a FIFO blocks, so they raise ``NotAFile`` before being opened."""
+    check_regular(path)
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
         yield gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw  # type: ignore[misc]
+
+
+def check_regular(path: str) -> None:
+    """Raises ``NotAFile`` if ``path`` is local and not a regular file."""
+    if "://" in path:
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # opening it reports why
+    if not stat.S_ISREG(mode):
+        raise NotAFile("not a regular file (a device, FIFO or socket); not read")
 
 
 def bounded_lines(fh: Any, bound: int) -> Iterator[tuple[bytes | None, int, int]]:

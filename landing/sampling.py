@@ -39,7 +39,7 @@ def _spread_sample(path: str, size: int) -> tuple[int, int, float]:
     seen = newlines = 0
     with open_input(path) as fh:
         if size <= _WINDOW * _WINDOWS:
-            block = fh.read()
+            block = fh.read(_WINDOW * _WINDOWS)  # never more, whatever the size said
             return len(block), block.count(b"\n") + (not block.endswith(b"\n")), 1.0
         for k in range(_WINDOWS):
             fh.seek(k * (size - _WINDOW) // (_WINDOWS - 1))

@@ -17,7 +17,7 @@ from landing.format_jsonl import parse_json_line
 from landing.formats import Rejection, read_chunk
 
 # Texts as a landing file can hold them: any Unicode but lone surrogates.
-TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=200)
+TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=200)
 
 
 @given(st.binary(max_size=500))

@@ -121,7 +121,35 @@ def test_row_estimates_are_within_20_percent(tmp_path: Path) -> None:
         f, gz = resolve(fmt)
         est = f.estimate(path, Path(path).stat().st_size, gz)
         assert abs(est - len(docs)) <= 0.2 * len(docs), (fmt, est)
-    path = tmp_path / "a.parquet"
-    pq.write_table(pa.Table.from_pylist([{"j": json.dumps(d)} for d in docs]), path)
+    parquet = tmp_path / "a.parquet"
+    pq.write_table(pa.Table.from_pylist([{"j": json.dumps(d)} for d in docs]), parquet)
     f, gz = resolve("parquet")
-    assert f.estimate(str(path), path.stat().st_size, gz) == len(docs)
+    assert f.estimate(str(parquet), parquet.stat().st_size, gz) == len(docs)
+
+
+def test_an_unclosed_quote_before_an_over_long_line_costs_only_its_line(
+        tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_bytes(b"id,text,label\nd1,fine,billing\nd2,\"never closed,billing\nd3,"
+                     + b"z" * 100_000 + b",billing\nd4,also fine,returns\n")
+    items = _items(path, "csv", max_text_chars=1000)
+    assert [(i["id"] if isinstance(i, dict) else i.reason[:30], pos) for i, pos in items] == [
+        ("d1", 1), ("malformed CSV row: line 3: a q", 2),
+        (f"line too long: {path}"[:30], 3), ("d4", 4)]
+
+
+def test_a_record_too_deep_for_json_is_malformed_and_the_next_line_is_read(
+        tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    deep = '{"id": "deep", "text": "t", "x": ' + "[" * 100_000 + "]" * 100_000 + "}\n"
+    path.write_text(deep + '{"id": "ok", "text": "t", "x": [[1]]}\n')
+    items = _items(path, "jsonl")
+    assert isinstance(items[0][0], Rejection) and items[0][1] == 1
+    assert items[0][0].reason.startswith("malformed JSON")
+    assert items[1] == ({"id": "ok", "text": "t", "x": [[1]]}, 2)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_jsonl_line(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"id": "a", "text": "t"}\n')
+    assert _items(path, "jsonl") == [({"id": "a", "text": "t"}, 1)]

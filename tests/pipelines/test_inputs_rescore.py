@@ -113,8 +113,8 @@ def test_a_full_disk_leaves_no_temporary_files(registry_root: str, tmp_path: Pat
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     root, out = tmp_path / "landing", tmp_path / "out"
     write_tranche(str(root), DAY, list(make_docs(50, seed=5, prefix="f")), "jsonl")
-    args = ["--date", DAY, "--input-root", str(root), "--registry", registry_root,
-            "--db", f"sqlite:///{tmp_path / 's.db'}", "--output-dir", str(out)]
+    args = ["--model", "demo", "--date", DAY, "--input-root", str(root), "--registry",
+            registry_root, "--db", f"sqlite:///{tmp_path / 's.db'}", "--output-dir", str(out)]
     create = FileSystems.create
     monkeypatch.setattr(FileSystems, "create", lambda path, *a, **k: _FullDisk(
         create(path, *a, **k)) if ".parquet.tmp-" in path else create(path, *a, **k))
