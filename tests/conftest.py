@@ -6,9 +6,9 @@ pipeline in the suite runs on ``FnApiRunner``, the engine the CLI's configs sele
 
 A test that uses ``pg_url`` is marked ``postgres``. Under pytest-xdist the postgres
 tests share one group (``--dist loadgroup`` runs them on one worker, one at a time:
-one of them restarts the server). When the server cannot be reached they are skipped
-with one message, and the session fails: deselect them (``-m 'not postgres'``) to run
-without it.
+one of them restarts the server), and the ``slow`` tests are handed out first. When
+the server cannot be reached the postgres tests are skipped with one message, and the
+session fails: deselect them (``-m 'not postgres'``) to run without it.
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ def registry_copy(registry_root: str, tmp_path: Any) -> str:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test that uses ``pg_url`` ``postgres`` (before ``-m`` selects), and put
-    the postgres tests in one xdist group."""
+    the postgres tests in one xdist group. An xdist worker runs the slow tests first, so
+    that the longest ones do not end up alone at the end of the run."""
     grouped = config.pluginmanager.hasplugin("xdist")
     for item in items:
         if "pg_url" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
@@ -89,6 +90,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.postgres)
         if grouped and item.get_closest_marker("postgres"):
             item.add_marker(pytest.mark.xdist_group("postgres"))
+    if hasattr(config, "workerinput"):  # every worker collects, and sorts, the same way
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.hookimpl(tryfirst=True)

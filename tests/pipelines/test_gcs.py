@@ -316,6 +316,7 @@ def test_plan_lists_gcs_files_and_reports_missing_tranche(
     assert "missing" in empty_line and gs("landing", f"dt={EMPTY_DAY}") in empty_line, out
 
 
+@pytest.mark.slow
 def test_large_gcs_jsonl_is_read_in_byte_ranges(
     gcs: Gcs, registry: ModelRef, tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
