@@ -5,9 +5,9 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DAYS   ?= --from 2026-01-01 --to 2026-01-03
-# pytest-xdist workers; the PostgreSQL tests share one group and run one at a time.
+# pytest-xdist workers (0: none).
 JOBS   ?= 2
-XDIST  := -n $(JOBS) --dist loadgroup
+XDIST  := -n $(JOBS)
 
 .PHONY: install run test test-fast lint bench bench-small bench-scaling bench-sink image image-test airflow-test clean
 

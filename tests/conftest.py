@@ -4,11 +4,13 @@ a registry holding it, and a private PostgreSQL database a test.
 Beam's plain DirectRunner would try to download Prism (no network here), so every
 pipeline in the suite runs on ``FnApiRunner``, the engine the CLI's configs select.
 
-A test that uses ``pg_url`` is marked ``postgres``. Under pytest-xdist the postgres
-tests share one group (``--dist loadgroup`` runs them on one worker, one at a time:
-one of them restarts the server), and the ``slow`` tests are handed out first. When
-the server cannot be reached the postgres tests are skipped with one message, and the
-session fails: deselect them (``-m 'not postgres'``) to run without it.
+A test that uses ``pg_url`` is marked ``postgres``. A postgres test holds the server's
+lock (``tests.postgres.server_lock``): shared, or exclusive where it is marked
+``postgres(restarts_server=True)``, so that xdist workers and other runs on the host
+never use the server while a test restarts it. When the server cannot be reached the
+postgres tests are skipped with one message, and the session fails: deselect them
+(``-m 'not postgres'``) to run without it. Under pytest-xdist every worker hands out
+the ``slow`` tests first, so that the longest ones do not end a run alone.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from landing.samples import make_docs
 from models.preprocess import PreprocessConfig, preprocess_texts
 from models.recipe import train_and_evaluate
 from models.registry import ModelRef, ModelRegistry
-from tests.postgres import PG, UNREACHABLE, pg_admin, unreachable
+from tests.postgres import PG, UNREACHABLE, pg_admin, server_lock, unreachable
 
 MODEL_NAME = "demo"
 
@@ -80,24 +82,35 @@ def registry_copy(registry_root: str, tmp_path: Any) -> str:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test that uses ``pg_url`` ``postgres`` (before ``-m`` selects), and put
-    the postgres tests in one xdist group. An xdist worker runs the slow tests first, so
-    that the longest ones do not end up alone at the end of the run."""
-    grouped = config.pluginmanager.hasplugin("xdist")
+    """Mark every test that uses ``pg_url`` ``postgres`` (before ``-m`` selects); under
+    xdist, put the slow tests first."""
     for item in items:
         if "pg_url" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
                 "postgres"):
             item.add_marker(pytest.mark.postgres)
-        if grouped and item.get_closest_marker("postgres"):
-            item.add_marker(pytest.mark.xdist_group("postgres"))
     if hasattr(config, "workerinput"):  # every worker collects, and sorts, the same way
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("postgres") and (problem := unreachable()):
-        pytest.skip(problem)
+    """Skip a postgres test without a server (before its fixtures: one folded line)."""
+    if item.get_closest_marker("postgres"):
+        with server_lock(exclusive=False):  # not while another test restarts it
+            problem = unreachable()
+        if problem:
+            pytest.skip(problem)
+
+
+@pytest.fixture(autouse=True)
+def _postgres_server(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A postgres test runs under the server's lock."""
+    mark = request.node.get_closest_marker("postgres")
+    if mark is None:
+        yield
+        return
+    with server_lock(exclusive=mark.kwargs.get("restarts_server", False)):
+        yield
 
 
 def _postgres_skips(config: pytest.Config) -> list[pytest.TestReport]:

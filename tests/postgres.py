@@ -1,15 +1,25 @@
 """The PostgreSQL server the tests use (``BEAMSCORE_TEST_PG``, default the local one):
-admin connections, and the one check that says whether it is reachable.
+admin connections, the check that says whether it is reachable, and the server's lock.
 
-``python -m tests.postgres`` runs that check alone (``make test`` does, before the
+Every postgres test holds the lock shared; a test that restarts the server holds it
+exclusively, so that no other test (in this run, another xdist worker or another
+checkout on the same host) uses the server while it goes down.
+
+``python -m tests.postgres`` runs the check alone (``make test`` does, before the
 suite), printing how to start the server when it is down.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
+import hashlib
 import os
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -28,16 +38,37 @@ def pg_admin(connect_timeout: int = 10) -> psycopg.Connection[Any]:
 
 
 @functools.cache
-def unreachable() -> str | None:
+def unreachable(attempts: int = 3) -> str | None:
     """Why the server cannot be used (one line, with how to start it), or None when it
-    can; asked once a process."""
+    can; asked once a process, a few times a second apart (a restart takes a moment)."""
+    for attempt in range(attempts):
+        try:
+            with pg_admin(connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+            return None
+        except psycopg.Error as exc:
+            text = str(exc).strip()
+            reason = text.splitlines()[0] if text else type(exc).__name__
+            if attempt + 1 < attempts:
+                time.sleep(1.0)
+    return f"{UNREACHABLE} {PG} ({reason}): {HOW_TO_START}"
+
+
+def lock_path() -> str:
+    """One lock file per server on this host, whichever checkout or user runs tests."""
+    key = hashlib.sha256(PG.encode()).hexdigest()[:12]
+    return os.path.join(tempfile.gettempdir(), f"beamscore-test-postgres-{key}.lock")
+
+
+@contextlib.contextmanager
+def server_lock(exclusive: bool) -> Iterator[None]:
+    """Hold the server's lock, shared or exclusive, for the block."""
+    fd = os.open(lock_path(), os.O_RDONLY | os.O_CREAT, 0o666)  # flock needs no write
     try:
-        with pg_admin(connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return f"{UNREACHABLE} {PG} ({reason}): {HOW_TO_START}"
-    return None
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def main() -> int:

@@ -109,6 +109,7 @@ class _Sampler(threading.Thread):
                 time.sleep(self.period)
 
 
+@pytest.mark.postgres(restarts_server=True)
 def test_server_restart_mid_run_completes_without_duplicates(
         pg_url: str, registry: str, tmp_path: Path) -> None:
     if shutil.which("pg_ctlcluster") is None:
