@@ -5,8 +5,11 @@ PY     := $(VENV)/bin/python
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DAYS   ?= --from 2026-01-01 --to 2026-01-03
+# pytest-xdist workers (0: none).
+JOBS   ?= 2
+XDIST  := -n $(JOBS)
 
-.PHONY: install run test lint docs bench bench-small bench-scaling bench-sink image image-test airflow-test clean
+.PHONY: install run test test-fast lint docs bench bench-small bench-scaling bench-sink image image-test airflow-test clean
 
 $(STAMP): setup.py
 	python3 -m venv $(VENV)
@@ -22,11 +25,17 @@ run: install
 	  $(BIN)/beamscore train --docs 'var/train/*.jsonl' --name demo
 	$(BIN)/beamscore score --model demo $(DAYS)
 
+# The whole suite; stops at once, with how to start it, if PostgreSQL is down.
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q
+	$(PY) -m tests.postgres
+	$(BIN)/pytest -q $(XDIST)
+
+# The inner loop: no PostgreSQL, no slow tests.
+test-fast: install
+	$(BIN)/pytest -q $(XDIST) -m "not postgres and not slow"
 
 lint: install
 	$(BIN)/ruff check .

@@ -36,6 +36,7 @@ setup(
         "redis": ["redis>=5"],
         "dev": [
             "pytest>=8",
+            "pytest-xdist>=3.6",  # make test runs the suite on 2 workers
             "ruff>=0.8",
             "mypy>=1.13",
             "types-PyYAML",

@@ -218,6 +218,7 @@ def gcloud_build(metadata_file: Path, tmp_path: Path) -> subprocess.CompletedPro
         capture_output=True, text=True, env=env, timeout=120, check=False)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("gcloud") is None, reason="gcloud is not installed")
 def test_gcloud_accepts_the_metadata_and_rejects_a_broken_copy(tmp_path: Path) -> None:
     done = gcloud_build(METADATA, tmp_path)
@@ -283,6 +284,7 @@ def python() -> str:
     return str(venv) if venv.exists() else sys.executable
 
 
+@pytest.mark.slow
 def test_template_help_exits_0() -> None:
     done = subprocess.run([python(), "-m", "pipelines.template", "--help"], cwd=REPO,
                           capture_output=True, text=True, timeout=120, check=False)
@@ -293,6 +295,7 @@ def test_template_help_exits_0() -> None:
     assert "--input-root" not in done.stdout
 
 
+@pytest.mark.slow
 def test_template_file_runs_as_the_launcher_runs_it() -> None:
     """The launcher runs ``python $FLEX_TEMPLATE_PYTHON_PY_FILE``: without PYTHONSAFEPATH
     (set in the Dockerfile) pipelines/ would come first on sys.path."""

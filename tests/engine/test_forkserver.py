@@ -20,7 +20,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
+@pytest.mark.parametrize("method", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])
 def test_zygote_serves_workers_and_stops_with_no_process_left(method: str) -> None:
     server = ForkServer(preload=["json"], start_method=method)
     server.start()
@@ -46,6 +46,7 @@ def test_zygote_serves_workers_and_stops_with_no_process_left(method: str) -> No
     assert not os.path.exists(socket_path)
 
 
+@pytest.mark.slow
 def test_a_zygote_that_cannot_start_is_reported() -> None:
     server = ForkServer(preload=["no_such_module_anywhere"], start_method="spawn",
                         ready_timeout=60)

@@ -1,10 +1,12 @@
-"""Helpers of the end-to-end tests: the CLI in-process with its output captured."""
+"""Helpers of the end-to-end tests: the CLI in-process with its output captured, and the
+local worker processes this test process started that are still alive."""
 
 from __future__ import annotations
 
 import io
 import os
 import time
+import uuid
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,15 +45,45 @@ def run_cli(*argv: str, model: str | None = MODEL) -> Result:
     return Result(rc, out.getvalue(), err.getvalue())
 
 
+# Every process this test process starts inherits the variable, also one re-parented to
+# init once its launcher is gone; another pytest run (or xdist worker) sets its own.
+OWNER_ENV = "BEAMSCORE_TEST_OWNER"
+os.environ[OWNER_ENV] = f"{os.getpid()}-{uuid.uuid4().hex}"
+WORKER_MARKS = ("engine.forkserver", "engine/client.py", "sdk_worker_main")
+
+
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[1])
+
+
+def _started_here(pid: int) -> bool:
+    """Whether ``pid`` descends from this process or carries its owner token."""
+    token = f"{OWNER_ENV}={os.environ[OWNER_ENV]}".encode()
+    try:
+        if token in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+            return True
+        me, ancestor = os.getpid(), pid
+        while ancestor > 1:
+            ancestor = _parent(ancestor)
+            if ancestor == me:
+                return True
+    except (OSError, ValueError):
+        return False
+    return False
+
+
 def worker_processes() -> list[str]:
-    """Command lines of local worker processes (zygote, client, SDK worker) still alive."""
+    """Command lines of local worker processes (zygote, client, SDK worker) that this test
+    process started and that are still alive; other runs' workers on the host are not
+    counted."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if "engine.forkserver" in cmd or "engine/client.py" in cmd or "sdk_worker_main" in cmd:
+        if any(mark in cmd for mark in WORKER_MARKS) and _started_here(int(pid)):
             found.append(cmd)
     return found
 

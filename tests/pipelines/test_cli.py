@@ -240,6 +240,7 @@ def test_plan_lists_tranches_and_writes_nothing(landing: Landing, registry_root:
     assert not out.exists(), "plan must not write outputs"
 
 
+@pytest.mark.slow
 def test_console_script_fast_exit_keeps_exit_code_and_output(
         landing: Landing, registry_root: str, tmp_path: Path) -> None:
     """The ``beamscore`` script ends with ``os._exit``: block-buffered stdout (a pipe) is
@@ -419,6 +420,7 @@ def test_train_with_no_matching_files_exits_1(tmp_path: Path) -> None:
     assert "no files match" in result.err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_model_loaded_once_per_worker_process(landing: Landing, registry_root: str,
                                               tmp_path: Path, workers: int) -> None:
@@ -430,6 +432,7 @@ def test_model_loaded_once_per_worker_process(landing: Landing, registry_root: s
     assert f"model loads {workers}" in result.out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
 def test_progress_is_logged_readably_from_every_worker(
         landing: Landing, registry_root: str, tmp_path: Path, workers: int,
@@ -475,6 +478,7 @@ def test_no_date_means_yesterday_utc(registry_root: str, tmp_path: Path) -> None
     assert result.out.startswith(f"{yesterday}  would run")
 
 
+@pytest.mark.slow
 def test_local_engines_score_identically_and_leave_no_processes(
         landing: Landing, registry_root: str, tmp_path: Path) -> None:
     import subprocess

@@ -63,6 +63,7 @@ def test_duplicate_ids_across_tranches_are_rows_and_inside_one_are_dead_letters(
     assert "MISMATCH" not in result.out
 
 
+@pytest.mark.slow
 def test_a_tranche_lost_to_dead_letters_is_failed_and_the_corrected_rerun_scores_it(
         registry_root: str, tmp_path: Path) -> None:
     root = tmp_path / "landing"
@@ -89,6 +90,7 @@ def test_a_tranche_lost_to_dead_letters_is_failed_and_the_corrected_rerun_scores
     assert skip.rc == 0 and _summary(tmp_path)["status"] == "skipped"
 
 
+@pytest.mark.slow
 def test_score_reads_the_fields_the_model_was_trained_with(tmp_path: Path) -> None:
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps({"key": d["id"], "body": d["text"], "y": d["label"]})
@@ -114,6 +116,7 @@ def test_score_reads_the_fields_the_model_was_trained_with(tmp_path: Path) -> No
                                           f"'{D2}'") == [(30,)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("changed", [["--inference-top-k", "2"],
                                      ["--validation-max-text-chars", "5000"]])
 def test_settings_that_change_the_outputs_rescore_a_completed_tranche(

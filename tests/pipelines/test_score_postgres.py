@@ -110,6 +110,7 @@ class _Sampler(threading.Thread):
                 time.sleep(self.period)
 
 
+@pytest.mark.postgres(restarts_server=True)
 def test_server_restart_mid_run_completes_without_duplicates(
         pg_url: str, registry: str, tmp_path: Path) -> None:
     if shutil.which("pg_ctlcluster") is None:
@@ -196,21 +197,57 @@ def test_duplicate_ids_in_one_tranche_give_one_row_per_key(
                        "position 2" for d in dead)
 
 
+class _LockHolder(threading.Thread):
+    """Holds ``locker``'s row lock until a session of ``db`` has waited on it longer than
+    ``statement_timeout`` (so at least one of its statements timed out), and for at least
+    ``minimum`` seconds; then rolls back. However slow the run is to reach the sink."""
+
+    def __init__(self, locker: psycopg.Connection[Any], db: str, statement_timeout: float,
+                 minimum: float):
+        super().__init__(daemon=True)
+        self.locker, self.db = locker, db
+        self.statement_timeout, self.minimum = statement_timeout, minimum
+        self.waited = threading.Event()
+        self.released_at = 0.0
+
+    def run(self) -> None:
+        started = time.monotonic()
+        deadline = started + 120
+        with psycopg.connect(f"{PG}/test", autocommit=True) as conn:
+            while not self.waited.is_set() and time.monotonic() < deadline:
+                [(blocked,)] = conn.execute(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE NOT l.granted AND a.datname = %s", [self.db]).fetchall()
+                if blocked:
+                    self.waited.set()
+                else:
+                    time.sleep(0.02)
+        if self.waited.is_set():
+            time.sleep(self.statement_timeout + 0.5)
+        time.sleep(max(0.0, started + self.minimum - time.monotonic()))
+        self.released_at = time.monotonic()
+        self.locker.rollback()
+
+
 def test_row_lock_times_out_retries_and_succeeds(
         pg_url: str, registry: str, tmp_path: Path) -> None:
     landing = _landing(tmp_path, 1000)
     assert _score(pg_url, registry, landing, tmp_path) == 0
     locker = psycopg.connect(pg_url)
     locker.execute("SELECT * FROM predictions WHERE doc_id = 'pg-0000001' FOR UPDATE")
-    threading.Timer(3.0, locker.rollback).start()
+    holder = _LockHolder(locker, pg_url.rsplit("/", 1)[1], statement_timeout=0.5, minimum=3.0)
+    holder.start()
     started = time.monotonic()
     code = _score(pg_url, registry, landing, tmp_path, "--force",
                   "--sink-statement-timeout-ms", "500")
-    elapsed = time.monotonic() - started
+    finished = time.monotonic()
+    holder.join(timeout=130)
     locker.close()
+    assert holder.waited.is_set(), "the sink never waited on the locked row"
     assert code == 0
     run = _assert_complete(pg_url, 1000)
-    assert elapsed >= 3.0  # it waited for the lock rather than failing or skipping rows
+    # It waited for the lock rather than failing or skipping rows.
+    assert finished - started >= 3.0 and finished >= holder.released_at
     assert run["total"].get("throttled_ms", 0) > 0  # backoff time was counted
 
 

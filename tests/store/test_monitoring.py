@@ -15,7 +15,7 @@ from store import monitoring
 from store.database import Database, connect
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     url = (f"sqlite:///{tmp_path / 'm.db'}" if request.param == "sqlite"
            else request.getfixturevalue("pg_url"))

@@ -127,6 +127,7 @@ def _write_sampled(kv: Any, frame: Any, path: str) -> None:
         json.dump(ids, f)
 
 
+@pytest.mark.slow
 def test_the_labelled_sample_is_a_fixed_share_chosen_by_id(
         make_batch: Any, registry_root: str, model_ref: Any, tmp_path: Any) -> None:
     """``tracking.labelled_sample``: which records count for accuracy depends on the id
@@ -224,6 +225,7 @@ def _children() -> list[int]:
     return out
 
 
+@pytest.mark.slow
 def test_a_hung_record_is_dead_lettered_a_slow_one_scored_and_nothing_left_running(
         pipeline: Any, make_batch: Any, trained_model: Any,
         tmp_path_factory: pytest.TempPathFactory) -> None:
