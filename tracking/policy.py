@@ -25,8 +25,8 @@ class TrackingPolicy:
     """The thresholds and limits above; each field is a ``tracking.*`` config key."""
 
     min_records: int = field(default=200, metadata={
-        "help": "below this many scored records a figure judged without a significance "
-                "test (importance ranking, estimated accuracy) is insufficient"})
+        "help": "below this many records a figure without a significance test (importance "
+                "ranking, estimated accuracy) is insufficient"})
     min_labelled: int = field(default=50, metadata={
         "help": "below this many labels macro-F1 and recall are marked insufficient"})
     accuracy_drop: float = field(default=0.02, metadata={

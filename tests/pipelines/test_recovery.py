@@ -42,7 +42,7 @@ def _args(landing: Path, registry: str, tmp: Path, *extra: str) -> list[str]:
 
 def _start(args: list[str]) -> subprocess.Popen[str]:
     """``beamscore`` in its own process, slowed by a rate limit so it can be stopped."""
-    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args,
+    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", *with_model(args),
                              "--sink-max-rows-per-second", "500", "--sink-batch-rows", "100"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
