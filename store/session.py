@@ -17,6 +17,7 @@ writer keeps its connection for its bundle.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -53,6 +54,8 @@ def rate_limiter(s: DatabaseSettings, rows_per_second: float, machines: int = 1
 class DatabaseSession(Reconnecting):
     """One connection held under a connection slot, reopened after transient errors."""
 
+    MIN_HOLD_SECONDS = 0.25
+
     def __init__(self, s: DatabaseSettings, on_wait: Callable[[float], None] = lambda _: None):
         super().__init__(self._open_under_slot, max_retries=s.max_retries, on_wait=on_wait)
         self._s = s
@@ -60,6 +63,7 @@ class DatabaseSession(Reconnecting):
         self._writer = (WriterLock(s.identity, s.state_dir)
                         if backend_of(s.url) == "sqlite" else None)
         self._schema_ready = False
+        self._held_since = 0.0
         self.yielded = 0  # times this session gave its slot up to a waiting writer
 
     def _open_under_slot(self) -> Database:
@@ -69,6 +73,7 @@ class DatabaseSession(Reconnecting):
                 if self._s.redis_url else
                 FileSlots(self._s.identity, self._s.max_connections, self._s.state_dir))
             self._on_wait(self._slots.acquire())
+            self._held_since = time.monotonic()
         db = connect(self._s.url, password_env=self._s.password_env,
                      statement_timeout_ms=self._s.statement_timeout_ms)
         if not self._schema_ready:
@@ -102,8 +107,11 @@ class DatabaseSession(Reconnecting):
             self.yield_if_contended()
 
     def yield_if_contended(self) -> bool:
-        """Close the connection and free its slot if another writer waits for one."""
-        if self._slots is None or not self._slots.contended():
+        """Close the connection and free its slot if another writer waits for one and
+        this one has held it for ``MIN_HOLD_SECONDS`` (a new connection costs a few
+        milliseconds: the slot changes hands every few writes, not at each)."""
+        if (self._slots is None or time.monotonic() - self._held_since < self.MIN_HOLD_SECONDS
+                or not self._slots.contended()):
             return False
         self.close()
         self.yielded += 1

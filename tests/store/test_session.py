@@ -66,6 +66,7 @@ def test_a_writer_gives_its_slot_up_after_a_write_when_another_waits(tmp_path: P
     thread.start()
     time.sleep(0.3)
     assert not done.is_set()  # the only slot is the holder's
+    time.sleep(holder.MIN_HOLD_SECONDS)
     holder.write(lambda db: db.execute(count))  # a write of the still open bundle
     assert done.wait(5), "the waiting writer never got the slot"
     assert holder.yielded == 1
