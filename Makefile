@@ -58,6 +58,7 @@ bench-small: install
 bench-scaling: install
 	$(PY) bench/run_bench.py --docs 1000000 --contenders c1,c --repeat 2
 
+# The sink alone: 1M rows from 1, 2, 4 and 8 writers, SQLite and PostgreSQL (docs/sink.md).
 bench-sink: install
 	$(PY) bench/sink_bench.py
 

@@ -1,10 +1,8 @@
-"""Input of the sink benchmark's beamscore contenders: scored DocBatches of prediction rows.
+"""Input of the sink benchmark (``sink_bench``): scored DocBatches of prediction rows.
 
-A module of its own (not ``sink_bench``, which runs as ``__main__``) so that Beam pickles
-``batch`` by reference: the batches ``prebuild`` made in the launching process are then
-looked up, not shipped or rebuilt, when the pipeline runs in that process (1 worker,
-``in_memory``). Worker subprocesses (2 workers) find the cache empty and build their
-batches themselves, inside the timed run.
+``make_batch(i, size)`` builds batch ``i`` with distinct ids; ``prebuild`` and ``batch``
+cache them for a pipeline run in the launching process (looked up, not shipped), while
+worker subprocesses build their own.
 """
 
 from __future__ import annotations

@@ -19,7 +19,9 @@ threads, e.g. pyarrow's allocator, do not take part in the fork). With
 ready at once) the first time in a process, before the run starts gRPC; later runs in
 the same process (tests, library callers) spawn it as a fresh interpreter instead,
 whose imports overlap the launcher's planning. It exits when the launcher goes away
-and kills its workers when stopped.
+and kills its workers when stopped. Workers of a run are started together (each
+client's fork is one accept and one ``fork``, its model loads in its own process) and,
+with ``engine.teardown``, stopped together.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ import tempfile
 from collections.abc import Sequence
 
 from apache_beam.transforms import environments
+
+from engine.teardown import parallel_close_all
 
 # The environment FnApiRunner gives a worker command: what a forked worker needs.
 WORKER_ENV = ("CONTROL_API_SERVICE_DESCRIPTOR", "LOGGING_API_SERVICE_DESCRIPTOR",
@@ -79,6 +83,7 @@ class ForkServer:
     def start(self) -> None:
         """Start the zygote and return at once; ``wait_ready`` blocks until it serves."""
         global _GRPC_USED
+        parallel_close_all()  # the run's workers are stopped together, not in a row
         self._dir = tempfile.mkdtemp(prefix="beamscore-fork-")
         ready_r, ready_w = os.pipe()
         self._ready_fd = ready_r

@@ -18,6 +18,14 @@ connection is open:
   machine.
 - ``RedisSlots``: N keys with a TTL in Redis: a cap across machines.
 
+Both tell a holder whether another writer is waiting for a slot (``contended``): the
+sink then gives its slot up after each write instead of holding it for its bundle, so
+N slots serve any number of writers without a convoy.
+
+``WriterLock``: one write transaction at a time on this machine (a blocking flock), for
+SQLite, which has a single writer anyway: writers queue in the kernel and the next one
+starts the moment the last commits, instead of sleeping in SQLite's busy handler.
+
 A machine's state files live in one directory (``sink.state_dir``, default
 ``<temp dir>/beamscore``), named by a hash of the database's identity (host, port and
 database, or the SQLite file's absolute path), so every run against the same database
@@ -218,26 +226,70 @@ class RedisRateLimiter:
 
 
 class FileSlots:
-    """At most ``n`` holders across the processes of one machine."""
+    """At most ``n`` holders across the processes of one machine. A process waiting for
+    a slot holds a shared lock on a ``waiters`` file, which is how a holder learns that
+    someone waits (``contended``)."""
 
     def __init__(self, identity: str, n: int, directory: str = ""):
         self._paths = [state_path(identity, f"slot{i}.lock", directory) for i in range(n)]
+        self._waiters = state_path(identity, "waiters.lock", directory)
         self._fh: Any = None
 
-    def acquire(self, poll: float = 0.05) -> float:
+    def _try_all(self) -> bool:
+        for path in self._paths:
+            fh = open(path, "a+")  # noqa: SIM115 - held open while the slot is held
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.close()
+                continue
+            self._fh = fh
+            return True
+        return False
+
+    def acquire(self, poll: float = 0.005) -> float:
         """Blocks until a slot is free; returns the seconds waited."""
         started = time.monotonic()
-        while True:
-            for path in self._paths:
-                fh = open(path, "a+")  # noqa: SIM115 - held open while the slot is held
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    fh.close()
-                    continue
-                self._fh = fh
-                return time.monotonic() - started
-            time.sleep(poll)
+        if self._try_all():
+            return 0.0
+        with open(self._waiters, "a+") as waiting:
+            fcntl.flock(waiting, fcntl.LOCK_SH)  # released when the file closes
+            while not self._try_all():
+                time.sleep(poll)
+        return time.monotonic() - started
+
+    def contended(self) -> bool:
+        """Whether a process waits for a slot now."""
+        with open(self._waiters, "a+") as probe:
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(probe, fcntl.LOCK_UN)
+            return False
+
+    def release(self) -> None:
+        if self._fh is not None:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+
+class WriterLock:
+    """One holder at a time across the processes of one machine; a waiter blocks in
+    the kernel and wakes as soon as the holder releases."""
+
+    def __init__(self, identity: str, directory: str = ""):
+        self._path = state_path(identity, "writer.lock", directory)
+        self._fh: Any = None
+
+    def acquire(self) -> float:
+        """Blocks until held; returns the seconds waited."""
+        started = time.monotonic()
+        fh = open(self._path, "a+")  # noqa: SIM115 - held open while the lock is held
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        self._fh = fh
+        return time.monotonic() - started
 
     def release(self) -> None:
         if self._fh is not None:
@@ -247,7 +299,8 @@ class FileSlots:
 
 
 class RedisSlots:
-    """At most ``n`` holders job-wide; a slot expires after ``ttl`` s if its holder dies."""
+    """At most ``n`` holders job-wide; a slot expires after ``ttl`` s if its holder dies.
+    Waiters count themselves in a key that expires with them (``contended``)."""
 
     def __init__(self, redis_url: str, name: str, n: int, ttl: int = 600):
         import redis
@@ -255,18 +308,36 @@ class RedisSlots:
         self._client = redis.Redis.from_url(redis_url)
         digest = hashlib.sha256(name.encode()).hexdigest()[:16]
         self._keys = [f"beamscore:slot:{digest}:{i}" for i in range(n)]
+        self._waiting = f"beamscore:slotwait:{digest}"
         self._ttl = ttl
         self._token = uuid.uuid4().hex
         self._held: str | None = None
 
-    def acquire(self, poll: float = 0.05) -> float:
+    def _try_all(self) -> bool:
+        for key in self._keys:
+            if self._client.set(key, self._token, nx=True, ex=self._ttl):
+                self._held = key
+                return True
+        return False
+
+    def acquire(self, poll: float = 0.01) -> float:
         started = time.monotonic()
-        while True:
-            for key in self._keys:
-                if self._client.set(key, self._token, nx=True, ex=self._ttl):
-                    self._held = key
-                    return time.monotonic() - started
-            time.sleep(poll)
+        while not self._try_all():
+            # Counted as waiting for at most 30 s at a time, before the count expires.
+            self._client.incr(self._waiting)
+            self._client.expire(self._waiting, 60)
+            try:
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and not self._try_all():
+                    time.sleep(poll)
+            finally:
+                self._client.decr(self._waiting)
+            if self._held is not None:
+                break
+        return time.monotonic() - started
+
+    def contended(self) -> bool:
+        return int(self._client.get(self._waiting) or 0) > 0
 
     def release(self) -> None:
         if self._held is not None:

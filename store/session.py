@@ -3,19 +3,31 @@
 ``DatabaseSession.run(fn)`` calls ``fn(db)`` on a connection held under a connection
 slot (the ``max_connections`` cap), creating or migrating the schema on the first
 connection, and retries transient errors under the policy of ``store.retry``,
-reconnecting each time. Time spent waiting for a slot or backing off is reported to
-``on_wait``, which the sink turns into its throttled-time counters.
+reconnecting each time. Time spent waiting for a slot, for the machine's SQLite writer
+or backing off is reported to ``on_wait``: the sink counts it as waiting for the
+database.
+
+``write(fn)`` is ``run`` for one write transaction of the sink: on SQLite, which has a
+single writer, it takes the machine's ``WriterLock`` around the transaction (writers
+queue in the kernel, not in SQLite's sleeping busy handler); afterwards it gives the connection and
+its slot up if another writer waits for a slot (``yield_if_contended``), so that
+``max_connections`` slots serve any number of workers without a convoy, and a lone
+writer keeps its connection for its bundle.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
-from store.database import Database, connect, database_identity
-from store.limits import FileSlots, MachineRateLimiter, RedisRateLimiter, RedisSlots
+from store.database import Database, backend_of, connect, database_identity
+from store.limits import FileSlots, MachineRateLimiter, RedisRateLimiter, RedisSlots, WriterLock
 from store.retry import Reconnecting, RetryPolicy
 from store.settings import SinkConfig
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -42,11 +54,17 @@ def rate_limiter(s: DatabaseSettings, rows_per_second: float, machines: int = 1
 class DatabaseSession(Reconnecting):
     """One connection held under a connection slot, reopened after transient errors."""
 
+    MIN_HOLD_SECONDS = 0.25
+
     def __init__(self, s: DatabaseSettings, on_wait: Callable[[float], None] = lambda _: None):
         super().__init__(self._open_under_slot, RetryPolicy.of(s), on_wait=on_wait)
         self._s = s
         self._slots: FileSlots | RedisSlots | None = None
+        self._writer = (WriterLock(s.identity, s.state_dir)
+                        if backend_of(s.url) == "sqlite" else None)
         self._schema_ready = False
+        self._held_since = 0.0
+        self.yielded = 0  # times this session gave its slot up to a waiting writer
 
     def _open_under_slot(self) -> Database:
         if self._slots is None:
@@ -55,6 +73,7 @@ class DatabaseSession(Reconnecting):
                 if self._s.redis_url else
                 FileSlots(self._s.identity, self._s.max_connections, self._s.state_dir))
             self._on_wait(self._slots.acquire())
+            self._held_since = time.monotonic()
         db = connect(self._s.url, password_env=self._s.password_env,
                      statement_timeout_ms=self._s.statement_timeout_ms)
         if not self._schema_ready:
@@ -67,6 +86,36 @@ class DatabaseSession(Reconnecting):
                 raise
             self._schema_ready = True
         return db
+
+    def write(self, fn: Callable[[Database], T]) -> T:
+        """``run(fn)`` for one write transaction (see the module's docstring). The
+        writer lock is taken only once the connection (and its slot) is held, never
+        while waiting for a slot: one order, no deadlock between the two."""
+        writer = self._writer
+
+        def under_writer_lock(db: Database) -> T:
+            assert writer is not None
+            self._on_wait(writer.acquire())
+            try:
+                return fn(db)
+            finally:
+                writer.release()
+
+        try:
+            return self.run(fn if writer is None else under_writer_lock)
+        finally:
+            self.yield_if_contended()
+
+    def yield_if_contended(self) -> bool:
+        """Close the connection and free its slot if another writer waits for one and
+        this one has held it for ``MIN_HOLD_SECONDS`` (a new connection costs a few
+        milliseconds: the slot changes hands every few writes, not at each)."""
+        if (self._slots is None or time.monotonic() - self._held_since < self.MIN_HOLD_SECONDS
+                or not self._slots.contended()):
+            return False
+        self.close()
+        self.yielded += 1
+        return True
 
     def close(self) -> None:
         super().close()

@@ -5,9 +5,15 @@ holds the connection (and its ``max_connections`` slot) for one bundle; buffers
 elements up to a row and a byte limit, cutting an element at the limit, and flushes
 when full and in ``finish_bundle``; every write goes through the rate limiter
 (``store.limits``) in writes of at most ``write_size`` rows and retries transient
-errors (``store.retry``). Time spent throttled, waiting for a slot or backing off is
-counted in ``cumulativeThrottlingSeconds`` (Beam's convention, read by Dataflow's
-autoscaler) and ``throttled_ms``.
+errors (``store.retry``). Each write is one transaction of the session's ``write``: on
+SQLite the machine's one writer at a time, and the connection slot is given up after
+the write when another worker waits for one (``store.session``), so the cost of a write
+does not grow with the number of workers.
+
+Waiting is counted in two kinds: for the rate limit (``rate_limited_ms``) and for the
+database (``db_wait_ms``: a connection slot, the SQLite writer, backoff after a
+transient error); both go into ``cumulativeThrottlingSeconds`` (Beam's convention, read
+by Dataflow's autoscaler) and ``throttled_ms``.
 
 One rule for rows the database rejects (``PermanentDataError``): the write is bisected
 down to the rejected rows, and the rest is written; ``write`` returns each rejected
@@ -22,6 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 import apache_beam as beam
@@ -53,26 +60,64 @@ class SinkLimits(Protocol):
     def write_size(self) -> int: ...
 
 
+@dataclass
+class Waits:
+    """Seconds waited so far: for the rate limit, and for the database."""
+
+    rate_limited: float = 0.0
+    database: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.rate_limited + self.database
+
+
 class ThrottleTimer:
-    """Counts throttled time: whole seconds into ``cumulativeThrottlingSeconds`` (Beam's
-    convention, read by Dataflow's autoscaler) and milliseconds for the run summary."""
+    """Counts waiting of both kinds: whole seconds into ``cumulativeThrottlingSeconds``
+    (Beam's convention, read by Dataflow's autoscaler), milliseconds per kind for the
+    run summary."""
 
     def __init__(self, namespace: str = "beamscore"):
         self._seconds = Metrics.counter(namespace, "cumulativeThrottlingSeconds")
         self._ms = Metrics.counter(namespace, "throttled_ms")
+        self._rate_ms = Metrics.counter(namespace, "rate_limited_ms")
+        self._db_ms = Metrics.counter(namespace, "db_wait_ms")
         self._carry = 0.0
-        self.total_seconds = 0.0
+        self.waits = Waits()
 
-    def add(self, seconds: float) -> None:
-        if seconds <= 0:
-            return
-        self.total_seconds += seconds
+    def add_rate_limited(self, seconds: float) -> None:
+        if seconds > 0:
+            self.waits.rate_limited += seconds
+            self._rate_ms.inc(int(seconds * 1000))
+            self._add(seconds)
+
+    def add_database(self, seconds: float) -> None:
+        if seconds > 0:
+            self.waits.database += seconds
+            self._db_ms.inc(int(seconds * 1000))
+            self._add(seconds)
+
+    def _add(self, seconds: float) -> None:
         self._ms.inc(int(seconds * 1000))
         self._carry += seconds
         whole = int(self._carry)
         if whole:
             self._seconds.inc(whole)
             self._carry -= whole
+
+
+def wait_stats(before: Waits, after: Waits, rate_limited: bool) -> dict[str, int]:
+    """The stats of the waiting between two ``Waits``: ``rate_limited_ms`` (always when
+    a rate limit is set, so the summary knows one was), ``db_wait_ms`` and their sum
+    ``throttled_ms`` (when not 0)."""
+    rate_ms = int((after.rate_limited - before.rate_limited) * 1000)
+    db_ms = int((after.database - before.database) * 1000)
+    stats = {"rate_limited_ms": rate_ms} if rate_limited else {}
+    if db_ms:
+        stats["db_wait_ms"] = db_ms
+    if rate_ms + db_ms:
+        stats["throttled_ms"] = rate_ms + db_ms
+    return stats
 
 
 def windowed(value: Any) -> WindowedValue:
@@ -89,8 +134,13 @@ class Writer(Protocol):
     """What a ``SinkTable`` writes through while it flushes."""
 
     @property
-    def throttled_seconds(self) -> float:
-        """Time throttled so far (rate limit, connection slot, backoff)."""
+    def waits(self) -> Waits:
+        """Time waited so far (a copy): for the rate limit, for the database."""
+        ...
+
+    @property
+    def rate_limited(self) -> bool:
+        """Whether a rate limit is set."""
         ...
 
     def write(self, rows: Sequence[tuple[Any, ...]]) -> dict[int, str]:
@@ -135,7 +185,7 @@ class WriteFn(beam.DoFn, Generic[E, P]):
         self._limiter = rate_limiter(self._s.database, self._s.max_rows_per_second,
                                      self._s.machines)
         self._timer = ThrottleTimer()
-        self._session = DatabaseSession(self._s.database, self._timer.add)
+        self._session = DatabaseSession(self._s.database, self._timer.add_database)
         self._last_log = time.monotonic()
         self._rows_total = 0
 
@@ -177,8 +227,12 @@ class WriteFn(beam.DoFn, Generic[E, P]):
         self._session.close()
 
     @property
-    def throttled_seconds(self) -> float:
-        return self._timer.total_seconds
+    def waits(self) -> Waits:
+        return replace(self._timer.waits)
+
+    @property
+    def rate_limited(self) -> bool:
+        return self._s.max_rows_per_second > 0
 
     def write(self, rows: Sequence[tuple[Any, ...]]) -> dict[int, str]:
         rejected: dict[int, str] = {}
@@ -200,17 +254,18 @@ class WriteFn(beam.DoFn, Generic[E, P]):
         self._rows_total += n
         if time.monotonic() - self._last_log >= self._s.progress_seconds:
             self._last_log = time.monotonic()
-            _LOG.info("sink progress: %d rows written by this worker, %.1fs throttled",
-                      self._rows_total, self._timer.total_seconds)
+            _LOG.info("sink progress: %d rows written by this worker, rate-limited %.1fs, "
+                      "waited for database %.1fs", self._rows_total,
+                      self._timer.waits.rate_limited, self._timer.waits.database)
 
     def _write_isolating(self, rows: Sequence[tuple[Any, ...]], lo: int, hi: int,
                          rejected: dict[int, str]) -> None:
         """Write rows[lo:hi]; on a permanent error bisect down to the rejected rows."""
         part = rows[lo:hi]
         self._limiter.allow(hits_added=len(part))
-        self._timer.add(self._limiter.last_wait)
+        self._timer.add_rate_limited(self._limiter.last_wait)
         try:
-            self._session.run(lambda db: self._table.upsert(db, part))
+            self._session.write(lambda db: self._table.upsert(db, part))
             return
         except PermanentDataError as exc:
             if hi - lo == 1:

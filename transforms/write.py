@@ -5,7 +5,8 @@ The predictions use of the sink (``transforms.sink``): rows are buffered up to
 the rate limiter and the connection cap, transient errors retried, and only
 idempotent upserts issued. Rows the database rejects permanently are isolated by
 bisection and dead-lettered (stage ``sink``) with the database's message. Each flush
-emits per-tranche counts on the main output (with the time it spent throttled) and
+emits per-tranche counts on the main output (with the time it waited for the rate limit
+and for the database) and
 the ids it wrote (``IDS``) for ``transforms.dedupe``.
 
 With a rate limit R, no single write is larger than ``write_size`` (a quarter of this
@@ -38,7 +39,7 @@ from transforms.records import (
     dead_letter,
     prediction_columns,
 )
-from transforms.sink import SinkTable, WriteFn, Writer, rejected_reason
+from transforms.sink import SinkTable, WriteFn, Writer, rejected_reason, wait_stats
 
 IDS = "ids"
 
@@ -127,7 +128,7 @@ class _Predictions(SinkTable[DocBatch, _Segment]):
               ) -> Iterator[tuple[str | None, Any]]:
         """(None, per-tranche counts), (IDS, ids written), (DEAD_LETTERS, rows rejected)."""
         rows = list(chain.from_iterable(seg.rows for seg in segments))
-        throttled_before = writer.throttled_seconds
+        waits_before = writer.waits
         rejected = writer.write(rows)
         written: dict[str, int] = defaultdict(int)
         scored: dict[str, int] = defaultdict(int)
@@ -151,11 +152,11 @@ class _Predictions(SinkTable[DocBatch, _Segment]):
                                np.asarray(seg.positions, dtype=np.int64)[keep])
             offset += k
         self._written.inc(len(rows) - len(rejected))
-        throttled_ms = int((writer.throttled_seconds - throttled_before) * 1000)
+        waited = wait_stats(waits_before, writer.waits, writer.rate_limited)
         for i, tranche in enumerate(scored):
             stats = {"scored": scored[tranche], "written": written[tranche]}
-            if i == 0 and throttled_ms:
-                stats["throttled_ms"] = throttled_ms
+            if i == 0:
+                stats.update(waited)
             yield None, (tranche, stats)
 
 

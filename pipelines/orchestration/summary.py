@@ -69,9 +69,11 @@ def format_summary(outcome: RunOutcome) -> str:
         f"{'total':<12}{docs:>10}{total.get('valid', 0):>10}{total.get('scored', 0):>10}"
         f"{total.get('dead_lettered', 0):>8}{total.get('written', 0):>10}"
     )
+    rate_limited = (f"rate-limited {total['rate_limited_ms'] / 1000:.1f}s  "
+                    if "rate_limited_ms" in total else "")  # only when a limit is set
     lines.append(f"wall time {outcome.wall_seconds:.1f}s  {rate:,.0f} docs/s  "
-                 f"dead-letter ratio {s.get('dead_letter_ratio', 0):.4f}  "
-                 f"throttled {total.get('throttled_ms', 0) / 1000:.1f}s"
+                 f"dead-letter ratio {s.get('dead_letter_ratio', 0):.4f}  {rate_limited}"
+                 f"waited for database {total.get('db_wait_ms', 0) / 1000:.1f}s"
                  + (f"  model loads {outcome.model_loads}" if outcome.model_loads else ""))
     if outcome.report:
         lines.append(f"report {outcome.report}")

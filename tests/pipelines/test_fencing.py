@@ -61,8 +61,8 @@ def _wait(until: Callable[[], bool], proc: subprocess.Popen[str] | None, what: s
 
 def _frozen_run_is_fenced_out(url: str, registry: str, tmp: Path) -> None:
     root = _landing(tmp)
-    args = ["score", "--model", "demo", "--date", DAY, "--input-root", str(root), "--registry", registry,
-            "--db", url, "--output-dir", str(tmp / "out"),
+    args = ["score", "--model", "demo", "--date", DAY, "--input-root", str(root),
+            "--registry", registry, "--db", url, "--output-dir", str(tmp / "out"),
             "--sink-lease-seconds", str(LEASE)]
     q = _query(url)
     # The first run writes slowly (a rate limit) in a process group of its own.

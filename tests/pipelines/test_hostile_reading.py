@@ -158,9 +158,9 @@ def peak_tree_rss_mib(root: Path, registry: str, tmp: Path, name: str) -> float:
     """Peak RSS (MiB) of the whole process tree of one ``beamscore score`` run, sampled
     every 20 ms."""
     proc = subprocess.Popen(
-        [BEAMSCORE, "score", "--model", "demo", "--date", DAY, "--input-root", str(root), "--registry", registry,
-         "--db", f"sqlite:///{tmp / name}.db", "--output-dir", str(tmp / f"out-{name}"),
-         "--max-dead-letter-ratio", "0.5"],
+        [BEAMSCORE, "score", "--model", "demo", "--date", DAY, "--input-root", str(root),
+         "--registry", registry, "--db", f"sqlite:///{tmp / name}.db", "--output-dir",
+         str(tmp / f"out-{name}"), "--max-dead-letter-ratio", "0.5"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
     out: list[str] = []

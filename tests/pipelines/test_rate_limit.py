@@ -82,6 +82,7 @@ def test_no_window_exceeds_the_rate_with_the_default_batch_rows(
     average = docs / max(last - first, 1e-3)
     with sqlite3.connect(db) as conn:
         summary = json.loads(conn.execute("SELECT counts FROM runs").fetchone()[0])
+    assert "rate_limited_ms" in summary["total"]  # the summary shows "rate-limited"
     throttled = summary["total"].get("throttled_ms", 0) / 1000
     print(f"R={rate} workers={workers}: worst 1-s window {worst}, average {average:.0f} "
           f"rows/s, throttled {throttled:.1f}s")

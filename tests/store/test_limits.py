@@ -184,3 +184,28 @@ def test_redis_slots_cap_and_release(redis_ok: None) -> None:
     t.join(timeout=5)
     assert waited and waited[0] >= 0.25
     b.release()
+
+
+def test_a_slot_holder_sees_when_another_process_waits(tmp_path: Any) -> None:
+    holder = FileSlots("db", 1, str(tmp_path))
+    assert holder.acquire() == 0.0
+    assert not holder.contended()
+    ctx = mp.get_context("fork")
+    log = ctx.Queue()
+    waiter = ctx.Process(target=_holder_once, args=("db", 1, str(tmp_path), log))
+    waiter.start()
+    deadline = time.time() + 10
+    while not holder.contended() and time.time() < deadline:
+        time.sleep(0.01)
+    assert holder.contended()
+    holder.release()
+    assert log.get(timeout=10) == "in"
+    waiter.join(timeout=10)
+    assert not holder.contended()
+
+
+def _holder_once(name: str, n: int, directory: str, log: Any) -> None:
+    slots = FileSlots(name, n, directory)
+    slots.acquire(poll=0.005)
+    log.put("in")
+    slots.release()

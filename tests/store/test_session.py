@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +49,53 @@ def test_session_retries_a_lost_connection_on_a_new_one_and_counts_the_wait(
     again = DatabaseSession(settings)  # the slot was held once and is free again
     assert again.run(lambda db: db.has_table("runs"))
     again.close()
+
+
+def test_a_writer_gives_its_slot_up_after_a_write_when_another_waits(tmp_path: Path) -> None:
+    """With more workers than ``max_connections``, a waiting worker gets a slot after
+    the holder's next write, not when the holder's bundle ends (no convoy)."""
+    settings = DatabaseSettings(f"sqlite:///{tmp_path / 's.db'}", max_connections=1,
+                                state_dir=str(tmp_path / "state"))
+    holder, waiter = DatabaseSession(settings), DatabaseSession(settings)
+    count = "SELECT count(*) FROM runs"
+    assert holder.write(lambda db: db.execute(count)) == [(0,)]
+    assert holder.yielded == 0  # nobody waited: the connection is kept
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (waiter.write(lambda db: db.execute(count)),
+                                              done.set()), daemon=True)
+    thread.start()
+    time.sleep(0.3)
+    assert not done.is_set()  # the only slot is the holder's
+    time.sleep(holder.MIN_HOLD_SECONDS)
+    holder.write(lambda db: db.execute(count))  # a write of the still open bundle
+    assert done.wait(5), "the waiting writer never got the slot"
+    assert holder.yielded == 1
+    waiter.close()
+    holder.close()
+
+
+def test_sqlite_writers_of_one_machine_take_turns(tmp_path: Path) -> None:
+    """SQLite has one writer: sessions on one machine write one transaction at a time
+    (queued on the machine's writer lock), and the wait is counted for the database."""
+    settings = DatabaseSettings(f"sqlite:///{tmp_path / 's.db'}", max_connections=2,
+                                state_dir=str(tmp_path / "state"))
+    inside: list[int] = []
+    peak: list[int] = []
+    waits: list[float] = []
+
+    def slow(db: Database) -> None:
+        inside.append(1)
+        peak.append(len(inside))
+        time.sleep(0.2)
+        inside.pop()
+
+    sessions = [DatabaseSession(settings, on_wait=waits.append) for _ in range(2)]
+    threads = [threading.Thread(target=s.write, args=(slow,)) for s in sessions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert max(peak) == 1 and len(peak) == 2
+    assert max(waits) >= 0.15
+    for s in sessions:
+        s.close()
