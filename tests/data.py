@@ -45,3 +45,24 @@ def day_folder(root: Path, day: dt.date) -> Path:
 
 def json_line(obj: Any) -> bytes:
     return json.dumps(obj).encode()
+
+
+def bundled_config(name: str) -> dict[str, Any]:
+    """A bundled config file (``configs/<name>.yaml``) as YAML data."""
+    import importlib.resources
+
+    import yaml
+
+    text = importlib.resources.files("configs").joinpath(f"{name}.yaml").read_text("utf-8")
+    return yaml.safe_load(text) or {}
+
+
+def flat_keys(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config data as ``{"section.key": value}``."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        if isinstance(v, dict):
+            out.update(flat_keys(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

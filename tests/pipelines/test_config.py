@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.resources
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from pipelines.configuration.config import ConfigError, load_config
-
-
-def _bundled(name: str) -> dict[str, Any]:
-    text = importlib.resources.files("configs").joinpath(f"{name}.yaml").read_text("utf-8")
-    return yaml.safe_load(text) or {}
-
-
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in data.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+from tests.data import bundled_config, flat_keys
 
 
 def _write(tmp_path: Path, text: str, name: str = "overlay.yaml") -> str:
@@ -36,8 +19,8 @@ def _write(tmp_path: Path, text: str, name: str = "overlay.yaml") -> str:
 @pytest.mark.parametrize("overlay", ["local", "dataflow"])
 def test_bundled_overlay_is_merged_over_base(overlay: str) -> None:
     cfg = load_config(None if overlay == "local" else overlay)
-    expected = _flat(_bundled("base")) | _flat(_bundled(overlay))
-    actual = _flat(cfg.to_dict())
+    expected = flat_keys(bundled_config("base")) | flat_keys(bundled_config(overlay))
+    actual = flat_keys(cfg.to_dict())
     for key, value in expected.items():
         assert actual[key] == value, key
 

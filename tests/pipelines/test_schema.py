@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.resources
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from pipelines.configuration.config import KEYS, SECTIONS, Config, load_config
 from pipelines.configuration.flags import add_config_flags, overrides_from_args
@@ -19,23 +17,9 @@ from pipelines.orchestration.launch import database_settings, sink_settings
 from pipelines.orchestration.score import score_parser
 from store.session import DatabaseSettings
 from store.settings import SinkConfig
+from tests.data import bundled_config, flat_keys
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _bundled(name: str) -> dict[str, Any]:
-    text = importlib.resources.files("configs").joinpath(f"{name}.yaml").read_text("utf-8")
-    return yaml.safe_load(text) or {}
-
-
-def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in data.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 @pytest.mark.parametrize("key", KEYS, ids=lambda k: k.name)
@@ -51,7 +35,7 @@ def test_every_section_has_a_description() -> None:
 
 
 def test_keys_are_the_config_s_leaves_in_order() -> None:
-    flat = _flat(Config().to_dict())
+    flat = flat_keys(Config().to_dict())
     assert [k.name for k in KEYS] == list(flat)
     assert {k.name: k.default for k in KEYS} == flat
 
@@ -140,12 +124,12 @@ def test_reference_page_lists_every_key_with_flag_default_and_parameter() -> Non
 
 def test_base_yaml_sets_only_values_that_differ_from_the_defaults() -> None:
     defaults = {k.name: k.default for k in KEYS}
-    base = _flat(_bundled("base"))
+    base = flat_keys(bundled_config("base"))
     same = {k for k, v in base.items() if defaults[k] == v}
     assert not same, f"configs/base.yaml repeats defaults: {sorted(same)}"
 
 
 @pytest.mark.parametrize("name", ["base", "local"])
 def test_no_model_is_configured_for_the_local_environment(name: str) -> None:
-    assert "model" not in _bundled(name)
+    assert "model" not in bundled_config(name)
 
