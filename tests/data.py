@@ -20,7 +20,8 @@ def sqlite_rows(db_path: Path, sql: str) -> list[tuple[Any, ...]]:
 
 def numbered_jsonl(n: int) -> tuple[bytes, dict[int, str]]:
     """Lines of varied length with blank and malformed lines; {line number: id or DEAD}."""
-    parts, expected = [], {}
+    parts: list[bytes] = []
+    expected: dict[int, str] = {}
     for i in range(n):
         lineno = len(parts) + 1
         if i % 9 == 4:
