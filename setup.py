@@ -16,8 +16,8 @@ setup(
     description="Batch scoring of document tranches with scikit-learn models on Apache Beam",
     python_requires=">=3.10",
     packages=["pipelines", "pipelines.commands", "pipelines.orchestration",
-              "pipelines.configuration", "transforms", "models", "store", "landing", "engine",
-              "tracking", "configs"],
+              "pipelines.configuration", "transforms", "models", "store", "store.backends",
+              "landing", "engine", "tracking", "configs"],
     package_data={"configs": ["*.yaml"]},
     install_requires=[
         f"apache-beam[gcp]=={BEAM_VERSION}",

@@ -30,7 +30,7 @@ from store.backends.sqlite import SQLiteDatabase
 
 __all__ = ["BACKENDS", "Database", "Fence", "LeaseLost", "PermanentDataError", "StatementError",
            "TransientDatabaseError", "backend_of", "connect", "connect_existing",
-           "database_identity", "from_json", "redact", "to_json", "to_text"]
+           "database_identity", "from_json", "one_writer_at_a_time", "redact", "to_json", "to_text"]
 
 # URL scheme -> backend; a new database is one module in store.backends and a line here.
 BACKENDS: dict[str, type[Database]] = {
@@ -51,6 +51,11 @@ def _backend(url: str) -> type[Database]:
 def backend_of(url: str) -> str:
     """The name of the database ``url`` addresses (``sqlite``, ``postgresql``)."""
     return _backend(url).dialect.name
+
+
+def one_writer_at_a_time(url: str) -> bool:
+    """Whether the writers of one machine must take turns on the database ``url``."""
+    return _backend(url).one_writer_at_a_time
 
 
 def database_identity(url: str) -> str:

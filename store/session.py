@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from store.database import Database, backend_of, connect, database_identity
+from store.database import Database, connect, database_identity, one_writer_at_a_time
 from store.limits import FileSlots, MachineRateLimiter, RedisRateLimiter, RedisSlots, WriterLock
 from store.retry import Reconnecting, RetryPolicy
 from store.settings import SinkConfig
@@ -61,7 +61,7 @@ class DatabaseSession(Reconnecting):
         self._s = s
         self._slots: FileSlots | RedisSlots | None = None
         self._writer = (WriterLock(s.identity, s.state_dir)
-                        if backend_of(s.url) == "sqlite" else None)
+                        if one_writer_at_a_time(s.url) else None)
         self._schema_ready = False
         self._held_since = 0.0
         self.yielded = 0  # times this session gave its slot up to a waiting writer

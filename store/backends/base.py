@@ -72,6 +72,9 @@ class Database:
     """One connection to one database: schema, upserts by primary key, queries."""
 
     dialect: ClassVar[Dialect]
+    # Writers of one machine take turns (a file-locked database): the sink serialises
+    # them itself instead of letting them poll the database's busy handler.
+    one_writer_at_a_time: ClassVar[bool] = False
 
     @classmethod
     def open(cls, url: str, *, password_env: str, statement_timeout_ms: int) -> Database:

@@ -82,6 +82,7 @@ class SQLiteDialect(OnConflictDialect):
 
 class SQLiteDatabase(Database):
     dialect = SQLiteDialect()
+    one_writer_at_a_time = True
 
     def __init__(self, url: str, busy_timeout_ms: int = 60_000):
         path = sqlite_path(url)

@@ -121,8 +121,8 @@ def test_a_postgresql_that_comes_up_3_s_after_launch_gives_a_normal_run(
         late_proxy: LateProxy, caplog: pytest.LogCaptureFixture) -> None:
     parts = urlsplit(pg_url)
     db = parts._replace(netloc=f"127.0.0.1:{late_proxy.port}").geturl()
-    late_proxy.start()
     launched = time.monotonic()
+    late_proxy.start()
     rc, err, elapsed = _score(landing, registry_root, db, tmp_path / "out",
                               "--sink-connect-timeout-seconds", "60")
     assert rc == EXIT_OK, err
