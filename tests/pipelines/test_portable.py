@@ -48,7 +48,10 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     [sdist] = (base / "dist").glob("beamscore-*.tar.gz")
     env = os.environ | {"PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     subprocess.run(["python3", "-m", "venv", str(base / "venv")], check=True)
-    subprocess.run([str(base / "venv" / "bin" / "pip"), "install", "-q", str(sdist)],
+    # --no-compile: the installed modules are byte-compiled as they are imported instead
+    # of all of them (Beam's thousands) up front.
+    subprocess.run([str(base / "venv" / "bin" / "pip"), "install", "-q", "--no-compile",
+                    str(sdist)],
                    check=True, capture_output=True, env=env, cwd=base)
     return base / "venv"
 
