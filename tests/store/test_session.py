@@ -90,11 +90,20 @@ def test_sqlite_writers_of_one_machine_take_turns(tmp_path: Path) -> None:
         inside.pop()
 
     sessions = [DatabaseSession(settings, on_wait=waits.append) for _ in range(2)]
-    threads = [threading.Thread(target=s.write, args=(slow,)) for s in sessions]
+    errors: list[BaseException] = []
+
+    def write(session: DatabaseSession) -> None:
+        try:
+            session.write(slow)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(s,)) for s in sessions]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=10)
+        t.join(timeout=60)
+    assert errors == [] and not any(t.is_alive() for t in threads)
     assert max(peak) == 1 and len(peak) == 2
     assert max(waits) >= 0.15
     for s in sessions:
