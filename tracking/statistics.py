@@ -115,6 +115,7 @@ def holm(p_values: list[float]) -> list[float]:
     """Holm's step-down adjusted p-values (monotone, at most 1): rejecting where the
     adjusted value is below ``alpha`` keeps the chance of any false rejection in the
     family at most ``alpha``."""
+    p_values = [1.0 if p != p else p for p in p_values]  # NaN: no evidence, ranked last
     m = len(p_values)
     order = sorted(range(m), key=lambda i: p_values[i])
     adjusted, running = [1.0] * m, 0.0
@@ -132,6 +133,8 @@ def chi_square_floor(expected: np.ndarray, n: int) -> float:
     if len(expected) <= 1 or n <= 0:
         return 1.0
     q = float(np.min(expected))
+    if q <= 0:  # a category expected never: one record there is evidence enough
+        return 0.0
     return float(stats.chi2.sf(n * (1 - q) / q, len(expected) - 1))
 
 
@@ -162,7 +165,14 @@ def binomial_less(k: int, n: int, p: float) -> float:
 def merged_shares(counts: np.ndarray, reference: np.ndarray, n: int, min_expected: float
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Observed counts and expected shares with the classes expected fewer than
-    ``min_expected`` times in ``n`` merged into one."""
+    ``min_expected`` times in ``n`` merged into one (classes the reference never has are
+    always merged: a chi-square test needs every expected share above 0)."""
+    never = reference <= 0
+    if never.any() and not never.all():
+        into = int(np.argmin(np.where(never, np.inf, reference)))
+        counts = counts.copy()
+        counts[into] += counts[never].sum()
+        counts, reference = counts[~never], reference[~never]
     small = reference * n < min_expected
     if not small.any() or small.all():
         return counts.astype(float), reference

@@ -13,7 +13,7 @@ from tracking.metrics import compare
 from tracking.policy import ALERT, INSUFFICIENT, OK, TrackingPolicy
 from tracking.profile import BatchStats, Profile
 from tracking.sketch import Sketch
-from tracking.statistics import ks_between, merged_shares, psi, wasserstein_between, wilson
+from tracking.statistics import holm, ks_between, merged_shares, psi, wasserstein_between, wilson
 
 CLASSES = ["a", "b", "c"]
 
@@ -168,3 +168,21 @@ def test_the_macro_f1_interval_covers_the_truth_and_narrows_with_more_labels() -
     low, high = interval(6400)
     assert 88 <= covered <= 100, covered
     assert 2.5 < (intervals[0][1] - intervals[0][0]) / (high - low) < 6
+
+
+@pytest.mark.parametrize("n", [1, 5, 40])
+def test_a_tiny_tranche_against_a_class_the_reference_never_predicted_is_judged(
+        n: int) -> None:
+    """The reference never predicted class c: a chi-square test cannot take a zero
+    expected share, which once raised ZeroDivisionError (every rerun of the run failed)."""
+    rng = np.random.default_rng(9)
+    ref = _profile(np.repeat([0, 1], 500), rng.beta(5, 2, 1000))
+    tiny = _profile(np.repeat([2], n), rng.beta(5, 2, n))
+    rows = _rows(tiny, ref)
+    assert all(status in ("ok", "alert", "insufficient") for _, status in rows.values())
+    assert rows["class_psi"][1] == ("alert" if n == 40 else "insufficient"), rows
+
+
+def test_holm_ranks_a_missing_p_value_last_instead_of_silencing_the_family() -> None:
+    adjusted = holm([float("nan"), 1e-9, 1e-8])
+    assert adjusted[0] == 1.0 and adjusted[1] < 1e-8 and adjusted[2] < 1e-7
