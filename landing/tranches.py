@@ -131,7 +131,7 @@ def _plan_tranche(root: str, tranche: str) -> TranchePlan:
 def _not_input(root: str, path: str) -> str:
     """Why the entry ``path`` of a tranche folder is not read as input ('' if it is)."""
     if not path.startswith("gs://"):
-        if os.path.islink(path) and not _inside(path, root):
+        if not _inside(path, root):  # a link, or a file in a linked folder, leading out
             return OUTSIDE_LINK
         if not os.path.isfile(path):
             return "not a regular file"

@@ -69,6 +69,22 @@ def test_a_symlink_out_of_the_input_root_is_one_dead_letter_without_its_content(
     assert "refused 2 link(s)" in result.out and "MISMATCH" not in result.out
 
 
+def test_a_tranche_folder_linked_out_of_the_input_root_is_not_read(
+        registry_root: str, tmp_path: Path) -> None:
+    """The folder itself is the link: every file in it resolves outside input_root, so
+    each is one dead letter without its content."""
+    root, outside = tmp_path / "landing", tmp_path / "elsewhere"
+    write_tranche(str(outside), DAY, list(make_docs(5, seed=12, prefix="o")), "jsonl")
+    root.mkdir()
+    os.symlink(outside / f"dt={DAY}", root / f"dt={DAY}")
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    result = _cli("score", root, registry_root, url, tmp_path, "--date", DAY)
+    dead = _rows(url, "SELECT reason, payload FROM dead_letters")
+    assert _rows(url, "SELECT count(*) FROM predictions") == [(0,)]
+    assert dead and all("outside input_root" in r and not pl for r, pl in dead), dead
+    assert result.rc in (0, 4), result.err
+
+
 def test_plan_lists_every_entry_never_scored_with_why_and_score_counts_them(
         registry_root: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root = tmp_path / "landing"
