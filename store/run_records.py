@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from store.database import Database, from_json, to_json, to_text
+from store.database import Database, Fence, from_json, to_json, to_text
 from store.ledger import Holder, TrancheLedger
 from store.schema import RUNS
 
@@ -189,17 +189,26 @@ def supersede_dead_letters(db: Database, tranche: str, model: str, run_id: str) 
         f"(SELECT run_id FROM runs WHERE model = {p})", [tranche, run_id, model])
 
 
-def supersede_predictions(db: Database, run_id: str, tranche: str) -> int:
+def supersede_predictions(db: Database, run_id: str, tranche: str,
+                          fence: Fence | None = None) -> int:
     """Delete the predictions of ``tranche`` by the model of ``run_id`` that this run did
-    not write (records now dead-lettered, or no longer in the input); how many."""
+    not write (records now dead-lettered, or no longer in the input); how many. With
+    ``fence``, in the same statement only while the run still holds the tranche with
+    its token: a run that lost it deletes nothing of the run that took it over."""
     record = get(db, run_id)
     if record is None or ":" not in record.model:
         return 0
     name, version = record.model.rsplit(":", 1)
     p = db.placeholder
-    return db.execute_count(
-        f"DELETE FROM predictions WHERE tranche = {p} AND model_name = {p} AND "
-        f"model_version = {p} AND run_id <> {p}", [tranche, name, version, run_id])
+    sql = (f"DELETE FROM predictions WHERE tranche = {p} AND model_name = {p} AND "
+           f"model_version = {p} AND run_id <> {p}")
+    params: list[Any] = [tranche, name, version, run_id]
+    if fence is not None:
+        sql += (f" AND EXISTS (SELECT 1 FROM tranches WHERE tranche = {p} AND model_name = "
+                f"{p} AND model_version = {p} AND run_id = {p} AND fence = {p} AND "
+                f"status = '{RUNNING}')")
+        params += [tranche, name, version, run_id, fence.tokens.get(tranche)]
+    return db.execute_count(sql, params)
 
 
 def _record(row: tuple[Any, ...]) -> RunRecord:

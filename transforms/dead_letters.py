@@ -61,8 +61,8 @@ class _DeadLetters(SinkTable[dict[str, Any], dict[str, Any]]):
             by_tranche[dl["tranche"]].append(dl)
         for tranche, dls in sorted(by_tranche.items()):
             dls.sort(key=lambda d: (d["source_file"], d["position"], d["stage"]))
+            self._store(dls, writer)  # fenced: a run that lost the tranche writes no file
             self._write_file(tranche, dls)
-            self._store(dls, writer)
             by_stage: dict[str, int] = defaultdict(int)
             for d in dls:
                 by_stage[f"dead_{d['stage']}"] += 1

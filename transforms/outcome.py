@@ -22,7 +22,7 @@ from typing import Any
 import apache_beam as beam
 
 from store import run_records
-from store.database import Database
+from store.database import Database, Fence
 from store.ledger import COMPLETED, FAILED, TrancheLedger
 from store.session import DatabaseSession, DatabaseSettings
 from transforms.files import write_atomically
@@ -88,8 +88,10 @@ class _RecordRunFn(beam.DoFn):
     """{tranche: counts} -> the summary, recorded in ``runs``, the ledger and a file."""
 
     def __init__(self, database: DatabaseSettings, output_dir: str, run_id: str,
-                 max_dead_letter_ratio: float, tranches: list[str], extra: dict[str, Any]):
+                 max_dead_letter_ratio: float, tranches: list[str], extra: dict[str, Any],
+                 fence: Fence | None):
         self._database = database
+        self._fence = fence
         self._output_dir = output_dir.rstrip("/")
         self._run_id = run_id
         self._ratio = max_dead_letter_ratio
@@ -99,14 +101,16 @@ class _RecordRunFn(beam.DoFn):
     def process(self, per_tranche: dict[str, dict[str, int]]) -> Iterator[dict[str, Any]]:
         session = DatabaseSession(self._database)
         try:
-            summary = session.run(lambda db: self._record(db, per_tranche))
+            summary, recorded = session.run(lambda db: self._record(db, per_tranche))
         finally:
             session.close()
-        write_atomically(f"{self._output_dir}/_runs/{self._run_id}.json",
-                         json.dumps(summary, indent=2).encode())
+        if recorded:  # a run that lost its tranches leaves its file unwritten too
+            write_atomically(f"{self._output_dir}/_runs/{self._run_id}.json",
+                             json.dumps(summary, indent=2).encode())
         yield summary
 
-    def _record(self, db: Database, per_tranche: dict[str, dict[str, int]]) -> dict[str, Any]:
+    def _record(self, db: Database, per_tranche: dict[str, dict[str, int]]
+                ) -> tuple[dict[str, Any], bool]:
         counts: dict[str, dict[str, int]] = {t: {} for t in self._tranches} | per_tranche
         written = run_records.written_rows(db, self._run_id, counts)
         for tranche, c in counts.items():
@@ -115,11 +119,10 @@ class _RecordRunFn(beam.DoFn):
         ledger = TrancheLedger(db)
         for tranche, c in summary["tranches"].items():
             if accounted_for(c):
-                run_records.supersede_predictions(db, self._run_id, tranche)
+                run_records.supersede_predictions(db, self._run_id, tranche, self._fence)
             status, why = tranche_outcome(c, self._ratio)
             ledger.finish(self._run_id, tranche, status, c | ({"failed": why} if why else {}))
-        run_records.finish(db, self._run_id, summary["status"], summary)
-        return summary
+        return summary, run_records.finish(db, self._run_id, summary["status"], summary)
 
 
 class SummariseRun(beam.PTransform):
@@ -128,10 +131,10 @@ class SummariseRun(beam.PTransform):
 
     def __init__(self, database: DatabaseSettings, output_dir: str, run_id: str,
                  max_dead_letter_ratio: float, tranches: list[str],
-                 extra: dict[str, Any] | None = None):
+                 extra: dict[str, Any] | None = None, fence: Fence | None = None):
         super().__init__()
         self._fn = _RecordRunFn(database, output_dir, run_id, max_dead_letter_ratio, tranches,
-                                extra or {})
+                                extra or {}, fence)
 
     def expand(self, stats: beam.PCollection) -> beam.PCollection:
         return (

@@ -111,7 +111,8 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef
         | "Merge stats" >> beam.Flatten()
         | "Summarise run" >> SummariseRun(sink.database, cfg.output_dir, run_id,
                                           cfg.max_dead_letter_ratio,
-                                          [t.tranche for t in plan.to_read], extra)
+                                          [t.tranche for t in plan.to_read], extra,
+                                          fence=ctx.fence())
     )
     if finish is not None:  # after the summary and every monitoring row are recorded
         after = [beam.pvalue.AsList(t) for t in tracked]

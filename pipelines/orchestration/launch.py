@@ -173,7 +173,7 @@ def lost_leases(cfg: Config, plan: ScorePlan) -> list[str]:
     """The tranches this run took that another run has taken over since (fencing)."""
     if plan.fence is None or not plan.fence.tokens:
         return []
-    with opened(cfg) as db:
+    with opened(cfg, window=30) as db:
         return TrancheLedger(db).lost(plan.fence)
 
 

@@ -246,20 +246,35 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
         except Interrupted:
             cancel_job(result)
             raise
-    except Exception:
-        if not (lost := lost_leases(cfg, plan)):
+    except Exception as failure:
+        if not (lost := _lost_or_none(cfg, plan, failure)):
             raise
         return _lease_lost(cfg, plan, ref, run_id, lost, started)
     finally:
         keeper.stop()
         progress.stop()
-    if lost := lost_leases(cfg, plan):
+    summary = run_summary(cfg, run_id)
+    # A run taken over while frozen may still end its pipeline; its record then says
+    # abandoned (the outcome step changes nothing of a run that lost its tranches).
+    if (summary or {}).get("error") == run_records.ABANDONED and \
+            (lost := lost_leases(cfg, plan)):
         return _lease_lost(cfg, plan, ref, run_id, lost, started)
-    outcome = RunOutcome(run_id=run_id, summary=run_summary(cfg, run_id),
+    outcome = RunOutcome(run_id=run_id, summary=summary,
                          wall_seconds=time.monotonic() - started, plan=plan, ref=ref,
                          model_loads=model_loads(result))
     outcome.retrain, outcome.report = finish(cfg, ref, run_id, outcome.summary, reference)
     return outcome
+
+
+def _lost_or_none(cfg: Config, plan: ScorePlan, failure: BaseException) -> list[str]:
+    """The tranches another run took over, when that is why the pipeline failed; a
+    database that does not answer now leaves the pipeline's own error to be raised."""
+    try:
+        return lost_leases(cfg, plan)
+    except Exception as exc:  # noqa: BLE001 - the pipeline's error is the one to report
+        _LOG.warning("could not check the run's leases after %s: %s",
+                     type(failure).__name__, exc)
+        return []
 
 
 def _lease_lost(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, lost: list[str],
