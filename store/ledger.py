@@ -157,11 +157,15 @@ class TrancheLedger:
                "started_at": _now_iso(), "finished_at": None, "host": self._holder.host,
                "pid": self._holder.pid,
                "fence": (before.fence or 0) + 1 if before is not None else 1}
-        # The stored row is replaced only when no other run holds a live lease on it.
+        # The stored row is replaced only when no other run holds a live lease on it, and
+        # only if no other run took it since it was read (its token is unchanged): two
+        # holders never get the same token.
         self.db.upsert_values(
-            TRANCHES, row, only_if=f"tranches.status <> {p} OR tranches.lease_until <= {p} "
-            f"OR tranches.run_id = {p} OR tranches.run_id = {p}",
-            params=[RUNNING, now, run_id, abandoned])
+            TRANCHES, row, only_if=f"(tranches.status <> {p} OR tranches.lease_until <= {p} "
+            f"OR tranches.run_id = {p} OR tranches.run_id = {p}) "
+            f"AND COALESCE(tranches.fence, 0) = {p}",
+            params=[RUNNING, now, run_id, abandoned,
+                    (before.fence or 0) if before is not None else 0])
         entry = self.get(tranche, model_name, model_version)
         taken = entry is not None and entry.run_id == run_id and entry.status == RUNNING
         return taken, (abandoned or None) if taken else None

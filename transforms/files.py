@@ -58,14 +58,18 @@ def tranche_folder(output_dir: str, tranche: str) -> str:
     return f"{output_dir.rstrip('/')}/dt={tranche}"
 
 
-def remove_partial_files(output_dir: str, tranche: str) -> list[str]:
-    """Remove the temporary files a failed or killed write left in a tranche's output
-    folder; returns their paths. Called when a run takes the tranche, before it writes."""
-    found = [m.path for m in FileSystems.match(
+def partial_files(output_dir: str, tranche: str) -> list[str]:
+    """The temporary files in a tranche's output folder: writes in progress, or left by
+    a failed or killed one."""
+    return [m.path for m in FileSystems.match(
         [f"{tranche_folder(output_dir, tranche)}/*{TMP_MARK}*"])[0].metadata_list]
-    if found:
-        FileSystems.delete(found)
-    return found
+
+
+def remove_partial_files(paths: list[str]) -> list[str]:
+    """Remove ``paths`` (temporary files of ``partial_files``); returns them."""
+    if paths:
+        FileSystems.delete(paths)
+    return paths
 
 
 def prediction_file(output_dir: str, ctx: RunContext, tranche: str, batch_key: str) -> str:

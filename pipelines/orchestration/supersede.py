@@ -17,7 +17,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from store import run_records
 from store.database import Database
-from transforms.files import remove_partial_files, tranche_folder
+from transforms.files import TMP_MARK, partial_files, remove_partial_files, tranche_folder
 
 _LOG = logging.getLogger(__name__)
 _PREFIX, _SUFFIX = "dead_letters-", ".jsonl"
@@ -33,11 +33,25 @@ def clear_tranche(db: Database, output_dir: str, tranche: str, model: str,
     stale = [path for path, run in files.items() if run != run_id and models.get(run) == model]
     if stale:
         FileSystems.delete(stale)
-    partial = remove_partial_files(output_dir, tranche)
+    partial = remove_partial_files(_partial_of(db, output_dir, tranche, model))
     if rows or stale or partial:
         _LOG.info("tranche %s: superseded %d dead letter(s) and %d dead-letter file(s) of "
                   "earlier runs of %s; removed %d temporary file(s)", tranche, rows,
                   len(stale), model, len(partial))
+
+
+def _partial_of(db: Database, output_dir: str, tranche: str, model: str) -> list[str]:
+    """The temporary files of ``model`` in the tranche's folder: its prediction files'
+    and the dead-letter files' of its runs (another model's writes in progress stay)."""
+    name, _, version = model.rpartition(":")
+    paths = partial_files(output_dir, tranche)
+    names = {p: p.rsplit("/", 1)[-1] for p in paths}
+    runs = {p: n[len(_PREFIX):].split(TMP_MARK)[0].rsplit("-", 1)[0]
+            for p, n in names.items() if n.startswith(_PREFIX)}
+    models = run_records.models_of(db, runs.values())
+    return [p for p, n in names.items()
+            if n.startswith(f"predictions-{name}-v{version}-")
+            or (p in runs and models.get(runs[p]) == model)]
 
 
 def dead_letter_files(output_dir: str, tranche: str) -> dict[str, str]:

@@ -36,12 +36,13 @@ from store.schema import DEAD_LETTERS, PREDICTIONS, RUNS, TRANCHES, Table, one_r
 # resources incl. too many connections (53), lock not available (55P03), query canceled
 # by statement_timeout (57014), admin or crash shutdown and cannot connect now (57P01,
 # 57P02, 57P03). Permanent data errors: data exceptions (22), integrity constraints
-# (23), program limits such as "index row size exceeds" (54), syntax error and datatype
-# mismatch (42601, 42804). Any other SQLSTATE is a StatementError.
+# (23), program limits such as "index row size exceeds" (54), datatype mismatch (42804).
+# Any other SQLSTATE (a syntax error, an unknown table, no privilege) is a StatementError:
+# a bug or a misconfiguration, never blamed on the rows.
 _SQLSTATES: dict[str, type[Exception]] = {
     **dict.fromkeys(("08", "40001", "40P01", "53", "55P03", "57014", "57P01", "57P02",
                      "57P03"), TransientDatabaseError),
-    **dict.fromkeys(("22", "23", "54", "42601", "42804"), PermanentDataError),
+    **dict.fromkeys(("22", "23", "54", "42804"), PermanentDataError),
 }
 _MIGRATION_LOCK = 7466342  # advisory lock: one migrator at a time
 

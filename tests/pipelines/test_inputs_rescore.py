@@ -124,9 +124,11 @@ def test_a_full_disk_leaves_no_temporary_files(registry_root: str, tmp_path: Pat
     monkeypatch.undo()
     left = out / f"dt={DAY}" / "predictions-demo-v1-x.parquet.tmp-0123456789ab"
     left.write_bytes(b"half a file")  # what a killed worker leaves
+    other = out / f"dt={DAY}" / "predictions-other-v3-y.parquet.tmp-0123456789ab"
+    other.write_bytes(b"another model's write in progress")
     rc = run(args, test_pipeline=test_pipeline.TestPipeline(runner="FnApiRunner"))
     assert rc == 0
-    assert not list(out.rglob("*.tmp-*"))
+    assert list(out.rglob("*.tmp-*")) == [other]
     assert len(list((out / f"dt={DAY}").glob("predictions-*.parquet"))) >= 1
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from store.database import Database, connect
+from store.database import Database, LeaseLost, connect
 from store.ledger import BUSY, COMPLETED, FAILED, RUN, SKIP, Holder, TrancheLedger
+from store.schema import PREDICTIONS
 
 
 class Clock:
@@ -113,3 +115,49 @@ def test_a_lease_held_on_another_host_waits_for_its_expiry(db: Database) -> None
     decision, detail = ledger.decide("2026-01-01", "demo", "1", "fp1", False)
     assert decision == RUN and "lease expired" in detail
     assert ledger.acquire("2026-01-01", "demo", "1", "fp1", [], "run-b", 120) == (True, "run-a")
+
+
+def _prediction(run_id: str) -> tuple[Any, ...]:
+    return PREDICTIONS.row({
+        "doc_id": "d1", "tranche": "2026-01-01", "label": "billing", "score": 0.9,
+        "top_k": '[["billing", 0.9]]', "model_name": "demo", "model_version": "1",
+        "model_sha256": "ab" * 32, "run_id": run_id, "scored_at": "2026-01-02T03:04:05+00:00",
+        "source_file": "/in/part-0.jsonl", "position": 1, "metadata": None})
+
+
+def test_each_take_raises_the_token_and_a_fenced_write_needs_the_current_one(
+        db: Database) -> None:
+    clock = Clock()
+    ledger = TrancheLedger(db, clock=clock)
+    assert _take(ledger, "run-a", lease=10)
+    first = ledger.fence("run-a", "demo", "1", ["2026-01-01"])
+    assert db.upsert_predictions([_prediction("run-a")], first) == 1
+    clock.now += 11  # run-a stopped renewing: run-b takes the tranche over
+    assert _take(ledger, "run-b")
+    second = ledger.fence("run-b", "demo", "1", ["2026-01-01"])
+    assert second.tokens["2026-01-01"] == first.tokens["2026-01-01"] + 1
+    assert ledger.lost(first) == ["2026-01-01"] and ledger.lost(second) == []
+    assert ledger.fence("run-a", "demo", "1", ["2026-01-01"]).tokens == {}
+    with pytest.raises(LeaseLost, match="run-a no longer holds"):
+        db.upsert_predictions([_prediction("run-a")], first)
+    assert db.upsert_predictions([_prediction("run-b")], second) == 1
+    assert db.execute("SELECT run_id FROM predictions") == [("run-b",)]
+    assert not ledger.finish("run-a", "2026-01-01", "completed", {})  # changes nothing
+    assert ledger.get("2026-01-01", "demo", "1").status == "running"  # type: ignore[union-attr]
+
+
+def test_a_take_after_another_run_took_the_tranche_since_it_was_read_fails(
+        db: Database) -> None:
+    """The token is compared and set in the same statement: a stale read cannot give two
+    holders one token."""
+    clock = Clock()
+    ledger = TrancheLedger(db, clock=clock)
+    assert _take(ledger, "run-a", lease=10)
+    clock.now += 11
+    stale = ledger.get("2026-01-01", "demo", "1")
+    assert _take(ledger, "run-b", lease=10)
+    racing = TrancheLedger(db, clock=clock)
+    reads = iter([stale])  # run-c read the row before run-b took it, then re-reads it
+    racing.get = lambda *a: next(reads, None) or ledger.get(*a)  # type: ignore[method-assign]
+    assert not _take(racing, "run-c")
+    assert ledger.get("2026-01-01", "demo", "1").run_id == "run-b"  # type: ignore[union-attr]
