@@ -24,7 +24,7 @@ from models.importance import (
     measure_for,
     text_features,
 )
-from tracking.profile import BatchStats, Profile
+from tracking.profile import UNKNOWN_LABEL, BatchStats, Profile, label_text
 
 
 def batch_stats(probs: np.ndarray, features: TextFeatures, keep: np.ndarray,
@@ -81,7 +81,9 @@ def reference_profile(model: Any, texts: list[str], labels: list[str] | None = N
         if measure is not None and measure.kind == "linear":
             column_sum = np.asarray(features.matrix.sum(axis=0), np.float64).ravel()
             tfidf_sum = column_sum if tfidf_sum is None else tfidf_sum + column_sum
-        true = np.asarray([index.get(str(v), -1) for v in labels[start:start + 4096]]
+        # Labels compared as scoring compares them; one outside the classes is an error.
+        true = np.asarray([index.get(label_text(v), UNKNOWN_LABEL)
+                           for v in labels[start:start + 4096]]
                           if labels else [-1] * len(part), dtype=np.int64)
         profile.add(batch_stats(probs, features, np.ones(len(part), bool),
                                 np.asarray([len(t) for t in part]), true, measure))

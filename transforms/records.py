@@ -34,6 +34,7 @@ import apache_beam as beam
 import pandas as pd
 
 from store.database import Fence
+from tracking.profile import label_text
 
 # Tagged outputs of the pipeline's steps.
 STATS = "stats"
@@ -266,4 +267,4 @@ def prediction_columns(batch: DocBatch, ctx: RunContext) -> dict[str, list[Any]]
 
 def true_labels(batch: DocBatch) -> list[str | None]:
     """The input's label of every document as a string, None where it has none."""
-    return [None if v is None or v != v else str(v) for v in batch.frame[LABEL].tolist()]
+    return [None if v is None or v != v else label_text(v) for v in batch.frame[LABEL].tolist()]

@@ -35,6 +35,7 @@ from models.provenance import (
 from models.recipe import RECIPE, train_cross_fitted
 from models.registry import ModelRef, ModelRegistry
 from pipelines.configuration.config import Config
+from tracking.profile import label_text
 
 _LOG = logging.getLogger(__name__)
 _SHOWN = 10  # skipped lines named one by one in the log, per run
@@ -77,7 +78,7 @@ def read_labelled(glob: str, text_field: str, label_field: str,
                 out.skip(where, f"no label in field {label_field!r}")
             else:
                 out.texts.append(text)
-                out.labels.append("" if label is None else str(label))
+                out.labels.append("" if label is None else label_text(label))
     if out.skipped:
         _LOG.warning("skipped %d line(s) or row(s) of %s that are not labelled records",
                      len(out.skipped), glob)
