@@ -43,7 +43,12 @@ def finish(cfg: Config, ref: ModelRef, run_id: str, summary: dict[str, Any] | No
 
     retrain = None
     if cfg.tracking.enabled and summary:
-        retrain = after_run(cfg, ref, run_id, summary, reference)
+        try:
+            retrain = after_run(cfg, ref, run_id, summary, reference)
+        except Exception as exc:  # noqa: BLE001 - the scores are written; say what is missing
+            _LOG.error("run %s: tracking's launcher-side figures and retraining decision "
+                       "failed (%s: %s); the run's scores and its pipeline figures stand",
+                       run_id, type(exc).__name__, exc)
     try:
         report = write_report(cfg, run_id)
     except Exception as exc:  # noqa: BLE001 - the run is done; its report is a courtesy
