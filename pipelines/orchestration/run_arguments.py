@@ -53,6 +53,8 @@ def check_run_arguments(parser: argparse.ArgumentParser, args: argparse.Namespac
     bad = [a for a in beam_args or [] if a.startswith("-") and not a.startswith("--")]
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    if bool(args.date_from) != bool(args.date_to):
+        parser.error("--from and --to go together")
     if args.date_from and args.date_to and args.date_to < args.date_from:
         parser.error(f"--to {args.date_to} is before --from {args.date_from}")
 

@@ -77,6 +77,16 @@ def test_to_before_from_is_a_usage_error_naming_both(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "--to 2026-01-01 is before --from 2026-01-03" in err
+
+
+@pytest.mark.parametrize("dates", [["--from", "2026-01-01"], ["--to", "2026-01-01"],
+                                   ["--date", "2026-01-01", "--to", "2026-01-02"]])
+def test_half_a_range_is_a_usage_error(dates: list[str], tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["score", *dates, "--db", f"sqlite:///{tmp_path / 's.db'}"])
+    assert exc.value.code == 2
+    assert "--from and --to go together" in capsys.readouterr().err
     assert not (tmp_path / "s.db").exists()
 
 
