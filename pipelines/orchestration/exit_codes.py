@@ -8,7 +8,7 @@ another run (lease held, or lost to a run that took it over; the others are stil
 scored); 6 the run succeeded and tracking requested retraining (a ``retrain_triggers``
 row was written); 75 (EX_TEMPFAIL) the database stayed unreachable for
 ``sink.connect_timeout_seconds`` (transient: retry later). When several apply, the
-first of 1, 4, 3, 5, 6 is the exit code.
+first of 1, 4, 3, 5, 6 is the exit code (a run that lost its leases exits 5).
 """
 
 from __future__ import annotations
