@@ -59,9 +59,11 @@ Item = tuple["dict[str, Any] | Rejection", int]
 
 def line_bound(max_text_chars: int) -> int:
     """The longest line a reader materialises, in bytes: room for a text of
-    ``max_text_chars`` characters fully escaped in JSON (6 bytes each) and its other
-    fields. A longer line cannot hold a valid record; it is streamed to its end unread."""
-    return 6 * max_text_chars + (64 << 10)
+    ``max_text_chars`` characters fully escaped in JSON (12 bytes each: a character
+    outside the Basic Multilingual Plane, an emoji, is a surrogate pair ``\\ud83d\\ude00``)
+    and its other fields. A longer line cannot hold a valid record; it is streamed to
+    its end unread."""
+    return 12 * max_text_chars + (64 << 10)
 
 
 DEFAULT_MAX_TEXT_CHARS = 100_000  # validation.max_text_chars's default
