@@ -13,20 +13,11 @@ from typing import Any
 
 from pipelines.commands.runs import observed_status, open_runs
 from pipelines.configuration.config import Config
-from pipelines.orchestration.exit_codes import (
-    EXIT_BUSY,
-    EXIT_DEAD_LETTERS,
-    EXIT_ERROR,
-    EXIT_MISSING,
-    EXIT_OK,
-    EXIT_RETRAIN,
-)
 from pipelines.orchestration.report import report_path
 from store import monitoring, run_records
-from store.ledger import BUSY, MISSING, TrancheLedger
+from store.ledger import TrancheLedger
 from store.monitoring import Trigger
 from tracking.policy import ALERT
-from transforms.outcome import INCOMPLETE, RATIO_EXCEEDED
 
 
 def show_run(cfg: Config, run_id: str, with_config: bool = False) -> str:
@@ -74,7 +65,7 @@ def _outcome(record: run_records.RunRecord, status: str, why: list[str],
 
 def exit_code_line(record: run_records.RunRecord, status: str,
                    trigger: Trigger | None) -> str:
-    """The exit code the run recorded, or what its record tells of it."""
+    """The exit code the launcher recorded with the run's summary, or why there is none."""
     counts = record.counts or {}
     if counts.get("exit_code") is not None:
         return str(counts["exit_code"])
@@ -82,15 +73,7 @@ def exit_code_line(record: run_records.RunRecord, status: str,
         return f"none: the run is {status}"
     if record.error == run_records.INTERRUPTED:
         return "not recorded: interrupted (130 for SIGINT, 143 for SIGTERM)"
-    decisions = [p["decision"] for p in (counts.get("plan") or {}).values()]
-    code, why = (
-        (EXIT_ERROR, status) if status in (run_records.FAILED, INCOMPLETE) else
-        (EXIT_DEAD_LETTERS, "dead-letter ratio exceeded") if status == RATIO_EXCEEDED else
-        (EXIT_MISSING, "a tranche was missing") if MISSING in decisions else
-        (EXIT_BUSY, "a tranche was busy") if BUSY in decisions else
-        (EXIT_RETRAIN, "retraining requested") if trigger is not None else
-        (EXIT_OK, status))
-    return f"{code} (not recorded; from the outcome: {why})"
+    return "not recorded (a job staged for a template launcher, or its launcher stopped)"
 
 
 def _counts(counts: dict[str, Any]) -> list[str]:

@@ -162,7 +162,8 @@ def test_runs_show_gives_exit_code_alerts_retraining_and_report(tmp_path: Path) 
     assert shown.rc == 0, shown.err
     lines = shown.out.splitlines()
     assert "status    succeeded" in lines
-    assert "exit code 6 (not recorded; from the outcome: retraining requested)" in lines
+    assert "exit code not recorded (a job staged for a template launcher, or its launcher " \
+        "stopped)" in lines
     assert f"tranche {_day(0)}: read 10, valid 9, scored 9, dead-lettered 1, written 9" in lines
     assert "alerts    1:" in lines and f"  {DAY}  class_psi 0.31 (threshold 0.2)" in lines
     assert (f"retraining requested: trigger {trigger.trigger_id}, command_failed; command "
