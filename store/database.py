@@ -92,7 +92,12 @@ def connect_existing(url: str, *, password_env: str = "PGPASSWORD",
     if not _backend(url).exists(url):
         return None
     db = connect(url, password_env=password_env)
-    if not db.has_table(table):
+    try:
+        found = db.has_table(table)
+    except BaseException:
+        db.close()  # a retry opens another connection: this one is not left open
+        raise
+    if not found:
         db.close()
         return None
     return db

@@ -349,6 +349,7 @@ def _check_ranges(cfg: Config) -> None:
         ("sink.lease_seconds", cfg.sink.lease_seconds >= 2),
         ("sink.connect_timeout_seconds", cfg.sink.connect_timeout_seconds >= 0),
         ("tracking.labelled_sample", 0.0 <= cfg.tracking.labelled_sample <= 1.0),
+        ("tracking.significance", 0.0 < cfg.tracking.significance < 1.0),
         ("tracking.consecutive", cfg.tracking.consecutive >= 1),
         ("tracking.permutation_rows", cfg.tracking.permutation_rows >= 2),
         ("validation.max_text_chars", cfg.validation.max_text_chars >= 1),

@@ -33,15 +33,16 @@ from store.schema import DEAD_LETTERS, PREDICTIONS, RUNS, TRANCHES, Table, one_r
 
 # SQLSTATE classes and codes, the longest prefix deciding. Transient: connection
 # exceptions (08), serialization failure and deadlock (40001, 40P01), insufficient
-# resources incl. too many connections (53), lock not available (55P03), query canceled
+# resources incl. too many connections (53), a transaction left idle past the server's
+# limit (25P03), lock not available (55P03), query canceled
 # by statement_timeout (57014), admin or crash shutdown and cannot connect now (57P01,
 # 57P02, 57P03). Permanent data errors: data exceptions (22), integrity constraints
 # (23), program limits such as "index row size exceeds" (54), datatype mismatch (42804).
 # Any other SQLSTATE (a syntax error, an unknown table, no privilege) is a StatementError:
 # a bug or a misconfiguration, never blamed on the rows.
 _SQLSTATES: dict[str, type[Exception]] = {
-    **dict.fromkeys(("08", "40001", "40P01", "53", "55P03", "57014", "57P01", "57P02",
-                     "57P03"), TransientDatabaseError),
+    **dict.fromkeys(("08", "25P03", "40001", "40P01", "53", "55P03", "57014", "57P01",
+                     "57P02", "57P03"), TransientDatabaseError),
     **dict.fromkeys(("22", "23", "54", "42804"), PermanentDataError),
 }
 _MIGRATION_LOCK = 7466342  # advisory lock: one migrator at a time
@@ -110,8 +111,12 @@ class PostgresDatabase(Database):
                              f"the environment variable {password_env}")
         kwargs: dict[str, Any] = {
             "application_name": application_name,
+            # A session stopped inside a transaction (a frozen run) has it ended by the
+            # server, so the ledger rows it read FOR SHARE never block a takeover long.
             "options": f"-c statement_timeout={int(statement_timeout_ms)} "
-                       f"-c lock_timeout={int(statement_timeout_ms)}",
+                       f"-c lock_timeout={int(statement_timeout_ms)} "
+                       "-c idle_in_transaction_session_timeout="
+                       f"{max(int(statement_timeout_ms), 60_000)}",
             "connect_timeout": 10,
         }
         password = os.environ.get(password_env)

@@ -114,7 +114,9 @@ def test_unknown_override_key_is_rejected() -> None:
 
 
 @pytest.mark.parametrize("key, value", [("workers", "0"), ("max_dead_letter_ratio", "1.5"),
-                                        ("inference.top_k", "0")])
+                                        ("inference.top_k", "0"),
+                                        ("tracking.significance", "0"),
+                                        ("tracking.significance", "1")])
 def test_out_of_range_values_are_rejected(key: str, value: str) -> None:
     with pytest.raises(ConfigError, match=f"'{key}'"):
         load_config(None, {key: value})

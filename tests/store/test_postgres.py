@@ -163,6 +163,7 @@ def test_a_dropped_connection_is_transient_and_the_session_reconnects(
     ("40P01", TransientDatabaseError),   # deadlock
     ("55P03", TransientDatabaseError),   # lock not available
     ("57P01", TransientDatabaseError),   # admin shutdown
+    ("25P03", TransientDatabaseError),   # a transaction left idle past the server's limit
     ("57P03", TransientDatabaseError),   # cannot connect now
     ("22001", PermanentDataError),       # value too long
     ("23502", PermanentDataError),       # not null violation
