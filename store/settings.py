@@ -53,7 +53,7 @@ class SinkConfig:
         "help": "tranche lease of a run whose launcher does not wait for its job (a Flex "
                 "Template launch); the job frees it at its end", "template": False})
     state_dir: str = field(default="", metadata={
-        "help": "directory of this machine's limiter state (default <temp>/beamscore)",
+        "help": "directory of the host's limiter state (default <temp>/beamscore)",
         "template": False})
 
 
