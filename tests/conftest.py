@@ -134,6 +134,14 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
                                     red=True, bold=True)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """A fresh database of each backend: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 's.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database on the local server, dropped after the test."""

@@ -67,3 +67,14 @@ def flat_keys(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def query_rows(url: str, sql: str) -> list[tuple[Any, ...]]:
+    """The rows ``sql`` returns from the database ``url`` (SQLite or PostgreSQL)."""
+    from store.database import connect
+
+    db = connect(url)
+    try:
+        return db.execute(sql)
+    finally:
+        db.close()

@@ -55,13 +55,6 @@ def _outcome(url: str) -> tuple[dict[str, int], list[tuple[str, int]], list[tupl
         [tuple(r) for r in dead]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 's.db'}"
-    return str(request.getfixturevalue("pg_url"))
-
-
 def test_an_unclosed_quote_in_row_101_costs_only_that_row(
         registry_root: str, tmp_path: Path, db_url: str) -> None:
     """251 rows, row 101 opens a quote it never closes: that row is one dead letter

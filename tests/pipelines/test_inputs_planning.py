@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from landing.samples import make_docs, write_tranche
-from store.database import connect
+from tests.data import query_rows
 from tests.pipelines.helpers import run_cli
 
 DAY, DAY2 = "2026-05-01", "2026-05-02"
@@ -24,21 +24,6 @@ def _cli(command: str, root: Path, registry: str, db: str, tmp: Path, *extra: st
     return run_cli(command, "--input-root", str(root), "--registry", registry, "--db", db,
                    *(["--output-dir", str(tmp / "out")] if command == "score" else []),
                    "--max-dead-letter-ratio", "0.5", *extra)
-
-
-def _rows(url: str, sql: str) -> list[tuple[Any, ...]]:
-    db = connect(url)
-    try:
-        return db.execute(sql)
-    finally:
-        db.close()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 's.db'}"
-    return str(request.getfixturevalue("pg_url"))
 
 
 def test_a_symlink_out_of_the_input_root_is_one_dead_letter_without_its_content(
@@ -55,15 +40,15 @@ def test_a_symlink_out_of_the_input_root_is_one_dead_letter_without_its_content(
     os.symlink(inside, folder / "shared.jsonl")
     result = _cli("score", root, registry_root, db_url, tmp_path, "--date", DAY)
     assert result.rc == 0, result.err
-    dead = _rows(db_url, "SELECT source_file, position, stage, reason, payload FROM "
+    dead = query_rows(db_url, "SELECT source_file, position, stage, reason, payload FROM "
                          "dead_letters ORDER BY source_file")
     assert [(Path(f).name, p, s) for f, p, s, _, _ in dead] == [
         ("leak.jsonl", 0, "read"), ("passwd.csv", 0, "read")]
     assert all("outside input_root" in r and Path(f).name in r and not pl
                for f, _, _, r, pl in dead)
-    assert _rows(db_url, "SELECT count(*) FROM predictions WHERE doc_id = 'shared'") == [(1,)]
-    everything = json.dumps(_rows(db_url, "SELECT * FROM dead_letters"), default=str)
-    everything += json.dumps(_rows(db_url, "SELECT * FROM predictions"), default=str)
+    assert query_rows(db_url, "SELECT count(*) FROM predictions WHERE doc_id = 'shared'") == [(1,)]
+    everything = json.dumps(query_rows(db_url, "SELECT * FROM dead_letters"), default=str)
+    everything += json.dumps(query_rows(db_url, "SELECT * FROM predictions"), default=str)
     everything += "".join(f.read_text() for f in (tmp_path / "out").rglob("*.jsonl"))
     assert SECRET not in everything and "root:x:0" not in everything
     assert "refused 2 link(s)" in result.out and "MISMATCH" not in result.out
@@ -79,8 +64,8 @@ def test_a_tranche_folder_linked_out_of_the_input_root_is_not_read(
     os.symlink(outside / f"dt={DAY}", root / f"dt={DAY}")
     url = f"sqlite:///{tmp_path / 'f.db'}"
     result = _cli("score", root, registry_root, url, tmp_path, "--date", DAY)
-    dead = _rows(url, "SELECT reason, payload FROM dead_letters")
-    assert _rows(url, "SELECT count(*) FROM predictions") == [(0,)]
+    dead = query_rows(url, "SELECT reason, payload FROM dead_letters")
+    assert query_rows(url, "SELECT count(*) FROM predictions") == [(0,)]
     assert dead and all("outside input_root" in r and not pl for r, pl in dead), dead
     assert result.rc in (0, 4), result.err
 
@@ -114,7 +99,7 @@ def test_plan_lists_every_entry_never_scored_with_why_and_score_counts_them(
     assert "5 entries under input_root will never be scored" in result.out
     assert any("5 entries under input_root will never be scored" in r.getMessage()
                and r.levelname == "WARNING" for r in caplog.records)
-    [(counts,)] = _rows(url, "SELECT counts FROM runs")
+    [(counts,)] = query_rows(url, "SELECT counts FROM runs")
     summary = json.loads(counts)
     assert len(summary["unscored"]) == 3
     assert [u["why"] for u in summary["plan"][DAY]["unscored"]] == [
@@ -136,9 +121,9 @@ def test_a_tranche_of_files_without_records_is_empty_and_exits_3(
     result = _cli("score", root, registry_root, url, tmp_path, "--from", DAY, "--to", DAY2)
     assert result.rc == 3, result.err
     assert f"{DAY:<12}  empty: 1 file(s)" in result.out and f"empty tranche(s): {DAY}" in result.err
-    assert _rows(url, "SELECT count(*) FROM predictions") == [(10,)]
+    assert query_rows(url, "SELECT count(*) FROM predictions") == [(10,)]
     allowed = _cli("score", root, registry_root, url, tmp_path, "--date", DAY,
                    "--allow-empty-tranches", "true")
     assert allowed.rc == 0, allowed.err
-    assert _rows(url, f"SELECT status FROM tranches WHERE tranche = '{DAY}'") == [
+    assert query_rows(url, f"SELECT status FROM tranches WHERE tranche = '{DAY}'") == [
         ("completed",)]

@@ -18,7 +18,7 @@ from landing.samples import make_docs, write_tranche
 from models.preprocess import PreprocessConfig
 from models.registry import ModelRegistry
 from pipelines.orchestration.score import run
-from store.database import connect
+from tests.data import query_rows
 from tests.pipelines.helpers import run_cli
 
 DAY, DAY2 = "2026-04-01", "2026-04-02"
@@ -29,26 +29,11 @@ def _score(root: Path, registry: str, db: str, out: Path, *extra: str) -> Any:
                    "--output-dir", str(out), "--max-dead-letter-ratio", "0.5", *extra)
 
 
-def _rows(url: str, sql: str) -> list[tuple[Any, ...]]:
-    db = connect(url)
-    try:
-        return db.execute(sql)
-    finally:
-        db.close()
-
-
 def _write(folder: Path, docs: list[dict[str, Any]], broken: set[int]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "docs.jsonl").write_text("".join(
         '{"id": "' + d["id"] + '", "text": \n' if i in broken else json.dumps(d) + "\n"
         for i, d in enumerate(docs)))
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 's.db'}"
-    return str(request.getfixturevalue("pg_url"))
 
 
 def test_rescoring_a_tranche_holds_each_record_once(registry_root: str, tmp_path: Path,
@@ -59,8 +44,8 @@ def test_rescoring_a_tranche_holds_each_record_once(registry_root: str, tmp_path
     dead_files = f"dt={DAY}/dead_letters-*.jsonl"
 
     def state() -> tuple[int, int, set[str], int]:
-        preds = _rows(db_url, "SELECT doc_id FROM predictions")
-        dead = _rows(db_url, "SELECT position FROM dead_letters")
+        preds = query_rows(db_url, "SELECT doc_id FROM predictions")
+        dead = query_rows(db_url, "SELECT position FROM dead_letters")
         lines = sum(len(f.read_text().splitlines()) for f in out.glob(dead_files))
         return len(preds), len(dead), {p for (p,) in preds}, lines
 
@@ -88,7 +73,7 @@ def test_other_models_dead_letters_are_not_superseded(
     _write(root / f"dt={DAY}", list(make_docs(10, seed=3, prefix="m")), {1})
     assert _score(root, registry_copy, url, out, "--date", DAY).rc == 0
     assert _score(root, registry_copy, url, out, "--date", DAY, "--model", "other").rc == 0
-    assert _rows(url, "SELECT count(*) FROM dead_letters") == [(2,)]
+    assert query_rows(url, "SELECT count(*) FROM dead_letters") == [(2,)]
     assert len(list(out.glob(f"dt={DAY}/dead_letters-*.jsonl"))) == 2
 
 
@@ -142,9 +127,9 @@ def test_a_record_nested_500_levels_is_one_dead_letter(registry_root: str,
     (root / f"dt={DAY}" / "deep.jsonl").write_text(json.dumps(deep) + "\n")
     result = _score(root, registry_root, url, out, "--from", DAY, "--to", DAY2)
     assert result.rc == 0, result.err
-    assert _rows(url, "SELECT tranche, count(*) FROM predictions GROUP BY tranche "
+    assert query_rows(url, "SELECT tranche, count(*) FROM predictions GROUP BY tranche "
                       "ORDER BY tranche") == [(DAY, 20), (DAY2, 20)]
-    [(source, position, stage, reason)] = _rows(
+    [(source, position, stage, reason)] = query_rows(
         url, "SELECT source_file, position, stage, reason FROM dead_letters")
     assert (Path(source).name, position, stage) == ("deep.jsonl", 1, "read")
     assert "nested deeper than" in reason
