@@ -6,9 +6,11 @@ text is UTF-8, with or without the byte-order mark Excel's "CSV UTF-8" writes.
 Rows are parsed by Python's csv module from physical lines this module feeds it, so
 each row's lines are known. A row that breaks the quoting rules costs only its first
 line: that line is rejected (naming it) and parsing resumes on the next line, so an
-unclosed quote never swallows the rows after it. A row longer than the read bound is
-one rejection spanning its lines, skipped by counting quotes without being held, so
-no row is ever made from the inside of a field.
+unclosed quote never swallows the rows after it. A quoted field is never a source of
+rows: when one spans lines, closes after its text and is followed by other characters
+(its last line ``last" oops``), all its lines are one rejection (``lines N-M``); a row
+longer than the read bound is one rejection spanning its lines, skipped by counting
+quotes without being held.
 
 Clean files take a fast path: csv.reader straight over bounded lines (no per-line
 bookkeeping), as fast as an untracked parse. The first row that fails to parse or
@@ -27,6 +29,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from landing.reading import (
+    DEFAULT_MAX_TEXT_CHARS,
     Chunk,
     Item,
     ReadOptions,
@@ -38,7 +41,7 @@ from landing.reading import (
 
 # (line number, text or None if too long, characters, quotes); line number -1: the end
 Line = tuple[int, "str | None", int, int]
-_DEFAULT_BOUND = line_bound(100_000)
+_DEFAULT_BOUND = line_bound(DEFAULT_MAX_TEXT_CHARS)
 csv.field_size_limit(sys.maxsize)  # rows are bounded by the line feed, not per field
 
 
@@ -203,9 +206,17 @@ def parse_lines(feed: _Feed, bound: int, path: str,
         except StopIteration:
             return
         except csv.Error as exc:
-            item: Any = Rejection(f"malformed CSV row: line {feed.first}: {exc}",
-                                  feed.row[0] if feed.row else None)
-            feed.again()  # only the first line is lost: parsing resumes after it
+            if len(feed.row) > 1 and _field_closed_then_broken(feed.row[-1]):
+                # a quoted field that really closed: its lines are one rejection, never
+                # rows; parsing resumes after the line that broke it
+                item: Any = Rejection(
+                    f"malformed CSV row: lines {feed.first}-{feed.lineno}: a quoted "
+                    f"field closes and is followed by other characters: {exc}",
+                    "".join(feed.row))
+            else:
+                item = Rejection(f"malformed CSV row: line {feed.first}: {exc}",
+                                 feed.row[0] if feed.row else None)
+                feed.again()  # only the first line is lost: parsing resumes after it
             reader = csv.reader(feed, strict=True)
         except _TooLong:
             item, feed = _over_long(feed, bound, path, reopen)
@@ -222,6 +233,17 @@ def parse_lines(feed: _Feed, bound: int, path: str,
             return
         row_no += 1
         yield item, row_no
+
+
+def _field_closed_then_broken(line: str) -> bool:
+    """Whether the quote that ended a multi-line quoted field on ``line`` (its last
+    line) closed real field text: it follows other characters of the field. A quote at
+    the start of the line or right after a comma opens a field instead: the field
+    before it was an unclosed quote, which costs only its own first line."""
+    at = 0
+    while (at := line.find('"', at)) != -1 and line.startswith('""', at):
+        at += 2  # a doubled quote is a quote inside the field
+    return at > 0 and line[at - 1] != ","
 
 
 def _over_long(feed: _Feed, bound: int, path: str,

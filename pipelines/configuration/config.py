@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from landing.reading import DEFAULT_MAX_TEXT_CHARS
 from models.preprocess import PreprocessConfig
 from pipelines.configuration.schema import Key, Section, is_key, keys, sections
 from store.settings import SinkConfig
@@ -42,7 +43,7 @@ _DATAFLOW_PATH = "On Dataflow: a gs:// path that the launcher and every worker c
 
 @dataclass(frozen=True)
 class ValidationConfig:
-    max_text_chars: int = field(default=100_000, metadata={
+    max_text_chars: int = field(default=DEFAULT_MAX_TEXT_CHARS, metadata={
         "help": "dead-letter texts longer than this",
         "label": "Maximum text length (characters)"})
     max_payload_chars: int = field(default=2_000, metadata={
@@ -229,10 +230,7 @@ class Config:
 KEYS: list[Key] = keys(Config)
 SECTIONS: list[Section] = sections(Config)
 LEAVES: dict[str, Any] = {k.name: k.type for k in KEYS}
-
-
-def flag_for(key: str) -> str:
-    return "--" + key.replace(".", "-").replace("_", "-")
+_FLAGS: dict[str, str] = {k.name: k.flag for k in KEYS}
 
 
 def _coerce(key: str, value: Any, source: str, from_flag: bool = False) -> Any:
@@ -328,7 +326,7 @@ def load_config(config: str | None = None, overrides: dict[str, Any] | None = No
     for key, value in (overrides or {}).items():
         if key not in LEAVES:
             raise ConfigError(f"command line: unknown key '{key}'")
-        overlay[key] = _coerce(key, value, f"command line ({flag_for(key)})", from_flag=True)
+        overlay[key] = _coerce(key, value, f"command line ({_FLAGS[key]})", from_flag=True)
     cfg: Config = _build(Config, flat | overlay)
     cfg = dataclasses.replace(cfg, explicit_keys=tuple(sorted(overlay)))
     _check_ranges(cfg)

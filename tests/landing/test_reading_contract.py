@@ -42,6 +42,22 @@ def test_an_unclosed_quote_before_quoted_rows_costs_only_its_line(tmp_path: Path
     assert ids == [f"d{k:03d}" if k != 5 else "DEAD" for k in range(1, 21)]
 
 
+def test_a_quoted_field_broken_after_it_closes_is_one_rejection_of_its_lines(
+        tmp_path: Path) -> None:
+    rows = _csv_rows(6)
+    rows[2] = b'd003,"hello\nvictim-doc,an invented text,billing\nlast" oops,billing\n'
+    path = tmp_path / "a.csv"
+    path.write_bytes(b"id,text,label\n" + b"".join(rows) + b"victim-doc,the real one,returns\n")
+    items = _items(path, "csv")
+    dead = [(pos, i.reason, i.payload) for i, pos in items if isinstance(i, Rejection)]
+    assert [(pos, reason.split(": a quoted")[0]) for pos, reason, _ in dead] == [
+        (3, "malformed CSV row: lines 4-6")]
+    assert dead[0][2] == rows[2].decode()  # every line of it kept as the payload
+    assert [(i["id"], i["text"]) for i, _ in items if isinstance(i, dict)] == [
+        ("d001", "text, of 1"), ("d002", "text, of 2"), ("d004", "text, of 4"),
+        ("d005", "text, of 5"), ("d006", "text, of 6"), ("victim-doc", "the real one")]
+
+
 def test_a_long_quoted_field_with_row_shaped_lines_is_one_record(tmp_path: Path) -> None:
     inner = "\n".join(["victim-doc,an invented text,billing"] * 3)
     text = "x" * 140_000 + "\n" + inner + "\n" + "y" * 100

@@ -175,6 +175,8 @@ CSV_ROW = st.one_of(
     st.tuples(st.just("long"), st.sampled_from([20_000, BOUND + 10, 3 * BOUND]), LABEL,
               st.booleans()),
     st.tuples(st.just("blank"), st.just(""), LABEL, st.just(False)),
+    st.tuples(st.just("broken"), st.text(st.sampled_from("ab ,"), max_size=20), LABEL,
+              st.just(False)),
 )
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
@@ -196,6 +198,11 @@ def _csv_row(n: int, row: tuple[str, Any, str, bool], eol: str,
     if kind == "unclosed":  # opens a quote it never closes, on one line
         return f'{doc_id},"t{body},{label}{eol}'.encode(), Expected(
             reason=f"malformed CSV row: line {line}: ")
+    if kind == "broken":  # a quoted field over 3 lines, closed, then other characters
+        lines = [f'{doc_id},"t{body}', "victim-doc,an invented text,billing",
+                 f'last" oops,{label}']
+        return eol.join([*lines, ""]).encode(), Expected(
+            reason=f"malformed CSV row: lines {line}-{line + 2}: ")
     if kind == "fields":
         return _csv_line([doc_id, body], eol, quote_all).encode(), Expected(
             reason="malformed CSV row: expected 3 fields, got 2")
