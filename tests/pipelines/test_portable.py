@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,17 +42,24 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60
 
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh virtualenv holding beamscore installed from its sdist, nothing else."""
+    """A fresh virtualenv holding beamscore installed from its sdist: every module of
+    beamscore comes from the package, none from the checkout. Its dependencies are this
+    environment's (a path file), so that the package index is not needed again."""
     base = tmp_path_factory.mktemp("portable")
     subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(base / "dist")],
                    cwd=REPO, check=True, capture_output=True)
     [sdist] = (base / "dist").glob("beamscore-*.tar.gz")
     env = os.environ | {"PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     subprocess.run(["python3", "-m", "venv", str(base / "venv")], check=True)
-    # --no-compile: the installed modules are byte-compiled as they are imported instead
-    # of all of them (Beam's thousands) up front.
+    python = str(base / "venv" / "bin" / "python")
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    # A path in a .pth file is added to sys.path without running the .pth files it
+    # holds, so the checkout's editable install is not among them.
+    Path(site, "dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
+    # --no-compile: modules are byte-compiled as they are imported, not all up front.
     subprocess.run([str(base / "venv" / "bin" / "pip"), "install", "-q", "--no-compile",
-                    str(sdist)],
+                    "--no-deps", str(sdist)],
                    check=True, capture_output=True, env=env, cwd=base)
     return base / "venv"
 
