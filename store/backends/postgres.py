@@ -7,9 +7,9 @@ staging table and one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` instead, a
 connection skips the COPY attempt for its next 1, 2, 4 ... 64 batches. ``writes``
 counts the path each batch took. Times are ``timestamptz``, documents ``jsonb``.
 
-Errors are classified by SQLSTATE, never by message text (``classify_pg_error``), but
-for one case psycopg gives no SQLSTATE for: a connection the server refuses for its
-role, password or database is ``AccessDenied`` (``refused_access``), never transient.
+Errors are classified by SQLSTATE, never by message text (``classify_pg_error``),
+except where psycopg gives none: a connection the server refuses for its role, password
+or database is ``AccessDenied`` (``refused_access``), never transient.
 """
 
 from __future__ import annotations

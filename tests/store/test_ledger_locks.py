@@ -4,9 +4,9 @@ deadlocks with a fenced write of several tranches.
 A fenced write locks the ledger rows of its tranches ``FOR SHARE`` in sorted order and
 keeps them until it commits. ``renew`` and ``fail_run`` change one row per statement
 (each its own transaction), in the same order: while one waits for a row it holds no
-other, so no cycle of waits can form. A single UPDATE of all of a run's rows, as
-before, locks them in whatever order it finds them and, holding one, waits for the
-next: with the write holding the other, that is a deadlock (40P01).
+other, so no cycle of waits can form. A single UPDATE of all of a run's rows would
+lock them in whatever order it finds them and, holding one, wait for the next: with
+the write holding that next one, a deadlock (40P01).
 """
 
 from __future__ import annotations
