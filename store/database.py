@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from store.backends.base import (
+    AccessDenied,
     Database,
     Fence,
     LeaseLost,
@@ -28,8 +29,8 @@ from store.backends.base import (
 from store.backends.postgres import PostgresDatabase
 from store.backends.sqlite import SQLiteDatabase
 
-__all__ = ["BACKENDS", "Database", "Fence", "LeaseLost", "PermanentDataError", "StatementError",
-           "TransientDatabaseError", "backend_of", "connect", "connect_existing",
+__all__ = ["BACKENDS", "AccessDenied", "Database", "Fence", "LeaseLost", "PermanentDataError",
+           "StatementError", "TransientDatabaseError", "backend_of", "connect", "connect_existing",
            "database_identity", "from_json", "one_writer_at_a_time", "redact", "to_json", "to_text"]
 
 # URL scheme -> backend; a new database is one module in store.backends and a line here.

@@ -18,6 +18,13 @@ is taken, by whichever run. A run writes its rows under the tokens it took
 still holds the tranche with that token, so a run frozen past its lease (a paused VM,
 a stopped process group) writes nothing once another run has taken the tranche over,
 and its ``finish`` changes nothing either.
+
+Lock order: a fenced write locks the ledger rows of its tranches in the order of their
+key (``Database.check_fence``: sorted, ``FOR SHARE`` on PostgreSQL) until it commits.
+Every change of several of a run's rows here (``renew``, ``fail_run``) is one statement
+per row, in the same order, each its own transaction: it holds at most one ledger row
+lock at a time, and never one while it waits for another, so it can never close a
+deadlock cycle with a write (or with another change).
 """
 
 from __future__ import annotations
@@ -171,8 +178,17 @@ class TrancheLedger:
         return taken, (abandoned or None) if taken else None
 
     def renew(self, run_id: str, lease_seconds: float) -> None:
-        self.db.update(TRANCHES, {"lease_until": self._clock() + lease_seconds},
-                       {"run_id": run_id, "status": RUNNING})
+        """Extend the leases ``run_id`` still holds to ``lease_seconds`` from now, one
+        row at a time in key order (see the module's lock order)."""
+        self._each_held(run_id, {"lease_until": self._clock() + lease_seconds})
+
+    def _each_held(self, run_id: str, values: dict[str, Any]) -> None:
+        """Set ``values`` in every row ``run_id`` holds (still ``running``), one
+        statement per row, in the order of the tranche (its model is the run's), as
+        ``Database.check_fence`` sorts them."""
+        for tranche in sorted(self.held_by(run_id)):
+            self.db.update(TRANCHES, values,
+                           {"run_id": run_id, "tranche": tranche, "status": RUNNING})
 
     def fence(self, run_id: str, model_name: str, model_version: str,
               tranches: list[str]) -> Fence:
@@ -199,10 +215,10 @@ class TrancheLedger:
                 or e.run_id != fence.run_id or e.fence != token]
 
     def fail_run(self, run_id: str) -> None:
-        """Mark the tranches ``run_id`` still holds failed and free their leases."""
-        self.db.update(TRANCHES, {"status": FAILED, "lease_until": None,
-                                  "finished_at": _now_iso()},
-                       {"run_id": run_id, "status": RUNNING})
+        """Mark the tranches ``run_id`` still holds failed and free their leases, one
+        row at a time in key order."""
+        self._each_held(run_id, {"status": FAILED, "lease_until": None,
+                                 "finished_at": _now_iso()})
 
     def held_by(self, run_id: str) -> list[str]:
         p = self._p

@@ -14,17 +14,14 @@ Rate (``sink.max_rows_per_second``), as limiters with the interface of Beam's
 Connections (``sink.max_connections``), as slots a writer must hold while its
 connection is open:
 
-- ``FileSlots``: N lock files (``fcntl.flock``): a cap across all processes of one
-  machine.
+- ``FileSlots`` (``store.file_locks``): N lock files (``fcntl.flock``): a cap across all
+  processes of one machine.
 - ``RedisSlots``: N keys with a TTL in Redis: a cap across machines.
 
 Both tell a holder whether another writer is waiting for a slot (``contended``): the
 sink then gives its slot up after each write instead of holding it for its bundle, so
-N slots serve any number of writers without a convoy.
-
-``WriterLock``: one write transaction at a time on this machine (a blocking flock), for
-SQLite, which has a single writer anyway: writers queue in the kernel and the next one
-starts the moment the last commits, instead of sleeping in SQLite's busy handler.
+N slots serve any number of writers without a convoy. ``store.file_locks`` also holds
+``WriterLock``, the machine's one SQLite writer at a time.
 
 A machine's state files live in one directory (``sink.state_dir``, default
 ``<temp dir>/beamscore``), named by a hash of the database's identity (host, port and
@@ -223,79 +220,6 @@ class RedisRateLimiter:
 
     def done(self) -> None:
         """GCRA books at start; nothing to record at commit."""
-
-
-class FileSlots:
-    """At most ``n`` holders across the processes of one machine. A process waiting for
-    a slot holds a shared lock on a ``waiters`` file, which is how a holder learns that
-    someone waits (``contended``)."""
-
-    def __init__(self, identity: str, n: int, directory: str = ""):
-        self._paths = [state_path(identity, f"slot{i}.lock", directory) for i in range(n)]
-        self._waiters = state_path(identity, "waiters.lock", directory)
-        self._fh: Any = None
-
-    def _try_all(self) -> bool:
-        for path in self._paths:
-            fh = open(path, "a+")  # noqa: SIM115 - held open while the slot is held
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                fh.close()
-                continue
-            self._fh = fh
-            return True
-        return False
-
-    def acquire(self, poll: float = 0.005) -> float:
-        """Blocks until a slot is free; returns the seconds waited."""
-        started = time.monotonic()
-        if self._try_all():
-            return 0.0
-        with open(self._waiters, "a+") as waiting:
-            fcntl.flock(waiting, fcntl.LOCK_SH)  # released when the file closes
-            while not self._try_all():
-                time.sleep(poll)
-        return time.monotonic() - started
-
-    def contended(self) -> bool:
-        """Whether a process waits for a slot now."""
-        with open(self._waiters, "a+") as probe:
-            try:
-                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(probe, fcntl.LOCK_UN)
-            return False
-
-    def release(self) -> None:
-        if self._fh is not None:
-            fcntl.flock(self._fh, fcntl.LOCK_UN)
-            self._fh.close()
-            self._fh = None
-
-
-class WriterLock:
-    """One holder at a time across the processes of one machine; a waiter blocks in
-    the kernel and wakes as soon as the holder releases."""
-
-    def __init__(self, identity: str, directory: str = ""):
-        self._path = state_path(identity, "writer.lock", directory)
-        self._fh: Any = None
-
-    def acquire(self) -> float:
-        """Blocks until held; returns the seconds waited."""
-        started = time.monotonic()
-        fh = open(self._path, "a+")  # noqa: SIM115 - held open while the lock is held
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        self._fh = fh
-        return time.monotonic() - started
-
-    def release(self) -> None:
-        if self._fh is not None:
-            fcntl.flock(self._fh, fcntl.LOCK_UN)
-            self._fh.close()
-            self._fh = None
 
 
 class RedisSlots:

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from store.database import Database, connect, database_identity, one_writer_at_a_time
-from store.limits import FileSlots, MachineRateLimiter, RedisRateLimiter, RedisSlots, WriterLock
+from store.file_locks import FileSlots, LockWaitTimeout, WriterLock
+from store.limits import MachineRateLimiter, RedisRateLimiter, RedisSlots
 from store.retry import Reconnecting, RetryPolicy
 from store.settings import SinkConfig
 
@@ -51,6 +52,17 @@ def rate_limiter(s: DatabaseSettings, rows_per_second: float, machines: int = 1
     return MachineRateLimiter(s.identity, rows_per_second / max(1, machines), s.state_dir)
 
 
+def _counting_timeout(acquire: Callable[[], float], on_wait: Callable[[float], None]
+                      ) -> float:
+    """``acquire()``; the time a ``LockWaitTimeout`` waited is reported to ``on_wait``
+    before the error goes on to be retried."""
+    try:
+        return acquire()
+    except LockWaitTimeout as exc:
+        on_wait(exc.waited)
+        raise
+
+
 class DatabaseSession(Reconnecting):
     """One connection held under a connection slot, reopened after transient errors."""
 
@@ -60,7 +72,7 @@ class DatabaseSession(Reconnecting):
         super().__init__(self._open_under_slot, RetryPolicy.of(s), on_wait=on_wait)
         self._s = s
         self._slots: FileSlots | RedisSlots | None = None
-        self._writer = (WriterLock(s.identity, s.state_dir)
+        self._writer = (WriterLock(s.identity, s.state_dir, timeout=s.lease_seconds)
                         if one_writer_at_a_time(s.url) else None)
         self._schema_ready = False
         self._held_since = 0.0
@@ -68,11 +80,13 @@ class DatabaseSession(Reconnecting):
 
     def _open_under_slot(self) -> Database:
         if self._slots is None:
-            self._slots = (
+            slots = (
                 RedisSlots(self._s.redis_url, self._s.identity, self._s.max_connections)
                 if self._s.redis_url else
-                FileSlots(self._s.identity, self._s.max_connections, self._s.state_dir))
-            self._on_wait(self._slots.acquire())
+                FileSlots(self._s.identity, self._s.max_connections, self._s.state_dir,
+                          timeout=self._s.lease_seconds))
+            self._on_wait(_counting_timeout(slots.acquire, self._on_wait))
+            self._slots = slots
             self._held_since = time.monotonic()
         db = connect(self._s.url, password_env=self._s.password_env,
                      statement_timeout_ms=self._s.statement_timeout_ms)
@@ -95,7 +109,7 @@ class DatabaseSession(Reconnecting):
 
         def under_writer_lock(db: Database) -> T:
             assert writer is not None
-            self._on_wait(writer.acquire())
+            self._on_wait(_counting_timeout(writer.acquire, self._on_wait))
             try:
                 return fn(db)
             finally:

@@ -3,7 +3,8 @@
 The dead-letters use of the sink (``transforms.sink``). Dead letters of every stage are
 buffered (at most ``flush_at`` at a time, so memory stays bounded on a bad input) and
 written per tranche as one JSONL file under ``<output_dir>/dt=<tranche>/`` plus
-upserted rows; each flush emits per-tranche counts on the main output. File names hash
+upserted rows; each flush emits per-tranche counts on the main output (to which the
+sink adds the time it waited, as it does for predictions). File names hash
 their content, so a retried bundle rewrites the same files instead of adding new ones.
 Rows count against the sink's rate limit like predictions, in writes of at most
 ``SinkSettings.write_size`` rows.

@@ -13,7 +13,10 @@ does not grow with the number of workers.
 Waiting is counted in two kinds: for the rate limit (``rate_limited_ms``) and for the
 database (``db_wait_ms``: a connection slot, the SQLite writer, backoff after a
 transient error); both go into ``cumulativeThrottlingSeconds`` (Beam's convention, read
-by Dataflow's autoscaler) and ``throttled_ms``.
+by Dataflow's autoscaler) and ``throttled_ms``. The sink adds the same three to the
+stats of each main output (``wait_stats``: the time waited since its last main output),
+whichever use it serves, so the run summary's "rate-limited" and "waited for database"
+cover the writes of predictions and of dead letters alike.
 
 One rule for rows the database rejects (``PermanentDataError``): the write is bisected
 down to the rejected rows, and the rest is written; ``write`` returns each rejected
@@ -133,16 +136,6 @@ def rejected_reason(message: str) -> str:
 class Writer(Protocol):
     """What a ``SinkTable`` writes through while it flushes."""
 
-    @property
-    def waits(self) -> Waits:
-        """Time waited so far (a copy): for the rate limit, for the database."""
-        ...
-
-    @property
-    def rate_limited(self) -> bool:
-        """Whether a rate limit is set."""
-        ...
-
     def write(self, rows: Sequence[tuple[Any, ...]]) -> dict[int, str]:
         """Write ``rows``; returns {index: the database's message} of those rejected."""
         ...
@@ -155,7 +148,8 @@ class SinkTable(Generic[E, P]):
     bytes each (0: not counted against the byte limit), or None if it has no rows;
     ``cut`` takes rows [start, end) of a piece; ``flush`` builds the buffered pieces'
     rows, writes them through the writer (which calls ``upsert``) and yields
-    (tag, value) outputs, tag None for the main output."""
+    (tag, value) outputs, tag None for the main output, whose value is a (tranche,
+    stats) pair: the sink adds its wait stats to the stats."""
 
     flush_rows: int = 5000
     flush_bytes: int = 16 << 20
@@ -185,6 +179,7 @@ class WriteFn(beam.DoFn, Generic[E, P]):
         self._limiter = rate_limiter(self._s.database, self._s.max_rows_per_second,
                                      self._s.machines)
         self._timer = ThrottleTimer()
+        self._reported = Waits()  # the waits already in an emitted main output
         self._session = DatabaseSession(self._s.database, self._timer.add_database)
         self._last_log = time.monotonic()
         self._rows_total = 0
@@ -228,10 +223,12 @@ class WriteFn(beam.DoFn, Generic[E, P]):
 
     @property
     def waits(self) -> Waits:
+        """Time waited so far (a copy): for the rate limit, for the database."""
         return replace(self._timer.waits)
 
     @property
     def rate_limited(self) -> bool:
+        """Whether a rate limit is set."""
         return self._s.max_rows_per_second > 0
 
     def write(self, rows: Sequence[tuple[Any, ...]]) -> dict[int, str]:
@@ -246,9 +243,18 @@ class WriteFn(beam.DoFn, Generic[E, P]):
         self._pieces, self._rows, self._bytes = [], 0, 0
         if not pieces:
             return
-        yield from self._table.flush(pieces, self)
+        for tag, value in self._table.flush(pieces, self):
+            yield tag, (self._with_waits(value) if tag is None else value)
         if self._table.logs_progress:
             self._log_progress(rows)
+
+    def _with_waits(self, value: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+        """A main output's (tranche, stats) with the time waited since the last one."""
+        tranche, stats = value
+        now = self.waits
+        waited = wait_stats(self._reported, now, self.rate_limited)
+        self._reported = now
+        return tranche, {**stats, **waited}
 
     def _log_progress(self, n: int) -> None:
         self._rows_total += n

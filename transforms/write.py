@@ -5,9 +5,9 @@ The predictions use of the sink (``transforms.sink``): rows are buffered up to
 the rate limiter and the connection cap, transient errors retried, and only
 idempotent upserts issued. Rows the database rejects permanently are isolated by
 bisection and dead-lettered (stage ``sink``) with the database's message. Each flush
-emits per-tranche counts on the main output (with the time it waited for the rate limit
-and for the database) and
-the ids it wrote (``IDS``) for ``transforms.dedupe``.
+emits per-tranche counts on the main output (to which the sink adds the time it waited
+for the rate limit and for the database) and the ids it wrote (``IDS``) for
+``transforms.dedupe``.
 
 With a rate limit R, no single write is larger than ``write_size`` (a quarter of this
 machine's share of R, at most ``batch_rows``), so that no 1-second window of commits
@@ -39,7 +39,7 @@ from transforms.records import (
     dead_letter,
     prediction_columns,
 )
-from transforms.sink import SinkTable, WriteFn, Writer, rejected_reason, wait_stats
+from transforms.sink import SinkTable, WriteFn, Writer, rejected_reason
 
 IDS = "ids"
 
@@ -128,7 +128,6 @@ class _Predictions(SinkTable[DocBatch, _Segment]):
               ) -> Iterator[tuple[str | None, Any]]:
         """(None, per-tranche counts), (IDS, ids written), (DEAD_LETTERS, rows rejected)."""
         rows = list(chain.from_iterable(seg.rows for seg in segments))
-        waits_before = writer.waits
         rejected = writer.write(rows)
         written: dict[str, int] = defaultdict(int)
         scored: dict[str, int] = defaultdict(int)
@@ -152,12 +151,8 @@ class _Predictions(SinkTable[DocBatch, _Segment]):
                                np.asarray(seg.positions, dtype=np.int64)[keep])
             offset += k
         self._written.inc(len(rows) - len(rejected))
-        waited = wait_stats(waits_before, writer.waits, writer.rate_limited)
-        for i, tranche in enumerate(scored):
-            stats = {"scored": scored[tranche], "written": written[tranche]}
-            if i == 0:
-                stats.update(waited)
-            yield None, (tranche, stats)
+        for tranche in scored:
+            yield None, (tranche, {"scored": scored[tranche], "written": written[tranche]})
 
 
 class WriteToDatabase(beam.PTransform):

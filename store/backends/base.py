@@ -10,7 +10,9 @@ from those. Every error a backend raises is one of:
 - ``PermanentDataError``: the database rejects these values; retrying cannot help (the
   sink dead-letters the rows, with the database's message).
 - ``StatementError``: the statement does not fit this database (an unknown table, no
-  privilege): a bug or a misconfiguration, neither retried nor blamed on the rows.
+  privilege): a bug or a misconfiguration, neither retried nor blamed on the rows. Its
+  subclass ``AccessDenied`` is a connection the server refused for its role, password
+  or database: waiting cannot fix it, so opening a database never waits for it.
 
 An upsert given a ``Fence`` is fenced: in the same transaction as the write it checks
 that the writing run still holds, with the same fencing token, the lease of every
@@ -42,6 +44,12 @@ class PermanentDataError(Exception):
 
 class StatementError(RuntimeError):
     """The statement is wrong for this database; not the values' fault, not retried."""
+
+
+class AccessDenied(StatementError):
+    """The server refused the connection: no such role or one it does not let in, a
+    wrong or missing password, or no such database. The message names which, never the
+    password."""
 
 
 class LeaseLost(Exception):

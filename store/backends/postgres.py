@@ -7,12 +7,15 @@ staging table and one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` instead, a
 connection skips the COPY attempt for its next 1, 2, 4 ... 64 batches. ``writes``
 counts the path each batch took. Times are ``timestamptz``, documents ``jsonb``.
 
-Errors are classified by SQLSTATE, never by message text (``classify_pg_error``).
+Errors are classified by SQLSTATE, never by message text (``classify_pg_error``),
+except where psycopg gives none: a connection the server refuses for its role, password
+or database is ``AccessDenied`` (``refused_access``), never transient.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -20,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from store.backends.base import (
+    AccessDenied,
     Database,
     Fence,
     PermanentDataError,
@@ -45,6 +49,30 @@ _SQLSTATES: dict[str, type[Exception]] = {
                      "57P02", "57P03"), TransientDatabaseError),
     **dict.fromkeys(("22", "23", "54", "42804"), PermanentDataError),
 }
+# A connection refused for its role (28000: no such role, not allowed to log in, no
+# pg_hba.conf entry, a failed non-password authentication), its password (28P01) or its
+# database (3D000): a misconfiguration, never worth a retry.
+_REFUSALS = {"28000": "the server does not let role {user!r} in (no such role, or one it "
+                      "refuses to log in here)",
+             "28P01": "password authentication failed for role {user!r}: check the password "
+                      "in the environment variable {env}",
+             "3D000": "database {db!r} does not exist"}
+# psycopg 3 (3.3, libpq 18) raises a refused connection as an OperationalError whose
+# sqlstate, diag.sqlstate and pgresult are all None: libpq keeps the server's SQLSTATE
+# to itself during the connection (it only feeds PQping, which answers "up" for these
+# and for a transient "too many connections" alike). So, when no SQLSTATE is given, the
+# narrowest signals left are used: libpq's "needs password" flag (the server asked for
+# a password and none was set: 28P01), and the server's own FATAL line for the three
+# refusals, worded so since PostgreSQL 9 (postinit.c, auth.c). A server whose
+# lc_messages words them in another language gets the transient default (exit 75 after
+# the connect window); a refused connection never matches a down server's message.
+_REFUSAL_LINES = (
+    ("3D000", re.compile(r'database "[^"]*" does not exist')),
+    ("28P01", re.compile(r'password authentication failed for user "')),
+    ("28000", re.compile(r'role "[^"]*" (does not exist|is not permitted to log in)'
+                         r'|no pg_hba\.conf entry for host|pg_hba\.conf rejects connection'
+                         r'|authentication failed for user "')),
+)
 _MIGRATION_LOCK = 7466342  # advisory lock: one migrator at a time
 
 
@@ -64,6 +92,43 @@ def classify_pg_error(exc: BaseException) -> type[Exception]:
     if isinstance(exc, psycopg.DataError):
         return PermanentDataError  # e.g. a NUL character in text
     return StatementError
+
+
+def _startup_sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a refused connection: the error's own if psycopg gives one, else
+    read from the signals above; None for any other failure (a server that is down)."""
+    diag = getattr(exc, "diag", None)
+    state = getattr(exc, "sqlstate", None) or getattr(diag, "sqlstate", None)
+    if state:
+        return state if state in _REFUSALS else None
+    pgconn = getattr(exc, "pgconn", None)
+    if getattr(pgconn, "needs_password", False):
+        return "28P01"
+    text = str(exc)
+    return next((code for code, line in _REFUSAL_LINES if line.search(text)), None)
+
+
+def refused_access(exc: BaseException, url: str, password_env: str) -> AccessDenied | None:
+    """``AccessDenied`` naming what is wrong when the server refused to connect ``url``
+    for its role, password or database; None for any other connection error."""
+    state = _startup_sqlstate(exc)
+    if state is None:
+        return None
+    parts = urlsplit(url)
+    pgconn = getattr(exc, "pgconn", None)
+    user = parts.username or _text(getattr(pgconn, "user", b"")) or "(default)"
+    db = parts.path.lstrip("/") or _text(getattr(pgconn, "db", b"")) or user
+    what = _REFUSALS[state].format(user=user, db=db, env=password_env)
+    if state == "28P01" and getattr(pgconn, "needs_password", False):
+        what = (f"the server asks a password of role {user!r} and the environment "
+                f"variable {password_env} holds none")
+    server = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    return AccessDenied(f"cannot connect to {redact(url)}: {what} (SQLSTATE {state}; not "
+                        f"retried, waiting cannot fix it): {server}")
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value or "")
 
 
 class PostgresDialect(OnConflictDialect):
@@ -130,6 +195,9 @@ class PostgresDatabase(Database):
         try:
             self.conn = psycopg.connect(conninfo, autocommit=True, **kwargs)
         except psycopg.Error as exc:
+            refused = refused_access(exc, url, password_env)
+            if refused is not None:
+                raise refused from exc
             raise classify_pg_error(exc)(f"cannot connect to {redact(url)}: {exc}") from exc
 
     @classmethod

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from store.limits import FileSlots, MachineRateLimiter, RedisRateLimiter, RedisSlots
+from store.file_locks import FileSlots
+from store.limits import MachineRateLimiter, RedisRateLimiter, RedisSlots
 
 REDIS = os.environ.get("BEAMSCORE_TEST_REDIS", "redis://127.0.0.1:6379/15")
 

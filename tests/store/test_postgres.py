@@ -182,3 +182,90 @@ def test_client_side_errors_without_a_sqlstate() -> None:
     assert classify_pg_error(psycopg.OperationalError("the connection is closed")) \
         is TransientDatabaseError
     assert classify_pg_error(psycopg.DataError("NUL character in text")) is PermanentDataError
+
+
+class _Clock:
+    """A patched clock that ``sleep`` moves on: no test waits in real time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def _open_within(url: str, window: float, clock: _Clock, password_env: str = "PGPASSWORD"
+                 ) -> None:
+    """Open ``url`` the way the launcher does: retried while transient, for ``window``."""
+    from store.database import connect
+    from store.retry import RetryPolicy, with_retries
+
+    with_retries(lambda: connect(url, password_env=password_env),
+                 RetryPolicy(max_retries=10**9, max_seconds=window),
+                 sleep=clock.sleep, clock=clock).close()
+
+
+@pytest.mark.parametrize("url, named", [
+    ("postgresql://beamscore_no_such_role@{host}/test", "role 'beamscore_no_such_role'"),
+    ("postgresql://{host}/beamscore_no_such_database", "database 'beamscore_no_such_database'"),
+])
+def test_a_refused_role_or_database_fails_at_once_naming_it(
+        url: str, named: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server refuses these at connect (28000, 3D000) and psycopg gives no SQLSTATE:
+    the error is AccessDenied, not transient, so the connect window is never waited
+    out; the message names the role or database and never the password."""
+    from urllib.parse import urlsplit
+
+    from store.database import AccessDenied
+    from tests.postgres import PG
+
+    monkeypatch.setenv("BEAMSCORE_TEST_SECRET", "s3cret-never-printed")
+    clock = _Clock()
+    with pytest.raises(AccessDenied) as raised:
+        _open_within(url.format(host=urlsplit(PG).netloc), 300.0, clock,
+                     password_env="BEAMSCORE_TEST_SECRET")
+    assert clock.slept == []
+    assert named in str(raised.value) and "s3cret" not in str(raised.value)
+    assert not isinstance(raised.value, TransientDatabaseError)
+
+
+def test_a_server_that_refuses_the_tcp_connection_stays_transient() -> None:
+    """Nothing listens on the port (a server down): retried until the window closes."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free, and nothing listens on it
+    clock = _Clock()
+    with pytest.raises(TransientDatabaseError):
+        _open_within(f"postgresql://127.0.0.1:{port}/test", 5.0, clock)
+    assert clock.slept and clock.now == pytest.approx(5.0)
+
+
+class _RefusedConn:
+    user, db, needs_password = b"scorer", b"scores", True
+
+
+def test_refusals_are_read_from_the_sqlstate_or_the_missing_password_flag() -> None:
+    """A SQLSTATE wins where psycopg gives one; libpq's needs-password flag (no
+    password set while the server asks one) is a refused password too; other
+    connection errors (too many connections: 53300) are not refusals."""
+    from store.backends.postgres import refused_access
+
+    url = "postgresql://scorer@db.example:5432/scores"
+    for state in ("28000", "28P01", "3D000"):
+        denied = refused_access(psycopg.errors.lookup(state)("refused"), url, "PGPASSWORD")
+        assert denied is not None and f"SQLSTATE {state}" in str(denied)
+    assert refused_access(psycopg.errors.lookup("53300")("too many"), url, "PGPASSWORD") \
+        is None
+    flagged = psycopg.OperationalError("connection failed: fe_sendauth: no password supplied",
+                                       pgconn=_RefusedConn())  # type: ignore[arg-type]
+    denied = refused_access(flagged, url, "SCORES_PASSWORD")
+    assert denied is not None and "SCORES_PASSWORD holds none" in str(denied)
+    assert refused_access(psycopg.OperationalError("connection failed: Connection refused"),
+                          url, "PGPASSWORD") is None

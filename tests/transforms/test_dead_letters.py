@@ -103,3 +103,46 @@ def test_rows_the_database_rejects_are_stored_as_stand_ins_and_kept_in_the_files
     assert sorted(d["position"] for d in lines) == list(range(1, 17))
     assert any(":13 " in r.getMessage() and "CHECK constraint" in r.getMessage()
                for r in caplog.records)
+
+
+def test_the_waits_of_dead_letter_writes_reach_the_run_summary(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dead letters go through the one sink's rate limit and retries; the time they
+    wait is in their stats, so the summary's total (what "rate-limited Xs" and "waited
+    for database Ys" print) counts it. The rate limit of 40 rows/s cuts 30 dead letters
+    into three paced writes of 10 (0.25 s apart); the first write meets a transient
+    error whose backoff (not slept here) is waited for the database."""
+    from store.backends.sqlite import SQLiteDatabase
+    from store.database import TransientDatabaseError
+    from transforms.outcome import merge_counts, summarise
+
+    real = SQLiteDatabase.upsert_dead_letters
+    lost = [1]
+
+    def dropping(self: SQLiteDatabase, rows: Any, fence: Any = None) -> int:
+        if lost[0]:
+            lost[0] -= 1
+            raise TransientDatabaseError("database is locked")
+        return real(self, rows, fence)
+
+    monkeypatch.setattr(SQLiteDatabase, "upsert_dead_letters", dropping)
+    monkeypatch.setattr("store.retry.time.sleep", lambda _: None)
+    settings = SinkSettings(DatabaseSettings(f"sqlite:///{tmp_path / 'w.db'}",
+                                             max_rows_per_second=40,
+                                             state_dir=str(tmp_path)))
+    dead = [_dead("2026-01-01", i) for i in range(30)]
+
+    def summary_total(stats: list[tuple[str, dict[str, int]]]) -> dict[str, int]:
+        per_tranche = {t: merge_counts(c for u, c in stats if u == t) for t, _ in stats}
+        per_tranche = {t: {"read": c["dead_lettered"], **c} for t, c in per_tranche.items()}
+        return summarise("run-1", per_tranche, 1.0)["total"]
+
+    with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
+        stats = (p | beam.Create(dead, reshuffle=False)
+                 | WriteDeadLetters(settings, "run-1", str(tmp_path / "out"), flush_at=100))
+        total = stats | beam.combiners.ToList() | beam.Map(summary_total)
+        assert_that(total | beam.Map(lambda t: (
+            t["dead_lettered"], t["rate_limited_ms"] >= 400, t["db_wait_ms"] >= 200,
+            t["throttled_ms"] == t["rate_limited_ms"] + t["db_wait_ms"])),
+            equal_to([(30, True, True, True)]))
+    assert lost == [0]

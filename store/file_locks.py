@@ -1,0 +1,165 @@
+"""The machine's file locks in front of the database: connection slots and the writer lock.
+
+``FileSlots``: N lock files (``fcntl.flock``), at most N holders across the processes of
+one machine (``sink.max_connections``); a process waiting for one holds a shared lock on
+a ``waiters`` file, which is how a holder learns that someone waits (``contended``).
+
+``WriterLock``: one write transaction at a time on this machine (a blocking flock), for
+SQLite, which has a single writer anyway: writers queue in the kernel and the next one
+starts the moment the last commits, instead of sleeping in SQLite's busy handler.
+
+A file lock dies with its holder (the kernel releases a flock when the process's file
+is closed, at exit or on a kill), so a crashed holder frees its slot or the writer lock
+at once. A live holder that never lets go (a stopped or hung process) is bounded:
+``FileSlots`` and ``WriterLock`` wait at most ``timeout`` seconds (the sink gives them
+``sink.lease_seconds``: a run stopped that long has lost its tranches anyway), then
+raise ``LockWaitTimeout``, a transient error naming the file and the time waited.
+The files live with the other limiter state (``store.limits.state_path``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from store.backends.base import TransientDatabaseError
+from store.limits import state_path
+
+
+class LockWaitTimeout(TransientDatabaseError):
+    """A connection slot or the machine's writer lock stayed taken for the whole bound;
+    ``waited``: the seconds waited."""
+
+    def __init__(self, what: str, waited: float):
+        super().__init__(f"{what} stayed taken by another process of this machine for "
+                         f"{waited:.1f}s (the bound, sink.lease_seconds): a holder that is "
+                         "stopped or hung; given up, to be retried")
+        self.waited = waited
+
+
+class FileSlots:
+    """At most ``n`` holders across the processes of one machine. A process waiting for
+    a slot holds a shared lock on a ``waiters`` file, which is how a holder learns that
+    someone waits (``contended``)."""
+
+    def __init__(self, identity: str, n: int, directory: str = "",
+                 timeout: float = float("inf"), clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
+        self._paths = [state_path(identity, f"slot{i}.lock", directory) for i in range(n)]
+        self._waiters = state_path(identity, "waiters.lock", directory)
+        self._fh: Any = None
+        self._timeout, self._clock, self._sleep = timeout, clock, sleep
+
+    def _try_all(self) -> bool:
+        for path in self._paths:
+            fh = open(path, "a+")  # noqa: SIM115 - held open while the slot is held
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.close()
+                continue
+            self._fh = fh
+            return True
+        return False
+
+    def acquire(self, poll: float = 0.005) -> float:
+        """Blocks until a slot is free, for at most ``timeout`` seconds (then
+        ``LockWaitTimeout``); returns the seconds waited."""
+        started = self._clock()
+        if self._try_all():
+            return 0.0
+        with open(self._waiters, "a+") as waiting:
+            fcntl.flock(waiting, fcntl.LOCK_SH)  # released when the file closes
+            while not self._try_all():
+                waited = self._clock() - started
+                if waited >= self._timeout:
+                    raise LockWaitTimeout(f"every connection slot ({len(self._paths)}: "
+                                          f"{', '.join(self._paths)})", waited)
+                self._sleep(poll)
+        return self._clock() - started
+
+    def contended(self) -> bool:
+        """Whether a process waits for a slot now."""
+        with open(self._waiters, "a+") as probe:
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(probe, fcntl.LOCK_UN)
+            return False
+
+    def release(self) -> None:
+        if self._fh is not None:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+
+class WriterLock:
+    """One holder at a time across the processes of one machine; a waiter blocks in
+    the kernel (in a helper thread) and wakes as soon as the holder releases, or gives
+    up after ``timeout`` seconds (``LockWaitTimeout``)."""
+
+    TICK = 0.05  # how often a waiter looks at the clock
+
+    def __init__(self, identity: str, directory: str = "", timeout: float = float("inf"),
+                 clock: Callable[[], float] = time.monotonic):
+        self._path = state_path(identity, "writer.lock", directory)
+        self._fh: Any = None
+        self._timeout, self._clock = timeout, clock
+
+    def acquire(self) -> float:
+        """Blocks until held, for at most ``timeout`` seconds; returns the seconds
+        waited."""
+        started = self._clock()
+        fh = open(self._path, "a+")  # noqa: SIM115 - held open while the lock is held
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            fh = self._wait(started)
+        self._fh = fh
+        return self._clock() - started
+
+    def _wait(self, started: float) -> Any:
+        """The lock's file, once a helper thread blocked in ``flock`` took it; a helper
+        that takes it after the waiter gave up closes it at once (which releases it)."""
+        guard, taken = threading.Lock(), threading.Event()
+        handoff: dict[str, Any] = {"fh": None, "error": None, "abandoned": False}
+
+        def take() -> None:
+            try:
+                fh = open(self._path, "a+")  # noqa: SIM115 - handed over or closed below
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            except OSError as exc:
+                handoff["error"] = exc
+                taken.set()
+                return
+            with guard:
+                if handoff["abandoned"]:
+                    fh.close()
+                    return
+                handoff["fh"] = fh
+            taken.set()
+
+        threading.Thread(target=take, name="beamscore-writer-lock", daemon=True).start()
+        while not taken.wait(self.TICK):
+            waited = self._clock() - started
+            with guard:
+                if handoff["fh"] is not None:
+                    break
+                if waited >= self._timeout:
+                    handoff["abandoned"] = True
+                    raise LockWaitTimeout(f"the writer lock {self._path}", waited)
+        if handoff["error"] is not None:
+            raise handoff["error"]
+        return handoff["fh"]
+
+    def release(self) -> None:
+        if self._fh is not None:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None

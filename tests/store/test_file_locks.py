@@ -1,0 +1,128 @@
+"""The machine's file locks: a wait for a connection slot or the writer lock is bounded
+(on a patched clock), and a holder that dies frees its lock at once (real processes)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from store.database import TransientDatabaseError
+from store.file_locks import FileSlots, LockWaitTimeout, WriterLock
+
+
+class FakeClock:
+    """Time that moves only by ``step`` per reading and by what is slept."""
+
+    def __init__(self, step: float = 0.0):
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_a_slot_wait_is_bounded_and_names_the_slot_files(tmp_path: Any) -> None:
+    holder = FileSlots("db", 1, str(tmp_path))
+    assert holder.acquire() == 0.0  # a live holder that never lets go
+    clock = FakeClock()
+    waiter = FileSlots("db", 1, str(tmp_path), timeout=120.0, clock=clock,
+                       sleep=clock.sleep)
+    with pytest.raises(LockWaitTimeout) as raised:
+        waiter.acquire(poll=1.0)
+    assert isinstance(raised.value, TransientDatabaseError)  # the session retries it
+    assert 120.0 <= raised.value.waited <= 121.0 and "120.0s" in str(raised.value)
+    assert "slot0.lock" in str(raised.value)
+    holder.release()
+    assert waiter.acquire() == 0.0  # nothing was left held by the wait that gave up
+    waiter.release()
+
+
+def test_a_writer_lock_wait_is_bounded_and_a_late_helper_lets_go(tmp_path: Any) -> None:
+    """The waiter gives up at the bound; its helper thread, still blocked in flock, takes
+    the lock when the holder lets go and releases it at once."""
+    holder = WriterLock("db", str(tmp_path))
+    holder.acquire()
+    waiter = WriterLock("db", str(tmp_path), timeout=120.0, clock=FakeClock(step=30.0))
+    with pytest.raises(LockWaitTimeout) as raised:
+        waiter.acquire()
+    assert raised.value.waited >= 120.0 and "writer.lock" in str(raised.value)
+    holder.release()
+    other = WriterLock("db", str(tmp_path), timeout=5.0)
+    assert other.acquire() < 5.0
+    other.release()
+
+
+def test_a_writer_lock_waiter_wakes_when_the_holder_releases(tmp_path: Any) -> None:
+    holder = WriterLock("db", str(tmp_path))
+    holder.acquire()
+    waiter = WriterLock("db", str(tmp_path), timeout=30.0)
+    waited: list[float] = []
+    thread = threading.Thread(target=lambda: waited.append(waiter.acquire()))
+    thread.start()
+    time.sleep(0.2)
+    assert not waited
+    holder.release()
+    thread.join(timeout=10)
+    assert waited and 0.15 <= waited[0] < 5.0
+    waiter.release()
+
+
+def _hold_forever(kind: str, directory: str, ready: Any) -> None:
+    lock: Any = FileSlots("db", 1, directory) if kind == "slot" else WriterLock("db", directory)
+    lock.acquire()
+    ready.set()
+    time.sleep(3600)
+
+
+@pytest.mark.parametrize("kind", ["slot", "writer"])
+def test_a_holder_that_dies_frees_its_lock_at_once(kind: str, tmp_path: Any) -> None:
+    """The kernel releases a dead process's flock: a waiter gets the slot or the writer
+    lock as soon as the holder is killed, long before any bound."""
+    ctx = mp.get_context("fork")
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold_forever, args=(kind, str(tmp_path), ready))
+    holder.start()
+    assert ready.wait(10)
+    lock: Any = (FileSlots("db", 1, str(tmp_path), timeout=60.0) if kind == "slot"
+                 else WriterLock("db", str(tmp_path), timeout=60.0))
+    waited: list[float] = []
+    thread = threading.Thread(target=lambda: waited.append(lock.acquire()))
+    thread.start()
+    time.sleep(0.3)
+    assert not waited  # held by the live process
+    assert holder.pid is not None
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.join(timeout=10)
+    thread.join(timeout=10)
+    assert waited and waited[0] < 10.0
+    lock.release()
+
+
+def test_a_session_counts_and_retries_a_slot_wait_that_timed_out(tmp_path: Any) -> None:
+    """The bounded wait is counted as waiting for the database and retried; once the
+    slot is free the session holds it and writes."""
+    from store.session import DatabaseSession, DatabaseSettings
+
+    settings = DatabaseSettings(f"sqlite:///{tmp_path / 'w.db'}", max_connections=1,
+                                state_dir=str(tmp_path), lease_seconds=1, max_retries=1)
+    holder = FileSlots(settings.identity, 1, str(tmp_path))
+    holder.acquire()
+    waits: list[float] = []
+    session = DatabaseSession(settings, waits.append)
+    with pytest.raises(LockWaitTimeout):
+        session.run(lambda db: db.execute("SELECT 1"))
+    assert sum(waits) >= 2.0  # two bounded waits of 1 s, and the backoff between
+    holder.release()
+    assert session.run(lambda db: db.execute("SELECT 1")) == [(1,)]
+    with pytest.raises(LockWaitTimeout):  # the session holds the slot while connected
+        FileSlots(settings.identity, 1, str(tmp_path), timeout=0.0).acquire()
+    session.close()
