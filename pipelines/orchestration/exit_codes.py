@@ -1,7 +1,8 @@
 """Exit codes of ``beamscore``: a contract with schedulers and scripts.
 
-0 success; 1 launch or configuration error (the message names the key, file or
-model); 2 usage error; 3 a requested tranche is missing, or empty (files that hold no
+0 success; 1 launch or configuration error, or a role, password or database the
+database server refuses (the message names the key, file, model, role or database,
+never a password); 2 usage error; 3 a requested tranche is missing, or empty (files that hold no
 record, unless ``allow_empty_tranches``; the others are still scored); 4 the
 dead-letter share exceeded ``max_dead_letter_ratio``; 5 a tranche is being scored by
 another run (lease held, or lost to a run that took it over; the others are still
@@ -19,7 +20,7 @@ from collections.abc import Callable
 
 from models.registry import RegistryError
 from pipelines.configuration.config import ConfigError
-from store.database import TransientDatabaseError
+from store.database import AccessDenied, TransientDatabaseError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_MISSING, EXIT_DEAD_LETTERS, EXIT_BUSY = 0, 1, 2, 3, 4, 5
 EXIT_RETRAIN = 6
@@ -48,7 +49,8 @@ def guarded(command: Callable[[], int]) -> int:
     except UsageError as exc:
         print(f"beamscore: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (ConfigError, RegistryError, LaunchError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, RegistryError, LaunchError, FileNotFoundError, ValueError,
+            AccessDenied) as exc:
         print(f"beamscore: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - a failed pipeline: the run is marked failed

@@ -1,6 +1,7 @@
 """Launch against a database that is down: ``beamscore score`` waits for it for up to
 ``sink.connect_timeout_seconds`` and exits 75 (transient, retry later) if it stays
-down; a PostgreSQL that comes up within that window gives a normal run. And there is
+down; a PostgreSQL that comes up within that window gives a normal run; a role or
+database the server refuses ends it at once with 1. And there is
 no default model: ``score`` and ``plan`` without one exit 2."""
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import psycopg
 import pytest
 
 from landing.samples import make_docs, write_tranche
-from pipelines.orchestration.exit_codes import EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE
+from pipelines.orchestration.exit_codes import EXIT_ERROR, EXIT_OK, EXIT_TEMPFAIL, EXIT_USAGE
 from tests.pipelines.helpers import run_cli
 
 DAY = "2026-03-01"
@@ -134,6 +135,24 @@ def test_a_postgresql_that_comes_up_3_s_after_launch_gives_a_normal_run(
         status = conn.execute("SELECT status FROM runs").fetchall()
     assert rows is not None and rows[0] > 0
     assert [s for (s,) in status] == ["succeeded"], status
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("netloc, named", [("nosuchrole@{}", "nosuchrole"),
+                                           ("{}", "nosuchdatabase")])
+def test_a_role_or_database_the_server_refuses_ends_the_launch_with_1_at_once(
+        landing: str, registry_root: str, tmp_path: Path, pg_url: str, netloc: str,
+        named: str) -> None:
+    parts = urlsplit(pg_url)
+    host = parts.netloc.rpartition("@")[2]
+    db = parts._replace(netloc=netloc.format(host), path="/nosuchdatabase"
+                        if named == "nosuchdatabase" else parts.path).geturl()
+    rc, err, elapsed = _score(landing, registry_root, db, tmp_path / "out",
+                              "--sink-connect-timeout-seconds", "60")
+    assert rc == EXIT_ERROR == 1, err
+    assert elapsed < 30.0, "a refusal is not waited out like a server that is down"
+    assert named in err and "run failed" not in err and "retry later" not in err, err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("command", ["score", "plan"])
