@@ -12,8 +12,8 @@ the common configuration -- word analyzer, the default token pattern, n-grams
    other documents ``token_pattern.findall(text.lower())`` one by one (as sklearn);
 2. every token -> an integer id through one dict built from the vocabulary, in C
    (``map(dict.get, ...)``); tokens that occur in no vocabulary term get -1;
-3. unigram columns by array lookup; bigram columns by ``searchsorted`` of the pair
-   key ``id_a * T + id_b`` in the sorted keys of the vocabulary's bigrams;
+3. unigram columns by array lookup; bigram columns by a hash lookup (a pandas Index)
+   of the pair key ``id_a * T + id_b`` among the keys of the vocabulary's bigrams;
 4. a CSR matrix with duplicates summed and indices sorted, as ``_count_vocab`` returns.
 
 The rest of the pipeline (``binary``, the TF-IDF weighting, the classifier) is
@@ -29,6 +29,7 @@ from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 # sklearn's default ``token_pattern``: tokens of 2+ word characters, never a space,
 # so a vocabulary term "a b" is unambiguously the bigram ("a", "b").
@@ -104,9 +105,8 @@ class FastTextPipeline:
         self._uni = np.full(n_tokens + 1, -1, dtype=np.int64)
         self._uni[np.asarray(uni_tokens, dtype=np.int64)] = uni_cols
         keys = np.asarray(bi_a, dtype=np.int64) * n_tokens + np.asarray(bi_b, dtype=np.int64)
-        order = np.argsort(keys, kind="stable")
-        self._bi_keys = keys[order]
-        self._bi_cols = np.asarray(bi_cols, dtype=np.int64)[order]
+        self._bi_keys = pd.Index(keys)  # a hash table of the pair keys, built on first use
+        self._bi_cols = np.asarray(bi_cols, dtype=np.int64)
         self._bigrams = tuple(vec.ngram_range) == (1, 2)
         index_dtype = np.int32 if self._n_features < np.iinfo(np.int32).max else np.int64
         self._index_dtype = index_dtype
@@ -179,10 +179,8 @@ class FastTextPipeline:
         if self._bigrams and len(ids) > 1 and len(self._bi_keys):
             a, b = ids[:-1], ids[1:]
             pair = (rows[:-1] == rows[1:]) & (a != unknown) & (b != unknown)
-            key = a[pair] * self._n_tokens + b[pair]
-            pos = np.searchsorted(self._bi_keys, key)
-            pos[pos == len(self._bi_keys)] = 0
-            found = self._bi_keys[pos] == key
+            pos = self._bi_keys.get_indexer(a[pair] * self._n_tokens + b[pair])
+            found = pos >= 0
             row_parts.append(rows[:-1][pair][found])
             col_parts.append(self._bi_cols[pos[found]])
         return np.concatenate(row_parts), np.concatenate(col_parts), rows, rows[~keep]
