@@ -22,7 +22,7 @@ def init_schema(args: argparse.Namespace) -> int:
     from store.database import redact
 
     cfg = command_config(args)
-    with opened(cfg, migrate=True):
+    with opened(cfg.database, migrate=True):
         pass
     print(f"schema ready in {redact(cfg.db)}")
     return EXIT_OK

@@ -30,7 +30,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def train(args: argparse.Namespace) -> int:
     from pipelines.commands.train import train as fit_and_register
 
-    ref = fit_and_register(command_config(args), args.docs, args.name)
+    cfg = command_config(args)
+    ref = fit_and_register(cfg.registry, cfg.fields, cfg.preprocessing, args.docs, args.name)
     _LOG.info("registered %s:%s metrics=%s", ref.name, ref.version, ref.metadata["metrics"])
     print(ref.version)
     return EXIT_OK
@@ -74,7 +75,8 @@ def register(args: argparse.Namespace) -> int:
     fields = {f"{k}_field": getattr(cfg.fields, k) for k in _FIELDS}
     if args.allow_pickle:
         _LOG.warning("--allow-pickle: %s is unpickled without the allow-list", args.file)
-    reference = reference_from_glob(cfg, args.reference) if args.reference else None
+    reference = (reference_from_glob(cfg.fields, cfg.preprocessing, args.reference)
+                 if args.reference else None)
     ref = ModelRegistry(cfg.registry).register_file(
         args.name, args.file, preprocessing=cfg.preprocessing.to_dict(), extra=fields,
         policy=Policy(args.trust, args.allow_pickle), reference=reference)

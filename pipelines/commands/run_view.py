@@ -12,20 +12,20 @@ import json
 from typing import Any
 
 from pipelines.commands.runs import observed_status, open_runs
-from pipelines.configuration.config import Config
 from pipelines.orchestration.report import report_path
 from store import monitoring, run_records
 from store.ledger import TrancheLedger
 from store.monitoring import Trigger
+from store.session import DatabaseSettings
 from tracking.policy import ALERT
 
 
-def show_run(cfg: Config, run_id: str, with_config: bool = False) -> str:
-    db = open_runs(cfg)
+def show_run(database: DatabaseSettings, run_id: str, with_config: bool = False) -> str:
+    db = open_runs(database)
     try:
         record = run_records.get(db, run_id)
         if record is None:
-            raise ValueError(f"no run {run_id} in {cfg.db}")
+            raise ValueError(f"no run {run_id} in {database.url}")
         status, why = observed_status(db, record)
         dead = run_records.dead_letters_by_reason(db, run_id)
         held = TrancheLedger(db).held_by(run_id)

@@ -13,12 +13,12 @@ import argparse
 import sys
 
 from pipelines.commands.common import DATABASE_KEYS, add_config_keys, command_config
-from pipelines.configuration.config import Config
 from pipelines.configuration.connection import open_existing
 from pipelines.orchestration.exit_codes import EXIT_ERROR, EXIT_OK
 from store import run_records
 from store.database import Database
 from store.ledger import BUSY, Holder, TrancheLedger
+from store.session import DatabaseSettings
 
 
 def add_runs_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,27 +52,28 @@ def _print(text: str) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    return _print(list_runs(command_config(args), args.limit))
+    return _print(list_runs(command_config(args).database, args.limit))
 
 
 def _show(args: argparse.Namespace) -> int:
     from pipelines.commands.run_view import show_run
 
-    return _print(show_run(command_config(args), args.run_id, args.show_config))
+    return _print(show_run(command_config(args).database, args.run_id, args.show_config))
 
 
 def _release(args: argparse.Namespace) -> int:
-    code, message = release_run(command_config(args), args.run_id, args.release_force)
+    code, message = release_run(command_config(args).database, args.run_id,
+                                args.release_force)
     print(message if code == EXIT_OK else f"beamscore: error: {message}",
           file=sys.stdout if code == EXIT_OK else sys.stderr)
     return code
 
 
-def open_runs(cfg: Config) -> Database:
+def open_runs(database: DatabaseSettings) -> Database:
     """The configured database, which must hold a ``runs`` table (it is not created)."""
-    db = open_existing(cfg, table="runs")
+    db = open_existing(database, table="runs")
     if db is None:
-        raise ValueError(f"no runs recorded in {cfg.db} (no database or no runs table)")
+        raise ValueError(f"no runs recorded in {database.url} (no database or no runs table)")
     return db
 
 
@@ -98,8 +99,8 @@ def observed_status(db: Database, record: run_records.RunRecord) -> tuple[str, l
     return record.status, []
 
 
-def list_runs(cfg: Config, limit: int) -> str:
-    db = open_runs(cfg)
+def list_runs(database: DatabaseSettings, limit: int) -> str:
+    db = open_runs(database)
     try:
         records = [(r, observed_status(db, r)[0]) for r in run_records.latest(db, limit)]
     finally:
@@ -114,13 +115,13 @@ def list_runs(cfg: Config, limit: int) -> str:
     return "\n".join(lines)
 
 
-def release_run(cfg: Config, run_id: str, force: bool) -> tuple[int, str]:
+def release_run(database: DatabaseSettings, run_id: str, force: bool) -> tuple[int, str]:
     """Mark ``run_id`` failed and free its leases: (exit code, what was done)."""
-    db = open_runs(cfg)
+    db = open_runs(database)
     try:
         record = run_records.get(db, run_id)
         if record is None:
-            return EXIT_ERROR, f"no run {run_id} in {cfg.db}"
+            return EXIT_ERROR, f"no run {run_id} in {database.url}"
         holder = record.holder
         alive_here = (record.status == run_records.RUNNING and holder.pid > 0
                       and holder.host == Holder.this_process().host and not holder.is_gone())

@@ -36,19 +36,23 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def plan(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from models.registry import ModelRegistry
     from pipelines.commands.common import command_config
+    from pipelines.configuration.config import settings_of
     from pipelines.orchestration.exit_codes import EXIT_BUSY, EXIT_MISSING, EXIT_OK
-    from pipelines.orchestration.launch import require_model, with_model_fields
-    from pipelines.orchestration.plan import make_plan
+    from pipelines.orchestration.launch import model_fields, require_model
+    from pipelines.orchestration.plan import PlanSettings, make_plan
     from pipelines.orchestration.summary import format_plan
     from store.ledger import BUSY
 
     check_run_arguments(args.command_parser, args)
     cfg = command_config(args)
-    ref = ModelRegistry(cfg.registry).resolve(require_model(cfg))
-    cfg = with_model_fields(cfg, ref)
-    found = make_plan(cfg, requested_dates(args, cfg.schedule.timezone), ref, read_only=True)
+    ref = ModelRegistry(cfg.registry).resolve(require_model(cfg.model))
+    cfg = dataclasses.replace(cfg, fields=model_fields(cfg.fields, cfg.explicit_keys, ref))
+    found = make_plan(settings_of(PlanSettings, cfg), requested_dates(args, cfg.schedule.timezone),
+                      ref, read_only=True)
     print(format_plan(found, f"{ref.name}:{ref.version}"))
     if found.missing or found.empty:
         return EXIT_MISSING

@@ -47,8 +47,7 @@ def list_triggers(args: argparse.Namespace) -> int:
     from pipelines.configuration.connection import open_existing
     from store import monitoring
 
-    cfg = command_config(args)
-    db = open_existing(cfg, table="retrain_triggers")
+    db = open_existing(command_config(args).database, table="retrain_triggers")
     try:
         found = monitoring.triggers(db, args.model_name) if db is not None else []
     finally:

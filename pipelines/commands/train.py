@@ -25,7 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from landing.formats import Rejection, file_format, format_names, read_chunk
 from landing.reading import Chunk
 from models.behaviour import PROFILE_FILE, reference_files
-from models.preprocess import preprocess_texts
+from models.preprocess import PreprocessConfig, preprocess_texts
 from models.provenance import (
     TRAINING_ATTRIBUTE,
     check_reference,
@@ -34,8 +34,8 @@ from models.provenance import (
 )
 from models.recipe import RECIPE, train_cross_fitted
 from models.registry import ModelRef, ModelRegistry
-from pipelines.configuration.config import Config
 from tracking.profile import label_text
+from transforms.records import FieldNames
 
 _LOG = logging.getLogger(__name__)
 _SHOWN = 10  # skipped lines named one by one in the log, per run
@@ -88,13 +88,15 @@ def read_labelled(glob: str, text_field: str, label_field: str,
     return out
 
 
-def train(cfg: Config, docs_glob: str, name: str) -> ModelRef:
-    """Read, cross-fit (``models.recipe``), profile and register; one progress line per
+def train(registry: str, fields: FieldNames, preprocessing: PreprocessConfig,
+          docs_glob: str, name: str) -> ModelRef:
+    """Read ``fields`` of ``docs_glob``, apply ``preprocessing``, cross-fit
+    (``models.recipe``), profile and register in ``registry``; one progress line per
     stage. The reference profile is the out-of-fold scores of every training document,
     with the cross-fitted metrics; the artifact records its training texts' hashes."""
     started = time.perf_counter()
-    data = read_labelled(docs_glob, cfg.fields.text, cfg.fields.label)
-    texts = preprocess_texts(data.texts, cfg.preprocessing)
+    data = read_labelled(docs_glob, fields.text, fields.label)
+    texts = preprocess_texts(data.texts, preprocessing)
     _LOG.info("read %d labelled documents of %d classes (%d skipped): %.1f s", len(texts),
               len(set(data.labels)), len(data.skipped), time.perf_counter() - started)
     fit = train_cross_fitted(texts, data.labels)
@@ -109,11 +111,11 @@ def train(cfg: Config, docs_glob: str, name: str) -> ModelRef:
     _LOG.info("reference profile of %d out-of-fold documents: %.1f s", len(texts),
               time.perf_counter() - stage)
     stage = time.perf_counter()
-    ref = ModelRegistry(cfg.registry).register(
-        name, fit.model, preprocessing=cfg.preprocessing.to_dict(), source=f"train:{docs_glob}",
+    ref = ModelRegistry(registry).register(
+        name, fit.model, preprocessing=preprocessing.to_dict(), source=f"train:{docs_glob}",
         metrics=metrics,
-        extra={"id_field": cfg.fields.id, "text_field": cfg.fields.text,
-               "label_field": cfg.fields.label, "recipe": RECIPE},
+        extra={"id_field": fields.id, "text_field": fields.text,
+               "label_field": fields.label, "recipe": RECIPE},
         files=files,
     )
     _LOG.info("registered %s:%s: %.1f s (%.1f s in all)", ref.name, ref.version,
@@ -121,14 +123,15 @@ def train(cfg: Config, docs_glob: str, name: str) -> ModelRef:
     return ref
 
 
-def reference_from_glob(cfg: Config, glob: str) -> Callable[[Any], dict[str, bytes]]:
+def reference_from_glob(fields: FieldNames, preprocessing: PreprocessConfig, glob: str
+                        ) -> Callable[[Any], dict[str, bytes]]:
     """``models register --reference GLOB``: the documents (labelled or not) that a
     registered model's reference profile is made of, prepared as scoring prepares them.
     They must be documents the model did not see: for a model made by ``beamscore
     train``, a reference that overlaps its training set is refused; a labelled reference
     whose accuracy looks in-sample is warned about."""
-    data = read_labelled(glob, cfg.fields.text, cfg.fields.label, require_label=False)
-    texts = preprocess_texts(data.texts, cfg.preprocessing)
+    data = read_labelled(glob, fields.text, fields.label, require_label=False)
+    texts = preprocess_texts(data.texts, preprocessing)
     labels = data.labels if all(data.labels) else None
     empty = sum(1 for t in texts if not t) / max(1, len(texts))
 

@@ -19,18 +19,20 @@ import os
 import typing
 import zoneinfo
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import yaml
 
 from landing.reading import DEFAULT_MAX_TEXT_CHARS
 from models.preprocess import PreprocessConfig
 from pipelines.configuration.schema import Key, Section, is_key, keys, sections
-from store.settings import SinkConfig
+from store.session import DatabaseSettings
+from store.settings import SinkConfig, sink_values
 from tracking.policy import TrackingPolicy
 from transforms.records import FieldNames
 
 ENVIRONMENTS = ("local", "dataflow")
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -221,10 +223,22 @@ class Config:
     # Keys set by the overlay or a flag rather than base.yaml (not a config key).
     explicit_keys: tuple[str, ...] = field(default=(), metadata={"config": False})
 
+    @property
+    def database(self) -> DatabaseSettings:
+        """The configured database: the ``db`` URL with every key of the ``sink`` section."""
+        return DatabaseSettings(self.db, **sink_values(self.sink))
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data.pop("explicit_keys")
         return data
+
+
+def settings_of(cls: type[T], cfg: Config) -> T:
+    """The settings dataclass ``cls`` (what one step reads of the config), each of its
+    fields the config's key, section or property of the same name: the one place such
+    settings are unpacked from the whole config."""
+    return cls(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cast(Any, cls))})
 
 
 KEYS: list[Key] = keys(Config)
@@ -301,10 +315,10 @@ def _read_yaml(name_or_path: str) -> tuple[dict[str, Any], str]:
     return data, source
 
 
-def _build(cls: type, flat: dict[str, Any], prefix: str = "") -> Any:
+def _build(cls: type[T], flat: dict[str, Any], prefix: str = "") -> T:
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
-    for f in filter(is_key, dataclasses.fields(cls)):
+    for f in filter(is_key, dataclasses.fields(cast(Any, cls))):
         tp = hints[f.name]
         key = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(tp):
@@ -327,7 +341,7 @@ def load_config(config: str | None = None, overrides: dict[str, Any] | None = No
         if key not in LEAVES:
             raise ConfigError(f"command line: unknown key '{key}'")
         overlay[key] = _coerce(key, value, f"command line ({_FLAGS[key]})", from_flag=True)
-    cfg: Config = _build(Config, flat | overlay)
+    cfg = _build(Config, flat | overlay)
     cfg = dataclasses.replace(cfg, explicit_keys=tuple(sorted(overlay)))
     _check_ranges(cfg)
     return cfg

@@ -23,34 +23,35 @@ from typing import TypeVar
 from pipelines.configuration.config import Config
 from store.database import Database, connect, connect_existing
 from store.retry import RetryingDatabase, RetryPolicy, with_retries
+from store.session import DatabaseSettings
 
 RETRY_SECONDS = 120.0  # how long one call on an open database may keep retrying
 UNLIMITED = sys.maxsize  # retries while opening: only the time window bounds them
 T = TypeVar("T")
 
 
-def _connector(cfg: Config) -> Callable[[], Database]:
-    return lambda: connect(cfg.db, password_env=cfg.sink.password_env,
-                           statement_timeout_ms=cfg.sink.statement_timeout_ms)
+def _connector(s: DatabaseSettings) -> Callable[[], Database]:
+    return lambda: connect(s.url, password_env=s.password_env,
+                           statement_timeout_ms=s.statement_timeout_ms)
 
 
-def _within_window(cfg: Config, fn: Callable[[], T], window: float | None) -> T:
+def _within_window(s: DatabaseSettings, fn: Callable[[], T], window: float | None) -> T:
     """``fn()`` retried while the database is unreachable, for up to ``window``
     seconds (default ``sink.connect_timeout_seconds``)."""
-    seconds = cfg.sink.connect_timeout_seconds if window is None else window
-    return with_retries(fn, RetryPolicy.of(cfg.sink, max_retries=UNLIMITED, max_seconds=seconds))
+    seconds = s.connect_timeout_seconds if window is None else window
+    return with_retries(fn, RetryPolicy.of(s, max_retries=UNLIMITED, max_seconds=seconds))
 
 
-def _retrying(cfg: Config, first: Database) -> Database:
+def _retrying(s: DatabaseSettings, first: Database) -> Database:
     """A ``RetryingDatabase`` that starts on the connection ``first``."""
     pending = [first]
-    fresh = _connector(cfg)
+    fresh = _connector(s)
     return RetryingDatabase(lambda: pending.pop() if pending else fresh(),
-                            RetryPolicy.of(cfg.sink, max_seconds=RETRY_SECONDS))
+                            RetryPolicy.of(s, max_seconds=RETRY_SECONDS))
 
 
-def _connected(cfg: Config, migrate: bool) -> Database:
-    db = _connector(cfg)()
+def _connected(s: DatabaseSettings, migrate: bool) -> Database:
+    db = _connector(s)()
     if migrate:
         try:
             db.init_schema()
@@ -60,28 +61,32 @@ def _connected(cfg: Config, migrate: bool) -> Database:
     return db
 
 
-def open_database(cfg: Config, migrate: bool = False,
+def open_database(database: DatabaseSettings, migrate: bool = False,
                   window: float | None = None) -> Database:
-    """The configured database, its schema created or migrated if ``migrate``; opening
-    it waits up to ``window`` seconds (default ``sink.connect_timeout_seconds``) for a
-    database that is down."""
-    first = _within_window(cfg, lambda: _connected(cfg, migrate), window)
-    return _retrying(cfg, first)
+    """The configured database (``Config.database``), its schema created or migrated if
+    ``migrate``; opening it waits up to ``window`` seconds (default
+    ``sink.connect_timeout_seconds``) for a database that is down."""
+    first = _within_window(database, lambda: _connected(database, migrate), window)
+    return _retrying(database, first)
 
 
-def open_existing(cfg: Config, table: str = "tranches") -> Database | None:
+def open_existing(database: DatabaseSettings, table: str = "tranches") -> Database | None:
     """The configured database if it exists and has ``table``, else None; creates
     nothing (``beamscore plan``, ``runs``, ``triggers``). Waits for a database that is
     down as ``open_database`` does."""
-    first = _within_window(cfg, lambda: connect_existing(
-        cfg.db, password_env=cfg.sink.password_env, table=table), None)
-    return None if first is None else _retrying(cfg, first)
+    first = _within_window(database, lambda: connect_existing(
+        database.url, password_env=database.password_env, table=table), None)
+    return None if first is None else _retrying(database, first)
 
 
 @contextmanager
-def opened(cfg: Config, migrate: bool = False,
+def opened(database: DatabaseSettings | Config, migrate: bool = False,
            window: float | None = None) -> Iterator[Database]:
-    db = open_database(cfg, migrate, window)
+    """``open_database``, closed after use. A whole ``Config`` stands for its
+    ``database`` (``pipelines.orchestration.report.write_report`` still passes one)."""
+    if isinstance(database, Config):
+        database = database.database
+    db = open_database(database, migrate, window)
     try:
         yield db
     finally:

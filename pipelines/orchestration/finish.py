@@ -44,7 +44,7 @@ def finish(cfg: Config, ref: ModelRef, run_id: str, summary: dict[str, Any] | No
     retrain = None
     if cfg.tracking.enabled and summary:
         try:
-            retrain = after_run(cfg, ref, run_id, summary, reference)
+            retrain = after_run(cfg.database, cfg.tracking, ref, run_id, summary, reference)
         except Exception as exc:  # noqa: BLE001 - the scores are written; say what is missing
             _LOG.error("run %s: tracking's launcher-side figures and retraining decision "
                        "failed (%s: %s); the run's scores and its pipeline figures stand",

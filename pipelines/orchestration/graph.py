@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -22,7 +23,7 @@ from models.behaviour import FEATURES_FILE
 from models.predict import TimeLimit
 from models.preprocess import PreprocessConfig
 from models.registry import ModelRef, ModelRegistry
-from pipelines.configuration.config import Config
+from pipelines.configuration.config import InferenceConfig, TrackingConfig, ValidationConfig
 from pipelines.orchestration.launch import tracking_policy, unpickle_policy
 from pipelines.orchestration.plan import ScorePlan
 from tracking.policy import IMPORTANCE_TOP
@@ -32,39 +33,55 @@ from transforms.files import WritePredictionFiles
 from transforms.infer import TRACK, DocBatchModelHandler, ScoreBatches
 from transforms.outcome import SummariseRun
 from transforms.read import ReadTranches
-from transforms.records import DEAD_LETTERS, STATS, RunContext
+from transforms.records import DEAD_LETTERS, STATS, FieldNames, RunContext
 from transforms.refused import RefusedLinks
 from transforms.track import TrackTranches
 from transforms.validate import ValidateAndPreprocess
 from transforms.write import IDS, SinkSettings, WriteToDatabase
 
 
-def time_limit(cfg: Config) -> TimeLimit | None:
+@dataclass(frozen=True)
+class GraphSettings:
+    """What the scoring graph reads of the config (``settings_of(GraphSettings, cfg)``);
+    the database comes with the sink's settings (``transforms.write.SinkSettings``)."""
+
+    registry: str
+    output_dir: str
+    fields: FieldNames
+    batch_size: int
+    validation: ValidationConfig
+    inference: InferenceConfig
+    tracking: TrackingConfig
+    max_dead_letter_ratio: float
+
+
+def time_limit(inference: InferenceConfig, batch_size: int) -> TimeLimit | None:
     """The inference time limit per record, from whichever of the two keys is set."""
-    if cfg.inference.timeout_ms_per_record:
-        return TimeLimit(cfg.inference.timeout_ms_per_record / 1000)
-    if cfg.inference.timeout_seconds:
-        return TimeLimit(cfg.inference.timeout_seconds / cfg.batch_size)
+    if inference.timeout_ms_per_record:
+        return TimeLimit(inference.timeout_ms_per_record / 1000)
+    if inference.timeout_seconds:
+        return TimeLimit(inference.timeout_seconds / batch_size)
     return None
 
 
-def model_handler(cfg: Config, ref: ModelRef, reference: dict[str, Any] | None
+def model_handler(graph: GraphSettings, ref: ModelRef, reference: dict[str, Any] | None
                   ) -> DocBatchModelHandler:
-    """The ModelHandler of ``ref`` with the inference and tracking settings of ``cfg``."""
+    """The ModelHandler of ``ref`` with the graph's inference and tracking settings."""
+    inference, tracking = graph.inference, graph.tracking
     return DocBatchModelHandler(
-        cfg.registry, ref, top_k=cfg.inference.top_k,
-        allow_sklearn_mismatch=cfg.inference.allow_sklearn_mismatch,
-        payload_limit=cfg.validation.max_payload_chars,
-        fast_text_features=cfg.inference.fast_text_features, policy=unpickle_policy(cfg),
-        time_limit=time_limit(cfg), tracking=cfg.tracking.enabled,
-        labelled_sample=cfg.tracking.labelled_sample,
+        graph.registry, ref, top_k=inference.top_k,
+        allow_sklearn_mismatch=inference.allow_sklearn_mismatch,
+        payload_limit=graph.validation.max_payload_chars,
+        fast_text_features=inference.fast_text_features, policy=unpickle_policy(inference),
+        time_limit=time_limit(inference, graph.batch_size), tracking=tracking.enabled,
+        labelled_sample=tracking.labelled_sample,
         importance_columns=[int(i) for i, _, _ in (reference or {}).get("importance_top", [])
                             [:IMPORTANCE_TOP]],
-        permutation_rows=cfg.tracking.permutation_rows,
+        permutation_rows=tracking.permutation_rows,
     )
 
 
-def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef,
+def build_pipeline(p: beam.Pipeline, graph: GraphSettings, plan: ScorePlan, ref: ModelRef,
                    run_id: str, sink: SinkSettings, extra: dict[str, Any] | None = None,
                    reference: dict[str, Any] | None = None,
                    finish: Callable[[dict[str, Any]], Any] | None = None) -> beam.PCollection:
@@ -79,38 +96,39 @@ def build_pipeline(p: beam.Pipeline, cfg: Config, plan: ScorePlan, ref: ModelRef
         scored_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         fences=tuple(sorted(plan.fence.tokens.items())) if plan.fence else (),
     )
-    limit = cfg.validation.max_payload_chars
-    handler = model_handler(cfg, ref, reference)
-    read = p | "Read tranches" >> ReadTranches(plan.chunks, cfg.fields, cfg.batch_size, limit,
-                                               cfg.validation.max_text_chars)
+    limit = graph.validation.max_payload_chars
+    handler = model_handler(graph, ref, reference)
+    read = p | "Read tranches" >> ReadTranches(plan.chunks, graph.fields, graph.batch_size,
+                                               limit, graph.validation.max_text_chars)
     refused = p | "Refused links" >> RefusedLinks(plan.refused)
     valid = read.batches | "Validate and preprocess" >> ValidateAndPreprocess(
-        pre, cfg.validation.max_text_chars, limit)
+        pre, graph.validation.max_text_chars, limit)
     scored = valid.valid | "Score batches" >> ScoreBatches(handler, limit)
     written = (
         scored["scored"]
-        | "Write prediction files" >> WritePredictionFiles(cfg.output_dir, ctx)
+        | "Write prediction files" >> WritePredictionFiles(graph.output_dir, ctx)
         | "Write to database" >> WriteToDatabase(sink, ctx)
     )
     tracked = []
-    if cfg.tracking.enabled:
+    if graph.tracking.enabled:
+        features = ModelRegistry(graph.registry).file_path(ref, FEATURES_FILE)
         tracked = [scored[TRACK] | "Track tranches" >> TrackTranches(
             sink.database, ctx, [str(c) for c in ref.metadata.get("classes", [])], reference,
-            tracking_policy(cfg), ModelRegistry(cfg.registry).file_path(ref, FEATURES_FILE))]
+            tracking_policy(graph.tracking), features)]
     duplicates = written[IDS] | "Find duplicate ids" >> FindDuplicateIds(
-        cfg.output_dir, ctx, limit)
+        graph.output_dir, ctx, limit)
     dead = (
         (read[DEAD_LETTERS], refused[DEAD_LETTERS], valid[DEAD_LETTERS], scored[DEAD_LETTERS],
          written[DEAD_LETTERS], duplicates)
         | "Merge dead letters" >> beam.Flatten()
     )
-    dead_stats = dead | "Write dead letters" >> WriteDeadLetters(sink, run_id, cfg.output_dir,
+    dead_stats = dead | "Write dead letters" >> WriteDeadLetters(sink, run_id, graph.output_dir,
                                                                  fence=ctx.fence())
     summary = (
         (read[STATS], refused[STATS], written[STATS], dead_stats)
         | "Merge stats" >> beam.Flatten()
-        | "Summarise run" >> SummariseRun(sink.database, cfg.output_dir, run_id,
-                                          cfg.max_dead_letter_ratio,
+        | "Summarise run" >> SummariseRun(sink.database, graph.output_dir, run_id,
+                                          graph.max_dead_letter_ratio,
                                           [t.tranche for t in plan.to_read], extra,
                                           fence=ctx.fence())
     )

@@ -22,60 +22,64 @@ from apache_beam.options.pipeline_options import WorkerOptions
 from models.behaviour import PROFILE_FILE
 from models.registry import ModelRef, ModelRegistry
 from models.unpickle import Policy, UntrustedGlobal, check_globals
-from pipelines.configuration.config import Config
+from pipelines.configuration.config import Config, InferenceConfig, settings_of
 from pipelines.configuration.connection import opened
 from pipelines.orchestration.exit_codes import LaunchError, UsageError
-from pipelines.orchestration.options import LOCAL_RUNNERS, check_runner, pipeline_options
-from pipelines.orchestration.plan import ScorePlan, files_of, tranche_fingerprint
+from pipelines.orchestration.options import (
+    LOCAL_RUNNERS,
+    RunnerSettings,
+    check_runner,
+    pipeline_options,
+)
+from pipelines.orchestration.plan import PlanSettings, ScorePlan, files_of, tranche_fingerprint
 from pipelines.orchestration.supersede import clear_tranche
 from store import run_records
 from store.ledger import BUSY, Holder, TrancheLedger
 from store.session import DatabaseSettings
-from store.settings import sink_values
+from store.settings import SinkConfig
 from tracking.policy import TrackingPolicy
+from transforms.records import FieldNames
 from transforms.write import SinkSettings
 
 _LOG = logging.getLogger(__name__)
 
 
-def database_settings(cfg: Config) -> DatabaseSettings:
-    """The database URL with every key of the ``sink`` section."""
-    return DatabaseSettings(cfg.db, **sink_values(cfg.sink))
-
-
-def sink_settings(cfg: Config, beam_args: list[str] | None = None) -> SinkSettings:
-    """Sink settings; a rate limit off one machine needs Redis or a fixed VM count."""
-    machines = 1
-    if cfg.runner not in LOCAL_RUNNERS and cfg.sink.max_rows_per_second and \
-            not cfg.sink.redis_url:
-        workers = pipeline_options(cfg, beam_args or []).view_as(WorkerOptions)
-        machines = workers.max_num_workers or workers.num_workers or 0
-        if not machines:
-            raise LaunchError(
-                "sink.max_rows_per_second on a distributed runner needs either "
-                "sink.redis_url (one job-wide budget) or --max_num_workers (each worker VM "
-                "then gets max_rows_per_second / max_num_workers)")
-    return SinkSettings(
-        database=database_settings(cfg), machines=machines,
-        payload_limit=cfg.validation.max_payload_chars, progress_seconds=cfg.progress_seconds)
+def machines(runner: RunnerSettings, sink: SinkConfig, beam_args: list[str]) -> int:
+    """The machines that share ``sink.max_rows_per_second`` (each gets an equal share);
+    a rate limit off one machine needs Redis or a fixed VM count."""
+    if runner.runner in LOCAL_RUNNERS or not sink.max_rows_per_second or sink.redis_url:
+        return 1
+    workers = pipeline_options(runner, beam_args).view_as(WorkerOptions)
+    count: int = workers.max_num_workers or workers.num_workers or 0
+    if not count:
+        raise LaunchError(
+            "sink.max_rows_per_second on a distributed runner needs either "
+            "sink.redis_url (one job-wide budget) or --max_num_workers (each worker VM "
+            "then gets max_rows_per_second / max_num_workers)")
+    return count
 
 
 def check_launch(cfg: Config, beam_args: list[str]) -> SinkSettings:
-    """Everything that can be checked before a run row or a lease is written."""
-    check_runner(cfg, beam_args)
-    return sink_settings(cfg, beam_args)
+    """Everything that can be checked before a run row or a lease is written (the runner
+    and its options, the sink's rate limit against them); the sink's settings."""
+    runner = settings_of(RunnerSettings, cfg)
+    check_runner(runner, beam_args)
+    return SinkSettings(
+        database=cfg.database, machines=machines(runner, cfg.sink, beam_args),
+        payload_limit=cfg.validation.max_payload_chars, progress_seconds=cfg.progress_seconds)
 
 
-def tracking_policy(cfg: Config) -> TrackingPolicy:
-    return TrackingPolicy(**{f.name: getattr(cfg.tracking, f.name)
+def tracking_policy(tracking: TrackingPolicy) -> TrackingPolicy:
+    """The policy's keys of the ``tracking`` section, without the section's other keys."""
+    return TrackingPolicy(**{f.name: getattr(tracking, f.name)
                              for f in dataclasses.fields(TrackingPolicy)})
 
 
-def reference_of(cfg: Config, ref: ModelRef) -> dict[str, Any] | None:
+def reference_of(registry: str, ref: ModelRef, tracked: bool) -> dict[str, Any] | None:
     """The model's reference profile (JSON), None if it has none or tracking is off."""
-    if not cfg.tracking.enabled:
+    if not tracked:
         return None
-    data = ModelRegistry(cfg.registry).read_file(ref, PROFILE_FILE)
+    data = ModelRegistry(registry).read_file(ref, PROFILE_FILE)
     if data is None:
         _LOG.warning("model %s:%s has no reference profile: tranches are profiled but not "
                      "compared (train it, or register it with --reference)", ref.name,
@@ -85,31 +89,31 @@ def reference_of(cfg: Config, ref: ModelRef) -> dict[str, Any] | None:
     return profile
 
 
-def unpickle_policy(cfg: Config) -> Policy:
-    return Policy(cfg.inference.trusted_types, cfg.inference.allow_pickle)
+def unpickle_policy(inference: InferenceConfig) -> Policy:
+    return Policy(inference.trusted_types, inference.allow_pickle)
 
 
 NO_MODEL = "no model: pass --model NAME or set model in the config"
 
 
-def require_model(cfg: Config) -> str:
+def require_model(model: str) -> str:
     """The configured model; there is no default model, so none is a usage error."""
-    if not cfg.model:
+    if not model:
         raise UsageError(NO_MODEL)
-    return cfg.model
+    return model
 
 
-def resolve_model(cfg: Config) -> ModelRef:
+def resolve_model(registry: str, model: str, inference: InferenceConfig) -> ModelRef:
     """Fix the model version at launch and verify its artifact (not unpickled here).
 
     The globals the metadata says the artifact needs are checked against the unpickling
     policy now, so a missing ``inference.trusted_types`` entry fails before any run
     starts; the workers' restricted unpickler enforces the policy on the artifact itself
     whatever the metadata says."""
-    registry = ModelRegistry(cfg.registry)
-    ref = registry.resolve(require_model(cfg))
-    registry.verify(ref, cfg.inference.allow_sklearn_mismatch)
-    policy = unpickle_policy(cfg)
+    models = ModelRegistry(registry)
+    ref = models.resolve(require_model(model))
+    models.verify(ref, inference.allow_sklearn_mismatch)
+    policy = unpickle_policy(inference)
     if policy.allow_pickle:
         _LOG.warning("inference.allow_pickle is set: model %s:%s is unpickled without the "
                      "allow-list, so its artifact can run any code", ref.name, ref.version)
@@ -120,26 +124,29 @@ def resolve_model(cfg: Config) -> ModelRef:
     return ref
 
 
-def with_model_fields(cfg: Config, ref: ModelRef) -> Config:
-    """The config with the id/text/label field names the model was trained with, for
-    every one the config does not name itself."""
+def model_fields(fields: FieldNames, explicit_keys: tuple[str, ...], ref: ModelRef
+                 ) -> FieldNames:
+    """``fields`` with the id/text/label field names the model was trained with, for
+    every one the config does not name itself (``explicit_keys``)."""
     recorded = {k: ref.metadata.get(f"{k}_field") for k in ("id", "text", "label")}
     changes: dict[str, Any] = {
         k: v for k, v in recorded.items()
-        if isinstance(v, str) and v and f"fields.{k}" not in cfg.explicit_keys
-        and v != getattr(cfg.fields, k)}
+        if isinstance(v, str) and v and f"fields.{k}" not in explicit_keys
+        and v != getattr(fields, k)}
     if not changes:
-        return cfg
+        return fields
     _LOG.info("input fields from model %s:%s: %s", ref.name, ref.version, changes)
-    return dataclasses.replace(cfg, fields=dataclasses.replace(cfg.fields, **changes))
+    return dataclasses.replace(fields, **changes)
 
 
-def start_run(cfg: Config, ref: ModelRef, run_id: str) -> None:
-    with opened(cfg, migrate=True) as db:
-        run_records.start(db, run_id, cfg.to_dict(), f"{ref.name}:{ref.version}")
+def start_run(database: DatabaseSettings, ref: ModelRef, run_id: str,
+              config: dict[str, Any]) -> None:
+    """Open the run's record, with the resolved ``config`` it runs with."""
+    with opened(database, migrate=True) as db:
+        run_records.start(db, run_id, config, f"{ref.name}:{ref.version}")
 
 
-def acquire_tranches(cfg: Config, plan: ScorePlan, ref: ModelRef, run_id: str,
+def acquire_tranches(settings: PlanSettings, plan: ScorePlan, ref: ModelRef, run_id: str,
                      lease_seconds: float | None = None, holder: Holder | None = None) -> None:
     """Take a lease of ``lease_seconds`` (default ``sink.lease_seconds``) for ``holder``
     (default this process) on every tranche to score; one another run holds becomes busy.
@@ -147,18 +154,18 @@ def acquire_tranches(cfg: Config, plan: ScorePlan, ref: ModelRef, run_id: str,
     (``supersede``) before anything is written to it. A run whose lease is taken over
     (its process is gone, or it stopped renewing) is marked failed, reason
     ``abandoned``."""
-    with opened(cfg, migrate=True) as db:
+    with opened(settings.database, migrate=True) as db:
         ledger = TrancheLedger(db, holder=holder)
         for t in plan.to_read:
             taken, previous = ledger.acquire(
-                t.tranche, ref.name, ref.version, tranche_fingerprint(t, cfg, ref),
-                files_of(t), run_id, lease_seconds or cfg.sink.lease_seconds)
+                t.tranche, ref.name, ref.version, tranche_fingerprint(t, settings, ref),
+                files_of(t), run_id, lease_seconds or settings.database.lease_seconds)
             if previous:
                 _LOG.warning("tranche %s taken over from run %s, marked failed (abandoned)",
                              t.tranche, previous)
                 run_records.mark_abandoned(db, previous, by=run_id)
             if taken:
-                clear_tranche(db, cfg.output_dir, t.tranche, f"{ref.name}:{ref.version}",
+                clear_tranche(db, settings.output_dir, t.tranche, f"{ref.name}:{ref.version}",
                               run_id)
             else:
                 entry = ledger.get(t.tranche, ref.name, ref.version)
@@ -166,38 +173,40 @@ def acquire_tranches(cfg: Config, plan: ScorePlan, ref: ModelRef, run_id: str,
                                                    "took it first")
         plan.fence = ledger.fence(run_id, ref.name, ref.version,
                                   [t.tranche for t in plan.to_read])
-    plan.cut_chunks(cfg)
+    plan.cut_chunks(settings.read.chunk_bytes, settings.workers)
 
 
-def lost_leases(cfg: Config, plan: ScorePlan) -> list[str]:
+def lost_leases(database: DatabaseSettings, plan: ScorePlan) -> list[str]:
     """The tranches this run took that another run has taken over since (fencing)."""
     if plan.fence is None or not plan.fence.tokens:
         return []
-    with opened(cfg, window=30) as db:
+    with opened(database, window=30) as db:
         return TrancheLedger(db).lost(plan.fence)
 
 
-def record_lease_lost(cfg: Config, run_id: str, lost: list[str]) -> dict[str, object]:
+def record_lease_lost(database: DatabaseSettings, run_id: str, lost: list[str]
+                      ) -> dict[str, object]:
     """Record that the run lost ``lost`` (status ``abandoned``, reason ``lease lost``);
     the summary the launcher prints."""
-    with opened(cfg) as db:
+    with opened(database) as db:
         run_records.lease_lost(db, run_id, lost)
     return {"run_id": run_id, "status": run_records.ABANDONED, "error": "lease lost",
             "lost": lost, "tranches": {}, "total": {}}
 
 
-def record_exit_code(cfg: Config, run_id: str, code: int) -> None:
+def record_exit_code(database: DatabaseSettings, run_id: str, code: int) -> None:
     """Keep the exit code in the run's record (``beamscore runs show``); a database
     that does not answer costs a warning, never the code itself."""
     try:
-        with opened(cfg, window=10) as db:
+        with opened(database, window=10) as db:
             run_records.record_exit_code(db, run_id, code)
     except Exception as exc:  # noqa: BLE001 - the run's outcome is already decided
         _LOG.warning("could not record exit code %d of run %s: %s", code, run_id, exc)
 
 
-def finish_run(cfg: Config, run_id: str, status: str, summary: dict[str, object]) -> None:
-    with opened(cfg) as db:
+def finish_run(database: DatabaseSettings, run_id: str, status: str,
+               summary: dict[str, object]) -> None:
+    with opened(database) as db:
         run_records.finish(db, run_id, status, summary)
 
 
@@ -206,13 +215,14 @@ def finish_run(cfg: Config, run_id: str, status: str, summary: dict[str, object]
 FAIL_WINDOW_SECONDS = 30.0
 
 
-def fail_run(cfg: Config, run_id: str, reason: str, detail: str = "") -> None:
-    with opened(cfg, window=min(FAIL_WINDOW_SECONDS, cfg.sink.connect_timeout_seconds)) as db:
+def fail_run(database: DatabaseSettings, run_id: str, reason: str, detail: str = "") -> None:
+    with opened(database, window=min(FAIL_WINDOW_SECONDS,
+                                     database.connect_timeout_seconds)) as db:
         run_records.fail(db, run_id, reason, detail)
 
 
-def run_summary(cfg: Config, run_id: str) -> dict[str, object] | None:
-    with opened(cfg) as db:
+def run_summary(database: DatabaseSettings, run_id: str) -> dict[str, object] | None:
+    with opened(database) as db:
         return run_records.summary(db, run_id)
 
 
@@ -220,17 +230,17 @@ class LeaseKeeper(threading.Thread):
     """The heartbeat: renews the run's tranche leases every quarter lease while the
     launcher waits for the pipeline."""
 
-    def __init__(self, cfg: Config, run_id: str):
+    def __init__(self, database: DatabaseSettings, run_id: str):
         super().__init__(name="beamscore-lease", daemon=True)
-        self._cfg, self._run_id = cfg, run_id
+        self._database, self._run_id = database, run_id
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        period = max(0.5, self._cfg.sink.lease_seconds / 4)
+        period = max(0.5, self._database.lease_seconds / 4)
         while not self._stop_event.wait(period):
             try:
-                with opened(self._cfg) as db:
-                    TrancheLedger(db).renew(self._run_id, self._cfg.sink.lease_seconds)
+                with opened(self._database) as db:
+                    TrancheLedger(db).renew(self._run_id, self._database.lease_seconds)
             except Exception as exc:  # noqa: BLE001 - retried at the next period
                 _LOG.warning("could not renew tranche leases: %s", exc)
 

@@ -10,6 +10,7 @@ options: ``check_beam_args`` rejects anything else, so a typo never passes silen
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -20,7 +21,7 @@ from apache_beam.options.pipeline_options import (
 )
 
 from engine.forkserver import ForkServer
-from pipelines.configuration.config import Config
+from pipelines.configuration.config import DataflowConfig
 from pipelines.orchestration.exit_codes import LaunchError
 
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "TestDirectRunner")
@@ -34,38 +35,56 @@ WORKER_PRELOAD = (
 TRACKING_PRELOAD = ("transforms.track", "tracking.metrics", "models.behaviour")
 
 
-def uses_fork_server(cfg: Config) -> bool:
-    return cfg.runner == "FnApiRunner" and cfg.workers > 1 and cfg.local_engine == "fork"
+@dataclass(frozen=True)
+class RunnerSettings:
+    """What choosing, configuring and checking the runner read of the config
+    (``settings_of(RunnerSettings, cfg)``); the four locations are only checked for the
+    shipped overlay's placeholder values."""
+
+    runner: str
+    workers: int
+    local_engine: str
+    dataflow: DataflowConfig
+    input_root: str
+    output_dir: str
+    registry: str
+    db: str
 
 
-def fork_server(cfg: Config) -> ForkServer | None:
-    """A (not yet started) fork server for this run's local workers, if it uses one."""
-    if not uses_fork_server(cfg):
+def uses_fork_server(runner: RunnerSettings) -> bool:
+    return (runner.runner == "FnApiRunner" and runner.workers > 1
+            and runner.local_engine == "fork")
+
+
+def fork_server(runner: RunnerSettings, tracked: bool) -> ForkServer | None:
+    """A (not yet started) fork server for this run's local workers, if it uses one;
+    its workers pre-import tracking's modules too when the run is ``tracked``."""
+    if not uses_fork_server(runner):
         return None
-    return ForkServer(WORKER_PRELOAD + (TRACKING_PRELOAD if cfg.tracking.enabled else ()))
+    return ForkServer(WORKER_PRELOAD + (TRACKING_PRELOAD if tracked else ()))
 
 
-def pipeline_options(cfg: Config, beam_args: list[str]) -> PipelineOptions:
+def pipeline_options(runner: RunnerSettings, beam_args: list[str]) -> PipelineOptions:
     """Options of the configured runner: the ``dataflow`` config section for distributed
     runners, then the flags given (which win)."""
-    opts: dict[str, Any] = {"runner": cfg.runner}
-    if cfg.runner in LOCAL_RUNNERS:
-        opts["direct_num_workers"] = cfg.workers
+    opts: dict[str, Any] = {"runner": runner.runner}
+    if runner.runner in LOCAL_RUNNERS:
+        opts["direct_num_workers"] = runner.workers
         # With the fork server the workers come from our environment, not Beam's mode.
-        parallel = cfg.workers > 1 and not uses_fork_server(cfg)
+        parallel = runner.workers > 1 and not uses_fork_server(runner)
         opts["direct_running_mode"] = "multi_processing" if parallel else "in_memory"
         return PipelineOptions(beam_args, **opts)
-    return PipelineOptions([*cfg.dataflow.as_flags(), *beam_args], **opts)
+    return PipelineOptions([*runner.dataflow.as_flags(), *beam_args], **opts)
 
 
 PLACEHOLDER = "example-"
 
 
-def check_placeholders(cfg: Config, beam_args: list[str]) -> None:
+def check_placeholders(runner: RunnerSettings, beam_args: list[str]) -> None:
     """Refuse the placeholder values of configs/dataflow.yaml that were not replaced."""
-    flat = {"input_root": cfg.input_root, "output_dir": cfg.output_dir,
-            "registry": cfg.registry, "db": cfg.db}
-    flat |= {f"dataflow.{k}": v for k, v in cfg.dataflow.__dict__.items()}
+    flat = {"input_root": runner.input_root, "output_dir": runner.output_dir,
+            "registry": runner.registry, "db": runner.db}
+    flat |= {f"dataflow.{k}": v for k, v in runner.dataflow.__dict__.items()}
     given = {a.split("=", 1)[0].lstrip("-") for a in beam_args if a.startswith("--")}
     left = [k for k, v in flat.items() if PLACEHOLDER in str(v) and k.split(".")[-1] not in given]
     if left:
@@ -75,17 +94,17 @@ def check_placeholders(cfg: Config, beam_args: list[str]) -> None:
             + "; replace them in your overlay or pass the flags")
 
 
-def make_pipeline(cfg: Config, beam_args: list[str],
+def make_pipeline(runner: RunnerSettings, beam_args: list[str],
                   server: ForkServer | None) -> beam.Pipeline:
     """The pipeline to run; on the fork server's workers when one is given (it may still
     be importing: the caller waits for it only just before running)."""
-    options = pipeline_options(cfg, beam_args)
+    options = pipeline_options(runner, beam_args)
     if server is None:
         return beam.Pipeline(options=options)
     from apache_beam.runners.portability.fn_api_runner import fn_runner
 
-    runner = fn_runner.FnApiRunner(default_environment=server.environment())
-    return beam.Pipeline(runner=runner, options=options)
+    local = fn_runner.FnApiRunner(default_environment=server.environment())
+    return beam.Pipeline(runner=local, options=options)
 
 
 def stages_a_template(beam_args: list[str]) -> bool:
@@ -97,21 +116,21 @@ def stages_a_template(beam_args: list[str]) -> bool:
     return bool(PipelineOptions(beam_args).view_as(GoogleCloudOptions).template_location)
 
 
-def check_runner(cfg: Config, beam_args: list[str]) -> None:
+def check_runner(settings: RunnerSettings, beam_args: list[str]) -> None:
     """The runner exists (a name Beam knows or a class path) and its options validate
     (e.g. DataflowRunner needs a project, a region and a gs:// temp_location). Loading
     the runner also registers its own option classes for ``unknown_beam_args``."""
-    check_placeholders(cfg, beam_args)
-    if cfg.runner in LOCAL_RUNNERS:
+    check_placeholders(settings, beam_args)
+    if settings.runner in LOCAL_RUNNERS:
         return
     from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
     from apache_beam.runners.runner import create_runner
 
     try:
-        runner = create_runner(cfg.runner)
+        runner = create_runner(settings.runner)
     except (ValueError, ImportError) as exc:
-        raise LaunchError(f"runner {cfg.runner!r} cannot be used: {exc}") from exc
-    options = pipeline_options(cfg, beam_args)
+        raise LaunchError(f"runner {settings.runner!r} cannot be used: {exc}") from exc
+    options = pipeline_options(settings, beam_args)
     options.view_as(TestOptions).dry_run = True  # validate offline: no bucket lookups
     validator = PipelineOptionsValidator(options, runner)
     if validator.is_service_runner():
@@ -120,11 +139,11 @@ def check_runner(cfg: Config, beam_args: list[str]) -> None:
         paths = [e for o in ("temp_location", "staging_location")
                  for e in validator.validate_gcs_path(gcp, o)]
         if len(paths) == 2:
-            raise LaunchError(f"options for {cfg.runner}: " + "; ".join(
+            raise LaunchError(f"options for {settings.runner}: " + "; ".join(
                 " ".join(e.split()) for e in [*validator.validate_cloud_options(gcp), *paths]))
     errors = validator.validate()
     if errors:
-        raise LaunchError(f"options for {cfg.runner}: " + "; ".join(
+        raise LaunchError(f"options for {settings.runner}: " + "; ".join(
             " ".join(e.split()) for e in errors))
 
 

@@ -22,13 +22,34 @@ from typing import Any
 from landing.chunks import Chunk, balanced_chunks
 from landing.tranches import TranchePlan, Unscored, has_records, plan_tranches, unscored_entries
 from models.registry import ModelRef
-from pipelines.configuration.config import Config
+from pipelines.configuration.config import InferenceConfig, ReadConfig, ValidationConfig
 from pipelines.configuration.connection import open_database, open_existing
 from store.database import Fence
 from store.ledger import MISSING, RUN, TrancheLedger
+from store.session import DatabaseSettings
+from transforms.records import FieldNames
 
 EMPTY = "empty"
 _LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """What planning a run and taking its tranches read of the config
+    (``settings_of(PlanSettings, cfg)``): where the tranches are, the ledger's database,
+    what a tranche's outputs depend on (fields, validation, ``inference.top_k``), how it
+    is cut into chunks, and where earlier outputs of a tranche taken are cleared."""
+
+    input_root: str
+    output_dir: str
+    database: DatabaseSettings
+    fields: FieldNames
+    validation: ValidationConfig
+    inference: InferenceConfig
+    read: ReadConfig
+    workers: int
+    allow_empty_tranches: bool
+    force: bool
 
 
 @dataclass
@@ -71,55 +92,56 @@ class ScorePlan:
     def with_decision(self, decision: str) -> list[TranchePlan]:
         return [t for t in self.tranches if self.decisions[t.tranche][0] == decision]
 
-    def cut_chunks(self, cfg: Config) -> None:
-        self.chunks = balanced_chunks(self.to_read, cfg.read.chunk_bytes, cfg.workers)
+    def cut_chunks(self, chunk_bytes: int, workers: int) -> None:
+        self.chunks = balanced_chunks(self.to_read, chunk_bytes, workers)
 
 
-def make_plan(cfg: Config, dates: list[dt.date], ref: ModelRef,
+def make_plan(settings: PlanSettings, dates: list[dt.date], ref: ModelRef,
               read_only: bool = False) -> ScorePlan:
     """List the tranches' files and ask the ledger which of them need scoring.
 
     ``read_only`` (``beamscore plan``) never creates a database or a table: a missing
     database or ledger means nothing was scored yet.
     """
-    plan = ScorePlan(dates=dates, tranches=plan_tranches(cfg.input_root, dates),
-                     root_unscored=unscored_entries(cfg.input_root))
+    plan = ScorePlan(dates=dates, tranches=plan_tranches(settings.input_root, dates),
+                     root_unscored=unscored_entries(settings.input_root))
     if plan.unscored and not read_only:
         _LOG.warning("%d entr%s under input_root will never be scored (beamscore plan lists "
                      "them, with why)", len(plan.unscored),
                      "y" if len(plan.unscored) == 1 else "ies")
-    db = open_existing(cfg) if read_only else open_database(cfg, migrate=True)
+    db = (open_existing(settings.database) if read_only
+          else open_database(settings.database, migrate=True))
     try:
         ledger = TrancheLedger(db) if db is not None else None
         for t in plan.tranches:
             if t.missing:
                 plan.decisions[t.tranche] = (MISSING, t.missing_reason)
-            elif not cfg.allow_empty_tranches and not has_records(t):
+            elif not settings.allow_empty_tranches and not has_records(t):
                 plan.decisions[t.tranche] = (EMPTY, f"{len(t.files)} file(s) in {t.folder} "
                                                     "hold no record")
             elif ledger is None:
                 plan.decisions[t.tranche] = (RUN, "never scored (no ledger yet)")
             else:
                 plan.decisions[t.tranche] = ledger.decide(
-                    t.tranche, ref.name, ref.version, tranche_fingerprint(t, cfg, ref),
-                    cfg.force)
+                    t.tranche, ref.name, ref.version, tranche_fingerprint(t, settings, ref),
+                    settings.force)
     finally:
         if db is not None:
             db.close()
-    plan.cut_chunks(cfg)
+    plan.cut_chunks(settings.read.chunk_bytes, settings.workers)
     return plan
 
 
-def tranche_fingerprint(t: TranchePlan, cfg: Config, ref: ModelRef) -> str:
+def tranche_fingerprint(t: TranchePlan, settings: PlanSettings, ref: ModelRef) -> str:
     """What the outputs of a tranche depend on besides the model version: its files
     (paths, sizes, content identities), the input field names, the validation settings,
     the model's preprocessing and top_k."""
-    settings = {"fields": dataclasses.asdict(cfg.fields),
-                "validation": dataclasses.asdict(cfg.validation),
-                "preprocessing": ref.metadata.get("preprocessing", {}),
-                "top_k": cfg.inference.top_k}
+    depends = {"fields": dataclasses.asdict(settings.fields),
+               "validation": dataclasses.asdict(settings.validation),
+               "preprocessing": ref.metadata.get("preprocessing", {}),
+               "top_k": settings.inference.top_k}
     h = hashlib.sha256(t.fingerprint().encode())
-    h.update(json.dumps(settings, sort_keys=True).encode())
+    h.update(json.dumps(depends, sort_keys=True).encode())
     return h.hexdigest()
 
 

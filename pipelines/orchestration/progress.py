@@ -13,23 +13,25 @@ import logging
 import threading
 import time
 
-from pipelines.configuration.config import Config
 from pipelines.configuration.connection import opened
 from store.run_records import written_rows
+from store.session import DatabaseSettings
 
 _LOG = logging.getLogger("beamscore")
 
 
 class ProgressReporter(threading.Thread):
-    def __init__(self, cfg: Config, run_id: str, tranches: list[str], planned: int):
+    def __init__(self, database: DatabaseSettings, progress_seconds: float, run_id: str,
+                 tranches: list[str], planned: int):
         super().__init__(name="beamscore-progress", daemon=True)
-        self._cfg, self._run_id, self._tranches = cfg, run_id, tranches
+        self._database, self._period = database, progress_seconds
+        self._run_id, self._tranches = run_id, tranches
         self._planned = max(1, planned)
         self._stop_event = threading.Event()
         self._t0 = time.monotonic()
 
     def run(self) -> None:
-        period = max(0.2, self._cfg.progress_seconds)
+        period = max(0.2, self._period)
         while not self._stop_event.wait(period):
             try:
                 self.report()
@@ -37,7 +39,7 @@ class ProgressReporter(threading.Thread):
                 _LOG.debug("progress not available: %s", exc)
 
     def report(self) -> None:
-        with opened(self._cfg) as db:
+        with opened(self._database) as db:
             written = sum(written_rows(db, self._run_id, self._tranches).values())
         elapsed = time.monotonic() - self._t0
         rate = written / elapsed if elapsed > 0 else 0.0

@@ -18,11 +18,12 @@ import subprocess
 from typing import Any
 
 from models.registry import ModelRef
-from pipelines.configuration.config import Config
+from pipelines.configuration.config import TrackingConfig
 from pipelines.configuration.connection import opened
 from store import monitoring, run_records
 from store.database import Database
 from store.monitoring import Trigger
+from store.session import DatabaseSettings
 from tracking.catalogue import ACCURACY_METRICS, DRIFT_METRICS
 from tracking.metrics import launcher_run_rows
 from tracking.policy import ALERT
@@ -30,15 +31,16 @@ from tracking.policy import ALERT
 _LOG = logging.getLogger("beamscore")
 
 
-def after_run(cfg: Config, ref: ModelRef, run_id: str, summary: dict[str, Any],
-              reference: dict[str, Any] | None) -> Trigger | None:
-    with opened(cfg) as db:
-        rows = _launcher_rows(db, cfg, ref, run_id, summary, reference)
+def after_run(database: DatabaseSettings, tracking: TrackingConfig, ref: ModelRef,
+              run_id: str, summary: dict[str, Any], reference: dict[str, Any] | None
+              ) -> Trigger | None:
+    with opened(database) as db:
+        rows = _launcher_rows(db, tracking, ref, run_id, summary, reference)
         monitoring.write_rows(db, rows)
-        return _maybe_trigger(db, cfg, ref, run_id)
+        return _maybe_trigger(db, tracking, ref, run_id)
 
 
-def _launcher_rows(db: Database, cfg: Config, ref: ModelRef, run_id: str,
+def _launcher_rows(db: Database, tracking: TrackingConfig, ref: ModelRef, run_id: str,
                    summary: dict[str, Any], reference: dict[str, Any] | None
                    ) -> list[dict[str, Any]]:
     """The launcher's metrics of the catalogue (``tracking.catalogue``) for each tranche
@@ -48,16 +50,17 @@ def _launcher_rows(db: Database, cfg: Config, ref: ModelRef, run_id: str,
     tranches = {tranche: (counts, run_records.dead_letters_by_reason(db, run_id, tranche))
                 for tranche, counts in (summary.get("tranches") or {}).items()}
     return [r.__dict__ | base | {"tranche": tranche} for tranche, found in
-            launcher_run_rows(tranches, figures, cfg.tracking).items() for r in found]
+            launcher_run_rows(tranches, figures, tracking).items() for r in found]
 
 
-def _maybe_trigger(db: Database, cfg: Config, ref: ModelRef, run_id: str) -> Trigger | None:
+def _maybe_trigger(db: Database, tracking: TrackingConfig, ref: ModelRef, run_id: str
+                   ) -> Trigger | None:
     rows = monitoring.rows_of_run(db, run_id)
     reasons = [f"{r['metric']} {r['value']:.4g} on {r['tranche']} (threshold "
                f"{r['threshold']:.4g})" for r in rows
                if r["status"] == ALERT and r["metric"] in ACCURACY_METRICS]
-    streak = _recent_runs(db, ref, run_id, cfg.tracking.consecutive)
-    if len(streak) == cfg.tracking.consecutive:
+    streak = _recent_runs(db, ref, run_id, tracking.consecutive)
+    if len(streak) == tracking.consecutive:
         history = monitoring.history(db, ref.name, ref.version, DRIFT_METRICS, streak)
         for metric in sorted({r["metric"] for r in rows if r["status"] == ALERT
                               and r["metric"] in DRIFT_METRICS}):
@@ -68,18 +71,18 @@ def _maybe_trigger(db: Database, cfg: Config, ref: ModelRef, run_id: str) -> Tri
     if not reasons:
         return None
     last = monitoring.triggers(db, ref.name, ref.version)
-    if last and _hours_since(last[-1].created_at) < cfg.tracking.cooldown_hours:
+    if last and _hours_since(last[-1].created_at) < tracking.cooldown_hours:
         _LOG.warning("retraining would be requested (%s), but trigger %s is within the "
                      "cooldown of %s h", "; ".join(reasons), last[-1].trigger_id,
-                     cfg.tracking.cooldown_hours)
+                     tracking.cooldown_hours)
         return None
     trigger = monitoring.add_trigger(db, ref.name, ref.version, reasons, streak or [run_id],
-                                     cfg.tracking.command)
+                                     tracking.command)
     _LOG.warning("retraining requested for %s:%s (trigger %s): %s", ref.name, ref.version,
                  trigger.trigger_id, "; ".join(reasons))
     status, code = "requested", None
-    if cfg.tracking.command:
-        code = subprocess.run(cfg.tracking.command, shell=True, check=False).returncode
+    if tracking.command:
+        code = subprocess.run(tracking.command, shell=True, check=False).returncode
         status = "command_succeeded" if code == 0 else "command_failed"
         _LOG.info("retraining command exited %d", code)
     monitoring.finish_trigger(db, trigger.trigger_id, status, code)

@@ -12,6 +12,7 @@ pipeline), run it and read the summary the pipeline recorded.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import logging
 import sys
@@ -21,7 +22,7 @@ from typing import Any
 import apache_beam as beam
 
 from engine.forkserver import ForkServer
-from pipelines.configuration.config import Config, load_config
+from pipelines.configuration.config import Config, load_config, settings_of
 from pipelines.configuration.flags import overrides_from_args
 from pipelines.orchestration.exit_codes import (
     EXIT_BUSY,
@@ -33,7 +34,7 @@ from pipelines.orchestration.exit_codes import (
     guarded,
 )
 from pipelines.orchestration.finish import FinishInJob, finish, warm_up
-from pipelines.orchestration.graph import build_pipeline
+from pipelines.orchestration.graph import GraphSettings, build_pipeline
 from pipelines.orchestration.launch import (
     LeaseKeeper,
     acquire_tranches,
@@ -41,6 +42,7 @@ from pipelines.orchestration.launch import (
     fail_run,
     finish_run,
     lost_leases,
+    model_fields,
     record_exit_code,
     record_lease_lost,
     reference_of,
@@ -48,15 +50,15 @@ from pipelines.orchestration.launch import (
     resolve_model,
     run_summary,
     start_run,
-    with_model_fields,
 )
 from pipelines.orchestration.options import (
+    RunnerSettings,
     fork_server,
     make_pipeline,
     stages_a_template,
     unknown_beam_args,
 )
-from pipelines.orchestration.plan import EMPTY, ScorePlan, make_plan
+from pipelines.orchestration.plan import EMPTY, PlanSettings, ScorePlan, make_plan
 from pipelines.orchestration.progress import ProgressReporter
 from pipelines.orchestration.run_arguments import parse_score_args, requested_dates
 from pipelines.orchestration.run_arguments import score_parser as score_parser  # the template's
@@ -65,6 +67,7 @@ from pipelines.orchestration.summary import RunOutcome, format_summary, plan_sum
 from store import run_records
 from store.ledger import BUSY, MISSING, SKIP, Holder
 from store.limits import StateUser
+from store.session import DatabaseSettings
 from transforms.outcome import INCOMPLETE, RATIO_EXCEEDED
 from transforms.write import SinkSettings
 
@@ -85,7 +88,7 @@ def run_parsed(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
     def score() -> int:
         cfg = load_config(args.config, overrides_from_args(args))
-        require_model(cfg)
+        require_model(cfg.model)
         sink = check_launch(cfg, beam_args)
         unknown = unknown_beam_args(beam_args) if beam_args else []
         if unknown:
@@ -94,9 +97,9 @@ def run_parsed(parser: argparse.ArgumentParser, args: argparse.Namespace,
         outcome = execute(cfg, requested_dates(args, cfg.schedule.timezone), beam_args, sink,
                           test_pipeline)
         print(format_summary(outcome))
-        code = exit_code(cfg, outcome)
+        code = exit_code(outcome, cfg.max_dead_letter_ratio)
         if outcome.run_id and not outcome.staged:
-            record_exit_code(cfg, outcome.run_id, code)
+            record_exit_code(cfg.database, outcome.run_id, code)
         return code
 
     try:
@@ -112,7 +115,7 @@ def run_parsed(parser: argparse.ArgumentParser, args: argparse.Namespace,
         return stop.exit_code
 
 
-def exit_code(cfg: Config, outcome: RunOutcome) -> int:
+def exit_code(outcome: RunOutcome, max_dead_letter_ratio: float) -> int:
     """The exit code of a finished run, with one stderr line saying why when not 0. A
     job staged for a template launcher exits 0 (Dataflow's launcher submits the job only
     after a clean exit): missing and busy tranches are reported on stderr only."""
@@ -138,7 +141,7 @@ def exit_code(cfg: Config, outcome: RunOutcome) -> int:
         return EXIT_ERROR
     if status == RATIO_EXCEEDED:
         print(f"beamscore: dead-letter ratio {outcome.summary['dead_letter_ratio']:.4f} "  # type: ignore[index]
-              f"(or a tranche's) exceeds max_dead_letter_ratio={cfg.max_dead_letter_ratio}; "
+              f"(or a tranche's) exceeds max_dead_letter_ratio={max_dead_letter_ratio}; "
               "those tranches are left failed", file=sys.stderr)
         return EXIT_DEAD_LETTERS
     if plan.missing or plan.empty:
@@ -162,7 +165,8 @@ def exit_code(cfg: Config, outcome: RunOutcome) -> int:
 def execute(cfg: Config, dates: list[dt.date], beam_args: list[str], sink: SinkSettings,
             test_pipeline: beam.Pipeline | None = None) -> RunOutcome:
     """Launch, build the graph and run it; the outcome as the pipeline recorded it."""
-    server = fork_server(cfg) if test_pipeline is None else None
+    server = (fork_server(settings_of(RunnerSettings, cfg), cfg.tracking.enabled)
+              if test_pipeline is None else None)
     if server is not None:
         server.start()  # its imports overlap the launch work below
     if cfg.tracking.enabled:
@@ -178,25 +182,27 @@ def execute(cfg: Config, dates: list[dt.date], beam_args: list[str], sink: SinkS
 
 def _execute(cfg: Config, dates: list[dt.date], beam_args: list[str], sink: SinkSettings,
              test_pipeline: beam.Pipeline | None, server: ForkServer | None) -> RunOutcome:
-    ref = resolve_model(cfg)
-    cfg = with_model_fields(cfg, ref)
-    plan = make_plan(cfg, dates, ref)
+    ref = resolve_model(cfg.registry, cfg.model, cfg.inference)
+    cfg = dataclasses.replace(cfg, fields=model_fields(cfg.fields, cfg.explicit_keys, ref))
+    settings = settings_of(PlanSettings, cfg)
+    plan = make_plan(settings, dates, ref)
     run_id = run_records.new_run_id()
-    start_run(cfg, ref, run_id)
+    start_run(cfg.database, ref, run_id, cfg.to_dict())
     try:
         staged = stages_a_template(beam_args)
         if plan.to_read:
             # A staged job outlives its launcher: its leases belong to no process here
             # (pid 0), so only their expiry or `beamscore runs release` frees them.
-            acquire_tranches(cfg, plan, ref, run_id,
+            acquire_tranches(settings, plan, ref, run_id,
                              cfg.sink.detached_lease_seconds if staged else None,
                              Holder(Holder.this_process().host, 0) if staged else None)
         if not plan.has_work:  # everything skipped, busy, missing or empty
             summary = {"run_id": run_id, "status": run_records.SKIPPED, "tranches": {},
                        "total": {}, **plan_summary(plan, ref)}
-            finish_run(cfg, run_id, run_records.SKIPPED, summary)
+            finish_run(cfg.database, run_id, run_records.SKIPPED, summary)
             if staged:
-                _stage_nothing(cfg, run_id, beam_args, test_pipeline)
+                _stage_nothing(settings_of(RunnerSettings, cfg), run_id, beam_args,
+                               test_pipeline)
             return RunOutcome(run_id, summary, 0.0, plan, ref, staged=staged)
         if staged:
             return _stage_job(cfg, plan, ref, run_id, beam_args, sink, test_pipeline)
@@ -204,19 +210,21 @@ def _execute(cfg: Config, dates: list[dt.date], beam_args: list[str], sink: Sink
     except BaseException as exc:
         stop = exc if isinstance(exc, Interrupted) else received()
         if stop is None:
-            _record_failure(cfg, run_id, f"{type(exc).__name__}: {exc}")
+            _record_failure(cfg.database, run_id, f"{type(exc).__name__}: {exc}")
             raise
         stop.run_id = run_id
-        stop.recorded = _record_failure(cfg, run_id, run_records.INTERRUPTED, stop.name)
+        stop.recorded = _record_failure(cfg.database, run_id, run_records.INTERRUPTED,
+                                        stop.name)
         raise stop from None
 
 
-def _record_failure(cfg: Config, run_id: str, reason: str, detail: str = "") -> bool:
+def _record_failure(database: DatabaseSettings, run_id: str, reason: str,
+                    detail: str = "") -> bool:
     """Mark the run failed and free its leases; if the database cannot be reached, say
     so and let the original error or stop signal end the run (its leases are then taken
     over when they expire, or at once by the next run on this host)."""
     try:
-        fail_run(cfg, run_id, reason, detail)
+        fail_run(database, run_id, reason, detail)
         return True
     except Exception as exc:  # noqa: BLE001 - the error that ended the run matters more
         _LOG.error("could not mark run %s failed (%s): %s", run_id, reason, exc)
@@ -228,16 +236,18 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
                   server: ForkServer | None) -> RunOutcome:
     _LOG.info("run %s: model %s:%s, %d tranche(s), %d chunk(s)", run_id, ref.name,
               ref.version, len(plan.to_read), len(plan.chunks))
-    started = time.monotonic()
-    p = test_pipeline or make_pipeline(cfg, beam_args, server)
-    keeper = LeaseKeeper(cfg, run_id)
+    started, database = time.monotonic(), cfg.database
+    p = test_pipeline or make_pipeline(settings_of(RunnerSettings, cfg), beam_args, server)
+    keeper = LeaseKeeper(database, run_id)
     keeper.start()
-    progress = ProgressReporter(cfg, run_id, [t.tranche for t in plan.to_read],
+    progress = ProgressReporter(database, cfg.progress_seconds, run_id,
+                                [t.tranche for t in plan.to_read],
                                 sum(c.est_rows for c in plan.chunks))
     progress.start()
-    reference = reference_of(cfg, ref)
+    reference = reference_of(cfg.registry, ref, cfg.tracking.enabled)
     try:
-        build_pipeline(p, cfg, plan, ref, run_id, sink, plan_summary(plan, ref), reference)
+        build_pipeline(p, settings_of(GraphSettings, cfg), plan, ref, run_id, sink,
+                       plan_summary(plan, ref), reference)
         if server is not None:
             server.wait_ready()  # the graph was built while its imports finished
         result = p.run()
@@ -247,18 +257,18 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
             cancel_job(result)
             raise
     except Exception as failure:
-        if not (lost := _lost_or_none(cfg, plan, failure)):
+        if not (lost := _lost_or_none(database, plan, failure)):
             raise
-        return _lease_lost(cfg, plan, ref, run_id, lost, started)
+        return _lease_lost(database, plan, ref, run_id, lost, started)
     finally:
         keeper.stop()
         progress.stop()
-    summary = run_summary(cfg, run_id)
+    summary = run_summary(database, run_id)
     # A run taken over while frozen may still end its pipeline; its record then says
     # abandoned (the outcome step changes nothing of a run that lost its tranches).
     if (summary or {}).get("error") == run_records.ABANDONED and \
-            (lost := lost_leases(cfg, plan)):
-        return _lease_lost(cfg, plan, ref, run_id, lost, started)
+            (lost := lost_leases(database, plan)):
+        return _lease_lost(database, plan, ref, run_id, lost, started)
     outcome = RunOutcome(run_id=run_id, summary=summary,
                          wall_seconds=time.monotonic() - started, plan=plan, ref=ref,
                          model_loads=model_loads(result))
@@ -266,24 +276,25 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
     return outcome
 
 
-def _lost_or_none(cfg: Config, plan: ScorePlan, failure: BaseException) -> list[str]:
+def _lost_or_none(database: DatabaseSettings, plan: ScorePlan, failure: BaseException
+                  ) -> list[str]:
     """The tranches another run took over, when that is why the pipeline failed; a
     database that does not answer now leaves the pipeline's own error to be raised."""
     try:
-        return lost_leases(cfg, plan)
+        return lost_leases(database, plan)
     except Exception as exc:  # noqa: BLE001 - the pipeline's error is the one to report
         _LOG.warning("could not check the run's leases after %s: %s",
                      type(failure).__name__, exc)
         return []
 
 
-def _lease_lost(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, lost: list[str],
-                started: float) -> RunOutcome:
+def _lease_lost(database: DatabaseSettings, plan: ScorePlan, ref: Any, run_id: str,
+                lost: list[str], started: float) -> RunOutcome:
     """Another run took over tranches of this one (it was frozen past its leases): its
     fenced writes wrote nothing since; it ends ``abandoned`` without touching them."""
     _LOG.error("run %s lost the lease of tranche(s) %s to another run; stopping without "
                "writing", run_id, ", ".join(lost))
-    return RunOutcome(run_id=run_id, summary=record_lease_lost(cfg, run_id, lost),
+    return RunOutcome(run_id=run_id, summary=record_lease_lost(database, run_id, lost),
                       wall_seconds=time.monotonic() - started, plan=plan, ref=ref)
 
 
@@ -293,9 +304,10 @@ def _stage_job(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args: l
     exits: the job records its own summary, leases and monitoring rows, then finishes
     the run (``FinishInJob``); its leases last ``sink.detached_lease_seconds``."""
     started = time.monotonic()
-    p = test_pipeline or make_pipeline(cfg, beam_args, None)
-    reference = reference_of(cfg, ref)
-    build_pipeline(p, cfg, plan, ref, run_id, sink, plan_summary(plan, ref), reference,
+    p = test_pipeline or make_pipeline(settings_of(RunnerSettings, cfg), beam_args, None)
+    reference = reference_of(cfg.registry, ref, cfg.tracking.enabled)
+    build_pipeline(p, settings_of(GraphSettings, cfg), plan, ref, run_id, sink,
+                   plan_summary(plan, ref), reference,
                    finish=FinishInJob(cfg, ref, run_id, reference))
     p.run()
     _LOG.info("run %s: job staged for the template launcher; it finishes the run itself "
@@ -304,11 +316,11 @@ def _stage_job(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args: l
                       plan=plan, ref=ref, staged=True)
 
 
-def _stage_nothing(cfg: Config, run_id: str, beam_args: list[str],
+def _stage_nothing(runner: RunnerSettings, run_id: str, beam_args: list[str],
                    test_pipeline: beam.Pipeline | None) -> None:
     """A template launch must stage a job, or Dataflow fails the launch: with nothing to
     score (every tranche skipped, busy or missing) the job does nothing."""
-    p = test_pipeline or make_pipeline(cfg, beam_args, None)
+    p = test_pipeline or make_pipeline(runner, beam_args, None)
     _ = p | "Nothing to score" >> beam.Create([run_id]) | beam.Map(lambda _: None)
     p.run()
 

@@ -68,17 +68,17 @@ def test_the_launchers_run_records_survive_a_database_restart(
 
     monkeypatch.setattr(connection, "connect", dropping)
     drops[0] = 2
-    finish_run(cfg, "run-r", "completed", {"total": {"written": 3}})
+    finish_run(cfg.database, "run-r", "completed", {"total": {"written": 3}})
     drops[0] = 1
-    assert run_summary(cfg, "run-r") == {"total": {"written": 3}}
+    assert run_summary(cfg.database, "run-r") == {"total": {"written": 3}}
     assert len(no_sleep) == 3 and len(opened) == 5  # every retry on a new connection
     db = connect(url)
     run_records.start(db, "run-f", {}, "demo:1")
     db.close()
     drops[0] = 1
-    fail_run(cfg, "run-f", "cancelled")
+    fail_run(cfg.database, "run-f", "cancelled")
     drops[0] = 1
-    record = run_summary(cfg, "run-f")
+    record = run_summary(cfg.database, "run-f")
     assert record is not None and record["error"] == "cancelled"
 
 
@@ -107,7 +107,7 @@ def test_opening_a_database_that_stays_down_waits_out_the_connect_timeout(
         raise TransientDatabaseError("connection refused")
 
     monkeypatch.setattr(connection, "connect", refused)
-    with pytest.raises(TransientDatabaseError), connection.opened(cfg):
+    with pytest.raises(TransientDatabaseError), connection.opened(cfg.database):
         pass
     assert len(tries) > 4, "opening is bounded by the time window, not sink.max_retries"
     assert tries[-1] == 60.0, "the last try is made when the window ends, not before"
@@ -126,7 +126,7 @@ def test_a_call_on_an_open_database_fails_after_bounded_retries(
         return _Dropping(connect(u, **kwargs), drops)  # type: ignore[return-value]
 
     monkeypatch.setattr(connection, "connect", dropping)
-    with connection.opened(cfg, migrate=True) as db:
+    with connection.opened(cfg.database, migrate=True) as db:
         drops[0] = 100
         tries.clear()
         with pytest.raises(TransientDatabaseError):
@@ -137,6 +137,6 @@ def test_a_call_on_an_open_database_fails_after_bounded_retries(
 def test_errors_that_are_not_transient_are_not_retried(
         tmp_path: Path, no_sleep: list[float]) -> None:
     cfg = load_config(None, {"db": f"sqlite:///{tmp_path / 'e.db'}"})
-    with connection.opened(cfg, migrate=True) as db, pytest.raises(StatementError):
+    with connection.opened(cfg.database, migrate=True) as db, pytest.raises(StatementError):
         db.execute("SELECT ?", [object()])  # not a value SQLite can bind
     assert no_sleep == []

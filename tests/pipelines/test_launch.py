@@ -31,7 +31,7 @@ def test_the_heartbeat_renews_the_leases_every_quarter_lease_until_stopped(
     TrancheLedger(db).acquire("2026-01-01", "demo", "1", "fp", [], "run-k", 2)
     db.close()
     first = _lease_until(url)
-    keeper = LeaseKeeper(cfg, "run-k")
+    keeper = LeaseKeeper(cfg.database, "run-k")
     keeper.start()
     try:
         deadline = time.monotonic() + 5

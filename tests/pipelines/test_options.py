@@ -5,13 +5,19 @@ from __future__ import annotations
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pipelines.configuration.config import load_config
+from pipelines.configuration.config import load_config, settings_of
 from pipelines.orchestration.exit_codes import LaunchError
-from pipelines.orchestration.launch import sink_settings
-from pipelines.orchestration.options import check_placeholders, check_runner, unknown_beam_args
+from pipelines.orchestration.launch import machines
+from pipelines.orchestration.options import (
+    RunnerSettings,
+    check_placeholders,
+    check_runner,
+    unknown_beam_args,
+)
 
 READY = ["--project=beamscore-prod", "--temp_location=gs://beamscore-temp/tmp",
          "--staging_location=gs://beamscore-temp/staging"]
@@ -19,17 +25,22 @@ PATHS = {"input_root": "gs://beamscore-landing/documents", "output_dir": "gs://b
          "registry": "gs://beamscore-models/registry"}
 
 
+def _runner(config: str | None = None, overrides: dict[str, Any] | None = None
+            ) -> RunnerSettings:
+    return settings_of(RunnerSettings, load_config(config, overrides))
+
+
 @pytest.mark.parametrize("runner", [
     "PortableRunner", "apache_beam.runners.portability.portable_runner.PortableRunner",
     "FnApiRunner", "DataflowRunner"])
 def test_runner_names_and_class_paths_are_accepted(runner: str) -> None:
     extra = READY + ["--region=europe-west1"] if runner == "DataflowRunner" else []
-    check_runner(load_config(None, {"runner": runner} | (PATHS if extra else {})), extra)
+    check_runner(_runner(None, {"runner": runner} | (PATHS if extra else {})), extra)
 
 
 def test_a_runner_typo_is_refused_naming_it() -> None:
     with pytest.raises(LaunchError, match="runner 'DataflowRuner' cannot be used"):
-        check_runner(load_config(None, {"runner": "DataflowRuner"}), [])
+        check_runner(_runner(None, {"runner": "DataflowRuner"}), [])
 
 
 def test_options_of_a_runner_module_not_yet_imported_are_recognised(
@@ -50,28 +61,27 @@ def test_options_of_a_runner_module_not_yet_imported_are_recognised(
     monkeypatch.syspath_prepend(str(tmp_path))
     flag = ["--late_cluster_address=tcp://10.0.0.1:8786"]
     assert "late_runner" not in sys.modules and unknown_beam_args(flag) == flag
-    check_runner(load_config(None, {"runner": "late_runner.LateRunner"}), flag)
+    check_runner(_runner(None, {"runner": "late_runner.LateRunner"}), flag)
     assert unknown_beam_args(flag) == []
 
 
 def test_the_shipped_dataflow_overlay_refuses_its_placeholders() -> None:
-    cfg = load_config("dataflow")
     with pytest.raises(LaunchError) as exc:
-        check_placeholders(cfg, [])
+        check_placeholders(_runner("dataflow"), [])
     message = str(exc.value)
     for key in ("input_root", "dataflow.project", "dataflow.temp_location",
                 "dataflow.sdk_container_image"):
         assert key in message
-    ready = load_config("dataflow", PATHS)
-    check_placeholders(ready, [*READY, "--service_account_email=sa@beamscore-prod.iam",
-                               "--sdk_container_image=europe-docker.pkg.dev/p/r/beamscore:1"])
+    check_placeholders(_runner("dataflow", PATHS), [
+        *READY, "--service_account_email=sa@beamscore-prod.iam",
+        "--sdk_container_image=europe-docker.pkg.dev/p/r/beamscore:1"])
 
 
 def test_the_shipped_dataflow_overlay_rate_limit_works_without_redis() -> None:
     cfg = load_config("dataflow")
     assert cfg.sink.max_rows_per_second > 0 and not cfg.sink.redis_url
-    settings = sink_settings(cfg, [])
-    assert settings.machines == cfg.dataflow.max_num_workers == 10
-    assert settings.max_rows_per_second / settings.machines == 2000
+    shared = machines(settings_of(RunnerSettings, cfg), cfg.sink, [])
+    assert shared == cfg.dataflow.max_num_workers == 10
+    assert cfg.sink.max_rows_per_second / shared == 2000
     flags = cfg.dataflow.as_flags()
     assert "--max_num_workers=10" in flags and "--experiments=use_runner_v2" in flags

@@ -10,10 +10,13 @@ from typing import Any
 
 import pytest
 
-from pipelines.configuration.config import KEYS, SECTIONS, Config, load_config
+from pipelines.configuration.config import KEYS, SECTIONS, Config, load_config, settings_of
 from pipelines.configuration.flags import add_config_flags, overrides_from_args
 from pipelines.configuration.reference import reference
-from pipelines.orchestration.launch import database_settings, sink_settings
+from pipelines.orchestration.graph import GraphSettings
+from pipelines.orchestration.launch import check_launch
+from pipelines.orchestration.options import RunnerSettings
+from pipelines.orchestration.plan import PlanSettings
 from pipelines.orchestration.score import score_parser
 from store.session import DatabaseSettings
 from store.settings import SinkConfig
@@ -51,16 +54,25 @@ def test_the_sink_section_is_the_store_s_settings_class() -> None:
 def test_database_settings_carry_every_sink_key() -> None:
     cfg = load_config(None, {"sink.max_retries": "3", "sink.state_dir": "/tmp/limits",
                              "sink.batch_rows": "7", "sink.max_connections": "2"})
-    settings = database_settings(cfg)
+    settings = cfg.database
     assert settings.url == cfg.db
     for f in dataclasses.fields(SinkConfig):
         assert getattr(settings, f.name) == getattr(cfg.sink, f.name), f.name
-    sink = sink_settings(cfg, [])
+    sink = check_launch(cfg, [])
     assert sink.database == settings
     assert (sink.batch_rows, sink.batch_bytes, sink.max_rows_per_second) == (
         7, cfg.sink.batch_bytes, cfg.sink.max_rows_per_second)
     assert sink.payload_limit == cfg.validation.max_payload_chars
     assert sink.progress_seconds == cfg.progress_seconds
+
+
+@pytest.mark.parametrize("cls", [GraphSettings, PlanSettings, RunnerSettings])
+def test_a_step_s_settings_are_the_config_s_keys_and_sections_of_their_names(
+        cls: type) -> None:
+    cfg = load_config(None, {"workers": "3", "validation.max_text_chars": "9"})
+    settings = settings_of(cls, cfg)
+    for f in dataclasses.fields(cls):
+        assert getattr(settings, f.name) == getattr(cfg, f.name), f.name
 
 
 def test_database_settings_take_a_url_and_any_sink_key() -> None:
