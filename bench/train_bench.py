@@ -67,7 +67,7 @@ def _crossfit(texts: list[str], labels: list[str]) -> Any:
     from models.recipe import train_cross_fitted
 
     fit = train_cross_fitted(texts, labels)
-    reference_files(fit.model, texts, labels, fit.metrics, 0.0, held_out=(fit.probs, fit.oov))
+    reference_files(fit.model, texts, labels, fit.metrics, 0.0, held_out=fit.held_out)
     return fit.model
 
 

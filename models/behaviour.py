@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from models.crossfit import HeldOut
 from models.fastpath import FastTextPipeline, unsupported_reason
 from models.importance import (
     ImportanceMeasure,
@@ -29,15 +30,21 @@ from tracking.profile import UNKNOWN_LABEL, BatchStats, Profile, label_text
 
 def batch_stats(probs: np.ndarray, features: TextFeatures, keep: np.ndarray,
                 lengths: np.ndarray, true: np.ndarray,
-                measure: ImportanceMeasure | None) -> BatchStats:
+                measure: ImportanceMeasure | None, doc_ids: Any = None) -> BatchStats:
     """``probs``: of the scored records; ``keep``: which of the batch's records those
-    are; ``true``: class index of their true labels (-1 where unknown)."""
+    are; ``true``: class index of their true labels (-1 where unknown); ``doc_ids``: the
+    scored records' ids, examples of their out-of-vocabulary tokens."""
     importance, rows = None, 0
     if measure is not None and not isinstance(features.matrix, list):
         importance, rows = measure.of_batch(features, keep)
+    scored = np.cumsum(keep) - 1  # a batch record's index among the scored ones
+    kept = keep[features.oov_rows] if len(features.oov_rows) else np.zeros(0, bool)
     return BatchStats(predicted=probs.argmax(axis=1), scores=probs.max(axis=1),
                       lengths=lengths, tokens=features.tokens[keep], oov=features.oov[keep],
-                      true=true, importance=importance, importance_rows=rows)
+                      true=true, importance=importance, importance_rows=rows,
+                      oov_words=features.oov_words if kept.all() else
+                      [w for w, k in zip(features.oov_words, kept.tolist()) if k],
+                      oov_rows=scored[features.oov_rows[kept]], doc_ids=doc_ids)
 
 
 REFERENCE_PERMUTATION_ROWS, REFERENCE_COLUMNS = 1000, 200
@@ -45,7 +52,7 @@ REFERENCE_PERMUTATION_ROWS, REFERENCE_COLUMNS = 1000, 200
 
 def reference_profile(model: Any, texts: list[str], labels: list[str] | None = None,
                       metrics: dict[str, Any] | None = None, scored_by: Any = None,
-                      held_out: tuple[np.ndarray, np.ndarray] | None = None
+                      held_out: tuple[np.ndarray, np.ndarray] | HeldOut | None = None
                       ) -> tuple[Profile, list[str]]:
     """The reference profile of ``model`` on preprocessed ``texts`` (and their labels),
     and the model's feature names ([] for a model without a vocabulary). ``scored_by``:
@@ -53,7 +60,8 @@ def reference_profile(model: Any, texts: list[str], labels: list[str] | None = N
     scores stand for the model's on unseen data; importance is ``model``'s: linear, or
     permutation importance of the 200 heaviest columns on 1,000 of the texts.
     ``held_out``: per text, the probabilities and OOV count given by a model of the same
-    recipe that did not see it (``models.crossfit``), used instead of scoring."""
+    recipe that did not see it (``models.crossfit``), used instead of scoring, and the
+    sketch of those OOV tokens."""
     judge = scored_by if scored_by is not None else model
     scorer = FastTextPipeline(judge) if unsupported_reason(judge) is None else judge
     own = FastTextPipeline(model) if unsupported_reason(model) is None else model
@@ -70,6 +78,7 @@ def reference_profile(model: Any, texts: list[str], labels: list[str] | None = N
         else:
             probs = held_out[0][start:start + 4096]
             features.oov = held_out[1][start:start + 4096]
+            features.oov_rows, features.oov_words = np.zeros(0, np.int64), []
         if scored_by is not None:  # importance from the final model's own features
             features = text_features(own, part)
         if start == 0:
@@ -87,6 +96,8 @@ def reference_profile(model: Any, texts: list[str], labels: list[str] | None = N
                           if labels else [-1] * len(part), dtype=np.int64)
         profile.add(batch_stats(probs, features, np.ones(len(part), bool),
                                 np.asarray([len(t) for t in part]), true, measure))
+    if held_out is not None:
+        profile.oov_tokens = HeldOut(*held_out).oov_tokens
     if measure is not None or profile.importance_rows:
         profile.reference["importance_kind"] = "linear" if importance_weights(model) is not \
             None else "permutation"
@@ -117,7 +128,8 @@ PROFILE_FILE, FEATURES_FILE = "profile.json", "features.txt"
 def reference_files(model: Any, texts: list[str], labels: list[str] | None,
                     metrics: dict[str, Any] | None = None, empty_share: float = 0.0,
                     scored_by: Any = None,
-                    held_out: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, bytes]:
+                    held_out: tuple[np.ndarray, np.ndarray] | HeldOut | None = None
+                    ) -> dict[str, bytes]:
     """The registry files of a model's reference: ``profile.json`` and, for a model with a
     vocabulary, ``features.txt`` (one feature name per column)."""
     import json
@@ -127,7 +139,8 @@ def reference_files(model: Any, texts: list[str], labels: list[str] | None,
     profile, names = reference_profile(model, [t for t, _ in kept],
                                        [str(y) for _, y in kept] if labels else None, metrics,
                                        scored_by, None if held_out is None else
-                                       (held_out[0][rows], held_out[1][rows]))
+                                       HeldOut(held_out[0][rows], held_out[1][rows],
+                                               HeldOut(*held_out).oov_tokens))
     profile.reference["empty_share"] = empty_share
     files = {PROFILE_FILE: json.dumps(profile.to_json(names=names)).encode()}
     if names:

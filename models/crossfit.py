@@ -5,12 +5,13 @@ with must describe the model on unseen documents too. ``cross_fit`` splits the l
 documents into K stratified folds and fits the recipe K times, each time without one
 fold, which that fold's model then scores: every document gets probabilities (and an
 out-of-vocabulary count, with the vocabulary of a model that did not see it) from a
-model of the same recipe that did not see it. A final fit on every document is the model
-that is registered and scores. The folds and the final fit run in parallel processes
-(``n_jobs``); each fits its own vectoriser on its own training part, so no fold's
-vocabulary or IDF weights know its held-out documents. Every fit gets the recipe for the
-whole training set (``build(n)``, e.g. its penalty), so the fold models are as confident
-as the final one and their scores stand for its scores.
+model of the same recipe that did not see it; the out-of-vocabulary tokens of each fold's
+held-out documents are counted in a mergeable sketch (``tracking.oov``). A final fit on
+every document is the model that is registered and scores. The folds and the final fit
+run in parallel processes (``n_jobs``); each fits its own vectoriser on its own training
+part, so no fold's vocabulary or IDF weights know its held-out documents. Every fit gets
+the recipe for the whole training set (``build(n)``, e.g. its penalty), so the fold
+models are as confident as the final one and their scores stand for its scores.
 """
 
 from __future__ import annotations
@@ -22,15 +23,24 @@ import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from models.fastpath import FastTextPipeline, unsupported_reason
 from models.importance import text_features
+from tracking.oov import OovTokens
 
 _LOG = logging.getLogger(__name__)
 PARALLEL_FROM = 10_000  # documents: below this, worker start-up costs more than it saves
+
+
+class HeldOut(NamedTuple):
+    """Per document, what a model of the same recipe that did not see it made of it."""
+
+    probs: np.ndarray  # documents x classes
+    oov: np.ndarray  # out-of-vocabulary tokens of each document
+    oov_tokens: OovTokens | None = None  # those tokens, counted by documents
 
 
 @dataclass
@@ -42,6 +52,11 @@ class CrossFit:
     probs: np.ndarray  # documents x model.classes_, out of fold
     oov: np.ndarray  # tokens of each document outside its fold model's vocabulary
     metrics: dict[str, Any] = field(default_factory=dict)
+    oov_tokens: OovTokens = field(default_factory=OovTokens)  # those tokens, by documents
+
+    @property
+    def held_out(self) -> HeldOut:
+        return HeldOut(self.probs, self.oov, self.oov_tokens)
 
 
 def fold_indices(labels: list[str], folds: int, seed: int = 0
@@ -64,12 +79,15 @@ def default_jobs(n_documents: int) -> int:
     return max(1, cores or 1)
 
 
-def _held_out(model: Any, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities and OOV counts of ``texts`` under ``model``, as scoring computes them."""
+def _held_out(model: Any, texts: list[str]) -> HeldOut:
+    """Probabilities, OOV counts and OOV tokens of ``texts`` under ``model``, as scoring
+    computes them."""
     scorer = FastTextPipeline(model) if unsupported_reason(model) is None else model
     features = text_features(scorer, texts)
     probs = np.asarray(features.scorer.predict_proba(features.matrix), dtype=np.float64)
-    return probs, features.oov
+    tokens = OovTokens()
+    tokens.add(features.oov_words, features.oov_rows)
+    return HeldOut(probs, features.oov, tokens)
 
 
 def _fit(build: Callable[[int], Any], texts: list[str], labels: list[str], fold: int,
@@ -82,8 +100,8 @@ def _fit(build: Callable[[int], Any], texts: list[str], labels: list[str], fold:
         model.fit(texts, labels)
         return fold, model, time.perf_counter() - started
     model.fit([texts[i] for i in train], [labels[i] for i in train])
-    probs, oov = _held_out(model, [texts[i] for i in test])
-    return fold, ([str(c) for c in model.classes_], probs, oov), time.perf_counter() - started
+    held = _held_out(model, [texts[i] for i in test])
+    return fold, ([str(c) for c in model.classes_], held), time.perf_counter() - started
 
 
 def cross_fit(build: Callable[[int], Any], texts: list[str], labels: list[str], folds: int = 5,
@@ -97,6 +115,7 @@ def cross_fit(build: Callable[[int], Any], texts: list[str], labels: list[str], 
     column = {c: i for i, c in enumerate(classes)}
     probs = np.zeros((len(texts), len(classes)), dtype=np.float64)
     oov = np.zeros(len(texts), dtype=np.int64)
+    tokens = OovTokens()
     jobs = n_jobs or default_jobs(len(texts))
     _LOG.info("fitting %d folds and the final model on %d documents, %d process(es)",
               folds, len(texts), jobs)
@@ -109,14 +128,15 @@ def cross_fit(build: Callable[[int], Any], texts: list[str], labels: list[str], 
             final = result
             _LOG.info("final fit on %d documents: %.1f s", len(texts), seconds)
             continue
-        fold_classes, fold_probs, fold_oov = result
+        fold_classes, held = result
         test = splits[fold - 1][1]
-        probs[np.ix_(test, [column[c] for c in fold_classes])] = fold_probs
-        oov[test] = fold_oov
+        probs[np.ix_(test, [column[c] for c in fold_classes])] = held.probs
+        oov[test] = held.oov
+        tokens.merge(held.oov_tokens)
         _LOG.info("fit fold %d/%d: %d documents, %d held out: %.1f s", fold, folds,
                   len(splits[fold - 1][0]), len(test), seconds)
     assert final is not None
-    return CrossFit(final, probs, oov, _metrics(classes, probs, labels, splits))
+    return CrossFit(final, probs, oov, _metrics(classes, probs, labels, splits), tokens)
 
 
 def _metrics(classes: list[str], probs: np.ndarray, labels: list[str],

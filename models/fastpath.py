@@ -66,7 +66,7 @@ def unsupported_reason(model: Any) -> str | None:
     return f"vectorizer setting(s) {failed} not supported" if failed else None
 
 
-_Parts = tuple[Any, Any, Any, Any]
+_Parts = tuple[Any, Any, Any, Any, list[str]]
 
 
 class FastTextPipeline:
@@ -115,9 +115,10 @@ class FastTextPipeline:
         """The matrix ``vectorizer._count_vocab(texts, fixed_vocab=True)`` returns."""
         return self.counts_and_tokens(texts)[0]
 
-    def counts_and_tokens(self, texts: list[str]) -> tuple[Any, np.ndarray, np.ndarray]:
-        """``counts(texts)``, the tokens of each text and how many of them are not in
-        the vocabulary (as unigrams)."""
+    def counts_and_tokens(self, texts: list[str]
+                          ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        """``counts(texts)``, the tokens of each text, how many of them are not in the
+        vocabulary (as unigrams), and those tokens: the text of each and the token."""
         import scipy.sparse as sp
 
         fast = [t.isascii() and "\x00" not in t for t in texts]
@@ -128,14 +129,15 @@ class FastTextPipeline:
         r = np.concatenate([p[0] for p in parts])
         c = np.concatenate([p[1] for p in parts])
         tokens = np.bincount(np.concatenate([p[2] for p in parts]), minlength=len(texts))
-        oov = np.bincount(np.concatenate([p[3] for p in parts]), minlength=len(texts))
+        oov_rows = np.concatenate([p[3] for p in parts])
+        oov = np.bincount(oov_rows, minlength=len(texts))
         data = np.ones(len(r), dtype=self._vec.dtype)
         x = sp.coo_matrix((data, (r, c)), shape=(len(texts), self._n_features)).tocsr()
         x.sum_duplicates()
         x.sort_indices()
         x.indices = x.indices.astype(self._index_dtype, copy=False)
         x.indptr = x.indptr.astype(self._index_dtype, copy=False)
-        return x, tokens, oov
+        return x, tokens, oov, oov_rows, parts[0][4] + parts[1][4]
 
     def _ascii_features(self, texts: list[str], docs: list[int]) -> _Parts:
         """All ASCII documents in one pass: with only ASCII, ``\\b\\w\\w+\\b`` matches
@@ -154,8 +156,8 @@ class FastTextPipeline:
             np.zeros(0, dtype=np.int64)
         ids = np.fromiter(map(self._token_ids.get, flat, repeat(self._n_tokens)),
                           dtype=np.int64, count=len(flat))
-        keep = lengths >= 2
-        return self._features(rows[keep], ids[keep])
+        kept = np.flatnonzero(lengths >= 2)
+        return self._features(rows[kept], ids[kept], flat, kept)
 
     def _regex_features(self, texts: list[str], docs: list[int]) -> _Parts:
         """Other documents one by one, with the vectorizer's own token pattern."""
@@ -166,12 +168,14 @@ class FastTextPipeline:
         flat = list(chain.from_iterable(tokens))
         ids = np.fromiter(map(self._token_ids.get, flat, repeat(self._n_tokens)),
                           dtype=np.int64, count=len(flat))
-        return self._features(np.repeat(np.asarray(docs, dtype=np.int64), lengths), ids)
+        return self._features(np.repeat(np.asarray(docs, dtype=np.int64), lengths), ids, flat)
 
-    def _features(self, rows: Any, ids: Any) -> _Parts:
+    def _features(self, rows: Any, ids: Any, words: list[str], at: Any = None) -> _Parts:
         """(row, column) of every unigram and bigram in the vocabulary, then the row of
         every token and of every token that is not a vocabulary unigram; ``ids`` is the
-        token sequence, documents consecutive, ``rows`` the document of each token."""
+        token sequence, documents consecutive, ``rows`` the document of each token,
+        ``words`` the tokens (``words[at[i]]`` is token i), and the text of each token that
+        is not a vocabulary unigram."""
         unknown = self._n_tokens
         cols = self._uni[ids]
         keep = cols >= 0
@@ -183,19 +187,25 @@ class FastTextPipeline:
             found = pos >= 0
             row_parts.append(rows[:-1][pair][found])
             col_parts.append(self._bi_cols[pos[found]])
-        return np.concatenate(row_parts), np.concatenate(col_parts), rows, rows[~keep]
+        unknown_at = np.flatnonzero(~keep)
+        if at is not None:
+            unknown_at = at[unknown_at]
+        return (np.concatenate(row_parts), np.concatenate(col_parts), rows, rows[~keep],
+                [words[i] for i in unknown_at.tolist()])
 
     def transform(self, texts: list[str]) -> Any:
         """What the fitted vectorizer's ``transform`` returns."""
         return self.transform_and_tokens(texts)[0]
 
-    def transform_and_tokens(self, texts: list[str]) -> tuple[Any, np.ndarray, np.ndarray]:
-        """``transform(texts)``, the tokens of each text and the out-of-vocabulary ones."""
-        x, tokens, oov = self.counts_and_tokens(texts)
+    def transform_and_tokens(self, texts: list[str]
+                             ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        """``transform(texts)``, then as ``counts_and_tokens``."""
+        x, tokens, oov, oov_rows, oov_words = self.counts_and_tokens(texts)
         if self._vec.binary:
             x.data.fill(1)
         tfidf = getattr(self._vec, "_tfidf", None)  # TfidfVectorizer's weighting step
-        return (tfidf.transform(x, copy=False) if tfidf is not None else x), tokens, oov
+        return ((tfidf.transform(x, copy=False) if tfidf is not None else x), tokens, oov,
+                oov_rows, oov_words)
 
     @property
     def classifier(self) -> Any:

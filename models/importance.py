@@ -2,8 +2,8 @@
 
 ``text_features`` vectorises a batch once (the fast path's vectoriser when the model
 has one) and returns the matrix the classifier scores, the tokens of each text and how
-many are not in the vocabulary; scoring then runs the classifier on that matrix, so
-tracking costs no second featurisation.
+many are not in the vocabulary, and those tokens (each with its text); scoring then runs
+the classifier on that matrix, so tracking costs no second featurisation.
 
 ``measure_for`` picks the importance measure of a model with a vectoriser; a batch's
 contribution is a per-feature sum over some of its rows, so contributions add up
@@ -23,7 +23,7 @@ A model without a vectoriser (texts in, probabilities out) has no importance.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,8 @@ class TextFeatures:
     tokens: np.ndarray
     oov: np.ndarray
     scorer: Any  # has predict_proba(matrix)
+    oov_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # the text
+    oov_words: list[str] = field(default_factory=list)  # of each out-of-vocabulary token
 
 
 def _pipeline(model: Any) -> Any:
@@ -57,8 +59,8 @@ def _vectorizer(model: Any) -> Any:
 
 def text_features(model: Any, texts: list[str]) -> TextFeatures:
     if isinstance(model, FastTextPipeline):
-        x, tokens, oov = model.transform_and_tokens(texts)
-        return TextFeatures(x, tokens, oov, model.classifier)
+        x, tokens, oov, oov_rows, oov_words = model.transform_and_tokens(texts)
+        return TextFeatures(x, tokens, oov, model.classifier, oov_rows, oov_words)
     vec = _vectorizer(model)
     if vec is None:  # an opaque model: whitespace tokens, vocabulary unknown
         tokens = np.fromiter((len(t.split()) for t in texts), np.int64, len(texts))
@@ -67,9 +69,10 @@ def text_features(model: Any, texts: list[str]) -> TextFeatures:
         vec.vocabulary_
     words = [split(prepare(t)) for t in texts]
     tokens = np.fromiter(map(len, words), np.int64, len(texts))
-    oov = np.fromiter((sum(w not in vocabulary for w in ws) for ws in words), np.int64,
-                      len(texts))
-    return TextFeatures(vec.transform(texts), tokens, oov, _pipeline(model)[1:])
+    unknown = [(i, w) for i, ws in enumerate(words) for w in ws if w not in vocabulary]
+    rows = np.fromiter((i for i, _ in unknown), np.int64, len(unknown))
+    return TextFeatures(vec.transform(texts), tokens, np.bincount(rows, minlength=len(texts)),
+                        _pipeline(model)[1:], rows, [w for _, w in unknown])
 
 
 def importance_weights(model: Any) -> np.ndarray | None:

@@ -13,9 +13,9 @@ significance at its sample size (the smallest p-value it could give is not below
 level of its stage, ``level``), ``alert`` when it breaches its threshold and its
 p-value is below that level, else ``ok``; the run's family of tests is then corrected
 (Holm, ``tracking.metrics.compare_run``) so the chance of any false alert in a run is at
-most ``tracking.significance``. A judged row without a test (importance ranking, the
-label-free accuracy estimate) is ``insufficient`` below ``tracking.min_records``
-records. A figure without a threshold is ``ok``.
+most ``tracking.significance``. A judged row without a test (the importance ranking:
+nDCG has no sampling distribution to test against) is ``insufficient`` below
+``tracking.min_records`` records. A figure without a threshold is ``ok``.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tracking import labelled, statistics
+from tracking import labelled, oov, statistics
 from tracking.evidence import Evidence
 from tracking.labelled import Tested
-from tracking.policy import ALERT, IMPORTANCE_TOP, INSUFFICIENT, OK
+from tracking.policy import ALERT, INSUFFICIENT, OK
 
 # What an alert means to the retraining policy (tracking.policy).
 DRIFT, ACCURACY, FIGURE = "drift", "accuracy", "figure"
@@ -42,6 +42,9 @@ INTERVAL = "interval"  # a share pooled over each run's tranches, with its 95% i
 PAIR = "pair"  # bars per slice against the "<name>_reference" rows
 CHANGES = "changes"  # the slices that moved most, a table
 REASONS = "reasons"  # records by slice (stage: reason), a table
+# What a drift metric watches, for the report's advice: the texts coming in, or the
+# model's predictions of them.
+INPUT, PREDICTIONS = "input", "predictions"
 _BREACH = {">=": operator.ge, ">": operator.gt, "<": operator.lt}
 
 
@@ -85,6 +88,8 @@ class Metric:
     chart: str = ""  # HISTORY, INTERVAL, PAIR, CHANGES, REASONS or "" (the table only)
     axis: str = ""  # what a slice is, on a chart's axis or a table's column
     in_table: bool = True  # in the report's table of every figure
+    watches: str = ""  # INPUT or PREDICTIONS, for a drift metric
+    core: bool = False  # judges whether a tracked run's predictions could be judged at all
 
     def compute(self, e: Evidence) -> list[MetricRow]:
         if self.rows is not None:
@@ -243,6 +248,19 @@ def _empty_test(e: Evidence) -> Tested:
             statistics.binomial_floor(_checked(e), reference))
 
 
+def _oov_tokens(m: Metric, e: Evidence) -> list[MetricRow]:
+    """The new out-of-vocabulary tokens: share of the tranche's documents with its
+    bounds, documents, and the reference's share as the threshold column."""
+    return [MetricRow(m.name, x.token, x.share, x.docs, x.low, x.high, threshold=x.reference)
+            for x in e.new_tokens]
+
+
+def _oov_examples(m: Metric, e: Evidence) -> list[MetricRow]:
+    """Example document ids of each new token: slice ``oov.example_slice``."""
+    return [MetricRow(m.name, oov.example_slice(x.token, doc), float(i), x.docs)
+            for x in e.new_tokens for i, doc in enumerate(x.examples)]
+
+
 def _dead_letters(m: Metric, e: Evidence) -> list[MetricRow]:
     return [MetricRow(m.name, f"{stage}: {reason}", float(n), n)
             for stage, reason, n in e.dead_letters]
@@ -285,25 +303,6 @@ def _importance_rows(e: Evidence) -> int:
     return e.ranking.n if e.ranking is not None else 0
 
 
-def _importance_ndcg(e: Evidence) -> float | None:
-    """nDCG@50 of the tranche's top features, the reference's importance as relevance
-    (1 = the tranche ranks first what matters most in the reference)."""
-    r = e.ranking
-    if r is None:
-        return None
-    return statistics.ndcg([r.ref_value.get(i, 0.0) for i in r.columns],
-                           [float(r.mine[i]) for i in r.columns], IMPORTANCE_TOP)
-
-
-def _importance_tau(e: Evidence) -> float | None:
-    """Kendall's tau over the reference's top 50."""
-    r = e.ranking
-    if r is None:
-        return None
-    return statistics.kendall_tau([r.ref_value[i] for i in r.top],
-                                  [float(r.mine[i]) for i in r.top])
-
-
 def _importance_change(m: Metric, e: Evidence) -> list[MetricRow]:
     """The 10 features whose importance moved most; threshold: the reference's."""
     r = e.ranking
@@ -323,32 +322,39 @@ METRICS: tuple[Metric, ...] = (
     Metric("class_share_reference", "Class shares of the reference",
            rows=_class_share_reference),
     Metric("class_psi", "Class shares: PSI", DRIFT, _class_psi, threshold="psi",
-           test=_class_test, hypothesis="class_shares", chart=HISTORY),
+           test=_class_test, hypothesis="class_shares", chart=HISTORY, watches=PREDICTIONS,
+           core=True),
     Metric("class_js", "Class shares: Jensen-Shannon distance", DRIFT, _class_js,
-           threshold="js_distance", test=_class_test, hypothesis="class_shares"),
+           threshold="js_distance", test=_class_test, hypothesis="class_shares",
+           watches=PREDICTIONS),
     Metric("class_linf", "Class shares: largest difference", DRIFT, _class_linf,
-           threshold="linf", test=_class_test, hypothesis="class_shares"),
+           threshold="linf", test=_class_test, hypothesis="class_shares", watches=PREDICTIONS),
     Metric("score_histogram", "Scores", rows=_score_histogram, chart=PAIR,
            axis="top probability", in_table=False),
     Metric("score_histogram_reference", "Scores of the reference",
            rows=_score_histogram_reference, in_table=False),
     Metric("score_ks", "Scores: Kolmogorov-Smirnov", DRIFT, _score_ks, threshold="ks",
-           test=_score_test, hypothesis="scores", chart=HISTORY),
+           test=_score_test, hypothesis="scores", chart=HISTORY, watches=PREDICTIONS, core=True),
     Metric("score_wasserstein", "Scores: Wasserstein distance", DRIFT, _score_wasserstein,
-           threshold="wasserstein", test=_score_test, hypothesis="scores", chart=HISTORY),
+           threshold="wasserstein", test=_score_test, hypothesis="scores", chart=HISTORY,
+           watches=PREDICTIONS),
     Metric("length_ks", "Text length: Kolmogorov-Smirnov", DRIFT, _ks_of("length"),
-           threshold="length_ks", test=_ks_test_of("length"), chart=HISTORY),
+           threshold="length_ks", test=_ks_test_of("length"), chart=HISTORY, watches=INPUT),
     Metric("tokens_ks", "Tokens per text: Kolmogorov-Smirnov", DRIFT, _ks_of("tokens"),
-           threshold="length_ks", test=_ks_test_of("tokens")),
+           threshold="length_ks", test=_ks_test_of("tokens"), watches=INPUT),
     Metric("oov_share", "Out-of-vocabulary share", DRIFT, lambda e: e.t.oov_share,
            threshold="oov_increase", breach=">", baseline=_oov_reference, test=_oov_test,
-           chart=HISTORY),
+           chart=HISTORY, watches=INPUT),
+    Metric("oov_token", "New out-of-vocabulary tokens", rows=_oov_tokens, axis="token"),
+    Metric("oov_token_example", "Documents with a new out-of-vocabulary token",
+           rows=_oov_examples, in_table=False),
     Metric("empty_share", "Share emptied by preprocessing", DRIFT, rows=_empty_share,
            threshold="empty_increase", breach=">", baseline=_empty_reference,
-           test=_empty_test, sample=_checked, stage=LAUNCHER, chart=HISTORY),
+           test=_empty_test, sample=_checked, stage=LAUNCHER, chart=HISTORY, watches=INPUT),
     Metric("accuracy_estimated", "Accuracy estimated from the scores (calibrated)", DRIFT,
            labelled.accuracy_estimated, threshold="accuracy_drop", breach="<",
-           baseline=labelled.accuracy_reference, chart=HISTORY),
+           baseline=labelled.accuracy_reference, test=labelled.accuracy_estimated_test,
+           chart=HISTORY, watches=PREDICTIONS),
     Metric("accuracy", "Accuracy", ACCURACY, rows=_accuracy, threshold="accuracy_drop",
            breach="<", baseline=labelled.accuracy_reference, test=labelled.accuracy_test,
            sample=labelled.labels, chart=INTERVAL),
@@ -357,9 +363,12 @@ METRICS: tuple[Metric, ...] = (
            test=labelled.unknown_label_test, sample=labelled.labels, chart=HISTORY),
     Metric("macro_f1", "Macro-F1", rows=_macro_f1),
     Metric("recall", "Recall", rows=_recall),
-    Metric("importance_ndcg", "Importance ranking: nDCG@50", DRIFT, _importance_ndcg,
-           threshold="importance_ndcg", breach="<", sample=_importance_rows, chart=HISTORY),
-    Metric("importance_tau", "Importance ranking: Kendall's tau", value=_importance_tau,
+    Metric("importance_ndcg", "Importance ranking: nDCG@50", DRIFT,
+           lambda e: e.ranking.ndcg() if e.ranking else None,
+           threshold="importance_ndcg", breach="<", sample=_importance_rows, chart=HISTORY,
+           watches=PREDICTIONS),
+    Metric("importance_tau", "Importance ranking: Kendall's tau",
+           value=lambda e: e.ranking.tau() if e.ranking else None,
            sample=_importance_rows),
     Metric("importance_change", "Features whose importance moved most",
            rows=_importance_change, chart=CHANGES, axis="feature"),

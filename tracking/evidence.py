@@ -4,7 +4,8 @@
 reference profile; at the launcher, the run's record counts of the tranche and its dead
 letters by reason; in both, the reference-only figures (accuracy, share emptied by
 preprocessing, importance ranking) and the tracking policy. A comparison that more than
-one metric uses (the class-share test, a Kolmogorov-Smirnov test, the importance ranking)
+one metric uses (the class-share test, a Kolmogorov-Smirnov test, the importance ranking,
+the new out-of-vocabulary tokens)
 is computed once per tranche and kept here.
 """
 
@@ -17,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tracking import statistics
+from tracking import oov, statistics
+from tracking.oov import NewToken
 from tracking.policy import IMPORTANCE_TOP, TrackingPolicy
 
 if TYPE_CHECKING:
@@ -46,6 +48,17 @@ class Ranking:
     ref_name: dict[int, str]
     top: list[int]  # the reference's top IMPORTANCE_TOP features, in its order
     n: int  # records importance was measured on
+
+    def ndcg(self) -> float:
+        """nDCG@50 of the tranche's top features, the reference's importance as relevance
+        (1 = the tranche ranks first what matters most in the reference)."""
+        return statistics.ndcg([self.ref_value.get(i, 0.0) for i in self.columns],
+                               [float(self.mine[i]) for i in self.columns], IMPORTANCE_TOP)
+
+    def tau(self) -> float:
+        """Kendall's tau over the reference's top 50."""
+        return statistics.kendall_tau([self.ref_value[i] for i in self.top],
+                                      [float(self.mine[i]) for i in self.top])
 
 
 @dataclass(eq=False)
@@ -102,6 +115,14 @@ class Evidence:
             self._ks[sketch] = statistics.ks_between(getattr(self.t, sketch),
                                                      getattr(self.ref, sketch))
         return self._ks[sketch]
+
+    @cached_property
+    def new_tokens(self) -> list[NewToken]:
+        """The tranche's new out-of-vocabulary tokens (``tracking.oov``); none unless
+        both profiles count their tokens."""
+        if not self.compared or self.t.oov_tokens is None or self.ref.oov_tokens is None:
+            return []
+        return oov.new_tokens(self.t.oov_tokens, self.t.n, self.ref.oov_tokens, self.ref.n)
 
     @cached_property
     def ranking(self) -> Ranking | None:

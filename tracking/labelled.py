@@ -3,7 +3,7 @@
 errors), correct predictions, the accuracy test against the reference, the share of
 labels the model does not know, the confusion matrix with those labels as one more
 class, and the label-free accuracy estimate calibrated on the reference's held-out
-labels. The catalogue (``tracking.catalogue``) turns them into rows."""
+labels, with its test. The catalogue (``tracking.catalogue``) turns them into rows."""
 
 from __future__ import annotations
 
@@ -32,6 +32,19 @@ def accuracy_estimated(e: Evidence) -> float | None:
         return None
     return statistics.calibrated_accuracy(e.t.score_bins, e.ref.bin_labelled,
                                           e.ref.bin_correct)
+
+
+def accuracy_estimated_test(e: Evidence) -> Tested:
+    """One-sided z-test of the estimate against the reference's accuracy less
+    ``tracking.accuracy_drop`` (``statistics.calibrated_accuracy_test``); it cannot
+    reach significance below ``tracking.min_records`` records, where the mean's normal
+    approximation is not trusted."""
+    if e.t.n < e.policy.min_records:
+        return 1.0, 1.0
+    reference = float(e.figures["accuracy"])
+    return statistics.calibrated_accuracy_test(
+        e.t.score_bins, e.ref.bin_labelled, e.ref.bin_correct,
+        reference - e.policy.accuracy_drop, e.ref.labelled, reference)
 
 
 def accuracy_reference(e: Evidence) -> float | None:

@@ -2,7 +2,8 @@
 
 A ``Profile`` holds counts, sums and quantile sketches only, never rows: predicted
 class counts, the score (top probability) overall and per predicted class, text
-length and token count, out-of-vocabulary tokens, the confusion counts of the records
+length and token count, out-of-vocabulary tokens (their number, and the most frequent
+ones by documents with example ids, ``tracking.oov``), the confusion counts of the records
 that carry a true label (and, by predicted class, of those whose label is none of the
 model's classes), records and labelled records and correct ones per score bin (the
 reference's calibrate the label-free accuracy estimate), and the sum of per-feature
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from tracking.oov import OovTokens
 from tracking.sketch import Sketch
 
 UNKNOWN_LABEL = -2  # BatchStats.true of a label that is none of the model's classes
@@ -56,6 +58,9 @@ class BatchStats:
     # outside the model's classes (UNKNOWN_LABEL)
     importance: np.ndarray | None = None  # per feature: sum over importance_rows records
     importance_rows: int = 0
+    oov_words: list[str] = field(default_factory=list)  # each out-of-vocabulary token
+    oov_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # its record
+    doc_ids: Any = None  # id of each record (a sequence), for example ids; None: no examples
 
 
 @dataclass
@@ -79,6 +84,8 @@ class Profile:
     importance_rows: int = 0
     reference: dict[str, Any] = field(default_factory=dict)  # reference-only figures
     importance_all: np.ndarray | None = None  # a stored reference's, of every feature
+    oov_tokens: OovTokens | None = field(default_factory=OovTokens)  # None: a stored
+    # profile without them (nothing to compare)
 
     def __post_init__(self) -> None:
         k = len(self.classes)
@@ -102,6 +109,8 @@ class Profile:
         self.tokens.update(b.tokens)
         self.tokens_total += int(b.tokens.sum())
         self.oov_total += int(b.oov.sum())
+        if self.oov_tokens is not None:
+            self.oov_tokens.add(b.oov_words, b.oov_rows, b.doc_ids)
         labelled = b.true >= 0
         np.add.at(self.confusion, (b.true[labelled], b.predicted[labelled]), 1)
         self.unknown_labels += np.bincount(b.predicted[b.true == UNKNOWN_LABEL],
@@ -128,6 +137,8 @@ class Profile:
         self.tokens.merge(other.tokens)
         self.tokens_total += other.tokens_total
         self.oov_total += other.oov_total
+        if self.oov_tokens is not None and other.oov_tokens is not None:
+            self.oov_tokens.merge(other.oov_tokens)
         self.confusion += other.confusion
         self.top_probability_sum += other.top_probability_sum
         self.unknown_labels += other.unknown_labels
@@ -176,6 +187,8 @@ class Profile:
             "score_bins": self.score_bins.tolist(), "bin_labelled": self.bin_labelled.tolist(),
             "bin_correct": self.bin_correct.tolist(),
         }
+        if self.oov_tokens is not None:
+            out["oov_tokens"] = self.oov_tokens.to_text()
         importance = self.importance()
         if importance is not None:
             top = np.argsort(-importance, kind="stable")[:top_features]
@@ -201,6 +214,8 @@ class Profile:
         for name in ("score_bins", "bin_labelled", "bin_correct"):
             setattr(p, name, np.asarray(data.get(name, [0] * SCORE_BINS), np.int64))
         p.reference = dict(data.get("reference", {}))
+        p.oov_tokens = OovTokens.from_text(data["oov_tokens"]) if "oov_tokens" in data \
+            else None
         if "importance" in data:  # the reference's mean importance of every feature
             p.importance_all = np.frombuffer(
                 base64.b64decode(data["importance"]), "<f4").astype(np.float64)

@@ -7,7 +7,8 @@ quantiles, its p-value from the asymptotic distribution for the effective sample
 tested on D less the sketches' rank error so sketching never makes evidence), the
 smallest p-value each test can give at a sample size, Holm's adjustment of a family,
 Wasserstein distance between the sketches' quantile functions, a one-sided binomial test
-of a share, Wilson intervals, macro-F1 of a confusion matrix with a bootstrap interval,
+of a share, a one-sided z-test of the calibrated accuracy estimate, Wilson intervals,
+macro-F1 of a confusion matrix with a bootstrap interval,
 nDCG and Kendall's tau of a ranking. scipy and scikit-learn are imported by the function
 that needs them, so the metric catalogue can be imported without them (the report, the
 launcher's start-up).
@@ -109,6 +110,34 @@ def calibrated_accuracy(bins: np.ndarray, labelled: np.ndarray, correct: np.ndar
     overall = float(np.sum(correct) / np.sum(labelled))
     per_bin = (np.asarray(correct, float) + prior * overall) / (np.asarray(labelled) + prior)
     return float(np.dot(bins, per_bin) / total)
+
+
+def calibrated_accuracy_test(bins: np.ndarray, labelled: np.ndarray, correct: np.ndarray,
+                             limit: float, reference_labels: int, reference_accuracy: float,
+                             prior: float = 5.0) -> tuple[float, float]:
+    """One-sided z-test that the accuracy expected of records whose score bins count
+    ``bins`` (``calibrated_accuracy``: the mean of each record's calibrated confidence)
+    is below ``limit``: (p-value, the smallest p-value it could give). Its variance is
+    the variance of that mean over the records, plus the calibration's own (each bin's
+    accuracy from its held-out labels) and that of the reference accuracy the limit
+    comes from (``reference_labels`` labels)."""
+    from scipy import stats
+
+    bins = np.asarray(bins, float)
+    n = float(bins.sum())
+    overall = float(np.sum(correct) / max(1, np.sum(labelled)))
+    known = np.asarray(labelled, float) + prior
+    per_bin = (np.asarray(correct, float) + prior * overall) / known
+    calibration = per_bin * (1.0 - per_bin) / known  # variance of each bin's accuracy
+    reference = reference_accuracy * (1.0 - reference_accuracy) / max(1, reference_labels)
+    mean = float(np.dot(bins, per_bin) / n)
+    spread = float(np.dot(bins, (per_bin - mean) ** 2) / n)  # of the records' confidences
+    se = np.sqrt(spread / n + float(np.dot((bins / n) ** 2, calibration)) + reference)
+    worst = int(np.argmin(np.where(np.asarray(labelled) > 0, per_bin, np.inf)))
+    floor_se = np.sqrt(calibration[worst] + reference)  # every record in the worst bin
+    with np.errstate(divide="ignore", invalid="ignore"):  # no variance: p is 0 or 1
+        return (float(stats.norm.cdf(np.float64(mean - limit) / se)),
+                float(stats.norm.cdf(np.float64(per_bin[worst] - limit) / floor_se)))
 
 
 def holm(p_values: list[float]) -> list[float]:

@@ -134,7 +134,7 @@ class DocBatchModelHandler(ModelHandler[DocBatch, DocBatch, Any]):
                 stats = batch_stats(
                     probs, features, keep, frame[TEXT].str.len().to_numpy(),
                     _true_labels(frame, model.classes_, self._labelled_sample),
-                    self._measure(model))
+                    self._measure(model), frame[DOC_ID].to_numpy())
         return [(doc_batch.with_frame(frame), dead, stats)]
 
     def _features(self, model: Any, texts: list[str]) -> TextFeatures | None:

@@ -107,7 +107,7 @@ def train(registry: str, fields: FieldNames, preprocessing: PreprocessConfig,
     stage = time.perf_counter()
     empty = sum(1 for t in texts if not t) / max(1, len(texts))
     files = reference_files(fit.model, texts, data.labels, metrics, empty,
-                            held_out=(fit.probs, fit.oov))
+                            held_out=fit.held_out)
     _LOG.info("reference profile of %d out-of-fold documents: %.1f s", len(texts),
               time.perf_counter() - stage)
     stage = time.perf_counter()

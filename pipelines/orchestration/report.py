@@ -22,7 +22,7 @@ from typing import Any
 from pipelines.configuration.config import Config
 from pipelines.configuration.connection import opened
 from pipelines.orchestration import report_charts as charts
-from pipelines.orchestration.report_text import actions, banner, class_moves, summary
+from pipelines.orchestration.report_text import actions, banner, class_moves, summary, weighted
 from store import monitoring, run_records
 from store.database import Database
 from tracking.catalogue import BY_NAME, CHANGES, HISTORY, INTERVAL, PAIR, REASONS, Metric, charted
@@ -155,19 +155,9 @@ def _series(history: list[dict[str, Any]], m: Metric, labels: dict[str, str], cu
     return points
 
 
-def _weighted(rows: list[dict[str, Any]], metric: str) -> dict[str, float]:
-    """n-weighted mean per slice over the run's tranches."""
-    total: dict[str, float] = defaultdict(float)
-    weight: dict[str, float] = defaultdict(float)
-    for r in rows:
-        if r["metric"] == metric and r["value"] is not None:
-            total[r["slice"]] += r["value"] * r["n"]
-            weight[r["slice"]] += r["n"]
-    return {k: total[k] / weight[k] for k in total if weight[k]}
-
-
 def _pair_png(rows: list[dict[str, Any]], m: Metric) -> str | None:
-    mine, ref = _weighted(rows, m.name), _weighted(rows, f"{m.name}_reference")
+    mine = {k: v for k, (v, _) in weighted(rows, m.name).items()}
+    ref = {k: v for k, (v, _) in weighted(rows, f"{m.name}_reference").items()}
     keys = sorted(mine)
     return charts.pair_png(keys, [mine[k] for k in keys],
                            [ref.get(k, 0.0) for k in keys] if ref else None, m.axis)

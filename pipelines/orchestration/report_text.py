@@ -17,17 +17,19 @@ import html
 from collections import defaultdict
 from typing import Any
 
+from tracking import catalogue
+from tracking.oov import parse_example
 from tracking.policy import ALERT, INSUFFICIENT
 
 Rows = list[dict[str, Any]]
-INPUT = ("length_ks", "tokens_ks", "oov_share", "empty_share")
-PREDICTIONS = ("class_psi", "class_js", "class_linf", "score_ks", "score_wasserstein",
-               "importance_ndcg", "accuracy_estimated")
-CORE = ("class_psi", "score_ks")  # what every tracked run is judged by
+INPUT = {m.name for m in catalogue.METRICS if m.watches == catalogue.INPUT}
+PREDICTIONS = {m.name for m in catalogue.METRICS if m.watches == catalogue.PREDICTIONS}
+CORE = {m.name for m in catalogue.METRICS if m.core}  # what every tracked run is judged by
 TOP_CLASSES = 8  # classes charted by change; the rest are "other"
+TOP_TOKENS, TOKEN_EXAMPLES = 5, 2  # new out-of-vocabulary tokens named, example ids each
 
 
-def _weighted(rows: Rows, metric: str) -> dict[str, tuple[float, int]]:
+def weighted(rows: Rows, metric: str) -> dict[str, tuple[float, int]]:
     """Per slice: the n-weighted mean over the run's tranches, and the records."""
     total: dict[str, float] = defaultdict(float)
     weight: dict[str, int] = defaultdict(int)
@@ -41,8 +43,8 @@ def _weighted(rows: Rows, metric: str) -> dict[str, tuple[float, int]]:
 def class_moves(rows: Rows, top: int = TOP_CLASSES) -> list[tuple[str, float, float]]:
     """(class, this run's share, the reference's) of the classes that moved most, and
     "other" for the rest, largest change first."""
-    mine = {k: v for k, (v, _) in _weighted(rows, "class_share").items()}
-    ref = {k: v for k, (v, _) in _weighted(rows, "class_share_reference").items()}
+    mine = {k: v for k, (v, _) in weighted(rows, "class_share").items()}
+    ref = {k: v for k, (v, _) in weighted(rows, "class_share_reference").items()}
     if not mine or not ref:
         return []
     moved = sorted(set(mine) | set(ref), key=lambda c: -abs(mine.get(c, 0) - ref.get(c, 0)))
@@ -86,12 +88,12 @@ def _pct(x: float) -> str:
 def _worst(rows: Rows, metric: str) -> dict[str, Any] | None:
     found = [r for r in rows if r["metric"] == metric and r["value"] is not None
              and r["value"] == r["value"]]
-    lower = metric in ("accuracy", "accuracy_estimated", "importance_ndcg")
+    lower = metric in catalogue.BY_NAME and catalogue.BY_NAME[metric].breach == "<"
     return (min if lower else max)(found, key=lambda r: r["value"]) if found else None
 
 
 def _mean_score(rows: Rows, metric: str) -> float | None:
-    bins = _weighted(rows, metric)
+    bins = weighted(rows, metric)
     if not bins:
         return None
     return sum(v * sum(map(float, k.split("-"))) / 2 for k, (v, _) in bins.items())
@@ -132,17 +134,54 @@ def _lines(rows: Rows) -> list[tuple[str, bool]]:
     return out
 
 
+def new_tokens(rows: Rows, top: int = TOP_TOKENS) -> list[tuple[str, int, float, list[str]]]:
+    """(token, documents, share of the run's documents, example ids) of the run's new
+    out-of-vocabulary tokens (the ``oov_token`` rows of its tranches), most documents
+    first."""
+    docs: dict[str, int] = defaultdict(int)
+    for r in rows:
+        if r["metric"] == "oov_token":
+            docs[r["slice"]] += int(r["n"])
+    if not docs:
+        return []
+    scored = sum({r["tranche"]: int(r["n"]) for r in rows  # each tranche's records
+                  if r["metric"] == "class_share"}.values())
+    examples: dict[str, list[tuple[float, str, str]]] = defaultdict(list)
+    for r in rows:
+        found = parse_example(r["slice"]) if r["metric"] == "oov_token_example" else None
+        if found is not None:
+            examples[found[0]].append((r["value"], r["tranche"], found[1]))
+    ranked = sorted(docs, key=lambda t: (-docs[t], t))[:top]
+    return [(t, docs[t], docs[t] / scored if scored else 0.0,
+             list(dict.fromkeys(d for _, _, d in sorted(examples[t])))[:TOKEN_EXAMPLES])
+            for t in ranked]
+
+
+def _tokens_item(rows: Rows) -> str:
+    """The summary's line of new out-of-vocabulary tokens, HTML."""
+    found = new_tokens(rows)
+    if not found:
+        return ""
+    named = "; ".join(
+        f"<code>{html.escape(t)}</code> ({n} docs, share {_pct(share)}"
+        + (", e.g. doc ids " + ", ".join(html.escape(d) for d in ids) if ids else "") + ")"
+        for t, n, share, ids in found)
+    alert = "alert" if "oov_share" in _alerted(rows) else ""
+    return f"<li class='{alert}'>Top new out-of-vocabulary tokens: {named}.</li>"
+
+
 def summary(rows: Rows) -> str:
     lines = _lines(rows)
-    if not lines:
+    tokens = _tokens_item(rows)
+    if not lines and not tokens:
         return "<h2>What changed</h2><p class='sub'>nothing measured</p>"
     items = "".join(f"<li class='{'alert' if alert else ''}'>{html.escape(text)}</li>"
                     for text, alert in lines)
-    return f"<h2>What changed</h2><ul>{items}</ul>"
+    return f"<h2>What changed</h2><ul>{items}{tokens}</ul>"
 
 
 def _advice(alerted: set[str], reasons: list[str]) -> list[str]:
-    inputs, out = alerted & set(INPUT), []
+    inputs, out = alerted & INPUT, []
     if inputs:
         out.append("Input drift (" + ", ".join(sorted(inputs)) + "): the texts are no longer "
                    "like the reference's. Check the source first: a new producer or export, "
@@ -157,7 +196,7 @@ def _advice(alerted: set[str], reasons: list[str]) -> list[str]:
         out.append("Labels name classes the model does not know: new classes appeared or "
                    "the label feed changed. Map the labels to the model's classes, or add "
                    "the new classes to the training data and retrain.")
-    if alerted & set(PREDICTIONS) and not inputs and "accuracy" not in alerted:
+    if alerted & PREDICTIONS and not inputs and "accuracy" not in alerted:
         out.append("The predictions shifted while the inputs look alike: the mix of texts "
                    "changed (more of some classes) or the model degrades. Check a labelled "
                    "sample: if accuracy holds, the model is fine; if not, retrain.")

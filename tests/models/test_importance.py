@@ -40,13 +40,21 @@ def forest() -> Pipeline:
 
 def test_fast_path_and_scikit_learn_give_the_same_features_and_counts(
         trained_model: Any) -> None:
-    texts = [*TEXTS[:20], "zzqx unknownword " + TEXTS[0]]
+    texts = [*TEXTS[:20], "zzqx unknownword " + TEXTS[0], "Ünïcode Wörter ZZQX " + TEXTS[1]]
     fast, slow = text_features(FastTextPipeline(trained_model), texts), \
         text_features(trained_model, texts)
     assert abs(fast.matrix - slow.matrix).max() < 1e-6
     assert fast.tokens.tolist() == slow.tokens.tolist()
     assert fast.oov.tolist() == slow.oov.tolist()
-    assert slow.oov[-1] == slow.oov[0] + 2  # the two made-up words
+    assert slow.oov[-2] == slow.oov[0] + 2  # the two made-up words
+    # The out-of-vocabulary tokens themselves, each with its text, as the vectoriser
+    # tokenises (lower-cased, its token pattern), on the ASCII and the Unicode path.
+    assert sorted(zip(fast.oov_rows.tolist(), fast.oov_words)) == \
+        sorted(zip(slow.oov_rows.tolist(), slow.oov_words))
+    assert {"zzqx", "unknownword"} <= {w for r, w in zip(fast.oov_rows, fast.oov_words)
+                                        if r == 20}
+    assert {"ünïcode", "wörter", "zzqx"} <= {w for r, w in zip(fast.oov_rows, fast.oov_words)
+                                             if r == 21}
     assert np.allclose(fast.scorer.predict_proba(fast.matrix), trained_model.predict_proba(texts))
 
 

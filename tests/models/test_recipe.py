@@ -19,6 +19,7 @@ from models.provenance import TRAINING_ATTRIBUTE, record_of, training_record
 from models.recipe import build_pipeline, train_and_evaluate, train_cross_fitted
 from models.registry import ModelRegistry
 from models.unpickle import Policy, load_restricted
+from tracking.profile import Profile
 
 
 def _docs(n: int, seed: int) -> tuple[list[str], list[str]]:
@@ -104,6 +105,12 @@ def test_fold_oov_counts_use_the_vocabulary_of_a_model_that_did_not_see_the_text
     texts, _, fit = fitted
     final_oov = text_features(fit.model, texts).oov
     assert fit.oov.sum() > final_oov.sum()
+    # The tokens too: each document counted once per token its fold model lacks, and
+    # the reference keeps that sketch, not the final model's.
+    assert 0 < fit.oov_tokens.pairs <= fit.oov.sum()
+    reference, _ = reference_profile(fit.model, texts, None, held_out=fit.held_out)
+    stored = Profile.from_json(reference.to_json()).oov_tokens
+    assert stored is not None and stored.frequent() == fit.oov_tokens.frequent()
 
 
 def test_parallel_folds_give_the_sequential_result() -> None:

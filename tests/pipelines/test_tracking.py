@@ -92,13 +92,23 @@ def test_a_drift_streak_needs_consecutive_runs_in_a_row(registry: str, tmp_path:
 
 
 def test_out_of_vocabulary_text_alerts(registry: str, tmp_path: Path) -> None:
+    """Unknown words alert, and the report names the new token a quarter of the texts
+    share, with ids of documents that contain it."""
     rng = random.Random(5)
     docs = [{"id": f"oov-{i}", "text": " ".join(
-        "".join(rng.choice("qxzvwjk") for _ in range(7)) for _ in range(40))}
-        for i in range(1000)]
+        "".join(rng.choice("qxzvwjk") for _ in range(7)) for _ in range(40))
+        + (" Zorblaxine" if i % 4 == 0 else "")} for i in range(1000)]
     result = _score(tmp_path, registry, "2026-09-04", docs, "--max-dead-letter-ratio", "1")
     assert result.rc == 0, result.err
     assert {"oov_share", "tokens_ks"} <= _alerts(tmp_path, "2026-09-04")
+    [(run_id,)] = sqlite_rows(tmp_path / "s.db", "SELECT run_id FROM runs")
+    page = (tmp_path / "out" / "_reports" / f"{run_id}.html").read_text()
+    line = re.search(r"Top new out-of-vocabulary tokens: <code>zorblaxine</code> "
+                     r"\((\d+) docs, share ([\d.]+)%, e\.g\. doc ids ([^)]*)\)", page)
+    assert line is not None, page[:3000]
+    assert 250 - 30 <= int(line[1]) <= 250 and abs(float(line[2]) - 25) <= 3
+    ids = line[3].split(", ")
+    assert len(ids) == 2 and all(int(d.removeprefix("oov-")) % 4 == 0 for d in ids)
 
 
 def test_corrupted_labels_trigger_retraining_once_within_the_cooldown(
@@ -188,7 +198,8 @@ def test_the_report_shows_the_monitoring_tables_numbers(registry: str, tmp_path:
                                  r"data-slice='([^']*)'>(?:<td>[^<]*</td>){3}"
                                  r"<td class='value'>([^<]*)</td>", page)}
     stored = sqlite_rows(tmp_path / "s.db", "SELECT tranche, metric, slice, value FROM "
-                                            "monitoring WHERE metric NOT LIKE 'score_hist%'")
+                                            "monitoring WHERE metric NOT LIKE 'score_hist%' "
+                                            "AND metric != 'oov_token_example'")
     assert len(shown) == len(stored) > 20
     for tranche, metric, slice_, value in stored:
         text = shown[(tranche, metric, slice_)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 from tests.tracking.corpus import tracked, tranche
+from tracking.catalogue import PIPELINE, level
 from tracking.metrics import compare_run
 from tracking.policy import ALERT, INSUFFICIENT, TrackingPolicy
 from tracking.statistics import holm
@@ -28,7 +29,8 @@ def main(runs: int, per_run: int, size: int) -> None:
              if r.p_value is not None and r.status != INSUFFICIENT}
         raw += sum(v < 0.01 for v in p.values())
         tested += len(p)
-        rejected += any(a < policy.significance * 7 / 8 for a in holm(list(p.values())))
+        alpha = level(policy.significance, PIPELINE)
+        rejected += any(a < alpha for a in holm(list(p.values())))
         alerted += any(r.status == ALERT for found in rows.values() for r in found)
     print(f"{runs} runs x {per_run} tranches x {size} docs: raw p < 0.01 in "
           f"{raw}/{tested} tests ({raw / max(1, tested):.2%}); Holm rejects any test in "

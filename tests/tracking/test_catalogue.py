@@ -134,3 +134,23 @@ def test_each_stage_computes_only_its_own_metrics() -> None:
     assert launcher == {"empty_share", "dead_letters"}
     assert not pipeline & launcher
     assert pipeline <= {m.name for m in METRICS if m.stage == PIPELINE}
+
+
+def test_the_family_holds_every_test_and_the_importance_ranking_is_an_effect_size() -> None:
+    """The tests Holm corrects together are these, the estimated accuracy among them;
+    the importance ranking alone alerts on its threshold without a test; the report's
+    advice and banner read the catalogue."""
+    from tracking.catalogue import INPUT, METRICS, PIPELINE, PREDICTIONS, level
+
+    family = {m.hypothesis or m.name: m.stage for m in METRICS if m.test is not None}
+    assert family == {
+        "class_shares": "pipeline", "scores": "pipeline", "length_ks": "pipeline",
+        "tokens_ks": "pipeline", "oov_share": "pipeline", "accuracy_estimated": "pipeline",
+        "accuracy": "pipeline", "unknown_label_share": "pipeline", "empty_share": "launcher"}
+    assert level(0.01, PIPELINE) == pytest.approx(0.01 * 8 / 9)
+    assert [m.name for m in METRICS if m.threshold and m.test is None] == ["importance_ndcg"]
+    assert {m.name for m in METRICS if m.watches == INPUT} == {
+        "length_ks", "tokens_ks", "oov_share", "empty_share"}
+    assert {m.name for m in METRICS if m.watches == PREDICTIONS} | \
+        {m.name for m in METRICS if m.watches == INPUT} == set(DRIFT_METRICS)
+    assert [m.name for m in METRICS if m.core] == ["class_psi", "score_ks"]

@@ -1,6 +1,6 @@
 """Figures an on-call engineer can trust: macro-F1 and its interval as scikit-learn's,
-labels outside the model's classes counted as errors,
-Holm's correction, the smallest attainable p-values, and true importance changes."""
+labels outside the model's classes counted as errors, Holm's correction, the estimated
+accuracy's test, the smallest attainable p-values, and true importance changes."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 from scipy import stats
 from sklearn.metrics import f1_score
 
+from tracking.catalogue import MetricRow
 from tracking.metrics import compare, compare_run
-from tracking.policy import ALERT, OK, TrackingPolicy
+from tracking.policy import ALERT, INSUFFICIENT, OK, TrackingPolicy
 from tracking.profile import UNKNOWN_LABEL, BatchStats, Profile
 from tracking.statistics import (
     binomial_floor,
@@ -140,3 +141,44 @@ def test_importance_changes_are_true_for_features_outside_the_references_top() -
     value, reference = changes["350"]
     assert reference == pytest.approx(ref_importance[350], rel=1e-6)
     assert value == pytest.approx(0.5, rel=1e-5)
+
+
+def _scored(n: int, low: float, high: float, seed: int, labelled: bool) -> Profile:
+    """``n`` records scored uniformly in [low, high], each correct with probability its
+    score (a calibrated model) when ``labelled``."""
+    rng = np.random.default_rng(seed)
+    scores = rng.uniform(low, high, n)
+    predicted = rng.integers(0, 2, n)
+    true = np.where(rng.random(n) < scores, predicted, 1 - predicted) if labelled \
+        else np.full(n, -1)
+    return Profile(classes=["a", "b"]).add(BatchStats(
+        predicted=predicted, scores=scores, lengths=np.full(n, 100), tokens=np.full(n, 20),
+        oov=np.zeros(n, np.int64), true=true))
+
+
+def test_the_estimated_accuracy_alerts_only_when_its_test_says_so_too() -> None:
+    """The label-free estimate is tested (one-sided z-test) and in the run's Holm family:
+    a tranche scored far less confidently than the reference alerts; one just below the
+    threshold, within its noise, does not; below tracking.min_records it is
+    insufficient."""
+    ref = _scored(5000, 0.5, 1.0, 1, labelled=True)
+    ref.reference["accuracy"] = float(np.trace(ref.confusion) / ref.labelled)
+    limit = ref.reference["accuracy"] - TrackingPolicy().accuracy_drop
+
+    def row(t: Profile) -> MetricRow:
+        [found] = [r for r in compare(t, ref, TrackingPolicy())
+                   if r.metric == "accuracy_estimated"]
+        return found
+
+    unsure = row(_scored(1000, 0.5, 0.8, 2, labelled=False))
+    assert unsure.value < limit - 0.05 and unsure.status == ALERT
+    assert unsure.p_value is not None and unsure.p_value < 1e-6
+    assert unsure.hypothesis == "accuracy_estimated"
+    edge = row(_scored(300, 0.5, 0.94, 3, labelled=False))
+    assert edge.threshold == pytest.approx(limit) and limit - 0.01 < edge.value < limit
+    assert edge.status == OK and edge.p_value is not None and edge.p_value > 0.05
+    assert row(_scored(150, 0.5, 0.6, 4, labelled=False)).status == INSUFFICIENT
+    calm = {f"t{i}": _scored(1000, 0.5, 1.0, 10 + i, labelled=False) for i in range(5)}
+    run = compare_run(calm, ref, TrackingPolicy())
+    assert all(r.status == OK for rows in run.values() for r in rows
+               if r.metric == "accuracy_estimated")

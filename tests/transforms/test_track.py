@@ -16,7 +16,7 @@ from tracking.metrics import compare_run
 from tracking.policy import ALERT, TrackingPolicy
 from tracking.profile import BatchStats, Profile
 from transforms.records import RunContext
-from transforms.track import TrackTranches
+from transforms.track import TrackTranches, _ProfileFn
 
 CLASSES = ["a", "b", "c"]
 SKETCHED = {"score_histogram", "score_ks", "score_wasserstein", "length_ks", "tokens_ks"}
@@ -75,3 +75,45 @@ def test_tranches_are_profiled_across_batches_and_every_figure_stored(
     assert not {m for t, m in alerts if t == "2026-01-01"}
     assert {r["model_name"] + ":" + r["model_version"] for r in stored} == {"demo:1"}
     db.close()
+
+
+def _oov_batch(seed: int, n: int, start: int, planted: str) -> BatchStats:
+    """A batch of documents ``start``..: each with 0-3 tokens of a pool of 5,000 rare
+    out-of-vocabulary tokens and, every 10th document, ``planted`` (twice)."""
+    rng = np.random.default_rng(seed)
+    words: list[str] = []
+    rows: list[int] = []
+    for i in range(n):
+        found = [f"rare{k}" for k in rng.integers(0, 5000, rng.integers(0, 4))]
+        if planted and (start + i) % 10 == 0:
+            found += [planted, planted]
+        words += found
+        rows += [i] * len(found)
+    b = _batch(seed, n, [0.4, 0.3, 0.3])
+    b.oov_words, b.oov_rows = words, np.asarray(rows, np.int64)
+    b.doc_ids = np.asarray([f"doc-{start + i}" for i in range(n)])
+    return b
+
+
+def test_the_tranche_combine_finds_a_planted_new_token_with_example_ids(
+        pipeline: beam.Pipeline) -> None:
+    """A 2,000-document tranche in 8 batches, 200 of its documents with a token the
+    reference never saw, among thousands of rare ones both have: the per-tranche combine
+    names that token first, in 200 documents (10%), with ids of documents that hold it."""
+    from tracking.oov import new_tokens
+
+    reference = _profile([_oov_batch(100 + k, 500, 500 * k, "") for k in range(8)])
+    batches = [("2026-01-03", _oov_batch(k, 250, 250 * k, "zorblax")) for k in range(8)]
+
+    def top(element: tuple[str, Profile]) -> tuple[str, str, int, float, bool]:
+        tranche, profile = element
+        assert profile.oov_tokens is not None and reference.oov_tokens is not None
+        [first, *_] = new_tokens(profile.oov_tokens, profile.n, reference.oov_tokens,
+                                 reference.n)
+        held = all(int(d.split("-")[1]) % 10 == 0 for d in first.examples)
+        return tranche, first.token, first.docs, first.share, held and len(first.examples) == 3
+
+    with pipeline as p:
+        found = (p | beam.Create(batches)
+                 | beam.CombinePerKey(_ProfileFn(CLASSES)) | beam.Map(top))
+        assert_that(found, equal_to([("2026-01-03", "zorblax", 200, 0.1, True)]))
