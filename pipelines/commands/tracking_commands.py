@@ -27,7 +27,9 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 def report(args: argparse.Namespace) -> int:
     from pipelines.orchestration.report import write_report
 
-    print(write_report(command_config(args), args.run_id, args.output))
+    cfg = command_config(args)
+    print(write_report(cfg.database, cfg.output_dir, cfg.tracking.report_runs, args.run_id,
+                       args.output))
     return EXIT_OK
 
 

@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-from pipelines.configuration.config import Config
 from store.database import Database, connect, connect_existing
 from store.retry import RetryingDatabase, RetryPolicy, with_retries
 from store.session import DatabaseSettings
@@ -80,12 +79,9 @@ def open_existing(database: DatabaseSettings, table: str = "tranches") -> Databa
 
 
 @contextmanager
-def opened(database: DatabaseSettings | Config, migrate: bool = False,
+def opened(database: DatabaseSettings, migrate: bool = False,
            window: float | None = None) -> Iterator[Database]:
-    """``open_database``, closed after use. A whole ``Config`` stands for its
-    ``database`` (``pipelines.orchestration.report.write_report`` still passes one)."""
-    if isinstance(database, Config):
-        database = database.database
+    """``open_database``, closed after use."""
     db = open_database(database, migrate, window)
     try:
         yield db

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from models.registry import ModelRef
-from pipelines.configuration.config import Config
+from pipelines.configuration.config import TrackingConfig
 from store.monitoring import Trigger
+from store.session import DatabaseSettings
 
 _LOG = logging.getLogger("beamscore")
 
@@ -34,7 +36,17 @@ def warm_up() -> threading.Thread:
     return thread
 
 
-def finish(cfg: Config, ref: ModelRef, run_id: str, summary: dict[str, Any] | None,
+@dataclass(frozen=True)
+class FinishSettings:
+    """What finishing a run reads of the config (``settings_of(FinishSettings, cfg)``):
+    the database, tracking's policy and where the report goes."""
+
+    database: DatabaseSettings
+    tracking: TrackingConfig
+    output_dir: str
+
+
+def finish(cfg: FinishSettings, ref: ModelRef, run_id: str, summary: dict[str, Any] | None,
            reference: dict[str, Any] | None) -> tuple[Trigger | None, str]:
     """The run's retraining request (or None) and where its report was written ("" if
     it could not be)."""
@@ -50,7 +62,7 @@ def finish(cfg: Config, ref: ModelRef, run_id: str, summary: dict[str, Any] | No
                        "failed (%s: %s); the run's scores and its pipeline figures stand",
                        run_id, type(exc).__name__, exc)
     try:
-        report = write_report(cfg, run_id)
+        report = write_report(cfg.database, cfg.output_dir, cfg.tracking.report_runs, run_id)
     except Exception as exc:  # noqa: BLE001 - the run is done; its report is a courtesy
         _LOG.warning("could not write the report of run %s: %s", run_id, exc)
         report = ""
@@ -62,7 +74,7 @@ class FinishInJob:
     with the run's summary. An error is logged, not raised: the run is already recorded,
     and a retried bundle could make a second retraining request."""
 
-    def __init__(self, cfg: Config, ref: ModelRef, run_id: str,
+    def __init__(self, cfg: FinishSettings, ref: ModelRef, run_id: str,
                  reference: dict[str, Any] | None):
         self._cfg, self._ref, self._run_id, self._reference = cfg, ref, run_id, reference
 

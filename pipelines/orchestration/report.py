@@ -19,12 +19,12 @@ import html
 from collections import defaultdict
 from typing import Any
 
-from pipelines.configuration.config import Config
 from pipelines.configuration.connection import opened
 from pipelines.orchestration import report_charts as charts
 from pipelines.orchestration.report_text import actions, banner, class_moves, summary, weighted
 from store import monitoring, run_records
 from store.database import Database
+from store.session import DatabaseSettings
 from tracking.catalogue import BY_NAME, CHANGES, HISTORY, INTERVAL, PAIR, REASONS, Metric, charted
 from transforms.files import write_atomically
 
@@ -34,11 +34,13 @@ def report_path(output_dir: str, run_id: str) -> str:
     return f"{output_dir.rstrip('/')}/_reports/{run_id}.html"
 
 
-def write_report(cfg: Config, run_id: str, path: str | None = None) -> str:
-    """Render ``run_id``'s report to ``path`` (default ``<output_dir>/_reports/``)."""
-    path = path or report_path(cfg.output_dir, run_id)
-    with opened(cfg) as db:
-        page = render(db, run_id, cfg.tracking.report_runs)
+def write_report(database: DatabaseSettings, output_dir: str, history_runs: int, run_id: str,
+                 path: str | None = None) -> str:
+    """Render ``run_id``'s report, with the last ``history_runs`` runs up to it, to
+    ``path`` (default ``<output_dir>/_reports/``)."""
+    path = path or report_path(output_dir, run_id)
+    with opened(database) as db:
+        page = render(db, run_id, history_runs)
     write_atomically(path, page.encode())
     return path
 

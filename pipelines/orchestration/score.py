@@ -33,7 +33,7 @@ from pipelines.orchestration.exit_codes import (
     EXIT_RETRAIN,
     guarded,
 )
-from pipelines.orchestration.finish import FinishInJob, finish, warm_up
+from pipelines.orchestration.finish import FinishInJob, FinishSettings, finish, warm_up
 from pipelines.orchestration.graph import GraphSettings, build_pipeline
 from pipelines.orchestration.launch import (
     LeaseKeeper,
@@ -272,7 +272,8 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
     outcome = RunOutcome(run_id=run_id, summary=summary,
                          wall_seconds=time.monotonic() - started, plan=plan, ref=ref,
                          model_loads=model_loads(result))
-    outcome.retrain, outcome.report = finish(cfg, ref, run_id, outcome.summary, reference)
+    outcome.retrain, outcome.report = finish(settings_of(FinishSettings, cfg), ref, run_id,
+                                             outcome.summary, reference)
     return outcome
 
 
@@ -308,7 +309,8 @@ def _stage_job(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args: l
     reference = reference_of(cfg.registry, ref, cfg.tracking.enabled)
     build_pipeline(p, settings_of(GraphSettings, cfg), plan, ref, run_id, sink,
                    plan_summary(plan, ref), reference,
-                   finish=FinishInJob(cfg, ref, run_id, reference))
+                   finish=FinishInJob(settings_of(FinishSettings, cfg), ref, run_id,
+                                      reference))
     p.run()
     _LOG.info("run %s: job staged for the template launcher; it finishes the run itself "
               "(beamscore runs show %s)", run_id, run_id)

@@ -13,6 +13,7 @@ import pytest
 from pipelines.configuration.config import KEYS, SECTIONS, Config, load_config, settings_of
 from pipelines.configuration.flags import add_config_flags, overrides_from_args
 from pipelines.configuration.reference import reference
+from pipelines.orchestration.finish import FinishSettings
 from pipelines.orchestration.graph import GraphSettings
 from pipelines.orchestration.launch import check_launch
 from pipelines.orchestration.options import RunnerSettings
@@ -66,7 +67,7 @@ def test_database_settings_carry_every_sink_key() -> None:
     assert sink.progress_seconds == cfg.progress_seconds
 
 
-@pytest.mark.parametrize("cls", [GraphSettings, PlanSettings, RunnerSettings])
+@pytest.mark.parametrize("cls", [FinishSettings, GraphSettings, PlanSettings, RunnerSettings])
 def test_a_step_s_settings_are_the_config_s_keys_and_sections_of_their_names(
         cls: type) -> None:
     cfg = load_config(None, {"workers": "3", "validation.max_text_chars": "9"})
