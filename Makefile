@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DAYS   ?= --from 2026-01-01 --to 2026-01-03
 # pytest-xdist workers (0: none).
 JOBS   ?= 2
-XDIST  := -n $(JOBS)
+XDIST  := -n $(JOBS) --dist worksteal
 
 .PHONY: install run test test-fast lint docs bench bench-small bench-scaling bench-sink image image-test airflow-test clean
 

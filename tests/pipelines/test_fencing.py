@@ -23,7 +23,7 @@ from tests.pipelines.helpers import run_cli
 DAY = "2026-04-02"
 REPO = Path(__file__).resolve().parents[2]
 N_DOCS = 3000
-LEASE = 20
+LEASE = 8
 
 
 def _landing(tmp: Path) -> Path:

@@ -204,11 +204,11 @@ def test_runs_show_gives_summary_dead_letters_model_and_config(
 
 
 @pytest.mark.slow
-def test_sigkill_in_the_middle_of_300k_documents_then_an_immediate_rerun(
+def test_sigkill_in_the_middle_of_120k_documents_then_an_immediate_rerun(
         registry_root: str, tmp_path: Path) -> None:
     """The whole launcher killed mid-run (its fork server sees it gone and kills the
     workers); the rerun at once takes over, completes, and leaves no duplicates."""
-    n = 300_000
+    n = 120_000
     root = tmp_path / "landing"
     docs = make_docs(n, seed=23, prefix="k", min_chars=100, max_chars=300)
     for i in range(4):
