@@ -211,15 +211,17 @@ def _threads_in(module_file: str) -> list[str]:
     return found
 
 
-def _children() -> list[int]:
+def _children() -> dict[int, str]:
+    """This process's children: pid -> command line."""
     import os
 
-    out = []
+    out = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/stat") as fh:
                 if int(fh.read().rsplit(")", 1)[1].split()[1]) == os.getpid():
-                    out.append(int(pid))
+                    with open(f"/proc/{pid}/cmdline", "rb") as cmd:
+                        out[int(pid)] = cmd.read().replace(b"\0", b" ").decode()[:200]
         except (OSError, ValueError, IndexError):
             continue
     return out
@@ -238,6 +240,7 @@ def test_a_hung_record_is_dead_lettered_a_slow_one_scored_and_nothing_left_runni
     batch = batch.with_frame(batch.frame.assign(text=texts))
     handler = DocBatchModelHandler(root, ref, top_k=2, policy=Policy(TRUSTED),
                                    time_limit=TimeLimit(per_record=0.5))
+    before = _children()  # processes an earlier test of this worker keeps (fixtures)
     started = time.monotonic()
     with pipeline as p:
         out = p | beam.Create([batch]) | ScoreBatches(handler, 500)
@@ -252,7 +255,8 @@ def test_a_hung_record_is_dead_lettered_a_slow_one_scored_and_nothing_left_runni
     # 8 records at 0.5 s each: 4 s, then 2, 1 and 0.5 s for the halves that hold it.
     assert time.monotonic() - started < 4 + 2 + 1 + 0.5 + 5
     assert _threads_in(tests.doubles.__file__) == [], "a thread is still in the model"
-    assert _children() == [], "a scoring process was left behind"
+    left = {pid: cmd for pid, cmd in _children().items() if pid not in before}
+    assert left == {}, "a scoring process was left behind"
 
 
 
