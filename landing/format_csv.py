@@ -29,19 +29,17 @@ from contextlib import ExitStack
 from typing import Any
 
 from landing.reading import (
-    DEFAULT_MAX_TEXT_CHARS,
+    DEFAULT_LINE_BOUND,
     Chunk,
     Item,
     ReadOptions,
     Rejection,
-    line_bound,
     open_input,
     too_long,
 )
 
 # (line number, text or None if too long, characters, quotes); line number -1: the end
 Line = tuple[int, "str | None", int, int]
-_DEFAULT_BOUND = line_bound(DEFAULT_MAX_TEXT_CHARS)
 csv.field_size_limit(sys.maxsize)  # rows are bounded by the line feed, not per field
 
 
@@ -112,7 +110,7 @@ class _Fast:
             self.resume_at = done + 1
 
 
-def csv_records(text: Iterable[str], bound: int = _DEFAULT_BOUND) -> Iterator[Item]:
+def csv_records(text: Iterable[str], bound: int = DEFAULT_LINE_BOUND) -> Iterator[Item]:
     """Rows of CSV text lines (a text stream opened with ``newline=""``) with a header."""
     lines = iter(text)
     return parse_lines(_Feed(lambda _limit: next(lines, ""), bound), bound, "")

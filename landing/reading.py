@@ -67,6 +67,7 @@ def line_bound(max_text_chars: int) -> int:
 
 
 DEFAULT_MAX_TEXT_CHARS = 100_000  # validation.max_text_chars's default
+DEFAULT_LINE_BOUND = line_bound(DEFAULT_MAX_TEXT_CHARS)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ class ReadOptions:
 
     batch_size: int = 4096
     required: tuple[str, ...] = ()
-    max_line_bytes: int = line_bound(DEFAULT_MAX_TEXT_CHARS)
+    max_line_bytes: int = DEFAULT_LINE_BOUND
 
 
 class NotAFile(OSError):
