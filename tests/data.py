@@ -78,3 +78,24 @@ def query_rows(url: str, sql: str) -> list[tuple[Any, ...]]:
         return db.execute(sql)
     finally:
         db.close()
+
+
+def fail_first_writes(monkeypatch: Any, method: str, times: int) -> list[int]:
+    """``SQLiteDatabase.<method>`` raises a transient error ("database is locked") on
+    its first ``times`` calls, then writes; retry backoff is counted, not slept. Returns
+    ``[failures left]``."""
+    from store.backends.sqlite import SQLiteDatabase
+    from store.database import TransientDatabaseError
+
+    real = getattr(SQLiteDatabase, method)
+    left = [times]
+
+    def failing(self: SQLiteDatabase, rows: Any, fence: Any = None) -> int:
+        if left[0]:
+            left[0] -= 1
+            raise TransientDatabaseError("database is locked")
+        return int(real(self, rows, fence))
+
+    monkeypatch.setattr(SQLiteDatabase, method, failing)
+    monkeypatch.setattr("store.retry.time.sleep", lambda _: None)
+    return left

@@ -15,6 +15,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from store.backends.sqlite import SQLiteDialect
 from store.schema import DEAD_LETTERS
 from store.session import DatabaseSettings
+from tests.data import fail_first_writes
 from transforms.dead_letters import WriteDeadLetters
 from transforms.records import dead_letter
 from transforms.write import SinkSettings
@@ -112,21 +113,9 @@ def test_the_waits_of_dead_letter_writes_reach_the_run_summary(
     for database Ys" print) counts it. The rate limit of 40 rows/s cuts 30 dead letters
     into three paced writes of 10 (0.25 s apart); the first write meets a transient
     error whose backoff (not slept here) is waited for the database."""
-    from store.backends.sqlite import SQLiteDatabase
-    from store.database import TransientDatabaseError
     from transforms.outcome import merge_counts, summarise
 
-    real = SQLiteDatabase.upsert_dead_letters
-    lost = [1]
-
-    def dropping(self: SQLiteDatabase, rows: Any, fence: Any = None) -> int:
-        if lost[0]:
-            lost[0] -= 1
-            raise TransientDatabaseError("database is locked")
-        return real(self, rows, fence)
-
-    monkeypatch.setattr(SQLiteDatabase, "upsert_dead_letters", dropping)
-    monkeypatch.setattr("store.retry.time.sleep", lambda _: None)
+    lost = fail_first_writes(monkeypatch, "upsert_dead_letters", 1)
     settings = SinkSettings(DatabaseSettings(f"sqlite:///{tmp_path / 'w.db'}",
                                              max_rows_per_second=40,
                                              state_dir=str(tmp_path)))

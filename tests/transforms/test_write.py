@@ -14,10 +14,9 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from store.backends.sqlite import SQLiteDatabase, SQLiteDialect
-from store.database import TransientDatabaseError
 from store.schema import PREDICTIONS
 from store.session import DatabaseSettings
-from tests.data import sqlite_rows
+from tests.data import fail_first_writes, sqlite_rows
 from transforms.records import DEAD_LETTERS, DOC_ID, METADATA, POSITION, RAW, DocBatch, RunContext
 from transforms.write import SinkSettings, WriteToDatabase
 
@@ -97,17 +96,7 @@ def test_a_lost_connection_is_retried_and_its_backoff_counted_as_throttled_time(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A write that loses its connection is retried on a new one; the backoff shows as
     ``throttled_ms`` in the stats and no row is lost or written twice."""
-    real = SQLiteDatabase.upsert_predictions
-    lost = [2]
-
-    def dropping(self: SQLiteDatabase, rows: Any, fence: Any = None) -> int:
-        if lost[0]:
-            lost[0] -= 1
-            raise TransientDatabaseError("database is locked")
-        return real(self, rows, fence)
-
-    monkeypatch.setattr(SQLiteDatabase, "upsert_predictions", dropping)
-    monkeypatch.setattr("store.retry.time.sleep", lambda _: None)
+    lost = fail_first_writes(monkeypatch, "upsert_predictions", 2)
     db = tmp_path / "r.db"
     settings = SinkSettings(DatabaseSettings(f"sqlite:///{db}", batch_rows=10))
     with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
