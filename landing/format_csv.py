@@ -6,11 +6,11 @@ text is UTF-8, with or without the byte-order mark Excel's "CSV UTF-8" writes.
 Rows are parsed by Python's csv module from physical lines this module feeds it, so
 each row's lines are known. A row that breaks the quoting rules costs only its first
 line: that line is rejected (naming it) and parsing resumes on the next line, so an
-unclosed quote never swallows the rows after it. A quoted field is never a source of
-rows: when one spans lines, closes after its text and is followed by other characters
-(its last line ``last" oops``), all its lines are one rejection (``lines N-M``); a row
-longer than the read bound is one rejection spanning its lines, skipped by counting
-quotes without being held.
+unclosed quote never swallows the rows after it. When the line where such a row broke
+is not a row of its own, a quoted field spanning lines closed there and was followed by
+other characters (``last" oops``): each of its lines is a rejection naming it, none is
+read as a row. A row longer than the read bound is one rejection spanning its lines,
+skipped by counting quotes without being held.
 
 Clean files take a fast path: csv.reader straight over bounded lines (no per-line
 bookkeeping), as fast as an untracked parse. The first row that fails to parse or
@@ -204,20 +204,11 @@ def parse_lines(feed: _Feed, bound: int, path: str,
         except StopIteration:
             return
         except csv.Error as exc:
-            if len(feed.row) > 1 and _field_closed_then_broken(feed.row[-1]):
-                # a quoted field that really closed: its lines are one rejection, never
-                # rows; parsing resumes after the line that broke it
-                item: Any = Rejection(
-                    f"malformed CSV row: lines {feed.first}-{feed.lineno}: a quoted "
-                    f"field closes and is followed by other characters: {exc}",
-                    "".join(feed.row))
-            else:
-                item = Rejection(f"malformed CSV row: line {feed.first}: {exc}",
-                                 feed.row[0] if feed.row else None)
-                feed.again()  # only the first line is lost: parsing resumes after it
+            items = _broken(feed, header, exc)
             reader = csv.reader(feed, strict=True)
         except _TooLong:
             item, feed = _over_long(feed, bound, path, reopen)
+            items = [item]
             reader = csv.reader(feed, strict=True)
         else:
             if not fields:
@@ -225,23 +216,52 @@ def parse_lines(feed: _Feed, bound: int, path: str,
             if header is None:
                 header = fields
                 continue
-            item = _record(header, fields)
+            items = [_record(header, fields)]
         if header is None:  # nothing can be read without a header: the whole file
-            yield Rejection(f"malformed CSV header: {item.reason}", None), 0
+            yield Rejection(f"malformed CSV header: {items[0].reason}", None), 0
             return
-        row_no += 1
-        yield item, row_no
+        for item in items:
+            row_no += 1
+            yield item, row_no
 
 
-def _field_closed_then_broken(line: str) -> bool:
-    """Whether the quote that ended a multi-line quoted field on ``line`` (its last
-    line) closed real field text: it follows other characters of the field. A quote at
-    the start of the line or right after a comma opens a field instead: the field
-    before it was an unclosed quote, which costs only its own first line."""
+def _broken(feed: _Feed, header: list[str] | None, exc: csv.Error) -> list[Any]:
+    """The rejections of a row that breaks the quoting rules. When it spans lines, the
+    quote that ended its quoted field follows other characters of that line (``last"
+    oops``) and that line is no row of its own, the field closed there and was followed
+    by other characters: each of its lines is a rejection (none is read as a row) and
+    parsing resumes after it. Otherwise (a quote at the start of a line or after a
+    comma opens a field; a line that is a row of its own holds a stray quote) the quote
+    that opened the row was never closed: only its first line is rejected, and parsing
+    resumes on the next."""
+    first, last, lines = feed.first, feed.lineno, feed.row
+    if len(lines) > 1 and _closes_text(lines[-1]) and not _is_row(lines[-1], header):
+        return [Rejection(f"malformed CSV row: line {first + i}: in a quoted field of lines "
+                          f"{first}-{last} that closes and is followed by other "
+                          f"characters: {exc}", text) for i, text in enumerate(lines)]
+    feed.again()
+    return [Rejection(f"malformed CSV row: line {first}: {exc}", lines[0] if lines else None)]
+
+
+def _closes_text(line: str) -> bool:
+    """Whether the first lone quote of ``line`` (a doubled quote is a quote inside a
+    field) follows other characters than a comma: it ends text rather than opening a
+    field."""
     at = 0
     while (at := line.find('"', at)) != -1 and line.startswith('""', at):
-        at += 2  # a doubled quote is a quote inside the field
+        at += 2
     return at > 0 and line[at - 1] != ","
+
+
+def _is_row(line: str, header: list[str] | None) -> bool:
+    """Whether ``line`` alone is a well-formed row as wide as the header."""
+    if header is None:
+        return False
+    try:
+        rows = list(csv.reader([line], strict=True))
+    except csv.Error:
+        return False
+    return len(rows) == 1 and len(rows[0]) == len(header)
 
 
 def _over_long(feed: _Feed, bound: int, path: str,

@@ -42,20 +42,40 @@ def test_an_unclosed_quote_before_quoted_rows_costs_only_its_line(tmp_path: Path
     assert ids == [f"d{k:03d}" if k != 5 else "DEAD" for k in range(1, 21)]
 
 
-def test_a_quoted_field_broken_after_it_closes_is_one_rejection_of_its_lines(
+def test_a_quoted_field_broken_after_it_closes_is_a_rejection_for_each_of_its_lines(
         tmp_path: Path) -> None:
     rows = _csv_rows(6)
     rows[2] = b'd003,"hello\nvictim-doc,an invented text,billing\nlast" oops,billing\n'
+    rows[4] = b'd005,"hi\nvictim-doc,an invented text,billing\nbye" oops\n'
     path = tmp_path / "a.csv"
     path.write_bytes(b"id,text,label\n" + b"".join(rows) + b"victim-doc,the real one,returns\n")
     items = _items(path, "csv")
-    dead = [(pos, i.reason, i.payload) for i, pos in items if isinstance(i, Rejection)]
-    assert [(pos, reason.split(": a quoted")[0]) for pos, reason, _ in dead] == [
-        (3, "malformed CSV row: lines 4-6")]
-    assert dead[0][2] == rows[2].decode()  # every line of it kept as the payload
+    assert len(items) == 11  # read counts every line of the broken fields
+    dead = [(pos, i.reason.split(": in a quoted")[0], i.payload) for i, pos in items
+            if isinstance(i, Rejection)]
+    assert [(pos, reason) for pos, reason, _ in dead] == [
+        (3, "malformed CSV row: line 4"), (4, "malformed CSV row: line 5"),
+        (5, "malformed CSV row: line 6"), (7, "malformed CSV row: line 8"),
+        (8, "malformed CSV row: line 9"), (9, "malformed CSV row: line 10")]
+    assert "".join(p for _, _, p in dead[:3]) == rows[2].decode()  # every line kept
     assert [(i["id"], i["text"]) for i, _ in items if isinstance(i, dict)] == [
         ("d001", "text, of 1"), ("d002", "text, of 2"), ("d004", "text, of 4"),
-        ("d005", "text, of 5"), ("d006", "text, of 6"), ("victim-doc", "the real one")]
+        ("d006", "text, of 6"), ("victim-doc", "the real one")]
+
+
+def test_an_unclosed_quote_before_a_stray_quote_in_a_later_row_costs_only_its_line(
+        tmp_path: Path) -> None:
+    rows = [f"d{i:03d},text {i},billing\n".encode() for i in range(1, 61)]
+    rows[0] = b'd001,"never closed,billing\n'
+    rows[49] = b'd050,a 27" screen,billing\n'  # a quote inside an unquoted field
+    path = tmp_path / "a.csv"
+    path.write_bytes(b"id,text,label\n" + b"".join(rows))
+    items = _items(path, "csv")
+    assert [pos for i, pos in items if isinstance(i, Rejection)] == [1]
+    assert [i["id"] for i, _ in items if isinstance(i, dict)] == [
+        f"d{k:03d}" for k in range(2, 61)]
+    assert {i["text"] for i, _ in items if isinstance(i, dict) and i["id"] == "d050"} == {
+        'a 27" screen'}
 
 
 def test_a_long_quoted_field_with_row_shaped_lines_is_one_record(tmp_path: Path) -> None:
