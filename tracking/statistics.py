@@ -133,11 +133,13 @@ def calibrated_accuracy_test(bins: np.ndarray, labelled: np.ndarray, correct: np
     mean = float(np.dot(bins, per_bin) / n)
     spread = float(np.dot(bins, (per_bin - mean) ** 2) / n)  # of the records' confidences
     se = np.sqrt(spread / n + float(np.dot((bins / n) ** 2, calibration)) + reference)
-    worst = int(np.argmin(np.where(np.asarray(labelled) > 0, per_bin, np.inf)))
-    floor_se = np.sqrt(calibration[worst] + reference)  # every record in the worst bin
+    # The estimate is at least the lowest bin's accuracy and its standard error at
+    # least the reference's, so no tranche can give a smaller p-value than this.
+    lowest = float(per_bin.min())
     with np.errstate(divide="ignore", invalid="ignore"):  # no variance: p is 0 or 1
-        return (float(stats.norm.cdf(np.float64(mean - limit) / se)),
-                float(stats.norm.cdf(np.float64(per_bin[worst] - limit) / floor_se)))
+        floor = 0.5 if lowest >= limit else float(
+            stats.norm.cdf(np.float64(lowest - limit) / np.sqrt(reference)))
+        return float(stats.norm.cdf(np.float64(mean - limit) / se)), floor
 
 
 def holm(p_values: list[float]) -> list[float]:

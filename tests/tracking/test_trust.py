@@ -15,6 +15,7 @@ from tracking.policy import ALERT, INSUFFICIENT, OK, TrackingPolicy
 from tracking.profile import UNKNOWN_LABEL, BatchStats, Profile
 from tracking.statistics import (
     binomial_floor,
+    calibrated_accuracy_test,
     chi_square_floor,
     holm,
     ks_floor,
@@ -182,3 +183,22 @@ def test_the_estimated_accuracy_alerts_only_when_its_test_says_so_too() -> None:
     run = compare_run(calm, ref, TrackingPolicy())
     assert all(r.status == OK for rows in run.values() for r in rows
                if r.metric == "accuracy_estimated")
+
+
+def test_a_sparse_calibration_bin_does_not_hide_an_accuracy_drop() -> None:
+    """The smallest attainable p-value is a true bound: a bin of 2 labels whose
+    accuracy is lowest does not make a 12-point drop in a well-labelled bin
+    insufficient."""
+    labelled, correct = np.zeros(20), np.zeros(20)
+    labelled[[10, 11, 19]], correct[[10, 11, 19]] = [2, 400, 9600], [1, 340, 9410]
+    reference = float(correct.sum() / labelled.sum())
+    bins = np.zeros(20)
+    bins[11] = 5000  # every record in the bin whose accuracy is 0.85
+    p, floor = calibrated_accuracy_test(bins, labelled, correct, reference - 0.05,
+                                        int(labelled.sum()), reference)
+    assert p < 1e-4 and floor <= p
+    for where in range(20):  # no tranche can go below the floor
+        one = np.zeros(20)
+        one[where] = 5000
+        assert calibrated_accuracy_test(one, labelled, correct, reference - 0.05,
+                                        int(labelled.sum()), reference)[0] >= floor
