@@ -7,8 +7,10 @@ Apache DataSketches frequent-items sketch (``frequent_strings_sketch``, a map of
 that error is kept, whatever the number of documents. For the tokens the sketch counts
 most, it keeps ``EXAMPLES`` example document ids: the ones whose id hashes lowest (a
 uniform, deterministic sample that two sketches merge exactly); at most
-``EXAMPLE_TOKENS`` tokens keep examples, the rest are dropped by their sketch estimate.
-So a sketch, and the merge of any number of them across workers, stays a few kilobytes.
+``2 * EXAMPLE_TOKENS`` tokens keep examples, the rest are dropped by their sketch
+estimate; tokens are kept to ``TOKEN_CHARS`` characters and ids to ``ID_CHARS``. So a
+sketch, and the merge of any number of them across workers, stays a few tens of
+kilobytes.
 
 ``new_tokens`` compares a tranche's sketch with the reference's: the tokens whose share
 of documents, at the least the tranche's sketch allows, grew most above the most the
@@ -21,7 +23,6 @@ import base64
 import heapq
 import json
 import zlib
-from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +32,9 @@ from datasketches import frequent_items_error_type, frequent_strings_sketch
 
 LG_MAP = 10  # 1,024 counters: error about 0.34% of the document-token pairs counted
 EXAMPLES = 3  # example document ids kept per token
-EXAMPLE_TOKENS = 64  # tokens that keep examples
+EXAMPLE_TOKENS = 128  # tokens that keep examples
 TOP = 10  # new tokens a tranche reports
+NEW_ALPHA = 1e-3  # the level of the evidence that a token is new
 TOKEN_CHARS, ID_CHARS = 60, 80  # longest token and example id stored
 
 
@@ -61,21 +63,38 @@ class OovTokens:
     def add(self, words: Sequence[str], rows: np.ndarray,
             doc_ids: Sequence[Any] | None = None) -> None:
         """Count each document once per out-of-vocabulary token it contains: ``words``
-        are its occurrences and ``rows`` the document (index into ``doc_ids``) of each."""
+        are its occurrences and ``rows`` the document (index into ``doc_ids``) of each.
+        Tokens are kept to ``TOKEN_CHARS`` characters, ids to ``ID_CHARS``."""
         if not len(words):
             return
-        pairs = set(zip(np.asarray(rows).tolist(), words))
-        docs = Counter(word for _, word in pairs)
-        for word, count in docs.items():
-            self._s.update(word, count)
+        import pandas as pd
+
+        codes, tokens = pd.factorize(
+            np.fromiter((w[:TOKEN_CHARS] for w in words), dtype=object, count=len(words)))
+        width = len(tokens)
+        pairs = np.unique(np.asarray(rows, dtype=np.int64) * width + codes)  # (doc, token)
+        token_of, doc_of = pairs % width, pairs // width
+        docs = np.bincount(token_of, minlength=width)
+        for i in np.flatnonzero(docs).tolist():
+            self._s.update(str(tokens[i]), int(docs[i]))
         if doc_ids is None:
             return
-        candidates = {w for w, _ in docs.most_common(EXAMPLE_TOKENS)}
-        found: dict[str, list[tuple[int, str]]] = defaultdict(list)
-        for row, word in pairs:
-            if word in candidates:
-                doc = str(doc_ids[row])
-                found[word].append((_hash(doc), doc))
+        by_count = sorted(range(width), key=lambda i: (-int(docs[i]), str(tokens[i])))
+        candidates = np.asarray(by_count[:EXAMPLE_TOKENS], dtype=np.int64)
+        chosen = np.isin(token_of, candidates)
+        token_of, doc_of = token_of[chosen], doc_of[chosen]
+        names = {d: str(doc_ids[d])[:ID_CHARS] for d in np.unique(doc_of).tolist()}
+        hashes = {d: _hash(name) for d, name in names.items()}
+        hashed = np.fromiter((hashes[d] for d in doc_of.tolist()), dtype=np.int64,
+                             count=len(doc_of))
+        order = np.lexsort((hashed, token_of))  # by token, then lowest hash first
+        token_of, doc_of, hashed = token_of[order], doc_of[order], hashed[order]
+        starts = np.flatnonzero(np.r_[True, token_of[1:] != token_of[:-1]]) \
+            if len(token_of) else np.zeros(0, dtype=np.int64)
+        ends = np.r_[starts[1:], len(token_of)]
+        found = {str(tokens[token_of[at]]): [(int(hashed[i]), names[int(doc_of[i])])
+                                             for i in range(at, min(stop, at + EXAMPLES))]
+                 for at, stop in zip(starts.tolist(), ends.tolist())}
         self._add_examples(found)
 
     def merge(self, other: OovTokens) -> None:
@@ -154,21 +173,33 @@ def parse_example(slice_: str) -> tuple[str, str] | None:
 
 
 def new_tokens(mine: OovTokens, n: int, reference: OovTokens, ref_n: int,
-               top: int = TOP) -> list[NewToken]:
+               top: int = TOP, alpha: float = NEW_ALPHA) -> list[NewToken]:
     """The ``top`` tokens of a tranche of ``n`` documents whose share of documents most
-    exceeds the largest share they could have in the reference of ``ref_n`` documents;
-    only tokens surely in two documents or more (the sketch's lower bound), and surely
-    above the reference's upper bound: a sketch's error never makes a token new."""
+    exceeds the largest share they could have in the reference of ``ref_n`` documents,
+    with evidence: the tranche's count (the sketch's lower bound, at least 2) against
+    the reference's (its upper bound, at least 1) passes a one-sided Fisher exact test
+    at ``alpha`` divided among the candidates, so neither a sketch's error nor sampling
+    noise in either makes a token new."""
+    from scipy import stats
+
     if not n or not ref_n:
         return []
-    found = []
+    candidates = []
     for token, docs, low, high in mine.frequent():
-        gain = low / n - reference.upper_bound(token) / ref_n
-        if low >= 2 and gain > 0:
-            found.append((gain, token, docs, low, high))
-    found.sort(key=lambda x: (-x[0], x[1]))
+        before = max(reference.upper_bound(token), 1) / ref_n  # an unseen token: rare
+        if low >= 2 and low / n > before:
+            candidates.append((low / n - before, token, docs, low, high, before))
+    if not candidates:
+        return []
+    lows = np.array([c[3] for c in candidates])
+    before_docs = np.array([round(c[5] * ref_n) for c in candidates])
+    # one-sided Fisher exact test: P(X >= low), X the tranche's share of the documents
+    # of both that hold the token, were the token as frequent in both
+    p = stats.hypergeom.sf(lows - 1, n + ref_n, lows + before_docs, n)
+    found = sorted((c for c, pv in zip(candidates, p) if pv < alpha / len(candidates)),
+                   key=lambda x: (-x[0], x[1]))
     out: dict[str, NewToken] = {}  # by the token as stored: at most TOKEN_CHARS
-    for _, token, docs, low, high in found:
+    for _, token, docs, low, high, _before in found:
         short = token[:TOKEN_CHARS]
         if short not in out and len(out) < top:
             out[short] = NewToken(short, docs, docs / n, low / n, min(1.0, high / n),

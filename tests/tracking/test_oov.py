@@ -91,3 +91,41 @@ def test_a_tranches_new_tokens_are_rows_and_a_stored_profile_without_them_gives_
     rows = compare(t, Profile.from_json(old), TrackingPolicy())
     assert not [r for r in rows if r.metric.startswith("oov_token")]
     assert [r.metric for r in rows if r.metric == "oov_share"] == ["oov_share"]
+
+
+def _documents(n: int, seed: int, tokens: int = 200, share: float = 0.01,
+               ) -> tuple[list[str], np.ndarray, list[str]]:
+    """``n`` documents, each holding each of ``tokens`` tokens with chance ``share``."""
+    rng = np.random.default_rng(seed)
+    has = rng.random((n, tokens)) < share
+    rows, which = np.nonzero(has)
+    return [f"tok{t}" for t in which.tolist()], rows, [f"d{seed}-{i}" for i in range(n)]
+
+
+def test_tokens_as_frequent_as_in_the_reference_are_rarely_new() -> None:
+    """200 tokens each in 1% of a 5,000-document reference and of 1,000-document
+    tranches: sampling noise (a token at 1.9% against 0.8% is common) makes a token new
+    in at most the test's 0.001 of tranches: at most 2 of 300 (0.3 expected)."""
+    reference = OovTokens()
+    reference.add(*_documents(5000, seed=1))
+    flagged = []
+    for seed in range(2, 302):
+        tranche = OovTokens()
+        tranche.add(*_documents(1000, seed=seed))
+        flagged += [(seed, t.token) for t in new_tokens(tranche, 1000, reference, 5000)]
+    assert len(flagged) <= 2, flagged
+    words, rows, ids = _documents(1000, seed=12)
+    tranche = OovTokens()
+    tranche.add(words + ["zorblax"] * 30, np.r_[rows, np.arange(30)], ids)
+    assert [t.token for t in new_tokens(tranche, 1000, reference, 5000)] == ["zorblax"]
+
+
+def test_long_tokens_and_ids_are_kept_short() -> None:
+    """Tokens as long as a text (a base64 blob) and long ids cost their first 60 and 80
+    characters: 2,000 documents of 2,400-character tokens stay a few kilobytes."""
+    s = OovTokens()
+    words = [("x" * 2400) + str(i) for i in range(2000)]
+    s.add(words, np.arange(2000), ["i" * 250 + str(i) for i in range(2000)])
+    assert s.bytes < 40_000
+    assert {len(t) for t, *_ in s.frequent()} == {60}
+    assert all(len(d) <= 80 for d in s.examples("x" * 60))
