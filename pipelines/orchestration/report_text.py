@@ -135,26 +135,31 @@ def _lines(rows: Rows) -> list[tuple[str, bool]]:
 
 
 def new_tokens(rows: Rows, top: int = TOP_TOKENS) -> list[tuple[str, int, float, list[str]]]:
-    """(token, documents, share of the run's documents, example ids) of the run's new
-    out-of-vocabulary tokens (the ``oov_token`` rows of its tranches), most documents
-    first."""
+    """(token, documents, their share of the documents of the tranches where it is new,
+    example ids) of the run's new out-of-vocabulary tokens (the ``oov_token`` rows of
+    its tranches), most documents first."""
     docs: dict[str, int] = defaultdict(int)
+    where: dict[str, set[str]] = defaultdict(set)
     for r in rows:
         if r["metric"] == "oov_token":
             docs[r["slice"]] += int(r["n"])
+            where[r["slice"]].add(r["tranche"])
     if not docs:
         return []
-    scored = sum({r["tranche"]: int(r["n"]) for r in rows  # each tranche's records
-                  if r["metric"] == "class_share"}.values())
+    scored = {r["tranche"]: int(r["n"]) for r in rows  # each tranche's records
+              if r["metric"] == "class_share"}
     examples: dict[str, list[tuple[float, str, str]]] = defaultdict(list)
     for r in rows:
         found = parse_example(r["slice"]) if r["metric"] == "oov_token_example" else None
         if found is not None:
             examples[found[0]].append((r["value"], r["tranche"], found[1]))
     ranked = sorted(docs, key=lambda t: (-docs[t], t))[:top]
-    return [(t, docs[t], docs[t] / scored if scored else 0.0,
-             list(dict.fromkeys(d for _, _, d in sorted(examples[t])))[:TOKEN_EXAMPLES])
-            for t in ranked]
+    out = []
+    for t in ranked:
+        of = sum(scored.get(tranche, 0) for tranche in where[t])
+        out.append((t, docs[t], docs[t] / of if of else 0.0,
+                    list(dict.fromkeys(d for _, _, d in sorted(examples[t])))[:TOKEN_EXAMPLES]))
+    return out
 
 
 def _tokens_item(rows: Rows) -> str:
@@ -163,7 +168,7 @@ def _tokens_item(rows: Rows) -> str:
     if not found:
         return ""
     named = "; ".join(
-        f"<code>{html.escape(t)}</code> ({n} docs, share {_pct(share)}"
+        f"<code>{html.escape(t)}</code> ({n} docs, share {_pct(share)} where new"
         + (", e.g. doc ids " + ", ".join(html.escape(d) for d in ids) if ids else "") + ")"
         for t, n, share, ids in found)
     alert = "alert" if "oov_share" in _alerted(rows) else ""

@@ -71,7 +71,10 @@ _REFUSAL_LINES = (
     ("28P01", re.compile(r'password authentication failed for user "')),
     ("28000", re.compile(r'role "[^"]*" (does not exist|is not permitted to log in)'
                          r'|no pg_hba\.conf entry for host|pg_hba\.conf rejects connection'
-                         r'|authentication failed for user "')),
+                         # not LDAP, RADIUS or PAM: their failures include an
+                         # unreachable authentication server, which is transient
+                         r'|(Ident|Peer|GSSAPI|SSPI|certificate) authentication failed '
+                         r'for user "')),
 )
 _MIGRATION_LOCK = 7466342  # advisory lock: one migrator at a time
 

@@ -1,5 +1,6 @@
 """The report's words about new out-of-vocabulary tokens: named with their documents,
-share of the run and example ids, summed over the run's tranches; a run whose rows have
+share of the tranches where they are new and example ids, summed over the run's
+tranches; a run whose rows have
 none (or were stored without them) gets no such line."""
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ ROWS = [_row("d1", "class_share", "a", 0.5, 1000), _row("d1", "class_share", "b"
 
 
 def test_new_tokens_are_summed_over_the_runs_tranches_with_their_example_ids() -> None:
+    """A token's share is of the documents of the tranches where it is new."""
     assert new_tokens(ROWS) == [("zorblax", 400, 0.1, ["doc-3", "doc-7"]),
-                                ("blip<b>", 30, 0.0075, [])]
+                                ("blip<b>", 30, 0.01, [])]
     page = summary(ROWS)
     assert ("<li class='alert'>Top new out-of-vocabulary tokens: <code>zorblax</code> "
-            "(400 docs, share 10.0%, e.g. doc ids doc-3, doc-7); <code>blip&lt;b&gt;</code> "
-            "(30 docs, share 0.8%).</li>") in page
+            "(400 docs, share 10.0% where new, e.g. doc ids doc-3, doc-7); "
+            "<code>blip&lt;b&gt;</code> (30 docs, share 1.0% where new).</li>") in page
 
 
 def test_a_run_without_token_rows_says_nothing_of_them() -> None:

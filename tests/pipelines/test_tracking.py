@@ -104,7 +104,7 @@ def test_out_of_vocabulary_text_alerts(registry: str, tmp_path: Path) -> None:
     [(run_id,)] = sqlite_rows(tmp_path / "s.db", "SELECT run_id FROM runs")
     page = (tmp_path / "out" / "_reports" / f"{run_id}.html").read_text()
     line = re.search(r"Top new out-of-vocabulary tokens: <code>zorblaxine</code> "
-                     r"\((\d+) docs, share ([\d.]+)%, e\.g\. doc ids ([^)]*)\)", page)
+                     r"\((\d+) docs, share ([\d.]+)% where new, e\.g\. doc ids ([^)]*)\)", page)
     assert line is not None, page[:3000]
     assert 250 - 30 <= int(line[1]) <= 250 and abs(float(line[2]) - 25) <= 3
     ids = line[3].split(", ")

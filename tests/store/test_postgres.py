@@ -269,3 +269,11 @@ def test_refusals_are_read_from_the_sqlstate_or_the_missing_password_flag() -> N
     assert denied is not None and "SCORES_PASSWORD holds none" in str(denied)
     assert refused_access(psycopg.OperationalError("connection failed: Connection refused"),
                           url, "PGPASSWORD") is None
+    # an LDAP or RADIUS server that does not answer fails the same way: not a refusal
+    for method in ("LDAP", "RADIUS", "PAM"):
+        assert refused_access(psycopg.OperationalError(
+            f'connection failed: FATAL:  {method} authentication failed for user "scorer"'),
+            url, "PGPASSWORD") is None
+    assert refused_access(psycopg.OperationalError(
+        'connection failed: FATAL:  Peer authentication failed for user "scorer"'),
+        url, "PGPASSWORD") is not None
