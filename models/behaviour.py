@@ -9,6 +9,7 @@ accuracy / macro-F1 where labels exist.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,8 @@ from models.importance import (
     text_features,
 )
 from tracking.profile import UNKNOWN_LABEL, BatchStats, Profile, label_text
+
+_LOG = logging.getLogger(__name__)
 
 
 def batch_stats(probs: np.ndarray, features: TextFeatures, keep: np.ndarray,
@@ -98,6 +101,9 @@ def reference_profile(model: Any, texts: list[str], labels: list[str] | None = N
                                 np.asarray([len(t) for t in part]), true, measure))
     if held_out is not None:
         profile.oov_tokens = HeldOut(*held_out).oov_tokens
+        if profile.oov_tokens is None:
+            _LOG.warning("the held-out figures carry no out-of-vocabulary token sketch: "
+                         "the reference cannot tell new tokens from old ones")
     if measure is not None or profile.importance_rows:
         profile.reference["importance_kind"] = "linear" if importance_weights(model) is not \
             None else "permutation"

@@ -98,6 +98,61 @@ class FileSlots:
             self._fh = None
 
 
+class _Handoff:
+    """A helper thread blocked in ``flock`` on a lock file, and what it hands over."""
+
+    _pending: dict[str, _Handoff] = {}  # by lock file: helpers whose waiter gave up
+    _registry = threading.Lock()
+
+    def __init__(self, path: str):
+        self.path = path
+        self.guard, self.taken = threading.Lock(), threading.Event()
+        self.fh: Any = None
+        self.error: OSError | None = None
+        self.abandoned = self.finished = False
+
+    @classmethod
+    def take_over(cls, path: str) -> _Handoff:
+        """The pending helper of ``path``, now serving this waiter, or a new one."""
+        with cls._registry:
+            pending = cls._pending.pop(path, None)
+        if pending is not None:
+            with pending.guard:
+                if not pending.finished:
+                    pending.abandoned = False
+                    return pending
+        handoff = cls(path)
+        threading.Thread(target=handoff._take, name="beamscore-writer-lock",
+                         daemon=True).start()
+        return handoff
+
+    def abandon(self) -> None:
+        """The waiter gives up (under ``guard``): the helper stays pending."""
+        self.abandoned = True
+        with self._registry:
+            self._pending[self.path] = self
+
+    def _take(self) -> None:
+        try:
+            fh = open(self.path, "a+")  # noqa: SIM115 - handed over or closed below
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        except OSError as exc:
+            with self.guard:
+                self.error, self.finished = exc, True
+            self.taken.set()
+            return
+        with self.guard:
+            if not self.abandoned:
+                self.fh = fh
+                self.taken.set()
+                return
+            self.finished = True
+        fh.close()  # nobody waits for it any more: let the lock go
+        with self._registry:
+            if self._pending.get(self.path) is self:
+                del self._pending[self.path]
+
+
 class WriterLock:
     """One holder at a time across the processes of one machine; a waiter blocks in
     the kernel (in a helper thread) and wakes as soon as the holder releases, or gives
@@ -125,38 +180,22 @@ class WriterLock:
         return self._clock() - started
 
     def _wait(self, started: float) -> Any:
-        """The lock's file, once a helper thread blocked in ``flock`` took it; a helper
-        that takes it after the waiter gave up closes it at once (which releases it)."""
-        guard, taken = threading.Lock(), threading.Event()
-        handoff: dict[str, Any] = {"fh": None, "error": None, "abandoned": False}
-
-        def take() -> None:
-            try:
-                fh = open(self._path, "a+")  # noqa: SIM115 - handed over or closed below
-                fcntl.flock(fh, fcntl.LOCK_EX)
-            except OSError as exc:
-                handoff["error"] = exc
-                taken.set()
-                return
-            with guard:
-                if handoff["abandoned"]:
-                    fh.close()
-                    return
-                handoff["fh"] = fh
-            taken.set()
-
-        threading.Thread(target=take, name="beamscore-writer-lock", daemon=True).start()
-        while not taken.wait(self.TICK):
+        """The lock's file, once a helper thread blocked in ``flock`` took it. A waiter
+        that gives up leaves its helper pending for the next waiter of this process to
+        take over (one helper per lock file, however many waits time out); a helper
+        that takes the lock while none waits closes it at once (which releases it)."""
+        handoff = _Handoff.take_over(self._path)
+        while not handoff.taken.wait(self.TICK):
             waited = self._clock() - started
-            with guard:
-                if handoff["fh"] is not None:
+            with handoff.guard:
+                if handoff.fh is not None:
                     break
                 if waited >= self._timeout:
-                    handoff["abandoned"] = True
+                    handoff.abandon()
                     raise LockWaitTimeout(f"the writer lock {self._path}", waited)
-        if handoff["error"] is not None:
-            raise handoff["error"]
-        return handoff["fh"]
+        if handoff.error is not None:
+            raise handoff.error
+        return handoff.fh
 
     def release(self) -> None:
         if self._fh is not None:

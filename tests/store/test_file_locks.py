@@ -61,6 +61,31 @@ def test_a_writer_lock_wait_is_bounded_and_a_late_helper_lets_go(tmp_path: Any) 
     other.release()
 
 
+def test_waits_that_time_out_share_one_helper_thread(tmp_path: Any) -> None:
+    """Five waits that give up behind a holder that never lets go leave one helper
+    thread blocked in flock, not five; the next waiter takes it over and gets the lock
+    as soon as the holder releases, and no helper is left."""
+
+    def helpers() -> int:
+        return sum(t.name == "beamscore-writer-lock" for t in threading.enumerate())
+
+    holder = WriterLock("db", str(tmp_path))
+    holder.acquire()
+    before = helpers()
+    for _ in range(5):
+        with pytest.raises(LockWaitTimeout):
+            WriterLock("db", str(tmp_path), timeout=60.0, clock=FakeClock(step=30.0)).acquire()
+    assert helpers() - before == 1
+    holder.release()
+    waiter = WriterLock("db", str(tmp_path), timeout=5.0)
+    assert waiter.acquire() < 5.0
+    waiter.release()
+    deadline = time.monotonic() + 5  # the helper thread ends right after handing over
+    while helpers() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert helpers() == before
+
+
 def test_a_writer_lock_waiter_wakes_when_the_holder_releases(tmp_path: Any) -> None:
     holder = WriterLock("db", str(tmp_path))
     holder.acquire()
