@@ -41,9 +41,24 @@ def _figure(height: float) -> Any:
     return fig
 
 
+_CHAR = 0.085  # inches a character of the tick labels takes, at most (font _FONT)
+
+
+def _margins(fig: Any, left: float, bottom: float, top: float = 0.2, right: float = 0.25,
+             rows: int = 1, columns: int = 1, row_gap: float = 0.0,
+             column_gap: float = 0.0) -> None:
+    """Fixed margins and gaps in inches, computed from the labels each chart draws (a
+    fitted layout costs a whole extra drawing of the figure)."""
+    width, height = fig.get_size_inches()
+    cell_w = (width - left - right - column_gap * (columns - 1)) / columns
+    cell_h = (height - top - bottom - row_gap * (rows - 1)) / rows
+    fig.subplots_adjust(left=left / width, right=1 - right / width,
+                        bottom=bottom / height, top=1 - top / height,
+                        wspace=column_gap / cell_w, hspace=row_gap / cell_h)
+
+
 def _png(fig: Any) -> str:
     buf = io.BytesIO()
-    fig.tight_layout()
     fig.savefig(buf, format="png")
     return base64.b64encode(buf.getvalue()).decode()
 
@@ -61,6 +76,7 @@ def classes_png(moved: Sequence[tuple[str, float, float]]) -> str | None:
     ax.set_xlabel("share of predictions", fontsize=_FONT)
     ax.tick_params(axis="x", labelsize=_FONT)
     ax.legend(fontsize=_FONT, loc="lower right")
+    _margins(fig, left=0.3 + _CHAR * max(len(m[0]) for m in moved), bottom=0.65)
     return _png(fig)
 
 
@@ -81,6 +97,7 @@ def pair_png(keys: Sequence[str], mine: Sequence[float], ref: Sequence[float] | 
     ax.set_ylabel("share of records", fontsize=_FONT)
     ax.tick_params(axis="y", labelsize=_FONT)
     ax.legend(fontsize=_FONT)
+    _margins(fig, left=0.85, bottom=0.7)
     return _png(fig)
 
 
@@ -112,11 +129,16 @@ def history_png(series: Sequence[tuple[str, str, Sequence[Point]]]) -> str | Non
     series = [s for s in series if s[2]]
     if not series:
         return None
-    rows = (len(series) + 1) // 2
+    rows, columns = (len(series) + 1) // 2, 2 if len(series) > 1 else 1
     fig = _figure(2.9 * rows + 0.3)
     for k, (title, ylabel, points) in enumerate(series):
-        ax = fig.add_subplot(rows, 2 if len(series) > 1 else 1, k + 1)
+        ax = fig.add_subplot(rows, columns, k + 1)
         _history_axes(ax, title, points, ylabel)
         if k == 0:
             ax.legend(fontsize=_FONT - 2, loc="best")
+    # x labels are run dates turned 30 degrees, hanging down and to the left of their tick
+    label = _CHAR * max(len(p.label) for _, _, points in series for p in points)
+    _margins(fig, left=max(0.85, 0.87 * label + 0.1), bottom=0.5 * label + 0.35, top=0.35,
+             rows=rows, columns=columns, row_gap=0.5 * label + 0.7,
+             column_gap=max(0.85, 0.87 * label + 0.1))
     return _png(fig)
