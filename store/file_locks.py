@@ -25,19 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from store.backends.base import TransientDatabaseError
-from store.limits import state_path
-
-
-class LockWaitTimeout(TransientDatabaseError):
-    """A connection slot or the machine's writer lock stayed taken for the whole bound;
-    ``waited``: the seconds waited."""
-
-    def __init__(self, what: str, waited: float):
-        super().__init__(f"{what} stayed taken by another process of this machine for "
-                         f"{waited:.1f}s (the bound, sink.lease_seconds): a holder that is "
-                         "stopped or hung; given up, to be retried")
-        self.waited = waited
+from store.limits import LockWaitTimeout, state_path
 
 
 class FileSlots:

@@ -43,6 +43,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from store.backends.base import TransientDatabaseError
+
 
 def state_path(identity: str, suffix: str, directory: str = "") -> str:
     """``<directory>/<hash of identity>.<suffix>``; the directory is created."""
@@ -222,13 +224,27 @@ class RedisRateLimiter:
         """GCRA books at start; nothing to record at commit."""
 
 
+class LockWaitTimeout(TransientDatabaseError):
+    """A connection slot or the machine's writer lock stayed taken for the whole bound;
+    ``waited``: the seconds waited."""
+
+    def __init__(self, what: str, waited: float):
+        super().__init__(f"{what} stayed taken by other writers for {waited:.1f}s (the "
+                         "bound, sink.lease_seconds): a holder that is stopped or hung; "
+                         "given up, to be retried")
+        self.waited = waited
+
+
 class RedisSlots:
     """At most ``n`` holders job-wide; a slot expires after ``ttl`` s if its holder dies.
-    Waiters count themselves in a key that expires with them (``contended``)."""
+    Waiters count themselves in a key that expires with them (``contended``); a wait
+    gives up after ``timeout`` seconds (``LockWaitTimeout``)."""
 
-    def __init__(self, redis_url: str, name: str, n: int, ttl: int = 600):
+    def __init__(self, redis_url: str, name: str, n: int, ttl: int = 600,
+                 timeout: float = float("inf"), clock: Callable[[], float] = time.monotonic):
         import redis
 
+        self._timeout, self._clock = timeout, clock
         self._client = redis.Redis.from_url(redis_url)
         digest = hashlib.sha256(name.encode()).hexdigest()[:16]
         self._keys = [f"beamscore:slot:{digest}:{i}" for i in range(n)]
@@ -245,20 +261,26 @@ class RedisSlots:
         return False
 
     def acquire(self, poll: float = 0.01) -> float:
-        started = time.monotonic()
+        """Blocks until a slot is free, for at most ``timeout`` seconds (then
+        ``LockWaitTimeout``); returns the seconds waited."""
+        started = self._clock()
         while not self._try_all():
             # Counted as waiting for at most 30 s at a time, before the count expires.
             self._client.incr(self._waiting)
             self._client.expire(self._waiting, 60)
             try:
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline and not self._try_all():
+                deadline = self._clock() + 30
+                while self._clock() < deadline and not self._try_all():
+                    if self._clock() - started >= self._timeout:
+                        raise LockWaitTimeout(f"every connection slot of the job "
+                                              f"({len(self._keys)}, in Redis)",
+                                              self._clock() - started)
                     time.sleep(poll)
             finally:
                 self._client.decr(self._waiting)
             if self._held is not None:
                 break
-        return time.monotonic() - started
+        return self._clock() - started
 
     def contended(self) -> bool:
         return int(self._client.get(self._waiting) or 0) > 0

@@ -81,7 +81,8 @@ class DatabaseSession(Reconnecting):
     def _open_under_slot(self) -> Database:
         if self._slots is None:
             slots = (
-                RedisSlots(self._s.redis_url, self._s.identity, self._s.max_connections)
+                RedisSlots(self._s.redis_url, self._s.identity, self._s.max_connections,
+                           timeout=self._s.lease_seconds)
                 if self._s.redis_url else
                 FileSlots(self._s.identity, self._s.max_connections, self._s.state_dir,
                           timeout=self._s.lease_seconds))

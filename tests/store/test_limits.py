@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from store.file_locks import FileSlots
-from store.limits import MachineRateLimiter, RedisRateLimiter, RedisSlots
+from store.limits import LockWaitTimeout, MachineRateLimiter, RedisRateLimiter, RedisSlots
 
 REDIS = os.environ.get("BEAMSCORE_TEST_REDIS", "redis://127.0.0.1:6379/15")
 
@@ -185,6 +185,22 @@ def test_redis_slots_cap_and_release(redis_ok: None) -> None:
     t.join(timeout=5)
     assert waited and waited[0] >= 0.25
     b.release()
+
+
+def test_a_redis_slot_wait_is_bounded(redis_ok: None) -> None:
+    """A job-wide slot held by a stopped or hung worker is waited for at most the
+    bound, then given up with a transient error that says what was waited for."""
+    name = uuid.uuid4().hex
+    holder = RedisSlots(REDIS, name, 1)
+    holder.acquire()
+    ticks = iter(range(0, 10_000, 7))  # a clock that moves 7 s a reading
+    waiter = RedisSlots(REDIS, name, 1, timeout=60.0, clock=lambda: float(next(ticks)))
+    with pytest.raises(LockWaitTimeout) as raised:
+        waiter.acquire(poll=0.001)
+    assert raised.value.waited >= 60.0 and "in Redis" in str(raised.value)
+    holder.release()
+    assert waiter.acquire() <= 7.0  # at once: one reading of the clock after the start
+    waiter.release()
 
 
 def test_a_slot_holder_sees_when_another_process_waits(tmp_path: Any) -> None:

@@ -90,6 +90,8 @@ def test_sqlite_writers_of_one_machine_take_turns(tmp_path: Path) -> None:
         inside.pop()
 
     sessions = [DatabaseSession(settings, on_wait=waits.append) for _ in range(2)]
+    for session in sessions:  # connected, schema ready: what follows waits only on writes
+        session.run(lambda db: None)
     errors: list[BaseException] = []
 
     def write(session: DatabaseSession) -> None:
