@@ -110,7 +110,7 @@ class _Handoff:
                     pending.abandoned = False
                     return pending
         handoff = cls(path)
-        threading.Thread(target=handoff._take, name="beamscore-writer-lock",
+        threading.Thread(target=handoff._take, name=f"beamscore-writer-lock {path}",
                          daemon=True).start()
         return handoff
 

@@ -66,11 +66,13 @@ def test_waits_that_time_out_share_one_helper_thread(tmp_path: Any) -> None:
     thread blocked in flock, not five; the next waiter takes it over and gets the lock
     as soon as the holder releases, and no helper is left."""
 
-    def helpers() -> int:
-        return sum(t.name == "beamscore-writer-lock" for t in threading.enumerate())
-
     holder = WriterLock("db", str(tmp_path))
     holder.acquire()
+
+    def helpers() -> int:  # of this lock file (other tests of the process have their own)
+        return sum(t.name == f"beamscore-writer-lock {holder._path}"
+                   for t in threading.enumerate())
+
     before = helpers()
     for _ in range(5):
         with pytest.raises(LockWaitTimeout):
