@@ -60,7 +60,7 @@ bench-scaling: install
 
 # The sink alone: 1M rows from 1, 2, 4 and 8 writers, SQLite and PostgreSQL (docs/sink.md).
 bench-sink: install
-	$(PY) bench/sink_bench.py
+	$(PY) bench/sink_bench.py --repeat 3
 
 # Opt-in, long: an OCI image built offline with buildah (about 4 GB of disk, minutes).
 image:

@@ -2,7 +2,7 @@
 against one raw bulk load of the same rows, for SQLite and PostgreSQL.
 
     python bench/sink_bench.py [--rows 1000000] [--writers 1,2,4,8]
-                               [--backends sqlite,postgresql] [--batch 5000]
+                               [--backends sqlite,postgresql] [--batch 5000] [--repeat 1]
 
 The rows have the product's shape: scored ``DocBatch``es (``sink_input``) of ``--batch``
 rows, turned into ``predictions`` rows by the sink itself. Each writer count runs the
@@ -14,15 +14,21 @@ database, with ``sink.max_connections`` at its default (4, fewer than 8 writers)
 Baselines, on the same rows as prebuilt tuples, into a fresh database:
 - SQLite: one ``executemany`` of the plain ``INSERT`` in one transaction, one process.
 - PostgreSQL: one ``COPY`` of all rows straight into the table, one process.
-Every run checks the table holds each row once.
+Every run checks the table holds each row once. With ``--repeat R`` the baseline and
+every writer count run in R interleaved rounds; figures are medians, ratios the median
+of the ratios within a round. The writers are forked from a process that never held
+the baseline's rows, with its objects frozen out of the garbage collector (as the fork
+server's workers are): a collection in a writer then copies none of its pages.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import multiprocessing
 import os
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -86,8 +92,21 @@ class Target:
             admin.execute(f'DROP DATABASE IF EXISTS "{self.name}"')  # type: ignore[arg-type]
 
 
-def raw_load(target: Target, rows: list[tuple[Any, ...]]) -> float:
-    """Seconds of one raw bulk load: SQLite executemany in one transaction, PG COPY."""
+def raw_load(target: Target, batches: list[DocBatch]) -> float:
+    """Seconds of one raw bulk load of the batches' rows (built before the clock starts):
+    SQLite executemany in one transaction, PG COPY. Run in a child process, so that the
+    writers are forked from a parent that never held the rows."""
+    fork = multiprocessing.get_context("fork")
+    result = fork.Queue()
+    proc = fork.Process(target=_raw_load, args=(target, batches, result), daemon=True)
+    proc.start()
+    seconds = result.get(timeout=600)
+    proc.join(timeout=60)
+    return float(seconds)
+
+
+def _raw_load(target: Target, batches: list[DocBatch], result: Any) -> None:
+    rows = [r for b in batches for r in PREDICTIONS.rows(prediction_columns(b, CTX))]
     started = time.monotonic()
     if target.backend == "sqlite":
         conn = sqlite3.connect(target.name, isolation_level=None)
@@ -101,11 +120,11 @@ def raw_load(target: Target, rows: list[tuple[Any, ...]]) -> float:
     else:
         import psycopg
 
-        with psycopg.connect(target.url) as conn, conn.cursor() as cur:
+        with psycopg.connect(target.url) as pg, pg.cursor() as cur:
             with cur.copy(f"COPY predictions ({COLS}) FROM STDIN") as copy:  # type: ignore[arg-type]
                 for r in rows:
                     copy.write_row(r)
-    return time.monotonic() - started
+    result.put(time.monotonic() - started)
 
 
 def _writer(url: str, batches: list[DocBatch], state_dir: str, start: Any, ends: Any) -> None:
@@ -127,6 +146,7 @@ def sink_run(target: Target, batches: list[DocBatch], writers: int,
              state_dir: str) -> tuple[float, float]:
     """(seconds, seconds the writers waited for the database, summed) of ``writers``
     forked processes writing ``batches`` through the sink."""
+    gc.freeze()  # no collection in a writer touches (and copies) the parent's objects
     fork = multiprocessing.get_context("fork")
     start, ends = fork.Barrier(writers + 1), fork.Queue()
     procs = [fork.Process(target=_writer, daemon=True,
@@ -149,30 +169,50 @@ def sink_run(target: Target, batches: list[DocBatch], writers: int,
     return max(t for t, _ in finished) - started, sum(w for _, w in finished)
 
 
-def bench_backend(backend: str, batches: list[DocBatch], rows: list[tuple[Any, ...]],
-                  writer_counts: list[int], workdir: str) -> list[str]:
-    n = len(rows)
+def _load_once(backend: str, batches: list[DocBatch], n: int, workdir: str,
+               writers: int) -> tuple[float, float]:
+    """(rows/s, seconds waited for the database) of one load into a fresh database:
+    the raw baseline when ``writers`` is 0, else the sink from that many writers."""
     target = Target(backend, workdir)
     try:
-        raw = n / raw_load(target, rows)
-        assert target.count() == n
+        if writers == 0:
+            seconds, waited = raw_load(target, batches), 0.0
+        else:
+            seconds, waited = sink_run(target, batches, writers, os.path.join(workdir, "state"))
+        assert target.count() == n, "rows missing or written twice"
     finally:
         target.drop()
+    return n / seconds, waited
+
+
+def bench_backend(backend: str, batches: list[DocBatch], writer_counts: list[int],
+                  workdir: str, repeat: int = 1) -> list[str]:
+    """Rounds of the baseline and every writer count, interleaved (a drifting machine
+    shifts all of them alike); each figure is the median over the rounds, and each
+    ratio the median of the ratios within a round."""
+    n = sum(len(b.frame) for b in batches)
+    rates: dict[int, list[float]] = {w: [] for w in [0, *writer_counts]}
+    waits: dict[int, list[float]] = {w: [] for w in writer_counts}
+    for r in range(repeat):
+        for w in [0, *writer_counts]:
+            rate, waited = _load_once(backend, batches, n, workdir, w)
+            rates[w].append(rate)
+            if w:
+                waits[w].append(waited)
+            what = "baseline" if w == 0 else f"{w} writer(s)"
+            print(f"  [{backend} round {r + 1}/{repeat}] {what}: {rate:,.0f} rows/s", flush=True)
     baseline = "one executemany transaction" if backend == "sqlite" else "one raw COPY"
-    lines = [f"{backend}: {n:,} rows; baseline {baseline}: {raw:,.0f} rows/s"]
-    one = 0.0
+    raw, one = rates[0], rates[writer_counts[0]]
+    lines = [f"{backend}: {n:,} rows, median of {repeat} round(s); baseline {baseline}: "
+             f"{statistics.median(raw):,.0f} rows/s"]
     for w in writer_counts:
-        target = Target(backend, workdir)
-        try:
-            seconds, waited = sink_run(target, batches, w, os.path.join(workdir, "state"))
-            assert target.count() == n, "rows missing or written twice"
-        finally:
-            target.drop()
-        rate = n / seconds
-        one = one or rate
-        lines.append(f"  {w} writer(s): {rate:>10,.0f} rows/s  {rate / raw:5.2f}x baseline  "
-                     f"{rate / one:5.2f}x 1 writer  waited for database {waited:.1f}s")
-        print(lines[-1], flush=True)
+        x = rates[w]
+        lines.append(
+            f"  {w} writer(s): {statistics.median(x):>10,.0f} rows/s "
+            f"(min {min(x):,.0f})  "
+            f"{statistics.median(a / b for a, b in zip(x, raw)):5.2f}x baseline  "
+            f"{statistics.median(a / b for a, b in zip(x, one)):5.2f}x {writer_counts[0]} "
+            f"writer(s)  waited for database {statistics.median(waits[w]):.1f}s")
     return lines
 
 
@@ -182,16 +222,18 @@ def main() -> int:
     ap.add_argument("--writers", default="1,2,4,8", help="writer process counts")
     ap.add_argument("--backends", default="sqlite,postgresql")
     ap.add_argument("--batch", type=int, default=5000, help="rows per input DocBatch")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="interleaved rounds of every load (medians reported)")
     args = ap.parse_args()
     n_batches = args.rows // args.batch
     batches = [sink_input.make_batch(i, args.batch) for i in range(n_batches)]
-    rows = [r for b in batches for r in PREDICTIONS.rows(prediction_columns(b, CTX))]
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPU(s)", flush=True)
     report = []
     with tempfile.TemporaryDirectory(prefix="beamscore-sink-bench-") as workdir:
         for backend in args.backends.split(","):
-            report += bench_backend(backend, batches, rows,
-                                    [int(w) for w in args.writers.split(",")], workdir)
+            report += bench_backend(backend, batches,
+                                    [int(w) for w in args.writers.split(",")], workdir,
+                                    args.repeat)
     print("\n".join(report))
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
     return 0

@@ -21,7 +21,8 @@ the same process (tests, library callers) spawn it as a fresh interpreter instea
 whose imports overlap the launcher's planning. It exits when the launcher goes away
 and kills its workers when stopped. Workers of a run are started together (each
 client's fork is one accept and one ``fork``, its model loads in its own process) and,
-with ``engine.teardown``, stopped together.
+with ``engine.teardown``, stopped together; with ``engine.bundles`` a small stage
+goes only to the workers that have elements of it.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from collections.abc import Sequence
 
 from apache_beam.transforms import environments
 
+from engine.bundles import skip_empty_bundles
 from engine.teardown import parallel_close_all
 
 # The environment FnApiRunner gives a worker command: what a forked worker needs.
@@ -84,6 +86,7 @@ class ForkServer:
         """Start the zygote and return at once; ``wait_ready`` blocks until it serves."""
         global _GRPC_USED
         parallel_close_all()  # the run's workers are stopped together, not in a row
+        skip_empty_bundles()  # a small stage costs no round trip per idle worker
         self._dir = tempfile.mkdtemp(prefix="beamscore-fork-")
         ready_r, ready_w = os.pipe()
         self._ready_fd = ready_r

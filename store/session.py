@@ -9,10 +9,12 @@ database.
 
 ``write(fn)`` is ``run`` for one write transaction of the sink: on SQLite, which has a
 single writer, it takes the machine's ``WriterLock`` around the transaction (writers
-queue in the kernel, not in SQLite's sleeping busy handler); afterwards it gives the connection and
-its slot up if another writer waits for a slot (``yield_if_contended``), so that
-``max_connections`` slots serve any number of workers without a convoy, and a lone
-writer keeps its connection for its bundle.
+queue in the kernel, not in SQLite's sleeping busy handler; the schema check of a
+session's first connection, a write transaction too, takes it the same way, so its wait
+is counted as well); afterwards it gives the connection and its slot up if another
+writer waits for a slot (``yield_if_contended``), so that ``max_connections`` slots
+serve any number of workers without a convoy, and a lone writer keeps its connection
+for its bundle.
 """
 
 from __future__ import annotations
@@ -95,29 +97,31 @@ class DatabaseSession(Reconnecting):
             # Idempotent and serialised by the backend, so the sink works without
             # `beamscore db init`.
             try:
-                db.init_schema()
+                self._under_writer_lock(db.init_schema)
             except BaseException:
                 db.close()
                 raise
             self._schema_ready = True
         return db
 
+    def _under_writer_lock(self, fn: Callable[[], T]) -> T:
+        """``fn()`` holding the machine's writer lock where the database has one writer
+        (its wait counted as waiting for the database), else just ``fn()``."""
+        writer = self._writer
+        if writer is None:
+            return fn()
+        self._on_wait(_counting_timeout(writer.acquire, self._on_wait))
+        try:
+            return fn()
+        finally:
+            writer.release()
+
     def write(self, fn: Callable[[Database], T]) -> T:
         """``run(fn)`` for one write transaction (see the module's docstring). The
         writer lock is taken only once the connection (and its slot) is held, never
         while waiting for a slot: one order, no deadlock between the two."""
-        writer = self._writer
-
-        def under_writer_lock(db: Database) -> T:
-            assert writer is not None
-            self._on_wait(_counting_timeout(writer.acquire, self._on_wait))
-            try:
-                return fn(db)
-            finally:
-                writer.release()
-
         try:
-            return self.run(fn if writer is None else under_writer_lock)
+            return self.run(lambda db: self._under_writer_lock(lambda: fn(db)))
         finally:
             self.yield_if_contended()
 

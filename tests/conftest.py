@@ -11,6 +11,10 @@ never use the server while a test restarts it. When the server cannot be reached
 postgres tests are skipped with one message, and the session fails: deselect them
 (``-m 'not postgres'``) to run without it. Under pytest-xdist every worker hands out
 the ``slow`` tests first, so that the longest ones do not end a run alone.
+
+Property tests run under one hypothesis profile without time limits: what they check
+never depends on how fast the machine is, and a loaded CI machine must not fail them
+(a draw or an example slowed by the other xdist worker is not a finding).
 """
 
 from __future__ import annotations
@@ -24,12 +28,17 @@ from typing import Any
 import psycopg
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
+from hypothesis import HealthCheck, settings
 
 from landing.samples import make_docs
 from models.preprocess import PreprocessConfig, preprocess_texts
 from models.recipe import train_and_evaluate
 from models.registry import ModelRef, ModelRegistry
 from tests.postgres import PG, UNREACHABLE, pg_admin, server_lock, unreachable
+
+settings.register_profile("beamscore", deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("beamscore")
 
 MODEL_NAME = "demo"
 

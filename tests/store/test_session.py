@@ -74,6 +74,35 @@ def test_a_writer_gives_its_slot_up_after_a_write_when_another_waits(tmp_path: P
     holder.close()
 
 
+def test_a_first_connections_schema_check_waits_for_the_sqlite_writer_and_counts_it(
+        tmp_path: Path) -> None:
+    """The schema check of a session's first connection is a write transaction on
+    SQLite: it queues on the machine's writer lock like a write, and the sink counts the
+    wait as waiting for the database (not hidden in SQLite's busy handler)."""
+    settings = DatabaseSettings(f"sqlite:///{tmp_path / 's.db'}", max_connections=2,
+                                state_dir=str(tmp_path / "state"))
+    writer = DatabaseSession(settings)
+    writer.run(lambda db: None)  # connected and the schema made before the race
+    writing = threading.Event()
+
+    def long_write(db: Database) -> None:
+        db.execute("INSERT INTO runs (run_id, started_at, status, config, model) "
+                   "VALUES ('r', '2026-01-01', 'running', '{}', 'm')")
+        writing.set()
+        time.sleep(0.4)
+
+    thread = threading.Thread(target=writer.write, args=(long_write,))
+    thread.start()
+    assert writing.wait(10)
+    waits: list[float] = []
+    newcomer = DatabaseSession(settings, on_wait=waits.append)
+    newcomer.run(lambda db: None)  # its first connection checks the schema
+    thread.join(timeout=10)
+    assert sum(waits) >= 0.25, waits
+    for s in (writer, newcomer):
+        s.close()
+
+
 def test_sqlite_writers_of_one_machine_take_turns(tmp_path: Path) -> None:
     """SQLite has one writer: sessions on one machine write one transaction at a time
     (queued on the machine's writer lock), and the wait is counted for the database."""
