@@ -100,9 +100,11 @@ def raw_load(target: Target, batches: list[DocBatch]) -> float:
     result = fork.Queue()
     proc = fork.Process(target=_raw_load, args=(target, batches, result), daemon=True)
     proc.start()
-    seconds = result.get(timeout=600)
-    proc.join(timeout=60)
-    return float(seconds)
+    proc.join(timeout=600)
+    if proc.exitcode != 0:
+        proc.terminate()
+        raise RuntimeError(f"the baseline load failed (exit code {proc.exitcode})")
+    return float(result.get(timeout=10))
 
 
 def _raw_load(target: Target, batches: list[DocBatch], result: Any) -> None:
@@ -146,7 +148,6 @@ def sink_run(target: Target, batches: list[DocBatch], writers: int,
              state_dir: str) -> tuple[float, float]:
     """(seconds, seconds the writers waited for the database, summed) of ``writers``
     forked processes writing ``batches`` through the sink."""
-    gc.freeze()  # no collection in a writer touches (and copies) the parent's objects
     fork = multiprocessing.get_context("fork")
     start, ends = fork.Barrier(writers + 1), fork.Queue()
     procs = [fork.Process(target=_writer, daemon=True,
@@ -225,15 +226,17 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=1,
                     help="interleaved rounds of every load (medians reported)")
     args = ap.parse_args()
+    writers = [int(w) for w in args.writers.split(",")]
+    if args.repeat < 1 or min(writers) < 1 or len(set(writers)) < len(writers):
+        ap.error("--repeat must be >= 1 and --writers distinct counts >= 1")
     n_batches = args.rows // args.batch
     batches = [sink_input.make_batch(i, args.batch) for i in range(n_batches)]
+    gc.freeze()  # no collection in a forked process touches (and copies) these objects
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPU(s)", flush=True)
     report = []
     with tempfile.TemporaryDirectory(prefix="beamscore-sink-bench-") as workdir:
         for backend in args.backends.split(","):
-            report += bench_backend(backend, batches,
-                                    [int(w) for w in args.writers.split(",")], workdir,
-                                    args.repeat)
+            report += bench_backend(backend, batches, writers, workdir, args.repeat)
     print("\n".join(report))
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
     return 0

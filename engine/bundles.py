@@ -10,21 +10,31 @@ such stages that is a tail that grows with W (measured on 2 cores, 200,000 docum
 
 ``skip_empty_bundles`` replaces ``BundleManager.process_bundle``, once per process, by
 a version that answers a part without elements and without timers itself, with an
-empty response; every other part goes to a worker as before. The Beam model promises no
-bundle to a worker that has no elements (a runner chooses the bundling), so a DoFn sees
-no difference, except that ``start_bundle``/``finish_bundle`` are not called for
-nothing. The output buffers an empty bundle would have created (a worker sends an empty
-last chunk for each output) are created here too, so downstream stages read the same.
+empty response; every other part goes to a worker as before. Only the parts of a split
+bundle (lists of encoded chunks) can be skipped: a single worker's bundle and a stateful
+stage's get whole buffers and are never skipped. The Beam model promises no bundle to a
+worker that has no elements (a runner chooses the bundling), so a DoFn sees no
+difference, except that ``start_bundle``/``finish_bundle`` are not called for nothing;
+the runner's bookkeeping neither (a worker's empty bundle returns no data, no residuals
+and no splits). One visible consequence: RunInference reports a model load from the
+bundles that scored something, so the summary's "model loads" counts the workers that
+got documents to score. The patch depends on the signature of a private Beam method:
+when it differs (another Beam version), it is not installed and a warning says so.
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
 from typing import Any
 
 from apache_beam.portability.api import beam_fn_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 
+_LOG = logging.getLogger(__name__)
 _ORIGINAL = fn_runner.BundleManager.process_bundle
+_PARAMETERS = ["self", "inputs", "expected_outputs", "fired_timers", "expected_output_timers",
+               "dry_run"]
 
 
 def _empty(inputs: Any) -> bool:
@@ -39,14 +49,17 @@ def _process_bundle(self: Any, inputs: Any, expected_outputs: Any, fired_timers:
             or dry_run):
         return _ORIGINAL(self, inputs, expected_outputs, fired_timers,
                          expected_output_timers, dry_run)
-    with fn_runner.BundleManager._lock:
-        for transform_id, pcoll in expected_outputs.items():
-            self.bundle_context_manager.get_buffer(pcoll, transform_id)
     empty = beam_fn_api_pb2.InstructionResponse(
         process_bundle=beam_fn_api_pb2.ProcessBundleResponse())
     return empty, []
 
 
-def skip_empty_bundles() -> None:
-    """Install the skipping ``process_bundle`` (idempotent)."""
+def skip_empty_bundles() -> bool:
+    """Install the skipping ``process_bundle`` (idempotent); False, with a warning, when
+    Beam's method is not the one it was written for."""
+    if list(inspect.signature(_ORIGINAL).parameters) != _PARAMETERS:
+        _LOG.warning("this Beam's BundleManager.process_bundle%s is not the expected one: "
+                     "every stage keeps one bundle per worker", inspect.signature(_ORIGINAL))
+        return False
     fn_runner.BundleManager.process_bundle = _process_bundle  # type: ignore[method-assign]
+    return True

@@ -36,7 +36,7 @@ from models.recipe import train_and_evaluate
 from models.registry import ModelRef, ModelRegistry
 from tests.postgres import PG, UNREACHABLE, pg_admin, server_lock, unreachable
 
-settings.register_profile("beamscore", deadline=None,
+settings.register_profile("beamscore", settings.default, deadline=None,  # on CI: its profile
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("beamscore")
 

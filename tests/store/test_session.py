@@ -84,21 +84,29 @@ def test_a_first_connections_schema_check_waits_for_the_sqlite_writer_and_counts
     writer = DatabaseSession(settings)
     writer.run(lambda db: None)  # connected and the schema made before the race
     writing = threading.Event()
+    errors: list[BaseException] = []
 
     def long_write(db: Database) -> None:
         db.execute("INSERT INTO runs (run_id, started_at, status, config, model) "
                    "VALUES ('r', '2026-01-01', 'running', '{}', 'm')")
         writing.set()
-        time.sleep(0.4)
+        time.sleep(1.0)
 
-    thread = threading.Thread(target=writer.write, args=(long_write,))
+    def write() -> None:
+        try:
+            writer.write(long_write)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    thread = threading.Thread(target=write)
     thread.start()
     assert writing.wait(10)
     waits: list[float] = []
     newcomer = DatabaseSession(settings, on_wait=waits.append)
     newcomer.run(lambda db: None)  # its first connection checks the schema
     thread.join(timeout=10)
-    assert sum(waits) >= 0.25, waits
+    assert errors == [] and not thread.is_alive()
+    assert sum(waits) >= 0.5, waits
     for s in (writer, newcomer):
         s.close()
 
