@@ -2,7 +2,8 @@
 against one raw bulk load of the same rows, for SQLite and PostgreSQL.
 
     python bench/sink_bench.py [--rows 1000000] [--writers 1,2,4,8]
-                               [--backends sqlite,postgresql] [--batch 5000] [--repeat 1]
+                               [--backends sqlite,postgresql] [--batch 5000] [--batch-rows 5000]
+                               [--repeat 1]
 
 The rows have the product's shape: scored ``DocBatch``es (``sink_input``) of ``--batch``
 rows, turned into ``predictions`` rows by the sink itself. Each writer count runs the
@@ -129,9 +130,13 @@ def _raw_load(target: Target, batches: list[DocBatch], result: Any) -> None:
     result.put(time.monotonic() - started)
 
 
+BATCH_ROWS = 5000  # sink.batch_rows of the writers (--batch-rows)
+
+
 def _writer(url: str, batches: list[DocBatch], state_dir: str, start: Any, ends: Any) -> None:
     """One writer process: the product's write DoFn over its share of the batches."""
-    fn = WriteToDatabase(SinkSettings(DatabaseSettings(url, state_dir=state_dir)), CTX)._fn
+    fn = WriteToDatabase(SinkSettings(DatabaseSettings(url, state_dir=state_dir,
+                                                       batch_rows=BATCH_ROWS)), CTX)._fn
     fn.setup()
     start.wait(timeout=600)
     fn.start_bundle()
@@ -223,6 +228,8 @@ def main() -> int:
     ap.add_argument("--writers", default="1,2,4,8", help="writer process counts")
     ap.add_argument("--backends", default="sqlite,postgresql")
     ap.add_argument("--batch", type=int, default=5000, help="rows per input DocBatch")
+    ap.add_argument("--batch-rows", type=int, default=5000,
+                    help="the writers' sink.batch_rows (rows per write)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="interleaved rounds of every load (medians reported)")
     args = ap.parse_args()
@@ -231,6 +238,8 @@ def main() -> int:
         ap.error("--repeat must be >= 1 and --writers distinct counts >= 1")
     n_batches = args.rows // args.batch
     batches = [sink_input.make_batch(i, args.batch) for i in range(n_batches)]
+    global BATCH_ROWS
+    BATCH_ROWS = args.batch_rows
     gc.freeze()  # no collection in a forked process touches (and copies) these objects
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPU(s)", flush=True)
     report = []
