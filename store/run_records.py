@@ -148,6 +148,26 @@ def written_rows(db: Database, run_id: str, tranches: Iterable[str]) -> dict[str
                               f"run_id = {p}", [t, run_id])[0][0]) for t in tranches}
 
 
+def tranche_rows(db: Database, run_id: str, tranches: Iterable[str]
+                 ) -> dict[str, tuple[int, int]]:
+    """Per tranche, in one pass over its rows of ``predictions``: (rows of this run, rows
+    of this run's model that other runs left there, which ``supersede_predictions``
+    would delete); the second is 0 for a run without a recorded model."""
+    record = get(db, run_id)
+    if record is None or ":" not in record.model:
+        return {t: (n, 0) for t, n in written_rows(db, run_id, tranches).items()}
+    name, version = record.model.rsplit(":", 1)
+    p = db.placeholder
+    sql = (f"SELECT count(CASE WHEN run_id = {p} THEN 1 END), count(CASE WHEN run_id <> {p} "
+           f"THEN 1 END) FROM predictions WHERE tranche = {p} AND model_name = {p} AND "
+           f"model_version = {p}")
+    found = {}
+    for t in tranches:
+        mine, others = db.execute(sql, [run_id, run_id, t, name, version])[0]
+        found[t] = (int(mine or 0), int(others or 0))
+    return found
+
+
 def reason_kind(reason: str) -> str:
     """A dead letter's reason up to its first colon: what went wrong, without the
     record's own details (``duplicate id in tranche: first at FILE position 3``)."""

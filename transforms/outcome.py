@@ -112,13 +112,15 @@ class _RecordRunFn(beam.DoFn):
     def _record(self, db: Database, per_tranche: dict[str, dict[str, int]]
                 ) -> tuple[dict[str, Any], bool]:
         counts: dict[str, dict[str, int]] = {t: {} for t in self._tranches} | per_tranche
-        written = run_records.written_rows(db, self._run_id, counts)
+        found = run_records.tranche_rows(db, self._run_id, counts)
         for tranche, c in counts.items():
-            counts[tranche] = c | {"written": written.get(tranche, 0)}
+            counts[tranche] = c | {"written": found.get(tranche, (0, 0))[0]}
         summary = summarise(self._run_id, counts, self._ratio) | self._extra
         ledger = TrancheLedger(db)
         for tranche, c in summary["tranches"].items():
-            if accounted_for(c):
+            # A tranche's rows are read once for both counts; the delete, another pass,
+            # runs only where an earlier run of the model left rows (a rescore).
+            if accounted_for(c) and found.get(tranche, (0, 1))[1]:
                 run_records.supersede_predictions(db, self._run_id, tranche, self._fence)
             status, why = tranche_outcome(c, self._ratio)
             ledger.finish(self._run_id, tranche, status, c | ({"failed": why} if why else {}))

@@ -95,3 +95,26 @@ def test_written_rows_counts_this_runs_predictions_per_tranche(tmp_path: Path) -
     db.upsert_predictions(rows)
     assert run_records.written_rows(db, "r1", ["t1", "t2", "t3"]) == {"t1": 2, "t2": 1, "t3": 0}
     db.close()
+
+
+def test_tranche_rows_count_this_runs_rows_and_what_superseding_would_delete(
+        tmp_path: Path) -> None:
+    db = connect(f"sqlite:///{tmp_path / 'r.db'}")
+    db.init_schema()
+    for run_id in ("r1", "r0"):
+        run_records.start(db, run_id, {}, "demo:1")
+    rows = [PREDICTIONS.row({
+        "doc_id": f"d{i}", "tranche": tranche, "label": "x", "score": 0.5, "top_k": "[]",
+        "model_name": "demo", "model_version": version, "model_sha256": "ab" * 32,
+        "run_id": run_id, "scored_at": "2026-01-01T00:00:00+00:00", "source_file": "f",
+        "position": i, "metadata": None})
+        for i, (tranche, run_id, version) in enumerate([
+            ("t1", "r1", "1"), ("t1", "r1", "1"), ("t1", "r0", "1"),  # one stale row
+            ("t1", "r9", "2"),  # another version's row: not this model's, kept
+            ("t2", "r1", "1")])]
+    db.upsert_predictions(rows)
+    found = run_records.tranche_rows(db, "r1", ["t1", "t2", "t3"])
+    assert found == {"t1": (2, 1), "t2": (1, 0), "t3": (0, 0)}
+    assert run_records.supersede_predictions(db, "r1", "t1") == found["t1"][1]
+    assert run_records.tranche_rows(db, "r9", ["t1"]) == {"t1": (1, 0)}  # no record: no model
+    db.close()
