@@ -130,13 +130,11 @@ def _raw_load(target: Target, batches: list[DocBatch], result: Any) -> None:
     result.put(time.monotonic() - started)
 
 
-BATCH_ROWS = 5000  # sink.batch_rows of the writers (--batch-rows)
-
-
-def _writer(url: str, batches: list[DocBatch], state_dir: str, start: Any, ends: Any) -> None:
+def _writer(url: str, batches: list[DocBatch], state_dir: str, batch_rows: int, start: Any,
+            ends: Any) -> None:
     """One writer process: the product's write DoFn over its share of the batches."""
     fn = WriteToDatabase(SinkSettings(DatabaseSettings(url, state_dir=state_dir,
-                                                       batch_rows=BATCH_ROWS)), CTX)._fn
+                                                       batch_rows=batch_rows)), CTX)._fn
     fn.setup()
     start.wait(timeout=600)
     fn.start_bundle()
@@ -149,14 +147,16 @@ def _writer(url: str, batches: list[DocBatch], state_dir: str, start: Any, ends:
     ends.put((time.monotonic(), fn.waits.database))
 
 
-def sink_run(target: Target, batches: list[DocBatch], writers: int,
-             state_dir: str) -> tuple[float, float]:
+def sink_run(target: Target, batches: list[DocBatch], writers: int, state_dir: str,
+             batch_rows: int = 5000) -> tuple[float, float]:
     """(seconds, seconds the writers waited for the database, summed) of ``writers``
-    forked processes writing ``batches`` through the sink."""
+    forked processes writing ``batches`` through the sink (``sink.batch_rows``
+    ``batch_rows``)."""
     fork = multiprocessing.get_context("fork")
     start, ends = fork.Barrier(writers + 1), fork.Queue()
     procs = [fork.Process(target=_writer, daemon=True,
-                          args=(target.url, batches[i::writers], state_dir, start, ends))
+                          args=(target.url, batches[i::writers], state_dir, batch_rows, start,
+                                ends))
              for i in range(writers)]
     try:
         for proc in procs:
@@ -176,7 +176,7 @@ def sink_run(target: Target, batches: list[DocBatch], writers: int,
 
 
 def _load_once(backend: str, batches: list[DocBatch], n: int, workdir: str,
-               writers: int) -> tuple[float, float]:
+               writers: int, batch_rows: int) -> tuple[float, float]:
     """(rows/s, seconds waited for the database) of one load into a fresh database:
     the raw baseline when ``writers`` is 0, else the sink from that many writers."""
     target = Target(backend, workdir)
@@ -184,7 +184,8 @@ def _load_once(backend: str, batches: list[DocBatch], n: int, workdir: str,
         if writers == 0:
             seconds, waited = raw_load(target, batches), 0.0
         else:
-            seconds, waited = sink_run(target, batches, writers, os.path.join(workdir, "state"))
+            seconds, waited = sink_run(target, batches, writers,
+                                       os.path.join(workdir, "state"), batch_rows)
         assert target.count() == n, "rows missing or written twice"
     finally:
         target.drop()
@@ -192,7 +193,7 @@ def _load_once(backend: str, batches: list[DocBatch], n: int, workdir: str,
 
 
 def bench_backend(backend: str, batches: list[DocBatch], writer_counts: list[int],
-                  workdir: str, repeat: int = 1) -> list[str]:
+                  workdir: str, repeat: int = 1, batch_rows: int = 5000) -> list[str]:
     """Rounds of the baseline and every writer count, interleaved (a drifting machine
     shifts all of them alike); each figure is the median over the rounds, and each
     ratio the median of the ratios within a round."""
@@ -201,7 +202,7 @@ def bench_backend(backend: str, batches: list[DocBatch], writer_counts: list[int
     waits: dict[int, list[float]] = {w: [] for w in writer_counts}
     for r in range(repeat):
         for w in [0, *writer_counts]:
-            rate, waited = _load_once(backend, batches, n, workdir, w)
+            rate, waited = _load_once(backend, batches, n, workdir, w, batch_rows)
             rates[w].append(rate)
             if w:
                 waits[w].append(waited)
@@ -238,14 +239,13 @@ def main() -> int:
         ap.error("--repeat must be >= 1 and --writers distinct counts >= 1")
     n_batches = args.rows // args.batch
     batches = [sink_input.make_batch(i, args.batch) for i in range(n_batches)]
-    global BATCH_ROWS
-    BATCH_ROWS = args.batch_rows
     gc.freeze()  # no collection in a forked process touches (and copies) these objects
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPU(s)", flush=True)
     report = []
     with tempfile.TemporaryDirectory(prefix="beamscore-sink-bench-") as workdir:
         for backend in args.backends.split(","):
-            report += bench_backend(backend, batches, writers, workdir, args.repeat)
+            report += bench_backend(backend, batches, writers, workdir, args.repeat,
+                                    args.batch_rows)
     print("\n".join(report))
     print(f"load average {os.getloadavg()[0]:.2f} at the end")
     return 0

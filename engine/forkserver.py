@@ -167,9 +167,6 @@ class _Zygote:
         os.set_blocking(self._wake_w, False)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        # Workers may fork (an inference time limit runs each call in a child); gRPC's
-        # fork handlers are not needed for that and would log at every fork.
-        os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
         for name in preload:
             importlib.import_module(name)
         importlib.import_module("apache_beam.runners.worker.sdk_worker_main")

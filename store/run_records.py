@@ -159,11 +159,11 @@ def tranche_rows(db: Database, run_id: str, tranches: Iterable[str]
     name, version = record.model.rsplit(":", 1)
     p = db.placeholder
     sql = (f"SELECT count(CASE WHEN run_id = {p} THEN 1 END), count(CASE WHEN run_id <> {p} "
-           f"THEN 1 END) FROM predictions WHERE tranche = {p} AND model_name = {p} AND "
-           f"model_version = {p}")
+           f"AND model_name = {p} AND model_version = {p} THEN 1 END) FROM predictions "
+           f"WHERE tranche = {p}")
     found = {}
     for t in tranches:
-        mine, others = db.execute(sql, [run_id, run_id, t, name, version])[0]
+        mine, others = db.execute(sql, [run_id, run_id, name, version, t])[0]
         found[t] = (int(mine or 0), int(others or 0))
     return found
 

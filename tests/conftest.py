@@ -19,12 +19,10 @@ never depends on how fast the machine is, and a loaded CI machine must not fail 
 
 from __future__ import annotations
 
+# isort: off
+import engine  # noqa: F401 - first, as the entries: gRPC's fork support off (see engine)
+# isort: on
 import os
-
-# As the entries do (pipelines/__init__.py): gRPC's fork support is off before gRPC is
-# first imported in this process, which launches runs in-process and forks fork servers.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
-
 import shutil
 import uuid
 from collections.abc import Iterator

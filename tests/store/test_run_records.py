@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from store import run_records
 from store.database import connect
@@ -117,4 +119,33 @@ def test_tranche_rows_count_this_runs_rows_and_what_superseding_would_delete(
     assert found == {"t1": (2, 1), "t2": (1, 0), "t3": (0, 0)}
     assert run_records.supersede_predictions(db, "r1", "t1") == found["t1"][1]
     assert run_records.tranche_rows(db, "r9", ["t1"]) == {"t1": (1, 0)}  # no record: no model
+    db.close()
+
+
+_ROW = st.tuples(st.sampled_from(["t1", "t2"]), st.sampled_from(["r0", "r1", "r2"]),
+                 st.sampled_from(["1", "2"]))
+
+
+@given(rows=st.lists(_ROW, max_size=30), run=st.sampled_from(["r0", "r1", "r2"]))
+def test_tranche_rows_agree_with_counting_the_rows_and_with_what_superseding_deletes(
+        rows: list[tuple[str, str, str]], run: str) -> None:
+    """Differential: against counting the rows in Python; r0 and r1 are recorded runs of
+    demo:1, r2 has no record (its rows are counted, nothing is stale for it)."""
+    db = connect("sqlite:///:memory:")
+    db.init_schema()
+    for run_id in ("r0", "r1"):
+        run_records.start(db, run_id, {}, "demo:1")
+    db.upsert_predictions([PREDICTIONS.row({
+        "doc_id": f"d{i}", "tranche": tranche, "label": "x", "score": 0.5, "top_k": "[]",
+        "model_name": "demo", "model_version": version, "model_sha256": "ab" * 32,
+        "run_id": run_id, "scored_at": "2026-01-01T00:00:00+00:00", "source_file": "f",
+        "position": i, "metadata": None}) for i, (tranche, run_id, version) in enumerate(rows)])
+    found = run_records.tranche_rows(db, run, ["t1", "t2", "t3"])
+    recorded = run != "r2"
+    for t in ("t1", "t2", "t3"):
+        mine = sum(1 for tr, r, _ in rows if tr == t and r == run)
+        stale = sum(1 for tr, r, v in rows if tr == t and r != run and v == "1") if recorded \
+            else 0
+        assert found[t] == (mine, stale)
+        assert run_records.supersede_predictions(db, run, t) == stale
     db.close()
