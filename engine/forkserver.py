@@ -16,8 +16,9 @@ The zygote never touches gRPC and runs no Python threads (a select loop, woken b
 SIGCHLD through a wakeup fd, that reaps children without blocking; native library
 threads, e.g. pyarrow's allocator, do not take part in the fork). With
 ``start_method="auto"`` it is forked from the launcher itself (imports done, so it is
-ready at once) the first time in a process, before the run starts gRPC; later runs in
-the same process (tests, library callers) spawn it as a fresh interpreter instead,
+ready at once) the first time a fork server starts in a process, before the run starts
+gRPC; after any fork server started in the process (tests, library callers: gRPC has
+run here since) it is spawned as a fresh interpreter instead,
 whose imports overlap the launcher's planning. It exits when the launcher goes away
 and kills its workers when stopped. Workers of a run are started together (each
 client's fork is one accept and one ``fork``, its model loads in its own process) and,
@@ -93,7 +94,7 @@ class ForkServer:
         method = self._start_method
         if method == "auto":
             method = "spawn" if _GRPC_USED else "fork"
-            _GRPC_USED = True  # the run about to start brings up gRPC servers here
+        _GRPC_USED = True  # whatever the method, the run about to start brings up gRPC here
         if method == "fork":
             launcher = os.getpid()
             pid = os.fork()

@@ -58,3 +58,19 @@ def test_a_zygote_that_cannot_start_is_reported() -> None:
 def test_unknown_start_method_is_refused() -> None:
     with pytest.raises(ValueError, match="start_method"):
         ForkServer(preload=[], start_method="thread")
+
+
+def test_after_any_fork_server_an_auto_one_is_spawned_not_forked() -> None:
+    """A run on a spawned fork server brings gRPC up in this process: a later ``auto``
+    start must not fork it (a child forked after gRPC ran can crash or hang)."""
+    first = ForkServer(preload=["json"], start_method="spawn")
+    first.start()
+    first.wait_ready()
+    first.stop()
+    later = ForkServer(preload=["json"], start_method="auto")
+    later.start()
+    try:
+        assert later._proc is not None  # a fresh interpreter, not a fork of this process
+        later.wait_ready()
+    finally:
+        later.stop()
