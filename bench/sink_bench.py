@@ -14,7 +14,9 @@ together; rows/s = all rows / (last writer's end - the common start), into a fre
 database, with ``sink.max_connections`` at its default (4, fewer than 8 writers).
 Baselines, on the same rows as prebuilt tuples, into a fresh database:
 - SQLite: one ``executemany`` of the plain ``INSERT`` in one transaction, one process.
-- PostgreSQL: one ``COPY`` of all rows straight into the table, one process.
+- PostgreSQL: one ``COPY`` of all rows straight into the table, one process, in the
+  text format (psycopg's default) and, as a second baseline, in the binary format the
+  sink itself uses (``store.backends.pg_copy``).
 Every run checks the table holds each row once. With ``--repeat R`` the baseline and
 every writer count run in R interleaved rounds; figures are medians, ratios the median
 of the ratios within a round. The writers are forked from a process that never held
@@ -93,13 +95,14 @@ class Target:
             admin.execute(f'DROP DATABASE IF EXISTS "{self.name}"')  # type: ignore[arg-type]
 
 
-def raw_load(target: Target, batches: list[DocBatch]) -> float:
+def raw_load(target: Target, batches: list[DocBatch], binary: bool = False) -> float:
     """Seconds of one raw bulk load of the batches' rows (built before the clock starts):
     SQLite executemany in one transaction, PG COPY. Run in a child process, so that the
     writers are forked from a parent that never held the rows."""
     fork = multiprocessing.get_context("fork")
     result = fork.Queue()
-    proc = fork.Process(target=_raw_load, args=(target, batches, result), daemon=True)
+    proc = fork.Process(target=_raw_load, args=(target, batches, binary, result),
+                        daemon=True)
     proc.start()
     proc.join(timeout=600)
     if proc.exitcode != 0:
@@ -108,7 +111,7 @@ def raw_load(target: Target, batches: list[DocBatch]) -> float:
     return float(result.get(timeout=10))
 
 
-def _raw_load(target: Target, batches: list[DocBatch], result: Any) -> None:
+def _raw_load(target: Target, batches: list[DocBatch], binary: bool, result: Any) -> None:
     rows = [r for b in batches for r in PREDICTIONS.rows(prediction_columns(b, CTX))]
     started = time.monotonic()
     if target.backend == "sqlite":
@@ -123,10 +126,17 @@ def _raw_load(target: Target, batches: list[DocBatch], result: Any) -> None:
     else:
         import psycopg
 
-        with psycopg.connect(target.url) as pg, pg.cursor() as cur:
-            with cur.copy(f"COPY predictions ({COLS}) FROM STDIN") as copy:  # type: ignore[arg-type]
-                for r in rows:
-                    copy.write_row(r)
+        from store.backends import pg_copy
+
+        with psycopg.connect(target.url) as pg:
+            pg_copy.register(pg.adapters)  # before the cursor, which copies the adapters
+            cur = pg.cursor()
+            if binary:
+                pg_copy.copy_rows(cur, "predictions", PREDICTIONS.columns, rows)
+            else:
+                with cur.copy(f"COPY predictions ({COLS}) FROM STDIN") as copy:  # type: ignore[arg-type]
+                    for r in rows:
+                        copy.write_row(r)
     result.put(time.monotonic() - started)
 
 
@@ -178,11 +188,12 @@ def sink_run(target: Target, batches: list[DocBatch], writers: int, state_dir: s
 def _load_once(backend: str, batches: list[DocBatch], n: int, workdir: str,
                writers: int, batch_rows: int) -> tuple[float, float]:
     """(rows/s, seconds waited for the database) of one load into a fresh database:
-    the raw baseline when ``writers`` is 0, else the sink from that many writers."""
+    the raw baseline when ``writers`` is 0 (-1: PostgreSQL's binary COPY), else the sink
+    from that many writers."""
     target = Target(backend, workdir)
     try:
-        if writers == 0:
-            seconds, waited = raw_load(target, batches), 0.0
+        if writers <= 0:
+            seconds, waited = raw_load(target, batches, binary=writers < 0), 0.0
         else:
             seconds, waited = sink_run(target, batches, writers,
                                        os.path.join(workdir, "state"), batch_rows)
@@ -198,26 +209,31 @@ def bench_backend(backend: str, batches: list[DocBatch], writer_counts: list[int
     shifts all of them alike); each figure is the median over the rounds, and each
     ratio the median of the ratios within a round."""
     n = sum(len(b.frame) for b in batches)
-    rates: dict[int, list[float]] = {w: [] for w in [0, *writer_counts]}
+    loads = [0, *([-1] if backend == "postgresql" else []), *writer_counts]
+    rates: dict[int, list[float]] = {w: [] for w in loads}
     waits: dict[int, list[float]] = {w: [] for w in writer_counts}
     for r in range(repeat):
-        for w in [0, *writer_counts]:
+        for w in loads:
             rate, waited = _load_once(backend, batches, n, workdir, w, batch_rows)
             rates[w].append(rate)
-            if w:
+            if w > 0:
                 waits[w].append(waited)
-            what = "baseline" if w == 0 else f"{w} writer(s)"
+            what = {0: "baseline", -1: "binary COPY"}.get(w, f"{w} writer(s)")
             print(f"  [{backend} round {r + 1}/{repeat}] {what}: {rate:,.0f} rows/s", flush=True)
     baseline = "one executemany transaction" if backend == "sqlite" else "one raw COPY"
     raw, one = rates[0], rates[writer_counts[0]]
     lines = [f"{backend}: {n:,} rows, median of {repeat} round(s); baseline {baseline}: "
-             f"{statistics.median(raw):,.0f} rows/s"]
+             f"{statistics.median(raw):,.0f} rows/s"
+             + (f"; one raw binary COPY: {statistics.median(rates[-1]):,.0f} rows/s"
+                if -1 in rates else "")]
     for w in writer_counts:
         x = rates[w]
+        binary = (f"  {statistics.median(a / b for a, b in zip(x, rates[-1])):5.2f}x binary"
+                  if -1 in rates else "")
         lines.append(
             f"  {w} writer(s): {statistics.median(x):>10,.0f} rows/s "
             f"(min {min(x):,.0f})  "
-            f"{statistics.median(a / b for a, b in zip(x, raw)):5.2f}x baseline  "
+            f"{statistics.median(a / b for a, b in zip(x, raw)):5.2f}x baseline{binary}  "
             f"{statistics.median(a / b for a, b in zip(x, one)):5.2f}x {writer_counts[0]} "
             f"writer(s)  waited for database {statistics.median(waits[w]):.1f}s")
     return lines

@@ -1,11 +1,13 @@
 """PostgreSQL backend (psycopg 3): the production database.
 
-Bulk path: a batch's keys are de-duplicated in Python, then COPY goes straight into
-the table in one transaction. If a key already exists (unique violation: a rerun or a
-retried bundle) that transaction rolls back and the batch goes through a temporary
-staging table and one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` instead, and the
-connection skips the COPY attempt for its next 1, 2, 4 ... 64 batches. ``writes``
-counts the path each batch took. Times are ``timestamptz``, documents ``jsonb``.
+Bulk path: COPY, in the binary format (``store.backends.pg_copy``), goes straight into
+the table in one transaction; the primary key refuses a key already stored or
+repeated in the batch. Then that transaction rolls back, the batch is de-duplicated in
+Python (``store.schema.one_row_per_key``) and goes through a temporary staging table
+and one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` instead. When the key was
+already stored (a rerun or a retried bundle), the connection also skips the COPY
+attempt for its next 1, 2, 4 ... 64 batches. ``writes`` counts the path each batch
+took. Times are ``timestamptz``, documents ``jsonb``.
 
 Errors are classified by SQLSTATE, never by message text (``classify_pg_error``),
 except where psycopg gives none: a connection the server refuses for its role, password
@@ -173,6 +175,8 @@ class PostgresDatabase(Database):
                  statement_timeout_ms: int = 30_000, application_name: str = "beamscore"):
         import psycopg
 
+        from store.backends import pg_copy
+
         parts = urlsplit(url)
         if parts.password is not None:
             raise ValueError("the database URL must not contain a password; use "
@@ -202,6 +206,7 @@ class PostgresDatabase(Database):
             if refused is not None:
                 raise refused from exc
             raise classify_pg_error(exc)(f"cannot connect to {redact(url)}: {exc}") from exc
+        pg_copy.register(self.conn.adapters)
 
     @classmethod
     def open(cls, url: str, *, password_env: str, statement_timeout_ms: int) -> Database:
@@ -229,31 +234,41 @@ class PostgresDatabase(Database):
 
     def upsert(self, table: Table, rows: Sequence[tuple[Any, ...]],
                fence: Fence | None = None) -> int:
-        rows = one_row_per_key(table, rows)
         if not rows:
             return 0
         with self._classified():
             if self._skip_copy.get(table.name, 0) > 0:
                 self._skip_copy[table.name] -= 1
-            elif self._copy_new(table, rows, fence):
-                return len(rows)
+                rows = one_row_per_key(table, rows)
+            elif not self._copy_new(table, rows, fence):
+                unique = one_row_per_key(table, rows)
+                if len(unique) < len(rows) and self._copy_new(table, unique, fence):
+                    return len(unique)  # the batch only repeated keys of its own
+                # A key already stored (a rerun, a retried bundle): the next batches
+                # likely meet stored keys too, so their COPY attempts are skipped a while.
+                rows = unique
+                self.writes[(table.name, "conflict")] += 1
+                self._skip_run[table.name] = min(64, 2 * self._skip_run.get(table.name, 0)
+                                                 or 1)
+                self._skip_copy[table.name] = self._skip_run[table.name]
+            else:
+                return len(rows)  # the primary key let it in: one row per key
             self._stage_and_upsert(table, rows, fence)
         return len(rows)
 
     def _copy_new(self, table: Table, rows: Sequence[tuple[Any, ...]],
                   fence: Fence | None) -> bool:
-        """Fast path: COPY straight into the table, right when no key exists yet. False
-        if some key exists: the transaction rolled back and nothing was written."""
+        """Fast path: COPY straight into the table, right when no key is stored or
+        repeated. False if one is: the transaction rolled back, nothing was written."""
         import psycopg
+
+        from store.backends.pg_copy import copy_rows
 
         try:
             with self.conn.transaction(), self.conn.cursor() as cur:
                 self.check_fence(fence, table, rows)
-                _copy_rows(cur, table.name, table.names, rows)
+                copy_rows(cur, table.name, table.columns, rows)
         except psycopg.errors.UniqueViolation:
-            self.writes[(table.name, "conflict")] += 1
-            self._skip_run[table.name] = min(64, 2 * self._skip_run.get(table.name, 0) or 1)
-            self._skip_copy[table.name] = self._skip_run[table.name]
             return False
         self.writes[(table.name, "copy")] += 1
         self._skip_run[table.name] = 0
@@ -262,6 +277,8 @@ class PostgresDatabase(Database):
     def _stage_and_upsert(self, table: Table, rows: Sequence[tuple[Any, ...]],
                           fence: Fence | None) -> None:
         """COPY into a temporary staging table, then INSERT ... ON CONFLICT DO UPDATE."""
+        from store.backends.pg_copy import copy_rows
+
         stage = f"_stage_{table.name}"
         with self.conn.transaction():
             self.check_fence(fence, table, rows)
@@ -272,7 +289,7 @@ class PostgresDatabase(Database):
                     f"CREATE TEMP TABLE IF NOT EXISTS {stage} "  # type: ignore[arg-type]
                     f"(LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
             with self.conn.cursor() as cur:
-                _copy_rows(cur, stage, table.names, rows)
+                copy_rows(cur, stage, table.columns, rows)
                 # Keys are unique here (de-duplicated above), so ON CONFLICT never meets
                 # the same key twice in one statement.
                 cur.execute(self.dialect.upsert(  # type: ignore[arg-type]
@@ -296,9 +313,3 @@ class PostgresDatabase(Database):
     def close(self) -> None:
         self.conn.close()
 
-
-def _copy_rows(cur: Any, table: str, cols: Sequence[str],
-               rows: Sequence[tuple[Any, ...]]) -> None:
-    with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN") as copy:
-        for r in rows:
-            copy.write_row(r)

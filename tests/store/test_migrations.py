@@ -12,6 +12,7 @@ import pytest
 from store.database import connect, from_json
 from store.ledger import TrancheLedger
 from store.schema import PREDICTIONS, SCHEMA_VERSION
+from tests.store.test_pg_copy import assert_columns_have_copy_types
 from tests.store.v1_schema import T0, create_v1
 
 
@@ -63,6 +64,7 @@ def test_postgresql_version_1_database_is_migrated_to_real_types(pg_url: str) ->
     assert types["predictions.scored_at"] == "timestamp with time zone"
     assert types["predictions.top_k"] == "jsonb" and types["runs.config"] == "jsonb"
     assert types["tranches.started_at"] == "timestamp with time zone"
+    assert_columns_have_copy_types(db)
     [(started,)] = db.execute("SELECT started_at FROM runs")
     assert started == dt.datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=dt.timezone.utc)
     db.execute("SET enable_seqscan = off")

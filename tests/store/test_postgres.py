@@ -55,6 +55,24 @@ def test_copy_fast_path_falls_back_to_upsert_on_existing_keys(pg_url: str) -> No
 
 
 
+def test_a_batch_repeating_its_own_keys_goes_by_copy_first_occurrence_winning(
+        pg_url: str) -> None:
+    """A key twice in one batch (none stored) makes COPY fail on the primary key; the
+    batch, de-duplicated, then goes by COPY after all, and the next batch is not kept
+    off the fast path."""
+    db = PostgresDatabase(pg_url)
+    db.init_schema()
+    batch = [_pred_row(f"d{i}", "a") for i in range(10)] + [
+        _pred_row("d3", "later", position=30), _pred_row("d5", "earlier", position=-1)]
+    assert db.upsert_predictions(batch) == 10
+    assert db.writes == {("predictions", "copy"): 1}
+    db.upsert_predictions([_pred_row("d20", "n", "r2")])
+    assert db.writes == {("predictions", "copy"): 2}
+    rows = dict(db.execute("SELECT doc_id, label FROM predictions"))  # type: ignore[arg-type]
+    assert len(rows) == 11 and rows["d3"] == "a" and rows["d5"] == "earlier"
+    db.close()
+
+
 def test_the_first_occurrence_is_by_code_point_whatever_the_database_collation() -> None:
     """Of two rows of one key from the same run, the smaller (source_file, position) stays
     by code point, as in Python (``one_row_per_key``, the in-pipeline dedupe) and
