@@ -129,14 +129,15 @@ def _raw_load(target: Target, batches: list[DocBatch], binary: bool, result: Any
         from store.backends import pg_copy
 
         with psycopg.connect(target.url) as pg:
-            pg_copy.register(pg.adapters)  # before the cursor, which copies the adapters
-            cur = pg.cursor()
             if binary:
-                pg_copy.copy_rows(cur, "predictions", PREDICTIONS.columns, rows)
-            else:
-                with cur.copy(f"COPY predictions ({COLS}) FROM STDIN") as copy:  # type: ignore[arg-type]
-                    for r in rows:
-                        copy.write_row(r)
+                pg_copy.register(pg.adapters)  # before the cursor, which copies them
+            with pg.cursor() as cur:
+                if binary:
+                    pg_copy.copy_rows(cur, "predictions", PREDICTIONS.columns, rows)
+                else:
+                    with cur.copy(f"COPY predictions ({COLS}) FROM STDIN") as copy:  # type: ignore[arg-type]
+                        for r in rows:
+                            copy.write_row(r)
     result.put(time.monotonic() - started)
 
 

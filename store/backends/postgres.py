@@ -1,12 +1,11 @@
 """PostgreSQL backend (psycopg 3): the production database.
 
-Bulk path: COPY, in the binary format (``store.backends.pg_copy``), goes straight into
-the table in one transaction; the primary key refuses a key already stored or
-repeated in the batch. Then that transaction rolls back, the batch is de-duplicated in
-Python (``store.schema.one_row_per_key``) and goes through a temporary staging table
-and one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` instead. When the key was
-already stored (a rerun or a retried bundle), the connection also skips the COPY
-attempt for its next 1, 2, 4 ... 64 batches. ``writes`` counts the path each batch
+Bulk path: a batch's keys are de-duplicated in Python, then COPY, in the binary
+format (``store.backends.pg_copy``), goes straight into the table in one transaction.
+If a key already exists (unique violation: a rerun or a retried bundle) that
+transaction rolls back and the batch goes through a temporary staging table and one
+``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` instead, and the connection skips the
+COPY attempt for its next 1, 2, 4 ... 64 batches. ``writes`` counts the path each batch
 took. Times are ``timestamptz``, documents ``jsonb``.
 
 Errors are classified by SQLSTATE, never by message text (``classify_pg_error``),
@@ -234,32 +233,21 @@ class PostgresDatabase(Database):
 
     def upsert(self, table: Table, rows: Sequence[tuple[Any, ...]],
                fence: Fence | None = None) -> int:
+        rows = one_row_per_key(table, rows)
         if not rows:
             return 0
         with self._classified():
             if self._skip_copy.get(table.name, 0) > 0:
                 self._skip_copy[table.name] -= 1
-                rows = one_row_per_key(table, rows)
-            elif not self._copy_new(table, rows, fence):
-                unique = one_row_per_key(table, rows)
-                if len(unique) < len(rows) and self._copy_new(table, unique, fence):
-                    return len(unique)  # the batch only repeated keys of its own
-                # A key already stored (a rerun, a retried bundle): the next batches
-                # likely meet stored keys too, so their COPY attempts are skipped a while.
-                rows = unique
-                self.writes[(table.name, "conflict")] += 1
-                self._skip_run[table.name] = min(64, 2 * self._skip_run.get(table.name, 0)
-                                                 or 1)
-                self._skip_copy[table.name] = self._skip_run[table.name]
-            else:
-                return len(rows)  # the primary key let it in: one row per key
+            elif self._copy_new(table, rows, fence):
+                return len(rows)
             self._stage_and_upsert(table, rows, fence)
         return len(rows)
 
     def _copy_new(self, table: Table, rows: Sequence[tuple[Any, ...]],
                   fence: Fence | None) -> bool:
-        """Fast path: COPY straight into the table, right when no key is stored or
-        repeated. False if one is: the transaction rolled back, nothing was written."""
+        """Fast path: COPY straight into the table, right when no key exists yet. False
+        if some key exists: the transaction rolled back and nothing was written."""
         import psycopg
 
         from store.backends.pg_copy import copy_rows
@@ -269,6 +257,9 @@ class PostgresDatabase(Database):
                 self.check_fence(fence, table, rows)
                 copy_rows(cur, table.name, table.columns, rows)
         except psycopg.errors.UniqueViolation:
+            self.writes[(table.name, "conflict")] += 1
+            self._skip_run[table.name] = min(64, 2 * self._skip_run.get(table.name, 0) or 1)
+            self._skip_copy[table.name] = self._skip_run[table.name]
             return False
         self.writes[(table.name, "copy")] += 1
         self._skip_run[table.name] = 0

@@ -81,11 +81,35 @@ def test_json_text_is_stored_as_the_json_it_spells(conn: psycopg.Connection[Any]
         == [("array", "x", None)]
 
 
-def test_a_time_without_an_offset_is_refused_naming_it(
-        conn: psycopg.Connection[Any]) -> None:
-    with pytest.raises(ValueError, match="'2026-01-01T00:00:00' has no UTC offset"), \
-            conn.cursor() as cur:
-        copy_rows(cur, "by_copy", COLUMNS, [("a", 0.5, 1, "2026-01-01T00:00:00", "1", None)])
+@pytest.mark.parametrize(("column", "value", "says"), [
+    (3, "2026-01-01T00:00:00", "column ts (time) cannot take '2026-01-01T00:00:00': the time "
+                               "'2026-01-01T00:00:00' has no UTC offset"),
+    (3, "", "column ts (time) cannot take ''"),
+    (4, ["x"], "column j (json) cannot take ['x']: a json column takes JSON text"),
+    (2, 2**63, "column i (int) cannot take 9223372036854775808"),
+    (2, 1.5, "column i (int) cannot take 1.5"),
+    (0, 5, "column t (text) cannot take 5"),
+    (1, "x", "column f (float) cannot take 'x'"),
+    (0, "\ud800", "column t (text) cannot take '\\ud800'"),
+])
+def test_a_value_copy_cannot_send_is_a_data_error_naming_its_column(
+        conn: psycopg.Connection[Any], column: int, value: Any, says: str) -> None:
+    """Refused by the client as ``psycopg.DataError`` (permanent: the sink dead-letters
+    the row), the COPY cancelled, the connection still usable."""
+    from store.backends.postgres import classify_pg_error
+    from store.database import PermanentDataError
+
+    conn.execute("TRUNCATE by_copy")
+    good = ("a", 0.5, 1, "2026-01-01T00:00:00+00:00", "1", None)
+    row = list(good)
+    row[column] = value
+    with pytest.raises(psycopg.DataError) as caught, conn.cursor() as cur:
+        copy_rows(cur, "by_copy", COLUMNS, [good, tuple(row)])
+    assert says in str(caught.value)
+    assert classify_pg_error(caught.value) is PermanentDataError
+    with conn.cursor() as cur:
+        copy_rows(cur, "by_copy", COLUMNS, [good])
+    assert conn.execute("SELECT count(*) FROM by_copy").fetchall() == [(1,)]
 
 
 def test_every_logical_type_has_a_copy_type() -> None:

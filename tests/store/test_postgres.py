@@ -57,9 +57,8 @@ def test_copy_fast_path_falls_back_to_upsert_on_existing_keys(pg_url: str) -> No
 
 def test_a_batch_repeating_its_own_keys_goes_by_copy_first_occurrence_winning(
         pg_url: str) -> None:
-    """A key twice in one batch (none stored) makes COPY fail on the primary key; the
-    batch, de-duplicated, then goes by COPY after all, and the next batch is not kept
-    off the fast path."""
+    """A key twice in one batch (none stored): the batch is de-duplicated first (the
+    first occurrence wins), goes by COPY and keeps the next batch on the fast path."""
     db = PostgresDatabase(pg_url)
     db.init_schema()
     batch = [_pred_row(f"d{i}", "a") for i in range(10)] + [

@@ -92,6 +92,36 @@ def test_rows_the_database_rejects_are_dead_lettered_and_the_rest_written(
         db_path, "SELECT count(*) FROM predictions WHERE label = 'technical'") == [(0,)]
 
 
+@pytest.mark.postgres
+def test_a_value_binary_copy_cannot_send_is_one_dead_letter_naming_its_column(
+        pg_url: str) -> None:
+    """PostgreSQL: a row whose json column holds a list (not JSON text) is refused by
+    the client as a permanent error; the sink isolates it into a dead letter naming the
+    column, and the rest of the write, before and after it, is stored."""
+    from store.database import connect
+
+    db = connect(pg_url)
+    db.init_schema()
+    db.close()
+    bad = batch("t1", 0, 40)
+    bad.frame.at[9, METADATA] = ["not", "json text"]
+    settings = SinkSettings(DatabaseSettings(pg_url, batch_rows=16))
+    with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create([bad]) | WriteToDatabase(settings, CTX)
+        dead = out[DEAD_LETTERS] | beam.Map(lambda d: (d["position"], d["stage"],
+                                                      "column metadata (json)" in d["reason"]))
+        assert_that(dead, equal_to([(10, "sink", True)]), label="dead")
+        totals = out.stats | beam.Map(lambda kv: (kv[1]["scored"], kv[1]["written"])) \
+            | beam.CombineGlobally(lambda vs: tuple(map(sum, zip(*vs))))
+        assert_that(totals, equal_to([(40, 39)]), label="counts")
+    db = connect(pg_url)
+    try:
+        assert db.execute("SELECT count(*), min(position), max(position) FROM predictions"
+                          ) == [(39, 1, 40)]
+    finally:
+        db.close()
+
+
 def test_a_lost_connection_is_retried_and_its_backoff_counted_as_throttled_time(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A write that loses its connection is retried on a new one; the backoff shows as
