@@ -21,6 +21,7 @@ from typing import Any
 
 import apache_beam as beam
 
+from engine.construction import memoize_construction
 from engine.forkserver import ForkServer
 from pipelines.configuration.config import Config, load_config, settings_of
 from pipelines.configuration.flags import overrides_from_args
@@ -237,6 +238,7 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
     _LOG.info("run %s: model %s:%s, %d tranche(s), %d chunk(s)", run_id, ref.name,
               ref.version, len(plan.to_read), len(plan.chunks))
     started, database = time.monotonic(), cfg.database
+    memoize_construction()
     p = test_pipeline or make_pipeline(settings_of(RunnerSettings, cfg), beam_args, server)
     keeper = LeaseKeeper(database, run_id)
     keeper.start()

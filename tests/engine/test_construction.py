@@ -1,0 +1,138 @@
+"""Memoized pipeline construction (``engine.construction``) answers as Beam does:
+options read through cached views against Beam's own ``view_as`` after any sequence of
+writes, state and timer specs against Beam's ``get_dofn_specs``, and a stateful
+pipeline run with both installed."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import apache_beam as beam
+import pytest
+from apache_beam.coders import VarIntCoder
+from apache_beam.options.pipeline_options import (
+    DebugOptions,
+    PipelineOptions,
+    SetupOptions,
+    StandardOptions,
+    TypeOptions,
+    WorkerOptions,
+)
+from apache_beam.testing import test_pipeline
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms import userstate
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine import construction
+from engine.construction import memoize_construction
+
+# (view class, option, values to set)
+OPTIONS = [
+    (StandardOptions, "runner", st.sampled_from(["DirectRunner", "FnApiRunner", None])),
+    (StandardOptions, "streaming", st.booleans()),
+    (DebugOptions, "experiments", st.lists(st.sampled_from(["a", "b", "c"]), max_size=3)),
+    (SetupOptions, "pickle_library", st.sampled_from(["default", "cloudpickle"])),
+    (TypeOptions, "pipeline_type_check", st.booleans()),
+    (WorkerOptions, "num_workers", st.integers(0, 64)),
+]
+VIEWS = [PipelineOptions, StandardOptions, DebugOptions, SetupOptions, TypeOptions,
+         WorkerOptions]
+steps = st.lists(st.one_of(
+    st.tuples(st.just("set"), st.integers(0, len(OPTIONS) - 1), st.data()),
+    st.tuples(st.just("append"), st.sampled_from(["x", "y"]), st.none()),
+    st.tuples(st.just("read"), st.integers(0, len(OPTIONS) - 1), st.none()),
+), max_size=12)
+
+
+@given(flags=st.lists(st.sampled_from(["--experiments=e1", "--num_workers=3",
+                                       "--runner=DirectRunner", "--streaming"]),
+                      unique=True),
+       ops=steps)
+def test_cached_views_read_and_write_as_beams_views(flags: list[str],
+                                                    ops: list[Any]) -> None:
+    """The same operations on two options objects, one viewed through Beam's
+    ``view_as`` and one through the memoized one, read the same values throughout."""
+    beams, cached = PipelineOptions(flags), PipelineOptions(flags)
+    for op, arg, data in ops:
+        if op == "set":
+            cls, name, values = OPTIONS[arg]
+            value = data.draw(values)
+            setattr(construction._VIEW_AS(beams, cls), name, value)
+            setattr(construction._view_as(cached, cls), name, value)
+        elif op == "append":  # a list option changed in place through a view
+            for opts, view_as in ((beams, construction._VIEW_AS),
+                                  (cached, construction._view_as)):
+                view = view_as(opts, DebugOptions)
+                view.experiments = (view.experiments or []) + [arg]
+        cls, name, _ = OPTIONS[arg if op != "append" else 2]
+        assert getattr(construction._view_as(cached, cls), name) == \
+            getattr(construction._VIEW_AS(beams, cls), name)
+    for cls in VIEWS:
+        assert construction._view_as(cached, cls).get_all_options() == \
+            construction._VIEW_AS(beams, cls).get_all_options()
+
+
+def test_a_view_is_made_once_per_options_and_class() -> None:
+    opts = PipelineOptions(["--num_workers=3"])
+    view = construction._view_as(opts, WorkerOptions)
+    assert construction._view_as(opts, WorkerOptions) is view
+    assert construction._view_as(PipelineOptions([]), WorkerOptions) is not view
+
+
+_COUNT = userstate.BagStateSpec("count", VarIntCoder())
+_FLUSH = userstate.TimerSpec("flush", userstate.TimeDomain.WATERMARK)
+_COUNT_PARAM = beam.DoFn.StateParam(_COUNT)
+_FLUSH_PARAM = beam.DoFn.TimerParam(_FLUSH)
+
+
+class _Stateful(beam.DoFn):
+    def process(self, element: Any, count: Any = _COUNT_PARAM,
+                flush: Any = _FLUSH_PARAM) -> Any:
+        count.add(1)
+        flush.set(0)
+
+    @userstate.on_timer(_FLUSH)
+    def _flush(self, key: Any = beam.DoFn.KeyParam, count: Any = _COUNT_PARAM) -> Any:
+        yield key, sum(count.read())
+
+
+class _Duplicated(beam.DoFn):
+    def process(self, element: Any, a: Any = _COUNT_PARAM, b: Any = _COUNT_PARAM) -> Any:
+        yield element
+
+
+def test_dofn_specs_are_beams_and_new_sets_every_time() -> None:
+    fn = _Stateful()
+    expected = construction._GET_DOFN_SPECS(fn)
+    first = construction._get_dofn_specs(fn)
+    assert first == expected and first[0] and first[1]
+    first[0].clear()
+    first[1].clear()
+    assert construction._get_dofn_specs(fn) == expected
+    assert construction._get_dofn_specs(beam.DoFn()) == (set(), set())
+    for _ in range(2):  # an invalid DoFn is refused every time, never cached
+        with pytest.raises(ValueError, match="duplicate"):
+            construction._get_dofn_specs(_Duplicated())
+
+
+def test_a_stateful_pipeline_runs_with_construction_memoized() -> None:
+    assert memoize_construction()
+    assert userstate.get_dofn_specs is construction._get_dofn_specs
+    with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
+        counts = (p | beam.Create([("a", 1), ("b", 2), ("a", 3)])
+                  | beam.ParDo(_Stateful()))
+        assert_that(counts, equal_to([("a", 2), ("b", 1)]))
+
+
+def test_another_beam_signature_installs_nothing(monkeypatch: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(PipelineOptions, "view_as", PipelineOptions.view_as)
+    monkeypatch.setattr(userstate, "get_dofn_specs", userstate.get_dofn_specs)
+    monkeypatch.setitem(construction._SIGNATURES, "view_as", ["self", "cls", "extra"])
+    before = PipelineOptions.view_as
+    with caplog.at_level(logging.WARNING, logger="engine.construction"):
+        assert not memoize_construction()
+    assert PipelineOptions.view_as is before
+    assert "not memoized" in caplog.text
