@@ -5,7 +5,10 @@ pipeline run with both installed."""
 
 from __future__ import annotations
 
+import gc
 import logging
+import types
+from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -27,6 +30,15 @@ from hypothesis import strategies as st
 
 from engine import construction
 from engine.construction import memoize_construction
+
+
+@pytest.fixture(autouse=True)
+def beams_own(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts with Beam's own functions and leaves them so."""
+    monkeypatch.setattr(PipelineOptions, "view_as", construction._VIEW_AS)
+    monkeypatch.setattr(userstate, "get_dofn_specs", construction._GET_DOFN_SPECS)
+    yield
+
 
 # (view class, option, values to set)
 OPTIONS = [
@@ -74,11 +86,31 @@ def test_cached_views_read_and_write_as_beams_views(flags: list[str],
             construction._VIEW_AS(beams, cls).get_all_options()
 
 
-def test_a_view_is_made_once_per_options_and_class() -> None:
+def test_a_view_is_made_once_per_options_and_class_and_freed_with_them() -> None:
     opts = PipelineOptions(["--num_workers=3"])
     view = construction._view_as(opts, WorkerOptions)
     assert construction._view_as(opts, WorkerOptions) is view
     assert construction._view_as(PipelineOptions([]), WorkerOptions) is not view
+    cached = len(construction._views)
+    del opts, view
+    gc.collect()
+    assert len(construction._views) < cached
+
+
+def test_a_view_whose_options_changed_under_it_is_made_again() -> None:
+    """A deleted option or a replaced options dict: Beam's fresh view fills the option
+    in again, and so does the cached one."""
+    for change in ("delete", "replace"):
+        beams, cached = PipelineOptions(["--runner=X"]), PipelineOptions(["--runner=X"])
+        construction._VIEW_AS(beams, StandardOptions)
+        construction._view_as(cached, StandardOptions)
+        for opts in (beams, cached):
+            if change == "delete":
+                del opts._all_options["runner"]
+            else:
+                opts._all_options = {"runner": "Y"}
+        assert construction._view_as(cached, StandardOptions).runner == \
+            construction._VIEW_AS(beams, StandardOptions).runner
 
 
 _COUNT = userstate.BagStateSpec("count", VarIntCoder())
@@ -117,8 +149,28 @@ def test_dofn_specs_are_beams_and_new_sets_every_time() -> None:
             construction._get_dofn_specs(_Duplicated())
 
 
+def test_specs_are_per_dofn_object_not_per_class() -> None:
+    """Two objects of one class whose process methods declare different state."""
+    other = userstate.BagStateSpec("other", VarIntCoder())
+
+    def with_state(spec: Any) -> beam.DoFn:
+        fn = beam.DoFn()
+        param = beam.DoFn.StateParam(spec)
+
+        def process(self: Any, element: Any, state: Any = param) -> Any:
+            yield element
+
+        fn.process = types.MethodType(process, fn)  # type: ignore[method-assign]
+        return fn
+
+    first, second = with_state(_COUNT), with_state(other)
+    assert construction._get_dofn_specs(first) == ({_COUNT}, set())
+    assert construction._get_dofn_specs(second) == ({other}, set())
+
+
 def test_a_stateful_pipeline_runs_with_construction_memoized() -> None:
     assert memoize_construction()
+    assert PipelineOptions.view_as is construction._view_as
     assert userstate.get_dofn_specs is construction._get_dofn_specs
     with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
         counts = (p | beam.Create([("a", 1), ("b", 2), ("a", 3)])
@@ -128,11 +180,14 @@ def test_a_stateful_pipeline_runs_with_construction_memoized() -> None:
 
 def test_another_beam_signature_installs_nothing(monkeypatch: pytest.MonkeyPatch,
                                                  caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(PipelineOptions, "view_as", PipelineOptions.view_as)
-    monkeypatch.setattr(userstate, "get_dofn_specs", userstate.get_dofn_specs)
-    monkeypatch.setitem(construction._SIGNATURES, "view_as", ["self", "cls", "extra"])
-    before = PipelineOptions.view_as
-    with caplog.at_level(logging.WARNING, logger="engine.construction"):
-        assert not memoize_construction()
-    assert PipelineOptions.view_as is before
-    assert "not memoized" in caplog.text
+    for setting, value in (("_SIGNATURES", {**construction._SIGNATURES,
+                                             "get_dofn_specs": ["dofn", "extra"]}),
+                           ("_BEAM", "2.78.")):
+        with monkeypatch.context() as changed:
+            changed.setattr(construction, setting, value)
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="engine.construction"):
+                assert not memoize_construction()
+        assert PipelineOptions.view_as is construction._VIEW_AS
+        assert userstate.get_dofn_specs is construction._GET_DOFN_SPECS
+        assert "not memoized" in caplog.text
