@@ -127,13 +127,15 @@ def _raw_load(target: Target, batches: list[DocBatch], binary: bool, result: Any
         import psycopg
 
         from store.backends import pg_copy
+        from store.backends.postgres import PostgresDialect
 
         with psycopg.connect(target.url) as pg:
             if binary:
                 pg_copy.register(pg.adapters)  # before the cursor, which copies them
             with pg.cursor() as cur:
                 if binary:
-                    pg_copy.copy_rows(cur, "predictions", PREDICTIONS.columns, rows)
+                    pg_copy.copy_rows(cur, "predictions", PREDICTIONS.columns, rows,
+                                      PostgresDialect.types)
                 else:
                     with cur.copy(f"COPY predictions ({COLS}) FROM STDIN") as copy:  # type: ignore[arg-type]
                         for r in rows:

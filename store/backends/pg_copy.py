@@ -3,8 +3,8 @@
 Binary COPY spares the server parsing each value from text: one raw COPY of 1,000,000
 ``predictions`` rows loads 9-19% faster than in the text format, and the sink's writers
 write 10-18% more rows per second (``bench/README.md``, sink). Each column is sent in
-the binary form of its PostgreSQL type, chosen from its logical type in
-``store.schema``, and takes the values the sink builds:
+the binary form of the PostgreSQL type the dialect declares for its logical type
+(``PostgresDialect.types``, passed in), and takes the values the sink builds:
 
 - text: ``str``; float: ``float`` or ``int``; int: ``int`` (a ``bool`` in a float or int
   column is stored as 1 or 0);
@@ -12,7 +12,8 @@ the binary form of its PostgreSQL type, chosen from its logical type in
   would (psycopg's own jsonb dumper would store a string as a JSON string);
 - time: ISO-8601 text with a UTC offset (``2026-01-01T00:00:00+00:00``) or an aware
   ``datetime``, sent as ``timestamptz``; a time without an offset is refused, as its
-  meaning would depend on the server's time zone.
+  meaning would depend on the server's time zone (digits of a second beyond the sixth
+  are cut, where the server would round).
 
 A value of another type, or one its column cannot hold, is refused as
 ``psycopg.DataError`` naming the column (a permanent error: the sink isolates the row
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -38,10 +39,6 @@ from psycopg.pq import Format
 
 from store.schema import Column
 
-# Logical column type (store.schema) -> the PostgreSQL type COPY sends it as; these are
-# the types PostgresDialect creates the columns with.
-COPY_TYPES = {"text": "text", "float": "float8", "int": "int8", "time": "timestamptz",
-              "json": "jsonb"}
 _PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 _INT8 = struct.Struct("!q").pack
 _CACHED_TIMES = 64  # a write's time values are few (the run's scored_at)
@@ -104,26 +101,28 @@ def register(adapters: AdaptersMap) -> None:
 
 
 def copy_rows(cur: Any, table: str, columns: Sequence[Column],
-              rows: Sequence[tuple[Any, ...]]) -> None:
-    """COPY ``rows`` (tuples in ``columns`` order) into ``table``, binary format."""
+              rows: Sequence[tuple[Any, ...]], sql_types: Mapping[str, str]) -> None:
+    """COPY ``rows`` (tuples in ``columns`` order) into ``table``, binary format;
+    ``sql_types`` maps each logical column type to the SQL type of its columns."""
     names = ", ".join(c.name for c in columns)
+    oids = [pg_types[sql_types[c.type].lower()].oid for c in columns]
     row: tuple[Any, ...] = ()
     try:
         with cur.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types([COPY_TYPES[c.type] for c in columns])
+            copy.set_types(oids)
             for row in rows:
                 copy.write_row(row)
     except (TypeError, ValueError, OverflowError) as exc:  # UnicodeError is a ValueError
-        raise psycopg.DataError(f"{table}: {_refused(cur, columns, row, exc)}") from exc
+        raise psycopg.DataError(f"{table}: {_refused(cur, columns, oids, row, exc)}") from exc
 
 
-def _refused(cur: Any, columns: Sequence[Column], row: tuple[Any, ...],
-             exc: Exception) -> str:
+def _refused(cur: Any, columns: Sequence[Column], oids: Sequence[int],
+             row: tuple[Any, ...], exc: Exception) -> str:
     """Which column's value COPY could not send: each value of the row is dumped alone
     as its column's type until one fails (only on this error path)."""
-    for c, value in zip(columns, row):
+    for c, oid, value in zip(columns, oids, row):
         tx = Transformer.from_context(cur)
-        tx.set_dumper_types([pg_types[COPY_TYPES[c.type]].oid], Format.BINARY)
+        tx.set_dumper_types([oid], Format.BINARY)
         try:
             tx.dump_sequence([value], [PyFormat.BINARY])
         except (TypeError, ValueError, OverflowError) as one:

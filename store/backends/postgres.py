@@ -255,7 +255,7 @@ class PostgresDatabase(Database):
         try:
             with self.conn.transaction(), self.conn.cursor() as cur:
                 self.check_fence(fence, table, rows)
-                copy_rows(cur, table.name, table.columns, rows)
+                copy_rows(cur, table.name, table.columns, rows, self.dialect.types)
         except psycopg.errors.UniqueViolation:
             self.writes[(table.name, "conflict")] += 1
             self._skip_run[table.name] = min(64, 2 * self._skip_run.get(table.name, 0) or 1)
@@ -280,7 +280,7 @@ class PostgresDatabase(Database):
                     f"CREATE TEMP TABLE IF NOT EXISTS {stage} "  # type: ignore[arg-type]
                     f"(LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
             with self.conn.cursor() as cur:
-                copy_rows(cur, stage, table.columns, rows)
+                copy_rows(cur, stage, table.columns, rows, self.dialect.types)
                 # Keys are unique here (de-duplicated above), so ON CONFLICT never meets
                 # the same key twice in one statement.
                 cur.execute(self.dialect.upsert(  # type: ignore[arg-type]

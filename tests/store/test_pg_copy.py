@@ -13,16 +13,17 @@ import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from psycopg.postgres import types as pg_types
 
-from store.backends.pg_copy import COPY_TYPES, copy_rows, register
+from store.backends.pg_copy import copy_rows, register
+from store.backends.postgres import PostgresDialect
 from store.schema import Column
 
 pytestmark = pytest.mark.postgres
 
 COLUMNS = (Column("t"), Column("f", "float"), Column("i", "int"), Column("ts", "time"),
            Column("j", "json"), Column("n", "json", True))
-_SQL_TYPES = {"text": "text", "float": "float8", "int": "int8", "time": "timestamptz",
-              "json": "jsonb"}
+TYPES = PostgresDialect.types  # logical column type -> SQL type
 
 texts = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"),
                 max_size=40)
@@ -49,7 +50,7 @@ def conn() -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(f"{PG}/test", autocommit=True) as c:
         register(c.adapters)
         for name in ("by_copy", "by_insert"):
-            cols = ", ".join(f"{c.name} {_SQL_TYPES[c.type]}" for c in COLUMNS)
+            cols = ", ".join(f"{c.name} {TYPES[c.type]}" for c in COLUMNS)
             c.execute(f"CREATE TEMP TABLE {name} (k bigint, {cols})")  # type: ignore[arg-type]
         yield c
 
@@ -65,8 +66,8 @@ def test_binary_copy_stores_what_the_server_parses_from_text(
     conn.execute("TRUNCATE by_copy, by_insert")
     keyed = [(k, *r) for k, r in enumerate(batch)]
     with conn.cursor() as cur:
-        copy_rows(cur, "by_copy", (Column("k", "int"), *COLUMNS), keyed)
-        casts = ", ".join(["%s"] + [f"%s::{_SQL_TYPES[c.type]}" for c in COLUMNS])
+        copy_rows(cur, "by_copy", (Column("k", "int"), *COLUMNS), keyed, TYPES)
+        casts = ", ".join(["%s"] + [f"%s::{TYPES[c.type]}" for c in COLUMNS])
         cur.executemany(f"INSERT INTO by_insert VALUES ({casts})",  # type: ignore[arg-type]
                         [(k, *(None if v is None else str(v) for v in r)) for k, *r in keyed])
     assert _stored(conn, "by_copy") == _stored(conn, "by_insert")
@@ -76,7 +77,7 @@ def test_json_text_is_stored_as_the_json_it_spells(conn: psycopg.Connection[Any]
     conn.execute("TRUNCATE by_copy")
     with conn.cursor() as cur:
         copy_rows(cur, "by_copy", (Column("k", "int"), *COLUMNS),
-                  [(1, "a", 0.5, 1, "2026-01-01T00:00:00+00:00", '[["x", 0.9]]', None)])
+                  [(1, "a", 0.5, 1, "2026-01-01T00:00:00+00:00", '[["x", 0.9]]', None)], TYPES)
     assert conn.execute("SELECT jsonb_typeof(j), j -> 0 ->> 0, n FROM by_copy").fetchall() \
         == [("array", "x", None)]
 
@@ -104,23 +105,24 @@ def test_a_value_copy_cannot_send_is_a_data_error_naming_its_column(
     row = list(good)
     row[column] = value
     with pytest.raises(psycopg.DataError) as caught, conn.cursor() as cur:
-        copy_rows(cur, "by_copy", COLUMNS, [good, tuple(row)])
+        copy_rows(cur, "by_copy", COLUMNS, [good, tuple(row)], TYPES)
     assert says in str(caught.value)
     assert classify_pg_error(caught.value) is PermanentDataError
     with conn.cursor() as cur:
-        copy_rows(cur, "by_copy", COLUMNS, [good])
+        copy_rows(cur, "by_copy", COLUMNS, [good], TYPES)
     assert conn.execute("SELECT count(*) FROM by_copy").fetchall() == [(1,)]
 
 
-def test_every_logical_type_has_a_copy_type() -> None:
-    from store.backends.postgres import PostgresDialect
-
-    assert set(COPY_TYPES) == set(PostgresDialect.types)
+def test_every_logical_type_has_a_binary_form() -> None:
+    """COPY finds the binary dumper of each SQL type the dialect declares."""
+    assert {k: pg_types[v.lower()].name for k, v in TYPES.items()} == {
+        "text": "text", "float": "float8", "int": "int8", "time": "timestamptz",
+        "json": "jsonb"}
 
 
 def assert_columns_have_copy_types(db: Any) -> None:
-    """Every column of beamscore's tables has the type binary COPY sends for its logical
-    type (binary COPY refuses a value of any other type)."""
+    """Every column of beamscore's tables has the type the dialect declares for its
+    logical type, the one binary COPY sends (it refuses a value of any other type)."""
     from store.schema import TABLES
 
     stored = dict(db.execute(
@@ -128,7 +130,8 @@ def assert_columns_have_copy_types(db: Any) -> None:
         "WHERE table_schema = current_schema()"))
     for table in TABLES:
         for c in table.columns:
-            assert stored[f"{table.name}.{c.name}"] == COPY_TYPES[c.type], (table.name, c)
+            assert stored[f"{table.name}.{c.name}"] == pg_types[TYPES[c.type].lower()].name, \
+                (table.name, c)
 
 
 def test_a_new_database_has_the_types_binary_copy_sends(pg_url: str) -> None:
