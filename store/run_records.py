@@ -153,19 +153,32 @@ def tranche_rows(db: Database, run_id: str, tranches: Iterable[str]
     """Per tranche, in one pass over its rows of ``predictions``: (rows of this run, rows
     of this run's model that other runs left there, which ``supersede_predictions``
     would delete); the second is 0 for a run without a recorded model."""
-    record = get(db, run_id)
-    if record is None or ":" not in record.model:
+    model = _model_of(db, run_id)
+    if model is None:
         return {t: (n, 0) for t, n in written_rows(db, run_id, tranches).items()}
-    name, version = record.model.rsplit(":", 1)
     p = db.placeholder
-    sql = (f"SELECT count(CASE WHEN run_id = {p} THEN 1 END), count(CASE WHEN run_id <> {p} "
-           f"AND model_name = {p} AND model_version = {p} THEN 1 END) FROM predictions "
-           f"WHERE tranche = {p}")
+    sql = (f"SELECT count(CASE WHEN run_id = {p} THEN 1 END), count(CASE WHEN "
+           f"{_stale(p)} THEN 1 END) FROM predictions WHERE tranche = {p}")
     found = {}
     for t in tranches:
-        mine, others = db.execute(sql, [run_id, run_id, name, version, t])[0]
+        mine, others = db.execute(sql, [run_id, *model, run_id, t])[0]
         found[t] = (int(mine or 0), int(others or 0))
     return found
+
+
+def _model_of(db: Database, run_id: str) -> tuple[str, str] | None:
+    """(model name, version) of a run's record; None without a record or a model."""
+    record = get(db, run_id)
+    if record is None or ":" not in record.model:
+        return None
+    name, version = record.model.rsplit(":", 1)
+    return name, version
+
+
+def _stale(p: str) -> str:
+    """A prediction of the run's model that the run did not write (parameters: model
+    name, model version, run id): what superseding deletes."""
+    return f"model_name = {p} AND model_version = {p} AND run_id <> {p}"
 
 
 def reason_kind(reason: str) -> str:
@@ -215,13 +228,12 @@ def supersede_predictions(db: Database, run_id: str, tranche: str,
     not write (records now dead-lettered, or no longer in the input); how many. With
     ``fence``, in the same statement only while the run still holds the tranche with
     its token: a run that lost it deletes nothing of the run that took it over."""
-    record = get(db, run_id)
-    if record is None or ":" not in record.model:
+    model = _model_of(db, run_id)
+    if model is None:
         return 0
-    name, version = record.model.rsplit(":", 1)
+    name, version = model
     p = db.placeholder
-    sql = (f"DELETE FROM predictions WHERE tranche = {p} AND model_name = {p} AND "
-           f"model_version = {p} AND run_id <> {p}")
+    sql = f"DELETE FROM predictions WHERE tranche = {p} AND {_stale(p)}"
     params: list[Any] = [tranche, name, version, run_id]
     if fence is not None:
         sql += (f" AND EXISTS (SELECT 1 FROM tranches WHERE tranche = {p} AND model_name = "
