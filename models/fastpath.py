@@ -36,9 +36,12 @@ import pandas as pd
 DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
 # ASCII characters that are not \w (all but letters, digits, "_") -> space; NUL kept as
 # the document separator.
+_ASCII_WORD_CHARS = [chr(c) for c in range(128) if chr(c).isalnum() or chr(c) == "_"]
 _ASCII_NON_WORD = str.maketrans({
-    chr(c): " " for c in range(1, 128) if not (chr(c).isalnum() or chr(c) == "_")
+    chr(c): " " for c in range(1, 128) if chr(c) not in _ASCII_WORD_CHARS
 })
+# Token ids of the pieces of an ASCII batch that are not tokens (vocabulary ids are >= 0).
+_SINGLE, _SEPARATOR, _SEPARATOR_TEXT = -2, -3, "\x00"
 
 
 def unsupported_reason(model: Any) -> str | None:
@@ -99,6 +102,12 @@ class FastTextPipeline:
             else:
                 raise ValueError(f"vocabulary term {term!r} is not a 1- or 2-gram")
         n_tokens = len(token_ids)
+        # One lookup of every piece of an ASCII batch (``_ascii_features``) also sorts out
+        # what is not a token: a 1-character piece (the pattern wants 2+, so no vocabulary
+        # term is one) -> _SINGLE, the document separator -> _SEPARATOR. Tokens the
+        # vocabulary lacks get ``n_tokens``.
+        token_ids.update(dict.fromkeys(_ASCII_WORD_CHARS, _SINGLE))
+        token_ids[_SEPARATOR_TEXT] = _SEPARATOR
         self._token_ids = token_ids
         self._n_tokens = n_tokens
         # Column of each token as a unigram; index n_tokens (unknown token) -> -1.
@@ -144,19 +153,15 @@ class FastTextPipeline:
         exactly the maximal runs of [A-Za-z0-9_] of 2+ characters, i.e. what is left by
         mapping every other character to a space, ``split()`` and dropping 1-character
         pieces. Documents are joined with a NUL separator (they contain none)."""
-        joined = " \x00 ".join([texts[i] for i in docs])
+        joined = f" {_SEPARATOR_TEXT} ".join([texts[i] for i in docs])
         if self._lower:
             joined = joined.lower()
         flat = joined.translate(_ASCII_NON_WORD).split()
-        lengths = np.fromiter(map(len, flat), dtype=np.int64, count=len(flat))
-        singles = np.flatnonzero(lengths == 1)
-        separator = np.zeros(len(flat), dtype=bool)
-        separator[singles[[flat[i] == "\x00" for i in singles.tolist()]]] = True
-        rows = np.asarray(docs, dtype=np.int64)[np.cumsum(separator)] if docs else \
-            np.zeros(0, dtype=np.int64)
         ids = np.fromiter(map(self._token_ids.get, flat, repeat(self._n_tokens)),
                           dtype=np.int64, count=len(flat))
-        kept = np.flatnonzero(lengths >= 2)
+        rows = np.asarray(docs, dtype=np.int64)[np.cumsum(ids == _SEPARATOR)] if docs else \
+            np.zeros(0, dtype=np.int64)
+        kept = np.flatnonzero(ids >= 0)  # tokens: neither a 1-character piece nor a separator
         return self._features(rows[kept], ids[kept], flat, kept)
 
     def _regex_features(self, texts: list[str], docs: list[int]) -> _Parts:

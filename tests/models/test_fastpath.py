@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -94,3 +97,40 @@ def test_other_vectorizer_settings_are_left_to_sklearn(vectorizer: Any, reason: 
 
 def test_non_pipeline_models_are_left_to_sklearn() -> None:
     assert "not a Pipeline" in (unsupported_reason(LogisticRegression()) or "")
+
+
+# Pieces a document is drawn from: 1-character words (never tokens), words of the
+# vocabulary in both cases, unknown words, digits and underscores, punctuation and every
+# ASCII whitespace character, non-ASCII letters and spaces, NUL (the fast path's own
+# document separator).
+_PIECES = st.sampled_from([
+    "a", "I", "x", "7", "_", "refund", "Refund", "REFUND", "order", "please", "zzqx", "o1",
+    "__", "a_b", "12345", ",", ".", "!", "'", "-", "@", " ", "  ", "\t", "\n", "\r", "\x0b",
+    "\x0c", "\x1c", "\x1f", "é", "café", "Ω", "\u3000", "\x00", "\x85", "ß",
+])
+_DOCS = st.lists(st.lists(_PIECES, max_size=12).map("".join), max_size=25)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=_DOCS, name=st.sampled_from(sorted(VARIANTS)))
+def test_any_batch_counts_and_tokens_equal_sklearn_and_the_token_pattern(
+        texts: list[str], name: str) -> None:
+    if name not in _MODELS:
+        _MODELS[name] = _fit(VARIANTS[name])
+    model = _MODELS[name]
+    vec = model.steps[0][1]
+    _, expected = vec._count_vocab(texts, fixed_vocab=True)
+    got, tokens, oov, oov_rows, oov_words = FastTextPipeline(model).counts_and_tokens(texts)
+    for attr in ("indptr", "indices", "data"):
+        assert np.array_equal(getattr(got, attr), getattr(expected, attr)), attr
+    # An independent reference for the token statistics: the pattern, one text at a time.
+    pattern = re.compile(vec.token_pattern)
+    found = [pattern.findall(t.lower() if vec.lowercase else t) for t in texts]
+    unknown = [[w for w in words if w not in vec.vocabulary_] for words in found]
+    assert tokens.tolist() == [len(words) for words in found]
+    assert oov.tolist() == [len(words) for words in unknown]
+    assert sorted(zip(oov_rows.tolist(), oov_words)) == sorted(
+        (i, w) for i, words in enumerate(unknown) for w in words)
+
+
+_MODELS: dict[str, Pipeline] = {}
