@@ -14,6 +14,7 @@ as JSON.
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,18 +97,20 @@ def top_k_columns(
 ) -> tuple[list[str], np.ndarray, list[str]]:
     """Top label, its score, and top-k as a JSON list of [label, score] per row.
 
-    The JSON is assembled from pre-encoded labels and ``repr`` of the rounded floats
-    (what ``json.dumps`` writes for a float) rather than ``json.dumps`` per row.
+    The JSON is the text ``json.dumps`` writes for each row, assembled from each
+    class's pre-encoded ``[label, `` and the ``repr`` of each rounded score (what
+    ``json.dumps`` writes for a float): every cell of the batch in one pass, then one
+    ``%`` formatting per row.
     """
     k = min(k, probs.shape[1])
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     top_scores = np.take_along_axis(probs, order, axis=1)
     names = [str(c) for c in classes]
-    encoded = [json.dumps(n, ensure_ascii=False) for n in names]
+    heads = [f"[{json.dumps(n, ensure_ascii=False)}, " for n in names]
     labels = [names[i] for i in order[:, 0].tolist()]
     scores = top_scores[:, 0]
-    top_k = [
-        "[" + ", ".join(f"[{encoded[j]}, {v!r}]" for j, v in zip(js, vs)) + "]"
-        for js, vs in zip(order.tolist(), np.round(top_scores, 6).tolist())
-    ]
+    cells = iter(list(map(operator.add, map(heads.__getitem__, order.ravel().tolist()),
+                          map(repr, np.round(top_scores, 6).ravel().tolist()))))
+    row = "[" + "], ".join(["%s"] * k) + "]]"
+    top_k = [row % cells_of_row for cells_of_row in zip(*[cells] * k)]
     return labels, scores, top_k

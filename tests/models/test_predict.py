@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.predict import predict_with_isolation, top_k_columns
 
@@ -132,3 +134,29 @@ def test_top_k_larger_than_number_of_classes_lists_every_class() -> None:
     assert labels == ["2"]
     assert json.loads(top_k[0]) == [["2", 0.5], ["3", 0.3], ["1", 0.2]]
 
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 40), n_classes=st.integers(1, 7), k=st.integers(1, 9),
+       seed=st.integers(0, 2**32 - 1), ties=st.booleans(),
+       names=st.lists(st.text(min_size=1, max_size=4), min_size=7, max_size=7, unique=True))
+def test_top_k_json_is_json_dumps_of_each_row(n: int, n_classes: int, k: int, seed: int,
+                                              ties: bool, names: list[str]) -> None:
+    """Against ``json.dumps`` row by row: labels of any text (quotes, backslashes,
+    non-ASCII), scores rounded to 6 decimals (tiny ones in exponent form), ties kept
+    in class order, k above the number of classes."""
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.ones(n_classes), size=n)
+    if ties:
+        probs = np.round(probs, 1)
+    probs[:, 0] *= rng.choice([1.0, 1e-7], size=n)
+    classes = names[:n_classes]
+    labels, scores, top_k = top_k_columns(probs, classes, k)
+    expected = []
+    for row in probs:
+        order = sorted(range(n_classes), key=lambda j: (-row[j], j))[:k]
+        expected.append(json.dumps([[classes[j], float(np.round(row[j], 6))] for j in order],
+                                   ensure_ascii=False))
+    assert top_k == expected
+    assert labels == [classes[int(np.argmax(row))] for row in probs]
+    assert scores.tolist() == [float(row.max()) for row in probs]
