@@ -16,6 +16,7 @@ model registry.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,25 @@ def label_text(value: Any) -> str:
     return str(value)
 
 
+def label_texts(values: Iterable[Any]) -> list[str]:
+    """``label_text`` of every value, worked out once per distinct value (a batch's
+    labels are a few values repeated); values of different types never share a text
+    (``True == 1``, yet their texts are "true" and "1")."""
+    known: dict[tuple[type, Any], str] = {}
+    texts = []
+    for value in values:
+        key = (type(value), value)
+        try:
+            text = known.get(key)
+        except TypeError:  # unhashable (a list or a dict as a label)
+            text = label_text(value)
+        else:
+            if text is None:
+                text = known[key] = label_text(value)
+        texts.append(text)
+    return texts
+
+
 def _score_bins(scores: np.ndarray) -> np.ndarray:
     return np.clip((np.asarray(scores, np.float64) * SCORE_BINS).astype(np.int64), 0,
                    SCORE_BINS - 1)
@@ -61,6 +81,15 @@ class BatchStats:
     oov_words: list[str] = field(default_factory=list)  # each out-of-vocabulary token
     oov_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # its record
     doc_ids: Any = None  # id of each record (a sequence), for example ids; None: no examples
+
+    def estimated_bytes(self) -> int:
+        """Pickled size, roughly: the arrays' bytes, 16 per out-of-vocabulary token and
+        32 per id (a metric for Beam's element sizes, not an allocation)."""
+        arrays = (self.predicted, self.scores, self.lengths, self.tokens, self.oov, self.true,
+                  self.oov_rows, self.importance)
+        return (200 + sum(a.nbytes for a in arrays if a is not None)
+                + 16 * len(self.oov_words)
+                + (0 if self.doc_ids is None else 32 * len(self.doc_ids)))
 
 
 @dataclass

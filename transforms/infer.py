@@ -23,6 +23,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import pandas as pd
+from apache_beam import typehints
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from models.behaviour import batch_stats
@@ -31,7 +32,7 @@ from models.importance import ImportanceMeasure, TextFeatures, measure_for, text
 from models.predict import TimeLimit, predict_with_isolation, top_k_columns
 from models.registry import ModelRef, ModelRegistry
 from models.unpickle import Policy
-from tracking.profile import UNKNOWN_LABEL, BatchStats, label_text
+from tracking.profile import UNKNOWN_LABEL, BatchStats, label_texts
 from transforms.records import (
     DEAD_LETTERS,
     DOC_ID,
@@ -46,6 +47,8 @@ from transforms.records import (
 
 _LOG = logging.getLogger(__name__)
 TRACK = "track"  # (tranche, BatchStats) of each scored batch, when tracking is on
+# What the model handler returns per batch: the scored batch, its dead letters, its stats.
+SCORED = typehints.Tuple[DocBatch, typehints.Any, typehints.Optional[BatchStats]]
 _SAMPLE_KEY = "beamscore-labels"  # siphash key (16 bytes) of tracking.labelled_sample
 
 
@@ -168,8 +171,7 @@ def _true_labels(frame: Any, classes: Any, labelled_sample: float) -> np.ndarray
     known = labels.notna().to_numpy()
     true = np.full(len(frame), -1, dtype=np.int64)
     if known.any():  # codes are -1 for a label that is not one of the model's classes
-        codes = pd.Categorical([label_text(v) for v in labels[known]],
-                               categories=[label_text(c) for c in classes]).codes
+        codes = pd.Categorical(label_texts(labels[known]), categories=label_texts(classes)).codes
         true[known] = np.where(codes < 0, UNKNOWN_LABEL, codes)
     if labelled_sample < 1.0:
         h = pd.util.hash_array(frame[DOC_ID].astype(str).to_numpy(), hash_key=_SAMPLE_KEY)
@@ -216,9 +218,13 @@ class ScoreBatches(beam.PTransform):
             batches
             | "Predict per batch" >> RunInference(self._handler).with_exception_handling()
         )
+        # RunInference declares no output type: typed here, so that Beam codes (and
+        # estimates the size of) the batch and its statistics with their own coders.
+        results.element_type = SCORED
         scored = results | "Split scored and rejected" >> beam.ParDo(
             _SplitScoredFn()
-        ).with_output_types(DocBatch).with_outputs(DEAD_LETTERS, TRACK, main="scored")
+        ).with_output_types(DocBatch, **{TRACK: typehints.Tuple[str, BatchStats]}).with_outputs(
+            DEAD_LETTERS, TRACK, main="scored")
         whole = failed.failed_inferences | "Reject failed batches" >> beam.ParDo(
             _FailedBatchFn(self._payload_limit)
         )

@@ -8,7 +8,9 @@ operator reruns.
 
 PCollections of DocBatch are typed (``with_output_types(DocBatch)``) so that Beam uses
 ``DocBatchCoder``: pickle for the bytes, but a size estimate from the first rows
-instead of pickling the whole frame each time Beam samples an element's size.
+instead of pickling the whole frame each time Beam samples an element's size (the
+first ten elements of every step's output on every worker, then ever fewer).
+``BatchStats`` gets the same (``BatchStatsCoder``) wherever a PCollection carries it.
 
 Dead letters are plain dicts (rare, JSON-ready) built by ``dead_letter``. Every step
 that rejects records emits them on its ``DEAD_LETTERS`` output, and every step that
@@ -34,7 +36,7 @@ import apache_beam as beam
 import pandas as pd
 
 from store.database import Fence
-from tracking.profile import label_text
+from tracking.profile import BatchStats, label_texts
 
 # Tagged outputs of the pipeline's steps.
 STATS = "stats"
@@ -125,27 +127,42 @@ class DocBatch:
         return 200 + len(self.tranche) + len(self.source_file) + len(self.batch_key) + scaled
 
 
-class DocBatchCoder(beam.coders.Coder):
-    """Pickle, with a cheap size estimate (see the module docstring)."""
+class _EstimatingPickleCoder(beam.coders.Coder):
+    """Pickle, with the size estimate the value gives itself (``estimated_bytes``)
+    instead of Beam's default of pickling the value to measure it."""
 
-    def encode(self, value: DocBatch) -> bytes:
+    value_type: type
+
+    def encode(self, value: Any) -> bytes:
         return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
-    def decode(self, encoded: bytes) -> DocBatch:
-        value: DocBatch = pickle.loads(encoded)
-        return value
+    def decode(self, encoded: bytes) -> Any:
+        return pickle.loads(encoded)
 
-    def estimate_size(self, value: DocBatch) -> int:
-        return value.estimated_bytes()
+    def estimate_size(self, value: Any) -> int:
+        return int(value.estimated_bytes())
 
     def is_deterministic(self) -> bool:
         return False
 
     def to_type_hint(self) -> type:
-        return DocBatch
+        return self.value_type
+
+
+class DocBatchCoder(_EstimatingPickleCoder):
+    """The coder of ``DocBatch`` (see the module docstring)."""
+
+    value_type = DocBatch
+
+
+class BatchStatsCoder(_EstimatingPickleCoder):
+    """The coder of a scored batch's ``BatchStats`` (arrays and out-of-vocabulary tokens)."""
+
+    value_type = BatchStats
 
 
 beam.coders.registry.register_coder(DocBatch, DocBatchCoder)
+beam.coders.registry.register_coder(BatchStats, BatchStatsCoder)
 
 
 def impassable(records: Sequence[dict[str, Any]]) -> dict[int, str]:
@@ -267,4 +284,5 @@ def prediction_columns(batch: DocBatch, ctx: RunContext) -> dict[str, list[Any]]
 
 def true_labels(batch: DocBatch) -> list[str | None]:
     """The input's label of every document as a string, None where it has none."""
-    return [None if v is None or v != v else label_text(v) for v in batch.frame[LABEL].tolist()]
+    labels = batch.frame[LABEL].tolist()
+    return [None if v is None or v != v else text for v, text in zip(labels, label_texts(labels))]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
 import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
 
-from tracking.profile import BatchStats, Profile
+from tracking.profile import BatchStats, Profile, label_text, label_texts
 
 
 def _batch(rng: np.random.Generator, n: int) -> BatchStats:
@@ -39,3 +42,20 @@ def test_merged_batches_equal_one_profile_of_everything() -> None:
     assert back.n == whole.n and back.score.quantiles([0.5]) == whole.score.quantiles([0.5])
     assert [row[1] for row in back.reference["importance_top"]][:1] in (["a"], ["b"], ["c"],
                                                                          ["d"], ["e"], ["f"])
+
+
+_LABELS = st.one_of(
+    st.booleans(), st.integers(-3, 3), st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 1.0, 3.0, 2.5]), st.text(max_size=3), st.none(),
+    st.integers(-3, 3).map(np.int64), st.floats(-3, 3).map(np.float32),
+    st.lists(st.integers(0, 2), max_size=2), st.dictionaries(st.text(max_size=1), st.booleans(),
+                                                             max_size=1),
+)
+
+
+@given(st.lists(_LABELS, max_size=30))
+def test_label_texts_equal_label_text_of_each_value(values: list[Any]) -> None:
+    """Memoised per distinct value, yet True and 1, 1 and 1.0, np.int64(1) and 1 each
+    keep their own text (equal values of different types are different keys)."""
+    assert label_texts(values) == [label_text(v) for v in values]
+    assert label_texts([True, 1, 1.0, np.int64(1), "1"]) == ["true", "1", "1", "1", "1"]

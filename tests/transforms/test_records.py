@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import pickle
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
+import numpy as np
 import pytest
+from apache_beam.testing.util import assert_that, equal_to
 
+from landing.samples import make_docs
 from models.preprocess import PreprocessConfig
+from tracking.profile import BatchStats
 from transforms.files import WritePredictionFiles
-from transforms.infer import DocBatchModelHandler, ScoreBatches
+from transforms.infer import TRACK, DocBatchModelHandler, ScoreBatches
 from transforms.read import ReadTranches
 from transforms.records import (
+    BatchStatsCoder,
     DocBatch,
     DocBatchCoder,
     FieldNames,
@@ -55,6 +62,56 @@ def test_docbatch_coder_round_trips_and_estimates_the_size(make_batch: Any) -> N
     empty = make_batch([])
     assert 0 < impl.estimate_size(empty) <= len(impl.encode(empty)) * 3
 
+
+
+@pytest.mark.parametrize("n, oov_per_record", [(0, 0), (50, 3), (4096, 12)])
+def test_batch_stats_coder_round_trips_and_estimates_the_size(n: int, oov_per_record: int
+                                                              ) -> None:
+    rng = np.random.default_rng(n)
+    stats = BatchStats(predicted=rng.integers(0, 5, n), scores=rng.random(n),
+                       lengths=rng.integers(100, 600, n), tokens=rng.integers(10, 90, n),
+                       oov=rng.integers(0, 9, n), true=rng.integers(-1, 5, n),
+                       oov_words=[f"w{i % 997}x{i}" for i in range(n * oov_per_record)],
+                       oov_rows=np.repeat(np.arange(n), oov_per_record),
+                       doc_ids=np.asarray([f"doc-{i:08d}" for i in range(n)], dtype=object))
+    impl = BatchStatsCoder().get_impl()
+    decoded = impl.decode(impl.encode(stats))
+    assert decoded.oov_words == stats.oov_words
+    assert np.array_equal(decoded.scores, stats.scores)
+    assert np.array_equal(decoded.doc_ids, stats.doc_ids)
+    actual = len(impl.encode(stats))
+    assert actual / 3 <= impl.estimate_size(stats) <= actual * 3
+
+
+def test_a_scoring_stage_pickles_no_batch_and_no_batch_statistics(
+        pipeline: Any, make_batch: Any, registry_root: str, model_ref: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches and their statistics stay in memory through the fused scoring stage, to
+    a lifted combine of the statistics: Beam neither hands them on by pickle nor pickles
+    them to sample their sizes (their coders estimate)."""
+    pickled: Counter[str] = Counter()
+
+    def counting(self: Any) -> dict[str, Any]:
+        pickled[type(self).__name__] += 1
+        return dict(self.__dict__)
+
+    for cls in (DocBatch, BatchStats):
+        monkeypatch.setattr(cls, "__getstate__", counting, raising=False)
+    assert pickle.loads(pickle.dumps(make_batch([]))).batch_key and pickled["DocBatch"] == 1
+    pickled.clear()
+    docs = list(make_docs(240, seed=3))
+    handler = DocBatchModelHandler(registry_root, model_ref, top_k=3, tracking=True)
+    with pipeline as p:
+        batches = (p | beam.Create(range(12))
+                   | "Make batches" >> beam.Map(lambda i: make_batch(
+                       docs[20 * i:20 * (i + 1)], batch_key=f"k-{i}")).with_output_types(DocBatch))
+        valid = batches | ValidateAndPreprocess(PreprocessConfig(), 1000, 1000)
+        scored = valid.valid | ScoreBatches(handler, 1000)
+        assert_that(scored["scored"] | beam.Map(len) | beam.CombineGlobally(sum),
+                    equal_to([240]), label="scored")
+        assert_that(scored[TRACK] | beam.Map(lambda kv: (kv[0], len(kv[1].predicted)))
+                    | beam.CombinePerKey(sum), equal_to([("2026-01-01", 240)]), label="stats")
+    assert not pickled, pickled
 
 
 def test_prediction_columns_carry_lineage_and_true_labels(make_batch: Any) -> None:
