@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from landing import format_csv, format_jsonl, format_parquet, sampling, splitters
 from landing.reading import (
@@ -104,11 +105,12 @@ def read_chunk(chunk: Chunk, batch_size: int = 4096, required: tuple[str, ...] =
     ``line_bound(max_text_chars)`` are rejected unread."""
     fmt, gzipped = resolve(chunk.format)
     opts = ReadOptions(batch_size, required, line_bound(max_text_chars))
-    position = 0
+    last: tuple[Any, int] = (None, 0)  # the last item read, for the position of a failure
     try:
-        for item, position in fmt.reader(chunk, gzipped, opts):
-            yield item, position
+        for last in fmt.reader(chunk, gzipped, opts):
+            yield last
     except Exception as exc:  # noqa: BLE001 - an unreadable file is one rejection
+        position = last[1]
         where = f" after {fmt.unit} {position}" if position else ""
         yield Rejection(f"unreadable {chunk.format} file: {chunk.path}{where}: "
                         f"{type(exc).__name__}: {str(exc)[:500]}", None), 0

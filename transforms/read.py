@@ -114,8 +114,8 @@ class _ReadChunkFn(beam.DoFn):
                     payload_limit=self._payload_limit))
                 continue
             out = batcher.add(item, position)
-            yield from self._impassable(batcher)
-            if out is not None:
+            if out is not None:  # a batch was cut: records held back at the cut leave too
+                yield from self._impassable(batcher)
                 yield out
         last = batcher.flush()
         yield from self._impassable(batcher)
