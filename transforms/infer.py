@@ -223,7 +223,8 @@ class ScoreBatches(beam.PTransform):
         results.element_type = SCORED
         scored = results | "Split scored and rejected" >> beam.ParDo(
             _SplitScoredFn()
-        ).with_output_types(DocBatch, **{TRACK: typehints.Tuple[str, BatchStats]}).with_outputs(
+        ).with_output_types(DocBatch, **{TRACK: typehints.Tuple[str, BatchStats],
+                                         DEAD_LETTERS: typehints.Any}).with_outputs(
             DEAD_LETTERS, TRACK, main="scored")
         whole = failed.failed_inferences | "Reject failed batches" >> beam.ParDo(
             _FailedBatchFn(self._payload_limit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 from collections import Counter
 from pathlib import Path
@@ -33,9 +34,12 @@ from transforms.validate import ValidateAndPreprocess
 
 
 def test_docbatch_pcollections_are_typed_and_use_the_docbatch_coder(
-        registry_root: str, model_ref: Any, tmp_path: Path) -> None:
+        registry_root: str, model_ref: Any, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
     """Every DocBatch PCollection of the scoring graph gets DocBatchCoder, whose cheap
-    size estimate replaces pickling a whole frame when Beam samples element sizes."""
+    size estimate replaces pickling a whole frame when Beam samples element sizes; the
+    type hints leave Beam nothing to warn about."""
+    caplog.set_level(logging.WARNING)
     handler = DocBatchModelHandler(registry_root, model_ref, top_k=3)
     ctx = RunContext("r", model_ref.name, model_ref.version, model_ref.sha256, "t")
     p = beam.Pipeline()  # built, never run
@@ -46,6 +50,7 @@ def test_docbatch_pcollections_are_typed_and_use_the_docbatch_coder(
     for pcoll in (read.batches, valid.valid, scored["scored"], files):
         assert pcoll.element_type is DocBatch, pcoll
         assert isinstance(beam.coders.registry.get_coder(pcoll.element_type), DocBatchCoder)
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_docbatch_coder_round_trips_and_estimates_the_size(make_batch: Any) -> None:
