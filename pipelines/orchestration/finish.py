@@ -22,18 +22,26 @@ _LOG = logging.getLogger("beamscore")
 
 
 def warm_up() -> threading.Thread:
-    """Import what ``finish`` needs for a tracked run (scipy's statistics, matplotlib) in
-    a daemon thread, started with the run: the launcher mostly waits (for the fork
-    server's imports, then for its pipeline), so the run's end does not wait for them."""
+    """Import what ``finish`` needs for a tracked run (scipy's statistics, matplotlib)
+    and draw the report's first charts (``report_charts.warm_up``) in a daemon thread,
+    started with the run: the launcher mostly waits (for the fork server's imports, then
+    for its pipeline), so the run's end does not wait for them."""
 
     def imports() -> None:
-        import matplotlib.backends.backend_agg  # noqa: F401
-        import matplotlib.figure  # noqa: F401
         import scipy.stats  # noqa: F401
 
+        from pipelines.orchestration import report_charts
+
+        report_charts.warm_up()
+
+    global _warming
     thread = threading.Thread(target=imports, name="beamscore-warm-up", daemon=True)
     thread.start()
+    _warming = thread
     return thread
+
+
+_warming: threading.Thread | None = None  # finish draws only once it has drawn
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,9 @@ def finish(cfg: FinishSettings, ref: ModelRef, run_id: str, summary: dict[str, A
     it could not be)."""
     from pipelines.orchestration.report import write_report
     from pipelines.orchestration.retraining import after_run
+
+    if _warming is not None:  # matplotlib draws in one thread at a time
+        _warming.join()
 
     retrain = None
     if cfg.tracking.enabled and summary:
