@@ -3,13 +3,16 @@
 The settings are recorded in a model's metadata when it is trained or registered, and
 scoring rebuilds a ``PreprocessConfig`` from that metadata, so a model always sees text
 prepared exactly as it was at training. ``preprocess_series`` runs on every batch of
-the hot path, so it makes one pass over the texts and skips the work a step cannot do
-on a given text (NFKC on ASCII text, the HTML pattern on text without "<"); the result
-is the same, character for character, as applying each step to the whole Series with
-pandas' ``.str`` methods in turn (``tests/models/test_preprocess.py`` checks it against
-that reference on every combination of settings). Preprocessing is idempotent: a text
-already prepared comes out unchanged (property-tested), so a cut at a space after
-collapsing whitespace also drops that space.
+the hot path, so it skips the work a step cannot do on a given text (NFKC on ASCII
+text, the HTML pattern on text without "<"), and prepares the batch's plain ASCII texts
+together, checking their characters as one array and collapsing whitespace only where
+there is something to collapse; the result is the same, character for character, as
+applying each step to the whole Series with pandas' ``.str`` methods in turn
+(``tests/models/test_preprocess.py`` checks it against that reference on every
+combination of settings, and a property test a batch against each text alone).
+Preprocessing is idempotent: a text already prepared comes out unchanged
+(property-tested), so a cut at a space after collapsing whitespace also drops that
+space.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 # Tags (<p>, </div>, <br/>, <a href=...>) and comments; not "a < b and c > d".
@@ -81,9 +85,66 @@ def preprocess_series(texts: pd.Series, cfg: PreprocessConfig) -> pd.Series:
     if not (cfg.nfkc or cfg.strip_html or cfg.strip_control or cfg.collapse_whitespace
             or cfg.lowercase or cfg.truncate_chars > 0):
         return texts.copy()
-    out = [preprocess_text(t, cfg) if type(t) is str else (None if t is None else float("nan"))
-           for t in texts.tolist()]
+    values = texts.tolist()
+    out: list[Any] = [None if t is None else float("nan") for t in values]
+    at = [i for i, t in enumerate(values) if type(t) is str]
+    for i, text in zip(at, _prepare([values[i] for i in at], cfg)):
+        out[i] = text
     return pd.Series(out, index=texts.index, dtype=object)
+
+
+def _prepare(texts: list[str], cfg: PreprocessConfig) -> list[str]:
+    """``preprocess_text`` of each text. With whitespace collapsed, the texts only
+    whitespace, case and the cut can change (ASCII, so NFKC-normal; no "<" when tags are
+    stripped; no control character when those are stripped; no NUL) are prepared
+    together, joined by NULs: their characters are checked as one array, whitespace is
+    collapsed only in the texts that need it (most need none), the case changed and the
+    texts cut apart in one pass each. The others go one by one."""
+    if not cfg.collapse_whitespace:
+        return [preprocess_text(t, cfg) for t in texts]
+    html = cfg.strip_html
+    plain = [i for i, t in enumerate(texts)
+             if t.isascii() and "\x00" not in t and not (html and "<" in t)]
+    joined = "\x00".join([texts[i] for i in plain])
+    if cfg.strip_control and _controls(joined).any():
+        plain = [i for i in plain if not _controls(texts[i]).any()]
+        joined = "\x00".join([texts[i] for i in plain])
+    out = [""] * len(texts)
+    for i in set(range(len(texts))).difference(plain):
+        out[i] = preprocess_text(texts[i], cfg)
+    if not plain:
+        return out
+    if not _collapsed(joined):  # some text holds a run of spaces, a tab, a space at an end...
+        joined = "\x00".join([t if _collapsed(t) else " ".join(t.split())
+                              for t in (texts[i] for i in plain)])
+    if cfg.lowercase:
+        joined = joined.lower()
+    limit = cfg.truncate_chars
+    for i, text in zip(plain, joined.split("\x00")):
+        out[i] = text[:limit].rstrip() if 0 < limit < len(text) else text
+    return out
+
+
+def _codes(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+
+
+def _controls(text: str) -> np.ndarray:
+    """Where the ASCII ``text`` holds what ``CONTROL_PATTERN`` removes, NUL aside."""
+    c = _codes(text)
+    return ((c < 32) & (c != 0) & (c != 9) & (c != 10) & (c != 13)) | (c == 127)
+
+
+def _collapsed(text: str) -> bool:
+    """Whether collapsing whitespace leaves each NUL-separated part of the ASCII
+    ``text`` as it is: no whitespace but single spaces, none at either end of a part
+    (every character below 32 but NUL counts as other whitespace)."""
+    c = _codes(text)
+    if not len(c):
+        return True
+    space, nul = c == 32, c == 0
+    return not (space[0] or space[-1] or ((c < 32) & ~nul).any()
+                or (space[1:] & (space[:-1] | nul[:-1])).any() or (space[:-1] & nul[1:]).any())
 
 
 def preprocess_texts(texts: list[str], cfg: PreprocessConfig) -> list[str]:

@@ -3,10 +3,11 @@ exception; preprocessing is idempotent (a text already prepared is left as it is
 
 from __future__ import annotations
 
-from hypothesis import given
+import pandas as pd
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from models.preprocess import PreprocessConfig, preprocess_text
+from models.preprocess import PreprocessConfig, preprocess_series, preprocess_text
 
 SETTINGS = st.builds(PreprocessConfig, nfkc=st.booleans(), strip_control=st.booleans(),
                      strip_html=st.booleans(), collapse_whitespace=st.booleans(),
@@ -24,3 +25,40 @@ def test_preprocessing_never_raises_and_is_idempotent(text: str, cfg: Preprocess
 def test_tag_soup_is_idempotent_too(text: str, cfg: PreprocessConfig) -> None:
     once = preprocess_text(text, cfg)
     assert preprocess_text(once, cfg) == once
+
+
+# Pieces of batch texts: words, single and repeated spaces, every ASCII whitespace and
+# control character, NUL (the batch's own separator), tags and "<", non-ASCII letters
+# and spaces, C1 controls.
+_PIECES = st.sampled_from([
+    "word", "Word", "WORD", "a", " ", "  ", "\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1f",
+    "\x00", "\x01", "\x07", "\x1b", "\x7f", "<b>", "</b>", "<", ">", "é", "ﬁ", "\u3000",
+    "\u00a0", "\x85", "\x9f", "İ", "ß", "1", "_", ".",
+])
+_PLAIN = st.lists(st.sampled_from(["word", "A", " ", "  ", "."]), max_size=6).map("".join)
+_BATCH = st.one_of(st.lists(_PLAIN, max_size=6), st.lists(st.one_of(
+    _PLAIN, st.lists(_PIECES, max_size=10).map("".join), st.text(max_size=12), st.none(),
+    st.just(2.5)), max_size=20))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_BATCH, SETTINGS)
+@example(["plain ", "text"], PreprocessConfig())
+def test_a_batch_is_prepared_as_each_text_alone(values: list[object], cfg: PreprocessConfig
+                                                ) -> None:
+    """``preprocess_series`` prepares plain ASCII texts of a batch together: the result is
+    ``preprocess_text`` of each text alone, whatever the mix (None stays None, other
+    non-str values become NaN)."""
+    got = preprocess_series(pd.Series(values, dtype=object), cfg).tolist()
+    if not (cfg.nfkc or cfg.strip_html or cfg.strip_control or cfg.collapse_whitespace
+            or cfg.lowercase or cfg.truncate_chars):  # no step: the values as they are
+        assert got == values
+        return
+    for g, v in zip(got, values):
+        if isinstance(v, str):
+            assert g == preprocess_text(v, cfg), (v, g)
+        elif v is None:
+            assert g is None
+        else:
+            assert g != g  # NaN
+    assert len(got) == len(values)
