@@ -43,21 +43,26 @@ def label_text(value: Any) -> str:
 
 def label_texts(values: Iterable[Any]) -> list[str]:
     """``label_text`` of every value, worked out once per distinct value (a batch's
-    labels are a few values repeated); values of different types never share a text
-    (``True == 1``, yet their texts are "true" and "1")."""
+    labels are a few values repeated). Only values whose type makes equal values print
+    the same are shared: str, int, float, bool and numpy numbers, each type apart
+    (``True == 1``, yet their texts are "true" and "1"); any other value (a Decimal, a
+    date, a tuple, a list) is made text on its own."""
     known: dict[tuple[type, Any], str] = {}
     texts = []
     for value in values:
-        key = (type(value), value)
-        try:
+        kind = type(value)
+        if kind in _PLAIN_LABELS or isinstance(value, (np.number, np.bool_)):
+            key = (kind, value)
             text = known.get(key)
-        except TypeError:  # unhashable (a list or a dict as a label)
-            text = label_text(value)
-        else:
             if text is None:
                 text = known[key] = label_text(value)
+        else:
+            text = label_text(value)
         texts.append(text)
     return texts
+
+
+_PLAIN_LABELS = frozenset({str, int, float, bool})
 
 
 def _score_bins(scores: np.ndarray) -> np.ndarray:

@@ -35,6 +35,8 @@ def warm_up() -> threading.Thread:
         report_charts.warm_up()
 
     global _warming
+    if _warming is not None and _warming.is_alive():  # one warm-up drawing at a time
+        return _warming
     thread = threading.Thread(target=imports, name="beamscore-warm-up", daemon=True)
     thread.start()
     _warming = thread

@@ -40,7 +40,7 @@ def test_finish_draws_the_report_only_after_the_warm_up_has_drawn(
     monkeypatch.setattr("pipelines.orchestration.report_charts.warm_up", slow_warm_up)
     monkeypatch.setattr("pipelines.orchestration.report.write_report", write_report)
     monkeypatch.setattr(finishing, "_warming", None)
-    finishing.warm_up()
+    assert finishing.warm_up() is finishing.warm_up()  # a second call while one warms up
     settings = finishing.FinishSettings(DatabaseSettings(f"sqlite:///{tmp_path}/db"),
                                         TrackingConfig(enabled=False), str(tmp_path))
     result: list[Any] = []

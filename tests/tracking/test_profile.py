@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import pickle
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -59,3 +61,16 @@ def test_label_texts_equal_label_text_of_each_value(values: list[Any]) -> None:
     keep their own text (equal values of different types are different keys)."""
     assert label_texts(values) == [label_text(v) for v in values]
     assert label_texts([True, 1, 1.0, np.int64(1), "1"]) == ["true", "1", "1", "1", "1"]
+
+
+def test_equal_labels_that_print_apart_keep_their_own_text() -> None:
+    """Equal values of one type need not print the same: a Decimal's scale, a tuple
+    holding True or 1, the same instant in two zones, a day and a midnight."""
+    utc, plus1 = dt.timezone.utc, dt.timezone(dt.timedelta(hours=1))
+    values = [Decimal("1.0"), Decimal("1.00"), (1,), (True,), (1.0,),
+              dt.datetime(2026, 1, 1, 12, tzinfo=utc), dt.datetime(2026, 1, 1, 13, tzinfo=plus1),
+              np.datetime64("2026-01-01"), np.datetime64("2026-01-01T00:00")]
+    assert values[0] == values[1] and values[2] == values[3] == values[4]
+    assert values[5] == values[6] and values[7] == values[8]
+    assert label_texts(values) == [label_text(v) for v in values]
+    assert len(set(label_texts(values))) == len(values)
