@@ -146,8 +146,7 @@ def history_png(series: Sequence[tuple[str, str, Sequence[Point]]]) -> str | Non
 
 def warm_up() -> None:
     """Draw one histogram and one history chart of made-up values and drop them:
-    matplotlib's first drawing of a process (fonts, tick and text layout, the PNG
-    encoder) costs about as much again as the drawing itself, and is done here while a
-    run's pipeline is still going."""
+    matplotlib's first drawing in a process (fonts, tick and text layout, the PNG
+    encoder) is the slowest, and is done here while a run's pipeline is still going."""
     pair_png(["a", "b"], [0.5, 0.5], [0.4, 0.6], "score")
     history_png([("title", "value", [Point("run", 0.5, 0.4, 0.6, 0.7, current=True)])])
