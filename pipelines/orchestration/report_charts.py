@@ -134,7 +134,7 @@ def history_png(series: Sequence[tuple[str, str, Sequence[Point]]]) -> str | Non
     for k, (title, ylabel, points) in enumerate(series):
         ax = fig.add_subplot(rows, columns, k + 1)
         _history_axes(ax, title, points, ylabel)
-        if k == 0:
+        if k == 0 and ax.get_legend_handles_labels()[0]:  # a legend only of something
             ax.legend(fontsize=_FONT - 2, loc="best")
     # x labels are run dates turned 30 degrees, hanging down and to the left of their tick
     label = _CHAR * max(len(p.label) for _, _, points in series for p in points)
