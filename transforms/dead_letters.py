@@ -25,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 
 from store.database import Database, Fence
 from store.schema import DEAD_LETTERS
@@ -43,6 +44,7 @@ class _DeadLetters(SinkTable[dict[str, Any], dict[str, Any]]):
         self._run_id = run_id
         self._fence = fence
         self._output_dir = output_dir.rstrip("/")
+        self._not_stored = Metrics.counter("beamscore", "dead_letters_not_stored")
 
     def prepare(self, dl: dict[str, Any]) -> tuple[dict[str, Any], int, int]:
         return dl, 1, 0
@@ -84,7 +86,7 @@ class _DeadLetters(SinkTable[dict[str, Any], dict[str, Any]]):
             _LOG.error("dead letter %s:%s (stage %s) is in the JSONL file only; the "
                        "database rejected its row: %s", d["source_file"], d["position"],
                        d["stage"], message)
-        writer.count("dead_letters_not_stored", len(again))
+        self._not_stored.inc(len(again))
 
     def _write_file(self, tranche: str, dls: list[dict[str, Any]]) -> None:
         lines = "".join(json.dumps({"run_id": self._run_id, **d}, ensure_ascii=False) + "\n"

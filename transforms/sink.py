@@ -5,12 +5,7 @@ holds the connection (and its ``max_connections`` slot) for one bundle; buffers
 elements up to a row and a byte limit, cutting an element at the limit, and flushes
 when full and in ``finish_bundle``; every write goes through the rate limiter
 (``store.limits``) in writes of at most ``write_size`` rows and retries transient
-errors (``store.retry``). A flush runs in a writing thread while the bundle goes on
-(the next rows are built, and scored, while the database takes these); the next flush
-or ``finish_bundle`` waits for it, raises its error and emits its outputs: one write at
-a time, in order, and a bundle ends with its last write committed. Beam's counters
-belong to the bundle's thread, so the writing thread's counts (``Writer.count``) and
-waits become counters there. Each write is one transaction of the session's ``write``: on
+errors (``store.retry``). Each write is one transaction of the session's ``write``: on
 SQLite the machine's one writer at a time, and the connection slot is given up after
 the write when another worker waits for one (``store.session``), so the cost of a write
 does not grow with the number of workers.
@@ -34,12 +29,9 @@ What is written, and what is emitted, is the ``SinkTable``'s: predictions
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from itertools import chain
 from typing import Any, Generic, Protocol, TypeVar
 
 import apache_beam as beam
@@ -86,9 +78,7 @@ class Waits:
 class ThrottleTimer:
     """Counts waiting of both kinds: whole seconds into ``cumulativeThrottlingSeconds``
     (Beam's convention, read by Dataflow's autoscaler), milliseconds per kind for the
-    run summary. The waits accumulate in whichever thread writes; ``publish`` turns
-    what accumulated since its last call into Beam's counters, from the bundle's own
-    thread (Beam's metrics belong to the thread that processes the bundle)."""
+    run summary."""
 
     def __init__(self, namespace: str = "beamscore"):
         self._seconds = Metrics.counter(namespace, "cumulativeThrottlingSeconds")
@@ -97,31 +87,26 @@ class ThrottleTimer:
         self._db_ms = Metrics.counter(namespace, "db_wait_ms")
         self._carry = 0.0
         self.waits = Waits()
-        self._published = Waits()
 
     def add_rate_limited(self, seconds: float) -> None:
         if seconds > 0:
             self.waits.rate_limited += seconds
+            self._rate_ms.inc(int(seconds * 1000))
+            self._add(seconds)
 
     def add_database(self, seconds: float) -> None:
         if seconds > 0:
             self.waits.database += seconds
+            self._db_ms.inc(int(seconds * 1000))
+            self._add(seconds)
 
-    def publish(self) -> None:
-        rate = self.waits.rate_limited - self._published.rate_limited
-        db = self.waits.database - self._published.database
-        self._published = replace(self.waits)
-        if rate > 0:
-            self._rate_ms.inc(int(rate * 1000))
-        if db > 0:
-            self._db_ms.inc(int(db * 1000))
-        if rate + db > 0:
-            self._ms.inc(int((rate + db) * 1000))
-            self._carry += rate + db
-            whole = int(self._carry)
-            if whole:
-                self._seconds.inc(whole)
-                self._carry -= whole
+    def _add(self, seconds: float) -> None:
+        self._ms.inc(int(seconds * 1000))
+        self._carry += seconds
+        whole = int(self._carry)
+        if whole:
+            self._seconds.inc(whole)
+            self._carry -= whole
 
 
 def wait_stats(before: Waits, after: Waits, rate_limited: bool) -> dict[str, int]:
@@ -155,10 +140,6 @@ class Writer(Protocol):
         """Write ``rows``; returns {index: the database's message} of those rejected."""
         ...
 
-    def count(self, name: str, n: int) -> None:
-        """Add ``n`` to the counter ``beamscore/name``."""
-        ...
-
 
 class SinkTable(Generic[E, P]):
     """One use of the sink: how elements are buffered, written and what is emitted.
@@ -187,34 +168,6 @@ class SinkTable(Generic[E, P]):
         raise NotImplementedError
 
 
-class _InFlight:
-    """A write running in its own daemon thread (a worker that is stopped does not wait
-    for it); ``result`` waits for it and raises its error."""
-
-    def __init__(self, fn: Callable[..., list[tuple[str | None, Any]]], *args: Any):
-        self._outputs: list[tuple[str | None, Any]] = []
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True,
-                                        name="beamscore-sink")
-        self._thread.start()
-
-    def _run(self, fn: Callable[..., list[tuple[str | None, Any]]], args: tuple[Any, ...]
-             ) -> None:
-        try:
-            self._outputs = fn(*args)
-        except BaseException as exc:  # noqa: BLE001 - raised in the bundle's thread
-            self._error = exc
-
-    def wait(self) -> None:
-        self._thread.join()
-
-    def result(self) -> list[tuple[str | None, Any]]:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._outputs
-
-
 class WriteFn(beam.DoFn, Generic[E, P]):
     """Buffers the pieces of ``table``, flushes them through the limits of ``limits``."""
 
@@ -230,18 +183,11 @@ class WriteFn(beam.DoFn, Generic[E, P]):
         self._session = DatabaseSession(self._s.database, self._timer.add_database)
         self._last_log = time.monotonic()
         self._rows_total = 0
-        # A flush hands its rows to a writing thread and the bundle goes on (its next
-        # rows are built while the database takes these); the flush after waits for
-        # it. Writes stay one at a time, in order, on one connection.
-        self._in_flight: _InFlight | None = None
-        self._counts: dict[str, int] = defaultdict(int)
 
     def start_bundle(self) -> None:
         self._pieces: list[P] = []
         self._rows = 0
         self._bytes = 0
-        self._settle()  # a write a failed bundle left in flight
-        self._counts.clear()
 
     def process(self, element: E) -> Iterator[Any]:
         prepared = self._table.prepare(element)
@@ -266,15 +212,13 @@ class WriteFn(beam.DoFn, Generic[E, P]):
 
     def finish_bundle(self) -> Iterator[Any]:
         try:
-            for tag, value in chain(self._flush(), self._collect()):
+            for tag, value in self._flush():
                 yield windowed(value) if tag is None else \
                     beam.pvalue.TaggedOutput(tag, windowed(value))
         finally:
-            self._settle()
             self._session.close()
 
     def teardown(self) -> None:
-        self._settle()
         self._session.close()
 
     @property
@@ -287,9 +231,6 @@ class WriteFn(beam.DoFn, Generic[E, P]):
         """Whether a rate limit is set."""
         return self._s.max_rows_per_second > 0
 
-    def count(self, name: str, n: int) -> None:
-        self._counts[name] += n
-
     def write(self, rows: Sequence[tuple[Any, ...]]) -> dict[int, str]:
         rejected: dict[int, str] = {}
         size = self._s.write_size
@@ -298,42 +239,14 @@ class WriteFn(beam.DoFn, Generic[E, P]):
         return rejected
 
     def _flush(self) -> Iterator[tuple[str | None, Any]]:
-        """The outputs of the write in flight (once it is done), then the buffer handed
-        to the writing thread."""
-        yield from self._collect()
         pieces, rows = self._pieces, self._rows
         self._pieces, self._rows, self._bytes = [], 0, 0
-        if pieces:
-            self._in_flight = _InFlight(self._write_pieces, pieces, rows)
-
-    def _collect(self) -> Iterator[tuple[str | None, Any]]:
-        """Wait for the write in flight; its error is raised here, in the bundle's
-        thread; its counts and waits become Beam's counters from here too."""
-        if self._in_flight is None:
+        if not pieces:
             return
-        in_flight, self._in_flight = self._in_flight, None
-        outputs = in_flight.result()
-        self._timer.publish()
-        counts, self._counts = self._counts, defaultdict(int)
-        for name, n in counts.items():
-            if n:
-                Metrics.counter("beamscore", name).inc(n)
-        yield from outputs
-
-    def _settle(self) -> None:
-        """Let a write still in flight (the bundle failed) end before the connection
-        goes; its outputs and error belong to the failed bundle."""
-        if self._in_flight is not None:
-            in_flight, self._in_flight = self._in_flight, None
-            in_flight.wait()
-
-    def _write_pieces(self, pieces: list[P], rows: int) -> list[tuple[str | None, Any]]:
-        """In the writing thread: the table's flush, its outputs gathered."""
-        outputs = [(tag, self._with_waits(value) if tag is None else value)
-                   for tag, value in self._table.flush(pieces, self)]
+        for tag, value in self._table.flush(pieces, self):
+            yield tag, (self._with_waits(value) if tag is None else value)
         if self._table.logs_progress:
             self._log_progress(rows)
-        return outputs
 
     def _with_waits(self, value: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         """A main output's (tranche, stats) with the time waited since the last one."""

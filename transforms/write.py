@@ -24,6 +24,7 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.metrics import Metrics
 
 from store.database import Database
 from store.schema import PREDICTIONS
@@ -100,6 +101,7 @@ class _Predictions(SinkTable[DocBatch, _Segment]):
         self._ctx = ctx
         self._fence = ctx.fence()
         self._payload_limit = settings.payload_limit
+        self._written = Metrics.counter("beamscore", "rows_written")
 
     def prepare(self, batch: DocBatch) -> tuple[_Segment, int, int] | None:
         cols = prediction_columns(batch, self._ctx)
@@ -148,7 +150,7 @@ class _Predictions(SinkTable[DocBatch, _Segment]):
                                seg.hashes[0][keep], seg.hashes[1][keep],
                                np.asarray(seg.positions, dtype=np.int64)[keep])
             offset += k
-        writer.count("rows_written", len(rows) - len(rejected))
+        self._written.inc(len(rows) - len(rejected))
         for tranche in scored:
             yield None, (tranche, {"scored": scored[tranche], "written": written[tranche]})
 

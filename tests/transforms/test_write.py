@@ -4,14 +4,12 @@ dead-lettered, every row counted once in its tranche."""
 from __future__ import annotations
 
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
 import pandas as pd
 import pytest
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -141,69 +139,3 @@ def test_a_lost_connection_is_retried_and_its_backoff_counted_as_throttled_time(
     assert lost == [0]
     assert sqlite_rows(db, "SELECT count(*), count(DISTINCT doc_id) FROM predictions") == [
         (25, 25)]
-
-
-def test_a_flush_hands_its_write_over_and_the_bundle_goes_on(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The write of a full buffer runs in the sink's writing thread: ``process``
-    returns while the database still takes it (the next rows are built meanwhile); the
-    next flush, or the bundle's end, waits for it and emits its outputs. One write at a
-    time, in order."""
-    started, released = threading.Event(), threading.Event()
-    writes: list[tuple[str, int]] = []
-    real = SQLiteDatabase.upsert_predictions
-
-    def held(self: SQLiteDatabase, rows: Any, fence: Any = None) -> int:
-        writes.append((threading.current_thread().name, len(rows)))
-        started.set()
-        assert released.wait(timeout=20), "the bundle never went on"
-        return real(self, rows, fence)
-
-    monkeypatch.setattr(SQLiteDatabase, "upsert_predictions", held)
-    url = f"sqlite:///{tmp_path}/p.db"
-    fn = WriteToDatabase(SinkSettings(DatabaseSettings(url, batch_rows=10)), CTX)._fn
-    fn.setup()
-    fn.start_bundle()
-    assert list(fn.process(batch("t1", 0, 10))) == []  # full: handed over, not waited for
-    assert started.wait(timeout=60)  # the write began, and waits, while the bundle goes on
-    assert writes == [("beamscore-sink", 10)] and not released.is_set()
-    released.set()
-    second = list(fn.process(batch("t1", 10, 10)))  # waits for the first, hands the second
-    last = list(fn.finish_bundle())
-    fn.teardown()
-    assert [o for o in second if isinstance(o, tuple)] == [("t1", {"scored": 10, "written": 10})]
-    assert [o.value for o in last if not isinstance(o, beam.pvalue.TaggedOutput)] == \
-        [("t1", {"scored": 10, "written": 10})]
-    assert writes == [("beamscore-sink", 10)] * 2
-    assert sqlite_rows(tmp_path / "p.db", "SELECT count(*) FROM predictions") == [(20,)]
-
-
-def test_a_write_error_is_raised_in_the_bundle_and_the_counters_counted(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """What the writing thread meets reaches the bundle: an error fails it (raised by
-    the flush after, or the bundle's end); the rows written and the time waited for the
-    rate limit still become Beam's counters of the step."""
-    url = f"sqlite:///{tmp_path}/c.db"
-    settings = SinkSettings(DatabaseSettings(url, batch_rows=25, max_rows_per_second=400))
-    p = test_pipeline.TestPipeline(runner="FnApiRunner")
-    _ = (p | beam.Create([batch("t1", 0, 60), batch("t1", 60, 40)], reshuffle=False)
-         | WriteToDatabase(settings, CTX))
-    result = p.run()
-    result.wait_until_finish()
-    counters = {m.key.metric.name: m.committed
-                for m in result.metrics().query(MetricsFilter())["counters"]}
-    assert counters["rows_written"] == 100
-    assert counters["rate_limited_ms"] > 0 and counters["throttled_ms"] >= \
-        counters["rate_limited_ms"]
-
-    def broken(self: SQLiteDatabase, rows: Any, fence: Any = None) -> int:
-        raise RuntimeError("disk on fire")
-
-    monkeypatch.setattr(SQLiteDatabase, "upsert_predictions", broken)
-    fn = WriteToDatabase(SinkSettings(DatabaseSettings(url, batch_rows=10)), CTX)._fn
-    fn.setup()
-    fn.start_bundle()
-    list(fn.process(batch("t2", 0, 10)))  # handed over
-    with pytest.raises(RuntimeError, match="disk on fire"):
-        list(fn.finish_bundle())
-    fn.teardown()
