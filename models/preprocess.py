@@ -115,7 +115,7 @@ def _prepare(texts: list[str], cfg: PreprocessConfig) -> list[str]:
     if not plain:
         return out
     if not _collapsed(joined):  # some text holds a run of spaces, a tab, a space at an end...
-        joined = "\x00".join([t if _collapsed(t) else " ".join(t.split())
+        joined = "\x00".join([t if _plain_spaced(t) else " ".join(t.split())
                               for t in (texts[i] for i in plain)])
     if cfg.lowercase:
         joined = joined.lower()
@@ -123,6 +123,12 @@ def _prepare(texts: list[str], cfg: PreprocessConfig) -> list[str]:
     for i, text in zip(plain, joined.split("\x00")):
         out[i] = text[:limit].rstrip() if 0 < limit < len(text) else text
     return out
+
+
+def _plain_spaced(text: str) -> bool:
+    """``_collapsed`` of one ASCII text, with str methods (a text at a time is cheaper
+    so): printable (no whitespace but spaces), no two spaces running, none at an end."""
+    return text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " "
 
 
 def _codes(text: str) -> np.ndarray:
