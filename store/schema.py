@@ -62,8 +62,9 @@ def one_row_per_key(table: Table, rows: Sequence[tuple[Any, ...]]) -> list[tuple
     """One row of every key, the one the database would keep (see the module
     docstring): one statement must not hit the same key twice."""
     key = itemgetter(*table.key_indices)
-    if isinstance(rows, list) and len(set(map(key, rows))) == len(rows):
-        return rows  # keys already unique (the common case)
+    if isinstance(rows, list) and any(len(set(map(itemgetter(i), rows))) == len(rows)
+                                      for i in table.key_indices):
+        return rows  # one key column alone is unique, so the keys are (the common case)
     if not table.prefer:
         return list({key(r): r for r in rows}.values())
     order = itemgetter(*(table.names.index(c) for c in table.prefer))

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from store.backends.sqlite import SQLiteDialect
 from store.schema import (
     DEAD_LETTERS,
@@ -36,6 +39,19 @@ def test_one_row_per_key_keeps_the_last_row_or_the_preferred_one() -> None:
     assert one_row_per_key(T, unique) is unique
     dup = [("a", "r", "b.jsonl", 9), ("a", "r", "a.jsonl", 30), ("a", "r", "a.jsonl", 7)]
     assert one_row_per_key(P, dup) == [("a", "r", "a.jsonl", 7)]  # file order, then position
+
+
+@given(st.lists(st.tuples(st.sampled_from("xyz"), st.integers(0, 3), st.integers(0, 99)),
+                max_size=12))
+def test_one_row_per_key_is_the_last_row_of_each_key_in_first_seen_order(
+        rows: list[tuple[str, int, int]]) -> None:
+    """Against a plain reference: for a table without ``prefer``, each key's last row,
+    keys in the order first seen; rows whose keys are all distinct come back as they
+    are (duplicates in one key column but not in the whole key included)."""
+    reference: dict[tuple[str, int], tuple[str, int, int]] = {}
+    for r in rows:
+        reference[(r[0], r[1])] = r
+    assert one_row_per_key(T, rows) == list(reference.values())
 
 
 def test_the_preferred_row_wins_in_the_database_whatever_the_write_order() -> None:
