@@ -73,6 +73,7 @@ class ForkServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._pid = 0
         self._ready_fd = -1
+        self._ready = False
         self._dir = ""
 
     @property
@@ -117,6 +118,11 @@ class ForkServer:
         os.close(ready_w)
 
     def wait_ready(self) -> None:
+        """Block until the zygote serves (at once if it was seen serving before); a
+        zygote that fails to start, or takes longer than ``ready_timeout``, is stopped
+        and reported as a RuntimeError."""
+        if self._ready:
+            return
         ready, _, _ = select.select([self._ready_fd], [], [], self._ready_timeout)
         ok = bool(ready) and os.read(self._ready_fd, 1) == b"1"
         os.close(self._ready_fd)
@@ -125,6 +131,7 @@ class ForkServer:
             self.stop()
             raise RuntimeError("the local worker fork server did not start; "
                                "set local_engine: spawn to use Beam's multi_processing")
+        self._ready = True
 
     def environment(self) -> environments.SubprocessSDKEnvironment:
         command = " ".join(shlex.quote(a) for a in (

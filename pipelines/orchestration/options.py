@@ -97,14 +97,13 @@ def check_placeholders(runner: RunnerSettings, beam_args: list[str]) -> None:
 def make_pipeline(runner: RunnerSettings, beam_args: list[str],
                   server: ForkServer | None) -> beam.Pipeline:
     """The pipeline to run; on the fork server's workers when one is given (it may still
-    be importing: the caller waits for it only just before running)."""
+    be importing: the runner waits for it only once it is about to start workers)."""
     options = pipeline_options(runner, beam_args)
     if server is None:
         return beam.Pipeline(options=options)
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from engine.runner import ForkServerRunner
 
-    local = fn_runner.FnApiRunner(default_environment=server.environment())
-    return beam.Pipeline(runner=local, options=options)
+    return beam.Pipeline(runner=ForkServerRunner(server), options=options)
 
 
 def stages_a_template(beam_args: list[str]) -> bool:

@@ -250,9 +250,7 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
     try:
         build_pipeline(p, settings_of(GraphSettings, cfg), plan, ref, run_id, sink,
                        plan_summary(plan, ref), reference)
-        if server is not None:
-            server.wait_ready()  # the graph was built while its imports finished
-        result = p.run()
+        result = p.run()  # the runner waits for the fork server before its workers start
         try:
             result.wait_until_finish()
         except Interrupted:

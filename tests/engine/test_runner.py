@@ -1,0 +1,56 @@
+"""The fork server's runner: the pipeline is translated while the zygote imports, and
+the zygote is waited for only when the workers are about to start."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.fn_api_runner import fn_runner
+from apache_beam.testing.util import assert_that, equal_to
+
+from engine.forkserver import ForkServer
+from engine.runner import ForkServerRunner
+
+
+@pytest.mark.slow
+def test_the_pipeline_runs_on_a_zygote_that_was_still_importing_when_run_began(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The zygote's preload takes a second; ``run()`` starts at once: the pipeline is
+    translated and fused first, then the runner waits for the zygote, and the workers
+    it forks give the right result."""
+    (tmp_path / "slow_preload.py").write_text("import time\ntime.sleep(1.0)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}:{':'.join(sys.path)}")
+    events: list[str] = []
+    create_stages = fn_runner.FnApiRunner.create_stages
+    wait_ready = ForkServer.wait_ready
+    monkeypatch.setattr(fn_runner.FnApiRunner, "create_stages",
+                        lambda self, proto: events.append("fused")  # type: ignore[func-returns-value]
+                        or create_stages(self, proto))
+    monkeypatch.setattr(ForkServer, "wait_ready",
+                        lambda self: events.append("waited") or wait_ready(self))  # type: ignore[func-returns-value]
+    server = ForkServer(preload=["slow_preload"])
+    server.start()
+    try:
+        options = PipelineOptions(direct_num_workers=1)
+        with beam.Pipeline(runner=ForkServerRunner(server), options=options) as p:
+            doubled = p | beam.Create([1, 2, 3]) | beam.Map(lambda x: x * 2)
+            assert_that(doubled, equal_to([2, 4, 6]))
+    finally:
+        server.stop()
+    assert events[:2] == ["fused", "waited"]
+
+
+@pytest.mark.slow
+def test_a_zygote_that_cannot_start_fails_the_run_with_the_fork_servers_error() -> None:
+    server = ForkServer(preload=["no_such_module_anywhere"], ready_timeout=60)
+    server.start()
+    p = beam.Pipeline(runner=ForkServerRunner(server))
+    _ = p | beam.Create([1]) | beam.Map(str)
+    with pytest.raises(RuntimeError, match="fork server did not start"):
+        p.run()
+    server.stop()
