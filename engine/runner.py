@@ -3,7 +3,7 @@
 ``ForkServerRunner`` is Beam's ``FnApiRunner`` with the fork server's environment. The
 zygote's imports (scikit-learn above all) take longer than the launcher's work from the
 fork server's start to the run; part of that work is inside ``run()`` itself:
-translating the pipeline to its runner API proto (about 0.4 s for beamscore's graph),
+translating the pipeline to its runner API proto (0.1 to 0.4 s for beamscore's graph),
 validating and fusing it. This runner waits for the zygote only once the stages are
 about to run, right before it starts the workers, so that work overlaps the zygote's
 imports instead of following them. A zygote that cannot start fails the run with the
