@@ -29,7 +29,6 @@ goes only to the workers that have elements of it.
 from __future__ import annotations
 
 import contextlib
-import gc
 import importlib
 import json
 import logging
@@ -48,6 +47,7 @@ from collections.abc import Sequence
 from apache_beam.transforms import environments
 
 from engine.bundles import skip_empty_bundles
+from engine.startup import start_up
 from engine.teardown import parallel_close_all
 
 # The environment FnApiRunner gives a worker command: what a forked worker needs.
@@ -175,13 +175,12 @@ class _Zygote:
         os.set_blocking(self._wake_w, False)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda *_: None)
-        for name in preload:
-            importlib.import_module(name)
-        importlib.import_module("apache_beam.runners.worker.sdk_worker_main")
-        # Keep the garbage collector off the pre-imported objects: its passes write to
-        # every tracked object's header, which would copy the zygote's pages into each
-        # forked worker.
-        gc.freeze()
+        # The pre-imported objects are frozen: the collector's passes would write to
+        # every tracked object's header, copying the zygote's pages into each worker.
+        with start_up():
+            for name in preload:
+                importlib.import_module(name)
+            importlib.import_module("apache_beam.runners.worker.sdk_worker_main")
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._server.bind(self._path)
         self._server.listen(64)

@@ -4,9 +4,11 @@ Each command lives in ``pipelines.commands``: a module adds its arguments (only 
 config keys it uses) and names its handler with ``set_defaults(handler=...)``; ``main``
 parses the command line once and calls that handler. A command's module is imported
 only when that command is named, so ``beamscore --help`` loads neither Beam nor the
-models. Exit codes are listed in ``pipelines.orchestration.exit_codes``. Tranches the
-ledger already completed with the same inputs and model version are skipped (exit 0);
-``--force`` rescores them.
+models; a command that imports more when it runs names those modules in ``preload``
+(``set_defaults``), so the console script imports them during its start-up too
+(``engine.startup``). Exit codes are listed in ``pipelines.orchestration.exit_codes``.
+Tranches the ledger already completed with the same inputs and model version are
+skipped (exit 0); ``--force`` rescores them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any, cast
 
+from engine.startup import start_up
 from pipelines.orchestration.logs import setup_logging
 
 DESCRIPTION = ("Batch scoring with scikit-learn models on Apache Beam: train and register "
@@ -88,11 +91,18 @@ def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, owns_process: bool = False) -> int:
+    """Parse ``argv`` and run the named command; its exit code. ``owns_process`` (the
+    console script): the command's modules, and the ones it names in ``preload``, are
+    imported under ``engine.startup.start_up`` (a library caller's objects are never
+    frozen)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     with _quiet_when_stdout_closes():
-        parser = build_parser(lazy=True)
-        args, extra = parser.parse_known_args(argv)
+        with start_up() if owns_process else contextlib.nullcontext():
+            parser = build_parser(lazy=True)
+            args, extra = parser.parse_known_args(argv)
+            for module in getattr(args, "preload", ()):
+                importlib.import_module(module)
         if extra and not getattr(args, "takes_beam_args", False):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.beam_args = extra
@@ -175,7 +185,7 @@ def console_main() -> None:
     flushed, and the process exits with ``os._exit``. Library callers and tests call
     ``main`` and keep the normal shutdown.
     """
-    code = main()
+    code = main(owns_process=True)
     if any(t.is_alive() and not t.daemon and t is not threading.main_thread()
            for t in threading.enumerate()):
         sys.exit(code)

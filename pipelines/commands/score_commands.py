@@ -17,7 +17,8 @@ from pipelines.orchestration.run_arguments import (
 def add_score_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = SCORE_DESCRIPTION
     add_run_arguments(parser)
-    parser.set_defaults(handler=score, takes_beam_args=True, command_parser=parser)
+    parser.set_defaults(handler=score, takes_beam_args=True, command_parser=parser,
+                        preload=("pipelines.orchestration.score",))
 
 
 def score(args: argparse.Namespace) -> int:

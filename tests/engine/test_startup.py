@@ -1,0 +1,115 @@
+"""A process's start-up with the garbage collector off, and its objects frozen after.
+
+Each case runs in a fresh interpreter: freezing is process-wide, and the test process's
+own objects must stay collectable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from engine.forkserver import WORKER_ENV, ForkServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _python(code: str) -> dict:
+    run = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                         text=True, timeout=120, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_the_block_runs_without_the_collector_and_its_objects_are_frozen() -> None:
+    seen = _python("""
+        import gc, json
+        from engine.startup import start_up
+        class Node: pass
+        with start_up():
+            inside = gc.isenabled()
+            kept = [Node() for _ in range(1000)]
+            def cycle():
+                a, b = Node(), Node(); a.other, b.other = b, a
+            cycle()  # garbage made during the block: frozen with the rest, not freed
+            collections = gc.get_count()
+        after = gc.isenabled()
+        frozen = gc.get_freeze_count()
+        in_collector = any(o is kept[0] for o in gc.get_objects())
+        cycle()  # garbage made afterwards is collected as usual
+        print(json.dumps({"inside": inside, "after": after, "frozen": frozen,
+                          "in_collector": in_collector, "collected": gc.collect()}))
+    """)
+    assert seen["inside"] is False and seen["after"] is True
+    assert seen["frozen"] >= 1000, "the block's objects moved to the permanent generation"
+    assert seen["in_collector"] is False, "frozen objects are skipped by collections"
+    assert seen["collected"] >= 2, "a cycle made after the block is still freed"
+
+
+def test_the_collector_is_restored_as_it_was_also_when_the_block_raises() -> None:
+    seen = _python("""
+        import gc, json
+        from engine.startup import start_up
+        try:
+            with start_up():
+                raise KeyError("boom")
+        except KeyError:
+            pass
+        enabled_after_raise = gc.isenabled()
+        gc.disable()
+        with start_up():
+            pass
+        print(json.dumps({"enabled_after_raise": enabled_after_raise,
+                          "stays_disabled": not gc.isenabled()}))
+    """)
+    assert seen == {"enabled_after_raise": True, "stays_disabled": True}
+
+
+def test_only_the_console_script_freezes_its_start_up(tmp_path: Path) -> None:
+    """``main`` called by a library leaves the caller's objects alone; the console
+    script's start-up (``owns_process``) freezes the command's modules and the ones it
+    names in ``preload`` (here the score command's orchestration, imported before its
+    handler runs and fails on the missing config)."""
+    seen = {}
+    for owns in (False, True):
+        seen[owns] = _python(f"""
+            import gc, json, sys
+            from pipelines.cli import main
+            rc = main(["score", "--from", "2026-01-01", "--to", "2026-01-01",
+                       "--config", {str(tmp_path / "missing.yaml")!r}], owns_process={owns})
+            from pipelines.orchestration.score import run_parsed
+            print(json.dumps({{"rc": rc, "enabled": gc.isenabled(),
+                              "frozen": gc.get_freeze_count(),
+                              "tracked": any(o is run_parsed for o in gc.get_objects())}}))
+        """)
+    assert seen[False]["rc"] == seen[True]["rc"] != 0
+    assert seen[False]["frozen"] == 0 and seen[False]["tracked"] is True
+    assert seen[True]["frozen"] > 10_000 and seen[True]["tracked"] is False
+    assert seen[False]["enabled"] is seen[True]["enabled"] is True
+
+
+def test_a_forked_worker_starts_with_the_collector_on_and_the_preload_frozen(
+        tmp_path: Path, monkeypatch) -> None:
+    probe = tmp_path / "gc.jsonl"
+    monkeypatch.setenv("BEAMSCORE_GC_PROBE", str(probe))
+    server = ForkServer(preload=["tests.engine.gc_probe"], start_method="fork")
+    server.start()
+    try:
+        server.wait_ready()
+        command = server.environment().command_string.split()
+        env = {k: v for k, v in os.environ.items() if k not in WORKER_ENV}
+        # No control endpoint: the forked worker exits at once; the fork is what counts.
+        subprocess.run(command, env=env, capture_output=True, timeout=60)
+    finally:
+        server.stop()
+    events = [json.loads(line) for line in probe.read_text().splitlines()]
+    preload = [e for e in events if e["event"] == "preload"]
+    forked = [e for e in events if e["event"] == "forked"]
+    assert [e["enabled"] for e in preload] == [False], "the preload runs without the collector"
+    assert forked, "the zygote forked a worker"
+    assert all(e["enabled"] for e in forked), "a worker collects garbage as usual"
+    assert all(e["frozen"] > 10_000 for e in forked), "the pre-imported objects are frozen"
