@@ -7,14 +7,20 @@ the common configuration -- word analyzer, the default token pattern, n-grams
 (1, 1) or (1, 2), no custom preprocessor, tokenizer, accent stripping or stop words
 -- ``FastTextPipeline`` computes the same count matrix another way:
 
-1. tokens: for ASCII documents, all of a batch in one ``translate`` + ``split``
-   (equivalent to the default token pattern on ASCII, see ``_ascii_features``);
-   other documents ``token_pattern.findall(text.lower())`` one by one (as sklearn);
-2. every token -> an integer id through one dict built from the vocabulary, in C
-   (``map(dict.get, ...)``); tokens that occur in no vocabulary term get -1;
+1. tokens: for ASCII documents, all of a batch at once as bytes: one ``translate``
+   lowers letters and blanks every other non-word byte, and the tokens are the runs of
+   2+ bytes between blanks (equivalent to the default token pattern on ASCII, see
+   ``_ascii_features``), found with numpy; other documents
+   ``token_pattern.findall(text.lower())`` one by one (as sklearn);
+2. every token -> an integer id of the vocabulary's tokens: an ASCII token of up to 8
+   bytes is read as one 64-bit integer and looked up in a hash table of the
+   vocabulary's tokens packed the same way (exact: no two tokens pack alike); longer
+   ones and the other documents' tokens through a dict; tokens that occur in no
+   vocabulary term get the "unknown" id;
 3. unigram columns by array lookup; bigram columns by a hash lookup (a pandas Index)
    of the pair key ``id_a * T + id_b`` among the keys of the vocabulary's bigrams;
-4. a CSR matrix with duplicates summed and indices sorted, as ``_count_vocab`` returns.
+4. a CSR matrix with duplicates summed and indices sorted, as ``_count_vocab`` returns
+   (one sort of the ``row * n_features + column`` keys, then run lengths).
 
 The rest of the pipeline (``binary``, the TF-IDF weighting, the classifier) is
 sklearn's own code on that matrix, so probabilities are identical to
@@ -25,6 +31,7 @@ For anything else ``unsupported_reason`` says why, and the model is scored by sk
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from itertools import chain, repeat
 from typing import Any
 
@@ -34,14 +41,32 @@ import pandas as pd
 # sklearn's default ``token_pattern``: tokens of 2+ word characters, never a space,
 # so a vocabulary term "a b" is unambiguously the bigram ("a", "b").
 DEFAULT_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
-# ASCII characters that are not \w (all but letters, digits, "_") -> space; NUL kept as
-# the document separator.
-_ASCII_WORD_CHARS = [chr(c) for c in range(128) if chr(c).isalnum() or chr(c) == "_"]
-_ASCII_NON_WORD = str.maketrans({
-    chr(c): " " for c in range(1, 128) if chr(c) not in _ASCII_WORD_CHARS
-})
-# Token ids of the pieces of an ASCII batch that are not tokens (vocabulary ids are >= 0).
+# Token ids of the pieces of an ASCII batch that are not tokens (vocabulary ids are >= 0):
+# a 1-character piece, and the NUL that separates documents.
 _SINGLE, _SEPARATOR, _SEPARATOR_TEXT = -2, -3, "\x00"
+_BLANK = ord(" ")
+# A token of up to _PACK bytes is looked up as the big-endian integer of its bytes, the
+# bytes after its end masked off: _KEEP[n] keeps the first n of 8.
+_PACK = 8
+_KEEP = np.array([((1 << 64) - 1) ^ ((1 << (64 - 8 * n)) - 1) for n in range(_PACK + 1)],
+                 dtype=np.uint64)
+
+
+def _ascii_table(lower: bool) -> bytes:
+    """``bytes.translate`` table: ASCII bytes that are not \\w (all but letters, digits,
+    "_") -> a blank, NUL (the document separator) kept, letters lowered if ``lower``."""
+    def out(c: int) -> int:
+        if c == 0:
+            return 0
+        if not (chr(c).isascii() and (chr(c).isalnum() or chr(c) == "_")):
+            return _BLANK
+        return ord(chr(c).lower()) if lower else c
+    return bytes(out(c) for c in range(256))
+
+
+def _packed(token: bytes) -> int:
+    """The integer ``_ascii_ids`` reads for a token of up to _PACK bytes."""
+    return int.from_bytes(token.ljust(_PACK, b"\x00"), "big")
 
 
 def unsupported_reason(model: Any) -> str | None:
@@ -102,14 +127,16 @@ class FastTextPipeline:
             else:
                 raise ValueError(f"vocabulary term {term!r} is not a 1- or 2-gram")
         n_tokens = len(token_ids)
-        # One lookup of every piece of an ASCII batch (``_ascii_features``) also sorts out
-        # what is not a token: a 1-character piece (the pattern wants 2+, so no vocabulary
-        # term is one) -> _SINGLE, the document separator -> _SEPARATOR. Tokens the
-        # vocabulary lacks get ``n_tokens``.
-        token_ids.update(dict.fromkeys(_ASCII_WORD_CHARS, _SINGLE))
-        token_ids[_SEPARATOR_TEXT] = _SEPARATOR
-        self._token_ids = token_ids
+        self._token_ids = token_ids  # tokens the vocabulary lacks get ``n_tokens``
         self._n_tokens = n_tokens
+        # ASCII batches (``_ascii_features``): tokens of up to _PACK bytes by their packed
+        # integer (a hash table), longer ones by their bytes.
+        encoded = {token.encode(): i for token, i in token_ids.items()}
+        short = {_packed(b): i for b, i in encoded.items() if len(b) <= _PACK}
+        self._short_keys = pd.Index(np.fromiter(short, dtype=np.uint64, count=len(short)))
+        self._short_ids = np.fromiter(short.values(), dtype=np.int64, count=len(short))
+        self._long_ids = {b: i for b, i in encoded.items() if len(b) > _PACK}
+        self._table = _ascii_table(self._lower)
         # Column of each token as a unigram; index n_tokens (unknown token) -> -1.
         self._uni = np.full(n_tokens + 1, -1, dtype=np.int64)
         self._uni[np.asarray(uni_tokens, dtype=np.int64)] = uni_cols
@@ -128,8 +155,6 @@ class FastTextPipeline:
                           ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, list[str]]:
         """``counts(texts)``, the tokens of each text, how many of them are not in the
         vocabulary (as unigrams), and those tokens: the text of each and the token."""
-        import scipy.sparse as sp
-
         fast = [t.isascii() and "\x00" not in t for t in texts]
         ascii_docs = [i for i, ok in enumerate(fast) if ok]
         other_docs = [i for i, ok in enumerate(fast) if not ok] if len(ascii_docs) < len(texts) \
@@ -140,29 +165,76 @@ class FastTextPipeline:
         tokens = np.bincount(np.concatenate([p[2] for p in parts]), minlength=len(texts))
         oov_rows = np.concatenate([p[3] for p in parts])
         oov = np.bincount(oov_rows, minlength=len(texts))
-        data = np.ones(len(r), dtype=self._vec.dtype)
-        x = sp.coo_matrix((data, (r, c)), shape=(len(texts), self._n_features)).tocsr()
-        x.sum_duplicates()
-        x.sort_indices()
+        x = self._count_matrix(r, c, len(texts))
+        return x, tokens, oov, oov_rows, parts[0][4] + parts[1][4]
+
+    def _count_matrix(self, rows: Any, cols: Any, n_rows: int) -> Any:
+        """The CSR matrix counting each (row, column) pair, columns sorted within a row:
+        the pairs' keys ``row * n_features + column`` sorted, each run of one key a
+        count."""
+        import scipy.sparse as sp
+
+        key = rows * self._n_features + cols
+        key.sort()
+        first = np.empty(len(key), dtype=bool)
+        first[:1] = True
+        np.not_equal(key[1:], key[:-1], out=first[1:])
+        starts = np.flatnonzero(first)
+        counts = np.diff(starts, append=len(key)).astype(self._vec.dtype)
+        row, col = np.divmod(key[starts], self._n_features)
+        indptr = np.zeros(n_rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(row, minlength=n_rows), out=indptr[1:])
+        x = sp.csr_matrix((counts, col, indptr), shape=(n_rows, self._n_features))
         x.indices = x.indices.astype(self._index_dtype, copy=False)
         x.indptr = x.indptr.astype(self._index_dtype, copy=False)
-        return x, tokens, oov, oov_rows, parts[0][4] + parts[1][4]
+        x.has_sorted_indices = True  # sorted keys: canonical, as _count_vocab's
+        x.has_canonical_format = True
+        return x
 
     def _ascii_features(self, texts: list[str], docs: list[int]) -> _Parts:
         """All ASCII documents in one pass: with only ASCII, ``\\b\\w\\w+\\b`` matches
-        exactly the maximal runs of [A-Za-z0-9_] of 2+ characters, i.e. what is left by
-        mapping every other character to a space, ``split()`` and dropping 1-character
-        pieces. Documents are joined with a NUL separator (they contain none)."""
-        joined = f" {_SEPARATOR_TEXT} ".join([texts[i] for i in docs])
-        if self._lower:
-            joined = joined.lower()
-        flat = joined.translate(_ASCII_NON_WORD).split()
-        ids = np.fromiter(map(self._token_ids.get, flat, repeat(self._n_tokens)),
-                          dtype=np.int64, count=len(flat))
-        rows = np.asarray(docs, dtype=np.int64)[np.cumsum(ids == _SEPARATOR)] if docs else \
-            np.zeros(0, dtype=np.int64)
-        kept = np.flatnonzero(ids >= 0)  # tokens: neither a 1-character piece nor a separator
-        return self._features(rows[kept], ids[kept], flat, kept)
+        exactly the maximal runs of [A-Za-z0-9_] of 2+ characters, i.e. what is left of
+        the bytes after mapping every other byte to a blank, taking the runs between
+        blanks and dropping 1-byte runs. Documents are joined with a NUL separator (they
+        contain none), a run of its own."""
+        data = f" {_SEPARATOR_TEXT} ".join([texts[i] for i in docs]).encode("ascii")
+        data = data.translate(self._table)
+        arr = np.frombuffer(data, dtype=np.uint8)
+        inside = np.zeros(len(arr) + 2, dtype=bool)
+        np.not_equal(arr, _BLANK, out=inside[1:-1])
+        edges = np.flatnonzero(inside[1:] != inside[:-1])
+        starts, ends = edges[0::2], edges[1::2]
+        ids = self._ascii_ids(data, starts, ends)
+        ids[(ends - starts == 1) & (arr[starts] == 0)] = _SEPARATOR
+        rows = np.asarray(docs, dtype=np.int64)[np.cumsum(ids == _SEPARATOR)]
+        kept = np.flatnonzero(ids >= 0)  # tokens: neither a 1-byte run nor a separator
+        starts, ends = starts[kept], ends[kept]
+
+        def words(at: Any) -> list[str]:
+            return [data[s:e].decode("ascii") for s, e in zip(starts[at].tolist(),
+                                                               ends[at].tolist())]
+        return self._features(rows[kept], ids[kept], words)
+
+    def _ascii_ids(self, data: bytes, starts: Any, ends: Any) -> Any:
+        """The token id of each run ``data[start:end]`` (``n_tokens`` if the vocabulary
+        lacks it, _SINGLE for a 1-byte run)."""
+        lengths = ends - starts
+        ids = np.full(len(starts), self._n_tokens, dtype=np.int64)
+        padded = data + bytes(_PACK - 1)
+        # Every offset's next 8 bytes as one big-endian integer (a view, no copy).
+        window = np.ndarray((len(data),), dtype=">u8", buffer=padded, strides=(1,))
+        short = np.flatnonzero(lengths <= _PACK)
+        packed = window[starts[short]].astype(np.uint64) & _KEEP[lengths[short]]
+        at = self._short_keys.get_indexer(packed)
+        found = at >= 0
+        ids[short[found]] = self._short_ids[at[found]]
+        long = np.flatnonzero(lengths > _PACK)
+        if len(long):
+            get, unknown = self._long_ids.get, self._n_tokens
+            ids[long] = [get(data[s:e], unknown)
+                         for s, e in zip(starts[long].tolist(), ends[long].tolist())]
+        ids[lengths == 1] = _SINGLE
+        return ids
 
     def _regex_features(self, texts: list[str], docs: list[int]) -> _Parts:
         """Other documents one by one, with the vectorizer's own token pattern."""
@@ -173,14 +245,15 @@ class FastTextPipeline:
         flat = list(chain.from_iterable(tokens))
         ids = np.fromiter(map(self._token_ids.get, flat, repeat(self._n_tokens)),
                           dtype=np.int64, count=len(flat))
-        return self._features(np.repeat(np.asarray(docs, dtype=np.int64), lengths), ids, flat)
+        return self._features(np.repeat(np.asarray(docs, dtype=np.int64), lengths), ids,
+                              lambda at: [flat[i] for i in at.tolist()])
 
-    def _features(self, rows: Any, ids: Any, words: list[str], at: Any = None) -> _Parts:
+    def _features(self, rows: Any, ids: Any, words: Callable[[Any], list[str]]) -> _Parts:
         """(row, column) of every unigram and bigram in the vocabulary, then the row of
         every token and of every token that is not a vocabulary unigram; ``ids`` is the
         token sequence, documents consecutive, ``rows`` the document of each token,
-        ``words`` the tokens (``words[at[i]]`` is token i), and the text of each token that
-        is not a vocabulary unigram."""
+        ``words(positions)`` the texts of the tokens at those positions of ``ids``, and
+        the text of each token that is not a vocabulary unigram."""
         unknown = self._n_tokens
         cols = self._uni[ids]
         keep = cols >= 0
@@ -192,11 +265,8 @@ class FastTextPipeline:
             found = pos >= 0
             row_parts.append(rows[:-1][pair][found])
             col_parts.append(self._bi_cols[pos[found]])
-        unknown_at = np.flatnonzero(~keep)
-        if at is not None:
-            unknown_at = at[unknown_at]
         return (np.concatenate(row_parts), np.concatenate(col_parts), rows, rows[~keep],
-                [words[i] for i in unknown_at.tolist()])
+                words(np.flatnonzero(~keep)))
 
     def transform(self, texts: list[str]) -> Any:
         """What the fitted vectorizer's ``transform`` returns."""

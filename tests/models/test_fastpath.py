@@ -100,18 +100,21 @@ def test_non_pipeline_models_are_left_to_sklearn() -> None:
 
 
 # Pieces a document is drawn from: 1-character words (never tokens), words of the
-# vocabulary in both cases, unknown words, digits and underscores, punctuation and every
-# ASCII whitespace character, non-ASCII letters and spaces, NUL (the fast path's own
-# document separator).
+# vocabulary in both cases, of 8 bytes and longer (the ASCII path looks tokens of up to 8
+# bytes up as one integer, longer ones by their bytes) and their prefixes, unknown words,
+# digits and underscores, punctuation and every ASCII whitespace character, non-ASCII
+# letters and spaces, NUL (the fast path's own document separator).
 _PIECES = st.sampled_from([
     "a", "I", "x", "7", "_", "refund", "Refund", "REFUND", "order", "please", "zzqx", "o1",
+    "customer", "Customer", "customers", "custome", "subscription", "SUBSCRIPTION",
+    "replaceme", "replacement", "yesterday", "yesterda", "zzzzzzzzz", "__________",
     "__", "a_b", "12345", ",", ".", "!", "'", "-", "@", " ", "  ", "\t", "\n", "\r", "\x0b",
     "\x0c", "\x1c", "\x1f", "é", "café", "Ω", "\u3000", "\x00", "\x85", "ß",
 ])
 _DOCS = st.lists(st.lists(_PIECES, max_size=12).map("".join), max_size=25)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(texts=_DOCS, name=st.sampled_from(sorted(VARIANTS)))
 def test_any_batch_counts_and_tokens_equal_sklearn_and_the_token_pattern(
         texts: list[str], name: str) -> None:
