@@ -33,13 +33,16 @@ COPY --from=launcher /opt/google/dataflow/python_template_launcher /opt/google/d
 # its own venv at worker start and not see the packages of this one. PYTHONSAFEPATH: the
 # launcher runs `python /template/pipelines/template.py`, which would put pipelines/ first
 # on sys.path, where a module (pipelines/tracking.py) shadows a top-level package.
+# GLIBC_TUNABLES: the allocator settings of engine/allocator.py (TUNABLES, the same
+# value), for Dataflow's workers and the launcher.
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT=1 \
     PYTHONSAFEPATH=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1 \
-    GRPC_ENABLE_FORK_SUPPORT=false
+    GRPC_ENABLE_FORK_SUPPORT=false \
+    GLIBC_TUNABLES=glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1
 
 WORKDIR ${WORKDIR}
 

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any, cast
 
+from engine import allocator
 from engine.startup import start_up
 from pipelines.orchestration.logs import setup_logging
 
@@ -184,7 +185,11 @@ def console_main() -> None:
     is still running, the atexit handlers run, the output streams and logging are
     flushed, and the process exits with ``os._exit``. Library callers and tests call
     ``main`` and keep the normal shutdown.
+
+    Before that, the process executes itself again, once, with glibc's allocator tuned
+    for batch scoring (``engine.allocator``).
     """
+    allocator.reexec()
     code = main(owns_process=True)
     if any(t.is_alive() and not t.daemon and t is not threading.main_thread()
            for t in threading.enumerate()):
