@@ -11,7 +11,8 @@ otherwise gives threads arenas of their own, which huge pages do not back): abou
 120,000 faults, 1.8-2.4 s of system CPU, peak memory per worker unchanged.
 
 glibc reads its tunables only when a process starts, so the console script executes
-itself again with them, once, before anything heavy is imported (``reexec``): the
+itself again with them, once, before anything heavy is imported (``reexec``; code
+that ran before it in the first process runs again in the second): the
 fork server and its workers are forked from it and inherit them, and Beam's spawned
 workers get them through the environment. The image sets the same variable for
 Dataflow's workers (``Dockerfile``). A ``GLIBC_TUNABLES`` already set, even to nothing,
@@ -20,6 +21,7 @@ is left as it is, and so is any C library other than glibc.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -36,10 +38,19 @@ def uses_glibc() -> bool:
 
 def reexec() -> None:
     """Execute this process's command again with ``TUNABLES`` in its environment, unless
-    the variable is set already or the C library is not glibc (then return)."""
-    if VARIABLE in os.environ or not uses_glibc():
+    the variable is set already, the C library is not glibc, or the command cannot be
+    run again as it was: only a program file (``sys.argv[0]``: the console script, the
+    module of ``python -m``, a script) can; a ``-c`` program, a program read from
+    standard input and an interactive session run on as they are."""
+    if VARIABLE in os.environ or not uses_glibc() or not _rerunnable():
         return
     os.environ[VARIABLE] = TUNABLES
     for stream in (sys.stdout, sys.stderr):
-        stream.flush()
+        if stream is not None:  # None: the descriptor was closed at start
+            with contextlib.suppress(Exception):
+                stream.flush()
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+def _rerunnable() -> bool:
+    return not sys.flags.interactive and os.path.isfile(sys.argv[0])

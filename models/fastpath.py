@@ -14,9 +14,9 @@ the common configuration -- word analyzer, the default token pattern, n-grams
    ``token_pattern.findall(text.lower())`` one by one (as sklearn);
 2. every token -> an integer id of the vocabulary's tokens: an ASCII token of up to 8
    bytes is read as one 64-bit integer and looked up in a hash table of the
-   vocabulary's tokens packed the same way (exact: no two tokens pack alike); longer
-   ones and the other documents' tokens through a dict; tokens that occur in no
-   vocabulary term get the "unknown" id;
+   vocabulary's tokens packed the same way (exact: tokens of 2-8 bytes without NUL
+   never pack alike); longer ones and the other documents' tokens through a dict;
+   tokens that occur in no vocabulary term get the "unknown" id;
 3. unigram columns by array lookup; bigram columns by a hash lookup (a pandas Index)
    of the pair key ``id_a * T + id_b`` among the keys of the vocabulary's bigrams;
 4. a CSR matrix with duplicates summed and indices sorted, as ``_count_vocab`` returns
@@ -88,7 +88,8 @@ def unsupported_reason(model: Any) -> str | None:
         "strip_accents": vec.strip_accents is None,
         "stop_words": vec.stop_words is None,
         "ngram_range": tuple(vec.ngram_range) in ((1, 1), (1, 2)),
-        "vocabulary_": isinstance(getattr(vec, "vocabulary_", None), dict),
+        "vocabulary_": isinstance(getattr(vec, "vocabulary_", None), dict)
+        and all(term.count(" ") <= 1 for term in vec.vocabulary_),  # 1- and 2-grams only
     }
     failed = [name for name, ok in checks.items() if not ok]
     return f"vectorizer setting(s) {failed} not supported" if failed else None
@@ -131,11 +132,16 @@ class FastTextPipeline:
         self._n_tokens = n_tokens
         # ASCII batches (``_ascii_features``): tokens of up to _PACK bytes by their packed
         # integer (a hash table), longer ones by their bytes.
-        encoded = {token.encode(): i for token, i in token_ids.items()}
-        short = {_packed(b): i for b, i in encoded.items() if len(b) <= _PACK}
+        # A token with a NUL byte (only in a vocabulary given by hand) would pack like
+        # the same token without it, and a 0- or 1-byte one is never a token: both go by
+        # their bytes (a lone surrogate kept as such), where no ASCII run matches them.
+        encoded = {token.encode("utf-8", "surrogatepass"): i for token, i in token_ids.items()}
+        packable = {b: i for b, i in encoded.items()
+                    if 2 <= len(b) <= _PACK and b"\x00" not in b}
+        short = {_packed(b): i for b, i in packable.items()}
         self._short_keys = pd.Index(np.fromiter(short, dtype=np.uint64, count=len(short)))
         self._short_ids = np.fromiter(short.values(), dtype=np.int64, count=len(short))
-        self._long_ids = {b: i for b, i in encoded.items() if len(b) > _PACK}
+        self._long_ids = {b: i for b, i in encoded.items() if b not in packable}
         self._table = _ascii_table(self._lower)
         # Column of each token as a unigram; index n_tokens (unknown token) -> -1.
         self._uni = np.full(n_tokens + 1, -1, dtype=np.int64)

@@ -14,27 +14,33 @@ import pytest
 from engine import allocator
 
 ROOT = Path(__file__).resolve().parents[2]
-# Prints the variable as this interpreter sees it, then runs the console script.
+# Prints the variable as this interpreter sees it, then runs the console script (with
+# the arguments it is given: --help).
 _PROBE = ("import os, sys\n"
           "print('tunables=' + os.environ.get('GLIBC_TUNABLES', '(unset)'), flush=True)\n"
           "import pipelines.cli as cli\n"
-          "sys.argv = ['beamscore', '--help']\n"
           "cli.console_main()\n")
 
 
-def _console(env_tunables: str | None) -> list[str]:
+def _env(tunables: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
-    if env_tunables is not None:
-        env["GLIBC_TUNABLES"] = env_tunables
-    run = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
-                         timeout=60, env=env, cwd=ROOT)
+    if tunables is not None:
+        env["GLIBC_TUNABLES"] = tunables
+    return env
+
+
+def _console(env_tunables: str | None, tmp_path: Path) -> list[str]:
+    script = tmp_path / "console.py"
+    script.write_text(_PROBE)
+    run = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
+                         text=True, timeout=60, env=_env(env_tunables), cwd=ROOT)
     assert run.returncode == 0, run.stderr
     return run.stdout.splitlines()
 
 
 @pytest.mark.skipif(not allocator.uses_glibc(), reason="the settings are glibc's")
-def test_the_console_script_runs_again_once_with_the_tunables() -> None:
-    lines = _console(None)
+def test_the_console_script_runs_again_once_with_the_tunables(tmp_path: Path) -> None:
+    lines = _console(None, tmp_path)
     seen = [line for line in lines if line.startswith("tunables=")]
     assert seen == ["tunables=(unset)", f"tunables={allocator.TUNABLES}"]
     assert sum(line.startswith("usage: beamscore") for line in lines) == 1, \
@@ -42,10 +48,43 @@ def test_the_console_script_runs_again_once_with_the_tunables() -> None:
 
 
 @pytest.mark.parametrize("given", ["", "glibc.malloc.arena_max=2"])
-def test_tunables_already_set_are_left_alone(given: str) -> None:
-    lines = _console(given)
+def test_tunables_already_set_are_left_alone(given: str, tmp_path: Path) -> None:
+    lines = _console(given, tmp_path)
     assert [line for line in lines if line.startswith("tunables=")] == [f"tunables={given}"]
     assert any(line.startswith("usage: beamscore") for line in lines)
+
+
+@pytest.mark.skipif(not allocator.uses_glibc(), reason="the settings are glibc's")
+def test_a_program_that_cannot_be_run_again_runs_on_as_it_is() -> None:
+    """A ``-c`` program or one read from standard input: executing it again would run
+    something else (stdin is already read), so it keeps glibc's defaults."""
+    for args, stdin in (([sys.executable, "-c", _PROBE, "--help"], None),
+                        ([sys.executable, "-", "--help"], _PROBE)):
+        run = subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=60,
+                             env=_env(None), cwd=ROOT)
+        assert run.returncode == 0, run.stderr
+        lines = run.stdout.splitlines()
+        assert [line for line in lines if line.startswith("tunables=")] == \
+            ["tunables=(unset)"]
+        assert sum(line.startswith("usage: beamscore") for line in lines) == 1
+
+
+def test_a_closed_output_stream_does_not_stop_the_run_again(tmp_path: Path) -> None:
+    """With stdout closed at start (``sys.stdout`` is None) the command still runs."""
+    script = tmp_path / "console.py"
+    marker = tmp_path / "ran"
+    script.write_text("import os, sys\n"
+                      f"open({str(marker)!r}, 'a').write(os.environ.get('GLIBC_TUNABLES', '-')"
+                      " + '\\n')\n"
+                      "import pipelines.cli as cli\n"
+                      "cli.console_main()\n")
+    run = subprocess.run([sys.executable, str(script), "db", "--help"],
+                         stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, timeout=60, env=_env(None),
+                         cwd=ROOT, preexec_fn=lambda: os.close(1))
+    assert run.returncode == 0, run.stderr
+    expected = ["-", allocator.TUNABLES] if allocator.uses_glibc() else ["-"]
+    assert marker.read_text().splitlines() == expected
 
 
 def test_another_c_library_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:

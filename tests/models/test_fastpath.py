@@ -95,6 +95,30 @@ def test_other_vectorizer_settings_are_left_to_sklearn(vectorizer: Any, reason: 
         FastTextPipeline(model)
 
 
+@pytest.mark.parametrize("vocabulary", [
+    {"ab": 0, "ab\x00": 1, "zz": 2},          # NUL: would pack like "ab"
+    {"ab\udc80": 0, "ab": 1, "zz": 2},         # a lone surrogate
+    {"": 0, "a": 1, "ab": 2, "ab zz": 3, "zz": 4},  # 0- and 1-character terms, a bigram
+])
+def test_vocabularies_given_by_hand_count_as_sklearn(vocabulary: dict[str, int]) -> None:
+    model = Pipeline([("vec", CountVectorizer(vocabulary=vocabulary, ngram_range=(1, 2))),
+                      ("clf", LogisticRegression())])
+    vec = model.steps[0][1]
+    vec.fit([])
+    texts = ["ab ab zz", "a ab\x00 zz ab", "", "zz", "ab zz ab zz", "é ab zz"]
+    _, expected = vec._count_vocab(texts, fixed_vocab=True)
+    model.steps[1] = ("clf", LogisticRegression().fit(expected, [0, 1, 0, 1, 0, 1]))
+    got = FastTextPipeline(model).counts(texts)
+    for attr in ("indptr", "indices", "data"):
+        assert np.array_equal(getattr(got, attr), getattr(expected, attr)), attr
+
+
+def test_a_vocabulary_with_longer_terms_is_left_to_sklearn() -> None:
+    vec = CountVectorizer(vocabulary={"ab zz yy": 0, "ab": 1}, ngram_range=(1, 2)).fit([])
+    model = Pipeline([("vec", vec), ("clf", LogisticRegression())])
+    assert "vocabulary_" in (unsupported_reason(model) or "")
+
+
 def test_non_pipeline_models_are_left_to_sklearn() -> None:
     assert "not a Pipeline" in (unsupported_reason(LogisticRegression()) or "")
 
