@@ -130,11 +130,11 @@ class FastTextPipeline:
         n_tokens = len(token_ids)
         self._token_ids = token_ids  # tokens the vocabulary lacks get ``n_tokens``
         self._n_tokens = n_tokens
-        # ASCII batches (``_ascii_features``): tokens of up to _PACK bytes by their packed
-        # integer (a hash table), longer ones by their bytes.
-        # A token with a NUL byte (only in a vocabulary given by hand) would pack like
-        # the same token without it, and a 0- or 1-byte one is never a token: both go by
-        # their bytes (a lone surrogate kept as such), where no ASCII run matches them.
+        # ASCII batches (``_ascii_features``): tokens of 2 to _PACK bytes by their packed
+        # integer (a hash table), the others by their bytes (a lone surrogate kept as
+        # such). A token with a NUL byte (only in a vocabulary given by hand) would pack
+        # like the same token without it, and a 0- or 1-byte one is never a token: no
+        # ASCII run matches either by its bytes.
         encoded = {token.encode("utf-8", "surrogatepass"): i for token, i in token_ids.items()}
         packable = {b: i for b, i in encoded.items()
                     if 2 <= len(b) <= _PACK and b"\x00" not in b}
