@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -108,6 +108,33 @@ def test_vocabularies_given_by_hand_count_as_sklearn(vocabulary: dict[str, int])
     texts = ["ab ab zz", "a ab\x00 zz ab", "", "zz", "ab zz ab zz", "é ab zz"]
     _, expected = vec._count_vocab(texts, fixed_vocab=True)
     model.steps[1] = ("clf", LogisticRegression().fit(expected, [0, 1, 0, 1, 0, 1]))
+    got = FastTextPipeline(model).counts(texts)
+    for attr in ("indptr", "indices", "data"):
+        assert np.array_equal(getattr(got, attr), getattr(expected, attr)), attr
+
+
+# Terms a vocabulary given by hand may hold: tokens of 0-9 bytes, with NUL, a lone
+# surrogate, upper case or non-ASCII letters, and bigrams of them.
+_WORDS = st.sampled_from(["", "a", "ab", "AB", "ab\x00", "\x00", "ab\udc80", "é", "café",
+                          "abcdefgh", "abcdefghi", "zz", "zz9", "x_y", "ab\x00cdefgh"])
+_TERMS = st.one_of(_WORDS, st.tuples(_WORDS, _WORDS).map(" ".join))
+_HAND_DOCS = st.lists(st.lists(st.sampled_from(
+    ["ab", "AB", "abcdefgh", "abcdefghi", "zz", "zz9", "x_y", "a", "é", "café", " ", ",",
+     "\x00"]), max_size=10).map(" ".join), min_size=1, max_size=8)
+
+
+@pytest.mark.filterwarnings("ignore:Upper case characters found in vocabulary")
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(terms=st.lists(_TERMS, min_size=1, max_size=12, unique=True), texts=_HAND_DOCS,
+       lowercase=st.booleans())
+@example(terms=["ab", "ab\x00", "zz"], texts=["ab ab zz"], lowercase=True)
+def test_any_vocabulary_given_by_hand_counts_as_sklearn(terms: list[str], texts: list[str],
+                                                        lowercase: bool) -> None:
+    vec = CountVectorizer(vocabulary={t: i for i, t in enumerate(terms)},
+                          ngram_range=(1, 2), lowercase=lowercase).fit([])
+    clf = LogisticRegression().fit(np.eye(2, len(terms)), [0, 1])
+    model = Pipeline([("vec", vec), ("clf", clf)])
+    _, expected = vec._count_vocab(texts, fixed_vocab=True)
     got = FastTextPipeline(model).counts(texts)
     for attr in ("indptr", "indices", "data"):
         assert np.array_equal(getattr(got, attr), getattr(expected, attr)), attr
