@@ -33,8 +33,9 @@ COPY --from=launcher /opt/google/dataflow/python_template_launcher /opt/google/d
 # its own venv at worker start and not see the packages of this one. PYTHONSAFEPATH: the
 # launcher runs `python /template/pipelines/template.py`, which would put pipelines/ first
 # on sys.path, where a module (pipelines/tracking.py) shadows a top-level package.
-# GLIBC_TUNABLES: the allocator settings of engine/allocator.py (TUNABLES, the same
-# value), for Dataflow's workers and the launcher.
+# GLIBC_TUNABLES and ARROW_DEFAULT_MEMORY_POOL: the allocator settings of
+# engine/allocator.py (TUNABLES and ARROW_POOL, the same values), for Dataflow's workers
+# and the launcher.
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT=1 \
@@ -42,7 +43,8 @@ ENV VIRTUAL_ENV=/opt/venv \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONUNBUFFERED=1 \
     GRPC_ENABLE_FORK_SUPPORT=false \
-    GLIBC_TUNABLES=glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1
+    GLIBC_TUNABLES=glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1 \
+    ARROW_DEFAULT_MEMORY_POOL=system
 
 WORKDIR ${WORKDIR}
 

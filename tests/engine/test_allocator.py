@@ -1,5 +1,6 @@
-"""glibc's allocator settings: the console script runs under them, once; the image
-sets the same; a variable already set, or another C library, is left alone."""
+"""The allocator settings: the console script runs under them, once, with Arrow
+allocating from glibc's heap; the image sets the same; a variable already set, or
+another C library, is left alone."""
 
 from __future__ import annotations
 
@@ -20,20 +21,30 @@ _PROBE = ("import os, sys\n"
           "print('tunables=' + os.environ.get('GLIBC_TUNABLES', '(unset)'), flush=True)\n"
           "import pipelines.cli as cli\n"
           "cli.console_main()\n")
+# The same, printing also the pool Arrow allocates from in each process.
+_POOL_PROBE = ("import os, sys, pyarrow\n"
+               "print('tunables=' + os.environ.get('GLIBC_TUNABLES', '(unset)')"
+               " + ' pool=' + pyarrow.default_memory_pool().backend_name, flush=True)\n"
+               "import pipelines.cli as cli\n"
+               "cli.console_main()\n")
+_NAMES = ("GLIBC_TUNABLES", "ARROW_DEFAULT_MEMORY_POOL")
 
 
-def _env(tunables: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+def _env(tunables: str | None, pool: str | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _NAMES}
     if tunables is not None:
         env["GLIBC_TUNABLES"] = tunables
+    if pool is not None:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = pool
     return env
 
 
-def _console(env_tunables: str | None, tmp_path: Path) -> list[str]:
+def _console(env_tunables: str | None, tmp_path: Path, *, pool: str | None = None,
+             probe: str = _PROBE) -> list[str]:
     script = tmp_path / "console.py"
-    script.write_text(_PROBE)
+    script.write_text(probe)
     run = subprocess.run([sys.executable, str(script), "--help"], capture_output=True,
-                         text=True, timeout=60, env=_env(env_tunables), cwd=ROOT)
+                         text=True, timeout=60, env=_env(env_tunables, pool), cwd=ROOT)
     assert run.returncode == 0, run.stderr
     return run.stdout.splitlines()
 
@@ -47,11 +58,31 @@ def test_the_console_script_runs_again_once_with_the_tunables(tmp_path: Path) ->
         "the command itself runs once, in the second process"
 
 
+@pytest.mark.skipif(not allocator.uses_glibc(), reason="the settings are glibc's")
+def test_arrow_allocates_from_glibc_in_the_process_run_again(tmp_path: Path) -> None:
+    """Arrow's default pool (mimalloc, or jemalloc) gives way to glibc's heap, which
+    the tunables configure; a pool named in the environment is kept."""
+    lines = _console(None, tmp_path, probe=_POOL_PROBE)
+    seen = [line for line in lines if line.startswith("tunables=")]
+    assert len(seen) == 2 and seen[0].startswith("tunables=(unset) pool=")
+    assert seen[0] != f"tunables=(unset) pool={allocator.ARROW_POOL}", \
+        "Arrow's own default is another pool, or this test shows nothing"
+    assert seen[1] == f"tunables={allocator.TUNABLES} pool={allocator.ARROW_POOL}"
+
+    named = _console(None, tmp_path, pool="jemalloc", probe=_POOL_PROBE)
+    assert [line for line in named if line.startswith("tunables=")] == [
+        "tunables=(unset) pool=jemalloc", f"tunables={allocator.TUNABLES} pool=jemalloc"]
+
+
 @pytest.mark.parametrize("given", ["", "glibc.malloc.arena_max=2"])
 def test_tunables_already_set_are_left_alone(given: str, tmp_path: Path) -> None:
     lines = _console(given, tmp_path)
     assert [line for line in lines if line.startswith("tunables=")] == [f"tunables={given}"]
     assert any(line.startswith("usage: beamscore") for line in lines)
+    pool = [line for line in _console(given, tmp_path, probe=_POOL_PROBE)
+            if line.startswith("tunables=")]
+    assert len(pool) == 1 and not pool[0].endswith(f" pool={allocator.ARROW_POOL}"), \
+        "Arrow keeps its own pool where glibc keeps its own settings"
 
 
 @pytest.mark.skipif(not allocator.uses_glibc(), reason="the settings are glibc's")
@@ -89,12 +120,15 @@ def test_a_closed_output_stream_does_not_stop_the_run_again(tmp_path: Path) -> N
 
 def test_another_c_library_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
     monkeypatch.setattr(allocator, "uses_glibc", lambda: False)
     monkeypatch.setattr(os, "execv", lambda *a: pytest.fail("executed again"))
     allocator.reexec()
     assert "GLIBC_TUNABLES" not in os.environ
+    assert "ARROW_DEFAULT_MEMORY_POOL" not in os.environ
 
 
 def test_the_image_sets_the_same_tunables_for_dataflow_workers() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.findall(r"GLIBC_TUNABLES=(\S+)", dockerfile) == [allocator.TUNABLES]
+    assert re.findall(r"ARROW_DEFAULT_MEMORY_POOL=(\S+)", dockerfile) == [allocator.ARROW_POOL]
