@@ -51,6 +51,10 @@ _PACK = 8
 _KEEP = np.array([((1 << 64) - 1) ^ ((1 << (64 - 8 * n)) - 1) for n in range(_PACK + 1)],
                  dtype=np.uint64)
 
+# A batch whose keys ``row * n_features + column`` stay within this span
+# (``n_rows * n_features``) sorts them as 32-bit integers.
+KEY32_SPAN = 1 << 32
+
 
 def _ascii_table(lower: bool) -> bytes:
     """``bytes.translate`` table: ASCII bytes that are not \\w (all but letters, digits,
@@ -177,10 +181,14 @@ class FastTextPipeline:
     def _count_matrix(self, rows: Any, cols: Any, n_rows: int) -> Any:
         """The CSR matrix counting each (row, column) pair, columns sorted within a row:
         the pairs' keys ``row * n_features + column`` sorted, each run of one key a
-        count."""
+        count. Keys that fit in 32 bits (``n_rows * n_features`` at most 2**32: a batch of
+        4,096 texts and up to a million features) are sorted as such, about twice as
+        fast as 64-bit ones."""
         import scipy.sparse as sp
 
         key = rows * self._n_features + cols
+        if n_rows * self._n_features <= KEY32_SPAN:
+            key = key.astype(np.uint32)
         key.sort()
         first = np.empty(len(key), dtype=bool)
         first[:1] = True

@@ -14,6 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from landing.samples import make_docs
+from models import fastpath
 from models.fastpath import FastTextPipeline, unsupported_reason
 
 # Cases sklearn's tokenizer and n-gram builder must agree on: case, accents, digits,
@@ -52,8 +53,13 @@ VARIANTS = {
 }
 
 
+@pytest.mark.parametrize("keys", ["32-bit", "64-bit"])
 @pytest.mark.parametrize("name", sorted(VARIANTS))
-def test_counts_and_probabilities_are_identical_to_sklearn(name: str) -> None:
+def test_counts_and_probabilities_are_identical_to_sklearn(
+        name: str, keys: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whichever width the batch's (row, column) keys are sorted in."""
+    if keys == "64-bit":
+        monkeypatch.setattr(fastpath, "KEY32_SPAN", 0)
     model = _fit(VARIANTS[name])
     assert unsupported_reason(model) is None
     fast = FastTextPipeline(model)
