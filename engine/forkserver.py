@@ -21,18 +21,28 @@ gRPC; after any fork server started in the process (tests, library callers: gRPC
 run here since) it is spawned as a fresh interpreter instead,
 whose imports overlap the launcher's planning. It exits when the launcher goes away
 and kills its workers when stopped. Workers of a run are started together (each
-client's fork is one accept and one ``fork``, its model loads in its own process) and,
-with ``engine.teardown``, stopped together; with ``engine.bundles`` a small stage
-goes only to the workers that have elements of it.
+client's fork is one accept and one ``fork``) and, with ``engine.teardown``, stopped
+together; with ``engine.bundles`` a small stage goes only to the workers that have
+elements of it.
+
+``preload(fn)`` runs a (pickled) callable once in the zygote before it forks the
+run's workers, which inherit what it made: the run's model, loaded and verified once
+per machine instead of once per worker, its memory shared by the workers until they
+write to it. The zygote reads its socket's connections in order and the callables are
+sent as soon as it serves, before the runner starts any worker, so every worker is
+forked after them. A callable that fails there changes nothing: each worker then does
+the work itself, and reports its error as it would have.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import importlib
 import json
 import logging
 import os
+import pickle
 import select
 import shlex
 import shutil
@@ -42,7 +52,7 @@ import struct
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from apache_beam.transforms import environments
 
@@ -55,6 +65,9 @@ WORKER_ENV = ("CONTROL_API_SERVICE_DESCRIPTOR", "LOGGING_API_SERVICE_DESCRIPTOR"
               "PIPELINE_OPTIONS", "WORKER_ID")
 CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "client.py")
 START_METHODS = ("auto", "fork", "spawn")
+PRELOAD_KEY = "preload"  # a connection's message that carries a callable, not a worker's env
+
+_LOG = logging.getLogger(__name__)
 
 # gRPC cannot be used in a child forked after gRPC has run in the parent.
 _GRPC_USED = False
@@ -75,6 +88,7 @@ class ForkServer:
         self._ready_fd = -1
         self._ready = False
         self._dir = ""
+        self._preloads: list[bytes] = []  # pickled callables not yet sent to the zygote
 
     @property
     def socket_path(self) -> str:
@@ -132,6 +146,24 @@ class ForkServer:
             raise RuntimeError("the local worker fork server did not start; "
                                "set local_engine: spawn to use Beam's multi_processing")
         self._ready = True
+        self._send_preloads()
+
+    def preload(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` (pickled) once in the zygote before it forks this run's workers:
+        sent as soon as the zygote serves. Call it before the pipeline runs."""
+        self._preloads.append(pickle.dumps(fn))
+        if self._ready:
+            self._send_preloads()
+
+    def _send_preloads(self) -> None:
+        while self._preloads:
+            payload = base64.b64encode(self._preloads.pop(0)).decode()
+            try:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                    conn.connect(self.socket_path)
+                    conn.sendall(json.dumps({PRELOAD_KEY: payload}).encode() + b"\n")
+            except OSError as exc:  # the workers load for themselves
+                _LOG.warning("could not hand the fork server a preload: %s", exc)
 
     def environment(self) -> environments.SubprocessSDKEnvironment:
         command = " ".join(shlex.quote(a) for a in (
@@ -199,6 +231,10 @@ class _Zygote:
             if self._server.fileno() in readable:
                 conn, _ = self._server.accept()
                 env = json.loads(_read_line(conn))
+                if PRELOAD_KEY in env:
+                    conn.close()
+                    _run_preload(env[PRELOAD_KEY])
+                    continue
                 pid = os.fork()
                 if pid == 0:
                     self._become_worker(conn, env)
@@ -251,6 +287,12 @@ class _Zygote:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
         os._exit(0)
+
+
+def _run_preload(payload: str) -> None:
+    """In the zygote: call a launcher's preload; its failure is the workers' to meet."""
+    with contextlib.suppress(Exception):
+        pickle.loads(base64.b64decode(payload))()
 
 
 def _read_line(conn: socket.socket) -> bytes:

@@ -52,6 +52,11 @@ SCORED = typehints.Tuple[DocBatch, typehints.Any, typehints.Optional[BatchStats]
 _SAMPLE_KEY = "beamscore-labels"  # siphash key (16 bytes) of tracking.labelled_sample
 
 
+# Models loaded into this process by ``DocBatchModelHandler.preload`` (the fork
+# server's zygote, before it forks the workers that inherit them), by what loaded them.
+_PRELOADED: dict[tuple[Any, ...], Any] = {}
+
+
 class DocBatchModelHandler(ModelHandler[DocBatch, DocBatch, Any]):
     """Loads a verified registry model; scores a DocBatch per call.
 
@@ -95,7 +100,23 @@ class DocBatchModelHandler(ModelHandler[DocBatch, DocBatch, Any]):
 
     def load_model(self) -> Any:
         """The verified model; wrapped in ``FastTextPipeline`` (same probabilities,
-        vectorised featurisation) when enabled and the model qualifies."""
+        vectorised featurisation) when enabled and the model qualifies. A model this
+        process inherited from ``preload`` with the same settings is that model."""
+        found = _PRELOADED.get(self._load_key())
+        return found if found is not None else self._load()
+
+    def preload(self) -> None:
+        """Load the model into this process for the workers forked from it later (the
+        fork server's zygote: ``engine.forkserver.ForkServer.preload``)."""
+        _PRELOADED[self._load_key()] = self._load()
+
+    def _load_key(self) -> tuple[Any, ...]:
+        """Everything ``_load`` depends on."""
+        return (self._registry_root, self._ref.name, self._ref.version, self._ref.sha256,
+                self._allow, self._fast, self._policy.trusted_types,
+                self._policy.allow_pickle)
+
+    def _load(self) -> Any:
         model = ModelRegistry(self._registry_root).load(self._ref, self._allow, self._policy)
         if self._fast:
             reason = unsupported_reason(model)

@@ -35,7 +35,7 @@ from pipelines.orchestration.exit_codes import (
     guarded,
 )
 from pipelines.orchestration.finish import FinishInJob, FinishSettings, finish, warm_up
-from pipelines.orchestration.graph import GraphSettings, build_pipeline
+from pipelines.orchestration.graph import GraphSettings, build_pipeline, model_handler
 from pipelines.orchestration.launch import (
     LeaseKeeper,
     acquire_tranches,
@@ -247,9 +247,11 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
                                 sum(c.est_rows for c in plan.chunks))
     progress.start()
     reference = reference_of(cfg.registry, ref, cfg.tracking.enabled)
+    graph = settings_of(GraphSettings, cfg)
+    if server is not None:  # the model is loaded once, in the zygote, for every worker
+        server.preload(model_handler(graph, ref, reference).preload)
     try:
-        build_pipeline(p, settings_of(GraphSettings, cfg), plan, ref, run_id, sink,
-                       plan_summary(plan, ref), reference)
+        build_pipeline(p, graph, plan, ref, run_id, sink, plan_summary(plan, ref), reference)
         result = p.run()  # the runner waits for the fork server before its workers start
         try:
             result.wait_until_finish()

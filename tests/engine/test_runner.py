@@ -3,8 +3,11 @@ the zygote is waited for only when the workers are about to start."""
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import apache_beam as beam
 import pytest
@@ -14,6 +17,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from engine.forkserver import ForkServer
 from engine.runner import ForkServerRunner
+from tests.engine import preload_probe
 
 
 @pytest.mark.slow
@@ -54,3 +58,32 @@ def test_a_zygote_that_cannot_start_fails_the_run_with_the_fork_servers_error() 
     with pytest.raises(RuntimeError, match="fork server did not start"):
         p.run()
     server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_workers_are_forked_after_the_preloads_and_inherit_what_they_made(
+        method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A preload runs once, in the zygote, before it forks any worker; one that fails
+    there leaves the run as it would have been."""
+    monkeypatch.setenv("PYTHONPATH", ":".join(sys.path))  # the spawned zygote imports tests.*
+    server = ForkServer(preload=["tests.engine.preload_probe"], start_method=method)
+    server.start()
+    server.preload(preload_probe.fail)
+    server.preload(functools.partial(preload_probe.make, "model"))
+    try:
+        options = PipelineOptions(direct_num_workers=2)
+        with beam.Pipeline(runner=ForkServerRunner(server), options=options) as p:
+            seen = (p | beam.Create(list(range(8)))
+                    | beam.Map(lambda _: (tuple(preload_probe.MADE), os.getpid()))
+                    | beam.combiners.ToList())
+
+            def made_once_in_the_zygote(found: list[list[Any]]) -> None:
+                (pairs,) = found
+                assert {made for made, _ in pairs} == {(("model", server.pid),)}
+                assert server.pid not in {pid for _, pid in pairs}
+
+            assert_that(seen, made_once_in_the_zygote)
+    finally:
+        server.stop()
+    assert preload_probe.MADE == [], "the launcher itself runs no preload"

@@ -480,9 +480,19 @@ def test_no_date_means_yesterday_utc(registry_root: str, tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_local_engines_score_identically_and_leave_no_processes(
-        landing: Landing, registry_root: str, tmp_path: Path) -> None:
+        landing: Landing, registry_root: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also: the fork engine loads the model once, in its zygote, for its workers."""
     import subprocess
     import sys
+
+    from engine.forkserver import ForkServer
+    from transforms.infer import DocBatchModelHandler
+
+    preloads: list[Any] = []
+    preload = ForkServer.preload
+    monkeypatch.setattr(ForkServer, "preload",
+                        lambda self, fn: preloads.append(fn) or preload(self, fn))
 
     def rows(db: Path) -> list[tuple[Any, ...]]:
         return sorted(sqlite_rows(db, "SELECT doc_id, label, score, top_k FROM predictions"))
@@ -502,6 +512,8 @@ def test_local_engines_score_identically_and_leave_no_processes(
         result = run_cli(*score_args(landing, registry_root, db, tmp_path / engine, "--date",
                                      DAYS[0], "--workers", "2", "--local-engine", engine))
         assert result.rc == 0, result.err
+    assert [(type(fn.__self__), fn.__name__) for fn in preloads] == [
+        (DocBatchModelHandler, "preload")], "the fork engine's run, and only it"
     assert rows(db1) == rows(db2) == rows(db3)
     assert len(rows(db1)) == len(landing.valid_ids(DAYS[0]))
     assert worker_processes() == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
@@ -18,9 +19,10 @@ from landing.samples import make_docs
 from models.fastpath import FastTextPipeline
 from models.predict import TimeLimit
 from models.preprocess import PreprocessConfig, preprocess_texts
-from models.registry import ModelRegistry
+from models.registry import ModelRegistry, RegistryError
 from models.unpickle import Policy
 from tests.doubles import TRUSTED, CountingPipeline, HangingPipeline, PoisonedPipeline
+from transforms import infer
 from transforms.infer import TRACK, DocBatchModelHandler, ScoreBatches
 from transforms.records import (
     DEAD_LETTERS,
@@ -270,3 +272,28 @@ def test_handler_uses_the_fast_path_only_when_enabled(registry_root: str,
     texts = [d["text"] for d in make_docs(200, seed=21)] + ["", "café refund", "退款"]
     assert np.array_equal(fast.predict_proba(texts), plain.predict_proba(texts))
 
+
+
+def test_a_preloaded_model_is_handed_out_for_the_same_settings_only(
+        registry_copy: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the fork server's zygote loaded is what its workers score with, provided
+    they would have loaded the same artifact the same way; otherwise they load."""
+    monkeypatch.setattr(infer, "_PRELOADED", {})
+    registry = ModelRegistry(registry_copy)
+    ref = registry.resolve("demo")
+    DocBatchModelHandler(registry_copy, ref, top_k=3).preload()
+    (preloaded,) = infer._PRELOADED.values()
+    assert isinstance(preloaded, FastTextPipeline)
+    os.remove(registry.artifact_path(ref))  # from now on, only the preload can be had
+
+    # Settings that do not change how the model is loaded: the preloaded model.
+    same = DocBatchModelHandler(registry_copy, ref, top_k=1, tracking=True, payload_limit=10)
+    assert same.load_model() is preloaded
+    # Any that do: a load of its own (and the artifact is gone).
+    others = [DocBatchModelHandler(registry_copy, ref, top_k=3, fast_text_features=False),
+              DocBatchModelHandler(registry_copy, ref, top_k=3, policy=Policy(["a.B"])),
+              DocBatchModelHandler(registry_copy, ref, top_k=3, allow_sklearn_mismatch=True),
+              DocBatchModelHandler(registry_copy + "/", ref, top_k=3)]
+    for other in others:
+        with pytest.raises((RegistryError, OSError)):
+            other.load_model()
