@@ -150,8 +150,13 @@ class ForkServer:
 
     def preload(self, fn: Callable[[], object]) -> None:
         """Run ``fn`` (pickled) once in the zygote before it forks this run's workers:
-        sent as soon as the zygote serves. Call it before the pipeline runs."""
-        self._preloads.append(pickle.dumps(fn))
+        sent as soon as the zygote serves. Call it before the pipeline runs; one that
+        cannot be pickled is skipped with a warning (the workers do the work)."""
+        try:
+            self._preloads.append(pickle.dumps(fn))
+        except Exception as exc:  # noqa: BLE001 - pickling can raise anything
+            _LOG.warning("cannot hand the fork server %r: %s", fn, exc)
+            return
         if self._ready:
             self._send_preloads()
 
@@ -186,6 +191,8 @@ class ForkServer:
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = ""
+        self._ready = False
+        self._preloads.clear()
 
 
 class _Zygote:
@@ -230,10 +237,15 @@ class _Zygote:
                     os.read(self._wake_r, 4096)
             if self._server.fileno() in readable:
                 conn, _ = self._server.accept()
-                env = json.loads(_read_line(conn))
+                try:
+                    env = json.loads(_read_line(conn))
+                except ValueError:  # not a client's message: nothing to serve
+                    conn.close()
+                    continue
                 if PRELOAD_KEY in env:
                     conn.close()
-                    _run_preload(env[PRELOAD_KEY])
+                    with start_up():  # what it makes is frozen, as the imports are
+                        _run_preload(env[PRELOAD_KEY])
                     continue
                 pid = os.fork()
                 if pid == 0:
@@ -290,9 +302,14 @@ class _Zygote:
 
 
 def _run_preload(payload: str) -> None:
-    """In the zygote: call a launcher's preload; its failure is the workers' to meet."""
-    with contextlib.suppress(Exception):
+    """In the zygote: call a launcher's preload. Whatever it raises, the zygote serves
+    on (the workers then do the work themselves) and says so on its standard error."""
+    try:
         pickle.loads(base64.b64decode(payload))()
+    except BaseException as exc:  # noqa: BLE001 - SystemExit too: the zygote must serve
+        with contextlib.suppress(Exception):
+            print(f"beamscore fork server: a preload failed, workers do it themselves: "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
 
 def _read_line(conn: socket.socket) -> bytes:

@@ -157,6 +157,12 @@ class FastTextPipeline:
         index_dtype = np.int32 if self._n_features < np.iinfo(np.int32).max else np.int64
         self._index_dtype = index_dtype
 
+    def warm(self) -> None:
+        """Build the hash tables of the token and pair lookups now (pandas builds them
+        on first use): in a process that forks workers, once for all of them."""
+        for index in (self._short_keys, self._bi_keys):
+            index.get_indexer(index[:1])
+
     def counts(self, texts: list[str]) -> Any:
         """The matrix ``vectorizer._count_vocab(texts, fixed_vocab=True)`` returns."""
         return self.counts_and_tokens(texts)[0]
@@ -187,7 +193,7 @@ class FastTextPipeline:
         import scipy.sparse as sp
 
         key = rows * self._n_features + cols
-        if n_rows * self._n_features <= KEY32_SPAN:
+        if n_rows * self._n_features <= KEY32_SPAN and self._n_features < KEY32_SPAN:
             key = key.astype(np.uint32)
         key.sort()
         first = np.empty(len(key), dtype=bool)

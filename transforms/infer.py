@@ -108,7 +108,10 @@ class DocBatchModelHandler(ModelHandler[DocBatch, DocBatch, Any]):
     def preload(self) -> None:
         """Load the model into this process for the workers forked from it later (the
         fork server's zygote: ``engine.forkserver.ForkServer.preload``)."""
-        _PRELOADED[self._load_key()] = self._load()
+        model = self._load()
+        if isinstance(model, FastTextPipeline):
+            model.warm()
+        _PRELOADED[self._load_key()] = model
 
     def _load_key(self) -> tuple[Any, ...]:
         """Everything ``_load`` depends on."""

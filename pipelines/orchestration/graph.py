@@ -84,12 +84,14 @@ def model_handler(graph: GraphSettings, ref: ModelRef, reference: dict[str, Any]
 def build_pipeline(p: beam.Pipeline, graph: GraphSettings, plan: ScorePlan, ref: ModelRef,
                    run_id: str, sink: SinkSettings, extra: dict[str, Any] | None = None,
                    reference: dict[str, Any] | None = None,
-                   finish: Callable[[dict[str, Any]], Any] | None = None) -> beam.PCollection:
+                   finish: Callable[[dict[str, Any]], Any] | None = None,
+                   handler: DocBatchModelHandler | None = None) -> beam.PCollection:
     """Attach the scoring transforms to ``p``; returns the summary PCollection (with
     ``extra``, what the launch knew, in it). With tracking on, every tranche is profiled
     and compared with ``reference`` (the model's reference profile). ``finish``, when
     given, is called with the summary once the run and its monitoring rows are recorded
-    (``pipelines.orchestration.finish.FinishInJob``)."""
+    (``pipelines.orchestration.finish.FinishInJob``). ``handler`` is the
+    ``model_handler(graph, ref, reference)`` the caller made already, if it did."""
     pre = PreprocessConfig.from_dict(ref.metadata.get("preprocessing", {}))
     ctx = RunContext(
         run_id=run_id, model_name=ref.name, model_version=ref.version, model_sha256=ref.sha256,
@@ -97,7 +99,7 @@ def build_pipeline(p: beam.Pipeline, graph: GraphSettings, plan: ScorePlan, ref:
         fences=tuple(sorted(plan.fence.tokens.items())) if plan.fence else (),
     )
     limit = graph.validation.max_payload_chars
-    handler = model_handler(graph, ref, reference)
+    handler = handler or model_handler(graph, ref, reference)
     read = p | "Read tranches" >> ReadTranches(plan.chunks, graph.fields, graph.batch_size,
                                                limit, graph.validation.max_text_chars)
     refused = p | "Refused links" >> RefusedLinks(plan.refused)

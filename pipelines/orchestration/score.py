@@ -248,10 +248,12 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
     progress.start()
     reference = reference_of(cfg.registry, ref, cfg.tracking.enabled)
     graph = settings_of(GraphSettings, cfg)
-    if server is not None:  # the model is loaded once, in the zygote, for every worker
-        server.preload(model_handler(graph, ref, reference).preload)
+    handler = model_handler(graph, ref, reference)
     try:
-        build_pipeline(p, graph, plan, ref, run_id, sink, plan_summary(plan, ref), reference)
+        if server is not None:  # the model is loaded once, in the zygote, for every worker
+            server.preload(handler.preload)
+        build_pipeline(p, graph, plan, ref, run_id, sink, plan_summary(plan, ref), reference,
+                       handler=handler)
         result = p.run()  # the runner waits for the fork server before its workers start
         try:
             result.wait_until_finish()

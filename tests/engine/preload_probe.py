@@ -13,4 +13,4 @@ def make(what: str) -> None:
 
 
 def fail() -> None:
-    raise RuntimeError("a preload that fails")
+    raise SystemExit("a preload that exits")

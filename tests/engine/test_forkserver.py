@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
 import subprocess
 import time
 
@@ -34,6 +35,9 @@ def test_zygote_serves_workers_and_stops_with_no_process_left(method: str) -> No
         # No control endpoint in this environment: Beam's worker exits at once with an
         # error, and the client reports that worker's exit code.
         env = {k: v for k, v in os.environ.items() if k not in WORKER_ENV}
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stray:  # not a client
+            stray.connect(socket_path)
+            stray.sendall(b"not a client's message\n")
         started = time.monotonic()
         first = subprocess.run(command, env=env, capture_output=True, timeout=60)
         second = subprocess.run(command, env=env, capture_output=True, timeout=60)
@@ -44,6 +48,7 @@ def test_zygote_serves_workers_and_stops_with_no_process_left(method: str) -> No
         server.stop()
     assert not _alive(zygote)
     assert not os.path.exists(socket_path)
+    server.preload(print)  # after stop: kept for no one, sent nowhere
 
 
 @pytest.mark.slow

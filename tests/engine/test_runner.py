@@ -63,9 +63,10 @@ def test_a_zygote_that_cannot_start_fails_the_run_with_the_fork_servers_error() 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_workers_are_forked_after_the_preloads_and_inherit_what_they_made(
-        method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        method: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
     """A preload runs once, in the zygote, before it forks any worker; one that fails
-    there leaves the run as it would have been."""
+    there, even by SystemExit, leaves the run as it would have been, and says so."""
     monkeypatch.setenv("PYTHONPATH", ":".join(sys.path))  # the spawned zygote imports tests.*
     server = ForkServer(preload=["tests.engine.preload_probe"], start_method=method)
     server.start()
@@ -87,3 +88,5 @@ def test_workers_are_forked_after_the_preloads_and_inherit_what_they_made(
     finally:
         server.stop()
     assert preload_probe.MADE == [], "the launcher itself runs no preload"
+    assert "a preload failed, workers do it themselves: SystemExit: a preload that exits" \
+        in capfd.readouterr().err

@@ -194,3 +194,11 @@ def test_any_batch_counts_and_tokens_equal_sklearn_and_the_token_pattern(
 
 
 _MODELS: dict[str, Pipeline] = {}
+
+
+def test_warm_builds_the_lookup_tables_a_forking_process_hands_down() -> None:
+    fast = FastTextPipeline(_fit(VARIANTS["recipe"]))
+    tables = (fast._short_keys, fast._bi_keys)
+    assert not any(t._engine.is_mapping_populated for t in tables)
+    fast.warm()
+    assert all(t._engine.is_mapping_populated for t in tables)

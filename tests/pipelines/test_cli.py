@@ -489,10 +489,16 @@ def test_local_engines_score_identically_and_leave_no_processes(
     from engine.forkserver import ForkServer
     from transforms.infer import DocBatchModelHandler
 
+    from pipelines.orchestration import score
+
     preloads: list[Any] = []
     preload = ForkServer.preload
     monkeypatch.setattr(ForkServer, "preload",
                         lambda self, fn: preloads.append(fn) or preload(self, fn))
+    built: list[Any] = []
+    build = score.build_pipeline
+    monkeypatch.setattr(score, "build_pipeline",
+                        lambda *a, **k: built.append(k["handler"]) or build(*a, **k))
 
     def rows(db: Path) -> list[tuple[Any, ...]]:
         return sorted(sqlite_rows(db, "SELECT doc_id, label, score, top_k FROM predictions"))
@@ -514,6 +520,7 @@ def test_local_engines_score_identically_and_leave_no_processes(
         assert result.rc == 0, result.err
     assert [(type(fn.__self__), fn.__name__) for fn in preloads] == [
         (DocBatchModelHandler, "preload")], "the fork engine's run, and only it"
+    assert preloads[0].__self__ is built[0], "the zygote loads the model the pipeline uses"
     assert rows(db1) == rows(db2) == rows(db3)
     assert len(rows(db1)) == len(landing.valid_ids(DAYS[0]))
     assert worker_processes() == []
