@@ -61,14 +61,15 @@ def test_a_zygote_that_cannot_start_fails_the_run_with_the_fork_servers_error() 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_workers_are_forked_after_the_preloads_and_inherit_what_they_made(
-        method: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
-) -> None:
+        monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
     """A preload runs once, in the zygote, before it forks any worker; one that fails
-    there, even by SystemExit, leaves the run as it would have been, and says so."""
+    there, even by SystemExit, leaves the run as it would have been, and says so. The
+    zygote is spawned: this test process may have run gRPC already, so a zygote forked
+    from it could not serve (a fresh launcher's forked zygote runs the same code:
+    tests/pipelines/test_cli.py)."""
     monkeypatch.setenv("PYTHONPATH", ":".join(sys.path))  # the spawned zygote imports tests.*
-    server = ForkServer(preload=["tests.engine.preload_probe"], start_method=method)
+    server = ForkServer(preload=["tests.engine.preload_probe"], start_method="spawn")
     server.start()
     server.preload(preload_probe.fail)
     server.preload(functools.partial(preload_probe.make, "model"))
