@@ -487,9 +487,8 @@ def test_local_engines_score_identically_and_leave_no_processes(
     import sys
 
     from engine.forkserver import ForkServer
-    from transforms.infer import DocBatchModelHandler
-
     from pipelines.orchestration import score
+    from transforms.infer import DocBatchModelHandler
 
     preloads: list[Any] = []
     preload = ForkServer.preload
