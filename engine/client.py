@@ -3,7 +3,10 @@
 ``python -I -S client.py SOCKET KEY,KEY,...``: FnApiRunner runs this as an SDK worker's
 command line with the worker's endpoints in its environment. It passes the named
 variables to the fork server, which forks a pre-imported worker, and exits with that
-worker's exit code (1 if the server goes away).
+worker's exit code (1 if the server goes away once it has the request). A fork server
+that cannot be reached (it died, or was killed) does not stop the run: the client then
+becomes a worker itself, Beam's own ``sdk_worker_main`` in a fresh interpreter (the
+``spawn`` engine's worker, which imports everything again), with the same endpoints.
 """
 
 import json
@@ -15,9 +18,12 @@ import sys
 
 def main(path: str, keys: list[str]) -> int:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn.connect(path)
     env = {k: os.environ[k] for k in keys if k in os.environ}
-    conn.sendall(json.dumps(env).encode() + b"\n")
+    try:
+        conn.connect(path)
+        conn.sendall(json.dumps(env).encode() + b"\n")
+    except OSError as exc:
+        cold_worker(exc)
     data = b""
     while len(data) < 4:
         chunk = conn.recv(4 - len(data))
@@ -26,6 +32,14 @@ def main(path: str, keys: list[str]) -> int:
         data += chunk
     code: int = struct.unpack("<i", data)[0]
     return code
+
+
+def cold_worker(reason: BaseException) -> None:
+    """Replace this process by a worker that imports everything itself."""
+    print(f"beamscore: the worker fork server cannot be reached ({reason}); this worker "
+          "starts in a fresh interpreter instead", file=sys.stderr, flush=True)
+    os.execv(sys.executable,
+             [sys.executable, "-m", "apache_beam.runners.worker.sdk_worker_main"])
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -91,3 +93,47 @@ def test_workers_are_forked_after_the_preloads_and_inherit_what_they_made(
     assert preload_probe.MADE == [], "the launcher itself runs no preload"
     assert "a preload failed, workers do it themselves: SystemExit: a preload that exits" \
         in capfd.readouterr().err
+
+
+# Kills the zygote once it serves, then runs a pipeline on its runner.
+_ORPHANED_RUN = """
+import os, signal
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.util import assert_that, equal_to
+from engine.forkserver import ForkServer
+from engine.runner import ForkServerRunner
+
+server = ForkServer(preload=["json"])
+server.start()
+server.wait_ready()
+os.kill(server.pid, signal.SIGKILL)
+try:
+    with beam.Pipeline(runner=ForkServerRunner(server),
+                       options=PipelineOptions(direct_num_workers=2)) as p:
+        assert_that(p | beam.Create([1, 2, 3]) | beam.Map(lambda x: x * 2),
+                    equal_to([2, 4, 6]))
+finally:
+    server.stop()
+print("run completed")
+"""
+
+
+@pytest.mark.slow
+def test_a_fork_server_that_died_after_it_served_leaves_cold_workers_to_do_the_run() -> None:
+    """Killed (say, by the kernel's OOM killer) after it reported ready, the zygote
+    cannot fork the workers: each client becomes a worker in a fresh interpreter, and
+    the run completes instead of waiting for workers that never connect (in a process
+    of its own, killed with its workers if it hangs)."""
+    proc = subprocess.Popen([sys.executable, "-c", _ORPHANED_RUN], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    try:
+        out, err = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the run waited for workers that never came")
+    assert proc.returncode == 0, err
+    assert "run completed" in out
+    assert "the worker fork server cannot be reached" in err
