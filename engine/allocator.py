@@ -13,7 +13,7 @@ otherwise gives threads arenas of their own, which huge pages do not back): abou
 
 Arrow allocates from that same heap too (``ARROW_POOL``: its system pool). Its default,
 mimalloc, backs its own segments with huge pages in every worker, so each worker it is
-forked into faults in and zeroes them afresh: at 8 workers on 2 cores that cost 1.5-2 s
+forked into faults in and zeroes them afresh: at 8 workers on 2 cores that cost 0.7-1.1 s
 of system CPU a run and about 350 MB of resident memory, against glibc's heap, which
 the worker reuses batch after batch (``bench/README.md``).
 
