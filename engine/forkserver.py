@@ -251,6 +251,9 @@ class _Zygote:
                 if pid == 0:
                     self._become_worker(conn, env)
                 self._children[pid] = conn
+                # The client knows from now on that a worker runs (engine/client.py).
+                with contextlib.suppress(OSError):
+                    conn.sendall(struct.pack("<i", pid))
             self._reap()
 
     def _become_worker(self, conn: socket.socket, env: dict[str, str]) -> None:

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from engine.client import read_int
 from engine.forkserver import WORKER_ENV, ForkServer
 
 
@@ -49,6 +50,25 @@ def test_zygote_serves_workers_and_stops_with_no_process_left(method: str) -> No
     assert not _alive(zygote)
     assert not os.path.exists(socket_path)
     server.preload(print)  # after stop: kept for no one, sent nowhere
+
+
+def test_a_request_is_answered_with_the_workers_pid_then_its_exit_code() -> None:
+    """What ``engine.client`` reads: the pid tells it a worker runs (a zygote gone after
+    it no longer calls for a cold worker), then the worker's exit code."""
+    server = ForkServer(preload=["json"], start_method="fork")
+    server.start()
+    try:
+        server.wait_ready()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(server.socket_path)
+            conn.sendall(b"{}\n")  # no endpoints: Beam's worker fails at once
+            pid = read_int(conn)
+            code = read_int(conn)
+            assert conn.recv(1) == b""
+    finally:
+        server.stop()
+    assert pid is not None and pid not in (0, server.pid, os.getpid())
+    assert code is not None and code != 0
 
 
 @pytest.mark.slow
