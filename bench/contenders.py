@@ -24,7 +24,7 @@ from typing import Any
 from proctree import Measurement
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-BEAMSCORE_CONTENDERS = ("c", "c0", "c1", "ct")  # run `beamscore score`, checked the same way
+BEAMSCORE_CONTENDERS = ("c", "c0", "c1", "c8", "ct")  # run `beamscore score`, checked the same way
 CONTENDERS = {  # short names for the table, then what each one writes
     "a": ("plain pandas+sklearn, 1 process",
           "read_json/read_parquet, preprocess_texts, predict_proba in chunks; "
@@ -39,6 +39,9 @@ CONTENDERS = {  # short names for the table, then what each one writes
           "dead letters, run record"),
     "c1": ("beamscore score, 1 worker",
            "as c with --workers 1 (for the scaling ratio c/c1)"),
+    "c8": ("beamscore score, 8 workers",
+           "as c with --workers 8 (on a machine with fewer cores, the cost of more "
+           "workers than cores: c8/c)"),
     "ct": ("beamscore score, {w} workers, untracked",
            "as c with --tracking-enabled false (for the cost of tracking, c/ct)"),
     "c0": ("beamscore, {w} workers, sklearn featuriser",
@@ -70,7 +73,7 @@ def contender_command(name: str, manifest: dict[str, Any], manifest_path: str, r
                 "--model", manifest["model_name"],
                 "--db", "sqlite:///" + os.path.join(run_dir, "beamscore.db"),
                 "--output-dir", os.path.join(run_dir, "output"),
-                "--workers", "1" if name == "c1" else str(workers),
+                "--workers", {"c1": "1", "c8": "8"}.get(name, str(workers)),
                 "--inference-fast-text-features", "false" if name == "c0" else "true",
                 "--tracking-enabled", "false" if name == "ct" else "true"]
     raise ValueError(name)
@@ -118,7 +121,7 @@ def _collect_beam(run_dir: str) -> Any:
 
 
 def _collect_beamscore(run_dir: str, facts: dict[str, Any]) -> Any:
-    """Contenders c, c0 and c1: Parquet, the database, dead letters and the run summary."""
+    """Contenders c, c0, c1 and c8: Parquet, the database, dead letters and the run summary."""
     out = os.path.join(run_dir, "output")
     files = sorted(glob.glob(os.path.join(out, "dt=*", "predictions-*.parquet")))
     frame = _read_parquets(files, ["doc_id", "label", "score"])

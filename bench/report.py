@@ -24,7 +24,7 @@ from typing import Any
 
 from contenders import CONTENDERS, Result, compare_labels
 
-OTHERS = ("a", "b", "d", "b2", "c0", "c1", "ct")  # what c is compared with, in this order
+OTHERS = ("a", "b", "d", "b2", "c0", "c1", "c8", "ct")  # what c is compared with, in this order
 
 
 @dataclass
@@ -155,6 +155,9 @@ def print_summary(outcome: Outcome, manifest: dict[str, Any], workers: int,
               f"differ of {agr['compared']:,}, max |score diff| {agr['max_score_diff']:.1e}")
     print("ratio " + " ".join(f"{k}={v:.2f}" for k, v in outcome.ratios.items())
           + "   (throughput ratio, docs/s; > 1 means beamscore is faster)")
+    if "c/c8" in outcome.ratios:
+        print(f"workers c8/c={1 / outcome.ratios['c/c8']:.2f}   (docs/s at 8 workers over "
+              f"docs/s at {workers}; >= 0.9 is the target on 2 cores)")
     if outcome.cpu_ratios:
         print("cpu-ratio " + " ".join(f"{k}={v:.2f}" for k, v in outcome.cpu_ratios.items())
               + "   (CPU seconds of the other / CPU seconds of c; > 1 means c needs less CPU)")
