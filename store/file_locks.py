@@ -2,7 +2,9 @@
 
 ``FileSlots``: N lock files (``fcntl.flock``), at most N holders across the processes of
 one machine (``sink.max_connections``); a process waiting for one holds a shared lock on
-a ``waiters`` file, which is how a holder learns that someone waits (``contended``).
+a ``waiters`` file, which is how a holder learns that someone waits (``contended``). A
+process that asks for a slot without waiting (``try_acquire``) and finds none free
+counts as waiting the same way until it takes one or lets go.
 
 ``WriterLock``: one write transaction at a time on this machine (a blocking flock), for
 SQLite, which has a single writer anyway: writers queue in the kernel and the next one
@@ -39,6 +41,7 @@ class FileSlots:
         self._paths = [state_path(identity, f"slot{i}.lock", directory) for i in range(n)]
         self._waiters = state_path(identity, "waiters.lock", directory)
         self._fh: Any = None
+        self._wanting: Any = None  # the waiters file, locked shared, after a try_acquire
         self._timeout, self._clock, self._sleep = timeout, clock, sleep
 
     def _try_all(self) -> bool:
@@ -57,10 +60,12 @@ class FileSlots:
         """Blocks until a slot is free, for at most ``timeout`` seconds (then
         ``LockWaitTimeout``); returns the seconds waited."""
         started = self._clock()
-        if self._try_all():
+        if self._fh is not None or self._try_all():
+            self._stop_wanting()
             return 0.0
         with open(self._waiters, "a+") as waiting:
             fcntl.flock(waiting, fcntl.LOCK_SH)  # released when the file closes
+            self._stop_wanting()
             while not self._try_all():
                 waited = self._clock() - started
                 if waited >= self._timeout:
@@ -68,6 +73,23 @@ class FileSlots:
                                           f"{', '.join(self._paths)})", waited)
                 self._sleep(poll)
         return self._clock() - started
+
+    def try_acquire(self) -> bool:
+        """Take a free slot without waiting; whether one is held. Finding none, this
+        process counts as waiting (``contended``) until it takes one or releases."""
+        if self._fh is not None or self._try_all():
+            self._stop_wanting()
+            return True
+        if self._wanting is None:
+            wanting = open(self._waiters, "a+")  # noqa: SIM115 - closed by _stop_wanting
+            fcntl.flock(wanting, fcntl.LOCK_SH)
+            self._wanting = wanting
+        return False
+
+    def _stop_wanting(self) -> None:
+        if self._wanting is not None:
+            self._wanting.close()  # which releases its lock
+            self._wanting = None
 
     def contended(self) -> bool:
         """Whether a process waits for a slot now."""
@@ -80,6 +102,8 @@ class FileSlots:
             return False
 
     def release(self) -> None:
+        """Let the slot go, and stop counting as waiting for one."""
+        self._stop_wanting()
         if self._fh is not None:
             fcntl.flock(self._fh, fcntl.LOCK_UN)
             self._fh.close()
@@ -184,6 +208,18 @@ class WriterLock:
         if handoff.error is not None:
             raise handoff.error
         return handoff.fh
+
+    def free(self) -> bool:
+        """Whether no process holds the lock at this moment (it may be taken the next)."""
+        if self._fh is not None:
+            return False
+        with open(self._path, "a+") as probe:
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            fcntl.flock(probe, fcntl.LOCK_UN)
+            return True
 
     def release(self) -> None:
         if self._fh is not None:

@@ -15,6 +15,12 @@ is counted as well); afterwards it gives the connection and its slot up if anoth
 writer waits for a slot (``yield_if_contended``), so that ``max_connections`` slots
 serve any number of workers without a convoy, and a lone writer keeps its connection
 for its bundle.
+
+``ready()`` says whether a write could start now without waiting: the session holds its
+slot or takes a free one (and keeps it), and the machine's SQLite writer is free. A
+session that finds every slot taken counts as waiting from then on, so that the holders
+give theirs up after their next write, while its worker goes on with other work (the
+sink's buffer then fills further) instead of blocking.
 """
 
 from __future__ import annotations
@@ -74,23 +80,44 @@ class DatabaseSession(Reconnecting):
         super().__init__(self._open_under_slot, RetryPolicy.of(s), on_wait=on_wait)
         self._s = s
         self._slots: FileSlots | RedisSlots | None = None
+        self._wanted: FileSlots | RedisSlots | None = None  # counted as waiting for these
         self._writer = (WriterLock(s.identity, s.state_dir, timeout=s.lease_seconds)
                         if one_writer_at_a_time(s.url) else None)
         self._schema_ready = False
         self._held_since = 0.0
         self.yielded = 0  # times this session gave its slot up to a waiting writer
 
-    def _open_under_slot(self) -> Database:
-        if self._slots is None:
-            slots = (
-                RedisSlots(self._s.redis_url, self._s.identity, self._s.max_connections,
+    def _new_slots(self) -> FileSlots | RedisSlots:
+        """The job's connection slots (a slot not yet taken), or the ones this session
+        counts as waiting for."""
+        if self._wanted is not None:
+            return self._wanted
+        return (RedisSlots(self._s.redis_url, self._s.identity, self._s.max_connections,
                            timeout=self._s.lease_seconds)
                 if self._s.redis_url else
                 FileSlots(self._s.identity, self._s.max_connections, self._s.state_dir,
                           timeout=self._s.lease_seconds))
+
+    def _hold(self, slots: FileSlots | RedisSlots) -> None:
+        self._slots, self._wanted = slots, None
+        self._held_since = time.monotonic()
+
+    def ready(self) -> bool:
+        """Whether a write could start now without waiting (see the module's
+        docstring); never waits itself."""
+        if self._slots is None:
+            slots = self._new_slots()
+            if not slots.try_acquire():
+                self._wanted = slots
+                return False
+            self._hold(slots)
+        return self._writer is None or self._writer.free()
+
+    def _open_under_slot(self) -> Database:
+        if self._slots is None:
+            slots = self._new_slots()
             self._on_wait(_counting_timeout(slots.acquire, self._on_wait))
-            self._slots = slots
-            self._held_since = time.monotonic()
+            self._hold(slots)
         db = connect(self._s.url, password_env=self._s.password_env,
                      statement_timeout_ms=self._s.statement_timeout_ms)
         if not self._schema_ready:
@@ -138,6 +165,7 @@ class DatabaseSession(Reconnecting):
 
     def close(self) -> None:
         super().close()
-        if self._slots is not None:
-            self._slots.release()
-            self._slots = None
+        for slots in (self._slots, self._wanted):
+            if slots is not None:
+                slots.release()
+        self._slots = self._wanted = None

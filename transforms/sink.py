@@ -3,7 +3,12 @@
 ``WriteFn`` follows Beam's datastoreio write. It opens its session in ``setup`` and
 holds the connection (and its ``max_connections`` slot) for one bundle; buffers
 elements up to a row and a byte limit, cutting an element at the limit, and flushes
-when full and in ``finish_bundle``; every write goes through the rate limiter
+when full and in ``finish_bundle``. A buffer full of rows whose write would have to
+wait (every connection slot taken, or the machine's SQLite writer busy:
+``DatabaseSession.ready``) is not flushed yet: the worker goes on scoring and the rows
+wait in the buffer, up to ``DEFERRED_ROWS`` times the row limit (the byte limit is
+never exceeded), so a worker waits for the database only when its buffer is that full
+or its bundle ends; every write goes through the rate limiter
 (``store.limits``) in writes of at most ``write_size`` rows and retries transient
 errors (``store.retry``). Each write is one transaction of the session's ``write``: on
 SQLite the machine's one writer at a time, and the connection slot is given up after
@@ -171,6 +176,8 @@ class SinkTable(Generic[E, P]):
 class WriteFn(beam.DoFn, Generic[E, P]):
     """Buffers the pieces of ``table``, flushes them through the limits of ``limits``."""
 
+    DEFERRED_ROWS = 4  # a full buffer may grow to this many times its row limit
+
     def __init__(self, limits: SinkLimits, table: SinkTable[E, P]):
         self._s = limits
         self._table = table
@@ -194,7 +201,8 @@ class WriteFn(beam.DoFn, Generic[E, P]):
         if prepared is None:
             return
         piece, n, row_bytes = prepared
-        limit_rows, limit_bytes = self._table.flush_rows, self._table.flush_bytes
+        full_rows, limit_bytes = self._table.flush_rows, self._table.flush_bytes
+        limit_rows = full_rows * self.DEFERRED_ROWS
         start = 0
         while start < n:
             room = limit_rows - self._rows
@@ -206,7 +214,8 @@ class WriteFn(beam.DoFn, Generic[E, P]):
             self._rows += end - start
             self._bytes += (end - start) * row_bytes
             start = end
-            if self._rows >= limit_rows or self._bytes >= limit_bytes:
+            if (self._rows >= limit_rows or self._bytes >= limit_bytes
+                    or (self._rows >= full_rows and self._session.ready())):
                 for tag, value in self._flush():
                     yield value if tag is None else beam.pvalue.TaggedOutput(tag, value)
 

@@ -153,3 +153,14 @@ def test_a_session_counts_and_retries_a_slot_wait_that_timed_out(tmp_path: Any) 
     with pytest.raises(LockWaitTimeout):  # the session holds the slot while connected
         FileSlots(settings.identity, 1, str(tmp_path), timeout=0.0).acquire()
     session.close()
+
+
+def test_the_writer_lock_says_whether_it_is_free_without_taking_it(tmp_path: Any) -> None:
+    first, second = WriterLock("db", str(tmp_path)), WriterLock("db", str(tmp_path))
+    assert first.free() and second.free()
+    first.acquire()
+    assert not first.free() and not second.free()
+    first.release()
+    assert second.free()
+    assert second.acquire() < 0.5  # free() took nothing
+    second.release()

@@ -226,3 +226,37 @@ def _holder_once(name: str, n: int, directory: str, log: Any) -> None:
     slots.acquire(poll=0.005)
     log.put("in")
     slots.release()
+
+
+@pytest.mark.parametrize("kind", ["file", "redis"])
+def test_a_slot_asked_for_without_waiting_is_counted_as_wanted_until_taken_or_let_go(
+        kind: str, tmp_path: Any, request: pytest.FixtureRequest) -> None:
+    """``try_acquire`` never waits: finding every slot taken, it tells the holders that
+    a worker wants one (so they give theirs up after their next write) until it takes
+    one or lets go; asking again does not count it twice."""
+    if kind == "redis":
+        request.getfixturevalue("redis_ok")
+        name = uuid.uuid4().hex
+
+        def slots() -> Any:
+            return RedisSlots(REDIS, name, 1)
+    else:
+        def slots() -> Any:
+            return FileSlots("db", 1, str(tmp_path))
+    holder, other, third = slots(), slots(), slots()
+    assert holder.try_acquire() and holder.try_acquire()  # held: asked again, still held
+    assert not holder.contended()
+    started = time.monotonic()
+    assert not other.try_acquire() and not other.try_acquire()
+    assert time.monotonic() - started < 1.0
+    assert holder.contended()
+    other.release()  # lets go without a slot: wanted by nobody now
+    assert not holder.contended()
+    assert not third.try_acquire()
+    holder.release()
+    assert third.try_acquire()  # the slot, and no longer counted as wanting it
+    assert not third.contended()
+    assert not holder.try_acquire()
+    third.release()
+    holder.release()
+    assert not third.contended()

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from store.database import Database, TransientDatabaseError, connect
+from store.file_locks import WriterLock
 from store.session import DatabaseSession, DatabaseSettings
 
 
@@ -147,3 +148,31 @@ def test_sqlite_writers_of_one_machine_take_turns(tmp_path: Path) -> None:
     assert max(waits) >= 0.15
     for s in sessions:
         s.close()
+
+
+def test_a_session_says_whether_it_could_write_now_and_never_waits_to_say_it(
+        tmp_path: Path) -> None:
+    """``ready``: true while the session holds its slot (or takes a free one) and the
+    machine's SQLite writer is free; a session that finds the slots taken is counted as
+    waiting, so the holder gives its slot up after its next write."""
+    settings = DatabaseSettings(f"sqlite:///{tmp_path / 's.db'}", max_connections=1,
+                                state_dir=str(tmp_path / "state"))
+    holder, other = DatabaseSession(settings), DatabaseSession(settings)
+    count = "SELECT count(*) FROM runs"
+    assert holder.ready()
+    assert holder.write(lambda db: db.execute(count)) == [(0,)]
+    started = time.monotonic()
+    assert not other.ready() and not other.ready()
+    assert time.monotonic() - started < 1.0
+    time.sleep(holder.MIN_HOLD_SECONDS)
+    holder.write(lambda db: db.execute(count))
+    assert holder.yielded == 1  # gave its slot up to the session that wants one
+    assert other.ready()
+    writer = WriterLock(settings.identity, settings.state_dir)
+    writer.acquire()  # another process's SQLite write under way
+    assert not other.ready()
+    writer.release()
+    assert other.ready()
+    assert other.write(lambda db: db.execute(count)) == [(0,)]
+    other.close()
+    holder.close()

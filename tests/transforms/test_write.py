@@ -4,6 +4,8 @@ dead-lettered, every row counted once in its tranche."""
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from store.backends.sqlite import SQLiteDatabase, SQLiteDialect
+from store.file_locks import FileSlots, WriterLock
 from store.schema import PREDICTIONS
 from store.session import DatabaseSettings
 from tests.data import fail_first_writes, sqlite_rows
@@ -139,3 +142,55 @@ def test_a_lost_connection_is_retried_and_its_backoff_counted_as_throttled_time(
     assert lost == [0]
     assert sqlite_rows(db, "SELECT count(*), count(DISTINCT doc_id) FROM predictions") == [
         (25, 25)]
+
+
+def _written(path: Path) -> int:
+    if not path.exists():
+        return 0
+    return sqlite_rows(path, "SELECT count(*) FROM predictions")[0][0]
+
+
+def test_a_full_buffer_waits_in_memory_while_the_database_is_taken(tmp_path: Path) -> None:
+    """A worker whose write would wait (every connection slot held by another worker,
+    or the machine's SQLite writer busy) goes on: its rows wait in the buffer, up to
+    ``DEFERRED_ROWS`` times ``batch_rows``, and are written at the first element after
+    the database frees; only a buffer that full waits for it. Every row once."""
+    path = tmp_path / "d.db"
+    db = DatabaseSettings(f"sqlite:///{path}", batch_rows=10, max_connections=1,
+                          state_dir=str(tmp_path / "state"), lease_seconds=5,
+                          max_retries=0)  # a wait that should not be fails in seconds
+    fn = WriteToDatabase(SinkSettings(db), CTX)._fn
+    limit = fn.DEFERRED_ROWS * 10
+    other = FileSlots(db.identity, 1, db.state_dir)
+    assert other.try_acquire()  # another worker holds the only connection slot
+    fn.setup()
+    fn.start_bundle()
+    started = time.monotonic()
+    outputs = [list(fn.process(batch("t1", i * 10, 10))) for i in range(limit // 10 - 1)]
+    assert time.monotonic() - started < 5 and outputs == [[]] * (limit // 10 - 1)
+    assert _written(path) == 0 and other.contended()  # it wants the slot, and waited not
+    other.release()
+    out = list(fn.process(batch("t1", limit - 10, 10)))
+    assert _written(path) == limit
+    assert [v for v in out if isinstance(v, tuple)] == [("t1", {"scored": limit,
+                                                                "written": limit})]
+
+    writer = WriterLock(db.identity, db.state_dir)
+    writer.acquire()  # another worker's SQLite write is under way
+    assert [list(fn.process(batch("t2", i * 10, 10))) for i in range(2)] == [[], []]
+    assert _written(path) == limit
+    writer.release()
+    list(fn.process(batch("t2", 20, 10)))
+    assert _written(path) == limit + 30
+
+    writer.acquire()  # busy again: a buffer at the limit waits for it
+    threading.Timer(0.5, writer.release).start()
+    started = time.monotonic()
+    for i in range(limit // 10):
+        list(fn.process(batch("t3", i * 10, 10)))
+    assert time.monotonic() - started >= 0.4
+    assert _written(path) == 2 * limit + 30
+    list(fn.finish_bundle())
+    fn.teardown()
+    assert sqlite_rows(path, "SELECT count(*), count(DISTINCT doc_id) FROM predictions") == [
+        (2 * limit + 30, 2 * limit + 30)]
