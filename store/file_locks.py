@@ -30,6 +30,17 @@ from typing import Any
 from store.limits import LockWaitTimeout, state_path
 
 
+def _unlocked(path: str) -> bool:
+    """Whether no process holds a lock on the file at ``path`` now (none is taken)."""
+    with open(path, "a+") as probe:
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(probe, fcntl.LOCK_UN)
+        return True
+
+
 class FileSlots:
     """At most ``n`` holders across the processes of one machine. A process waiting for
     a slot holds a shared lock on a ``waiters`` file, which is how a holder learns that
@@ -93,13 +104,7 @@ class FileSlots:
 
     def contended(self) -> bool:
         """Whether a process waits for a slot now."""
-        with open(self._waiters, "a+") as probe:
-            try:
-                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            fcntl.flock(probe, fcntl.LOCK_UN)
-            return False
+        return not _unlocked(self._waiters)
 
     def release(self) -> None:
         """Let the slot go, and stop counting as waiting for one."""
@@ -211,15 +216,7 @@ class WriterLock:
 
     def free(self) -> bool:
         """Whether no process holds the lock at this moment (it may be taken the next)."""
-        if self._fh is not None:
-            return False
-        with open(self._path, "a+") as probe:
-            try:
-                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
-            fcntl.flock(probe, fcntl.LOCK_UN)
-            return True
+        return self._fh is None and _unlocked(self._path)
 
     def release(self) -> None:
         if self._fh is not None:
