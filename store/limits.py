@@ -252,7 +252,6 @@ class RedisSlots:
         self._ttl = ttl
         self._token = uuid.uuid4().hex
         self._held: str | None = None
-        self._wanting = False  # counted in the waiting key after a try_acquire
 
     def _try_all(self) -> bool:
         for key in self._keys:
@@ -265,7 +264,6 @@ class RedisSlots:
         """Blocks until a slot is free, for at most ``timeout`` seconds (then
         ``LockWaitTimeout``); returns the seconds waited."""
         started = self._clock()
-        self._stop_wanting()  # counted below, while it waits
         if self._held is not None:
             return 0.0
         while not self._try_all():
@@ -287,28 +285,16 @@ class RedisSlots:
         return self._clock() - started
 
     def try_acquire(self) -> bool:
-        """Take a free slot without waiting; whether one is held. Finding none, this
-        worker counts as waiting (``contended``) until it takes one or releases (the
-        count expires 60 s after its last try)."""
-        if self._held is not None or self._try_all():
-            self._stop_wanting()
-            return True
-        if not self._wanting:
-            self._client.incr(self._waiting)
-            self._wanting = True
-        self._client.expire(self._waiting, 60)
-        return False
-
-    def _stop_wanting(self) -> None:
-        if self._wanting:
-            self._client.decr(self._waiting)
-            self._wanting = False
+        """Take a free slot without waiting; whether one is held. Unlike a file slot's,
+        a failed try is not counted as waiting: a count in Redis could outlive a worker
+        that never comes back to take it off (only ``acquire`` counts, for 30 s at a
+        time)."""
+        return self._held is not None or self._try_all()
 
     def contended(self) -> bool:
         return int(self._client.get(self._waiting) or 0) > 0
 
     def release(self) -> None:
-        self._stop_wanting()
         if self._held is not None:
             # Delete only our own token (a slot that expired may belong to someone else).
             self._client.eval(

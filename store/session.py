@@ -18,9 +18,10 @@ for its bundle.
 
 ``ready()`` says whether a write could start now without waiting: the session holds its
 slot or takes a free one (and keeps it), and the machine's SQLite writer is free. A
-session that finds every slot taken counts as waiting from then on, so that the holders
-give theirs up after their next write, while its worker goes on with other work (the
-sink's buffer then fills further) instead of blocking.
+session that finds every slot of the machine taken counts as waiting from then on (file
+slots; the job's slots in Redis count only a blocked wait), so that the holders give
+theirs up after their next write, while its worker goes on with other work (the sink's
+buffer then fills further) instead of blocking.
 """
 
 from __future__ import annotations

@@ -8,9 +8,11 @@ wait (every connection slot taken, or the machine's SQLite writer busy:
 ``DatabaseSession.ready``) is not flushed yet: the worker goes on scoring and the rows
 wait in the buffer, up to ``DEFERRED_ROWS`` times the row limit (the byte limit is
 never exceeded), so a worker waits for the database only when its buffer is that full
-or its bundle ends; every write goes through the rate limiter
-(``store.limits``) in writes of at most ``write_size`` rows and retries transient
-errors (``store.retry``). Each write is one transaction of the session's ``write``: on
+or its bundle ends. Elements are cut at every multiple of the row limit, so a flush is
+whole writes of it either way. Only a table that says so defers (predictions; dead
+letters are written as they come, at most ``flush_at`` held). Every write goes through
+the rate limiter (``store.limits``) in writes of at most ``write_size`` rows and retries
+transient errors (``store.retry``). Each write is one transaction of the session's ``write``: on
 SQLite the machine's one writer at a time, and the connection slot is given up after
 the write when another worker waits for one (``store.session``), so the cost of a write
 does not grow with the number of workers.
@@ -159,6 +161,7 @@ class SinkTable(Generic[E, P]):
     flush_rows: int = 5000
     flush_bytes: int = 16 << 20
     logs_progress = False  # log this worker's rows written every progress_seconds
+    defers = False  # a full buffer may wait while the database is taken (WriteFn)
 
     def prepare(self, element: E) -> tuple[P, int, int] | None:
         raise NotImplementedError
@@ -176,7 +179,7 @@ class SinkTable(Generic[E, P]):
 class WriteFn(beam.DoFn, Generic[E, P]):
     """Buffers the pieces of ``table``, flushes them through the limits of ``limits``."""
 
-    DEFERRED_ROWS = 4  # a full buffer may grow to this many times its row limit
+    DEFERRED_ROWS = 3  # a full buffer may grow to this many times its row limit
 
     def __init__(self, limits: SinkLimits, table: SinkTable[E, P]):
         self._s = limits
@@ -202,10 +205,11 @@ class WriteFn(beam.DoFn, Generic[E, P]):
             return
         piece, n, row_bytes = prepared
         full_rows, limit_bytes = self._table.flush_rows, self._table.flush_bytes
-        limit_rows = full_rows * self.DEFERRED_ROWS
+        limit_rows = full_rows * (self.DEFERRED_ROWS if self._table.defers else 1)
         start = 0
         while start < n:
-            room = limit_rows - self._rows
+            # Cut at every multiple of the row limit: a flush is whole writes of it.
+            room = min(limit_rows - self._rows, full_rows - self._rows % full_rows)
             if row_bytes:
                 room = min(room, -(-(limit_bytes - self._bytes) // row_bytes))
             end = min(n, start + max(1, room))
@@ -215,7 +219,7 @@ class WriteFn(beam.DoFn, Generic[E, P]):
             self._bytes += (end - start) * row_bytes
             start = end
             if (self._rows >= limit_rows or self._bytes >= limit_bytes
-                    or (self._rows >= full_rows and self._session.ready())):
+                    or (self._rows % full_rows == 0 and self._session.ready())):
                 for tag, value in self._flush():
                     yield value if tag is None else beam.pvalue.TaggedOutput(tag, value)
 

@@ -95,6 +95,7 @@ class _Predictions(SinkTable[DocBatch, _Segment]):
     written and the rows the database rejected."""
 
     logs_progress = True
+    defers = True
 
     def __init__(self, settings: SinkSettings, ctx: RunContext):
         self.flush_rows, self.flush_bytes = settings.batch_rows, settings.batch_bytes

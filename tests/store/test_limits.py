@@ -228,21 +228,14 @@ def _holder_once(name: str, n: int, directory: str, log: Any) -> None:
     slots.release()
 
 
-@pytest.mark.parametrize("kind", ["file", "redis"])
-def test_a_slot_asked_for_without_waiting_is_counted_as_wanted_until_taken_or_let_go(
-        kind: str, tmp_path: Any, request: pytest.FixtureRequest) -> None:
+def test_a_file_slot_asked_for_without_waiting_is_counted_as_wanted_until_taken(
+        tmp_path: Any) -> None:
     """``try_acquire`` never waits: finding every slot taken, it tells the holders that
     a worker wants one (so they give theirs up after their next write) until it takes
-    one or lets go; asking again does not count it twice."""
-    if kind == "redis":
-        request.getfixturevalue("redis_ok")
-        name = uuid.uuid4().hex
-
-        def slots() -> Any:
-            return RedisSlots(REDIS, name, 1)
-    else:
-        def slots() -> Any:
-            return FileSlots("db", 1, str(tmp_path))
+    one or lets go; asking again does not count it twice, and a blocking ``acquire``
+    after it is counted only while it waits."""
+    def slots() -> FileSlots:
+        return FileSlots("db", 1, str(tmp_path))
     holder, other, third = slots(), slots(), slots()
     assert holder.try_acquire() and holder.try_acquire()  # held: asked again, still held
     assert not holder.contended()
@@ -258,5 +251,23 @@ def test_a_slot_asked_for_without_waiting_is_counted_as_wanted_until_taken_or_le
     assert not third.contended()
     assert not holder.try_acquire()
     third.release()
+    assert holder.acquire() < 1.0  # the one that wanted it takes it, blocking
+    assert not holder.contended()
     holder.release()
-    assert not third.contended()
+
+
+def test_a_redis_slot_asked_for_without_waiting(redis_ok: None) -> None:
+    """Taken without waiting when free; a failed try leaves no count behind."""
+    name = uuid.uuid4().hex
+    holder, other = RedisSlots(REDIS, name, 1), RedisSlots(REDIS, name, 1)
+    assert holder.try_acquire() and holder.try_acquire()
+    started = time.monotonic()
+    assert not other.try_acquire()
+    assert time.monotonic() - started < 1.0 and not holder.contended()
+    holder.release()
+    assert other.try_acquire()
+    assert other.acquire() == 0.0  # held already: no second slot
+    assert not holder.try_acquire()
+    other.release()
+    assert holder.try_acquire()
+    holder.release()

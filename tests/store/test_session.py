@@ -161,10 +161,15 @@ def test_a_session_says_whether_it_could_write_now_and_never_waits_to_say_it(
     count = "SELECT count(*) FROM runs"
     assert holder.ready()
     assert holder.write(lambda db: db.execute(count)) == [(0,)]
+    gone = DatabaseSession(settings)
+    assert not gone.ready()
+    gone.close()  # wanted a slot, then closed: wants none now
+    time.sleep(holder.MIN_HOLD_SECONDS)
+    holder.write(lambda db: db.execute(count))
+    assert holder.yielded == 0
     started = time.monotonic()
     assert not other.ready() and not other.ready()
     assert time.monotonic() - started < 1.0
-    time.sleep(holder.MIN_HOLD_SECONDS)
     holder.write(lambda db: db.execute(count))
     assert holder.yielded == 1  # gave its slot up to the session that wants one
     assert other.ready()

@@ -153,35 +153,36 @@ def _written(path: Path) -> int:
 def test_a_full_buffer_waits_in_memory_while_the_database_is_taken(tmp_path: Path) -> None:
     """A worker whose write would wait (every connection slot held by another worker,
     or the machine's SQLite writer busy) goes on: its rows wait in the buffer, up to
-    ``DEFERRED_ROWS`` times ``batch_rows``, and are written at the first element after
-    the database frees; only a buffer that full waits for it. Every row once."""
+    ``DEFERRED_ROWS`` times ``batch_rows``, and are written at the next multiple of
+    ``batch_rows`` after the database frees; only a buffer that full waits for it.
+    Writes keep their size; every row once."""
     path = tmp_path / "d.db"
     db = DatabaseSettings(f"sqlite:///{path}", batch_rows=10, max_connections=1,
                           state_dir=str(tmp_path / "state"), lease_seconds=5,
                           max_retries=0)  # a wait that should not be fails in seconds
     fn = WriteToDatabase(SinkSettings(db), CTX)._fn
+    assert fn.DEFERRED_ROWS >= 3
     limit = fn.DEFERRED_ROWS * 10
     other = FileSlots(db.identity, 1, db.state_dir)
     assert other.try_acquire()  # another worker holds the only connection slot
     fn.setup()
     fn.start_bundle()
     started = time.monotonic()
-    outputs = [list(fn.process(batch("t1", i * 10, 10))) for i in range(limit // 10 - 1)]
-    assert time.monotonic() - started < 5 and outputs == [[]] * (limit // 10 - 1)
+    assert list(fn.process(batch("t1", 0, 10))) == []
+    assert time.monotonic() - started < 5
     assert _written(path) == 0 and other.contended()  # it wants the slot, and waited not
     other.release()
-    out = list(fn.process(batch("t1", limit - 10, 10)))
-    assert _written(path) == limit
-    assert [v for v in out if isinstance(v, tuple)] == [("t1", {"scored": limit,
-                                                                "written": limit})]
+    out = list(fn.process(batch("t1", 10, 10)))  # 20 rows: free now, written
+    assert _written(path) == 20
+    assert [v for v in out if isinstance(v, tuple)] == [("t1", {"scored": 20, "written": 20})]
 
     writer = WriterLock(db.identity, db.state_dir)
     writer.acquire()  # another worker's SQLite write is under way
     assert [list(fn.process(batch("t2", i * 10, 10))) for i in range(2)] == [[], []]
-    assert _written(path) == limit
+    assert _written(path) == 20
     writer.release()
     list(fn.process(batch("t2", 20, 10)))
-    assert _written(path) == limit + 30
+    assert _written(path) == 20 + 30
 
     writer.acquire()  # busy again: a buffer at the limit waits for it
     threading.Timer(0.5, writer.release).start()
@@ -189,8 +190,32 @@ def test_a_full_buffer_waits_in_memory_while_the_database_is_taken(tmp_path: Pat
     for i in range(limit // 10):
         list(fn.process(batch("t3", i * 10, 10)))
     assert time.monotonic() - started >= 0.4
-    assert _written(path) == 2 * limit + 30
+    assert _written(path) == 50 + limit
     list(fn.finish_bundle())
     fn.teardown()
     assert sqlite_rows(path, "SELECT count(*), count(DISTINCT doc_id) FROM predictions") == [
-        (2 * limit + 30, 2 * limit + 30)]
+        (50 + limit, 50 + limit)]
+
+
+def test_writes_are_whole_batches_however_the_input_is_cut(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Input batches of 6 rows, ``batch_rows`` 10, nothing else writing: every write but
+    the bundle's last holds 10 rows."""
+    sizes: list[int] = []
+    real = SQLiteDatabase.upsert_predictions
+
+    def recording(self: SQLiteDatabase, rows: Any, fence: Any = None) -> int:
+        sizes.append(len(rows))
+        return real(self, rows, fence)
+
+    monkeypatch.setattr(SQLiteDatabase, "upsert_predictions", recording)
+    db = DatabaseSettings(f"sqlite:///{tmp_path / 'w.db'}", batch_rows=10,
+                          state_dir=str(tmp_path / "state"))
+    fn = WriteToDatabase(SinkSettings(db), CTX)._fn
+    fn.setup()
+    fn.start_bundle()
+    for i in range(11):
+        list(fn.process(batch("t1", i * 6, 6)))
+    list(fn.finish_bundle())
+    fn.teardown()
+    assert sizes == [10] * 6 + [6]
