@@ -37,10 +37,8 @@ def batch(tranche: str, start: int, n: int, labels: list[str] | None = None) -> 
     return DocBatch(tranche, f"/in/{tranche}.jsonl", f"{tranche}-{start}", frame)
 
 
-def test_sink_flushes_at_batch_rows_and_batch_bytes_and_counts_every_row(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Uneven input batches from two tranches are re-cut into writes of at most batch_rows
-    rows or batch_bytes bytes; every row is written once and counted in its tranche."""
+def _write_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The rows of each SQLite write of predictions, appended as they happen."""
     sizes: list[int] = []
     real = SQLiteDatabase.upsert_predictions
 
@@ -49,6 +47,14 @@ def test_sink_flushes_at_batch_rows_and_batch_bytes_and_counts_every_row(
         return real(self, rows, fence)
 
     monkeypatch.setattr(SQLiteDatabase, "upsert_predictions", recording)
+    return sizes
+
+
+def test_sink_flushes_at_batch_rows_and_batch_bytes_and_counts_every_row(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Uneven input batches from two tranches are re-cut into writes of at most batch_rows
+    rows or batch_bytes bytes; every row is written once and counted in its tranche."""
+    sizes = _write_sizes(monkeypatch)
 
     inputs = [batch("t1", 0, 37), batch("t2", 0, 5), batch("t1", 37, 58), batch("t2", 5, 1)]
     # A row is estimated at ~207 bytes (id + top-k + source file + 200): 1,500 bytes ~ 7 rows.
@@ -201,14 +207,7 @@ def test_writes_are_whole_batches_however_the_input_is_cut(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Input batches of 6 rows, ``batch_rows`` 10, nothing else writing: every write but
     the bundle's last holds 10 rows."""
-    sizes: list[int] = []
-    real = SQLiteDatabase.upsert_predictions
-
-    def recording(self: SQLiteDatabase, rows: Any, fence: Any = None) -> int:
-        sizes.append(len(rows))
-        return real(self, rows, fence)
-
-    monkeypatch.setattr(SQLiteDatabase, "upsert_predictions", recording)
+    sizes = _write_sizes(monkeypatch)
     db = DatabaseSettings(f"sqlite:///{tmp_path / 'w.db'}", batch_rows=10,
                           state_dir=str(tmp_path / "state"))
     fn = WriteToDatabase(SinkSettings(db), CTX)._fn
