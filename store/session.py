@@ -16,6 +16,11 @@ writer waits for a slot (``yield_if_contended``), so that ``max_connections`` sl
 serve any number of workers without a convoy, and a lone writer keeps its connection
 for its bundle.
 
+A session about to wait for a slot first asks the other sessions of the same database
+whose slots its thread took, idle between their calls, to give theirs up: the sink's writes of
+predictions and of dead letters run in one thread, and with fewer slots than that needs
+one would otherwise wait for the other, which cannot write (and yield) meanwhile.
+
 ``ready()`` says whether a write could start now without waiting: the session holds its
 slot or takes a free one (and keeps it), and the machine's SQLite writer is free. A
 session that finds every slot of the machine taken counts as waiting from then on (file
@@ -26,10 +31,12 @@ buffer then fills further) instead of blocking.
 
 from __future__ import annotations
 
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 from store.database import Database, connect, database_identity, one_writer_at_a_time
 from store.file_locks import FileSlots, LockWaitTimeout, WriterLock
@@ -76,6 +83,10 @@ class DatabaseSession(Reconnecting):
     """One connection held under a connection slot, reopened after transient errors."""
 
     MIN_HOLD_SECONDS = 0.25
+    # Sessions holding a slot, by database: a session about to wait asks the idle ones
+    # of its own process to give theirs up first (``_yield_siblings``).
+    _holders: ClassVar[dict[str, weakref.WeakSet[DatabaseSession]]] = {}
+    _registry = threading.Lock()
 
     def __init__(self, s: DatabaseSettings, on_wait: Callable[[float], None] = lambda _: None):
         super().__init__(self._open_under_slot, RetryPolicy.of(s), on_wait=on_wait)
@@ -87,6 +98,8 @@ class DatabaseSession(Reconnecting):
         self._schema_ready = False
         self._held_since = 0.0
         self.yielded = 0  # times this session gave its slot up to a waiting writer
+        self._busy = threading.RLock()  # held while a call runs on this session
+        self._holder_thread = 0  # the thread that took the slot held
 
     def _new_slots(self) -> FileSlots | RedisSlots:
         """The job's connection slots (a slot not yet taken), or the ones this session
@@ -102,6 +115,33 @@ class DatabaseSession(Reconnecting):
     def _hold(self, slots: FileSlots | RedisSlots) -> None:
         self._slots, self._wanted = slots, None
         self._held_since = time.monotonic()
+        self._holder_thread = threading.get_ident()
+        with DatabaseSession._registry:
+            DatabaseSession._holders.setdefault(self._s.identity, weakref.WeakSet()).add(self)
+
+    def _yield_siblings(self) -> None:
+        """Before waiting for a slot: the other sessions of the database that this thread
+        took slots for, idle between their calls, give theirs up (the sink's predictions
+        and dead letters are written from one thread: one could otherwise wait for a
+        slot the other holds and cannot give up while the thread waits). Sessions of
+        other threads, like other processes', give theirs up after their next write."""
+        me = threading.get_ident()
+        with DatabaseSession._registry:
+            siblings = [other for other in DatabaseSession._holders.get(self._s.identity, ())
+                        if other is not self and other._holder_thread == me]
+        for other in siblings:
+            if not other._busy.acquire(blocking=False):
+                continue
+            try:
+                if other._slots is not None:
+                    other.close()
+                    other.yielded += 1
+            finally:
+                other._busy.release()
+
+    def run(self, fn: Callable[[Database], T]) -> T:
+        with self._busy:
+            return super().run(fn)
 
     def ready(self) -> bool:
         """Whether a write could start now without waiting (see the module's
@@ -117,7 +157,9 @@ class DatabaseSession(Reconnecting):
     def _open_under_slot(self) -> Database:
         if self._slots is None:
             slots = self._new_slots()
-            self._on_wait(_counting_timeout(slots.acquire, self._on_wait))
+            if not slots.try_acquire():
+                self._yield_siblings()
+                self._on_wait(_counting_timeout(slots.acquire, self._on_wait))
             self._hold(slots)
         db = connect(self._s.url, password_env=self._s.password_env,
                      statement_timeout_ms=self._s.statement_timeout_ms)
@@ -165,8 +207,11 @@ class DatabaseSession(Reconnecting):
         return True
 
     def close(self) -> None:
-        super().close()
-        for slots in (self._slots, self._wanted):
-            if slots is not None:
-                slots.release()
-        self._slots = self._wanted = None
+        with self._busy:
+            super().close()
+            for slots in (self._slots, self._wanted):
+                if slots is not None:
+                    slots.release()
+            self._slots = self._wanted = None
+        with DatabaseSession._registry:
+            DatabaseSession._holders.get(self._s.identity, weakref.WeakSet()).discard(self)

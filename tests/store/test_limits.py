@@ -173,7 +173,7 @@ def test_redis_limiter_is_job_wide(redis_ok: None, tmp_path: Any) -> None:
 def test_redis_slots_cap_and_release(redis_ok: None) -> None:
     name = uuid.uuid4().hex
     a, b = RedisSlots(REDIS, name, 1), RedisSlots(REDIS, name, 1)
-    assert a.acquire() < 0.1
+    assert a.acquire() < 2.0  # free: taken at once (a loaded machine answers slowly)
     import threading
 
     waited: list[float] = []
@@ -241,7 +241,7 @@ def test_a_file_slot_asked_for_without_waiting_is_counted_as_wanted_until_taken(
     assert not holder.contended()
     started = time.monotonic()
     assert not other.try_acquire() and not other.try_acquire()
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 3.0
     assert holder.contended()
     other.release()  # lets go without a slot: wanted by nobody now
     assert not holder.contended()
@@ -263,7 +263,7 @@ def test_a_redis_slot_asked_for_without_waiting(redis_ok: None) -> None:
     assert holder.try_acquire() and holder.try_acquire()
     started = time.monotonic()
     assert not other.try_acquire()
-    assert time.monotonic() - started < 1.0 and not holder.contended()
+    assert time.monotonic() - started < 3.0 and not holder.contended()
     holder.release()
     assert other.try_acquire()
     assert other.acquire() == 0.0  # held already: no second slot
