@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ import pandas as pd
 import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from store.backends.sqlite import SQLiteDatabase, SQLiteDialect
 from store.file_locks import FileSlots, WriterLock
@@ -218,3 +221,43 @@ def test_writes_are_whole_batches_however_the_input_is_cut(
     list(fn.finish_bundle())
     fn.teardown()
     assert sizes == [10] * 6 + [6]
+
+
+@given(sizes=st.lists(st.integers(1, 25), min_size=1, max_size=12),
+       batch_rows=st.integers(1, 12), free=st.lists(st.booleans(), min_size=1))
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_whatever_the_input_and_the_contention_every_row_once_in_whole_writes(
+        tmp_path: Path, sizes: list[int], batch_rows: int, free: list[bool]) -> None:
+    """Against a plain reference (the rows in order, cut every ``batch_rows``): input
+    batches of any size, and the database free or taken at each moment the sink asks,
+    give the same writes, every row once, and never more than ``DEFERRED_ROWS`` times
+    ``batch_rows`` rows held."""
+    path = tmp_path / f"p-{uuid.uuid4().hex}.db"
+    db = DatabaseSettings(f"sqlite:///{path}", batch_rows=batch_rows,
+                          state_dir=str(tmp_path / "state"))
+    fn = WriteToDatabase(SinkSettings(db), CTX)._fn
+    answers = iter(free * 100)
+    fn.setup()
+    fn._session.ready = lambda: next(answers, True)  # type: ignore[method-assign]
+    written: list[int] = []
+    real = fn._table.upsert
+
+    def recording(database: Any, rows: Any) -> int:
+        written.append(len(rows))
+        return real(database, rows)
+
+    fn._table.upsert = recording  # type: ignore[method-assign]
+    fn.start_bundle()
+    total = 0
+    for n in sizes:
+        list(fn.process(batch("t1", total, n)))
+        total += n
+        assert total - sum(written) <= fn.DEFERRED_ROWS * batch_rows
+    list(fn.finish_bundle())
+    fn.teardown()
+    reference = [batch_rows] * (total // batch_rows) + ([total % batch_rows]
+                                                         if total % batch_rows else [])
+    assert written == reference
+    assert sqlite_rows(path, "SELECT count(*), count(DISTINCT doc_id) FROM predictions") == [
+        (total, total)]
