@@ -17,9 +17,10 @@ serve any number of workers without a convoy, and a lone writer keeps its connec
 for its bundle.
 
 A session about to wait for a slot first asks the other sessions of the same database
-whose slots its thread took, idle between their calls, to give theirs up: the sink's writes of
-predictions and of dead letters run in one thread, and with fewer slots than that needs
-one would otherwise wait for the other, which cannot write (and yield) meanwhile.
+whose slots its thread took, idle between their calls, to give theirs up: the sink's
+writes of predictions and of dead letters run in one thread, and with fewer slots than
+that needs one would otherwise wait for the other, which cannot write (and yield)
+meanwhile.
 
 ``ready()`` says whether a write could start now without waiting: the session holds its
 slot or takes a free one (and keeps it), and the machine's SQLite writer is free. A
@@ -84,7 +85,7 @@ class DatabaseSession(Reconnecting):
 
     MIN_HOLD_SECONDS = 0.25
     # Sessions holding a slot, by database: a session about to wait asks the idle ones
-    # of its own process to give theirs up first (``_yield_siblings``).
+    # whose slots its own thread took to give theirs up first (``_yield_siblings``).
     _holders: ClassVar[dict[str, weakref.WeakSet[DatabaseSession]]] = {}
     _registry = threading.Lock()
 
