@@ -7,13 +7,12 @@ own objects must stay collectable.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-from engine.forkserver import WORKER_ENV, ForkServer
+from tests.engine.zygote import fork_workers, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,16 +94,8 @@ def test_a_forked_worker_starts_with_the_collector_on_and_the_preload_frozen(
         tmp_path: Path, monkeypatch) -> None:
     probe = tmp_path / "gc.jsonl"
     monkeypatch.setenv("BEAMSCORE_GC_PROBE", str(probe))
-    server = ForkServer(preload=["tests.engine.gc_probe"], start_method="fork")
-    server.start()
-    try:
-        server.wait_ready()
-        command = server.environment().command_string.split()
-        env = {k: v for k, v in os.environ.items() if k not in WORKER_ENV}
-        # No control endpoint: the forked worker exits at once; the fork is what counts.
-        subprocess.run(command, env=env, capture_output=True, timeout=60)
-    finally:
-        server.stop()
+    with serving("tests.engine.gc_probe") as server:
+        fork_workers(server)
     events = [json.loads(line) for line in probe.read_text().splitlines()]
     preload = [e for e in events if e["event"] == "preload"]
     forked = [e for e in events if e["event"] == "forked"]
