@@ -34,6 +34,7 @@ from transforms.records import (
     DEAD_LETTERS,
     RAW,
     STATS,
+    TEXT,
     DocBatch,
     RunContext,
     dead_letter,
@@ -111,9 +112,12 @@ class _Predictions(SinkTable[DocBatch, _Segment]):
         if not n:
             return None
         hi, lo = id_hashes(cols["doc_id"])
-        # Bytes per row, estimated per batch: ids, top-k JSON, source file, fixed columns.
-        per_row = (sum(map(len, cols["doc_id"])) + sum(map(len, cols["top_k"]))) // n \
-            + len(batch.source_file) + 200
+        # Bytes per row held until the write, estimated per batch: ids, top-k JSON, the
+        # record kept for a dead letter (its text), source file, fixed columns.
+        texts = batch.frame.get(TEXT)
+        text_chars = int(texts.str.len().sum()) if texts is not None else 0
+        per_row = (sum(map(len, cols["doc_id"])) + sum(map(len, cols["top_k"]))
+                   + text_chars) // n + len(batch.source_file) + 200
         return _Segment(batch.tranche, batch.source_file, batch.batch_key, rows,
                         cols["position"], batch.frame[RAW].tolist(), (hi, lo)), n, per_row
 

@@ -23,7 +23,16 @@ from store.file_locks import FileSlots, WriterLock
 from store.schema import PREDICTIONS
 from store.session import DatabaseSettings
 from tests.data import fail_first_writes, sqlite_rows
-from transforms.records import DEAD_LETTERS, DOC_ID, METADATA, POSITION, RAW, DocBatch, RunContext
+from transforms.records import (
+    DEAD_LETTERS,
+    DOC_ID,
+    METADATA,
+    POSITION,
+    RAW,
+    TEXT,
+    DocBatch,
+    RunContext,
+)
 from transforms.write import SinkSettings, WriteToDatabase
 
 CTX = RunContext("run-x", "demo", "1", "ab" * 32, "2026-01-02T03:04:05+00:00")
@@ -76,6 +85,29 @@ def test_sink_flushes_at_batch_rows_and_batch_bytes_and_counts_every_row(
         assert sqlite_rows(tmp_path / f"{batch_rows}.db",
                      "SELECT count(*), count(DISTINCT doc_id) FROM predictions") == [(101, 101)]
 
+
+
+def test_the_byte_limit_counts_the_records_held_for_dead_letters(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until its write, a row's record is held (a rejected row becomes a dead letter with
+    it): with long texts a buffer reaches ``batch_bytes`` in fewer rows, also when its
+    writes wait, so what a worker holds stays within ``batch_bytes``."""
+    sizes = _write_sizes(monkeypatch)
+    text = "word " * 2000  # 10,000 characters a record
+    db = DatabaseSettings(f"sqlite:///{tmp_path / 'b.db'}", batch_rows=1000,
+                          batch_bytes=100_000, state_dir=str(tmp_path / "state"))
+    fn = WriteToDatabase(SinkSettings(db), CTX)._fn
+    fn.setup()
+    fn._session.ready = lambda: False  # type: ignore[method-assign]  # always taken
+    fn.start_bundle()
+    for i in range(5):
+        one = batch("t1", i * 20, 20)
+        one.frame[TEXT] = text
+        list(fn.process(one))
+        assert fn._bytes <= 100_000
+    list(fn.finish_bundle())
+    fn.teardown()
+    assert sum(sizes) == 100 and max(sizes) <= 10  # ~10,200 bytes a row: 9-10 rows a write
 
 
 def test_rows_the_database_rejects_are_dead_lettered_and_the_rest_written(
