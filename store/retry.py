@@ -144,7 +144,7 @@ class RetryingDatabase(Database):
     migration. Attributes only a backend has are read from the current connection."""
 
     # Built on the methods below, so retried statement by statement through them.
-    COMPOSED = frozenset({"update", "upsert_values", "check_fence"})
+    COMPOSED = frozenset({"update", "upsert_values", "check_fence", "check_lease"})
 
     def __init__(self, connect: Callable[[], Database], policy: RetryPolicy, *,
                  sleep: Callable[[float], None] | None = None):

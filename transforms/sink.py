@@ -10,7 +10,7 @@ wait in the buffer, up to ``DEFERRED_ROWS`` times the row limit (the byte limit 
 never exceeded), so a worker waits for the database only when its buffer is that full
 or its bundle ends. Elements are cut at every multiple of the row limit, so a flush is
 whole writes of it either way. Only a table that says so defers (predictions; dead
-letters are written as they come, at most ``flush_at`` held). Every write goes through
+letters are stored as they come, at most ``flush_at`` held). Every write goes through
 the rate limiter (``store.limits``) in writes of at most ``write_size`` rows and retries
 transient errors (``store.retry``). Each write is one transaction of the session's ``write``: on
 SQLite the machine's one writer at a time, and the connection slot is given up after
@@ -39,6 +39,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from itertools import chain
 from typing import Any, Generic, Protocol, TypeVar
 
 import apache_beam as beam
@@ -47,7 +48,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from store.database import Database, PermanentDataError
+from store.database import Database, Fence, PermanentDataError
 from store.session import DatabaseSession, DatabaseSettings, rate_limiter
 
 _LOG = logging.getLogger(__name__)
@@ -147,6 +148,10 @@ class Writer(Protocol):
         """Write ``rows``; returns {index: the database's message} of those rejected."""
         ...
 
+    def check_lease(self, fence: Fence, tranche: str) -> None:
+        """Raise ``LeaseLost`` unless ``fence``'s run still holds ``tranche``."""
+        ...
+
 
 class SinkTable(Generic[E, P]):
     """One use of the sink: how elements are buffered, written and what is emitted.
@@ -175,6 +180,13 @@ class SinkTable(Generic[E, P]):
     def upsert(self, db: Database, rows: Sequence[tuple[Any, ...]]) -> int:
         raise NotImplementedError
 
+    def finish(self, writer: Writer) -> Iterator[tuple[str | None, Any]]:
+        """After a bundle's last flush: what needs all of its rows; outputs as ``flush``'s."""
+        return iter(())
+
+    def reset(self) -> None:
+        """Drop what a bundle left (it starts, or one failed before ``finish``)."""
+
 
 class WriteFn(beam.DoFn, Generic[E, P]):
     """Buffers the pieces of ``table``, flushes them through the limits of ``limits``."""
@@ -198,6 +210,7 @@ class WriteFn(beam.DoFn, Generic[E, P]):
         self._pieces: list[P] = []
         self._rows = 0
         self._bytes = 0
+        self._table.reset()
 
     def process(self, element: E) -> Iterator[Any]:
         prepared = self._table.prepare(element)
@@ -225,13 +238,15 @@ class WriteFn(beam.DoFn, Generic[E, P]):
 
     def finish_bundle(self) -> Iterator[Any]:
         try:
-            for tag, value in self._flush():
+            for tag, value in chain(self._flush(), self._finish()):
                 yield windowed(value) if tag is None else \
                     beam.pvalue.TaggedOutput(tag, windowed(value))
         finally:
+            self._table.reset()
             self._session.close()
 
     def teardown(self) -> None:
+        self._table.reset()
         self._session.close()
 
     @property
@@ -243,6 +258,9 @@ class WriteFn(beam.DoFn, Generic[E, P]):
     def rate_limited(self) -> bool:
         """Whether a rate limit is set."""
         return self._s.max_rows_per_second > 0
+
+    def check_lease(self, fence: Fence, tranche: str) -> None:
+        self._session.run(lambda db: db.check_lease(fence, [tranche]))
 
     def write(self, rows: Sequence[tuple[Any, ...]]) -> dict[int, str]:
         rejected: dict[int, str] = {}
@@ -260,6 +278,10 @@ class WriteFn(beam.DoFn, Generic[E, P]):
             yield tag, (self._with_waits(value) if tag is None else value)
         if self._table.logs_progress:
             self._log_progress(rows)
+
+    def _finish(self) -> Iterator[tuple[str | None, Any]]:
+        for tag, value in self._table.finish(self):
+            yield tag, (self._with_waits(value) if tag is None else value)
 
     def _with_waits(self, value: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         """A main output's (tranche, stats) with the time waited since the last one."""

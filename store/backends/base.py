@@ -23,7 +23,7 @@ took over, can never change the rows of the run that took over.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -126,7 +126,15 @@ class Database:
         if fence is None:
             return
         column = table.names.index("tranche")
-        for tranche in sorted({row[column] for row in rows}):
+        self.check_lease(fence, {row[column] for row in rows})
+
+    def check_lease(self, fence: Fence | None, tranches: Iterable[str]) -> None:
+        """Raise ``LeaseLost`` unless ``fence``'s run holds, with its token, the lease
+        of each of ``tranches``: ``check_fence``'s test; outside a write transaction a
+        read, for what is written elsewhere than in the database (files)."""
+        if fence is None:
+            return
+        for tranche in sorted(set(tranches)):
             token = fence.tokens.get(tranche)
             if token is None or not self.execute(self.dialect.fence_check(), [
                     tranche, fence.model_name, fence.model_version, fence.run_id, token]):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +14,13 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from store.backends.base import Fence
 from store.backends.sqlite import SQLiteDialect
+from store.database import LeaseLost, connect
+from store.ledger import TrancheLedger
 from store.schema import DEAD_LETTERS
 from store.session import DatabaseSettings
 from tests.data import fail_first_writes
@@ -135,3 +143,108 @@ def test_the_waits_of_dead_letter_writes_reach_the_run_summary(
             t["throttled_ms"] == t["rate_limited_ms"] + t["db_wait_ms"])),
             equal_to([(30, True, True, True)]))
     assert lost == [0]
+
+
+def _one_bundle(url: str, out: Path, dead: list[dict[str, Any]], flush_at: int,
+                fence: Fence | None = None) -> dict[str, bytes]:
+    """``dead`` through one bundle of the sink's DoFn, in that order; the files written."""
+    fn = WriteDeadLetters(SinkSettings(DatabaseSettings(url)), "run-1", str(out),
+                          flush_at=flush_at, fence=fence)._fn
+    fn.setup()
+    try:
+        fn.start_bundle()
+        for d in dead:
+            list(fn.process(d))
+        list(fn.finish_bundle())
+    finally:
+        fn.teardown()
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.jsonl"))}
+
+
+_DEAD = st.builds(
+    lambda tranche, source, position, stage: dead_letter(
+        tranche=tranche, source_file=f"/in/dt={tranche}/{source}.jsonl", position=position,
+        stage=stage, reason="bad", payload=f"record {source}:{position}", payload_limit=100),
+    st.sampled_from(["2026-01-01", "2026-01-02"]),
+    st.sampled_from(["a", "b", "a b", "ab", "é", "tab\there", 'quote"d']),
+    st.integers(0, 40), st.sampled_from(["read", "validate", "sink"]))
+
+
+@given(dead=st.lists(_DEAD, min_size=1, max_size=30,
+                     unique_by=lambda d: (d["source_file"], d["position"], d["stage"])),
+       flush_at=st.integers(1, 8), order=st.randoms(use_true_random=False))
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_bundles_files_depend_on_its_dead_letters_not_on_their_order(
+        tmp_path: Path, dead: list[dict[str, Any]], flush_at: int, order: Any) -> None:
+    """The same dead letters in another order (so the flushes hold other groups, as
+    when the rows a database rejects come in at other moments of a retried bundle) give
+    the same files, byte for byte: against a reference (each tranche's lines sorted by
+    source file, position and stage, cut every ``flush_at``), every dead letter is one
+    line of one file."""
+    shuffled = list(dead)
+    order.shuffle(shuffled)
+    case = tmp_path / uuid.uuid4().hex
+    first = _one_bundle(f"sqlite:///{case}-1.db", case / "one", dead, flush_at)
+    second = _one_bundle(f"sqlite:///{case}-2.db", case / "two", shuffled, flush_at)
+    assert first == second
+    expected: dict[str, list[list[str]]] = {}
+    for tranche in sorted({d["tranche"] for d in dead}):
+        lines = [json.dumps({"run_id": "run-1", **d}, ensure_ascii=False) + "\n"
+                 for d in sorted((d for d in dead if d["tranche"] == tranche),
+                                 key=lambda d: (d["source_file"], d["position"], d["stage"]))]
+        expected[tranche] = [lines[i:i + flush_at] for i in range(0, len(lines), flush_at)]
+    found: dict[str, list[list[str]]] = {}
+    for name, content in first.items():
+        found.setdefault(name.split("/")[0][3:], []).append(
+            content.decode().splitlines(keepends=True))
+    assert {t: sorted(parts) for t, parts in found.items()} == \
+        {t: sorted(parts) for t, parts in expected.items()}
+
+
+def test_a_run_that_lost_its_tranche_after_the_last_flush_writes_no_file(
+        tmp_path: Path) -> None:
+    """The rows were stored under the lease; another run took the tranche over before the
+    bundle ended: its files are not written (the fenced write before them fails)."""
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    db = connect(url)
+    db.init_schema()
+    now = [1_000_000.0]
+    ledger = TrancheLedger(db, clock=lambda: now[0])
+    assert ledger.acquire("2026-01-01", "demo", "1", "fp", [{"path": "a"}], "run-1", 10)[0]
+    fence = ledger.fence("run-1", "demo", "1", ["2026-01-01"])
+    fn = WriteDeadLetters(SinkSettings(DatabaseSettings(url)), "run-1", str(tmp_path / "out"),
+                          flush_at=2, fence=fence)._fn
+    fn.setup()
+    fn.start_bundle()
+    for i in range(1, 5):  # two full flushes: nothing left for the bundle's end
+        list(fn.process(_dead("2026-01-01", i)))
+    now[0] += 11  # run-1's lease expired: run-2 takes the tranche
+    assert ledger.acquire("2026-01-01", "demo", "1", "fp", [{"path": "a"}], "run-2", 10)[0]
+    with pytest.raises(LeaseLost):
+        list(fn.finish_bundle())
+    fn.teardown()
+    db.close()
+    assert not list((tmp_path / "out").rglob("*.jsonl"))
+    assert sqlite3.connect(tmp_path / "f.db").execute(
+        "SELECT count(*) FROM dead_letters").fetchone() == (4,)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/fd")
+def test_a_bundle_of_many_flushes_keeps_one_spill_file_open(tmp_path: Path) -> None:
+    """Every flush's lines wait for the bundle's end in one local file, whatever the
+    number of flushes: the open files do not grow with the dead letters."""
+    fn = WriteDeadLetters(SinkSettings(DatabaseSettings(f"sqlite:///{tmp_path / 'm.db'}")),
+                          "run-1", str(tmp_path / "out"), flush_at=1)._fn
+    fn.setup()
+    fn.start_bundle()
+    list(fn.process(_dead("2026-01-01", 1)))
+    open_after_one = len(os.listdir("/proc/self/fd"))
+    for i in range(2, 201):
+        list(fn.process(_dead("2026-01-01", i)))
+    assert len(os.listdir("/proc/self/fd")) <= open_after_one
+    list(fn.finish_bundle())
+    fn.teardown()
+    files = list((tmp_path / "out").rglob("*.jsonl"))
+    assert len(files) == 200  # flush_at lines a file
+    assert sorted(json.loads(f.read_text())["position"] for f in files) == list(range(1, 201))
