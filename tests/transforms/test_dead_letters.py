@@ -203,10 +203,10 @@ def test_a_bundles_files_depend_on_its_dead_letters_not_on_their_order(
 
 
 def test_a_run_that_lost_its_tranche_after_the_last_flush_writes_no_file(
-        tmp_path: Path) -> None:
+        tmp_path: Path, db_url: str) -> None:
     """The rows were stored under the lease; another run took the tranche over before the
-    bundle ended: its files are not written (the fenced write before them fails)."""
-    url = f"sqlite:///{tmp_path / 'f.db'}"
+    bundle ended: its files are not written (the lease check before them fails)."""
+    url = db_url
     db = connect(url)
     db.init_schema()
     now = [1_000_000.0]
@@ -224,10 +224,9 @@ def test_a_run_that_lost_its_tranche_after_the_last_flush_writes_no_file(
     with pytest.raises(LeaseLost):
         list(fn.finish_bundle())
     fn.teardown()
-    db.close()
     assert not list((tmp_path / "out").rglob("*.jsonl"))
-    assert sqlite3.connect(tmp_path / "f.db").execute(
-        "SELECT count(*) FROM dead_letters").fetchone() == (4,)
+    assert db.execute("SELECT count(*) FROM dead_letters") == [(4,)]
+    db.close()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/self/fd")
