@@ -3,8 +3,8 @@
 Each SDK worker scores in one thread that needs a core for as long as it has chunks.
 With more workers than cores (``--workers 8`` on 2 cores; or the launcher, the fork
 server and a database sharing 16 cores with 16 workers) Linux's fair scheduler gives
-every runnable worker a short turn (a "slice", 0.7 to 3 ms by default) and lets a
-worker that wakes up (from a database lock, a gRPC reply) preempt the one running:
+every runnable worker a short turn (a "slice": 1.4 ms on the 2-core bench host) and
+lets a worker that wakes up (from a database lock, a gRPC reply) preempt the one running:
 thousands of switches a second, each leaving the next worker with cold caches.
 
 ``batch_policy`` marks the calling process as batch work: policy ``SCHED_BATCH`` (a
@@ -16,8 +16,9 @@ answers the workers, keeps the default policy, so it still preempts a worker at 
 when a reply is due. Neither needs a privilege; the CPU share of each process is
 unchanged (no nice level), only how often the scheduler switches between them.
 
-Measured with 200,000 documents on 2 cores, 8 workers (``bench/README.md``): runs 5-8 %
-shorter, system CPU 2.2 -> 1.8-1.9 s; at 2 workers (one per core) no change.
+Measured on 2 cores with 8 workers (``bench/README.md``): 200,000 documents 4 % shorter
+(medians of 6 alternating pairs, system CPU 2.0 -> 1.9 s), 1,000,000 documents 6 %
+shorter (user CPU 27.4-28.0 -> 25.2-25.8 s); at 2 workers (one per core) no change.
 """
 
 from __future__ import annotations
