@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import os
+import re
 import typing
 import zoneinfo
 from dataclasses import dataclass, field
@@ -135,6 +136,16 @@ class DataflowConfig:
     experiments: list[str] = field(default_factory=list, metadata={
         "help": "Dataflow experiments, comma-separated"})
 
+    @property
+    def cores_per_worker(self) -> int:
+        """The vCPUs of ``machine_type`` (``n2-standard-4``: 4, ``n2-custom-8-32768``:
+        8): Dataflow runs one Python SDK process per vCPU. Without a type that says
+        (empty, ``e2-medium``): ``number_of_worker_harness_threads``, else 1."""
+        found = re.search(r"-custom-(\d+)-\d+(-ext)?$|-(\d+)$", self.machine_type)
+        if found:
+            return int(found.group(1) or found.group(3))
+        return max(1, self.number_of_worker_harness_threads)
+
     def as_flags(self) -> list[str]:
         flags = []
         for f in dataclasses.fields(self):
@@ -222,6 +233,16 @@ class Config:
 
     # Keys set by the overlay or a flag rather than base.yaml (not a config key).
     explicit_keys: tuple[str, ...] = field(default=(), metadata={"config": False})
+
+    @property
+    def parallelism(self) -> int:
+        """How many chunks a run can read and score at once, which its plan cuts for
+        (``landing.chunks``): on Dataflow with ``dataflow.max_num_workers`` set, the
+        worker VMs times the processes each runs (``DataflowConfig.cores_per_worker``);
+        otherwise the local worker processes (``workers``)."""
+        if self.runner.endswith("DataflowRunner") and self.dataflow.max_num_workers > 0:
+            return self.dataflow.max_num_workers * self.dataflow.cores_per_worker
+        return self.workers
 
     @property
     def database(self) -> DatabaseSettings:

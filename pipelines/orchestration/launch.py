@@ -173,7 +173,7 @@ def acquire_tranches(settings: PlanSettings, plan: ScorePlan, ref: ModelRef, run
                                                    "took it first")
         plan.fence = ledger.fence(run_id, ref.name, ref.version,
                                   [t.tranche for t in plan.to_read])
-    plan.cut_chunks(settings.read.chunk_bytes, settings.workers)
+    plan.cut_chunks(settings.read.chunk_bytes, settings.parallelism)
 
 
 def lost_leases(database: DatabaseSettings, plan: ScorePlan) -> list[str]:

@@ -38,7 +38,8 @@ class PlanSettings:
     """What planning a run and taking its tranches read of the config
     (``settings_of(PlanSettings, cfg)``): where the tranches are, the ledger's database,
     what a tranche's outputs depend on (fields, validation, ``inference.top_k``), how it
-    is cut into chunks, and where earlier outputs of a tranche taken are cleared."""
+    is cut into chunks (for ``parallelism`` readers), and where earlier outputs of a
+    tranche taken are cleared."""
 
     input_root: str
     output_dir: str
@@ -47,7 +48,7 @@ class PlanSettings:
     validation: ValidationConfig
     inference: InferenceConfig
     read: ReadConfig
-    workers: int
+    parallelism: int
     allow_empty_tranches: bool
     force: bool
 
@@ -92,8 +93,8 @@ class ScorePlan:
     def with_decision(self, decision: str) -> list[TranchePlan]:
         return [t for t in self.tranches if self.decisions[t.tranche][0] == decision]
 
-    def cut_chunks(self, chunk_bytes: int, workers: int) -> None:
-        self.chunks = balanced_chunks(self.to_read, chunk_bytes, workers)
+    def cut_chunks(self, chunk_bytes: int, parallelism: int) -> None:
+        self.chunks = balanced_chunks(self.to_read, chunk_bytes, parallelism)
 
 
 def make_plan(settings: PlanSettings, dates: list[dt.date], ref: ModelRef,
@@ -128,7 +129,7 @@ def make_plan(settings: PlanSettings, dates: list[dt.date], ref: ModelRef,
     finally:
         if db is not None:
             db.close()
-    plan.cut_chunks(settings.read.chunk_bytes, settings.workers)
+    plan.cut_chunks(settings.read.chunk_bytes, settings.parallelism)
     return plan
 
 

@@ -142,3 +142,28 @@ def test_db_url_with_password_in_a_file_is_rejected(tmp_path: Path) -> None:
 def test_db_url_without_password_is_accepted() -> None:
     cfg = load_config(None, {"db": "postgresql://scorer@db.example:5432/scores"})
     assert cfg.db == "postgresql://scorer@db.example:5432/scores"
+
+
+@pytest.mark.parametrize("machine_type, threads, cores", [
+    ("n2-standard-4", 0, 4), ("n2-standard-4", 12, 4), ("n2-highmem-16", 0, 16),
+    ("n2-custom-8-32768", 0, 8), ("n2-custom-6-16384-ext", 0, 6), ("e2-medium", 0, 1),
+    ("", 3, 3), ("", 0, 1)])
+def test_a_dataflow_run_is_cut_for_every_process_of_its_workers(
+        machine_type: str, threads: int, cores: int) -> None:
+    """A plan cuts chunks for ``parallelism`` readers: on Dataflow, the worker VMs times
+    the SDK processes each runs (one per vCPU of the machine type)."""
+    from pipelines.configuration.config import settings_of
+    from pipelines.orchestration.plan import PlanSettings
+
+    cfg = load_config("dataflow", {"dataflow.max_num_workers": "10",
+                                   "dataflow.machine_type": machine_type,
+                                   "dataflow.number_of_worker_harness_threads": str(threads)})
+    assert cfg.dataflow.cores_per_worker == cores
+    assert settings_of(PlanSettings, cfg).parallelism == 10 * cores
+
+
+def test_a_local_run_or_one_without_a_worker_bound_is_cut_for_its_workers() -> None:
+    assert load_config(None, {"workers": "3"}).parallelism == 3
+    assert load_config("dataflow", {"dataflow.max_num_workers": "0",
+                                    "workers": "2"}).parallelism == 2
+    assert load_config("dataflow").parallelism == 10 * 4  # the overlay: 10 n2-standard-4
