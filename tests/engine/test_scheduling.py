@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from engine.scheduling import SLICE_NS
-from tests.engine.zygote import fork_workers, serving
+from tests.engine.helpers import fork_workers, in_fresh_python, serving
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="Linux scheduling policies")
@@ -24,16 +22,8 @@ def _takes_slices() -> bool:
     return (major, minor) >= (6, 12)
 
 
-def _in_python(code: str) -> dict:
-    """Run ``code`` in a fresh interpreter (a policy change must not reach the test's
-    own process); it prints one JSON object."""
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                         text=True, timeout=60, check=True)
-    return json.loads(out.stdout)
-
-
 def test_batch_policy_makes_the_process_batch_work_with_the_long_slice() -> None:
-    seen = _in_python("""
+    seen = in_fresh_python("""
         import json, os
         from engine.scheduling import batch_policy, slice_request
         before = (os.sched_getscheduler(0), slice_request())
@@ -49,7 +39,7 @@ def test_batch_policy_makes_the_process_batch_work_with_the_long_slice() -> None
 
 
 def test_without_the_slice_call_the_policy_is_still_batch() -> None:
-    seen = _in_python("""
+    seen = in_fresh_python("""
         import json, os
         from engine import scheduling
         scheduling._set_attr = lambda policy, slice_ns: False  # an older kernel, another arch
@@ -60,7 +50,7 @@ def test_without_the_slice_call_the_policy_is_still_batch() -> None:
 
 
 def test_a_refused_policy_changes_nothing_and_raises_nothing() -> None:
-    seen = _in_python("""
+    seen = in_fresh_python("""
         import json, os
         from engine import scheduling
         scheduling._set_attr = lambda policy, slice_ns: False

@@ -7,25 +7,13 @@ own objects must stay collectable.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
-from tests.engine.zygote import fork_workers, serving
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _python(code: str) -> dict:
-    run = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                         text=True, timeout=120, cwd=ROOT)
-    assert run.returncode == 0, run.stderr
-    return json.loads(run.stdout.strip().splitlines()[-1])
+from tests.engine.helpers import fork_workers, in_fresh_python, serving
 
 
 def test_the_block_runs_without_the_collector_and_its_objects_are_frozen() -> None:
-    seen = _python("""
+    seen = in_fresh_python("""
         import gc, json
         from engine.startup import start_up
         class Node: pass
@@ -49,7 +37,7 @@ def test_the_block_runs_without_the_collector_and_its_objects_are_frozen() -> No
 
 
 def test_the_collector_is_restored_as_it_was_also_when_the_block_raises() -> None:
-    seen = _python("""
+    seen = in_fresh_python("""
         import gc, json
         from engine.startup import start_up
         try:
@@ -74,7 +62,7 @@ def test_only_the_console_script_freezes_its_start_up(tmp_path: Path) -> None:
     handler runs and fails on the missing config)."""
     seen = {}
     for owns in (False, True):
-        seen[owns] = _python(f"""
+        seen[owns] = in_fresh_python(f"""
             import gc, json, sys
             from pipelines.cli import main
             rc = main(["score", "--from", "2026-01-01", "--to", "2026-01-01",

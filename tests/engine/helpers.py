@@ -1,13 +1,30 @@
-"""A fork server for tests that look into the workers it forks (with a probe preload)."""
+"""Helpers of the engine tests: code run in a fresh interpreter, and a fork server whose
+forked workers a probe preload looks into."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from engine.forkserver import WORKER_ENV, ForkServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def in_fresh_python(code: str) -> dict:
+    """Run ``code`` in a fresh interpreter (what it changes in its process stays there);
+    the JSON object it prints last."""
+    run = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                         text=True, timeout=120, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    result: dict = json.loads(run.stdout.strip().splitlines()[-1])
+    return result
 
 
 @contextmanager
