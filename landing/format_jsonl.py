@@ -1,19 +1,22 @@
 """JSONL (``.jsonl``, ``.ndjson``, each also gzipped): one JSON object a line.
 
 Positions are 1-based line numbers; blank lines are not records. A byte-range chunk
-owns the lines that start in it. A line over the read bound is one rejection, streamed
-past without being held in memory. A byte-order mark opening the file is not part of
-its first line. A record JSON cannot decode for its depth is malformed; one that
-decodes but nests too deeply to travel between stages is dead-lettered by the
-pipeline's one isolation rule (``transforms.records.impassable``), whatever its format.
+owns the lines that start in it; ``number_lines`` counts the lines before each of a
+file's chunks in one pass, so that no chunk reads the file up to its start. A line
+over the read bound is one rejection, streamed past without being held in memory. A
+byte-order mark opening the file is not part of its first line. A record JSON cannot
+decode for its depth is malformed; one that decodes but nests too deeply to travel
+between stages is dead-lettered by the pipeline's one isolation rule
+(``transforms.records.impassable``), whatever its format.
 """
 
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from landing.reading import (
@@ -26,19 +29,23 @@ from landing.reading import (
     too_long,
 )
 
+# Read buffer: a byte range reads at most this much past its end (to finish its last line).
+_BUFFER = 64 << 10
+
 
 def read(chunk: Chunk, gzipped: bool, opts: ReadOptions) -> Iterator[Item]:
     """Every non-blank line of ``chunk`` as a record or a rejection, with its line."""
     bound = opts.max_line_bytes
     with open_input(chunk.path, gzipped) as raw:
-        fh: Any = raw if gzipped else io.BufferedReader(raw, 1 << 20)  # type: ignore[type-var]
+        fh: Any = raw if gzipped else io.BufferedReader(raw, _BUFFER)  # type: ignore[type-var]
         lineno, pos = 0, chunk.start
         if chunk.start > 0:
-            lineno = count_newlines(chunk.path, chunk.start - 1)
+            lineno = chunk.lines_before
+            if lineno < 0:
+                lineno = count_newlines(chunk.path, chunk.start - 1) + 1
             fh.seek(chunk.start - 1)
             # finish the line owned by the previous chunk
             pos = chunk.start - 1 + next(bounded_lines(fh, bound), (b"", 0, 0))[1]
-            lineno += 1
         lines = bounded_lines(fh, bound)
         while chunk.end < 0 or pos < chunk.end:
             line, size, _ = next(lines, (b"", 0, 0))
@@ -74,12 +81,38 @@ def parse_json_line(line: bytes) -> dict[str, Any] | Rejection:
 
 def count_newlines(path: str, upto: int) -> int:
     """Newlines in the first ``upto`` bytes of an uncompressed file."""
-    n, left = 0, upto
-    with open_input(path) as fh:
-        while left > 0:
-            block = fh.read(min(left, 8 << 20))
-            if not block:
-                break
-            n += block.count(b"\n")
-            left -= len(block)
-    return n
+    return _newlines_at(path, [upto])[0][0]
+
+
+def number_lines(chunks: Sequence[Chunk]) -> list[Chunk]:
+    """The byte-range chunks of one uncompressed file, each with ``lines_before`` set,
+    counted in one pass over the file up to the last chunk's start. A file shorter than
+    planned leaves the chunks that start past its end unnumbered (their readers report
+    what they find)."""
+    starts = sorted({c.start for c in chunks if c.start > 0})
+    lines = {0: 0}
+    if starts:
+        counts = _newlines_at(chunks[0].path, [s - 1 for s in starts])
+        lines |= {s: n + 1 for s, (n, reached) in zip(starts, counts) if reached}
+    return [dataclasses.replace(c, lines_before=lines.get(c.start, -1)) for c in chunks]
+
+
+def _newlines_at(path: str, offsets: Sequence[int]) -> list[tuple[int, bool]]:
+    """For each of the ascending ``offsets``: the newlines in the file's first
+    ``offset`` bytes, and whether the file is that long; one pass through one reused
+    1 MiB buffer."""
+    out: list[tuple[int, bool]] = []
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    n = pos = 0
+    with open_input(path) as raw:
+        fh: Any = raw  # a buffered binary stream: readinto
+        for offset in offsets:
+            while pos < offset:
+                got = fh.readinto(view[:min(len(buf), offset - pos)])
+                if not got:
+                    break
+                n += buf.count(b"\n", 0, got)
+                pos += got
+            out.append((n, pos >= offset))
+    return out

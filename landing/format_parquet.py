@@ -1,6 +1,7 @@
 """Parquet (``.parquet``): each row a record; positions are 1-based row numbers.
 
-The footer gives the exact row count, so large files are cut into row ranges. A file
+The footer gives the exact row count, so large files are cut into row ranges; a range
+decodes only the row groups that hold its rows. A file
 whose schema lacks a column the run requires is one rejection, from its first chunk.
 """
 
@@ -27,8 +28,10 @@ def read(chunk: Chunk, _gzipped: bool, opts: ReadOptions) -> Iterator[Item]:
         if missing:
             return
         first, last = chunk.start, (chunk.end if chunk.end >= 0 else pf.metadata.num_rows)
-        row_no = 0  # rows before this record batch
-        for rb in pf.iter_batches(batch_size=opts.batch_size):
+        groups, row_no = _row_groups(pf.metadata, first, last)  # row_no: rows before a batch
+        if not groups:
+            return
+        for rb in pf.iter_batches(batch_size=opts.batch_size, row_groups=groups):
             lo, hi = max(first - row_no, 0), min(last - row_no, rb.num_rows)
             if lo < hi:
                 for i, record in enumerate(rb.slice(lo, hi - lo).to_pylist()):
@@ -36,6 +39,21 @@ def read(chunk: Chunk, _gzipped: bool, opts: ReadOptions) -> Iterator[Item]:
             row_no += rb.num_rows
             if row_no >= last:
                 break
+
+
+def _row_groups(metadata: pq.FileMetaData, first: int, last: int) -> tuple[list[int], int]:
+    """The row groups that hold rows ``first`` to ``last`` (0-based, end excluded), and
+    the rows of the file before the first of them: a chunk decodes only those."""
+    groups: list[int] = []
+    before = at = 0
+    for i in range(metadata.num_row_groups):
+        n = metadata.row_group(i).num_rows
+        if at < last and at + n > first:
+            if not groups:
+                before = at
+            groups.append(i)
+        at += n
+    return groups, before
 
 
 def rows(path: str, _size: int = 0, _gzipped: bool = False) -> int:

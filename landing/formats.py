@@ -4,7 +4,9 @@ it reads them, how it cuts them into chunks and how many rows it expects.
 Every list of supported formats (planning, ``train``, the plan's output, help texts) is
 derived from ``FORMATS``; adding a format is one ``Format`` entry here and its reader.
 A format with ``gzip`` also reads its files gzipped (``<suffix>.gz``, format name
-``<name>.gz``). ``read_chunk`` yields every line or row of a chunk exactly once, as a
+``<name>.gz``). ``number_chunks`` gives a file's chunks what their reader needs to know
+of the file before their start (a JSONL byte range: the lines before it), in one pass
+for all of them. ``read_chunk`` yields every line or row of a chunk exactly once, as a
 record or a ``Rejection``; a file that cannot be read (corrupt, truncated gzip,
 permission denied, gone since planning) ends in one ``Rejection`` at position 0 whose
 reason names the file, the error and how far reading got.
@@ -12,7 +14,7 @@ reason names the file, the error and how far reading got.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,15 +31,18 @@ from landing.splitters import Splitter
 
 Reader = Callable[[Chunk, bool, ReadOptions], Iterator[Item]]
 Estimator = Callable[[str, int, bool], int]  # (path, size, gzipped) -> rows
+Numberer = Callable[[Sequence[Chunk]], list[Chunk]]  # one file's chunks, numbered
 
 __all__ = ["FORMATS", "Format", "Rejection", "describe_formats", "file_format",
-           "format_names", "read_chunk", "resolve"]
+           "format_names", "number_chunks", "read_chunk", "resolve"]
 
 
 @dataclass(frozen=True)
 class Format:
     """One input format: its name and suffixes, its reader (chunk -> items with
-    positions), its splitter (file -> chunks) and its row estimate (file -> rows)."""
+    positions), its splitter (file -> chunks), its row estimate (file -> rows) and, for
+    a format whose chunks need to know what precedes them, its numberer (one file's
+    uncompressed chunks -> the same chunks told it, in one pass over the file)."""
 
     name: str
     label: str  # as a user calls it: "JSONL"
@@ -47,11 +52,12 @@ class Format:
     estimate: Estimator
     unit: str = "line"  # what a position counts: "line" or "row"
     gzip: bool = False  # also read gzipped: <suffix>.gz, named <name>.gz
+    numberer: Numberer | None = None
 
 
 FORMATS: tuple[Format, ...] = (
     Format("jsonl", "JSONL", (".jsonl", ".ndjson"), format_jsonl.read, splitters.byte_ranges,
-           sampling.line_rows, unit="line", gzip=True),
+           sampling.line_rows, unit="line", gzip=True, numberer=format_jsonl.number_lines),
     Format("csv", "CSV", (".csv",), format_csv.read, splitters.whole, sampling.csv_rows,
            unit="row", gzip=True),
     Format("parquet", "Parquet", (".parquet",), format_parquet.read, splitters.row_ranges,
@@ -95,6 +101,22 @@ def format_names() -> str:
 
 def _or(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
+
+
+def number_chunks(chunks: Sequence[Chunk]) -> list[Chunk]:
+    """The chunks of one file, numbered by its format (at most one pass over the file;
+    see ``Format``); as they are when it has no numberer, and when the file cannot be
+    read, which their readers then report."""
+    chunks = list(chunks)
+    if not chunks:
+        return chunks
+    fmt, gzipped = resolve(chunks[0].format)
+    if fmt.numberer is None or gzipped:
+        return chunks
+    try:
+        return fmt.numberer(chunks)
+    except Exception:  # noqa: BLE001 - each chunk's reader reports the file
+        return chunks
 
 
 def read_chunk(chunk: Chunk, batch_size: int = 4096, required: tuple[str, ...] = (),

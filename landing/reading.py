@@ -30,7 +30,12 @@ from apache_beam.io.filesystems import FileSystems
 @dataclass(frozen=True)
 class Chunk:
     """A unit of reading work: a file, a byte range of an uncompressed file, or a row
-    range of a file (``start``/``end`` are bytes or rows, as the format splits)."""
+    range of a file (``start``/``end`` are bytes or rows, as the format splits).
+
+    ``lines_before``: for a byte range, the lines that start before ``start`` (its
+    records are numbered from the next); -1 when not known, and the reader counts them
+    itself by reading the file up to ``start``. ``landing.formats.number_chunks`` sets
+    it for all of a file's chunks in one pass over the file."""
 
     tranche: str
     path: str
@@ -39,6 +44,7 @@ class Chunk:
     end: int = -1  # -1 = to end of file
     index: int = 0
     est_rows: int = 0  # estimated records, for balancing chunks across workers
+    lines_before: int = -1
 
     @property
     def key(self) -> str:

@@ -1,6 +1,9 @@
 """Read tranches: chunks in, DocBatches out, every line or row accounted for.
 
-Each chunk (``landing.chunks``) is parsed record by record by ``landing.formats``;
+The chunks of each file are first numbered together (``landing.formats.number_chunks``:
+one pass over a JSONL file gives each of its byte ranges the lines before it), files
+spread over the workers; then the chunks are spread over the workers and each one
+(``landing.chunks``) is parsed record by record by ``landing.formats``;
 records are cut into DocBatches of ``batch_size`` rows with the configured field names
 as columns, and everything that is not a record leaves as a dead letter (stage
 ``read``) with its position; lines too long to hold a text of ``max_text_chars`` are
@@ -18,7 +21,7 @@ from typing import Any
 import apache_beam as beam
 import pandas as pd
 
-from landing.formats import Rejection, read_chunk
+from landing.formats import Rejection, number_chunks, read_chunk
 from landing.reading import DEFAULT_MAX_TEXT_CHARS, Chunk
 from transforms.records import (
     DEAD_LETTERS,
@@ -144,9 +147,14 @@ class ReadTranches(beam.PTransform):
         self._fn = _ReadChunkFn(fields, batch_size, payload_limit, max_text_chars)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> beam.pvalue.DoOutputsTuple:
+        files: dict[str, list[Chunk]] = {}  # path -> its chunks, in the planned order
+        for chunk in self._chunks:
+            files.setdefault(chunk.path, []).append(chunk)
         return (
             pbegin
-            | "List chunks" >> beam.Create(self._chunks, reshuffle=False)
+            | "List files" >> beam.Create(list(files.values()), reshuffle=False)
+            | "Distribute files" >> beam.Reshuffle()
+            | "Number chunks" >> beam.FlatMap(number_chunks)
             | "Distribute chunks" >> beam.Reshuffle()
             | "Parse records" >> beam.ParDo(self._fn).with_output_types(DocBatch)
             .with_outputs(DEAD_LETTERS, STATS, main="batches")

@@ -10,11 +10,12 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from landing.chunks import Chunk, balanced_chunks, plan_chunks
-from landing.formats import Rejection, read_chunk
+from landing.formats import Rejection, number_chunks, read_chunk
 from landing.tranches import plan_tranches
-from tests.data import day_folder, numbered_jsonl
+from tests.data import day_folder, json_line, numbered_jsonl
 
 DAY1 = dt.date(2026, 1, 1)
 
@@ -54,8 +55,57 @@ def test_every_chunk_size_reads_each_line_exactly_once(tmp_path: Path) -> None:
     plans = plan_tranches(str(tmp_path), [DAY1])
     # Lines are at most ~40 bytes: sizes 3..63 put boundaries at every kind of offset.
     for chunk_bytes in [*range(3, 64), len(data) - 1, len(data), len(data) + 1]:
-        got = _read_chunks_directly(plan_chunks(plans, chunk_bytes))
+        chunks = plan_chunks(plans, chunk_bytes)
+        got = _read_chunks_directly(chunks)
         assert sorted(got) == sorted(expected.items()), f"chunk_bytes={chunk_bytes}"
+        numbered = number_chunks(chunks)
+        assert all(c.lines_before >= 0 for c in numbered)
+        assert _read_chunks_directly(numbered) == got, f"numbered, chunk_bytes={chunk_bytes}"
+
+
+def _bytes_read() -> int:
+    """Bytes this process has read through read(2) and the like so far."""
+    with open("/proc/self/io") as fh:
+        return int(next(line for line in fh if line.startswith("rchar:")).split()[1])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/io"), reason="needs Linux /proc")
+def test_numbered_chunks_read_the_file_about_twice_not_once_per_chunk(
+        tmp_path: Path) -> None:
+    """A chunk that counts the lines before it reads the file up to its start: a file cut
+    in 16 reads about 8 times over (gigabytes from object storage, for a large file).
+    Numbered (``number_chunks``, one pass), reading all its chunks reads it about twice."""
+    line = json_line({"id": "x", "text": "w" * 90}) + b"\n"
+    data = line * (16 * 1024 * 1024 // len(line))
+    (day_folder(tmp_path, DAY1) / "a.jsonl").write_bytes(data)
+    chunks = plan_chunks(plan_tranches(str(tmp_path), [DAY1]), len(data) // 16 + 1)
+    assert len(chunks) == 16
+
+    before = _bytes_read()
+    plain = [p for c in chunks for _, p in read_chunk(c)]
+    counting = _bytes_read() - before
+
+    before = _bytes_read()
+    numbered = [p for c in number_chunks(chunks) for _, p in read_chunk(c)]
+    once = _bytes_read() - before
+
+    assert numbered == plain == list(range(1, len(data) // len(line) + 1))
+    assert counting > 7 * len(data)
+    assert once < 2.2 * len(data)
+
+
+def test_chunks_past_the_end_of_a_shrunken_file_stay_unnumbered(tmp_path: Path) -> None:
+    data, expected = numbered_jsonl(40)
+    path = day_folder(tmp_path, DAY1) / "a.jsonl"
+    path.write_bytes(data)
+    chunks = plan_chunks(plan_tranches(str(tmp_path), [DAY1]), 50)
+    cut = len(data) // 2
+    path.write_bytes(data[:cut])  # rewritten shorter after planning
+    numbered = number_chunks(chunks)
+    assert [c.lines_before >= 0 for c in numbered] == [c.start <= cut for c in chunks]
+    assert _read_chunks_directly(numbered) == _read_chunks_directly(chunks)
+    path.unlink()  # gone: left as planned, each reader reports the file
+    assert number_chunks(chunks) == chunks
 
 
 def test_parquet_row_ranges_read_each_row_exactly_once(tmp_path: Path) -> None:
@@ -68,6 +118,37 @@ def test_parquet_row_ranges_read_each_row_exactly_once(tmp_path: Path) -> None:
         chunks = plan_chunks(plans, 1 << 20, chunk_rows=chunk_rows)
         assert len(chunks) == -(-103 // chunk_rows)
         assert sorted(_read_chunks_directly(chunks)) == expected, f"chunk_rows={chunk_rows}"
+
+
+def test_a_parquet_row_range_decodes_only_its_row_groups(tmp_path: Path,
+                                                         monkeypatch: Any) -> None:
+    path = day_folder(tmp_path, DAY1) / "a.parquet"
+    sizes = [30, 5, 50, 1, 40]  # row groups of uneven sizes: 126 rows
+    with pq.ParquetWriter(path, pa.schema([("id", pa.string()), ("text", pa.string())])) as w:
+        at = 0
+        for n in sizes:
+            w.write_table(pa.Table.from_pylist(
+                [{"id": f"r{i}", "text": f"text {i}"} for i in range(at, at + n)]))
+            at += n
+    decoded: list[list[int]] = []
+    iter_batches = pq.ParquetFile.iter_batches
+
+    def spy(self: Any, *args: Any, row_groups: Any = None, **kwargs: Any) -> Any:
+        decoded.append(list(row_groups))
+        return iter_batches(self, *args, row_groups=row_groups, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
+    plans = plan_tranches(str(tmp_path), [DAY1])
+    starts = [sum(sizes[:i]) for i in range(len(sizes) + 1)]  # 0 30 35 85 86 126
+    for chunk_rows in (1, 4, 30, 36, 126):
+        decoded.clear()
+        chunks = plan_chunks(plans, 1 << 20, chunk_rows=chunk_rows)
+        got = _read_chunks_directly(chunks)
+        assert sorted(got) == [(i + 1, f"r{i}") for i in range(126)], chunk_rows
+        for chunk, groups in zip(chunks, decoded):
+            end = chunk.end if chunk.end >= 0 else 126
+            assert groups == [g for g in range(len(sizes))
+                              if starts[g] < end and starts[g + 1] > chunk.start], chunk
 
 
 def test_balanced_chunks_have_similar_rows_largest_first(tmp_path: Path) -> None:

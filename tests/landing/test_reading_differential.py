@@ -26,7 +26,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from landing.formats import Rejection, read_chunk
+from landing.formats import Rejection, number_chunks, read_chunk
 from landing.reading import Chunk, line_bound
 
 MAX_TEXT = 2000  # validation.max_text_chars of these reads
@@ -51,15 +51,20 @@ class Expected:
     reason: str = ""
 
 
-def _read(path: Path, fmt: str, cuts: list[int] | None = None) -> list[tuple[Any, int]]:
-    """The items of the file read whole, or as byte ranges cut at ``cuts``."""
+def _read(path: Path, fmt: str, cuts: list[int] | None = None,
+          numbered: bool = False) -> list[tuple[Any, int]]:
+    """The items of the file read whole, or as byte ranges cut at ``cuts``: each range
+    counting the lines before it itself, or ``numbered`` (``number_chunks``) first."""
     if not cuts:
         return list(read_chunk(Chunk("t", str(path), fmt), max_text_chars=MAX_TEXT))
     size = path.stat().st_size
     bounds = sorted({c % size for c in cuts} - {0}) if size else []
-    return [item for i, (start, end) in enumerate(zip([0, *bounds], [*bounds, size]))
-            for item in read_chunk(Chunk("t", str(path), fmt, start, end, i),
-                                   max_text_chars=MAX_TEXT)]
+    chunks = [Chunk("t", str(path), fmt, start, end, i)
+              for i, (start, end) in enumerate(zip([0, *bounds], [*bounds, size]))]
+    if numbered:
+        chunks = number_chunks(chunks)
+        assert all(c.lines_before >= 0 for c in chunks)
+    return [item for chunk in chunks for item in read_chunk(chunk, max_text_chars=MAX_TEXT)]
 
 
 def _gzip_prefix(data: bytes) -> bytes:
@@ -161,8 +166,11 @@ def test_jsonl_lines_are_each_read_once(tmp_path: Path, lines: list[tuple[str, s
             expected.append((n, want))
     truncated = gzipped and cut is not None
     complete = sum(1 for p, _ in expected if p <= readable.count(b"\n"))
-    items = _read(path, "jsonl.gz", None) if gzipped else _read(path, "jsonl", ranges)
-    _compare(items, expected, truncated, complete)
+    if gzipped:
+        _compare(_read(path, "jsonl.gz", None), expected, truncated, complete)
+    else:
+        for numbered in (False, True):
+            _compare(_read(path, "jsonl", ranges, numbered), expected, truncated, complete)
 
 
 # ---- CSV ----------------------------------------------------------------------------
