@@ -29,7 +29,8 @@ from landing.reading import (
     too_long,
 )
 
-# Read buffer: a byte range reads at most this much past its end (to finish its last line).
+# The reader's buffer: a byte range of a local file reads at most this much past the end
+# of its last line.
 _BUFFER = 64 << 10
 
 
@@ -89,6 +90,8 @@ def number_lines(chunks: Sequence[Chunk]) -> list[Chunk]:
     counted in one pass over the file up to the last chunk's start. A file shorter than
     planned leaves the chunks that start past its end unnumbered (their readers report
     what they find)."""
+    if len({c.path for c in chunks}) > 1:
+        raise ValueError("number_lines numbers the chunks of one file")
     starts = sorted({c.start for c in chunks if c.start > 0})
     lines = {0: 0}
     if starts:

@@ -14,6 +14,7 @@ reason names the file, the error and how far reading got.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from landing.reading import (
 )
 from landing.splitters import Splitter
 
+_LOG = logging.getLogger(__name__)
 Reader = Callable[[Chunk, bool, ReadOptions], Iterator[Item]]
 Estimator = Callable[[str, int, bool], int]  # (path, size, gzipped) -> rows
 Numberer = Callable[[Sequence[Chunk]], list[Chunk]]  # one file's chunks, numbered
@@ -115,7 +117,10 @@ def number_chunks(chunks: Sequence[Chunk]) -> list[Chunk]:
         return chunks
     try:
         return fmt.numberer(chunks)
-    except Exception:  # noqa: BLE001 - each chunk's reader reports the file
+    except Exception as exc:  # noqa: BLE001 - each chunk's reader reports the file
+        _LOG.warning("%s: not numbered in one pass (%s: %s); each of its %d chunks "
+                     "counts the lines before it", chunks[0].path, type(exc).__name__,
+                     exc, len(chunks))
         return chunks
 
 

@@ -2,8 +2,10 @@
 
 The chunks of each file are first numbered together (``landing.formats.number_chunks``:
 one pass over a JSONL file gives each of its byte ranges the lines before it), files
-spread over the workers; then the chunks are spread over the workers and each one
-(``landing.chunks``) is parsed record by record by ``landing.formats``;
+spread over the workers; then the chunks, gathered back into the order they were
+planned in (local runners hand them out round-robin in that order: largest first, see
+``landing.chunks``), are spread over the workers and each one is parsed record by
+record by ``landing.formats``;
 records are cut into DocBatches of ``batch_size`` rows with the configured field names
 as columns, and everything that is not a record leaves as a dead letter (stage
 ``read``) with its position; lines too long to hold a text of ``max_text_chars`` are
@@ -137,6 +139,15 @@ class _ReadChunkFn(beam.DoFn):
         batcher.impassable = []
 
 
+def _planned_order(chunks: list[Chunk]) -> dict[tuple[str, int], int]:
+    """(path, start) -> the chunk's place in the plan."""
+    return {(c.path, c.start): i for i, c in enumerate(chunks)}
+
+
+def _in_order(chunks: list[Chunk], order: dict[tuple[str, int], int]) -> list[Chunk]:
+    return sorted(chunks, key=lambda c: order[(c.path, c.start)])
+
+
 class ReadTranches(beam.PTransform):
     """Chunks -> DocBatches (``batches``), with ``dead_letters`` and ``stats`` outputs."""
 
@@ -155,6 +166,8 @@ class ReadTranches(beam.PTransform):
             | "List files" >> beam.Create(list(files.values()), reshuffle=False)
             | "Distribute files" >> beam.Reshuffle()
             | "Number chunks" >> beam.FlatMap(number_chunks)
+            | "Gather chunks" >> beam.combiners.ToList()
+            | "Restore planned order" >> beam.FlatMap(_in_order, _planned_order(self._chunks))
             | "Distribute chunks" >> beam.Reshuffle()
             | "Parse records" >> beam.ParDo(self._fn).with_output_types(DocBatch)
             .with_outputs(DEAD_LETTERS, STATS, main="batches")

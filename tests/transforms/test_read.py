@@ -15,7 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
+import transforms.read as read_module
+from landing import format_jsonl
 from landing.chunks import plan_chunks
+from landing.formats import read_chunk
 from landing.tranches import plan_tranches
 from tests.data import day_folder, json_line, numbered_jsonl
 from transforms.read import ReadTranches
@@ -172,6 +175,41 @@ def test_chunked_jsonl_in_a_pipeline_boundaries_mid_line_and_on_newlines(
         dead = out[DEAD_LETTERS] | beam.Map(lambda d: (d["position"], "DEAD"))
         merged = (records, dead) | beam.Flatten()
         assert_that(merged, equal_to(list(expected.items())))
+
+
+def test_chunks_are_numbered_once_and_parsed_in_planned_order(
+        pipeline: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    """No chunk of a run counts the lines before it (each file is read once for all its
+    chunks), and the chunks reach the parser in the order of the plan, largest first,
+    not file by file: local runners hand them to workers round-robin in that order."""
+    folder = day_folder(tmp_path, DAY1)
+    for name, n, width in (("a.jsonl", 40, 60), ("b.jsonl", 60, 20), ("c.jsonl", 50, 40)):
+        (folder / name).write_bytes(b"".join(
+            json_line(_doc(f"{name}-{i}") | {"text": "w" * width}) + b"\n"
+            for i in range(n)))
+    # a plan that interleaves the files, as balanced_chunks's largest-first order does
+    chunks = sorted(plan_chunks(plan_tranches(str(tmp_path), [DAY1]), 700),
+                    key=lambda c: (c.index, c.path))
+    planned = [(c.path, c.start) for c in chunks]
+    assert len(planned) > 6 and planned != sorted(planned)
+
+    def must_not_count(path: str, upto: int) -> int:
+        raise AssertionError(f"a chunk counted the lines before it: {path} {upto}")
+
+    parsed: list[tuple[str, int]] = []
+
+    def recording(chunk: Any, *args: Any) -> Any:
+        parsed.append((chunk.path, chunk.start))
+        return read_chunk(chunk, *args)
+
+    monkeypatch.setattr(format_jsonl, "count_newlines", must_not_count)
+    monkeypatch.setattr(read_module, "read_chunk", recording)
+    with pipeline as p:
+        out = p | ReadTranches(chunks, FieldNames(), batch_size=7, payload_limit=100)
+        assert_that(out[DEAD_LETTERS], equal_to([]), label="no dead letters")
+        ids = out.batches | beam.FlatMap(lambda b: b.frame[DOC_ID].tolist())
+        assert_that(ids | beam.combiners.Count.Globally(), equal_to([150]), label="all")
+    assert parsed == planned
 
 
 def test_corrupt_parquet_alone_is_one_dead_letter(pipeline: Any, tmp_path: Path) -> None:
