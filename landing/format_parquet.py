@@ -1,7 +1,8 @@
 """Parquet (``.parquet``): each row a record; positions are 1-based row numbers.
 
 The footer gives the exact row count, so large files are cut into row ranges; a range
-decodes only the row groups that hold its rows. A file
+decodes only the row groups that hold its rows (all of a group's rows up to its own
+end: a file of one row group cut in n ranges is decoded about n/2 times over). A file
 whose schema lacks a column the run requires is one rejection, from its first chunk.
 """
 
