@@ -30,14 +30,17 @@ from landing.reading import (
 )
 
 # The reader's buffer: a byte range of a local file reads at most this much past the end
-# of its last line.
+# of its last line. From Cloud Storage a range is fetched in one request of its length
+# plus this (at most _MAX_BLOCK, Beam's own block).
 _BUFFER = 64 << 10
+_MAX_BLOCK = 16 << 20
 
 
 def read(chunk: Chunk, gzipped: bool, opts: ReadOptions) -> Iterator[Item]:
     """Every non-blank line of ``chunk`` as a record or a rejection, with its line."""
     bound = opts.max_line_bytes
-    with open_input(chunk.path, gzipped) as raw:
+    span = chunk.end - chunk.start + 1 + _BUFFER if chunk.end >= 0 else 0  # 0: whole file
+    with open_input(chunk.path, gzipped, read_block=min(span, _MAX_BLOCK)) as raw:
         fh: Any = raw if gzipped else io.BufferedReader(raw, _BUFFER)  # type: ignore[type-var]
         lineno, pos = 0, chunk.start
         if chunk.start > 0:

@@ -47,6 +47,8 @@ from gcp_storage_emulator import server as gcs_emulator
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
+from landing.formats import Rejection, number_chunks, read_chunk
+from landing.reading import Chunk
 from landing.samples import BAD_COUNTS, make_docs, write_tranche
 from models.recipe import train_and_evaluate
 from models.registry import ModelIntegrityError, ModelRef, ModelRegistry
@@ -345,6 +347,41 @@ def test_large_gcs_jsonl_is_read_in_byte_ranges(
     total = json.loads(counts_json)["total"]
     assert (total["read"], total["scored"], total["dead_lettered"]) == (
         len(docs) + BAD_COUNTS["jsonl"], len(docs), BAD_COUNTS["jsonl"])
+
+
+def test_a_byte_range_downloads_about_its_own_bytes(
+        gcs: Gcs, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Numbering a JSONL object's chunks downloads it once; each chunk's read then
+    fetches about its own range, not Beam's 16 MiB block from its start to the end."""
+    docs = list(make_docs(12_000, seed=3, prefix="ranges"))
+    data = b"".join(json.dumps(d).encode() + b"\n" for d in docs)
+    size, step = len(data), 1 << 20
+    assert size > 3 * step
+    name = "landing-ranges/dt=2026-01-04/part-0.jsonl"
+    gcs.bucket.blob(name).upload_from_string(data)
+    chunks = [Chunk("t", gs(name), "jsonl", start, min(start + step, size), i)
+              for i, start in enumerate(range(0, size, step))]
+
+    fetched: list[int] = []
+    download = storage.Blob.download_as_bytes
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> bytes:
+        out: bytes = download(self, *args, **kwargs)
+        fetched.append(len(out))
+        return out
+
+    monkeypatch.setattr(storage.Blob, "download_as_bytes", counting)
+    numbered = number_chunks(chunks)
+    assert sum(fetched) <= size
+    per_chunk, ids = [], []
+    for chunk in numbered:
+        fetched.clear()
+        items = list(read_chunk(chunk))
+        per_chunk.append(sum(fetched))
+        assert all(not isinstance(item, Rejection) for item, _ in items), items[:1]
+        ids += [(position, item["id"]) for item, position in items]
+    assert ids == [(i + 1, d["id"]) for i, d in enumerate(docs)]
+    assert max(per_chunk) < step + (256 << 10), per_chunk
 
 
 class _Payload:
