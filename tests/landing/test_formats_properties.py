@@ -1,5 +1,6 @@
 """Property-based tests of the record readers (hypothesis): no exception escapes on
-arbitrary input, and a valid record keeps its id and text unchanged."""
+arbitrary input, a valid record keeps its id and text unchanged, and Parquet row ranges
+over row groups of any sizes read every row once."""
 
 from __future__ import annotations
 
@@ -78,3 +79,31 @@ def test_a_csv_file_of_any_bytes_is_rows_or_rejections(tmp_path_factory: object,
     assert all(isinstance(item, (dict, Rejection)) for item, _ in items)
     rows = [p for item, p in items if isinstance(item, dict)]
     assert rows == sorted(rows) and all(p >= 1 for p in rows)
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.lists(st.integers(0, 30), min_size=1, max_size=6),
+       cuts=st.lists(st.integers(1, 200), max_size=6), batch=st.integers(1, 50))
+def test_parquet_row_ranges_over_any_row_groups_read_each_row_once(
+        tmp_path_factory: object, sizes: list[int], cuts: list[int], batch: int) -> None:
+    """Row groups of any sizes (empty ones too), ranges cut anywhere: every row once, in
+    order, with its 1-based row number, against the whole file read by pyarrow."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(tmp_path_factory.mktemp("pq")) / "a.parquet"  # type: ignore[attr-defined]
+    schema = pa.schema([("id", pa.string()), ("text", pa.string())])
+    with pq.ParquetWriter(path, schema) as writer:
+        at = 0
+        for n in sizes:
+            writer.write_table(pa.Table.from_pylist(
+                [{"id": f"r{i}", "text": f"t{i}"} for i in range(at, at + n)], schema=schema))
+            at += n
+    reference = [(r, i + 1) for i, r in enumerate(pq.read_table(path).to_pylist())]
+    total = len(reference)
+    bounds = sorted({c % (total + 1) for c in cuts} - {0, total})
+    spans = list(zip([0, *bounds], [*bounds, -1]))
+    got = [item for i, (start, end) in enumerate(spans)
+           for item in read_chunk(Chunk("t", str(path), "parquet", start, end, i),
+                                  batch_size=batch)]
+    assert got == reference
