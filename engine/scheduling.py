@@ -58,13 +58,10 @@ def batch_policy(slice_ns: int = SLICE_NS) -> bool:
 def _set_attr(policy: int, slice_ns: int) -> bool:
     """``sched_setattr(2)`` for this process: ``policy`` with a slice request; False
     where there is no such call here or the kernel refuses the attributes."""
-    number = _SYS_SCHED_SETATTR.get(os.uname().machine)
-    if number is None:
+    found = _sched_attr_call()
+    if found is None:
         return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return False
+    libc, number = found
     attr = ctypes.create_string_buffer(
         _SCHED_ATTR.pack(_SCHED_ATTR.size, policy, 0, 0, 0, slice_ns, 0, 0))
     if libc.syscall(number, 0, attr, 0) != 0:
@@ -76,12 +73,24 @@ def _set_attr(policy: int, slice_ns: int) -> bool:
 def slice_request(pid: int = 0) -> int | None:
     """The slice ``pid`` (0: this process) asks for, in nanoseconds (the kernel's
     default when it asked for none), or None where it cannot be read here."""
-    number = _SYS_SCHED_SETATTR.get(os.uname().machine)
-    if not sys.platform.startswith("linux") or number is None:
+    found = _sched_attr_call()
+    if found is None:
         return None
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc, number = found
     attr = ctypes.create_string_buffer(_SCHED_ATTR.size)
     if libc.syscall(number + 1, pid, attr, _SCHED_ATTR.size, 0) != 0:  # sched_getattr
         return None
     runtime: int = _SCHED_ATTR.unpack(attr.raw)[5]
     return runtime
+
+
+def _sched_attr_call() -> tuple[ctypes.CDLL, int] | None:
+    """The C library and the number of ``sched_setattr`` (``sched_getattr`` is the
+    next), or None where this platform has neither."""
+    number = _SYS_SCHED_SETATTR.get(os.uname().machine)
+    if not sys.platform.startswith("linux") or number is None:
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True), number
+    except OSError:
+        return None
