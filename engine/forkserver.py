@@ -23,7 +23,8 @@ whose imports overlap the launcher's planning. It exits when the launcher goes a
 and kills its workers when stopped. Workers of a run are started together (each
 client's fork is one accept and one ``fork``) and, with ``engine.teardown``, stopped
 together; with ``engine.bundles`` a small stage goes only to the workers that have
-elements of it. The zygote, and so every worker, runs as batch work for the scheduler
+elements of it; with ``engine.construction`` a worker inspects each DoFn method once,
+not once per stage. The zygote, and so every worker, runs as batch work for the scheduler
 (``engine.scheduling``).
 
 ``preload(fn)`` runs a (pickled) callable once in the zygote before it forks the
@@ -58,6 +59,7 @@ from collections.abc import Callable, Sequence
 from apache_beam.transforms import environments
 
 from engine.bundles import skip_empty_bundles
+from engine.construction import memoize_construction
 from engine.scheduling import batch_policy
 from engine.startup import start_up
 from engine.teardown import parallel_close_all
@@ -208,6 +210,7 @@ class _Zygote:
     def serve(self, preload: Sequence[str], ready_fd: int) -> None:
         logging.getLogger().handlers.clear()  # workers log through Beam's logging service
         batch_policy()  # the zygote's, so every worker's (engine.scheduling)
+        memoize_construction()  # every worker's operations built without re-inspecting
         signal.signal(signal.SIGTERM, self._terminate)
         signal.signal(signal.SIGINT, self._terminate)
         # A worker's exit wakes the loop at once (its client, and FnApiRunner's

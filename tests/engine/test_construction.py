@@ -1,14 +1,20 @@
 """Memoized pipeline construction (``engine.construction``) answers as Beam does:
 options read through cached views against Beam's own ``view_as`` after any sequence of
-writes, state and timer specs against Beam's ``get_dofn_specs``, and a stateful
-pipeline run with both installed."""
+writes, state and timer specs against Beam's ``get_dofn_specs``, the arguments of any
+function against Beam's own inspection (a function changed since inspected again), a
+stateful pipeline run with the caches installed, and every worker of the fork server
+with them."""
 
 from __future__ import annotations
 
+import functools
 import gc
+import json
 import logging
+import os
 import types
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -22,14 +28,17 @@ from apache_beam.options.pipeline_options import (
     TypeOptions,
     WorkerOptions,
 )
+from apache_beam.runners.common import DoFnSignature
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
-from apache_beam.transforms import userstate
-from hypothesis import given
+from apache_beam.transforms import core, userstate
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine import construction
 from engine.construction import memoize_construction
+from engine.forkserver import ForkServer
+from tests.engine.helpers import fork_workers
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +46,7 @@ def beams_own(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test starts with Beam's own functions and leaves them so."""
     monkeypatch.setattr(PipelineOptions, "view_as", construction._VIEW_AS)
     monkeypatch.setattr(userstate, "get_dofn_specs", construction._GET_DOFN_SPECS)
+    monkeypatch.setattr(core, "get_function_args_defaults", construction._ARGS_DEFAULTS)
     yield
 
 
@@ -172,6 +182,7 @@ def test_a_stateful_pipeline_runs_with_construction_memoized() -> None:
     assert memoize_construction()
     assert PipelineOptions.view_as is construction._view_as
     assert userstate.get_dofn_specs is construction._get_dofn_specs
+    assert core.get_function_args_defaults is construction._args_defaults
     with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
         counts = (p | beam.Create([("a", 1), ("b", 2), ("a", 3)])
                   | beam.ParDo(_Stateful()))
@@ -190,4 +201,108 @@ def test_another_beam_signature_installs_nothing(monkeypatch: pytest.MonkeyPatch
                 assert not memoize_construction()
         assert PipelineOptions.view_as is construction._VIEW_AS
         assert userstate.get_dofn_specs is construction._GET_DOFN_SPECS
+        assert core.get_function_args_defaults is construction._ARGS_DEFAULTS
         assert "not memoized" in caplog.text
+
+
+_PARAMS = (None, 0, "x", core.DoFn.TimestampParam, core.DoFn.WindowParam, _COUNT_PARAM)
+
+
+def _function(n_args: int, defaults: tuple[Any, ...], star: bool, kwonly: bool) -> Any:
+    """A function of ``n_args`` positional parameters, the last ones with ``defaults``,
+    optionally ``*args`` and a keyword-only parameter, made as from source code."""
+    names = [f"a{i}" for i in range(n_args)]
+    first_default = n_args - len(defaults)
+    spec = ", ".join(names[:first_default]
+                     + [f"{n}=_d[{i}]" for i, n in enumerate(names[first_default:])]
+                     + (["*args", "k=1"] if star and kwonly else ["*args"] if star
+                        else ["*", "k=1"] if kwonly else []))
+    scope: dict[str, Any] = {"_d": defaults}
+    exec(f"def f({spec}):\n    return None", scope)  # noqa: S102 - built by the test
+    return scope["f"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 6).flatmap(lambda n: st.tuples(
+    st.just(n), st.lists(st.sampled_from(_PARAMS), max_size=n - 1).map(tuple),
+    st.booleans(), st.booleans())))
+def test_arguments_of_functions_and_bound_methods_are_beams(case: tuple) -> None:
+    n, defaults, star, kwonly = case
+    fn = _function(n, defaults, star, kwonly)
+
+    class Holder:
+        method = fn
+
+    for f in (fn, Holder().method, Holder().method):  # the second bound one is kept
+        expected = construction._ARGS_DEFAULTS(f)
+        assert construction._args_defaults(f) == expected
+        assert construction._args_defaults(f) == expected
+
+
+def test_arguments_of_other_callables_are_beams() -> None:
+    class Callable:
+        def __call__(self, x: int, y: int = 2) -> int:
+            return x + y
+
+    for f in (functools.partial(lambda a, b=1: a, 3), Callable(), str.upper, len, dict,
+              functools.wraps(len)(lambda *a: 0)):
+        assert construction._args_defaults(f) == construction._ARGS_DEFAULTS(f)
+
+
+def test_a_function_is_inspected_once_and_again_after_it_changed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    beams, calls = construction._ARGS_DEFAULTS, []
+    monkeypatch.setattr(construction, "_ARGS_DEFAULTS", lambda f: calls.append(f) or beams(f))
+
+    def f(a: int, b: int = 1) -> None: ...
+
+    assert construction._args_defaults(f) == (["a", "b"], [1])
+    assert construction._args_defaults(f) == (["a", "b"], [1])
+    assert len(calls) == 1
+    f.__defaults__ = (5,)
+    assert construction._args_defaults(f) == (["a", "b"], [5])
+    f.__wrapped__ = len  # type: ignore[attr-defined]  # inspect follows __wrapped__
+    assert construction._args_defaults(f) == beams(f)
+    assert len(calls) == 3
+    args, defaults = construction._args_defaults(f)  # a caller's lists are its own
+    args.append("changed")
+    defaults.append("changed")
+    assert construction._args_defaults(f) == beams(f)
+
+
+def test_a_workers_dofn_objects_inspect_each_method_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker unpickles a new DoFn object per stage: the second costs no inspection."""
+    assert memoize_construction()
+    beams, calls = construction._ARGS_DEFAULTS, []
+    monkeypatch.setattr(construction, "_ARGS_DEFAULTS", lambda f: calls.append(f) or beams(f))
+
+    class Counting(_Stateful):  # methods of its own, not inspected by an earlier test
+        def process(self, element: Any, count: Any = _COUNT_PARAM,
+                    flush: Any = _FLUSH_PARAM) -> Any:
+            count.add(1)
+            flush.set(0)
+
+    first = DoFnSignature(Counting())
+    once = len(calls)
+    second = DoFnSignature(Counting())
+    assert once > 0 and len(calls) == once
+    assert first.is_stateful_dofn() and second.is_stateful_dofn()
+    assert not DoFnSignature(beam.Map(str).fn).is_stateful_dofn()
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_every_worker_of_the_fork_server_has_the_caches(
+        method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    probe = tmp_path / "construction.jsonl"
+    monkeypatch.setenv("BEAMSCORE_CONSTRUCTION_PROBE", str(probe))
+    server = ForkServer(preload=["tests.engine.construction_probe"], start_method=method)
+    server.start()  # Beam's own functions here (the fixture): the zygote installs them
+    try:
+        server.wait_ready()
+        fork_workers(server, 2)
+    finally:
+        server.stop()
+    workers = [json.loads(line) for line in probe.read_text().splitlines()]
+    assert len(workers) == 2 and all(w["memoized"] for w in workers)
+    assert all(w["pid"] != os.getpid() for w in workers)
