@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from landing.formats import resolve
 from landing.reading import Chunk
-from landing.splitters import Limits
+from landing.splitters import Extent, Limits
 from landing.tranches import SourceFile, TranchePlan
 
 __all__ = ["CHUNKS_PER_WORKER", "Chunk", "balanced_chunks", "estimate_rows", "plan_chunks"]
@@ -22,8 +22,8 @@ CHUNKS_PER_WORKER = 8
 _MIN_CHUNK_BYTES = 256 << 10
 
 
-def estimate_rows(plans: Iterable[TranchePlan]) -> dict[str, int]:
-    """Path -> estimated records of every file, by its format's row estimate."""
+def estimate_rows(plans: Iterable[TranchePlan]) -> dict[str, Extent]:
+    """Path -> estimated records (and row groups) of every file, by its format's estimate."""
     out = {}
     for plan in plans:
         for f in plan.files:
@@ -33,7 +33,7 @@ def estimate_rows(plans: Iterable[TranchePlan]) -> dict[str, int]:
 
 
 def plan_chunks(plans: Iterable[TranchePlan], chunk_bytes: int, chunk_rows: int = 0,
-                estimates: dict[str, int] | None = None) -> list[Chunk]:
+                estimates: dict[str, Extent] | None = None) -> list[Chunk]:
     """Every file cut by its format: byte ranges of at most ``chunk_bytes`` and, when
     ``chunk_rows`` is set, row ranges of at most ``chunk_rows``."""
     plans = list(plans)
@@ -47,17 +47,17 @@ def balanced_chunks(plans: list[TranchePlan], max_chunk_bytes: int, workers: int
     """Chunks of about equal estimated rows, ``CHUNKS_PER_WORKER`` per worker, largest
     first; no byte range over ``max_chunk_bytes``."""
     est = estimate_rows(plans)
-    target = max(1000, sum(est.values()) // max(1, CHUNKS_PER_WORKER * workers))
+    target = max(1000, sum(e.rows for e in est.values()) // max(1, CHUNKS_PER_WORKER * workers))
     chunks = []
     for plan in plans:
         for f in plan.files:
-            per_row = f.size / max(1, est[f.path])
+            per_row = f.size / max(1, est[f.path].rows)
             chunk_bytes = min(max_chunk_bytes, max(_MIN_CHUNK_BYTES, int(target * per_row)))
             chunks += _file_chunks(plan.tranche, f, est[f.path], Limits(chunk_bytes, target))
     return sorted(chunks, key=lambda c: (-c.est_rows, c.path, c.index))
 
 
-def _file_chunks(tranche: str, f: SourceFile, rows: int, limits: Limits) -> list[Chunk]:
+def _file_chunks(tranche: str, f: SourceFile, extent: Extent, limits: Limits) -> list[Chunk]:
     fmt, gzipped = resolve(f.format)
     return [Chunk(tranche, f.path, f.format, start, end, i, est_rows=n)
-            for i, (start, end, n) in enumerate(fmt.splitter(f.size, gzipped, rows, limits))]
+            for i, (start, end, n) in enumerate(fmt.splitter(f.size, gzipped, extent, limits))]

@@ -1,9 +1,12 @@
 """Parquet (``.parquet``): each row a record; positions are 1-based row numbers.
 
-The footer gives the exact row count, so large files are cut into row ranges; a range
-decodes only the row groups that hold its rows (all of a group's rows up to its own
-end: a file of one row group cut in n ranges is decoded about n/2 times over). A file
-whose schema lacks a column the run requires is one rejection, from its first chunk.
+The footer gives the exact rows of each row group, so large files are cut into row
+ranges along them (``landing.splitters.row_ranges``: small groups together, a large
+group in at most ``MAX_PIECES_PER_GROUP`` pieces). A range decodes only the row groups
+that hold its rows, each from its first row up to the range's end; pyarrow fetches the
+column chunks of those groups whole (on gs://, a range inside a group downloads the
+group). A file whose schema lacks a column the run requires is one rejection, from its
+first chunk.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Iterator
 import pyarrow.parquet as pq
 
 from landing.reading import Chunk, Item, ReadOptions, open_input
+from landing.splitters import Extent
 
 
 def read(chunk: Chunk, _gzipped: bool, opts: ReadOptions) -> Iterator[Item]:
@@ -57,10 +61,14 @@ def _row_groups(metadata: pq.FileMetaData, first: int, last: int) -> tuple[list[
     return groups, before
 
 
-def rows(path: str, _size: int = 0, _gzipped: bool = False) -> int:
-    """Rows in the file's footer; 0 if it cannot be read (the reader reports it)."""
+def extent(path: str, _size: int = 0, _gzipped: bool = False) -> Extent:
+    """The rows of each row group in the file's footer; no rows if it cannot be read (the
+    reader reports it)."""
     try:
         with open_input(path) as fh:
-            return int(pq.ParquetFile(fh).metadata.num_rows)
+            metadata = pq.ParquetFile(fh).metadata
+            groups = tuple(int(metadata.row_group(i).num_rows)
+                           for i in range(metadata.num_row_groups))
     except Exception:  # noqa: BLE001 - an unreadable file is one dead letter when read
-        return 0
+        return Extent(0)
+    return Extent(sum(groups), groups)

@@ -28,11 +28,11 @@ from landing.reading import (
     Rejection,
     line_bound,
 )
-from landing.splitters import Splitter
+from landing.splitters import Extent, Splitter
 
 _LOG = logging.getLogger(__name__)
 Reader = Callable[[Chunk, bool, ReadOptions], Iterator[Item]]
-Estimator = Callable[[str, int, bool], int]  # (path, size, gzipped) -> rows
+Estimator = Callable[[str, int, bool], Extent]  # (path, size, gzipped) -> rows (and groups)
 Numberer = Callable[[Sequence[Chunk]], list[Chunk]]  # one file's chunks, numbered
 
 __all__ = ["FORMATS", "Format", "Rejection", "describe_formats", "file_format",
@@ -42,7 +42,8 @@ __all__ = ["FORMATS", "Format", "Rejection", "describe_formats", "file_format",
 @dataclass(frozen=True)
 class Format:
     """One input format: its name and suffixes, its reader (chunk -> items with
-    positions), its splitter (file -> chunks), its row estimate (file -> rows) and, for
+    positions), its splitter (file -> chunks), its row estimate (file -> ``Extent``: rows,
+    and the rows of each row group where it stores them in groups) and, for
     a format whose chunks need to know what precedes them, its numberer (one file's
     uncompressed chunks -> the same chunks told it, in one pass over the file)."""
 
@@ -59,11 +60,11 @@ class Format:
 
 FORMATS: tuple[Format, ...] = (
     Format("jsonl", "JSONL", (".jsonl", ".ndjson"), format_jsonl.read, splitters.byte_ranges,
-           sampling.line_rows, unit="line", gzip=True, numberer=format_jsonl.number_lines),
-    Format("csv", "CSV", (".csv",), format_csv.read, splitters.whole, sampling.csv_rows,
+           sampling.line_extent, unit="line", gzip=True, numberer=format_jsonl.number_lines),
+    Format("csv", "CSV", (".csv",), format_csv.read, splitters.whole, sampling.csv_extent,
            unit="row", gzip=True),
     Format("parquet", "Parquet", (".parquet",), format_parquet.read, splitters.row_ranges,
-           format_parquet.rows, unit="row"),
+           format_parquet.extent, unit="row"),
 )
 
 _GZ = ".gz"

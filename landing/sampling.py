@@ -11,6 +11,7 @@ from __future__ import annotations
 import zlib
 
 from landing.reading import open_input
+from landing.splitters import Extent
 
 _WINDOW = 64 << 10
 _WINDOWS = 8
@@ -18,20 +19,24 @@ _GZIP_IN = 1 << 20  # compressed bytes sampled
 _GZIP_OUT = 8 << 20  # most decompressed bytes looked at
 
 
-def line_rows(path: str, size: int, gzipped: bool) -> int:
+def line_extent(path: str, size: int, gzipped: bool) -> Extent:
     """Estimated lines of the file: its (uncompressed) size over the sampled bytes per
     line."""
+    return Extent(_lines(path, size, gzipped))
+
+
+def csv_extent(path: str, size: int, gzipped: bool) -> Extent:
+    """Estimated data rows of a CSV file: its lines but the header."""
+    return Extent(max(1, _lines(path, size, gzipped) - 1))
+
+
+def _lines(path: str, size: int, gzipped: bool) -> int:
     try:
         raw, newlines, ratio = _gzip_sample(path) if gzipped else _spread_sample(path, size)
     except Exception:  # noqa: BLE001 - unreadable files are reported by the reader
         return max(1, size // 1000)
     per_row = max(1.0, raw / max(1, newlines))
     return max(1, round(size * ratio / per_row))
-
-
-def csv_rows(path: str, size: int, gzipped: bool) -> int:
-    """Estimated data rows of a CSV file: its lines but the header."""
-    return max(1, line_rows(path, size, gzipped) - 1)
 
 
 def _spread_sample(path: str, size: int) -> tuple[int, int, float]:

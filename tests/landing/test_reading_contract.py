@@ -155,12 +155,12 @@ def test_row_estimates_are_within_20_percent(tmp_path: Path) -> None:
     for fmt in ("jsonl", "jsonl.gz", "csv"):
         path = write_tranche(str(tmp_path), "2026-01-01", docs, fmt, name=f"p-{fmt}")
         f, gz = resolve(fmt)
-        est = f.estimate(path, Path(path).stat().st_size, gz)
+        est = f.estimate(path, Path(path).stat().st_size, gz).rows
         assert abs(est - len(docs)) <= 0.2 * len(docs), (fmt, est)
     parquet = tmp_path / "a.parquet"
     pq.write_table(pa.Table.from_pylist([{"j": json.dumps(d)} for d in docs]), parquet)
     f, gz = resolve("parquet")
-    assert f.estimate(str(parquet), parquet.stat().st_size, gz) == len(docs)
+    assert f.estimate(str(parquet), parquet.stat().st_size, gz).rows == len(docs)
 
 
 def test_an_unclosed_quote_before_an_over_long_line_costs_only_its_line(

@@ -15,6 +15,7 @@ from landing import formats, splitters
 from landing.chunks import balanced_chunks, plan_chunks
 from landing.formats import FORMATS, Format, describe_formats, file_format, format_names
 from landing.reading import Chunk, Item, ReadOptions, open_input
+from landing.splitters import Extent
 from landing.tranches import plan_tranches
 from tests.data import day_folder
 
@@ -42,7 +43,7 @@ def _toy_read(chunk: Chunk, gzipped: bool, _opts: ReadOptions) -> Iterator[Item]
 
 
 TOY = Format("toy", "Toy", (".toy",), _toy_read, splitters.whole,
-             lambda path, size, gz: size // 4, unit="pair", gzip=True)
+             lambda path, size, gz: Extent(size // 4), unit="pair", gzip=True)
 
 
 @pytest.fixture

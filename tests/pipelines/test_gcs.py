@@ -41,15 +41,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from gcp_storage_emulator import server as gcs_emulator
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
-from landing.formats import Rejection, number_chunks, read_chunk
+from landing.formats import Rejection, number_chunks, read_chunk, resolve
 from landing.reading import Chunk
 from landing.samples import BAD_COUNTS, make_docs, write_tranche
+from landing.splitters import MAX_PIECES_PER_GROUP, Limits, row_ranges
 from models.recipe import train_and_evaluate
 from models.registry import ModelIntegrityError, ModelRef, ModelRegistry
 from pipelines import cli
@@ -349,6 +351,20 @@ def test_large_gcs_jsonl_is_read_in_byte_ranges(
         len(docs) + BAD_COUNTS["jsonl"], len(docs), BAD_COUNTS["jsonl"])
 
 
+def _count_downloads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the downloads from now on, appended as the client makes them."""
+    fetched: list[int] = []
+    download = storage.Blob.download_as_bytes
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> bytes:
+        out: bytes = download(self, *args, **kwargs)
+        fetched.append(len(out))
+        return out
+
+    monkeypatch.setattr(storage.Blob, "download_as_bytes", counting)
+    return fetched
+
+
 def test_a_byte_range_downloads_about_its_own_bytes(
         gcs: Gcs, monkeypatch: pytest.MonkeyPatch) -> None:
     """Numbering a JSONL object's chunks downloads it once; each chunk's read then
@@ -362,15 +378,7 @@ def test_a_byte_range_downloads_about_its_own_bytes(
     chunks = [Chunk("t", gs(name), "jsonl", start, min(start + step, size), i)
               for i, start in enumerate(range(0, size, step))]
 
-    fetched: list[int] = []
-    download = storage.Blob.download_as_bytes
-
-    def counting(self: Any, *args: Any, **kwargs: Any) -> bytes:
-        out: bytes = download(self, *args, **kwargs)
-        fetched.append(len(out))
-        return out
-
-    monkeypatch.setattr(storage.Blob, "download_as_bytes", counting)
+    fetched = _count_downloads(monkeypatch)
     numbered = number_chunks(chunks)
     assert sum(fetched) <= size
     per_chunk, ids = [], []
@@ -382,6 +390,29 @@ def test_a_byte_range_downloads_about_its_own_bytes(
         ids += [(position, item["id"]) for item, position in items]
     assert ids == [(i + 1, d["id"]) for i, d in enumerate(docs)]
     assert max(per_chunk) < step + (256 << 10), per_chunk
+
+
+def test_a_one_group_parquet_object_is_downloaded_at_most_8_times_for_any_plan(
+        gcs: Gcs, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file of one row group, planned for 200 ranges: cut into 8, each of which
+    downloads the group (pyarrow fetches column chunks whole) and the footer once."""
+    docs = list(make_docs(20_000, seed=4, prefix="groups"))
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(docs), buf, row_group_size=len(docs))
+    data = buf.getvalue()
+    name = "landing-groups/dt=2026-01-05/part-0.parquet"
+    gcs.bucket.blob(name).upload_from_string(data)
+    extent = resolve("parquet")[0].estimate(gs(name), len(data), False)
+    assert extent.groups == (len(docs),)
+    spans = row_ranges(len(data), False, extent, Limits(1 << 20, 100))  # 200 wanted
+    chunks = [Chunk("t", gs(name), "parquet", a, b, i) for i, (a, b, _) in enumerate(spans)]
+    assert len(chunks) == MAX_PIECES_PER_GROUP
+
+    fetched = _count_downloads(monkeypatch)
+    ids = [item["id"] for chunk in chunks for item, _ in read_chunk(chunk)]
+    assert ids == [d["id"] for d in docs]
+    assert sum(fetched) <= MAX_PIECES_PER_GROUP * (len(data) + (64 << 10)), (
+        sum(fetched), len(data))
 
 
 class _Payload:
