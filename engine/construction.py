@@ -32,11 +32,13 @@ installs the caches too (``engine.forkserver``), so every worker it forks has th
 - ``core.get_function_args_defaults`` (through which ``get_function_arguments``,
   ``MethodWrapper`` and ``get_dofn_specs`` inspect): one answer per plain Python
   function, and per method bound to one (whose signature lacks the first parameter),
-  checked against what a signature is made of (``__code__``, ``__defaults__``,
-  ``__kwdefaults__``, the ``__wrapped__`` and ``__signature__`` attributes, compared
-  by identity), so a function changed since is inspected again; returned as new lists
-  each time. Any other callable (a class, a ``functools.partial``, a builtin, an object
-  with ``__call__``) is inspected every time.
+  checked against what such a signature is made of (``__code__``, ``__defaults__`` and
+  ``__kwdefaults__``, compared by identity), so a function changed since is inspected
+  again; returned as new lists each time. A function whose signature ``inspect`` takes
+  from elsewhere (it has ``__wrapped__``, ``__signature__`` or a partial method's
+  attribute: a decorated function, say) and any other callable (a class, a
+  ``functools.partial``, a builtin, an object with ``__call__``) is inspected every
+  time.
 
 The caches hold their keys weakly: options, DoFns and functions are freed as before
 (unless an option's value refers back to its own options object). Beam's direct runner for
@@ -72,6 +74,8 @@ _views: weakref.WeakKeyDictionary[Any, dict[type, tuple[Any, frozenset[str]]]] =
 _specs: weakref.WeakKeyDictionary[Any, tuple[set[Any], set[Any]]] = \
     weakref.WeakKeyDictionary()
 # function -> {bound?: (what its signature is made of, its answer)}
+# Attributes through which inspect takes a function's signature from something else.
+_ELSEWHERE = frozenset({"__wrapped__", "__signature__", "_partialmethod", "__partialmethod__"})
 _args: weakref.WeakKeyDictionary[types.FunctionType,
                                  dict[bool, tuple[tuple[Any, ...], ArgsDefaults]]] = \
     weakref.WeakKeyDictionary()
@@ -108,19 +112,12 @@ def _get_dofn_specs(dofn: Any) -> tuple[set[Any], set[Any]]:
     return set(state), set(timers)
 
 
-def _made_of(fn: types.FunctionType) -> tuple[Any, ...]:
-    """What the signature of ``fn`` is made of, to compare by identity."""
-    attrs = fn.__dict__
-    return (fn.__code__, fn.__defaults__, fn.__kwdefaults__,
-            attrs.get("__wrapped__"), attrs.get("__signature__"))
-
-
 def _args_defaults(f: Any) -> ArgsDefaults:
     bound = isinstance(f, types.MethodType)
     fn = f.__func__ if bound else f
-    if type(fn) is not types.FunctionType:
+    if type(fn) is not types.FunctionType or not _ELSEWHERE.isdisjoint(fn.__dict__):
         return _ARGS_DEFAULTS(f)
-    made_of = _made_of(fn)
+    made_of = (fn.__code__, fn.__defaults__, fn.__kwdefaults__)
     with _args_lock:
         kept = _args.get(fn, {}).get(bound)
     if kept is None or any(a is not b for a, b in zip(kept[0], made_of, strict=True)):

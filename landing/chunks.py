@@ -35,7 +35,8 @@ def estimate_rows(plans: Iterable[TranchePlan]) -> dict[str, Extent]:
 def plan_chunks(plans: Iterable[TranchePlan], chunk_bytes: int, chunk_rows: int = 0,
                 estimates: dict[str, Extent] | None = None) -> list[Chunk]:
     """Every file cut by its format: byte ranges of at most ``chunk_bytes`` and, when
-    ``chunk_rows`` is set, row ranges of at most ``chunk_rows``."""
+    ``chunk_rows`` is set, row ranges of about ``chunk_rows`` (a Parquet row group of
+    more rows is cut into fewer, larger pieces: ``landing.splitters.row_ranges``)."""
     plans = list(plans)
     est = estimate_rows(plans) if estimates is None else estimates
     limits = Limits(chunk_bytes, chunk_rows)

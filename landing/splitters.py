@@ -9,12 +9,16 @@ a line begun before ``end`` and skips one begun before ``start``).
 A row range of a file stored in row groups (Parquet) is read by decoding its groups
 from their first row, and the reader fetches a group's column chunks whole: a range
 that begins inside a group decodes the rows of the group before it too, and on gs://
-downloads the whole group. ``row_ranges`` therefore never cuts a group into more than
-``MAX_PIECES_PER_GROUP`` ranges, and puts whole groups together where they are small:
-cut into k pieces, a group is decoded (k + 1) / 2 times over and downloaded k times,
-at most 4.5 and 8 times, however many workers share the file. Without the cap, a
-one-group file of 1,000,000 rows planned for 40 Dataflow cores (320 ranges of 3,125
-rows) was decoded about 160 times over and downloaded 320 times.
+downloads the whole group. ``row_ranges`` therefore puts small groups together and cuts
+a group larger than a range into fewer pieces than its rows would give (``pieces``):
+at most ``MAX_PIECES_PER_GROUP``, and for a group of more than 64 ranges' rows one
+piece per ``MAX_PIECES_PER_GROUP`` ranges. Cut into k pieces, a group is decoded
+(k + 1) / 2 times over and downloaded k times. The plan cuts about 8 ranges per process
+(``landing.chunks``), so a group that is most of a run still gives every process a
+piece: a one-group file of 1,000,000 rows planned for 40 cores (320 ranges of 3,125
+rows) is 40 pieces, decoded 20.5 times over and downloaded 40 times instead of about
+160 and 320 times; the 125,000-row one-group files of the bench's 1,000,000 documents
+at 16 or 40 processes are 8 pieces each.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 Span = tuple[int, int, int]
-MAX_PIECES_PER_GROUP = 8  # row ranges one row group is cut into, at most
+MAX_PIECES_PER_GROUP = 8  # pieces of one row group, or one piece per this many ranges
 
 
 @dataclass(frozen=True)
@@ -62,11 +66,17 @@ def byte_ranges(size: int, gzipped: bool, extent: Extent, limits: Limits) -> lis
             for start in range(0, size, step)]
 
 
+def pieces(ranges: int) -> int:
+    """The pieces a row group of ``ranges`` ranges' rows is cut into:
+    ``MAX_PIECES_PER_GROUP`` at most, or one per ``MAX_PIECES_PER_GROUP`` ranges."""
+    return min(ranges, max(MAX_PIECES_PER_GROUP, -(-ranges // MAX_PIECES_PER_GROUP)))
+
+
 def row_ranges(size: int, gzipped: bool, extent: Extent, limits: Limits) -> list[Span]:
     """Row ranges of about ``limits.chunk_rows`` when the file has more rows (exact
     counts, as in a Parquet footer); else the whole file. With the file's row groups
     known: consecutive groups that fit in one range together are one range, and a
-    larger group is cut into equal pieces, at most ``MAX_PIECES_PER_GROUP``; without
+    larger group of r ranges' rows is cut into ``pieces(r)`` equal pieces; without
     them, ranges of ``limits.chunk_rows``."""
     step, rows = limits.chunk_rows, extent.rows
     if not step or rows <= step:
@@ -79,8 +89,8 @@ def row_ranges(size: int, gzipped: bool, extent: Extent, limits: Limits) -> list
         if n > step:  # a large group: ranges of its own, in equal pieces
             if at > begun:
                 cuts.append(at)
-            pieces = min(MAX_PIECES_PER_GROUP, -(-n // step))
-            cuts += [at + n * i // pieces for i in range(1, pieces + 1)]
+            k = pieces(-(-n // step))
+            cuts += [at + n * i // k for i in range(1, k + 1)]
             begun = at + n
         elif at + n - begun > step:  # this small group starts the next range
             cuts.append(at)

@@ -270,6 +270,29 @@ def test_a_function_is_inspected_once_and_again_after_it_changed(
     assert construction._args_defaults(f) == beams(f)
 
 
+def test_a_function_whose_signature_comes_from_elsewhere_is_inspected_every_time() -> None:
+    """Decorated (``__wrapped__``) or given a ``__signature__``: inspect follows those,
+    and what they lead to may change without the function changing."""
+    def g(a: int, b: int = 1) -> None: ...
+
+    @functools.wraps(g)
+    def wrapper(*args: Any, **kwargs: Any) -> None: ...
+
+    assert construction._args_defaults(wrapper) == (["a", "b"], [1])
+    g.__defaults__ = (7,)
+    assert construction._args_defaults(wrapper) == (["a", "b"], [7])
+
+    def h(c: int) -> None: ...
+
+    def other(a: int, b: int) -> None: ...
+
+    other.__wrapped__ = h  # type: ignore[attr-defined]
+    other.__signature__ = None  # type: ignore[attr-defined]  # unwrapping stops here
+    assert construction._args_defaults(other) == construction._ARGS_DEFAULTS(other)
+    del other.__signature__  # type: ignore[attr-defined]
+    assert construction._args_defaults(other) == (["c"], [])
+
+
 def test_a_workers_dofn_objects_inspect_each_method_once(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker unpickles a new DoFn object per stage: the second costs no inspection."""
