@@ -46,6 +46,7 @@ bundles imports ``get_dofn_specs`` by name and keeps the original; beamscore doe
 use it. The patch is written for Beam 2.77: with another version, or other signatures,
 nothing is installed and a warning says so.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -73,9 +74,9 @@ _views: weakref.WeakKeyDictionary[Any, dict[type, tuple[Any, frozenset[str]]]] =
     weakref.WeakKeyDictionary()
 _specs: weakref.WeakKeyDictionary[Any, tuple[set[Any], set[Any]]] = \
     weakref.WeakKeyDictionary()
-# function -> {bound?: (what its signature is made of, its answer)}
 # Attributes through which inspect takes a function's signature from something else.
 _ELSEWHERE = frozenset({"__wrapped__", "__signature__", "_partialmethod", "__partialmethod__"})
+# function -> {bound?: (what its signature is made of, its answer)}
 _args: weakref.WeakKeyDictionary[types.FunctionType,
                                  dict[bool, tuple[tuple[Any, ...], ArgsDefaults]]] = \
     weakref.WeakKeyDictionary()

@@ -2,7 +2,7 @@
 
 The footer gives the exact rows of each row group, so large files are cut into row
 ranges along them (``landing.splitters.row_ranges``: small groups together, a large
-group in at most ``MAX_PIECES_PER_GROUP`` pieces). A range decodes only the row groups
+group in a few equal pieces). A range decodes only the row groups
 that hold its rows, each from its first row up to the range's end; pyarrow fetches the
 column chunks of those groups whole (on gs://, a range inside a group downloads the
 group). A file whose schema lacks a column the run requires is one rejection, from its

@@ -4,8 +4,10 @@ with ``lease lost`` and exit 5, and never changes the other run's rows or status
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,7 +19,8 @@ import pytest
 
 from landing.samples import make_docs, write_tranche
 from store import run_records
-from store.database import connect
+from store.database import connect, database_identity
+from store.limits import state_path
 from tests.pipelines.helpers import run_cli
 
 DAY = "2026-04-02"
@@ -59,6 +62,47 @@ def _wait(until: Callable[[], bool], proc: subprocess.Popen[str] | None, what: s
     pytest.fail(f"timed out waiting until {what}")
 
 
+def _inside_a_write(url: str) -> bool:
+    """Whether another process holds a write open on the database: on SQLite the
+    machine's writer lock (taken before each write transaction) or SQLite's own write
+    lock; on PostgreSQL a backend running a statement or inside a transaction."""
+    if url.startswith("sqlite:///"):
+        with open(state_path(database_identity(url), "writer.lock"), "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=0)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.rollback()
+        except sqlite3.OperationalError:  # database is locked
+            return True
+        finally:
+            conn.close()
+        return False
+    [(busy,)] = _query(url)(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND state <> 'idle'")
+    return bool(busy)
+
+
+def _freeze_between_writes(proc: subprocess.Popen[str], url: str) -> None:
+    """Stop the run's process group at a moment it holds no write open. A writer stopped
+    inside a write transaction keeps the database's write lock (SQLite's, and the
+    machine's writer lock in front of it; PostgreSQL's row locks) until it goes on:
+    no run can write meanwhile, fenced or not. Fencing is about a run stopped between
+    its writes, so the stop is retried until it lands there."""
+    for _ in range(500):
+        os.killpg(proc.pid, signal.SIGSTOP)
+        if not _inside_a_write(url):
+            return
+        os.killpg(proc.pid, signal.SIGCONT)
+        time.sleep(0.01)
+    pytest.fail("the first run was inside a write at every stop")
+
+
 def _frozen_run_is_fenced_out(url: str, registry: str, tmp: Path) -> None:
     root = _landing(tmp)
     args = ["score", "--model", "demo", "--date", DAY, "--input-root", str(root),
@@ -73,7 +117,7 @@ def _frozen_run_is_fenced_out(url: str, registry: str, tmp: Path) -> None:
     try:
         _wait(lambda: q("SELECT count(*) FROM predictions")[0][0] > 0, first,
               "the first run writes")
-        os.killpg(first.pid, signal.SIGSTOP)
+        _freeze_between_writes(first, url)
         frozen_at = q("SELECT count(*) FROM predictions")[0][0]
         assert frozen_at < N_DOCS
         _wait(lambda: q("SELECT lease_until FROM tranches")[0][0] < time.time(), None,
