@@ -65,7 +65,8 @@ def _wait(until: Callable[[], bool], proc: subprocess.Popen[str] | None, what: s
 def _inside_a_write(url: str) -> bool:
     """Whether another process holds a write open on the database: on SQLite the
     machine's writer lock (taken before each write transaction) or SQLite's own write
-    lock; on PostgreSQL a backend running a statement or inside a transaction."""
+    lock; on PostgreSQL another client's backend running a statement or inside a
+    transaction (autovacuum's workers are not writes of a run)."""
     if url.startswith("sqlite:///"):
         with open(state_path(database_identity(url), "writer.lock"), "a+") as fh:
             try:
@@ -84,7 +85,8 @@ def _inside_a_write(url: str) -> bool:
         return False
     [(busy,)] = _query(url)(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND pid <> pg_backend_pid() AND state <> 'idle'")
+        "AND backend_type = 'client backend' AND pid <> pg_backend_pid() "
+        "AND state <> 'idle'")
     return bool(busy)
 
 
