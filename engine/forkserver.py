@@ -4,11 +4,11 @@ Beam's FnApiRunner in ``multi_processing`` mode starts each SDK worker as a fres
 interpreter that imports Beam, pandas, pyarrow and scikit-learn again: seconds of CPU
 per worker, the main fixed cost of a local run. ``ForkServer`` starts one
 single-threaded zygote process at the start of a run that pre-imports the modules a
-worker needs and listens on a Unix socket. FnApiRunner is given a subprocess
-environment whose command is a tiny stdlib-only client (``engine/client.py``): it hands
-the worker's endpoints (the ``WORKER_ENV`` variables FnApiRunner sets) to the zygote,
-which forks a ready worker running Beam's own ``sdk_worker_main``; the client exits
-with the worker's exit code. Workers are ordinary Beam SDK harnesses: only their
+worker needs and listens on a Unix socket. FnApiRunner is given the fork server's
+environment (``engine.environment``): for each worker the launcher sends the worker's
+endpoints (the ``WORKER_ENV`` variables Beam's workers read) to the zygote, which forks
+a ready worker running Beam's own ``sdk_worker_main`` and answers with its pid, then
+with its exit code once it ends. Workers are ordinary Beam SDK harnesses: only their
 start-up changes.
 
 Fork safety: gRPC cannot be used in a child forked after gRPC has run in the parent.
@@ -21,10 +21,11 @@ gRPC; after any fork server started in the process (tests, library callers: gRPC
 run here since) it is spawned as a fresh interpreter instead,
 whose imports overlap the launcher's planning. It exits when the launcher goes away
 and kills its workers when stopped. Workers of a run are started together (each
-client's fork is one accept and one ``fork``) and, with ``engine.teardown``, stopped
+worker's fork is one accept and one ``fork``) and, with ``engine.teardown``, stopped
 together; with ``engine.bundles`` a small stage goes only to the workers that have
 elements of it; with ``engine.construction`` a worker inspects each DoFn method once,
-not once per stage. The zygote, and so every worker, runs as batch work for the scheduler
+not once per stage, and with ``engine.pickles`` it does not compress the specs of its
+operations. The zygote, and so every worker, runs as batch work for the scheduler
 (``engine.scheduling``).
 
 ``preload(fn)`` runs a (pickled) callable once in the zygote before it forks the
@@ -46,7 +47,6 @@ import logging
 import os
 import pickle
 import select
-import shlex
 import shutil
 import signal
 import socket
@@ -56,18 +56,14 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 
-from apache_beam.transforms import environments
-
 from engine.bundles import skip_empty_bundles
 from engine.construction import memoize_construction
+from engine.environment import WORKER_ENV, ForkServerEnvironment
+from engine.pickles import plain_operation_pickles
 from engine.scheduling import batch_policy
 from engine.startup import start_up
 from engine.teardown import parallel_close_all
 
-# The environment FnApiRunner gives a worker command: what a forked worker needs.
-WORKER_ENV = ("CONTROL_API_SERVICE_DESCRIPTOR", "LOGGING_API_SERVICE_DESCRIPTOR",
-              "PIPELINE_OPTIONS", "WORKER_ID")
-CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "client.py")
 START_METHODS = ("auto", "fork", "spawn")
 PRELOAD_KEY = "preload"  # a connection's message that carries a callable, not a worker's env
 
@@ -174,10 +170,8 @@ class ForkServer:
             except OSError as exc:  # the workers load for themselves
                 _LOG.warning("could not hand the fork server a preload: %s", exc)
 
-    def environment(self) -> environments.SubprocessSDKEnvironment:
-        command = " ".join(shlex.quote(a) for a in (
-            sys.executable, "-I", "-S", CLIENT, self.socket_path, ",".join(WORKER_ENV)))
-        return environments.SubprocessSDKEnvironment(command_string=command)
+    def environment(self) -> ForkServerEnvironment:
+        return ForkServerEnvironment.of(self.socket_path)
 
     def stop(self) -> None:
         if self._ready_fd >= 0:  # stopped before wait_ready (no chunks, a build error)
@@ -200,21 +194,23 @@ class ForkServer:
 
 
 class _Zygote:
-    """Pre-imports, then forks one SDK worker per client connection."""
+    """Pre-imports, then forks one SDK worker per connection asking for one."""
 
     def __init__(self, path: str, launcher: int):
         self._path = path
         self._launcher = launcher
-        self._children: dict[int, socket.socket] = {}  # worker pid -> its client
+        self._children: dict[int, socket.socket] = {}  # worker pid -> its request's connection
 
     def serve(self, preload: Sequence[str], ready_fd: int) -> None:
         logging.getLogger().handlers.clear()  # workers log through Beam's logging service
         batch_policy()  # the zygote's, so every worker's (engine.scheduling)
         memoize_construction()  # every worker's operations built without re-inspecting
+        plain_operation_pickles()  # ... and without compressing their specs
         signal.signal(signal.SIGTERM, self._terminate)
         signal.signal(signal.SIGINT, self._terminate)
-        # A worker's exit wakes the loop at once (its client, and FnApiRunner's
-        # stop_worker behind it, wait for the exit code): SIGCHLD writes to this pipe.
+        # A worker's exit wakes the loop at once (its handler in the launcher, and
+        # FnApiRunner's stop_worker behind it, wait for the exit code): SIGCHLD writes
+        # to this pipe.
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -245,7 +241,7 @@ class _Zygote:
                 conn, _ = self._server.accept()
                 try:
                     env = json.loads(_read_line(conn))
-                except ValueError:  # not a client's message: nothing to serve
+                except ValueError:  # not a request: nothing to serve
                     conn.close()
                     continue
                 if PRELOAD_KEY in env:
@@ -257,7 +253,7 @@ class _Zygote:
                 if pid == 0:
                     self._become_worker(conn, env)
                 self._children[pid] = conn
-                # The client knows from now on that a worker runs (engine/client.py).
+                # The launcher knows from now on that a worker runs (engine.environment).
                 with contextlib.suppress(OSError):
                     conn.sendall(struct.pack("<i", pid))
             self._reap()
@@ -265,8 +261,8 @@ class _Zygote:
     def _become_worker(self, conn: socket.socket, env: dict[str, str]) -> None:
         """In the forked child: drop the zygote's state, run Beam's SDK worker, exit."""
         self._server.close()
-        # Its client's end and its siblings' are the zygote's business: a worker holding
-        # them would keep those clients from seeing EOF.
+        # Its own connection and its siblings' are the zygote's business: a worker
+        # holding them would keep the launcher from seeing them end.
         conn.close()
         for other in self._children.values():
             other.close()
@@ -289,7 +285,8 @@ class _Zygote:
         os._exit(code)
 
     def _reap(self) -> None:
-        """Reap finished workers without blocking; tell each one's client its exit code."""
+        """Reap finished workers without blocking; send each one's exit code on the
+        connection that asked for it."""
         while self._children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -297,11 +294,11 @@ class _Zygote:
                 return
             if pid == 0:
                 return
-            client = self._children.pop(pid, None)  # None: a child a library started
-            if client is not None:
+            conn = self._children.pop(pid, None)  # None: a child a library started
+            if conn is not None:
                 with contextlib.suppress(OSError):
-                    client.sendall(struct.pack("<i", os.waitstatus_to_exitcode(status)))
-                client.close()
+                    conn.sendall(struct.pack("<i", os.waitstatus_to_exitcode(status)))
+                conn.close()
 
     def _terminate(self, *_: object) -> None:
         for child in self._children:

@@ -23,6 +23,7 @@ import apache_beam as beam
 
 from engine.construction import memoize_construction
 from engine.forkserver import ForkServer
+from engine.pickles import plain_operation_pickles
 from pipelines.configuration.config import Config, load_config, settings_of
 from pipelines.configuration.flags import overrides_from_args
 from pipelines.orchestration.exit_codes import (
@@ -239,6 +240,7 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
               ref.version, len(plan.to_read), len(plan.chunks))
     started, database = time.monotonic(), cfg.database
     memoize_construction()
+    plain_operation_pickles()  # a worker in this process (one worker) builds its operations
     p = test_pipeline or make_pipeline(settings_of(RunnerSettings, cfg), beam_args, server)
     keeper = LeaseKeeper(database, run_id)
     keeper.start()

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from engine.forkserver import WORKER_ENV, ForkServer
+from engine.environment import read_int, request_worker
+from engine.forkserver import ForkServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,7 +43,25 @@ def serving(preload: str) -> Iterator[ForkServer]:
 def fork_workers(server: ForkServer, count: int = 1) -> None:
     """Have ``server`` fork ``count`` workers, one after the other. No control endpoint
     is given: each worker exits at once; the fork is what counts."""
-    command = server.environment().command_string.split()
-    env = {k: v for k, v in os.environ.items() if k not in WORKER_ENV}
     for _ in range(count):
-        subprocess.run(command, env=env, capture_output=True, timeout=60)
+        forked = request_worker(server.socket_path, {})
+        assert forked is not None
+        conn, _ = forked
+        with conn:
+            read_int(conn)  # its exit code: the worker has exited
+
+
+def probed_workers(probe_module: str, method: str, path: Path, count: int = 2) -> list[dict]:
+    """Have a fork server preloading ``probe_module`` (which appends one JSON line per
+    forked worker to ``path``, named by a variable the caller set) fork ``count``
+    workers; the lines, after checking none is this process's."""
+    server = ForkServer(preload=[probe_module], start_method=method)
+    server.start()
+    try:
+        server.wait_ready()
+        fork_workers(server, count)
+    finally:
+        server.stop()
+    workers = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(workers) == count and all(w["pid"] != os.getpid() for w in workers)
+    return workers

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import functools
 import gc
-import json
 import logging
-import os
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,8 +35,7 @@ from hypothesis import strategies as st
 
 from engine import construction
 from engine.construction import memoize_construction
-from engine.forkserver import ForkServer
-from tests.engine.helpers import fork_workers
+from tests.engine.helpers import probed_workers
 
 
 @pytest.fixture(autouse=True)
@@ -319,13 +316,6 @@ def test_every_worker_of_the_fork_server_has_the_caches(
         method: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     probe = tmp_path / "construction.jsonl"
     monkeypatch.setenv("BEAMSCORE_CONSTRUCTION_PROBE", str(probe))
-    server = ForkServer(preload=["tests.engine.construction_probe"], start_method=method)
-    server.start()  # Beam's own functions here (the fixture): the zygote installs them
-    try:
-        server.wait_ready()
-        fork_workers(server, 2)
-    finally:
-        server.stop()
-    workers = [json.loads(line) for line in probe.read_text().splitlines()]
-    assert len(workers) == 2 and all(w["memoized"] for w in workers)
-    assert all(w["pid"] != os.getpid() for w in workers)
+    # Beam's own functions here (the fixture): the zygote installs the caches.
+    workers = probed_workers("tests.engine.construction_probe", method, probe)
+    assert all(w["memoized"] for w in workers)

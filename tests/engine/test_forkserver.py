@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import shlex
 import socket
-import subprocess
 import time
 
 import pytest
 
-from engine.client import read_int
-from engine.forkserver import WORKER_ENV, ForkServer
+from engine.environment import URN, read_int, request_worker
+from engine.forkserver import ForkServer
 
 
 def _alive(pid: int) -> bool:
@@ -31,18 +29,22 @@ def test_zygote_serves_workers_and_stops_with_no_process_left(method: str) -> No
         zygote, socket_path = server.pid, server.socket_path
         assert os.path.exists(socket_path)
         assert _alive(zygote)
-        command = shlex.split(server.environment().command_string)
-        assert command[-1].split(",") == list(WORKER_ENV)
-        # No control endpoint in this environment: Beam's worker exits at once with an
-        # error, and the client reports that worker's exit code.
-        env = {k: v for k, v in os.environ.items() if k not in WORKER_ENV}
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stray:  # not a client
+        environment = server.environment()
+        assert environment.to_runner_api_parameter(None) == (URN, socket_path.encode())
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stray:  # not a request
             stray.connect(socket_path)
-            stray.sendall(b"not a client's message\n")
+            stray.sendall(b"not a request\n")
+        # No control endpoint given: Beam's worker exits at once with an error, and the
+        # zygote reports that worker's exit code.
         started = time.monotonic()
-        first = subprocess.run(command, env=env, capture_output=True, timeout=60)
-        second = subprocess.run(command, env=env, capture_output=True, timeout=60)
-        assert first.returncode == second.returncode != 0
+        codes = []
+        for _ in range(2):
+            forked = request_worker(socket_path, {})
+            assert forked is not None
+            conn, pid = forked
+            with conn:
+                codes.append(read_int(conn))
+        assert codes[0] == codes[1] is not None and codes[0] != 0
         assert time.monotonic() - started < 30
         assert _alive(zygote), "the zygote keeps serving after its workers exit"
     finally:
@@ -53,8 +55,8 @@ def test_zygote_serves_workers_and_stops_with_no_process_left(method: str) -> No
 
 
 def test_a_request_is_answered_with_the_workers_pid_then_its_exit_code() -> None:
-    """What ``engine.client`` reads: the pid tells it a worker runs (a zygote gone after
-    it no longer calls for a cold worker), then the worker's exit code."""
+    """What ``engine.environment`` reads: the pid tells it a worker runs (a zygote gone
+    after it no longer calls for a cold worker), then the worker's exit code."""
     server = ForkServer(preload=["json"], start_method="fork")
     server.start()
     try:

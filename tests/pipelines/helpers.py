@@ -49,7 +49,7 @@ def run_cli(*argv: str, model: str | None = MODEL) -> Result:
 # init once its launcher is gone; another pytest run (or xdist worker) sets its own.
 OWNER_ENV = "BEAMSCORE_TEST_OWNER"
 os.environ[OWNER_ENV] = f"{os.getpid()}-{uuid.uuid4().hex}"
-WORKER_MARKS = ("engine.forkserver", "engine/client.py", "sdk_worker_main")
+WORKER_MARKS = ("engine.forkserver", "sdk_worker_main")
 
 
 def _parent(pid: int) -> int:
