@@ -22,7 +22,6 @@ workers are.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -215,6 +214,5 @@ class ForkServerWorkerHandler(worker_handlers.GrpcWorkerHandler):  # type: ignor
             _Logging.release()
 
     def stop_worker(self) -> None:
-        if self._thread is not None:
-            with contextlib.suppress(RuntimeError):  # never started
-                self._thread.join()
+        if self._thread is not None:  # None: start_worker never started it
+            self._thread.join()
