@@ -8,7 +8,8 @@ on n texts may take ``n * per_record`` seconds (at least ``minimum``), so a hung
 costs about twice the limit of its batch before it is isolated: the batch's limit,
 then half of it for the half that holds it, and so on down to the one text.
 ``top_k_columns`` turns probabilities into the top label, its score and the top-k list
-as JSON.
+as JSON. ``warm_input_validation`` does once, in a process that forks workers, what
+scikit-learn's first input check in each of them would.
 """
 
 from __future__ import annotations
@@ -51,6 +52,18 @@ def _call(model: Any, texts: Any, limit: TimeLimit | None) -> Any:
     if outcome.status in ("error", "died"):
         raise RuntimeError(outcome.message)
     return outcome.value
+
+
+def warm_input_validation() -> None:
+    """Fill the process-wide cache scikit-learn's input validation fills on its first
+    call, without calling a model: narwhals' search of every installed distribution's
+    entry points for dataframe plugins (10-20 ms), which each worker forked afterwards
+    would otherwise repeat on its first batch. Starts no thread, so a process may fork
+    after it."""
+    from sklearn.base import BaseEstimator
+    from sklearn.utils.validation import validate_data
+
+    validate_data(BaseEstimator(), X=np.zeros((1, 1)), reset=True)
 
 
 def predict_with_isolation(

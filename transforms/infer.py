@@ -29,7 +29,7 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 from models.behaviour import batch_stats
 from models.fastpath import FastTextPipeline, unsupported_reason
 from models.importance import ImportanceMeasure, TextFeatures, measure_for, text_features
-from models.predict import TimeLimit, predict_with_isolation, top_k_columns
+from models.predict import TimeLimit, predict_with_isolation, top_k_columns, warm_input_validation
 from models.registry import ModelRef, ModelRegistry
 from models.unpickle import Policy
 from tracking.profile import UNKNOWN_LABEL, BatchStats, label_texts
@@ -111,6 +111,7 @@ class DocBatchModelHandler(ModelHandler[DocBatch, DocBatch, Any]):
         model = self._load()
         if isinstance(model, FastTextPipeline):
             model.warm()
+        warm_input_validation()
         _PRELOADED[self._load_key()] = model
 
     def _load_key(self) -> tuple[Any, ...]:

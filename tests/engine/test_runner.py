@@ -19,7 +19,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from engine.forkserver import ForkServer
 from engine.runner import ForkServerRunner
-from tests.engine import preload_probe
+from tests.engine import imports_probe, preload_probe
 
 
 @pytest.mark.slow
@@ -93,6 +93,31 @@ def test_workers_are_forked_after_the_preloads_and_inherit_what_they_made(
     assert preload_probe.MADE == [], "the launcher itself runs no preload"
     assert "a preload failed, workers do it themselves: SystemExit: a preload that exits" \
         in capfd.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_forked_worker_imports_nothing_its_zygote_had_not(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever Beam's SDK worker imports to start and run a bundle, the zygote imported
+    once already (``SDK_WORKER_MODULES``): no worker pays for an import of its own."""
+    monkeypatch.setenv("PYTHONPATH", ":".join(sys.path))  # the spawned zygote imports tests.*
+    server = ForkServer(preload=["tests.engine.imports_probe"], start_method="spawn")
+    server.start()
+    try:
+        with beam.Pipeline(runner=ForkServerRunner(server),
+                           options=PipelineOptions(direct_num_workers=2)) as p:
+            found = (p | beam.Create(list(range(8)))
+                     | beam.Map(imports_probe.imported_since_fork)
+                     | beam.combiners.ToList())
+
+            def none_imported(lists: list[list[tuple[int, list[str]]]]) -> None:
+                (pairs,) = lists
+                assert server.pid not in {pid for pid, _ in pairs}
+                assert {module for _, new in pairs for module in new} == set()
+
+            assert_that(found, none_imported)
+    finally:
+        server.stop()
 
 
 # Kills the zygote once it serves, then runs a pipeline on its runner.

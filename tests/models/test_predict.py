@@ -1,14 +1,20 @@
-"""Calling a model: failure isolation by bisection and the top-k columns."""
+"""Calling a model: failure isolation by bisection, the top-k columns, and warming a
+process for the predictions of the workers it forks."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
+import joblib
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sklearn.linear_model import LogisticRegression
 
 from models.predict import predict_with_isolation, top_k_columns
 
@@ -160,3 +166,38 @@ def test_top_k_json_is_json_dumps_of_each_row(n: int, n_classes: int, k: int, se
     assert top_k == expected
     assert labels == [classes[int(np.argmax(row))] for row in probs]
     assert scores.tolist() == [float(row.max()) for row in probs]
+
+
+# Loads a fitted model (loading runs no input check), optionally warms, then counts the
+# scans of installed distributions' entry points during its first prediction.
+_FIRST_PREDICTION = """
+import importlib.metadata, json, sys, threading
+import joblib, numpy as np
+from models.predict import warm_input_validation
+model = joblib.load(sys.argv[1])
+threads = threading.active_count()
+if sys.argv[2] == "warm":
+    warm_input_validation()
+scans = []
+real = importlib.metadata.entry_points
+importlib.metadata.entry_points = lambda *a, **k: scans.append(1) or real(*a, **k)
+model.predict_proba(np.array([[0.5]]))
+print(json.dumps({"scans": len(scans), "new_threads": threading.active_count() - threads}))
+"""
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_a_warmed_process_predicts_without_searching_installed_packages(
+        tmp_path: Path, warm: bool) -> None:
+    """What scikit-learn's first input check does once per process (narwhals' search of
+    the installed distributions' entry points), a warmed process (the fork server's
+    zygote) has done for every worker it forks; warming starts no thread."""
+    path = tmp_path / "model.joblib"
+    joblib.dump(LogisticRegression().fit(np.array([[0.0], [1.0]]), [0, 1]), path)
+    run = subprocess.run([sys.executable, "-c", _FIRST_PREDICTION, str(path),
+                          "warm" if warm else "cold"], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert run.returncode == 0, run.stderr
+    found = json.loads(run.stdout.strip().splitlines()[-1])
+    assert found["new_threads"] == 0
+    assert (found["scans"] == 0) if warm else (found["scans"] > 0)
