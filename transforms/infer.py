@@ -107,12 +107,13 @@ class DocBatchModelHandler(ModelHandler[DocBatch, DocBatch, Any]):
 
     def preload(self) -> None:
         """Load the model into this process for the workers forked from it later (the
-        fork server's zygote: ``engine.forkserver.ForkServer.preload``)."""
+        fork server's zygote: ``engine.forkserver.ForkServer.preload``), and do here once
+        what scikit-learn's first input check does in each process."""
         model = self._load()
         if isinstance(model, FastTextPipeline):
             model.warm()
-        warm_input_validation()
         _PRELOADED[self._load_key()] = model
+        warm_input_validation()  # after: the model stays preloaded should this fail
 
     def _load_key(self) -> tuple[Any, ...]:
         """Everything ``_load`` depends on."""

@@ -274,6 +274,22 @@ def test_handler_uses_the_fast_path_only_when_enabled(registry_root: str,
 
 
 
+def test_a_model_stays_preloaded_when_warming_the_process_fails(
+        registry_copy: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(infer, "_PRELOADED", {})
+
+    def fails() -> None:
+        raise RuntimeError("no warm-up here")
+
+    monkeypatch.setattr(infer, "warm_input_validation", fails)
+    ref = ModelRegistry(registry_copy).resolve("demo")
+    handler = DocBatchModelHandler(registry_copy, ref, top_k=3)
+    with pytest.raises(RuntimeError, match="no warm-up here"):
+        handler.preload()
+    (preloaded,) = infer._PRELOADED.values()
+    assert handler.load_model() is preloaded
+
+
 def test_a_preloaded_model_is_handed_out_for_the_same_settings_only(
         registry_copy: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """What the fork server's zygote loaded is what its workers score with, provided
