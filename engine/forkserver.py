@@ -66,11 +66,12 @@ from engine.teardown import parallel_close_all
 
 START_METHODS = ("auto", "fork", "spawn")
 # What an SDK worker imports, beyond a run's preloads: Beam's worker entry module, and
-# the two gRPC modules its ``create_harness`` imports on first use
-# (``grpc.channel_ready_future``, ``grpc.intercept_channel``), which each worker would
-# otherwise import for itself. Imports only: gRPC does not run in the zygote.
-SDK_WORKER_MODULES = ("apache_beam.runners.worker.sdk_worker_main", "grpc._utilities",
-                      "grpc._interceptor")
+# (where this gRPC has them: private names, imported only if found) the two gRPC
+# modules its ``create_harness`` imports on first use (``grpc.channel_ready_future``,
+# ``grpc.intercept_channel``), which each worker would otherwise import for itself.
+# Imports only: gRPC does not run in the zygote.
+SDK_WORKER_MODULES = ("apache_beam.runners.worker.sdk_worker_main",)
+SDK_WORKER_OPTIONAL_MODULES = ("grpc._utilities", "grpc._interceptor")
 PRELOAD_KEY = "preload"  # a connection's message that carries a callable, not a worker's env
 
 _LOG = logging.getLogger(__name__)
@@ -227,6 +228,9 @@ class _Zygote:
         with start_up():
             for name in (*preload, *SDK_WORKER_MODULES):
                 importlib.import_module(name)
+            for name in SDK_WORKER_OPTIONAL_MODULES:
+                with contextlib.suppress(ImportError):
+                    importlib.import_module(name)
         self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._server.bind(self._path)
         self._server.listen(64)

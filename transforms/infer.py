@@ -113,7 +113,11 @@ class DocBatchModelHandler(ModelHandler[DocBatch, DocBatch, Any]):
         if isinstance(model, FastTextPipeline):
             model.warm()
         _PRELOADED[self._load_key()] = model
-        warm_input_validation()  # after: the model stays preloaded should this fail
+        try:
+            warm_input_validation()
+        except Exception as exc:  # noqa: BLE001 - each worker then does it on its first batch
+            _LOG.warning("scikit-learn's input check not warmed for the workers: %s: %s",
+                         type(exc).__name__, exc)
 
     def _load_key(self) -> tuple[Any, ...]:
         """Everything ``_load`` depends on."""

@@ -98,21 +98,25 @@ def test_workers_are_forked_after_the_preloads_and_inherit_what_they_made(
 @pytest.mark.slow
 def test_a_forked_worker_imports_nothing_its_zygote_had_not(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Whatever Beam's SDK worker imports to start and run a bundle, the zygote imported
-    once already (``SDK_WORKER_MODULES``): no worker pays for an import of its own."""
+    """Whatever Beam's SDK worker imports to start and to run its stages (the first, and
+    one after a shuffle), the zygote imported once already (``SDK_WORKER_MODULES`` and
+    ``SDK_WORKER_OPTIONAL_MODULES``): no worker pays for an import of its own."""
     monkeypatch.setenv("PYTHONPATH", ":".join(sys.path))  # the spawned zygote imports tests.*
     server = ForkServer(preload=["tests.engine.imports_probe"], start_method="spawn")
     server.start()
+    server.preload(imports_probe.install)
     try:
         with beam.Pipeline(runner=ForkServerRunner(server),
                            options=PipelineOptions(direct_num_workers=2)) as p:
-            found = (p | beam.Create(list(range(8)))
-                     | beam.Map(imports_probe.imported_since_fork)
-                     | beam.combiners.ToList())
+            elements = p | beam.Create(list(range(8)))
+            first = elements | "Probe" >> beam.Map(imports_probe.imported_since_fork)
+            later = (elements | beam.Map(imports_probe.keyed) | beam.GroupByKey()
+                     | "Probe after a shuffle" >> beam.Map(imports_probe.imported_since_fork))
+            found = (first, later) | beam.Flatten() | beam.combiners.ToList()
 
             def none_imported(lists: list[list[tuple[int, list[str]]]]) -> None:
                 (pairs,) = lists
-                assert server.pid not in {pid for pid, _ in pairs}
+                assert len(pairs) == 10 and server.pid not in {pid for pid, _ in pairs}
                 assert {module for _, new in pairs for module in new} == set()
 
             assert_that(found, none_imported)
