@@ -3,7 +3,8 @@
 
 ``assess`` turns the contenders' ``Result``s and outputs into an ``Outcome``: label
 agreement with a reference contender, the throughput and CPU ratios of beamscore (c) to
-every other contender, and warnings about failed checks, a busy machine or disagreeing
+every other contender (of median wall times, and per round: ``paired_ratios``), and
+warnings about failed checks, a busy machine or disagreeing
 contenders. ``print_summary`` prints the input, the table and those figures;
 ``apply_guard`` decides the exit status and the ``--guard`` verdict; ``write_results``
 writes everything, with the machine's description from ``machine_info``, to
@@ -18,8 +19,9 @@ import json
 import os
 import platform
 import shlex
+import statistics
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from contenders import CONTENDERS, Result, compare_labels
@@ -37,6 +39,7 @@ class Outcome:
     warnings: list[str]
     guard: dict[str, Any] | None = None
     status: int = 0
+    paired: dict[str, list[float]] = field(default_factory=dict)  # c/other, round by round
 
 
 def machine_info() -> dict[str, Any]:
@@ -68,6 +71,28 @@ def ratio(results: dict[str, Result], num: str, den: str) -> float | None:
 def throughput_ratios(results: dict[str, Result]) -> dict[str, float]:
     ratios = {f"c/{o}": ratio(results, "c", o) for o in OTHERS if o in results}
     return {k: v for k, v in ratios.items() if v is not None}
+
+
+def paired_ratios(results: dict[str, Result]) -> dict[str, list[float]]:
+    """c's throughput over each other contender's in every round both completed (the
+    other's wall time over c's: both score the same documents). The contenders of a
+    round run one after the other, so a host whose speed drifts between rounds moves
+    both sides of a round's ratio alike; the ratio of medians may compare runs of
+    different rounds."""
+    c = results.get("c")
+    if c is None:
+        return {}
+    paired = {}
+    for other in OTHERS:
+        r = results.get(other)
+        if r is None:
+            continue
+        rounds = [wall / c_wall for c_wall, wall, c_rc, rc
+                  in zip(c.walls, r.walls, c.rcs, r.rcs, strict=False)
+                  if c_rc == 0 and rc == 0 and c_wall > 0]
+        if rounds:
+            paired[f"c/{other}"] = rounds
+    return paired
 
 
 def cpu_time_ratios(results: dict[str, Result]) -> dict[str, float]:
@@ -110,7 +135,8 @@ def assess(results: dict[str, Result], frames: dict[str, Any]) -> Outcome:
     agreement = compare_labels(frames, reference) if reference else {}
     return Outcome(results=results, reference=reference, agreement=agreement,
                    ratios=throughput_ratios(results), cpu_ratios=cpu_time_ratios(results),
-                   warnings=collect_warnings(results, reference, agreement))
+                   warnings=collect_warnings(results, reference, agreement),
+                   paired=paired_ratios(results))
 
 
 def format_table(results: dict[str, Result]) -> str:
@@ -155,9 +181,17 @@ def print_summary(outcome: Outcome, manifest: dict[str, Any], workers: int,
               f"differ of {agr['compared']:,}, max |score diff| {agr['max_score_diff']:.1e}")
     print("ratio " + " ".join(f"{k}={v:.2f}" for k, v in outcome.ratios.items())
           + "   (throughput ratio, docs/s; > 1 means beamscore is faster)")
+    paired = {k: v for k, v in outcome.paired.items() if len(v) > 1}
+    if paired:
+        print("paired " + " ".join(f"{k}={statistics.median(v):.2f}" for k, v in paired.items())
+              + "   (median of the rounds' own ratios: the host's drift between rounds cancels)")
     if "c/c8" in outcome.ratios:
         print(f"workers c8/c={1 / outcome.ratios['c/c8']:.2f}   (docs/s at 8 workers over "
               f"docs/s at {workers}; >= 0.9 is the target on 2 cores)")
+        if "c/c8" in paired:
+            rounds = [1 / r for r in paired["c/c8"]]
+            print(f"  rounds c8/c: {' / '.join(f'{r:.2f}' for r in rounds)} "
+                  f"(median {statistics.median(rounds):.2f})")
     if outcome.cpu_ratios:
         print("cpu-ratio " + " ".join(f"{k}={v:.2f}" for k, v in outcome.cpu_ratios.items())
               + "   (CPU seconds of the other / CPU seconds of c; > 1 means c needs less CPU)")
@@ -200,6 +234,7 @@ def write_results(path: str, outcome: Outcome, args: argparse.Namespace,
         "agreement": {"reference": outcome.reference, **outcome.agreement},
         "ratios": outcome.ratios,
         "cpu_ratios": outcome.cpu_ratios,
+        "paired_ratios": outcome.paired,
         "guard": outcome.guard,
         "warnings": outcome.warnings,
         "exit_status": outcome.status,
