@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression
 
 from models.predict import predict_with_isolation, top_k_columns
+from tests.engine.helpers import in_fresh_python
 
 
 class PoisonModel:
@@ -172,12 +171,12 @@ def test_top_k_json_is_json_dumps_of_each_row(n: int, n_classes: int, k: int, se
 # Loads a fitted model (loading runs no input check), optionally warms, then counts the
 # scans of installed distributions' entry points during its first prediction.
 _FIRST_PREDICTION = """
-import importlib.metadata, json, os, sys
+import importlib.metadata, json, os
 import joblib, numpy as np
 from models.predict import warm_input_validation
-model = joblib.load(sys.argv[1])
+model = joblib.load(MODEL_PATH)
 threads = len(os.listdir("/proc/self/task"))  # the process's threads, native ones too
-if sys.argv[2] == "warm":
+if WARM:
     warm_input_validation()
 new_threads = len(os.listdir("/proc/self/task")) - threads
 scans = []
@@ -198,10 +197,7 @@ def test_a_warmed_process_predicts_without_searching_installed_packages(
     zygote) has done for every worker it forks; warming starts no thread."""
     path = tmp_path / "model.joblib"
     joblib.dump(LogisticRegression().fit(np.array([[0.0], [1.0]]), [0, 1]), path)
-    run = subprocess.run([sys.executable, "-c", _FIRST_PREDICTION, str(path),
-                          "warm" if warm else "cold"], capture_output=True, text=True,
-                         timeout=120, cwd=Path(__file__).resolve().parents[2])
-    assert run.returncode == 0, run.stderr
-    found = json.loads(run.stdout.strip().splitlines()[-1])
+    found = in_fresh_python(f"MODEL_PATH, WARM = {str(path)!r}, {warm!r}\n"
+                            + _FIRST_PREDICTION)
     assert found["new_threads"] == 0
     assert (found["scans"] == 0) if warm else (found["scans"] > 0)
