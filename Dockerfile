@@ -35,7 +35,8 @@ COPY --from=launcher /opt/google/dataflow/python_template_launcher /opt/google/d
 # on sys.path, where a module (pipelines/tracking.py) shadows a top-level package.
 # GLIBC_TUNABLES and ARROW_DEFAULT_MEMORY_POOL: the allocator settings of
 # engine/allocator.py (TUNABLES and ARROW_POOL, the same values), for Dataflow's workers
-# and the launcher.
+# and the launcher; OPENBLAS/OMP/MKL_NUM_THREADS: one thread of math per process
+# (engine/math_threads.py), as the console script sets them.
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     RUN_PYTHON_SDK_IN_DEFAULT_ENVIRONMENT=1 \
@@ -44,7 +45,10 @@ ENV VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1 \
     GRPC_ENABLE_FORK_SUPPORT=false \
     GLIBC_TUNABLES=glibc.malloc.hugetlb=1:glibc.malloc.arena_max=1 \
-    ARROW_DEFAULT_MEMORY_POOL=system
+    ARROW_DEFAULT_MEMORY_POOL=system \
+    OPENBLAS_NUM_THREADS=1 \
+    OMP_NUM_THREADS=1 \
+    MKL_NUM_THREADS=1
 
 WORKDIR ${WORKDIR}
 

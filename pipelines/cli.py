@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 from engine import allocator
+from engine.beam_import import skip_unused_connectors
+from engine.math_threads import limit_math_threads
 from engine.startup import start_up
 from pipelines.orchestration.logs import setup_logging
 
@@ -186,10 +188,15 @@ def console_main() -> None:
     flushed, and the process exits with ``os._exit``. Library callers and tests call
     ``main`` and keep the normal shutdown.
 
-    Before that, the process executes itself again, once, with glibc's allocator tuned
-    for batch scoring (``engine.allocator``).
+    Before that, the math libraries are limited to one thread each
+    (``engine.math_threads``: set before numpy loads, inherited by every process of the
+    run), the process executes itself again, once, with glibc's allocator tuned for
+    batch scoring (``engine.allocator``), and Beam, when a command imports it, comes
+    without the connectors no run uses (``engine.beam_import``).
     """
+    limit_math_threads()
     allocator.reexec()
+    skip_unused_connectors()
     code = main(owns_process=True)
     if any(t.is_alive() and not t.daemon and t is not threading.main_thread()
            for t in threading.enumerate()):
