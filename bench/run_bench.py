@@ -45,7 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "<out>/runs; the generated data and model are always cached")
     ap.add_argument("--fresh", action="store_true", help="regenerate data and retrain")
     ap.add_argument("--repeat", type=int, default=1,
-                    help="rounds over all contenders (interleaved); median wall is reported")
+                    help="rounds over all contenders (interleaved, every other round in "
+                         "reverse order); median wall is reported")
     ap.add_argument("--train-docs", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--min-chars", type=int, default=100, help="shortest document")
@@ -76,6 +77,15 @@ def contender_env() -> dict[str, str]:
     return env
 
 
+def round_order(names: list[str], rnd: int) -> list[str]:
+    """The contenders of round ``rnd`` (0-based): in the given order, reversed in every
+    other round. What runs just before a contender can change its time (on a VM whose
+    freed memory goes back to the host, a run right after a large one finds that memory
+    still at hand), so over an even number of rounds every contender precedes each other
+    one as often as it follows it."""
+    return list(names) if rnd % 2 == 0 else list(reversed(names))
+
+
 @dataclass
 class Rounds:
     """Runs the contenders round after round on one manifest; collects their results and,
@@ -90,7 +100,7 @@ class Rounds:
 
     def run(self) -> None:
         for rnd in range(self.args.repeat):
-            for name in self.args.names:
+            for name in round_order(self.args.names, rnd):
                 self.run_one(name, rnd)
 
     def run_one(self, name: str, rnd: int) -> None:

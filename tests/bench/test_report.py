@@ -1,4 +1,5 @@
-"""The bench's ratios: of median wall times, and round by round (``paired_ratios``)."""
+"""The bench's ratios: of median wall times, and round by round (``paired_ratios``); the
+contenders' order, reversed every other round (``round_order``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # its ow
 
 from contenders import Result  # noqa: E402
 from report import assess, paired_ratios  # noqa: E402
+from run_bench import round_order  # noqa: E402
 
 WALLS = st.lists(st.floats(1.0, 100.0), min_size=1, max_size=7)
 
@@ -40,3 +42,17 @@ def test_rounds_either_side_failed_are_left_out() -> None:
                "d": _result("d", [15.0, 25.0, 35.0], [1, 1, 1])}
     assert paired_ratios(results) == {"c/a": [2.0, 3.0]}
     assert paired_ratios({"a": results["a"]}) == {}
+
+
+@given(st.lists(st.sampled_from(["a", "b", "b2", "c0", "c", "d", "c1", "c8", "ct"]),
+                min_size=1, max_size=9, unique=True), st.integers(1, 4))
+def test_over_an_even_number_of_rounds_each_contender_precedes_each_other_as_often(
+        names: list[str], pairs_of_rounds: int) -> None:
+    rounds = [round_order(names, rnd) for rnd in range(2 * pairs_of_rounds)]
+    assert all(sorted(r) == sorted(names) for r in rounds)  # every contender once a round
+    assert rounds[0] == names
+    for x in names:
+        for y in names:
+            if x != y:
+                before = sum(r.index(x) < r.index(y) for r in rounds)
+                assert before == len(rounds) / 2
