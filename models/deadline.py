@@ -7,18 +7,41 @@ its pickled result back through a pipe. If the result is not complete within
 no process is left behind. The child never returns into the caller's code: it leaves
 with ``os._exit``, so it runs no atexit handlers and flushes none of the caller's
 buffers.
+
+Calls from several threads at once (Beam's SDK harness runs bundles on threads: on
+Dataflow, ``number_of_worker_harness_threads`` of them per process) stay apart:
+
+- one thread at a time forks, from creating its pipe to closing the pipe's write end in
+  the parent (``_FORKING``). A child forked by another thread in between would inherit
+  that write end and hold the pipe open, so the call would see no end of its result
+  until that other child exits: a call that returned at once reported as a timeout;
+- the child closes every file descriptor but the standard streams and its pipe's write
+  end as it starts, so it holds none of the caller's files (a lock the caller releases
+  by closing its file, a connection), and it is killed when the process that forked it
+  dies (``PR_SET_PDEATHSIG``), so a crashed worker leaves no call running;
+- the parent waits for the result with ``poll``, which takes descriptors of any number
+  (``select`` takes none above 1023).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pickle
 import select
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+_FORKING = threading.Lock()  # held from a call's pipe to its parent's close of the write end
+_PR_SET_PDEATHSIG = 1
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+except OSError:  # no C library to look prctl up in
+    _LIBC = None
 
 
 @dataclass(frozen=True)
@@ -32,12 +55,13 @@ class Outcome:
 
 
 def call_with_deadline(fn: Callable[[], Any], seconds: float) -> Outcome:
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child
-        os.close(read_fd)
-        _child(fn, write_fd)
-    os.close(write_fd)
+    with _FORKING:
+        read_fd, write_fd = os.pipe()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the child
+            _child(fn, write_fd, parent)
+        os.close(write_fd)
     try:
         data = _read_until(read_fd, time.monotonic() + seconds)
     finally:
@@ -54,9 +78,12 @@ def call_with_deadline(fn: Callable[[], Any], seconds: float) -> Outcome:
     return outcome
 
 
-def _child(fn: Callable[[], Any], write_fd: int) -> None:
+def _child(fn: Callable[[], Any], write_fd: int, parent: int) -> None:
     code = 0
     try:
+        os.closerange(3, write_fd)  # every descriptor from 3 up but the pipe's write end
+        os.closerange(max(3, write_fd + 1), os.sysconf("SC_OPEN_MAX"))
+        _die_with(parent)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         try:
@@ -73,12 +100,25 @@ def _child(fn: Callable[[], Any], write_fd: int) -> None:
         os._exit(code)
 
 
+def _die_with(parent: int) -> None:
+    """Have the kernel kill this process when the thread that forked it ends (Linux;
+    elsewhere nothing): that thread waits in ``call_with_deadline`` until the child is
+    done, so only when its process dies. Exit at once if that happened already."""
+    prctl = getattr(_LIBC, "prctl", None)
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def _read_until(fd: int, deadline: float) -> bytes | None:
     """Everything written to ``fd`` until EOF, or None at the deadline."""
     chunks: list[bytes] = []
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
     while True:
         left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
+        if left <= 0 or not poller.poll(left * 1000):
             return None
         chunk = os.read(fd, 1 << 20)
         if not chunk:

@@ -1,14 +1,23 @@
-"""A call in a forked child with a time limit: its value, its error, its death, its kill."""
+"""A call in a forked child with a time limit: its value, its error, its death, its kill;
+calls from several threads at once; what the child holds of its caller."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
-from models.deadline import call_with_deadline
+from models.deadline import Outcome, call_with_deadline
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _children() -> set[int]:
@@ -47,3 +56,99 @@ def test_a_call_over_its_limit_is_killed_and_reaped() -> None:
     assert outcome.status == "timeout" and "0.3 s" in outcome.message
     assert elapsed < 5
     assert _children() == before  # killed and reaped: no process left behind
+
+
+def test_calls_from_threads_at_once_end_when_their_own_child_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow call and a quick one from two threads: the quick one's child must not be
+    waited for past its own end. Creating a pipe is slowed down here so that the other
+    thread is ready to fork while a call's pipe is open: a child forked then would
+    inherit that pipe's write end and, holding it, keep the quick call from seeing its
+    result end until the slow call's 1.5 s are over."""
+    pipe = os.pipe
+
+    def slow_pipe() -> tuple[int, int]:
+        fds = pipe()
+        time.sleep(0.05)  # the other thread runs meanwhile
+        return fds
+
+    monkeypatch.setattr(os, "pipe", slow_pipe)
+    outcomes: dict[str, Any] = {}
+
+    def slow() -> None:
+        outcomes["slow"] = call_with_deadline(lambda: time.sleep(1.5) or "slow", 10)
+
+    def quick() -> None:
+        time.sleep(0.02)  # after the slow call made its pipe, before it forked
+        outcomes["quick"] = call_with_deadline(lambda: "quick", 0.8)
+
+    threads = [threading.Thread(target=slow), threading.Thread(target=quick)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes["quick"] == Outcome("ok", "quick"), outcomes["quick"]
+    assert outcomes["slow"] == Outcome("ok", "slow")
+
+
+def test_the_child_holds_none_of_the_callers_files(tmp_path: Path) -> None:
+    """A lock the caller holds on an open file, and the file itself, are not the
+    child's: the caller's close releases the lock while the child runs."""
+    with open(tmp_path / "held", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+
+        def open_in_child() -> bool:
+            try:
+                os.fstat(held.fileno())
+            except OSError:
+                return False
+            return True
+
+        assert call_with_deadline(open_in_child, 30) == Outcome("ok", False)
+
+
+def test_a_result_comes_back_on_a_descriptor_above_1023() -> None:
+    """``select`` takes no descriptor above 1023; a worker with many files open gets its
+    pipe there."""
+    spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert call_with_deadline(lambda: 42, 30) == Outcome("ok", 42)
+    finally:
+        for fd in spare:
+            os.close(fd)
+
+
+def test_a_child_dies_with_the_process_that_forked_it(tmp_path: Path) -> None:
+    """The caller killed mid-call (SIGKILL: nothing of it runs after) leaves no child."""
+    pid_file = tmp_path / "child.pid"
+    script = (
+        "import os, sys, time\n"
+        "from models.deadline import call_with_deadline\n"
+        f"def hang():\n    open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "    time.sleep(120)\n"
+        "call_with_deadline(hang, 300)\n")
+    caller = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline, "the child never started"
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        caller.kill()
+        caller.wait()
+        deadline = time.monotonic() + 10
+        while _alive(child):
+            assert time.monotonic() < deadline, f"child {child} outlived its caller"
+            time.sleep(0.05)
+    finally:
+        caller.kill()
+        caller.wait()
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, whose parent is gone, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
