@@ -110,8 +110,6 @@ class DocBatchModelHandler(ModelHandler[DocBatch, DocBatch, Any]):
         fork server's zygote: ``engine.forkserver.ForkServer.preload``), and do here once
         what scikit-learn's first input check does in each process."""
         model = self._load()
-        if isinstance(model, FastTextPipeline):
-            model.warm()
         _PRELOADED[self._load_key()] = model
         try:
             warm_input_validation()
@@ -130,7 +128,12 @@ class DocBatchModelHandler(ModelHandler[DocBatch, DocBatch, Any]):
         if self._fast:
             reason = unsupported_reason(model)
             if reason is None:
-                return FastTextPipeline(model)
+                # Its lookup tables built now, once, by the loading thread: pandas builds
+                # them on first use, and the bundles a process runs at once on threads
+                # (Dataflow's harness threads) share the loaded model.
+                fast = FastTextPipeline(model)
+                fast.warm()
+                return fast
             _LOG.info("model %s:%s scored by scikit-learn directly: %s",
                       self._ref.name, self._ref.version, reason)
         return model

@@ -275,6 +275,23 @@ def test_handler_uses_the_fast_path_only_when_enabled(registry_root: str,
 
 
 
+def test_a_loaded_fast_model_has_its_lookup_tables_built_before_it_is_shared(
+        registry_copy: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever loads it (the zygote's preload, a worker loading for itself, one of
+    Dataflow's harness threads under Beam's ``Shared`` lock), the model handed out has
+    pandas' hash tables built, so bundles scoring on threads never build them at once."""
+    monkeypatch.setattr(infer, "_PRELOADED", {})
+    ref = ModelRegistry(registry_copy).resolve("demo")
+    handler = DocBatchModelHandler(registry_copy, ref, top_k=3)
+    model = handler.load_model()
+    assert isinstance(model, FastTextPipeline)
+    assert all(t._engine.is_mapping_populated for t in (model._short_keys, model._bi_keys))
+    handler.preload()
+    (preloaded,) = infer._PRELOADED.values()
+    assert all(t._engine.is_mapping_populated
+               for t in (preloaded._short_keys, preloaded._bi_keys))
+
+
 def test_a_model_stays_preloaded_when_warming_the_process_fails(
         registry_copy: str, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
