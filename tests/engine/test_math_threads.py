@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,27 @@ ROOT = Path(__file__).resolve().parents[2]
 _POOLS = ("import json, numpy, sklearn.linear_model, threadpoolctl\n"
           "print(json.dumps(sorted({(i['internal_api'], i['num_threads'])\n"
           "                         for i in threadpoolctl.threadpool_info()})))\n")
+
+
+# The console script, reporting at exit what its command's process saw: the variables,
+# the threads of each math library's pool, and the variable in a process it started.
+_CONSOLE = textwrap.dedent(f"""
+    import atexit, json, os, subprocess, sys
+    import pipelines.cli as cli
+
+    def report():
+        import numpy, threadpoolctl
+        child = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.environ.get('OMP_NUM_THREADS'))"],
+            capture_output=True, text=True)
+        env = [os.environ.get(name) for name in {VARIABLES!r}]
+        pools = sorted({{i["num_threads"] for i in threadpoolctl.threadpool_info()}})
+        print("math=" + json.dumps({{"env": env, "pools": pools,
+                                     "child": child.stdout.strip()}}), flush=True)
+
+    atexit.register(report)
+    cli.console_main()
+""")
 
 
 def _clean_env() -> dict[str, str]:
@@ -55,18 +77,7 @@ def test_the_console_scripts_command_runs_with_one_thread_of_math(tmp_path: Path
     it does not), the command's process sees the variables and its pools have one
     thread; a process it starts inherits them."""
     script = tmp_path / "console.py"
-    script.write_text(
-        "import atexit, json, os, subprocess, sys\n"
-        "import pipelines.cli as cli\n"
-        "def report():\n"
-        "    import numpy, threadpoolctl\n"
-        "    child = subprocess.run([sys.executable, '-c', 'import os; "
-        "print(os.environ.get(\"OMP_NUM_THREADS\"))'], capture_output=True, text=True)\n"
-        "    print('math=' + json.dumps({'env': [os.environ.get(v) for v in "
-        f"{VARIABLES!r}], 'pools': sorted({{i['num_threads'] for i in "
-        "threadpoolctl.threadpool_info()}), 'child': child.stdout.strip()}), flush=True)\n"
-        "atexit.register(report)\n"
-        "cli.console_main()\n")
+    script.write_text(_CONSOLE)
     for tunables in (None, ""):
         env = _clean_env()
         env.pop("GLIBC_TUNABLES", None)
