@@ -1,5 +1,6 @@
-"""Helpers of the engine tests: code run in a fresh interpreter, and a fork server whose
-forked workers a probe preload looks into."""
+"""Helpers of the engine tests: code run in a fresh interpreter, the console script run
+with a report of its command's process, and a fork server whose forked workers a probe
+preload looks into."""
 
 from __future__ import annotations
 
@@ -26,6 +27,25 @@ def in_fresh_python(code: str) -> dict:
     assert run.returncode == 0, run.stderr
     result: dict = json.loads(run.stdout.strip().splitlines()[-1])
     return result
+
+
+def console_reports(tmp_path: Path, report: str, args: list[str],
+                    env: dict[str, str] | None = None) -> list[object]:
+    """Run the ``beamscore`` console script with ``args``; ``report`` (the body of a
+    function run at the exit of the process that ran the command, printing one JSON
+    value) tells what that process saw. The values printed, in order."""
+    script = tmp_path / "console.py"
+    body = textwrap.indent(textwrap.dedent(report).strip(), "    ")
+    script.write_text("import atexit, json\nimport pipelines.cli as cli\n\n"
+                      f"def report():\n{body}\n\n"
+                      "atexit.register(lambda: print('report=' + json.dumps(report()),"
+                      " flush=True))\ncli.console_main()\n")
+    run = subprocess.run([sys.executable, str(script), *args], capture_output=True,
+                         text=True, timeout=120, env=dict(os.environ if env is None else env),
+                         cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    return [json.loads(line[len("report="):]) for line in run.stdout.splitlines()
+            if line.startswith("report=")]
 
 
 @contextmanager

@@ -4,16 +4,13 @@ imports it; the console script installs the hook, a library caller's Beam is who
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from engine import beam_import
-from tests.engine.helpers import in_fresh_python
+from tests.engine.helpers import console_reports, in_fresh_python
 
 ROOT = Path(__file__).resolve().parents[2]
 # Which of the skipped connectors' modules and libraries a fresh interpreter holds
@@ -64,19 +61,8 @@ def test_a_beam_imported_already_or_of_another_version_is_left_as_it_is(
 def test_the_console_scripts_command_imports_beam_without_them(tmp_path: Path) -> None:
     """``score --help`` imports Beam (its arguments' module does); the top-level help
     imports no Beam at all, hook or not."""
-    script = tmp_path / "console.py"
-    script.write_text(
-        "import atexit, json, sys\n"
-        "import pipelines.cli as cli\n"
-        "atexit.register(lambda: print('modules=' + json.dumps(\n"
-        "    [n in sys.modules for n in ('apache_beam', 'pymongo', 'google.cloud.bigquery')]),"
-        " flush=True))\n"
-        "cli.console_main()\n")
+    held = "import sys\nreturn [n in sys.modules for n in " \
+           "('apache_beam', 'pymongo', 'google.cloud.bigquery')]"
     for args, expected in ((["score", "--help"], [True, False, False]),
                            (["--help"], [False, False, False])):
-        run = subprocess.run([sys.executable, str(script), *args], capture_output=True,
-                             text=True, timeout=120, env=dict(os.environ), cwd=ROOT)
-        assert run.returncode == 0, run.stderr
-        seen = [json.loads(line[8:]) for line in run.stdout.splitlines()
-                if line.startswith("modules=")]
-        assert seen == [expected], run.stdout
+        assert console_reports(tmp_path, held, args) == [expected]

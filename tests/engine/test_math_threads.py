@@ -4,18 +4,14 @@ kept, and the image sets the same."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from engine.math_threads import VARIABLES, limit_math_threads
-from tests.engine.helpers import in_fresh_python
+from tests.engine.helpers import console_reports, in_fresh_python
 
 ROOT = Path(__file__).resolve().parents[2]
 # The math libraries of a process that imported numpy and scikit-learn's estimators:
@@ -25,25 +21,18 @@ _POOLS = ("import json, numpy, sklearn.linear_model, threadpoolctl\n"
           "                         for i in threadpoolctl.threadpool_info()})))\n")
 
 
-# The console script, reporting at exit what its command's process saw: the variables,
-# the threads of each math library's pool, and the variable in a process it started.
-_CONSOLE = textwrap.dedent(f"""
-    import atexit, json, os, subprocess, sys
-    import pipelines.cli as cli
-
-    def report():
-        import numpy, threadpoolctl
-        child = subprocess.run(
-            [sys.executable, "-c", "import os; print(os.environ.get('OMP_NUM_THREADS'))"],
-            capture_output=True, text=True)
-        env = [os.environ.get(name) for name in {VARIABLES!r}]
-        pools = sorted({{i["num_threads"] for i in threadpoolctl.threadpool_info()}})
-        print("math=" + json.dumps({{"env": env, "pools": pools,
-                                     "child": child.stdout.strip()}}), flush=True)
-
-    atexit.register(report)
-    cli.console_main()
-""")
+# What the console script's command process saw: the variables, the threads of each math
+# library's pool, and the variable in a process it started.
+_MATH = f"""
+import os, subprocess, sys
+import numpy, threadpoolctl
+child = subprocess.run(
+    [sys.executable, "-c", "import os; print(os.environ.get('OMP_NUM_THREADS'))"],
+    capture_output=True, text=True)
+return {{"env": [os.environ.get(name) for name in {VARIABLES!r}],
+        "pools": sorted({{i["num_threads"] for i in threadpoolctl.threadpool_info()}}),
+        "child": child.stdout.strip()}}
+"""
 
 
 def _clean_env() -> dict[str, str]:
@@ -76,19 +65,13 @@ def test_the_console_scripts_command_runs_with_one_thread_of_math(tmp_path: Path
     """Whether or not the console script runs itself again (glibc's tunables given:
     it does not), the command's process sees the variables and its pools have one
     thread; a process it starts inherits them."""
-    script = tmp_path / "console.py"
-    script.write_text(_CONSOLE)
     for tunables in (None, ""):
         env = _clean_env()
         env.pop("GLIBC_TUNABLES", None)
         if tunables is not None:
             env["GLIBC_TUNABLES"] = tunables
-        run = subprocess.run([sys.executable, str(script), "db", "--help"],
-                             capture_output=True, text=True, timeout=60, env=env, cwd=ROOT)
-        assert run.returncode == 0, run.stderr
-        seen = [json.loads(line[5:]) for line in run.stdout.splitlines()
-                if line.startswith("math=")]
-        assert seen == [{"env": ["1", "1", "1"], "pools": [1], "child": "1"}], run.stdout
+        seen = console_reports(tmp_path, _MATH, ["db", "--help"], env)
+        assert seen == [{"env": ["1", "1", "1"], "pools": [1], "child": "1"}]
 
 
 def test_the_image_sets_the_same_for_dataflow_workers() -> None:
