@@ -6,16 +6,19 @@ group in a few equal pieces). A range decodes only the row groups
 that hold its rows, each from its first row up to the range's end; pyarrow fetches the
 column chunks of those groups whole (on gs://, a range inside a group downloads the
 group). A file whose schema lacks a column the run requires is one rejection, from its
-first chunk.
+first chunk. A row whose strings are not UTF-8 is a rejection of its own (the rows
+around it are read).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from landing.reading import Chunk, Item, ReadOptions, open_input
+from landing.reading import Chunk, Item, ReadOptions, Rejection, open_input
 from landing.splitters import Extent
 
 
@@ -39,11 +42,46 @@ def read(chunk: Chunk, _gzipped: bool, opts: ReadOptions) -> Iterator[Item]:
         for rb in pf.iter_batches(batch_size=opts.batch_size, row_groups=groups):
             lo, hi = max(first - row_no, 0), min(last - row_no, rb.num_rows)
             if lo < hi:
-                for i, record in enumerate(rb.slice(lo, hi - lo).to_pylist()):
+                for i, record in enumerate(_rows(rb.slice(lo, hi - lo))):
                     yield record, row_no + lo + i + 1
             row_no += rb.num_rows
             if row_no >= last:
                 break
+
+
+def _rows(rb: pa.RecordBatch) -> list[dict[str, Any] | Rejection]:
+    """The rows of a decoded batch as records; when the batch cannot be converted (a
+    string column holding bytes that are not UTF-8), each row on its own, and a row
+    that still cannot is a rejection holding its values, a bad string as its bytes."""
+    try:
+        return rb.to_pylist()
+    except (pa.ArrowException, UnicodeDecodeError):
+        pass
+    rows: list[dict[str, Any] | Rejection] = []
+    for i in range(rb.num_rows):
+        try:
+            rows.extend(rb.slice(i, 1).to_pylist())
+        except (pa.ArrowException, UnicodeDecodeError):
+            values, bad = _raw_row(rb.slice(i, 1))
+            rows.append(Rejection(f"undecodable bytes (not UTF-8) in column "
+                                  f"{', '.join(map(repr, bad))}", values))
+    return rows
+
+
+def _raw_row(row: pa.RecordBatch) -> tuple[dict[str, Any], list[str]]:
+    """One row's values, each column that cannot be decoded as its bytes (a nested one
+    as None), and the names of those columns."""
+    values, bad = {}, []
+    for name, column in zip(row.schema.names, row.columns):
+        try:
+            values[name] = column.to_pylist()[0]
+        except (pa.ArrowException, UnicodeDecodeError):
+            try:
+                values[name] = column.cast(pa.binary()).to_pylist()[0]
+            except pa.ArrowException:  # a nested column: not kept
+                values[name] = None
+            bad.append(name)
+    return values, bad
 
 
 def _row_groups(metadata: pq.FileMetaData, first: int, last: int) -> tuple[list[int], int]:

@@ -6,14 +6,18 @@ derived from ``FORMATS``; adding a format is one ``Format`` entry here and its r
 A format with ``gzip`` also reads its files gzipped (``<suffix>.gz``, format name
 ``<name>.gz``). ``number_chunks`` gives a file's chunks what their reader needs to know
 of the file before their start (a JSONL byte range: the lines before it), in one pass
-for all of them. ``read_chunk`` yields every line or row of a chunk exactly once, as a
-record or a ``Rejection``; a file that cannot be read (corrupt, truncated gzip,
-permission denied, gone since planning) ends in one ``Rejection`` at position 0 whose
-reason names the file, the error and how far reading got.
+for all of them (a file it cannot number is read as one chunk). ``read_chunk`` yields
+every line or row of a chunk exactly once, as a record or a ``Rejection``; a file that
+cannot be read (corrupt, truncated gzip, permission denied, gone since planning) ends
+in one ``Rejection`` per chunk whose reason names the file, the error and how far
+reading got: at position 0 for the file's first chunk (the file, or the rest of it),
+at the first record not read for a later chunk, so that the rejections of one file
+never share a position.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -118,11 +122,11 @@ def number_chunks(chunks: Sequence[Chunk]) -> list[Chunk]:
         return chunks
     try:
         return fmt.numberer(chunks)
-    except Exception as exc:  # noqa: BLE001 - each chunk's reader reports the file
-        _LOG.warning("%s: not numbered in one pass (%s: %s); each of its %d chunks "
-                     "counts the lines before it", chunks[0].path, type(exc).__name__,
-                     exc, len(chunks))
-        return chunks
+    except Exception as exc:  # noqa: BLE001 - the file's reader reports it
+        _LOG.warning("%s: not numbered (%s: %s); its %d chunks are read as one",
+                     chunks[0].path, type(exc).__name__, exc, len(chunks))
+        return [dataclasses.replace(chunks[0], start=0, end=-1, index=0,
+                                    est_rows=sum(c.est_rows for c in chunks))]
 
 
 def read_chunk(chunk: Chunk, batch_size: int = 4096, required: tuple[str, ...] = (),
@@ -138,7 +142,20 @@ def read_chunk(chunk: Chunk, batch_size: int = 4096, required: tuple[str, ...] =
         for last in fmt.reader(chunk, gzipped, opts):
             yield last
     except Exception as exc:  # noqa: BLE001 - an unreadable file is one rejection
-        position = last[1]
-        where = f" after {fmt.unit} {position}" if position else ""
+        read_to = last[1]
+        if chunk.start <= 0:  # the file, or the rest of it
+            position, where = 0, (f" after {fmt.unit} {read_to}" if read_to else "")
+        else:  # the rest of a later chunk: from its first record not read
+            position = read_to + 1 if read_to else _first_position(chunk, fmt)
+            where = f" from {fmt.unit} {position}" if position else f" from byte {chunk.start}"
         yield Rejection(f"unreadable {chunk.format} file: {chunk.path}{where}: "
-                        f"{type(exc).__name__}: {str(exc)[:500]}", None), 0
+                        f"{type(exc).__name__}: {str(exc)[:500]}", None), position
+
+
+def _first_position(chunk: Chunk, fmt: Format) -> int:
+    """The position of the first record of a chunk that starts after the file's start:
+    a row range's first row, a byte range's first line where it is numbered (0 where
+    it is not: the chunk cannot tell)."""
+    if fmt.unit == "row":
+        return chunk.start + 1
+    return chunk.lines_before + 1 if chunk.lines_before >= 0 else 0

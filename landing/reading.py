@@ -152,3 +152,32 @@ def too_long(path: str, first: int, size: int, bound: int, last: int = 0) -> Rej
     lines = f"lines {first}-{last}" if last > first else f"line {first}"
     return Rejection(f"line too long: {path} {lines}: {size:,} bytes, over the {bound:,} "
                      f"bytes allowed by validation.max_text_chars; not read", None)
+
+
+def encodes(text: str) -> bool:
+    """Whether ``text`` is valid Unicode: it encodes as UTF-8 (no lone surrogate)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def safe_text(text: str) -> str:
+    """``text`` as valid Unicode: each lone surrogate written as an escape (an
+    undecodable byte ``b"\\xe9"`` kept by ``surrogateescape`` as ``\\xe9``, any other as
+    ``\\ud800``); ``text`` itself when it is valid."""
+    if encodes(text):
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # surrogateescape's stand-in for one byte
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)

@@ -10,8 +10,12 @@ Nothing under the input root goes unmentioned. An entry that will never be score
 are not read recursively); under the root (``unscored_entries``), a ``dt=`` folder that
 is no date, any other folder, a file outside the tranche folders. A symbolic link is
 followed only when its target is inside the input root; a link to anywhere else is
-``refused``: never opened, it is one dead letter naming the link. ``has_records`` tells
-a tranche whose files hold no record (an empty file, a header-only CSV).
+``refused``: never opened, it is one dead letter naming the link. So is an input file
+whose name is not valid UTF-8 (a local file named in another encoding): no database
+row, Parquet file or JSON line can name it as it is, so it is named with its
+undecodable bytes escaped (``caf\\xe9.jsonl``), here and wherever an entry is listed.
+``has_records`` tells a tranche whose files hold no record (an empty file, a header-only
+CSV).
 """
 
 from __future__ import annotations
@@ -26,11 +30,14 @@ from dataclasses import dataclass, field
 from apache_beam.io.filesystems import FileSystems
 
 from landing.formats import describe_formats, file_format, read_chunk
-from landing.reading import Chunk
+from landing.reading import Chunk, safe_text
 
 _TRANCHE = re.compile(r"^dt=(\d{4}-\d{2}-\d{2})$")
 SUBFOLDER = "a subfolder: tranches are not read recursively"
 OUTSIDE_LINK = "symbolic link to a target outside input_root: not followed"
+UNNAMED = ("a file name that is not valid UTF-8 (shown with its bytes escaped): not read; "
+           "rename the file")
+REFUSED = (OUTSIDE_LINK, UNNAMED)  # input entries never opened: one dead letter each
 
 
 class InputRootMissing(FileNotFoundError):
@@ -110,10 +117,11 @@ def _plan_tranche(root: str, tranche: str) -> TranchePlan:
     generations = gcs_generations(folder) if folder.startswith("gs://") and matched else {}
     for meta in sorted(matched, key=lambda m: m.path):
         why = _not_input(root, meta.path)
-        if why == OUTSIDE_LINK:
-            plan.refused.append(Unscored(meta.path, why))
+        shown = safe_text(meta.path)
+        if why in REFUSED or (not why and shown != meta.path):
+            plan.refused.append(Unscored(shown, why or UNNAMED))
         elif why:
-            plan.unscored.append(Unscored(meta.path, why))
+            plan.unscored.append(Unscored(shown, why))
         else:
             ident = generations.get(meta.path) or str(
                 getattr(meta, "last_updated_in_seconds", "") or "")
@@ -151,7 +159,7 @@ def _subfolders(folder: str, generations: dict[str, str]) -> list[str]:
         if not os.path.isdir(folder):
             return []
         with os.scandir(folder) as entries:
-            return sorted(f"{folder}/{e.name}" for e in entries if e.is_dir())
+            return sorted(safe_text(f"{folder}/{e.name}") for e in entries if e.is_dir())
     prefix = folder.rstrip("/") + "/"
     return sorted({prefix + p[len(prefix):].split("/", 1)[0] + "/" for p in generations
                    if p.startswith(prefix) and "/" in p[len(prefix):]})
@@ -183,7 +191,7 @@ def _root_listing(root: str) -> list[tuple[str, bool]]:
     """(path, is a folder) of every entry directly under ``root``."""
     if not root.startswith("gs://"):
         with os.scandir(root) as entries:
-            return sorted((f"{root}/{e.name}", e.is_dir()) for e in entries)
+            return sorted((safe_text(f"{root}/{e.name}"), e.is_dir()) for e in entries)
     from apache_beam.io.gcp import gcsio
 
     bucket, prefix = gcsio.parse_gcs_path(root + "/", object_optional=True)

@@ -148,6 +148,13 @@ def written_rows(db: Database, run_id: str, tranches: Iterable[str]) -> dict[str
                               f"run_id = {p}", [t, run_id])[0][0]) for t in tranches}
 
 
+def dead_letter_rows(db: Database, run_id: str) -> dict[str, int]:
+    """Rows of this run in ``dead_letters``, per tranche."""
+    rows = db.execute(f"SELECT tranche, count(*) FROM dead_letters WHERE run_id = "
+                      f"{db.placeholder} GROUP BY tranche", [run_id])
+    return {str(t): int(n) for t, n in rows}
+
+
 def tranche_rows(db: Database, run_id: str, tranches: Iterable[str]
                  ) -> dict[str, tuple[int, int]]:
     """Per tranche, in one pass over its rows of ``predictions``: (rows of this run, rows

@@ -114,11 +114,13 @@ class _DeadLetters(SinkTable[dict[str, Any], dict[str, Any]]):
         self._spill, self._runs = None, []
 
     def _line(self, d: dict[str, Any]) -> bytes:
-        """A dead letter's JSONL line after its sort key: tranche, source file, position
-        and stage, each followed by a NUL (which no JSON line holds): lines sort by
-        source file, position and stage within a tranche."""
+        """A dead letter's JSONL line after its sort key: tranche, source file (its UTF-8
+        bytes in hex, which sort as the name does and hold no newline or NUL, whatever
+        the name holds), position and stage, each followed by a NUL (which no JSON line
+        holds): lines sort by source file, position and stage within a tranche."""
         line = json.dumps({"run_id": self._run_id, **d}, ensure_ascii=False)
-        return (f"{d['tranche']}\0{d['source_file']}\0{d['position']:020d}\0{d['stage']}\0"
+        source = d["source_file"].encode().hex()
+        return (f"{d['tranche']}\0{source}\0{d['position']:020d}\0{d['stage']}\0"
                 f"{line}\n").encode()
 
     def _store(self, dls: list[dict[str, Any]], writer: Writer) -> None:

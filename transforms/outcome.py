@@ -3,8 +3,10 @@
 The ``stats`` of the read, the database write and the dead-letter writer are summed per
 tranche into one summary (read, valid, scored, dead-lettered, written, throttled time),
 which is stored in the ``runs`` row and in ``<output_dir>/_runs/<run_id>.json``.
-``written`` is counted in the database (the tranche's ``predictions`` rows of this
-run), not taken from counters. A tranche is marked completed in the ledger only when
+``written`` and ``dead_lettered`` are counted in the database (the tranche's
+``predictions`` and ``dead_letters`` rows of this run), not taken from counters: two
+dead letters that the table's key makes one row count once, and the tranche does not
+add up. A tranche is marked completed in the ledger only when
 every record it read is accounted for (read == written + dead-lettered) and its own
 dead-letter share is within ``max_dead_letter_ratio``; otherwise it is marked failed,
 with the reason, and the next scheduled run scores it again. Once a tranche's records
@@ -113,8 +115,10 @@ class _RecordRunFn(beam.DoFn):
                 ) -> tuple[dict[str, Any], bool]:
         counts: dict[str, dict[str, int]] = {t: {} for t in self._tranches} | per_tranche
         found = run_records.tranche_rows(db, self._run_id, counts)
+        dead = run_records.dead_letter_rows(db, self._run_id)
         for tranche, c in counts.items():
-            counts[tranche] = c | {"written": found.get(tranche, (0, 0))[0]}
+            counts[tranche] = c | {"written": found.get(tranche, (0, 0))[0],
+                                   "dead_lettered": dead.get(tranche, 0)}
         summary = summarise(self._run_id, counts, self._ratio) | self._extra
         ledger = TrancheLedger(db)
         for tranche, c in summary["tranches"].items():

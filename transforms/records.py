@@ -35,6 +35,7 @@ from typing import Any
 import apache_beam as beam
 import pandas as pd
 
+from landing.reading import encodes, safe_text
 from store.database import Fence
 from tracking.profile import BatchStats, label_texts
 
@@ -166,24 +167,70 @@ beam.coders.registry.register_coder(BatchStats, BatchStatsCoder)
 
 
 def impassable(records: Sequence[dict[str, Any]]) -> dict[int, str]:
-    """Index -> reason of every record that cannot be passed between stages: nested
-    deeper than ``MAX_NESTING`` levels, or not picklable. A batch of flat records (the
-    common case) costs one pass over its values."""
-    if not {dict, list} & set(map(type, chain.from_iterable(map(dict.values, records)))):
-        return {}
+    """Index -> reason of every record that cannot be passed on: a field name or string
+    value, at any depth, that is not valid Unicode (``unicode_flaw``), nested deeper
+    than ``MAX_NESTING`` levels, or not picklable. A batch of flat records (the common
+    case) costs one pass over its values and one over its field names, in C."""
+    values = list(chain.from_iterable(map(dict.values, records)))
+    nested = bool({dict, list} & set(map(type, values)))
     found = {}
-    for i, record in enumerate(records):
-        if any(type(v) in _CONTAINERS for v in record.values()):
-            reason = _impassable(record)
-            if reason:
-                found[i] = reason
+    if nested:
+        for i, record in enumerate(records):
+            if any(type(v) in _CONTAINERS for v in record.values()):
+                reason = _impassable(record)
+                if reason:
+                    found[i] = reason
+    if not (_valid_text(values) and _valid_text(list(chain.from_iterable(records)))):
+        for i, record in enumerate(records):
+            if i not in found:
+                flaw = unicode_flaw(record, depth=1)
+                if flaw:
+                    found[i] = flaw
     return found
+
+
+def _valid_text(items: list[Any]) -> bool:
+    """Whether every string among ``items`` is valid Unicode (encodes as UTF-8)."""
+    try:
+        text = "".join(items)
+    except TypeError:  # not only strings
+        text = "".join([v for v in items if type(v) is str])
+    return encodes(text)
+
+
+_NOT_UNICODE = ("is not valid Unicode (a lone surrogate: an undecodable byte or an unpaired "
+                "\\ud800-\\udfff escape)")
+
+
+def unicode_flaw(value: Any, depth: int = MAX_NESTING + 1) -> str:
+    """Why ``value`` cannot be stored as text ('' when it can): the first field name or
+    string, within ``depth`` levels of dicts and lists, holding a lone surrogate (an
+    undecodable byte of a CSV file, an unpaired ``\\ud800``-``\\udfff`` escape of a
+    JSON line), which no UTF-8 database, Parquet file or JSON line can hold."""
+    stack = [(value, "the value", 0)]
+    while stack:
+        v, where, level = stack.pop()
+        if type(v) is str:
+            if not encodes(v):
+                return f"{where} {_NOT_UNICODE}"
+        elif type(v) in _CONTAINERS and level < depth:
+            items = list(v.items() if type(v) is dict else enumerate(v))
+            for k, item in reversed(items):
+                if type(k) is str and not encodes(k):
+                    return f"field name '{safe_text(k)}' {_NOT_UNICODE}"
+                name = (f"{where}[{k}]" if type(k) is int else
+                        f"field '{k}'" if level == 0 else f"{where[:-1]}.{k}'")
+                stack.append((item, name, level + 1))
+    return ""
 
 
 def _impassable(record: dict[str, Any]) -> str:
     if nesting(record, MAX_NESTING) > MAX_NESTING:
         return (f"record nested deeper than {MAX_NESTING} levels: cannot be passed "
                 "between pipeline stages")
+    flaw = unicode_flaw(record)
+    if flaw:
+        return flaw
     try:
         pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # noqa: BLE001 - whatever stops it, the record is isolated
@@ -222,7 +269,7 @@ def truncate_payload(raw: Any, limit: int) -> str:
             text = repr(raw)
         except RecursionError:
             text = "(not stored: nested too deeply to write as text)"
-    text = text if len(text) <= limit else text[:limit] + "…[truncated]"
+    text = safe_text(text if len(text) <= limit else text[:limit] + "…[truncated]")
     return text.replace("\x00", "\\x00") if "\x00" in text else text
 
 
@@ -240,10 +287,10 @@ def dead_letter(
     assert stage in STAGES, stage
     return {
         "tranche": tranche,
-        "source_file": source_file,
+        "source_file": safe_text(source_file),
         "position": int(position),
         "stage": stage,
-        "reason": reason.replace("\x00", "\\x00"),
+        "reason": safe_text(reason).replace("\x00", "\\x00"),
         "payload": truncate_payload(payload, payload_limit),
     }
 

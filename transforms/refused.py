@@ -1,9 +1,9 @@
-"""Refused links: the entries of a tranche that planning refused to follow, as records.
+"""Refused entries: the input files of a tranche that planning refused to open, as records.
 
-A symbolic link whose target is outside the input root (``landing.tranches``) is never
-opened. Each one is a record of its tranche that is one dead letter (stage ``read``,
-position 0) naming the link and holding no payload, and counts as read, so the
-tranche's counts still add up.
+A symbolic link whose target is outside the input root, and a file whose name is not
+valid UTF-8 (``landing.tranches``), are never opened. Each one is a record of its
+tranche that is one dead letter (stage ``read``, position 0) naming the entry and
+holding no payload, and counts as read, so the tranche's counts still add up.
 """
 
 from __future__ import annotations

@@ -88,8 +88,8 @@ def _unscored_lines(plan: ScorePlan) -> list[str]:
                          f"input: {', '.join(p.rsplit('/', 1)[-1] for p in t.ignored[:5])}"
                          + (" ..." if len(t.ignored) > 5 else ""))
         if t.refused:
-            lines.append(f"{t.tranche:<12}  refused {len(t.refused)} link(s) to outside "
-                         "input_root: one dead letter each")
+            lines.append(f"{t.tranche:<12}  refused {len(t.refused)} file(s) it never "
+                         "opens (beamscore plan says why): one dead letter each")
     if plan.unscored:
         lines.append(f"unscored: {len(plan.unscored)} entr"
                      f"{'y' if len(plan.unscored) == 1 else 'ies'} under input_root will "

@@ -105,8 +105,13 @@ def test_chunks_past_the_end_of_a_shrunken_file_stay_unnumbered(tmp_path: Path) 
     # numbered when the file still holds the byte before the chunk's start
     assert [c.lines_before >= 0 for c in numbered] == [c.start <= cut + 1 for c in chunks]
     assert _read_chunks_directly(numbered) == _read_chunks_directly(chunks)
-    path.unlink()  # gone: left as planned, each reader reports the file
-    assert number_chunks(chunks) == chunks
+    path.unlink()  # gone: read as one chunk, whose reader reports the file once
+    (whole,) = number_chunks(chunks)
+    assert (whole.path, whole.start, whole.end, whole.index) == (str(path), 0, -1, 0)
+    assert whole.est_rows == sum(c.est_rows for c in chunks)
+    ((item, position),) = read_chunk(whole)
+    assert position == 0 and item.reason.startswith(  # type: ignore[union-attr]
+        f"unreadable jsonl file: {path}: FileNotFoundError")
 
 
 def test_parquet_row_ranges_read_each_row_exactly_once(tmp_path: Path) -> None:

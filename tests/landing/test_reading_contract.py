@@ -189,3 +189,58 @@ def test_a_byte_order_mark_is_not_part_of_the_first_jsonl_line(tmp_path: Path) -
     path = tmp_path / "a.jsonl"
     path.write_bytes(b'\xef\xbb\xbf{"id": "a", "text": "t"}\n')
     assert _items(path, "jsonl") == [({"id": "a", "text": "t"}, 1)]
+
+
+def test_a_parquet_row_whose_string_is_not_utf8_is_a_rejection_of_its_own(
+        tmp_path: Path) -> None:
+    """The rows around it are read; the rejection names the column and keeps the bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = [f"text {i}".encode() if i != 6 else b"bad \xff" for i in range(20)]
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"id": [f"p{i}" for i in range(20)],
+                             "text": pa.array(texts, pa.binary()).view(pa.string())}), path)
+    items = _items(path, "parquet")
+    assert [pos for _, pos in items] == list(range(1, 21))
+    [(bad, pos)] = [(i, pos) for i, pos in items if isinstance(i, Rejection)]
+    assert pos == 7 and bad.reason == "undecodable bytes (not UTF-8) in column 'text'"
+    assert bad.payload == {"id": "p6", "text": b"bad \xff"}
+
+
+def test_the_chunks_of_a_corrupt_row_group_are_one_rejection_each_at_their_own_place(
+        tmp_path: Path) -> None:
+    """A row group cut into three row ranges whose pages cannot be decoded: each range
+    is one rejection, the first at position 0 (the file), the others at their first row,
+    so that no two share the dead-letter key (file, position, stage)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"id": [f"p{i}" for i in range(3000)],
+                             "text": [f"text {i}" for i in range(3000)]}), path,
+                   compression="none", row_group_size=3000)
+    data = bytearray(path.read_bytes())
+    data[4:60] = b"\xff" * 56  # the first column chunk's page header
+    path.write_bytes(bytes(data))
+    found = []
+    for start in (0, 1000, 2000):
+        chunk = Chunk("2026-01-01", str(path), "parquet", start=start, end=start + 1000,
+                      index=start // 1000)
+        [(item, position)] = read_chunk(chunk)
+        assert isinstance(item, Rejection) and item.reason.startswith(
+            f"unreadable parquet file: {path}")
+        found.append((position, item.reason.split(":")[1].strip()))
+    assert [p for p, _ in found] == [0, 1001, 2001]
+    assert [w for _, w in found] == [str(path), f"{path} from row 1001",
+                                     f"{path} from row 2001"]
+
+
+def test_a_later_jsonl_chunk_that_cannot_be_read_is_rejected_from_its_first_line(
+        tmp_path: Path) -> None:
+    path = tmp_path / "gone.jsonl"  # numbered at planning, gone since
+    chunk = Chunk("2026-01-01", str(path), "jsonl", start=500, end=1000, index=1,
+                  lines_before=10)
+    [(item, position)] = read_chunk(chunk)
+    assert isinstance(item, Rejection) and position == 11
+    assert item.reason.startswith(f"unreadable jsonl file: {path} from line 11: ")

@@ -69,3 +69,23 @@ def test_date_range_is_inclusive_and_refuses_a_reversed_range() -> None:
     assert date_range(DAY2, DAY2) == [DAY2]
     with pytest.raises(ValueError, match="before"):
         date_range(DAY3, DAY1)
+
+
+def test_a_file_whose_name_is_not_utf8_is_refused_and_named_with_its_bytes_escaped(
+        tmp_path: Path) -> None:
+    """No row, file or line can name it as it is: an input file is refused (one dead
+    letter, never opened), any other entry listed as never scored; both shown with the
+    undecodable bytes escaped, and the tranche's fingerprint still made."""
+    folder = day_folder(tmp_path, DAY1)
+    (folder / "good.jsonl").write_bytes(b'{"id": "a", "text": "t"}\n')
+    for name in (b"caf\xe9.jsonl", b"note-\xff.txt"):
+        with open(os.path.join(os.fsencode(folder), name), "wb") as fh:
+            fh.write(b'{"id": "b", "text": "t"}\n')
+    os.mkdir(os.path.join(os.fsencode(folder), b"sub\xe9"))
+    [plan] = plan_tranches(str(tmp_path), [DAY1])
+    assert [os.path.basename(f.path) for f in plan.files] == ["good.jsonl"]
+    assert [(os.path.basename(r.path), r.why.split(" (")[0]) for r in plan.refused] == [
+        ("caf\\xe9.jsonl", "a file name that is not valid UTF-8")]
+    assert sorted(os.path.basename(p.rstrip("/")) for p in plan.ignored) == [
+        "note-\\xff.txt", "sub\\xe9"]
+    assert len(plan.fingerprint()) == 64

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,12 @@ def _line(obj: Any) -> bytes:
 
 def _csv(text: str) -> bytes:
     return text.encode()
+
+
+def _parquet(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
 
 
 HOSTILE: dict[str, tuple[str, bytes, dict[str, int | None]]] = {
@@ -56,6 +63,20 @@ HOSTILE: dict[str, tuple[str, bytes, dict[str, int | None]]] = {
                            {"read": 2, "scored": 1}),
     "ids that are numbers": ("h.jsonl", _line({"id": 7, "text": "numeric"})
                              + _line({"id": 7.5, "text": "float"}), {"read": 2, "scored": 0}),
+    "lone surrogate escapes in JSON": ("h.jsonl", b"".join(map(_line, [
+        {"id": "s1", "text": "", "note": "\ud800"}, {"id": "s\udc80", "text": "fine"},
+        {"id": "s3", "text": "fine", "label": "bil\ud800"}, {"id": "s4", "text": "x \udfff"},
+        {"id": "s5", "text": "fine", "k\ud800": "v"},
+        {"id": "s6", "text": "an emoji \ud83d\ude00 is a pair"}])), {"read": 6, "scored": 1}),
+    "CSV header with an undecodable byte": ("h.csv", b"id,text,lab\xe9l\nc1,,x\nc2,t,y\n",
+                                            {"read": 2, "scored": 0}),
+    "CSV with an undecodable byte in an unclosed quote": (
+        "h.csv", b'id,text,label\nc1,fine,a\nc2,"caf\xe9 broken,billing\nc3,also fine,b\n',
+        {"read": 3, "scored": 2}),
+    "Parquet string that is not UTF-8": ("h.parquet", _parquet(pa.table({
+        "id": [f"q{i}" for i in range(20)],
+        "text": pa.array([b"bad \xff" if i == 6 else f"text {i}".encode() for i in range(20)],
+                         pa.binary()).view(pa.string())})), {"read": 20, "scored": 19}),
 }
 
 
@@ -187,3 +208,33 @@ def test_a_20_mb_document_is_dead_lettered_with_memory_bounded(
     assert reason.startswith(f"line too long: {root}/dt=") and " line 1: " in reason
     assert "validation.max_text_chars" in reason
     assert len(payload or "") <= 2000 + len("…[truncated]")
+
+
+def test_file_names_that_are_not_utf8_or_hold_a_newline_stop_nothing(
+        registry_root: str, tmp_path: Path) -> None:
+    """A file named in another encoding is refused, one dead letter showing its name with
+    the byte escaped; a file whose name holds a newline is read, its bad record's dead
+    letter names it whole in the table and in the dead-letter file."""
+    root = tmp_path / "landing"
+    _write(root, "x\ny.jsonl", _line({"id": "nl1", "text": "fine"}) + b"{broken\n")
+    folder = os.fsencode(root / f"dt={DAY}")
+    with open(os.path.join(folder, b"caf\xe9.jsonl"), "wb") as fh:
+        fh.write(_line({"id": "e1", "text": "never read"}))
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    for command in ("plan", "score"):
+        result = run_cli(command, "--date", DAY, "--input-root", str(root), "--registry",
+                         registry_root, "--db", url, "--output-dir", str(tmp_path / "out"))
+        assert result.rc in (0, 4) and "Traceback" not in result.err, result.err
+    assert "refused 1 file(s)" in result.out
+    _check(result, url, {"read": 3, "scored": 1})
+    db = connect(url)
+    dead = sorted(db.execute("SELECT source_file, position, reason FROM dead_letters"))
+    db.close()
+    here = f"{root}/dt={DAY}"
+    assert [(f, p) for f, p, _ in dead] == [(f"{here}/caf\\xe9.jsonl", 0),
+                                            (f"{here}/x\ny.jsonl", 2)]
+    assert "not valid UTF-8" in dead[0][2] and "malformed JSON" in dead[1][2]
+    lines = [json.loads(line) for f in (tmp_path / "out").rglob("dead_letters-*.jsonl")
+             for line in f.read_text().splitlines()]
+    assert sorted((d["source_file"], d["position"]) for d in lines) == [
+        (f, p) for f, p, _ in dead]

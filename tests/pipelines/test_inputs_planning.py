@@ -51,7 +51,7 @@ def test_a_symlink_out_of_the_input_root_is_one_dead_letter_without_its_content(
     everything += json.dumps(query_rows(db_url, "SELECT * FROM predictions"), default=str)
     everything += "".join(f.read_text() for f in (tmp_path / "out").rglob("*.jsonl"))
     assert SECRET not in everything and "root:x:0" not in everything
-    assert "refused 2 link(s)" in result.out and "MISMATCH" not in result.out
+    assert "refused 2 file(s)" in result.out and "MISMATCH" not in result.out
 
 
 def test_a_tranche_folder_linked_out_of_the_input_root_is_not_read(

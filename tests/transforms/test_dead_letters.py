@@ -166,7 +166,8 @@ _DEAD = st.builds(
         tranche=tranche, source_file=f"/in/dt={tranche}/{source}.jsonl", position=position,
         stage=stage, reason="bad", payload=f"record {source}:{position}", payload_limit=100),
     st.sampled_from(["2026-01-01", "2026-01-02"]),
-    st.sampled_from(["a", "b", "a b", "ab", "é", "tab\there", 'quote"d']),
+    st.sampled_from(["a", "b", "a b", "ab", "é", "tab\there", 'quote"d', "new\nline",
+                     "a\nb", "caf\udce9"]),
     st.integers(0, 40), st.sampled_from(["read", "validate", "sink"]))
 
 

@@ -12,7 +12,7 @@ from apache_beam.testing.util import assert_that
 from store import run_records
 from store.database import connect
 from store.ledger import TrancheLedger
-from store.schema import PREDICTIONS
+from store.schema import DEAD_LETTERS, PREDICTIONS
 from store.session import DatabaseSettings
 from transforms.outcome import (
     INCOMPLETE,
@@ -58,6 +58,8 @@ def test_summarise_run_records_the_run_and_completes_only_accounted_tranches(
         "run_id": "run-1", "scored_at": "2026-01-01T00:00:00+00:00", "source_file": "f",
         "position": i, "metadata": None}) for t, n in (("t1", 4), ("t2", 2)) for i in range(n)]
     db.upsert_predictions(rows)
+    # dead_lettered is counted in the database too: t1's one dead letter has its row.
+    db.upsert_dead_letters([_dead_letter("t1", 1)])
     stats = [("t1", {"read": 5}), ("t1", {"scored": 4, "written": 4}),
              ("t1", {"dead_lettered": 1, "dead_read": 1}), ("t2", {"read": 3}),
              ("t2", {"scored": 3, "written": 3})]
@@ -80,4 +82,33 @@ def test_summarise_run_records_the_run_and_completes_only_accounted_tranches(
     assert db.execute("SELECT status, model, config FROM runs") == [
         ("incomplete", "demo:1", '{"k": "v"}')]
     assert recorded["tranches"]["t2"]["written"] == 2
+    db.close()
+
+
+def _dead_letter(tranche: str, position: int) -> tuple[object, ...]:
+    return DEAD_LETTERS.row({"run_id": "run-1", "tranche": tranche, "source_file": "f",
+                             "position": position, "stage": "read", "reason": "bad",
+                             "payload": ""})
+
+
+def test_a_tranche_whose_dead_letters_are_fewer_rows_than_reported_is_not_completed(
+        tmp_path: Path) -> None:
+    """Dead letters are counted in the database: two that the table's key makes one row
+    (same file, position and stage) leave the tranche one record short, failed."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    db = connect(url)
+    db.init_schema()
+    run_records.start(db, "run-1", {}, "demo:1")
+    ledger = TrancheLedger(db)
+    assert ledger.acquire("t1", "demo", "1", "fp", [], "run-1", 600)[0]
+    db.upsert_dead_letters([_dead_letter("t1", 0), _dead_letter("t1", 0)])
+    stats = [("t1", {"read": 2}), ("t1", {"dead_lettered": 2, "dead_read": 2})]
+    with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
+        _ = p | beam.Create(stats) | SummariseRun(
+            DatabaseSettings(url), str(tmp_path / "out"), "run-1", 1.0, ["t1"])
+    recorded = run_records.summary(db, "run-1")
+    assert recorded is not None and recorded["status"] == "incomplete"
+    assert recorded["tranches"]["t1"]["dead_lettered"] == 1
+    entry = ledger.get("t1", "demo", "1")
+    assert entry is not None and entry.status == "failed"
     db.close()
