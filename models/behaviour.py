@@ -26,7 +26,7 @@ from models.importance import (
     measure_for,
     text_features,
 )
-from tracking.profile import UNKNOWN_LABEL, BatchStats, Profile, label_text
+from tracking.profile import UNKNOWN_LABEL, BatchStats, Profile, has_label, label_text
 
 _LOG = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ def reference_profile(model: Any, texts: list[str], labels: list[str] | None = N
     measure: ImportanceMeasure | None = None
     index = {c: i for i, c in enumerate(classes)}
     tfidf_sum: np.ndarray | None = None  # linear models: per feature, over every text
+    dropped = 0  # texts whose probabilities are not finite
     for start in range(0, len(texts), 4096):
         part = texts[start:start + 4096]
         features = text_features(scorer, part)
@@ -94,11 +95,19 @@ def reference_profile(model: Any, texts: list[str], labels: list[str] | None = N
             column_sum = np.asarray(features.matrix.sum(axis=0), np.float64).ravel()
             tfidf_sum = column_sum if tfidf_sum is None else tfidf_sum + column_sum
         # Labels compared as scoring compares them; one outside the classes is an error.
-        true = np.asarray([index.get(label_text(v), UNKNOWN_LABEL)
+        true = np.asarray([index.get(label_text(v), UNKNOWN_LABEL) if has_label(v) else -1
                            for v in labels[start:start + 4096]]
                           if labels else [-1] * len(part), dtype=np.int64)
-        profile.add(batch_stats(probs, features, np.ones(len(part), bool),
-                                np.asarray([len(t) for t in part]), true, measure))
+        lengths = np.asarray([len(t) for t in part])
+        keep = np.asarray(np.isfinite(probs).all(axis=1))  # as scoring dead-letters the rest
+        if not keep.all():
+            dropped += int((~keep).sum())
+            probs, lengths, true = probs[keep], lengths[keep], true[keep]
+        profile.add(batch_stats(probs, features, keep, lengths, true, measure))
+    if dropped:
+        _LOG.warning("%d of %d reference texts got probabilities that are not finite; "
+                     "the profile leaves them out, as scoring dead-letters them", dropped,
+                     len(texts))
     if held_out is not None:
         profile.oov_tokens = HeldOut(*held_out).oov_tokens
         if profile.oov_tokens is None:

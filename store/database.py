@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,7 +31,8 @@ from store.backends.postgres import PostgresDatabase
 from store.backends.sqlite import SQLiteDatabase
 
 __all__ = ["BACKENDS", "AccessDenied", "Database", "Fence", "LeaseLost", "PermanentDataError",
-           "StatementError", "TransientDatabaseError", "backend_of", "connect", "connect_existing",
+           "StatementError", "TransientDatabaseError", "backend_of", "carries_password", "connect",
+           "connect_existing",
            "database_identity", "from_json", "one_writer_at_a_time", "redact", "to_json", "to_text"]
 
 # URL scheme -> backend; a new database is one module in store.backends and a line here.
@@ -47,6 +49,17 @@ def _backend(url: str) -> type[Database]:
         raise ValueError(f"unsupported database URL {url!r}: use sqlite:///path or "
                          "postgresql://...")
     return BACKENDS[scheme]
+
+
+def carries_password(url: str) -> bool:
+    """Whether a database URL holds a password, as its database's client reads one
+    (``password =`` anywhere counts too: a libpq key-value string)."""
+    if re.search(r"password\s*=", url, re.IGNORECASE):
+        return True
+    try:
+        return _backend(url).carries_password(url)
+    except ValueError:
+        return False
 
 
 def backend_of(url: str) -> str:

@@ -106,6 +106,10 @@ class FileSlots:
         """Whether a process waits for a slot now."""
         return not _unlocked(self._waiters)
 
+    def keep(self) -> bool:
+        """Whether this holder holds its slot: a lock held is held until released."""
+        return self._fh is not None
+
     def release(self) -> None:
         """Let the slot go, and stop counting as waiting for one."""
         self._stop_wanting()

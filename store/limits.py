@@ -16,7 +16,9 @@ connection is open:
 
 - ``FileSlots`` (``store.file_locks``): N lock files (``fcntl.flock``): a cap across all
   processes of one machine.
-- ``RedisSlots``: N keys with a TTL in Redis: a cap across machines.
+- ``RedisSlots``: N keys with a TTL in Redis: a cap across machines. The holder renews
+  its key's TTL at each use (``keep``); a key that expired while its holder sat idle
+  is no longer that holder's, which takes a slot again before its next call.
 
 Both tell a holder whether another writer is waiting for a slot (``contended``): the
 sink then gives its slot up after each write instead of holding it for its bundle, so
@@ -96,6 +98,8 @@ class MachineRateLimiter:
     writes count as committing now, and commits are recorded after they happen, so the
     log never undercounts: every 1-second window of real commits holds at most
     ``rate`` rows (a single write larger than ``rate`` is let through alone).
+    An in-flight write names its process: a writer killed between booking and commit
+    holds no budget once its process is gone (not only after ``STALE_SECONDS``).
     """
 
     STALE_SECONDS = 300.0  # an in-flight entry this old belongs to a dead writer
@@ -117,9 +121,12 @@ class MachineRateLimiter:
                 text = fh.read()
                 state: dict[str, Any] = json.loads(text) if text else {"next": 0.0, "log": []}
                 now = self._clock()
-                # Keep commits of the last second and in-flight writes that are not stale.
+                # Keep commits of the last second and in-flight writes of live writers
+                # (one that crashed between booking and commit is gone at once, by its
+                # process, else after STALE_SECONDS).
                 state["log"] = [e for e in state["log"] if (e[3] and e[2] > now - 1.0)
-                                or (not e[3] and e[2] > now - self.STALE_SECONDS)]
+                                or (not e[3] and e[2] > now - self.STALE_SECONDS
+                                    and _alive(e[4:]))]
                 result = fn(state, now)
                 fh.seek(0)
                 fh.truncate()
@@ -142,7 +149,7 @@ class MachineRateLimiter:
                 return state["next"] - now
             used = sum(e[1] for e in log)
             if used + hits_added <= self.rate or not log:
-                log.append([entry_id, hits_added, now, False])
+                log.append([entry_id, hits_added, now, False, os.getpid(), _PID_NAMESPACE])
                 state["next"] = max(now, state["next"]) + hits_added / self.rate
                 return 0.0
             # Earliest moment enough committed rows leave the window; poll if in flight.
@@ -175,6 +182,31 @@ class MachineRateLimiter:
             return 0.0
 
         self._update(commit)
+
+
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+_PID_NAMESPACE = _pid_namespace()  # a pid means a process only within its namespace
+
+
+def _alive(owner: list[Any]) -> bool:
+    """Whether the writer of a log entry may still be running: its process exists, when
+    the entry names one of this pid namespace (a state directory shared with another
+    namespace, or an entry without an owner, is judged by age alone)."""
+    if len(owner) != 2 or not owner[1] or owner[1] != _PID_NAMESPACE:
+        return True
+    try:
+        os.kill(int(owner[0]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
 
 
 # GCRA: one key holds the theoretical arrival time (TAT) in microseconds.
@@ -283,6 +315,20 @@ class RedisSlots:
             if self._held is not None:
                 break
         return self._clock() - started
+
+    def keep(self) -> bool:
+        """Whether this holder still holds its slot, its expiry renewed (``ttl`` seconds
+        from now) if so; a slot that expired (held idle for longer than ``ttl``, and
+        perhaps taken by another writer since) is no longer held."""
+        if self._held is None:
+            return False
+        renewed = self._client.eval(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+            "return redis.call('EXPIRE', KEYS[1], ARGV[2]) end return 0",
+            1, self._held, self._token, self._ttl)
+        if not renewed:
+            self._held = None
+        return bool(renewed)
 
     def try_acquire(self) -> bool:
         """Take a free slot without waiting; whether one is held. Unlike a file slot's,

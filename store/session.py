@@ -142,6 +142,8 @@ class DatabaseSession(Reconnecting):
 
     def run(self, fn: Callable[[Database], T]) -> T:
         with self._busy:
+            if self._slots is not None and not self._slots.keep():
+                self.close()  # the slot expired while held idle: take one again first
             return super().run(fn)
 
     def ready(self) -> bool:

@@ -20,6 +20,7 @@ nDCG has no sampling distribution to test against) is ``insufficient`` below
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -92,10 +93,12 @@ class Metric:
     core: bool = False  # judges whether a tracked run's predictions could be judged at all
 
     def compute(self, e: Evidence) -> list[MetricRow]:
+        """The metric's rows; a figure that is not a finite number (a model with NaN
+        weights gives NaN importance) is no row, as a figure that cannot be made."""
         if self.rows is not None:
-            return self.rows(self, e)
+            return [r for r in self.rows(self, e) if math.isfinite(r.value)]
         value = self.value(e) if self.value is not None else None
-        return [] if value is None else [judged(self, e, value)]
+        return [] if value is None or not math.isfinite(value) else [judged(self, e, value)]
 
     def limit(self, e: Evidence) -> float | None:
         if self.threshold is None:

@@ -51,14 +51,20 @@ class Ranking:
 
     def ndcg(self) -> float:
         """nDCG@50 of the tranche's top features, the reference's importance as relevance
-        (1 = the tranche ranks first what matters most in the reference)."""
-        return statistics.ndcg([self.ref_value.get(i, 0.0) for i in self.columns],
-                               [float(self.mine[i]) for i in self.columns], IMPORTANCE_TOP)
+        (1 = the tranche ranks first what matters most in the reference); NaN when an
+        importance is not finite (a model with NaN or infinite weights)."""
+        relevance = [self.ref_value.get(i, 0.0) for i in self.columns]
+        scores = [float(self.mine[i]) for i in self.columns]
+        if not np.isfinite(relevance + scores).all():
+            return float("nan")
+        return statistics.ndcg(relevance, scores, IMPORTANCE_TOP)
 
     def tau(self) -> float:
-        """Kendall's tau over the reference's top 50."""
-        return statistics.kendall_tau([self.ref_value[i] for i in self.top],
-                                      [float(self.mine[i]) for i in self.top])
+        """Kendall's tau over the reference's top 50 (NaN, as ``ndcg``)."""
+        ref, mine = [self.ref_value[i] for i in self.top], [float(self.mine[i]) for i in self.top]
+        if not np.isfinite(ref + mine).all():
+            return float("nan")
+        return statistics.kendall_tau(ref, mine)
 
 
 @dataclass(eq=False)

@@ -41,6 +41,15 @@ def label_text(value: Any) -> str:
     return str(value)
 
 
+def has_label(value: Any) -> bool:
+    """Whether an input's label field holds a label: not missing (null, NaN) and not
+    blank text. Training, references and tracking all go by it: an empty CSV cell or
+    ``"label": ""`` is no label, never a class of its own."""
+    if value is None or (isinstance(value, float) and value != value):
+        return False
+    return bool(label_text(value).strip())
+
+
 def label_texts(values: Iterable[Any]) -> list[str]:
     """``label_text`` of every value, worked out once per distinct value (a batch's
     labels are a few values repeated). Only values whose type makes equal values print

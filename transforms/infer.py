@@ -198,14 +198,19 @@ class DocBatchModelHandler(ModelHandler[DocBatch, DocBatch, Any]):
 
 def _true_labels(frame: Any, classes: Any, labelled_sample: float) -> np.ndarray:
     """Class index of each row's true label, compared as text whatever its JSON type;
-    -1 without one, or outside the sample; UNKNOWN_LABEL for one that is none of the
-    model's classes."""
+    -1 without one (``has_label``: blank text is none either), or outside the sample;
+    UNKNOWN_LABEL for one that is none of the model's classes."""
     labels = frame[LABEL]
     known = labels.notna().to_numpy()
     true = np.full(len(frame), -1, dtype=np.int64)
     if known.any():  # codes are -1 for a label that is not one of the model's classes
-        codes = pd.Categorical(label_texts(labels[known]), categories=label_texts(classes)).codes
-        true[known] = np.where(codes < 0, UNKNOWN_LABEL, codes)
+        texts = label_texts(labels[known])
+        codes = pd.Categorical(texts, categories=label_texts(classes)).codes
+        codes = np.where(codes < 0, UNKNOWN_LABEL, codes)
+        for i in np.flatnonzero(codes == UNKNOWN_LABEL):  # no class is blank
+            if not texts[i].strip():
+                codes[i] = -1
+        true[known] = codes
     if labelled_sample < 1.0:
         h = pd.util.hash_array(frame[DOC_ID].astype(str).to_numpy(), hash_key=_SAMPLE_KEY)
         true[(h % 1_000_000) >= labelled_sample * 1_000_000] = -1

@@ -330,6 +330,8 @@ def prediction_columns(batch: DocBatch, ctx: RunContext) -> dict[str, list[Any]]
 
 
 def true_labels(batch: DocBatch) -> list[str | None]:
-    """The input's label of every document as a string, None where it has none."""
+    """The input's label of every document as a string, None where it has none
+    (``has_label``)."""
     labels = batch.frame[LABEL].tolist()
-    return [None if v is None or v != v else text for v, text in zip(labels, label_texts(labels))]
+    return [None if v is None or v != v or not text.strip() else text
+            for v, text in zip(labels, label_texts(labels))]

@@ -34,7 +34,7 @@ from models.provenance import (
 )
 from models.recipe import RECIPE, train_cross_fitted
 from models.registry import ModelRef, ModelRegistry
-from tracking.profile import label_text
+from tracking.profile import has_label, label_text
 from transforms.records import FieldNames
 
 _LOG = logging.getLogger(__name__)
@@ -74,11 +74,11 @@ def read_labelled(glob: str, text_field: str, label_field: str,
             text, label = item.get(text_field), item.get(label_field)
             if not isinstance(text, str) or not text.strip():
                 out.skip(where, f"no text in field {text_field!r}")
-            elif require_label and (label is None or str(label) == ""):
+            elif require_label and not has_label(label):
                 out.skip(where, f"no label in field {label_field!r}")
             else:
                 out.texts.append(text)
-                out.labels.append("" if label is None else label_text(label))
+                out.labels.append(label_text(label) if has_label(label) else "")
     if out.skipped:
         _LOG.warning("skipped %d line(s) or row(s) of %s that are not labelled records",
                      len(out.skipped), glob)
@@ -132,7 +132,11 @@ def reference_from_glob(fields: FieldNames, preprocessing: PreprocessConfig, glo
     whose accuracy looks in-sample is warned about."""
     data = read_labelled(glob, fields.text, fields.label, require_label=False)
     texts = preprocess_texts(data.texts, preprocessing)
-    labels = data.labels if all(data.labels) else None
+    unlabelled = sum(1 for label in data.labels if not label)
+    labels = data.labels if unlabelled < len(data.labels) else None
+    if labels is not None and unlabelled:
+        _LOG.warning("%d of %d reference documents have no label: accuracy is measured on "
+                     "the %d that have one", unlabelled, len(texts), len(texts) - unlabelled)
     empty = sum(1 for t in texts if not t) / max(1, len(texts))
 
     def files(model: Any) -> dict[str, bytes]:
@@ -142,7 +146,8 @@ def reference_from_glob(fields: FieldNames, preprocessing: PreprocessConfig, glo
                       "as held-out documents of the same source share)", seen, len(texts))
         made = reference_files(model, texts, labels, None, empty)
         reference = json.loads(made[PROFILE_FILE]).get("reference", {})
-        warning = in_sample_warning(model, reference.get("accuracy"), len(texts))
+        warning = in_sample_warning(model, reference.get("accuracy"),
+                                    len(texts) - unlabelled)
         if warning:
             _LOG.warning("%s", warning)
         return made

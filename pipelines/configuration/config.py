@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import math
 import os
 import re
 import typing
@@ -27,6 +28,7 @@ import yaml
 from landing.reading import DEFAULT_MAX_TEXT_CHARS
 from models.preprocess import PreprocessConfig
 from pipelines.configuration.schema import Key, Section, is_key, keys, sections
+from store.database import carries_password
 from store.session import DatabaseSettings
 from store.settings import SinkConfig, sink_values
 from tracking.policy import TrackingPolicy
@@ -286,8 +288,9 @@ def _coerce(key: str, value: Any, source: str, from_flag: bool = False) -> Any:
         ok = isinstance(value, bool)
     elif tp is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
-    elif tp is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif tp is float:  # a finite number: NaN would pass and fail every comparison
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value)
         if ok:
             value = float(value)
     elif tp is str:
@@ -297,7 +300,7 @@ def _coerce(key: str, value: Any, source: str, from_flag: bool = False) -> Any:
     else:  # pragma: no cover - schema only uses the types above
         raise AssertionError(f"unsupported schema type for {key}: {tp}")
     if not ok:
-        name = getattr(tp, "__name__", str(tp))
+        name = "finite float" if tp is float else getattr(tp, "__name__", str(tp))
         raise ConfigError(
             f"{source}: key '{key}' must be of type {name}, got {value!r}"
         )
@@ -312,7 +315,12 @@ def _flatten(data: Any, source: str, prefix: str = "") -> dict[str, Any]:
         key = f"{prefix}{k}"
         if key in LEAVES:
             out[key] = _coerce(key, v, source)
-        elif isinstance(v, dict) and any(leaf.startswith(key + ".") for leaf in LEAVES):
+        elif any(leaf.startswith(key + ".") for leaf in LEAVES):
+            if v is None:  # a section whose keys are all commented out: nothing set
+                continue
+            if not isinstance(v, dict):
+                raise ConfigError(f"{source}: section '{key}' must be a mapping of its keys, "
+                                  f"got {v!r}")
             out.update(_flatten(v, source, key + "."))
         else:
             raise ConfigError(f"{source}: unknown key '{key}'")
@@ -327,13 +335,33 @@ def _read_yaml(name_or_path: str) -> tuple[dict[str, Any], str]:
     else:
         if not os.path.exists(name_or_path):
             raise ConfigError(f"config file not found: {name_or_path}")
-        with open(name_or_path, encoding="utf-8") as fh:
-            text, source = fh.read(), name_or_path
+        try:
+            with open(name_or_path, encoding="utf-8") as fh:
+                text, source = fh.read(), name_or_path
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {name_or_path} cannot be read: "
+                              f"{type(exc).__name__}: {exc}") from exc
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
     return data, source
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML itself would
+    keep the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False
+                          ) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def _build(cls: type[T], flat: dict[str, Any], prefix: str = "") -> T:
@@ -399,11 +427,14 @@ def _check_ranges(cfg: Config) -> None:
     if cfg.inference.timeout_seconds and cfg.inference.timeout_ms_per_record:
         raise ConfigError("keys 'inference.timeout_seconds' and "
                           "'inference.timeout_ms_per_record' are alternatives: set one")
-    if "password=" in cfg.db or _url_has_password(cfg.db):
+    if carries_password(cfg.db):
         raise ConfigError(
             "key 'db' must not contain a password; set it in the environment variable "
             f"named by sink.password_env ({cfg.sink.password_env})"
         )
+    if cfg.sink.redis_url and _url_has_password(cfg.sink.redis_url):
+        raise ConfigError("key 'sink.redis_url' must not contain a password "
+                          "(redis://host:port/db)")
 
 
 def _url_has_password(url: str) -> bool:

@@ -23,7 +23,14 @@ A run's configuration is layered: the defaults below, then `configs/base.yaml` (
 every environment shares beyond the defaults), then one overlay (`--config local`, the
 default, `--config dataflow`, or a YAML file), then command-line flags. An unknown key
 or a value of the wrong type fails with a message naming the key and the file (or flag)
-it came from.
+it came from; so does a float that is not a finite number (`.nan`, `nan`, `.inf`, which
+would pass every range check and switch a threshold off), a section given a value that
+is not a mapping (`tracking: 5`), and a key given twice in one mapping of a file (YAML
+would keep the last silently). A section whose keys are all commented out (`tracking:`
+alone) sets nothing. A file that cannot be read (a folder, not UTF-8) is named with
+why. A password in `db` (`user:secret@`, a `password` parameter under any spelling
+libpq decodes, a `password=` pair) or in `sink.redis_url` is refused without echoing
+it.
 
 Every key has a flag: `sink.max_rows_per_second` is `--sink-max-rows-per-second`. Keys
 marked with a template parameter are offered by the Flex Template

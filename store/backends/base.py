@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from store.backends.dialect import Dialect
 from store.migrations import migrate
@@ -68,12 +68,20 @@ class Fence:
 
 
 def redact(url: str) -> str:
-    """The URL without any password, for logs."""
+    """The URL without any password, for logs: the one of ``user:secret@`` and the value
+    of any ``password`` parameter, its name decoded as libpq decodes it."""
     parts = urlsplit(url)
-    if parts.password is None:
+    secret_query = any(unquote(k).lower() == "password"
+                       for k, _ in parse_qsl(parts.query, keep_blank_values=True))
+    if parts.password is None and not secret_query:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
+    if parts.password is not None:
+        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
+    if secret_query:
+        query = [(k, "***" if unquote(k).lower() == "password" else v)
+                 for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+        parts = parts._replace(query="&".join(f"{k}={v}" for k, v in query))
+    return parts.geturl()
 
 
 class Database:
@@ -93,6 +101,19 @@ class Database:
     def identity(cls, url: str) -> str:
         """What makes two URLs the same database (user names and options do not count)."""
         raise NotImplementedError
+
+    @classmethod
+    def carries_password(cls, url: str) -> bool:
+        """Whether ``url`` holds a password (``user:secret@`` or a ``password``
+        parameter, its name percent-decoded)."""
+        parts = urlsplit(url)
+        try:
+            if parts.password is not None:
+                return True
+        except ValueError:
+            pass
+        return any(unquote(k).lower() == "password"
+                   for k, _ in parse_qsl(parts.query, keep_blank_values=True))
 
     @classmethod
     def exists(cls, url: str) -> bool:

@@ -216,6 +216,19 @@ class PostgresDatabase(Database):
         parts = urlsplit(url)
         return f"postgresql://{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
 
+    @classmethod
+    def carries_password(cls, url: str) -> bool:
+        """Whether libpq would read a password from ``url``, in any of the ways it reads
+        one (``user:secret@``, a ``password`` parameter under any percent-encoding)."""
+        from psycopg import conninfo
+
+        if super().carries_password(url):
+            return True
+        try:
+            return "password" in conninfo.conninfo_to_dict(url)
+        except Exception:  # noqa: BLE001 - not a URL libpq reads: connecting says why
+            return False
+
     @contextmanager
     def migration_lock(self) -> Iterator[None]:
         with self._classified(), self.conn.transaction():

@@ -87,3 +87,34 @@ def test_reference_files_round_trip_with_named_top_features(trained_model: Any) 
     names = files[FEATURES_FILE].decode().split("\n")
     assert len(top) == 200 and all(names[i] == name for i, name, _ in top)
     assert [v for _, _, v in top] == sorted((v for _, _, v in top), reverse=True)
+
+
+def test_a_reference_partly_labelled_measures_accuracy_on_its_labelled_texts(
+        trained_model: Any) -> None:
+    """One unlabelled reference text (an empty label) does not throw the others' labels
+    away: accuracy is the model's on the labelled ones."""
+    labels = [y if i % 3 else "" for i, y in enumerate(LABELS)]
+    profile, _ = reference_profile(trained_model, TEXTS, labels)
+    labelled = [i for i, y in enumerate(labels) if y]
+    predicted = trained_model.predict([TEXTS[i] for i in labelled])
+    assert profile.labelled == len(labelled)
+    assert profile.reference["accuracy"] == float(np.mean(
+        predicted == np.asarray([LABELS[i] for i in labelled])))
+
+
+def test_a_reference_leaves_out_texts_whose_probabilities_are_not_finite(
+        trained_model: Any) -> None:
+    """As scoring dead-letters them: a model with a NaN weight gives a profile of the
+    other texts, with finite figures."""
+    import copy
+
+    model = copy.deepcopy(trained_model)
+    vocabulary = model.named_steps["tfidf"].vocabulary_
+    word = max(vocabulary, key=lambda w: sum(w in t.split() for t in TEXTS[:100]))
+    model.steps[-1][1].coef_[:, vocabulary[word]] = np.nan
+    broken = [word in t.lower().split() for t in TEXTS]
+    assert 0 < sum(broken) < len(TEXTS)
+    profile, _ = reference_profile(model, TEXTS, LABELS)
+    assert profile.n == len(TEXTS) - sum(broken)
+    assert np.isfinite(profile.score.quantiles(np.array([0.1, 0.5, 0.9]))).all()
+    assert profile.labelled == len(TEXTS) - sum(broken)

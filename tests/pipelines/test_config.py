@@ -125,6 +125,9 @@ def test_out_of_range_values_are_rejected(key: str, value: str) -> None:
 @pytest.mark.parametrize("url", [
     "postgresql://scorer:s3cr3t-pw@db.example:5432/scores",
     "postgresql://scorer@db.example/scores?password=s3cr3t-pw",
+    "postgresql://scorer@db.example/scores?pass%77ord=s3cr3t-pw",  # libpq decodes the name
+    "postgresql://scorer@db.example/scores?sslmode=require&PASSWORD=s3cr3t-pw",
+    "host=db.example dbname=scores password = s3cr3t-pw",
 ])
 def test_db_url_with_password_is_rejected_without_echoing_it(url: str) -> None:
     with pytest.raises(ConfigError) as exc:
@@ -137,6 +140,50 @@ def test_db_url_with_password_in_a_file_is_rejected(tmp_path: Path) -> None:
     path = _write(tmp_path, "db: postgresql://scorer:s3cr3t-pw@db.example:5432/scores\n")
     with pytest.raises(ConfigError, match="password"):
         load_config(path)
+
+
+def test_a_redis_url_with_a_password_is_rejected_without_echoing_it() -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, {"sink.redis_url": "redis://:s3cr3t-pw@localhost:6379/0"})
+    assert "'sink.redis_url'" in str(exc.value) and "s3cr3t-pw" not in str(exc.value)
+    assert load_config(None, {"sink.redis_url": "redis://localhost:6379/0"}).sink.redis_url
+
+
+@pytest.mark.parametrize("flag, text", [
+    ("nan", "tracking:\n  accuracy_drop: .nan\n"), ("inf", "tracking:\n  psi: .inf\n"),
+    ("-inf", "max_dead_letter_ratio: -.inf\n")])
+def test_a_number_that_is_not_finite_is_rejected(tmp_path: Path, flag: str, text: str
+                                                ) -> None:
+    """NaN would pass every range check and make every threshold comparison false: an
+    alert switched off without a word."""
+    with pytest.raises(ConfigError, match="'tracking.accuracy_drop' must be of type finite"):
+        load_config(None, {"tracking.accuracy_drop": flag})
+    with pytest.raises(ConfigError, match="finite float"):
+        load_config(_write(tmp_path, text))
+
+
+def test_a_section_must_be_a_mapping_and_an_empty_one_sets_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="section 'tracking' must be a mapping"):
+        load_config(_write(tmp_path, "tracking: 5\n"))
+    commented = load_config(_write(tmp_path, "tracking:\n  # psi: 0.5\nworkers: 3\n"))
+    assert commented.workers == 3 and commented.tracking == load_config(None).tracking
+
+
+def test_a_key_given_twice_is_rejected_naming_it_and_its_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "workers: 2\nsink:\n  batch_rows: 10\n  batch_rows: 20\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert "'batch_rows' given twice" in str(exc.value) and "line 4" in str(exc.value)
+    assert path in str(exc.value)
+
+
+def test_a_config_path_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=f"config file {tmp_path} cannot be read"):
+        load_config(str(tmp_path))
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes(b"workers: 2 # caf\xe9\n")
+    with pytest.raises(ConfigError, match=f"config file {bad} cannot be read: Unicode"):
+        load_config(str(bad))
 
 
 def test_db_url_without_password_is_accepted() -> None:

@@ -22,3 +22,14 @@ def test_training_reads_labels_as_scoring_compares_them(tmp_path: Path) -> None:
     assert data.labels == ["3", "3", "3", "true", "1.5"]
     assert data.labels == [label_text(v) for v in labels]
     assert [label_text(v) for v in np.array([3.0, 2.0])] == ["3", "2"]
+
+
+def test_training_skips_a_blank_label_and_a_reference_keeps_it_as_none(tmp_path: Path
+                                                                       ) -> None:
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"text": f"text {i}", "label": v}) + "\n"
+                            for i, v in enumerate(["a", "", "  ", None, "b"])))
+    data = read_labelled(str(path), "text", "label")
+    assert data.labels == ["a", "b"] and len(data.skipped) == 3
+    data = read_labelled(str(path), "text", "label", require_label=False)
+    assert data.labels == ["a", "", "", "", "b"]

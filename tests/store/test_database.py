@@ -46,6 +46,9 @@ def test_urls_of_one_database_have_one_identity(tmp_path: Path,
 def test_a_password_never_reaches_a_log_line() -> None:
     assert redact("postgresql://u:s3cret@h:5432/d") == "postgresql://u:***@h:5432/d"
     assert redact("postgresql://u@h/d") == "postgresql://u@h/d"
+    assert redact("postgresql://u@h/d?sslmode=require&pass%77ord=s3cret") == \
+        "postgresql://u@h/d?sslmode=require&password=***"
+    assert redact("sqlite:////var/b.db") == "sqlite:////var/b.db"
 
 
 def test_connect_existing_creates_nothing(tmp_path: Path) -> None:

@@ -125,6 +125,29 @@ def test_dead_writer_in_flight_entry_expires(tmp_path: Any) -> None:
     assert other.last_wait == pytest.approx(t.now - started)
 
 
+def test_a_killed_writers_booking_holds_no_budget_once_its_process_is_gone(
+        tmp_path: Any) -> None:
+    """A writer killed between booking and commit (kill -9 of a run) leaves an in-flight
+    entry; the next run's writers do not wait STALE_SECONDS (300 s) for it: its process
+    is gone. A live writer's booking still counts."""
+    t = FakeTime()
+    child = os.fork()
+    if child == 0:  # books the whole budget, then dies without done()
+        _fake_limiter(t, tmp_path, 100, "z").allow(hits_added=100)
+        os._exit(0)
+    os.waitpid(child, 0)
+    other = _fake_limiter(t, tmp_path, 100, "z")
+    started = t.now
+    other.allow(hits_added=100)
+    assert t.now - started <= 1.0  # only the pacing of the dead booking: 100 rows at 100/s
+    t.now += 10.0  # the live booking is pacing-free now, yet in flight
+    third = _fake_limiter(t, tmp_path, 100, "z")
+    third.STALE_SECONDS = 50.0
+    started = t.now
+    third.allow(hits_added=100)  # waits for the live one: until it is stale
+    assert 40.0 <= t.now - started <= 51.0
+
+
 def _holder(name: str, n: int, directory: str, log: Any) -> None:
     slots = FileSlots(name, n, directory)
     for _ in range(5):
@@ -185,6 +208,33 @@ def test_redis_slots_cap_and_release(redis_ok: None) -> None:
     t.join(timeout=5)
     assert waited and waited[0] >= 0.25
     b.release()
+
+
+def test_a_redis_slot_is_renewed_while_used_and_lost_once_expired(redis_ok: None) -> None:
+    """Each use renews the slot's TTL (``keep``); a slot that expired while its holder
+    sat idle, and that another writer took, is not the holder's any more: the cap holds."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS)
+    name = uuid.uuid4().hex
+    a, b = RedisSlots(REDIS, name, 1, ttl=600), RedisSlots(REDIS, name, 1, ttl=600)
+    assert a.try_acquire()
+    [key] = client.keys(f"beamscore:slot:*{_digest(name)}*")
+    client.expire(key, 5)
+    assert a.keep() and client.ttl(key) > 500
+    client.delete(key)  # what Redis does when the TTL runs out
+    assert b.try_acquire()
+    assert not a.keep() and not a.try_acquire()  # b holds the only slot
+    assert b.keep()
+    b.release()
+    assert a.try_acquire()
+    a.release()
+
+
+def _digest(name: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(name.encode()).hexdigest()[:16]
 
 
 def test_a_redis_slot_wait_is_bounded(redis_ok: None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from pathlib import Path
@@ -202,3 +203,39 @@ def test_a_session_about_to_wait_takes_the_slot_an_idle_one_of_its_process_holds
     assert (predictions.yielded, dead_letters.yielded) == (1, 1)
     dead_letters.close()
     predictions.close()
+
+
+def test_a_redis_slot_that_expired_under_an_idle_session_is_taken_again_before_its_next_call(
+        tmp_path: Path) -> None:
+    """With Redis a slot is a key with a TTL: one that ran out while its session sat idle
+    (and that another session took) is not used as if still held; the session waits for
+    a slot again, so the job never has more connections than ``max_connections``."""
+    import redis
+
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    settings = DatabaseSettings(f"sqlite:///{tmp_path / 's.db'}", max_connections=1,
+                                redis_url="redis://127.0.0.1:6379/0", state_dir=str(tmp_path))
+    digest = hashlib.sha256(settings.identity.encode()).hexdigest()[:16]
+    a, b = DatabaseSession(settings), DatabaseSession(settings)
+    assert a.run(lambda db: db.execute("SELECT 1")) == [(1,)]
+    [key] = client.keys(f"beamscore:slot:{digest}:*")
+    client.delete(key)  # the TTL ran out
+    events: list[str] = []
+    taken = threading.Event()
+
+    def other_writer() -> None:  # another worker's thread takes the only slot
+        events.append(f"b took it: {b.ready()}")
+        taken.set()
+        time.sleep(0.3)
+        events.append("b releases")
+        b.close()
+
+    t = threading.Thread(target=other_writer)
+    t.start()
+    taken.wait()
+    a.run(lambda db: events.append("a runs"))
+    t.join()
+    assert events == ["b took it: True", "b releases", "a runs"]
+    assert client.get(key) is not None  # a holds it again
+    a.close()
+    assert client.get(key) is None

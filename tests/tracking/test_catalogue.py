@@ -154,3 +154,24 @@ def test_the_family_holds_every_test_and_the_importance_ranking_is_an_effect_siz
     assert {m.name for m in METRICS if m.watches == PREDICTIONS} | \
         {m.name for m in METRICS if m.watches == INPUT} == set(DRIFT_METRICS)
     assert [m.name for m in METRICS if m.core] == ["class_psi", "score_ks"]
+
+
+def test_a_figure_that_is_not_finite_is_no_row() -> None:
+    """A model with NaN weights gives NaN importance: the figures made of it are not
+    rows (never stored, judged or charted), as figures that cannot be made are not."""
+    from tracking.catalogue import Metric, MetricRow
+    from tracking.evidence import Ranking
+
+    e = Evidence(TrackingPolicy())
+    nan = float("nan")
+    assert Metric("x", "X", value=lambda _: nan).compute(e) == []
+    assert Metric("x", "X", value=lambda _: 0.5, sample=lambda _: 0).compute(e) == [
+        MetricRow("x", "", 0.5, 0)]
+    rows = Metric("x", "X", rows=lambda m, _: [MetricRow(m.name, "a", nan, 1),
+                                                 MetricRow(m.name, "b", 1.0, 1)]).compute(e)
+    assert [r.slice for r in rows] == ["b"]
+    ranking = Ranking(np.array([0.3, nan, 0.1]), [0, 1, 2], {0: 0.5, 1: 0.4, 2: 0.1},
+                      {}, [0, 1, 2], 10)
+    assert np.isnan(ranking.ndcg()) and np.isnan(ranking.tau())
+    finite = dataclasses.replace(ranking, mine=np.array([0.3, 0.2, 0.1]))
+    assert finite.ndcg() == pytest.approx(1.0) and finite.tau() == pytest.approx(1.0)
