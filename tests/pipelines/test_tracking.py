@@ -242,3 +242,55 @@ def test_a_model_without_coefficients_gets_permutation_importance(tmp_path: Path
     few = _score(tmp_path, registry, "2026-09-10", tranche, "--model", "forest")
     assert few.rc == 0, few.err  # 32 permuted rows of one batch: too few to judge
     assert _status(tmp_path, "2026-09-10", "importance_ndcg") == "insufficient"
+
+
+def test_a_model_with_nan_weights_dead_letters_its_records_and_the_run_goes_on(
+        tmp_path: Path) -> None:
+    """Probabilities that are not finite are per-record dead letters; tracking, whose
+    importance figures the NaN weights make NaN too, records what is finite and fails
+    nothing; the reference leaves those texts out."""
+    import joblib
+    import numpy as np
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    docs = list(make_docs(1500, seed=40, prefix="nan"))
+    model = Pipeline([("tfidf", TfidfVectorizer(max_features=500)),
+                      ("clf", LogisticRegression(max_iter=300))])
+    model.fit([d["text"] for d in docs], [d["label"] for d in docs])
+    vocabulary = model.named_steps["tfidf"].vocabulary_
+    word = sorted(vocabulary)[len(vocabulary) // 2]
+    model.named_steps["clf"].coef_[:, vocabulary[word]] = np.nan
+    joblib.dump(model, tmp_path / "nan.joblib")
+    reference = tmp_path / "reference.jsonl"
+    reference.write_text("".join(json.dumps(d) + "\n" for d in make_docs(800, seed=41)))
+    registry = str(tmp_path / "registry")
+    registered = run_cli("models", "register", "--file", str(tmp_path / "nan.joblib"),
+                         "--name", "nanw", "--registry", registry,
+                         "--reference", str(reference))
+    assert registered.rc == 0, registered.err
+    tranche = list(make_docs(600, seed=42)) + [
+        {"id": f"w{i}", "text": f"a text with {word} in it, number {i}", "label": LABELS[0]}
+        for i in range(12)]
+    result = _score(tmp_path, registry, "2026-09-11", tranche, "--model", "nanw",
+                    "--max-dead-letter-ratio", "0.5")
+    assert result.rc == 0, result.err
+    dead = sqlite_rows(tmp_path / "s.db", "SELECT reason FROM dead_letters")
+    assert len(dead) >= 12 and all("finite" in r for (r,) in dead)
+    values = sqlite_rows(tmp_path / "s.db", "SELECT value FROM monitoring")
+    assert values and all(v is not None and np.isfinite(v) for (v,) in values)
+
+
+def test_blank_labels_are_no_labels_to_tracking(registry: str, tmp_path: Path) -> None:
+    """Half the tranche with ``"label": ""`` (an export's empty cells): accuracy is the
+    other half's, and no label counts as outside the model's classes."""
+    docs = list(make_docs(1200, seed=43))
+    for d in docs[::2]:
+        d["label"] = ""
+    result = _score(tmp_path, registry, "2026-09-12", docs)
+    assert result.rc == 0, result.err
+    [(n, share)] = sqlite_rows(tmp_path / "s.db", "SELECT n, value FROM monitoring WHERE "
+                                                  "metric = 'unknown_label_share'")
+    assert (n, share) == (600, 0.0)
+    assert "unknown_label_share" not in _alerts(tmp_path, "2026-09-12")
