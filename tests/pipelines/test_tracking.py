@@ -51,6 +51,21 @@ def _status(tmp: Path, day: str, metric: str) -> str:
     return str(status)
 
 
+def _register(tmp: Path, model: Any, name: str, reference_docs: Any) -> str:
+    """``model`` saved and registered as ``name`` with a reference of ``reference_docs``
+    (the real CLI); the registry's path."""
+    import joblib
+
+    joblib.dump(model, tmp / f"{name}.joblib")
+    reference = tmp / "reference.jsonl"
+    reference.write_text("".join(json.dumps(d) + "\n" for d in reference_docs))
+    registry = str(tmp / "registry")
+    registered = run_cli("models", "register", "--file", str(tmp / f"{name}.joblib"),
+                         "--name", name, "--registry", registry, "--reference", str(reference))
+    assert registered.rc == 0, registered.err
+    return registry
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_the_training_distribution_raises_no_alert_and_no_trigger(
         registry: str, tmp_path: Path, seed: int) -> None:
@@ -210,7 +225,6 @@ def test_the_report_shows_the_monitoring_tables_numbers(registry: str, tmp_path:
 
 
 def test_a_model_without_coefficients_gets_permutation_importance(tmp_path: Path) -> None:
-    import joblib
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.pipeline import Pipeline
@@ -219,14 +233,7 @@ def test_a_model_without_coefficients_gets_permutation_importance(tmp_path: Path
     forest = Pipeline([("tfidf", TfidfVectorizer(max_features=300)),
                        ("clf", RandomForestClassifier(n_estimators=30, random_state=0))])
     forest.fit([d["text"] for d in docs], [d["label"] for d in docs])
-    joblib.dump(forest, tmp_path / "forest.joblib")
-    reference = tmp_path / "reference.jsonl"
-    reference.write_text("".join(json.dumps(d) + "\n" for d in make_docs(1200, seed=31)))
-    registry = str(tmp_path / "registry")
-    registered = run_cli("models", "register", "--file", str(tmp_path / "forest.joblib"),
-                         "--name", "forest", "--registry", registry,
-                         "--reference", str(reference))
-    assert registered.rc == 0, registered.err
+    registry = _register(tmp_path, forest, "forest", make_docs(1200, seed=31))
     profile = json.loads((Path(registry) / "forest" / "1" / "profile.json").read_text())
     assert profile["reference"]["importance_kind"] == "permutation"
     vocabulary = set(forest.named_steps["tfidf"].vocabulary_)
@@ -249,7 +256,6 @@ def test_a_model_with_nan_weights_dead_letters_its_records_and_the_run_goes_on(
     """Probabilities that are not finite are per-record dead letters; tracking, whose
     importance figures the NaN weights make NaN too, records what is finite and fails
     nothing; the reference leaves those texts out."""
-    import joblib
     import numpy as np
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -262,14 +268,7 @@ def test_a_model_with_nan_weights_dead_letters_its_records_and_the_run_goes_on(
     vocabulary = model.named_steps["tfidf"].vocabulary_
     word = sorted(vocabulary)[len(vocabulary) // 2]
     model.named_steps["clf"].coef_[:, vocabulary[word]] = np.nan
-    joblib.dump(model, tmp_path / "nan.joblib")
-    reference = tmp_path / "reference.jsonl"
-    reference.write_text("".join(json.dumps(d) + "\n" for d in make_docs(800, seed=41)))
-    registry = str(tmp_path / "registry")
-    registered = run_cli("models", "register", "--file", str(tmp_path / "nan.joblib"),
-                         "--name", "nanw", "--registry", registry,
-                         "--reference", str(reference))
-    assert registered.rc == 0, registered.err
+    registry = _register(tmp_path, model, "nanw", make_docs(800, seed=41))
     tranche = list(make_docs(600, seed=42)) + [
         {"id": f"w{i}", "text": f"a text with {word} in it, number {i}", "label": LABELS[0]}
         for i in range(12)]
