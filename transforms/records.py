@@ -17,10 +17,13 @@ that rejects records emits them on its ``DEAD_LETTERS`` output, and every step t
 counts emits ``(tranche, counts)`` on ``STATS``.
 
 Every record must be able to travel between stages (Beam pickles elements between and
-inside stages, for size estimates too): ``impassable`` finds, at read, the records of a
-batch that could not, so that each is dead-lettered alone instead of failing its batch,
-its tranche and every rerun. Records holding only scalars pass unchecked; a record with
-nested values passes when it nests at most ``MAX_NESTING`` levels and pickles.
+inside stages, for size estimates too) and be stored as UTF-8 text at the end:
+``impassable`` finds, at read, the records of a batch that could not, so that each is
+dead-lettered alone instead of failing its batch, its tranche and every rerun. A batch
+of records holding only scalars costs one pass over its strings and field names (all
+valid Unicode: no lone surrogate); a record with nested values passes when it nests at
+most ``MAX_NESTING`` levels, holds only valid Unicode and pickles. ``dead_letter``
+makes every dead letter storable whatever it was made of.
 """
 
 from __future__ import annotations
@@ -206,22 +209,26 @@ def unicode_flaw(value: Any, depth: int = MAX_NESTING + 1) -> str:
     """Why ``value`` cannot be stored as text ('' when it can): the first field name or
     string, within ``depth`` levels of dicts and lists, holding a lone surrogate (an
     undecodable byte of a CSV file, an unpaired ``\\ud800``-``\\udfff`` escape of a
-    JSON line), which no UTF-8 database, Parquet file or JSON line can hold."""
-    stack = [(value, "the value", 0)]
+    JSON line), which no UTF-8 database, Parquet file or JSON line can hold. The reason
+    names it by its path in the record (``field 'meta.tags[1]'``)."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
     while stack:
-        v, where, level = stack.pop()
+        v, path, level = stack.pop()
         if type(v) is str:
             if not encodes(v):
-                return f"{where} {_NOT_UNICODE}"
+                return f"{_field(path)} {_NOT_UNICODE}"
         elif type(v) in _CONTAINERS and level < depth:
             items = list(v.items() if type(v) is dict else enumerate(v))
             for k, item in reversed(items):
+                step = f"[{k}]" if type(k) is int else f".{safe_text(str(k))}"
                 if type(k) is str and not encodes(k):
-                    return f"field name '{safe_text(k)}' {_NOT_UNICODE}"
-                name = (f"{where}[{k}]" if type(k) is int else
-                        f"field '{k}'" if level == 0 else f"{where[:-1]}.{k}'")
-                stack.append((item, name, level + 1))
+                    return f"{_field(path + step, 'field name')} {_NOT_UNICODE}"
+                stack.append((item, path + step, level + 1))
     return ""
+
+
+def _field(path: str, what: str = "field") -> str:
+    return f"{what} '{path.removeprefix('.')}'" if path else "the value"
 
 
 def _impassable(record: dict[str, Any]) -> str:

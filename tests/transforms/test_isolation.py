@@ -46,7 +46,7 @@ def test_exactly_the_records_that_cannot_be_written_as_utf8_are_isolated(
     ({"id": "s\udc80", "text": "fine"}, "field 'id' is not valid Unicode"),
     ({"id": "a", "text": "t", "lab\udce9l": "x"}, "field name 'lab\\xe9l' is not valid"),
     ({"id": "a", "text": "t", "tags": ["ok", "bad \udfff"]},
-     "field 'tags'[1] is not valid Unicode"),
+     "field 'tags[1]' is not valid Unicode"),
     ({"id": "a", "text": "t", "meta": {"who": {"name": "\ud83d"}}},
      "field 'meta.who.name' is not valid Unicode"),
 ])
