@@ -141,6 +141,20 @@ def latest(db: Database, limit: int) -> list[RunRecord]:
     return [_record(r) for r in rows]
 
 
+def of_model_up_to(db: Database, record: RunRecord, count: int) -> list[RunRecord]:
+    """The last ``count`` runs of ``record``'s model (name and version) that started no
+    later than it (it included), latest first: a run's history as of that run,
+    whatever ran since."""
+    p = db.placeholder
+    start = f"(SELECT started_at FROM runs WHERE run_id = {p})"
+    rows = db.execute(
+        f"SELECT {', '.join(_COLUMNS)} FROM runs WHERE model = {p} AND (started_at < {start} "
+        f"OR (started_at = {start} AND run_id <= {p})) ORDER BY started_at DESC, "
+        f"run_id DESC LIMIT {int(count)}",
+        [record.model, record.run_id, record.run_id, record.run_id])
+    return [_record(r) for r in rows]
+
+
 def written_rows(db: Database, run_id: str, tranches: Iterable[str]) -> dict[str, int]:
     """Rows of this run in ``predictions``, per tranche (found by the key's tranche)."""
     p = db.placeholder

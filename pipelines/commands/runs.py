@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines.commands.common import DATABASE_KEYS, add_config_keys, command_config
+from pipelines.commands.common import SESSION_KEYS, add_config_keys, command_config
 from pipelines.configuration.connection import open_existing
 from pipelines.orchestration.exit_codes import EXIT_ERROR, EXIT_OK
 from store import run_records
@@ -43,7 +43,7 @@ def add_runs_arguments(parser: argparse.ArgumentParser) -> None:
                     help="release it even if its process is alive on this host")
     rr.set_defaults(handler=_release)
     for command in (rl, rs, rr):
-        add_config_keys(command, DATABASE_KEYS)
+        add_config_keys(command, SESSION_KEYS)
 
 
 def _print(text: str) -> int:

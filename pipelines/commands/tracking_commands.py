@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 
 from pipelines.commands.common import (
-    DATABASE_KEYS,
     SESSION_KEYS,
     add_config_keys,
     command_config,
@@ -41,7 +40,7 @@ def add_triggers_arguments(parser: argparse.ArgumentParser) -> None:
                                     "behind each, its status and its command's exit code.")
     ls.add_argument("--model", dest="model_name", metavar="NAME",
                     help="only this model's requests")
-    add_config_keys(ls, DATABASE_KEYS)
+    add_config_keys(ls, SESSION_KEYS)
     ls.set_defaults(handler=list_triggers)
 
 

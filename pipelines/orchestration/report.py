@@ -19,11 +19,11 @@ import html
 from collections import defaultdict
 from typing import Any
 
-from pipelines.configuration.connection import opened
+from pipelines.configuration.connection import open_existing
 from pipelines.orchestration import report_charts as charts
 from pipelines.orchestration.report_text import actions, banner, class_moves, summary, weighted
 from store import monitoring, run_records
-from store.database import Database
+from store.database import Database, redact
 from store.session import DatabaseSettings
 from tracking.catalogue import BY_NAME, CHANGES, HISTORY, INTERVAL, PAIR, REASONS, Metric, charted
 from transforms.files import write_atomically
@@ -39,8 +39,13 @@ def write_report(database: DatabaseSettings, output_dir: str, history_runs: int,
     """Render ``run_id``'s report, with the last ``history_runs`` runs up to it, to
     ``path`` (default ``<output_dir>/_reports/``)."""
     path = path or report_path(output_dir, run_id)
-    with opened(database) as db:
+    db = open_existing(database, table="runs")  # a report creates no database
+    if db is None:
+        raise ValueError(f"no run {run_id}: no runs recorded in {redact(database.url)}")
+    try:
         page = render(db, run_id, history_runs)
+    finally:
+        db.close()
     write_atomically(path, page.encode())
     return path
 
@@ -105,9 +110,7 @@ def _title(m: Metric) -> str:
 def _runs_up_to(db: Database, record: run_records.RunRecord, count: int
                 ) -> list[run_records.RunRecord]:
     """The model version's last ``count`` runs up to ``record``'s, oldest first."""
-    runs = [r for r in run_records.latest(db, 1000) if r.model == record.model]
-    at = next((i for i, r in enumerate(runs) if r.run_id == record.run_id), 0)
-    return runs[at:at + count][::-1]
+    return run_records.of_model_up_to(db, record, count)[::-1]
 
 
 def _run_labels(runs: list[run_records.RunRecord], history: list[dict[str, Any]]

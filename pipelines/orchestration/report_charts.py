@@ -2,7 +2,8 @@
 ``monitoring`` rows, sized for a 960-pixel page with 10-point text and labelled axes.
 
 ``classes_png``: the classes whose share moved most (and "other") against the
-reference, horizontal bars so long names stay readable; ``pair_png``: a histogram
+reference, horizontal bars so long names stay readable (every label from the data drawn
+literally and at most ``MAX_LABEL`` characters long: ``label``); ``pair_png``: a histogram
 (scores) against the reference; ``history_png``: one figure per run over the last runs,
 dated, the threshold dashed, the report's own run marked, with a 95% interval where the
 metric has one.
@@ -42,6 +43,16 @@ def _figure(height: float) -> Any:
 
 
 _CHAR = 0.085  # inches a character of the tick labels takes, at most (font _FONT)
+MAX_LABEL = 40  # characters of a data label (a class, a slice) drawn on a chart
+
+
+def label(text: str) -> str:
+    """A label from the data as a chart draws it: at most ``MAX_LABEL`` characters (the
+    report's table has it whole) and literal, ``$`` escaped so that matplotlib does
+    not read the text between two as mathematics (which can fail to parse, and would
+    stop the chart)."""
+    text = text if len(text) <= MAX_LABEL else text[:MAX_LABEL - 1] + "…"
+    return text.replace("$", r"\$")
 
 
 def _margins(fig: Any, left: float, bottom: float, top: float = 0.2, right: float = 0.25,
@@ -72,11 +83,12 @@ def classes_png(moved: Sequence[tuple[str, float, float]]) -> str | None:
     y = list(range(len(moved)))[::-1]
     ax.barh([i + 0.2 for i in y], [m[1] for m in moved], 0.4, color=_THIS, label="this run")
     ax.barh([i - 0.2 for i in y], [m[2] for m in moved], 0.4, color=_REF, label="reference")
-    ax.set_yticks(y, [m[0] for m in moved], fontsize=_FONT)
+    names = [label(m[0]) for m in moved]
+    ax.set_yticks(y, names, fontsize=_FONT)
     ax.set_xlabel("share of predictions", fontsize=_FONT)
     ax.tick_params(axis="x", labelsize=_FONT)
     ax.legend(fontsize=_FONT, loc="lower right")
-    _margins(fig, left=0.3 + _CHAR * max(len(m[0]) for m in moved), bottom=0.65)
+    _margins(fig, left=0.3 + _CHAR * max(len(n) for n in names), bottom=0.65)
     return _png(fig)
 
 
@@ -92,7 +104,7 @@ def pair_png(keys: Sequence[str], mine: Sequence[float], ref: Sequence[float] | 
     if ref is not None:
         ax.bar([i + 0.2 for i in x], ref, 0.4, color=_REF, label="reference")
     step = max(1, len(keys) // 10)
-    ax.set_xticks(list(x)[::step], list(keys)[::step], fontsize=_FONT - 1)
+    ax.set_xticks(list(x)[::step], [label(k) for k in keys][::step], fontsize=_FONT - 1)
     ax.set_xlabel(axis, fontsize=_FONT)
     ax.set_ylabel("share of records", fontsize=_FONT)
     ax.tick_params(axis="y", labelsize=_FONT)
@@ -118,7 +130,7 @@ def _history_axes(ax: Any, title: str, points: Sequence[Point], ylabel: str) -> 
     ax.set_title(title, fontsize=_FONT + 1)
     ax.set_ylabel(ylabel, fontsize=_FONT)
     step = max(1, len(points) // 8)
-    ax.set_xticks(xs[::step], [p.label for p in points][::step], fontsize=_FONT - 1,
+    ax.set_xticks(xs[::step], [label(p.label) for p in points][::step], fontsize=_FONT - 1,
                   rotation=30, ha="right")
     ax.tick_params(axis="y", labelsize=_FONT - 1)
     ax.set_xlim(-0.5, len(points) - 0.5)
@@ -137,10 +149,10 @@ def history_png(series: Sequence[tuple[str, str, Sequence[Point]]]) -> str | Non
         if k == 0 and ax.get_legend_handles_labels()[0]:  # a legend only of something
             ax.legend(fontsize=_FONT - 2, loc="best")
     # x labels are run dates turned 30 degrees, hanging down and to the left of their tick
-    label = _CHAR * max(len(p.label) for _, _, points in series for p in points)
-    _margins(fig, left=max(0.85, 0.87 * label + 0.1), bottom=0.5 * label + 0.35, top=0.35,
-             rows=rows, columns=columns, row_gap=0.5 * label + 0.7,
-             column_gap=max(0.85, 0.87 * label + 0.1))
+    longest = _CHAR * max(len(label(p.label)) for _, _, points in series for p in points)
+    _margins(fig, left=max(0.85, 0.87 * longest + 0.1), bottom=0.5 * longest + 0.35,
+             top=0.35, rows=rows, columns=columns, row_gap=0.5 * longest + 0.7,
+             column_gap=max(0.85, 0.87 * longest + 0.1))
     return _png(fig)
 
 

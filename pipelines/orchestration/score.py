@@ -205,7 +205,11 @@ def _execute(cfg: Config, dates: list[dt.date], beam_args: list[str], sink: Sink
             if staged:
                 _stage_nothing(settings_of(RunnerSettings, cfg), run_id, beam_args,
                                test_pipeline)
-            return RunOutcome(run_id, summary, 0.0, plan, ref, staged=staged)
+                return RunOutcome(run_id, summary, 0.0, plan, ref, staged=staged)
+            outcome = RunOutcome(run_id, summary, 0.0, plan, ref)
+            # Nothing scored, nothing to track; the report still says why (every run has one).
+            outcome.report = finish(settings_of(FinishSettings, cfg), ref, run_id, None, None)[1]
+            return outcome
         if staged:
             return _stage_job(cfg, plan, ref, run_id, beam_args, sink, test_pipeline)
         return _run_pipeline(cfg, plan, ref, run_id, beam_args, sink, test_pipeline, server)

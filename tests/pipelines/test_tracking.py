@@ -293,3 +293,24 @@ def test_blank_labels_are_no_labels_to_tracking(registry: str, tmp_path: Path) -
                                                   "metric = 'unknown_label_share'")
     assert (n, share) == (600, 0.0)
     assert "unknown_label_share" not in _alerts(tmp_path, "2026-09-12")
+
+
+def test_a_run_with_nothing_to_score_writes_its_report_and_a_report_creates_no_database(
+        registry: str, tmp_path: Path) -> None:
+    """Every run has a report (a rerun that skips everything, a missing day: the
+    report says why nothing was scored); ``beamscore report`` against a database that
+    does not exist says so and creates none."""
+    docs = list(make_docs(300, seed=44))
+    assert _score(tmp_path, registry, "2026-09-13", docs).rc == 0
+    again = run_cli("score", "--from", "2026-09-13", "--to", "2026-09-14", "--input-root",
+                    str(tmp_path / "landing"), "--registry", registry,
+                    "--db", f"sqlite:///{tmp_path / 's.db'}", "--output-dir", str(tmp_path / "out"))
+    assert again.rc == 3, again.err  # 2026-09-14 is missing
+    [line] = [x for x in again.out.splitlines() if x.startswith("report ")]
+    page = Path(line.split(" ", 1)[1]).read_text()
+    assert "skipped" in page
+    missing = tmp_path / "none" / "no.db"
+    (tmp_path / "none").mkdir()
+    result = run_cli("report", "some-run", "--db", f"sqlite:///{missing}")
+    assert result.rc == 1 and "no runs recorded" in result.err
+    assert not missing.exists()

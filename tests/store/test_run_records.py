@@ -149,3 +149,31 @@ def test_tranche_rows_agree_with_counting_the_rows_and_with_what_superseding_del
         assert found[t] == (mine, stale)
         assert run_records.supersede_predictions(db, run, t) == stale
     db.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite",
+                                     pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_runs_history_is_its_models_runs_up_to_it_whatever_ran_since(
+        tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
+    """A report regenerated later shows the runs of its model up to its own, not the
+    latest runs of any model (1,000 runs of another model since made it empty)."""
+    url = (f"sqlite:///{tmp_path / 'r.db'}" if backend == "sqlite"
+           else request.getfixturevalue("pg_url"))
+    db = connect(url)
+    db.init_schema()
+    for i in range(12):
+        model = "demo:1" if i % 3 else "other:1"
+        db.upsert_run({"run_id": f"r{i:02d}", "started_at": f"2026-01-{i + 1:02d}T00:00:00+00:00",
+                       "finished_at": None, "status": "succeeded", "config": "{}",
+                       "model": model, "counts": None, "host": "h", "pid": 1})
+    for i in range(12, 40):  # another model's runs since
+        db.upsert_run({"run_id": f"r{i:02d}", "started_at": f"2026-02-{i - 11:02d}T00:00:00+00:00",
+                       "finished_at": None, "status": "succeeded", "config": "{}",
+                       "model": "other:1", "counts": None, "host": "h", "pid": 1})
+    record = run_records.get(db, "r07")
+    assert record is not None
+    found = run_records.of_model_up_to(db, record, 4)
+    assert [r.run_id for r in found] == ["r07", "r05", "r04", "r02"]
+    assert [r.run_id for r in run_records.of_model_up_to(db, record, 100)] == [
+        "r07", "r05", "r04", "r02", "r01"]
+    db.close()
