@@ -21,6 +21,7 @@ CSV).
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import hashlib
 import os
 import re
@@ -113,7 +114,8 @@ def plan_tranches(input_root: str, dates: Iterable[dt.date]) -> list[TranchePlan
 def _plan_tranche(root: str, tranche: str) -> TranchePlan:
     folder = f"{root}/dt={tranche}"
     plan = TranchePlan(tranche=tranche, folder=folder)
-    matched = FileSystems.match([folder + "/*"])[0].metadata_list
+    # The folder's own characters are literal: an input root named "in[1]" is no pattern.
+    matched = FileSystems.match([glob.escape(folder) + "/*"])[0].metadata_list
     generations = gcs_generations(folder) if folder.startswith("gs://") and matched else {}
     for meta in sorted(matched, key=lambda m: m.path):
         why = _not_input(root, meta.path)
@@ -231,5 +233,6 @@ def _root_exists(root: str) -> bool:
     if FileSystems.exists(root):
         return True
     if root.startswith("gs://"):  # a prefix is no object: look for any object below it
-        return bool(FileSystems.match([root + "/**"], limits=[1])[0].metadata_list)
+        return bool(FileSystems.match([glob.escape(root) + "/**"],
+                                      limits=[1])[0].metadata_list)
     return False

@@ -24,6 +24,7 @@ it runs. The metadata records the globals an artifact needs.
 from __future__ import annotations
 
 import datetime as dt
+import glob
 import hashlib
 import importlib.metadata
 import io
@@ -149,13 +150,13 @@ class ModelRegistry:
     # ----------------------------------------------------------------- reading
     def versions(self, name: str) -> list[str]:
         check_name(name)
-        pattern = _join(self.root, name, "*", METADATA_FILE)
+        pattern = _join(glob.escape(self.root), name, "*", METADATA_FILE)
         found = FileSystems.match([pattern])[0].metadata_list
         versions = {m.path.rstrip("/").split("/")[-2] for m in found}
         return sorted((v for v in versions if _VERSION.match(v)), key=int)
 
     def names(self) -> list[str]:
-        pattern = _join(self.root, "*", "*", METADATA_FILE)
+        pattern = _join(glob.escape(self.root), "*", "*", METADATA_FILE)
         found = FileSystems.match([pattern])[0].metadata_list
         return sorted({m.path.rstrip("/").split("/")[-3] for m in found})
 

@@ -11,6 +11,7 @@ left in a tranche's folder (a killed worker) when a run takes the tranche.
 
 from __future__ import annotations
 
+import glob
 import random
 from collections.abc import Iterator
 
@@ -46,10 +47,18 @@ def write_atomically(path: str, data: bytes) -> None:
         raise
 
 
+def delete_files(paths: list[str]) -> None:
+    """Delete files by name. Beam's delete takes each path as a pattern (local and GCS
+    alike): a name holding a glob character (a folder named ``out[1]``) is escaped so
+    that it matches only itself."""
+    if paths:
+        FileSystems.delete([glob.escape(p) for p in paths])
+
+
 def _remove_quietly(path: str) -> None:
     try:
         if FileSystems.exists(path):
-            FileSystems.delete([path])
+            delete_files([path])
     except Exception:  # noqa: BLE001 - the write's own error is the one to report
         pass
 
@@ -62,13 +71,12 @@ def partial_files(output_dir: str, tranche: str) -> list[str]:
     """The temporary files in a tranche's output folder: writes in progress, or left by
     a failed or killed one."""
     return [m.path for m in FileSystems.match(
-        [f"{tranche_folder(output_dir, tranche)}/*{TMP_MARK}*"])[0].metadata_list]
+        [f"{glob.escape(tranche_folder(output_dir, tranche))}/*{TMP_MARK}*"])[0].metadata_list]
 
 
 def remove_partial_files(paths: list[str]) -> list[str]:
     """Remove ``paths`` (temporary files of ``partial_files``); returns them."""
-    if paths:
-        FileSystems.delete(paths)
+    delete_files(paths)
     return paths
 
 

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 
 from pipelines.orchestration.signals import Interrupted
 
@@ -31,6 +32,10 @@ _HARMLESS = (
 def setup_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # A path holding "[" is matched literally as the pattern "[[]" (glob.escape), which
+    # Python's re warns about inside Beam's pattern translation; the match is right.
+    warnings.filterwarnings("ignore", message="Possible nested set", category=FutureWarning,
+                            module="apache_beam.io.filesystem")
     if verbose:
         return
     logging.getLogger("apache_beam").setLevel(logging.WARNING)

@@ -11,13 +11,20 @@ record it read (``transforms.outcome``).
 
 from __future__ import annotations
 
+import glob
 import logging
 
 from apache_beam.io.filesystems import FileSystems
 
 from store import run_records
 from store.database import Database
-from transforms.files import TMP_MARK, partial_files, remove_partial_files, tranche_folder
+from transforms.files import (
+    TMP_MARK,
+    delete_files,
+    partial_files,
+    remove_partial_files,
+    tranche_folder,
+)
 
 _LOG = logging.getLogger(__name__)
 _PREFIX, _SUFFIX = "dead_letters-", ".jsonl"
@@ -31,8 +38,7 @@ def clear_tranche(db: Database, output_dir: str, tranche: str, model: str,
     files = dead_letter_files(output_dir, tranche)
     models = run_records.models_of(db, files.values())
     stale = [path for path, run in files.items() if run != run_id and models.get(run) == model]
-    if stale:
-        FileSystems.delete(stale)
+    delete_files(stale)
     partial = remove_partial_files(_partial_of(db, output_dir, tranche, model))
     if rows or stale or partial:
         _LOG.info("tranche %s: superseded %d dead letter(s) and %d dead-letter file(s) of "
@@ -57,7 +63,7 @@ def _partial_of(db: Database, output_dir: str, tranche: str, model: str) -> list
 def dead_letter_files(output_dir: str, tranche: str) -> dict[str, str]:
     """Path -> run id of every dead-letter file in the tranche's output folder."""
     folder = tranche_folder(output_dir, tranche)
-    found = FileSystems.match([f"{folder}/{_PREFIX}*{_SUFFIX}"])[0].metadata_list
+    found = FileSystems.match([f"{glob.escape(folder)}/{_PREFIX}*{_SUFFIX}"])[0].metadata_list
     out = {}
     for meta in found:
         name = meta.path.rsplit("/", 1)[-1][len(_PREFIX):-len(_SUFFIX)]

@@ -238,3 +238,27 @@ def test_file_names_that_are_not_utf8_or_hold_a_newline_stop_nothing(
              for line in f.read_text().splitlines()]
     assert sorted((d["source_file"], d["position"]) for d in lines) == [
         (f, p) for f, p, _ in dead]
+
+
+def test_folders_named_with_glob_characters_are_taken_literally(
+        registry_root: str, tmp_path: Path) -> None:
+    """An input root, output directory and registry under ``runs[1]`` (a pattern to
+    Beam's file matching, which also deletes by pattern): the tranche is found, the
+    model too, and a rescore supersedes the earlier run's dead-letter file."""
+    import shutil
+
+    base = tmp_path / "runs[1]"
+    root, out, registry = base / "landing", base / "out", base / "registry"
+    shutil.copytree(registry_root, registry)
+    _write(root, "h.jsonl", b"{broken\n")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    for _ in range(2):
+        result = run_cli("score", "--date", DAY, "--input-root", str(root), "--registry",
+                         str(registry), "--db", url, "--output-dir", str(out), "--force")
+        assert result.rc == 0, result.err
+        assert "Warning" not in result.err
+    db = connect(url)
+    [(counts,)] = db.execute("SELECT counts FROM runs ORDER BY started_at DESC LIMIT 1")
+    db.close()
+    assert from_json(counts)["tranches"][DAY]["read"] == GOOD + 1
+    assert len(list((out / f"dt={DAY}").glob("dead_letters-*.jsonl"))) == 1
