@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from store.backends.dialect import Dialect
 from store.migrations import migrate
@@ -67,19 +67,26 @@ class Fence:
     tokens: Mapping[str, int] = field(default_factory=dict)
 
 
+def _parameters(query: str) -> list[tuple[str, str]]:
+    """A URL's query parameters, names and values percent-decoded (as libpq decodes them)."""
+    return parse_qsl(query, keep_blank_values=True)
+
+
+def _is_password(name: str) -> bool:
+    return name.lower() == "password"
+
+
 def redact(url: str) -> str:
     """The URL without any password, for logs: the one of ``user:secret@`` and the value
     of any ``password`` parameter, its name decoded as libpq decodes it."""
     parts = urlsplit(url)
-    secret_query = any(unquote(k).lower() == "password"
-                       for k, _ in parse_qsl(parts.query, keep_blank_values=True))
+    secret_query = any(_is_password(k) for k, _ in _parameters(parts.query))
     if parts.password is None and not secret_query:
         return url
     if parts.password is not None:
         parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
     if secret_query:
-        query = [(k, "***" if unquote(k).lower() == "password" else v)
-                 for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+        query = [(k, "***" if _is_password(k) else v) for k, v in _parameters(parts.query)]
         parts = parts._replace(query="&".join(f"{k}={v}" for k, v in query))
     return parts.geturl()
 
@@ -112,8 +119,7 @@ class Database:
                 return True
         except ValueError:
             pass
-        return any(unquote(k).lower() == "password"
-                   for k, _ in parse_qsl(parts.query, keep_blank_values=True))
+        return any(_is_password(k) for k, _ in _parameters(parts.query))
 
     @classmethod
     def exists(cls, url: str) -> bool:
