@@ -68,7 +68,16 @@ def fold_indices(labels: list[str], folds: int, seed: int = 0
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():  # a class rarer than the folds: some folds lack it
         warnings.simplefilter("ignore", UserWarning)
-        return list(splitter.split(np.zeros(len(labels)), labels))
+        splits = list(splitter.split(np.zeros(len(labels)), labels))
+    for k, (train, _) in enumerate(splits):
+        if len({labels[i] for i in train}) < 2:  # a fit needs two classes
+            counts = Counter(labels)
+            held = sorted(set(labels) - {labels[i] for i in train})
+            raise ValueError(
+                f"fold {k + 1} of {folds} would be fitted on one class: it holds out every "
+                f"document of {', '.join(f'{c!r} ({counts[c]})' for c in held)}; give "
+                f"each class at least {folds} labelled documents (one per fold)")
+    return splits
 
 
 def default_jobs(n_documents: int) -> int:

@@ -9,8 +9,12 @@ Layout, on a local path or ``gs://`` (everything goes through Beam's FileSystems
 Versions are positive integers (``1``, ``2``, ...) and aliases lower-case names
 (``[a-z][a-z0-9_-]*``, e.g. ``production``); both are checked wherever they are read
 (the command line, ``aliases.json``, ``metadata.json``, a registry folder on gs://), so
-neither can name a path outside the model's folder. ``metadata.json`` is written last, so a version
-without it is incomplete and invisible. A model artifact is a pickle, i.e. code:
+neither can name a path outside the model's folder. ``NAME`` alone means the version
+aliased ``production``: the first version registered under a name becomes it, and a later
+one only when promoted, so a retraining candidate is never scored until someone
+promotes it. Every file is written whole or not at all, ``metadata.json`` last, so a
+version without it is incomplete and invisible; a registry file that is not readable
+JSON is refused naming it. A model artifact is a pickle, i.e. code:
 ``verify`` is the one place that checks an artifact's bytes (its sha256 against the
 registry's record, its scikit-learn version against the installed one); the launcher
 calls it before any worker starts, and ``load`` calls it again on every worker, then
@@ -29,8 +33,10 @@ import hashlib
 import importlib.metadata
 import io
 import json
+import logging
 import pickle
 import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +48,8 @@ from models.unpickle import Policy, UntrustedGlobal, load_restricted
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
 ALIASES_FILE = "aliases.json"
+PRODUCTION = "production"  # the alias ``NAME`` alone resolves to
+_LOG = logging.getLogger("beamscore")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _VERSION = re.compile(r"^[1-9][0-9]{0,17}$")
 _ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -80,9 +88,32 @@ def _read_bytes(path: str) -> bytes:
         return fh.read()
 
 
+def _read_json(path: str) -> Any:
+    """A registry JSON file's content, or ``RegistryError`` naming the file."""
+    try:
+        return json.loads(_read_bytes(path))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RegistryError(f"{path}: not a readable JSON file ({exc}); restore it or "
+                            "register the version again") from exc
+
+
 def _write_bytes(path: str, data: bytes) -> None:
-    with FileSystems.create(path) as fh:
-        fh.write(data)
+    """Write ``path`` whole or not at all: locally to a temporary name, then renamed (an
+    interrupted write leaves no half file under the name); on GCS an upload appears only
+    once complete."""
+    if path.startswith("gs://"):
+        with FileSystems.create(path) as fh:
+            fh.write(data)
+        return
+    tmp = f"{path}.tmp-{secrets.token_hex(6)}"
+    try:
+        with FileSystems.create(tmp) as fh:
+            fh.write(data)
+        FileSystems.rename([tmp], [path])
+    except BaseException:
+        if FileSystems.exists(tmp):
+            FileSystems.delete([glob.escape(tmp)])
+        raise
 
 
 class UntrustedArtifact(RegistryError):
@@ -121,7 +152,10 @@ def parse_model_spec(spec: str) -> tuple[str, str | None]:
 def check_version(version: Any, where: str) -> str:
     """``version`` if it is a positive integer written plainly, else ``RegistryError``
     naming ``where`` it was read."""
-    if not isinstance(version, str) or not _VERSION.match(version):
+    if not isinstance(version, str):
+        raise RegistryError(f"{where}: invalid model version {version!r}: versions are "
+                            f"written as strings (\"{version}\")")
+    if not _VERSION.match(version):
         raise RegistryError(f"{where}: invalid model version {version!r}: a version is a "
                             "positive integer (1, 2, ...)")
     return version
@@ -164,7 +198,7 @@ class ModelRegistry:
         path = _join(self.root, name, ALIASES_FILE)
         if not FileSystems.exists(path):
             return {}
-        data = json.loads(_read_bytes(path))
+        data = _read_json(path)
         if not isinstance(data, dict):
             raise RegistryError(f"{path}: expected an object of alias -> version")
         return {check_alias(alias, path): check_version(version, f"{path}, alias {alias}")
@@ -176,7 +210,9 @@ class ModelRegistry:
         path = _join(self.root, name, version, METADATA_FILE)
         if not FileSystems.exists(path):
             raise RegistryError(f"model {name} version {version} not found in {self.root}")
-        data: dict[str, Any] = json.loads(_read_bytes(path))
+        data = _read_json(path)
+        if not isinstance(data, dict):
+            raise RegistryError(f"{path}: expected an object (the version's metadata)")
         if str(data.get("version")) != version:
             raise RegistryError(f"{path} records version {data.get('version')!r}, not the "
                                 f"version of its folder ({version})")
@@ -184,7 +220,8 @@ class ModelRegistry:
 
     def resolve(self, spec: str) -> ModelRef:
         """``NAME:VERSION`` exactly, ``NAME:ALIAS`` (e.g. ``NAME:production``) the version
-        the alias names; ``NAME`` = alias ``production``, else the newest."""
+        the alias names; ``NAME`` = alias ``production`` (the first version registered
+        under a name becomes it, ``promote`` moves it), else the newest, with a warning."""
         name, version = parse_model_spec(spec)
         if version is not None and not _VERSION.match(version):
             alias = version
@@ -193,7 +230,7 @@ class ModelRegistry:
                 raise RegistryError(f"model {name} has no alias {alias!r} in {self.root} "
                                     f"(aliases: {sorted(self.aliases(name)) or 'none'})")
         if version is None:
-            version = self.aliases(name).get("production")
+            version = self.aliases(name).get(PRODUCTION)
         if version is None:
             versions = self.versions(name)
             if not versions:
@@ -202,6 +239,10 @@ class ModelRegistry:
                     "train one with `beamscore train` or add one with `beamscore models register`"
                 )
             version = versions[-1]
+            if len(versions) > 1:
+                _LOG.warning("model %s has no %s alias in %s: using its newest version, %s; "
+                             "`beamscore models promote %s VERSION` names the one to score "
+                             "with", name, PRODUCTION, self.root, version, name)
         meta = self.metadata(name, version)
         return ModelRef(name=name, version=version, sha256=meta["sha256"], metadata=meta)
 
@@ -273,6 +314,7 @@ class ModelRegistry:
         _, globals_used = _unpickle(data, policy, f"model {name}")
         existing = self.versions(name)
         version = str(int(existing[-1]) + 1 if existing else 1)
+        first = PRODUCTION not in self.aliases(name)
         meta = _metadata(name, version, model, data, preprocessing, source, metrics,
                          globals_used, policy) | (extra or {})
         _write_bytes(_join(self.root, name, version, MODEL_FILE), data)
@@ -282,6 +324,8 @@ class ModelRegistry:
             _join(self.root, name, version, METADATA_FILE),
             json.dumps(meta, indent=2, sort_keys=True).encode(),
         )
+        if first:  # the name's production version until another is promoted
+            self.promote(name, version)
         return ModelRef(name=name, version=version, sha256=meta["sha256"], metadata=meta)
 
     def register_file(
@@ -307,7 +351,7 @@ class ModelRegistry:
                              extra=extra, policy=policy,
                              files=reference(model) if reference else None)
 
-    def promote(self, name: str, version: str, alias: str = "production") -> None:
+    def promote(self, name: str, version: str, alias: str = PRODUCTION) -> None:
         check_alias(alias, f"model {name}")
         self.metadata(name, version)  # raises if invalid or absent
         aliases = self.aliases(name)

@@ -5,7 +5,8 @@ Every metric row has a status: ``insufficient`` when the sample is too small to 
 test: fewer than ``min_records`` records), ``alert`` when it breaches its threshold and
 its test rejects, the run's tests Holm-corrected to the family-wise level
 ``significance``, else ``ok``. A drift alert becomes a
-retraining trigger only after ``consecutive`` runs in a row breach it; an accuracy
+retraining trigger only after the model version's last ``consecutive`` tranches (days,
+each with its latest figures) breach it; an accuracy
 breach triggers at once; no trigger follows another for the same model within
 ``cooldown_hours``. Which metric is drift or accuracy, and which key is its threshold,
 is the catalogue's (``tracking.catalogue``); the keys are the fields below, the
@@ -59,6 +60,6 @@ class TrackingPolicy:
         "help": "classes expected fewer times than this are merged for PSI and the chi-square "
                 "test"})
     consecutive: int = field(default=2, metadata={
-        "help": "runs in a row a drift alert must last to request retraining"})
+        "help": "tranches (days) in a row a drift alert must last to request retraining"})
     cooldown_hours: float = field(default=24.0, metadata={
         "help": "no new retraining request for the model within this time"})

@@ -16,6 +16,7 @@ model registry.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,17 +28,22 @@ from tracking.sketch import Sketch
 
 UNKNOWN_LABEL = -2  # BatchStats.true of a label that is none of the model's classes
 SCORE_BINS = 20  # equal-width bins of the top probability, for the calibrated estimate
+_WHOLE_NUMBER = re.compile(r"([+-]?[0-9]+)\.0+")  # "3.0": the text of the float 3.0
 
 
 def label_text(value: Any) -> str:
-    """A label as the text it is compared by, whatever its JSON type: 3, 3.0 and "3" are
-    "3"; true is "true"."""
+    """A label as the text it is compared by, whatever its type or format: 3, 3.0, "3"
+    and "3.0" (how a CSV file, or pandas, writes a whole number of a column with gaps)
+    are "3"; true is "true"."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if hasattr(value, "item") and not isinstance(value, str):  # numpy scalars
         return label_text(value.item())
+    if isinstance(value, str):
+        whole = _WHOLE_NUMBER.fullmatch(value)
+        return str(int(whole[1])) if whole else value
     return str(value)
 
 

@@ -5,7 +5,10 @@ cannot see (``tracking.catalogue``'s launcher stage: the share of texts emptied 
 preprocessing, from the run's counts, and the dead letters by stage and reason). It then
 decides whether the run asks for retraining (``tracking.policy``): an alert of an
 accuracy metric at once, of a drift metric once it has lasted ``tracking.consecutive``
-runs of the model version in a row, never twice within ``tracking.cooldown_hours``. A
+tranches in a row: the model version's last tranches (days) up to the run's latest, each
+with the figures of the run that scored it last, so a day scored again counts once and a
+backfill of several drifted days counts each. Never twice within
+``tracking.cooldown_hours``. A
 request is a ``retrain_triggers`` row; the configured ``tracking.command`` is run and
 its exit code recorded; the run exits 6.
 """
@@ -59,15 +62,16 @@ def _maybe_trigger(db: Database, tracking: TrackingConfig, ref: ModelRef, run_id
     reasons = [f"{r['metric']} {r['value']:.4g} on {r['tranche']} (threshold "
                f"{r['threshold']:.4g})" for r in rows
                if r["status"] == ALERT and r["metric"] in ACCURACY_METRICS]
-    streak = _recent_runs(db, ref, run_id, tracking.consecutive)
+    latest = monitoring.latest_by_tranche(db, ref.name, ref.version, DRIFT_METRICS, run_id,
+                                          ALERT)
+    streak = _streak(latest, run_id, tracking.consecutive)
     if len(streak) == tracking.consecutive:
-        history = monitoring.history(db, ref.name, ref.version, DRIFT_METRICS, streak)
         for metric in sorted({r["metric"] for r in rows if r["status"] == ALERT
                               and r["metric"] in DRIFT_METRICS}):
-            alerted = {r["run_id"] for r in history if r["metric"] == metric
-                       and r["status"] == ALERT}
-            if alerted >= set(streak):
-                reasons.append(f"{metric} alert in {len(streak)} runs in a row")
+            if all(metric in latest[t][1] for t in streak):
+                reasons.append(f"{metric} alert in {len(streak)} tranches in a row "
+                               f"({streak[-1]} to {streak[0]})")
+    runs = list(dict.fromkeys(latest[t][0] for t in streak))
     if not reasons:
         return None
     last = monitoring.triggers(db, ref.name, ref.version)
@@ -76,7 +80,7 @@ def _maybe_trigger(db: Database, tracking: TrackingConfig, ref: ModelRef, run_id
                      "cooldown of %s h", "; ".join(reasons), last[-1].trigger_id,
                      tracking.cooldown_hours)
         return None
-    trigger = monitoring.add_trigger(db, ref.name, ref.version, reasons, streak or [run_id],
+    trigger = monitoring.add_trigger(db, ref.name, ref.version, reasons, runs or [run_id],
                                      tracking.command)
     _LOG.warning("retraining requested for %s:%s (trigger %s): %s", ref.name, ref.version,
                  trigger.trigger_id, "; ".join(reasons))
@@ -89,17 +93,14 @@ def _maybe_trigger(db: Database, tracking: TrackingConfig, ref: ModelRef, run_id
     return trigger
 
 
-def _recent_runs(db: Database, ref: ModelRef, run_id: str, count: int) -> list[str]:
-    """This run and the model version's runs before it that were tracked, newest first."""
-    model = f"{ref.name}:{ref.version}"
-    tracked = [r.run_id for r in run_records.latest(db, 200)
-               if r.model == model and r.status not in (run_records.SKIPPED, run_records.RUNNING)
-               or r.run_id == run_id]
-    if run_id in tracked:
-        tracked = tracked[tracked.index(run_id):]
-    with_rows = [r for r in tracked if monitoring.history(db, ref.name, ref.version,
-                                                          DRIFT_METRICS, [r])]
-    return with_rows[:count]
+def _streak(latest: dict[str, tuple[str, set[str]]], run_id: str, count: int) -> list[str]:
+    """The last ``count`` tranches the model version has drift figures for, newest first,
+    up to the latest tranche this run measured (none if it measured none): consecutive
+    days of data, whichever runs scored them, each tranche once."""
+    mine = [t for t, (run, _) in latest.items() if run == run_id]
+    if not mine:
+        return []
+    return sorted((t for t in latest if t <= max(mine)), reverse=True)[:count]
 
 
 def _hours_since(iso: str) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,25 @@ def test_a_class_rarer_than_the_folds_still_gets_out_of_fold_probabilities() -> 
     fit = train_cross_fitted(texts, labels, n_jobs=1)
     assert "safari" in fit.model.classes_
     np.testing.assert_allclose(fit.probs.sum(axis=1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("counts", [{"a": 40, "b": 1}, {"a": 30, "b": 1, "c": 1}])
+def test_a_fold_left_with_one_class_is_refused_naming_the_classes_it_lacks(
+        counts: dict[str, int]) -> None:
+    """Two classes, one with a single document: some fold holds out all of it and would
+    be fitted on one class. The error names that class and its count; a class with one
+    document among others that can be fitted trains (the test above). Three classes of
+    which two have one document each: refused only when one fold holds out both."""
+    labels = [c for c, n in counts.items() for _ in range(n)]
+    texts = [f"{label} text number {i}" for i, label in enumerate(labels)]
+    try:
+        fit = train_cross_fitted(texts, labels, n_jobs=1)
+    except ValueError as exc:
+        assert re.search(r"fold \d of 5 would be fitted on one class: it holds out every "
+                         r"document of 'b' \(1\)", str(exc)), exc
+        assert len(counts) == 2 or "'c' (1)" in str(exc)
+    else:
+        assert len(counts) == 3 and set(fit.model.classes_) == {"a", "b", "c"}
 
 
 def test_train_and_evaluate_refuses_unusable_training_sets() -> None:

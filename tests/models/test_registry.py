@@ -7,6 +7,7 @@ import io
 import json
 import pathlib
 import pickle
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import joblib
 import numpy as np
 import pytest
 import sklearn
+from apache_beam.io.filesystems import FileSystems
 
 from models.registry import (
     ModelIntegrityError,
@@ -88,11 +90,16 @@ def test_register_increments_versions_and_records_checksum(tmp_path: Path) -> No
         assert meta["preprocessing"] == PRE
 
 
-def test_resolve_newest_then_production_alias_then_exact(tmp_path: Path) -> None:
+def test_the_first_version_is_production_and_later_ones_wait_for_promotion(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     reg = ModelRegistry(str(tmp_path))
     for i in range(10):
         reg.register("m", TinyModel(i), preprocessing=PRE, source="t", policy=TRUST)
-    assert reg.resolve("m").version == "10"          # no alias: newest (10 > 9)
+    assert reg.aliases("m") == {"production": "1"}
+    assert reg.resolve("m").version == "1"           # candidates 2..10 are not scored
+    (tmp_path / "m" / "aliases.json").unlink()
+    assert reg.resolve("m").version == "10"          # no alias at all: the newest, warned
+    assert "no production alias" in caplog.text and "models promote m" in caplog.text
     reg.promote("m", "3")
     assert reg.aliases("m") == {"production": "3"}
     assert reg.resolve("m").version == "3"           # production alias wins
@@ -239,7 +246,7 @@ def test_promote_refuses_a_version_that_is_not_a_positive_integer(
     registry = ModelRegistry(registry_copy)
     with pytest.raises(RegistryError, match="invalid model version"):
         registry.promote("demo", version)
-    assert registry.aliases("demo") == {}
+    assert registry.aliases("demo") == {"production": "1"}
 
 
 @pytest.mark.parametrize("alias", ["Production", "prod/../x", "1", "_x", "a b", ""])
@@ -278,3 +285,64 @@ def test_version_folders_that_are_not_positive_integers_are_not_versions(
     for odd in ("01", "0"):
         shutil.copytree(Path(registry_copy) / "demo" / "1", Path(registry_copy) / "demo" / odd)
     assert ModelRegistry(registry_copy).versions("demo") == ["1"]
+
+
+@pytest.mark.parametrize("damage", [b'{"name": "demo", "vers', b"\xff\xfe", b"[1, 2]"])
+def test_a_damaged_metadata_file_is_refused_naming_it(registry_copy: str, damage: bytes
+                                                      ) -> None:
+    meta = Path(registry_copy) / "demo" / "1" / "metadata.json"
+    meta.write_bytes(damage)
+    with pytest.raises(RegistryError, match=re.escape(str(meta))):
+        ModelRegistry(registry_copy).resolve("demo:1")
+
+
+def test_a_damaged_aliases_file_is_refused_naming_it(registry_copy: str) -> None:
+    aliases = Path(registry_copy) / "demo" / "aliases.json"
+    aliases.write_text('{"production": "1",')
+    with pytest.raises(RegistryError, match=re.escape(str(aliases))):
+        ModelRegistry(registry_copy).resolve("demo")
+
+
+def test_an_interrupted_write_leaves_no_half_file(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that fails part way (a full disk) leaves the registry as it was: no
+    version, no alias, no temporary file."""
+    reg = ModelRegistry(str(tmp_path))
+    reg.register("m", TinyModel(), preprocessing=PRE, source="t", policy=TRUST)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    real_create = FileSystems.create
+
+    class _HalfWritten:  # writes half of what it is given, then the disk is full
+        def __init__(self, handle: Any) -> None:
+            self.handle = handle
+
+        def __enter__(self) -> Any:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.handle.close()
+
+        def write(self, data: bytes) -> None:
+            self.handle.write(data[:len(data) // 2])
+            raise OSError(28, "No space left on device")
+
+    def failing_create(path: str, *args: Any, **kwargs: Any) -> Any:
+        handle = real_create(path, *args, **kwargs)
+        return _HalfWritten(handle) if ".json" in path else handle
+
+    monkeypatch.setattr(FileSystems, "create", failing_create)
+    with pytest.raises(OSError):
+        reg.promote("m", "1", "staging")
+    with pytest.raises(OSError):
+        reg.register("m", TinyModel(1), preprocessing=PRE, source="t", policy=TRUST)
+    monkeypatch.undo()
+    after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert [p for p in after if ".tmp-" in p.name] == []
+    assert reg.versions("m") == ["1"] and reg.aliases("m") == {"production": "1"}
+    assert set(before) <= set(after)
+
+
+def test_a_version_written_as_a_number_in_aliases_is_explained(registry_copy: str) -> None:
+    (Path(registry_copy) / "demo" / "aliases.json").write_text('{"production": 1}')
+    with pytest.raises(RegistryError, match=r"versions are written as strings \(\"1\"\)"):
+        ModelRegistry(registry_copy).resolve("demo")

@@ -1,6 +1,6 @@
-"""One text per label at training, in the reference and at scoring: 3, 3.0 and "3" are
-one label, true is "true" (a model trained on JSON numbers or booleans is not scored as
-if every label were unknown)."""
+"""One text per label at training, in the reference and at scoring: 3, 3.0, "3" and
+"3.0" are one label, true is "true" (a model trained on JSON numbers or booleans is not
+scored as if every label were unknown, nor a CSV file's "3.0" as a label it never saw)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,15 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from landing.samples import LABELS, make_docs
 from pipelines.commands.train import read_labelled
+from tests.data import sqlite_rows
+from tests.pipelines.helpers import run_cli
 from tracking.profile import label_text
 
 
@@ -33,3 +40,49 @@ def test_training_skips_a_blank_label_and_a_reference_keeps_it_as_none(tmp_path:
     assert data.labels == ["a", "b"] and len(data.skipped) == 3
     data = read_labelled(str(path), "text", "label", require_label=False)
     assert data.labels == ["a", "", "", "", "b"]
+
+
+@given(st.integers(min_value=-10**15, max_value=10**15))
+def test_a_whole_number_is_one_label_whatever_its_type_or_text(n: int) -> None:
+    texts = {label_text(v) for v in (n, float(n), str(n), str(float(n)), np.int64(n),
+                                     np.float64(n), f"{n}.000")}
+    assert texts == {str(n)}
+
+
+@given(st.text())
+def test_a_text_is_its_own_label_unless_a_whole_number_written_as_a_float(text: str) -> None:
+    head, dot, tail = text.partition(".")
+    digits = head[1:] if head[:1] in ("+", "-") else head
+    whole = (dot == "." and tail != "" and set(tail) == {"0"} and digits != ""
+             and all(c in "0123456789" for c in digits))
+    assert label_text(text) == (str(int(digits) * (-1 if head[:1] == "-" else 1))
+                                if whole else text)
+
+
+@pytest.mark.slow
+def test_a_csv_of_whole_number_labels_with_gaps_is_scored_against_their_classes(
+        tmp_path: Path) -> None:
+    """A model trained on JSON numbers; the same documents as a CSV that pandas wrote
+    from a column with missing labels (so "2.0"): no label is unknown, accuracy holds."""
+    docs = [d | {"label": LABELS.index(d["label"])} for d in make_docs(1500, seed=31)]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(d) + "\n" for d in docs[:1200]))
+    registry = str(tmp_path / "registry")
+    assert run_cli("train", "--docs", str(train), "--name", "numbers",
+                   "--registry", registry).rc == 0
+    day = pd.DataFrame(docs[1200:])
+    day.loc[::10, "label"] = None  # a gap: pandas writes the column's numbers as 2.0
+    (tmp_path / "in" / "dt=2026-03-01").mkdir(parents=True)
+    day.to_csv(tmp_path / "in" / "dt=2026-03-01" / "part-0.csv", index=False)
+    assert "2.0" in (tmp_path / "in" / "dt=2026-03-01" / "part-0.csv").read_text()
+    db = tmp_path / "s.db"
+    result = run_cli("score", "--date", "2026-03-01", "--input-root", str(tmp_path / "in"),
+                     "--registry", registry, "--db", f"sqlite:///{db}", "--output-dir",
+                     str(tmp_path / "out"), model="numbers")
+    assert result.rc == 0, result.err
+    figures = dict(sqlite_rows(db, "SELECT metric, value FROM monitoring WHERE slice = '' "
+                                   "AND metric IN ('unknown_label_share', 'accuracy')"))
+    assert figures["unknown_label_share"] == 0.0 and figures["accuracy"] > 0.7, figures
+    [(labelled,)] = sqlite_rows(db, "SELECT n FROM monitoring WHERE metric = 'accuracy' "
+                                    "AND slice = ''")
+    assert labelled == 270

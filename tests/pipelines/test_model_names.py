@@ -13,7 +13,8 @@ def test_promote_with_a_path_as_version_exits_nonzero_and_writes_nothing(
     result = run_cli("models", "promote", "demo", "1/../1", "--registry", registry_copy)
     assert result.rc != 0
     assert "invalid model version '1/../1'" in result.err
-    assert not (Path(registry_copy) / "demo" / "aliases.json").exists()
+    aliases = Path(registry_copy) / "demo" / "aliases.json"
+    assert json.loads(aliases.read_text()) == {"production": "1"}  # as it was
 
 
 def test_score_refuses_a_version_smuggled_in_through_aliases_json(

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from landing.samples import LABELS, make_docs, write_tranche
+from store import run_records
+from store.database import connect
 from tests.data import sqlite_rows
 from tests.pipelines.helpers import run_cli
 
@@ -32,9 +34,12 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> str:
     return root
 
 
-def _score(tmp: Path, registry: str, day: str, docs: list[dict[str, Any]], *extra: str) -> Any:
+def _score(tmp: Path, registry: str, day: str, docs: list[dict[str, Any]] | None,
+           *extra: str) -> Any:
+    """Write ``docs`` as the day's tranche (None: leave its files as they are), score it."""
     root = tmp / "landing"
-    write_tranche(str(root), day, docs, "jsonl")
+    if docs is not None:
+        write_tranche(str(root), day, docs, "jsonl")
     return run_cli("score", "--date", day, "--input-root", str(root), "--registry", registry,
                    "--db", f"sqlite:///{tmp / 's.db'}", "--output-dir", str(tmp / "out"),
                    *extra)
@@ -84,7 +89,7 @@ def test_a_class_shift_alerts_and_asks_for_retraining_on_its_second_run(
     assert "class_psi" in _alerts(tmp_path, "2026-09-02")
     second = _score(tmp_path, registry, "2026-09-03", shifted[1200:2400])
     assert second.rc == 6, second.err
-    assert "class_psi alert in 2 runs in a row" in second.err
+    assert "class_psi alert in 2 tranches in a row (2026-09-02 to 2026-09-03)" in second.err
     [(reasons, status)] = sqlite_rows(tmp_path / "s.db",
                                       "SELECT reasons, status FROM retrain_triggers")
     assert "class_psi" in reasons and status == "requested"
@@ -103,7 +108,51 @@ def test_a_drift_streak_needs_consecutive_runs_in_a_row(registry: str, tmp_path:
     assert codes == [0, 0, 0, 0, 6], codes
     assert _alerts(tmp_path, "2026-10-02") == set()
     [(reasons,)] = sqlite_rows(tmp_path / "s.db", "SELECT reasons FROM retrain_triggers")
-    assert "class_psi alert in 3 runs in a row" in reasons
+    assert "class_psi alert in 3 tranches in a row (2026-10-03 to 2026-10-05)" in reasons
+
+
+def test_a_drifted_day_scored_again_is_one_day_and_a_backfill_of_two_is_a_streak(
+        registry: str, tmp_path: Path) -> None:
+    """The streak counts days of data, not runs: a drifted day rescored (a late file,
+    then ``--force``) asks for nothing, while one run scoring two drifted days does."""
+    shifted = [d for d in make_docs(8000, seed=16) if d["label"] in ("billing", "shipping")]
+    once = tmp_path / "once"
+    assert _score(once, registry, "2026-10-11", shifted[:600]).rc == 0
+    write_tranche(str(once / "landing"), "2026-10-11", shifted[600:1200], "jsonl", "late")
+    again = _score(once, registry, "2026-10-11", None)  # the late file: rescored
+    forced = _score(once, registry, "2026-10-11", None, "--force")
+    assert (again.rc, forced.rc) == (0, 0), again.err + forced.err
+    assert "class_psi" in _alerts(once, "2026-10-11")
+    assert sqlite_rows(once / "s.db", "SELECT count(*) FROM runs WHERE status <> 'skipped'"
+                       ) == [(3,)]
+    assert sqlite_rows(once / "s.db", "SELECT count(*) FROM retrain_triggers") == [(0,)]
+    backfill = tmp_path / "backfill"
+    for day, docs in (("2026-10-12", shifted[1200:1800]), ("2026-10-13", shifted[1800:2400])):
+        write_tranche(str(backfill / "landing"), day, docs, "jsonl")
+    both = run_cli("score", "--from", "2026-10-12", "--to", "2026-10-13", "--input-root",
+                   str(backfill / "landing"), "--registry", registry, "--db",
+                   f"sqlite:///{backfill / 's.db'}", "--output-dir", str(backfill / "out"))
+    assert both.rc == 6, both.err
+    assert "class_psi alert in 2 tranches in a row (2026-10-12 to 2026-10-13)" in both.err
+
+
+def test_a_streak_is_not_broken_by_runs_that_score_nothing_or_another_model(
+        registry: str, tmp_path: Path) -> None:
+    """Hundreds of runs between two drifted nights (a schedule every few minutes finding
+    nothing new, other models sharing the database) leave the streak whole."""
+    shifted = [d for d in make_docs(6000, seed=17) if d["label"] in ("billing", "shipping")]
+    assert _score(tmp_path, registry, "2026-10-21", shifted[:600]).rc == 0
+    db = connect(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        for i in range(300):
+            run_id = f"between-{i:03d}"
+            run_records.start(db, run_id, {}, "demo:1" if i % 2 else "other:4")
+            run_records.finish(db, run_id, run_records.SKIPPED, {})
+    finally:
+        db.close()
+    second = _score(tmp_path, registry, "2026-10-22", shifted[600:1200])
+    assert second.rc == 6, second.err
+    assert "class_psi alert in 2 tranches in a row (2026-10-21 to 2026-10-22)" in second.err
 
 
 def test_out_of_vocabulary_text_alerts(registry: str, tmp_path: Path) -> None:
@@ -192,7 +241,7 @@ def test_a_report_regenerated_later_is_as_of_its_run(registry: str, tmp_path: Pa
     assert "over the last 1 runs" in first
     assert "<p class='status retrain'>" in second and "over the last 2 runs" in second
     banner = second.split("<p class='status")[1].split("</p>")[0]
-    assert banner.count("class_psi alert in 2 runs in a row") == 1
+    assert banner.count("class_psi alert in 2 tranches in a row") == 1
 
 
 def test_the_report_shows_the_monitoring_tables_numbers(registry: str, tmp_path: Path) -> None:

@@ -69,3 +69,38 @@ def test_a_trigger_records_its_reasons_runs_and_command_outcome(db: Database) ->
     assert [t.trigger_id for t in monitoring.triggers(db, "demo")] == [
         first.trigger_id, second.trigger_id]
     assert monitoring.triggers(db, "other") == []
+
+
+def _run(db: Database, run_id: str, minute: int, status: str = "succeeded",
+         model: str = "demo:1") -> None:
+    db.upsert_run({"run_id": run_id, "started_at": f"2026-02-01T00:{minute:02d}:00.000+00:00",
+                   "finished_at": None, "status": status, "config": "{}", "model": model,
+                   "counts": None, "host": "h", "pid": 1})
+
+
+def test_latest_by_tranche_keeps_each_tranches_last_figures_as_of_a_run(db: Database) -> None:
+    """A tranche scored again counts with its later run's figures; runs started after the
+    given one, skipped runs, other running runs and other versions are left out."""
+    for run_id, minute, status in [("r1", 1, "succeeded"), ("r2", 2, "succeeded"),
+                                   ("r3", 3, "succeeded"), ("r4", 4, "running"),
+                                   ("r5", 5, "skipped"), ("r6", 6, "running"),
+                                   ("r7", 7, "succeeded")]:
+        _run(db, run_id, minute, status)
+    monitoring.write_rows(db, [
+        _row("r1", "class_psi", 0.5, "alert", tranche="2026-01-01"),
+        _row("r1", "class_share", 0.1, "alert", slice_="billing", tranche="2026-01-01"),
+        _row("r2", "class_psi", 0.1, "ok", tranche="2026-01-01"),  # scored again: ok now
+        _row("r2", "class_psi", 0.6, "alert", tranche="2026-01-02"),
+        _row("r3", "score_ks", 0.3, "alert", slice_="", tranche="2026-01-03"),
+        _row("r3", "class_psi", 0.2, "insufficient", tranche="2026-01-03"),
+        _row("r4", "class_psi", 0.9, "alert", tranche="2026-01-04"),  # another running run
+        _row("r6", "class_psi", 0.9, "alert", tranche="2026-01-02"),  # this (running) run
+        _row("r6", "class_psi", 0.9, "alert", tranche="2026-01-06", version="2"),
+        _row("r7", "class_psi", 0.9, "alert", tranche="2026-01-07")])  # started later
+    latest = monitoring.latest_by_tranche(db, "demo", "1", ["class_psi", "score_ks"], "r6",
+                                          "alert")
+    assert latest == {"2026-01-01": ("r2", set()), "2026-01-02": ("r6", {"class_psi"}),
+                      "2026-01-03": ("r3", {"score_ks"})}
+    assert monitoring.latest_by_tranche(db, "demo", "1", ["class_psi"], "r2", "alert") == {
+        "2026-01-01": ("r2", set()), "2026-01-02": ("r2", {"class_psi"})}
+    assert monitoring.latest_by_tranche(db, "demo", "1", [], "r2", "alert") == {}
