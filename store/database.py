@@ -20,9 +20,11 @@ from urllib.parse import urlsplit
 from store.backends.base import (
     AccessDenied,
     Database,
+    DatabaseUnreachable,
     Fence,
     LeaseLost,
     PermanentDataError,
+    SchemaMismatch,
     StatementError,
     TransientDatabaseError,
     redact,
@@ -30,10 +32,10 @@ from store.backends.base import (
 from store.backends.postgres import PostgresDatabase
 from store.backends.sqlite import SQLiteDatabase
 
-__all__ = ["BACKENDS", "AccessDenied", "Database", "Fence", "LeaseLost", "PermanentDataError",
-           "StatementError", "TransientDatabaseError", "backend_of", "carries_password", "connect",
-           "connect_existing",
-           "database_identity", "from_json", "one_writer_at_a_time", "redact", "to_json", "to_text"]
+__all__ = ["BACKENDS", "AccessDenied", "Database", "DatabaseUnreachable", "Fence", "LeaseLost",
+           "PermanentDataError", "SchemaMismatch", "StatementError", "TransientDatabaseError",
+           "backend_of", "carries_password", "connect", "connect_existing", "database_identity",
+           "from_json", "one_writer_at_a_time", "redact", "to_json", "to_text"]
 
 # URL scheme -> backend; a new database is one module in store.backends and a line here.
 BACKENDS: dict[str, type[Database]] = {

@@ -1,4 +1,5 @@
-"""Schema versions and how they are applied, by ``Database.init_schema``.
+"""Schema versions and how they are applied, by ``Database.init_schema``, and the check
+that the tables found are the ones beamscore writes (``table_problems``).
 
 ``schema_version`` holds every version applied. A new database gets the current schema
 at once; an older one runs each migration after its version in order, in the same
@@ -43,6 +44,25 @@ def migrate(execute: Execute, dialect: Dialect) -> None:
             execute(sql, ())
         _record(execute, dialect, version)
     _create_tables(execute, dialect)  # tables a later version added
+
+
+def table_problems(execute: Execute, dialect: Dialect) -> list[str]:
+    """Every column of beamscore's tables that the database's table lacks or holds with
+    another type (where the database has column types, ``Dialect.type_names``): a table
+    made by hand or altered, which ``CREATE TABLE IF NOT EXISTS`` leaves as it is and a
+    binary COPY would write into wrongly."""
+    problems = []
+    for table in TABLES:
+        found = {str(name): str(kind).lower() for name, kind in
+                 execute(dialect.columns(), [table.name])}
+        for column in table.columns:
+            wanted = dialect.type_names.get(column.type)
+            if column.name not in found:
+                problems.append(f"{table.name}.{column.name} is missing")
+            elif wanted is not None and found[column.name] != wanted:
+                problems.append(f"{table.name}.{column.name} is {found[column.name]}, "
+                                f"beamscore writes {wanted}")
+    return problems
 
 
 def _create_tables(execute: Execute, dialect: Dialect) -> None:

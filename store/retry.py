@@ -4,10 +4,13 @@
 ``TransientDatabaseError`` (connection lost, server restart, lock or statement timeout)
 is retried after an exponential backoff with full jitter, at most ``max_retries``
 times and, when ``max_seconds`` is given, until that much time since the first try
-(the last try is made then); every other error is raised at once. A ``RetryPolicy``
-holds those numbers; ``RetryPolicy.of(sink)`` is the one the ``sink`` settings
-configure, so a new retry setting is a field of ``store.settings.SinkConfig`` read
-here. The sink's sessions (``store.session``) and the launcher's connections
+(the last try is made then); a ``DatabaseUnreachable`` (the server away) is retried
+for ``away_seconds`` since the first try whatever the count, when the policy gives
+that window (the sink's is ``sink.connect_timeout_seconds``: a database restarted
+during a run is waited for as long as at launch); every other error is raised at once.
+A ``RetryPolicy`` holds those numbers; ``RetryPolicy.of(sink)`` is the one the ``sink``
+settings configure, so a new retry setting is a field of ``store.settings.SinkConfig``
+read here. The sink's sessions (``store.session``) and the launcher's connections
 (``RetryingDatabase``, ``pipelines.configuration.connection``) both retry through it.
 
 ``Reconnecting.run(fn)`` calls ``fn(db)`` under the policy and reopens the connection
@@ -27,7 +30,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from store.database import Database, Fence, TransientDatabaseError
+from store.database import Database, DatabaseUnreachable, Fence, TransientDatabaseError
 from store.schema import Table
 from store.settings import SinkConfig
 
@@ -41,13 +44,15 @@ CAP_SECONDS = 30.0  # no backoff is longer
 @dataclass(frozen=True)
 class RetryPolicy:
     """How a database call retries transient errors: at most ``max_retries`` retries
-    and, when ``max_seconds`` is finite, no longer than that since the first try;
-    backoffs drawn from ``base`` seconds, doubling, at most ``cap``."""
+    and, when ``max_seconds`` is finite, no longer than that since the first try (a
+    ``DatabaseUnreachable`` for ``away_seconds`` instead, when not 0); backoffs drawn
+    from ``base`` seconds, doubling, at most ``cap``."""
 
     max_retries: int
     max_seconds: float = math.inf
     base: float = BASE_SECONDS
     cap: float = CAP_SECONDS
+    away_seconds: float = 0.0  # a DatabaseUnreachable: retried this long, any count
 
     @classmethod
     def of(cls, sink: SinkConfig, **bounds: Any) -> RetryPolicy:
@@ -65,7 +70,7 @@ def is_transient(exc: BaseException) -> bool:
 def backoff(attempt: int, base: float = BASE_SECONDS, cap: float = CAP_SECONDS) -> float:
     """The wait before retry ``attempt`` (1, 2, ...): drawn uniformly up to
     ``base * 2**attempt`` (at most ``cap``), and at least ``base``."""
-    return random.uniform(base, max(base, min(cap, base * 2 ** attempt)))
+    return random.uniform(base, max(base, min(cap, base * 2 ** min(attempt, 60))))
 
 
 def with_retries(fn: Callable[[], T], policy: RetryPolicy, *,
@@ -74,53 +79,73 @@ def with_retries(fn: Callable[[], T], policy: RetryPolicy, *,
                  clock: Callable[[], float] | None = None) -> T:
     """Call ``fn``; retry transient errors with exponential backoff and full jitter.
 
-    ``on_wait(delay)`` is told of each backoff before it is slept. A backoff that would
-    end more than ``max_seconds`` after the first call is cut short to end then, for one
-    last try; the last error is raised once ``max_retries`` retries failed or that last
-    try did. ``sleep`` and ``clock`` default to the ``time`` module's."""
+    ``on_wait(seconds)`` is told, before each backoff is slept, of the time the failed
+    try took and the backoff: the time the database kept the caller waiting. A backoff
+    that would end after the window of the error (``max_seconds`` since the first call,
+    ``away_seconds`` for a ``DatabaseUnreachable`` when the policy sets it) is cut short
+    to end then, for one last try; the last error is raised once that last try failed
+    or, outside an away window, ``max_retries`` retries did. ``sleep`` and ``clock``
+    default to the ``time`` module's."""
     sleep = sleep or time.sleep
     clock = clock or time.monotonic
     started = clock()
     attempt, last = 0, False
     while True:
+        tried = clock()
         try:
             return fn()
         except Exception as exc:
             if not is_transient(exc):
                 raise
             attempt += 1
-            if attempt > policy.max_retries or last:
+            away = isinstance(exc, DatabaseUnreachable) and policy.away_seconds > 0
+            if last or (attempt > policy.max_retries and not away):
                 raise
             delay = backoff(attempt, policy.base, policy.cap)
-            left = policy.max_seconds - (clock() - started)
+            now = clock()
+            left = (policy.away_seconds if away else policy.max_seconds) - (now - started)
             if delay >= left:
                 delay, last = max(0.0, left), True
             _LOG.warning("transient database error (attempt %d, retry in %.2fs): %s",
                          attempt, delay, exc)
-            on_wait(delay)
+            on_wait(now - tried + delay)
             sleep(delay)
 
 
 class Reconnecting:
     """One connection, opened on first use and reopened after each transient error;
-    ``run(fn)`` calls ``fn(db)`` under the retry policy."""
+    ``run(fn)`` calls ``fn(db)`` under the retry policy. ``on_wait`` is told of the time
+    the database kept the caller waiting: the waits a subclass measures within a try
+    (``_report``), and the rest of each failed try and its backoff."""
 
     def __init__(self, connect: Callable[[], Database], policy: RetryPolicy, *,
                  on_wait: Callable[[float], None] = lambda _: None,
-                 sleep: Callable[[float], None] | None = None):
+                 sleep: Callable[[float], None] | None = None,
+                 clock: Callable[[], float] | None = None):
         self._open = connect
         self._policy = policy
         self._on_wait = on_wait
         self._sleep = sleep
+        self._clock = clock
         self._db: Database | None = None
+        self._reported = 0.0  # waits of the current try told already
 
     def _connect(self) -> Database:
         if self._db is None:
             self._db = self._open()
         return self._db
 
-    def _drop_connection(self, waited: float) -> None:
-        self._on_wait(waited)
+    def _report(self, seconds: float) -> None:
+        """A wait measured within a try (for a connection slot, a writer lock)."""
+        self._reported += seconds
+        self._on_wait(seconds)
+
+    def _failed(self, waited: float) -> None:
+        """A try failed: ``waited`` (the try and its backoff) less what was told."""
+        self._on_wait(max(0.0, waited - self._reported))
+        self._drop_connection()
+
+    def _drop_connection(self) -> None:
         if self._db is not None:
             try:
                 self._db.close()
@@ -129,11 +154,15 @@ class Reconnecting:
             self._db = None
 
     def run(self, fn: Callable[[Database], T]) -> T:
-        return with_retries(lambda: fn(self._connect()), self._policy,
-                            on_wait=self._drop_connection, sleep=self._sleep)
+        def attempt() -> T:
+            self._reported = 0.0
+            return fn(self._connect())
+
+        return with_retries(attempt, self._policy, on_wait=self._failed, sleep=self._sleep,
+                            clock=self._clock)
 
     def close(self) -> None:
-        self._drop_connection(0.0)
+        self._drop_connection()
 
 
 class RetryingDatabase(Database):

@@ -3,9 +3,11 @@
 ``DatabaseSession.run(fn)`` calls ``fn(db)`` on a connection held under a connection
 slot (the ``max_connections`` cap), creating or migrating the schema on the first
 connection, and retries transient errors under the policy of ``store.retry``,
-reconnecting each time. Time spent waiting for a slot, for the machine's SQLite writer
-or backing off is reported to ``on_wait``: the sink counts it as waiting for the
-database.
+reconnecting each time: a database that is away (down, restarting) is waited for up to
+``sink.connect_timeout_seconds``, as at launch, any other transient error retried
+``sink.max_retries`` times. Time spent waiting for a slot, for the machine's SQLite writer,
+in a try that failed or backing off is reported to ``on_wait``: the sink counts it as
+waiting for the database.
 
 ``write(fn)`` is ``run`` for one write transaction of the sink: on SQLite, which has a
 single writer, it takes the machine's ``WriterLock`` around the transaction (writers
@@ -90,7 +92,9 @@ class DatabaseSession(Reconnecting):
     _registry = threading.Lock()
 
     def __init__(self, s: DatabaseSettings, on_wait: Callable[[float], None] = lambda _: None):
-        super().__init__(self._open_under_slot, RetryPolicy.of(s), on_wait=on_wait)
+        super().__init__(self._open_under_slot,
+                         RetryPolicy.of(s, away_seconds=s.connect_timeout_seconds),
+                         on_wait=on_wait)
         self._s = s
         self._slots: FileSlots | RedisSlots | None = None
         self._wanted: FileSlots | RedisSlots | None = None  # counted as waiting for these
@@ -162,7 +166,7 @@ class DatabaseSession(Reconnecting):
             slots = self._new_slots()
             if not slots.try_acquire():
                 self._yield_siblings()
-                self._on_wait(_counting_timeout(slots.acquire, self._on_wait))
+                self._report(_counting_timeout(slots.acquire, self._report))
             self._hold(slots)
         db = connect(self._s.url, password_env=self._s.password_env,
                      statement_timeout_ms=self._s.statement_timeout_ms)
@@ -183,7 +187,7 @@ class DatabaseSession(Reconnecting):
         writer = self._writer
         if writer is None:
             return fn()
-        self._on_wait(_counting_timeout(writer.acquire, self._on_wait))
+        self._report(_counting_timeout(writer.acquire, self._report))
         try:
             return fn()
         finally:

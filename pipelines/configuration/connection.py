@@ -46,7 +46,8 @@ def _retrying(s: DatabaseSettings, first: Database) -> Database:
     pending = [first]
     fresh = _connector(s)
     return RetryingDatabase(lambda: pending.pop() if pending else fresh(),
-                            RetryPolicy.of(s, max_seconds=RETRY_SECONDS))
+                            RetryPolicy.of(s, max_seconds=RETRY_SECONDS,
+                                           away_seconds=s.connect_timeout_seconds))
 
 
 def _connected(s: DatabaseSettings, migrate: bool) -> Database:

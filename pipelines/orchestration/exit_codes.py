@@ -8,19 +8,21 @@ dead-letter share exceeded ``max_dead_letter_ratio``; 5 a tranche is being score
 another run (lease held, or lost to a run that took it over; the others are still
 scored); 6 the run succeeded and tracking requested retraining (a ``retrain_triggers``
 row was written); 75 (EX_TEMPFAIL) the database stayed unreachable for
-``sink.connect_timeout_seconds`` (transient: retry later). When several apply, the
-first of 1, 4, 3, 5, 6 is the exit code (a run that lost its leases exits 5).
+``sink.connect_timeout_seconds``, at launch or during the run (transient: retry later).
+When several apply, the first of 1, 4, 3, 5, 6 is the exit code (a run that lost its
+leases exits 5).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Callable
 
 from models.registry import RegistryError
 from pipelines.configuration.config import ConfigError
-from store.database import AccessDenied, TransientDatabaseError
+from store.database import AccessDenied, SchemaMismatch, TransientDatabaseError
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_MISSING, EXIT_DEAD_LETTERS, EXIT_BUSY = 0, 1, 2, 3, 4, 5
 EXIT_RETRAIN = 6
@@ -39,22 +41,74 @@ class UsageError(Exception):
 def guarded(command: Callable[[], int]) -> int:
     """Run ``command``; an error becomes one ``beamscore: error:`` line and exit 1, or
     exit 2 for a ``UsageError``, exit 75 for a database that stayed unreachable
-    (``TransientDatabaseError``)."""
+    (``TransientDatabaseError``, raised here or by a worker of the pipeline). A failed
+    pipeline's error (a worker's traceback, as text) is told by its cause, the last
+    exception line; the whole of it goes to the log."""
     try:
         return command()
     except TransientDatabaseError as exc:
-        print(f"beamscore: error: database unreachable, retry later (exit {EXIT_TEMPFAIL}): "
-              f"{str(exc)[:2000]}", file=sys.stderr)
-        return EXIT_TEMPFAIL
+        return _unreachable(str(exc))
     except UsageError as exc:
         print(f"beamscore: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (ConfigError, RegistryError, LaunchError, FileNotFoundError, ValueError,
-            AccessDenied) as exc:
+            AccessDenied, SchemaMismatch) as exc:
         print(f"beamscore: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - a failed pipeline: the run is marked failed
         _LOG.debug("run failed", exc_info=True)
-        print(f"beamscore: error: run failed: {type(exc).__name__}: {str(exc)[:2000]}",
+        cause = worker_cause(str(exc))
+        if cause is None:
+            print(f"beamscore: error: run failed: {type(exc).__name__}: {str(exc)[:2000]}",
+                  file=sys.stderr)
+            return EXIT_ERROR
+        _LOG.info("the pipeline's error, as its worker raised it:\n%s", exc)
+        kind, message = cause
+        if kind in _transient():
+            return _unreachable(message)
+        print(f"beamscore: error: run failed: {kind.rpartition('.')[2]}: {message[:1000]}",
               file=sys.stderr)
         return EXIT_ERROR
+
+
+def _unreachable(message: str) -> int:
+    print(f"beamscore: error: database unreachable, retry later (exit {EXIT_TEMPFAIL}): "
+          f"{message[:2000]}", file=sys.stderr)
+    return EXIT_TEMPFAIL
+
+
+def _transient() -> set[str]:
+    """``TransientDatabaseError`` and its subclasses as a traceback names them
+    (``module.Class``)."""
+    def every(cls: type) -> list[type]:
+        found, below = [cls], list[type](cls.__subclasses__())
+        for kind in below:
+            found += every(kind)
+        return found
+
+    return {f"{c.__module__}.{c.__qualname__}" for c in every(TransientDatabaseError)}
+
+
+# How Python prints the exception line of a traceback: ``module.Class: message``.
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*): (.*)$", re.MULTILINE)
+_WHERE = re.compile(r" \[while running '[^']*'\]$")
+
+
+def worker_cause(failure: str) -> tuple[str, str] | None:
+    """The exception a pipeline's worker raised, from the text of the pipeline's error
+    (Beam hands a worker's traceback to the launcher as the message of a
+    ``RuntimeError``): its class, as Python prints it (``store.backends.base.
+    TransientDatabaseError``), and its message (continuation lines joined, Beam's
+    ``[while running ...]`` dropped); None for a message that holds no traceback."""
+    if "Traceback (most recent call last):" not in failure:
+        return None
+    found = list(_EXCEPTION_LINE.finditer(failure))
+    if not found:
+        return None
+    last = found[-1]
+    lines = [last[2]]
+    for line in failure[last.end():].split("\n")[1:]:  # a message of several lines
+        if not line.strip() or line.startswith(("Traceback", "The above", "During handling")):
+            break
+        lines.append(line.strip())
+    return last[1], _WHERE.sub("", " ".join(lines)).strip()

@@ -6,13 +6,18 @@ the SQL. Everything else here (the schema, the single-row upsert, updates) is bu
 from those. Every error a backend raises is one of:
 
 - ``TransientDatabaseError``: the connection, the server or another transaction is in
-  the way; the same statement may succeed later (the session retries it).
+  the way; the same statement may succeed later (the session retries it). Its subclass
+  ``DatabaseUnreachable`` is the server itself being away (a connection refused or
+  lost, a server shutting down or out of connection slots): retried for as long as the
+  database may be away (``sink.connect_timeout_seconds``), however many tries.
 - ``PermanentDataError``: the database rejects these values; retrying cannot help (the
   sink dead-letters the rows, with the database's message).
 - ``StatementError``: the statement does not fit this database (an unknown table, no
   privilege): a bug or a misconfiguration, neither retried nor blamed on the rows. Its
   subclass ``AccessDenied`` is a connection the server refused for its role, password
-  or database: waiting cannot fix it, so opening a database never waits for it.
+  or database: waiting cannot fix it, so opening a database never waits for it;
+  ``SchemaMismatch`` a table that is not the one beamscore writes (a column missing or
+  of another type: made by hand or altered), found when the schema is checked.
 
 An upsert given a ``Fence`` is fenced: in the same transaction as the write it checks
 that the writing run still holds, with the same fencing token, the lease of every
@@ -30,12 +35,17 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 from store.backends.dialect import Dialect
-from store.migrations import migrate
+from store.migrations import migrate, table_problems
 from store.schema import DEAD_LETTERS, PREDICTIONS, RUNS, Table
 
 
 class TransientDatabaseError(Exception):
     """Worth retrying: connection lost, server restart, lock or statement timeout."""
+
+
+class DatabaseUnreachable(TransientDatabaseError):
+    """The server is away: a connection refused or lost, a server shutting down or
+    with no connection slot free."""
 
 
 class PermanentDataError(Exception):
@@ -50,6 +60,11 @@ class AccessDenied(StatementError):
     """The server refused the connection: no such role or one it does not let in, a
     wrong or missing password, or no such database. The message names which, never the
     password."""
+
+
+class SchemaMismatch(StatementError):
+    """A table of the database is not the one beamscore writes: the message names each
+    column missing or of another type."""
 
 
 class LeaseLost(Exception):
@@ -131,9 +146,15 @@ class Database:
         return self.dialect.placeholder
 
     def init_schema(self) -> None:
-        """Create or migrate the schema (``store.migrations``), once across processes."""
+        """Create or migrate the schema (``store.migrations``), once across processes;
+        ``SchemaMismatch`` if a table then lacks a column or holds one of another type."""
         with self.migration_lock():
             migrate(self.execute, self.dialect)
+            if problems := table_problems(self.execute, self.dialect):
+                raise SchemaMismatch(
+                    "the database's tables are not the ones beamscore writes (made by hand "
+                    f"or altered): {'; '.join(problems)}. Fix or drop those tables, or "
+                    "point `db` at another database")
 
     def migration_lock(self) -> AbstractContextManager[None]:
         """A transaction that only one process at a time holds."""

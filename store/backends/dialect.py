@@ -21,6 +21,14 @@ class Dialect:
     name = ""
     placeholder = "?"
     types: Mapping[str, str] = {}  # logical column type -> SQL type
+    # logical column type -> the type ``columns`` reads back for it; empty: a database
+    # that takes any value in any column (SQLite), whose types are not compared
+    type_names: Mapping[str, str] = {}
+
+    def columns(self) -> str:
+        """A query of an existing table's columns: (name, type) rows, none if there is
+        no such table (parameter: the table's name)."""
+        raise NotImplementedError
 
     def column_sql(self, column: Column) -> str:
         return (f"{column.name} {self.types[column.type]}"

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from store.backends.base import (
     AccessDenied,
     Database,
+    DatabaseUnreachable,
     Fence,
     PermanentDataError,
     StatementError,
@@ -36,18 +37,22 @@ from store.backends.on_conflict import OnConflictDialect
 from store.migrations import fencing_tokens, lease_holders_and_indexes, tables_only
 from store.schema import DEAD_LETTERS, PREDICTIONS, RUNS, TRANCHES, Table, one_row_per_key
 
-# SQLSTATE classes and codes, the longest prefix deciding. Transient: connection
-# exceptions (08), serialization failure and deadlock (40001, 40P01), insufficient
-# resources incl. too many connections (53), a transaction left idle past the server's
-# limit (25P03), lock not available (55P03), query canceled
-# by statement_timeout (57014), admin or crash shutdown and cannot connect now (57P01,
-# 57P02, 57P03). Permanent data errors: data exceptions (22), integrity constraints
-# (23), program limits such as "index row size exceeds" (54), datatype mismatch (42804).
+# SQLSTATE classes and codes, the longest prefix deciding. Transient: the server away
+# (DatabaseUnreachable: connection exceptions (08), too many connections (53300), admin
+# or crash shutdown and cannot connect now (57P01, 57P02, 57P03)); serialization failure
+# and deadlock (40001, 40P01), other insufficient resources such as a full disk (53), a
+# transaction left idle past the server's limit (25P03), lock not available (55P03),
+# query canceled by statement_timeout (57014). A protocol violation (08P01) is
+# beamscore's binary COPY not fitting the table's column types: a StatementError, never
+# waited for. Permanent data errors: data exceptions (22), integrity constraints (23),
+# program limits such as "index row size exceeds" (54), datatype mismatch (42804).
 # Any other SQLSTATE (a syntax error, an unknown table, no privilege) is a StatementError:
 # a bug or a misconfiguration, never blamed on the rows.
 _SQLSTATES: dict[str, type[Exception]] = {
-    **dict.fromkeys(("08", "25P03", "40001", "40P01", "53", "55P03", "57014", "57P01",
-                     "57P02", "57P03"), TransientDatabaseError),
+    **dict.fromkeys(("08", "53300", "57P01", "57P02", "57P03"), DatabaseUnreachable),
+    **dict.fromkeys(("25P03", "40001", "40P01", "53", "55P03", "57014"),
+                    TransientDatabaseError),
+    "08P01": StatementError,  # a protocol violation: data the table cannot take (COPY)
     **dict.fromkeys(("22", "23", "54", "42804"), PermanentDataError),
 }
 # A connection refused for its role (28000: no such role, not allowed to log in, no
@@ -92,7 +97,7 @@ def classify_pg_error(exc: BaseException) -> type[Exception]:
                 return _SQLSTATES[state[:length]]
         return StatementError
     if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
-        return TransientDatabaseError
+        return DatabaseUnreachable  # refused, broken or closed by the client
     if isinstance(exc, psycopg.DataError):
         return PermanentDataError  # e.g. a NUL character in text
     return StatementError
@@ -141,7 +146,15 @@ class PostgresDialect(OnConflictDialect):
     row_lock = " FOR SHARE"  # a takeover's UPDATE of the lease waits for the write
     types = {"text": "TEXT", "float": "DOUBLE PRECISION", "int": "BIGINT",
              "time": "TIMESTAMPTZ", "json": "JSONB"}
+    type_names = {"text": "text", "float": "double precision", "int": "bigint",
+                  "time": "timestamp with time zone", "json": "jsonb"}
     code_point_collation = "C"
+
+    def columns(self) -> str:
+        return ("SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                "WHERE a.attrelid = (SELECT c.oid FROM pg_class c WHERE c.relname = %s AND "
+                "c.relkind IN ('r', 'p') AND pg_table_is_visible(c.oid)) AND a.attnum > 0 "
+                "AND NOT a.attisdropped")
 
     def indexes(self, table: Table) -> tuple[tuple[str, ...], ...]:
         return table.indexes + table.server_indexes

@@ -67,6 +67,9 @@ class SQLiteDialect(OnConflictDialect):
     types = {"text": "TEXT", "float": "DOUBLE PRECISION", "int": "BIGINT", "time": "TEXT",
              "json": "TEXT"}
 
+    def columns(self) -> str:
+        return "SELECT name, type FROM pragma_table_info(?)"
+
     def migration(self, version: int) -> list[str]:
         return {2: self._v2, 3: tables_only, 4: lambda: fencing_tokens(self)}[version]()
 

@@ -333,6 +333,18 @@ def test_db_init_migrates_a_version_1_database_in_place(tmp_path: Path) -> None:
     assert sqlite_rows(path, "SELECT count(*) FROM predictions") == [(2,)]
 
 
+def test_db_init_refuses_a_table_that_is_not_beamscores_with_exit_1(tmp_path: Path) -> None:
+    path = tmp_path / "hand.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE predictions (doc_id TEXT, label TEXT, score REAL)")
+    result = run_cli("db", "init", "--db", f"sqlite:///{path}")
+    assert result.rc == 1, result.err
+    assert result.err.startswith("beamscore: error: the database's tables are not the ones "
+                                 "beamscore writes (made by hand or altered): "
+                                 "predictions.tranche is missing; "), result.err
+    assert "schema ready" not in result.out
+
+
 def test_dead_letter_ratio_above_limit_exits_4(landing: Landing, registry_root: str,
                                                tmp_path: Path) -> None:
     db, out = tmp_path / "r.db", tmp_path / "out"

@@ -87,6 +87,63 @@ class LateProxy:
         self._thread.join(timeout=5)
 
 
+class OutageProxy:
+    """A TCP proxy to ``target`` on ``port`` of 127.0.0.1 whose ``cut(seconds)`` is a
+    database that goes away mid-run: every open connection is closed and new ones are
+    refused (nothing listens) until it comes back."""
+
+    def __init__(self, port: int, target: tuple[str, int]):
+        self.port, self.target = port, target
+        self.cuts: list[tuple[float, float]] = []
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._down_until = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            if time.monotonic() < self._down_until:
+                time.sleep(0.05)
+                continue
+            with socket.socket() as server:
+                server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                server.bind(("127.0.0.1", self.port))
+                server.listen(64)
+                server.settimeout(0.05)
+                while not self._stop.is_set() and time.monotonic() >= self._down_until:
+                    try:
+                        client, _ = server.accept()
+                    except TimeoutError:
+                        continue
+                    upstream = socket.create_connection(self.target)
+                    with self._lock:
+                        self._open += [client, upstream]
+                    for a, b in ((client, upstream), (upstream, client)):
+                        threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+                # Stop listening for every holder of the socket: a process forked since
+                # (the fork server, its workers) holds it too, and closing this copy
+                # alone would leave connections queued unanswered, not refused.
+                server.shutdown(socket.SHUT_RDWR)
+
+    def cut(self, seconds: float) -> None:
+        started = time.monotonic()
+        self._down_until = started + seconds
+        self.cuts.append((started, self._down_until))
+        with self._lock:
+            for s in self._open:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self._open.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 @pytest.fixture
 def late_proxy(pg_url: str) -> Iterator[LateProxy]:
     parts = urlsplit(pg_url)
@@ -170,3 +227,47 @@ def test_score_and_plan_without_a_model_exit_2(
                     registry_root, "--db", f"sqlite:///{tmp_path / 's.db'}",
                     "--output-dir", str(tmp_path / "out"), "--model", "demo", model=None)
     assert named.rc == EXIT_OK, named.err
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_database_away_for_15_s_mid_run_is_waited_for_and_the_run_completes(
+        registry_root: str, tmp_path: Path, pg_url: str) -> None:
+    """The sink's writers find the database gone for 15 s (every connection dropped,
+    new ones refused) with ``sink.max_retries`` 2: the outage, not the count of tries,
+    bounds the wait (``sink.connect_timeout_seconds``), and the run ends complete,
+    every record once, its wait counted as waiting for the database."""
+    root = tmp_path / "landing"
+    write_tranche(str(root), DAY, list(make_docs(3000, seed=9, prefix="away")), "jsonl")
+    parts = urlsplit(pg_url)
+    proxy = OutageProxy(_free_port(), (parts.hostname or "127.0.0.1", parts.port or 5432))
+    db = parts._replace(netloc=f"{parts.netloc.rpartition('@')[0]}@127.0.0.1:{proxy.port}"
+                        if "@" in parts.netloc else f"127.0.0.1:{proxy.port}").geturl()
+
+    def cut_once_writing() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with psycopg.connect(pg_url) as conn:
+                if conn.execute("SELECT to_regclass('predictions') IS NOT NULL").fetchone()[0] \
+                        and conn.execute("SELECT count(*) FROM predictions").fetchone()[0]:
+                    proxy.cut(15.0)
+                    return
+            time.sleep(0.1)
+
+    cutter = threading.Thread(target=cut_once_writing, daemon=True)
+    cutter.start()
+    try:
+        rc, err, _ = _score(str(root), registry_root, db, tmp_path / "out", "--workers", "2",
+                            "--sink-max-rows-per-second", "400", "--sink-max-retries", "2",
+                            "--sink-connect-timeout-seconds", "60")
+    finally:
+        cutter.join(timeout=5)
+        proxy.stop()
+    assert proxy.cuts, "the database was never cut: the run ended before it wrote"
+    assert rc == EXIT_OK, err
+    with psycopg.connect(pg_url) as conn:
+        rows = conn.execute("SELECT count(*), count(DISTINCT doc_id) FROM predictions"
+                            ).fetchone()
+        [(status, counts)] = conn.execute("SELECT status, counts FROM runs").fetchall()
+    assert rows == (3000, 3000) and status == "succeeded"
+    assert counts["total"]["written"] == 3000 and counts["total"]["dead_lettered"] == 0

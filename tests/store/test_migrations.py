@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import sqlite3
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from store.database import connect, from_json
+from store.backends.postgres import PostgresDialect
+from store.database import SchemaMismatch, connect, from_json
 from store.ledger import TrancheLedger
 from store.schema import PREDICTIONS, SCHEMA_VERSION
 from tests.store.test_pg_copy import assert_columns_have_copy_types
@@ -73,4 +75,49 @@ def test_postgresql_version_1_database_is_migrated_to_real_types(pg_url: str) ->
             plan = " ".join(r[0] for r in db.execute(
                 f"EXPLAIN SELECT count(*) FROM {table} WHERE {column} = 'x'"))
             assert "Index" in plan, (table, column, plan)
+    db.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("column, made_as, named", [
+    ("top_k", "text", "predictions.top_k is text, beamscore writes jsonb"),
+    ("position", "integer", "predictions.position is integer, beamscore writes bigint"),
+    ("score", "numeric", "predictions.score is numeric, beamscore writes double precision"),
+])
+def test_a_postgresql_table_made_by_hand_with_another_type_is_refused_naming_it(
+        pg_url: str, column: str, made_as: str, named: str) -> None:
+    """A binary COPY carries no types: the server reads each field with the column's
+    own type, so a ``text`` top_k would take jsonb's bytes (a version byte first) and an
+    ``integer`` position fail mid-run. Such a table is refused when the schema is made
+    ready, the statement rolled back."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(_hand_made(column, made_as))
+    db = connect(pg_url)
+    with pytest.raises(SchemaMismatch, match=re.escape(named)):
+        db.init_schema()
+    db.close()
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT to_regclass('schema_version')").fetchone() == (None,)
+
+
+def _hand_made(column: str, made_as: str) -> str:
+    """CREATE TABLE predictions with beamscore's columns, ``column`` of type ``made_as``."""
+    types = PostgresDialect.types
+    columns = [f"{c.name} {made_as if c.name == column else types[c.type]}"
+               for c in PREDICTIONS.columns]
+    return (f"CREATE TABLE predictions ({', '.join(columns)}, "
+            f"PRIMARY KEY ({', '.join(PREDICTIONS.key)}))")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql",
+                                                            marks=pytest.mark.postgres)])
+def test_a_table_without_a_column_beamscore_writes_is_refused_naming_it(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    url = (f"sqlite:///{tmp_path / 's.db'}" if backend == "sqlite"
+           else request.getfixturevalue("pg_url"))
+    db = connect(url)
+    db.init_schema()
+    db.execute("ALTER TABLE predictions DROP COLUMN metadata")
+    with pytest.raises(SchemaMismatch, match=r"predictions\.metadata is missing"):
+        db.init_schema()
     db.close()

@@ -9,7 +9,12 @@ import psycopg
 import pytest
 
 from store.backends.postgres import PostgresDatabase, classify_pg_error
-from store.database import PermanentDataError, StatementError, TransientDatabaseError
+from store.database import (
+    DatabaseUnreachable,
+    PermanentDataError,
+    StatementError,
+    TransientDatabaseError,
+)
 from store.schema import PREDICTIONS
 
 pytestmark = pytest.mark.postgres
@@ -175,13 +180,16 @@ def test_a_dropped_connection_is_transient_and_the_session_reconnects(
 
 
 @pytest.mark.parametrize("sqlstate, kind", [
-    ("08006", TransientDatabaseError),   # connection failure
+    ("08006", DatabaseUnreachable),      # connection failure
+    ("08P01", StatementError),           # protocol violation: COPY data the table refuses
+    ("53300", DatabaseUnreachable),      # too many connections
+    ("53100", TransientDatabaseError),   # disk full: retried max_retries times
     ("40001", TransientDatabaseError),   # serialization failure
     ("40P01", TransientDatabaseError),   # deadlock
     ("55P03", TransientDatabaseError),   # lock not available
-    ("57P01", TransientDatabaseError),   # admin shutdown
+    ("57P01", DatabaseUnreachable),      # admin shutdown
     ("25P03", TransientDatabaseError),   # a transaction left idle past the server's limit
-    ("57P03", TransientDatabaseError),   # cannot connect now
+    ("57P03", DatabaseUnreachable),      # cannot connect now
     ("22001", PermanentDataError),       # value too long
     ("23502", PermanentDataError),       # not null violation
     ("54000", PermanentDataError),       # program limit exceeded: index row size
@@ -197,7 +205,7 @@ def test_errors_are_classified_by_sqlstate_not_by_exception_type(
 
 def test_client_side_errors_without_a_sqlstate() -> None:
     assert classify_pg_error(psycopg.OperationalError("the connection is closed")) \
-        is TransientDatabaseError
+        is DatabaseUnreachable
     assert classify_pg_error(psycopg.DataError("NUL character in text")) is PermanentDataError
 
 

@@ -10,8 +10,14 @@ from typing import Any
 
 import pytest
 
-from store.database import Database, PermanentDataError, TransientDatabaseError, connect
-from store.retry import RetryingDatabase, RetryPolicy, with_retries
+from store.database import (
+    Database,
+    DatabaseUnreachable,
+    PermanentDataError,
+    TransientDatabaseError,
+    connect,
+)
+from store.retry import Reconnecting, RetryingDatabase, RetryPolicy, with_retries
 from store.schema import Column, Table
 
 
@@ -27,7 +33,8 @@ def test_transient_errors_are_retried_with_growing_jittered_backoff() -> None:
         return "ok"
 
     assert with_retries(flaky, RetryPolicy(5), on_wait=waits.append, sleep=slept.append) == "ok"
-    assert len(calls) == 4 and waits == slept and len(slept) == 3
+    assert len(calls) == 4 and len(slept) == 3  # told: each failed try and its backoff
+    assert all(s <= w < s + 0.1 for w, s in zip(waits, slept, strict=True))
     for attempt, delay in enumerate(slept, start=1):
         assert 0.2 <= delay <= 0.2 * 2 ** attempt
 
@@ -133,3 +140,85 @@ def test_every_database_method_is_retried_by_the_retrying_database() -> None:
     methods = {name for name, _ in inspect.getmembers(Database, inspect.isfunction)
                if not name.startswith("_")} - RetryingDatabase.COMPOSED
     assert {name for name in methods if name in vars(RetryingDatabase)} == methods
+
+
+def test_a_database_away_is_waited_for_its_window_whatever_the_count_of_tries() -> None:
+    """``away_seconds`` bounds a ``DatabaseUnreachable`` (a restart, a refused
+    connection), ``max_retries`` every other transient error."""
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(delay: float) -> None:
+        slept.append(delay)
+        now[0] += delay
+
+    def away_until(t: float) -> Any:
+        def call() -> str:
+            if now[0] < t:
+                raise DatabaseUnreachable("connection refused")
+            return "back"
+        return call
+
+    policy = RetryPolicy(2, away_seconds=60.0)
+    assert with_retries(away_until(40.0), policy, sleep=sleep, clock=lambda: now[0]) == "back"
+    assert len(slept) > 2 and 40.0 <= now[0] <= 60.0
+    now[0], slept[:] = 0.0, []
+    with pytest.raises(DatabaseUnreachable):
+        with_retries(away_until(1e9), policy, sleep=sleep, clock=lambda: now[0])
+    assert now[0] == pytest.approx(60.0)  # the last try at the end of the window
+    now[0], slept[:] = 0.0, []
+
+    def locked() -> None:
+        raise TransientDatabaseError("lock timeout")
+
+    with pytest.raises(TransientDatabaseError):
+        with_retries(locked, policy, sleep=sleep, clock=lambda: now[0])
+    assert len(slept) == 2
+    now[0], slept[:] = 0.0, []
+    with pytest.raises(DatabaseUnreachable):  # no window: the count bounds it too
+        with_retries(away_until(1e9), RetryPolicy(2), sleep=sleep, clock=lambda: now[0])
+    assert len(slept) == 2
+
+
+def test_the_wait_told_is_the_failed_try_and_its_backoff_counted_once() -> None:
+    """A statement that waited 3 s for a lock and then timed out: on_wait is told the
+    3 s and the backoff; a wait the session told already (for a slot) is not told
+    again."""
+    now = [0.0]
+    told: list[float] = []
+    slept: list[float] = []
+
+    def sleep(delay: float) -> None:
+        slept.append(delay)
+        now[0] += delay
+
+    tries = [0]
+
+    def blocked() -> str:
+        tries[0] += 1
+        if tries[0] == 1:
+            now[0] += 3.0
+            raise TransientDatabaseError("canceling statement due to statement timeout")
+        return "ok"
+
+    assert with_retries(blocked, RetryPolicy(3), on_wait=told.append, sleep=sleep,
+                        clock=lambda: now[0]) == "ok"
+    assert told == [pytest.approx(3.0 + slept[0])]
+
+    def slot_then_timeout(db: Any) -> str:
+        session._report(2.0)  # waited 2 s for a connection slot, then 3 s on a lock
+        now[0] += 5.0
+        raise TransientDatabaseError("canceling statement due to statement timeout")
+
+    told.clear()
+    slept.clear()
+    session = Reconnecting(_FakeDb, RetryPolicy(1), on_wait=told.append,
+                           sleep=slept.append, clock=lambda: now[0])
+    with pytest.raises(TransientDatabaseError):
+        session.run(slot_then_timeout)
+    assert told[:2] == [2.0, pytest.approx(3.0 + slept[0])]
+
+
+class _FakeDb:
+    def close(self) -> None:
+        pass
