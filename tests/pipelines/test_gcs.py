@@ -553,3 +553,33 @@ def test_a_rescore_with_another_batch_size_leaves_each_record_in_one_parquet_obj
         (last,) = conn.execute("SELECT run_id FROM runs ORDER BY started_at DESC").fetchone()
     assert sorted(r["doc_id"] for r in rows) == sorted(d["id"] for d in docs)
     assert {r["run_id"] for r in rows} == {last}
+
+
+def test_folder_placeholder_objects_are_no_input_files(
+    gcs: Gcs, registry: ModelRef, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A console-made folder (a zero-byte object named ``x/``): the tranche folder's own
+    is no entry, one below it a subfolder; the summary names each entry."""
+    day, empty = "2026-01-05", "2026-01-06"
+    for name in ("landing-ph/", f"landing-ph/dt={day}/", f"landing-ph/dt={day}/archive/",
+                 f"landing-ph/dt={empty}/", "landing-ph/other/"):
+        gcs.bucket.blob(name).upload_from_string(b"")
+    gcs.bucket.blob(f"landing-ph/dt={day}/a.jsonl").upload_from_string(b"".join(
+        json.dumps(d).encode() + b"\n" for d in make_docs(10, seed=6, prefix="ph")))
+    import datetime as dt
+
+    from landing.tranches import SUBFOLDER, Unscored, plan_tranches, unscored_entries
+
+    plan, missing = plan_tranches(gs("landing-ph"), [dt.date(2026, 1, 5), dt.date(2026, 1, 6)])
+    assert [f.path for f in plan.files] == [gs("landing-ph", f"dt={day}", "a.jsonl")]
+    assert plan.unscored == [Unscored(gs("landing-ph", f"dt={day}", "archive/"), SUBFOLDER)]
+    assert plan.refused == [] and not plan.missing
+    assert "is empty" in missing.missing_reason
+    assert (missing.files, missing.unscored) == ([], [])
+    assert [u.path for u in unscored_entries(gs("landing-ph"))] == [gs("landing-ph", "other/")]
+    rc, out, err = _run_cli([
+        "score", "--date", day, "--input-root", gs("landing-ph"), "--registry",
+        gs("registry"), "--model", MODEL, "--db", f"sqlite:///{tmp_path}/ph.db",
+        "--output-dir", gs("out-ph")], capsys)
+    assert rc == 0, err
+    assert f"{day}    ignored 1 file(s) that are not input: archive/" in out.splitlines(), out
