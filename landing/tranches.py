@@ -7,13 +7,15 @@ before any worker starts and ``beamscore plan`` shows exactly what ``score`` wou
 
 Nothing under the input root goes unmentioned. An entry that will never be scored is
 ``Unscored`` with why: in a tranche, a file of no input format or a subfolder (tranches
-are not read recursively); under the root (``unscored_entries``), a ``dt=`` folder that
-is no date, any other folder, a file outside the tranche folders. A symbolic link is
-followed only when its target is inside the input root; a link to anywhere else is
-``refused``: never opened, it is one dead letter naming the link. So is an input file
-whose name is not valid UTF-8 (a local file named in another encoding): no database
-row, Parquet file or JSON line can name it as it is, so it is named with its
-undecodable bytes escaped (``caf\\xe9.jsonl``), here and wherever an entry is listed.
+are not read recursively; on ``gs://`` a folder placeholder object ``x/`` is one, while
+the tranche folder's own placeholder is no entry); under the root
+(``unscored_entries``), a ``dt=`` folder that is no date, any other folder, a file
+outside the tranche folders. A symbolic link is followed only when its target is inside
+the input root; a link to anywhere else is ``refused``: never opened, it is one dead
+letter naming the link. So is an input file whose name is not valid UTF-8 (a local file
+named in another encoding): no database row, Parquet file or JSON line can name it as it
+is, so it is named with its undecodable bytes escaped (``caf\\xe9.jsonl``), here and
+wherever an entry is listed.
 ``has_records`` tells a tranche whose files hold no record (an empty file, a header-only
 CSV).
 """
@@ -115,8 +117,11 @@ def _plan_tranche(root: str, tranche: str) -> TranchePlan:
     folder = f"{root}/dt={tranche}"
     plan = TranchePlan(tranche=tranche, folder=folder)
     # The folder's own characters are literal: an input root named "in[1]" is no pattern.
-    matched = FileSystems.match([glob.escape(folder) + "/*"])[0].metadata_list
-    generations = gcs_generations(folder) if folder.startswith("gs://") and matched else {}
+    listed = FileSystems.match([glob.escape(folder) + "/*"])[0].metadata_list
+    generations = gcs_generations(folder) if folder.startswith("gs://") and listed else {}
+    # A gs:// object named "x/" is a folder placeholder (a console's "create folder"): the
+    # folder's own is no entry, one below it is a subfolder (``_subfolders``).
+    matched = [m for m in listed if not m.path.endswith("/")]
     for meta in sorted(matched, key=lambda m: m.path):
         why = _not_input(root, meta.path)
         shown = safe_text(meta.path)
@@ -131,8 +136,8 @@ def _plan_tranche(root: str, tranche: str) -> TranchePlan:
                                          str(file_format(meta.path)), ident))
     plan.unscored += [Unscored(p, SUBFOLDER) for p in _subfolders(folder, generations)]
     if not matched:
-        plan.missing_reason = (f"folder {folder} is empty" if FileSystems.exists(folder)
-                               else f"no folder {folder}")
+        plan.missing_reason = (f"folder {folder} is empty"
+                               if listed or FileSystems.exists(folder) else f"no folder {folder}")
     elif not plan.files and not plan.refused:
         plan.missing_reason = f"no {describe_formats()} files in {folder}"
     return plan
@@ -156,7 +161,8 @@ def _inside(path: str, root: str) -> bool:
 
 
 def _subfolders(folder: str, generations: dict[str, str]) -> list[str]:
-    """The subfolders of a tranche folder (on ``gs://``: objects below ``folder/x/``)."""
+    """The subfolders of a tranche folder (on ``gs://``: ``folder/x/``, named so, of the
+    objects below it or a placeholder object of that name)."""
     if not folder.startswith("gs://"):
         if not os.path.isdir(folder):
             return []

@@ -3,16 +3,19 @@
 The file holds the ``predictions`` table's columns (``store.schema.PREDICTIONS``) plus
 the record's ``true_label``. Names are deterministic
 (``<output_dir>/dt=<tranche>/predictions-<model>-v<version>-<batch_key>.parquet``), so
-a retried bundle or a rerun overwrites instead of adding files; local files are
-written to a temporary name (``<name>.tmp-<random>``) and renamed. A temporary file is
-removed when its write fails (a full disk), and ``remove_partial_files`` removes any
-left in a tranche's folder (a killed worker) when a run takes the tranche.
+a retried bundle or a rerun overwrites instead of adding files; a rescore that batches
+differently writes other names, and ``prediction_files`` finds the model version's files
+that a run removes when it takes the tranche. Local files are written to a temporary
+name (``<name>.tmp-<random>``) and renamed. A temporary file is removed when its write
+fails (a full disk), and ``remove_partial_files`` removes any left in a tranche's folder
+(a killed worker) when a run takes the tranche.
 """
 
 from __future__ import annotations
 
 import glob
 import random
+import re
 from collections.abc import Iterator
 
 import apache_beam as beam
@@ -24,6 +27,11 @@ from store.schema import PREDICTIONS, Column
 from transforms.records import DocBatch, RunContext, prediction_columns, true_labels
 
 TMP_MARK = ".tmp-"  # in the name of a file being written
+# A batch key holds lowercase hex digits and '-' only (``transforms.read``), never a 'v':
+# the last ``-v<version>-`` of a name is the one after the model's name, whatever that
+# name holds (``demo-v1`` version 2 is ``predictions-demo-v1-v2-<key>.parquet``).
+_PREDICTION_NAME = re.compile(
+    r"^predictions-(?P<model>.+)-v(?P<version>[1-9][0-9]*)-[0-9a-f][0-9a-f-]*\.parquet$")
 _ARROW = {"text": pa.string(), "float": pa.float64(), "int": pa.int64(),
           "time": pa.string(), "json": pa.string()}
 FILE_COLUMNS = (*PREDICTIONS.columns, Column("true_label", "text", nullable=True))
@@ -83,6 +91,24 @@ def remove_partial_files(paths: list[str]) -> list[str]:
 def prediction_file(output_dir: str, ctx: RunContext, tranche: str, batch_key: str) -> str:
     return (f"{tranche_folder(output_dir, tranche)}/predictions-{ctx.model_name}-"
             f"v{ctx.model_version}-{batch_key}.parquet")
+
+
+def prediction_model(name: str) -> tuple[str, str] | None:
+    """(model name, version) of the prediction file named ``name`` (no folder), or None
+    when ``name`` is no prediction file's."""
+    m = _PREDICTION_NAME.match(name)
+    return (m["model"], m["version"]) if m else None
+
+
+def prediction_files(output_dir: str, tranche: str, model_name: str,
+                     model_version: str) -> list[str]:
+    """The prediction files of ``model_name`` version ``model_version`` in a tranche's
+    output folder; another model's or version's files are never among them (``demo``
+    and ``demo-2``, version 1 and 10)."""
+    pattern = glob.escape(f"{tranche_folder(output_dir, tranche)}/predictions-{model_name}-"
+                          f"v{model_version}-") + "*.parquet"
+    return [m.path for m in FileSystems.match([pattern])[0].metadata_list
+            if prediction_model(m.path.rsplit("/", 1)[-1]) == (model_name, model_version)]
 
 
 def write_parquet(path: str, table: pa.Table) -> None:

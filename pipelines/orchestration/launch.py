@@ -150,8 +150,9 @@ def acquire_tranches(settings: PlanSettings, plan: ScorePlan, ref: ModelRef, run
                      lease_seconds: float | None = None, holder: Holder | None = None) -> None:
     """Take a lease of ``lease_seconds`` (default ``sink.lease_seconds``) for ``holder``
     (default this process) on every tranche to score; one another run holds becomes busy.
-    A tranche taken is cleared of earlier runs' dead letters and of temporary files
-    (``supersede``) before anything is written to it. A run whose lease is taken over
+    A tranche taken is cleared of earlier runs' dead letters, of the model version's
+    prediction files and of temporary files (``supersede``) before anything is written
+    to it. A run whose lease is taken over
     (its process is gone, or it stopped renewing) is marked failed, reason
     ``abandoned``."""
     with opened(settings.database, migrate=True) as db:

@@ -85,7 +85,7 @@ def _unscored_lines(plan: ScorePlan) -> list[str]:
     for t in plan.tranches:
         if t.ignored:
             lines.append(f"{t.tranche:<12}  ignored {len(t.ignored)} file(s) that are not "
-                         f"input: {', '.join(p.rsplit('/', 1)[-1] for p in t.ignored[:5])}"
+                         f"input: {', '.join(_name(p) for p in t.ignored[:5])}"
                          + (" ..." if len(t.ignored) > 5 else ""))
         if t.refused:
             lines.append(f"{t.tranche:<12}  refused {len(t.refused)} file(s) it never "
@@ -95,6 +95,15 @@ def _unscored_lines(plan: ScorePlan) -> list[str]:
                      f"{'y' if len(plan.unscored) == 1 else 'ies'} under input_root will "
                      "never be scored (beamscore plan lists them, with why)")
     return lines
+
+
+def _name(path: str) -> str:
+    """The last part of ``path``, ``x/`` for a folder ``.../x/``; the path itself if it
+    has no such part."""
+    last = path.rstrip("/").rsplit("/", 1)[-1]
+    if not last:
+        return path
+    return f"{last}/" if path.endswith("/") else last
 
 
 def format_plan(plan: ScorePlan, model: str) -> str:

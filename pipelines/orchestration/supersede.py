@@ -2,11 +2,14 @@
 
 Rescoring a tranche supersedes what earlier runs of the same model left for it: their
 dead letters, rows (``store.run_records.supersede_dead_letters``) and JSONL files
-(``<output_dir>/dt=<tranche>/dead_letters-<run_id>-<digest>.jsonl``), so that the
+(``<output_dir>/dt=<tranche>/dead_letters-<run_id>-<digest>.jsonl``), and the model
+version's Parquet files (``predictions-<model>-v<version>-<batch_key>.parquet``; a batch
+key depends on the file, chunk and batch, so a rescore with another batch size or
+chunking, or of a renamed input file, would not overwrite them all), so that the
 tranche's predictions and dead letters hold each record once; and the temporary files
-(``*.tmp-*``) that a failed or killed write left in its output folder. The predictions
-of records that are now dead letters are removed when the run has accounted for every
-record it read (``transforms.outcome``).
+(``*.tmp-*``) that a failed or killed write left in its output folder. Another model's
+or version's files stay. The predictions rows of records that are now dead letters are
+removed when the run has accounted for every record it read (``transforms.outcome``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from transforms.files import (
     TMP_MARK,
     delete_files,
     partial_files,
+    prediction_files,
+    prediction_model,
     remove_partial_files,
     tranche_folder,
 )
@@ -32,18 +37,22 @@ _PREFIX, _SUFFIX = "dead_letters-", ".jsonl"
 
 def clear_tranche(db: Database, output_dir: str, tranche: str, model: str,
                   run_id: str) -> None:
-    """Supersede the earlier dead letters of ``tranche`` by runs of ``model`` and remove
-    its temporary files; logs what it removed."""
+    """Supersede the earlier dead letters of ``tranche`` by runs of ``model``
+    (``name:version``) and the model version's prediction files, and remove its
+    temporary files; logs what it removed."""
     rows = run_records.supersede_dead_letters(db, tranche, model, run_id)
     files = dead_letter_files(output_dir, tranche)
     models = run_records.models_of(db, files.values())
     stale = [path for path, run in files.items() if run != run_id and models.get(run) == model]
     delete_files(stale)
+    name, _, version = model.rpartition(":")
+    predictions = prediction_files(output_dir, tranche, name, version)
+    delete_files(predictions)
     partial = remove_partial_files(_partial_of(db, output_dir, tranche, model))
-    if rows or stale or partial:
-        _LOG.info("tranche %s: superseded %d dead letter(s) and %d dead-letter file(s) of "
-                  "earlier runs of %s; removed %d temporary file(s)", tranche, rows,
-                  len(stale), model, len(partial))
+    if rows or stale or predictions or partial:
+        _LOG.info("tranche %s: superseded %d dead letter(s), %d dead-letter file(s) and "
+                  "%d prediction file(s) of earlier runs of %s; removed %d temporary "
+                  "file(s)", tranche, rows, len(stale), len(predictions), model, len(partial))
 
 
 def _partial_of(db: Database, output_dir: str, tranche: str, model: str) -> list[str]:
@@ -56,7 +65,7 @@ def _partial_of(db: Database, output_dir: str, tranche: str, model: str) -> list
             for p, n in names.items() if n.startswith(_PREFIX)}
     models = run_records.models_of(db, runs.values())
     return [p for p, n in names.items()
-            if n.startswith(f"predictions-{name}-v{version}-")
+            if prediction_model(n.split(TMP_MARK)[0]) == (name, version)
             or (p in runs and models.get(runs[p]) == model)]
 
 

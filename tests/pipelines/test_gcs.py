@@ -529,3 +529,57 @@ def test_the_ledger_fingerprint_follows_gcs_generations(
     assert before.files[0].size == after.files[0].size
     rc, out, _ = _run_cli(["plan", *common], capsys)
     assert rc == 0 and "would run" in out.splitlines()[0] and "changed" in out.splitlines()[0]
+
+
+def test_a_rescore_with_another_batch_size_leaves_each_record_in_one_parquet_object(
+    gcs: Gcs, registry: ModelRef, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The rescore's batches are named differently: the first run's objects are removed
+    when it takes the tranche, not left beside its own."""
+    docs = list(make_docs(60, seed=4, prefix="rescore"))
+    gcs.bucket.blob(f"landing-rescore/dt={DAY}/a.jsonl").upload_from_string(
+        b"".join(json.dumps(d).encode() + b"\n" for d in docs))
+    db = tmp_path / "r.db"
+    common = ["--date", DAY, "--input-root", gs("landing-rescore"), "--registry",
+              gs("registry"), "--model", MODEL, "--db", f"sqlite:///{db}", "--output-dir",
+              gs("out-rescore")]
+    rc, _, err = _run_cli(["score", *common, "--batch-size", "7"], capsys)
+    assert rc == 0, err
+    rc, _, err = _run_cli(["score", *common, "--force", "--batch-size", "25"], capsys)
+    assert rc == 0, err
+    rows = [r for n in gcs.names(f"out-rescore/dt={DAY}/") if n.endswith(".parquet")
+            for r in pq.read_table(io.BytesIO(gcs.download(n))).to_pylist()]
+    with sqlite3.connect(db) as conn:
+        (last,) = conn.execute("SELECT run_id FROM runs ORDER BY started_at DESC").fetchone()
+    assert sorted(r["doc_id"] for r in rows) == sorted(d["id"] for d in docs)
+    assert {r["run_id"] for r in rows} == {last}
+
+
+def test_folder_placeholder_objects_are_no_input_files(
+    gcs: Gcs, registry: ModelRef, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A console-made folder (a zero-byte object named ``x/``): the tranche folder's own
+    is no entry, one below it a subfolder; the summary names each entry."""
+    day, empty = "2026-01-05", "2026-01-06"
+    for name in ("landing-ph/", f"landing-ph/dt={day}/", f"landing-ph/dt={day}/archive/",
+                 f"landing-ph/dt={empty}/", "landing-ph/other/"):
+        gcs.bucket.blob(name).upload_from_string(b"")
+    gcs.bucket.blob(f"landing-ph/dt={day}/a.jsonl").upload_from_string(b"".join(
+        json.dumps(d).encode() + b"\n" for d in make_docs(10, seed=6, prefix="ph")))
+    import datetime as dt
+
+    from landing.tranches import SUBFOLDER, Unscored, plan_tranches, unscored_entries
+
+    plan, missing = plan_tranches(gs("landing-ph"), [dt.date(2026, 1, 5), dt.date(2026, 1, 6)])
+    assert [f.path for f in plan.files] == [gs("landing-ph", f"dt={day}", "a.jsonl")]
+    assert plan.unscored == [Unscored(gs("landing-ph", f"dt={day}", "archive/"), SUBFOLDER)]
+    assert plan.refused == [] and not plan.missing
+    assert "is empty" in missing.missing_reason
+    assert (missing.files, missing.unscored) == ([], [])
+    assert [u.path for u in unscored_entries(gs("landing-ph"))] == [gs("landing-ph", "other/")]
+    rc, out, err = _run_cli([
+        "score", "--date", day, "--input-root", gs("landing-ph"), "--registry",
+        gs("registry"), "--model", MODEL, "--db", f"sqlite:///{tmp_path}/ph.db",
+        "--output-dir", gs("out-ph")], capsys)
+    assert rc == 0, err
+    assert f"{day}    ignored 1 file(s) that are not input: archive/" in out.splitlines(), out

@@ -1,7 +1,8 @@
 """Records are never held hostage by what a run leaves behind: a rescored tranche holds
-each record once (predictions + dead letters, SQLite and PostgreSQL), a full disk
-leaves no temporary files, and a record too deeply nested to travel between stages is
-one dead letter (issue 18)."""
+each record once (predictions + dead letters, SQLite and PostgreSQL; its Parquet files
+too when the rescore batches differently or its input file was renamed, while other
+models' and versions' files stay), a full disk leaves no temporary files, and a record
+too deeply nested to travel between stages is one dead letter (issue 18)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.testing import test_pipeline
@@ -20,6 +22,7 @@ from models.registry import ModelRegistry
 from pipelines.orchestration.score import run
 from tests.data import query_rows
 from tests.pipelines.helpers import run_cli
+from transforms.files import prediction_model
 
 DAY, DAY2 = "2026-04-01", "2026-04-02"
 
@@ -77,6 +80,70 @@ def test_other_models_dead_letters_are_not_superseded(
     assert len(list(out.glob(f"dt={DAY}/dead_letters-*.jsonl"))) == 2
 
 
+def _parquet_rows(out: Path, day: str = DAY) -> list[tuple[str, str, str]]:
+    """(doc_id, run_id, source file name) of every row of the tranche's Parquet files of
+    ``demo`` version 1."""
+    return [(r["doc_id"], r["run_id"], Path(r["source_file"]).name)
+            for f in sorted((out / f"dt={day}").glob("predictions-*.parquet"))
+            if prediction_model(f.name) == ("demo", "1")
+            for r in pq.read_table(f).to_pylist()]
+
+
+def _last_run(url: str) -> str:
+    return str(query_rows(url, "SELECT run_id FROM runs ORDER BY started_at DESC")[0][0])
+
+
+def test_a_rescore_with_another_batch_size_leaves_each_record_in_one_parquet_file(
+        registry_root: str, tmp_path: Path) -> None:
+    root, out, url = tmp_path / "landing", tmp_path / "out", f"sqlite:///{tmp_path / 's.db'}"
+    docs = list(make_docs(60, seed=21, prefix="b"))
+    _write(root / f"dt={DAY}", docs, set())
+    assert _score(root, registry_root, url, out, "--date", DAY, "--batch-size", "7").rc == 0
+    assert len(_parquet_rows(out)) == 60
+    result = _score(root, registry_root, url, out, "--date", DAY, "--force",
+                    "--batch-size", "25")
+    assert result.rc == 0, result.err
+    rows = _parquet_rows(out)
+    assert sorted(r[0] for r in rows) == sorted(d["id"] for d in docs)
+    assert {r[1] for r in rows} == {_last_run(url)}
+    assert len(list((out / f"dt={DAY}").glob("predictions-*.parquet"))) == 3  # 25 + 25 + 10
+
+
+def test_a_renamed_input_file_leaves_each_record_in_one_parquet_file(
+        registry_root: str, tmp_path: Path) -> None:
+    root, out, url = tmp_path / "landing", tmp_path / "out", f"sqlite:///{tmp_path / 's.db'}"
+    folder = root / f"dt={DAY}"
+    docs = list(make_docs(40, seed=22, prefix="n"))
+    _write(folder, docs, set())
+    assert _score(root, registry_root, url, out, "--date", DAY).rc == 0
+    (folder / "docs.jsonl").rename(folder / "export-v2.jsonl")  # the same records again
+    result = _score(root, registry_root, url, out, "--date", DAY)  # its fingerprint changed
+    assert result.rc == 0, result.err
+    rows = _parquet_rows(out)
+    assert sorted(r[0] for r in rows) == sorted(d["id"] for d in docs)
+    assert {(r[1], r[2]) for r in rows} == {(_last_run(url), "export-v2.jsonl")}
+
+
+def test_a_rescore_keeps_the_files_of_models_and_versions_its_name_prefixes(
+        registry_root: str, tmp_path: Path) -> None:
+    root, out, url = tmp_path / "landing", tmp_path / "out", f"sqlite:///{tmp_path / 's.db'}"
+    _write(root / f"dt={DAY}", list(make_docs(20, seed=23, prefix="p")), set())
+    folder = out / f"dt={DAY}"
+    folder.mkdir(parents=True)
+    key = "0123456789ab-0000-00000"
+    others = [folder / f"predictions-{model}-{key}.parquet" for model in (
+        "demo-v10", "demo-2-v1", "demo-v1-v1", "demo.x-v1", "demo_v1-v1", "demo-v1-0123-v2")]
+    for path in others:
+        path.write_bytes(b"another model's or version's predictions")
+    stale = folder / f"predictions-demo-v1-{key}.parquet"
+    stale.write_bytes(b"an earlier run's predictions of demo version 1")
+    result = _score(root, registry_root, url, out, "--date", DAY)
+    assert result.rc == 0, result.err
+    assert all(path.exists() for path in others)
+    assert not stale.exists()
+    assert len(_parquet_rows(out)) == 20
+
+
 class _FullDisk:
     """A writer that writes a little of the file, then fails as a full disk does."""
 
@@ -107,13 +174,16 @@ def test_a_full_disk_leaves_no_temporary_files(registry_root: str, tmp_path: Pat
     assert rc == 1
     assert not list(out.rglob("*.tmp-*"))
     monkeypatch.undo()
-    left = out / f"dt={DAY}" / "predictions-demo-v1-x.parquet.tmp-0123456789ab"
+    name = "0123456789ab-0000-00000.parquet.tmp-0123456789ab"
+    left = out / f"dt={DAY}" / f"predictions-demo-v1-{name}"
     left.write_bytes(b"half a file")  # what a killed worker leaves
-    other = out / f"dt={DAY}" / "predictions-other-v3-y.parquet.tmp-0123456789ab"
-    other.write_bytes(b"another model's write in progress")
+    others = [out / f"dt={DAY}" / f"predictions-{model}-{name}"
+              for model in ("demo-v1-v1", "other-v3")]  # models demo-v1:1 and other:3
+    for other in others:
+        other.write_bytes(b"another model's write in progress")
     rc = run(args, test_pipeline=test_pipeline.TestPipeline(runner="FnApiRunner"))
     assert rc == 0
-    assert list(out.rglob("*.tmp-*")) == [other]
+    assert sorted(out.rglob("*.tmp-*")) == others
     assert len(list((out / f"dt={DAY}").glob("predictions-*.parquet"))) >= 1
 
 

@@ -1,5 +1,6 @@
 """WritePredictionFiles: one Parquet file per batch, the table's columns plus position and
-the true label, deterministic names."""
+the true label, deterministic names; a name read back gives its model and version, and
+a model version's files are found without another's (a name that prefixes another)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,19 @@ from typing import Any
 
 import apache_beam as beam
 import pyarrow.parquet as pq
+import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from landing.reading import Chunk
 from store.schema import PREDICTIONS
-from transforms.files import PARQUET_SCHEMA, WritePredictionFiles
+from transforms.files import (
+    PARQUET_SCHEMA,
+    WritePredictionFiles,
+    prediction_file,
+    prediction_files,
+    prediction_model,
+)
 from transforms.records import RunContext
 
 CTX = RunContext("run-1", "demo", "2", "ab" * 32, "2026-01-02T00:00:00+00:00")
@@ -42,3 +51,20 @@ def test_one_file_per_batch_with_the_table_columns_position_and_label(
         ("k1-0", 5, None), ("k1-1", 6, "billing"), ("k1-2", 7, "billing")]
     assert {(r["run_id"], r["model_version"], r["score"]) for r in rows} == {("run-1", "2", 0.5)}
     assert not list(tmp_path.rglob("*.tmp-*")), "temporary files are renamed"
+
+
+@pytest.mark.filterwarnings("ignore:Possible nested set:FutureWarning")  # "out[[]1]": literal
+def test_a_model_versions_prediction_files_are_found_without_anothers(
+        tmp_path: Path) -> None:
+    out, key = str(tmp_path / "out[1]"), Chunk("2026-01-01", "in/a.jsonl", "jsonl").key + "-00012"
+    paths = {}
+    for name in ("demo", "demo-2", "demo-v1", "demo-v1-0123", "a.b_c-1"):
+        for version in ("1", "10"):
+            ctx = RunContext("run-1", name, version, "ab" * 32, "2026-01-02T00:00:00+00:00")
+            path = paths[name, version] = prediction_file(out, ctx, "2026-01-01", key)
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_bytes(b"x")
+    for model, path in paths.items():
+        assert prediction_model(Path(path).name) == model
+        assert prediction_files(out, "2026-01-01", *model) == [path]
+    assert prediction_model("dead_letters-run-1-ab.jsonl") is None
