@@ -159,9 +159,10 @@ def _open_raw(path: str, read_block: int, planned: Planned | None) -> BinaryIO:
 
 
 def _check_local(raw: BinaryIO, planned: Planned, when: str) -> None:
-    """Raises ``InputChanged`` unless the open local file has the planned size and
-    modification time."""
-    st = os.fstat(raw.fileno())
+    """Raises ``InputChanged`` unless the local file ``raw`` has the planned size and
+    modification time (the file at its path once ``raw`` is closed: a reader's text
+    wrapper, dropped, closes it)."""
+    st = os.stat(raw.name) if raw.closed else os.fstat(raw.fileno())
     mtime = str(st.st_mtime)
     if st.st_size != planned.size or planned.fingerprint not in ("", mtime):
         raise InputChanged(f"changed {when}: listed at planning with {planned.size:,} bytes, "

@@ -103,3 +103,16 @@ def test_a_file_deleted_after_planning_is_one_dead_letter_saying_so(tmp_path: Pa
     [(item, position)] = _read(chunks)
     assert position == 0 and item.reason.startswith(  # type: ignore[union-attr]
         f"unreadable jsonl file: {path}: InputChanged: deleted since planning")
+
+
+def test_a_csv_file_parsed_twice_reads_as_without_a_plan(tmp_path: Path) -> None:
+    """An unclosed quote makes the CSV reader open the file again for its tracked parse;
+    the first open, closed by then, is checked too and is unchanged."""
+    rows = [f'q{i:03d},"text, of row {i}",billing\n' for i in range(1, 52)]
+    rows[20] = 'q021,"this quote is never closed,billing\n'
+    (tmp_path / f"dt={DAY}").mkdir()
+    (tmp_path / f"dt={DAY}" / "rows.csv").write_text("id,text,label\n" + "".join(rows))
+    chunks = plan_chunks(plan_tranches(str(tmp_path), [DAY]), 1 << 20)
+    items = _read(chunks)
+    assert items == _read([dataclasses.replace(c, planned=None) for c in chunks])
+    assert [p for i, p in items if isinstance(i, Rejection)] == [21]
