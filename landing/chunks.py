@@ -5,6 +5,8 @@ byte ranges, Parquet into row ranges, others read whole, so that workers share l
 files. ``balanced_chunks`` cuts chunks of about equal estimated rows,
 ``CHUNKS_PER_WORKER`` per worker, largest first, because local runners hand chunks to
 workers round-robin, once: equal chunks in descending order make them finish together.
+Every chunk carries its file as listed (``Planned``): it is read as that file or not at
+all (``landing.reading.open_input``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from landing.formats import resolve
-from landing.reading import Chunk
+from landing.reading import Chunk, Planned
 from landing.splitters import Extent, Limits
 from landing.tranches import SourceFile, TranchePlan
 
@@ -60,5 +62,6 @@ def balanced_chunks(plans: list[TranchePlan], max_chunk_bytes: int, workers: int
 
 def _file_chunks(tranche: str, f: SourceFile, extent: Extent, limits: Limits) -> list[Chunk]:
     fmt, gzipped = resolve(f.format)
-    return [Chunk(tranche, f.path, f.format, start, end, i, est_rows=n)
+    planned = Planned(f.size, f.fingerprint)
+    return [Chunk(tranche, f.path, f.format, start, end, i, est_rows=n, planned=planned)
             for i, (start, end, n) in enumerate(fmt.splitter(f.size, gzipped, extent, limits))]

@@ -55,19 +55,19 @@ def read(chunk: Chunk, gzipped: bool, opts: ReadOptions) -> Iterator[Item]:
     with ExitStack() as files:
 
         def lines_from(start: int) -> _Feed:
-            feed = _Feed(_open_text(files, chunk.path, gzipped).readline, bound)
+            feed = _Feed(_open_text(files, chunk, gzipped).readline, bound)
             feed.skip_lines(start - 1)
             return feed
 
-        fast = _Fast(_open_text(files, chunk.path, gzipped).readline, bound)
+        fast = _Fast(_open_text(files, chunk, gzipped).readline, bound)
         yield from fast.rows()
         if fast.resume_at:
             yield from parse_lines(lines_from(fast.resume_at), bound, chunk.path, lines_from,
                                    header=fast.header, row_no=fast.row_no)
 
 
-def _open_text(files: ExitStack, path: str, gzipped: bool) -> io.TextIOWrapper:
-    fh = files.enter_context(open_input(path, gzipped))
+def _open_text(files: ExitStack, chunk: Chunk, gzipped: bool) -> io.TextIOWrapper:
+    fh = files.enter_context(open_input(chunk.path, gzipped, planned=chunk.planned))
     return io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
 
 

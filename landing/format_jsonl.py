@@ -22,6 +22,7 @@ from typing import Any
 from landing.reading import (
     Chunk,
     Item,
+    Planned,
     ReadOptions,
     Rejection,
     bounded_lines,
@@ -40,13 +41,14 @@ def read(chunk: Chunk, gzipped: bool, opts: ReadOptions) -> Iterator[Item]:
     """Every non-blank line of ``chunk`` as a record or a rejection, with its line."""
     bound = opts.max_line_bytes
     span = chunk.end - chunk.start + 1 + _BUFFER if chunk.end >= 0 else 0  # 0: whole file
-    with open_input(chunk.path, gzipped, read_block=min(span, _MAX_BLOCK)) as raw:
+    with open_input(chunk.path, gzipped, read_block=min(span, _MAX_BLOCK),
+                    planned=chunk.planned) as raw:
         fh: Any = raw if gzipped else io.BufferedReader(raw, _BUFFER)  # type: ignore[type-var]
         lineno, pos = 0, chunk.start
         if chunk.start > 0:
             lineno = chunk.lines_before
             if lineno < 0:
-                lineno = count_newlines(chunk.path, chunk.start - 1) + 1
+                lineno = count_newlines(chunk.path, chunk.start - 1, chunk.planned) + 1
             fh.seek(chunk.start - 1)
             # finish the line owned by the previous chunk
             pos = chunk.start - 1 + next(bounded_lines(fh, bound), (b"", 0, 0))[1]
@@ -83,9 +85,9 @@ def parse_json_line(line: bytes) -> dict[str, Any] | Rejection:
     return obj
 
 
-def count_newlines(path: str, upto: int) -> int:
-    """Newlines in the first ``upto`` bytes of an uncompressed file."""
-    return _newlines_at(path, [upto])[0][0]
+def count_newlines(path: str, upto: int, planned: Planned | None = None) -> int:
+    """Newlines in the first ``upto`` bytes of an uncompressed file (as ``planned``)."""
+    return _newlines_at(path, [upto], planned)[0][0]
 
 
 def number_lines(chunks: Sequence[Chunk]) -> list[Chunk]:
@@ -98,20 +100,21 @@ def number_lines(chunks: Sequence[Chunk]) -> list[Chunk]:
     starts = sorted({c.start for c in chunks if c.start > 0})
     lines = {0: 0}
     if starts:
-        counts = _newlines_at(chunks[0].path, [s - 1 for s in starts])
+        counts = _newlines_at(chunks[0].path, [s - 1 for s in starts], chunks[0].planned)
         lines |= {s: n + 1 for s, (n, reached) in zip(starts, counts) if reached}
     return [dataclasses.replace(c, lines_before=lines.get(c.start, -1)) for c in chunks]
 
 
-def _newlines_at(path: str, offsets: Sequence[int]) -> list[tuple[int, bool]]:
+def _newlines_at(path: str, offsets: Sequence[int],
+                 planned: Planned | None = None) -> list[tuple[int, bool]]:
     """For each of the ascending ``offsets``: the newlines in the file's first
     ``offset`` bytes, and whether the file is that long; one pass through one reused
-    1 MiB buffer."""
+    1 MiB buffer, of the file as ``planned`` (``InputChanged`` if it is not)."""
     out: list[tuple[int, bool]] = []
     buf = bytearray(1 << 20)
     view = memoryview(buf)
     n = pos = 0
-    with open_input(path) as raw:
+    with open_input(path, planned=planned) as raw:
         fh: Any = raw  # a buffered binary stream: readinto
         for offset in offsets:
             while pos < offset:

@@ -25,7 +25,7 @@ from landing.splitters import Extent
 def read(chunk: Chunk, _gzipped: bool, opts: ReadOptions) -> Iterator[Item]:
     """The rows of ``chunk``; a file whose schema lacks a required column raises in its
     first chunk (one rejection for the file) and yields nothing in the others."""
-    with open_input(chunk.path) as fh:
+    with open_input(chunk.path, planned=chunk.planned) as fh:
         pf = pq.ParquetFile(fh)
         names = pf.schema_arrow.names
         missing = [c for c in opts.required if c not in names]

@@ -8,11 +8,11 @@ A format with ``gzip`` also reads its files gzipped (``<suffix>.gz``, format nam
 of the file before their start (a JSONL byte range: the lines before it), in one pass
 for all of them (a file it cannot number is read as one chunk). ``read_chunk`` yields
 every line or row of a chunk exactly once, as a record or a ``Rejection``; a file that
-cannot be read (corrupt, truncated gzip, permission denied, gone since planning) ends
-in one ``Rejection`` per chunk whose reason names the file, the error and how far
-reading got: at position 0 for the file's first chunk (the file, or the rest of it),
-at the first record not read for a later chunk, so that the rejections of one file
-never share a position.
+cannot be read (corrupt, truncated gzip, permission denied, replaced or gone since
+planning: ``InputChanged``) ends in one ``Rejection`` per chunk whose reason names the
+file, the error and how far reading got: at position 0 for the file's first chunk (the
+file, or the rest of it), at the first record not read for a later chunk, so that the
+rejections of one file never share a position.
 """
 
 from __future__ import annotations

@@ -6,6 +6,14 @@ range of one); a format's reader turns it into ``Item`` pairs: a record (a dict)
 position, a 1-based line or row number, or 0 for the whole file. ``ReadOptions`` carries
 what a reader is told by the run, and ``open_input`` opens a file as the readers need it.
 
+A chunk of a run carries its file as planning listed it (``Planned``: size and content
+identity), and every open of it reads that content or raises ``InputChanged``: an
+object in Cloud Storage is read at the generation listed (``landing.gcs``: gone once
+overwritten or deleted, unless the bucket keeps versions), a local file, which cannot
+be pinned, must have the planned size and modification time when opened and still
+when its reader is done with it. A file replaced between planning and reading is
+thus never read as a truncated mix of old and new.
+
 Every byte of a file is in exactly one record, one rejection or a header (blank lines
 aside, which are not records). A line longer than ``ReadOptions.max_line_bytes`` is
 never materialised: ``bounded_lines`` streams it to its end and the reader rejects it,
@@ -28,6 +36,16 @@ from apache_beam.io.filesystems import FileSystems
 
 
 @dataclass(frozen=True)
+class Planned:
+    """A file as planning listed it (``landing.tranches.SourceFile``): its size and its
+    content identity, ``generation N`` for an object in Cloud Storage, else the
+    modification time ('' where none was listed: only the size is checked)."""
+
+    size: int
+    fingerprint: str
+
+
+@dataclass(frozen=True)
 class Chunk:
     """A unit of reading work: a file, a byte range of an uncompressed file, or a row
     range of a file (``start``/``end`` are bytes or rows, as the format splits).
@@ -35,7 +53,10 @@ class Chunk:
     ``lines_before``: for a byte range, the lines that start before ``start`` (its
     records are numbered from the next); -1 when not known, and the reader counts them
     itself by reading the file up to ``start``. ``landing.formats.number_chunks`` sets
-    it for all of a file's chunks in one pass over the file."""
+    it for all of a file's chunks in one pass over the file.
+
+    ``planned``: the file as planning listed it; reading it raises ``InputChanged``
+    when it is no longer that file. None reads whatever the path holds."""
 
     tranche: str
     path: str
@@ -45,6 +66,7 @@ class Chunk:
     index: int = 0
     est_rows: int = 0  # estimated records, for balancing chunks across workers
     lines_before: int = -1
+    planned: Planned | None = None
 
     @property
     def key(self) -> str:
@@ -90,20 +112,65 @@ class NotAFile(OSError):
     """A local input path that is not a regular file (a device, a FIFO, a socket)."""
 
 
+class InputChanged(OSError):
+    """An input file that is no longer the one planning listed: replaced, rewritten or
+    deleted since planning."""
+
+
 @contextmanager
-def open_input(path: str, gzipped: bool = False, read_block: int = 0) -> Iterator[BinaryIO]:
+def open_input(path: str, gzipped: bool = False, read_block: int = 0,
+               planned: Planned | None = None) -> Iterator[BinaryIO]:
     """``path`` opened for binary reading, decompressed when ``gzipped``. Python's gzip,
     not Beam's: it raises on a truncated stream instead of ending quietly. A local path
     (a link followed) must be a regular file: a device such as /dev/zero never ends and
     a FIFO blocks, so they raise ``NotAFile`` before being opened. ``read_block``: for
     an object in Cloud Storage, the bytes one request fetches (0: Beam's 16 MiB), so
-    that a reader of a small byte range does not download 16 MiB for it."""
+    that a reader of a small byte range does not download 16 MiB for it.
+
+    ``planned``: the file as planning listed it. An object in Cloud Storage is read at
+    that generation; a local file is checked (one ``fstat``) when opened and again when
+    its reader leaves the block without an error. Either raises ``InputChanged`` when the
+    file is not, or no longer, the one planned."""
     check_regular(path)
-    with _open_raw(path, read_block) as raw:
+    with _open_raw(path, read_block, planned) as raw:
         yield gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw  # type: ignore[misc]
+        if planned is not None and "://" not in path:
+            _check_local(raw, planned, "while it was read")
 
 
-def _open_raw(path: str, read_block: int) -> BinaryIO:
+def _open_raw(path: str, read_block: int, planned: Planned | None) -> BinaryIO:
+    if planned is not None and path.startswith("gs://") and planned.fingerprint:
+        from landing import gcs  # Cloud Storage's client, imported by its readers only
+
+        return gcs.open_planned(path, read_block, planned)
+    try:
+        raw = _open_by_name(path, read_block)
+    except FileNotFoundError as exc:
+        if planned is None or "://" in path:
+            raise
+        raise InputChanged(f"deleted since planning ({planned.size:,} bytes listed)") from exc
+    if planned is not None and "://" not in path:
+        try:
+            _check_local(raw, planned, "since planning")
+        except BaseException:
+            raw.close()
+            raise
+    return raw
+
+
+def _check_local(raw: BinaryIO, planned: Planned, when: str) -> None:
+    """Raises ``InputChanged`` unless the local file ``raw`` has the planned size and
+    modification time (the file at its path once ``raw`` is closed: a reader's text
+    wrapper, dropped, closes it)."""
+    st = os.stat(raw.name) if raw.closed else os.fstat(raw.fileno())
+    mtime = str(st.st_mtime)
+    if st.st_size != planned.size or planned.fingerprint not in ("", mtime):
+        raise InputChanged(f"changed {when}: listed at planning with {planned.size:,} bytes, "
+                           f"modified at {planned.fingerprint or '?'}; now {st.st_size:,} "
+                           f"bytes, modified at {mtime}")
+
+
+def _open_by_name(path: str, read_block: int) -> BinaryIO:
     if read_block > 0 and path.startswith("gs://"):
         # Beam's filesystem has no block size to pass; its GcsIO (made with the
         # filesystem's pipeline options, as Beam's own open does) has.

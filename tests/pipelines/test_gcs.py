@@ -45,18 +45,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from gcp_storage_emulator import server as gcs_emulator
+from google.api_core.exceptions import NotFound
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
 from landing.formats import Rejection, number_chunks, read_chunk, resolve
-from landing.reading import Chunk
+from landing.reading import Chunk, Planned
 from landing.samples import BAD_COUNTS, make_docs, write_tranche
 from landing.splitters import MAX_PIECES_PER_GROUP, Limits, row_ranges
 from models.recipe import train_and_evaluate
 from models.registry import ModelIntegrityError, ModelRef, ModelRegistry
 from pipelines import cli
 from pipelines.configuration.config import load_config
-from pipelines.orchestration.exit_codes import EXIT_ERROR, EXIT_MISSING
+from pipelines.orchestration import plan as plan_module
+from pipelines.orchestration.exit_codes import EXIT_DEAD_LETTERS, EXIT_ERROR, EXIT_MISSING
 
 BUCKET = "beamscore-test"
 DAY = "2026-01-01"
@@ -365,17 +367,21 @@ def _count_downloads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return fetched
 
 
+@pytest.mark.parametrize("pinned", [False, True], ids=["by name", "at its generation"])
 def test_a_byte_range_downloads_about_its_own_bytes(
-        gcs: Gcs, monkeypatch: pytest.MonkeyPatch) -> None:
+        gcs: Gcs, monkeypatch: pytest.MonkeyPatch, pinned: bool) -> None:
     """Numbering a JSONL object's chunks downloads it once; each chunk's read then
-    fetches about its own range, not Beam's 16 MiB block from its start to the end."""
+    fetches about its own range, not Beam's 16 MiB block from its start to the end;
+    read at the generation planned or by name alike."""
     docs = list(make_docs(12_000, seed=3, prefix="ranges"))
     data = b"".join(json.dumps(d).encode() + b"\n" for d in docs)
     size, step = len(data), 1 << 20
     assert size > 3 * step
-    name = "landing-ranges/dt=2026-01-04/part-0.jsonl"
-    gcs.bucket.blob(name).upload_from_string(data)
-    chunks = [Chunk("t", gs(name), "jsonl", start, min(start + step, size), i)
+    name = f"landing-ranges-{pinned}/dt=2026-01-04/part-0.jsonl"
+    blob = gcs.bucket.blob(name)
+    blob.upload_from_string(data)
+    planned = Planned(size, f"generation {blob.generation}") if pinned else None
+    chunks = [Chunk("t", gs(name), "jsonl", start, min(start + step, size), i, planned=planned)
               for i, start in enumerate(range(0, size, step))]
 
     fetched = _count_downloads(monkeypatch)
@@ -413,6 +419,94 @@ def test_the_pieces_of_a_one_group_parquet_object_download_it_once_each(
     assert ids == [d["id"] for d in docs]
     assert sum(fetched) <= MAX_PIECES_PER_GROUP * (len(data) + (64 << 10)), (
         sum(fetched), len(data))
+
+
+def _replace_after_planning(monkeypatch: pytest.MonkeyPatch, replace: Any) -> None:
+    """``replace()`` runs right after the launcher has listed the tranches, before any
+    worker reads: an upstream export overwriting an object as a run starts."""
+    real = plan_module.plan_tranches
+
+    def listed_then_replaced(*args: Any, **kwargs: Any) -> Any:
+        plans = real(*args, **kwargs)
+        replace()
+        return plans
+
+    monkeypatch.setattr(plan_module, "plan_tranches", listed_then_replaced)
+
+
+@pytest.mark.slow
+def test_an_object_replaced_after_planning_is_one_dead_letter_and_rescored_next(
+    gcs: Gcs, registry: ModelRef, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Listed at 3,500 records (several byte ranges), overwritten by 5,000: not one
+    record of either generation is scored, the object is one read dead letter saying it
+    was replaced since planning, the tranche is left failed (exit 4); the next run
+    scores the new generation whole."""
+    day, name = "2026-01-06", "landing-replaced/dt=2026-01-06/part-0.jsonl"
+    old = b"".join(json.dumps(d).encode() + b"\n" for d in make_docs(3500, seed=1, prefix="old"))
+    new_docs = list(make_docs(5000, seed=2, prefix="new"))
+    new = b"".join(json.dumps(d).encode() + b"\n" for d in new_docs)
+    assert len(old) > 1 << 20
+    gcs.bucket.blob(name).upload_from_string(old)
+    _replace_after_planning(monkeypatch, lambda: gcs.bucket.blob(name).upload_from_string(new))
+    db = tmp_path / "r.db"
+    argv = ["score", "--date", day, "--input-root", gs("landing-replaced"), "--registry",
+            gs("registry"), "--model", MODEL, "--db", f"sqlite:///{db}", "--output-dir",
+            gs("out-replaced"), "--read-chunk-bytes", str(1 << 20)]
+    rc, out, err = _run_cli(argv, capsys)
+    assert rc == EXIT_DEAD_LETTERS, f"exit {rc}\nstdout:\n{out}\nstderr:\n{err}"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM predictions").fetchone() == (0,)
+        dead = conn.execute("SELECT source_file, position, stage, reason FROM dead_letters"
+                            ).fetchall()
+        [(counts,)] = conn.execute("SELECT counts FROM runs").fetchall()
+        [(status,)] = conn.execute("SELECT status FROM tranches").fetchall()
+    [(source, position, stage, reason)] = dead
+    assert (source, position, stage) == (gs(name), 0, "read")
+    assert reason.startswith(f"unreadable jsonl file: {gs(name)}: InputChanged: replaced "
+                             f"since planning: listed as generation "), reason
+    total = json.loads(counts)["total"]
+    assert (total["read"], total["scored"], total["dead_lettered"]) == (1, 0, 1)
+    assert status == "failed"
+    assert not [n for n in gcs.names(f"out-replaced/dt={day}/") if n.endswith(".parquet")]
+
+    monkeypatch.undo()
+    rc, out, err = _run_cli(argv, capsys)
+    assert rc == 0, f"exit {rc}\nstdout:\n{out}\nstderr:\n{err}"
+    with sqlite3.connect(db) as conn:
+        ids = {r for (r,) in conn.execute("SELECT doc_id FROM predictions")}
+        assert conn.execute("SELECT COUNT(*) FROM dead_letters").fetchone() == (0,)
+    assert ids == {d["id"] for d in new_docs}
+
+
+def test_an_object_gone_since_planning_or_while_read_is_a_dead_letter_saying_so(
+        gcs: Gcs, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deleted after planning: its generation is not found when opened; a generation
+    gone during the read (what Cloud Storage answers once it is overwritten): the
+    rest of the chunk is one dead letter saying so."""
+    data = b"".join(json.dumps(d).encode() + b"\n" for d in make_docs(50, seed=3, prefix="g"))
+    name = "landing-gone/dt=2026-01-07/part-0.jsonl"
+    blob = gcs.bucket.blob(name)
+    blob.upload_from_string(data)
+    chunk = Chunk("t", gs(name), "jsonl", planned=Planned(len(data),
+                                                          f"generation {blob.generation}"))
+    assert len(list(read_chunk(chunk))) == 50
+
+    def gone(self: Any, *args: Any, **kwargs: Any) -> bytes:
+        raise NotFound("No such object")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(storage.Blob, "download_as_bytes", gone)
+        [(item, position)] = list(read_chunk(chunk))
+    assert position == 0 and item.reason.startswith(  # type: ignore[union-attr]
+        f"unreadable jsonl file: {gs(name)}: InputChanged: replaced or deleted while it "
+        f"was read: generation {blob.generation} listed at planning no longer exists")
+    blob.delete()
+    [(item, position)] = list(read_chunk(chunk))
+    assert position == 0 and item.reason.startswith(  # type: ignore[union-attr]
+        f"unreadable jsonl file: {gs(name)}: InputChanged: replaced or deleted since "
+        f"planning: generation {blob.generation} listed at planning no longer exists")
 
 
 class _Payload:
