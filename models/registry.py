@@ -12,8 +12,10 @@ Versions are positive integers (``1``, ``2``, ...) and aliases lower-case names
 neither can name a path outside the model's folder. ``NAME`` alone means the version
 aliased ``production``: the first version registered under a name becomes it, and a later
 one only when promoted, so a retraining candidate is never scored until someone
-promotes it. Every file is written whole or not at all, ``metadata.json`` last, so a
-version without it is incomplete and invisible; a registry file that is not readable
+promotes it. A registration first claims its version's number (``.claimed``, created
+only where none is: two trainings finishing together get two versions, never one), then
+writes every file whole or not at all, ``metadata.json`` last, so a version without it
+is incomplete and invisible (its number is not used again); a registry file that is not readable
 JSON is refused naming it. A model artifact is a pickle, i.e. code:
 ``verify`` is the one place that checks an artifact's bytes (its sha256 against the
 registry's record, its scikit-learn version against the installed one); the launcher
@@ -34,6 +36,7 @@ import importlib.metadata
 import io
 import json
 import logging
+import os
 import pickle
 import re
 import secrets
@@ -48,6 +51,7 @@ from models.unpickle import Policy, UntrustedGlobal, load_restricted
 MODEL_FILE = "model.joblib"
 METADATA_FILE = "metadata.json"
 ALIASES_FILE = "aliases.json"
+CLAIM_FILE = ".claimed"  # a version's number, taken by the registration writing it
 PRODUCTION = "production"  # the alias ``NAME`` alone resolves to
 _LOG = logging.getLogger("beamscore")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -95,6 +99,29 @@ def _read_json(path: str) -> Any:
     except (ValueError, UnicodeDecodeError) as exc:
         raise RegistryError(f"{path}: not a readable JSON file ({exc}); restore it or "
                             "register the version again") from exc
+
+
+def _claim(path: str) -> bool:
+    """Create ``path`` empty unless it exists (atomically: ``O_EXCL`` locally, an upload
+    that only succeeds where no object is on GCS); whether this call created it."""
+    if path.startswith("gs://"):
+        from apache_beam.io.gcp import gcsio
+        from google.api_core.exceptions import PreconditionFailed
+
+        make_gcsio = getattr(FileSystems.get_filesystem(path), "_gcsIO", gcsio.GcsIO)
+        bucket, name = gcsio.parse_gcs_path(path)
+        try:
+            make_gcsio().client.bucket(bucket).blob(name).upload_from_string(
+                b"", if_generation_match=0)
+        except PreconditionFailed:
+            return False
+        return True
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        return False
+    return True
 
 
 def _write_bytes(path: str, data: bytes) -> None:
@@ -313,7 +340,10 @@ class ModelRegistry:
         policy = policy or Policy()
         _, globals_used = _unpickle(data, policy, f"model {name}")
         existing = self.versions(name)
-        version = str(int(existing[-1]) + 1 if existing else 1)
+        number = int(existing[-1]) + 1 if existing else 1
+        while not _claim(_join(self.root, name, str(number), CLAIM_FILE)):
+            number += 1  # taken by a registration under way (or one that died)
+        version = str(number)
         first = PRODUCTION not in self.aliases(name)
         meta = _metadata(name, version, model, data, preprocessing, source, metrics,
                          globals_used, policy) | (extra or {})

@@ -346,3 +346,81 @@ def test_a_version_written_as_a_number_in_aliases_is_explained(registry_copy: st
     (Path(registry_copy) / "demo" / "aliases.json").write_text('{"production": 1}')
     with pytest.raises(RegistryError, match=r"versions are written as strings \(\"1\"\)"):
         ModelRegistry(registry_copy).resolve("demo")
+
+
+def test_a_number_claimed_by_a_registration_under_way_is_not_taken(tmp_path: Path) -> None:
+    """Version 2 claimed by another training still writing it (or one that died): the
+    next registration is version 3; version 2 stays invisible until its metadata."""
+    reg = ModelRegistry(str(tmp_path))
+    reg.register("m", TinyModel(), preprocessing=PRE, source="t", policy=TRUST)
+    (tmp_path / "m" / "2").mkdir()
+    (tmp_path / "m" / "2" / ".claimed").touch()
+    ref = reg.register("m", TinyModel(1), preprocessing=PRE, source="t", policy=TRUST)
+    assert ref.version == "3" and reg.versions("m") == ["1", "3"]
+    assert reg.aliases("m") == {"production": "1"}
+
+
+def test_two_registrations_finishing_together_get_two_versions(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both list the versions before either writes (the race of two trainings that end
+    together): each still gets its own number and its own artifact."""
+    import threading
+
+    reg = ModelRegistry(str(tmp_path))
+    listed = threading.Barrier(2, timeout=10)
+    real_versions = ModelRegistry.versions
+
+    def versions_then_wait(self: ModelRegistry, name: str) -> list[str]:
+        found = real_versions(self, name)
+        listed.wait()  # both have listed: both would pick the same number
+        return found
+
+    monkeypatch.setattr(ModelRegistry, "versions", versions_then_wait)
+    refs: dict[int, Any] = {}
+
+    def register(seed: int) -> None:
+        refs[seed] = reg.register("m", TinyModel(seed), preprocessing=PRE, source="t",
+                                  policy=TRUST)
+
+    threads = [threading.Thread(target=register, args=(seed,)) for seed in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    monkeypatch.undo()
+    assert sorted(r.version for r in refs.values()) == ["1", "2"]
+    for ref in refs.values():
+        data = _model_path(str(tmp_path), "m", ref.version).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == reg.metadata("m", ref.version)["sha256"]
+
+
+def test_a_gcs_claim_is_an_upload_that_only_succeeds_where_no_object_is(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On gs:// the number is claimed with ``if_generation_match=0``; a claim that the
+    server refuses (412) is a number taken. (The offline emulator ignores the
+    precondition, so the request is checked here.)"""
+    from apache_beam.io.gcp import gcsio
+    from google.api_core.exceptions import PreconditionFailed
+
+    from models.registry import _claim
+
+    uploads: list[tuple[str, dict[str, Any]]] = []
+
+    class _Blob:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def upload_from_string(self, data: bytes, **kwargs: Any) -> None:
+            uploads.append((self.name, kwargs))
+            if self.name.endswith("/2/.claimed"):
+                raise PreconditionFailed("At least one of the pre-conditions did not hold")
+
+    class _Client:
+        def bucket(self, name: str) -> Any:
+            return type("B", (), {"blob": lambda _self, n: _Blob(n)})()
+
+    monkeypatch.setattr(gcsio, "GcsIO", lambda *a, **k: type("G", (), {"client": _Client()})())
+    assert _claim("gs://bucket/registry/m/3/.claimed") is True
+    assert _claim("gs://bucket/registry/m/2/.claimed") is False
+    assert uploads == [("registry/m/3/.claimed", {"if_generation_match": 0}),
+                       ("registry/m/2/.claimed", {"if_generation_match": 0})]

@@ -230,8 +230,9 @@ def _register(root: str, name: str, trained: tuple[Any, dict[str, Any]]) -> Mode
 @pytest.fixture(scope="module")
 def registry(gcs: Gcs, trained: tuple[Any, dict[str, Any]]) -> ModelRef:
     ref = _register(gs("registry"), MODEL, trained)
-    assert gcs.names(f"registry/{MODEL}/") == [
-        f"registry/{MODEL}/1/metadata.json", f"registry/{MODEL}/1/model.joblib",
+    assert gcs.names(f"registry/{MODEL}/") == [  # the first version is production
+        f"registry/{MODEL}/1/.claimed", f"registry/{MODEL}/1/metadata.json",
+        f"registry/{MODEL}/1/model.joblib", f"registry/{MODEL}/aliases.json",
     ]
     return ref
 
