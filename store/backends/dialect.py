@@ -21,9 +21,10 @@ class Dialect:
     name = ""
     placeholder = "?"
     types: Mapping[str, str] = {}  # logical column type -> SQL type
-    # logical column type -> the type ``columns`` reads back for it; empty: a database
-    # that takes any value in any column (SQLite), whose types are not compared
-    type_names: Mapping[str, str] = {}
+    # logical column type -> the types ``columns`` may read back for it (the first is
+    # beamscore's own; a length modifier such as ``(8)`` is not compared); empty: a
+    # database that takes any value in any column (SQLite), whose types are not compared
+    type_names: Mapping[str, tuple[str, ...]] = {}
 
     def columns(self) -> str:
         """A query of an existing table's columns: (name, type) rows, none if there is

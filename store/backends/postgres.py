@@ -146,8 +146,11 @@ class PostgresDialect(OnConflictDialect):
     row_lock = " FOR SHARE"  # a takeover's UPDATE of the lease waits for the write
     types = {"text": "TEXT", "float": "DOUBLE PRECISION", "int": "BIGINT",
              "time": "TIMESTAMPTZ", "json": "JSONB"}
-    type_names = {"text": "text", "float": "double precision", "int": "bigint",
-                  "time": "timestamp with time zone", "json": "jsonb"}
+    # A binary COPY is read by each column's own type: a stricter varchar takes text's
+    # bytes (and rejects a value too long, a data error), a text column jsonb's wrongly.
+    type_names = {"text": ("text", "character varying"), "float": ("double precision",),
+                  "int": ("bigint",), "time": ("timestamp with time zone",),
+                  "json": ("jsonb",)}
     code_point_collation = "C"
 
     def columns(self) -> str:

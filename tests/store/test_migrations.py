@@ -121,3 +121,14 @@ def test_a_table_without_a_column_beamscore_writes_is_refused_naming_it(
     with pytest.raises(SchemaMismatch, match=r"predictions\.metadata is missing"):
         db.init_schema()
     db.close()
+
+
+@pytest.mark.postgres
+def test_a_stricter_varchar_column_is_accepted(pg_url: str) -> None:
+    """A text column narrowed to varchar(8) takes what beamscore writes (a value too
+    long is a data error: dead-lettered by the sink), so it is no mismatch."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(_hand_made("label", "varchar(8)"))
+    db = connect(pg_url)
+    db.init_schema()
+    db.close()
