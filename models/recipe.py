@@ -60,6 +60,24 @@ def check_training_set(texts: list[str], labels: list[str]) -> None:
         raise ValueError("training needs at least two distinct labels")
     if len(texts) < 10:
         raise ValueError(f"training needs at least 10 labelled documents, got {len(texts)}")
+    if not _shares_a_term(texts):
+        raise ValueError(
+            f"no term occurs in two of the {len(texts)} training texts after preprocessing "
+            "(the recipe learns words of two or more letters, and pairs of them, found in "
+            "at least 2 documents): check the text field and the preprocessing settings")
+
+
+def _shares_a_term(texts: list[str]) -> bool:
+    """Whether some term of the recipe's vectoriser occurs in two texts, so that its
+    vocabulary (``min_df=2``) is not empty; usually known after the first few texts."""
+    analyze = build_pipeline().named_steps["tfidf"].build_analyzer()
+    seen: set[str] = set()
+    for text in texts:
+        terms = set(analyze(text))
+        if not seen.isdisjoint(terms):
+            return True
+        seen |= terms
+    return False
 
 
 def train_cross_fitted(texts: list[str], labels: list[str], folds: int = FOLDS, seed: int = 0,

@@ -30,6 +30,7 @@ it runs. The metadata records the globals an artifact needs.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import glob
 import hashlib
 import importlib.metadata
@@ -99,6 +100,53 @@ def _read_json(path: str) -> Any:
     except (ValueError, UnicodeDecodeError) as exc:
         raise RegistryError(f"{path}: not a readable JSON file ({exc}); restore it or "
                             "register the version again") from exc
+
+
+def _aliases(path: str, data: bytes) -> dict[str, str]:
+    """``aliases.json``'s content, every alias and version checked."""
+    try:
+        found = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RegistryError(f"{path}: not a readable JSON file ({exc}); restore it or "
+                            "promote again") from exc
+    if not isinstance(found, dict):
+        raise RegistryError(f"{path}: expected an object of alias -> version")
+    return {check_alias(alias, path): check_version(version, f"{path}, alias {alias}")
+            for alias, version in found.items()}
+
+
+def _update(path: str, change: Callable[[bytes | None], bytes | None]) -> None:
+    """Replace the file at ``path`` with ``change(its content, or None)`` (None: leave
+    it), no other writer in between: locally under an exclusive lock of
+    ``<path>.lock``; on GCS an upload that succeeds only while the object is still the
+    generation read (tried again when another writer came first)."""
+    if path.startswith("gs://"):
+        from apache_beam.io.gcp import gcsio
+        from google.api_core.exceptions import NotFound, PreconditionFailed
+
+        make_gcsio = getattr(FileSystems.get_filesystem(path), "_gcsIO", gcsio.GcsIO)
+        bucket_name, name = gcsio.parse_gcs_path(path)
+        bucket = make_gcsio().client.bucket(bucket_name)
+        for _ in range(20):
+            blob = bucket.get_blob(name)
+            generation = blob.generation if blob is not None else 0
+            try:
+                current = (blob.download_as_bytes(if_generation_match=generation)
+                           if blob is not None else None)
+                new = change(current)
+                if new is not None:
+                    bucket.blob(name).upload_from_string(new, if_generation_match=generation)
+                return
+            except (PreconditionFailed, NotFound):
+                continue  # another writer came first: read again
+        raise RegistryError(f"{path}: changed by other writers 20 times in a row; try again")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = _read_bytes(path) if os.path.exists(path) else None
+        new = change(current)
+        if new is not None:
+            _write_bytes(path, new)
 
 
 def _claim(path: str) -> bool:
@@ -225,11 +273,7 @@ class ModelRegistry:
         path = _join(self.root, name, ALIASES_FILE)
         if not FileSystems.exists(path):
             return {}
-        data = _read_json(path)
-        if not isinstance(data, dict):
-            raise RegistryError(f"{path}: expected an object of alias -> version")
-        return {check_alias(alias, path): check_version(version, f"{path}, alias {alias}")
-                for alias, version in data.items()}
+        return _aliases(path, _read_bytes(path))
 
     def metadata(self, name: str, version: str) -> dict[str, Any]:
         check_name(name)
@@ -355,7 +399,7 @@ class ModelRegistry:
             json.dumps(meta, indent=2, sort_keys=True).encode(),
         )
         if first:  # the name's production version until another is promoted
-            self.promote(name, version)
+            self.promote(name, version, unless_set=True)  # one registered meanwhile
         return ModelRef(name=name, version=version, sha256=meta["sha256"], metadata=meta)
 
     def register_file(
@@ -381,14 +425,22 @@ class ModelRegistry:
                              extra=extra, policy=policy,
                              files=reference(model) if reference else None)
 
-    def promote(self, name: str, version: str, alias: str = PRODUCTION) -> None:
+    def promote(self, name: str, version: str, alias: str = PRODUCTION, *,
+                unless_set: bool = False) -> None:
+        """Alias ``version`` as ``alias`` (``unless_set``: only where the alias names no
+        version yet). ``aliases.json`` is read and rewritten by one writer at a time
+        (``_update``), so concurrent promotions never undo each other."""
         check_alias(alias, f"model {name}")
         self.metadata(name, version)  # raises if invalid or absent
-        aliases = self.aliases(name)
-        aliases[alias] = version
-        _write_bytes(
-            _join(self.root, name, ALIASES_FILE), json.dumps(aliases, indent=2).encode()
-        )
+        path = _join(self.root, name, ALIASES_FILE)
+
+        def change(current: bytes | None) -> bytes | None:
+            aliases = _aliases(path, current) if current is not None else {}
+            if unless_set and alias in aliases:
+                return None
+            return json.dumps(aliases | {alias: version}, indent=2).encode()
+
+        _update(path, change)
 
 
 def _metadata(name: str, version: str, model: Any, data: bytes, preprocessing: dict[str, Any],

@@ -158,6 +158,10 @@ def test_train_and_evaluate_refuses_unusable_training_sets() -> None:
         train_and_evaluate(["a b"] * 20, ["x"] * 20)
     with pytest.raises(ValueError, match="at least 10"):
         train_and_evaluate(["a b", "c d"], ["x", "y"])
+    for texts in (["", " ", "a b c"] * 7,                       # emptied, or one letter a word
+                  [f"word{i} other{i}" for i in range(21)]):    # no word in two texts
+        with pytest.raises(ValueError, match="no term occurs in two of the 21 training texts"):
+            train_and_evaluate(texts, ["x", "y", "z"] * 7)
 
 
 def test_the_penalty_follows_the_training_set_size() -> None:

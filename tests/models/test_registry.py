@@ -424,3 +424,41 @@ def test_a_gcs_claim_is_an_upload_that_only_succeeds_where_no_object_is(
     assert _claim("gs://bucket/registry/m/2/.claimed") is False
     assert uploads == [("registry/m/3/.claimed", {"if_generation_match": 0}),
                        ("registry/m/2/.claimed", {"if_generation_match": 0})]
+
+
+def test_concurrent_promotions_never_undo_each_other(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight promotions at once, each of another alias, each slow to write: every alias
+    is in aliases.json afterwards (a read-modify-write without the lock loses most)."""
+    import threading
+    import time
+
+    import models.registry as registry
+
+    reg = ModelRegistry(str(tmp_path))
+    reg.register("m", TinyModel(), preprocessing=PRE, source="t", policy=TRUST)
+    real_write = registry._write_bytes
+
+    def slow_write(path: str, data: bytes) -> None:
+        time.sleep(0.05)
+        real_write(path, data)
+
+    monkeypatch.setattr(registry, "_write_bytes", slow_write)
+    threads = [threading.Thread(target=reg.promote, args=("m", "1", f"alias{i}"))
+               for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert reg.aliases("m") == {"production": "1"} | {f"alias{i}": "1" for i in range(8)}
+
+
+def test_unless_set_promotes_only_an_alias_that_names_no_version(tmp_path: Path) -> None:
+    """What a first registration does last: a production alias another registration set
+    meanwhile is kept."""
+    reg = ModelRegistry(str(tmp_path))
+    for seed in (1, 2):
+        reg.register("m", TinyModel(seed), preprocessing=PRE, source="t", policy=TRUST)
+    reg.promote("m", "2", unless_set=True)
+    reg.promote("m", "2", "staging", unless_set=True)
+    assert reg.aliases("m") == {"production": "1", "staging": "2"}
