@@ -130,8 +130,8 @@ def _plan_tranche(root: str, tranche: str) -> TranchePlan:
         elif why:
             plan.unscored.append(Unscored(shown, why))
         else:
-            ident = generations.get(meta.path) or str(
-                getattr(meta, "last_updated_in_seconds", "") or "")
+            updated = getattr(meta, "last_updated_in_seconds", None)  # 0.0: the epoch
+            ident = generations.get(meta.path) or ("" if updated is None else str(updated))
             plan.files.append(SourceFile(meta.path, int(meta.size_in_bytes),
                                          str(file_format(meta.path)), ident))
     plan.unscored += [Unscored(p, SUBFOLDER) for p in _subfolders(folder, generations)]

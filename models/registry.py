@@ -10,8 +10,8 @@ Versions are positive integers (``1``, ``2``, ...) and aliases lower-case names
 (``[a-z][a-z0-9_-]*``, e.g. ``production``); both are checked wherever they are read
 (the command line, ``aliases.json``, ``metadata.json``, a registry folder on gs://), so
 neither can name a path outside the model's folder. ``NAME`` alone means the version
-aliased ``production``: the first version registered under a name becomes it, and a later
-one only when promoted, so a retraining candidate is never scored until someone
+aliased ``production``: a name's version 1 becomes it when registered, a later version
+only when promoted, so a retraining candidate is never scored until someone
 promotes it. A registration first claims its version's number (``.claimed``, created
 only where none is: two trainings finishing together get two versions, never one), then
 writes every file whole or not at all, ``metadata.json`` last, so a version without it
@@ -291,8 +291,8 @@ class ModelRegistry:
 
     def resolve(self, spec: str) -> ModelRef:
         """``NAME:VERSION`` exactly, ``NAME:ALIAS`` (e.g. ``NAME:production``) the version
-        the alias names; ``NAME`` = alias ``production`` (the first version registered
-        under a name becomes it, ``promote`` moves it), else the newest, with a warning."""
+        the alias names; ``NAME`` = alias ``production`` (a name's version 1 becomes it
+        when registered, ``promote`` moves it), else the newest, with a warning."""
         name, version = parse_model_spec(spec)
         if version is not None and not _VERSION.match(version):
             alias = version
@@ -388,7 +388,6 @@ class ModelRegistry:
         while not _claim(_join(self.root, name, str(number), CLAIM_FILE)):
             number += 1  # taken by a registration under way (or one that died)
         version = str(number)
-        first = PRODUCTION not in self.aliases(name)
         meta = _metadata(name, version, model, data, preprocessing, source, metrics,
                          globals_used, policy) | (extra or {})
         _write_bytes(_join(self.root, name, version, MODEL_FILE), data)
@@ -398,8 +397,8 @@ class ModelRegistry:
             _join(self.root, name, version, METADATA_FILE),
             json.dumps(meta, indent=2, sort_keys=True).encode(),
         )
-        if first:  # the name's production version until another is promoted
-            self.promote(name, version, unless_set=True)  # one registered meanwhile
+        if number == 1:  # the name's production version until another is promoted
+            self.promote(name, version, unless_set=True)
         return ModelRef(name=name, version=version, sha256=meta["sha256"], metadata=meta)
 
     def register_file(

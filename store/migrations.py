@@ -47,21 +47,25 @@ def migrate(execute: Execute, dialect: Dialect) -> None:
 
 
 def table_problems(execute: Execute, dialect: Dialect) -> list[str]:
-    """Every column of beamscore's tables that the database's table lacks or holds with
-    another type (where the database has column types, ``Dialect.type_names``): a table
-    made by hand or altered, which ``CREATE TABLE IF NOT EXISTS`` leaves as it is and a
-    binary COPY would write into wrongly."""
+    """What makes the database's tables other than the ones beamscore writes (made by
+    hand or altered, which ``CREATE TABLE IF NOT EXISTS`` leaves as they are): a column
+    missing, one of a type that would store beamscore's values otherwise
+    (``Dialect.accepts``: a binary COPY read by another type, an id stored as a number),
+    and a column beamscore does not write that must be given a value (NOT NULL without a
+    default: every row would be refused)."""
     problems = []
     for table in TABLES:
-        found = {str(name): str(kind).lower() for name, kind in
+        found = {str(name): (str(kind).lower(), bool(required)) for name, kind, required in
                  execute(dialect.columns(), [table.name])}
         for column in table.columns:
-            wanted = dialect.type_names.get(column.type)
             if column.name not in found:
                 problems.append(f"{table.name}.{column.name} is missing")
-            elif wanted and found[column.name].partition("(")[0] not in wanted:
-                problems.append(f"{table.name}.{column.name} is {found[column.name]}, "
-                                f"beamscore writes {wanted[0]}")
+            elif not dialect.accepts(column.type, found[column.name][0]):
+                problems.append(f"{table.name}.{column.name} is {found[column.name][0]}, "
+                                f"beamscore writes {dialect.types[column.type].lower()}")
+        problems += [f"{table.name}.{name} is NOT NULL without a default, and beamscore does "
+                     "not write it" for name, (_, required) in found.items()
+                     if required and name not in table.names]
     return problems
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from store.database import Database, from_json, to_json, to_text
-from store.run_records import RUNNING, SKIPPED
+from store.ledger import COMPLETED
 from store.schema import MONITORING, RETRAIN_TRIGGERS
 
 
@@ -54,29 +54,27 @@ def history(db: Database, model_name: str, model_version: str, metrics: Iterable
 def latest_by_tranche(db: Database, model_name: str, model_version: str,
                      metrics: Iterable[str], run_id: str, alert: str
                      ) -> dict[str, tuple[str, set[str]]]:
-    """Each tranche the model version has figures of ``metrics`` for, as of ``run_id``:
-    the run that measured it last (runs started no later than ``run_id``; skipped and
-    other running runs left out) and which of ``metrics`` it found in status ``alert``
-    (in any slice). A tranche scored again counts with its latest figures only."""
+    """Each tranche the ledger records as scored by the model version (completed, or
+    being scored by ``run_id``): the run that scored it last and which of ``metrics``
+    that run found in status ``alert`` in it (in any slice). A day scored again counts
+    with the figures of its last scoring only, none if that run measured none (tracking
+    off)."""
     metrics, p = list(metrics), db.placeholder
     if not metrics:
         return {}
-    start = f"(SELECT started_at FROM runs WHERE run_id = {p})"
     found = db.execute(
-        f"SELECT m.tranche, m.run_id, m.metric, MAX(CASE WHEN m.status = {p} THEN 1 ELSE 0 "
-        f"END) FROM monitoring m JOIN runs r ON r.run_id = m.run_id WHERE m.model_name = {p} "
-        f"AND m.model_version = {p} AND m.metric IN ({', '.join([p] * len(metrics))}) AND "
-        f"(r.started_at < {start} OR (r.started_at = {start} AND r.run_id <= {p})) AND "
-        f"(r.status NOT IN ({p}, {p}) OR r.run_id = {p}) "
-        f"GROUP BY m.tranche, m.run_id, m.metric, r.started_at ORDER BY r.started_at, m.run_id",
-        [alert, model_name, model_version, *metrics, run_id, run_id, run_id, SKIPPED, RUNNING,
-         run_id])
+        f"SELECT t.tranche, t.run_id, m.metric, MAX(CASE WHEN m.status = {p} THEN 1 ELSE 0 "
+        f"END) FROM tranches t LEFT JOIN monitoring m ON m.run_id = t.run_id AND "
+        f"m.tranche = t.tranche AND m.model_name = t.model_name AND m.model_version = "
+        f"t.model_version AND m.metric IN ({', '.join([p] * len(metrics))}) WHERE "
+        f"t.model_name = {p} AND t.model_version = {p} AND (t.status = {p} OR t.run_id = "
+        f"{p}) GROUP BY t.tranche, t.run_id, m.metric",
+        [alert, *metrics, model_name, model_version, COMPLETED, run_id])
     latest: dict[str, tuple[str, set[str]]] = {}
     for tranche, run, metric, alerted in found:
-        if tranche not in latest or latest[tranche][0] != run:
-            latest[tranche] = (run, set())  # a later run's figures replace an earlier's
-        if alerted:
-            latest[tranche][1].add(metric)
+        figures = latest.setdefault(str(tranche), (str(run), set()))[1]
+        if metric is not None and alerted:
+            figures.add(str(metric))
     return latest
 
 

@@ -72,8 +72,9 @@ def guarded(command: Callable[[], int]) -> int:
 
 
 def _unreachable(message: str) -> int:
+    line = " ".join(message.split())  # one line: a server's DETAIL and HINT lines joined
     print(f"beamscore: error: database unreachable, retry later (exit {EXIT_TEMPFAIL}): "
-          f"{message[:2000]}", file=sys.stderr)
+          f"{line[:2000]}", file=sys.stderr)
     return EXIT_TEMPFAIL
 
 
@@ -90,7 +91,7 @@ def _transient() -> set[str]:
 
 
 # How Python prints the exception line of a traceback: ``module.Class: message``.
-_EXCEPTION_LINE = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*): (.*)$", re.MULTILINE)
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)(?:: (.*))?$")
 _WHERE = re.compile(r" \[while running '[^']*'\]$")
 
 
@@ -100,15 +101,17 @@ def worker_cause(failure: str) -> tuple[str, str] | None:
     ``RuntimeError``): its class, as Python prints it (``store.backends.base.
     TransientDatabaseError``), and its message (continuation lines joined, Beam's
     ``[while running ...]`` dropped); None for a message that holds no traceback."""
-    if "Traceback (most recent call last):" not in failure:
+    _, marker, last = failure.rpartition("Traceback (most recent call last):")
+    if not marker:
         return None
-    found = list(_EXCEPTION_LINE.finditer(failure))
-    if not found:
+    lines = last.split("\n")[1:]
+    # The frames are indented; the first line that is not is the exception's.
+    start = next((i for i, line in enumerate(lines) if line and not line[0].isspace()), None)
+    if start is None or not (found := _EXCEPTION_LINE.match(lines[start])):
         return None
-    last = found[-1]
-    lines = [last[2]]
-    for line in failure[last.end():].split("\n")[1:]:  # a message of several lines
-        if not line.strip() or line.startswith(("Traceback", "The above", "During handling")):
+    message = [found[2] or ""]
+    for line in lines[start + 1:]:  # a message of several lines (a server's DETAIL: ...)
+        if not line.strip():
             break
-        lines.append(line.strip())
-    return last[1], _WHERE.sub("", " ".join(lines)).strip()
+        message.append(line.strip())
+    return found[1], _WHERE.sub("", " ".join(message)).strip()

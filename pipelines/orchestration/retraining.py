@@ -6,8 +6,9 @@ preprocessing, from the run's counts, and the dead letters by stage and reason).
 decides whether the run asks for retraining (``tracking.policy``): an alert of an
 accuracy metric at once, of a drift metric once it has lasted ``tracking.consecutive``
 tranches in a row: the model version's last tranches (days) up to the run's latest, each
-with the figures of the run that scored it last, so a day scored again counts once and a
-backfill of several drifted days counts each. Never twice within
+with the figures of the run that scored it last (the tranche ledger says which; none if
+it tracked nothing), so a day scored again counts once and a backfill of several drifted
+days counts each; a day never scored (a gap) is not one of them. Never twice within
 ``tracking.cooldown_hours``. A
 request is a ``retrain_triggers`` row; the configured ``tracking.command`` is run and
 its exit code recorded; the run exits 6.
@@ -94,9 +95,9 @@ def _maybe_trigger(db: Database, tracking: TrackingConfig, ref: ModelRef, run_id
 
 
 def _streak(latest: dict[str, tuple[str, set[str]]], run_id: str, count: int) -> list[str]:
-    """The last ``count`` tranches the model version has drift figures for, newest first,
-    up to the latest tranche this run measured (none if it measured none): consecutive
-    days of data, whichever runs scored them, each tranche once."""
+    """The last ``count`` tranches the model version scored, newest first, up to the
+    latest tranche this run scored (none if it scored none): the last days of data,
+    whichever runs scored them, each tranche once."""
     mine = [t for t, (run, _) in latest.items() if run == run_id]
     if not mine:
         return []

@@ -21,14 +21,16 @@ class Dialect:
     name = ""
     placeholder = "?"
     types: Mapping[str, str] = {}  # logical column type -> SQL type
-    # logical column type -> the types ``columns`` may read back for it (the first is
-    # beamscore's own; a length modifier such as ``(8)`` is not compared); empty: a
-    # database that takes any value in any column (SQLite), whose types are not compared
-    type_names: Mapping[str, tuple[str, ...]] = {}
 
     def columns(self) -> str:
-        """A query of an existing table's columns: (name, type) rows, none if there is
-        no such table (parameter: the table's name)."""
+        """A query of an existing table's columns: (name, type, whether a row must give
+        it a value: NOT NULL without a default), none if there is no such table
+        (parameter: the table's name)."""
+        raise NotImplementedError
+
+    def accepts(self, column_type: str, found: str) -> bool:
+        """Whether a column of type ``found`` (as ``columns`` reads it, lower case)
+        stores the values of beamscore's logical ``column_type`` as its own type would."""
         raise NotImplementedError
 
     def column_sql(self, column: Column) -> str:

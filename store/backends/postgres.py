@@ -154,10 +154,14 @@ class PostgresDialect(OnConflictDialect):
     code_point_collation = "C"
 
     def columns(self) -> str:
-        return ("SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
-                "WHERE a.attrelid = (SELECT c.oid FROM pg_class c WHERE c.relname = %s AND "
-                "c.relkind IN ('r', 'p') AND pg_table_is_visible(c.oid)) AND a.attnum > 0 "
-                "AND NOT a.attisdropped")
+        return ("SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull AND "
+                "NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = '' FROM "
+                "pg_attribute a WHERE a.attrelid = (SELECT c.oid FROM pg_class c WHERE "
+                "c.relname = %s AND c.relkind IN ('r', 'p') AND pg_table_is_visible(c.oid)) "
+                "AND a.attnum > 0 AND NOT a.attisdropped")
+
+    def accepts(self, column_type: str, found: str) -> bool:
+        return found.partition("(")[0] in self.type_names[column_type]
 
     def indexes(self, table: Table) -> tuple[tuple[str, ...], ...]:
         return table.indexes + table.server_indexes

@@ -61,6 +61,20 @@ def sqlite_path(url: str) -> str:
     return url[len("sqlite:///"):] if url.startswith("sqlite:///") else url[len("sqlite://"):]
 
 
+def _affinity(declared: str) -> str:
+    """A declared column type's affinity, by SQLite's rules (datatype3.html, 3.1)."""
+    kind = declared.upper()
+    if "INT" in kind:
+        return "INTEGER"
+    if any(word in kind for word in ("CHAR", "CLOB", "TEXT")):
+        return "TEXT"
+    if "BLOB" in kind or not kind:
+        return "BLOB"
+    if any(word in kind for word in ("REAL", "FLOA", "DOUB")):
+        return "REAL"
+    return "NUMERIC"
+
+
 class SQLiteDialect(OnConflictDialect):
     name = "sqlite"
     placeholder = "?"
@@ -68,7 +82,13 @@ class SQLiteDialect(OnConflictDialect):
              "json": "TEXT"}
 
     def columns(self) -> str:
-        return "SELECT name, type FROM pragma_table_info(?)"
+        return 'SELECT name, type, "notnull" AND dflt_value IS NULL FROM pragma_table_info(?)'
+
+    def accepts(self, column_type: str, found: str) -> bool:
+        """SQLite stores any value in any column, but converts it by the column's
+        affinity: "007" in an INTEGER column becomes 7 (another document's id). The
+        declared type must have the affinity of beamscore's own."""
+        return _affinity(found) == _affinity(self.types[column_type])
 
     def migration(self, version: int) -> list[str]:
         return {2: self._v2, 3: tables_only, 4: lambda: fencing_tokens(self)}[version]()

@@ -116,3 +116,19 @@ def test_a_csv_file_parsed_twice_reads_as_without_a_plan(tmp_path: Path) -> None
     items = _read(chunks)
     assert items == _read([dataclasses.replace(c, planned=None) for c in chunks])
     assert [p for i, p in items if isinstance(i, Rejection)] == [21]
+
+
+def test_a_file_dated_at_the_epoch_is_checked_by_its_time_too(tmp_path: Path) -> None:
+    """A file whose modification time is 0 (an archive extracted with ``--mtime=@0``, a
+    reproducible build) is planned with that time, so the same bytes' size written again
+    later is seen as a change."""
+    path = write_tranche(str(tmp_path), DAY.isoformat(),
+                         list(make_docs(20, seed=1, prefix="old")), "jsonl")
+    os.utime(path, (0, 0))
+    [plan] = plan_tranches(str(tmp_path), [DAY])
+    assert plan.files[0].fingerprint == "0.0"
+    chunks = plan_chunks([plan], 2000, chunk_rows=10)
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data.replace(b"old-", b"new-"))  # same size, now dated
+    items = _read(chunks)
+    assert items and all(isinstance(item, Rejection) for item, _ in items), items[:3]

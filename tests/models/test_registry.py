@@ -462,3 +462,15 @@ def test_unless_set_promotes_only_an_alias_that_names_no_version(tmp_path: Path)
     reg.promote("m", "2", unless_set=True)
     reg.promote("m", "2", "staging", unless_set=True)
     assert reg.aliases("m") == {"production": "1", "staging": "2"}
+
+
+def test_a_registry_without_aliases_gets_no_production_from_a_later_version(
+        tmp_path: Path) -> None:
+    """Versions 1 and 2 registered before aliases.json existed: version 3 is a candidate
+    like any later version, not production."""
+    reg = ModelRegistry(str(tmp_path))
+    for seed in (1, 2):
+        reg.register("m", TinyModel(seed), preprocessing=PRE, source="t", policy=TRUST)
+    (tmp_path / "m" / "aliases.json").unlink()
+    reg.register("m", TinyModel(3), preprocessing=PRE, source="t", policy=TRUST)
+    assert reg.aliases("m") == {}

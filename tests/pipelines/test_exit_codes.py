@@ -34,6 +34,10 @@ class _Fail(beam.DoFn):  # type: ignore[misc]
                 raise DatabaseUnreachable(
                     "cannot connect to postgresql://scorer@db:5432/scores: connection "
                     "refused\n\tIs the server running on that host?") from exc
+        if self._kind == "starting":  # a server's message with DETAIL and CONTEXT lines
+            raise DatabaseUnreachable(
+                "the database system is not yet accepting connections\nDETAIL:  Consistent "
+                "recovery state has not been yet reached.\nCONTEXT: while connecting")
         raise ValueError("a value no row should hold")
         yield element
 
@@ -79,6 +83,23 @@ def test_a_worker_that_found_the_database_away_exits_75_with_one_line(
                    "connect to postgresql://scorer@db:5432/scores: connection refused Is the "
                    "server running on that host?\n")
     assert "Traceback (most recent call last)" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_servers_detail_lines_are_part_of_the_message_not_its_cause(
+        server: ForkServer, capsys: pytest.CaptureFixture[str]) -> None:
+    failure = _failure(server, "starting")
+    assert worker_cause(str(failure)) == (
+        "store.backends.base.DatabaseUnreachable",
+        "the database system is not yet accepting connections DETAIL:  Consistent recovery "
+        "state has not been yet reached. CONTEXT: while connecting")
+    assert _exit(failure) == EXIT_TEMPFAIL
+    assert capsys.readouterr().err == (
+        "beamscore: error: database unreachable, retry later (exit 75): the database system "
+        "is not yet accepting connections DETAIL: Consistent recovery state has not been yet "
+        "reached. CONTEXT: while connecting\n")
+    assert _exit(DatabaseUnreachable("down\nDETAIL:  restarting")) == EXIT_TEMPFAIL
+    assert capsys.readouterr().err.count("\n") == 1  # raised in the launcher: one line too
 
 
 @pytest.mark.slow

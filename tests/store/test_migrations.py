@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from store.backends.postgres import PostgresDialect
+from store.backends.sqlite import SQLiteDialect
 from store.database import SchemaMismatch, connect, from_json
 from store.ledger import TrancheLedger
 from store.schema import PREDICTIONS, SCHEMA_VERSION
@@ -131,4 +132,40 @@ def test_a_stricter_varchar_column_is_accepted(pg_url: str) -> None:
         conn.execute(_hand_made("label", "varchar(8)"))
     db = connect(pg_url)
     db.init_schema()
+    db.close()
+
+
+def test_a_sqlite_column_of_another_affinity_is_refused(tmp_path: Path) -> None:
+    """SQLite converts by a column's affinity: in a doc_id declared INTEGER, "007" and
+    "7" would be one document."""
+    path = tmp_path / "hand.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(SQLiteDialect().ddl(PREDICTIONS)[0].replace("doc_id TEXT", "doc_id INTEGER")
+                     .replace("score DOUBLE PRECISION", "score FLOAT"))
+    db = connect(f"sqlite:///{path}")
+    with pytest.raises(SchemaMismatch) as refused:
+        db.init_schema()
+    db.close()
+    assert "predictions.doc_id is integer, beamscore writes text" in str(refused.value)
+    assert "predictions.score" not in str(refused.value)  # FLOAT: REAL, as DOUBLE PRECISION
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql",
+                                                            marks=pytest.mark.postgres)])
+def test_a_column_beamscore_does_not_write_must_not_need_a_value(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """An added NOT NULL column without a default would refuse every row; one with a
+    default, or nullable, is fine."""
+    url = (f"sqlite:///{tmp_path / 's.db'}" if backend == "sqlite"
+           else request.getfixturevalue("pg_url"))
+    db = connect(url)
+    db.init_schema()
+    db.execute("ALTER TABLE predictions ADD COLUMN region TEXT NOT NULL DEFAULT 'eu'")
+    db.execute("ALTER TABLE predictions ADD COLUMN note TEXT")
+    db.init_schema()
+    if backend == "postgresql":  # SQLite cannot add a NOT NULL column without a default
+        db.execute("ALTER TABLE predictions ADD COLUMN tenant TEXT NOT NULL")
+        with pytest.raises(SchemaMismatch, match=r"predictions\.tenant is NOT NULL without a "
+                                                 r"default, and beamscore does not write it"):
+            db.init_schema()
     db.close()

@@ -13,6 +13,7 @@ import pytest
 
 from store import monitoring
 from store.database import Database, connect
+from store.schema import TRANCHES
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -71,36 +72,44 @@ def test_a_trigger_records_its_reasons_runs_and_command_outcome(db: Database) ->
     assert monitoring.triggers(db, "other") == []
 
 
-def _run(db: Database, run_id: str, minute: int, status: str = "succeeded",
-         model: str = "demo:1") -> None:
-    db.upsert_run({"run_id": run_id, "started_at": f"2026-02-01T00:{minute:02d}:00.000+00:00",
-                   "finished_at": None, "status": status, "config": "{}", "model": model,
-                   "counts": None, "host": "h", "pid": 1})
+def _ledger(db: Database, tranche: str, run_id: str, status: str = "completed",
+            version: str = "1") -> None:
+    """The tranche ledger's row: ``run_id`` scored ``tranche`` last."""
+    db.upsert(TRANCHES, [TRANCHES.row({
+        "tranche": tranche, "model_name": "demo", "model_version": version,
+        "fingerprint": "f", "files": "[]", "run_id": run_id, "status": status, "counts": None,
+        "lease_until": None, "started_at": "2026-02-01T00:00:00.000+00:00",
+        "finished_at": None, "host": "h", "pid": 1, "fence": 1})])
 
 
-def test_latest_by_tranche_keeps_each_tranches_last_figures_as_of_a_run(db: Database) -> None:
-    """A tranche scored again counts with its later run's figures; runs started after the
-    given one, skipped runs, other running runs and other versions are left out."""
-    for run_id, minute, status in [("r1", 1, "succeeded"), ("r2", 2, "succeeded"),
-                                   ("r3", 3, "succeeded"), ("r4", 4, "running"),
-                                   ("r5", 5, "skipped"), ("r6", 6, "running"),
-                                   ("r7", 7, "succeeded")]:
-        _run(db, run_id, minute, status)
+def test_latest_by_tranche_holds_the_figures_of_each_days_last_scoring(db: Database
+                                                                      ) -> None:
+    """The ledger says which run scored a day last: its figures count, an earlier run's
+    do not (even when the last one measured nothing); a day not completed counts unless
+    this run is scoring it; other versions' days are left out."""
     monitoring.write_rows(db, [
         _row("r1", "class_psi", 0.5, "alert", tranche="2026-01-01"),
         _row("r1", "class_share", 0.1, "alert", slice_="billing", tranche="2026-01-01"),
         _row("r2", "class_psi", 0.1, "ok", tranche="2026-01-01"),  # scored again: ok now
         _row("r2", "class_psi", 0.6, "alert", tranche="2026-01-02"),
-        _row("r3", "score_ks", 0.3, "alert", slice_="", tranche="2026-01-03"),
+        _row("r3", "score_ks", 0.3, "alert", tranche="2026-01-03"),
         _row("r3", "class_psi", 0.2, "insufficient", tranche="2026-01-03"),
-        _row("r4", "class_psi", 0.9, "alert", tranche="2026-01-04"),  # another running run
-        _row("r6", "class_psi", 0.9, "alert", tranche="2026-01-02"),  # this (running) run
-        _row("r6", "class_psi", 0.9, "alert", tranche="2026-01-06", version="2"),
-        _row("r7", "class_psi", 0.9, "alert", tranche="2026-01-07")])  # started later
-    latest = monitoring.latest_by_tranche(db, "demo", "1", ["class_psi", "score_ks"], "r6",
+        _row("r3", "class_psi", 0.9, "alert", tranche="2026-01-04"),
+        _row("r5", "class_psi", 0.9, "alert", tranche="2026-01-06"),
+        _row("r6", "class_psi", 0.9, "alert", tranche="2026-01-06", version="2")])
+    for tranche, run_id, status in [("2026-01-01", "r2", "completed"),
+                                    ("2026-01-02", "r2", "completed"),
+                                    ("2026-01-03", "r3", "completed"),
+                                    ("2026-01-04", "r4", "completed"),  # r4 tracked nothing
+                                    ("2026-01-05", "r3", "failed"),
+                                    ("2026-01-06", "r5", "running")]:
+        _ledger(db, tranche, run_id, status)
+    _ledger(db, "2026-01-06", "r6", "completed", version="2")
+    latest = monitoring.latest_by_tranche(db, "demo", "1", ["class_psi", "score_ks"], "r5",
                                           "alert")
-    assert latest == {"2026-01-01": ("r2", set()), "2026-01-02": ("r6", {"class_psi"}),
-                      "2026-01-03": ("r3", {"score_ks"})}
-    assert monitoring.latest_by_tranche(db, "demo", "1", ["class_psi"], "r2", "alert") == {
-        "2026-01-01": ("r2", set()), "2026-01-02": ("r2", {"class_psi"})}
-    assert monitoring.latest_by_tranche(db, "demo", "1", [], "r2", "alert") == {}
+    assert latest == {"2026-01-01": ("r2", set()), "2026-01-02": ("r2", {"class_psi"}),
+                      "2026-01-03": ("r3", {"score_ks"}), "2026-01-04": ("r4", set()),
+                      "2026-01-06": ("r5", {"class_psi"})}
+    assert "2026-01-06" not in monitoring.latest_by_tranche(db, "demo", "1", ["class_psi"],
+                                                            "r9", "alert")
+    assert monitoring.latest_by_tranche(db, "demo", "1", [], "r5", "alert") == {}
