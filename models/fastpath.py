@@ -75,14 +75,15 @@ def _packed(token: bytes) -> int:
 
 def unsupported_reason(model: Any) -> str | None:
     """Why ``model`` cannot take the fast path, or None if it can."""
-    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
     from sklearn.pipeline import Pipeline
 
     if not isinstance(model, Pipeline) or len(model.steps) < 2:
         return "not a Pipeline with a vectorizer and an estimator"
     vec = model.steps[0][1]
-    if not isinstance(vec, CountVectorizer):  # TfidfVectorizer is a CountVectorizer
-        return f"first step is {type(vec).__name__}, not a Count/TfidfVectorizer"
+    if type(vec) not in (CountVectorizer, TfidfVectorizer):  # a subclass's own methods
+        return (f"first step is {type(vec).__module__}.{type(vec).__qualname__}, not "
+                "scikit-learn's CountVectorizer or TfidfVectorizer itself")
     checks = {
         "analyzer": vec.analyzer == "word",
         "input": vec.input == "content",

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from models.deadline import call_with_deadline
 from models.fastpath import FastTextPipeline
 
 
@@ -73,6 +74,23 @@ def text_features(model: Any, texts: list[str]) -> TextFeatures:
     rows = np.fromiter((i for i, _ in unknown), np.int64, len(unknown))
     return TextFeatures(vec.transform(texts), tokens, np.bincount(rows, minlength=len(texts)),
                         _pipeline(model)[1:], rows, [w for _, w in unknown])
+
+
+def features_within(model: Any, texts: list[str], seconds: float) -> TextFeatures:
+    """``text_features`` computed in a forked child that is killed after ``seconds``
+    (``models.deadline``): a vectoriser of the model's own (a tokenizer, a
+    preprocessor) runs third-party code that may hang like its ``predict_proba``.
+    Raises ``RuntimeError`` when the child timed out, failed or died."""
+    def parts() -> tuple[Any, ...]:
+        f = text_features(model, texts)
+        return f.matrix, f.tokens, f.oov, f.oov_rows, f.oov_words
+
+    outcome = call_with_deadline(parts, seconds)
+    if outcome.status != "ok":
+        raise RuntimeError(f"featurisation {outcome.status}: {outcome.message}")
+    matrix, tokens, oov, oov_rows, oov_words = outcome.value
+    scorer = model if _vectorizer(model) is None else _pipeline(model)[1:]
+    return TextFeatures(matrix, tokens, oov, scorer, oov_rows, oov_words)
 
 
 def importance_weights(model: Any) -> np.ndarray | None:

@@ -91,7 +91,12 @@ def predict_with_isolation(
             probs[lo:hi] = out
             for i in np.flatnonzero(bad):
                 errors[lo + int(i)] = "model returned non-finite probabilities"
-        except Exception as exc:  # noqa: BLE001 - any model error is isolated, not fatal
+            for i in np.flatnonzero(~bad & ~_distributions(out)):
+                errors[lo + int(i)] = (f"model returned probabilities that are not a "
+                                       f"distribution: {np.round(out[i], 6).tolist()} (each "
+                                       "in [0, 1], summing to 1)")
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - isolated, not fatal (a
+            # worker is stopped by its signal's default action, never by a SystemExit)
             if hi - lo == 1:
                 errors[lo] = (str(exc) if isinstance(exc, CallTimedOut)
                               else f"{type(exc).__name__}: {exc}")[:500]
@@ -103,6 +108,18 @@ def predict_with_isolation(
     if n:
         attempt(0, n)
     return probs, errors
+
+
+PROBABILITY_TOLERANCE = 1e-4  # float32 models: about 100 ulps of 1
+
+
+def _distributions(out: np.ndarray) -> np.ndarray:
+    """Which rows are probability distributions: each value in [0, 1] and the row
+    summing to 1, within ``PROBABILITY_TOLERANCE``."""
+    tol = PROBABILITY_TOLERANCE
+    ok: np.ndarray = ((out >= -tol).all(axis=1) & (out <= 1 + tol).all(axis=1)
+                      & (np.abs(out.sum(axis=1) - 1.0) <= tol))
+    return ok
 
 
 def top_k_columns(

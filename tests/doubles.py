@@ -53,5 +53,17 @@ class CountingPipeline(PoisonedPipeline):
         self.__dict__.update(state)
 
 
+class HangingTokenizer:
+    """A vectoriser's tokenizer that never returns on a text holding the word
+    "hangnow": third-party code in featurisation, before any ``predict_proba``."""
+
+    def __call__(self, text: str) -> list[str]:
+        words = text.split()
+        if "hangnow" in words:
+            while True:
+                time.sleep(3600)
+        return words
+
+
 TRUSTED = [f"{__name__}.{c.__name__}"
-           for c in (PoisonedPipeline, HangingPipeline, CountingPipeline)]
+           for c in (PoisonedPipeline, HangingPipeline, CountingPipeline, HangingTokenizer)]

@@ -7,13 +7,16 @@ combines them per tranche (the accumulators hold these arrays, never the rows) a
 for every id seen more than once, keeps the first occurrence in file order, then
 position, which is also the row the ``predictions`` table keeps (``store.schema``).
 Every later occurrence is removed from its batch's Parquet file and becomes a dead
-letter (stage ``dedupe``, reason ``duplicate id in tranche``, naming the first).
+letter (stage ``dedupe``, reason ``duplicate id in tranche``, naming the first). The
+rows the database refused (the sink's dead letters already; ``IdIndex.rejected``) are
+removed from their files in the same step, so that a batch's file, rewritten once, holds
+what the ``predictions`` table holds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
@@ -46,6 +49,16 @@ class IdIndex:
     hi: np.ndarray
     lo: np.ndarray
     positions: np.ndarray
+    rejected: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # refused
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A row of a batch that the database refused: it leaves the batch's file too."""
+
+    tranche: str
+    batch_key: str
+    position: int
 
 
 @dataclass(frozen=True)
@@ -61,7 +74,8 @@ class Duplicate:
 
 
 class _FindDuplicatesFn(beam.CombineFn):
-    """IdIndex elements of one tranche -> its Duplicates."""
+    """IdIndex elements of one tranche -> its Duplicates, and its rows the database
+    refused."""
 
     def create_accumulator(self) -> list[IdIndex]:
         return []
@@ -73,7 +87,13 @@ class _FindDuplicatesFn(beam.CombineFn):
     def merge_accumulators(self, accs: Iterable[list[IdIndex]]) -> list[IdIndex]:
         return [item for acc in accs for item in acc]
 
-    def extract_output(self, acc: list[IdIndex]) -> list[Duplicate]:
+    def extract_output(self, acc: list[IdIndex]) -> list[Duplicate | Refused]:
+        refused: list[Duplicate | Refused] = [
+            Refused(a.tranche, a.batch_key, int(p)) for a in acc for p in a.rejected.tolist()]
+        return refused + self._duplicates(acc)
+
+    @staticmethod
+    def _duplicates(acc: list[IdIndex]) -> list[Duplicate | Refused]:
         if not acc:
             return []
         files = sorted({a.source_file for a in acc})
@@ -98,17 +118,20 @@ class _FindDuplicatesFn(beam.CombineFn):
 
 
 class _DropFromFilesFn(beam.DoFn):
-    """(batch_key, Duplicates) -> the batch's Parquet file without them; dead letters."""
+    """(batch_key, Duplicates and Refused rows) -> the batch's Parquet file without
+    them; a dead letter for each Duplicate (a Refused row has its own, the sink's)."""
 
     def __init__(self, output_dir: str, ctx: RunContext, payload_limit: int):
         self._output_dir = output_dir
         self._ctx = ctx
         self._payload_limit = payload_limit
 
-    def process(self, element: tuple[str, Iterable[Duplicate]]) -> Iterator[dict[str, Any]]:
-        batch_key, dups = element[0], list(element[1])
-        path = prediction_file(self._output_dir, self._ctx, dups[0].tranche, batch_key)
-        drop = {d.position for d in dups}
+    def process(self, element: tuple[str, Iterable[Duplicate | Refused]]
+                ) -> Iterator[dict[str, Any]]:
+        batch_key, items = element[0], list(element[1])
+        path = prediction_file(self._output_dir, self._ctx, items[0].tranche, batch_key)
+        drop = {d.position for d in items}
+        dups = [d for d in items if isinstance(d, Duplicate)]
         ids: dict[int, str] = {}
         if FileSystems.exists(path):
             with FileSystems.open(path) as fh:
@@ -127,7 +150,7 @@ class _DropFromFilesFn(beam.DoFn):
 
 class FindDuplicateIds(beam.PTransform):
     """IdIndex of written rows -> dead letters of every later occurrence of an id in a
-    tranche, removed from the prediction files."""
+    tranche, removed from the prediction files (with the rows the database refused)."""
 
     def __init__(self, output_dir: str, ctx: RunContext, payload_limit: int):
         super().__init__()
@@ -138,7 +161,7 @@ class FindDuplicateIds(beam.PTransform):
             ids
             | "Key by tranche" >> beam.Map(lambda i: (i.tranche, i))
             | "Combine ids" >> beam.CombinePerKey(_FindDuplicatesFn())
-            | "List duplicates" >> beam.FlatMap(lambda kv: [(d.batch_key, d) for d in kv[1]])
+            | "List removals" >> beam.FlatMap(lambda kv: [(d.batch_key, d) for d in kv[1]])
             | "Group by batch" >> beam.GroupByKey()
             | "Drop from files" >> beam.ParDo(self._drop)
         )

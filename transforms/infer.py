@@ -28,7 +28,13 @@ from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from models.behaviour import batch_stats
 from models.fastpath import FastTextPipeline, unsupported_reason
-from models.importance import ImportanceMeasure, TextFeatures, measure_for, text_features
+from models.importance import (
+    ImportanceMeasure,
+    TextFeatures,
+    features_within,
+    measure_for,
+    text_features,
+)
 from models.predict import TimeLimit, predict_with_isolation, top_k_columns, warm_input_validation
 from models.registry import ModelRef, ModelRegistry
 from models.unpickle import Policy
@@ -174,7 +180,12 @@ class DocBatchModelHandler(ModelHandler[DocBatch, DocBatch, Any]):
         return [(doc_batch.with_frame(frame), dead, stats)]
 
     def _features(self, model: Any, texts: list[str]) -> TextFeatures | None:
+        """The batch's features for tracking, or None (then scored record by record,
+        untracked). Under a time limit, a model's own vectoriser (third-party code: not
+        the fast path's) runs within it too, in a child killed on time."""
         try:
+            if self._limit is not None and not isinstance(model, FastTextPipeline):
+                return features_within(model, texts, self._limit.for_records(len(texts)))
             return text_features(model, texts)
         except Exception:  # noqa: BLE001 - scored record by record, untracked
             return None

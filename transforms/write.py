@@ -151,9 +151,10 @@ class _Predictions(SinkTable[DocBatch, _Segment]):
                     payload=seg.raws[i], payload_limit=self._payload_limit)
             keep = np.ones(k, dtype=bool)
             keep[bad] = False
+            positions = np.asarray(seg.positions, dtype=np.int64)
             yield IDS, IdIndex(seg.tranche, seg.source_file, seg.batch_key,
-                               seg.hashes[0][keep], seg.hashes[1][keep],
-                               np.asarray(seg.positions, dtype=np.int64)[keep])
+                               seg.hashes[0][keep], seg.hashes[1][keep], positions[keep],
+                               positions[~keep])
             offset += k
         self._written.inc(len(rows) - len(rejected))
         for tranche in scored:

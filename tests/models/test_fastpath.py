@@ -101,6 +101,21 @@ def test_other_vectorizer_settings_are_left_to_sklearn(vectorizer: Any, reason: 
         FastTextPipeline(model)
 
 
+class _StemmingVectorizer(TfidfVectorizer):  # type: ignore[misc]
+    """Its own analyzer: the fast path, which reimplements scikit-learn's, would not
+    run it."""
+
+    def build_analyzer(self) -> Any:
+        analyze = super().build_analyzer()
+        return lambda doc: [token[:4] for token in analyze(doc)]
+
+
+def test_a_vectorizer_subclass_is_left_to_sklearn() -> None:
+    model = _fit(_StemmingVectorizer())
+    assert "not scikit-learn's CountVectorizer or TfidfVectorizer itself" in (
+        unsupported_reason(model) or "")
+
+
 @pytest.mark.parametrize("vocabulary", [
     {"ab": 0, "ab\x00": 1, "zz": 2},          # NUL: would pack like "ab"
     {"ab\udc80": 0, "ab": 1, "zz": 2},         # a lone surrogate

@@ -120,6 +120,43 @@ def test_a_child_that_dies_once_is_tried_again_and_one_that_always_dies_is_isola
     assert np.isfinite(probs[[0, 2]]).all()
 
 
+class ExitingModel(PoisonModel):
+    """Calls ``sys.exit`` on a text containing EXIT (third-party code may)."""
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        if any("EXIT" in t for t in texts):
+            raise SystemExit(3)
+        return super().predict_proba(texts)
+
+
+def test_a_record_whose_model_call_exits_is_isolated_without_a_time_limit() -> None:
+    texts = _texts(12, {4}, marker="EXIT")
+    probs, errors = predict_with_isolation(ExitingModel(), texts)
+    assert errors == {4: "SystemExit: 3"}
+    assert np.isfinite(np.delete(probs, 4, axis=0)).all()
+
+
+class NotADistributionModel(PoisonModel):
+    """Scores that are not probabilities on texts containing NEG (a negative one) and
+    BIG (a row summing to 3)."""
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        out = super().predict_proba(texts)
+        out[[("NEG" in t) for t in texts]] = [0.75, 0.75, -0.5]
+        out[[("BIG" in t) for t in texts]] = [1.0, 1.0, 1.0]
+        return out.astype(np.float32)  # float32 rounding stays within the tolerance
+
+
+def test_probabilities_that_are_not_a_distribution_are_errors_for_those_rows() -> None:
+    texts = _texts(10, set())
+    texts[2], texts[7] = "NEG " + texts[2], "BIG " + texts[7]
+    model = NotADistributionModel()
+    probs, errors = predict_with_isolation(model, texts)
+    assert sorted(errors) == [2, 7] and model.calls == 1  # marked, not bisected
+    assert "not a distribution: [0.75, 0.75, -0.5]" in errors[2]
+    assert "not a distribution: [1.0, 1.0, 1.0]" in errors[7]
+
+
 def test_empty_input() -> None:
     probs, errors = predict_with_isolation(PoisonModel(), [])
     assert probs.shape == (0, 3) and errors == {}

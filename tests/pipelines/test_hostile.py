@@ -18,7 +18,7 @@ from landing.samples import make_docs, write_tranche
 from models.registry import ModelRegistry
 from models.unpickle import Policy
 from tests.data import sqlite_rows
-from tests.doubles import TRUSTED, HangingPipeline, PoisonedPipeline
+from tests.doubles import TRUSTED, HangingPipeline, HangingTokenizer, PoisonedPipeline
 from tests.pipelines.helpers import run_cli, workers_left
 
 DAY = "2026-06-01"
@@ -114,6 +114,40 @@ def test_a_users_class_needs_trust_at_registration_and_at_scoring(
     trusted = _score(landing, registry, tmp_path, "--inference-trusted-types", name)
     assert trusted.rc == 0, trusted.err
     assert sqlite_rows(tmp_path / "s.db", "SELECT count(*) FROM predictions") == [(40,)]
+
+
+@pytest.mark.slow
+def test_a_vectoriser_that_hangs_is_stopped_too_with_tracking_on(
+        tmp_path: Path) -> None:
+    """The model's own tokenizer hangs on one text: featurisation for tracking runs
+    within the time limit as scoring does, so the run ends with that record alone
+    dead-lettered (it used to hang for ever)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    train = list(make_docs(300, seed=33, prefix="t"))
+    model = make_pipeline(TfidfVectorizer(tokenizer=HangingTokenizer(), token_pattern=None),
+                          LogisticRegression(max_iter=200))
+    model.fit([d["text"] for d in train], [d["label"] for d in train])
+    registry = str(tmp_path / "registry")
+    ModelRegistry(registry).register("demo", model, preprocessing={}, source="test",
+                                     policy=Policy(TRUSTED))
+    root = tmp_path / "hostile"
+    docs = list(make_docs(24, seed=34, prefix="h"))
+    docs[3]["text"] = "hangnow " + docs[3]["text"]
+    write_tranche(str(root), DAY, docs, "jsonl")
+    started = time.monotonic()
+    result = _score(root, registry, tmp_path, "--batch-size", "8", "--tracking-enabled",
+                    "true", "--inference-trusted-types", "tests.doubles.HangingTokenizer",
+                    "--inference-timeout-ms-per-record", "500")
+    assert result.rc == 0, result.err
+    assert time.monotonic() - started < 120
+    db = tmp_path / "s.db"
+    assert sqlite_rows(db, "SELECT position, stage, substr(reason, 1, 8) FROM "
+                           "dead_letters") == [(4, "inference", "timeout:")]
+    assert sqlite_rows(db, "SELECT count(*) FROM predictions") == [(23,)]
+    assert workers_left() == []
 
 
 @pytest.mark.slow
