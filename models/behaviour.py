@@ -26,6 +26,7 @@ from models.importance import (
     measure_for,
     text_features,
 )
+from models.predict import distributions
 from tracking.profile import UNKNOWN_LABEL, BatchStats, Profile, has_label, label_text
 
 _LOG = logging.getLogger(__name__)
@@ -99,7 +100,10 @@ def reference_profile(model: Any, texts: list[str], labels: list[str] | None = N
                            for v in labels[start:start + 4096]]
                           if labels else [-1] * len(part), dtype=np.int64)
         lengths = np.asarray([len(t) for t in part])
-        keep = np.asarray(np.isfinite(probs).all(axis=1))  # as scoring dead-letters the rest
+        # The rows scoring scores: the others (not finite, not a distribution) are dead
+        # letters there.
+        keep: np.ndarray = np.asarray(np.isfinite(probs).all(axis=1))
+        keep[keep] = distributions(probs[keep])
         if not keep.all():
             dropped += int((~keep).sum())
             probs, lengths, true = probs[keep], lengths[keep], true[keep]

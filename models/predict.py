@@ -91,7 +91,7 @@ def predict_with_isolation(
             probs[lo:hi] = out
             for i in np.flatnonzero(bad):
                 errors[lo + int(i)] = "model returned non-finite probabilities"
-            for i in np.flatnonzero(~bad & ~_distributions(out)):
+            for i in np.flatnonzero(~bad & ~distributions(out)):
                 errors[lo + int(i)] = (f"model returned probabilities that are not a "
                                        f"distribution: {np.round(out[i], 6).tolist()} (each "
                                        "in [0, 1], summing to 1)")
@@ -113,7 +113,7 @@ def predict_with_isolation(
 PROBABILITY_TOLERANCE = 1e-4  # float32 models: about 100 ulps of 1
 
 
-def _distributions(out: np.ndarray) -> np.ndarray:
+def distributions(out: np.ndarray) -> np.ndarray:
     """Which rows are probability distributions: each value in [0, 1] and the row
     summing to 1, within ``PROBABILITY_TOLERANCE``."""
     tol = PROBABILITY_TOLERANCE

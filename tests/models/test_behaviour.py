@@ -118,3 +118,23 @@ def test_a_reference_leaves_out_texts_whose_probabilities_are_not_finite(
     assert profile.n == len(TEXTS) - sum(broken)
     assert np.isfinite(profile.score.quantiles(np.array([0.1, 0.5, 0.9]))).all()
     assert profile.labelled == len(TEXTS) - sum(broken)
+
+
+class _HalfDistributions:
+    """A classifier whose every other row is not a probability distribution (sums to 2),
+    wrapping a fitted pipeline."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.classes_ = inner, inner.classes_
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        out = np.array(self.inner.predict_proba(texts), dtype=np.float64)
+        out[::2] *= 2
+        return out
+
+
+def test_a_reference_leaves_out_rows_scoring_would_dead_letter(trained_model: Any) -> None:
+    """Rows that are not distributions are dead letters at scoring: the reference counts
+    only the others, so it describes what scoring profiles."""
+    profile, _ = reference_profile(_HalfDistributions(trained_model), TEXTS[:40])
+    assert int(profile.class_counts.sum()) == 20
