@@ -8,7 +8,8 @@ dead-letter share exceeded ``max_dead_letter_ratio``; 5 a tranche is being score
 another run (lease held, or lost to a run that took it over; the others are still
 scored); 6 the run succeeded and tracking requested retraining (a ``retrain_triggers``
 row was written); 75 (EX_TEMPFAIL) the database stayed unreachable for
-``sink.connect_timeout_seconds``, at launch or during the run (transient: retry later).
+``sink.connect_timeout_seconds``, at launch or during the run, or a worker process was
+lost mid-run (killed by a signal, e.g. the OOM killer) (transient: retry later).
 When several apply, the first of 1, 4, 3, 5, 6 is the exit code (a run that lost its
 leases exits 5).
 """
@@ -27,6 +28,7 @@ from store.database import AccessDenied, SchemaMismatch, TransientDatabaseError
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_MISSING, EXIT_DEAD_LETTERS, EXIT_BUSY = 0, 1, 2, 3, 4, 5
 EXIT_RETRAIN = 6
 EXIT_TEMPFAIL = 75  # sysexits.h EX_TEMPFAIL: a transient failure, retry later
+WORKER_LOST = "Channel closed prematurely"  # Beam's runner, when a worker's connection ends
 _LOG = logging.getLogger("beamscore")
 
 
@@ -41,7 +43,8 @@ class UsageError(Exception):
 def guarded(command: Callable[[], int]) -> int:
     """Run ``command``; an error becomes one ``beamscore: error:`` line and exit 1, or
     exit 2 for a ``UsageError``, exit 75 for a database that stayed unreachable
-    (``TransientDatabaseError``, raised here or by a worker of the pipeline). A failed
+    (``TransientDatabaseError``, raised here or by a worker of the pipeline) or a worker
+    lost mid-run (Beam's runner: ``WORKER_LOST``). A failed
     pipeline's error (a worker's traceback, as text) is told by its cause, the last
     exception line; the whole of it goes to the log."""
     try:
@@ -58,6 +61,11 @@ def guarded(command: Callable[[], int]) -> int:
     except Exception as exc:  # noqa: BLE001 - a failed pipeline: the run is marked failed
         _LOG.debug("run failed", exc_info=True)
         cause = worker_cause(str(exc))
+        if cause is None and WORKER_LOST in str(exc):
+            print(f"beamscore: error: a worker process was lost mid-run (killed, e.g. by "
+                  f"the OOM killer: {WORKER_LOST}); retry later (exit {EXIT_TEMPFAIL})",
+                  file=sys.stderr)
+            return EXIT_TEMPFAIL
         if cause is None:
             print(f"beamscore: error: run failed: {type(exc).__name__}: {str(exc)[:2000]}",
                   file=sys.stderr)
