@@ -93,22 +93,20 @@ def _read_bytes(path: str) -> bytes:
         return fh.read()
 
 
-def _read_json(path: str) -> Any:
-    """A registry JSON file's content, or ``RegistryError`` naming the file."""
+def _read_json(path: str, data: bytes | None = None, fix: str = "register the version again"
+               ) -> Any:
+    """A registry JSON file's content (``data``, else read from ``path``), or
+    ``RegistryError`` naming the file and saying how to ``fix`` it."""
     try:
-        return json.loads(_read_bytes(path))
+        return json.loads(_read_bytes(path) if data is None else data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RegistryError(f"{path}: not a readable JSON file ({exc}); restore it or "
-                            "register the version again") from exc
+                            f"{fix}") from exc
 
 
 def _aliases(path: str, data: bytes) -> dict[str, str]:
     """``aliases.json``'s content, every alias and version checked."""
-    try:
-        found = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RegistryError(f"{path}: not a readable JSON file ({exc}); restore it or "
-                            "promote again") from exc
+    found = _read_json(path, data, "promote again")
     if not isinstance(found, dict):
         raise RegistryError(f"{path}: expected an object of alias -> version")
     return {check_alias(alias, path): check_version(version, f"{path}, alias {alias}")

@@ -7,9 +7,11 @@ import io
 import os
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipelines.cli import main
 
@@ -95,3 +97,18 @@ def workers_left(within: float = 10.0) -> list[str]:
     while (found := worker_processes()) and time.monotonic() < deadline:
         time.sleep(0.05)
     return found
+
+
+def replace_after_planning(monkeypatch: Any, replace: Callable[[], None]) -> None:
+    """``replace()`` runs right after the launcher has listed the tranches, before any
+    worker reads: an upstream export overwriting a file as a run starts."""
+    from pipelines.orchestration import plan as plan_module
+
+    real = plan_module.plan_tranches
+
+    def listed_then_replaced(*args: Any, **kwargs: Any) -> Any:
+        plans = real(*args, **kwargs)
+        replace()
+        return plans
+
+    monkeypatch.setattr(plan_module, "plan_tranches", listed_then_replaced)

@@ -57,8 +57,8 @@ from models.recipe import train_and_evaluate
 from models.registry import ModelIntegrityError, ModelRef, ModelRegistry
 from pipelines import cli
 from pipelines.configuration.config import load_config
-from pipelines.orchestration import plan as plan_module
 from pipelines.orchestration.exit_codes import EXIT_DEAD_LETTERS, EXIT_ERROR, EXIT_MISSING
+from tests.pipelines.helpers import replace_after_planning
 
 BUCKET = "beamscore-test"
 DAY = "2026-01-01"
@@ -422,19 +422,6 @@ def test_the_pieces_of_a_one_group_parquet_object_download_it_once_each(
         sum(fetched), len(data))
 
 
-def _replace_after_planning(monkeypatch: pytest.MonkeyPatch, replace: Any) -> None:
-    """``replace()`` runs right after the launcher has listed the tranches, before any
-    worker reads: an upstream export overwriting an object as a run starts."""
-    real = plan_module.plan_tranches
-
-    def listed_then_replaced(*args: Any, **kwargs: Any) -> Any:
-        plans = real(*args, **kwargs)
-        replace()
-        return plans
-
-    monkeypatch.setattr(plan_module, "plan_tranches", listed_then_replaced)
-
-
 @pytest.mark.slow
 def test_an_object_replaced_after_planning_is_one_dead_letter_and_rescored_next(
     gcs: Gcs, registry: ModelRef, tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -450,7 +437,7 @@ def test_an_object_replaced_after_planning_is_one_dead_letter_and_rescored_next(
     new = b"".join(json.dumps(d).encode() + b"\n" for d in new_docs)
     assert len(old) > 1 << 20
     gcs.bucket.blob(name).upload_from_string(old)
-    _replace_after_planning(monkeypatch, lambda: gcs.bucket.blob(name).upload_from_string(new))
+    replace_after_planning(monkeypatch, lambda: gcs.bucket.blob(name).upload_from_string(new))
     db = tmp_path / "r.db"
     argv = ["score", "--date", day, "--input-root", gs("landing-replaced"), "--registry",
             gs("registry"), "--model", MODEL, "--db", f"sqlite:///{db}", "--output-dir",

@@ -15,25 +15,12 @@ from typing import Any
 import pytest
 
 from landing.samples import make_docs, write_tranche
-from pipelines.orchestration import plan as plan_module
 from pipelines.orchestration.exit_codes import EXIT_DEAD_LETTERS
 from tests.data import query_rows
-from tests.pipelines.helpers import run_cli
+from tests.pipelines.helpers import replace_after_planning, run_cli
 
 DAY = "2026-08-01"
 OLD, LARGER, SMALLER = 3500, 5000, 2000  # documents; 3,500 are over 1 MiB
-
-
-def _replace_after_planning(monkeypatch: pytest.MonkeyPatch, replace: Any) -> None:
-    """``replace()`` runs right after the launcher has listed the tranches."""
-    real = plan_module.plan_tranches
-
-    def listed_then_replaced(*args: Any, **kwargs: Any) -> Any:
-        plans = real(*args, **kwargs)
-        replace()
-        return plans
-
-    monkeypatch.setattr(plan_module, "plan_tranches", listed_then_replaced)
 
 
 def _replacement(path: str, change: str) -> tuple[Any, set[str]]:
@@ -67,7 +54,7 @@ def test_a_file_replaced_after_planning_is_a_dead_letter_then_rescored_whole(
     assert os.path.getsize(path) > 1 << 20  # planned in several byte ranges
     replace, new_ids = _replacement(path, change)
     url = f"sqlite:///{tmp_path / 's.db'}"
-    _replace_after_planning(monkeypatch, replace)
+    replace_after_planning(monkeypatch, replace)
     result = _score(root, registry_root, url, tmp_path)
     assert result.rc == EXIT_DEAD_LETTERS, result.err
     assert query_rows(url, "SELECT COUNT(*) FROM predictions") == [(0,)]
@@ -96,7 +83,7 @@ def test_under_the_ratio_the_run_counts_the_dead_letter_and_the_next_plan_rescor
     path = write_tranche(str(root), DAY, list(make_docs(20, seed=1, prefix="old")), "jsonl")
     replace, new_ids = _replacement(path, "larger")
     url = f"sqlite:///{tmp_path / 's.db'}"
-    _replace_after_planning(monkeypatch, replace)
+    replace_after_planning(monkeypatch, replace)
     result = _score(root, registry_root, url, tmp_path)
     assert result.rc == 0, result.err
     [(counts,)] = query_rows(url, "SELECT counts FROM runs")

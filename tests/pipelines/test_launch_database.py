@@ -9,7 +9,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -51,53 +50,20 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
                 pass
 
 
-class LateProxy:
-    """A TCP proxy to ``target`` on ``port`` of 127.0.0.1 that starts listening only
-    ``delay`` seconds after ``start()``: a database that comes back from a restart."""
-
-    def __init__(self, port: int, target: tuple[str, int], delay: float):
-        self.port, self.target, self.delay = port, target, delay
-        self.listening_at: float | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _serve(self) -> None:
-        if self._stop.wait(self.delay):
-            return
-        with socket.socket() as server:
-            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            server.bind(("127.0.0.1", self.port))
-            server.listen(16)
-            server.settimeout(0.2)
-            self.listening_at = time.monotonic()
-            while not self._stop.is_set():
-                try:
-                    client, _ = server.accept()
-                except TimeoutError:
-                    continue
-                upstream = socket.create_connection(self.target)
-                for a, b in ((client, upstream), (upstream, client)):
-                    threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
 class OutageProxy:
     """A TCP proxy to ``target`` on ``port`` of 127.0.0.1 whose ``cut(seconds)`` is a
     database that goes away mid-run: every open connection is closed and new ones are
-    refused (nothing listens) until it comes back."""
+    refused (nothing listens) until it comes back. ``down_for``: it first listens that
+    many seconds after it is made (a database that comes back from a restart);
+    ``listening_at`` is when it first did."""
 
-    def __init__(self, port: int, target: tuple[str, int]):
+    def __init__(self, port: int, target: tuple[str, int], down_for: float = 0.0):
         self.port, self.target = port, target
         self.cuts: list[tuple[float, float]] = []
+        self.listening_at: float | None = None
         self._open: list[socket.socket] = []
         self._lock = threading.Lock()
-        self._down_until = 0.0
+        self._down_until = time.monotonic() + down_for
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -112,6 +78,7 @@ class OutageProxy:
                 server.bind(("127.0.0.1", self.port))
                 server.listen(64)
                 server.settimeout(0.05)
+                self.listening_at = self.listening_at or time.monotonic()
                 while not self._stop.is_set() and time.monotonic() >= self._down_until:
                     try:
                         client, _ = server.accept()
@@ -144,14 +111,6 @@ class OutageProxy:
         self._thread.join(timeout=5)
 
 
-@pytest.fixture
-def late_proxy(pg_url: str) -> Iterator[LateProxy]:
-    parts = urlsplit(pg_url)
-    proxy = LateProxy(_free_port(), (parts.hostname or "127.0.0.1", parts.port or 5432), 3.0)
-    yield proxy
-    proxy.stop()
-
-
 def _score(landing: str, registry: str, db: str, out: Path, *extra: str) -> tuple[int, str,
                                                                                    float]:
     started = time.monotonic()
@@ -176,13 +135,18 @@ def test_a_database_on_a_closed_port_ends_the_launch_with_75_after_the_timeout(
 @pytest.mark.postgres
 def test_a_postgresql_that_comes_up_3_s_after_launch_gives_a_normal_run(
         landing: str, registry_root: str, tmp_path: Path, pg_url: str,
-        late_proxy: LateProxy, caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture) -> None:
     parts = urlsplit(pg_url)
-    db = parts._replace(netloc=f"127.0.0.1:{late_proxy.port}").geturl()
+    port = _free_port()
+    db = parts._replace(netloc=f"127.0.0.1:{port}").geturl()
     launched = time.monotonic()
-    late_proxy.start()
-    rc, err, elapsed = _score(landing, registry_root, db, tmp_path / "out",
-                              "--sink-connect-timeout-seconds", "60")
+    late_proxy = OutageProxy(port, (parts.hostname or "127.0.0.1", parts.port or 5432),
+                             down_for=3.0)
+    try:
+        rc, err, elapsed = _score(landing, registry_root, db, tmp_path / "out",
+                                  "--sink-connect-timeout-seconds", "60")
+    finally:
+        late_proxy.stop()
     assert rc == EXIT_OK, err
     assert late_proxy.listening_at is not None and late_proxy.listening_at - launched >= 3.0
     assert elapsed >= 3.0
