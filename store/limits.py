@@ -2,14 +2,15 @@
 
 Rate (``sink.max_rows_per_second``), as limiters with the interface of Beam's
 ``RateLimiter``: ``allow(hits_added=n)`` blocks until ``n`` rows may be written,
-``done()`` reports the write committed, ``last_wait`` is the time the last call waited:
+``done()`` reports the write committed, ``last_wait`` is the time the last call waited.
+One algorithm (``SlidingWindowLimiter``: an even schedule plus a sliding-window log of
+in-flight and committed writes) over two stores of its state:
 
-- ``MachineRateLimiter``: a sliding-window log of in-flight and committed writes shared
-  by every writer process of the machine (a flock-guarded state file). With
-  ``--workers N`` on one machine the limit is global as such; on Dataflow each worker
-  VM gets R / max_num_workers.
-- ``RedisRateLimiter``: a GCRA schedule kept in Redis and shared by every
-  writer of the job, for autoscaled Dataflow jobs whose VM count varies.
+- ``MachineRateLimiter``: a flock-guarded state file shared by every writer process of
+  the machine. With ``--workers N`` on one machine the limit is global as such; on
+  Dataflow each worker VM gets R / max_num_workers.
+- ``RedisRateLimiter``: one Redis key shared by every writer of the job, for
+  autoscaled Dataflow jobs whose VM count varies.
 
 Connections (``sink.max_connections``), as slots a writer must hold while its
 connection is open:
@@ -39,6 +40,7 @@ import fcntl
 import hashlib
 import json
 import os
+import socket
 import tempfile
 import time
 import uuid
@@ -87,9 +89,9 @@ class StateUser:
         return True
 
 
-class MachineRateLimiter:
-    """``rate`` rows per any 1-second window, shared by all processes of this machine
-    writing to ``name``: a sliding-window log in a flock-guarded state file.
+class SlidingWindowLimiter:
+    """``rate`` rows per any 1-second window, shared by every writer whose limiter reads
+    and writes the same state (``store``: a flock-guarded file or a Redis key).
 
     ``allow(n)`` waits until its turn in an even schedule (n/rate seconds per write,
     so there is no start-up burst) and until the rows committed in the last second,
@@ -97,44 +99,35 @@ class MachineRateLimiter:
     records the write as in flight. ``done()`` records its commit time. In-flight
     writes count as committing now, and commits are recorded after they happen, so the
     log never undercounts: every 1-second window of real commits holds at most
-    ``rate`` rows (a single write larger than ``rate`` is let through alone).
-    An in-flight write names its process: a writer killed between booking and commit
-    holds no budget once its process is gone (not only after ``STALE_SECONDS``).
+    ``rate`` rows (a single write larger than ``rate`` is let through alone), however
+    long a write waits between its booking and its commit.
+    An in-flight write names its host and process: a writer of this host killed between
+    booking and commit holds no budget once its process is gone; one of another host
+    (Redis) is judged by age, ``STALE_SECONDS``.
     """
 
     STALE_SECONDS = 300.0  # an in-flight entry this old belongs to a dead writer
 
-    def __init__(self, identity: str, rate: float, directory: str = "",
+    def __init__(self, store: _FileState | _RedisState, rate: float,
                  clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep):
-        self._path = state_path(identity, "rate.json", directory)
+        self._store = store
         self.rate = rate
         self.last_wait = 0.0
         self._pending: str | None = None
         self._clock, self._sleep = clock, sleep
 
     def _update(self, fn: Callable[[dict[str, Any], float], float]) -> float:
-        with open(self._path, "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                fh.seek(0)
-                text = fh.read()
-                state: dict[str, Any] = json.loads(text) if text else {"next": 0.0, "log": []}
-                now = self._clock()
-                # Keep commits of the last second and in-flight writes of live writers
-                # (one that crashed between booking and commit is gone at once, by its
-                # process, else after STALE_SECONDS).
-                state["log"] = [e for e in state["log"] if (e[3] and e[2] > now - 1.0)
-                                or (not e[3] and e[2] > now - self.STALE_SECONDS
-                                    and _alive(e[4:]))]
-                result = fn(state, now)
-                fh.seek(0)
-                fh.truncate()
-                fh.write(json.dumps(state))
-                fh.flush()
-                return result
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        def pruned(state: dict[str, Any], now: float) -> float:
+            # Keep commits of the last second and in-flight writes of live writers
+            # (one that crashed between booking and commit is gone at once, by its
+            # process, else after STALE_SECONDS).
+            state["log"] = [e for e in state["log"] if (e[3] and e[2] > now - 1.0)
+                            or (not e[3] and e[2] > now - self.STALE_SECONDS
+                                and _alive(e[4:]))]
+            return fn(state, now)
+
+        return self._store.update(pruned)
 
     def allow(self, hits_added: int = 1, **_: Any) -> bool:
         self.last_wait = 0.0
@@ -149,7 +142,8 @@ class MachineRateLimiter:
                 return state["next"] - now
             used = sum(e[1] for e in log)
             if used + hits_added <= self.rate or not log:
-                log.append([entry_id, hits_added, now, False, os.getpid(), _PID_NAMESPACE])
+                log.append([entry_id, hits_added, now, False, os.getpid(), _PID_NAMESPACE,
+                            _HOST])
                 state["next"] = max(now, state["next"]) + hits_added / self.rate
                 return 0.0
             # Earliest moment enough committed rows leave the window; poll if in flight.
@@ -184,6 +178,95 @@ class MachineRateLimiter:
         self._update(commit)
 
 
+_EMPTY = '{"next": 0.0, "log": []}'
+
+
+class _FileState:
+    """The limiter's state in a file, read and written under an exclusive flock."""
+
+    def __init__(self, path: str, clock: Callable[[], float]):
+        self._path, self._clock = path, clock
+
+    def update(self, fn: Callable[[dict[str, Any], float], float]) -> float:
+        with open(self._path, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                fh.seek(0)
+                state: dict[str, Any] = json.loads(fh.read() or _EMPTY)
+                result = fn(state, self._clock())
+                fh.seek(0)
+                fh.truncate()
+                fh.write(json.dumps(state))
+                fh.flush()
+                return result
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class _RedisState:
+    """The limiter's state in one Redis key, updated in an optimistic transaction
+    (WATCH/MULTI, retried when another writer changed it meanwhile). Time is the Redis
+    server's (``TIME``), one clock for writers on every machine, unless ``clock`` is
+    given. The key expires when no writer has touched it for ``ttl_ms``."""
+
+    def __init__(self, redis_url: str, key: str, ttl_ms: int,
+                 clock: Callable[[], float] | None = None):
+        self._url, self._key, self._ttl_ms, self._clock = redis_url, key, ttl_ms, clock
+        self._client: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_client"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._client = None
+
+    def update(self, fn: Callable[[dict[str, Any], float], float]) -> float:
+        if self._client is None:
+            import redis
+
+            self._client = redis.Redis.from_url(self._url)
+
+        def transaction(pipe: Any) -> float:
+            text = pipe.get(self._key)
+            if self._clock is not None:
+                now = self._clock()
+            else:
+                seconds, micros = pipe.time()
+                now = seconds + micros / 1e6
+            state: dict[str, Any] = json.loads(text or _EMPTY)
+            result = fn(state, now)
+            pipe.multi()
+            pipe.set(self._key, json.dumps(state), px=self._ttl_ms)
+            return result
+
+        return float(self._client.transaction(transaction, self._key,
+                                              value_from_callable=True))
+
+
+class MachineRateLimiter(SlidingWindowLimiter):
+    """The budget shared by all processes of this machine writing to ``identity``: the
+    window's state in a flock-guarded file (``state_path``)."""
+
+    def __init__(self, identity: str, rate: float, directory: str = "",
+                 clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep):
+        super().__init__(_FileState(state_path(identity, "rate.json", directory), clock),
+                         rate, clock, sleep)
+
+
+class RedisRateLimiter(SlidingWindowLimiter):
+    """A job-wide budget shared by every writer of every machine: the window's state in
+    Redis, on the Redis server's clock (``clock``: tests)."""
+
+    def __init__(self, redis_url: str, key: str, rate: float,
+                 clock: Callable[[], float] | None = None,
+                 sleep: Callable[[float], None] = time.sleep):
+        store = _RedisState(redis_url, f"beamscore:rate:{key}",
+                            int((self.STALE_SECONDS + 1) * 1000), clock)
+        super().__init__(store, rate, clock or time.time, sleep)
+
+
 def _pid_namespace() -> str:
     try:
         return os.readlink("/proc/self/ns/pid")
@@ -192,13 +275,16 @@ def _pid_namespace() -> str:
 
 
 _PID_NAMESPACE = _pid_namespace()  # a pid means a process only within its namespace
+_HOST = socket.gethostname()
 
 
 def _alive(owner: list[Any]) -> bool:
     """Whether the writer of a log entry may still be running: its process exists, when
-    the entry names one of this pid namespace (a state directory shared with another
-    namespace, or an entry without an owner, is judged by age alone)."""
-    if len(owner) != 2 or not owner[1] or owner[1] != _PID_NAMESPACE:
+    the entry names one of this host and pid namespace (an entry of another host, of a
+    state directory shared with another namespace, or without an owner, is judged by
+    age alone)."""
+    if (len(owner) != 3 or not owner[1] or owner[1] != _PID_NAMESPACE
+            or owner[2] != _HOST):
         return True
     try:
         os.kill(int(owner[0]), 0)
@@ -207,53 +293,6 @@ def _alive(owner: list[Any]) -> bool:
     except PermissionError:  # exists, another user's
         return True
     return True
-
-
-# GCRA: one key holds the theoretical arrival time (TAT) in microseconds.
-_GCRA = """
-local key, now, cost, period = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local tat = tonumber(redis.call('GET', key) or '0')
-if tat < now then tat = now end
-redis.call('SET', key, tostring(tat + cost), 'PX', math.ceil((tat + cost - now) / 1000) + period)
-return tat - now
-"""
-
-
-class RedisRateLimiter:
-    """A job-wide rows/s budget in Redis (GCRA); safe with any number of writers."""
-
-    def __init__(self, redis_url: str, key: str, rate: float):
-        self._url, self._key, self.rate = redis_url, f"beamscore:rate:{key}", rate
-        self._client: Any = None
-        self._script: Any = None
-        self.last_wait = 0.0
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_client", "_script")}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._client = self._script = None
-
-    def allow(self, hits_added: int = 1, **_: Any) -> bool:
-        self.last_wait = 0.0
-        if self.rate <= 0:
-            return True
-        if self._client is None:
-            import redis
-
-            self._client = redis.Redis.from_url(self._url)
-            self._script = self._client.register_script(_GCRA)
-        now_us = int(time.time() * 1e6)
-        cost_us = int(hits_added / self.rate * 1e6)
-        wait_us = int(self._script(keys=[self._key], args=[now_us, cost_us, 60_000]))
-        if wait_us > 0:
-            self.last_wait = wait_us / 1e6
-            time.sleep(self.last_wait)
-        return True
-
-    def done(self) -> None:
-        """GCRA books at start; nothing to record at commit."""
 
 
 class LockWaitTimeout(TransientDatabaseError):
