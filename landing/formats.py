@@ -21,15 +21,16 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from landing import format_csv, format_jsonl, format_parquet, sampling, splitters
 from landing.reading import (
     DEFAULT_MAX_TEXT_CHARS,
     Chunk,
+    InputChanged,
     Item,
     ReadOptions,
     Rejection,
+    check_unchanged,
     line_bound,
 )
 from landing.splitters import Extent, Splitter
@@ -134,22 +135,52 @@ def read_chunk(chunk: Chunk, batch_size: int = 4096, required: tuple[str, ...] =
     """Every record of ``chunk`` with its position; an unreadable file (or rest of one)
     is one ``Rejection`` at position 0, and so is a file whose schema lacks one of the
     ``required`` columns (reported by the file's first chunk only). Lines longer than
-    ``line_bound(max_text_chars)`` are rejected unread."""
+    ``line_bound(max_text_chars)`` are rejected unread.
+
+    A local file is checked against its plan (``check_unchanged``) before each
+    ``batch_size`` records read are passed on, and by its reader once more at its end:
+    what was read of a file changed meanwhile is not passed on but rejected with the
+    rest (``InputChanged``), so no record of it is scored that was read after the
+    change (a change mid-read keeps the records passed on before it)."""
     fmt, gzipped = resolve(chunk.format)
     opts = ReadOptions(batch_size, required, line_bound(max_text_chars))
-    last: tuple[Any, int] = (None, 0)  # the last item read, for the position of a failure
+    checked = chunk.planned is not None and "://" not in chunk.path  # a local file
+    held: list[Item] = []  # read, not yet passed on
+    passed = 0  # the position of the last item passed on
     try:
-        for last in fmt.reader(chunk, gzipped, opts):
-            yield last
-    except Exception as exc:  # noqa: BLE001 - an unreadable file is one rejection
-        read_to = last[1]
+        for item in fmt.reader(chunk, gzipped, opts):
+            if not checked:
+                passed = item[1]
+                yield item
+                continue
+            held.append(item)
+            if len(held) > batch_size:  # the file is still the one planned: pass them on
+                check_unchanged(chunk.path, chunk.planned)
+                passed = held[-2][1]
+                yield from held[:-1]
+                del held[:-1]
+        yield from held  # the reader checked the file once more as it ended
+    except Exception as error:  # noqa: BLE001 - an unreadable file is one rejection
+        exc: Exception = error
+        if held and not isinstance(exc, InputChanged):
+            try:  # what was read before the error, of the file planned, is passed on
+                check_unchanged(chunk.path, chunk.planned)
+            except InputChanged as changed:
+                exc = changed
+            else:
+                yield from held
+                passed, held = held[-1][1], []
+        # What was read since the last check is not passed on: its first item's position
+        # is where the rejection starts (never past the chunk: keys stay unique).
+        read_to = max(0, held[0][1] - 1) if held else passed
         if chunk.start <= 0:  # the file, or the rest of it
             position, where = 0, (f" after {fmt.unit} {read_to}" if read_to else "")
-        else:  # the rest of a later chunk: from its first record not read
+        else:  # the rest of a later chunk: from its first record not passed on
             position = read_to + 1 if read_to else _first_position(chunk, fmt)
             where = f" from {fmt.unit} {position}" if position else f" from byte {chunk.start}"
         yield Rejection(f"unreadable {chunk.format} file: {chunk.path}{where}: "
-                        f"{type(exc).__name__}: {str(exc)[:500]}", None), position
+                        f"{type(exc).__name__}: {str(exc)[:500]}", None,
+                        changed=isinstance(exc, InputChanged)), position
 
 
 def _first_position(chunk: Chunk, fmt: Format) -> int:

@@ -76,10 +76,12 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Rejection:
-    """A line or row that is not a record: the reason and the raw payload."""
+    """A line or row that is not a record: the reason and the raw payload; ``changed``:
+    the rest of a file that is no longer the one planned (``InputChanged``)."""
 
     reason: str
     payload: Any
+    changed: bool = False
 
 
 Item = tuple["dict[str, Any] | Rejection", int]
@@ -158,11 +160,27 @@ def _open_raw(path: str, read_block: int, planned: Planned | None) -> BinaryIO:
     return raw
 
 
+def check_unchanged(path: str, planned: Planned | None) -> None:
+    """Raises ``InputChanged`` unless the local file at ``path`` still has the planned
+    size and modification time (one ``stat``; an object in Cloud Storage, read at its
+    planned generation, and a file planned with nothing to compare pass)."""
+    if planned is not None and "://" not in path:
+        try:
+            st = os.stat(path)
+        except FileNotFoundError as exc:
+            raise InputChanged(f"deleted while it was read ({planned.size:,} bytes "
+                               "listed)") from exc
+        _compare(st, planned, "while it was read")
+
+
 def _check_local(raw: BinaryIO, planned: Planned, when: str) -> None:
     """Raises ``InputChanged`` unless the local file ``raw`` has the planned size and
     modification time (the file at its path once ``raw`` is closed: a reader's text
     wrapper, dropped, closes it)."""
-    st = os.stat(raw.name) if raw.closed else os.fstat(raw.fileno())
+    _compare(os.stat(raw.name) if raw.closed else os.fstat(raw.fileno()), planned, when)
+
+
+def _compare(st: os.stat_result, planned: Planned, when: str) -> None:
     mtime = str(st.st_mtime)
     if st.st_size != planned.size or planned.fingerprint not in ("", mtime):
         raise InputChanged(f"changed {when}: listed at planning with {planned.size:,} bytes, "

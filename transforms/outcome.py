@@ -13,12 +13,19 @@ with the reason, and the next scheduled run scores it again. Once a tranche's re
 are all accounted for, the predictions of earlier runs of the model that this run did
 not write (records now dead-lettered or gone) are deleted: each record is then once in
 the predictions or the dead letters.
+
+A run of many tranches may be scored in waves, one pipeline each
+(``pipelines.orchestration.score``): each wave completes or fails its own tranches in
+the ledger when its pipeline ends, so a run stopped in a later wave leaves them done,
+and only the last wave records the run, its summary covering every wave's tranches
+(the earlier ones' counts as the ledger holds them).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import apache_beam as beam
@@ -31,6 +38,7 @@ from transforms.files import write_atomically
 
 COUNT_KEYS = ("read", "valid", "scored", "dead_lettered", "written")
 SUCCEEDED, RATIO_EXCEEDED, INCOMPLETE = "succeeded", "dead_letter_ratio_exceeded", "incomplete"
+INPUT_CHANGED = "input_changed"
 
 
 def merge_counts(counts: Iterable[dict[str, int]]) -> dict[str, int]:
@@ -55,7 +63,8 @@ def finalize_counts(per_tranche: dict[str, dict[str, int]]) -> dict[str, dict[st
 def summarise(run_id: str, per_tranche: dict[str, dict[str, int]],
               max_ratio: float) -> dict[str, Any]:
     """The run summary: per-tranche and total counts, dead-letter ratio and status:
-    ``incomplete`` if a tranche has records unaccounted for, else
+    ``incomplete`` if a tranche has records unaccounted for, else ``input_changed`` if
+    an input file of a tranche changed while the run read it, else
     ``dead_letter_ratio_exceeded`` if the run's or a tranche's share of dead letters
     is above ``max_ratio``, else ``succeeded``."""
     counts = finalize_counts(per_tranche)
@@ -65,6 +74,8 @@ def summarise(run_id: str, per_tranche: dict[str, dict[str, int]],
     for c in counts.values():
         if not accounted_for(c):
             status = INCOMPLETE
+        elif c.get("input_changed") and status != INCOMPLETE:
+            status = INPUT_CHANGED
         elif tranche_outcome(c, max_ratio)[0] == FAILED and status == SUCCEEDED:
             status = RATIO_EXCEEDED
     return {"run_id": run_id, "status": status, "tranches": counts, "total": total,
@@ -80,6 +91,10 @@ def tranche_outcome(counts: dict[str, int], max_ratio: float) -> tuple[str, str]
     if not accounted_for(counts):
         return FAILED, (f"{counts['read']} read but {counts['written']} written + "
                         f"{counts['dead_lettered']} dead-lettered")
+    if counts.get("input_changed"):
+        return FAILED, (f"{counts['input_changed']} input file part(s) changed while the "
+                        "run read them (InputChanged dead letters): scored again by the "
+                        "next run of the tranche")
     ratio = counts["dead_lettered"] / counts["read"] if counts["read"] else 0.0
     if ratio > max_ratio:
         return FAILED, f"dead-letter ratio {ratio:.4f} > max_dead_letter_ratio {max_ratio}"
@@ -91,7 +106,7 @@ class _RecordRunFn(beam.DoFn):
 
     def __init__(self, database: DatabaseSettings, output_dir: str, run_id: str,
                  max_dead_letter_ratio: float, tranches: list[str], extra: dict[str, Any],
-                 fence: Fence | None):
+                 fence: Fence | None, wave: Wave):
         self._database = database
         self._fence = fence
         self._output_dir = output_dir.rstrip("/")
@@ -99,6 +114,7 @@ class _RecordRunFn(beam.DoFn):
         self._ratio = max_dead_letter_ratio
         self._tranches = tranches
         self._extra = extra
+        self._wave = wave
 
     def process(self, per_tranche: dict[str, dict[str, int]]) -> Iterator[dict[str, Any]]:
         session = DatabaseSession(self._database)
@@ -119,28 +135,56 @@ class _RecordRunFn(beam.DoFn):
         for tranche, c in counts.items():
             counts[tranche] = c | {"written": found.get(tranche, (0, 0))[0],
                                    "dead_lettered": dead.get(tranche, 0)}
-        summary = summarise(self._run_id, counts, self._ratio) | self._extra
+        wave = summarise(self._run_id, counts, self._ratio)
         ledger = TrancheLedger(db)
-        for tranche, c in summary["tranches"].items():
+        for tranche, c in wave["tranches"].items():
             # A tranche's rows are read once for both counts; the delete, another pass,
             # runs only where an earlier run of the model left rows (a rescore).
             if accounted_for(c) and found.get(tranche, (0, 1))[1]:
                 run_records.supersede_predictions(db, self._run_id, tranche, self._fence)
             status, why = tranche_outcome(c, self._ratio)
             ledger.finish(self._run_id, tranche, status, c | ({"failed": why} if why else {}))
+        if not self._wave.last:
+            return wave, False
+        summary = summarise(self._run_id, {**self._wave.earlier, **counts},
+                            self._ratio) | self._extra
         return summary, run_records.finish(db, self._run_id, summary["status"], summary)
+
+
+@dataclass(frozen=True)
+class Wave:
+    """Where a pipeline stands in its run: the run's last (or only) wave records the
+    run; an earlier one only completes its own tranches. ``earlier``: the counts of the
+    tranches the run's earlier waves completed or failed, as the ledger holds them."""
+
+    last: bool = True
+    earlier: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def ledger_counts(db: Database, run_id: str, tranches: list[str], model_name: str,
+                  model_version: str) -> dict[str, dict[str, int]]:
+    """The counts the ledger holds of ``tranches`` that ``run_id`` finished (a wave's,
+    for the run's summary), without the failure reason."""
+    ledger, out = TrancheLedger(db), {}
+    for tranche in tranches:
+        entry = ledger.get(tranche, model_name, model_version)
+        if entry is not None and entry.run_id == run_id and entry.counts is not None:
+            out[tranche] = {k: v for k, v in entry.counts.items() if k != "failed"}
+    return out
 
 
 class SummariseRun(beam.PTransform):
     """(tranche, counts) stats -> one summary dict, also stored in ``runs``. ``extra``
-    (what the launch knew: the plan's decisions, the model) is added to the summary."""
+    (what the launch knew: the plan's decisions, the model) is added to the summary.
+    ``tranches`` are those of this pipeline (its ``wave`` of the run)."""
 
     def __init__(self, database: DatabaseSettings, output_dir: str, run_id: str,
                  max_dead_letter_ratio: float, tranches: list[str],
-                 extra: dict[str, Any] | None = None, fence: Fence | None = None):
+                 extra: dict[str, Any] | None = None, fence: Fence | None = None,
+                 wave: Wave | None = None):
         super().__init__()
         self._fn = _RecordRunFn(database, output_dir, run_id, max_dead_letter_ratio, tranches,
-                                extra or {}, fence)
+                                extra or {}, fence, wave or Wave())
 
     def expand(self, stats: beam.PCollection) -> beam.PCollection:
         return (

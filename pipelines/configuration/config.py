@@ -211,6 +211,10 @@ class Config:
     progress_seconds: float = field(default=30.0, metadata={
         "help": "log job-wide progress (and each worker's) at least this often (seconds)",
         "template": False})
+    wave_records: int = field(default=2_000_000, metadata={
+        "help": "records per wave of whole tranches, one pipeline each, its tranches "
+                "completed when it ends (0: the run is one wave)",
+        "template": False})
     local_engine: str = field(default="fork", metadata={
         "help": "workers > 1 on FnApiRunner: fork (from a pre-imported server) or spawn "
                 "(Beam's multi_processing)", "template": False})
@@ -400,6 +404,7 @@ def _check_ranges(cfg: Config) -> None:
     checks = [
         ("workers", cfg.workers >= 1),
         ("batch_size", cfg.batch_size >= 1),
+        ("wave_records", cfg.wave_records >= 0),
         ("inference.top_k", cfg.inference.top_k >= 1),
         ("inference.timeout_seconds", cfg.inference.timeout_seconds >= 0),
         ("inference.timeout_ms_per_record", cfg.inference.timeout_ms_per_record >= 0),

@@ -9,9 +9,10 @@ another run (lease held, or lost to a run that took it over; the others are stil
 scored); 6 the run succeeded and tracking requested retraining (a ``retrain_triggers``
 row was written); 75 (EX_TEMPFAIL) the database stayed unreachable for
 ``sink.connect_timeout_seconds``, at launch or during the run, or a worker process was
-lost mid-run (killed by a signal, e.g. the OOM killer) (transient: retry later).
-When several apply, the first of 1, 4, 3, 5, 6 is the exit code (a run that lost its
-leases exits 5).
+lost mid-run (killed by a signal, e.g. the OOM killer), or an input file changed while
+the run read it (its tranche left failed) (transient: retry later).
+When several apply, the first of 1, 75, 4, 3, 5, 6 is the exit code (a run that lost
+its leases exits 5).
 """
 
 from __future__ import annotations

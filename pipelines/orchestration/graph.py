@@ -31,7 +31,7 @@ from transforms.dead_letters import WriteDeadLetters
 from transforms.dedupe import FindDuplicateIds
 from transforms.files import WritePredictionFiles
 from transforms.infer import TRACK, DocBatchModelHandler, ScoreBatches
-from transforms.outcome import SummariseRun
+from transforms.outcome import SummariseRun, Wave
 from transforms.read import ReadTranches
 from transforms.records import DEAD_LETTERS, STATS, FieldNames, RunContext
 from transforms.refused import RefusedLinks
@@ -85,13 +85,15 @@ def build_pipeline(p: beam.Pipeline, graph: GraphSettings, plan: ScorePlan, ref:
                    run_id: str, sink: SinkSettings, extra: dict[str, Any] | None = None,
                    reference: dict[str, Any] | None = None,
                    finish: Callable[[dict[str, Any]], Any] | None = None,
-                   handler: DocBatchModelHandler | None = None) -> beam.PCollection:
+                   handler: DocBatchModelHandler | None = None,
+                   wave: Wave | None = None) -> beam.PCollection:
     """Attach the scoring transforms to ``p``; returns the summary PCollection (with
     ``extra``, what the launch knew, in it). With tracking on, every tranche is profiled
     and compared with ``reference`` (the model's reference profile). ``finish``, when
     given, is called with the summary once the run and its monitoring rows are recorded
     (``pipelines.orchestration.finish.FinishInJob``). ``handler`` is the
-    ``model_handler(graph, ref, reference)`` the caller made already, if it did."""
+    ``model_handler(graph, ref, reference)`` the caller made already, if it did.
+    ``wave``: where ``plan`` (then one wave of the run's tranches) stands in its run."""
     pre = PreprocessConfig.from_dict(ref.metadata.get("preprocessing", {}))
     ctx = RunContext(
         run_id=run_id, model_name=ref.name, model_version=ref.version, model_sha256=ref.sha256,
@@ -132,7 +134,7 @@ def build_pipeline(p: beam.Pipeline, graph: GraphSettings, plan: ScorePlan, ref:
         | "Summarise run" >> SummariseRun(sink.database, graph.output_dir, run_id,
                                           graph.max_dead_letter_ratio,
                                           [t.tranche for t in plan.to_read], extra,
-                                          fence=ctx.fence())
+                                          fence=ctx.fence(), wave=wave)
     )
     if finish is not None:  # after the summary and every monitoring row are recorded
         after = [beam.pvalue.AsList(t) for t in tracked]

@@ -96,6 +96,31 @@ class ScorePlan:
     def cut_chunks(self, chunk_bytes: int, parallelism: int) -> None:
         self.chunks = balanced_chunks(self.to_read, chunk_bytes, parallelism)
 
+    def waves(self, records: int, chunk_bytes: int, parallelism: int) -> list[ScorePlan]:
+        """The tranches to read in waves of whole tranches, in date order, each of at
+        least ``records`` estimated records but the last (``records`` 0: one wave, this
+        plan). A wave is this plan with only its tranches to read, its chunks cut anew
+        (balanced over the workers within the wave); the fence stays the run's."""
+        rows: dict[str, int] = {}
+        for c in self.chunks:
+            rows[c.tranche] = rows.get(c.tranche, 0) + c.est_rows
+        groups: list[list[str]] = [[]]
+        for t in sorted(self.to_read, key=lambda t: t.tranche):
+            if records > 0 and sum(rows.get(g, 0) for g in groups[-1]) >= records:
+                groups.append([])
+            groups[-1].append(t.tranche)
+        if len(groups) == 1:
+            return [self]
+        by_name, out = {t.tranche: t for t in self.to_read}, []
+        for group in groups:
+            wave = dataclasses.replace(
+                self, tranches=[by_name[name] for name in group],
+                decisions={t: d for t, d in self.decisions.items() if t in group},
+                root_unscored=[])
+            wave.cut_chunks(chunk_bytes, parallelism)
+            out.append(wave)
+        return out
+
 
 def make_plan(settings: PlanSettings, dates: list[dt.date], ref: ModelRef,
               read_only: bool = False) -> ScorePlan:

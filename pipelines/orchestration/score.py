@@ -25,6 +25,7 @@ from engine.construction import memoize_construction
 from engine.forkserver import ForkServer
 from engine.pickles import plain_operation_pickles
 from pipelines.configuration.config import Config, load_config, settings_of
+from pipelines.configuration.connection import opened
 from pipelines.configuration.flags import overrides_from_args
 from pipelines.orchestration.exit_codes import (
     EXIT_BUSY,
@@ -33,6 +34,7 @@ from pipelines.orchestration.exit_codes import (
     EXIT_MISSING,
     EXIT_OK,
     EXIT_RETRAIN,
+    EXIT_TEMPFAIL,
     guarded,
 )
 from pipelines.orchestration.finish import FinishInJob, FinishSettings, finish, warm_up
@@ -70,7 +72,13 @@ from store import run_records
 from store.ledger import BUSY, MISSING, SKIP, Holder
 from store.limits import StateUser
 from store.session import DatabaseSettings
-from transforms.outcome import INCOMPLETE, RATIO_EXCEEDED
+from transforms.outcome import (
+    INCOMPLETE,
+    INPUT_CHANGED,
+    RATIO_EXCEEDED,
+    Wave,
+    ledger_counts,
+)
 from transforms.write import SinkSettings
 
 _LOG = logging.getLogger(__name__)
@@ -141,6 +149,12 @@ def exit_code(outcome: RunOutcome, max_dead_letter_ratio: float) -> int:
         print("beamscore: records unaccounted for (read != written + dead-lettered); the "
               "tranches are left failed and will be scored again", file=sys.stderr)
         return EXIT_ERROR
+    if status == INPUT_CHANGED:
+        print("beamscore: input file(s) changed while the run read them: tranche(s) "
+              + ", ".join(t for t, c in outcome.summary["tranches"].items()  # type: ignore[index]
+                          if c.get("input_changed"))
+              + " left failed, to be scored again once the files are final", file=sys.stderr)
+        return EXIT_TEMPFAIL
     if status == RATIO_EXCEEDED:
         print(f"beamscore: dead-letter ratio {outcome.summary['dead_letter_ratio']:.4f} "  # type: ignore[index]
               f"(or a tranche's) exceeds max_dead_letter_ratio={max_dead_letter_ratio}; "
@@ -240,32 +254,52 @@ def _record_failure(database: DatabaseSettings, run_id: str, reason: str,
 def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args: list[str],
                   sink: SinkSettings, test_pipeline: beam.Pipeline | None,
                   server: ForkServer | None) -> RunOutcome:
-    _LOG.info("run %s: model %s:%s, %d tranche(s), %d chunk(s)", run_id, ref.name,
-              ref.version, len(plan.to_read), len(plan.chunks))
+    """Run the plan's tranches in waves (``ScorePlan.waves``; a test pipeline runs once:
+    one wave), one pipeline each on the same fork server and model; each wave completes
+    its tranches, the last one records the run."""
+    settings = settings_of(PlanSettings, cfg)
+    waves = [plan] if test_pipeline is not None else plan.waves(
+        cfg.wave_records, settings.read.chunk_bytes, settings.parallelism)
+    _LOG.info("run %s: model %s:%s, %d tranche(s), %d chunk(s)%s", run_id, ref.name,
+              ref.version, len(plan.to_read), sum(len(w.chunks) for w in waves),
+              f", in {len(waves)} waves" if len(waves) > 1 else "")
     started, database = time.monotonic(), cfg.database
     memoize_construction()
     plain_operation_pickles()  # a worker in this process (one worker) builds its operations
-    p = test_pipeline or make_pipeline(settings_of(RunnerSettings, cfg), beam_args, server)
     keeper = LeaseKeeper(database, run_id)
     keeper.start()
     progress = ProgressReporter(database, cfg.progress_seconds, run_id,
                                 [t.tranche for t in plan.to_read],
-                                sum(c.est_rows for c in plan.chunks))
+                                sum(c.est_rows for w in waves for c in w.chunks))
     progress.start()
     reference = reference_of(cfg.registry, ref, cfg.tracking.enabled)
     graph = settings_of(GraphSettings, cfg)
     handler = model_handler(graph, ref, reference)
+    loads: int | None = None
     try:
         if server is not None:  # the model is loaded once, in the zygote, for every worker
             server.preload(handler.preload)
-        build_pipeline(p, graph, plan, ref, run_id, sink, plan_summary(plan, ref), reference,
-                       handler=handler)
-        result = p.run()  # the runner waits for the fork server before its workers start
-        try:
-            result.wait_until_finish()
-        except Interrupted:
-            cancel_job(result)
-            raise
+        for i, wave_plan in enumerate(waves):
+            last = i == len(waves) - 1
+            if len(waves) > 1:
+                _LOG.info("run %s: wave %d of %d: %s to %s", run_id, i + 1, len(waves),
+                          wave_plan.to_read[0].tranche, wave_plan.to_read[-1].tranche)
+            wave = Wave(last=last, earlier=_earlier_counts(database, run_id, ref, waves[:i])
+                        if last else {})
+            p = test_pipeline or make_pipeline(settings_of(RunnerSettings, cfg), beam_args,
+                                               server)
+            build_pipeline(p, graph, wave_plan, ref, run_id, sink, plan_summary(plan, ref),
+                           reference, handler=handler, wave=wave)
+            result = p.run()  # the runner waits for the fork server before its workers start
+            try:
+                result.wait_until_finish()
+            except Interrupted:
+                cancel_job(result)
+                raise
+            if (n := model_loads(result)) is not None:
+                loads = (loads or 0) + n
+            if not last and (lost := lost_leases(database, plan)):
+                return _lease_lost(database, plan, ref, run_id, lost, started)
     except Exception as failure:
         if not (lost := _lost_or_none(database, plan, failure)):
             raise
@@ -281,10 +315,20 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
         return _lease_lost(database, plan, ref, run_id, lost, started)
     outcome = RunOutcome(run_id=run_id, summary=summary,
                          wall_seconds=time.monotonic() - started, plan=plan, ref=ref,
-                         model_loads=model_loads(result))
+                         model_loads=loads)
     outcome.retrain, outcome.report = finish(settings_of(FinishSettings, cfg), ref, run_id,
                                              outcome.summary, reference)
     return outcome
+
+
+def _earlier_counts(database: DatabaseSettings, run_id: str, ref: Any,
+                    waves: list[ScorePlan]) -> dict[str, dict[str, int]]:
+    """The ledger's counts of the tranches the run's earlier waves finished."""
+    if not waves:
+        return {}
+    with opened(database) as db:
+        return ledger_counts(db, run_id, [t.tranche for w in waves for t in w.to_read],
+                             ref.name, ref.version)
 
 
 def _lost_or_none(database: DatabaseSettings, plan: ScorePlan, failure: BaseException

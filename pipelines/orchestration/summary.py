@@ -55,7 +55,8 @@ def format_summary(outcome: RunOutcome) -> str:
     lines.append(f"{'tranche':<12}{'read':>10}{'valid':>10}{'scored':>10}{'dead':>8}"
                  f"{'written':>10}  check")
     for tranche, c in (s.get("tranches") or {}).items():
-        ok = "ok" if accounted_for(c) else "MISMATCH"
+        ok = ("MISMATCH" if not accounted_for(c) else
+              "CHANGED" if c.get("input_changed") else "ok")
         lines.append(f"{tranche:<12}{c['read']:>10}{c['valid']:>10}{c['scored']:>10}"
                      f"{c['dead_lettered']:>8}{c['written']:>10}  {ok}")
     for decision in (SKIP, BUSY, MISSING, EMPTY):

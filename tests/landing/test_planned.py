@@ -80,11 +80,11 @@ def test_an_unchanged_file_reads_exactly_as_without_a_plan(tmp_path: Path, fmt: 
 
 def test_a_file_rewritten_while_its_chunk_is_read_ends_in_a_dead_letter(
         tmp_path: Path) -> None:
-    """Rewritten in place after the open (what ``cp`` does): the reader may have read a
-    mix, and the chunk's last item says the file changed while it was read."""
+    """Rewritten in place after the open (what ``cp`` does): the chunk's last item says
+    the file changed while it was read, and nothing read after the change is passed on."""
     path, chunks = _planned_chunks(tmp_path, "jsonl", 60)
     [whole] = [dataclasses.replace(chunks[0], end=-1)]
-    items = read_chunk(whole)
+    items = read_chunk(whole, batch_size=8)
     first = next(items)
     assert not isinstance(first[0], Rejection)
     with open(path, "r+b") as fh:  # the same file, rewritten
@@ -95,6 +95,68 @@ def test_a_file_rewritten_while_its_chunk_is_read_ends_in_a_dead_letter(
     assert isinstance(item, Rejection) and "InputChanged: changed while it was read" in (
         item.reason), rest[-3:]
     assert position == 0
+    assert not any(isinstance(i, dict) and i["id"].startswith("x") for i, _ in rest)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 50, 4096])
+def test_records_read_after_a_change_in_place_are_never_passed_on(
+        tmp_path: Path, batch: int) -> None:
+    """An export rewrites the file in place with the same size while it is read: every
+    record passed on was read before the change (all old), the rest is one dead letter
+    from the first record not passed on."""
+    lines = [b'{"id": "old%05d", "text": "printer"}\n' % i for i in range(500)]
+    folder = tmp_path / f"dt={DAY.isoformat()}"
+    folder.mkdir()
+    path = folder / "a.jsonl"
+    path.write_bytes(b"".join(lines))
+    [chunk] = plan_chunks(plan_tranches(str(tmp_path), [DAY]), 1 << 20)
+    records: list[str] = []
+    rejections = []
+    for item, position in read_chunk(chunk, batch_size=batch):
+        if isinstance(item, Rejection):
+            rejections.append((item.reason, position))
+            continue
+        records.append(item["id"])
+        if len(records) == 10:
+            stat = os.stat(path)
+            path.write_bytes(b"".join(line.replace(b"old", b"NEW") for line in lines))
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert records and all(r.startswith("old") for r in records)
+    if len(records) == 500:  # one batch: all of it was read, and checked, before
+        assert rejections == [] and batch >= 500
+        return
+    [(reason, position)] = rejections
+    assert "changed while it was read" in reason and position == 0
+    assert f"after line {len(records)}:" in reason
+
+
+def test_a_change_seen_at_the_end_of_a_later_chunk_is_a_dead_letter_within_it(
+        tmp_path: Path) -> None:
+    """Chunk 2 of 3 is read, the file is touched before chunk 2 ends, then chunk 3 is
+    read: each chunk's dead letter starts within its own lines, so no two share a key."""
+    lines = [b'{"id": "i%05d", "text": "printer"}\n' % i for i in range(3000)]
+    folder = tmp_path / f"dt={DAY.isoformat()}"
+    folder.mkdir()
+    path = folder / "a.jsonl"
+    path.write_bytes(b"".join(lines))
+    chunks = sorted(number_chunks(plan_chunks(plan_tranches(str(tmp_path), [DAY]),
+                                              len(b"".join(lines)) // 3 + 1)),
+                    key=lambda c: c.start)
+    assert len(chunks) == 3
+    positions = []
+    for k, chunk in enumerate(chunks[1:], 1):
+        n = 0
+        for item, position in read_chunk(chunk, batch_size=64):
+            if isinstance(item, Rejection):
+                positions.append(position)
+                continue
+            n += 1
+            if k == 1 and n == 100:
+                os.utime(path, (os.stat(path).st_atime, os.stat(path).st_mtime + 9))
+        first_line, next_first = chunk.lines_before + 1, (
+            chunks[k + 1].lines_before + 1 if k + 1 < len(chunks) else 3001)
+        assert first_line <= positions[-1] < next_first
+    assert len(positions) == len(set(positions)) == 2
 
 
 def test_a_file_deleted_after_planning_is_one_dead_letter_saying_so(tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ from models.recipe import train_and_evaluate
 from models.registry import ModelIntegrityError, ModelRef, ModelRegistry
 from pipelines import cli
 from pipelines.configuration.config import load_config
-from pipelines.orchestration.exit_codes import EXIT_DEAD_LETTERS, EXIT_ERROR, EXIT_MISSING
+from pipelines.orchestration.exit_codes import EXIT_ERROR, EXIT_MISSING, EXIT_TEMPFAIL
 from tests.pipelines.helpers import replace_after_planning
 
 BUCKET = "beamscore-test"
@@ -429,7 +429,7 @@ def test_an_object_replaced_after_planning_is_one_dead_letter_and_rescored_next(
 ) -> None:
     """Listed at 3,500 records (several byte ranges), overwritten by 5,000: not one
     record of either generation is scored, the object is one read dead letter saying it
-    was replaced since planning, the tranche is left failed (exit 4); the next run
+    was replaced since planning, the tranche is left failed (exit 75); the next run
     scores the new generation whole."""
     day, name = "2026-01-06", "landing-replaced/dt=2026-01-06/part-0.jsonl"
     old = b"".join(json.dumps(d).encode() + b"\n" for d in make_docs(3500, seed=1, prefix="old"))
@@ -443,7 +443,7 @@ def test_an_object_replaced_after_planning_is_one_dead_letter_and_rescored_next(
             gs("registry"), "--model", MODEL, "--db", f"sqlite:///{db}", "--output-dir",
             gs("out-replaced"), "--read-chunk-bytes", str(1 << 20)]
     rc, out, err = _run_cli(argv, capsys)
-    assert rc == EXIT_DEAD_LETTERS, f"exit {rc}\nstdout:\n{out}\nstderr:\n{err}"
+    assert rc == EXIT_TEMPFAIL, f"exit {rc}\nstdout:\n{out}\nstderr:\n{err}"
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT COUNT(*) FROM predictions").fetchone() == (0,)
         dead = conn.execute("SELECT source_file, position, stage, reason FROM dead_letters"

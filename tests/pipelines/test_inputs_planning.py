@@ -11,8 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from landing.reading import Chunk
 from landing.samples import make_docs, write_tranche
+from landing.tranches import TranchePlan
+from pipelines.orchestration.plan import ScorePlan
+from store.ledger import RUN, SKIP
 from tests.data import query_rows
 from tests.pipelines.helpers import run_cli
 
@@ -127,3 +133,35 @@ def test_a_tranche_of_files_without_records_is_empty_and_exits_3(
     assert allowed.rc == 0, allowed.err
     assert query_rows(url, f"SELECT status FROM tranches WHERE tranche = '{DAY}'") == [
         ("completed",)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.integers(min_value=0, max_value=5000), min_size=1, max_size=12),
+       records=st.integers(min_value=0, max_value=12000),
+       skipped=st.sets(st.integers(min_value=0, max_value=11)))
+def test_waves_are_whole_tranches_in_date_order_each_of_at_least_the_records(
+        rows: list[int], records: int, skipped: set[int]) -> None:
+    """``ScorePlan.waves`` against a direct statement of the rule: the tranches to read,
+    in date order, cut into consecutive waves; every wave but the last holds at least
+    ``records`` estimated rows and would hold fewer without its last tranche; tranches
+    not to read are in no wave; ``records`` 0 is one wave."""
+    days = [f"2026-01-{i + 1:02d}" for i in range(len(rows))][::-1]  # listed out of order
+    plan = ScorePlan(dates=[], tranches=[TranchePlan(d, f"/in/dt={d}") for d in days],
+                     decisions={d: (SKIP if i in skipped else RUN, "")
+                                for i, d in enumerate(days)},
+                     chunks=[Chunk(d, f"/in/dt={d}/a.jsonl", "jsonl", 0, 1, 0, est_rows=n)
+                             for d, n in zip(days, rows, strict=True)])
+    waves = plan.waves(records, 1 << 20, 2)
+    to_read = sorted(t.tranche for t in plan.to_read)
+    groups = [[t.tranche for t in w.to_read] for w in waves]
+    est = dict(zip(days, rows, strict=True))
+    if records == 0 or sum(est[t] for t in to_read[:-1]) < records:
+        assert waves == [plan]  # one wave: the plan itself
+        return
+    assert [t for g in groups for t in g] == to_read
+    for group in groups[:-1]:
+        assert sum(est[t] for t in group) >= records > sum(est[t] for t in group[:-1])
+    assert all(groups)
+    for wave in waves:
+        assert set(wave.decisions) == {t.tranche for t in wave.tranches}
+        assert wave.fence is plan.fence and wave.root_unscored == []

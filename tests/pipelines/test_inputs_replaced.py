@@ -1,9 +1,10 @@
 """A local input file replaced between planning and reading, through ``beamscore score``:
 larger, smaller, or the same bytes written again (a new modification time). The file,
 planned in several byte ranges, is one read dead letter saying it changed since
-planning, nothing of it is scored, the tranche is left failed (exit 4); the next run
-scores the new content whole. Beside other files, under the dead-letter ratio, the run
-succeeds with the dead letter counted, and the next plan sees the changed file."""
+planning, nothing of it is scored, the tranche is left failed and the run exits 75
+(transient: retry once the files are final); the next run scores the new content
+whole. Beside other files, however few dead letters, the same: the other files are
+scored, the tranche is left failed (exit 75), and the next plan sees the changed file."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from landing.samples import make_docs, write_tranche
-from pipelines.orchestration.exit_codes import EXIT_DEAD_LETTERS
+from pipelines.orchestration.exit_codes import EXIT_TEMPFAIL
 from tests.data import query_rows
 from tests.pipelines.helpers import replace_after_planning, run_cli
 
@@ -56,7 +57,9 @@ def test_a_file_replaced_after_planning_is_a_dead_letter_then_rescored_whole(
     url = f"sqlite:///{tmp_path / 's.db'}"
     replace_after_planning(monkeypatch, replace)
     result = _score(root, registry_root, url, tmp_path)
-    assert result.rc == EXIT_DEAD_LETTERS, result.err
+    assert result.rc == EXIT_TEMPFAIL, result.err
+    assert "changed while the run read them: tranche(s) 2026-08-01 left failed" in result.err
+    assert f"{DAY:<12}{1:>10}{0:>10}{0:>10}{1:>8}{0:>10}  CHANGED" in result.out
     assert query_rows(url, "SELECT COUNT(*) FROM predictions") == [(0,)]
     [(source, position, stage, reason)] = query_rows(
         url, "SELECT source_file, position, stage, reason FROM dead_letters")
@@ -75,7 +78,7 @@ def test_a_file_replaced_after_planning_is_a_dead_letter_then_rescored_whole(
     assert query_rows(url, "SELECT COUNT(*) FROM dead_letters") == [(0,)]
 
 
-def test_under_the_ratio_the_run_counts_the_dead_letter_and_the_next_plan_rescores(
+def test_under_the_ratio_the_tranche_is_left_failed_and_the_next_plan_rescores(
         registry_root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = tmp_path / "landing"
     write_tranche(str(root), DAY, list(make_docs(100, seed=3, prefix="kept")), "jsonl",
@@ -85,10 +88,14 @@ def test_under_the_ratio_the_run_counts_the_dead_letter_and_the_next_plan_rescor
     url = f"sqlite:///{tmp_path / 's.db'}"
     replace_after_planning(monkeypatch, replace)
     result = _score(root, registry_root, url, tmp_path)
-    assert result.rc == 0, result.err
+    assert result.rc == EXIT_TEMPFAIL, result.err
     [(counts,)] = query_rows(url, "SELECT counts FROM runs")
     total = json.loads(counts)["total"]
     assert (total["read"], total["scored"], total["dead_lettered"]) == (101, 100, 1)
+    assert json.loads(counts)["status"] == "input_changed"
+    [(status, ledger)] = query_rows(url, "SELECT status, counts FROM tranches")
+    assert status == "failed" and "changed while the run read them" in json.loads(ledger)[
+        "failed"]
     [(reason,)] = query_rows(url, "SELECT reason FROM dead_letters")
     assert "InputChanged: changed since planning" in reason
     monkeypatch.undo()

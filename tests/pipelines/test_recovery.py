@@ -126,6 +126,78 @@ def test_an_interrupted_backfill_resumes_with_the_same_command(
                                           "FROM predictions") == [(3000, 3000)]
 
 
+def _backfill_landing(tmp: Path, days: list[str], per_day: int) -> Path:
+    root = tmp / "landing"
+    for k, day in enumerate(days):
+        write_tranche(str(root), day, list(make_docs(per_day, seed=40 + k, prefix=f"w{k}",
+                                                     max_chars=200)), "jsonl")
+    return root
+
+
+@pytest.mark.slow
+def test_a_backfill_stopped_in_its_second_wave_keeps_the_first_waves_tranches(
+        registry_root: str, tmp_path: Path) -> None:
+    """A range scored in waves (``--wave-records``: two days a wave here) completes each
+    wave's tranches when its pipeline ends: stopped in the second wave, the run leaves
+    the first wave's days completed and the rest failed, and the same command then
+    scores only those; one row per document."""
+    days = ["2026-04-01", "2026-04-02", "2026-04-03", "2026-04-04"]
+    root = _backfill_landing(tmp_path, days, 600)
+    db = tmp_path / "s.db"
+    backfill = ["score", "--from", days[0], "--to", days[-1], "--input-root", str(root),
+                "--registry", registry_root, "--db", f"sqlite:///{db}", "--output-dir",
+                str(tmp_path / "out"), "--wave-records", "1000"]
+    proc = _start(backfill)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            done = sqlite_rows(db, "SELECT count(*) FROM tranches WHERE status = 'completed'")
+        except Exception:  # noqa: BLE001 - not created yet
+            done = [(0,)]
+        if done[0][0] >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert sqlite_rows(db, "SELECT tranche, status FROM tranches ORDER BY tranche") == [
+        (days[0], "completed"), (days[1], "completed"), (days[2], "failed"),
+        (days[3], "failed")]
+    resumed = run_cli(*backfill)
+    assert resumed.rc == 0, resumed.err
+    for day in days[:2]:
+        assert f"{day}    skipped: completed by run" in resumed.out
+    for day in days[2:]:
+        assert f"{day:<12}{600:>10}{600:>10}{600:>10}{0:>8}{600:>10}  ok" in resumed.out
+    assert sqlite_rows(db, "SELECT count(*), count(DISTINCT tranche || doc_id) "
+                           "FROM predictions") == [(2400, 2400)]
+
+
+def test_a_run_in_waves_records_one_summary_of_every_tranche(
+        registry_root: str, tmp_path: Path) -> None:
+    """Three waves (one day each), one run: its summary, its file and the exit code
+    cover every tranche, counted as in one pipeline; the model is loaded in the fork
+    server once for all of them."""
+    days = ["2026-04-01", "2026-04-02", "2026-04-03"]
+    root = _backfill_landing(tmp_path, days, 300)
+    db = tmp_path / "s.db"
+    result = run_cli("score", "--from", days[0], "--to", days[-1], "--input-root", str(root),
+                     "--registry", registry_root, "--db", f"sqlite:///{db}", "--output-dir",
+                     str(tmp_path / "out"), "--wave-records", "1", "--workers", "2")
+    assert result.rc == 0, result.err
+    for day in days:
+        assert f"{day:<12}{300:>10}{300:>10}{300:>10}{0:>8}{300:>10}  ok" in result.out
+    [(status, counts)] = sqlite_rows(db, "SELECT status, counts FROM runs")
+    summary = json.loads(counts)
+    assert status == "succeeded" and sorted(summary["tranches"]) == days
+    assert summary["total"]["read"] == summary["total"]["written"] == 900
+    [run_file] = (tmp_path / "out" / "_runs").glob("*.json")
+    assert json.loads(run_file.read_text())["tranches"] == summary["tranches"]
+    assert sqlite_rows(db, "SELECT count(DISTINCT run_id), count(*) FROM tranches "
+                           "WHERE status = 'completed'") == [(1, 3)]
+
+
 @pytest.mark.slow
 def test_after_sigkill_a_rerun_takes_over_at_once_and_completes(
         landing: Path, registry_root: str, tmp_path: Path) -> None:
