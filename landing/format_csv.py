@@ -10,7 +10,10 @@ unclosed quote never swallows the rows after it. When the line where such a row 
 is not a row of its own, a quoted field spanning lines closed there and was followed by
 other characters (``last" oops``): each of its lines is a rejection naming it, none is
 read as a row. A row longer than the read bound is one rejection spanning its lines,
-skipped by counting quotes without being held.
+skipped without being held, its quoting followed as csv does (``_Quoting``: a quote
+opens a field only at its start); when the line where its quoted field closes is a row
+of its own, the quote that opened it was never closed: its first line is rejected and
+parsing resumes on the next, as for a short row.
 
 Clean files take a fast path: csv.reader straight over bounded lines (no per-line
 bookkeeping), as fast as an untracked parse. The first row that fails to parse or
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -116,27 +120,109 @@ def csv_records(text: Iterable[str], bound: int = DEFAULT_LINE_BOUND) -> Iterato
     return parse_lines(_Feed(lambda _limit: next(lines, ""), bound), bound, "")
 
 
+_OUTSIDE = re.compile(r'[",\r\n]')  # what changes the quoting outside a quoted field
+
+
+class _Quoting:
+    """Where csv's quoting stands after the text fed so far of one row: inside a quoted
+    field or not. As csv reads it: a quote opens a field only at the field's start (a
+    quote inside an unquoted field, ``27" screen``, is a character); inside, a doubled
+    quote is a quote and a single one closes the field. Jumps between quotes, commas and
+    line ends, so a long line costs a few searches, not a step per character."""
+
+    def __init__(self) -> None:
+        self.inside = False
+        self._field_start = True
+        self._quote_last = False  # inside, the text fed so far ended on a quote
+
+    @property
+    def open(self) -> bool:
+        """Whether the row is inside a quoted field (a quote that ended the text fed so
+        far closes it unless a quote follows)."""
+        return self.inside and not self._quote_last
+
+    def feed(self, text: str) -> None:
+        i, n = 0, len(text)
+        if self._quote_last and n:
+            self._quote_last = False
+            if text[0] == '"':
+                i = 1  # a doubled quote: still inside
+            else:
+                self.inside = self._field_start = False
+        while i < n:
+            if self.inside:
+                j = text.find('"', i)
+                if j < 0:
+                    return
+                if j + 1 == n:
+                    self._quote_last = True
+                    return
+                if text[j + 1] == '"':
+                    i = j + 2
+                    continue
+                self.inside = self._field_start = False
+                i = j + 1
+                continue
+            m = _OUTSIDE.search(text, i)
+            if m is None:
+                self._field_start = False
+                return
+            j = m.start()
+            if text[j] == '"':
+                self.inside = self._field_start and j == i
+                self._field_start = False
+            else:  # a comma or a line end: a field starts
+                self._field_start = True
+            i = j + 1
+
+    @classmethod
+    def of(cls, lines: list[str]) -> _Quoting:
+        quoting = cls()
+        for line in lines:
+            quoting.feed(line)
+        return quoting
+
+
 class _Feed:
     """The lines csv.reader pulls, numbered, at most ``bound`` characters each, and
     remembering those of the row being parsed (``first``, ``row``); lines can be put
-    back to be parsed again. A longer line is read in pieces, its quotes counted
-    (``long_quotes``), and never kept."""
+    back to be parsed again. A longer line is read in pieces, its quoting followed
+    (``long_quoting``), and never kept. A ``\r\n`` is never split between two reads
+    (``_read``), so every reader of the lines counts them alike."""
 
     def __init__(self, readline: Callable[[int], str], bound: int):
         self._readline = readline
         self._bound = bound
+        self._carry = ""  # a character read ahead to see whether a "\r" ended its line
         self._again: deque[str] = deque()
         self.row: list[str] = []
         self.first = 1  # line number of the row's first line
         self.lineno = 0  # line number of the last line handed out
         self.size = 0  # characters of the row
-        self.long_quotes = -1  # quotes of the over-long line that ended the row, if any
+        self.long_quoting: _Quoting | None = None  # of the row an over-long line ended
+        self.last_line: str | None = None  # the last line ``skip_quoted`` went past
 
     def __iter__(self) -> _Feed:
         return self
 
+    def _read(self, limit: int) -> str:
+        """``readline(limit)``, but a line cut right after its "\r" by the limit gets
+        its "\n" too (one character over the limit), as a read without a limit would."""
+        carry, self._carry = self._carry, ""
+        if carry == "\r":
+            text = carry
+        else:
+            text = carry + (self._readline(limit - len(carry)) if limit > len(carry) else "")
+        if text.endswith("\r") and (len(text) >= limit or text is carry):
+            after = self._readline(1)
+            if after == "\n":
+                text += after
+            else:
+                self._carry = after
+        return text
+
     def __next__(self) -> str:
-        text = self._again.popleft() if self._again else self._readline(self._bound + 1)
+        text = self._again.popleft() if self._again else self._read(self._bound + 1)
         if not text:
             raise StopIteration
         self.lineno += 1
@@ -145,30 +231,35 @@ class _Feed:
         if self.size > self._bound:
             if len(text) > self._bound:
                 self.row.pop()
-                self.long_quotes, self.size = self._drain(text, self.size - len(text))
+                self.long_quoting = _Quoting.of(self.row)
+                self.size = self._drain(text, self.size - len(text), self.long_quoting)
             raise _TooLong
         return text
 
-    def _drain(self, text: str, size: int) -> tuple[int, int]:
-        quotes = 0
+    def _drain(self, text: str, size: int, quoting: _Quoting | None = None) -> int:
+        """Past the rest of the line ``text`` begins, its quoting followed; the row's
+        characters with it."""
         while text:
-            size, quotes = size + len(text), quotes + text.count('"')
+            size += len(text)
+            if quoting is not None:
+                quoting.feed(text)
             if text[-1] in "\r\n":
                 break
-            text = self._readline(1 << 20)
-        return quotes, size
+            text = self._read(1 << 20)
+        return size
 
     def skip_lines(self, upto: int) -> None:
         """Past line ``upto`` without keeping the lines."""
         while self.lineno < upto:
-            text = self._readline(1 << 20)
+            text = self._read(1 << 20)
             if not text:
                 return
             self._drain(text, 0)
             self.lineno += 1
 
     def start_row(self) -> None:
-        self.row, self.size, self.first, self.long_quotes = [], 0, self.lineno + 1, -1
+        self.row, self.size, self.first, self.long_quoting = [], 0, self.lineno + 1, None
+        self.last_line = None
 
     def again(self) -> None:
         """Put back every line of the row but its first, to be parsed again."""
@@ -176,16 +267,19 @@ class _Feed:
         self.lineno = self.first
 
     def skip_quoted(self) -> tuple[int, int, bool]:
-        """Past an over-long row: lines until its quotes balance, counted, not kept.
-        Returns (last line, characters, whether the quotes balanced before the end)."""
-        quotes = sum(t.count('"') for t in self.row) + max(0, self.long_quotes)
+        """Past an over-long row: lines until it is outside a quoted field at a line's
+        end, not kept (but the last one, when within the bound, in ``last_line``).
+        Returns (last line, characters, whether its quoted field closed before the end)."""
+        quoting = self.long_quoting or _Quoting.of(self.row)
         size = self.size
-        while quotes % 2:
-            text = self._again.popleft() if self._again else self._readline(1 << 20)
+        while quoting.open:
+            text = self._again.popleft() if self._again else self._read(1 << 20)
             if not text:
                 return self.lineno, size, False
-            q, size = self._drain(text, size)
-            self.lineno, quotes = self.lineno + 1, quotes + q
+            whole = text[-1] in "\r\n" and len(text) <= self._bound
+            size = self._drain(text, size, quoting)
+            self.lineno += 1
+            self.last_line = text if whole else None
         return self.lineno, size, True
 
 
@@ -207,7 +301,7 @@ def parse_lines(feed: _Feed, bound: int, path: str,
             items = _broken(feed, header, exc)
             reader = csv.reader(feed, strict=True)
         except _TooLong:
-            item, feed = _over_long(feed, bound, path, reopen)
+            item, feed = _over_long(feed, bound, path, reopen, header)
             items = [item]
             reader = csv.reader(feed, strict=True)
         else:
@@ -264,14 +358,17 @@ def _is_row(line: str, header: list[str] | None) -> bool:
     return len(rows) == 1 and len(rows[0]) == len(header)
 
 
-def _over_long(feed: _Feed, bound: int, path: str,
-               reopen: Callable[[int], _Feed] | None) -> tuple[Rejection, _Feed]:
-    """The rejection of a row over the bound: the lines up to where its quotes balance,
-    or, when they never do (an unclosed quote) and the file can be reread, its first
-    line only, parsing resuming on the next."""
+def _over_long(feed: _Feed, bound: int, path: str, reopen: Callable[[int], _Feed] | None,
+               header: list[str] | None) -> tuple[Rejection, _Feed]:
+    """The rejection of a row over the bound: the lines up to where its quoted field
+    closes, or, when it never does, or closes on a line that is a row of its own (a
+    stray quote there: the quote that opened the field was the unclosed one), and the
+    file can be reread, its first line only, parsing resuming on the next."""
     first, kept, first_size = feed.first, len(feed.row), feed.size
     last, size, closed = feed.skip_quoted()
-    if closed or reopen is None:
+    stray = (closed and last > first and feed.last_line is not None
+             and _is_row(feed.last_line, header))
+    if (closed and not stray) or reopen is None:
         return too_long(path or "CSV", first, size, bound, last), feed
     if kept:
         return Rejection(f"malformed CSV row: line {first}: a quote that is never closed",
