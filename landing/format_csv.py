@@ -38,6 +38,7 @@ from landing.reading import (
     Item,
     ReadOptions,
     Rejection,
+    check_columns,
     open_input,
     too_long,
 )
@@ -106,6 +107,7 @@ class _Fast:
                 if not fields:
                     continue  # an empty line is not a row
                 if self.header is None:
+                    check_columns(fields, "CSV header")
                     self.header = fields
                     continue
                 self.row_no += 1
@@ -308,6 +310,7 @@ def parse_lines(feed: _Feed, bound: int, path: str,
             if not fields:
                 continue  # an empty line is not a row
             if header is None:
+                check_columns(fields, "CSV header")
                 header = fields
                 continue
             items = [_record(header, fields)]

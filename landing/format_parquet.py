@@ -18,16 +18,21 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from landing.reading import Chunk, Item, ReadOptions, Rejection, open_input
+from landing.reading import Chunk, Item, ReadOptions, Rejection, check_columns, open_input
 from landing.splitters import Extent
 
 
 def read(chunk: Chunk, _gzipped: bool, opts: ReadOptions) -> Iterator[Item]:
-    """The rows of ``chunk``; a file whose schema lacks a required column raises in its
-    first chunk (one rejection for the file) and yields nothing in the others."""
+    """The rows of ``chunk``; a file whose schema lacks a required column, or names a
+    column twice, raises in its first chunk (one rejection for the file) and yields
+    nothing in the others."""
     with open_input(chunk.path, planned=chunk.planned) as fh:
         pf = pq.ParquetFile(fh)
         names = pf.schema_arrow.names
+        if chunk.start <= 0:
+            check_columns(names, "Parquet schema")
+        elif len(set(names)) < len(names):
+            return  # the file's first chunk rejects it
         missing = [c for c in opts.required if c not in names]
         if missing and chunk.start <= 0:
             raise ValueError(f"the Parquet schema has no column "

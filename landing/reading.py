@@ -87,6 +87,17 @@ class Rejection:
 Item = tuple["dict[str, Any] | Rejection", int]
 
 
+def check_columns(names: list[str], kind: str) -> None:
+    """Raises ``ValueError`` naming the first column name given twice: a record keyed
+    by such a header would keep one of the two values, silently."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names, start=1):
+        if name in seen:
+            raise ValueError(f"the {kind} names column {name!r} twice (columns {seen[name]} "
+                             f"and {i}): which one holds the value is unknown")
+        seen[name] = i
+
+
 def line_bound(max_text_chars: int) -> int:
     """The longest line a reader materialises, in bytes: room for a text of
     ``max_text_chars`` characters fully escaped in JSON (12 bytes each: a character

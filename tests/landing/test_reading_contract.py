@@ -244,3 +244,79 @@ def test_a_later_jsonl_chunk_that_cannot_be_read_is_rejected_from_its_first_line
     [(item, position)] = read_chunk(chunk)
     assert isinstance(item, Rejection) and position == 11
     assert item.reason.startswith(f"unreadable jsonl file: {path} from line 11: ")
+
+
+def _outline(items: list[tuple[Any, int]]) -> list[tuple[str, int]]:
+    return [(i["id"] if isinstance(i, dict) else i.reason[:40], pos) for i, pos in items]
+
+
+def test_an_unclosed_quote_closed_by_a_stray_quote_far_below_costs_only_its_line(
+        tmp_path: Path) -> None:
+    """A quote never closed, then 2,000 rows (more than the bound), then a row holding a
+    stray quote (``a 12" ruler``): the quoted field csv would read runs to that stray
+    quote and is over the bound, but the line it closes on is a row of its own, so the
+    quote that opened it was the unclosed one: its line only is lost."""
+    rows = [b"r%d,printer screen keyboard cable mouse install update" % i
+            for i in range(2000)]
+    path = tmp_path / "a.csv"
+    path.write_bytes(b"\n".join([b"id,text", b"1,printer", b'2,"unclosed printer', *rows,
+                                 b'ruler,a 12" ruler', b"last,printer"]) + b"\n")
+    items = _items(path, "csv", max_text_chars=10)  # a bound of 65,656 bytes
+    assert _outline(items)[:3] == [("1", 1), ("malformed CSV row: line 3: a quote that ", 2),
+                                   ("r0", 3)]
+    assert [i["id"] for i, _ in items[2:]] == [f"r{i}" for i in range(2000)] + [
+        "ruler", "last"]
+    assert items[-2][0]["text"] == 'a 12" ruler' and items[-1][1] == 2004
+
+
+def test_a_stray_quote_in_an_over_long_unquoted_line_costs_only_that_line(
+        tmp_path: Path) -> None:
+    """``27" screen`` in an unquoted field is a character (as csv reads it), not a quote
+    that runs on to the next quote of the file: the over-long line is one dead letter,
+    the rows after it (one with another stray quote) are read."""
+    path = tmp_path / "a.csv"
+    path.write_bytes(b'id,text\n1,printer\n2,27" screen ' + b"x" * 70_000
+                     + b'\n3,printer\n4,printer\n5,a 12" ruler\n6,printer\n')
+    items = _items(path, "csv", max_text_chars=10)
+    assert _outline(items) == [("1", 1), (f"line too long: {path} line 3"[:40], 2),
+                               ("3", 3), ("4", 4), ("5", 5), ("6", 6)]
+
+
+def test_a_crlf_line_cut_by_the_bound_keeps_every_line_number(tmp_path: Path) -> None:
+    """A line exactly as long as the bound before its ``\\r\\n`` (the bound cuts between
+    the two): every later line keeps its number, and an unclosed quote after it costs
+    its own line only."""
+    from landing.reading import line_bound
+
+    bound = line_bound(10)
+    path = tmp_path / "a.csv"
+    path.write_bytes(b"id,text\r\n1,printer\r\n2," + b"x" * (bound - 2) + b"\r\n3,printer\r\n"
+                     b'4,"unclosed\r\n5,printer\r\n6,' + b"z" * 70_000 + b"\r\n7,printer\r\n")
+    items = _items(path, "csv", max_text_chars=10)
+    assert _outline(items) == [
+        ("1", 1), (f"line too long: {path} line 3"[:40], 2), ("3", 3),
+        ("malformed CSV row: line 5: a quote that ", 4), ("5", 5),
+        (f"line too long: {path} line 7"[:40], 6), ("7", 7)]
+
+
+def test_a_column_named_twice_makes_the_file_one_dead_letter_naming_it(
+        tmp_path: Path) -> None:
+    """A CSV header or a Parquet schema naming ``text`` twice: which value is the text
+    is unknown, so no record of the file is read; the file is one dead letter that
+    names the column and both places."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    csv_path = tmp_path / "a.csv"
+    csv_path.write_text("id,text,text\nc1,printer screen,\nc2,keyboard,\n")
+    parquet = tmp_path / "b.parquet"
+    pq.write_table(pa.Table.from_arrays(
+        [pa.array(["p1"]), pa.array(["printer"]), pa.array([None], pa.string())],
+        names=["id", "text", "text"]), parquet)
+    for path, fmt, kind in ((csv_path, "csv", "CSV header"),
+                            (parquet, "parquet", "Parquet schema")):
+        [(item, position)] = _items(path, fmt)
+        assert isinstance(item, Rejection) and position == 0
+        assert item.reason == (f"unreadable {fmt} file: {path}: ValueError: the {kind} names "
+                               "column 'text' twice (columns 2 and 3): which one holds the "
+                               "value is unknown")

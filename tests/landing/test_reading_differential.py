@@ -188,6 +188,11 @@ CSV_ROW = st.one_of(
     st.tuples(st.just("blank"), st.just(""), LABEL, st.just(False)),
     st.tuples(st.just("broken"), st.text(st.sampled_from("ab ,"), max_size=20), LABEL,
               st.just(False)),
+    # an unquoted line of about the bound's length: its "\r\n" cut by the bound or not
+    st.tuples(st.just("edge"), st.sampled_from([BOUND - 1, BOUND, BOUND + 1]), LABEL,
+              st.just(False)),
+    # a quote inside an unquoted field (27" screen) is a character, short or over-long
+    st.tuples(st.just("stray"), st.sampled_from([10, BOUND + 10]), LABEL, st.just(False)),
 )
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
@@ -215,6 +220,13 @@ def _csv_row(n: int, row: tuple[str, Any, str, bool], eol: str,
         return eol.join([*lines, ""]).encode(), [
             Expected(reason=f"malformed CSV row: line {line + i}: in a quoted field of "
                             f"lines {line}-{line + 2} ") for i in range(3)]
+    if kind in ("edge", "stray"):
+        filler = "x" * (body - len(f"{doc_id},,{label}")) if kind == "edge" else (
+            '27" screen ' + "x" * body)
+        text = f"{doc_id},{filler},{label}{eol}"
+        if len(text) > BOUND:
+            return text.encode(), Expected(reason="line too long: ")
+        return text.encode(), Expected(record={"id": doc_id, "text": filler, "label": label})
     if kind == "fields":
         return _csv_line([doc_id, body], eol, quote_all).encode(), Expected(
             reason="malformed CSV row: expected 3 fields, got 2")
