@@ -28,6 +28,7 @@ from store.schema import RUNS
 
 RUNNING, FAILED, SKIPPED = "running", "failed", "skipped"
 ABANDONED, INTERRUPTED = "abandoned", "interrupted"
+RELEASED = "released"  # the error of a run failed by ``beamscore runs release``
 
 
 @dataclass(frozen=True)

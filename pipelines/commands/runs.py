@@ -130,7 +130,7 @@ def release_run(database: DatabaseSettings, run_id: str, force: bool) -> tuple[i
                                 "stop it, or use --force to release it anyway")
         held = TrancheLedger(db).held_by(run_id)
         if record.status == run_records.RUNNING:
-            run_records.fail(db, run_id, "released", "by beamscore runs release")
+            run_records.fail(db, run_id, run_records.RELEASED, "by beamscore runs release")
             what = "marked failed"
         else:
             TrancheLedger(db).fail_run(run_id)

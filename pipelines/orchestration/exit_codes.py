@@ -6,7 +6,7 @@ never a password); 2 usage error; 3 a requested tranche is missing, or empty (fi
 record, unless ``allow_empty_tranches``; the others are still scored); 4 the
 dead-letter share exceeded ``max_dead_letter_ratio``; 5 a tranche is being scored by
 another run (lease held, or lost to a run that took it over; the others are still
-scored); 6 the run succeeded and tracking requested retraining (a ``retrain_triggers``
+scored), or the run was released by ``beamscore runs release`` while it ran; 6 the run succeeded and tracking requested retraining (a ``retrain_triggers``
 row was written); 75 (EX_TEMPFAIL) the database stayed unreachable for
 ``sink.connect_timeout_seconds``, at launch or during the run, or a worker process was
 lost mid-run (killed by a signal, e.g. the OOM killer), or an input file changed while

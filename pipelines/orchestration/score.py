@@ -137,6 +137,11 @@ def exit_code(outcome: RunOutcome, max_dead_letter_ratio: float) -> int:
                       + ", ".join(t.tranche for t in plan.with_decision(decision)),
                       file=sys.stderr)
         return EXIT_OK
+    if status == run_records.ABANDONED and outcome.summary.get("error") == run_records.RELEASED:  # type: ignore[union-attr]
+        print("beamscore: released by `beamscore runs release` while it ran: this run "
+              "wrote nothing after that and stops; its tranches are left failed",
+              file=sys.stderr)
+        return EXIT_BUSY
     if status == run_records.ABANDONED:
         print("beamscore: lease lost: another run took over tranche(s) "
               + ", ".join(outcome.summary.get("lost", [])) + " while this run was stopped; "  # type: ignore[union-attr]
@@ -301,9 +306,14 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
             if not last and (lost := lost_leases(database, plan)):
                 return _lease_lost(database, plan, ref, run_id, lost, started)
     except Exception as failure:
-        if not (lost := _lost_or_none(database, plan, failure)):
-            raise
-        return _lease_lost(database, plan, ref, run_id, lost, started)
+        if lost := _lost_or_none(database, plan, failure):
+            return _lease_lost(database, plan, ref, run_id, lost, started)
+        if _released(database, run_id):
+            return RunOutcome(run_id=run_id, summary={
+                "run_id": run_id, "status": run_records.ABANDONED,
+                "error": run_records.RELEASED, "tranches": {}, "total": {}},
+                wall_seconds=time.monotonic() - started, plan=plan, ref=ref)
+        raise
     finally:
         keeper.stop()
         progress.stop()
@@ -341,6 +351,17 @@ def _lost_or_none(database: DatabaseSettings, plan: ScorePlan, failure: BaseExce
         _LOG.warning("could not check the run's leases after %s: %s",
                      type(failure).__name__, exc)
         return []
+
+
+def _released(database: DatabaseSettings, run_id: str) -> bool:
+    """Whether ``beamscore runs release`` failed the run while it ran (its fenced writes
+    then fail: the reason the pipeline failed)."""
+    try:
+        with opened(database, window=30) as db:
+            record = run_records.get(db, run_id)
+    except Exception:  # noqa: BLE001 - the pipeline's error is the one to report
+        return False
+    return record is not None and record.error == run_records.RELEASED
 
 
 def _lease_lost(database: DatabaseSettings, plan: ScorePlan, ref: Any, run_id: str,

@@ -177,8 +177,7 @@ def test_a_backfill_stopped_in_its_second_wave_keeps_the_first_waves_tranches(
 def test_a_run_in_waves_records_one_summary_of_every_tranche(
         registry_root: str, tmp_path: Path) -> None:
     """Three waves (one day each), one run: its summary, its file and the exit code
-    cover every tranche, counted as in one pipeline; the model is loaded in the fork
-    server once for all of them."""
+    cover every tranche, counted as in one pipeline."""
     days = ["2026-04-01", "2026-04-02", "2026-04-03"]
     root = _backfill_landing(tmp_path, days, 300)
     db = tmp_path / "s.db"
@@ -196,6 +195,32 @@ def test_a_run_in_waves_records_one_summary_of_every_tranche(
     assert json.loads(run_file.read_text())["tranches"] == summary["tranches"]
     assert sqlite_rows(db, "SELECT count(DISTINCT run_id), count(*) FROM tranches "
                            "WHERE status = 'completed'") == [(1, 3)]
+
+
+@pytest.mark.slow
+def test_a_run_released_while_it_runs_stops_with_exit_5_and_the_next_run_completes(
+        landing: Path, registry_root: str, tmp_path: Path) -> None:
+    """``beamscore runs release --force`` on a live run: its next fenced write fails, and
+    it stops saying it was released (exit 5, recorded), not as a failed pipeline."""
+    db = tmp_path / "s.db"
+    proc = _start(_args(landing, registry_root, tmp_path))
+    _wait_for_rows(db, proc)
+    run_id = _run(db).run_id
+    released = run_cli("runs", "release", run_id, "--force", "--db", f"sqlite:///{db}",
+                       model=None)
+    assert released.rc == 0, released.err
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 5, err
+    assert err.strip().splitlines()[-1] == (
+        "beamscore: released by `beamscore runs release` while it ran: this run wrote "
+        "nothing after that and stops; its tranches are left failed")
+    shown = run_cli("runs", "show", run_id, "--db", f"sqlite:///{db}", model=None)
+    assert "exit code 5" in shown.out, shown.out
+    assert sqlite_rows(db, "SELECT status FROM tranches") == [("failed",)]
+    again = run_cli(*_args(landing, registry_root, tmp_path))
+    assert again.rc == 0, again.err
+    assert sqlite_rows(db, "SELECT count(*), count(DISTINCT doc_id) FROM predictions") == [
+        (N_DOCS, N_DOCS)]
 
 
 @pytest.mark.slow
