@@ -44,12 +44,14 @@ def plan(args: argparse.Namespace) -> int:
     from pipelines.configuration.config import settings_of
     from pipelines.orchestration.exit_codes import EXIT_BUSY, EXIT_MISSING, EXIT_OK
     from pipelines.orchestration.launch import model_fields, require_model
+    from pipelines.orchestration.options import RunnerSettings, check_placeholders
     from pipelines.orchestration.plan import PlanSettings, make_plan
     from pipelines.orchestration.summary import format_plan
     from store.ledger import BUSY
 
     check_run_arguments(args.command_parser, args)
     cfg = command_config(args)
+    check_placeholders(settings_of(RunnerSettings, cfg), [], ("input_root", "registry", "db"))
     ref = ModelRegistry(cfg.registry).resolve(require_model(cfg.model))
     cfg = dataclasses.replace(cfg, fields=model_fields(cfg.fields, cfg.explicit_keys, ref))
     found = make_plan(settings_of(PlanSettings, cfg), requested_dates(args, cfg.schedule.timezone),

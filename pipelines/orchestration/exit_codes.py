@@ -2,17 +2,17 @@
 
 0 success; 1 launch or configuration error, or a role, password or database the
 database server refuses (the message names the key, file, model, role or database,
-never a password); 2 usage error; 3 a requested tranche is missing, or empty (files that hold no
-record, unless ``allow_empty_tranches``; the others are still scored); 4 the
-dead-letter share exceeded ``max_dead_letter_ratio``; 5 a tranche is being scored by
-another run (lease held, or lost to a run that took it over; the others are still
-scored), or the run was released by ``beamscore runs release`` while it ran; 6 the run succeeded and tracking requested retraining (a ``retrain_triggers``
-row was written); 75 (EX_TEMPFAIL) the database stayed unreachable for
-``sink.connect_timeout_seconds``, at launch or during the run, or a worker process was
-lost mid-run (killed by a signal, e.g. the OOM killer), or an input file changed while
-the run read it (its tranche left failed) (transient: retry later).
-When several apply, the first of 1, 75, 4, 3, 5, 6 is the exit code (a run that lost
-its leases exits 5).
+never a password); 2 usage error; 3 a requested tranche is missing, or empty (files
+that hold no record, unless ``allow_empty_tranches``; the others are still scored); 4
+the dead-letter share exceeded ``max_dead_letter_ratio``; 5 a tranche is being scored
+by another run (lease held, or lost to a run that took it over; the others are still
+scored), or the run was released by ``beamscore runs release`` while it ran; 6 the run
+succeeded and tracking requested retraining (a ``retrain_triggers`` row was written);
+75 (EX_TEMPFAIL) the database stayed unreachable for ``sink.connect_timeout_seconds``,
+at launch or during the run, or a worker process was lost mid-run (killed by a signal,
+e.g. the OOM killer), or an input file changed while the run read it (its tranche left
+failed) (transient: retry later). When several apply, the first of 1, 75, 4, 3, 5, 6
+is the exit code (a run that lost its leases exits 5).
 """
 
 from __future__ import annotations

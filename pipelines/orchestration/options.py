@@ -80,11 +80,15 @@ def pipeline_options(runner: RunnerSettings, beam_args: list[str]) -> PipelineOp
 PLACEHOLDER = "example-"
 
 
-def check_placeholders(runner: RunnerSettings, beam_args: list[str]) -> None:
-    """Refuse the placeholder values of configs/dataflow.yaml that were not replaced."""
+def check_placeholders(runner: RunnerSettings, beam_args: list[str],
+                       keys: tuple[str, ...] | None = None) -> None:
+    """Refuse the placeholder values of configs/dataflow.yaml that were not replaced
+    (of ``keys`` only, when given: those a command uses)."""
     flat = {"input_root": runner.input_root, "output_dir": runner.output_dir,
             "registry": runner.registry, "db": runner.db}
     flat |= {f"dataflow.{k}": v for k, v in runner.dataflow.__dict__.items()}
+    if keys is not None:
+        flat = {k: v for k, v in flat.items() if k in keys}
     given = {a.split("=", 1)[0].lstrip("-") for a in beam_args if a.startswith("--")}
     left = [k for k, v in flat.items() if PLACEHOLDER in str(v) and k.split(".")[-1] not in given]
     if left:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -85,3 +86,22 @@ def test_the_shipped_dataflow_overlay_rate_limit_works_without_redis() -> None:
     assert cfg.sink.max_rows_per_second / shared == 2000
     flags = cfg.dataflow.as_flags()
     assert "--max_num_workers=10" in flags and "--experiments=use_runner_v2" in flags
+
+
+def test_plan_refuses_the_placeholders_of_what_it_reads_at_once() -> None:
+    """``plan`` with the shipped Dataflow overlay names the placeholders it would read
+    (input root, registry) and exits 1 at once, before any network call."""
+    from tests.pipelines.helpers import run_cli
+
+    started = time.monotonic()
+    result = run_cli("plan", "--config", "dataflow", "--date", "2026-01-01")
+    assert result.rc == 1, result.err
+    assert time.monotonic() - started < 30
+    line = result.err.strip().splitlines()[-1]
+    assert line.startswith("beamscore: error: placeholder values (example-...) of the "
+                           "shipped config are still set: input_root=gs://example-landing")
+    assert "registry=" in line and "dataflow.project" not in line
+    ok = run_cli("plan", "--config", "dataflow", "--date", "2026-01-01", "--input-root",
+                 "/nonexistent/landing", "--registry", "/nonexistent/registry",
+                 "--db", "sqlite:////nonexistent/x.db")
+    assert "placeholder" not in ok.err
