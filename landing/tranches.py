@@ -110,6 +110,9 @@ def plan_tranches(input_root: str, dates: Iterable[dt.date]) -> list[TranchePlan
     root = input_root.rstrip("/")
     if not _root_exists(root):
         raise InputRootMissing(f"input root {root} does not exist (input_root / --input-root)")
+    if "://" not in root and os.path.isfile(root):
+        raise InputRootMissing(f"input root {root} is a file, not a folder of dt=YYYY-MM-DD "
+                               "folders (input_root / --input-root)")
     return [_plan_tranche(root, day.isoformat()) for day in dates]
 
 

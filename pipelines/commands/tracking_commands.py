@@ -18,7 +18,8 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = "Write a run's HTML report from its monitoring rows."
     parser.add_argument("run_id", help="the run")
     parser.add_argument("--output", metavar="FILE.html",
-                        help="where to write it (default <output_dir>/_reports/RUN_ID.html)")
+                        help="where to write it; a folder: RUN_ID.html in it (default "
+                             "<output_dir>/_reports/RUN_ID.html)")
     add_config_keys(parser, (*SESSION_KEYS, "output_dir", "tracking.report_runs"))
     parser.set_defaults(handler=report)
 

@@ -33,7 +33,7 @@ from models.provenance import (
     training_record,
 )
 from models.recipe import RECIPE, train_cross_fitted
-from models.registry import ModelRef, ModelRegistry
+from models.registry import ModelRef, ModelRegistry, check_name
 from tracking.profile import has_label, label_text
 from transforms.records import FieldNames
 
@@ -94,6 +94,7 @@ def train(registry: str, fields: FieldNames, preprocessing: PreprocessConfig,
     (``models.recipe``), profile and register in ``registry``; one progress line per
     stage. The reference profile is the out-of-fold scores of every training document,
     with the cross-fitted metrics; the artifact records its training texts' hashes."""
+    check_name(name)  # before minutes of training, not after
     started = time.perf_counter()
     data = read_labelled(docs_glob, fields.text, fields.label)
     texts = preprocess_texts(data.texts, preprocessing)

@@ -16,6 +16,7 @@ hundred KB for a few tranches; the table adds about 10 KB a tranche.
 from __future__ import annotations
 
 import html
+import os
 from collections import defaultdict
 from typing import Any
 
@@ -37,7 +38,10 @@ def report_path(output_dir: str, run_id: str) -> str:
 def write_report(database: DatabaseSettings, output_dir: str, history_runs: int, run_id: str,
                  path: str | None = None) -> str:
     """Render ``run_id``'s report, with the last ``history_runs`` runs up to it, to
-    ``path`` (default ``<output_dir>/_reports/``)."""
+    ``path`` (default ``<output_dir>/_reports/``; a folder that exists, or a path ending
+    in "/": ``RUN_ID.html`` in it)."""
+    if path and (path.endswith("/") or os.path.isdir(path)):
+        path = f"{path.rstrip('/')}/{run_id}.html"
     path = path or report_path(output_dir, run_id)
     db = open_existing(database, table="runs")  # a report creates no database
     if db is None:

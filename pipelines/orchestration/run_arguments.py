@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import re
 from zoneinfo import ZoneInfo
 
 from landing.tranches import date_range
@@ -21,7 +22,10 @@ SCORE_DESCRIPTION = ("Score tranches; flags beamscore does not know are passed t
 
 
 def _date(text: str) -> dt.date:
+    """A day written YYYY-MM-DD, as tranche folders are named (``dt=YYYY-MM-DD``)."""
     try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            raise ValueError(text)
         return dt.date.fromisoformat(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc

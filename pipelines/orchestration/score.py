@@ -147,7 +147,8 @@ def exit_code(outcome: RunOutcome, max_dead_letter_ratio: float) -> int:
               + ", ".join(outcome.summary.get("lost", [])) + " while this run was stopped; "  # type: ignore[union-attr]
               "this run wrote nothing after that and leaves them to it", file=sys.stderr)
         return EXIT_BUSY
-    if status == run_records.SKIPPED and plan.with_decision(SKIP):
+    if status == run_records.SKIPPED and plan.with_decision(SKIP) and not (
+            plan.missing or plan.empty or plan.with_decision(BUSY)):
         print("beamscore: nothing to do: every tranche is already scored with this model "
               "and these inputs (use --force to rescore)", file=sys.stderr)
     if status == INCOMPLETE:

@@ -535,3 +535,62 @@ def test_local_engines_score_identically_and_leave_no_processes(
     assert rows(db1) == rows(db2) == rows(db3)
     assert len(rows(db1)) == len(landing.valid_ids(DAYS[0]))
     assert worker_processes() == []
+
+
+def test_a_date_not_written_yyyy_mm_dd_is_a_usage_error(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines.cli import main
+
+    for text in ("20260101", "2026-1-1", "2026-W01-1"):
+        with pytest.raises(SystemExit) as exc:
+            main(["plan", "--date", text])
+        assert exc.value.code == 2
+        assert f"not a date (YYYY-MM-DD): '{text}'" in capsys.readouterr().err
+
+
+def test_an_input_root_that_is_a_file_is_refused_naming_the_key(
+        registry_root: str, tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    result = run_cli("score", "--date", "2026-01-01", "--input-root", str(afile),
+                     "--registry", registry_root, "--db", f"sqlite:///{tmp_path / 's.db'}",
+                     "--output-dir", str(tmp_path / "out"))
+    assert result.rc == 1
+    assert result.err.strip().splitlines()[-1] == (
+        f"beamscore: error: input root {afile} is a file, not a folder of dt=YYYY-MM-DD "
+        "folders (input_root / --input-root)")
+
+
+def test_skipped_and_missing_tranches_do_not_claim_nothing_to_do(
+        registry_root: str, tmp_path: Path) -> None:
+    root = tmp_path / "landing"
+    write_tranche(str(root), "2026-01-01", list(make_docs(20, seed=5)), "jsonl")
+    common = ["--input-root", str(root), "--registry", registry_root, "--db",
+              f"sqlite:///{tmp_path / 's.db'}", "--output-dir", str(tmp_path / "out")]
+    assert run_cli("score", "--date", "2026-01-01", *common).rc == 0
+    result = run_cli("score", "--from", "2026-01-01", "--to", "2026-01-02", *common)
+    assert result.rc == 3
+    assert "nothing to do" not in result.err and "missing tranche(s): 2026-01-02" in result.err
+
+
+def test_a_report_written_into_a_folder_is_named_by_its_run(
+        registry_root: str, tmp_path: Path) -> None:
+    root = tmp_path / "landing"
+    write_tranche(str(root), "2026-01-01", list(make_docs(20, seed=6)), "jsonl")
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    assert run_cli("score", "--date", "2026-01-01", "--input-root", str(root), "--registry",
+                   registry_root, "--db", db, "--output-dir", str(tmp_path / "out")).rc == 0
+    [(run_id,)] = sqlite_rows(tmp_path / "s.db", "SELECT run_id FROM runs")
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    result = run_cli("report", run_id, "--output", str(folder), "--db", db, model=None)
+    assert result.rc == 0, result.err
+    assert result.out.strip() == str(folder / f"{run_id}.html")
+    assert (folder / f"{run_id}.html").read_text().startswith("<!")
+
+
+def test_train_refuses_an_invalid_model_name_before_training(tmp_path: Path) -> None:
+    result = run_cli("train", "--docs", str(tmp_path / "none*.jsonl"), "--name", "<script>",
+                     "--registry", str(tmp_path / "reg"), model=None)
+    assert result.rc == 1
+    assert "invalid model name '<script>'" in result.err
