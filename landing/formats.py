@@ -137,6 +137,10 @@ def read_chunk(chunk: Chunk, batch_size: int = 4096, required: tuple[str, ...] =
     ``required`` columns (reported by the file's first chunk only). Lines longer than
     ``line_bound(max_text_chars)`` are rejected unread.
 
+    The rejection of an unreadable rest of a file carries the records it is estimated
+    to hold beyond itself (``Rejection.unread``: the chunk's planned estimate less what
+    was read of it), which the run counts in its dead-letter share.
+
     A local file is checked against its plan (``check_unchanged``) before each
     ``batch_size`` records read are passed on, and by its reader once more at its end:
     what was read of a file changed meanwhile is not passed on but rejected with the
@@ -147,16 +151,17 @@ def read_chunk(chunk: Chunk, batch_size: int = 4096, required: tuple[str, ...] =
     checked = chunk.planned is not None and "://" not in chunk.path  # a local file
     held: list[Item] = []  # read, not yet passed on
     passed = 0  # the position of the last item passed on
+    count = 0  # items passed on
     try:
         for item in fmt.reader(chunk, gzipped, opts):
             if not checked:
-                passed = item[1]
+                passed, count = item[1], count + 1
                 yield item
                 continue
             held.append(item)
             if len(held) > batch_size:  # the file is still the one planned: pass them on
                 check_unchanged(chunk.path, chunk.planned)
-                passed = held[-2][1]
+                passed, count = held[-2][1], count + len(held) - 1
                 yield from held[:-1]
                 del held[:-1]
         yield from held  # the reader checked the file once more as it ended
@@ -169,7 +174,7 @@ def read_chunk(chunk: Chunk, batch_size: int = 4096, required: tuple[str, ...] =
                 exc = changed
             else:
                 yield from held
-                passed, held = held[-1][1], []
+                passed, count, held = held[-1][1], count + len(held), []
         # What was read since the last check is not passed on: its first item's position
         # is where the rejection starts (never past the chunk: keys stay unique).
         read_to = max(0, held[0][1] - 1) if held else passed
@@ -180,7 +185,8 @@ def read_chunk(chunk: Chunk, batch_size: int = 4096, required: tuple[str, ...] =
             where = f" from {fmt.unit} {position}" if position else f" from byte {chunk.start}"
         yield Rejection(f"unreadable {chunk.format} file: {chunk.path}{where}: "
                         f"{type(exc).__name__}: {str(exc)[:500]}", None,
-                        changed=isinstance(exc, InputChanged)), position
+                        changed=isinstance(exc, InputChanged),
+                        unread=max(0, chunk.est_rows - count - 1)), position
 
 
 def _first_position(chunk: Chunk, fmt: Format) -> int:

@@ -77,11 +77,14 @@ class Chunk:
 @dataclass(frozen=True)
 class Rejection:
     """A line or row that is not a record: the reason and the raw payload; ``changed``:
-    the rest of a file that is no longer the one planned (``InputChanged``)."""
+    the rest of a file that is no longer the one planned (``InputChanged``);
+    ``unread``: for the rest of a file that cannot be read, the records it holds beyond
+    this one, as estimated by planning (exact for a Parquet row range)."""
 
     reason: str
     payload: Any
     changed: bool = False
+    unread: int = 0
 
 
 Item = tuple["dict[str, Any] | Rejection", int]

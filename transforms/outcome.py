@@ -66,10 +66,10 @@ def summarise(run_id: str, per_tranche: dict[str, dict[str, int]],
     ``incomplete`` if a tranche has records unaccounted for, else ``input_changed`` if
     an input file of a tranche changed while the run read it, else
     ``dead_letter_ratio_exceeded`` if the run's or a tranche's share of dead letters
-    is above ``max_ratio``, else ``succeeded``."""
+    (``dead_share``) is above ``max_ratio``, else ``succeeded``."""
     counts = finalize_counts(per_tranche)
     total = finalize_counts({"total": merge_counts(counts.values())})["total"]
-    ratio = total["dead_lettered"] / total["read"] if total["read"] else 0.0
+    ratio = dead_share(total)
     status = SUCCEEDED if ratio <= max_ratio else RATIO_EXCEEDED
     for c in counts.values():
         if not accounted_for(c):
@@ -80,6 +80,15 @@ def summarise(run_id: str, per_tranche: dict[str, dict[str, int]],
             status = RATIO_EXCEEDED
     return {"run_id": run_id, "status": status, "tranches": counts, "total": total,
             "dead_letter_ratio": round(ratio, 6)}
+
+
+def dead_share(counts: dict[str, int]) -> float:
+    """The share of dead letters among the records of ``counts``: the records that the
+    rest of an unreadable file is estimated to hold beyond its one dead letter
+    (``unread_estimate``) count as dead-lettered records too."""
+    unread = counts.get("unread_estimate", 0)
+    records = counts["read"] + unread
+    return (counts["dead_lettered"] + unread) / records if records else 0.0
 
 
 def accounted_for(counts: dict[str, int]) -> bool:
@@ -95,7 +104,7 @@ def tranche_outcome(counts: dict[str, int], max_ratio: float) -> tuple[str, str]
         return FAILED, (f"{counts['input_changed']} input file part(s) changed while the "
                         "run read them (InputChanged dead letters): scored again by the "
                         "next run of the tranche")
-    ratio = counts["dead_lettered"] / counts["read"] if counts["read"] else 0.0
+    ratio = dead_share(counts)
     if ratio > max_ratio:
         return FAILED, f"dead-letter ratio {ratio:.4f} > max_dead_letter_ratio {max_ratio}"
     return COMPLETED, ""

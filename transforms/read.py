@@ -107,13 +107,14 @@ class _ReadChunkFn(beam.DoFn):
 
     def process(self, chunk: Chunk) -> Iterator[Any]:
         batcher = _Batcher(chunk, self._fields, self._batch_size)
-        read = changed = 0
+        read = changed = unread = 0
         required = (self._fields.id, self._fields.text)
         for item, position in read_chunk(chunk, self._batch_size, required,
                                          self._max_text_chars):
             read += 1
             if isinstance(item, Rejection):
                 changed += item.changed
+                unread += item.unread
                 yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(
                     tranche=chunk.tranche, source_file=chunk.path, position=position,
                     stage="read", reason=item.reason, payload=item.payload,
@@ -128,7 +129,8 @@ class _ReadChunkFn(beam.DoFn):
         if last is not None:
             yield last
         yield beam.pvalue.TaggedOutput(STATS, (chunk.tranche, {"read": read} | (
-            {"input_changed": changed} if changed else {})))
+            {"input_changed": changed} if changed else {}) | (
+            {"unread_estimate": unread} if unread else {})))
 
 
     def _impassable(self, batcher: _Batcher) -> Iterator[Any]:

@@ -59,6 +59,9 @@ def format_summary(outcome: RunOutcome) -> str:
               "CHANGED" if c.get("input_changed") else "ok")
         lines.append(f"{tranche:<12}{c['read']:>10}{c['valid']:>10}{c['scored']:>10}"
                      f"{c['dead_lettered']:>8}{c['written']:>10}  {ok}")
+        if c.get("unread_estimate"):
+            lines.append(f"{'':<12}  and about {c['unread_estimate']:,} record(s) never read "
+                         "in unreadable file parts (estimated; in the dead-letter ratio)")
     for decision in (SKIP, BUSY, MISSING, EMPTY):
         for t in outcome.plan.with_decision(decision):
             lines.append(f"{t.tranche:<12}  {decision}: {outcome.plan.decisions[t.tranche][1]}")

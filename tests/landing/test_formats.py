@@ -110,3 +110,19 @@ def test_gzipped_csv_is_read(tmp_path: Path) -> None:
     path = tmp_path / "a.csv.gz"
     path.write_bytes(gzip.compress(b"id,text\nz1,hello\n"))
     assert [(i["id"], pos) for i, pos in _items(path, "csv.gz")] == [("z1", 1)]
+
+
+def test_the_unreadable_rest_of_a_file_carries_an_estimate_of_its_records(
+        tmp_path: Path) -> None:
+    """A truncated gzip file planned at 2,000 records, read to where it breaks: its one
+    rejection says about how many records were never read (planning's estimate less
+    those read), so the run can count them in its dead-letter share."""
+    import dataclasses
+
+    data = gzip.compress(b"".join(json.dumps({"id": f"g{i}"}).encode() + b"\n"
+                                  for i in range(2000)))
+    path = tmp_path / "a.jsonl.gz"
+    path.write_bytes(data[: len(data) // 2])
+    chunk = dataclasses.replace(Chunk("t", str(path), "jsonl.gz"), est_rows=2000)
+    *records, (last, _) = list(read_chunk(chunk))
+    assert isinstance(last, Rejection) and last.unread == 2000 - len(records) - 1 > 0

@@ -262,3 +262,38 @@ def test_folders_named_with_glob_characters_are_taken_literally(
     db.close()
     assert from_json(counts)["tranches"][DAY]["read"] == GOOD + 1
     assert len(list((out / f"dt={DAY}").glob("dead_letters-*.jsonl"))) == 1
+
+
+def test_an_unreadable_row_group_counts_its_rows_in_the_dead_letter_share(
+        registry_root: str, tmp_path: Path) -> None:
+    """Beside 1,000 good records, a Parquet file of 2,800 rows in row groups of 700 with
+    one group's data corrupted: one dead letter stands for 700 rows never read. The
+    share counts them (the row range is known), so the tranche fails the dead-letter
+    ratio (exit 4) instead of passing with 1 in 3,101; the summary says so."""
+    root = tmp_path / "landing"
+    write_tranche(str(root), DAY, list(make_docs(1000, seed=7, prefix="good")), "jsonl")
+    folder = root / f"dt={DAY}"
+    path = folder / "b.parquet"
+    pq.write_table(pa.Table.from_pylist(list(make_docs(2800, seed=8, prefix="pq"))), path,
+                   row_group_size=700, compression="snappy")
+    column = pq.ParquetFile(path).metadata.row_group(0).column(1)
+    data = bytearray(path.read_bytes())
+    at = column.data_page_offset + column.total_compressed_size // 3
+    data[at:at + 64] = bytes(b ^ 0xFF for b in data[at:at + 64])
+    path.write_bytes(bytes(data))
+    db = tmp_path / "s.db"
+    result = run_cli("score", "--date", DAY, "--input-root", str(root), "--registry",
+                     registry_root, "--db", f"sqlite:///{db}", "--output-dir",
+                     str(tmp_path / "out"))
+    assert result.rc == 4, result.err
+    conn = connect(f"sqlite:///{db}")
+    try:
+        [(counts,)] = conn.execute("SELECT counts FROM runs")
+    finally:
+        conn.close()
+    summary = from_json(counts)
+    tranche = summary["tranches"][DAY]
+    assert (tranche["read"], tranche["dead_lettered"], tranche["unread_estimate"]) == (
+        3101, 1, 699)
+    assert summary["dead_letter_ratio"] == round(700 / 3800, 6)
+    assert "and about 699 record(s) never read in unreadable file parts" in result.out
