@@ -102,7 +102,7 @@ def test_under_the_ratio_the_tranche_is_left_failed_and_the_next_plan_rescores(
     result = run_cli("plan", "--date", DAY, "--input-root", str(root), "--registry",
                      registry_root, "--db", url)
     first = result.out.splitlines()[0]
-    assert result.rc == 0 and "would run" in first and "changed" in first, result.out
+    assert result.rc == 0 and "would run" in first and "failed" in first, result.out
     result = _score(root, registry_root, url, tmp_path)
     assert result.rc == 0, result.err
     scored = {r for (r,) in query_rows(url, "SELECT doc_id FROM predictions")}
