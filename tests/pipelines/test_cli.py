@@ -535,3 +535,24 @@ def test_local_engines_score_identically_and_leave_no_processes(
     assert rows(db1) == rows(db2) == rows(db3)
     assert len(rows(db1)) == len(landing.valid_ids(DAYS[0]))
     assert worker_processes() == []
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "two"])
+def test_runs_list_refuses_a_limit_below_1(limit: str, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """SQLite reads LIMIT -1 as no limit, PostgreSQL refuses it: a usage error first."""
+    from pipelines.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["runs", "list", "--limit", limit, "--db", f"sqlite:///{tmp_path / 'l.db'}"])
+    assert exc.value.code == 2
+    assert "argument --limit: " in capsys.readouterr().err
+
+
+def test_connection_options_libpq_refuses_exit_1_at_once_naming_db() -> None:
+    from tests.postgres import PG
+
+    url = f"{PG}/test?sslmode=bogus"
+    result = run_cli("runs", "list", "--db", url, "--sink-connect-timeout-seconds", "300")
+    assert result.rc == 1, result.err
+    assert 'invalid sslmode value: "bogus"' in result.err and "`db`" in result.err
