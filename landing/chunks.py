@@ -18,10 +18,11 @@ from landing.reading import Chunk, Planned
 from landing.splitters import Extent, Limits
 from landing.tranches import SourceFile, TranchePlan
 
-__all__ = ["CHUNKS_PER_WORKER", "Chunk", "balanced_chunks", "estimate_rows", "plan_chunks"]
+__all__ = ["CHUNKS_PER_WORKER", "MIN_CHUNK_BYTES", "Chunk", "balanced_chunks", "estimate_rows",
+           "plan_chunks"]
 
 CHUNKS_PER_WORKER = 8
-_MIN_CHUNK_BYTES = 256 << 10
+MIN_CHUNK_BYTES = 256 << 10  # the smallest byte range a plan cuts (read.chunk_bytes too)
 
 
 def estimate_rows(plans: Iterable[TranchePlan]) -> dict[str, Extent]:
@@ -55,7 +56,7 @@ def balanced_chunks(plans: list[TranchePlan], max_chunk_bytes: int, workers: int
     for plan in plans:
         for f in plan.files:
             per_row = f.size / max(1, est[f.path].rows)
-            chunk_bytes = min(max_chunk_bytes, max(_MIN_CHUNK_BYTES, int(target * per_row)))
+            chunk_bytes = min(max_chunk_bytes, max(MIN_CHUNK_BYTES, int(target * per_row)))
             chunks += _file_chunks(plan.tranche, f, est[f.path], Limits(chunk_bytes, target))
     return sorted(chunks, key=lambda c: (-c.est_rows, c.path, c.index))
 

@@ -43,7 +43,7 @@ class PreprocessConfig:
     collapse_whitespace: bool = field(default=True, metadata={
         "help": "train: collapse runs of whitespace"})
     lowercase: bool = field(default=False, metadata={"help": "train: lowercase the text"})
-    truncate_chars: int = field(default=10_000, metadata={
+    truncate_chars: int = field(default=10_000, metadata={"min": 0,
         "help": "train: cut preprocessed text to this length (0 = no cut)"})
 
     def to_dict(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from store.backends.base import (
     AccessDenied,
+    BadConnectionOptions,
     Database,
     DatabaseUnreachable,
     Fence,
@@ -32,10 +33,11 @@ from store.backends.base import (
 from store.backends.postgres import PostgresDatabase
 from store.backends.sqlite import SQLiteDatabase
 
-__all__ = ["BACKENDS", "AccessDenied", "Database", "DatabaseUnreachable", "Fence", "LeaseLost",
-           "PermanentDataError", "SchemaMismatch", "StatementError", "TransientDatabaseError",
-           "backend_of", "carries_password", "connect", "connect_existing", "database_identity",
-           "from_json", "one_writer_at_a_time", "redact", "to_json", "to_text"]
+__all__ = ["BACKENDS", "AccessDenied", "BadConnectionOptions", "Database",
+           "DatabaseUnreachable", "Fence", "LeaseLost", "PermanentDataError", "SchemaMismatch",
+           "StatementError", "TransientDatabaseError", "backend_of", "carries_password",
+           "connect", "connect_existing", "database_identity", "from_json",
+           "one_writer_at_a_time", "redact", "to_json", "to_text"]
 
 # URL scheme -> backend; a new database is one module in store.backends and a line here.
 BACKENDS: dict[str, type[Database]] = {
@@ -46,22 +48,26 @@ BACKENDS: dict[str, type[Database]] = {
 
 
 def _backend(url: str) -> type[Database]:
+    """The backend of ``url``'s scheme; a ValueError naming the scheme only (the URL may
+    hold a password)."""
     scheme = urlsplit(url).scheme
     if scheme not in BACKENDS:
-        raise ValueError(f"unsupported database URL {url!r}: use sqlite:///path or "
-                         "postgresql://...")
+        named = f"scheme {scheme!r}" if scheme else "no scheme"
+        raise ValueError(f"unsupported database URL ({named}): use sqlite:///path or "
+                         "postgresql://user@host:port/db")
     return BACKENDS[scheme]
 
 
 def carries_password(url: str) -> bool:
     """Whether a database URL holds a password, as its database's client reads one
-    (``password =`` anywhere counts too: a libpq key-value string)."""
+    (``password =`` anywhere counts too: a libpq key-value string), or as any URL holds
+    one (``user:secret@``) whatever its scheme."""
     if re.search(r"password\s*=", url, re.IGNORECASE):
         return True
     try:
         return _backend(url).carries_password(url)
     except ValueError:
-        return False
+        return Database.carries_password(url)
 
 
 def backend_of(url: str) -> str:

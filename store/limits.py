@@ -47,7 +47,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from store.backends.base import TransientDatabaseError
+from store.backends.base import TransientDatabaseError, has_userinfo_password
 
 
 def state_path(identity: str, suffix: str, directory: str = "") -> str:
@@ -201,6 +201,27 @@ class _FileState:
                 return result
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be the sink's Redis URL, read as redis-py reads it
+    (``redis.connection.parse_url``, without connecting): it holds a password
+    (``user:secret@`` or a ``password`` query parameter, which redis-py would send: a
+    secret in the config) or is not a URL redis-py reads (a port that is no number); None
+    when it can. The reason never quotes the URL."""
+    from urllib.parse import parse_qsl
+
+    from redis.connection import parse_url
+
+    query = url.partition("?")[2].partition("#")[0]
+    if has_userinfo_password(url) or any(
+            name.lower() == "password" for name, _ in parse_qsl(query, keep_blank_values=True)):
+        return "must not contain a password (redis://host:port/db)"
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        return f"is not a Redis URL redis-py reads (redis://host:port/db): {exc}"
+    return None
 
 
 class _RedisState:

@@ -23,43 +23,44 @@ IMPORTANCE_TOP = 50  # the reference's top features whose ranking is compared
 
 @dataclass(frozen=True)
 class TrackingPolicy:
-    """The thresholds and limits above; each field is a ``tracking.*`` config key."""
+    """The thresholds and limits above; each field is a ``tracking.*`` config key, with
+    the range of values it takes (``pipelines.configuration.schema``)."""
 
-    min_records: int = field(default=200, metadata={
+    min_records: int = field(default=200, metadata={"min": 1,
         "help": "below this many records a figure without a significance test (importance "
                 "ranking, estimated accuracy) is insufficient"})
-    min_labelled: int = field(default=50, metadata={
+    min_labelled: int = field(default=50, metadata={"min": 1,
         "help": "below this many labels macro-F1 and recall are marked insufficient"})
-    accuracy_drop: float = field(default=0.02, metadata={
+    accuracy_drop: float = field(default=0.02, metadata={"min": 0, "max": 1,
         "help": "alert when accuracy is significantly below the reference's minus this"})
-    unknown_labels: float = field(default=0.01, metadata={
+    unknown_labels: float = field(default=0.01, metadata={"min": 0, "max": 1,
         "help": "alert when the share of labels outside the model's classes significantly "
                 "exceeds this"})
-    psi: float = field(default=0.2, metadata={
+    psi: float = field(default=0.2, metadata={"min": 0,
         "help": "alert at this population stability index of the class shares"})
-    js_distance: float = field(default=0.1, metadata={
+    js_distance: float = field(default=0.1, metadata={"min": 0, "max": 1,
         "help": "alert at this Jensen-Shannon distance of the class shares"})
-    linf: float = field(default=0.1, metadata={
+    linf: float = field(default=0.1, metadata={"min": 0, "max": 1,
         "help": "alert at this largest difference of a class share"})
-    ks: float = field(default=0.1, metadata={
+    ks: float = field(default=0.1, metadata={"min": 0, "max": 1,
         "help": "alert at this Kolmogorov-Smirnov statistic of the scores"})
-    wasserstein: float = field(default=0.05, metadata={
+    wasserstein: float = field(default=0.05, metadata={"min": 0,
         "help": "alert at this Wasserstein distance of the scores"})
-    length_ks: float = field(default=0.1, metadata={
+    length_ks: float = field(default=0.1, metadata={"min": 0, "max": 1,
         "help": "alert at this Kolmogorov-Smirnov statistic of text length and tokens"})
-    oov_increase: float = field(default=0.05, metadata={
+    oov_increase: float = field(default=0.05, metadata={"min": 0, "max": 1,
         "help": "alert when the out-of-vocabulary share exceeds the reference's by this"})
-    empty_increase: float = field(default=0.05, metadata={
+    empty_increase: float = field(default=0.05, metadata={"min": 0, "max": 1,
         "help": "alert when the share emptied by preprocessing exceeds the reference's by this"})
-    importance_ndcg: float = field(default=0.8, metadata={
+    importance_ndcg: float = field(default=0.8, metadata={"min": 0, "max": 1,
         "help": "alert below this nDCG@50 of the top features (reference importance as relevance)"})
-    significance: float = field(default=0.01, metadata={
+    significance: float = field(default=0.01, metadata={"above": 0, "below": 1,
         "help": "the chance of any false alert in a run: a run's tests are Holm-corrected "
                 "to this family-wise level"})
-    min_expected: float = field(default=5.0, metadata={
+    min_expected: float = field(default=5.0, metadata={"min": 0,
         "help": "classes expected fewer times than this are merged for PSI and the chi-square "
                 "test"})
-    consecutive: int = field(default=2, metadata={
+    consecutive: int = field(default=2, metadata={"min": 1,
         "help": "tranches (days) in a row a drift alert must last to request retraining"})
-    cooldown_hours: float = field(default=24.0, metadata={
+    cooldown_hours: float = field(default=24.0, metadata={"min": 0,
         "help": "no new retraining request for the model within this time"})

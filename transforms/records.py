@@ -66,16 +66,16 @@ class FieldNames:
 
     id: str = field(default="id", metadata={
         "help": "input field holding the document id (default: the model's)",
-        "label": "Id field", "regex": _FIELD})
+        "label": "Id field", "regex": _FIELD, "nonempty": True})
     text: str = field(default="text", metadata={
         "help": "input field holding the text (default: the model's)",
-        "label": "Text field", "regex": _FIELD})
+        "label": "Text field", "regex": _FIELD, "nonempty": True})
     label: str = field(default="label", metadata={
         "help": "input field holding a true label, if any (default: the model's)",
-        "label": "Label field", "regex": _FIELD})
+        "label": "Label field", "regex": _FIELD, "nonempty": True})
     metadata: list[str] = field(default_factory=list, metadata={
         "help": "input fields carried to the outputs' metadata column",
-        "label": "Metadata fields (comma-separated)",
+        "label": "Metadata fields (comma-separated)", "nonempty": True,
         "regex": "^[A-Za-z_][A-Za-z0-9_.-]*(,[A-Za-z_][A-Za-z0-9_.-]*)*$"})
 
 

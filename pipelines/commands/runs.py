@@ -25,7 +25,8 @@ def add_runs_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="runs_command", required=True, metavar="COMMAND")
     rl = sub.add_parser("list", help="the latest runs, newest first",
                         description="The latest runs, newest first.")
-    rl.add_argument("--limit", type=int, default=20, metavar="N", help="runs to list (20)")
+    rl.add_argument("--limit", type=_count, default=20, metavar="N",
+                    help="runs to list (20)")
     rl.set_defaults(handler=_list)
     rs = sub.add_parser("show", help="a run's outcome, counts, dead letters, alerts, "
                                      "retraining request and report",
@@ -44,6 +45,17 @@ def add_runs_arguments(parser: argparse.ArgumentParser) -> None:
     rr.set_defaults(handler=_release)
     for command in (rl, rs, rr):
         add_config_keys(command, SESSION_KEYS)
+
+
+def _count(text: str) -> int:
+    """A number of runs to list: 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _print(text: str) -> int:

@@ -25,10 +25,12 @@ from typing import Any, TypeVar, cast
 
 import yaml
 
+from landing.chunks import MIN_CHUNK_BYTES
 from landing.reading import DEFAULT_MAX_TEXT_CHARS
 from models.preprocess import PreprocessConfig
 from pipelines.configuration.schema import Key, Section, is_key, keys, sections
-from store.database import carries_password
+from store.database import backend_of, carries_password
+from store.limits import redis_url_problem
 from store.session import DatabaseSettings
 from store.settings import SinkConfig, sink_values
 from tracking.policy import TrackingPolicy
@@ -49,24 +51,24 @@ _DATAFLOW_PATH = "On Dataflow: a gs:// path that the launcher and every worker c
 @dataclass(frozen=True)
 class ValidationConfig:
     max_text_chars: int = field(default=DEFAULT_MAX_TEXT_CHARS, metadata={
-        "help": "dead-letter texts longer than this",
+        "help": "dead-letter texts longer than this", "min": 1,
         "label": "Maximum text length (characters)"})
     max_payload_chars: int = field(default=2_000, metadata={
-        "help": "raw payload kept in a dead letter", "template": False})
+        "help": "raw payload kept in a dead letter", "min": 0, "template": False})
 
 
 @dataclass(frozen=True)
 class InferenceConfig:
     top_k: int = field(default=3, metadata={
-        "help": "labels kept in each prediction's top_k list",
+        "help": "labels kept in each prediction's top_k list", "min": 1,
         "label": "Labels kept per prediction (top k)"})
     allow_sklearn_mismatch: bool = field(default=False, metadata={
         "help": "load a model pickled by another scikit-learn version", "template": False})
     timeout_seconds: float = field(default=0.0, metadata={
         "help": "time limit of scoring a full batch of batch_size records, shared out per "
-                "record (0 = none)", "label": "Time limit per full batch (seconds)"})
+                "record (0 = none)", "min": 0, "label": "Time limit per full batch (seconds)"})
     timeout_ms_per_record: float = field(default=0.0, metadata={
-        "help": "time limit per record: n records get n times it (0 = none)",
+        "help": "time limit per record: n records get n times it (0 = none)", "min": 0,
         "label": "Time limit per record (milliseconds)"})
     fast_text_features: bool = field(default=True, metadata={
         "help": "vectorised featurisation for word n-gram TF-IDF models", "template": False})
@@ -83,7 +85,7 @@ class InferenceConfig:
 class ReadConfig:
     chunk_bytes: int = field(default=64 * 1024 * 1024, metadata={
         "help": "largest byte range of an uncompressed JSONL file one worker reads",
-        "template": False})
+        "min": MIN_CHUNK_BYTES, "template": False})
 
 
 @dataclass(frozen=True)
@@ -95,18 +97,19 @@ class TrackingConfig(TrackingPolicy):
     command: str = field(default="", metadata={
         "help": "command run when retraining is requested (shell)"})
     labelled_sample: float = field(default=1.0, metadata={
-        "help": "share of labelled records, by id hash, used for accuracy"})
+        "help": "share of labelled records, by id hash, used for accuracy", "min": 0, "max": 1})
     report_runs: int = field(default=14, metadata={
-        "help": "runs in the report's history charts"})
+        "help": "runs in the report's history charts", "min": 1})
     permutation_rows: int = field(default=32, metadata={
         "help": "rows of each batch permuted for the importance of a model without "
-                "coefficients"})
+                "coefficients", "min": 2})
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
     timezone: str = field(default="UTC", metadata={
         "help": "time zone whose yesterday a run without --date scores (IANA name)",
+        "nonempty": True,
         "label": "Time zone of a run without date (IANA)",
         "regex": "^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$"})
 
@@ -128,13 +131,13 @@ class DataflowConfig:
     machine_type: str = field(default="", metadata={
         "help": "worker machine type, e.g. n2-standard-4"})
     max_num_workers: int = field(default=0, metadata={
-        "help": "most worker VMs (also shares out the rate limit)"})
+        "help": "most worker VMs (also shares out the rate limit)", "min": 0})
     sdk_container_image: str = field(default="", metadata={
         "help": "the workers' container image (this repository's Dockerfile)"})
     setup_file: str = field(default="", metadata={
         "help": "setup.py to install on the workers instead of an image"})
     number_of_worker_harness_threads: int = field(default=0, metadata={
-        "help": "threads per worker VM (0 = Beam's default)"})
+        "help": "threads per worker VM (0 = Beam's default)", "min": 0})
     experiments: list[str] = field(default_factory=list, metadata={
         "help": "Dataflow experiments, comma-separated"})
 
@@ -168,20 +171,22 @@ def _section(cls: type, help: str, template: bool = True) -> Any:
 class Config:
     runner: str = field(default="FnApiRunner", metadata={
         "help": "Beam runner: a name (FnApiRunner, DataflowRunner, PortableRunner ...) or a "
-                "class path", "template": False})
+                "class path", "nonempty": True, "template": False})
     input_root: str = field(default="var/landing", metadata={
-        "help": "root of the dt=YYYY-MM-DD tranche folders, local or gs://",
+        "help": "root of the dt=YYYY-MM-DD tranche folders, local or gs://", "nonempty": True,
         "label": "Input root (gs://)", "regex": _GCS, "note": _DATAFLOW_PATH.format("read")})
     output_dir: str = field(default="var/output", metadata={
         "help": "where Parquet predictions, JSONL dead letters and run summaries go",
+        "nonempty": True,
         "label": "Output directory (gs://)", "regex": _GCS,
         "note": _DATAFLOW_PATH.format("write")})
     registry: str = field(default="var/registry", metadata={
-        "help": "model registry root, local or gs://", "label": "Model registry root (gs://)",
+        "help": "model registry root, local or gs://", "nonempty": True,
+        "label": "Model registry root (gs://)",
         "regex": _GCS, "note": _DATAFLOW_PATH.format("read")})
     db: str = field(default="sqlite:///var/beamscore.db", metadata={
         "help": "sqlite:///relative/path, sqlite:////absolute/path or "
-                "postgresql://user@host:port/db (never a password)",
+                "postgresql://user@host:port/db (never a password)", "nonempty": True,
         "label": "PostgreSQL URL (no password)",
         "regex": "^postgresql://[A-Za-z0-9._~%-]+@[A-Za-z0-9.-]+(:[0-9]{1,5})?"
                  "/[A-Za-z0-9_.-]+$",
@@ -193,13 +198,13 @@ class Config:
         "label": "Model",
         "regex": "^[A-Za-z0-9][A-Za-z0-9._-]*(:[A-Za-z0-9][A-Za-z0-9._-]*)?$"})
     workers: int = field(default=1, metadata={
-        "help": "local worker processes", "template": False})
+        "help": "local worker processes", "min": 1, "template": False})
     batch_size: int = field(default=4096, metadata={
-        "help": "documents per batch through read, validation, inference and write",
+        "help": "documents per batch through read, validation, inference and write", "min": 1,
         "label": "Batch size (documents)"})
     max_dead_letter_ratio: float = field(default=0.05, metadata={
         "help": "exit 4, and leave a tranche failed, above this share of dead letters",
-        "label": "Maximum dead-letter ratio", "regex": "^(0([.][0-9]+)?|1([.]0+)?)$",
+        "label": "Maximum dead-letter ratio", "min": 0, "max": 1,
         "note": "Between 0 and 1."})
     allow_empty_tranches: bool = field(default=False, metadata={
         "help": "a tranche whose files hold no record completes (exit 0) instead of being "
@@ -210,14 +215,14 @@ class Config:
         "label": "Rescore completed tranches", "note": "true or false."})
     progress_seconds: float = field(default=30.0, metadata={
         "help": "log job-wide progress (and each worker's) at least this often (seconds)",
-        "template": False})
+        "min": 0, "template": False})
     wave_records: int = field(default=2_000_000, metadata={
         "help": "records per wave of whole tranches, one pipeline each, its tranches "
                 "completed when it ends (0: the run is one wave)",
-        "template": False})
+        "min": 0, "template": False})
     local_engine: str = field(default="fork", metadata={
         "help": "workers > 1 on FnApiRunner: fork (from a pre-imported server) or spawn "
-                "(Beam's multi_processing)", "template": False})
+                "(Beam's multi_processing)", "choices": ("fork", "spawn"), "template": False})
     fields: FieldNames = _section(FieldNames, "the input's field names")
     validation: ValidationConfig = _section(
         ValidationConfig, "records dead-lettered before inference")
@@ -277,14 +282,15 @@ _FLAGS: dict[str, str] = {k.name: k.flag for k in KEYS}
 def _coerce(key: str, value: Any, source: str, from_flag: bool = False) -> Any:
     """Check ``value`` against the schema type of ``key``; flag strings are parsed first."""
     tp = LEAVES[key]
-    if from_flag and isinstance(value, str) and tp is not str:
+    if tp is float and isinstance(value, str):
+        # flags and files alike: YAML 1.1 reads 5e-2 (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    elif from_flag and isinstance(value, str) and tp is not str:
         if tp == list[str]:
             value = [v.strip() for v in value.split(",") if v.strip()]
-        elif tp is float:
-            try:
-                value = float(value)
-            except ValueError:
-                pass
         else:
             value = yaml.safe_load(value)
     ok: bool
@@ -348,19 +354,40 @@ def _read_yaml(name_or_path: str) -> tuple[dict[str, Any], str]:
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{source}: not valid YAML {_where(exc, text)}") from None
     return data, source
+
+
+def _where(exc: yaml.YAMLError, text: str) -> str:
+    """Where a file is not valid YAML and why, in one line and without quoting the file
+    (PyYAML's own message shows its lines, and a line may hold a secret)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        problem = " ".join(str(exc.problem or exc.context or "").split())
+        if mark is not None:
+            return f"at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+        return f": {problem}"
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow
+        line = text.count("\n", 0, exc.position)
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1)
+        return (f"at line {line + 1}, column {column + 1}: {exc.reason} "
+                f"(#x{exc.character:04x})")
+    return f": {type(exc).__name__}"
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader, refusing a key given twice in one mapping (YAML itself would
-    keep the last one silently)."""
+    keep the last one silently); a merge key (``<<: *anchor``) brings in the anchor's
+    keys, which the mapping's own keys override, as YAML merges them."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False
                           ) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                key: Any = "<<"
+            else:
+                key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} given twice", key_node.start_mark)
@@ -400,30 +427,20 @@ def load_config(config: str | None = None, overrides: dict[str, Any] | None = No
     return cfg
 
 
+def _value(cfg: Config, key: str) -> Any:
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
 def _check_ranges(cfg: Config) -> None:
-    checks = [
-        ("workers", cfg.workers >= 1),
-        ("batch_size", cfg.batch_size >= 1),
-        ("wave_records", cfg.wave_records >= 0),
-        ("inference.top_k", cfg.inference.top_k >= 1),
-        ("inference.timeout_seconds", cfg.inference.timeout_seconds >= 0),
-        ("inference.timeout_ms_per_record", cfg.inference.timeout_ms_per_record >= 0),
-        ("max_dead_letter_ratio", 0.0 <= cfg.max_dead_letter_ratio <= 1.0),
-        ("sink.max_connections", cfg.sink.max_connections >= 1),
-        ("sink.batch_rows", cfg.sink.batch_rows >= 1),
-        ("sink.max_rows_per_second", cfg.sink.max_rows_per_second >= 0),
-        ("sink.lease_seconds", cfg.sink.lease_seconds >= 2),
-        ("sink.connect_timeout_seconds", cfg.sink.connect_timeout_seconds >= 0),
-        ("tracking.labelled_sample", 0.0 <= cfg.tracking.labelled_sample <= 1.0),
-        ("tracking.significance", 0.0 < cfg.tracking.significance < 1.0),
-        ("tracking.consecutive", cfg.tracking.consecutive >= 1),
-        ("tracking.permutation_rows", cfg.tracking.permutation_rows >= 2),
-        ("validation.max_text_chars", cfg.validation.max_text_chars >= 1),
-        ("local_engine", cfg.local_engine in ("fork", "spawn")),
-    ]
-    for key, ok in checks:
-        if not ok:
-            raise ConfigError(f"key '{key}' is out of range")
+    """Every key's value against the range its schema declares (``Key.problem``), then
+    what no single key's range says."""
+    for key in KEYS:
+        problem = key.problem(_value(cfg, key.name))
+        if problem:
+            raise ConfigError(f"key '{key.name}' {problem}")
     try:
         zoneinfo.ZoneInfo(cfg.schedule.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
@@ -437,15 +454,9 @@ def _check_ranges(cfg: Config) -> None:
             "key 'db' must not contain a password; set it in the environment variable "
             f"named by sink.password_env ({cfg.sink.password_env})"
         )
-    if cfg.sink.redis_url and _url_has_password(cfg.sink.redis_url):
-        raise ConfigError("key 'sink.redis_url' must not contain a password "
-                          "(redis://host:port/db)")
-
-
-def _url_has_password(url: str) -> bool:
-    from urllib.parse import urlsplit
-
     try:
-        return urlsplit(url).password is not None
-    except ValueError:
-        return False
+        backend_of(cfg.db)
+    except ValueError as exc:  # names the scheme, never the URL
+        raise ConfigError(f"key 'db': {exc}") from None
+    if cfg.sink.redis_url and (problem := redis_url_problem(cfg.sink.redis_url)):
+        raise ConfigError(f"key 'sink.redis_url' {problem}")

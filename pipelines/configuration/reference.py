@@ -1,7 +1,8 @@
 """The configuration reference page, docs/configuration.md, generated from the schema.
 
-Every key with its flag, type, default, help and Flex Template parameter, one table per
-section. A test fails when the committed page differs from this module's output::
+Every key with its flag, type, default, help, Flex Template parameter and the values it
+takes, one table per section. A test fails when the committed page differs from this
+module's output::
 
     python -m pipelines.configuration.reference > docs/configuration.md
 """
@@ -26,11 +27,24 @@ or a value of the wrong type fails with a message naming the key and the file (o
 it came from; so does a float that is not a finite number (`.nan`, `nan`, `.inf`, which
 would pass every range check and switch a threshold off), a section given a value that
 is not a mapping (`tracking: 5`), and a key given twice in one mapping of a file (YAML
-would keep the last silently). A section whose keys are all commented out (`tracking:`
+would keep the last silently). A float may be written `5e-2` in a file as on the
+command line. Merge keys (`<<: *anchor`) bring in an anchored mapping's keys, which the
+mapping's own keys override. A section whose keys are all commented out (`tracking:`
 alone) sets nothing. A file that cannot be read (a folder, not UTF-8) is named with
-why. A password in `db` (`user:secret@`, a `password` parameter under any spelling
-libpq decodes, a `password=` pair) or in `sink.redis_url` is refused without echoing
-it.
+why; a file that is not valid YAML is named with the line, column and problem, never
+with its text.
+
+Every key takes the values in its "allowed" column; any other value fails with a message
+naming the key, the range and the value (`key 'read.chunk_bytes' must be >= 262144, got
+1`).
+
+A password in `db` (`user:secret@`, also with an unencoded `/` in it, a `password`
+parameter under any spelling libpq decodes, a `password=` pair) or in `sink.redis_url`
+(`user:secret@`, a `password=` parameter) is refused without echoing it; so is a `db`
+URL of a scheme beamscore does not write to, naming the scheme only, and a
+`sink.redis_url` redis-py cannot read (`redis://host:abc/0`). Connection options libpq
+refuses (`?sslmode=bogus`, `?service=nosuch`) fail the command at once (exit 1), never
+waited for as a database that is down.
 
 Every key has a flag: `sink.max_rows_per_second` is `--sink-max-rows-per-second`. Keys
 marked with a template parameter are offered by the Flex Template
@@ -38,10 +52,12 @@ marked with a template parameter are offered by the Flex Template
 config overlay. The template also takes `date`, `from`, `to` and `config`.
 
 No secret is ever a config value: `db` must not contain a password, which is read from
-the environment variable named by `sink.password_env`.
+the environment variable named by `sink.password_env`; a Redis server for
+`sink.redis_url` must take connections without a password (e.g. reached only over a
+private network).
 """
-_HEADER = ["| key | flag | type | default | template parameter | description |",
-           "|---|---|---|---|---|---|"]
+_HEADER = ["| key | flag | type | default | template parameter | description | allowed |",
+           "|---|---|---|---|---|---|---|"]
 
 
 def _value(value: Any) -> str:
@@ -61,7 +77,7 @@ def _cell(text: str) -> str:
 def _row(key: Key) -> str:
     parameter = f"`{key.parameter}`" if key.template else "-"
     cells = [f"`{key.name}`", f"`{key.flag}`", key.type_name, f"`{_value(key.default)}`",
-             parameter, _cell(key.help)]
+             parameter, _cell(key.help), _cell(key.allowed) or "any"]
     return "| " + " | ".join(cells) + " |"
 
 

@@ -10,9 +10,15 @@ the Flex Template (deploy/flex-template/metadata.json) say about it::
 - ``help``: one line, shown by ``--help``, the reference page and the template.
 - ``template``: False when the Flex Template does not offer the key as a parameter
   (absent: it does). On a section field of ``Config`` it hides the whole section.
+- ``min``, ``max`` (inclusive), ``above``, ``below`` (exclusive): the range of a
+  number; every int and float key declares its lower bound. ``nonempty``: a str key
+  that must not be empty, or a list whose items must not be. ``choices``: the values a
+  str key may take. ``Key.problem`` is the one check of a value against these, made
+  for every key whenever a config is loaded.
 - ``label``, ``regex``, ``note``: for a template parameter, its label, the regex its
-  value must match (default for int: a positive integer, float: a non-negative number,
-  bool: true or false) and a sentence the template adds to the help.
+  value must match (default: derived from the type and range: a positive or
+  non-negative integer, a non-negative number, one between 0 and 1; bool: true or
+  false) and a sentence the template adds to the help.
 - ``config``: False on a field that is not a config key at all.
 """
 
@@ -25,8 +31,9 @@ from typing import Any
 
 METAVARS = {int: "N", float: "X", bool: "true|false", str: "TEXT", list[str]: "A,B"}
 TYPE_NAMES = {int: "int", float: "float", bool: "bool", str: "str", list[str]: "list of str"}
-DEFAULT_REGEXES = {int: "^[1-9][0-9]*$", float: "^[0-9]+([.][0-9]+)?$",
-                   bool: "^(true|false)$"}
+_POSITIVE_INT, _NATURAL, _INT = "^[1-9][0-9]*$", "^(0|[1-9][0-9]*)$", "^-?(0|[1-9][0-9]*)$"
+_NON_NEGATIVE, _UNIT, _NUMBER = ("^[0-9]+([.][0-9]+)?$", "^(0([.][0-9]+)?|1([.]0+)?)$",
+                                 "^-?[0-9]+([.][0-9]+)?$")
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,40 @@ class Key:
     label: str = ""
     regex: str = ""
     note: str = ""
+    min: float | None = None
+    max: float | None = None
+    above: float | None = None
+    below: float | None = None
+    nonempty: bool = False
+    choices: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> str:
+        """The values the key takes, in words (``>= 1``, ``> 0 and < 1``); "" for any
+        value of its type."""
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        if self.nonempty:
+            return "a list of non-empty names" if self.type == list[str] else "non-empty"
+        bounds = [f"{op} {_number(v)}" for op, v in ((">=", self.min), (">", self.above),
+                                                     ("<=", self.max), ("<", self.below))
+                  if v is not None]
+        return " and ".join(bounds)
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` (of the key's type) is not allowed, as the end of a sentence
+        naming the key (``must be >= 1, got 0``); None when it is allowed."""
+        if self.choices:
+            ok = value in self.choices
+        elif self.nonempty:
+            ok = all(v.strip() for v in value) if isinstance(value, list) \
+                else bool(value.strip())
+        else:
+            ok = ((self.min is None or value >= self.min)
+                  and (self.above is None or value > self.above)
+                  and (self.max is None or value <= self.max)
+                  and (self.below is None or value < self.below))
+        return None if ok else f"must be {self.allowed}, got {value!r}"
 
     @property
     def flag(self) -> str:
@@ -68,6 +109,28 @@ class Section:
     name: str
     help: str
     template: bool
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _regex(tp: Any, meta: Any) -> str:
+    """A template parameter's default regex: what its type and range allow, as far as a
+    regex says it simply (the range itself is checked when the config is loaded)."""
+    low = meta.get("min", meta.get("above"))
+    if tp is bool:
+        return "^(true|false)$"
+    if tp is int:
+        if low is None:
+            return _INT
+        return _POSITIVE_INT if low >= 1 or meta.get("above") == 0 else \
+            (_NATURAL if low >= 0 else _INT)
+    if tp is float:
+        if low is None or low < 0:
+            return _NUMBER
+        return _UNIT if meta.get("max") == 1 else _NON_NEGATIVE
+    return ""
 
 
 def is_key(f: dataclasses.Field[Any]) -> bool:
@@ -103,5 +166,8 @@ def keys(cls: type, prefix: str = "", template: bool = True) -> list[Key]:
         out.append(Key(
             name=prefix + f.name, section=prefix.rstrip("."), type=tp, default=_default(f),
             help=meta.get("help", ""), template=exposed, label=meta.get("label", ""),
-            regex=meta.get("regex", DEFAULT_REGEXES.get(tp, "")), note=meta.get("note", "")))
+            regex=meta.get("regex", _regex(tp, meta)), note=meta.get("note", ""),
+            min=meta.get("min"), max=meta.get("max"), above=meta.get("above"),
+            below=meta.get("below"), nonempty=meta.get("nonempty", False),
+            choices=tuple(meta.get("choices", ()))))
     return out

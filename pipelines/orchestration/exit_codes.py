@@ -24,7 +24,12 @@ from collections.abc import Callable
 
 from models.registry import RegistryError
 from pipelines.configuration.config import ConfigError
-from store.database import AccessDenied, SchemaMismatch, TransientDatabaseError
+from store.database import (
+    AccessDenied,
+    BadConnectionOptions,
+    SchemaMismatch,
+    TransientDatabaseError,
+)
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_MISSING, EXIT_DEAD_LETTERS, EXIT_BUSY = 0, 1, 2, 3, 4, 5
 EXIT_RETRAIN = 6
@@ -56,7 +61,7 @@ def guarded(command: Callable[[], int]) -> int:
         print(f"beamscore: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (ConfigError, RegistryError, LaunchError, FileNotFoundError, ValueError,
-            AccessDenied, SchemaMismatch) as exc:
+            AccessDenied, BadConnectionOptions, SchemaMismatch) as exc:
         print(f"beamscore: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:  # noqa: BLE001 - a failed pipeline: the run is marked failed

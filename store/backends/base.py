@@ -15,7 +15,9 @@ from those. Every error a backend raises is one of:
 - ``StatementError``: the statement does not fit this database (an unknown table, no
   privilege): a bug or a misconfiguration, neither retried nor blamed on the rows. Its
   subclass ``AccessDenied`` is a connection the server refused for its role, password
-  or database: waiting cannot fix it, so opening a database never waits for it;
+  or database, ``BadConnectionOptions`` a URL whose connection options the client
+  refuses before trying any server (an sslmode it does not know, an undefined
+  service): waiting cannot fix either, so opening a database never waits for them;
   ``SchemaMismatch`` a table that is not the one beamscore writes (a column missing or
   of another type: made by hand or altered), found when the schema is checked.
 
@@ -28,6 +30,7 @@ took over, can never change the rows of the run that took over.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -62,6 +65,12 @@ class AccessDenied(StatementError):
     password."""
 
 
+class BadConnectionOptions(StatementError):
+    """The client refused the URL's connection options before trying any server (an
+    option value it does not know, a service not defined, a port that is no number):
+    the message names the URL (redacted) and the problem."""
+
+
 class SchemaMismatch(StatementError):
     """A table of the database is not the one beamscore writes: the message names each
     column missing or of another type."""
@@ -91,19 +100,28 @@ def _is_password(name: str) -> bool:
     return name.lower() == "password"
 
 
+# ``scheme://user:...@``: a user name, a colon, then anything up to the last "@"; what a
+# password looks like even where it holds an unencoded "/", "?" or "#" (at which a URL
+# parser, and libpq, end the host part, so that they would not see it as a password).
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*:)(.*)@", re.DOTALL)
+
+
+def has_userinfo_password(url: str) -> bool:
+    """Whether ``url`` holds a ``user:secret@`` part before its host, however the secret
+    is spelt."""
+    return _USERINFO.match(url) is not None
+
+
 def redact(url: str) -> str:
-    """The URL without any password, for logs: the one of ``user:secret@`` and the value
-    of any ``password`` parameter, its name decoded as libpq decodes it."""
+    """The URL without any password, for logs: the one of ``user:secret@`` (everything
+    from the user name's colon to the last "@", whatever it holds) and the value of any
+    ``password`` parameter, its name decoded as libpq decodes it."""
+    url = _USERINFO.sub(r"\1***@", url)
     parts = urlsplit(url)
-    secret_query = any(_is_password(k) for k, _ in _parameters(parts.query))
-    if parts.password is None and not secret_query:
+    if not any(_is_password(k) for k, _ in _parameters(parts.query)):
         return url
-    if parts.password is not None:
-        parts = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@"))
-    if secret_query:
-        query = [(k, "***" if _is_password(k) else v) for k, v in _parameters(parts.query)]
-        parts = parts._replace(query="&".join(f"{k}={v}" for k, v in query))
-    return parts.geturl()
+    query = [(k, "***" if _is_password(k) else v) for k, v in _parameters(parts.query)]
+    return parts._replace(query="&".join(f"{k}={v}" for k, v in query)).geturl()
 
 
 class Database:
@@ -126,15 +144,11 @@ class Database:
 
     @classmethod
     def carries_password(cls, url: str) -> bool:
-        """Whether ``url`` holds a password (``user:secret@`` or a ``password``
-        parameter, its name percent-decoded)."""
-        parts = urlsplit(url)
-        try:
-            if parts.password is not None:
-                return True
-        except ValueError:
-            pass
-        return any(_is_password(k) for k, _ in _parameters(parts.query))
+        """Whether ``url`` holds a password (``user:secret@``, even with an unencoded
+        "/" in it, or a ``password`` parameter, its name percent-decoded)."""
+        if has_userinfo_password(url):
+            return True
+        return any(_is_password(k) for k, _ in _parameters(urlsplit(url).query))
 
     @classmethod
     def exists(cls, url: str) -> bool:

@@ -10,7 +10,9 @@ took. Times are ``timestamptz``, documents ``jsonb``.
 
 Errors are classified by SQLSTATE, never by message text (``classify_pg_error``),
 except where psycopg gives none: a connection the server refuses for its role, password
-or database is ``AccessDenied`` (``refused_access``), never transient.
+or database is ``AccessDenied`` (``refused_access``), connection options libpq refuses
+before trying a server (``sslmode=bogus``, ``service=nosuch``) are
+``BadConnectionOptions``; neither is transient.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from urllib.parse import urlsplit
 
 from store.backends.base import (
     AccessDenied,
+    BadConnectionOptions,
     Database,
     DatabaseUnreachable,
     Fence,
@@ -82,12 +85,17 @@ _REFUSAL_LINES = (
                          r'|(Ident|Peer|GSSAPI|SSPI|certificate) authentication failed '
                          r'for user "')),
 )
+# How libpq starts the error of a server it tried to reach (since libpq 14; before:
+# "could not connect to server"): any other error of PQconnectStart is the options'.
+_SERVER_TRIED = ("connection to server ", "could not connect to server")
 _MIGRATION_LOCK = 7466342  # advisory lock: one migrator at a time
 
 
 def classify_pg_error(exc: BaseException) -> type[Exception]:
     """The kind of a psycopg error: by its SQLSTATE; an error without one was raised
-    by the client (a connection that broke or closed, a value it cannot send)."""
+    by the client: connection options it refused before trying any server
+    (``BadConnectionOptions``), a connection that broke or closed, a value it cannot
+    send."""
     import psycopg
 
     state = getattr(exc, "sqlstate", None)
@@ -96,6 +104,8 @@ def classify_pg_error(exc: BaseException) -> type[Exception]:
             if state[:length] in _SQLSTATES:
                 return _SQLSTATES[state[:length]]
         return StatementError
+    if _options_refused(exc):
+        return BadConnectionOptions
     if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
         return DatabaseUnreachable  # refused, broken or closed by the client
     if isinstance(exc, psycopg.DataError):
@@ -115,6 +125,26 @@ def _startup_sqlstate(exc: BaseException) -> str | None:
         return "28P01"
     text = str(exc)
     return next((code for code, line in _REFUSAL_LINES if line.search(text)), None)
+
+
+def _options_refused(exc: BaseException) -> bool:
+    """Whether libpq refused the connection options themselves, before trying any
+    server: its PQconnectStart failed (psycopg's error then carries the connection it
+    never polled, status BAD) with an error that is not about a server it tried (libpq
+    starts those with the server it tried: a missing Unix socket fails there too)."""
+    from psycopg import pq
+
+    pgconn = getattr(exc, "pgconn", None)
+    if not isinstance(pgconn, pq.PGconn) or pgconn.status != pq.ConnStatus.BAD:
+        return False
+    return not _text(pgconn.error_message).lstrip().startswith(_SERVER_TRIED)
+
+
+def _problem(exc: BaseException) -> str:
+    """libpq's own line for a refused option (``invalid sslmode value: "x"``)."""
+    pgconn = getattr(exc, "pgconn", None)
+    text = _text(getattr(pgconn, "error_message", b"")) or str(exc)
+    return " ".join(text.split())
 
 
 def refused_access(exc: BaseException, url: str, password_env: str) -> AccessDenied | None:
@@ -197,7 +227,7 @@ class PostgresDatabase(Database):
         from store.backends import pg_copy
 
         parts = urlsplit(url)
-        if parts.password is not None:
+        if self.carries_password(url):
             raise ValueError("the database URL must not contain a password; use "
                              f"the environment variable {password_env}")
         kwargs: dict[str, Any] = {
@@ -224,7 +254,14 @@ class PostgresDatabase(Database):
             refused = refused_access(exc, url, password_env)
             if refused is not None:
                 raise refused from exc
-            raise classify_pg_error(exc)(f"cannot connect to {redact(url)}: {exc}") from exc
+            # a URL libpq cannot parse (an unknown parameter) is refused at connect only
+            kind = BadConnectionOptions if isinstance(exc, psycopg.ProgrammingError) \
+                else classify_pg_error(exc)
+            if kind is BadConnectionOptions:
+                raise kind(f"cannot connect to {redact(url)}: the URL's connection options "
+                           "are invalid (not retried, waiting cannot fix it; fix `db`): "
+                           f"{_problem(exc)}") from exc
+            raise kind(f"cannot connect to {redact(url)}: {exc}") from exc
         pg_copy.register(self.conn.adapters)
 
     @classmethod

@@ -594,3 +594,24 @@ def test_train_refuses_an_invalid_model_name_before_training(tmp_path: Path) -> 
                      "--registry", str(tmp_path / "reg"), model=None)
     assert result.rc == 1
     assert "invalid model name '<script>'" in result.err
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "two"])
+def test_runs_list_refuses_a_limit_below_1(limit: str, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """SQLite reads LIMIT -1 as no limit, PostgreSQL refuses it: a usage error first."""
+    from pipelines.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["runs", "list", "--limit", limit, "--db", f"sqlite:///{tmp_path / 'l.db'}"])
+    assert exc.value.code == 2
+    assert "argument --limit: " in capsys.readouterr().err
+
+
+def test_connection_options_libpq_refuses_exit_1_at_once_naming_db() -> None:
+    from tests.postgres import PG
+
+    url = f"{PG}/test?sslmode=bogus"
+    result = run_cli("runs", "list", "--db", url, "--sink-connect-timeout-seconds", "300")
+    assert result.rc == 1, result.err
+    assert 'invalid sslmode value: "bogus"' in result.err and "`db`" in result.err

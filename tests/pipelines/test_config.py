@@ -214,3 +214,114 @@ def test_a_local_run_or_one_without_a_worker_bound_is_cut_for_its_workers() -> N
     assert load_config("dataflow", {"dataflow.max_num_workers": "0",
                                     "workers": "2"}).parallelism == 2
     assert load_config("dataflow").parallelism == 10 * 4  # the overlay: 10 n2-standard-4
+
+
+@pytest.mark.parametrize("key, value, allowed", [
+    ("read.chunk_bytes", "-5", ">= 262144"),  # a negative step: records lost
+    ("read.chunk_bytes", "0", ">= 262144"),
+    ("read.chunk_bytes", "1", ">= 262144"),   # 327,987 chunks for a 320 MB file
+    ("sink.max_retries", "-5", ">= 0"),
+    ("sink.statement_timeout_ms", "-1", ">= 1"),
+    ("sink.batch_bytes", "0", ">= 1"),
+    ("sink.detached_lease_seconds", "0", ">= 2"),
+    ("validation.max_payload_chars", "-3", ">= 0"),
+    ("progress_seconds", "-1", ">= 0"),
+    ("tracking.report_runs", "-1", ">= 1"),
+    ("tracking.min_records", "-4", ">= 1"),
+    ("tracking.cooldown_hours", "-5", ">= 0"),
+    ("tracking.psi", "-1", ">= 0"),
+    ("tracking.significance", "1", "> 0 and < 1"),
+    ("max_dead_letter_ratio", "1.5", ">= 0 and <= 1"),
+    ("dataflow.max_num_workers", "-3", ">= 0"),
+    ("sink.password_env", "", "non-empty"),
+    ("fields.id", "", "non-empty"),
+    ("fields.text", " ", "non-empty"),
+    ("local_engine", "thread", "one of fork, spawn"),
+])
+def test_a_value_out_of_its_key_s_range_is_refused_naming_the_range(
+        key: str, value: str, allowed: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, {key: value})
+    assert str(exc.value).startswith(f"key '{key}' must be {allowed}, got "), str(exc.value)
+
+
+def test_the_range_is_checked_for_files_and_a_list_s_items(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"key 'read.chunk_bytes' must be >= 262144, got 1$"):
+        load_config(_write(tmp_path, "read:\n  chunk_bytes: 1\n"))
+    with pytest.raises(ConfigError, match="key 'fields.metadata' must be a list of non-empty"):
+        load_config(_write(tmp_path, "fields:\n  metadata: [lang, '']\n"))
+    assert load_config(None, {"read.chunk_bytes": str(256 << 10)}).read.chunk_bytes == 256 << 10
+
+
+@pytest.mark.parametrize("text", [
+    "db: postgresql://u:s3cr3t-pw@h/db\ndb: postgresql://u:s3cr3t-pw@h/db\n",  # twice
+    "workers: 2\ndb: 'postgresql://u:s3cr3t-pw@h/db\n",                        # unterminated
+    "sink:\n  batch_rows: 2\n db: postgresql://u:s3cr3t-pw@h/db\n",             # indentation
+    "db: postgresql://u:s3cr3t-pw@h/db\x07\n",                                  # a control char
+])
+def test_a_file_that_is_not_yaml_is_named_with_line_and_column_never_its_text(
+        tmp_path: Path, text: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    message = str(exc.value)
+    assert message.startswith(f"{path}: not valid YAML at line ")
+    assert ", column " in message and "\n" not in message, message
+    assert "s3cr3t-pw" not in message and "<unicode string>" not in message
+
+
+def test_merge_keys_bring_in_an_anchor_s_keys_and_a_key_twice_is_still_refused(
+        tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, "tracking: &t\n  psi: 0.3\n  ks: 0.2\n"
+                                       "sink: {<<: {max_retries: 2, batch_rows: 7}, "
+                                       "batch_rows: 10}\n"))
+    assert (cfg.sink.max_retries, cfg.sink.batch_rows) == (2, 10)
+    assert (cfg.tracking.psi, cfg.tracking.ks) == (0.3, 0.2)
+    with pytest.raises(ConfigError, match="key 'batch_rows' given twice"):
+        load_config(_write(tmp_path, "sink: {<<: {max_retries: 2}, batch_rows: 7, "
+                                     "batch_rows: 8}\n"))
+
+
+def test_a_float_in_exponent_form_is_a_float_in_a_file_too(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, "max_dead_letter_ratio: 5e-2\ntracking:\n"
+                                       "  psi: 1E-1\n"))
+    assert cfg.max_dead_letter_ratio == pytest.approx(0.05)
+    assert cfg.tracking.psi == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match="'max_dead_letter_ratio' must be of type finite"):
+        load_config(_write(tmp_path, "max_dead_letter_ratio: five\n"))
+
+
+@pytest.mark.parametrize("url, scheme", [("mysql://u:hunter2@127.0.0.1/test", None),
+                                         ("postgresql+psycopg://u:hunter2@127.0.0.1/t", None),
+                                         ("mysql://u@127.0.0.1/test?x=hunter2", "mysql")])
+def test_a_db_of_another_scheme_is_refused_without_echoing_it(url: str,
+                                                              scheme: str | None) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, {"db": url})
+    assert "'db'" in str(exc.value) and "hunter2" not in str(exc.value)
+    if scheme:
+        assert f"scheme '{scheme}'" in str(exc.value)
+
+
+def test_a_password_with_an_unencoded_slash_is_a_password() -> None:
+    """libpq ends the host part at the "/": it would read host "beamscore", port
+    "pa", and every log line would show the rest."""
+    with pytest.raises(ConfigError, match="key 'db' must not contain a password") as exc:
+        load_config(None, {"db": "postgresql://beamscore:pa/ss@127.0.0.1:5432/db"})
+    assert "pa/ss" not in str(exc.value)
+
+
+@pytest.mark.parametrize("url, problem", [
+    ("redis://127.0.0.1:6379/0?password=s3cr3t-pw", "must not contain a password"),
+    ("redis://127.0.0.1:6379/0?pass%77ord=s3cr3t-pw", "must not contain a password"),
+    ("redis://default:s3cr3t-pw@127.0.0.1:6379/0", "must not contain a password"),
+    ("redis://:s3cr/3t-pw@127.0.0.1:6379/0", "must not contain a password"),
+    ("redis://127.0.0.1:abc/0", "is not a Redis URL"),
+    ("http://127.0.0.1:6379/0", "is not a Redis URL"),
+])
+def test_a_redis_url_redis_py_would_read_a_password_from_or_cannot_read_is_refused(
+        url: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, {"sink.redis_url": url})
+    assert str(exc.value).startswith(f"key 'sink.redis_url' {problem}"), str(exc.value)
+    assert "s3cr" not in str(exc.value)

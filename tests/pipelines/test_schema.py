@@ -146,3 +146,10 @@ def test_base_yaml_sets_only_values_that_differ_from_the_defaults() -> None:
 def test_no_model_is_configured_for_the_local_environment(name: str) -> None:
     assert "model" not in bundled_config(name)
 
+
+
+def test_every_number_declares_its_range_and_every_default_is_in_it() -> None:
+    for key in KEYS:
+        if key.type in (int, float):
+            assert key.min is not None or key.above is not None, key.name
+        assert key.problem(key.default) is None, (key.name, key.default)

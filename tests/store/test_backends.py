@@ -119,5 +119,5 @@ def test_connect_picks_the_backend_by_scheme(tmp_path: Path) -> None:
     db = connect(f"sqlite:///{tmp_path / 'c.db'}")
     assert isinstance(db, SQLiteDatabase) and db.placeholder == "?"
     db.close()
-    with pytest.raises(ValueError, match="mysql://h/d"):
+    with pytest.raises(ValueError, match="unsupported database URL \\(scheme .mysql.\\)"):
         connect("mysql://h/d")

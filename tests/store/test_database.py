@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from store.backends.sqlite import sqlite_path
-from store.database import backend_of, connect_existing, database_identity, redact
+from store.database import (
+    backend_of,
+    carries_password,
+    connect_existing,
+    database_identity,
+    redact,
+)
 
 
 @pytest.mark.parametrize("url, backend", [("sqlite:///var/b.db", "sqlite"),
@@ -19,9 +25,29 @@ def test_the_backend_is_named_by_the_scheme(url: str, backend: str) -> None:
     assert backend_of(url) == backend
 
 
-def test_another_scheme_is_refused_naming_the_url() -> None:
-    with pytest.raises(ValueError, match="mysql://h/d"):
-        backend_of("mysql://h/d")
+@pytest.mark.parametrize("url", ["mysql://u:hunter2@127.0.0.1/test",
+                                 "postgresql+psycopg://u:hunter2@127.0.0.1/test"])
+def test_another_scheme_is_refused_naming_the_scheme_only(url: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        backend_of(url)
+    scheme = url.partition(":")[0]
+    assert f"scheme '{scheme}'" in str(raised.value)
+    assert "hunter2" not in str(raised.value) and "127.0.0.1" not in str(raised.value)
+
+
+@pytest.mark.parametrize("url, shown", [
+    # libpq and urlsplit end the host part at the "/": no password to them, one to us
+    ("postgresql://beamscore:pa/ss@127.0.0.1:5432/db", "postgresql://beamscore:***@127.0.0.1:5432/db"),
+    ("postgresql://u:p?a#ss@h/db", "postgresql://u:***@h/db"),
+    ("postgresql://u:p@ss@h/db", "postgresql://u:***@h/db"),
+    ("mysql://u:hunter2@127.0.0.1/test", "mysql://u:***@127.0.0.1/test"),
+    ("postgresql://u@h/db?sslmode=require&password=pa/ss", "postgresql://u@h/db?sslmode=require&password=***"),
+    ("postgresql://u@h:5432/db", "postgresql://u@h:5432/db"),
+    ("sqlite:////srv/a:b@c.db", "sqlite:////srv/a:b@c.db"),
+])
+def test_a_password_is_found_and_redacted_however_it_is_spelt(url: str, shown: str) -> None:
+    assert redact(url) == shown
+    assert carries_password(url) is ("***" in shown)
 
 
 def test_three_slashes_are_relative_and_four_absolute() -> None:

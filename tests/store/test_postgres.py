@@ -3,6 +3,7 @@ error classes."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -302,3 +303,34 @@ def test_refusals_are_read_from_the_sqlstate_or_the_missing_password_flag() -> N
     assert refused_access(psycopg.OperationalError(
         'connection failed: FATAL:  Peer authentication failed for user "scorer"'),
         url, "PGPASSWORD") is not None
+
+
+@pytest.mark.parametrize("options, problem", [
+    ("sslmode=bogus", 'invalid sslmode value: "bogus"'),
+    ("service=beamscore_no_such_service", 'service "beamscore_no_such_service" not found'),
+    ("target_session_attrs=bogus", "invalid target_session_attrs value"),
+    ("no_such_option=1", 'invalid URI query parameter: "no_such_option"'),
+])
+def test_connection_options_libpq_refuses_fail_at_once(options: str, problem: str) -> None:
+    """libpq refuses these before trying any server: a misconfiguration (exit 1 at once),
+    not a database that is down (exit 75 after the connect window)."""
+    from urllib.parse import urlsplit
+
+    from store.database import BadConnectionOptions
+    from tests.postgres import PG
+
+    clock = _Clock()
+    with pytest.raises(BadConnectionOptions) as raised:
+        _open_within(f"postgresql://{urlsplit(PG).netloc}/test?{options}", 300.0, clock)
+    assert clock.slept == []
+    assert problem in str(raised.value) and "`db`" in str(raised.value)
+    assert not isinstance(raised.value, TransientDatabaseError)
+
+
+def test_a_missing_unix_socket_stays_transient(tmp_path: Path) -> None:
+    """libpq fails a Unix socket that is not there at once too, but it tried a server:
+    a database that is down (or not started yet), waited for."""
+    clock = _Clock()
+    with pytest.raises(TransientDatabaseError):
+        _open_within(f"postgresql://{str(tmp_path).replace('/', '%2F')}/test", 5.0, clock)
+    assert clock.slept and clock.now == pytest.approx(5.0)
