@@ -12,7 +12,12 @@ applying each step to the whole Series with pandas' ``.str`` methods in turn
 combination of settings, and a property test a batch against each text alone).
 Preprocessing is idempotent: a text already prepared comes out unchanged
 (property-tested), so a cut at a space after collapsing whitespace also drops that
-space.
+space. That takes ``version`` 2 (the default, recorded with every model since): NFKC,
+control characters, HTML tags and the case are applied again until the text no longer
+changes, since removing one can make another (``<a<a>>`` leaves the tag ``<a >``;
+``<\x01p>`` leaves ``<p>``; ``e\x01\u0301`` leaves a pair NFKC composes). Version 1,
+the order of models whose metadata names no version, applies each step once, in the
+order NFKC, tags, control characters, whitespace, case, cut.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ HTML_TAG_PATTERN = r"<!--.*?-->|</?[A-Za-z][A-Za-z0-9-]*(?:\s[^<>]{0,2000})?/?>"
 CONTROL_PATTERN = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
 _HTML_RE = re.compile(HTML_TAG_PATTERN)
 _CONTROL_RE = re.compile(CONTROL_PATTERN)
+VERSION = 2  # of the steps' order, recorded in every model's metadata
+_MAX_PASSES = 16  # a bound on the passes to stability (two or three in practice)
 
 
 @dataclass(frozen=True)
@@ -45,27 +52,46 @@ class PreprocessConfig:
     lowercase: bool = field(default=False, metadata={"help": "train: lowercase the text"})
     truncate_chars: int = field(default=10_000, metadata={"min": 0,
         "help": "train: cut preprocessed text to this length (0 = no cut)"})
+    version: int = field(default=VERSION, metadata={"min": 1, "max": VERSION,
+        "help": "train: 2 repeats the steps until the text is stable (idempotent); 1 once"})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
+        """The settings a model's metadata records; without a version, version 1 (what
+        models registered before versions were recorded saw)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown preprocessing settings in model metadata: {sorted(unknown)}")
-        return cls(**data)
+        return cls(**({"version": 1} | data))
 
 
-def preprocess_text(text: str, cfg: PreprocessConfig) -> str:
-    """The configured steps, in a fixed order, on one str."""
+def _clean(text: str, cfg: PreprocessConfig) -> str:
+    """NFKC, tags, control characters, each once, in that order."""
     if cfg.nfkc and not text.isascii():  # ASCII text is always NFKC-normal
         text = unicodedata.normalize("NFKC", text)
     if cfg.strip_html and "<" in text:  # every tag and comment starts with "<"
         text = _HTML_RE.sub(" ", text)
     if cfg.strip_control and _CONTROL_RE.search(text):
         text = _CONTROL_RE.sub("", text)
+    return text
+
+
+def preprocess_text(text: str, cfg: PreprocessConfig) -> str:
+    """The configured steps, in a fixed order, on one str."""
+    if cfg.version < 2:
+        text = _clean(text, cfg)
+    else:  # until stable: a pass only removes, composes or lowers characters
+        for _ in range(_MAX_PASSES):
+            cleaned = _clean(text, cfg)
+            if cfg.lowercase:
+                cleaned = cleaned.lower()
+            if cleaned == text:
+                break
+            text = cleaned
     if cfg.collapse_whitespace:
         # Same as re.sub(r"\s+", " ", text).strip(): \s, str.split() and str.strip()
         # all use str.isspace().
