@@ -46,6 +46,18 @@ def migrate(execute: Execute, dialect: Dialect) -> None:
     _create_tables(execute, dialect)  # tables a later version added
 
 
+def not_tables(execute: Execute, dialect: Dialect) -> list[str]:
+    """The names of beamscore's tables that stand for something else where beamscore
+    looks for them (a view or a sequence of that name first on PostgreSQL's search path,
+    a view in SQLite): creating or writing the table would fail on it."""
+    found = []
+    for table in TABLES:
+        for (kind,) in execute(dialect.relation_kind(), [table.name]):
+            if not str(kind).startswith("table"):
+                found.append(f"{table.name} is a {kind}, not a table")
+    return found
+
+
 def table_problems(execute: Execute, dialect: Dialect) -> list[str]:
     """What makes the database's tables other than the ones beamscore writes (made by
     hand or altered, which ``CREATE TABLE IF NOT EXISTS`` leaves as they are): a column

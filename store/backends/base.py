@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 from store.backends.dialect import Dialect
-from store.migrations import migrate, table_problems
+from store.migrations import migrate, not_tables, table_problems
 from store.schema import DEAD_LETTERS, PREDICTIONS, RUNS, Table
 
 
@@ -163,6 +163,11 @@ class Database:
         """Create or migrate the schema (``store.migrations``), once across processes;
         ``SchemaMismatch`` if a table then lacks a column or holds one of another type."""
         with self.migration_lock():
+            if problems := not_tables(self.execute, self.dialect):
+                raise SchemaMismatch(
+                    f"{'; '.join(problems)}: beamscore writes tables of those names. Rename "
+                    "or drop them, or point `db` at another database (or another schema "
+                    "first on the search path)")
             migrate(self.execute, self.dialect)
             if problems := table_problems(self.execute, self.dialect):
                 raise SchemaMismatch(

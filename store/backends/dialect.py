@@ -28,6 +28,12 @@ class Dialect:
         (parameter: the table's name)."""
         raise NotImplementedError
 
+    def relation_kind(self) -> str:
+        """A query of what a name beamscore gives a table stands for where it looks for
+        that table: one row (a kind in words: "table", "view", ...) or none (parameter:
+        the table's name)."""
+        raise NotImplementedError
+
     def accepts(self, column_type: str, found: str) -> bool:
         """Whether a column of type ``found`` (as ``columns`` reads it, lower case)
         stores the values of beamscore's logical ``column_type`` as its own type would."""

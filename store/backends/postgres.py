@@ -190,6 +190,15 @@ class PostgresDialect(OnConflictDialect):
                 "c.relname = %s AND c.relkind IN ('r', 'p') AND pg_table_is_visible(c.oid)) "
                 "AND a.attnum > 0 AND NOT a.attisdropped")
 
+    def relation_kind(self) -> str:
+        # The first relation of that name on the search path, as an unqualified name finds.
+        return ("SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' "
+                "WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'f' THEN "
+                "'foreign table' WHEN 'S' THEN 'sequence' WHEN 'i' THEN 'index' "
+                "ELSE 'relation of kind ' || c.relkind::text END || ' in schema ' || n.nspname "
+                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relname = %s AND pg_table_is_visible(c.oid)")
+
     def accepts(self, column_type: str, found: str) -> bool:
         return found.partition("(")[0] in self.type_names[column_type]
 

@@ -84,6 +84,9 @@ class SQLiteDialect(OnConflictDialect):
     def columns(self) -> str:
         return 'SELECT name, type, "notnull" AND dflt_value IS NULL FROM pragma_table_info(?)'
 
+    def relation_kind(self) -> str:
+        return "SELECT type FROM sqlite_master WHERE name = ?"
+
     def accepts(self, column_type: str, found: str) -> bool:
         """SQLite stores any value in any column, but converts it by the column's
         affinity: "007" in an INTEGER column becomes 7 (another document's id). The

@@ -169,3 +169,22 @@ def test_a_column_beamscore_does_not_write_must_not_need_a_value(
                                                  r"default, and beamscore does not write it"):
             db.init_schema()
     db.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql",
+                                                            marks=pytest.mark.postgres)])
+def test_a_view_of_a_table_name_is_refused_naming_it(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """A view named ``predictions`` where beamscore looks for its table (on PostgreSQL:
+    first on the search path) is refused before anything is created, saying what it is
+    (was: "cannot create index on relation" from the index DDL)."""
+    url = (f"sqlite:///{tmp_path / 's.db'}" if backend == "sqlite"
+           else request.getfixturevalue("pg_url"))
+    db = connect(url)
+    db.execute("CREATE VIEW predictions AS SELECT 1 AS x")
+    where = "" if backend == "sqlite" else " in schema public"
+    with pytest.raises(SchemaMismatch, match=re.escape(
+            f"predictions is a view{where}, not a table: beamscore writes tables of those "
+            "names")):
+        db.init_schema()
+    db.close()
