@@ -11,9 +11,10 @@ is not a row of its own, a quoted field spanning lines closed there and was foll
 other characters (``last" oops``): each of its lines is a rejection naming it, none is
 read as a row. A row longer than the read bound is one rejection spanning its lines,
 skipped without being held, its quoting followed as csv does (``_Quoting``: a quote
-opens a field only at its start); when the line where its quoted field closes is a row
-of its own, the quote that opened it was never closed: its first line is rejected and
-parsing resumes on the next, as for a short row.
+opens a field only at its start); when its quoted field closes against the rules
+(other characters after the closing quote) on a line that is a row of its own, the
+quote that opened it was never closed: its first line is rejected and parsing resumes
+on the next, as for a short row.
 
 Clean files take a fast path: csv.reader straight over bounded lines (no per-line
 bookkeeping), as fast as an untracked parse. The first row that fails to parse or
@@ -134,6 +135,7 @@ class _Quoting:
 
     def __init__(self) -> None:
         self.inside = False
+        self.broke = False  # the last quoted field closed was followed by other characters
         self._field_start = True
         self._quote_last = False  # inside, the text fed so far ended on a quote
 
@@ -151,6 +153,7 @@ class _Quoting:
                 i = 1  # a doubled quote: still inside
             else:
                 self.inside = self._field_start = False
+                self.broke = text[0] not in ",\r\n"
         while i < n:
             if self.inside:
                 j = text.find('"', i)
@@ -163,6 +166,7 @@ class _Quoting:
                     i = j + 2
                     continue
                 self.inside = self._field_start = False
+                self.broke = text[j + 1] not in ",\r\n"
                 i = j + 1
                 continue
             m = _OUTSIDE.search(text, i)
@@ -203,6 +207,7 @@ class _Feed:
         self.size = 0  # characters of the row
         self.long_quoting: _Quoting | None = None  # of the row an over-long line ended
         self.last_line: str | None = None  # the last line ``skip_quoted`` went past
+        self.closed_broke = False  # whether the field it closed broke the quoting rules
 
     def __iter__(self) -> _Feed:
         return self
@@ -261,7 +266,7 @@ class _Feed:
 
     def start_row(self) -> None:
         self.row, self.size, self.first, self.long_quoting = [], 0, self.lineno + 1, None
-        self.last_line = None
+        self.last_line, self.closed_broke = None, False
 
     def again(self) -> None:
         """Put back every line of the row but its first, to be parsed again."""
@@ -282,6 +287,7 @@ class _Feed:
             size = self._drain(text, size, quoting)
             self.lineno += 1
             self.last_line = text if whole else None
+        self.closed_broke = quoting.broke
         return self.lineno, size, True
 
 
@@ -364,12 +370,14 @@ def _is_row(line: str, header: list[str] | None) -> bool:
 def _over_long(feed: _Feed, bound: int, path: str, reopen: Callable[[int], _Feed] | None,
                header: list[str] | None) -> tuple[Rejection, _Feed]:
     """The rejection of a row over the bound: the lines up to where its quoted field
-    closes, or, when it never does, or closes on a line that is a row of its own (a
-    stray quote there: the quote that opened the field was the unclosed one), and the
-    file can be reread, its first line only, parsing resuming on the next."""
+    closes, or, when it never does, or closes against the quoting rules (other
+    characters follow the closing quote) on a line that is a row of its own (a stray
+    quote there, ``a 12" ruler``: the quote that opened the field was the unclosed one),
+    and the file can be reread, its first line only, parsing resuming on the next. A
+    field that closes as the rules say is one, however its last line reads."""
     first, kept, first_size = feed.first, len(feed.row), feed.size
     last, size, closed = feed.skip_quoted()
-    stray = (closed and last > first and feed.last_line is not None
+    stray = (closed and feed.closed_broke and last > first and feed.last_line is not None
              and _is_row(feed.last_line, header))
     if (closed and not stray) or reopen is None:
         return too_long(path or "CSV", first, size, bound, last), feed

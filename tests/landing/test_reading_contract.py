@@ -320,3 +320,22 @@ def test_a_column_named_twice_makes_the_file_one_dead_letter_naming_it(
         assert item.reason == (f"unreadable {fmt} file: {path}: ValueError: the {kind} names "
                                "column 'text' twice (columns 2 and 3): which one holds the "
                                "value is unknown")
+
+
+def test_a_long_quoted_field_whose_last_line_reads_like_a_row_is_one_field(
+        tmp_path: Path) -> None:
+    """A field over the bound that closes as the quoting rules say (the closing quote
+    followed by the line's end) is one dead letter, as csv reads one field, however
+    row-like its last line (``signed, the customer"``): no record is made of its lines."""
+    import csv as csv_module
+
+    path = tmp_path / "a.csv"
+    with open(path, "w", newline="") as fh:
+        writer = csv_module.writer(fh)
+        writer.writerows([["id", "text"], ["a-1", "first"],
+                          ["a-2", "Quoted log follows:\n" + "filler line\n" * 6000
+                           + "fake-1,this line is inside the quoted text\nsigned, the customer"],
+                          ["a-3", "last"]])
+    items = _items(path, "csv", max_text_chars=10)
+    assert _outline(items) == [("a-1", 1), (f"line too long: {path} lines 3-6004"[:40], 2),
+                               ("a-3", 3)]

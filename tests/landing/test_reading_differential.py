@@ -193,6 +193,8 @@ CSV_ROW = st.one_of(
               st.just(False)),
     # a quote inside an unquoted field (27" screen) is a character, short or over-long
     st.tuples(st.just("stray"), st.sampled_from([10, BOUND + 10]), LABEL, st.just(False)),
+    # a quoted field over the bound whose last line, alone, would be a row
+    st.tuples(st.just("rowlike"), st.sampled_from([BOUND + 10]), LABEL, st.booleans()),
 )
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
@@ -232,6 +234,8 @@ def _csv_row(n: int, row: tuple[str, Any, str, bool], eol: str,
             reason="malformed CSV row: expected 3 fields, got 2")
     if kind == "long":  # a quoted field holding lines shaped like rows
         body = "x" * (body // 2) + ROW_SHAPED + "y" * (body // 2)
+    if kind == "rowlike":  # its last line, `fake-1,inside text",label`, has a row's width
+        body = "x" * body + "\nfake-1,inside text"
     text = _csv_line([doc_id, body, label], eol, quote_all)
     if kind == "latin1":
         raw = text.encode().replace(doc_id.encode(), doc_id.encode() + b"\xe9", 1)
