@@ -24,22 +24,17 @@ from landing.splitters import Extent
 
 def read(chunk: Chunk, _gzipped: bool, opts: ReadOptions) -> Iterator[Item]:
     """The rows of ``chunk``; a file whose schema lacks a required column, or names a
-    column twice, raises in its first chunk (one rejection for the file) and yields
-    nothing in the others."""
+    column twice, raises in each of its chunks (one rejection per row range, standing
+    for its rows, whichever worker count cut them)."""
     with open_input(chunk.path, planned=chunk.planned) as fh:
         pf = pq.ParquetFile(fh)
         names = pf.schema_arrow.names
-        if chunk.start <= 0:
-            check_columns(names, "Parquet schema")
-        elif len(set(names)) < len(names):
-            return  # the file's first chunk rejects it
+        check_columns(names, "Parquet schema")
         missing = [c for c in opts.required if c not in names]
-        if missing and chunk.start <= 0:
+        if missing:
             raise ValueError(f"the Parquet schema has no column "
                              f"{', '.join(map(repr, missing))} (columns: "
                              f"{', '.join(names) or 'none'})")
-        if missing:
-            return
         first, last = chunk.start, (chunk.end if chunk.end >= 0 else pf.metadata.num_rows)
         groups, row_no = _row_groups(pf.metadata, first, last)  # row_no: rows before a batch
         if not groups:

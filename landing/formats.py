@@ -134,7 +134,7 @@ def read_chunk(chunk: Chunk, batch_size: int = 4096, required: tuple[str, ...] =
                max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> Iterator[Item]:
     """Every record of ``chunk`` with its position; an unreadable file (or rest of one)
     is one ``Rejection`` at position 0, and so is a file whose schema lacks one of the
-    ``required`` columns (reported by the file's first chunk only). Lines longer than
+    ``required`` columns (Parquet: one for each row range). Lines longer than
     ``line_bound(max_text_chars)`` are rejected unread.
 
     The rejection of an unreadable rest of a file carries the records it is estimated
@@ -186,7 +186,9 @@ def read_chunk(chunk: Chunk, batch_size: int = 4096, required: tuple[str, ...] =
         yield Rejection(f"unreadable {chunk.format} file: {chunk.path}{where}: "
                         f"{type(exc).__name__}: {str(exc)[:500]}", None,
                         changed=isinstance(exc, InputChanged),
-                        unread=max(0, chunk.est_rows - count - 1)), position
+                        # a changed file is not lost: its tranche is scored again
+                        unread=0 if isinstance(exc, InputChanged)
+                        else max(0, chunk.est_rows - count - 1)), position
 
 
 def _first_position(chunk: Chunk, fmt: Format) -> int:

@@ -39,6 +39,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import socket
 import tempfile
@@ -48,6 +49,8 @@ from collections.abc import Callable
 from typing import Any
 
 from store.backends.base import TransientDatabaseError, has_userinfo_password
+
+_LOG = logging.getLogger(__name__)
 
 
 def state_path(identity: str, suffix: str, directory: str = "") -> str:
@@ -164,7 +167,9 @@ class SlidingWindowLimiter:
         return True
 
     def done(self) -> None:
-        """The write booked by the last ``allow`` has committed (or failed)."""
+        """The write booked by the last ``allow`` has committed (or failed). A state that
+        cannot be reached now (Redis away) is not an error of the write, which is done:
+        its booking then counts until ``STALE_SECONDS``, as a dead writer's would."""
         if self._pending is None:
             return
         entry_id, self._pending = self._pending, None
@@ -175,7 +180,12 @@ class SlidingWindowLimiter:
                     e[2], e[3] = now, True
             return 0.0
 
-        self._update(commit)
+        try:
+            self._update(commit)
+        except Exception as exc:  # noqa: BLE001 - a Redis error; the write stands
+            _LOG.warning("rate limiter: could not record a commit (%s: %s); its booking "
+                         "counts until it is %.0f s old", type(exc).__name__, exc,
+                         self.STALE_SECONDS)
 
 
 _EMPTY = '{"next": 0.0, "log": []}'

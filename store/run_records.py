@@ -89,6 +89,23 @@ def finish(db: Database, run_id: str, status: str, counts: dict[str, Any]) -> bo
     return True
 
 
+def record_wave(db: Database, run_id: str, tranches: dict[str, Any]) -> None:
+    """Add the per-tranche counts of a finished wave to the record of a run still
+    running (``counts.tranches``), for its last wave's summary."""
+    record = get(db, run_id)
+    if record is not None and record.status == RUNNING:
+        done = (record.counts or {}).get("tranches", {}) | tranches
+        db.update(RUNS, {"counts": to_json({"tranches": done})},
+                  {"run_id": run_id, "status": RUNNING})
+
+
+def waves_recorded(db: Database, run_id: str) -> dict[str, Any]:
+    """The per-tranche counts the run's finished waves recorded (``record_wave``)."""
+    record = get(db, run_id)
+    return dict((record.counts or {}).get("tranches", {})) if record is not None and (
+        record.status == RUNNING) else {}
+
+
 def fail(db: Database, run_id: str, reason: str, detail: str = "") -> None:
     """Mark the run failed with ``reason`` and free its tranche leases."""
     error: dict[str, Any] = {"error": reason[:2000]}

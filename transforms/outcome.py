@@ -18,7 +18,7 @@ A run of many tranches may be scored in waves, one pipeline each
 (``pipelines.orchestration.score``): each wave completes or fails its own tranches in
 the ledger when its pipeline ends, so a run stopped in a later wave leaves them done,
 and only the last wave records the run, its summary covering every wave's tranches
-(the earlier ones' counts as the ledger holds them).
+(the earlier ones' counts as they recorded them in the run's record).
 """
 
 from __future__ import annotations
@@ -154,6 +154,7 @@ class _RecordRunFn(beam.DoFn):
             status, why = tranche_outcome(c, self._ratio)
             ledger.finish(self._run_id, tranche, status, c | ({"failed": why} if why else {}))
         if not self._wave.last:
+            run_records.record_wave(db, self._run_id, wave["tranches"])
             return wave, False
         summary = summarise(self._run_id, {**self._wave.earlier, **counts},
                             self._ratio) | self._extra
@@ -163,23 +164,11 @@ class _RecordRunFn(beam.DoFn):
 @dataclass(frozen=True)
 class Wave:
     """Where a pipeline stands in its run: the run's last (or only) wave records the
-    run; an earlier one only completes its own tranches. ``earlier``: the counts of the
-    tranches the run's earlier waves completed or failed, as the ledger holds them."""
+    run; an earlier one completes its own tranches and adds their counts to the run's
+    record (``run_records.record_wave``). ``earlier``: those counts, for the last wave."""
 
     last: bool = True
     earlier: dict[str, dict[str, int]] = field(default_factory=dict)
-
-
-def ledger_counts(db: Database, run_id: str, tranches: list[str], model_name: str,
-                  model_version: str) -> dict[str, dict[str, int]]:
-    """The counts the ledger holds of ``tranches`` that ``run_id`` finished (a wave's,
-    for the run's summary), without the failure reason."""
-    ledger, out = TrancheLedger(db), {}
-    for tranche in tranches:
-        entry = ledger.get(tranche, model_name, model_version)
-        if entry is not None and entry.run_id == run_id and entry.counts is not None:
-            out[tranche] = {k: v for k, v in entry.counts.items() if k != "failed"}
-    return out
 
 
 class SummariseRun(beam.PTransform):

@@ -177,12 +177,18 @@ def acquire_tranches(settings: PlanSettings, plan: ScorePlan, ref: ModelRef, run
     plan.cut_chunks(settings.read.chunk_bytes, settings.parallelism)
 
 
-def lost_leases(database: DatabaseSettings, plan: ScorePlan) -> list[str]:
-    """The tranches this run took that another run has taken over since (fencing)."""
-    if plan.fence is None or not plan.fence.tokens:
+def lost_leases(database: DatabaseSettings, plan: ScorePlan,
+                only: list[str] | None = None) -> list[str]:
+    """The tranches this run took (``only`` those: the ones it has not finished yet)
+    that another run has taken over since (fencing)."""
+    fence = plan.fence
+    if fence is not None and only is not None:
+        fence = dataclasses.replace(fence, tokens={t: token for t, token in
+                                                   fence.tokens.items() if t in only})
+    if fence is None or not fence.tokens:
         return []
     with opened(database, window=30) as db:
-        return TrancheLedger(db).lost(plan.fence)
+        return TrancheLedger(db).lost(fence)
 
 
 def record_lease_lost(database: DatabaseSettings, run_id: str, lost: list[str]
@@ -191,6 +197,7 @@ def record_lease_lost(database: DatabaseSettings, run_id: str, lost: list[str]
     the summary the launcher prints."""
     with opened(database) as db:
         run_records.lease_lost(db, run_id, lost)
+        TrancheLedger(db).fail_run(run_id)  # the tranches it still holds: free them
     return {"run_id": run_id, "status": run_records.ABANDONED, "error": "lease lost",
             "lost": lost, "tranches": {}, "total": {}}
 

@@ -72,13 +72,7 @@ from store import run_records
 from store.ledger import BUSY, MISSING, SKIP, Holder
 from store.limits import StateUser
 from store.session import DatabaseSettings
-from transforms.outcome import (
-    INCOMPLETE,
-    INPUT_CHANGED,
-    RATIO_EXCEEDED,
-    Wave,
-    ledger_counts,
-)
+from transforms.outcome import INCOMPLETE, INPUT_CHANGED, RATIO_EXCEEDED, Wave
 from transforms.write import SinkSettings
 
 _LOG = logging.getLogger(__name__)
@@ -282,16 +276,19 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
     graph = settings_of(GraphSettings, cfg)
     handler = model_handler(graph, ref, reference)
     loads: int | None = None
+    names = [[t.tranche for t in w.to_read] for w in waves]
+    current = 0  # the wave running: the tranches of this one and later ones are the run's
     try:
         if server is not None:  # the model is loaded once, in the zygote, for every worker
             server.preload(handler.preload)
         for i, wave_plan in enumerate(waves):
-            last = i == len(waves) - 1
+            current, last = i, i == len(waves) - 1
+            _stop_if_signalled()
             if len(waves) > 1:
                 _LOG.info("run %s: wave %d of %d: %s to %s", run_id, i + 1, len(waves),
                           wave_plan.to_read[0].tranche, wave_plan.to_read[-1].tranche)
-            wave = Wave(last=last, earlier=_earlier_counts(database, run_id, ref, waves[:i])
-                        if last else {})
+            wave = Wave(last=last, earlier=_earlier_counts(database, run_id)
+                        if last and i else {})
             p = test_pipeline or make_pipeline(settings_of(RunnerSettings, cfg), beam_args,
                                                server)
             build_pipeline(p, graph, wave_plan, ref, run_id, sink, plan_summary(plan, ref),
@@ -304,10 +301,14 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
                 raise
             if (n := model_loads(result)) is not None:
                 loads = (loads or 0) + n
-            if not last and (lost := lost_leases(database, plan)):
+            # Tranches of finished waves are done: another run may rescore them now.
+            later = [t for group in names[i + 1:] for t in group]
+            if later and (lost := lost_leases(database, plan, later)):
                 return _lease_lost(database, plan, ref, run_id, lost, started)
+        _stop_if_signalled()
     except Exception as failure:
-        if lost := _lost_or_none(database, plan, failure):
+        pending = [t for group in names[current:] for t in group]
+        if lost := _lost_or_none(database, plan, failure, pending):
             return _lease_lost(database, plan, ref, run_id, lost, started)
         if _released(database, run_id):
             return RunOutcome(run_id=run_id, summary={
@@ -322,7 +323,7 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
     # A run taken over while frozen may still end its pipeline; its record then says
     # abandoned (the outcome step changes nothing of a run that lost its tranches).
     if (summary or {}).get("error") == run_records.ABANDONED and \
-            (lost := lost_leases(database, plan)):
+            (lost := lost_leases(database, plan, names[-1])):
         return _lease_lost(database, plan, ref, run_id, lost, started)
     outcome = RunOutcome(run_id=run_id, summary=summary,
                          wall_seconds=time.monotonic() - started, plan=plan, ref=ref,
@@ -332,22 +333,27 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
     return outcome
 
 
-def _earlier_counts(database: DatabaseSettings, run_id: str, ref: Any,
-                    waves: list[ScorePlan]) -> dict[str, dict[str, int]]:
-    """The ledger's counts of the tranches the run's earlier waves finished."""
-    if not waves:
-        return {}
+def _earlier_counts(database: DatabaseSettings, run_id: str) -> dict[str, dict[str, int]]:
+    """The counts of the tranches the run's earlier waves finished, as they recorded them."""
     with opened(database) as db:
-        return ledger_counts(db, run_id, [t.tranche for w in waves for t in w.to_read],
-                             ref.name, ref.version)
+        return run_records.waves_recorded(db, run_id)
 
 
-def _lost_or_none(database: DatabaseSettings, plan: ScorePlan, failure: BaseException
-                  ) -> list[str]:
-    """The tranches another run took over, when that is why the pipeline failed; a
-    database that does not answer now leaves the pipeline's own error to be raised."""
+def _stop_if_signalled() -> None:
+    """Raise the stop signal that arrived, if its exception was lost (raised where
+    Python ignores exceptions, e.g. in a garbage collector's callback): checked at each
+    wave's start and after the last."""
+    if (stop := received()) is not None:
+        raise stop
+
+
+def _lost_or_none(database: DatabaseSettings, plan: ScorePlan, failure: BaseException,
+                  pending: list[str]) -> list[str]:
+    """The tranches among ``pending`` (those of the failed wave and later ones) that
+    another run took over, when that is why the pipeline failed; a database that does
+    not answer now leaves the pipeline's own error to be raised."""
     try:
-        return lost_leases(database, plan)
+        return lost_leases(database, plan, pending)
     except Exception as exc:  # noqa: BLE001 - the pipeline's error is the one to report
         _LOG.warning("could not check the run's leases after %s: %s",
                      type(failure).__name__, exc)

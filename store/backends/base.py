@@ -97,7 +97,9 @@ def _parameters(query: str) -> list[tuple[str, str]]:
 
 
 def _is_password(name: str) -> bool:
-    return name.lower() == "password"
+    """A ``password`` parameter, also when its "=" was percent-encoded (``password%3D``
+    decodes to a name holding the value)."""
+    return name.partition("=")[0].strip().lower() == "password"
 
 
 # ``scheme://user:...@``: a user name, a colon, then anything up to the last "@"; what a
@@ -120,7 +122,8 @@ def redact(url: str) -> str:
     parts = urlsplit(url)
     if not any(_is_password(k) for k, _ in _parameters(parts.query)):
         return url
-    query = [(k, "***" if _is_password(k) else v) for k, v in _parameters(parts.query)]
+    query = [("password", "***") if _is_password(k) else (k, v)
+             for k, v in _parameters(parts.query)]
     return parts._replace(query="&".join(f"{k}={v}" for k, v in query)).geturl()
 
 

@@ -114,6 +114,7 @@ def test_records_read_after_a_change_in_place_are_never_passed_on(
     rejections = []
     for item, position in read_chunk(chunk, batch_size=batch):
         if isinstance(item, Rejection):
+            assert item.changed and item.unread == 0  # rescored, not lost
             rejections.append((item.reason, position))
             continue
         records.append(item["id"])

@@ -339,3 +339,33 @@ def test_a_long_quoted_field_whose_last_line_reads_like_a_row_is_one_field(
     items = _items(path, "csv", max_text_chars=10)
     assert _outline(items) == [("a-1", 1), (f"line too long: {path} lines 3-6004"[:40], 2),
                                ("a-3", 3)]
+
+
+def test_a_parquet_file_rejected_whole_stands_for_all_its_rows_in_every_row_range(
+        tmp_path: Path) -> None:
+    """A Parquet file of 8 row groups that names a column twice (or lacks one), read in 1,
+    2 or 4 row ranges: each range is one rejection, and the rejections with the rows
+    they stand for (``unread``) add up to the file's 8,000 rows, however it was cut."""
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from landing.chunks import balanced_chunks
+    from landing.formats import number_chunks
+    from landing.tranches import plan_tranches
+
+    folder = tmp_path / "dt=2026-03-01"
+    folder.mkdir()
+    n = 8000
+    pq.write_table(pa.Table.from_arrays(
+        [pa.array([f"b{i}" for i in range(n)]), pa.array(["t"] * n), pa.array(["u"] * n)],
+        names=["id", "text", "text"]), folder / "dup.parquet", row_group_size=1000)
+    plans = plan_tranches(str(tmp_path), [dt.date(2026, 3, 1)])
+    for workers in (1, 2, 4):
+        chunks = number_chunks(balanced_chunks(plans, 64 << 20, workers))
+        items = [item for c in chunks for item in read_chunk(c, required=("id", "text"))]
+        assert all(isinstance(i, Rejection) for i, _ in items), workers
+        assert len(items) == len(chunks)
+        assert sum(1 + i.unread for i, _ in items) == n, workers
+        assert len({p for _, p in items}) == len(items)  # one key each

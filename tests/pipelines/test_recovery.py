@@ -174,6 +174,46 @@ def test_a_backfill_stopped_in_its_second_wave_keeps_the_first_waves_tranches(
                            "FROM predictions") == [(2400, 2400)]
 
 
+@pytest.mark.slow
+def test_a_tranche_rescored_by_another_run_after_its_wave_does_not_stop_the_run(
+        registry_root: str, tmp_path: Path) -> None:
+    """Run A scores three days in three waves; once its first wave has completed day 1,
+    run B rescores day 1 (--force) while A's later waves run. Day 1 is no longer A's
+    concern: A goes on, exits 0, and its summary still counts day 1 as its wave did."""
+    days = ["2026-04-01", "2026-04-02", "2026-04-03"]
+    root = _backfill_landing(tmp_path, days, 600)
+    db = tmp_path / "s.db"
+    common = ["--input-root", str(root), "--registry", registry_root, "--db",
+              f"sqlite:///{db}", "--output-dir", str(tmp_path / "out")]
+    proc = _start(["score", "--from", days[0], "--to", days[-1], *common,
+                   "--wave-records", "1"])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            done = sqlite_rows(db, "SELECT count(*) FROM tranches WHERE status = 'completed'")
+        except Exception:  # noqa: BLE001 - not created yet
+            done = [(0,)]
+        if done[0][0] >= 1:
+            break
+        time.sleep(0.05)
+    rescore = run_cli("score", "--date", days[0], "--force", *common)
+    assert rescore.rc == 0, rescore.err
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    runs = dict(sqlite_rows(db, "SELECT run_id, counts FROM runs"))
+    [first] = [r for r, c in runs.items() if len(json.loads(c)["tranches"]) == 3]
+    assert json.loads(runs[first])["tranches"][days[0]]["read"] == 600
+    ledger = sqlite_rows(db, "SELECT tranche, status, run_id FROM tranches ORDER BY tranche")
+    assert [(t, s) for t, s, _ in ledger] == [(d, "completed") for d in days]
+    assert ledger[0][2] != first and {r for _, _, r in ledger[1:]} == {first}
+    times = dict((r, (st, fin)) for r, st, fin in sqlite_rows(
+        db, "SELECT run_id, started_at, finished_at FROM runs"))
+    assert times[ledger[0][2]][1] < times[first][1]  # B ended while A still ran
+    assert sqlite_rows(db, "SELECT count(*), count(DISTINCT tranche || doc_id) "
+                           "FROM predictions") == [(1800, 1800)]
+
+
 def test_a_run_in_waves_records_one_summary_of_every_tranche(
         registry_root: str, tmp_path: Path) -> None:
     """Three waves (one day each), one run: its summary, its file and the exit code
@@ -341,3 +381,17 @@ def test_sigkill_in_the_middle_of_120k_documents_then_an_immediate_rerun(
     assert first is not None and (first.status, first.error) == ("failed", "abandoned")
     assert last.status == "succeeded" and last.counts["total"]["written"] == n  # type: ignore[index]
     assert workers_left() == []
+
+
+def test_a_stop_signal_whose_exception_was_swallowed_still_stops_at_the_next_wave() -> None:
+    """Python ignores an exception raised in a garbage collector's callback: a stop
+    signal's ``Interrupted`` raised there is lost, but the signal is remembered and the
+    run stops at its next wave's start (or after its last)."""
+    from pipelines.orchestration import score, signals
+
+    with signals.interruptible():
+        score._stop_if_signalled()  # nothing received: goes on
+        signals._received.append(signal.SIGTERM)
+        with pytest.raises(signals.Interrupted) as stop:
+            score._stop_if_signalled()
+    assert stop.value.name == "SIGTERM"

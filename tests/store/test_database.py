@@ -44,6 +44,8 @@ def test_another_scheme_is_refused_naming_the_scheme_only(url: str) -> None:
     ("postgresql://u@h/db?sslmode=require&password=pa/ss", "postgresql://u@h/db?sslmode=require&password=***"),
     ("postgresql://u@h:5432/db", "postgresql://u@h:5432/db"),
     ("sqlite:////srv/a:b@c.db", "sqlite:////srv/a:b@c.db"),
+    # the "=" percent-encoded: the decoded name holds the value
+    ("postgresql://u@h/db?password%3Ds3cr3t", "postgresql://u@h/db?password=***"),
 ])
 def test_a_password_is_found_and_redacted_however_it_is_spelt(url: str, shown: str) -> None:
     assert redact(url) == shown

@@ -377,3 +377,19 @@ def test_a_redis_slot_asked_for_without_waiting(redis_ok: None) -> None:
     other.release()
     assert holder.try_acquire()
     holder.release()
+
+
+def test_a_commit_the_redis_state_cannot_record_leaves_the_write_done(
+        redis_ok: None, tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Redis away after a write committed: ``done`` cannot record the commit, but the
+    write stands (no error to retry it for); the booking counts until it is stale."""
+    limiter = RedisRateLimiter(REDIS, f"{tmp_path}:gone", 1000)
+    limiter.allow(hits_added=10)
+
+    class _Away:
+        def update(self, fn: Any) -> float:
+            raise ConnectionError("Redis is away")
+
+    limiter._store = _Away()  # type: ignore[assignment]
+    limiter.done()
+    assert "could not record a commit (ConnectionError: Redis is away)" in caplog.text
