@@ -61,6 +61,22 @@ def _wait_for_rows(db: Path, proc: subprocess.Popen[str], timeout: float = 90,
     raise AssertionError("the run never started writing")
 
 
+def _wait_for_completed(db: Path, proc: subprocess.Popen[str], n: int,
+                        timeout: float = 120) -> None:
+    """Until ``n`` tranches are completed in the ledger, the run still going."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            done = sqlite_rows(db, "SELECT count(*) FROM tranches WHERE status = 'completed'")
+        except Exception:  # noqa: BLE001 - not created yet
+            done = [(0,)]
+        if done[0][0] >= n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{n} tranche(s) never completed")
+
+
 def _run(db: Path) -> run_records.RunRecord:
     conn = connect(f"sqlite:///{db}")
     try:
@@ -148,16 +164,7 @@ def test_a_backfill_stopped_in_its_second_wave_keeps_the_first_waves_tranches(
                 "--registry", registry_root, "--db", f"sqlite:///{db}", "--output-dir",
                 str(tmp_path / "out"), "--wave-records", "1000"]
     proc = _start(backfill)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        try:
-            done = sqlite_rows(db, "SELECT count(*) FROM tranches WHERE status = 'completed'")
-        except Exception:  # noqa: BLE001 - not created yet
-            done = [(0,)]
-        if done[0][0] >= 2:
-            break
-        time.sleep(0.05)
+    _wait_for_completed(db, proc, 2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
@@ -187,16 +194,7 @@ def test_a_tranche_rescored_by_another_run_after_its_wave_does_not_stop_the_run(
               f"sqlite:///{db}", "--output-dir", str(tmp_path / "out")]
     proc = _start(["score", "--from", days[0], "--to", days[-1], *common,
                    "--wave-records", "1"])
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        try:
-            done = sqlite_rows(db, "SELECT count(*) FROM tranches WHERE status = 'completed'")
-        except Exception:  # noqa: BLE001 - not created yet
-            done = [(0,)]
-        if done[0][0] >= 1:
-            break
-        time.sleep(0.05)
+    _wait_for_completed(db, proc, 1)
     rescore = run_cli("score", "--date", days[0], "--force", *common)
     assert rescore.rc == 0, rescore.err
     out, err = proc.communicate(timeout=120)
