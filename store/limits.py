@@ -48,7 +48,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from store.backends.base import TransientDatabaseError, has_userinfo_password
+from store.backends.base import DatabaseUnreachable, TransientDatabaseError, has_userinfo_password
 
 _LOG = logging.getLogger(__name__)
 
@@ -254,9 +254,7 @@ class _RedisState:
 
     def update(self, fn: Callable[[dict[str, Any], float], float]) -> float:
         if self._client is None:
-            import redis
-
-            self._client = redis.Redis.from_url(self._url)
+            self._client = _Redis(self._url)
 
         def transaction(pipe: Any) -> float:
             text = pipe.get(self._key)
@@ -273,6 +271,36 @@ class _RedisState:
 
         return float(self._client.transaction(transaction, self._key,
                                               value_from_callable=True))
+
+
+class RedisUnreachable(DatabaseUnreachable):
+    """The Redis that keeps the job's rate limit or connection slots does not answer:
+    retried like a database that is away (``sink.connect_timeout_seconds``), then exit
+    75."""
+
+
+class _Redis:
+    """A Redis client whose calls raise ``RedisUnreachable`` for a connection refused,
+    lost or timed out (redis-py's own errors otherwise)."""
+
+    def __init__(self, redis_url: str):
+        import redis
+
+        self._client = redis.Redis.from_url(redis_url)
+        kwargs = self._client.connection_pool.connection_kwargs
+        self._where = f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+        self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except self._errors as exc:
+                raise RedisUnreachable(f"the Redis at {self._where} (sink.redis_url) does "
+                                       f"not answer: {type(exc).__name__}: {exc}") from exc
+        return call
 
 
 class MachineRateLimiter(SlidingWindowLimiter):
@@ -344,10 +372,8 @@ class RedisSlots:
 
     def __init__(self, redis_url: str, name: str, n: int, ttl: int = 600,
                  timeout: float = float("inf"), clock: Callable[[], float] = time.monotonic):
-        import redis
-
         self._timeout, self._clock = timeout, clock
-        self._client = redis.Redis.from_url(redis_url)
+        self._client = _Redis(redis_url)
         digest = hashlib.sha256(name.encode()).hexdigest()[:16]
         self._keys = [f"beamscore:slot:{digest}:{i}" for i in range(n)]
         self._waiting = f"beamscore:slotwait:{digest}"
@@ -404,18 +430,28 @@ class RedisSlots:
         """Take a free slot without waiting; whether one is held. Unlike a file slot's,
         a failed try is not counted as waiting: a count in Redis could outlive a worker
         that never comes back to take it off (only ``acquire`` counts, for 30 s at a
-        time)."""
-        return self._held is not None or self._try_all()
+        time). With Redis away, none is taken (``acquire`` then waits it out)."""
+        try:
+            return self._held is not None or self._try_all()
+        except RedisUnreachable:
+            return False
 
     def contended(self) -> bool:
-        return int(self._client.get(self._waiting) or 0) > 0
+        try:
+            return int(self._client.get(self._waiting) or 0) > 0
+        except RedisUnreachable:
+            return False
 
     def release(self) -> None:
+        """Give the slot up; with Redis away, it is given up when its TTL runs out."""
         if self._held is not None:
-            # Delete only our own token (a slot that expired may belong to someone else).
-            self._client.eval(
-                "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-                "return redis.call('DEL', KEYS[1]) end return 0",
-                1, self._held, self._token,
-            )
-            self._held = None
+            held, self._held = self._held, None
+            try:  # delete only our own token (a slot that expired may be another's)
+                self._client.eval(
+                    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+                    "return redis.call('DEL', KEYS[1]) end return 0",
+                    1, held, self._token,
+                )
+            except RedisUnreachable as exc:
+                _LOG.warning("%s; the slot is free again once its TTL (%d s) runs out",
+                             exc, self._ttl)

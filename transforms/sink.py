@@ -49,6 +49,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from store.database import Database, Fence, PermanentDataError
+from store.retry import RetryPolicy, with_retries
 from store.session import DatabaseSession, DatabaseSettings, rate_limiter
 
 _LOG = logging.getLogger(__name__)
@@ -203,6 +204,8 @@ class WriteFn(beam.DoFn, Generic[E, P]):
         self._timer = ThrottleTimer()
         self._reported = Waits()  # the waits already in an emitted main output
         self._session = DatabaseSession(self._s.database, self._timer.add_database)
+        self._policy = RetryPolicy.of(self._s.database,
+                                      away_seconds=self._s.database.connect_timeout_seconds)
         self._last_log = time.monotonic()
         self._rows_total = 0
 
@@ -303,7 +306,9 @@ class WriteFn(beam.DoFn, Generic[E, P]):
                          rejected: dict[int, str]) -> None:
         """Write rows[lo:hi]; on a permanent error bisect down to the rejected rows."""
         part = rows[lo:hi]
-        self._limiter.allow(hits_added=len(part))
+        # The job's budget in Redis: a Redis away is waited out as a database would be.
+        with_retries(lambda: self._limiter.allow(hits_added=len(part)), self._policy,
+                     on_wait=self._timer.add_database)
         self._timer.add_rate_limited(self._limiter.last_wait)
         try:
             self._session.write(lambda db: self._table.upsert(db, part))

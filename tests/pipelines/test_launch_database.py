@@ -235,3 +235,65 @@ def test_a_database_away_for_15_s_mid_run_is_waited_for_and_the_run_completes(
         [(status, counts)] = conn.execute("SELECT status, counts FROM runs").fetchall()
     assert rows == (3000, 3000) and status == "succeeded"
     assert counts["total"]["written"] == 3000 and counts["total"]["dead_lettered"] == 0
+
+
+def _redis_outage_run(registry_root: str, tmp_path: Path, cut: float, timeout: str
+                      ) -> tuple[int, str, OutageProxy, Path]:
+    """A SQLite run whose rate limit and connection slots live in Redis behind a proxy
+    that is cut for ``cut`` seconds once the first rows are written."""
+    import sqlite3
+
+    root = tmp_path / "landing"
+    write_tranche(str(root), DAY, list(make_docs(3000, seed=10, prefix="rd")), "jsonl")
+    proxy = OutageProxy(_free_port(), ("127.0.0.1", 6379))
+    db = tmp_path / "s.db"
+
+    def cut_once_writing() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with sqlite3.connect(db, timeout=5) as conn:
+                    if conn.execute("SELECT count(*) FROM predictions").fetchone()[0]:
+                        proxy.cut(cut)
+                        return
+            except sqlite3.OperationalError:
+                pass
+            time.sleep(0.05)
+
+    cutter = threading.Thread(target=cut_once_writing, daemon=True)
+    cutter.start()
+    try:
+        rc, err, _ = _score(str(root), registry_root, f"sqlite:///{db}", tmp_path / "out",
+                            "--workers", "2", "--sink-max-rows-per-second", "600",
+                            "--sink-batch-rows", "100", "--sink-redis-url",
+                            f"redis://127.0.0.1:{proxy.port}/14", "--sink-max-connections",
+                            "1", "--sink-connect-timeout-seconds", timeout)
+    finally:
+        cutter.join(timeout=5)
+        proxy.stop()
+    return rc, err, proxy, db
+
+
+@pytest.mark.slow
+def test_the_rate_limiters_redis_away_for_a_while_is_waited_for(
+        registry_root: str, tmp_path: Path) -> None:
+    """Redis (the job's rate limit and connection slots) cut for 6 s mid-run: waited
+    for as a database away would be, the run completes, every record once."""
+    from tests.data import sqlite_rows
+
+    rc, err, proxy, db = _redis_outage_run(registry_root, tmp_path, 6.0, "60")
+    assert proxy.cuts, "Redis was never cut: the run ended before it wrote"
+    assert rc == EXIT_OK, err
+    assert sqlite_rows(db, "SELECT count(*), count(DISTINCT doc_id) FROM predictions") == [
+        (3000, 3000)]
+
+
+@pytest.mark.slow
+def test_the_rate_limiters_redis_away_past_the_timeout_ends_the_run_with_75(
+        registry_root: str, tmp_path: Path) -> None:
+    rc, err, proxy, _ = _redis_outage_run(registry_root, tmp_path, 60.0, "3")
+    assert proxy.cuts
+    assert rc == EXIT_TEMPFAIL, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("beamscore: error: database unreachable, retry later (exit 75)")
+    assert "Redis" in line and "sink.redis_url" in line
