@@ -106,13 +106,18 @@ def waves_recorded(db: Database, run_id: str) -> dict[str, Any]:
         record.status == RUNNING) else {}
 
 
-def fail(db: Database, run_id: str, reason: str, detail: str = "") -> None:
-    """Mark the run failed with ``reason`` and free its tranche leases."""
+def fail(db: Database, run_id: str, reason: str, detail: str = "") -> bool:
+    """Mark the run failed with ``reason`` and free its tranche leases; the counts of
+    the tranches its finished waves recorded stay in its record. False if the run had
+    ended already (its record stays as it is)."""
     error: dict[str, Any] = {"error": reason[:2000]}
     if detail:
         error["detail"] = detail[:2000]
-    finish(db, run_id, FAILED, error)
+    if done := waves_recorded(db, run_id):
+        error["tranches"] = done
+    marked = finish(db, run_id, FAILED, error)
     TrancheLedger(db).fail_run(run_id)
+    return marked
 
 
 def record_exit_code(db: Database, run_id: str, code: int) -> None:

@@ -169,6 +169,7 @@ class Wave:
 
     last: bool = True
     earlier: dict[str, dict[str, int]] = field(default_factory=dict)
+    count: int = 1  # the run's waves: each tests its tranches at significance / count
 
 
 class SummariseRun(beam.PTransform):

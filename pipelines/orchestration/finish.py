@@ -8,6 +8,7 @@ job does it itself, as its last step (``FinishInJob``, added by ``pipelines.orch
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from dataclasses import dataclass
@@ -57,29 +58,53 @@ class FinishSettings:
 
 
 def finish(cfg: FinishSettings, ref: ModelRef, run_id: str, summary: dict[str, Any] | None,
-           reference: dict[str, Any] | None) -> tuple[Trigger | None, str]:
+           reference: dict[str, Any] | None, track: bool = True) -> tuple[Trigger | None, str]:
     """The run's retraining request (or None) and where its report was written ("" if
-    it could not be)."""
+    it could not be); without ``track``, the report only (a run in waves tracked each
+    wave as it ended: ``track_wave``)."""
     from pipelines.orchestration.report import write_report
-    from pipelines.orchestration.retraining import after_run
 
     if _warming is not None:  # matplotlib draws in one thread at a time
         _warming.join()
 
     retrain = None
-    if cfg.tracking.enabled and summary:
-        try:
-            retrain = after_run(cfg.database, cfg.tracking, ref, run_id, summary, reference)
-        except Exception as exc:  # noqa: BLE001 - the scores are written; say what is missing
-            _LOG.error("run %s: tracking's launcher-side figures and retraining decision "
-                       "failed (%s: %s); the run's scores and its pipeline figures stand",
-                       run_id, type(exc).__name__, exc)
+    if track and cfg.tracking.enabled and summary:
+        retrain = _after_run(cfg, ref, run_id, summary, reference)
     try:
         report = write_report(cfg.database, cfg.output_dir, cfg.tracking.report_runs, run_id)
     except Exception as exc:  # noqa: BLE001 - the run is done; its report is a courtesy
         _LOG.warning("could not write the report of run %s: %s", run_id, exc)
         report = ""
     return retrain, report
+
+
+def _after_run(cfg: FinishSettings, ref: ModelRef, run_id: str, summary: dict[str, Any],
+               reference: dict[str, Any] | None, tracking: TrackingConfig | None = None,
+               decide: bool = True) -> Trigger | None:
+    from pipelines.orchestration.retraining import after_run
+
+    try:
+        return after_run(cfg.database, tracking or cfg.tracking, ref, run_id, summary,
+                         reference, decide)
+    except Exception as exc:  # noqa: BLE001 - the scores are written; say what is missing
+        _LOG.error("run %s: tracking's launcher-side figures and retraining decision "
+                   "failed (%s: %s); the run's scores and its pipeline figures stand",
+                   run_id, type(exc).__name__, exc)
+        return None
+
+
+def track_wave(cfg: FinishSettings, ref: ModelRef, run_id: str, tranches: dict[str, Any],
+               reference: dict[str, Any] | None, waves: int, decide: bool) -> Trigger | None:
+    """After one of a run's ``waves``: the launcher's figures of its ``tranches``
+    (their counts), tested at ``tracking.significance / waves`` as the pipeline's were,
+    and, if ``decide`` (no request made by the run yet), the run's retraining decision
+    so far: a run stopped in a later wave has already asked for what its finished waves
+    call for."""
+    if not (cfg.tracking.enabled and tranches):
+        return None
+    tracking = dataclasses.replace(cfg.tracking,
+                                   significance=cfg.tracking.significance / max(1, waves))
+    return _after_run(cfg, ref, run_id, {"tranches": tranches}, reference, tracking, decide)
 
 
 class FinishInJob:

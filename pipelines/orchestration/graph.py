@@ -118,7 +118,7 @@ def build_pipeline(p: beam.Pipeline, graph: GraphSettings, plan: ScorePlan, ref:
         features = ModelRegistry(graph.registry).file_path(ref, FEATURES_FILE)
         tracked = [scored[TRACK] | "Track tranches" >> TrackTranches(
             sink.database, ctx, [str(c) for c in ref.metadata.get("classes", [])], reference,
-            tracking_policy(graph.tracking), features)]
+            tracking_policy(graph.tracking, waves=wave.count if wave else 1), features)]
     duplicates = written[IDS] | "Find duplicate ids" >> FindDuplicateIds(
         graph.output_dir, ctx, limit)
     dead = (

@@ -69,10 +69,14 @@ def check_launch(cfg: Config, beam_args: list[str]) -> SinkSettings:
         payload_limit=cfg.validation.max_payload_chars, progress_seconds=cfg.progress_seconds)
 
 
-def tracking_policy(tracking: TrackingPolicy) -> TrackingPolicy:
-    """The policy's keys of the ``tracking`` section, without the section's other keys."""
-    return TrackingPolicy(**{f.name: getattr(tracking, f.name)
-                             for f in dataclasses.fields(TrackingPolicy)})
+def tracking_policy(tracking: TrackingPolicy, waves: int = 1) -> TrackingPolicy:
+    """The policy's keys of the ``tracking`` section, without the section's other keys;
+    for one of a run's ``waves``, its significance shared among them (Bonferroni: each
+    wave's tests are one Holm family at ``significance / waves``, so that the run's
+    chance of any false alert stays within ``significance``)."""
+    policy = TrackingPolicy(**{f.name: getattr(tracking, f.name)
+                               for f in dataclasses.fields(TrackingPolicy)})
+    return dataclasses.replace(policy, significance=policy.significance / max(1, waves))
 
 
 def reference_of(registry: str, ref: ModelRef, tracked: bool) -> dict[str, Any] | None:
@@ -147,12 +151,13 @@ def start_run(database: DatabaseSettings, ref: ModelRef, run_id: str,
 
 
 def acquire_tranches(settings: PlanSettings, plan: ScorePlan, ref: ModelRef, run_id: str,
-                     lease_seconds: float | None = None, holder: Holder | None = None) -> None:
+                     lease_seconds: float | None = None, holder: Holder | None = None,
+                     clear: bool = True) -> None:
     """Take a lease of ``lease_seconds`` (default ``sink.lease_seconds``) for ``holder``
     (default this process) on every tranche to score; one another run holds becomes busy.
-    A tranche taken is cleared of earlier runs' dead letters, of the model version's
-    prediction files and of temporary files (``supersede``) before anything is written
-    to it. A run whose lease is taken over
+    With ``clear``, a tranche taken is cleared at once (``clear_tranches``); without,
+    the caller clears each before anything is written to it. A run whose lease is taken
+    over
     (its process is gone, or it stopped renewing) is marked failed, reason
     ``abandoned``."""
     with opened(settings.database, migrate=True) as db:
@@ -165,16 +170,27 @@ def acquire_tranches(settings: PlanSettings, plan: ScorePlan, ref: ModelRef, run
                 _LOG.warning("tranche %s taken over from run %s, marked failed (abandoned)",
                              t.tranche, previous)
                 run_records.mark_abandoned(db, previous, by=run_id)
-            if taken:
+            if taken and clear:
                 clear_tranche(db, settings.output_dir, t.tranche, f"{ref.name}:{ref.version}",
                               run_id)
-            else:
+            elif not taken:
                 entry = ledger.get(t.tranche, ref.name, ref.version)
                 plan.decisions[t.tranche] = (BUSY, f"run {entry.run_id if entry else '?'} "
                                                    "took it first")
         plan.fence = ledger.fence(run_id, ref.name, ref.version,
                                   [t.tranche for t in plan.to_read])
     plan.cut_chunks(settings.read.chunk_bytes, settings.parallelism)
+
+
+def clear_tranches(settings: PlanSettings, tranches: list[str], ref: ModelRef,
+                   run_id: str) -> None:
+    """Clear ``tranches`` of earlier runs' dead letters, of the model version's
+    prediction files and of temporary files (``supersede``), right before the run writes
+    them: a tranche scored in a later wave keeps its earlier results until then."""
+    with opened(settings.database) as db:
+        for tranche in tranches:
+            clear_tranche(db, settings.output_dir, tranche, f"{ref.name}:{ref.version}",
+                          run_id)
 
 
 def lost_leases(database: DatabaseSettings, plan: ScorePlan,
@@ -223,10 +239,11 @@ def finish_run(database: DatabaseSettings, run_id: str, status: str,
 FAIL_WINDOW_SECONDS = 30.0
 
 
-def fail_run(database: DatabaseSettings, run_id: str, reason: str, detail: str = "") -> None:
+def fail_run(database: DatabaseSettings, run_id: str, reason: str, detail: str = "") -> bool:
+    """Mark the run failed (False: it had ended already) and free its leases."""
     with opened(database, window=min(FAIL_WINDOW_SECONDS,
                                      database.connect_timeout_seconds)) as db:
-        run_records.fail(db, run_id, reason, detail)
+        return run_records.fail(db, run_id, reason, detail)
 
 
 def run_summary(database: DatabaseSettings, run_id: str) -> dict[str, object] | None:

@@ -36,12 +36,14 @@ _LOG = logging.getLogger("beamscore")
 
 
 def after_run(database: DatabaseSettings, tracking: TrackingConfig, ref: ModelRef,
-              run_id: str, summary: dict[str, Any], reference: dict[str, Any] | None
-              ) -> Trigger | None:
+              run_id: str, summary: dict[str, Any], reference: dict[str, Any] | None,
+              decide: bool = True) -> Trigger | None:
+    """The launcher's figures of the tranches of ``summary`` (a run's, or one wave's),
+    then, if ``decide``, the run's retraining decision so far."""
     with opened(database) as db:
         rows = _launcher_rows(db, tracking, ref, run_id, summary, reference)
         monitoring.write_rows(db, rows)
-        return _maybe_trigger(db, tracking, ref, run_id)
+        return _maybe_trigger(db, tracking, ref, run_id) if decide else None
 
 
 def _launcher_rows(db: Database, tracking: TrackingConfig, ref: ModelRef, run_id: str,

@@ -37,12 +37,19 @@ from pipelines.orchestration.exit_codes import (
     EXIT_TEMPFAIL,
     guarded,
 )
-from pipelines.orchestration.finish import FinishInJob, FinishSettings, finish, warm_up
+from pipelines.orchestration.finish import (
+    FinishInJob,
+    FinishSettings,
+    finish,
+    track_wave,
+    warm_up,
+)
 from pipelines.orchestration.graph import GraphSettings, build_pipeline, model_handler
 from pipelines.orchestration.launch import (
     LeaseKeeper,
     acquire_tranches,
     check_launch,
+    clear_tranches,
     fail_run,
     finish_run,
     lost_leases,
@@ -71,8 +78,9 @@ from pipelines.orchestration.summary import RunOutcome, format_summary, plan_sum
 from store import run_records
 from store.ledger import BUSY, MISSING, SKIP, Holder
 from store.limits import StateUser
+from store.monitoring import Trigger
 from store.session import DatabaseSettings
-from transforms.outcome import INCOMPLETE, INPUT_CHANGED, RATIO_EXCEEDED, Wave
+from transforms.outcome import INCOMPLETE, INPUT_CHANGED, RATIO_EXCEEDED, Wave, dead_share
 from transforms.write import SinkSettings
 
 _LOG = logging.getLogger(__name__)
@@ -100,7 +108,7 @@ def run_parsed(parser: argparse.ArgumentParser, args: argparse.Namespace,
                          + " ".join(unknown))
         outcome = execute(cfg, requested_dates(args, cfg.schedule.timezone), beam_args, sink,
                           test_pipeline)
-        print(format_summary(outcome))
+        print(format_summary(outcome, cfg.max_dead_letter_ratio))
         code = exit_code(outcome, cfg.max_dead_letter_ratio)
         if outcome.run_id and not outcome.staged:
             record_exit_code(cfg.database, outcome.run_id, code)
@@ -111,6 +119,9 @@ def run_parsed(parser: argparse.ArgumentParser, args: argparse.Namespace,
             return guarded(score)
     except Interrupted as stop:
         what = ("no run was started" if not stop.run_id else
+                f"run {stop.run_id} had ended before the stop (its record stands); its "
+                "report or retraining decision may be missing"
+                if stop.ended else
                 f"run {stop.run_id} marked failed (interrupted), its tranches released"
                 if stop.recorded else f"run {stop.run_id} could not be marked failed "
                 "(the database did not answer); its leases expire or the next run here "
@@ -156,9 +167,12 @@ def exit_code(outcome: RunOutcome, max_dead_letter_ratio: float) -> int:
               + " left failed, to be scored again once the files are final", file=sys.stderr)
         return EXIT_TEMPFAIL
     if status == RATIO_EXCEEDED:
+        over = [t for t, c in outcome.summary["tranches"].items()  # type: ignore[index]
+                if dead_share(c) > max_dead_letter_ratio]
         print(f"beamscore: dead-letter ratio {outcome.summary['dead_letter_ratio']:.4f} "  # type: ignore[index]
               f"(or a tranche's) exceeds max_dead_letter_ratio={max_dead_letter_ratio}; "
-              "those tranches are left failed", file=sys.stderr)
+              + (f"tranche(s) {', '.join(over)} left failed" if over else
+                 "the run's tranches are left failed"), file=sys.stderr)
         return EXIT_DEAD_LETTERS
     if plan.missing or plan.empty:
         for what, found in (("missing", plan.missing), ("empty", plan.empty)):
@@ -209,9 +223,11 @@ def _execute(cfg: Config, dates: list[dt.date], beam_args: list[str], sink: Sink
         if plan.to_read:
             # A staged job outlives its launcher: its leases belong to no process here
             # (pid 0), so only their expiry or `beamscore runs release` frees them.
+            # A run the launcher waits for clears each tranche as its wave starts.
             acquire_tranches(settings, plan, ref, run_id,
                              cfg.sink.detached_lease_seconds if staged else None,
-                             Holder(Holder.this_process().host, 0) if staged else None)
+                             Holder(Holder.this_process().host, 0) if staged else None,
+                             clear=staged)
         if not plan.has_work:  # everything skipped, busy, missing or empty
             summary = {"run_id": run_id, "status": run_records.SKIPPED, "tranches": {},
                        "total": {}, **plan_summary(plan, ref)}
@@ -233,22 +249,22 @@ def _execute(cfg: Config, dates: list[dt.date], beam_args: list[str], sink: Sink
             _record_failure(cfg.database, run_id, f"{type(exc).__name__}: {exc}")
             raise
         stop.run_id = run_id
-        stop.recorded = _record_failure(cfg.database, run_id, run_records.INTERRUPTED,
-                                        stop.name)
+        marked = _record_failure(cfg.database, run_id, run_records.INTERRUPTED, stop.name)
+        stop.recorded, stop.ended = marked is not None, marked is False
         raise stop from None
 
 
 def _record_failure(database: DatabaseSettings, run_id: str, reason: str,
-                    detail: str = "") -> bool:
-    """Mark the run failed and free its leases; if the database cannot be reached, say
-    so and let the original error or stop signal end the run (its leases are then taken
-    over when they expire, or at once by the next run on this host)."""
+                    detail: str = "") -> bool | None:
+    """Mark the run failed and free its leases: True, or False if the run had ended
+    already (its record stands); if the database cannot be reached (None), say so and
+    let the original error or stop signal end the run (its leases are then taken over
+    when they expire, or at once by the next run on this host)."""
     try:
-        fail_run(database, run_id, reason, detail)
-        return True
+        return fail_run(database, run_id, reason, detail)
     except Exception as exc:  # noqa: BLE001 - the error that ended the run matters more
         _LOG.error("could not mark run %s failed (%s): %s", run_id, reason, exc)
-        return False
+        return None
 
 
 def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args: list[str],
@@ -278,6 +294,8 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
     loads: int | None = None
     names = [[t.tranche for t in w.to_read] for w in waves]
     current = 0  # the wave running: the tranches of this one and later ones are the run's
+    finishing = settings_of(FinishSettings, cfg)
+    retrain: Trigger | None = None  # a request one of the waves made
     try:
         if server is not None:  # the model is loaded once, in the zygote, for every worker
             server.preload(handler.preload)
@@ -287,8 +305,9 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
             if len(waves) > 1:
                 _LOG.info("run %s: wave %d of %d: %s to %s", run_id, i + 1, len(waves),
                           wave_plan.to_read[0].tranche, wave_plan.to_read[-1].tranche)
+            clear_tranches(settings, names[i], ref, run_id)
             wave = Wave(last=last, earlier=_earlier_counts(database, run_id)
-                        if last and i else {})
+                        if last and i else {}, count=len(waves))
             p = test_pipeline or make_pipeline(settings_of(RunnerSettings, cfg), beam_args,
                                                server)
             build_pipeline(p, graph, wave_plan, ref, run_id, sink, plan_summary(plan, ref),
@@ -301,6 +320,9 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
                 raise
             if (n := model_loads(result)) is not None:
                 loads = (loads or 0) + n
+            if len(waves) > 1:  # its launcher-side figures and retraining decision
+                retrain = _track_wave(finishing, ref, run_id, names[i], reference,
+                                      len(waves), retrain)
             # Tranches of finished waves are done: another run may rescore them now.
             later = [t for group in names[i + 1:] for t in group]
             if later and (lost := lost_leases(database, plan, later)):
@@ -328,9 +350,24 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
     outcome = RunOutcome(run_id=run_id, summary=summary,
                          wall_seconds=time.monotonic() - started, plan=plan, ref=ref,
                          model_loads=loads)
-    outcome.retrain, outcome.report = finish(settings_of(FinishSettings, cfg), ref, run_id,
-                                             outcome.summary, reference)
+    outcome.retrain, outcome.report = finish(finishing, ref, run_id, outcome.summary,
+                                             reference, track=len(waves) == 1)
+    if len(waves) > 1:
+        outcome.retrain = retrain
     return outcome
+
+
+def _track_wave(cfg: FinishSettings, ref: Any, run_id: str, tranches: list[str],
+                reference: dict[str, Any] | None, waves: int, retrain: Trigger | None
+                ) -> Trigger | None:
+    """``finish.track_wave`` of a wave just ended, its counts as it recorded them; the
+    run's request so far (``retrain``, else one this wave's decision made)."""
+    with opened(cfg.database) as db:
+        record = run_records.get(db, run_id)
+    recorded = ((record.counts if record else None) or {}).get("tranches") or {}
+    made = track_wave(cfg, ref, run_id, {t: recorded[t] for t in tranches if t in recorded},
+                      reference, waves, decide=retrain is None)
+    return retrain or made
 
 
 def _earlier_counts(database: DatabaseSettings, run_id: str) -> dict[str, dict[str, int]]:

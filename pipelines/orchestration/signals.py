@@ -26,6 +26,7 @@ class Interrupted(BaseException):
         self.signum = signum
         self.run_id = ""
         self.recorded = False  # the run was marked failed and its leases freed
+        self.ended = False  # the run had ended (recorded) before the stop came
 
     @property
     def name(self) -> str:

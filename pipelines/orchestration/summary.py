@@ -9,7 +9,7 @@ from landing.tranches import Unscored
 from models.registry import ModelRef
 from pipelines.orchestration.plan import EMPTY, ScorePlan
 from store.ledger import BUSY, MISSING, SKIP
-from transforms.outcome import accounted_for
+from transforms.outcome import accounted_for, dead_share
 
 
 @dataclass
@@ -41,7 +41,9 @@ def _entries(entries: list[Unscored]) -> list[dict[str, str]]:
     return [{"path": u.path, "why": u.why} for u in entries]
 
 
-def format_summary(outcome: RunOutcome) -> str:
+def format_summary(outcome: RunOutcome, max_ratio: float | None = None) -> str:
+    """The summary printed after a run; ``max_ratio``: ``max_dead_letter_ratio``, to
+    mark a tranche left failed for its dead letters (``OVER RATIO``)."""
     s = outcome.summary or {}
     lines = []
     status = s.get("status", "unknown")
@@ -56,7 +58,8 @@ def format_summary(outcome: RunOutcome) -> str:
                  f"{'written':>10}  check")
     for tranche, c in (s.get("tranches") or {}).items():
         ok = ("MISMATCH" if not accounted_for(c) else
-              "CHANGED" if c.get("input_changed") else "ok")
+              "CHANGED" if c.get("input_changed") else
+              "OVER RATIO" if max_ratio is not None and dead_share(c) > max_ratio else "ok")
         lines.append(f"{tranche:<12}{c['read']:>10}{c['valid']:>10}{c['scored']:>10}"
                      f"{c['dead_lettered']:>8}{c['written']:>10}  {ok}")
         if c.get("unread_estimate"):

@@ -297,3 +297,5 @@ def test_an_unreadable_row_group_counts_its_rows_in_the_dead_letter_share(
         3101, 1, 699)
     assert summary["dead_letter_ratio"] == round(700 / 3800, 6)
     assert "and about 699 record(s) never read in unreadable file parts" in result.out
+    assert f"{DAY:<12}{3101:>10}" in result.out and "  OVER RATIO" in result.out
+    assert f"tranche(s) {DAY} left failed" in result.err

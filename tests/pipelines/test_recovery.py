@@ -212,6 +212,37 @@ def test_a_tranche_rescored_by_another_run_after_its_wave_does_not_stop_the_run(
                            "FROM predictions") == [(1800, 1800)]
 
 
+@pytest.mark.slow
+def test_a_forced_rescore_in_waves_keeps_a_later_days_results_until_its_wave(
+        registry_root: str, tmp_path: Path) -> None:
+    """``--force`` over three days in three waves, stopped in wave 2: the third day,
+    whose wave never started, keeps the earlier run's prediction files and rows (a
+    tranche is cleared when its own wave starts, not at launch)."""
+    days = ["2026-04-01", "2026-04-02", "2026-04-03"]
+    root = _backfill_landing(tmp_path, days, 600)
+    db = tmp_path / "s.db"
+    common = ["--from", days[0], "--to", days[-1], "--input-root", str(root), "--registry",
+              registry_root, "--db", f"sqlite:///{db}", "--output-dir", str(tmp_path / "out")]
+    assert run_cli("score", *common).rc == 0
+    [(first,)] = sqlite_rows(db, "SELECT run_id FROM runs")
+    files = sorted((tmp_path / "out" / f"dt={days[2]}").glob("predictions-*.parquet"))
+    assert files
+    proc = _start(["score", *common, "--force", "--wave-records", "1"])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if sqlite_rows(db, "SELECT count(*) FROM tranches WHERE status = 'completed' AND "
+                           f"run_id != '{first}'")[0][0]:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert sorted((tmp_path / "out" / f"dt={days[2]}").glob("predictions-*.parquet")) == files
+    assert sqlite_rows(db, f"SELECT count(*), min(run_id) FROM predictions WHERE tranche = "
+                           f"'{days[2]}'") == [(600, first)]
+
+
 def test_a_run_in_waves_records_one_summary_of_every_tranche(
         registry_root: str, tmp_path: Path) -> None:
     """Three waves (one day each), one run: its summary, its file and the exit code

@@ -8,6 +8,7 @@ import html
 import json
 import random
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -363,3 +364,68 @@ def test_a_run_with_nothing_to_score_writes_its_report_and_a_report_creates_no_d
     result = run_cli("report", "some-run", "--db", f"sqlite:///{missing}")
     assert result.rc == 1 and "no runs recorded" in result.err
     assert not missing.exists()
+
+
+def _corrupted(seed: int, n: int) -> list[dict[str, Any]]:
+    docs = list(make_docs(n, seed=seed))
+    for d in docs:  # every label moved to the next class
+        d["label"] = LABELS[(LABELS.index(d["label"]) + 1) % len(LABELS)]
+    return docs
+
+
+@pytest.mark.slow
+def test_a_backfill_stopped_in_a_later_wave_has_asked_for_what_its_first_wave_called_for(
+        registry: str, tmp_path: Path) -> None:
+    """Three days in three waves, the first with every label wrong: the accuracy alert
+    of wave 1 asks for retraining as wave 1 ends, so a SIGTERM in wave 2 loses no
+    request; ``runs show`` of the stopped run still lists the finished wave's counts."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.pipelines.helpers import with_model
+
+    root = tmp_path / "landing"
+    write_tranche(str(root), "2026-06-01", _corrupted(21, 600), "jsonl")
+    for k, day in enumerate(("2026-06-02", "2026-06-03")):
+        write_tranche(str(root), day, list(make_docs(600, seed=22 + k)), "jsonl")
+    marker = tmp_path / "retrained"
+    db = tmp_path / "s.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", *with_model(
+            ["score", "--from", "2026-06-01", "--to", "2026-06-03", "--input-root", str(root),
+             "--registry", registry, "--db", f"sqlite:///{db}", "--output-dir",
+             str(tmp_path / "out"), "--wave-records", "1", "--sink-max-rows-per-second",
+             "400", "--sink-batch-rows", "100", "--tracking-command", f"touch {marker}"])],
+        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if sqlite_rows(db, "SELECT count(*) FROM retrain_triggers")[0][0]:
+                break
+        except Exception:  # noqa: BLE001 - not created yet
+            pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    [(reasons, status)] = sqlite_rows(db, "SELECT reasons, status FROM retrain_triggers")
+    assert "accuracy" in reasons and "2026-06-01" in reasons
+    assert status == "command_succeeded" and marker.exists()
+    assert sqlite_rows(db, "SELECT count(*) FROM monitoring WHERE tranche = '2026-06-01' "
+                           "AND metric = 'empty_share'")[0][0] >= 1  # the launcher's figure
+    [(run_id,)] = sqlite_rows(db, "SELECT run_id FROM runs")
+    shown = run_cli("runs", "show", run_id, "--db", f"sqlite:///{db}", model=None)
+    assert "tranche 2026-06-01: read 600" in shown.out, shown.out
+
+
+def test_a_run_in_waves_shares_its_significance_among_them() -> None:
+    """Each of k waves tests its tranches as one Holm family at significance / k: the
+    run's chance of any false alert stays within significance (Bonferroni over waves)."""
+    from pipelines.configuration.config import TrackingConfig
+    from pipelines.orchestration.launch import tracking_policy
+
+    assert tracking_policy(TrackingConfig(), waves=4).significance == pytest.approx(
+        TrackingConfig().significance / 4)
+    assert tracking_policy(TrackingConfig()).significance == TrackingConfig().significance

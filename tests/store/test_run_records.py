@@ -45,6 +45,28 @@ def test_fail_records_the_reason_and_frees_the_leases(tmp_path: Path) -> None:
     db.close()
 
 
+def test_a_failed_run_in_waves_keeps_its_finished_waves_counts(tmp_path: Path) -> None:
+    """A run's finished waves record their tranches' counts; failing it later (a stop
+    signal) keeps them beside the reason, and failing a run that had ended already
+    changes nothing and says so."""
+    db = connect(f"sqlite:///{tmp_path / 'r.db'}")
+    db.init_schema()
+    run_records.start(db, "run-1", {}, "demo:1")
+    run_records.record_wave(db, "run-1", {"2026-01-01": {"read": 3}})
+    run_records.record_wave(db, "run-1", {"2026-01-02": {"read": 4}})
+    assert run_records.waves_recorded(db, "run-1") == {"2026-01-01": {"read": 3},
+                                                       "2026-01-02": {"read": 4}}
+    assert run_records.fail(db, "run-1", "interrupted", "SIGTERM") is True
+    assert run_records.summary(db, "run-1") == {
+        "error": "interrupted", "detail": "SIGTERM",
+        "tranches": {"2026-01-01": {"read": 3}, "2026-01-02": {"read": 4}}}
+    run_records.start(db, "run-2", {}, "demo:1")
+    run_records.finish(db, "run-2", "succeeded", {"total": {"read": 5}})
+    assert run_records.fail(db, "run-2", "interrupted") is False
+    assert run_records.summary(db, "run-2") == {"total": {"read": 5}}
+    db.close()
+
+
 def test_dead_letters_are_counted_by_kind_without_the_records_own_details(
         tmp_path: Path) -> None:
     db = connect(f"sqlite:///{tmp_path / 'r.db'}")
