@@ -28,7 +28,7 @@ import yaml
 from landing.chunks import MIN_CHUNK_BYTES
 from landing.reading import DEFAULT_MAX_TEXT_CHARS
 from models.preprocess import PreprocessConfig
-from pipelines.configuration.schema import Key, Section, is_key, keys, sections
+from pipelines.configuration.schema import TYPE_NAMES, Key, Section, is_key, keys, sections
 from store.database import backend_of, carries_password
 from store.limits import redis_url_problem
 from store.session import DatabaseSettings
@@ -310,7 +310,7 @@ def _coerce(key: str, value: Any, source: str, from_flag: bool = False) -> Any:
     else:  # pragma: no cover - schema only uses the types above
         raise AssertionError(f"unsupported schema type for {key}: {tp}")
     if not ok:
-        name = "finite float" if tp is float else getattr(tp, "__name__", str(tp))
+        name = "finite float" if tp is float else TYPE_NAMES.get(tp, str(tp))
         raise ConfigError(
             f"{source}: key '{key}' must be of type {name}, got {value!r}"
         )
@@ -449,7 +449,11 @@ def _check_ranges(cfg: Config) -> None:
     if cfg.inference.timeout_seconds and cfg.inference.timeout_ms_per_record:
         raise ConfigError("keys 'inference.timeout_seconds' and "
                           "'inference.timeout_ms_per_record' are alternatives: set one")
-    if carries_password(cfg.db):
+    try:
+        password = carries_password(cfg.db)
+    except ValueError as exc:  # e.g. an unclosed "[" of an IPv6 host; never the URL
+        raise ConfigError(f"key 'db' is not a valid URL: {exc}") from None
+    if password:
         raise ConfigError(
             "key 'db' must not contain a password; set it in the environment variable "
             f"named by sink.password_env ({cfg.sink.password_env})"

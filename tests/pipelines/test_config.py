@@ -325,3 +325,15 @@ def test_a_redis_url_redis_py_would_read_a_password_from_or_cannot_read_is_refus
         load_config(None, {"sink.redis_url": url})
     assert str(exc.value).startswith(f"key 'sink.redis_url' {problem}"), str(exc.value)
     assert "s3cr" not in str(exc.value)
+
+
+def test_a_list_of_other_than_strings_says_which_list_it_must_be(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"'inference.trusted_types' must be of type "
+                                          r"list of str, got \[1\]"):
+        load_config(_write(tmp_path, "inference:\n  trusted_types: [1]\n"))
+
+
+def test_a_db_url_that_does_not_parse_names_the_key_not_the_url() -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, {"db": "postgresql://u@[::1/sec-ret"})
+    assert str(exc.value) == "key 'db' is not a valid URL: Invalid IPv6 URL"
