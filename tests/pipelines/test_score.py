@@ -186,7 +186,7 @@ def test_a_database_gone_while_marking_the_run_failed_keeps_the_original_error(
         capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
     import pipelines.orchestration.score as score
 
-    def boom(*_: object) -> None:
+    def boom(*_: object, **__: object) -> None:
         raise RuntimeError("the tranche ledger broke")
 
     def database_gone(*_: object) -> None:
