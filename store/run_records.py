@@ -99,6 +99,13 @@ def record_wave(db: Database, run_id: str, tranches: dict[str, Any]) -> None:
                   {"run_id": run_id, "status": RUNNING})
 
 
+def tranches_recorded(db: Database, run_id: str) -> dict[str, Any]:
+    """The per-tranche counts the run's record holds, whatever its status: its finished
+    waves' (``record_wave``, kept when it failed) or its summary's."""
+    record = get(db, run_id)
+    return dict((record.counts or {}).get("tranches") or {}) if record is not None else {}
+
+
 def waves_recorded(db: Database, run_id: str) -> dict[str, Any]:
     """The per-tranche counts the run's finished waves recorded (``record_wave``)."""
     record = get(db, run_id)
@@ -132,8 +139,11 @@ def lease_lost(db: Database, run_id: str, tranches: list[str]) -> None:
     """Record that ``run_id`` lost the leases of ``tranches`` to another run: status
     ``abandoned``, reason ``lease lost``, in place of the ``failed``/``abandoned`` the run
     that took over may have marked (its tranches and rows stay the other run's)."""
-    error = {"error": "lease lost", "detail": "another run took over tranche(s) "
-             + ", ".join(tranches) + "; this run wrote nothing after that"}
+    error: dict[str, Any] = {"error": "lease lost", "detail": "another run took over "
+                             "tranche(s) " + ", ".join(tranches)
+                             + "; this run wrote nothing after that"}
+    if done := tranches_recorded(db, run_id):
+        error["tranches"] = done
     for status in (RUNNING, FAILED, ABANDONED):
         db.update(RUNS, {"status": ABANDONED, "counts": to_json(error),
                          "finished_at": now_iso()}, {"run_id": run_id, "status": status})

@@ -146,9 +146,13 @@ class DatabaseSession(Reconnecting):
 
     def run(self, fn: Callable[[Database], T]) -> T:
         with self._busy:
-            if self._slots is not None and not self._slots.keep():
-                self.close()  # the slot expired while held idle: take one again first
             return super().run(fn)
+
+    def _connect(self) -> Database:
+        # Within the try, so that a Redis that does not answer here is waited for too.
+        if self._slots is not None and not self._slots.keep():
+            self.close()  # the slot expired while held idle: take one again first
+        return super()._connect()
 
     def ready(self) -> bool:
         """Whether a write could start now without waiting (see the module's

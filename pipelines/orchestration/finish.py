@@ -80,12 +80,12 @@ def finish(cfg: FinishSettings, ref: ModelRef, run_id: str, summary: dict[str, A
 
 def _after_run(cfg: FinishSettings, ref: ModelRef, run_id: str, summary: dict[str, Any],
                reference: dict[str, Any] | None, tracking: TrackingConfig | None = None,
-               decide: bool = True) -> Trigger | None:
+               decide: bool = True, done: set[str] | None = None) -> Trigger | None:
     from pipelines.orchestration.retraining import after_run
 
     try:
         return after_run(cfg.database, tracking or cfg.tracking, ref, run_id, summary,
-                         reference, decide)
+                         reference, decide, done)
     except Exception as exc:  # noqa: BLE001 - the scores are written; say what is missing
         _LOG.error("run %s: tracking's launcher-side figures and retraining decision "
                    "failed (%s: %s); the run's scores and its pipeline figures stand",
@@ -94,17 +94,19 @@ def _after_run(cfg: FinishSettings, ref: ModelRef, run_id: str, summary: dict[st
 
 
 def track_wave(cfg: FinishSettings, ref: ModelRef, run_id: str, tranches: dict[str, Any],
-               reference: dict[str, Any] | None, waves: int, decide: bool) -> Trigger | None:
+               reference: dict[str, Any] | None, waves: int, decide: bool,
+               done: set[str]) -> Trigger | None:
     """After one of a run's ``waves``: the launcher's figures of its ``tranches``
     (their counts), tested at ``tracking.significance / waves`` as the pipeline's were,
     and, if ``decide`` (no request made by the run yet), the run's retraining decision
-    so far: a run stopped in a later wave has already asked for what its finished waves
-    call for."""
+    over ``done``, the tranches of its finished waves: a run stopped in a later wave has
+    already asked for what its finished waves call for."""
     if not (cfg.tracking.enabled and tranches):
         return None
     tracking = dataclasses.replace(cfg.tracking,
                                    significance=cfg.tracking.significance / max(1, waves))
-    return _after_run(cfg, ref, run_id, {"tranches": tranches}, reference, tracking, decide)
+    return _after_run(cfg, ref, run_id, {"tranches": tranches}, reference, tracking, decide,
+                      done)
 
 
 class FinishInJob:

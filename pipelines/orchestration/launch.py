@@ -38,6 +38,7 @@ from store.ledger import BUSY, Holder, TrancheLedger
 from store.session import DatabaseSettings
 from store.settings import SinkConfig
 from tracking.policy import TrackingPolicy
+from transforms.outcome import merge_counts
 from transforms.records import FieldNames
 from transforms.write import SinkSettings
 
@@ -214,8 +215,9 @@ def record_lease_lost(database: DatabaseSettings, run_id: str, lost: list[str]
     with opened(database) as db:
         run_records.lease_lost(db, run_id, lost)
         TrancheLedger(db).fail_run(run_id)  # the tranches it still holds: free them
+        done = run_records.tranches_recorded(db, run_id)  # its finished waves'
     return {"run_id": run_id, "status": run_records.ABANDONED, "error": "lease lost",
-            "lost": lost, "tranches": {}, "total": {}}
+            "lost": lost, "tranches": done, "total": merge_counts(done.values())}
 
 
 def record_exit_code(database: DatabaseSettings, run_id: str, code: int) -> None:

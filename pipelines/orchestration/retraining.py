@@ -37,13 +37,14 @@ _LOG = logging.getLogger("beamscore")
 
 def after_run(database: DatabaseSettings, tracking: TrackingConfig, ref: ModelRef,
               run_id: str, summary: dict[str, Any], reference: dict[str, Any] | None,
-              decide: bool = True) -> Trigger | None:
+              decide: bool = True, done: set[str] | None = None) -> Trigger | None:
     """The launcher's figures of the tranches of ``summary`` (a run's, or one wave's),
-    then, if ``decide``, the run's retraining decision so far."""
+    then, if ``decide``, the run's retraining decision so far: over ``done``, the
+    tranches the run has finished (None: all of its tranches)."""
     with opened(database) as db:
         rows = _launcher_rows(db, tracking, ref, run_id, summary, reference)
         monitoring.write_rows(db, rows)
-        return _maybe_trigger(db, tracking, ref, run_id) if decide else None
+        return _maybe_trigger(db, tracking, ref, run_id, done) if decide else None
 
 
 def _launcher_rows(db: Database, tracking: TrackingConfig, ref: ModelRef, run_id: str,
@@ -59,14 +60,16 @@ def _launcher_rows(db: Database, tracking: TrackingConfig, ref: ModelRef, run_id
             launcher_run_rows(tranches, figures, tracking).items() for r in found]
 
 
-def _maybe_trigger(db: Database, tracking: TrackingConfig, ref: ModelRef, run_id: str
-                   ) -> Trigger | None:
+def _maybe_trigger(db: Database, tracking: TrackingConfig, ref: ModelRef, run_id: str,
+                   done: set[str] | None = None) -> Trigger | None:
     rows = monitoring.rows_of_run(db, run_id)
     reasons = [f"{r['metric']} {r['value']:.4g} on {r['tranche']} (threshold "
                f"{r['threshold']:.4g})" for r in rows
                if r["status"] == ALERT and r["metric"] in ACCURACY_METRICS]
     latest = monitoring.latest_by_tranche(db, ref.name, ref.version, DRIFT_METRICS, run_id,
                                           ALERT)
+    if done is not None:  # the run's tranches of waves still to come have no figures yet
+        latest = {t: v for t, v in latest.items() if v[0] != run_id or t in done}
     streak = _streak(latest, run_id, tracking.consecutive)
     if len(streak) == tracking.consecutive:
         for metric in sorted({r["metric"] for r in rows if r["status"] == ALERT

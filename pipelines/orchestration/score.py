@@ -80,7 +80,14 @@ from store.ledger import BUSY, MISSING, SKIP, Holder
 from store.limits import StateUser
 from store.monitoring import Trigger
 from store.session import DatabaseSettings
-from transforms.outcome import INCOMPLETE, INPUT_CHANGED, RATIO_EXCEEDED, Wave, dead_share
+from transforms.outcome import (
+    INCOMPLETE,
+    INPUT_CHANGED,
+    RATIO_EXCEEDED,
+    Wave,
+    dead_share,
+    merge_counts,
+)
 from transforms.write import SinkSettings
 
 _LOG = logging.getLogger(__name__)
@@ -144,8 +151,8 @@ def exit_code(outcome: RunOutcome, max_dead_letter_ratio: float) -> int:
         return EXIT_OK
     if status == run_records.ABANDONED and outcome.summary.get("error") == run_records.RELEASED:  # type: ignore[union-attr]
         print("beamscore: released by `beamscore runs release` while it ran: this run "
-              "wrote nothing after that and stops; its tranches are left failed",
-              file=sys.stderr)
+              "wrote nothing after that and stops; the tranches it had not finished are "
+              "left failed", file=sys.stderr)
         return EXIT_BUSY
     if status == run_records.ABANDONED:
         print("beamscore: lease lost: another run took over tranche(s) "
@@ -321,7 +328,7 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
             if (n := model_loads(result)) is not None:
                 loads = (loads or 0) + n
             if len(waves) > 1:  # its launcher-side figures and retraining decision
-                retrain = _track_wave(finishing, ref, run_id, names[i], reference,
+                retrain = _track_wave(finishing, ref, run_id, names[:i + 1], reference,
                                       len(waves), retrain)
             # Tranches of finished waves are done: another run may rescore them now.
             later = [t for group in names[i + 1:] for t in group]
@@ -332,10 +339,11 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
         pending = [t for group in names[current:] for t in group]
         if lost := _lost_or_none(database, plan, failure, pending):
             return _lease_lost(database, plan, ref, run_id, lost, started)
-        if _released(database, run_id):
+        if (done := _released(database, run_id)) is not None:
             return RunOutcome(run_id=run_id, summary={
                 "run_id": run_id, "status": run_records.ABANDONED,
-                "error": run_records.RELEASED, "tranches": {}, "total": {}},
+                "error": run_records.RELEASED, "tranches": done,
+                "total": merge_counts(done.values())},
                 wall_seconds=time.monotonic() - started, plan=plan, ref=ref)
         raise
     finally:
@@ -357,16 +365,17 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
     return outcome
 
 
-def _track_wave(cfg: FinishSettings, ref: Any, run_id: str, tranches: list[str],
+def _track_wave(cfg: FinishSettings, ref: Any, run_id: str, finished: list[list[str]],
                 reference: dict[str, Any] | None, waves: int, retrain: Trigger | None
                 ) -> Trigger | None:
-    """``finish.track_wave`` of a wave just ended, its counts as it recorded them; the
-    run's request so far (``retrain``, else one this wave's decision made)."""
+    """``finish.track_wave`` of the last of the ``finished`` waves (their tranches), its
+    counts as it recorded them; the run's request so far (``retrain``, else one this
+    wave's decision made)."""
     with opened(cfg.database) as db:
-        record = run_records.get(db, run_id)
-    recorded = ((record.counts if record else None) or {}).get("tranches") or {}
-    made = track_wave(cfg, ref, run_id, {t: recorded[t] for t in tranches if t in recorded},
-                      reference, waves, decide=retrain is None)
+        recorded = run_records.tranches_recorded(db, run_id)
+    made = track_wave(cfg, ref, run_id, {t: recorded[t] for t in finished[-1] if t in recorded},
+                      reference, waves, decide=retrain is None,
+                      done={t for group in finished for t in group})
     return retrain or made
 
 
@@ -397,15 +406,18 @@ def _lost_or_none(database: DatabaseSettings, plan: ScorePlan, failure: BaseExce
         return []
 
 
-def _released(database: DatabaseSettings, run_id: str) -> bool:
-    """Whether ``beamscore runs release`` failed the run while it ran (its fenced writes
-    then fail: the reason the pipeline failed)."""
+def _released(database: DatabaseSettings, run_id: str) -> dict[str, Any] | None:
+    """If ``beamscore runs release`` failed the run while it ran (its fenced writes then
+    fail: the reason the pipeline failed), the counts of the tranches its finished
+    waves completed; else None."""
     try:
         with opened(database, window=30) as db:
             record = run_records.get(db, run_id)
     except Exception:  # noqa: BLE001 - the pipeline's error is the one to report
-        return False
-    return record is not None and record.error == run_records.RELEASED
+        return None
+    if record is None or record.error != run_records.RELEASED:
+        return None
+    return dict((record.counts or {}).get("tranches") or {})
 
 
 def _lease_lost(database: DatabaseSettings, plan: ScorePlan, ref: Any, run_id: str,

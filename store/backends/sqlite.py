@@ -85,7 +85,9 @@ class SQLiteDialect(OnConflictDialect):
         return 'SELECT name, type, "notnull" AND dflt_value IS NULL FROM pragma_table_info(?)'
 
     def relation_kind(self) -> str:
-        return "SELECT type FROM sqlite_master WHERE name = ?"
+        # Tables and views share one namespace, case-insensitive (triggers have their own).
+        return ("SELECT type FROM sqlite_master WHERE type IN ('table', 'view') "
+                "AND lower(name) = lower(?)")
 
     def accepts(self, column_type: str, found: str) -> bool:
         """SQLite stores any value in any column, but converts it by the column's

@@ -27,6 +27,7 @@ def test_preprocessing_never_raises_and_is_idempotent(text: str, cfg: Preprocess
 @settings(max_examples=2000, deadline=None)
 @given(st.text(alphabet=st.sampled_from("<>/ab \t\n&!-\x01"), max_size=60), SETTINGS)
 @example("<a<a>>", PreprocessConfig())  # removing the inner tag leaves the tag "<a >"
+@example("<a" * 31 + ">" * 31 + " hi", PreprocessConfig())  # 31 levels: 32 passes
 @example("<\x01p>x", PreprocessConfig())  # removing \x01 leaves the tag "<p>"
 def test_tag_soup_is_idempotent_too(text: str, cfg: PreprocessConfig) -> None:
     once = preprocess_text(text, cfg)
@@ -80,3 +81,14 @@ def test_version_1_the_order_of_models_without_a_version_applies_each_step_once(
     assert preprocess_text("<a<a>> x", old) == "<a > x"
     assert preprocess_text("<a<a>> x", PreprocessConfig()) == "x"
     assert PreprocessConfig.from_dict(PreprocessConfig().to_dict()) == PreprocessConfig()
+
+
+def test_a_hostile_nesting_of_tags_costs_a_bounded_number_of_passes() -> None:
+    """20,000 tags nested in one another: the passes are bounded (32), so it takes well
+    under a second (15 s unbounded); its inner levels are left."""
+    import time
+
+    started = time.perf_counter()
+    out = preprocess_text("<a" * 20_000 + ">" * 20_000 + " hi", PreprocessConfig())
+    assert time.perf_counter() - started < 3.0
+    assert out.startswith("<a<a")  # cut to truncate_chars, inner levels kept

@@ -282,7 +282,7 @@ def test_a_run_released_while_it_runs_stops_with_exit_5_and_the_next_run_complet
     assert proc.returncode == 5, err
     assert err.strip().splitlines()[-1] == (
         "beamscore: released by `beamscore runs release` while it ran: this run wrote "
-        "nothing after that and stops; its tranches are left failed")
+        "nothing after that and stops; the tranches it had not finished are left failed")
     shown = run_cli("runs", "show", run_id, "--db", f"sqlite:///{db}", model=None)
     assert "exit code 5" in shown.out, shown.out
     assert sqlite_rows(db, "SELECT status FROM tranches") == [("failed",)]

@@ -379,26 +379,64 @@ def test_a_backfill_stopped_in_a_later_wave_has_asked_for_what_its_first_wave_ca
     """Three days in three waves, the first with every label wrong: the accuracy alert
     of wave 1 asks for retraining as wave 1 ends, so a SIGTERM in wave 2 loses no
     request; ``runs show`` of the stopped run still lists the finished wave's counts."""
-    import signal
-    import subprocess
-    import sys
-
-    from tests.pipelines.helpers import with_model
-
     root = tmp_path / "landing"
     write_tranche(str(root), "2026-06-01", _corrupted(21, 600), "jsonl")
     for k, day in enumerate(("2026-06-02", "2026-06-03")):
         write_tranche(str(root), day, list(make_docs(600, seed=22 + k)), "jsonl")
     marker = tmp_path / "retrained"
     db = tmp_path / "s.db"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", *with_model(
-            ["score", "--from", "2026-06-01", "--to", "2026-06-03", "--input-root", str(root),
-             "--registry", registry, "--db", f"sqlite:///{db}", "--output-dir",
-             str(tmp_path / "out"), "--wave-records", "1", "--sink-max-rows-per-second",
-             "400", "--sink-batch-rows", "100", "--tracking-command", f"touch {marker}"])],
-        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+    proc = _start_tracked(
+        ["score", "--from", "2026-06-01", "--to", "2026-06-03", "--input-root", str(root),
+         "--registry", registry, "--db", f"sqlite:///{db}", "--output-dir",
+         str(tmp_path / "out"), "--wave-records", "1", "--sink-max-rows-per-second",
+         "400", "--sink-batch-rows", "100", "--tracking-command", f"touch {marker}"])
+    _stop_once_requested(proc, db)
+    [(reasons, status)] = sqlite_rows(db, "SELECT reasons, status FROM retrain_triggers")
+    assert "accuracy" in reasons and "2026-06-01" in reasons
+    assert status == "command_succeeded" and marker.exists()
+    assert sqlite_rows(db, "SELECT count(*) FROM monitoring WHERE tranche = '2026-06-01' "
+                           "AND metric = 'empty_share'")[0][0] >= 1  # the launcher's figure
+    [(run_id,)] = sqlite_rows(db, "SELECT run_id FROM runs")
+    shown = run_cli("runs", "show", run_id, "--db", f"sqlite:///{db}", model=None)
+    assert "tranche 2026-06-01: read 600" in shown.out, shown.out
+
+
+@pytest.mark.slow
+def test_a_drift_streak_within_a_first_wave_asks_for_retraining_as_it_ends(
+        registry: str, tmp_path: Path) -> None:
+    """Two shifted days in wave 1 and a third in wave 2: the streak of wave 1's days asks
+    for retraining when wave 1 ends (wave 2's day, leased but not scored yet, is no day
+    of it), so a stop in wave 2 loses nothing."""
+    shifted = [d for d in make_docs(8000, seed=31) if d["label"] in ("billing", "shipping")]
+    days = ["2026-11-01", "2026-11-02", "2026-11-03"]
+    root = tmp_path / "landing"
+    for k, day in enumerate(days):
+        write_tranche(str(root), day, shifted[k * 600:(k + 1) * 600], "jsonl")
+    db = tmp_path / "s.db"
+    proc = _start_tracked(["score", "--from", days[0], "--to", days[-1], "--input-root",
+                           str(root), "--registry", registry, "--db", f"sqlite:///{db}",
+                           "--output-dir", str(tmp_path / "out"), "--wave-records", "1000",
+                           "--sink-max-rows-per-second", "400", "--sink-batch-rows", "100"])
+    _stop_once_requested(proc, db)
+    [(reasons,)] = sqlite_rows(db, "SELECT reasons FROM retrain_triggers")
+    assert "class_psi alert in 2 tranches in a row (2026-11-01 to 2026-11-02)" in reasons
+
+
+def _start_tracked(argv: list[str]) -> Any:
+    import subprocess
+    import sys
+
+    from tests.pipelines.helpers import with_model
+
+    return subprocess.Popen([sys.executable, "-m", "pipelines.cli", *with_model(argv)],
+                            cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _stop_once_requested(proc: Any, db: Path) -> None:
+    """SIGTERM ``proc`` once a retraining request is recorded; it must stop with 143."""
+    import signal
+
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         try:
@@ -410,14 +448,6 @@ def test_a_backfill_stopped_in_a_later_wave_has_asked_for_what_its_first_wave_ca
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
-    [(reasons, status)] = sqlite_rows(db, "SELECT reasons, status FROM retrain_triggers")
-    assert "accuracy" in reasons and "2026-06-01" in reasons
-    assert status == "command_succeeded" and marker.exists()
-    assert sqlite_rows(db, "SELECT count(*) FROM monitoring WHERE tranche = '2026-06-01' "
-                           "AND metric = 'empty_share'")[0][0] >= 1  # the launcher's figure
-    [(run_id,)] = sqlite_rows(db, "SELECT run_id FROM runs")
-    shown = run_cli("runs", "show", run_id, "--db", f"sqlite:///{db}", model=None)
-    assert "tranche 2026-06-01: read 600" in shown.out, shown.out
 
 
 def test_a_run_in_waves_shares_its_significance_among_them() -> None:

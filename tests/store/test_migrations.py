@@ -188,3 +188,26 @@ def test_a_view_of_a_table_name_is_refused_naming_it(
             "names")):
         db.init_schema()
     db.close()
+
+
+@pytest.mark.parametrize("made", ["CREATE VIEW Dead_Letters AS SELECT 1 AS x",
+                                  "CREATE VIEW RUNS AS SELECT 1 AS x"])
+def test_a_sqlite_view_named_in_another_case_is_refused_too(made: str, tmp_path: Path) -> None:
+    """SQLite's names are case-insensitive: ``Dead_Letters`` is the table's name too."""
+    db = connect(f"sqlite:///{tmp_path / 's.db'}")
+    db.execute(made)
+    with pytest.raises(SchemaMismatch, match=r"(dead_letters|runs) is a view, not a table"):
+        db.init_schema()
+    db.close()
+
+
+def test_a_trigger_named_like_a_table_is_no_obstacle(tmp_path: Path) -> None:
+    """A trigger has its own namespace in SQLite: an audit trigger named ``predictions``
+    on the predictions table is no reason to refuse the database."""
+    db = connect(f"sqlite:///{tmp_path / 's.db'}")
+    db.init_schema()
+    db.execute("CREATE TABLE audit (at TEXT)")
+    db.execute("CREATE TRIGGER predictions AFTER INSERT ON predictions BEGIN "
+               "INSERT INTO audit VALUES (datetime('now')); END")
+    db.init_schema()
+    db.close()

@@ -64,6 +64,13 @@ def test_a_failed_run_in_waves_keeps_its_finished_waves_counts(tmp_path: Path) -
     run_records.finish(db, "run-2", "succeeded", {"total": {"read": 5}})
     assert run_records.fail(db, "run-2", "interrupted") is False
     assert run_records.summary(db, "run-2") == {"total": {"read": 5}}
+    run_records.start(db, "run-3", {}, "demo:1")  # loses a later tranche to another run
+    run_records.record_wave(db, "run-3", {"2026-01-01": {"read": 3}})
+    run_records.mark_abandoned(db, "run-3", by="run-4")
+    run_records.lease_lost(db, "run-3", ["2026-01-02"])
+    summary = run_records.summary(db, "run-3")
+    assert summary is not None and summary["error"] == "lease lost"
+    assert summary["tranches"] == {"2026-01-01": {"read": 3}}
     db.close()
 
 

@@ -239,3 +239,28 @@ def test_a_redis_slot_that_expired_under_an_idle_session_is_taken_again_before_i
     assert client.get(key) is not None  # a holds it again
     a.close()
     assert client.get(key) is None
+
+
+def test_a_redis_that_does_not_answer_when_a_held_slot_is_renewed_is_waited_for(
+        tmp_path: Path) -> None:
+    """A dropped Redis connection when a session renews its slot (``keep``, before each
+    call) is retried like a database away, not a failed write."""
+    from store.limits import RedisUnreachable
+
+    settings = DatabaseSettings(f"sqlite:///{tmp_path / 's.db'}", max_connections=1,
+                                redis_url="redis://127.0.0.1:6379/0", state_dir=str(tmp_path),
+                                connect_timeout_seconds=30)
+    session = DatabaseSession(settings)
+    assert session.run(lambda db: db.execute("SELECT 1")) == [(1,)]
+    slots = session._slots
+    assert slots is not None
+    keep, answers = slots.keep, iter([RedisUnreachable("Redis does not answer"), None])
+
+    def flaky() -> bool:
+        if (failure := next(answers, None)) is not None:
+            raise failure
+        return keep()
+
+    slots.keep = flaky  # type: ignore[method-assign]
+    assert session.run(lambda db: db.execute("SELECT 2")) == [(2,)]
+    session.close()
