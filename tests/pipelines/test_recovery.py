@@ -188,7 +188,7 @@ def test_a_tranche_rescored_by_another_run_after_its_wave_does_not_stop_the_run(
     run B rescores day 1 (--force) while A's later waves run. Day 1 is no longer A's
     concern: A goes on, exits 0, and its summary still counts day 1 as its wave did."""
     days = ["2026-04-01", "2026-04-02", "2026-04-03"]
-    root = _backfill_landing(tmp_path, days, 600)
+    root = _backfill_landing(tmp_path, days, 1500)  # A: 3 s a wave
     db = tmp_path / "s.db"
     common = ["--input-root", str(root), "--registry", registry_root, "--db",
               f"sqlite:///{db}", "--output-dir", str(tmp_path / "out")]
@@ -201,7 +201,7 @@ def test_a_tranche_rescored_by_another_run_after_its_wave_does_not_stop_the_run(
     assert proc.returncode == 0, err
     runs = dict(sqlite_rows(db, "SELECT run_id, counts FROM runs"))
     [first] = [r for r, c in runs.items() if len(json.loads(c)["tranches"]) == 3]
-    assert json.loads(runs[first])["tranches"][days[0]]["read"] == 600
+    assert json.loads(runs[first])["tranches"][days[0]]["read"] == 1500
     ledger = sqlite_rows(db, "SELECT tranche, status, run_id FROM tranches ORDER BY tranche")
     assert [(t, s) for t, s, _ in ledger] == [(d, "completed") for d in days]
     assert ledger[0][2] != first and {r for _, _, r in ledger[1:]} == {first}
@@ -209,7 +209,7 @@ def test_a_tranche_rescored_by_another_run_after_its_wave_does_not_stop_the_run(
         db, "SELECT run_id, started_at, finished_at FROM runs"))
     assert times[ledger[0][2]][1] < times[first][1]  # B ended while A still ran
     assert sqlite_rows(db, "SELECT count(*), count(DISTINCT tranche || doc_id) "
-                           "FROM predictions") == [(1800, 1800)]
+                           "FROM predictions") == [(4500, 4500)]
 
 
 @pytest.mark.slow
