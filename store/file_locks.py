@@ -4,7 +4,9 @@
 one machine (``sink.max_connections``); a process waiting for one holds a shared lock on
 a ``waiters`` file, which is how a holder learns that someone waits (``contended``). A
 process that asks for a slot without waiting (``try_acquire``) and finds none free
-counts as waiting the same way until it takes one or lets go.
+counts as waiting the same way until it takes one or lets go. Waiters queue in the
+kernel on a ``queue`` lock (``ExclusiveLock``): only the first of them looks at the slot
+files, so eight workers waiting cost what one does.
 
 ``WriterLock``: one write transaction at a time on this machine (a blocking flock), for
 SQLite, which has a single writer anyway: writers queue in the kernel and the next one
@@ -51,25 +53,33 @@ class FileSlots:
                  sleep: Callable[[float], None] = time.sleep):
         self._paths = [state_path(identity, f"slot{i}.lock", directory) for i in range(n)]
         self._waiters = state_path(identity, "waiters.lock", directory)
+        self._queue = state_path(identity, "queue.lock", directory)
         self._fh: Any = None
         self._wanting: Any = None  # the waiters file, locked shared, after a try_acquire
         self._timeout, self._clock, self._sleep = timeout, clock, sleep
 
-    def _try_all(self) -> bool:
-        for path in self._paths:
-            fh = open(path, "a+")  # noqa: SIM115 - held open while the slot is held
+    def _try_all(self, handles: list[Any] | None = None) -> bool:
+        """Take the first free slot; ``handles``: the slot files, open, for a waiter
+        that looks again and again (one flock call a slot a look, no open)."""
+        for i, path in enumerate(self._paths):
+            fh = open(path, "a+") if handles is None else handles[i]  # noqa: SIM115
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                fh.close()
+                if handles is None:
+                    fh.close()
                 continue
+            if handles is not None:
+                handles[i] = None  # held open while the slot is held
             self._fh = fh
             return True
         return False
 
     def acquire(self, poll: float = 0.005) -> float:
         """Blocks until a slot is free, for at most ``timeout`` seconds (then
-        ``LockWaitTimeout``); returns the seconds waited."""
+        ``LockWaitTimeout``); returns the seconds waited. Waiters queue in the kernel
+        on a ``queue`` lock file: only the first looks at the slots (every ``poll``
+        seconds), so waiting costs the same whatever the number of waiters."""
         started = self._clock()
         if self._fh is not None or self._try_all():
             self._stop_wanting()
@@ -77,13 +87,24 @@ class FileSlots:
         with open(self._waiters, "a+") as waiting:
             fcntl.flock(waiting, fcntl.LOCK_SH)  # released when the file closes
             self._stop_wanting()
-            while not self._try_all():
-                waited = self._clock() - started
-                if waited >= self._timeout:
-                    raise LockWaitTimeout(f"every connection slot ({len(self._paths)}: "
-                                          f"{', '.join(self._paths)})", waited)
-                self._sleep(poll)
+            queue = ExclusiveLock(self._queue, self._what(), self._timeout, self._clock)
+            queue.acquire(started)
+            handles = [open(path, "a+") for path in self._paths]  # noqa: SIM115
+            try:
+                while not self._try_all(handles):
+                    waited = self._clock() - started
+                    if waited >= self._timeout:
+                        raise LockWaitTimeout(self._what(), waited)
+                    self._sleep(poll)
+            finally:
+                queue.release()
+                for fh in handles:
+                    if fh is not None:
+                        fh.close()
         return self._clock() - started
+
+    def _what(self) -> str:
+        return f"every connection slot ({len(self._paths)}: {', '.join(self._paths)})"
 
     def try_acquire(self) -> bool:
         """Take a free slot without waiting; whether one is held. Finding none, this
@@ -174,23 +195,24 @@ class _Handoff:
                 del self._pending[self.path]
 
 
-class WriterLock:
-    """One holder at a time across the processes of one machine; a waiter blocks in
-    the kernel (in a helper thread) and wakes as soon as the holder releases, or gives
-    up after ``timeout`` seconds (``LockWaitTimeout``)."""
+class ExclusiveLock:
+    """One holder at a time of the lock file at ``path`` across the processes of one
+    machine; a waiter blocks in the kernel (in a helper thread) and wakes as soon as the
+    holder releases, or gives up after ``timeout`` seconds (``LockWaitTimeout`` naming
+    ``what``)."""
 
     TICK = 0.05  # how often a waiter looks at the clock
 
-    def __init__(self, identity: str, directory: str = "", timeout: float = float("inf"),
+    def __init__(self, path: str, what: str, timeout: float = float("inf"),
                  clock: Callable[[], float] = time.monotonic):
-        self._path = state_path(identity, "writer.lock", directory)
+        self._path, self._what = path, what
         self._fh: Any = None
         self._timeout, self._clock = timeout, clock
 
-    def acquire(self) -> float:
-        """Blocks until held, for at most ``timeout`` seconds; returns the seconds
-        waited."""
-        started = self._clock()
+    def acquire(self, started: float | None = None) -> float:
+        """Blocks until held, for at most ``timeout`` seconds since ``started`` (default:
+        now); returns the seconds waited."""
+        started = self._clock() if started is None else started
         fh = open(self._path, "a+")  # noqa: SIM115 - held open while the lock is held
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -213,7 +235,7 @@ class WriterLock:
                     break
                 if waited >= self._timeout:
                     handoff.abandon()
-                    raise LockWaitTimeout(f"the writer lock {self._path}", waited)
+                    raise LockWaitTimeout(self._what, waited)
         if handoff.error is not None:
             raise handoff.error
         return handoff.fh
@@ -227,3 +249,12 @@ class WriterLock:
             fcntl.flock(self._fh, fcntl.LOCK_UN)
             self._fh.close()
             self._fh = None
+
+
+class WriterLock(ExclusiveLock):
+    """The machine's one write transaction at a time (``writer.lock``)."""
+
+    def __init__(self, identity: str, directory: str = "", timeout: float = float("inf"),
+                 clock: Callable[[], float] = time.monotonic):
+        path = state_path(identity, "writer.lock", directory)
+        super().__init__(path, f"the writer lock {path}", timeout, clock)

@@ -164,3 +164,58 @@ def test_the_writer_lock_says_whether_it_is_free_without_taking_it(tmp_path: Any
     assert second.free()
     assert second.acquire() < 0.5  # free() took nothing
     second.release()
+
+
+def test_only_the_first_slot_waiter_looks_at_the_slots(tmp_path: Any) -> None:
+    """Waiters queue in the kernel: while one waiter polls the slot files, a second
+    one sleeps in flock and polls nothing (eight waiting workers cost what one does);
+    each gets the slot in turn as the holders let go."""
+    holder = FileSlots("db", 1, str(tmp_path))
+    holder.acquire()
+    polls = {"first": 0, "second": 0}
+
+    def counting(name: str) -> Any:
+        def sleep(seconds: float) -> None:
+            polls[name] += 1
+            time.sleep(seconds)
+        return sleep
+
+    first = FileSlots("db", 1, str(tmp_path), timeout=30.0, sleep=counting("first"))
+    second = FileSlots("db", 1, str(tmp_path), timeout=30.0, sleep=counting("second"))
+    got: list[str] = []
+    threads = [threading.Thread(target=lambda: (first.acquire(), got.append("first")))]
+    threads[0].start()
+    deadline = time.monotonic() + 10
+    while polls["first"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    threads.append(threading.Thread(target=lambda: (second.acquire(), got.append("second"))))
+    threads[1].start()
+    time.sleep(0.3)
+    assert polls["first"] >= 20 and polls["second"] == 0 and not got
+    assert first.contended()  # both count as waiting for the holder to see
+    holder.release()
+    threads[0].join(timeout=10)
+    assert got == ["first"]
+    time.sleep(0.2)  # the second now heads the queue and looks at the slots
+    assert polls["second"] > 0 and got == ["first"]
+    first.release()
+    threads[1].join(timeout=10)
+    assert got == ["first", "second"]
+    second.release()
+
+
+def test_a_slot_wait_behind_another_waiter_is_bounded(tmp_path: Any) -> None:
+    """A waiter queued behind another gives up at its own bound, naming the slots."""
+    holder = FileSlots("db", 1, str(tmp_path))
+    holder.acquire()
+    head = FileSlots("db", 1, str(tmp_path), timeout=30.0)
+    thread = threading.Thread(target=head.acquire)  # heads the queue, then gets the slot
+    thread.start()
+    time.sleep(0.1)
+    queued = FileSlots("db", 1, str(tmp_path), timeout=120.0, clock=FakeClock(step=30.0))
+    with pytest.raises(LockWaitTimeout) as raised:
+        queued.acquire()
+    assert raised.value.waited >= 120.0 and "slot0.lock" in str(raised.value)
+    holder.release()
+    thread.join(timeout=10)
+    head.release()
