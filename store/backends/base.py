@@ -108,17 +108,33 @@ def _is_password(name: str) -> bool:
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*:)(.*)@", re.DOTALL)
 
 
+# ``scheme://host:port`` then a "/", "?", "#" or the end: a port, not a password, when
+# the first "@" comes after the "?" (a query value such as ``application_name=me@host``).
+_HOST_PORT = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*:[0-9]+(?=[/?#]|$)")
+
+
+def _userinfo(url: str) -> re.Match[str] | None:
+    """The ``scheme://user:...@`` part of ``url`` when it holds one (see ``_USERINFO``)."""
+    found = _USERINFO.match(url)
+    if found is None or _HOST_PORT.match(url) is None:
+        return found
+    query = url.find("?")
+    return None if 0 <= query < url.find("@") else found
+
+
 def has_userinfo_password(url: str) -> bool:
     """Whether ``url`` holds a ``user:secret@`` part before its host, however the secret
     is spelt."""
-    return _USERINFO.match(url) is not None
+    return _userinfo(url) is not None
 
 
 def redact(url: str) -> str:
     """The URL without any password, for logs: the one of ``user:secret@`` (everything
     from the user name's colon to the last "@", whatever it holds) and the value of any
     ``password`` parameter, its name decoded as libpq decodes it."""
-    url = _USERINFO.sub(r"\1***@", url)
+    found = _userinfo(url)
+    if found is not None:
+        url = f"{found.group(1)}***@{url[found.end():]}"
     parts = urlsplit(url)
     if not any(_is_password(k) for k, _ in _parameters(parts.query)):
         return url

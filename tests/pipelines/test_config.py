@@ -186,9 +186,12 @@ def test_a_config_path_that_cannot_be_read_is_named(tmp_path: Path) -> None:
         load_config(str(bad))
 
 
-def test_db_url_without_password_is_accepted() -> None:
-    cfg = load_config(None, {"db": "postgresql://scorer@db.example:5432/scores"})
-    assert cfg.db == "postgresql://scorer@db.example:5432/scores"
+@pytest.mark.parametrize("url", [
+    "postgresql://scorer@db.example:5432/scores",
+    "postgresql://db.example:5432/scores?application_name=nightly@host-1",
+])
+def test_db_url_without_password_is_accepted(url: str) -> None:
+    assert load_config(None, {"db": url}).db == url
 
 
 @pytest.mark.parametrize("machine_type, threads, cores", [

@@ -43,6 +43,11 @@ def test_another_scheme_is_refused_naming_the_scheme_only(url: str) -> None:
     ("mysql://u:hunter2@127.0.0.1/test", "mysql://u:***@127.0.0.1/test"),
     ("postgresql://u@h/db?sslmode=require&password=pa/ss", "postgresql://u@h/db?sslmode=require&password=***"),
     ("postgresql://u@h:5432/db", "postgresql://u@h:5432/db"),
+    # a port, and an "@" in a query value: no password
+    ("postgresql://db:5432/scores?application_name=me@host",
+     "postgresql://db:5432/scores?application_name=me@host"),
+    # digits then an "@" before any "?": a password (libpq would read a port and a path)
+    ("postgresql://me:1234/abc@host/db", "postgresql://me:***@host/db"),
     ("sqlite:////srv/a:b@c.db", "sqlite:////srv/a:b@c.db"),
     # the "=" percent-encoded: the decoded name holds the value
     ("postgresql://u@h/db?password%3Ds3cr3t", "postgresql://u@h/db?password=***"),
