@@ -16,6 +16,7 @@ from typing import Any
 
 from models.registry import ModelRef
 from pipelines.configuration.config import TrackingConfig
+from pipelines.orchestration.signals import deferred
 from store.monitoring import Trigger
 from store.session import DatabaseSettings
 
@@ -68,13 +69,15 @@ def finish(cfg: FinishSettings, ref: ModelRef, run_id: str, summary: dict[str, A
         _warming.join()
 
     retrain = None
-    if track and cfg.tracking.enabled and summary:
-        retrain = _after_run(cfg, ref, run_id, summary, reference)
-    try:
-        report = write_report(cfg.database, cfg.output_dir, cfg.tracking.report_runs, run_id)
-    except Exception as exc:  # noqa: BLE001 - the run is done; its report is a courtesy
-        _LOG.warning("could not write the report of run %s: %s", run_id, exc)
-        report = ""
+    with deferred():  # a stop signal now is raised once the report is written
+        if track and cfg.tracking.enabled and summary:
+            retrain = _after_run(cfg, ref, run_id, summary, reference)
+        try:
+            report = write_report(cfg.database, cfg.output_dir, cfg.tracking.report_runs,
+                                  run_id)
+        except Exception as exc:  # noqa: BLE001 - the run is done; its report is a courtesy
+            _LOG.warning("could not write the report of run %s: %s", run_id, exc)
+            report = ""
     return retrain, report
 
 
@@ -105,8 +108,9 @@ def track_wave(cfg: FinishSettings, ref: ModelRef, run_id: str, tranches: dict[s
         return None
     tracking = dataclasses.replace(cfg.tracking,
                                    significance=cfg.tracking.significance / max(1, waves))
-    return _after_run(cfg, ref, run_id, {"tranches": tranches}, reference, tracking, decide,
-                      done)
+    with deferred():  # a stop signal now is raised once the wave's decision is made
+        return _after_run(cfg, ref, run_id, {"tranches": tranches}, reference, tracking,
+                          decide, done)
 
 
 class FinishInJob:

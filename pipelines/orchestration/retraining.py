@@ -24,6 +24,7 @@ from typing import Any
 from models.registry import ModelRef
 from pipelines.configuration.config import TrackingConfig
 from pipelines.configuration.connection import opened
+from pipelines.orchestration.signals import forward_stops
 from store import monitoring, run_records
 from store.database import Database
 from store.monitoring import Trigger
@@ -92,7 +93,11 @@ def _maybe_trigger(db: Database, tracking: TrackingConfig, ref: ModelRef, run_id
                  trigger.trigger_id, "; ".join(reasons))
     status, code = "requested", None
     if tracking.command:
-        code = subprocess.run(tracking.command, shell=True, check=False).returncode
+        # Its own process group: a stop signal of the launcher reaches it once, through
+        # forward_stops (the launcher's decision waits for it to end).
+        with subprocess.Popen(tracking.command, shell=True, start_new_session=True) as proc, \
+                forward_stops(proc):
+            code = proc.wait()
         status = "command_succeeded" if code == 0 else "command_failed"
         _LOG.info("retraining command exited %d", code)
     monitoring.finish_trigger(db, trigger.trigger_id, status, code)

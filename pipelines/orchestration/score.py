@@ -126,8 +126,8 @@ def run_parsed(parser: argparse.ArgumentParser, args: argparse.Namespace,
             return guarded(score)
     except Interrupted as stop:
         what = ("no run was started" if not stop.run_id else
-                f"run {stop.run_id} had ended before the stop (its record stands); its "
-                "report or retraining decision may be missing"
+                f"run {stop.run_id} had ended before the stop (its record, report and "
+                "retraining decision stand)"
                 if stop.ended else
                 f"run {stop.run_id} marked failed (interrupted), its tranches released"
                 if stop.recorded else f"run {stop.run_id} could not be marked failed "

@@ -5,11 +5,20 @@ main thread (later ones are ignored while the launcher marks the run failed, fre
 leases and stops its workers); the exit code is 128 + the signal number (130, 143).
 Code running in the main thread may wrap the exception (Beam's in-process worker turns
 it into a RuntimeError), so ``received()`` tells whether a signal arrived.
+
+``deferred()`` marks the closing steps of a run whose record is final (its tracking
+figures, retraining decision and report: seconds): a stop signal there is noted and
+raised as ``Interrupted`` once the block ends, so that a run stopped then still has them.
+A command the block runs (``tracking.command``) is the exception: ``forward_stops(proc)``
+sends it the signal at once, and the block ends when it does.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -38,6 +47,8 @@ class Interrupted(BaseException):
 
 
 _received: list[int] = []
+_active: list[bool] = []  # an interruptible() block is open in the main thread
+_deferring: list[list[subprocess.Popen[bytes]]] = []  # per open deferred() block: its commands
 
 
 def received() -> Interrupted | None:
@@ -59,9 +70,59 @@ def interruptible() -> Iterator[None]:
 
     previous = {sig: signal.signal(sig, handler) for sig in SIGNALS}
     _received.clear()
+    _active.append(True)
     try:
         yield
     finally:
+        _active.pop()
         for sig, old in previous.items():
             signal.signal(sig, old)
         _received.clear()
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Within an ``interruptible()`` block (else as is): a stop signal is noted and
+    passed on to the commands of ``forward_stops``, then raised as ``Interrupted`` when
+    the block ends. Blocks nest (the outermost raises); a stop that came before the
+    block is raised at once."""
+    if not _active or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if _deferring:
+        yield
+        return
+    commands: list[subprocess.Popen[bytes]] = []
+    noted: list[int] = []
+
+    def note(signum: int, _frame: FrameType | None) -> None:
+        noted.append(signum)
+        _received.append(signum)
+        for proc in commands:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signum)
+
+    if _received:
+        raise Interrupted(_received[-1])
+    previous = {sig: signal.signal(sig, note) for sig in SIGNALS}
+    _deferring.append(commands)
+    try:
+        yield
+    finally:
+        _deferring.pop()
+        for sig, old in previous.items():
+            signal.signal(sig, old if not noted else signal.SIG_IGN)
+    if noted:
+        raise Interrupted(noted[0])
+
+
+@contextmanager
+def forward_stops(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    """Within ``deferred()``: a stop signal is sent to ``proc``'s process group (start
+    it with ``start_new_session=True``) as soon as it arrives."""
+    commands = _deferring[-1] if _deferring else []
+    commands.append(proc)
+    try:
+        yield
+    finally:
+        commands.remove(proc)

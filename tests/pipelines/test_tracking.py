@@ -422,6 +422,41 @@ def test_a_drift_streak_within_a_first_wave_asks_for_retraining_as_it_ends(
     assert "class_psi alert in 2 tranches in a row (2026-11-01 to 2026-11-02)" in reasons
 
 
+@pytest.mark.slow
+def test_a_stop_while_the_retraining_command_runs_stops_it_and_keeps_the_report(
+        registry: str, tmp_path: Path) -> None:
+    """A SIGTERM while ``tracking.command`` runs reaches the command at once; the trigger
+    records how it ended, the report is still written, and the run (ended, succeeded)
+    exits 143 saying its record, report and decision stand."""
+    import signal
+
+    root = tmp_path / "landing"
+    write_tranche(str(root), "2026-06-01", _corrupted(23, 600), "jsonl")
+    started, finished = tmp_path / "started", tmp_path / "finished"
+    db = tmp_path / "s.db"
+    proc = _start_tracked(
+        ["score", "--from", "2026-06-01", "--to", "2026-06-01", "--input-root", str(root),
+         "--registry", registry, "--db", f"sqlite:///{db}", "--output-dir",
+         str(tmp_path / "out"), "--tracking-command",
+         f"touch {started}; sleep 60; touch {finished}"])
+    deadline = time.monotonic() + 120
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists(), proc.communicate()
+    stopped = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert time.monotonic() - stopped < 30 and not finished.exists()
+    [(status, code)] = sqlite_rows(db, "SELECT status, command_exit_code FROM retrain_triggers")
+    assert status == "command_failed" and code != 0
+    [(run_id, run_status)] = sqlite_rows(db, "SELECT run_id, status FROM runs")
+    assert run_status == "succeeded"
+    assert (tmp_path / "out" / "_reports" / f"{run_id}.html").exists()
+    assert "had ended before the stop (its record, report and retraining decision stand)" \
+        in err, err
+
+
 def _start_tracked(argv: list[str]) -> Any:
     import subprocess
     import sys

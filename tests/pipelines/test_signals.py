@@ -1,0 +1,68 @@
+"""Stop signals in the launcher: raised at once in a run, deferred in its closing steps
+(which then complete), and passed on to a command those steps run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines.orchestration.signals import (
+    Interrupted,
+    deferred,
+    forward_stops,
+    interruptible,
+)
+
+
+def test_a_stop_is_raised_at_once_outside_a_deferred_block() -> None:
+    with pytest.raises(Interrupted) as raised, interruptible():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        pytest.fail("not interrupted")
+    assert raised.value.exit_code == 143
+
+
+def test_a_stop_in_a_deferred_block_is_raised_once_the_block_is_done() -> None:
+    done: list[str] = []
+    with pytest.raises(Interrupted) as raised, interruptible():
+        with deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            done.append("report")
+            with deferred():  # nested: the outermost raises
+                os.kill(os.getpid(), signal.SIGTERM)
+                done.append("decision")
+            done.append("after the inner block")
+        pytest.fail("not raised at the end of the block")
+    assert done == ["report", "decision", "after the inner block"]
+    assert raised.value.signum == signal.SIGINT
+
+
+def test_a_deferred_block_outside_a_run_changes_nothing() -> None:
+    """Without ``interruptible`` (a library caller), SIGINT stays KeyboardInterrupt."""
+    with pytest.raises(KeyboardInterrupt), deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+
+
+def test_a_stop_reaches_the_command_of_a_deferred_block_at_once(tmp_path: Path) -> None:
+    """The command (and what its shell started) gets the signal as it comes and the
+    block ends when the command does; the stop is raised after."""
+    marker = tmp_path / "finished"
+    codes: list[int] = []
+    started = time.monotonic()
+    with pytest.raises(Interrupted), interruptible(), deferred():
+        with subprocess.Popen(f"sleep 30; touch {marker}", shell=True,
+                              start_new_session=True) as proc, forward_stops(proc):
+            subprocess.Popen([sys.executable, "-c",
+                              f"import os, signal, time; time.sleep(0.5); "
+                              f"os.kill({os.getpid()}, signal.SIGTERM)"])
+            codes.append(proc.wait())
+    assert time.monotonic() - started < 15
+    assert codes and codes[0] != 0 and not marker.exists()
