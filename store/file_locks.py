@@ -5,8 +5,9 @@ one machine (``sink.max_connections``); a process waiting for one holds a shared
 a ``waiters`` file, which is how a holder learns that someone waits (``contended``). A
 process that asks for a slot without waiting (``try_acquire``) and finds none free
 counts as waiting the same way until it takes one or lets go. Waiters queue in the
-kernel on a ``queue`` lock (``ExclusiveLock``): only the first of them looks at the slot
-files, so eight workers waiting cost what one does.
+kernel on a ``queue`` lock (``in_turn``): only the first of them looks at the slot
+files, so eight workers waiting cost what one does; the sink queues the machine's
+waiters for Redis's slots the same way.
 
 ``WriterLock``: one write transaction at a time on this machine (a blocking flock), for
 SQLite, which has a single writer anyway: writers queue in the kernel and the next one
@@ -27,9 +28,11 @@ import fcntl
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from store.limits import LockWaitTimeout, state_path
+
+T = TypeVar("T")
 
 
 def _unlocked(path: str) -> bool:
@@ -87,21 +90,22 @@ class FileSlots:
         with open(self._waiters, "a+") as waiting:
             fcntl.flock(waiting, fcntl.LOCK_SH)  # released when the file closes
             self._stop_wanting()
-            queue = ExclusiveLock(self._queue, self._what(), self._timeout, self._clock)
-            queue.acquire(started)
-            handles = [open(path, "a+") for path in self._paths]  # noqa: SIM115
-            try:
-                while not self._try_all(handles):
-                    waited = self._clock() - started
-                    if waited >= self._timeout:
-                        raise LockWaitTimeout(self._what(), waited)
-                    self._sleep(poll)
-            finally:
-                queue.release()
-                for fh in handles:
-                    if fh is not None:
-                        fh.close()
+            in_turn(self._queue, self._what(), lambda: self._poll(started, poll),
+                    self._timeout, self._clock, started)
         return self._clock() - started
+
+    def _poll(self, started: float, poll: float) -> None:
+        handles = [open(path, "a+") for path in self._paths]  # noqa: SIM115
+        try:
+            while not self._try_all(handles):
+                waited = self._clock() - started
+                if waited >= self._timeout:
+                    raise LockWaitTimeout(self._what(), waited)
+                self._sleep(poll)
+        finally:
+            for fh in handles:
+                if fh is not None:
+                    fh.close()
 
     def _what(self) -> str:
         return f"every connection slot ({len(self._paths)}: {', '.join(self._paths)})"
@@ -249,6 +253,20 @@ class ExclusiveLock:
             fcntl.flock(self._fh, fcntl.LOCK_UN)
             self._fh.close()
             self._fh = None
+
+
+def in_turn(path: str, what: str, wait: Callable[[], T], timeout: float = float("inf"),
+            clock: Callable[[], float] = time.monotonic, started: float | None = None) -> T:
+    """``wait()`` (a wait that polls) in one process of the machine at a time: the others
+    queue in the kernel on the lock file at ``path`` (for at most ``timeout`` seconds
+    since ``started``, then ``LockWaitTimeout`` naming ``what``), so however many wait,
+    one polls."""
+    queue = ExclusiveLock(path, what, timeout, clock)
+    queue.acquire(started)
+    try:
+        return wait()
+    finally:
+        queue.release()
 
 
 class WriterLock(ExclusiveLock):

@@ -388,10 +388,10 @@ class RedisSlots:
                 return True
         return False
 
-    def acquire(self, poll: float = 0.01) -> float:
-        """Blocks until a slot is free, for at most ``timeout`` seconds (then
-        ``LockWaitTimeout``); returns the seconds waited."""
-        started = self._clock()
+    def acquire(self, poll: float = 0.01, started: float | None = None) -> float:
+        """Blocks until a slot is free, for at most ``timeout`` seconds since ``started``
+        (default: now; then ``LockWaitTimeout``); returns the seconds waited."""
+        started = self._clock() if started is None else started
         if self._held is not None:
             return 0.0
         while not self._try_all():

@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
 from store.database import Database, connect, database_identity, one_writer_at_a_time
-from store.file_locks import FileSlots, LockWaitTimeout, WriterLock
-from store.limits import MachineRateLimiter, RedisRateLimiter, RedisSlots
+from store.file_locks import FileSlots, LockWaitTimeout, WriterLock, in_turn
+from store.limits import MachineRateLimiter, RedisRateLimiter, RedisSlots, state_path
 from store.retry import Reconnecting, RetryPolicy
 from store.settings import SinkConfig
 
@@ -170,7 +170,7 @@ class DatabaseSession(Reconnecting):
             slots = self._new_slots()
             if not slots.try_acquire():
                 self._yield_siblings()
-                self._report(_counting_timeout(slots.acquire, self._report))
+                self._report(_counting_timeout(self._waiter(slots), self._report))
             self._hold(slots)
         db = connect(self._s.url, password_env=self._s.password_env,
                      statement_timeout_ms=self._s.statement_timeout_ms)
@@ -184,6 +184,20 @@ class DatabaseSession(Reconnecting):
                 raise
             self._schema_ready = True
         return db
+
+    def _waiter(self, slots: FileSlots | RedisSlots) -> Callable[[], float]:
+        """How to wait for a slot: Redis's are polled by one process of the machine at
+        a time (``in_turn``; file slots queue their waiters themselves)."""
+        if isinstance(slots, FileSlots):
+            return slots.acquire
+        queue = state_path(self._s.identity, "redis-queue.lock", self._s.state_dir)
+        what = "the machine's turn to wait for a connection slot of the job (in Redis)"
+
+        def wait() -> float:
+            started = time.monotonic()  # one bound for the turn and the slot together
+            return in_turn(queue, what, lambda: slots.acquire(started=started),
+                           self._s.lease_seconds, started=started)
+        return wait
 
     def _under_writer_lock(self, fn: Callable[[], T]) -> T:
         """``fn()`` holding the machine's writer lock where the database has one writer

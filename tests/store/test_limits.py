@@ -309,6 +309,51 @@ def test_a_redis_slot_wait_is_bounded(redis_ok: None) -> None:
     waiter.release()
 
 
+def test_a_machines_waiters_for_redis_slots_poll_redis_one_at_a_time(
+        redis_ok: None, tmp_path: Any) -> None:
+    """The sink waits for a job-wide slot in turn (``in_turn`` on a lock file of the
+    machine): the second waiter sends Redis nothing while the first polls, then gets
+    the slot when the first lets go of it."""
+    import threading
+
+    from store.file_locks import in_turn
+
+    name = uuid.uuid4().hex
+    holder = RedisSlots(REDIS, name, 1)
+    holder.acquire()
+    queue = str(tmp_path / "redis-queue.lock")
+    tries = {"first": 0, "second": 0}
+    waiters = {k: RedisSlots(REDIS, name, 1, timeout=30.0) for k in tries}
+    for key, waiter in waiters.items():
+        def counted(w: RedisSlots = waiter, k: str = key,
+                    original: Any = waiter._try_all) -> bool:
+            tries[k] += 1
+            return bool(original())
+        waiter._try_all = counted  # type: ignore[method-assign]
+    got: list[str] = []
+
+    def wait(key: str) -> None:
+        in_turn(queue, "a turn", waiters[key].acquire, 30.0)
+        got.append(key)
+
+    first = threading.Thread(target=wait, args=("first",))
+    first.start()
+    deadline = time.monotonic() + 10
+    while tries["first"] < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second = threading.Thread(target=wait, args=("second",))
+    second.start()
+    time.sleep(0.3)
+    assert tries["first"] >= 10 and tries["second"] == 0 and not got
+    holder.release()
+    first.join(timeout=10)
+    assert got == ["first"]
+    waiters["first"].release()
+    second.join(timeout=10)
+    assert got == ["first", "second"] and tries["second"] >= 1
+    waiters["second"].release()
+
+
 def test_a_slot_holder_sees_when_another_process_waits(tmp_path: Any) -> None:
     holder = FileSlots("db", 1, str(tmp_path))
     assert holder.acquire() == 0.0
