@@ -182,6 +182,20 @@ class TrancheLedger:
         row at a time in key order (see the module's lock order)."""
         self._each_held(run_id, {"lease_until": self._clock() + lease_seconds})
 
+    def confirm(self, fence: Fence, tranche: str, lease_seconds: float) -> bool:
+        """Whether the run of ``fence`` still holds ``tranche`` with its token; if it
+        does, its lease runs at least ``lease_seconds`` from now (never shortened), so
+        that what it does next that no statement can fence (deleting files) is done
+        while no other run can take the tranche over."""
+        p = self._p
+        until = self._clock() + lease_seconds
+        return bool(self.db.execute_count(
+            f"UPDATE tranches SET lease_until = CASE WHEN lease_until > {p} THEN lease_until "
+            f"ELSE {p} END WHERE tranche = {p} AND model_name = {p} AND model_version = {p} "
+            f"AND run_id = {p} AND fence = {p} AND status = '{RUNNING}'",
+            [until, until, tranche, fence.model_name, fence.model_version, fence.run_id,
+             fence.tokens.get(tranche)]))
+
     def _each_held(self, run_id: str, values: dict[str, Any]) -> None:
         """Set ``values`` in every row ``run_id`` holds (still ``running``), one
         statement per row, in the order of the tranche (its model is the run's), as

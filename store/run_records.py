@@ -268,12 +268,19 @@ def models_of(db: Database, run_ids: Iterable[str]) -> dict[str, str]:
         f"SELECT run_id, model FROM runs WHERE run_id IN ({marks})", ids)}
 
 
-def supersede_dead_letters(db: Database, tranche: str, model: str, run_id: str) -> int:
-    """Delete the dead letters of ``tranche`` of every other run of ``model``; how many."""
+def supersede_dead_letters(db: Database, tranche: str, model: str, run_id: str,
+                           fence: Fence | None = None) -> int:
+    """Delete the dead letters of ``tranche`` of every other run of ``model``; how many.
+    With ``fence``, only while the run still holds the tranche with its token (in the
+    same statement: ``_while_held``)."""
     p = db.placeholder
-    return db.execute_count(
-        f"DELETE FROM dead_letters WHERE tranche = {p} AND run_id <> {p} AND run_id IN "
-        f"(SELECT run_id FROM runs WHERE model = {p})", [tranche, run_id, model])
+    sql = (f"DELETE FROM dead_letters WHERE tranche = {p} AND run_id <> {p} AND run_id IN "
+           f"(SELECT run_id FROM runs WHERE model = {p})")
+    params: list[Any] = [tranche, run_id, model]
+    if fence is not None:
+        held, more = _while_held(p, fence, tranche)
+        sql, params = sql + held, params + more
+    return db.execute_count(sql, params)
 
 
 def supersede_predictions(db: Database, run_id: str, tranche: str,
@@ -290,11 +297,20 @@ def supersede_predictions(db: Database, run_id: str, tranche: str,
     sql = f"DELETE FROM predictions WHERE tranche = {p} AND {_stale(p)}"
     params: list[Any] = [tranche, name, version, run_id]
     if fence is not None:
-        sql += (f" AND EXISTS (SELECT 1 FROM tranches WHERE tranche = {p} AND model_name = "
-                f"{p} AND model_version = {p} AND run_id = {p} AND fence = {p} AND "
-                f"status = '{RUNNING}')")
-        params += [tranche, name, version, run_id, fence.tokens.get(tranche)]
+        held, more = _while_held(p, fence, tranche)
+        sql, params = sql + held, params + more
     return db.execute_count(sql, params)
+
+
+def _while_held(p: str, fence: Fence, tranche: str) -> tuple[str, list[Any]]:
+    """The condition (`` AND EXISTS ...``) and its parameters that a statement of the
+    run of ``fence`` holds ``tranche`` with its token: a run that lost the tranche
+    changes nothing of the run that took it over."""
+    return (f" AND EXISTS (SELECT 1 FROM tranches WHERE tranche = {p} AND model_name = "
+            f"{p} AND model_version = {p} AND run_id = {p} AND fence = {p} AND "
+            f"status = '{RUNNING}')",
+            [tranche, fence.model_name, fence.model_version, fence.run_id,
+             fence.tokens.get(tranche)])
 
 
 def _record(row: tuple[Any, ...]) -> RunRecord:

@@ -34,6 +34,7 @@ from pipelines.orchestration.options import (
 from pipelines.orchestration.plan import PlanSettings, ScorePlan, files_of, tranche_fingerprint
 from pipelines.orchestration.supersede import clear_tranche
 from store import run_records
+from store.database import Fence
 from store.ledger import BUSY, Holder, TrancheLedger
 from store.session import DatabaseSettings
 from store.settings import SinkConfig
@@ -161,37 +162,40 @@ def acquire_tranches(settings: PlanSettings, plan: ScorePlan, ref: ModelRef, run
     over
     (its process is gone, or it stopped renewing) is marked failed, reason
     ``abandoned``."""
+    lease = lease_seconds or settings.database.lease_seconds
     with opened(settings.database, migrate=True) as db:
         ledger = TrancheLedger(db, holder=holder)
         for t in plan.to_read:
             taken, previous = ledger.acquire(
                 t.tranche, ref.name, ref.version, tranche_fingerprint(t, settings, ref),
-                files_of(t), run_id, lease_seconds or settings.database.lease_seconds)
+                files_of(t), run_id, lease)
             if previous:
                 _LOG.warning("tranche %s taken over from run %s, marked failed (abandoned)",
                              t.tranche, previous)
                 run_records.mark_abandoned(db, previous, by=run_id)
-            if taken and clear:
-                clear_tranche(db, settings.output_dir, t.tranche, f"{ref.name}:{ref.version}",
-                              run_id)
-            elif not taken:
+            if not taken:
                 entry = ledger.get(t.tranche, ref.name, ref.version)
                 plan.decisions[t.tranche] = (BUSY, f"run {entry.run_id if entry else '?'} "
                                                    "took it first")
         plan.fence = ledger.fence(run_id, ref.name, ref.version,
                                   [t.tranche for t in plan.to_read])
+        if clear:
+            for tranche in sorted(plan.fence.tokens):
+                clear_tranche(db, settings.output_dir, tranche, f"{ref.name}:{ref.version}",
+                              plan.fence, lease)
     plan.cut_chunks(settings.read.chunk_bytes, settings.parallelism)
 
 
 def clear_tranches(settings: PlanSettings, tranches: list[str], ref: ModelRef,
-                   run_id: str) -> None:
+                   fence: Fence) -> None:
     """Clear ``tranches`` of earlier runs' dead letters, of the model version's
     prediction files and of temporary files (``supersede``), right before the run writes
-    them: a tranche scored in a later wave keeps its earlier results until then."""
+    them: a tranche scored in a later wave keeps its earlier results until then.
+    Fenced (``fence``): ``LeaseLost`` if the run no longer holds one of them."""
     with opened(settings.database) as db:
         for tranche in tranches:
             clear_tranche(db, settings.output_dir, tranche, f"{ref.name}:{ref.version}",
-                          run_id)
+                          fence, settings.database.lease_seconds)
 
 
 def lost_leases(database: DatabaseSettings, plan: ScorePlan,

@@ -312,7 +312,8 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
             if len(waves) > 1:
                 _LOG.info("run %s: wave %d of %d: %s to %s", run_id, i + 1, len(waves),
                           wave_plan.to_read[0].tranche, wave_plan.to_read[-1].tranche)
-            clear_tranches(settings, names[i], ref, run_id)
+            assert plan.fence is not None  # the leases were taken (acquire_tranches)
+            clear_tranches(settings, names[i], ref, plan.fence)
             wave = Wave(last=last, earlier=_earlier_counts(database, run_id)
                         if last and i else {}, count=len(waves))
             p = test_pipeline or make_pipeline(settings_of(RunnerSettings, cfg), beam_args,

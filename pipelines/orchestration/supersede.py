@@ -20,7 +20,8 @@ import logging
 from apache_beam.io.filesystems import FileSystems
 
 from store import run_records
-from store.database import Database
+from store.database import Database, Fence, LeaseLost
+from store.ledger import TrancheLedger
 from transforms.files import (
     TMP_MARK,
     delete_files,
@@ -36,11 +37,18 @@ _PREFIX, _SUFFIX = "dead_letters-", ".jsonl"
 
 
 def clear_tranche(db: Database, output_dir: str, tranche: str, model: str,
-                  run_id: str) -> None:
+                  fence: Fence, lease_seconds: float) -> None:
     """Supersede the earlier dead letters of ``tranche`` by runs of ``model``
     (``name:version``) and the model version's prediction files, and remove its
-    temporary files; logs what it removed."""
-    rows = run_records.supersede_dead_letters(db, tranche, model, run_id)
+    temporary files; logs what it removed. Fenced like every write of the run
+    (``fence``): the run confirms that it still holds the tranche, its lease renewed
+    for ``lease_seconds``, before it deletes any file, and deletes rows only while it
+    holds it, in the same statement; else ``LeaseLost``, nothing removed."""
+    run_id = fence.run_id
+    if not TrancheLedger(db).confirm(fence, tranche, lease_seconds):
+        raise LeaseLost(f"tranche {tranche} was taken over by another run before run "
+                        f"{run_id} cleared it: nothing of it removed")
+    rows = run_records.supersede_dead_letters(db, tranche, model, run_id, fence)
     files = dead_letter_files(output_dir, tranche)
     models = run_records.models_of(db, files.values())
     stale = [path for path, run in files.items() if run != run_id and models.get(run) == model]

@@ -157,3 +157,43 @@ def test_a_frozen_run_is_fenced_out_on_sqlite(registry_root: str, tmp_path: Path
 def test_a_frozen_run_is_fenced_out_on_postgresql(registry_root: str, tmp_path: Path,
                                                   pg_url: str) -> None:
     _frozen_run_is_fenced_out(pg_url, registry_root, tmp_path)
+
+
+def test_a_run_that_lost_a_tranche_clears_nothing_of_the_run_that_took_it(
+        db_url: str, tmp_path: Path) -> None:
+    """Clearing a tranche (its earlier runs' dead letters and files) is fenced like every
+    write: run A, whose lease ran out and whose tranche run B took, removes no row and
+    no file when it comes to clear it (``LeaseLost``); B's own clear removes A's."""
+    from pipelines.orchestration.supersede import clear_tranche
+    from store.database import LeaseLost
+    from store.ledger import Holder, TrancheLedger
+
+    db = connect(db_url)
+    db.init_schema()
+    now = [1_000_000.0]
+    for run in ("run-a", "run-b"):
+        run_records.start(db, run, {}, "demo:1")
+    a = TrancheLedger(db, clock=lambda: now[0])
+    assert a.acquire(DAY, "demo", "1", "fp", [], "run-a", 10)[0]
+    fence_a = a.fence("run-a", "demo", "1", [DAY])
+    row = (DAY, "in.jsonl", 1, "read", "not JSON", "x")
+    db.upsert_dead_letters([("run-a", *row)])
+    now[0] += 60  # A is frozen past its lease; B takes the tranche and writes
+    b = TrancheLedger(db, clock=lambda: now[0], holder=Holder("another-host", 7))
+    assert b.acquire(DAY, "demo", "1", "fp", [], "run-b", 10)[0]
+    fence_b = b.fence("run-b", "demo", "1", [DAY])
+    db.upsert_dead_letters([("run-b", *row)], fence_b)
+    folder = tmp_path / "out" / f"dt={DAY}"
+    folder.mkdir(parents=True)
+    mine = [folder / "dead_letters-run-b-0a1b.jsonl",
+            folder / "predictions-demo-v1-0a-00000.parquet"]
+    for path in mine:
+        path.write_text("B's\n")
+    with pytest.raises(LeaseLost, match=f"tranche {DAY} was taken over"):
+        clear_tranche(db, str(tmp_path / "out"), DAY, "demo:1", fence_a, 10)
+    runs = "SELECT run_id FROM dead_letters ORDER BY run_id"
+    assert db.execute(runs) == [("run-a",), ("run-b",)] and all(p.exists() for p in mine)
+    assert b.get(DAY, "demo", "1").run_id == "run-b"  # A's confirm changed nothing either
+    clear_tranche(db, str(tmp_path / "out"), DAY, "demo:1", fence_b, 10)
+    assert db.execute(runs) == [("run-b",)]  # A's superseded, B's own kept
+    db.close()
