@@ -20,8 +20,11 @@ by its text before anything is imported (a module outside scikit-learn, numpy an
 scipy, one of their test, mock or vendored modules, or a dotted attribute path such as
 ``module`` + ``os.system`` is refused unimported), then by what it resolves to, which
 must be defined where it was asked for (a foreign class that a scikit-learn module
-merely imports is refused). Setting the attributes of a class or module (BUILD on it)
-is refused too: it would change code that every later caller runs. The
+merely imports is refused). Setting the state (BUILD) of anything but an object the
+artifact made is refused too: of a global it named (a class, a function, a module) or
+of any class, function or descriptor, it would change code that every later caller
+runs. An array's wrapper is judged by the state it ends up with (an object array is
+read by the restricted class whichever way its dtype arrives). The
 reference TF-IDF + logistic regression pipeline needs nine globals, an SGD pipeline
 ten (``NumpyArrayWrapper``, ``ndarray``, ``dtype``, a float type, numpy's ``scalar``,
 ``Pipeline``, ``TfidfVectorizer``, ``TfidfTransformer``, the classifier, its loss).
@@ -47,6 +50,12 @@ TRUSTED_FUNCTIONS = frozenset({
     "sklearn.metrics._dist_metrics.newObj", "sklearn.neighbors._kd_tree.newObj",
     "sklearn.neighbors._ball_tree.newObj",
 })
+# What BUILD may never set the state of: code, and the places code is looked up in.
+_CODE_TYPES = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType,
+               types.MethodType, types.MethodDescriptorType, types.WrapperDescriptorType,
+               types.MethodWrapperType, types.ClassMethodDescriptorType,
+               types.GetSetDescriptorType, types.MemberDescriptorType, types.CodeType,
+               staticmethod, classmethod, property)
 _CYTHON_UNPICKLE = "__pyx_unpickle_"  # Cython's state restorer of the class it names
 TRUSTED_CLASSES = frozenset({
     "joblib.numpy_pickle.NumpyArrayWrapper", "builtins.object", "builtins.slice",
@@ -172,27 +181,40 @@ def _restricted_unpickler(fileobj: Any, policy: Policy, globals_used: set[str]) 
     class on the same file, recording into the same ``globals_used``."""
     from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
 
+    resolved: set[int] = set()  # ids of the globals the artifact named (kept alive by
+    # their modules, so an id is never reused by an object the artifact makes)
+
     class RestrictedUnpickler(NumpyUnpickler):  # type: ignore[misc]
         dispatch = NumpyUnpickler.dispatch.copy()
 
         def find_class(self, module: str, name: str) -> Any:
             obj = policy.resolve(module, name)
             globals_used.add(f"{module}.{name}")
+            resolved.add(id(obj))
             return obj
 
         def load_build(self) -> None:
-            """BUILD sets an object's state; on a class or a module it would change
-            code every later caller runs (e.g. a method replaced), so it is refused."""
-            target, state = self.stack[-2], self.stack[-1]
-            if not policy.allow_pickle and isinstance(target, (type, types.ModuleType)):
+            """BUILD sets an object's state. Only on an object the artifact made: on a
+            global it named (a class, a function, a module) or any other class, function
+            or descriptor it would change code that every later caller runs (a method or
+            default replaced), so it is refused. A NumpyArrayWrapper's state is applied
+            first, whichever way the artifact spells it (a dict, slots or both), and the
+            array read by what the wrapper then says it holds."""
+            target = self.stack[-2]
+            if not policy.allow_pickle and (id(target) in resolved
+                                            or isinstance(target, _CODE_TYPES)):
                 raise UntrustedGlobal(f"{getattr(target, '__module__', '?')}."
-                                      f"{getattr(target, '__qualname__', target)}",
+                                      f"{getattr(target, '__qualname__', type(target).__name__)}",
                                       "whose attributes the artifact tries to set")
-            if isinstance(target, NumpyArrayWrapper) and _holds_objects(state):
-                pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
-                self.stack[-1] = self.nested()
+            if policy.allow_pickle or not isinstance(target, NumpyArrayWrapper):
+                NumpyUnpickler.load_build(self)
                 return
-            NumpyUnpickler.load_build(self)
+            pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
+            wrapper = self.stack[-1]
+            if getattr(getattr(wrapper, "dtype", None), "hasobject", False):
+                self.stack[-1] = self.nested()
+            else:
+                self.stack[-1] = wrapper.read(self, self.ensure_native_byte_order)
 
         def nested(self) -> Any:
             """The object array a NumpyArrayWrapper announces, read from its nested pickle
@@ -210,12 +232,6 @@ def _restricted_unpickler(fileobj: Any, policy: Policy, globals_used: set[str]) 
         dispatch[pickle.BUILD[0]] = load_build
 
     return RestrictedUnpickler("", fileobj, True)
-
-
-def _holds_objects(state: Any) -> bool:
-    """Whether a NumpyArrayWrapper's pickled state announces an object array."""
-    dtype = state.get("dtype") if isinstance(state, dict) else None
-    return bool(getattr(dtype, "hasobject", False))
 
 
 def check_globals(names: Iterable[str], policy: Policy) -> None:

@@ -289,3 +289,55 @@ def test_an_object_array_still_loads_through_the_nested_reader() -> None:
         assert list(obj["labels"]) == ["billing", "shipping", None]
         assert list(obj["nested"][1]) == ["x"]
         assert "joblib.numpy_pickle.NumpyArrayWrapper" in used
+
+
+@pytest.mark.parametrize("module, name, attr", [
+    ("numpy.random._pickle", "__randomstate_ctor", "__defaults__"),   # a Python function
+    ("sklearn.metrics._dist_metrics", "newObj", "beamscore_planted"),  # a Cython function
+    ("numpy.core.multiarray", "_reconstruct", "beamscore_planted"),   # a builtin
+])
+def test_setting_the_state_of_a_function_the_artifact_names_is_refused(
+        module: str, name: str, attr: str) -> None:
+    """BUILD on a trusted function would change it for every later caller (its defaults
+    replaced, an attribute planted): refused like BUILD on a class."""
+    target = _lookup_global(module, name)
+    before = getattr(target, attr, None)
+    with pytest.raises(UntrustedGlobal, match="tries to set"):
+        load_restricted(_build_on(module, name, attr), Policy())
+    assert getattr(target, attr, None) == before
+
+
+def _lookup_global(module: str, name: str) -> Any:
+    return getattr(__import__(module, fromlist=["x"]), name)
+
+
+def _wrapper_with_slot_dtype(nested: bytes) -> bytes:
+    """A joblib NumpyArrayWrapper whose object dtype arrives in BUILD's slot state (the
+    second half of a (dict, slots) state), then ``nested``: its nested pickle."""
+    def g(module: str, name: str) -> bytes:
+        return _short(module) + _short(name) + b"\x93"
+
+    state = (b"}" + _short("subclass") + g("numpy", "ndarray") + b"s"
+             + _short("shape") + b"K\x01\x85s" + _short("order") + _short("C") + b"s"
+             + _short("allow_mmap") + b"\x89s"
+             + b"}" + _short("dtype") + g("numpy", "dtype") + _short("O8") + b"\x89\x88\x87R"
+             + b"s\x86")  # ({...}, {"dtype": dtype("O8")})
+    return (b"\x80\x05" + g("joblib.numpy_pickle", "NumpyArrayWrapper") + b")\x81" + state
+            + b"b" + nested)
+
+
+def test_an_object_array_announced_in_slot_state_gets_every_check() -> None:
+    """Whichever way a wrapper's state spells its dtype, an object array's nested pickle
+    is read by the restricted class: BUILD on a class there is refused."""
+    loss = __import__(_LOSS[0], fromlist=["x"]).HalfBinomialLoss
+    planted = _build_on(*_LOSS, "beamscore_slot_attr")
+    try:
+        with pytest.raises(UntrustedGlobal, match="tries to set"):
+            load_restricted(_wrapper_with_slot_dtype(planted[:-1] + b"0"
+                                                     + b"\x80\x05" + _short("numpy")
+                                                     + _short("ndarray") + b"\x93K\x00\x85R."),
+                            Policy())
+        assert not hasattr(loss, "beamscore_slot_attr")
+    finally:
+        if hasattr(loss, "beamscore_slot_attr"):
+            del loss.beamscore_slot_attr
