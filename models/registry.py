@@ -10,8 +10,8 @@ Versions are positive integers (``1``, ``2``, ...) and aliases lower-case names
 (``[a-z][a-z0-9_-]*``, e.g. ``production``); both are checked wherever they are read
 (the command line, ``aliases.json``, ``metadata.json``, a registry folder on gs://), so
 neither can name a path outside the model's folder. ``NAME`` alone means the version
-aliased ``production``: a name's version 1 becomes it when registered, a later version
-only when promoted, so a retraining candidate is never scored until someone
+aliased ``production``: a name's first version to complete its registration becomes it,
+a later version only when promoted, so a retraining candidate is never scored until someone
 promotes it. A registration first claims its version's number (``.claimed``, created
 only where none is: two trainings finishing together get two versions, never one), then
 writes every file whole or not at all, ``metadata.json`` last, so a version without it
@@ -263,9 +263,16 @@ class ModelRegistry:
         return sorted((v for v in versions if _VERSION.match(v)), key=int)
 
     def names(self) -> list[str]:
+        """The models of the registry: folders with a valid model name holding a version
+        (another folder, e.g. a backup copy named ``old model (backup)``, is skipped with
+        a warning)."""
         pattern = _join(glob.escape(self.root), "*", "*", METADATA_FILE)
         found = FileSystems.match([pattern])[0].metadata_list
-        return sorted({m.path.rstrip("/").split("/")[-3] for m in found})
+        folders = sorted({m.path.rstrip("/").split("/")[-3] for m in found})
+        for other in [f for f in folders if not _NAME.match(f)]:
+            _LOG.warning("registry %s: skipping folder %r: not a model name (letters, "
+                         "digits, '.', '_' or '-')", self.root, other)
+        return [f for f in folders if _NAME.match(f)]
 
     def aliases(self, name: str) -> dict[str, str]:
         path = _join(self.root, name, ALIASES_FILE)
@@ -289,7 +296,7 @@ class ModelRegistry:
 
     def resolve(self, spec: str) -> ModelRef:
         """``NAME:VERSION`` exactly, ``NAME:ALIAS`` (e.g. ``NAME:production``) the version
-        the alias names; ``NAME`` = alias ``production`` (a name's version 1 becomes it
+        the alias names; ``NAME`` = alias ``production`` (a name's first version becomes it
         when registered, ``promote`` moves it), else the newest, with a warning."""
         name, version = parse_model_spec(spec)
         if version is not None and not _VERSION.match(version):
@@ -395,7 +402,8 @@ class ModelRegistry:
             _join(self.root, name, version, METADATA_FILE),
             json.dumps(meta, indent=2, sort_keys=True).encode(),
         )
-        if number == 1:  # the name's production version until another is promoted
+        if not existing:  # the name had no complete version: production until another
+            # is promoted (version 1, or the next if version 1's registration died)
             self.promote(name, version, unless_set=True)
         return ModelRef(name=name, version=version, sha256=meta["sha256"], metadata=meta)
 

@@ -474,3 +474,28 @@ def test_a_registry_without_aliases_gets_no_production_from_a_later_version(
     (tmp_path / "m" / "aliases.json").unlink()
     reg.register("m", TinyModel(3), preprocessing=PRE, source="t", policy=TRUST)
     assert reg.aliases("m") == {}
+
+
+def test_a_first_registration_that_died_leaves_production_to_the_next_one(
+        tmp_path: Path) -> None:
+    """Version 1 claimed but never completed (its process died): version 2 is the name's
+    first complete version and becomes production; version 3 is a candidate."""
+    reg = ModelRegistry(str(tmp_path))
+    (tmp_path / "m" / "1").mkdir(parents=True)
+    (tmp_path / "m" / "1" / ".claimed").touch()
+    assert reg.register("m", TinyModel(1), preprocessing=PRE, source="t",
+                        policy=TRUST).version == "2"
+    reg.register("m", TinyModel(2), preprocessing=PRE, source="t", policy=TRUST)
+    assert reg.aliases("m") == {"production": "2"}
+    assert reg.resolve("m").version == "2"
+
+
+def test_a_folder_that_is_no_model_name_is_skipped_when_listing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    reg = ModelRegistry(str(tmp_path))
+    reg.register("m", TinyModel(1), preprocessing=PRE, source="t", policy=TRUST)
+    backup = tmp_path / "old model (backup)" / "1"
+    backup.mkdir(parents=True)
+    (backup / "metadata.json").write_text((tmp_path / "m" / "1" / "metadata.json").read_text())
+    assert reg.names() == ["m"]
+    assert "skipping folder 'old model (backup)'" in caplog.text
