@@ -13,6 +13,8 @@ caught at open too.
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import Any, BinaryIO
 
 from apache_beam.io.filesystems import FileSystems
@@ -44,8 +46,7 @@ def open_planned(path: str, read_block: int, planned: Planned) -> BinaryIO:
     if not planned.fingerprint.startswith(_GENERATION):
         raise ValueError(f"no generation in the fingerprint {planned.fingerprint!r}")
     generation = int(planned.fingerprint[len(_GENERATION):])
-    make_gcsio = getattr(FileSystems.get_filesystem(path), "_gcsIO", gcsio.GcsIO)
-    io_ = make_gcsio()
+    io_ = shared_gcsio(path)
     bucket, name = gcsio.parse_gcs_path(path)
     blob = io_.client.bucket(bucket).blob(name, generation=generation)
     try:
@@ -62,6 +63,23 @@ def open_planned(path: str, read_block: int, planned: Planned) -> BinaryIO:
                            f"{planned.size:,} bytes, now generation {blob.generation} of "
                            f"{blob.size or 0:,} bytes")
     return reader  # type: ignore[no-any-return]
+
+
+_SHARED = threading.local()  # this thread's GcsIO: (process id, pipeline options, GcsIO)
+
+
+def shared_gcsio(path: str) -> Any:
+    """Beam's GcsIO for ``path``, made with its filesystem's pipeline options once per
+    process and thread (Beam makes one, with a new storage client and connection, for
+    each file it opens: 7.8 of the 11.7 ms an open and read of a small object took on
+    the emulator)."""
+    filesystem = FileSystems.get_filesystem(path)
+    options = getattr(filesystem, "_pipeline_options", None)
+    held = getattr(_SHARED, "io", None)
+    if held is None or held[0] != os.getpid() or held[1] is not options:
+        make_gcsio = getattr(filesystem, "_gcsIO", gcsio.GcsIO)
+        held = _SHARED.io = (os.getpid(), options, make_gcsio())
+    return held[2]
 
 
 def _gone(blob: Any, generation: int | None = None) -> str:

@@ -665,3 +665,19 @@ def test_folder_placeholder_objects_are_no_input_files(
         "--output-dir", gs("out-ph")], capsys)
     assert rc == 0, err
     assert f"{day}    ignored 1 file(s) that are not input: archive/" in out.splitlines(), out
+
+
+def test_one_storage_client_serves_a_threads_reads(gcs: Gcs) -> None:
+    """Beam makes a GcsIO (a storage client and its connection) per open; planned reads
+    share one per process and thread."""
+    import threading
+
+    from landing.gcs import shared_gcsio
+
+    first = shared_gcsio(f"gs://{BUCKET}/a.jsonl")
+    assert shared_gcsio(f"gs://{BUCKET}/other/b.jsonl") is first
+    other: list[Any] = []
+    thread = threading.Thread(target=lambda: other.append(shared_gcsio(f"gs://{BUCKET}/c")))
+    thread.start()
+    thread.join()
+    assert other and other[0] is not first
