@@ -197,7 +197,9 @@ def merged_shares(counts: np.ndarray, reference: np.ndarray, n: int, min_expecte
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Observed counts and expected shares with the classes expected fewer than
     ``min_expected`` times in ``n`` merged into one (classes the reference never has are
-    always merged: a chi-square test needs every expected share above 0)."""
+    always merged: a chi-square test needs every expected share above 0). When every
+    class is expected that rarely (a small tranche) all are one category: no test (its
+    chi-square approximation would not hold; the tranche is ``insufficient``)."""
     never = reference <= 0
     if never.any() and not never.all():
         into = int(np.argmin(np.where(never, np.inf, reference)))
@@ -205,7 +207,7 @@ def merged_shares(counts: np.ndarray, reference: np.ndarray, n: int, min_expecte
         counts[into] += counts[never].sum()
         counts, reference = counts[~never], reference[~never]
     small = reference * n < min_expected
-    if not small.any() or small.all():
+    if not small.any():
         return counts.astype(float), reference
     if reference[small].sum() * n < min_expected:  # still small: join the next smallest
         small[int(np.argmin(np.where(small, np.inf, reference)))] = True

@@ -53,6 +53,40 @@ def test_classes_with_tiny_expected_counts_are_merged() -> None:
     assert counts.tolist() == [90, 10] and shares.tolist() == pytest.approx([0.9, 0.1])
 
 
+@pytest.mark.parametrize("n, shares", [
+    (10, 1 / np.arange(1, 21) / np.sum(1 / np.arange(1, 21))),  # 20 Zipf classes
+    (5, np.array([0.6, 0.2, 0.1, 0.07, 0.03])),
+])
+def test_a_tranche_with_every_class_expected_rarely_gets_no_class_share_test(
+        n: int, shares: np.ndarray) -> None:
+    """Every class expected fewer than 5 times: one category, no chi-square test (its
+    approximation would reject a true null many times too often), floor 1."""
+    from tracking.statistics import chi_square, chi_square_floor
+
+    rng = np.random.default_rng(7)
+    rejected = 0
+    for _ in range(3000):
+        counts, expected = merged_shares(rng.multinomial(n, shares), shares, n, 5.0)
+        assert len(expected) == 1 and chi_square_floor(expected, n) == 1.0
+        rejected += chi_square(counts, expected * n) < 0.01
+    assert rejected == 0
+
+
+def test_merged_classes_are_each_expected_often_enough_and_keep_every_record() -> None:
+    """Whatever the shares and the size, the counts keep every record and the shares
+    sum to one; unless one category is left, every category is expected at least 5
+    times except a pool that took in the next smallest class."""
+    rng = np.random.default_rng(11)
+    for _ in range(2000):
+        k = int(rng.integers(2, 12))
+        shares = rng.dirichlet(np.full(k, 0.5))
+        n = int(rng.integers(1, 400))
+        counts, expected = merged_shares(rng.multinomial(n, shares), shares, n, 5.0)
+        assert counts.sum() == n and expected.sum() == pytest.approx(1.0)
+        if len(expected) > 1:
+            assert np.sort(expected * n)[1] >= 5.0 - 1e-9
+
+
 def test_wilson_is_scipys_and_empty_samples_have_no_interval() -> None:
     low, high = wilson(45, 50)
     ci = stats.binomtest(45, 50).proportion_ci(method="wilson")
