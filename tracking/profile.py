@@ -28,13 +28,17 @@ from tracking.sketch import Sketch
 
 UNKNOWN_LABEL = -2  # BatchStats.true of a label that is none of the model's classes
 SCORE_BINS = 20  # equal-width bins of the top probability, for the calibrated estimate
-_WHOLE_NUMBER = re.compile(r"([+-]?[0-9]+)\.0+")  # "3.0": the text of the float 3.0
+# "3.0" (the text of the float 3.0) or "+3": a whole number written another way
+_WHOLE_NUMBER = re.compile(r"(\+)?(-?[0-9]+)(\.0+)?")
+_BOOLEANS = {"true": "true", "false": "false"}
 
 
 def label_text(value: Any) -> str:
-    """A label as the text it is compared by, whatever its type or format: 3, 3.0, "3"
-    and "3.0" (how a CSV file, or pandas, writes a whole number of a column with gaps)
-    are "3"; true is "true"."""
+    """A label as the text it is compared by, whatever its type or format: 3, 3.0, "3",
+    "3.0" (how a CSV file, or pandas, writes a whole number of a column with gaps) and
+    "+3" are "3"; true, "True" (how Python's csv and pandas write a boolean) and "TRUE"
+    are "true"; text is compared without the blanks around it ("billing " is
+    "billing")."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
@@ -42,8 +46,11 @@ def label_text(value: Any) -> str:
     if hasattr(value, "item") and not isinstance(value, str):  # numpy scalars
         return label_text(value.item())
     if isinstance(value, str):
-        whole = _WHOLE_NUMBER.fullmatch(value)
-        return str(int(whole[1])) if whole else value
+        text = value.strip()
+        whole = _WHOLE_NUMBER.fullmatch(text)
+        if whole and (whole[1] or whole[3]):
+            return str(int(whole[2]))
+        return _BOOLEANS.get(text.lower(), text)
     return str(value)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,36 +50,62 @@ def test_a_whole_number_is_one_label_whatever_its_type_or_text(n: int) -> None:
     assert texts == {str(n)}
 
 
-@given(st.text())
-def test_a_text_is_its_own_label_unless_a_whole_number_written_as_a_float(text: str) -> None:
-    head, dot, tail = text.partition(".")
-    digits = head[1:] if head[:1] in ("+", "-") else head
-    whole = (dot == "." and tail != "" and set(tail) == {"0"} and digits != ""
-             and all(c in "0123456789" for c in digits))
-    assert label_text(text) == (str(int(digits) * (-1 if head[:1] == "-" else 1))
-                                if whole else text)
+@given(st.text() | st.sampled_from(["True", " false ", "TRUE", "+3", " +3.00 ", "007",
+                                      "007.0", "+-3", "billing ", "\tTrue\n"]))
+def test_a_text_is_its_own_label_unless_a_whole_number_or_a_boolean_written_otherwise(
+        text: str) -> None:
+    """The blanks around a text aside: "3.0", "+3" and "+3.0" are "3"; "True", "TRUE"
+    and "false" are "true" and "false" (as JSON's booleans); any other text is itself
+    ("007" too)."""
+    text_ = text.strip()
+    head, dot, tail = text_.partition(".")
+    plus = head[:1] == "+"
+    signed = head[1:] if plus else head
+    digits = signed[1:] if signed[:1] == "-" else signed
+    number = digits != "" and all(c in "0123456789" for c in digits) and (
+        (dot == "" and plus) or (dot == "." and tail != "" and set(tail) == {"0"}))
+    if number:
+        expected = str(int(digits) * (-1 if signed[:1] == "-" else 1))
+    elif text_.lower() in ("true", "false"):
+        expected = text_.lower()
+    else:
+        expected = text_
+    assert label_text(text) == expected
+
+
+def test_a_boolean_label_is_one_label_however_a_file_writes_it() -> None:
+    assert {label_text(v) for v in (True, np.bool_(True), "True", "true", "TRUE",
+                                    " True ")} == {"true"}
+    assert {label_text(v) for v in (False, "False", "false")} == {"false"}
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kind, written", [("numbers", "2.0"), ("booleans", "True")])
 def test_a_csv_of_whole_number_labels_with_gaps_is_scored_against_their_classes(
-        tmp_path: Path) -> None:
-    """A model trained on JSON numbers; the same documents as a CSV that pandas wrote
-    from a column with missing labels (so "2.0"): no label is unknown, accuracy holds."""
-    docs = [d | {"label": LABELS.index(d["label"])} for d in make_docs(1500, seed=31)]
+        kind: str, written: str, tmp_path: Path) -> None:
+    """A model trained on JSON numbers (or booleans); the same documents as a CSV that
+    pandas wrote from a column with missing labels (so "2.0", or "True"): no label is
+    unknown, accuracy holds."""
+    def label(text: str) -> Any:
+        return LABELS.index(text) if kind == "numbers" else text in LABELS[:2]
+
+    docs = [d | {"label": label(d["label"])} for d in make_docs(1500, seed=31)]
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps(d) + "\n" for d in docs[:1200]))
     registry = str(tmp_path / "registry")
-    assert run_cli("train", "--docs", str(train), "--name", "numbers",
+    assert run_cli("train", "--docs", str(train), "--name", kind,
                    "--registry", registry).rc == 0
     day = pd.DataFrame(docs[1200:])
+    if kind == "booleans":  # pandas keeps them booleans beside the gaps
+        day["label"] = day["label"].astype(object)
     day.loc[::10, "label"] = None  # a gap: pandas writes the column's numbers as 2.0
     (tmp_path / "in" / "dt=2026-03-01").mkdir(parents=True)
     day.to_csv(tmp_path / "in" / "dt=2026-03-01" / "part-0.csv", index=False)
-    assert "2.0" in (tmp_path / "in" / "dt=2026-03-01" / "part-0.csv").read_text()
+    assert written in (tmp_path / "in" / "dt=2026-03-01" / "part-0.csv").read_text()
     db = tmp_path / "s.db"
     result = run_cli("score", "--date", "2026-03-01", "--input-root", str(tmp_path / "in"),
                      "--registry", registry, "--db", f"sqlite:///{db}", "--output-dir",
-                     str(tmp_path / "out"), model="numbers")
+                     str(tmp_path / "out"), model=kind)
     assert result.rc == 0, result.err
     figures = dict(sqlite_rows(db, "SELECT metric, value FROM monitoring WHERE slice = '' "
                                    "AND metric IN ('unknown_label_share', 'accuracy')"))
