@@ -8,21 +8,36 @@ metric of the catalogue (``tracking.metrics.compare_run``: the run's tests are o
 family, Holm-corrected), and every figure, alert or not, is upserted into
 ``monitoring``. These few dozen rows per
 tranche are not counted against the sink's rate limit.
+
+Tracking never fails a run: the scores are written by then. A batch whose statistics
+cannot be added, or a run whose figures cannot be computed or recorded, is logged as
+an error naming the tranches and counted (``tracking_failures``, which the run summary
+shows); its figures are missing, nothing else is.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
 
 from store import monitoring
 from store.session import DatabaseSession, DatabaseSettings
 from tracking.policy import TrackingPolicy
 from tracking.profile import BatchStats, Profile
 from transforms.records import RunContext
+
+_LOG = logging.getLogger(__name__)
+FAILURES = "tracking_failures"  # the counter of what tracking could not do
+
+
+def _failed(what: str) -> None:
+    _LOG.error("tracking: %s", what)
+    Metrics.counter("beamscore", FAILURES).inc()
 
 
 class _ProfileFn(beam.CombineFn):
@@ -33,7 +48,12 @@ class _ProfileFn(beam.CombineFn):
         return Profile(classes=self._classes)
 
     def add_input(self, acc: Profile, stats: BatchStats) -> Profile:
-        return acc.add(stats)
+        try:
+            return acc.add(stats)
+        except Exception as exc:  # noqa: BLE001 - tracking never fails a run
+            _failed(f"a batch's statistics could not be added to its tranche's profile "
+                    f"({type(exc).__name__}: {exc}); the tranche's figures leave it out")
+            return acc
 
     def merge_accumulators(self, accs: Iterable[Profile]) -> Profile:
         accs = iter(accs)
@@ -63,17 +83,24 @@ class _RecordFn(beam.DoFn):
 
         if not element:
             return
-        reference = Profile.from_json(self._reference) if self._reference else None
-        found = compare_run(dict(element), reference, self._policy, self._names)
-        base = {"run_id": self._ctx.run_id, "model_name": self._ctx.model_name,
-                "model_version": self._ctx.model_version}
-        rows = [r.__dict__ | base | {"tranche": tranche}
-                for tranche, tranche_rows in found.items() for r in tranche_rows]
-        session = DatabaseSession(self._database)
         try:
-            session.run(lambda db: monitoring.write_rows(db, rows))
-        finally:
-            session.close()
+            reference = Profile.from_json(self._reference) if self._reference else None
+            found = compare_run(dict(element), reference, self._policy, self._names)
+            base = {"run_id": self._ctx.run_id, "model_name": self._ctx.model_name,
+                    "model_version": self._ctx.model_version}
+            rows = [r.__dict__ | base | {"tranche": tranche}
+                    for tranche, tranche_rows in found.items() for r in tranche_rows]
+            session = DatabaseSession(self._database)
+            try:
+                session.run(lambda db: monitoring.write_rows(db, rows))
+            finally:
+                session.close()
+        except Exception as exc:  # noqa: BLE001 - tracking never fails a run
+            _failed(f"run {self._ctx.run_id}: the figures of tranche(s) "
+                    f"{', '.join(sorted(t for t, _ in element))} could not be computed or "
+                    f"recorded ({type(exc).__name__}: {exc}); their scores stand, their "
+                    "monitoring rows are missing")
+            return
         for tranche, tranche_rows in found.items():
             yield tranche, len(tranche_rows)
 

@@ -88,6 +88,7 @@ from transforms.outcome import (
     dead_share,
     merge_counts,
 )
+from transforms.track import FAILURES as TRACKING_FAILURES
 from transforms.write import SinkSettings
 
 _LOG = logging.getLogger(__name__)
@@ -299,6 +300,7 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
     graph = settings_of(GraphSettings, cfg)
     handler = model_handler(graph, ref, reference)
     loads: int | None = None
+    untracked = 0  # what tracking could not do, over the waves
     names = [[t.tranche for t in w.to_read] for w in waves]
     current = 0  # the wave running: the tranches of this one and later ones are the run's
     finishing = settings_of(FinishSettings, cfg)
@@ -328,6 +330,7 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
                 raise
             if (n := model_loads(result)) is not None:
                 loads = (loads or 0) + n
+            untracked += tracking_failures(result)
             if len(waves) > 1:  # its launcher-side figures and retraining decision
                 retrain = _track_wave(finishing, ref, run_id, names[:i + 1], reference,
                                       len(waves), retrain)
@@ -358,7 +361,7 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
         return _lease_lost(database, plan, ref, run_id, lost, started)
     outcome = RunOutcome(run_id=run_id, summary=summary,
                          wall_seconds=time.monotonic() - started, plan=plan, ref=ref,
-                         model_loads=loads)
+                         model_loads=loads, tracking_failures=untracked)
     outcome.retrain, outcome.report = finish(finishing, ref, run_id, outcome.summary,
                                              reference, track=len(waves) == 1)
     if len(waves) > 1:
@@ -484,3 +487,16 @@ def model_loads(result: Any) -> int | None:
     except Exception:  # noqa: BLE001 - a runner without metrics support
         return None
     return sum(d.committed.count for d in found if d.committed is not None)
+
+
+def tracking_failures(result: Any) -> int:
+    """How many things tracking could not do (``transforms.track``); 0 where the runner
+    has no metrics."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    try:
+        found = result.metrics().query(
+            MetricsFilter().with_name(TRACKING_FAILURES))["counters"]
+    except Exception:  # noqa: BLE001 - a runner without metrics support
+        return 0
+    return sum(int(c.committed or 0) for c in found)

@@ -23,6 +23,7 @@ class RunOutcome:
     retrain: Any = None  # the retraining request this run made (store.monitoring.Trigger)
     report: str = ""  # where its report was written
     staged: bool = False  # a job staged for a template launcher: it finishes the run itself
+    tracking_failures: int = 0  # what tracking could not do (transforms.track; logged)
 
 
 def plan_summary(plan: ScorePlan, ref: ModelRef) -> dict[str, Any]:
@@ -82,6 +83,9 @@ def format_summary(outcome: RunOutcome, max_ratio: float | None = None) -> str:
                  f"dead-letter ratio {s.get('dead_letter_ratio', 0):.4f}  {rate_limited}"
                  f"waited for database {total.get('db_wait_ms', 0) / 1000:.1f}s"
                  + (f"  model loads {outcome.model_loads}" if outcome.model_loads else ""))
+    if outcome.tracking_failures:
+        lines.append(f"tracking failed {outcome.tracking_failures} time(s): some figures are "
+                     "missing (the log says which); the scores stand")
     if outcome.report:
         lines.append(f"report {outcome.report}")
     return "\n".join(lines)

@@ -204,6 +204,34 @@ def test_corrupted_labels_trigger_retraining_once_within_the_cooldown(
     assert "<p class='status drift'>" in pages[1] and "accuracy on 2026-09-06" in pages[1]
 
 
+@pytest.mark.parametrize("where", ["compare", "profile"])
+def test_a_tracking_error_loses_no_score(registry: str, tmp_path: Path, where: str,
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    """Figures that cannot be computed (or a batch's statistics that cannot be added)
+    fail nothing: the tranche completes with every score, the run succeeds (exit 0), the
+    summary says tracking failed and the log names the tranche."""
+    import tracking.metrics
+    from tracking.profile import Profile
+
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(*((tracking.metrics, "compare_run", broken) if where == "compare"
+                          else (Profile, "add", broken)))
+    result = _score(tmp_path, registry, "2026-09-20", list(make_docs(300, seed=41)),
+                    "--workers", "1")
+    assert result.rc == 0, result.err
+    assert "tracking failed" in result.out and "the scores stand" in result.out
+    assert "RuntimeError: injected" in caplog.text
+    if where == "compare":
+        assert "tranche(s) 2026-09-20 could not be computed or recorded" in caplog.text
+    db = tmp_path / "s.db"
+    assert sqlite_rows(db, "SELECT count(*) FROM predictions") == [(300,)]
+    assert sqlite_rows(db, "SELECT status FROM tranches") == [("completed",)]
+    assert sqlite_rows(db, "SELECT status FROM runs") == [("succeeded",)]
+
+
 def test_a_small_shifted_tranche_alerts_and_a_tiny_one_is_insufficient(
         registry: str, tmp_path: Path) -> None:
     """Overwhelming evidence alerts at any size (50 texts of one class of five); a tranche
