@@ -22,7 +22,14 @@ from typing import Any
 
 from pipelines.configuration.connection import open_existing
 from pipelines.orchestration import report_charts as charts
-from pipelines.orchestration.report_text import actions, banner, class_moves, summary, weighted
+from pipelines.orchestration.report_text import (
+    actions,
+    banner,
+    class_moves,
+    summary,
+    weighted,
+    worst_row,
+)
 from store import monitoring, run_records
 from store.database import Database, redact
 from store.session import DatabaseSettings
@@ -138,7 +145,8 @@ def _series(history: list[dict[str, Any]], m: Metric, labels: dict[str, str], cu
             ) -> list[charts.Point]:
     """One point per run: a share charted with its interval pooled over the run's
     tranches (with its Wilson interval), any other metric its worst tranche (the
-    lowest where lower values alert); and the threshold."""
+    lowest where lower values alert; ``report_text.worst_row``: an alert first, never a
+    tranche too small to judge over one that was judged); and the threshold."""
     by_run: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in history:
         if r["metric"] == m.name and r["value"] is not None and r["value"] == r["value"]:
@@ -158,9 +166,10 @@ def _series(history: list[dict[str, Any]], m: Metric, labels: dict[str, str], cu
             points.append(charts.Point(label, correct / n, low, high, threshold,
                                        run_id == current))
         else:
-            worst = min if m.breach == "<" else max
-            points.append(charts.Point(label, worst(r["value"] for r in found),
-                                       threshold=threshold, current=run_id == current))
+            worst = worst_row(found, m.breach == "<")
+            assert worst is not None  # found holds a row
+            points.append(charts.Point(label, worst["value"], threshold=threshold,
+                                       current=run_id == current))
     return points
 
 

@@ -85,11 +85,21 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def worst_row(found: Rows, lower: bool) -> dict[str, Any] | None:
+    """The row a sentence or chart quotes of several tranches' rows of one metric: the
+    worst alert, else the worst judged row, else (all too small to judge) the worst:
+    never a tranche too small to judge over one that was judged."""
+    alerts = [r for r in found if r["status"] == ALERT]
+    judged = [r for r in found if r["status"] != INSUFFICIENT]
+    group = alerts or judged or found
+    return (min if lower else max)(group, key=lambda r: r["value"]) if group else None
+
+
 def _worst(rows: Rows, metric: str) -> dict[str, Any] | None:
     found = [r for r in rows if r["metric"] == metric and r["value"] is not None
              and r["value"] == r["value"]]
     lower = metric in catalogue.BY_NAME and catalogue.BY_NAME[metric].breach == "<"
-    return (min if lower else max)(found, key=lambda r: r["value"]) if found else None
+    return worst_row(found, lower)
 
 
 def _mean_score(rows: Rows, metric: str) -> float | None:

@@ -40,3 +40,17 @@ def test_new_tokens_are_summed_over_the_runs_tranches_with_their_example_ids() -
 def test_a_run_without_token_rows_says_nothing_of_them() -> None:
     old = [r for r in ROWS if not r["metric"].startswith("oov_token")]
     assert new_tokens(old) == [] and "new out-of-vocabulary" not in summary(old)
+
+
+def test_a_sentence_quotes_the_alerting_tranche_never_one_too_small_to_judge() -> None:
+    """A 1-record tranche's KS of 0.81 is insufficient, another tranche's 0.67 alerts:
+    the sentence quotes 0.67 and is an alert; with no alert, the judged row is quoted."""
+    hist = [_row(d, m, "0.9-1.0", 1.0, 10) for d in ("d1", "d2")
+            for m in ("score_histogram", "score_histogram_reference")]
+    ks = [_row("d1", "score_ks", "", 0.81, 1, "insufficient"),
+          _row("d2", "score_ks", "", 0.67, 300, "alert"),
+          _row("d3", "score_ks", "", 0.10, 300, "ok")]
+    page = summary(hist + ks)
+    assert "(Kolmogorov-Smirnov 0.67).</li>" in page and "<li class='alert'>Mean conf" in page
+    calm = summary(hist + [ks[0], ks[2]])
+    assert "(Kolmogorov-Smirnov 0.10).</li>" in calm and "<li class=''>Mean conf" in calm
