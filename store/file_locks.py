@@ -24,20 +24,40 @@ The files live with the other limiter state (``store.limits.state_path``).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from store.limits import LockWaitTimeout, state_path
 
-T = TypeVar("T")
+# Every lock file this module has open. A forked child inherits them, and a lock on its
+# copy would stay taken for as long as the child lives, after this process lets go: the
+# child closes them (``_forget_in_child``).
+_LOCK_FILES: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _lock_file(path: str) -> Any:
+    """``path`` opened to take a lock on (closed by its user)."""
+    fh = open(path, "a+")  # noqa: SIM115 - closed by whoever takes the lock, or a child
+    _LOCK_FILES.add(fh)
+    return fh
+
+
+def _let_go(fh: Any) -> None:
+    """Unlock and close a lock file (one a forked child closed already is let be)."""
+    if not fh.closed:
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
 
 
 def _unlocked(path: str) -> bool:
     """Whether no process holds a lock on the file at ``path`` now (none is taken)."""
-    with open(path, "a+") as probe:
+    with _lock_file(path) as probe:
         try:
             fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -65,7 +85,7 @@ class FileSlots:
         """Take the first free slot; ``handles``: the slot files, open, for a waiter
         that looks again and again (one flock call a slot a look, no open)."""
         for i, path in enumerate(self._paths):
-            fh = open(path, "a+") if handles is None else handles[i]  # noqa: SIM115
+            fh = _lock_file(path) if handles is None else handles[i]
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -87,15 +107,15 @@ class FileSlots:
         if self._fh is not None or self._try_all():
             self._stop_wanting()
             return 0.0
-        with open(self._waiters, "a+") as waiting:
+        with _lock_file(self._waiters) as waiting:
             fcntl.flock(waiting, fcntl.LOCK_SH)  # released when the file closes
             self._stop_wanting()
             in_turn(self._queue, self._what(), lambda: self._poll(started, poll),
-                    self._timeout, self._clock, started)
+                    self._timeout, self._clock, started, meanwhile=self._try_all)
         return self._clock() - started
 
     def _poll(self, started: float, poll: float) -> None:
-        handles = [open(path, "a+") for path in self._paths]  # noqa: SIM115
+        handles = [_lock_file(path) for path in self._paths]
         try:
             while not self._try_all(handles):
                 waited = self._clock() - started
@@ -117,7 +137,7 @@ class FileSlots:
             self._stop_wanting()
             return True
         if self._wanting is None:
-            wanting = open(self._waiters, "a+")  # noqa: SIM115 - closed by _stop_wanting
+            wanting = _lock_file(self._waiters)  # closed by _stop_wanting
             fcntl.flock(wanting, fcntl.LOCK_SH)
             self._wanting = wanting
         return False
@@ -139,8 +159,7 @@ class FileSlots:
         """Let the slot go, and stop counting as waiting for one."""
         self._stop_wanting()
         if self._fh is not None:
-            fcntl.flock(self._fh, fcntl.LOCK_UN)
-            self._fh.close()
+            _let_go(self._fh)
             self._fh = None
 
 
@@ -180,7 +199,7 @@ class _Handoff:
 
     def _take(self) -> None:
         try:
-            fh = open(self.path, "a+")  # noqa: SIM115 - handed over or closed below
+            fh = _lock_file(self.path)  # handed over, or closed below
             fcntl.flock(fh, fcntl.LOCK_EX)
         except OSError as exc:
             with self.guard:
@@ -217,20 +236,28 @@ class ExclusiveLock:
         """Blocks until held, for at most ``timeout`` seconds since ``started`` (default:
         now); returns the seconds waited."""
         started = self._clock() if started is None else started
-        fh = open(self._path, "a+")  # noqa: SIM115 - held open while the lock is held
+        self.take(started)
+        return self._clock() - started
+
+    def take(self, started: float, instead: Callable[[], bool] | None = None) -> bool:
+        """Blocks until held (True), for at most ``timeout`` seconds since ``started``;
+        ``instead``: tried every ``TICK`` meanwhile, and the wait given up (False, the
+        lock not held) as soon as it answers True."""
+        fh = _lock_file(self._path)  # held open while the lock is held
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.close()
-            fh = self._wait(started)
+            fh = self._wait(started, instead)
         self._fh = fh
-        return self._clock() - started
+        return fh is not None
 
-    def _wait(self, started: float) -> Any:
-        """The lock's file, once a helper thread blocked in ``flock`` took it. A waiter
-        that gives up leaves its helper pending for the next waiter of this process to
-        take over (one helper per lock file, however many waits time out); a helper
-        that takes the lock while none waits closes it at once (which releases it)."""
+    def _wait(self, started: float, instead: Callable[[], bool] | None = None) -> Any:
+        """The lock's file, once a helper thread blocked in ``flock`` took it (None: the
+        wait was given up for ``instead``). A waiter that gives up leaves its helper
+        pending for the next waiter of this process to take over (one helper per lock
+        file, however many waits end so); a helper that takes the lock while none waits
+        closes it at once (which releases it)."""
         handoff = _Handoff.take_over(self._path)
         while not handoff.taken.wait(self.TICK):
             waited = self._clock() - started
@@ -240,6 +267,9 @@ class ExclusiveLock:
                 if waited >= self._timeout:
                     handoff.abandon()
                     raise LockWaitTimeout(self._what, waited)
+                if instead is not None and instead():
+                    handoff.abandon()
+                    return None
         if handoff.error is not None:
             raise handoff.error
         return handoff.fh
@@ -250,23 +280,40 @@ class ExclusiveLock:
 
     def release(self) -> None:
         if self._fh is not None:
-            fcntl.flock(self._fh, fcntl.LOCK_UN)
-            self._fh.close()
+            _let_go(self._fh)
             self._fh = None
 
 
-def in_turn(path: str, what: str, wait: Callable[[], T], timeout: float = float("inf"),
-            clock: Callable[[], float] = time.monotonic, started: float | None = None) -> T:
-    """``wait()`` (a wait that polls) in one process of the machine at a time: the others
-    queue in the kernel on the lock file at ``path`` (for at most ``timeout`` seconds
-    since ``started``, then ``LockWaitTimeout`` naming ``what``), so however many wait,
-    one polls."""
+def in_turn(path: str, what: str, wait: Callable[[], Any], timeout: float = float("inf"),
+            clock: Callable[[], float] = time.monotonic, started: float | None = None,
+            meanwhile: Callable[[], bool] | None = None) -> None:
+    """``wait()`` (a wait that polls often) in one process of the machine at a time: the
+    others queue in the kernel on the lock file at ``path`` (for at most ``timeout``
+    seconds since ``started``, then ``LockWaitTimeout`` naming ``what``), so however
+    many wait, one polls often. A queued waiter tries ``meanwhile()`` (the same thing,
+    once) every ``ExclusiveLock.TICK`` and is done when it succeeds: a waiter at the head
+    that is stopped or hung delays the others by a tick, not for good."""
     queue = ExclusiveLock(path, what, timeout, clock)
-    queue.acquire(started)
+    if not queue.take(clock() if started is None else started, meanwhile):
+        return
     try:
-        return wait()
+        wait()
     finally:
         queue.release()
+
+
+def _forget_in_child() -> None:
+    """In a forked child: close the lock files it inherited (its copies would keep a
+    lock taken after this process lets go), and forget the helper threads it did not
+    inherit (none may be waited for; the registry's lock may be held by one)."""
+    for fh in list(_LOCK_FILES):
+        with contextlib.suppress(OSError, ValueError):
+            fh.close()
+    _Handoff._pending = {}
+    _Handoff._registry = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 class WriterLock(ExclusiveLock):

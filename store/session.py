@@ -195,8 +195,9 @@ class DatabaseSession(Reconnecting):
 
         def wait() -> float:
             started = time.monotonic()  # one bound for the turn and the slot together
-            return in_turn(queue, what, lambda: slots.acquire(started=started),
-                           self._s.lease_seconds, started=started)
+            in_turn(queue, what, lambda: slots.acquire(started=started),
+                    self._s.lease_seconds, started=started, meanwhile=slots.try_acquire)
+            return time.monotonic() - started
         return wait
 
     def _under_writer_lock(self, fn: Callable[[], T]) -> T:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from store.database import TransientDatabaseError
-from store.file_locks import FileSlots, LockWaitTimeout, WriterLock
+from store.file_locks import ExclusiveLock, FileSlots, LockWaitTimeout, WriterLock
 
 
 class FakeClock:
@@ -167,9 +167,9 @@ def test_the_writer_lock_says_whether_it_is_free_without_taking_it(tmp_path: Any
 
 
 def test_only_the_first_slot_waiter_looks_at_the_slots(tmp_path: Any) -> None:
-    """Waiters queue in the kernel: while one waiter polls the slot files, a second
-    one sleeps in flock and polls nothing (eight waiting workers cost what one does);
-    each gets the slot in turn as the holders let go."""
+    """Waiters queue in the kernel: while one waiter polls the slot files every 5 ms, a
+    second one sleeps in flock and only tries once a tick (eight waiting workers cost
+    about what one does); each gets the slot in turn as the holders let go."""
     holder = FileSlots("db", 1, str(tmp_path))
     holder.acquire()
     polls = {"first": 0, "second": 0}
@@ -193,15 +193,17 @@ def test_only_the_first_slot_waiter_looks_at_the_slots(tmp_path: Any) -> None:
     time.sleep(0.3)
     assert polls["first"] >= 20 and polls["second"] == 0 and not got
     assert first.contended()  # both count as waiting for the holder to see
-    holder.release()
-    threads[0].join(timeout=10)
-    assert got == ["first"]
-    time.sleep(0.2)  # the second now heads the queue and looks at the slots
-    assert polls["second"] > 0 and got == ["first"]
-    first.release()
-    threads[1].join(timeout=10)
-    assert got == ["first", "second"]
-    second.release()
+    holder.release()  # one of the two takes it (the queued one tries every tick too)
+    deadline = time.monotonic() + 10
+    while not got and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(got) == 1
+    slots = {"first": first, "second": second}
+    slots[got[0]].release()  # ... and the other one then
+    for thread in threads:
+        thread.join(timeout=10)
+    assert sorted(got) == ["first", "second"]
+    slots[got[1]].release()
 
 
 def test_a_slot_wait_behind_another_waiter_is_bounded(tmp_path: Any) -> None:
@@ -219,3 +221,68 @@ def test_a_slot_wait_behind_another_waiter_is_bounded(tmp_path: Any) -> None:
     holder.release()
     thread.join(timeout=10)
     head.release()
+
+
+def _wait_for_a_slot(directory: str) -> None:
+    FileSlots("db", 1, directory, timeout=60.0).acquire()
+
+
+def test_a_waiter_stopped_at_the_head_of_the_queue_delays_no_other(tmp_path: Any) -> None:
+    """The first waiter is stopped (SIGSTOP) while it heads the queue, holding no slot:
+    the next waiter still gets the slot within a tick of its being let go."""
+    holder = FileSlots("db", 1, str(tmp_path))
+    holder.acquire()
+    ctx = mp.get_context("fork")
+    head = ctx.Process(target=_wait_for_a_slot, args=(str(tmp_path),))
+    head.start()
+    time.sleep(0.5)
+    assert head.pid is not None
+    os.kill(head.pid, signal.SIGSTOP)
+    try:
+        threading.Timer(0.3, holder.release).start()
+        started = time.monotonic()
+        second = FileSlots("db", 1, str(tmp_path), timeout=30.0)
+        second.acquire()
+        assert time.monotonic() - started < 2.0
+        second.release()
+    finally:
+        os.kill(head.pid, signal.SIGKILL)
+        head.join(timeout=10)
+
+
+def _wait_in_child(path: str, out: Any) -> None:
+    started = time.monotonic()
+    try:
+        ExclusiveLock(path, "the lock", timeout=10.0).acquire()
+        out.put(time.monotonic() - started)
+    except LockWaitTimeout:
+        out.put(None)
+
+
+def test_a_forked_child_waits_for_no_helper_and_holds_no_lock_of_its_parent(
+        tmp_path: Any) -> None:
+    """A wait that timed out leaves its helper thread blocked in flock. A child forked
+    then has no such thread and must neither wait for it nor keep, through its copy of
+    the helper's file, the lock the helper takes: it gets the lock once it is free."""
+    path = str(tmp_path / "q.lock")
+    ctx = mp.get_context("fork")
+    ready = ctx.Event()
+    holder = ctx.Process(target=_hold_for, args=(path, ready, 1.5))
+    holder.start()
+    assert ready.wait(10)
+    with pytest.raises(LockWaitTimeout):
+        ExclusiveLock(path, "the lock", timeout=0.2).acquire()  # its helper stays pending
+    out = ctx.Queue()
+    child = ctx.Process(target=_wait_in_child, args=(path, out))
+    child.start()
+    waited = out.get(timeout=30)
+    child.join(timeout=10)
+    holder.join(timeout=10)
+    assert waited is not None and waited < 5.0
+
+
+def _hold_for(path: str, ready: Any, seconds: float) -> None:
+    lock = ExclusiveLock(path, "the lock")
+    lock.acquire()
+    ready.set()
+    time.sleep(seconds)
