@@ -27,7 +27,7 @@ from models.importance import (
     text_features,
 )
 from models.predict import distributions
-from tracking.profile import UNKNOWN_LABEL, BatchStats, Profile, has_label, label_text
+from tracking.profile import UNKNOWN_LABEL, BatchStats, Profile, has_label, label_reader
 
 _LOG = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ def reference_profile(model: Any, texts: list[str], labels: list[str] | None = N
     classes = [str(c) for c in model.classes_]
     profile = Profile(classes=classes)
     measure: ImportanceMeasure | None = None
-    index = {c: i for i, c in enumerate(classes)}
+    read = label_reader(model.classes_)  # labels read as scoring reads them
+    index = {read(c): i for i, c in enumerate(model.classes_)}
     tfidf_sum: np.ndarray | None = None  # linear models: per feature, over every text
     dropped = 0  # texts whose probabilities are not finite
     for start in range(0, len(texts), 4096):
@@ -96,7 +97,7 @@ def reference_profile(model: Any, texts: list[str], labels: list[str] | None = N
             column_sum = np.asarray(features.matrix.sum(axis=0), np.float64).ravel()
             tfidf_sum = column_sum if tfidf_sum is None else tfidf_sum + column_sum
         # Labels compared as scoring compares them; one outside the classes is an error.
-        true = np.asarray([index.get(label_text(v), UNKNOWN_LABEL) if has_label(v) else -1
+        true = np.asarray([index.get(read(v), UNKNOWN_LABEL) if has_label(v) else -1
                            for v in labels[start:start + 4096]]
                           if labels else [-1] * len(part), dtype=np.int64)
         lengths = np.asarray([len(t) for t in part])

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,34 @@ def label_text(value: Any) -> str:
     return str(value)
 
 
+_LEGACY_WHOLE_NUMBER = re.compile(r"([+-]?[0-9]+)\.0+")
+
+
+def legacy_label_text(value: Any) -> str:
+    """``label_text`` as models trained before booleans written as text, "+3" and the
+    blanks around a label were read as one label had their labels read: numbers written
+    as whole floats aside, text as it is (``label_reader``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if hasattr(value, "item") and not isinstance(value, str):  # numpy scalars
+        return legacy_label_text(value.item())
+    if isinstance(value, str):
+        whole = _LEGACY_WHOLE_NUMBER.fullmatch(value)
+        return str(int(whole[1])) if whole else value
+    return str(value)
+
+
+def label_reader(classes: Iterable[Any]) -> Callable[[Any], str]:
+    """How the labels compared with a model's ``classes`` are read: ``label_text``,
+    unless two of its classes would read the same (a model trained when "True" and
+    true, or "a" and "a ", were two labels): then ``legacy_label_text``, as they were
+    read when it was trained, so that every class stays itself."""
+    texts = [label_text(c) for c in classes]
+    return label_text if len(set(texts)) == len(texts) else legacy_label_text
+
+
 def has_label(value: Any) -> bool:
     """Whether an input's label field holds a label: not missing (null, NaN) and not
     blank text. Training, references and tracking all go by it: an empty CSV cell or
@@ -63,7 +91,7 @@ def has_label(value: Any) -> bool:
     return bool(label_text(value).strip())
 
 
-def label_texts(values: Iterable[Any]) -> list[str]:
+def label_texts(values: Iterable[Any], read: Callable[[Any], str] = label_text) -> list[str]:
     """``label_text`` of every value, worked out once per distinct value (a batch's
     labels are a few values repeated). Only values whose type makes equal values print
     the same are shared: str, int, float, bool and numpy numbers, each type apart
@@ -77,9 +105,9 @@ def label_texts(values: Iterable[Any]) -> list[str]:
             key = (kind, value)
             text = known.get(key)
             if text is None:
-                text = known[key] = label_text(value)
+                text = known[key] = read(value)
         else:
-            text = label_text(value)
+            text = read(value)
         texts.append(text)
     return texts
 

@@ -38,7 +38,7 @@ from models.importance import (
 from models.predict import TimeLimit, predict_with_isolation, top_k_columns, warm_input_validation
 from models.registry import ModelRef, ModelRegistry
 from models.unpickle import Policy
-from tracking.profile import UNKNOWN_LABEL, BatchStats, label_texts
+from tracking.profile import UNKNOWN_LABEL, BatchStats, label_reader, label_texts
 from transforms.records import (
     DEAD_LETTERS,
     DOC_ID,
@@ -215,8 +215,9 @@ def _true_labels(frame: Any, classes: Any, labelled_sample: float) -> np.ndarray
     known = labels.notna().to_numpy()
     true = np.full(len(frame), -1, dtype=np.int64)
     if known.any():  # codes are -1 for a label that is not one of the model's classes
-        texts = label_texts(labels[known])
-        codes = pd.Categorical(texts, categories=label_texts(classes)).codes
+        read = label_reader(classes)
+        texts = label_texts(labels[known], read)
+        codes = pd.Categorical(texts, categories=label_texts(classes, read)).codes
         codes = np.where(codes < 0, UNKNOWN_LABEL, codes)
         for i in np.flatnonzero(codes == UNKNOWN_LABEL):  # no class is blank
             if not texts[i].strip():

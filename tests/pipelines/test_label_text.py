@@ -113,3 +113,21 @@ def test_a_csv_of_whole_number_labels_with_gaps_is_scored_against_their_classes(
     [(labelled,)] = sqlite_rows(db, "SELECT n FROM monitoring WHERE metric = 'accuracy' "
                                     "AND slice = ''")
     assert labelled == 270
+
+
+def test_a_model_whose_classes_would_read_alike_keeps_reading_them_as_trained() -> None:
+    """Classes "True" and "true" (a model trained when they were two labels) would be one
+    text now: its labels are read as they were when it was trained, every class itself,
+    so its labelled batches still score; a model without such classes reads the new way."""
+    from tracking.profile import label_reader
+    from transforms.infer import _true_labels
+    from transforms.records import DOC_ID, LABEL
+
+    old = ["True", "false", "true", "billing "]
+    read = label_reader(old)
+    assert [read(c) for c in old] == old
+    frame = pd.DataFrame({LABEL: [True, "True", "billing ", "billing", None],
+                          DOC_ID: list("abcde")})
+    assert _true_labels(frame, np.array(old, dtype=object), 1.0).tolist() == [2, 0, 3, -2, -1]
+    new = label_reader(["true", "false"])
+    assert new("True") == "true" and new(" false ") == "false"
