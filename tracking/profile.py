@@ -39,38 +39,40 @@ def label_text(value: Any) -> str:
     "+3" are "3"; true, "True" (how Python's csv and pandas write a boolean) and "TRUE"
     are "true"; text is compared without the blanks around it ("billing " is
     "billing")."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if hasattr(value, "item") and not isinstance(value, str):  # numpy scalars
-        return label_text(value.item())
-    if isinstance(value, str):
-        text = value.strip()
-        whole = _WHOLE_NUMBER.fullmatch(text)
-        if whole and (whole[1] or whole[3]):
-            return str(int(whole[2]))
-        return _BOOLEANS.get(text.lower(), text)
-    return str(value)
-
-
-_LEGACY_WHOLE_NUMBER = re.compile(r"([+-]?[0-9]+)\.0+")
+    return _label(value, _text)
 
 
 def legacy_label_text(value: Any) -> str:
     """``label_text`` as models trained before booleans written as text, "+3" and the
     blanks around a label were read as one label had their labels read: numbers written
     as whole floats aside, text as it is (``label_reader``)."""
+    return _label(value, _legacy_text)
+
+
+def _label(value: Any, text_of: Callable[[str], str]) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     if hasattr(value, "item") and not isinstance(value, str):  # numpy scalars
-        return legacy_label_text(value.item())
-    if isinstance(value, str):
-        whole = _LEGACY_WHOLE_NUMBER.fullmatch(value)
-        return str(int(whole[1])) if whole else value
-    return str(value)
+        return _label(value.item(), text_of)
+    return text_of(value) if isinstance(value, str) else str(value)
+
+
+def _text(value: str) -> str:
+    text = value.strip()
+    whole = _WHOLE_NUMBER.fullmatch(text)
+    if whole and (whole[1] or whole[3]):
+        return str(int(whole[2]))
+    return _BOOLEANS.get(text.lower(), text)
+
+
+_LEGACY_WHOLE_NUMBER = re.compile(r"([+-]?[0-9]+)\.0+")
+
+
+def _legacy_text(value: str) -> str:
+    whole = _LEGACY_WHOLE_NUMBER.fullmatch(value)
+    return str(int(whole[1])) if whole else value
 
 
 def label_reader(classes: Iterable[Any]) -> Callable[[Any], str]:
