@@ -257,7 +257,7 @@ def test_console_script_fast_exit_keeps_exit_code_and_output(
     in_process = run_cli(*args)
     assert proc.returncode == in_process.rc == 3, proc.stderr
     assert proc.stdout == in_process.out
-    assert proc.stdout.rstrip().splitlines()[-1].endswith("chunk(s) to read")
+    assert proc.stdout.rstrip().splitlines()[-1].endswith("task(s)")
     # The fast path is taken (os._exit, seen through a wrapper), with the output and
     # exit code intact; main() under sys.exit keeps the normal shutdown.
     probe = ("import os\nimport sys\nimport pipelines.cli as cli\n"
