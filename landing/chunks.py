@@ -13,8 +13,10 @@ after the other. ``balanced_tasks`` packs the files read whole (``whole_file``) 
 fewer estimated rows than the run's chunk target, in path order, into tasks of about
 that target, so that a tranche of many small files is read in tasks of some thousand
 rows, cut into full batches, instead of one task, one batch and one model call per
-file; a file cut into several chunks keeps a task per chunk. Each file counts at least
-one row, so a task holds at most the target's number of files, empty ones included.
+file; a file cut into several chunks keeps a task per chunk. A file costs its opening
+whatever it holds (on gs:// a request or more), so a task also holds at most the run's
+small files over ``CHUNKS_PER_WORKER`` per worker, or ``MIN_FILES_PER_TASK`` where that
+is more: many files of few or no records are still spread over every worker.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from landing.reading import Chunk, Planned
 from landing.splitters import Extent, Limits
 from landing.tranches import SourceFile, TranchePlan
 
-__all__ = ["CHUNKS_PER_WORKER", "MIN_CHUNK_BYTES", "Chunk", "ReadTask", "balanced_chunks",
-           "balanced_tasks", "estimate_rows", "plan_chunks", "whole_file"]
+__all__ = ["CHUNKS_PER_WORKER", "MIN_CHUNK_BYTES", "MIN_FILES_PER_TASK", "Chunk", "ReadTask",
+           "balanced_chunks", "balanced_tasks", "estimate_rows", "plan_chunks", "whole_file"]
 
 CHUNKS_PER_WORKER = 8
 MIN_CHUNK_BYTES = 256 << 10  # the smallest byte range a plan cuts (read.chunk_bytes too)
+MIN_FILES_PER_TASK = 100  # small files a read task may hold however many workers share them
 
 
 def estimate_rows(plans: Iterable[TranchePlan]) -> dict[str, Extent]:
@@ -95,7 +98,8 @@ def balanced_tasks(plans: list[TranchePlan], max_chunk_bytes: int,
                    workers: int) -> list[ReadTask]:
     """``balanced_chunks`` as read tasks, largest first: each tranche's small whole
     files packed in path order into tasks of about the chunk target in estimated rows
-    (each file counting at least one), every other chunk a task of its own."""
+    and of at most the run's small files over ``CHUNKS_PER_WORKER`` per worker (or
+    ``MIN_FILES_PER_TASK``); every other chunk a task of its own."""
     chunks, target = _balanced(plans, max_chunk_bytes, workers)
     tasks: list[ReadTask] = []
     small: dict[str, list[Chunk]] = {}  # tranche -> its small whole files
@@ -104,13 +108,15 @@ def balanced_tasks(plans: list[TranchePlan], max_chunk_bytes: int,
             small.setdefault(c.tranche, []).append(c)
         else:
             tasks.append(ReadTask((c,)))
+    n_small = sum(map(len, small.values()))
+    max_files = max(MIN_FILES_PER_TASK, -(-n_small // max(1, CHUNKS_PER_WORKER * workers)))
     for files in small.values():
         packed: list[Chunk] = []
         rows = 0
         for c in sorted(files, key=lambda c: c.path):
             packed.append(c)
-            rows += max(1, c.est_rows)
-            if rows >= target:
+            rows += c.est_rows
+            if rows >= target or len(packed) >= max_files:
                 tasks.append(ReadTask(tuple(packed)))
                 packed, rows = [], 0
         if packed:
