@@ -103,9 +103,10 @@ def _jsonl(records: list[Any]) -> bytes:
 
 def test_a_tranche_of_tiny_files_is_read_in_few_full_batches_each_row_naming_its_file(
         registry_root: str, model_ref: ModelRef, tmp_path: Path) -> None:
-    """Thirty-six files (one empty, one with a bad line, a gz, a CSV, a Parquet file, 30
-    of two records) in one tranche: one read task, batches of ``batch_size`` across
-    files, every prediction and dead letter at its own file and position; an id in
+    """Thirty-seven files (one empty, one with a bad line, a gz, a CSV, a Parquet file, an
+    unreadable one, 30 of two records) in one tranche: one read task, batches of
+    ``batch_size`` across files, every prediction and dead letter at its own file and
+    position (the unreadable file one dead letter at 0); an id in
     two files of the same batch keeps the earlier file's row, in the table and the
     Parquet files, and the later one is a dead letter naming the first."""
     root = tmp_path / "in"
@@ -117,10 +118,11 @@ def test_a_tranche_of_tiny_files_is_read_in_few_full_batches_each_row_naming_its
     (folder / "d.jsonl.gz").write_bytes(gzip.compress(_jsonl([doc("d1"), {"id": "d2"}])))
     (folder / "e.csv").write_text("id,text\ndup,a later dup\ne2,shipped late\n")
     pq.write_table(pa.Table.from_pylist([doc("f1"), doc("f2"), doc("f3")]), folder / "f.parquet")
+    (folder / "h.parquet").write_bytes(b"PAR1 not a parquet file PAR1")
     for i in range(30):
         (folder / f"g{i:02d}.jsonl").write_bytes(_jsonl([doc(f"g{i}x"), doc(f"g{i}y")]))
     tasks = balanced_tasks(plan_tranches(str(root), [DAY]), 64 << 20, workers=2)
-    assert len(tasks) == 1 and len(tasks[0].chunks) == 36
+    assert len(tasks) == 1 and len(tasks[0].chunks) == 37
     out = tmp_path / "out"
     rows, letters, in_files = _score(tasks, registry_root, model_ref, out, batch_size=8,
                                      together=frozenset({("a.jsonl", 2), ("e.csv", 1)}))
@@ -139,7 +141,8 @@ def test_a_tranche_of_tiny_files_is_read_in_few_full_batches_each_row_naming_its
                   for f, pos, stage, reason in letters)
     assert dead == [("c.jsonl", 2, "read", "malformed JSON"),
                     ("d.jsonl.gz", 2, "validate", "missing text"),
-                    ("e.csv", 1, "dedupe", "duplicate id in tranche")]
+                    ("e.csv", 1, "dedupe", "duplicate id in tranche"),
+                    ("h.parquet", 0, "read", "unreadable parquet file")]
     [reason] = [r for _, _, s, r in letters if s == "dedupe"]
     assert reason == f"duplicate id in tranche: first at {path['a.jsonl']} position 2"
     # the two occurrences were in one batch (``together``): its file kept a.jsonl's row
