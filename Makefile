@@ -9,7 +9,7 @@ DAYS   ?= --from 2026-01-01 --to 2026-01-03
 JOBS   ?= 2
 XDIST  := -n $(JOBS) --dist worksteal
 
-.PHONY: install run test test-fast lint docs bench bench-small bench-scaling bench-sink image image-test airflow-test clean
+.PHONY: install run test test-fast lint docs bench bench-small bench-small-files bench-scaling bench-sink image image-test airflow-test clean
 
 $(STAMP): setup.py
 	python3 -m venv $(VENV)
@@ -53,6 +53,10 @@ bench: install
 # so that start-up (~2 s) does not dominate.
 bench-small: install
 	$(PY) bench/run_bench.py --docs 100000 --contenders a,c --guard 0.8
+
+# A tranche of many small files: 1,500 JSONL files of 10 documents, 2 workers, 3 runs.
+bench-small-files: install
+	$(PY) bench/small_files.py
 
 # 1 vs 2 workers where start-up (~2.3 s of imports both pay) does not dominate.
 bench-scaling: install

@@ -7,22 +7,34 @@ files. ``balanced_chunks`` cuts chunks of about equal estimated rows,
 workers round-robin, once: equal chunks in descending order make them finish together.
 Every chunk carries its file as listed (``Planned``): it is read as that file or not at
 all (``landing.reading.open_input``).
+
+A worker takes a ``ReadTask``: one chunk, or the small files of one tranche read one
+after the other. ``balanced_tasks`` packs the files read whole (``whole_file``) with
+fewer estimated rows than the run's chunk target, in path order, into tasks of about
+that target, so that a tranche of many small files is read in tasks of some thousand
+rows, cut into full batches, instead of one task, one batch and one model call per
+file; a file cut into several chunks keeps a task per chunk. A file costs its opening
+whatever it holds (on gs:// a request or more), so a task also holds at most the run's
+small files over ``CHUNKS_PER_WORKER`` per worker, or ``MIN_FILES_PER_TASK`` where that
+is more: many files of few or no records are still spread over every worker.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from landing.formats import resolve
 from landing.reading import Chunk, Planned
 from landing.splitters import Extent, Limits
 from landing.tranches import SourceFile, TranchePlan
 
-__all__ = ["CHUNKS_PER_WORKER", "MIN_CHUNK_BYTES", "Chunk", "balanced_chunks", "estimate_rows",
-           "plan_chunks"]
+__all__ = ["CHUNKS_PER_WORKER", "MIN_CHUNK_BYTES", "MIN_FILES_PER_TASK", "Chunk", "ReadTask",
+           "balanced_chunks", "balanced_tasks", "estimate_rows", "plan_chunks", "whole_file"]
 
 CHUNKS_PER_WORKER = 8
 MIN_CHUNK_BYTES = 256 << 10  # the smallest byte range a plan cuts (read.chunk_bytes too)
+MIN_FILES_PER_TASK = 100  # small files a read task may hold however many workers share them
 
 
 def estimate_rows(plans: Iterable[TranchePlan]) -> dict[str, Extent]:
@@ -47,9 +59,74 @@ def plan_chunks(plans: Iterable[TranchePlan], chunk_bytes: int, chunk_rows: int 
             for c in _file_chunks(plan.tranche, f, est[f.path], limits)]
 
 
+@dataclass(frozen=True)
+class ReadTask:
+    """The reading work of one worker's element: chunks of one tranche, read in order
+    into the same batches. ``key`` is its first chunk's, which is in no other task."""
+
+    chunks: tuple[Chunk, ...]
+
+    def __post_init__(self) -> None:
+        if not self.chunks or len({c.tranche for c in self.chunks}) > 1:
+            raise ValueError("a read task holds chunks of one tranche")
+
+    @property
+    def tranche(self) -> str:
+        return self.chunks[0].tranche
+
+    @property
+    def key(self) -> str:
+        return self.chunks[0].key
+
+    @property
+    def est_rows(self) -> int:
+        return sum(c.est_rows for c in self.chunks)
+
+
+def whole_file(chunk: Chunk) -> bool:
+    """Whether ``chunk`` is its file whole (not one of several ranges of it)."""
+    return chunk.start <= 0 and chunk.end < 0 and chunk.index == 0
+
+
 def balanced_chunks(plans: list[TranchePlan], max_chunk_bytes: int, workers: int) -> list[Chunk]:
     """Chunks of about equal estimated rows, ``CHUNKS_PER_WORKER`` per worker, largest
     first; no byte range over ``max_chunk_bytes``."""
+    return _balanced(plans, max_chunk_bytes, workers)[0]
+
+
+def balanced_tasks(plans: list[TranchePlan], max_chunk_bytes: int,
+                   workers: int) -> list[ReadTask]:
+    """``balanced_chunks`` as read tasks, largest first: each tranche's small whole
+    files packed in path order into tasks of about the chunk target in estimated rows
+    and of at most the run's small files over ``CHUNKS_PER_WORKER`` per worker (or
+    ``MIN_FILES_PER_TASK``); every other chunk a task of its own."""
+    chunks, target = _balanced(plans, max_chunk_bytes, workers)
+    tasks: list[ReadTask] = []
+    small: dict[str, list[Chunk]] = {}  # tranche -> its small whole files
+    for c in chunks:
+        if whole_file(c) and c.est_rows < target:
+            small.setdefault(c.tranche, []).append(c)
+        else:
+            tasks.append(ReadTask((c,)))
+    n_small = sum(map(len, small.values()))
+    max_files = max(MIN_FILES_PER_TASK, -(-n_small // max(1, CHUNKS_PER_WORKER * workers)))
+    for files in small.values():
+        packed: list[Chunk] = []
+        rows = 0
+        for c in sorted(files, key=lambda c: c.path):
+            packed.append(c)
+            rows += c.est_rows
+            if rows >= target or len(packed) >= max_files:
+                tasks.append(ReadTask(tuple(packed)))
+                packed, rows = [], 0
+        if packed:
+            tasks.append(ReadTask(tuple(packed)))
+    return sorted(tasks, key=lambda t: (-t.est_rows, t.chunks[0].path, t.chunks[0].index))
+
+
+def _balanced(plans: list[TranchePlan], max_chunk_bytes: int,
+              workers: int) -> tuple[list[Chunk], int]:
+    """The chunks, largest first, and the target rows of one chunk they were cut to."""
     est = estimate_rows(plans)
     target = max(1000, sum(e.rows for e in est.values()) // max(1, CHUNKS_PER_WORKER * workers))
     chunks = []
@@ -58,7 +135,7 @@ def balanced_chunks(plans: list[TranchePlan], max_chunk_bytes: int, workers: int
             per_row = f.size / max(1, est[f.path].rows)
             chunk_bytes = min(max_chunk_bytes, max(MIN_CHUNK_BYTES, int(target * per_row)))
             chunks += _file_chunks(plan.tranche, f, est[f.path], Limits(chunk_bytes, target))
-    return sorted(chunks, key=lambda c: (-c.est_rows, c.path, c.index))
+    return sorted(chunks, key=lambda c: (-c.est_rows, c.path, c.index)), target
 
 
 def _file_chunks(tranche: str, f: SourceFile, extent: Extent, limits: Limits) -> list[Chunk]:

@@ -2,15 +2,17 @@
 
 The database sink emits, for every write, an ``IdIndex`` of the rows it wrote: two
 64-bit hashes of each document id (128 bits: a collision among a billion ids has a
-probability below 1e-20), its source file, position and batch key. ``FindDuplicateIds``
-combines them per tranche (the accumulators hold these arrays, never the rows) and,
-for every id seen more than once, keeps the first occurrence in file order, then
-position, which is also the row the ``predictions`` table keeps (``store.schema``).
-Every later occurrence is removed from its batch's Parquet file and becomes a dead
-letter (stage ``dedupe``, reason ``duplicate id in tranche``, naming the first). The
-rows the database refused (the sink's dead letters already; ``IdIndex.rejected``) are
-removed from their files in the same step, so that a batch's file, rewritten once, holds
-what the ``predictions`` table holds.
+probability below 1e-20), its source file (a batch may hold several), position and
+batch key. ``FindDuplicateIds`` combines them per tranche (the accumulators hold these
+arrays, never the rows) and, for every id seen more than once, keeps the first
+occurrence in file order, then position, which is also the row the ``predictions``
+table keeps (``store.schema``). Every later occurrence is removed from its batch's
+Parquet file (found there by its file and position: the first occurrence may be in
+the same batch, from an earlier file) and becomes a dead letter (stage ``dedupe``,
+reason ``duplicate id in tranche``, naming the first). The rows the database refused
+(the sink's dead letters already; ``IdIndex.rejected``) are removed from their files in
+the same step, so that a batch's file, rewritten once, holds what the ``predictions``
+table holds.
 """
 
 from __future__ import annotations
@@ -39,17 +41,25 @@ def id_hashes(ids: list[Any]) -> tuple[np.ndarray, np.ndarray]:
             pd.util.hash_array(values, hash_key=_KEYS[1], categorize=False))
 
 
+def _no_rows() -> np.ndarray:
+    return np.zeros(0, np.int64)
+
+
 @dataclass(frozen=True)
 class IdIndex:
-    """The ids of rows written from one slice of a batch."""
+    """The ids of rows written from one slice of a batch: row i is at ``positions[i]``
+    of ``files[file_of[i]]``; the rows the database refused are at ``rejected`` of
+    ``files[rejected_file_of]``."""
 
     tranche: str
-    source_file: str
     batch_key: str
+    files: tuple[str, ...]
+    file_of: np.ndarray
     hi: np.ndarray
     lo: np.ndarray
     positions: np.ndarray
-    rejected: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # refused
+    rejected_file_of: np.ndarray = field(default_factory=_no_rows)
+    rejected: np.ndarray = field(default_factory=_no_rows)
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,7 @@ class Refused:
 
     tranche: str
     batch_key: str
+    source_file: str
     position: int
 
 
@@ -89,17 +100,18 @@ class _FindDuplicatesFn(beam.CombineFn):
 
     def extract_output(self, acc: list[IdIndex]) -> list[Duplicate | Refused]:
         refused: list[Duplicate | Refused] = [
-            Refused(a.tranche, a.batch_key, int(p)) for a in acc for p in a.rejected.tolist()]
+            Refused(a.tranche, a.batch_key, a.files[f], int(p))
+            for a in acc for f, p in zip(a.rejected_file_of.tolist(), a.rejected.tolist())]
         return refused + self._duplicates(acc)
 
     @staticmethod
     def _duplicates(acc: list[IdIndex]) -> list[Duplicate | Refused]:
         if not acc:
             return []
-        files = sorted({a.source_file for a in acc})
+        files = sorted({f for a in acc for f in a.files})
         rank = {f: i for i, f in enumerate(files)}
         cols = [np.concatenate(parts) for parts in zip(*(
-            (a.hi, a.lo, np.full(len(a.positions), rank[a.source_file]),
+            (a.hi, a.lo, np.asarray([rank[f] for f in a.files], dtype=np.int64)[a.file_of],
              a.positions.astype(np.int64), np.full(len(a.positions), i))
             for i, a in enumerate(acc)))]
         order = np.lexsort((cols[3], cols[2], cols[1], cols[0]))  # id, file, position
@@ -130,20 +142,21 @@ class _DropFromFilesFn(beam.DoFn):
                 ) -> Iterator[dict[str, Any]]:
         batch_key, items = element[0], list(element[1])
         path = prediction_file(self._output_dir, self._ctx, items[0].tranche, batch_key)
-        drop = {d.position for d in items}
+        drop = {(d.source_file, d.position) for d in items}
         dups = [d for d in items if isinstance(d, Duplicate)]
-        ids: dict[int, str] = {}
+        ids: dict[tuple[str, int], str] = {}
         if FileSystems.exists(path):
             with FileSystems.open(path) as fh:
                 table = pq.read_table(fh)
-            positions = table.column("position").to_pylist()
-            ids = dict(zip(positions, table.column("doc_id").to_pylist()))
-            keep = [p not in drop for p in positions]
+            rows = list(zip(table.column("source_file").to_pylist(),
+                            table.column("position").to_pylist()))
+            ids = dict(zip(rows, table.column("doc_id").to_pylist()))
+            keep = [row not in drop for row in rows]
             write_parquet(path, table.filter(keep))
-        for d in sorted(dups, key=lambda d: d.position):
+        for d in sorted(dups, key=lambda d: (d.source_file, d.position)):
             yield dead_letter(
                 tranche=d.tranche, source_file=d.source_file, position=d.position,
-                stage="dedupe", payload={"id": ids.get(d.position)},
+                stage="dedupe", payload={"id": ids.get((d.source_file, d.position))},
                 reason=f"{REASON}: first at {d.first_file} position {d.first_position}",
                 payload_limit=self._payload_limit)
 

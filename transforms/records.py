@@ -1,10 +1,14 @@
 """The pipeline's vocabulary: output tags, DocBatch and its columns, lineage, dead letters.
 
-``DocBatch``: a batch of documents from one source file, as a pandas DataFrame, so
-every stage after the read runs vectorised and Beam moves one object per few thousand
-documents instead of one per document. ``batch_key`` is deterministic (file, chunk,
-batch index), which makes every output keyed by it idempotent under Beam retries and
-operator reruns.
+``DocBatch``: a batch of documents of one tranche, as a pandas DataFrame, so every
+stage after the read runs vectorised and Beam moves one object per few thousand
+documents instead of one per document. A batch may hold the records of several files
+(a read task packs a tranche's small files, ``landing.chunks``): each row names its
+own in the ``source_file`` column, and (source file, position) is a record's key in
+the tranche. The column holds one string object per file, repeated, so that a batch
+pickles each file's name once. ``batch_key`` is deterministic (the read task's first
+file and chunk, the batch's index in the task), which makes every output keyed by it
+idempotent under Beam retries and operator reruns.
 
 PCollections of DocBatch are typed (``with_output_types(DocBatch)``) so that Beam uses
 ``DocBatchCoder``: pickle for the bytes, but a size estimate from the first rows
@@ -46,8 +50,8 @@ from tracking.profile import BatchStats, label_texts
 STATS = "stats"
 DEAD_LETTERS = "dead_letters"
 # Columns of DocBatch.frame as read, then the three that scoring adds.
-DOC_ID, TEXT, LABEL, POSITION, METADATA, RAW = (
-    "doc_id", "text", "true_label", "position", "metadata", "raw",
+DOC_ID, TEXT, LABEL, SOURCE, POSITION, METADATA, RAW = (
+    "doc_id", "text", "true_label", "source_file", "position", "metadata", "raw",
 )
 PRED_LABEL, PRED_SCORE, PRED_TOP_K = "pred_label", "pred_score", "pred_top_k"
 STAGES = ("read", "validate", "preprocess", "inference", "sink", "dedupe")
@@ -100,8 +104,10 @@ class RunContext:
 
 @dataclass(frozen=True)
 class DocBatch:
+    """Documents of one tranche (``frame``: one row each, its ``SOURCE`` file and
+    ``POSITION`` in it among the columns), under a deterministic ``batch_key``."""
+
     tranche: str
-    source_file: str
     batch_key: str
     frame: pd.DataFrame
 
@@ -114,13 +120,18 @@ class DocBatch:
     def estimated_bytes(self, sample_rows: int = 16) -> int:
         """Pickled size, estimated from the first ``sample_rows`` rows and scaled to the
         batch: strings by length, dicts (raw records) by their string values, anything
-        else 8 bytes. Strings shared between columns count once per column (pickle
-        stores them once), so this leans high; it is a metric, not an allocation."""
+        else 8 bytes; a source file's name counts once (pickle stores the repeated
+        object once), then 8 bytes a row. Strings shared between columns count once per
+        column, so this leans high; it is a metric, not an allocation."""
         f = self.frame
         n_head = min(len(f), sample_rows)
         sampled = 0
-        for _, series in f.items():
-            for v in series.to_numpy()[:n_head].tolist():
+        for name, series in f.items():
+            head = series.to_numpy()[:n_head].tolist()
+            if name == SOURCE:
+                sampled += 8 * len(head)
+                continue
+            for v in head:
                 if isinstance(v, (str, bytes)):
                     sampled += len(v) + 8
                 elif isinstance(v, dict):
@@ -128,7 +139,8 @@ class DocBatch:
                 else:
                     sampled += 8
         scaled = sampled * len(f) // max(1, n_head)
-        return 200 + len(self.tranche) + len(self.source_file) + len(self.batch_key) + scaled
+        files = sum(map(len, set(f[SOURCE].tolist()))) if SOURCE in f else 0
+        return 200 + len(self.tranche) + len(self.batch_key) + files + scaled
 
 
 class _EstimatingPickleCoder(beam.coders.Coder):
@@ -305,18 +317,19 @@ def dead_letter(
 def dead_letters_from_frame(
     batch: DocBatch, frame: pd.DataFrame, stage: str, reasons: Any, payload_limit: int
 ) -> list[dict[str, Any]]:
-    """Dead letters for the rows of ``frame`` (a slice of ``batch.frame``)."""
+    """Dead letters for the rows of ``frame`` (a slice of ``batch.frame``), each naming
+    its row's file and position."""
     return [
         dead_letter(
             tranche=batch.tranche,
-            source_file=batch.source_file,
+            source_file=source,
             position=pos,
             stage=stage,
             reason=str(reason),
             payload=raw,
             payload_limit=payload_limit,
         )
-        for pos, raw, reason in zip(frame[POSITION], frame[RAW], reasons)
+        for source, pos, raw, reason in zip(frame[SOURCE], frame[POSITION], frame[RAW], reasons)
     ]
 
 
@@ -331,7 +344,7 @@ def prediction_columns(batch: DocBatch, ctx: RunContext) -> dict[str, list[Any]]
         "top_k": f[PRED_TOP_K].tolist(), "model_name": [ctx.model_name] * n,
         "model_version": [ctx.model_version] * n, "model_sha256": [ctx.model_sha256] * n,
         "run_id": [ctx.run_id] * n, "scored_at": [ctx.scored_at] * n,
-        "source_file": [batch.source_file] * n, "position": f[POSITION].tolist(),
+        "source_file": f[SOURCE].tolist(), "position": f[POSITION].tolist(),
         "metadata": f[METADATA].tolist(),
     }
 

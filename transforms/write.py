@@ -24,6 +24,7 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
+import pandas as pd
 from apache_beam.metrics import Metrics
 
 from store.database import Database
@@ -80,12 +81,13 @@ class SinkSettings:
 @dataclass
 class _Segment:
     """A slice of one input batch in the write buffer: its rows, and for stats, ids and
-    dead letters where they came from."""
+    dead letters where they came from (``files[file_of[i]]``: row i's source file)."""
 
     tranche: str
-    source_file: str
     batch_key: str
     rows: list[tuple[Any, ...]]
+    files: tuple[str, ...]
+    file_of: np.ndarray
     positions: list[int]
     raws: list[Any]
     hashes: tuple[np.ndarray, np.ndarray]
@@ -112,18 +114,19 @@ class _Predictions(SinkTable[DocBatch, _Segment]):
         if not n:
             return None
         hi, lo = id_hashes(cols["doc_id"])
+        file_of, files = pd.factorize(np.asarray(cols["source_file"], dtype=object))
         # Bytes per row held until the write, estimated per batch: ids, top-k JSON, the
         # record kept for a dead letter (its text), source file, fixed columns.
         texts = batch.frame.get(TEXT)
         text_chars = int(texts.str.len().sum()) if texts is not None else 0
         per_row = (sum(map(len, cols["doc_id"])) + sum(map(len, cols["top_k"]))
-                   + text_chars) // n + len(batch.source_file) + 200
-        return _Segment(batch.tranche, batch.source_file, batch.batch_key, rows,
+                   + text_chars) // n + max(map(len, files)) + 200
+        return _Segment(batch.tranche, batch.batch_key, rows, tuple(files), file_of,
                         cols["position"], batch.frame[RAW].tolist(), (hi, lo)), n, per_row
 
     def cut(self, seg: _Segment, start: int, end: int) -> _Segment:
-        return _Segment(seg.tranche, seg.source_file, seg.batch_key, seg.rows[start:end],
-                        seg.positions[start:end], seg.raws[start:end],
+        return _Segment(seg.tranche, seg.batch_key, seg.rows[start:end], seg.files,
+                        seg.file_of[start:end], seg.positions[start:end], seg.raws[start:end],
                         (seg.hashes[0][start:end], seg.hashes[1][start:end]))
 
     def upsert(self, db: Database, rows: Sequence[tuple[Any, ...]]) -> int:
@@ -145,16 +148,16 @@ class _Predictions(SinkTable[DocBatch, _Segment]):
             for i in bad:
                 written[seg.tranche] -= 1
                 yield DEAD_LETTERS, dead_letter(
-                    tranche=seg.tranche, source_file=seg.source_file,
+                    tranche=seg.tranche, source_file=seg.files[seg.file_of[i]],
                     position=seg.positions[i], stage="sink",
                     reason=rejected_reason(rejected[offset + i]),
                     payload=seg.raws[i], payload_limit=self._payload_limit)
             keep = np.ones(k, dtype=bool)
             keep[bad] = False
             positions = np.asarray(seg.positions, dtype=np.int64)
-            yield IDS, IdIndex(seg.tranche, seg.source_file, seg.batch_key,
+            yield IDS, IdIndex(seg.tranche, seg.batch_key, seg.files, seg.file_of[keep],
                                seg.hashes[0][keep], seg.hashes[1][keep], positions[keep],
-                               positions[~keep])
+                               seg.file_of[~keep], positions[~keep])
             offset += k
         self._written.inc(len(rows) - len(rejected))
         for tranche in scored:

@@ -102,7 +102,7 @@ def build_pipeline(p: beam.Pipeline, graph: GraphSettings, plan: ScorePlan, ref:
     )
     limit = graph.validation.max_payload_chars
     handler = handler or model_handler(graph, ref, reference)
-    read = p | "Read tranches" >> ReadTranches(plan.chunks, graph.fields, graph.batch_size,
+    read = p | "Read tranches" >> ReadTranches(plan.tasks, graph.fields, graph.batch_size,
                                                limit, graph.validation.max_text_chars)
     refused = p | "Refused links" >> RefusedLinks(plan.refused)
     valid = read.batches | "Validate and preprocess" >> ValidateAndPreprocess(

@@ -19,7 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from landing.chunks import Chunk, balanced_chunks
+from landing.chunks import Chunk, ReadTask, balanced_tasks
 from landing.tranches import TranchePlan, Unscored, has_records, plan_tranches, unscored_entries
 from models.registry import ModelRef
 from pipelines.configuration.config import InferenceConfig, ReadConfig, ValidationConfig
@@ -60,9 +60,14 @@ class ScorePlan:
     dates: list[dt.date]
     tranches: list[TranchePlan]
     decisions: dict[str, tuple[str, str]] = field(default_factory=dict)
-    chunks: list[Chunk] = field(default_factory=list)
+    tasks: list[ReadTask] = field(default_factory=list)  # the reading work, largest first
     root_unscored: list[Unscored] = field(default_factory=list)  # directly under input_root
     fence: Fence | None = None  # the fencing tokens of the leases taken (launch)
+
+    @property
+    def chunks(self) -> list[Chunk]:
+        """The chunks of the reading tasks."""
+        return [c for t in self.tasks for c in t.chunks]
 
     @property
     def to_read(self) -> list[TranchePlan]:
@@ -88,13 +93,13 @@ class ScorePlan:
 
     @property
     def has_work(self) -> bool:
-        return bool(self.chunks or self.refused)
+        return bool(self.tasks or self.refused)
 
     def with_decision(self, decision: str) -> list[TranchePlan]:
         return [t for t in self.tranches if self.decisions[t.tranche][0] == decision]
 
     def cut_chunks(self, chunk_bytes: int, parallelism: int) -> None:
-        self.chunks = balanced_chunks(self.to_read, chunk_bytes, parallelism)
+        self.tasks = balanced_tasks(self.to_read, chunk_bytes, parallelism)
 
     def waves(self, records: int, chunk_bytes: int, parallelism: int) -> list[ScorePlan]:
         """The tranches to read in waves of whole tranches, in date order, each of at

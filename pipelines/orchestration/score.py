@@ -284,8 +284,9 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
     settings = settings_of(PlanSettings, cfg)
     waves = [plan] if test_pipeline is not None else plan.waves(
         cfg.wave_records, settings.read.chunk_bytes, settings.parallelism)
-    _LOG.info("run %s: model %s:%s, %d tranche(s), %d chunk(s)%s", run_id, ref.name,
-              ref.version, len(plan.to_read), sum(len(w.chunks) for w in waves),
+    _LOG.info("run %s: model %s:%s, %d tranche(s), %d chunk(s) in %d read task(s)%s", run_id,
+              ref.name, ref.version, len(plan.to_read), sum(len(w.chunks) for w in waves),
+              sum(len(w.tasks) for w in waves),
               f", in {len(waves)} waves" if len(waves) > 1 else "")
     started, database = time.monotonic(), cfg.database
     memoize_construction()

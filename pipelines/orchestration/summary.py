@@ -140,5 +140,5 @@ def format_plan(plan: ScorePlan, model: str) -> str:
         lines.append(f"{len(plan.unscored)} entr{'y' if len(plan.unscored) == 1 else 'ies'} "
                      "under input_root will never be scored")
     lines.append(f"model {model}")
-    lines.append(f"{len(plan.chunks)} chunk(s) to read")
+    lines.append(f"{len(plan.chunks)} chunk(s) to read in {len(plan.tasks)} task(s)")
     return "\n".join(lines)

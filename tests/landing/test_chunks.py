@@ -13,7 +13,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from landing.chunks import Chunk, balanced_chunks, plan_chunks
+from landing.chunks import (
+    CHUNKS_PER_WORKER,
+    Chunk,
+    balanced_chunks,
+    balanced_tasks,
+    plan_chunks,
+    whole_file,
+)
 from landing.formats import Rejection, number_chunks, read_chunk
 from landing.tranches import plan_tranches
 from tests.data import day_folder, json_line, numbered_jsonl
@@ -177,3 +184,49 @@ def test_balanced_chunks_have_similar_rows_largest_first(tmp_path: Path) -> None
     assert sorted(_read_chunks_directly(chunks)) == sorted(
         _read_chunks_directly(plan_chunks(plan_tranches(str(tmp_path), [DAY1]), 1 << 30)))
 
+
+
+def test_small_whole_files_are_packed_per_tranche_into_tasks_of_about_the_target(
+        tmp_path: Path) -> None:
+    """A tranche's small files read whole are packed, in path order, into tasks of about
+    the chunk target in rows and of at most the run's small files over 8 per worker, or
+    100 (empty files too); a file cut into ranges keeps a task per range; no task spans
+    tranches; every chunk is in one task, the tasks largest first, the same for the same
+    plan."""
+    day2 = dt.date(2026, 1, 2)
+    for day, n_files in ((DAY1, 900), (day2, 30)):
+        folder = day_folder(tmp_path, day)
+        for i in range(n_files):
+            rows = i % 4  # 0 to 3 records: empty files too
+            (folder / f"f{i:04d}.jsonl").write_bytes(b"".join(
+                json_line({"id": f"{day}-{i}-{j}", "text": "t"}) + b"\n" for j in range(rows)))
+    lines = [json.dumps({"id": f"big{i}", "text": "y" * 200}) for i in range(12_000)]
+    (day_folder(tmp_path, DAY1) / "big.jsonl").write_text("\n".join(lines) + "\n")
+    plans = plan_tranches(str(tmp_path), [DAY1, day2])
+    chunks = balanced_chunks(plans, 64 << 20, workers=1)
+    target = max(1000, sum(c.est_rows for c in chunks) // CHUNKS_PER_WORKER)
+    tasks = balanced_tasks(plans, 64 << 20, workers=1)
+    assert tasks == balanced_tasks(plans, 64 << 20, workers=1)
+    assert sorted((c.path, c.start) for t in tasks for c in t.chunks) == sorted(
+        (c.path, c.start) for c in chunks)
+    assert [t.est_rows for t in tasks] == sorted((t.est_rows for t in tasks), reverse=True)
+    assert all({c.tranche for c in t.chunks} == {t.tranche} for t in tasks)
+    big = [t for t in tasks if any("big" in c.path for c in t.chunks)]
+    assert len(big) > 1 and all(len(t.chunks) == 1 for t in big)  # one task per byte range
+    packed = [t for t in tasks if t not in big]
+    assert all(whole_file(c) for t in packed for c in t.chunks)
+    max_files = -(-930 // CHUNKS_PER_WORKER)  # 117 of the 930 small files a task at most
+    for t in packed:
+        assert [c.path for c in t.chunks] == sorted(c.path for c in t.chunks)
+        assert sum(c.est_rows for c in t.chunks[:-1]) < target
+        assert len(t.chunks) <= max_files
+    assert len([t for t in packed if t.tranche == DAY1.isoformat()]) == -(-900 // max_files)
+    assert len([t for t in packed if t.tranche == day2.isoformat()]) == 1
+    assert len({t.key for t in tasks}) == len(tasks)
+    # at 2 workers, a tranche of 1,500 files of 10 rows: tasks of about 1,000 rows
+    folder = day_folder(tmp_path / "many", DAY1)
+    for i in range(1500):
+        (folder / f"p{i:04d}.jsonl").write_bytes(b"".join(
+            json_line({"id": f"{i}-{j}", "text": "t" * 20}) + b"\n" for j in range(10)))
+    many = balanced_tasks(plan_tranches(str(tmp_path / "many"), [DAY1]), 64 << 20, workers=2)
+    assert [len(t.chunks) for t in many] == [100] * 15  # 1,000 rows (1,500 / 16 is 94)

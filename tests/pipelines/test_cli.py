@@ -257,7 +257,7 @@ def test_console_script_fast_exit_keeps_exit_code_and_output(
     in_process = run_cli(*args)
     assert proc.returncode == in_process.rc == 3, proc.stderr
     assert proc.stdout == in_process.out
-    assert proc.stdout.rstrip().splitlines()[-1].endswith("chunk(s) to read")
+    assert proc.stdout.rstrip().splitlines()[-1].endswith("task(s)")
     # The fast path is taken (os._exit, seen through a wrapper), with the output and
     # exit code intact; main() under sys.exit keeps the normal shutdown.
     probe = ("import os\nimport sys\nimport pipelines.cli as cli\n"
@@ -436,9 +436,10 @@ def test_train_with_no_matching_files_exits_1(tmp_path: Path) -> None:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_model_loaded_once_per_worker_process(landing: Landing, registry_root: str,
                                               tmp_path: Path, workers: int) -> None:
-    # Small batches: dozens of predict calls per worker, still one load per process.
+    # Small batches: dozens of predict calls per worker, still one load per process. Both
+    # tranches: a tranche's small files are one read task, so each worker gets one.
     result = run_cli(*score_args(landing, registry_root, tmp_path / "s.db", tmp_path / "out",
-                                 "--date", DAYS[0], "--batch-size", "16",
+                                 "--from", DAYS[0], "--to", DAYS[1], "--batch-size", "16",
                                  "--workers", str(workers)))
     assert result.rc == 0, result.err
     assert f"model loads {workers}" in result.out
@@ -514,11 +515,13 @@ def test_local_engines_score_identically_and_leave_no_processes(
     def rows(db: Path) -> list[tuple[Any, ...]]:
         return sorted(sqlite_rows(db, "SELECT doc_id, label, score, top_k FROM predictions"))
 
-    # A fresh process: the zygote is forked from the launcher itself.
+    # A fresh process: the zygote is forked from the launcher itself. Both tranches: a
+    # tranche's small files are one read task, so each of the two workers gets one.
     db1 = tmp_path / "fork-launcher.db"
+    dates = ("--from", DAYS[0], "--to", DAYS[1])
     proc = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", *score_args(
-            landing, registry_root, db1, tmp_path / "o1", "--date", DAYS[0], "--workers", "2")],
+            landing, registry_root, db1, tmp_path / "o1", *dates, "--workers", "2")],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "model loads 2" in proc.stdout
@@ -526,14 +529,14 @@ def test_local_engines_score_identically_and_leave_no_processes(
     # here already, or forked if not) and Beam's multi_processing.
     db2, db3 = tmp_path / "fork-spawned.db", tmp_path / "spawn.db"
     for db, engine in ((db2, "fork"), (db3, "spawn")):
-        result = run_cli(*score_args(landing, registry_root, db, tmp_path / engine, "--date",
-                                     DAYS[0], "--workers", "2", "--local-engine", engine))
+        result = run_cli(*score_args(landing, registry_root, db, tmp_path / engine, *dates,
+                                     "--workers", "2", "--local-engine", engine))
         assert result.rc == 0, result.err
     assert [(type(fn.__self__), fn.__name__) for fn in preloads] == [
         (DocBatchModelHandler, "preload")], "the fork engine's run, and only it"
     assert preloads[0].__self__ is built[0], "the zygote loads the model the pipeline uses"
     assert rows(db1) == rows(db2) == rows(db3)
-    assert len(rows(db1)) == len(landing.valid_ids(DAYS[0]))
+    assert len(rows(db1)) == len(landing.valid_ids())
     assert worker_processes() == []
 
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from landing.reading import Chunk
+from landing.chunks import Chunk, ReadTask
 from landing.samples import make_docs, write_tranche
 from landing.tranches import TranchePlan
 from pipelines.orchestration.plan import ScorePlan
@@ -149,8 +149,9 @@ def test_waves_are_whole_tranches_in_date_order_each_of_at_least_the_records(
     plan = ScorePlan(dates=[], tranches=[TranchePlan(d, f"/in/dt={d}") for d in days],
                      decisions={d: (SKIP if i in skipped else RUN, "")
                                 for i, d in enumerate(days)},
-                     chunks=[Chunk(d, f"/in/dt={d}/a.jsonl", "jsonl", 0, 1, 0, est_rows=n)
-                             for d, n in zip(days, rows, strict=True)])
+                     tasks=[ReadTask((Chunk(d, f"/in/dt={d}/a.jsonl", "jsonl", 0, 1, 0,
+                                            est_rows=n),))
+                            for d, n in zip(days, rows, strict=True)])
     waves = plan.waves(records, 1 << 20, 2)
     to_read = sorted(t.tranche for t in plan.to_read)
     groups = [[t.tranche for t in w.to_read] for w in waves]

@@ -25,7 +25,8 @@ CTX = RunContext("run-d", "demo", "1", "ab" * 32, "2026-01-02T00:00:00+00:00")
 def _index(tranche: str, source: str, key: str, ids: list[str], positions: list[int]
            ) -> IdIndex:
     hi, lo = id_hashes(ids)
-    return IdIndex(tranche, source, key, hi, lo, np.asarray(positions))
+    return IdIndex(tranche, key, (source,), np.zeros(len(ids), np.int64), hi, lo,
+                   np.asarray(positions))
 
 
 def test_later_occurrences_are_found_in_file_then_position_order(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from transforms.records import (
     PRED_LABEL,
     PRED_SCORE,
     PRED_TOP_K,
+    SOURCE,
     TEXT,
 )
 
@@ -66,8 +67,9 @@ def test_score_batches_scores_clean_rows_and_dead_letters_poisoned(
                _docs_batch(make_batch, 5, 3, "b3", {0, 1, 2, 3, 4})]
     clean, poisoned = [], []
     for b in batches:
-        for doc_id, text, pos in zip(b.frame[DOC_ID], b.frame[TEXT], b.frame[POSITION]):
-            (poisoned if "POISON" in text else clean).append((doc_id, text, pos, b.source_file))
+        for doc_id, text, pos, source in zip(b.frame[DOC_ID], b.frame[TEXT], b.frame[POSITION],
+                                             b.frame[SOURCE]):
+            (poisoned if "POISON" in text else clean).append((doc_id, text, pos, source))
     classes = [str(c) for c in trained_model.classes_]
     expected_probs = trained_model.predict_proba([t for _, t, _, _ in clean])
     expected = [

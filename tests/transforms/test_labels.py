@@ -31,5 +31,5 @@ def test_a_blank_label_is_no_label_at_scoring_and_in_the_files() -> None:
                           LABEL: pd.Series(["1", "", "  ", None, "zz", 2], dtype=object)})
     assert _true_labels(frame, np.array([1, 2]), 1.0).tolist() == \
         [0, -1, -1, -1, UNKNOWN_LABEL, 1]
-    batch = DocBatch("t", "f", "k", frame)
+    batch = DocBatch("t", "k", frame)
     assert true_labels(batch) == ["1", None, None, None, "zz", "2"]

@@ -28,6 +28,7 @@ from transforms.records import (
     LABEL,
     METADATA,
     POSITION,
+    SOURCE,
     STATS,
     DocBatch,
     FieldNames,
@@ -42,9 +43,10 @@ def _doc(i: str, label: str = "billing", channel: str = "email") -> dict[str, st
 
 def _records(batches: beam.PCollection) -> beam.PCollection:
     return batches | "records" >> beam.FlatMap(lambda b: [
-        (b.tranche, os.path.basename(b.source_file), pos, doc_id, label, meta)
-        for pos, doc_id, label, meta in zip(b.frame[POSITION], b.frame[DOC_ID],
-                                            b.frame[LABEL], b.frame[METADATA])
+        (b.tranche, os.path.basename(source), pos, doc_id, label, meta)
+        for source, pos, doc_id, label, meta in zip(b.frame[SOURCE], b.frame[POSITION],
+                                                    b.frame[DOC_ID], b.frame[LABEL],
+                                                    b.frame[METADATA])
     ])
 
 

@@ -56,14 +56,17 @@ def test_docbatch_pcollections_are_typed_and_use_the_docbatch_coder(
 def test_docbatch_coder_round_trips_and_estimates_the_size(make_batch: Any) -> None:
     rows = [{"id": f"d{i}", "text": "word " * (20 + i % 50), "label": "billing",
              "channel": "email"} for i in range(500)]
-    batch = make_batch(rows)
+    files = [f"/in/dt=2026-01-01/part-{j:05d}.jsonl" for j in range(50)]
+    batch = make_batch(rows, sources=[(files[i // 10], 1 + i % 10) for i in range(500)])
     impl = DocBatchCoder().get_impl()
     decoded = impl.decode(impl.encode(batch))
-    assert (decoded.tranche, decoded.source_file, decoded.batch_key) == \
-        (batch.tranche, batch.source_file, batch.batch_key)
+    assert (decoded.tranche, decoded.batch_key) == (batch.tranche, batch.batch_key)
     assert decoded.frame.equals(batch.frame)
     actual = len(impl.encode(batch))
     assert actual / 2 <= impl.estimate_size(batch) <= actual * 3
+    # a file's name is pickled once, however many rows name it
+    one_file = make_batch(rows)
+    assert actual - len(impl.encode(one_file)) < sum(map(len, files)) + 8 * len(rows)
     empty = make_batch([])
     assert 0 < impl.estimate_size(empty) <= len(impl.encode(empty)) * 3
 
@@ -121,7 +124,7 @@ def test_a_scoring_stage_pickles_no_batch_and_no_batch_statistics(
 
 def test_prediction_columns_carry_lineage_and_true_labels(make_batch: Any) -> None:
     batch = make_batch([{"id": "a", "text": "t", "label": "billing"}, {"id": "b", "text": "u"}],
-                       start=7)
+                       sources=[("/in/a.jsonl", 7), ("/in/b.csv", 1)])
     batch = batch.with_frame(batch.frame.assign(pred_label=["x", "y"], pred_score=[0.5, 0.25],
                                                 pred_top_k=["[]", "[]"]))
     ctx = RunContext("run-1", "demo", "3", "ab" * 32, "2026-01-02T00:00:00+00:00")
@@ -131,7 +134,8 @@ def test_prediction_columns_carry_lineage_and_true_labels(make_batch: Any) -> No
     assert true_labels(batch) == ["billing", None]
     assert set(cols["run_id"]) == {"run-1"} and set(cols["model_version"]) == {"3"}
     assert set(cols["tranche"]) == {batch.tranche}
-    assert set(cols["source_file"]) == {batch.source_file}
+    assert cols["source_file"] == ["/in/a.jsonl", "/in/b.csv"]
+    assert cols["position"] == [7, 1]
 
 
 def test_dead_letter_truncates_the_payload_and_checks_the_stage() -> None:

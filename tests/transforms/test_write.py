@@ -29,6 +29,7 @@ from transforms.records import (
     METADATA,
     POSITION,
     RAW,
+    SOURCE,
     TEXT,
     DocBatch,
     RunContext,
@@ -41,12 +42,13 @@ CTX = RunContext("run-x", "demo", "1", "ab" * 32, "2026-01-02T03:04:05+00:00")
 def batch(tranche: str, start: int, n: int, labels: list[str] | None = None) -> DocBatch:
     frame = pd.DataFrame({
         DOC_ID: [f"{tranche}-{i:04d}" for i in range(start, start + n)],
-        POSITION: range(start + 1, start + n + 1), METADATA: [None] * n,
+        SOURCE: [f"/in/{tranche}.jsonl"] * n, POSITION: range(start + 1, start + n + 1),
+        METADATA: [None] * n,
         RAW: [{"id": f"{tranche}-{i:04d}"} for i in range(start, start + n)],
         "pred_label": labels or ["billing"] * n, "pred_score": [0.5] * n,
         "pred_top_k": ["[]"] * n,
     })
-    return DocBatch(tranche, f"/in/{tranche}.jsonl", f"{tranche}-{start}", frame)
+    return DocBatch(tranche, f"{tranche}-{start}", frame)
 
 
 def _write_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
