@@ -21,7 +21,9 @@ is more: many files of few or no records are still spread over every worker.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from landing.formats import resolve
@@ -37,14 +39,60 @@ MIN_CHUNK_BYTES = 256 << 10  # the smallest byte range a plan cuts (read.chunk_b
 MIN_FILES_PER_TASK = 100  # small files a read task may hold however many workers share them
 
 
+ESTIMATE_THREADS = 16  # objects in Cloud Storage sampled at once (a request each)
+SAMPLED_SMALL_FILES = 16  # small line files of a tranche and format that are sampled
+_SMALL = 512 << 10  # a line file this small is sampled whole (landing.sampling)
+
+
 def estimate_rows(plans: Iterable[TranchePlan]) -> dict[str, Extent]:
-    """Path -> estimated records (and row groups) of every file, by its format's estimate."""
-    out = {}
+    """Path -> estimated records (and row groups) of every file, by its format's
+    estimate, each file version estimated once per process. Of a tranche's many small
+    JSONL or CSV files (of one format and compression), ``SAMPLED_SMALL_FILES`` spread
+    over them are sampled and the others estimated by their bytes per record (a request
+    or two a file in Cloud Storage: 1,500 small objects took 16 s to sample one by one
+    on the emulator, twice a run); files in Cloud Storage are sampled
+    ``ESTIMATE_THREADS`` at a time."""
+    plans = list(plans)
+    sampled: list[SourceFile] = []
+    by_ratio: list[tuple[SourceFile, list[SourceFile]]] = []
     for plan in plans:
+        small: dict[str, list[SourceFile]] = {}
         for f in plan.files:
-            fmt, gzipped = resolve(f.format)
-            out[f.path] = fmt.estimate(f.path, f.size, gzipped)
+            if f.size <= _SMALL and resolve(f.format)[0].name in ("jsonl", "csv"):
+                small.setdefault(f.format, []).append(f)
+            else:
+                sampled.append(f)
+        for group in small.values():
+            if len(group) <= SAMPLED_SMALL_FILES:
+                sampled += group
+                continue
+            group = sorted(group, key=lambda f: f.path)
+            step = len(group) / SAMPLED_SMALL_FILES
+            chosen = [group[int(k * step)] for k in range(SAMPLED_SMALL_FILES)]
+            sampled += chosen
+            chosen_paths = {f.path for f in chosen}
+            by_ratio += [(f, chosen) for f in group if f.path not in chosen_paths]
+    if len(sampled) > 1 and any("://" in f.path for f in sampled):
+        with ThreadPoolExecutor(max_workers=min(ESTIMATE_THREADS, len(sampled))) as pool:
+            out = dict(zip([f.path for f in sampled], pool.map(_estimate, sampled)))
+    else:
+        out = {f.path: _estimate(f) for f in sampled}
+    for f, chosen in by_ratio:
+        rows = sum(out[c.path].rows for c in chosen)
+        size = sum(c.size for c in chosen)
+        out[f.path] = Extent(max(1, round(f.size * rows / max(1, size))))
     return out
+
+
+def _estimate(f: SourceFile) -> Extent:
+    return _estimate_version(f.path, f.size, f.fingerprint, f.format)
+
+
+@functools.lru_cache(maxsize=65536)
+def _estimate_version(path: str, size: int, fingerprint: str, name: str) -> Extent:
+    """One file version's estimate (its fingerprint names the version), made once."""
+    fmt, gzipped = resolve(name)
+    return fmt.estimate(path, size, gzipped)
 
 
 def plan_chunks(plans: Iterable[TranchePlan], chunk_bytes: int, chunk_rows: int = 0,

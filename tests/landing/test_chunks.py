@@ -230,3 +230,32 @@ def test_small_whole_files_are_packed_per_tranche_into_tasks_of_about_the_target
             json_line({"id": f"{i}-{j}", "text": "t" * 20}) + b"\n" for j in range(10)))
     many = balanced_tasks(plan_tranches(str(tmp_path / "many"), [DAY1]), 64 << 20, workers=2)
     assert [len(t.chunks) for t in many] == [100] * 15  # 1,000 rows (1,500 / 16 is 94)
+
+
+def test_many_small_line_files_are_estimated_from_a_spread_sample(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Of 100 small JSONL files of a tranche, 16 are sampled (one request or two each in
+    Cloud Storage) and the rest estimated by their bytes per line; every estimate is
+    within a line or two of the truth here (same line lengths), and a second estimate of
+    the same file versions samples nothing."""
+    import landing.chunks as chunks_module
+    import landing.sampling as sampling
+    from landing.chunks import SAMPLED_SMALL_FILES, estimate_rows
+
+    folder = day_folder(tmp_path, DAY1)
+    for i in range(100):
+        (folder / f"part-{i:03d}.jsonl").write_bytes(b"".join(
+            json_line({"id": f"{i:03d}-{k}", "text": "x" * 40}) + b"\n"
+            for k in range(i % 7 + 1)))
+    (folder / "other.csv").write_text("id,text\n1,a\n")
+    sampled: list[str] = []
+    lines = sampling._lines
+    monkeypatch.setattr(sampling, "_lines",
+                        lambda path, size, gz: sampled.append(path) or lines(path, size, gz))
+    chunks_module._estimate_version.cache_clear()
+    plans = plan_tranches(str(tmp_path), [DAY1])
+    est = estimate_rows(plans)
+    assert len(sampled) == SAMPLED_SMALL_FILES + 1  # and the one CSV file
+    for i in range(100):
+        assert abs(est[str(folder / f"part-{i:03d}.jsonl")].rows - (i % 7 + 1)) <= 1
+    assert estimate_rows(plans) == est and len(sampled) == SAMPLED_SMALL_FILES + 1
