@@ -21,10 +21,11 @@ scipy, one of their test, mock or vendored modules, or a dotted attribute path s
 ``module`` + ``os.system`` is refused unimported), then by what it resolves to, which
 must be defined where it was asked for (a foreign class that a scikit-learn module
 merely imports is refused). Setting the state (BUILD) of anything but an object the
-artifact made is refused too: of a global it named (a class, a function, a module) or
-of any class, function or descriptor, it would change code that every later caller
-runs. An array's wrapper is judged by the state it ends up with (an object array is
-read by the restricted class whichever way its dtype arrives). The
+artifact made is refused too: of a global it named (a class, a function, a module), of
+any class, function or descriptor, or of an object a scientific module holds (a call
+that returns a shared instance, e.g. ``numpy.ma.masked``), it would change what every
+later caller runs or reads. An array's wrapper is judged by the state it ends up with
+(an object array is read by the restricted class whichever way its dtype arrives). The
 reference TF-IDF + logistic regression pipeline needs nine globals, an SGD pipeline
 ten (``NumpyArrayWrapper``, ``ndarray``, ``dtype``, a float type, numpy's ``scalar``,
 ``Pipeline``, ``TfidfVectorizer``, ``TfidfTransformer``, the classifier, its loss).
@@ -33,9 +34,11 @@ ten (``NumpyArrayWrapper``, ``ndarray``, ``dtype``, a float type, numpy's ``scal
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
 import pickle
+import sys
 import types
 from collections.abc import Iterable
 from typing import Any
@@ -183,6 +186,20 @@ def _restricted_unpickler(fileobj: Any, policy: Policy, globals_used: set[str]) 
 
     resolved: set[int] = set()  # ids of the globals the artifact named (kept alive by
     # their modules, so an id is never reused by an object the artifact makes)
+    shared_ids: list[set[int]] = []
+
+    def shared() -> set[int]:
+        """Ids of the objects the scientific modules hold at module level (a call of an
+        allowed class may return one: ``MaskedConstant()`` is ``numpy.ma.masked``), read
+        at the first BUILD of the load (17,000 objects, 7 ms)."""
+        if not shared_ids:
+            found: set[int] = set()
+            for name, module in list(sys.modules.items()):
+                if module is not None and name.split(".")[0] in _SCIENTIFIC:
+                    with contextlib.suppress(TypeError):
+                        found.update(id(v) for v in vars(module).values())
+            shared_ids.append(found)
+        return shared_ids[0]
 
     class RestrictedUnpickler(NumpyUnpickler):  # type: ignore[misc]
         dispatch = NumpyUnpickler.dispatch.copy()
@@ -202,7 +219,8 @@ def _restricted_unpickler(fileobj: Any, policy: Policy, globals_used: set[str]) 
             array read by what the wrapper then says it holds."""
             target = self.stack[-2]
             if not policy.allow_pickle and (id(target) in resolved
-                                            or isinstance(target, _CODE_TYPES)):
+                                            or isinstance(target, _CODE_TYPES)
+                                            or id(target) in shared()):
                 raise UntrustedGlobal(f"{getattr(target, '__module__', '?')}."
                                       f"{getattr(target, '__qualname__', type(target).__name__)}",
                                       "whose attributes the artifact tries to set")

@@ -341,3 +341,18 @@ def test_an_object_array_announced_in_slot_state_gets_every_check() -> None:
     finally:
         if hasattr(loss, "beamscore_slot_attr"):
             del loss.beamscore_slot_attr
+
+
+def test_setting_the_state_of_a_shared_instance_a_call_returns_is_refused() -> None:
+    """``MaskedConstant()`` returns numpy's one ``numpy.ma.masked``: BUILD on it would
+    change it for every later user of masked arrays."""
+    class Planted:
+        def __reduce__(self) -> Any:
+            return (np.ma.core.MaskedConstant, (),
+                    (1, (), np.dtype("f8"), False, np.float64(42).tobytes(),
+                     np.array(False).tobytes(), 0.0))
+
+    before = (np.ma.masked.data.tobytes(), bool(np.ma.masked.mask))
+    with pytest.raises(UntrustedGlobal, match="MaskedConstant, whose attributes"):
+        load_restricted(_dump({"model": Planted()}), Policy())
+    assert (np.ma.masked.data.tobytes(), bool(np.ma.masked.mask)) == before
