@@ -48,7 +48,8 @@ class Interrupted(BaseException):
 
 _received: list[int] = []
 _active: list[bool] = []  # an interruptible() block is open in the main thread
-_deferring: list[list[subprocess.Popen[bytes]]] = []  # per open deferred() block: its commands
+# Per open deferred() block: its commands, and the stop signals it noted.
+_deferring: list[tuple[list[subprocess.Popen[bytes]], list[int]]] = []
 
 
 def received() -> Interrupted | None:
@@ -105,7 +106,7 @@ def deferred() -> Iterator[None]:
     if _received:
         raise Interrupted(_received[-1])
     previous = {sig: signal.signal(sig, note) for sig in SIGNALS}
-    _deferring.append(commands)
+    _deferring.append((commands, noted))
     try:
         yield
     finally:
@@ -119,9 +120,13 @@ def deferred() -> Iterator[None]:
 @contextmanager
 def forward_stops(proc: subprocess.Popen[bytes]) -> Iterator[None]:
     """Within ``deferred()``: a stop signal is sent to ``proc``'s process group (start
-    it with ``start_new_session=True``) as soon as it arrives."""
-    commands = _deferring[-1] if _deferring else []
+    it with ``start_new_session=True``) as soon as it arrives, or at once if one came
+    before it started."""
+    commands, noted = _deferring[-1] if _deferring else ([], [])
     commands.append(proc)
+    if noted:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, noted[0])
     try:
         yield
     finally:

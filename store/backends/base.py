@@ -108,17 +108,19 @@ def _is_password(name: str) -> bool:
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*:)(.*)@", re.DOTALL)
 
 
-# ``scheme://host:port`` then a "/", "?", "#" or the end: a port, not a password, when
-# the first "@" comes after the "?" (a query value such as ``application_name=me@host``).
-_HOST_PORT = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*:[0-9]+(?=[/?#]|$)")
+# ``scheme://host:port/``: a port, not a password, when every "@" comes after a "?"
+# that follows the "/" (a query value such as ``application_name=me@host``). libpq
+# reads a user and password up to an "@" anywhere before the first "/", "?" included.
+_HOST_PORT = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*:[0-9]+/")
 
 
 def _userinfo(url: str) -> re.Match[str] | None:
     """The ``scheme://user:...@`` part of ``url`` when it holds one (see ``_USERINFO``)."""
     found = _USERINFO.match(url)
-    if found is None or _HOST_PORT.match(url) is None:
+    port = _HOST_PORT.match(url)
+    if found is None or port is None:
         return found
-    query = url.find("?")
+    query = url.find("?", port.end())
     return None if 0 <= query < url.find("@") else found
 
 

@@ -66,3 +66,16 @@ def test_a_stop_reaches_the_command_of_a_deferred_block_at_once(tmp_path: Path) 
             codes.append(proc.wait())
     assert time.monotonic() - started < 15
     assert codes and codes[0] != 0 and not marker.exists()
+
+
+def test_a_stop_noted_before_the_command_starts_reaches_it_when_it_does(
+        tmp_path: Path) -> None:
+    marker = tmp_path / "finished"
+    started = time.monotonic()
+    with pytest.raises(Interrupted), interruptible(), deferred():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # noted, not raised
+        with subprocess.Popen(f"sleep 30; touch {marker}", shell=True,
+                              start_new_session=True) as proc, forward_stops(proc):
+            assert proc.wait() != 0
+    assert time.monotonic() - started < 15 and not marker.exists()

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from store.backends.sqlite import sqlite_path
 from store.database import (
@@ -48,6 +50,8 @@ def test_another_scheme_is_refused_naming_the_scheme_only(url: str) -> None:
      "postgresql://db:5432/scores?application_name=me@host"),
     # digits then an "@" before any "?": a password (libpq would read a port and a path)
     ("postgresql://me:1234/abc@host/db", "postgresql://me:***@host/db"),
+    # libpq reads user "me", password "1234?x": a "?" before any "/" ends no userinfo
+    ("postgresql://me:1234?x@db.example/scores", "postgresql://me:***@db.example/scores"),
     ("sqlite:////srv/a:b@c.db", "sqlite:////srv/a:b@c.db"),
     # the "=" percent-encoded: the decoded name holds the value
     ("postgresql://u@h/db?password%3Ds3cr3t", "postgresql://u@h/db?password=***"),
@@ -88,3 +92,33 @@ def test_connect_existing_creates_nothing(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'none.db'}"
     assert connect_existing(url) is None
     assert not (tmp_path / "none.db").exists()
+
+
+_URL_CHARS = "abcXYZ019@:/?#=&%.-_"
+
+
+@given(user=st.text(alphabet="abcxyz", min_size=1, max_size=5),
+       secret=st.text(alphabet=_URL_CHARS, min_size=1, max_size=12),
+       host=st.sampled_from(["db", "db.example", "127.0.0.1"]),
+       rest=st.text(alphabet=_URL_CHARS, max_size=20),
+       with_port=st.booleans())
+@example(user="me", secret="1234?x", host="db.example", rest="scores", with_port=False)
+@settings(max_examples=400, deadline=None)
+def test_every_password_libpq_reads_from_a_url_is_found_and_redacted(
+        user: str, secret: str, host: str, rest: str, with_port: bool) -> None:
+    """Differential against libpq's own parse: whatever user:secret@ part libpq reads a
+    password from, the URL is refused (carries_password) and the password never shows
+    in ``redact``; a URL libpq reads no password from but an "@" in a query value is
+    not refused for it."""
+    psycopg = pytest.importorskip("psycopg")
+    url = f"postgresql://{user}:{secret}@{host}{':5432' if with_port else ''}/{rest}"
+    try:
+        parsed = psycopg.conninfo.conninfo_to_dict(url)
+    except (psycopg.ProgrammingError, UnicodeDecodeError):
+        return  # libpq refuses it: nothing connects with it
+    password = parsed.get("password")
+    if password:
+        assert carries_password(url)
+        assert redact(url).startswith(f"postgresql://{user}:***@")
+    plain = f"postgresql://{host}:5432/scores?application_name={user}@{host}"
+    assert not carries_password(plain) and redact(plain) == plain
