@@ -134,6 +134,27 @@ def test_registering_a_model_that_crashes_its_process_is_refused_naming_the_file
     assert not (tmp_path / "registry" / "tree").exists()
 
 
+def test_with_a_time_limit_a_model_that_crashes_its_process_costs_records_not_the_run(
+        tmp_path: Path) -> None:
+    """The crafted tree segfaults on every record: with a time limit each call runs in a
+    child, so the launcher (1 worker: the pipeline runs in it) lives on and every record
+    is a dead letter naming the signal, once."""
+    path = tmp_path / "tree.joblib"
+    crashing_tree(path)
+    registry = str(tmp_path / "registry")
+    ModelRegistry(registry).register("demo", joblib.load(path), preprocessing={},
+                                     source="test")
+    root = tmp_path / "crashing"
+    write_tranche(str(root), DAY, list(make_docs(12, seed=35, prefix="c")), "jsonl")
+    result = _score(root, registry, tmp_path, "--workers", "1", "--tracking-enabled",
+                    "false", "--inference-timeout-ms-per-record", "100")
+    assert result.rc == 4, result.err
+    assert sqlite_rows(tmp_path / "s.db", "SELECT count(*), count(DISTINCT position), stage, "
+                       "reason FROM dead_letters GROUP BY stage, reason") == [
+        (12, 12, "inference", "the scoring process died (signal SIGSEGV, a crash)")]
+    assert sqlite_rows(tmp_path / "s.db", "SELECT count(*) FROM predictions") == [(0,)]
+
+
 @pytest.mark.parametrize("sig, rc, line", [
     ("SIGSEGV", 1, "a worker process crashed mid-run (signal SIGSEGV, a crash: a fault in "
                    "native code, the model's or a library's, not a lack of memory; a retry "
