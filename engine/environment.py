@@ -17,7 +17,8 @@ does not stop the run: the worker then starts as Beam's own ``sdk_worker_main`` 
 fresh interpreter (the ``spawn`` engine's worker, which imports everything again) with
 the same endpoints, and a warning says why. A worker that exits with an error, or whose
 fork server goes away while it runs, is logged as an error, as Beam's subprocess
-workers are.
+workers are, and its exit code (minus the signal's number for one a signal ended) is
+kept for ``worker_failures``: the launcher names the signal when a worker was lost.
 """
 
 from __future__ import annotations
@@ -48,6 +49,21 @@ WORKER_ENV = ("CONTROL_API_SERVICE_DESCRIPTOR", "LOGGING_API_SERVICE_DESCRIPTOR"
 COLD_WORKER = [sys.executable, "-m", "apache_beam.runners.worker.sdk_worker_main"]
 
 _LOG = logging.getLogger(__name__)
+# Exit codes of this process's workers that ended with an error since workers were last
+# started (negative: minus the signal that ended it).
+_FAILURES: list[int] = []
+_FAILED = threading.Condition()
+
+
+def worker_failures(wait: float = 0.0) -> list[int]:
+    """Exit codes of this process's workers that ended with an error since workers were
+    last started (each told once), waiting up to ``wait`` seconds for the first: a lost
+    worker's connection may end before its fork server has told its exit code."""
+    with _FAILED:
+        _FAILED.wait_for(lambda: bool(_FAILURES), timeout=wait)
+        found = list(_FAILURES)
+        _FAILURES.clear()
+        return found
 
 
 def read_int(conn: socket.socket) -> int | None:
@@ -175,6 +191,8 @@ class ForkServerWorkerHandler(worker_handlers.GrpcWorkerHandler):  # type: ignor
         return descriptor
 
     def start_worker(self) -> None:
+        with _FAILED:
+            _FAILURES.clear()
         self._logging = _Logging.acquire()
         try:
             env = {
@@ -210,6 +228,9 @@ class ForkServerWorkerHandler(worker_handlers.GrpcWorkerHandler):  # type: ignor
                            self.worker_id)
             elif code:
                 _LOG.error("%s %s exited with code %s", where, self.worker_id, code)
+                with _FAILED:
+                    _FAILURES.append(code)
+                    _FAILED.notify_all()
         finally:
             _Logging.release()
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from models.budget import ModelCalls
 from models.crossfit import HeldOut
 from models.fastpath import FastTextPipeline, unsupported_reason
 from models.importance import (
@@ -34,18 +35,22 @@ _LOG = logging.getLogger(__name__)
 
 def batch_stats(probs: np.ndarray, features: TextFeatures, keep: np.ndarray,
                 lengths: np.ndarray, true: np.ndarray,
-                measure: ImportanceMeasure | None, doc_ids: Any = None) -> BatchStats:
+                measure: ImportanceMeasure | None, doc_ids: Any = None,
+                calls: ModelCalls | None = None) -> BatchStats:
     """``probs``: of the scored records; ``keep``: which of the batch's records those
     are; ``true``: class index of their true labels (-1 where unknown); ``doc_ids``: the
-    scored records' ids, examples of their out-of-vocabulary tokens."""
-    importance, rows = None, 0
+    scored records' ids, examples of their out-of-vocabulary tokens; ``calls``: the
+    batch's calls into model code (``models.budget``), permutation importance's among
+    them."""
+    importance, rows, skipped = None, 0, False
     if measure is not None and not isinstance(features.matrix, list):
-        importance, rows = measure.of_batch(features, keep)
+        importance, rows, skipped = measure.of_batch(features, keep, calls)
     scored = np.cumsum(keep) - 1  # a batch record's index among the scored ones
     kept = keep[features.oov_rows] if len(features.oov_rows) else np.zeros(0, bool)
     return BatchStats(predicted=probs.argmax(axis=1), scores=probs.max(axis=1),
                       lengths=lengths, tokens=features.tokens[keep], oov=features.oov[keep],
                       true=true, importance=importance, importance_rows=rows,
+                      importance_skipped=int(skipped),
                       oov_words=features.oov_words if kept.all() else
                       [w for w, k in zip(features.oov_words, kept.tolist()) if k],
                       oov_rows=scored[features.oov_rows[kept]], doc_ids=doc_ids)

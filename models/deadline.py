@@ -4,9 +4,11 @@
 loaded model copy-on-write, so nothing is loaded again), runs ``fn`` there and sends
 its pickled result back through a pipe. If the result is not complete within
 ``seconds``, the child is killed with SIGKILL and reaped: no thread keeps running and
-no process is left behind. The child never returns into the caller's code: it leaves
-with ``os._exit``, so it runs no atexit handlers and flushes none of the caller's
-buffers.
+no process is left behind. With ``seconds=None`` there is no deadline: the call is only
+kept apart, so that a crash of the code it runs (a segfault in a native library) ends
+the child, reported as ``died`` with the signal's name, not the caller. The child
+never returns into the caller's code: it leaves with ``os._exit``, so it runs no
+atexit handlers and flushes none of the caller's buffers.
 
 Calls from several threads at once (Beam's SDK harness runs bundles on threads: on
 Dataflow, ``number_of_worker_harness_threads`` of them per process) stay apart:
@@ -47,14 +49,16 @@ except OSError:  # no C library to look prctl up in
 @dataclass(frozen=True)
 class Outcome:
     """``ok`` with ``value``; ``error`` (``fn`` raised), ``died`` (the child ended
-    without a result) or ``timeout``, with ``message``."""
+    without a result; ``ended``: how, ``ended_by``'s words) or ``timeout``, with
+    ``message``."""
 
     status: str
     value: Any = None
     message: str = ""
+    ended: str = ""
 
 
-def call_with_deadline(fn: Callable[[], Any], seconds: float) -> Outcome:
+def call_with_deadline(fn: Callable[[], Any], seconds: float | None) -> Outcome:
     with _FORKING:
         read_fd, write_fd = os.pipe()
         parent = os.getpid()
@@ -63,19 +67,51 @@ def call_with_deadline(fn: Callable[[], Any], seconds: float) -> Outcome:
             _child(fn, write_fd, parent)
         os.close(write_fd)
     try:
-        data = _read_until(read_fd, time.monotonic() + seconds)
+        data = _read_until(read_fd, None if seconds is None else time.monotonic() + seconds)
+    except BaseException:  # a signal's exception (SIGINT, SIGTERM) while waiting
+        _kill(pid)
+        raise
     finally:
         os.close(read_fd)
     if data is None:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        _kill(pid)
         return Outcome("timeout", message=f"took longer than {seconds:.3g} s")
     _, status = os.waitpid(pid, 0)
     if not data:
-        return Outcome("died", message=f"the scoring process died "
-                                       f"(exit status {os.waitstatus_to_exitcode(status)})")
+        how = ended_by(status)
+        return Outcome("died", message=f"the scoring process died ({how})", ended=how)
     outcome: Outcome = pickle.loads(data)
     return outcome
+
+
+def _kill(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+def ended_by(status: int) -> str:
+    """How a process with wait status ``status`` ended: ``signal SIGSEGV, a crash``,
+    ``signal SIGKILL, killed (e.g. by the out-of-memory killer)``, ``exit status 3``."""
+    code = os.waitstatus_to_exitcode(status)
+    return f"exit status {code}" if code >= 0 else signal_words(-code)
+
+
+CRASH_SIGNALS = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL,
+                           signal.SIGFPE})
+
+
+def signal_words(number: int) -> str:
+    """``signal SIGSEGV, a crash`` for a signal that native code raises on itself,
+    ``signal SIGKILL, killed (e.g. by the out-of-memory killer)``, else its name."""
+    try:
+        sig = signal.Signals(number)
+    except ValueError:
+        return f"signal {number}"
+    if sig in CRASH_SIGNALS:
+        return f"signal {sig.name}, a crash"
+    if sig == signal.SIGKILL:
+        return "signal SIGKILL, killed (e.g. by the out-of-memory killer)"
+    return f"signal {sig.name}"
 
 
 def _child(fn: Callable[[], Any], write_fd: int, parent: int) -> None:
@@ -111,15 +147,18 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def _read_until(fd: int, deadline: float) -> bytes | None:
-    """Everything written to ``fd`` until EOF, or None at the deadline."""
+def _read_until(fd: int, deadline: float | None) -> bytes | None:
+    """Everything written to ``fd`` until EOF, or None at the deadline (None: none)."""
     chunks: list[bytes] = []
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     while True:
-        left = deadline - time.monotonic()
-        if left <= 0 or not poller.poll(left * 1000):
-            return None
+        if deadline is None:
+            poller.poll()
+        else:
+            left = deadline - time.monotonic()
+            if left <= 0 or not poller.poll(left * 1000):
+                return None
         chunk = os.read(fd, 1 << 20)
         if not chunk:
             return b"".join(chunks)

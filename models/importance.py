@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from models.deadline import call_with_deadline
+from models.budget import ModelCalls
 from models.fastpath import FastTextPipeline
 
 
@@ -76,16 +76,16 @@ def text_features(model: Any, texts: list[str]) -> TextFeatures:
                         _pipeline(model)[1:], rows, [w for _, w in unknown])
 
 
-def features_within(model: Any, texts: list[str], seconds: float) -> TextFeatures:
-    """``text_features`` computed in a forked child that is killed after ``seconds``
-    (``models.deadline``): a vectoriser of the model's own (a tokenizer, a
-    preprocessor) runs third-party code that may hang like its ``predict_proba``.
-    Raises ``RuntimeError`` when the child timed out, failed or died."""
+def features_within(model: Any, texts: list[str], calls: ModelCalls) -> TextFeatures:
+    """``text_features`` computed under the batch's ``calls`` (``models.budget``): a
+    vectoriser of the model's own (a tokenizer, a preprocessor) runs third-party code
+    that may hang or crash like its ``predict_proba``. Raises ``RuntimeError`` when the
+    call timed out, failed or died."""
     def parts() -> tuple[Any, ...]:
         f = text_features(model, texts)
         return f.matrix, f.tokens, f.oov, f.oov_rows, f.oov_words
 
-    outcome = call_with_deadline(parts, seconds)
+    outcome = calls.run(parts, len(texts))
     if outcome.status != "ok":
         raise RuntimeError(f"featurisation {outcome.status}: {outcome.message}")
     matrix, tokens, oov, oov_rows, oov_words = outcome.value
@@ -187,21 +187,31 @@ class ImportanceMeasure:
     columns: np.ndarray | None = None  # permutation: the columns permuted
     rows: int = 32  # permutation: rows of a batch permuted
 
-    def of_batch(self, features: TextFeatures, keep: np.ndarray) -> tuple[np.ndarray, int]:
+    def of_batch(self, features: TextFeatures, keep: np.ndarray, calls: ModelCalls | None = None
+                 ) -> tuple[np.ndarray, int, bool]:
         """The batch's importance summed over the rows it used (of the ``keep`` rows),
-        one value per feature, and how many rows."""
+        one value per feature, how many rows, and whether it was skipped. Permutation
+        importance calls the model (once, then once per column) as one call under the
+        batch's ``calls``, limited like scoring the whole batch and within what is left of
+        its time budget: one that runs out of time, fails or dies is skipped (no row
+        counted)."""
         kept = np.flatnonzero(keep)
         if self.weights is not None:
             x = features.matrix[kept]
-            return np.asarray(x.sum(axis=0)).ravel() * self.weights, len(kept)
+            return np.asarray(x.sum(axis=0)).ravel() * self.weights, len(kept), False
         assert self.columns is not None
         total = np.zeros(features.matrix.shape[1], dtype=np.float64)
         sample = np.unique(kept[np.linspace(0, len(kept) - 1, min(self.rows, len(kept)))
                                 .astype(np.int64)]) if len(kept) else kept
-        if len(sample) >= 2:
-            total[self.columns] = len(sample) * permutation_drops(
-                features.scorer, features.matrix[sample], self.columns)
-        return total, len(sample) if len(sample) >= 2 else 0
+        if len(sample) < 2:
+            return total, 0, False
+        columns, scorer, matrix = self.columns, features.scorer, features.matrix[sample]
+        calls = calls or ModelCalls(None, len(keep))
+        outcome = calls.run(lambda: permutation_drops(scorer, matrix, columns), calls.records)
+        if outcome.status != "ok":
+            return total, 0, True
+        total[self.columns] = len(sample) * outcome.value
+        return total, len(sample), False
 
 
 def measure_for(model: Any, columns: list[int] | np.ndarray, rows: int = 32

@@ -47,6 +47,7 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
+from models.deadline import call_with_deadline
 from models.unpickle import Policy, UntrustedGlobal, load_restricted
 
 MODEL_FILE = "model.joblib"
@@ -54,6 +55,7 @@ METADATA_FILE = "metadata.json"
 ALIASES_FILE = "aliases.json"
 CLAIM_FILE = ".claimed"  # a version's number, taken by the registration writing it
 PRODUCTION = "production"  # the alias ``NAME`` alone resolves to
+SMOKE_TEST_SECONDS = 60.0  # a registered file's predict_proba on one text, at most
 _LOG = logging.getLogger("beamscore")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _VERSION = re.compile(r"^[1-9][0-9]{0,17}$")
@@ -411,21 +413,18 @@ class ModelRegistry:
         self, name: str, path: str, *, preprocessing: dict[str, Any],
         extra: dict[str, Any] | None = None, policy: Policy | None = None,
         reference: Callable[[Any], dict[str, bytes]] | None = None,
+        smoke_seconds: float = SMOKE_TEST_SECONDS,
     ) -> ModelRef:
         """Adopt a joblib file handed over by a data scientist, loaded under ``policy``
-        like any artifact: a file that names untrusted globals is refused unrun.
+        like any artifact: a file that names untrusted globals is refused unrun, and one
+        whose ``predict_proba`` fails, hangs or crashes its process on one text
+        (``smoke_test``) is refused.
         ``reference(model)`` gives the files to store beside it (its reference profile)."""
         policy = policy or Policy()
         model, _ = _unpickle(_read_bytes(path), policy, path)
         if not hasattr(model, "predict_proba"):
             raise RegistryError(f"{path}: object has no predict_proba; not a usable classifier")
-        try:
-            model.predict_proba(["beamscore registration smoke test"])
-        except Exception as exc:
-            raise RegistryError(
-                f"{path}: predict_proba(list of texts) failed: {exc}. The artifact must be a "
-                "scikit-learn pipeline that takes raw texts"
-            ) from exc
+        smoke_test(model, path, smoke_seconds)
         return self.register(name, model, preprocessing=preprocessing, source=f"file:{path}",
                              extra=extra, policy=policy,
                              files=reference(model) if reference else None)
@@ -446,6 +445,32 @@ class ModelRegistry:
             return json.dumps(aliases | {alias: version}, indent=2).encode()
 
         _update(path, change)
+
+
+def smoke_test(model: Any, path: str, seconds: float = SMOKE_TEST_SECONDS) -> None:
+    """``model.predict_proba`` on one text, in a child process killed after ``seconds``
+    (``models.deadline``): third-party code that hangs or crashes its process (a
+    segfault from a loaded native state) costs the child, and the file is refused with
+    a ``RegistryError`` naming it and what happened."""
+    def call() -> tuple[int, ...]:
+        import numpy as np
+
+        shape: tuple[int, ...] = np.asarray(
+            model.predict_proba(["beamscore registration smoke test"]), dtype=float).shape
+        return shape
+
+    outcome = call_with_deadline(call, seconds)
+    if outcome.status == "timeout":
+        raise RegistryError(f"{path}: predict_proba did not return within {seconds:.3g} s "
+                            "on a one-text smoke test (the model hangs or is far too slow); "
+                            "not registered")
+    if outcome.status == "died":
+        raise RegistryError(f"{path}: predict_proba crashed its process on a one-text smoke "
+                            f"test ({outcome.ended}); not registered")
+    if outcome.status != "ok":
+        raise RegistryError(
+            f"{path}: predict_proba(list of texts) failed: {outcome.message}. The artifact "
+            "must be a scikit-learn pipeline that takes raw texts")
 
 
 def _metadata(name: str, version: str, model: Any, data: bytes, preprocessing: dict[str, Any],

@@ -7,10 +7,13 @@ unpickle them; being user classes, they load only when trusted by name
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 
 class PoisonedPipeline:
@@ -65,5 +68,50 @@ class HangingTokenizer:
         return words
 
 
+class CrashesInWorker(PoisonedPipeline):
+    """Ends its process with the signal named in ``CRASH_ENV`` (``SIGSEGV``, ``SIGKILL``)
+    when its classes are read while that variable is set (in a run's worker): a process
+    lost outside any call kept apart."""
+
+    CRASH_ENV = "BEAMSCORE_TEST_CRASH_SIGNAL"
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+
+    @property
+    def classes_(self) -> Any:
+        name = os.environ.get(self.CRASH_ENV)
+        if name:
+            os.kill(os.getpid(), getattr(signal, name))
+        return self.inner.classes_
+
+
+class SlowClassifier(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+    """A classifier of a vectoriser's features (the last step of a scikit-learn Pipeline)
+    that takes ``seconds_per_row`` per row, as a model calling a slow library would; no
+    coefficients, so tracking measures its importance by permutation."""
+
+    def __init__(self, inner: Any, seconds_per_row: float):
+        self.inner = inner
+        self.classes_ = inner.classes_
+        self.seconds_per_row = seconds_per_row
+
+    def fit(self, x: Any, y: Any) -> SlowClassifier:
+        return self
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        time.sleep(self.seconds_per_row * x.shape[0])
+        return np.asarray(self.inner.predict_proba(x))
+
+
+def slow_pipeline(fitted: Any, seconds_per_row: float) -> Any:
+    """``fitted`` (vectoriser + classifier) with its classifier made slow."""
+    from sklearn.pipeline import Pipeline
+
+    return Pipeline([fitted.steps[0], ("slow", SlowClassifier(fitted.steps[-1][1],
+                                                              seconds_per_row))])
+
+
 TRUSTED = [f"{__name__}.{c.__name__}"
-           for c in (PoisonedPipeline, HangingPipeline, CountingPipeline, HangingTokenizer)]
+           for c in (PoisonedPipeline, HangingPipeline, CountingPipeline, HangingTokenizer,
+                     SlowClassifier, CrashesInWorker)]

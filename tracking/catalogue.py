@@ -375,6 +375,9 @@ METRICS: tuple[Metric, ...] = (
            sample=_importance_rows),
     Metric("importance_change", "Features whose importance moved most",
            rows=_importance_change, chart=CHANGES, axis="feature"),
+    Metric("importance_skipped", "Importance: batches not measured (out of time or failed)",
+           value=lambda e: float(e.t.importance_skipped) if e.t.importance_skipped else None,
+           sample=_importance_rows),
     Metric("dead_letters", "Dead letters by reason", rows=_dead_letters, stage=LAUNCHER,
            chart=REASONS, axis="stage: reason"),
 )

@@ -135,6 +135,7 @@ class BatchStats:
     # outside the model's classes (UNKNOWN_LABEL)
     importance: np.ndarray | None = None  # per feature: sum over importance_rows records
     importance_rows: int = 0
+    importance_skipped: int = 0  # 1: the batch's importance measure ran out of time or failed
     oov_words: list[str] = field(default_factory=list)  # each out-of-vocabulary token
     oov_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # its record
     doc_ids: Any = None  # id of each record (a sequence), for example ids; None: no examples
@@ -144,7 +145,7 @@ class BatchStats:
         32 per id (a metric for Beam's element sizes, not an allocation)."""
         arrays = (self.predicted, self.scores, self.lengths, self.tokens, self.oov, self.true,
                   self.oov_rows, self.importance)
-        return (200 + sum(a.nbytes for a in arrays if a is not None)
+        return (240 + sum(a.nbytes for a in arrays if a is not None)
                 + 16 * len(self.oov_words)
                 + (0 if self.doc_ids is None else 32 * len(self.doc_ids)))
 
@@ -168,6 +169,7 @@ class Profile:
     bin_correct: np.ndarray = field(default_factory=lambda: np.zeros(SCORE_BINS, np.int64))
     importance_sum: np.ndarray | None = None
     importance_rows: int = 0
+    importance_skipped: int = 0  # batches whose importance measure ran out of time or failed
     reference: dict[str, Any] = field(default_factory=dict)  # reference-only figures
     importance_all: np.ndarray | None = None  # a stored reference's, of every feature
     oov_tokens: OovTokens | None = field(default_factory=OovTokens)  # None: a stored
@@ -211,6 +213,7 @@ class Profile:
             self.importance_sum = (b.importance.astype(np.float64) if self.importance_sum is None
                                    else self.importance_sum + b.importance)
             self.importance_rows += b.importance_rows
+        self.importance_skipped += b.importance_skipped
         return self
 
     def merge(self, other: Profile) -> Profile:
@@ -235,6 +238,7 @@ class Profile:
             self.importance_sum = (other.importance_sum.copy() if self.importance_sum is None
                                    else self.importance_sum + other.importance_sum)
             self.importance_rows += other.importance_rows
+        self.importance_skipped += other.importance_skipped
         return self
 
     @property

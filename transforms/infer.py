@@ -8,10 +8,12 @@ per batch (featurisation vectorised by ``models.fastpath`` for word n-gram TF-ID
 pipelines, bit-identical to scikit-learn). When a batch raises, returns non-finite
 probabilities or exceeds its time limit, it is bisected so that only the records
 that fail on their own are dead-lettered (stage ``inference``) and the rest are
-scored; with a time limit each call runs in a child process that is killed when the
-limit passes (``models.predict``), so a hung model holds no thread and no core. A
-batch RunInference gives up on as a whole (the worker's own failure) is
-dead-lettered whole.
+scored. Every call into the model's code for a batch (its own vectoriser, scoring,
+the permutation importance of tracking) goes through the batch's
+``models.budget.ModelCalls``: with a time limit each runs in a child process that is
+killed when its limit passes, all of them within the batch's time budget, so a hung
+or slow model holds no thread and no core and a batch ends in bounded time. A batch
+RunInference gives up on as a whole (the worker's own failure) is dead-lettered whole.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from apache_beam import typehints
 from apache_beam.ml.inference.base import ModelHandler, RunInference
 
 from models.behaviour import batch_stats
+from models.budget import ModelCalls, TimeLimit
 from models.fastpath import FastTextPipeline, unsupported_reason
 from models.importance import (
     ImportanceMeasure,
@@ -35,7 +38,7 @@ from models.importance import (
     measure_for,
     text_features,
 )
-from models.predict import TimeLimit, predict_with_isolation, top_k_columns, warm_input_validation
+from models.predict import predict_with_isolation, top_k_columns, warm_input_validation
 from models.registry import ModelRef, ModelRegistry
 from models.unpickle import Policy
 from tracking.profile import UNKNOWN_LABEL, BatchStats, label_reader, label_texts
@@ -153,9 +156,10 @@ class DocBatchModelHandler(ModelHandler[DocBatch, DocBatch, Any]):
         doc_batch: DocBatch = batch  # type: ignore[assignment]  # pre-batched (no batching)
         frame = doc_batch.frame
         texts = frame[TEXT].tolist()
-        features = self._features(model, texts) if self._tracking else None
+        calls = ModelCalls(self._limit, len(texts))  # every call into the model's code
+        features = self._features(model, texts, calls) if self._tracking else None
         scorer, inputs = (features.scorer, features.matrix) if features else (model, texts)
-        probs, errors = predict_with_isolation(scorer, inputs, self._limit)
+        probs, errors = predict_with_isolation(scorer, inputs, calls)
         dead: list[dict[str, Any]] = []
         keep = np.ones(len(frame), dtype=bool)  # the records the model scored
         if errors:
@@ -176,16 +180,17 @@ class DocBatchModelHandler(ModelHandler[DocBatch, DocBatch, Any]):
                 stats = batch_stats(
                     probs, features, keep, frame[TEXT].str.len().to_numpy(),
                     _true_labels(frame, model.classes_, self._labelled_sample),
-                    self._measure(model), frame[DOC_ID].to_numpy())
+                    self._measure(model), frame[DOC_ID].to_numpy(), calls)
         return [(doc_batch.with_frame(frame), dead, stats)]
 
-    def _features(self, model: Any, texts: list[str]) -> TextFeatures | None:
-        """The batch's features for tracking, or None (then scored record by record,
-        untracked). Under a time limit, a model's own vectoriser (third-party code: not
-        the fast path's) runs within it too, in a child killed on time."""
+    def _features(self, model: Any, texts: list[str], calls: ModelCalls
+                  ) -> TextFeatures | None:
+        """The batch's features for tracking, or None (then the model is scored on the
+        texts, untracked). A model's own vectoriser (third-party code: not the fast
+        path's) runs under the batch's ``calls``, as its ``predict_proba`` does."""
         try:
-            if self._limit is not None and not isinstance(model, FastTextPipeline):
-                return features_within(model, texts, self._limit.for_records(len(texts)))
+            if not isinstance(model, FastTextPipeline):
+                return features_within(model, texts, calls)
             return text_features(model, texts)
         except Exception:  # noqa: BLE001 - scored record by record, untracked
             return None

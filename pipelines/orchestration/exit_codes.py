@@ -10,9 +10,11 @@ scored), or the run was released by ``beamscore runs release`` while it ran; 6 t
 succeeded and tracking requested retraining (a ``retrain_triggers`` row was written);
 75 (EX_TEMPFAIL) the database stayed unreachable for ``sink.connect_timeout_seconds``,
 at launch or during the run, or a worker process was lost mid-run (killed by a signal,
-e.g. the OOM killer), or an input file changed while the run read it (its tranche left
-failed) (transient: retry later). When several apply, the first of 1, 75, 4, 3, 5, 6
-is the exit code (a run that lost its leases exits 5).
+e.g. the OOM killer's SIGKILL), or an input file changed while the run read it (its
+tranche left failed) (transient: retry later); a worker that crashed (SIGSEGV, SIGBUS,
+SIGABRT, SIGILL, SIGFPE: a fault in native code, which a retry meets again) is exit
+1. When several apply, the first of 1, 75, 4, 3, 5, 6 is the exit code (a run that lost
+its leases exits 5).
 """
 
 from __future__ import annotations
@@ -68,10 +70,7 @@ def guarded(command: Callable[[], int]) -> int:
         _LOG.debug("run failed", exc_info=True)
         cause = worker_cause(str(exc))
         if cause is None and WORKER_LOST in str(exc):
-            print(f"beamscore: error: a worker process was lost mid-run (killed, e.g. by "
-                  f"the OOM killer: {WORKER_LOST}); retry later (exit {EXIT_TEMPFAIL})",
-                  file=sys.stderr)
-            return EXIT_TEMPFAIL
+            return _worker_lost()
         if cause is None:
             print(f"beamscore: error: run failed: {type(exc).__name__}: {str(exc)[:2000]}",
                   file=sys.stderr)
@@ -83,6 +82,27 @@ def guarded(command: Callable[[], int]) -> int:
         print(f"beamscore: error: run failed: {kind.rpartition('.')[2]}: {message[:1000]}",
               file=sys.stderr)
         return EXIT_ERROR
+
+
+def _worker_lost() -> int:
+    """The one line of a run whose worker process went away: named by the signal that
+    ended it where its fork server told (``engine.environment.worker_failures``). A
+    crash (SIGSEGV ...) is exit 1, not retried; SIGKILL or an unknown end is exit 75."""
+    from engine.environment import worker_failures
+    from models.deadline import CRASH_SIGNALS, signal_words
+
+    codes = worker_failures(wait=2.0)
+    crashed = [-c for c in codes if c < 0 and -c in CRASH_SIGNALS]
+    if crashed:
+        print(f"beamscore: error: a worker process crashed mid-run ({signal_words(crashed[0])}"
+              f": a fault in native code, the model's or a library's, not a lack of memory; "
+              f"a retry would meet it again) (exit {EXIT_ERROR})", file=sys.stderr)
+        return EXIT_ERROR
+    signalled = [-c for c in codes if c < 0]
+    how = signal_words(signalled[0]) if signalled else "killed, e.g. by the OOM killer"
+    print(f"beamscore: error: a worker process was lost mid-run ({how}: {WORKER_LOST}); "
+          f"retry later (exit {EXIT_TEMPFAIL})", file=sys.stderr)
+    return EXIT_TEMPFAIL
 
 
 def _unreachable(message: str) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 import apache_beam as beam
 
 from models.behaviour import FEATURES_FILE
-from models.predict import TimeLimit
+from models.budget import TimeLimit
 from models.preprocess import PreprocessConfig
 from models.registry import ModelRef, ModelRegistry
 from pipelines.configuration.config import InferenceConfig, TrackingConfig, ValidationConfig

@@ -48,6 +48,21 @@ def test_a_child_that_dies_is_an_error_naming_its_exit_status() -> None:
     assert outcome.status == "died" and "died (exit status 3)" in outcome.message
 
 
+def test_a_child_a_signal_ends_is_named_by_the_signal_and_a_crash_said_to_be_one() -> None:
+    import signal
+
+    outcome = call_with_deadline(lambda: os.kill(os.getpid(), signal.SIGSEGV), None)
+    assert outcome.status == "died" and outcome.ended == "signal SIGSEGV, a crash"
+    assert outcome.message == "the scoring process died (signal SIGSEGV, a crash)"
+    outcome = call_with_deadline(lambda: os.kill(os.getpid(), signal.SIGKILL), 30)
+    assert outcome.ended == "signal SIGKILL, killed (e.g. by the out-of-memory killer)"
+
+
+def test_without_a_deadline_the_call_is_waited_for_whatever_it_takes() -> None:
+    outcome = call_with_deadline(lambda: time.sleep(0.3) or 7, None)
+    assert (outcome.status, outcome.value) == ("ok", 7)
+
+
 def test_a_call_over_its_limit_is_killed_and_reaped() -> None:
     before = _children()
     started = time.monotonic()

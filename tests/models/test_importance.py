@@ -77,9 +77,9 @@ def test_linear_importance_is_the_largest_abs_coefficient_times_tfidf(
     assert isinstance(measure, ImportanceMeasure) and measure.kind == "linear"
     features = text_features(trained_model, TEXTS)
     keep = np.arange(len(TEXTS)) % 3 != 0
-    total, rows = measure.of_batch(features, keep)
+    total, rows, skipped = measure.of_batch(features, keep)
     x = trained_model.named_steps["tfidf"].transform(TEXTS).toarray()[keep]
-    assert rows == keep.sum()
+    assert rows == keep.sum() and not skipped
     assert np.allclose(total, (np.abs(coef)[None, :, :] * x[:, None, :]).max(axis=1).sum(0))
 
 
@@ -110,7 +110,7 @@ def test_a_non_linear_model_gets_permutation_importance_on_sampled_rows(
     features = text_features(forest, TEXTS)
     keep = np.ones(len(TEXTS), bool)
     keep[:10] = False
-    total, rows = measure.of_batch(features, keep)
-    assert rows == 16 and total.shape == (features.matrix.shape[1],)
+    total, rows, skipped = measure.of_batch(features, keep)
+    assert rows == 16 and total.shape == (features.matrix.shape[1],) and not skipped
     assert set(np.flatnonzero(total).tolist()) <= {3, 7, 11}
     assert measure_for(forest, []) is None  # no reference columns: nothing to permute

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,7 @@ class DyingModel(PoisonModel):
 
 def test_a_child_that_dies_once_is_tried_again_and_one_that_always_dies_is_isolated(
         tmp_path: Any) -> None:
-    from models.predict import TimeLimit
+    from models.budget import TimeLimit
 
     texts = ["good a", "DIE once", "good b"]
     probs, errors = predict_with_isolation(DyingModel(str(tmp_path / "once"), 1), texts,
@@ -238,3 +239,49 @@ def test_a_warmed_process_predicts_without_searching_installed_packages(
                             + _FIRST_PREDICTION)
     assert found["new_threads"] == 0
     assert (found["scans"] == 0) if warm else (found["scans"] > 0)
+
+
+class LoggedPoisonModel(PoisonModel):
+    """A PoisonModel that appends the texts of each call to ``log`` (the calls run in
+    forked children, so the log is a file)."""
+
+    def __init__(self, log: str):
+        super().__init__()
+        self.log = log
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        with open(self.log, "a") as f:
+            f.write(f"{len(list(texts))}\n")
+        return super().predict_proba(texts)
+
+
+def test_once_the_batch_budget_is_spent_no_call_starts_and_only_failed_parts_are_left(
+        tmp_path: Path) -> None:
+    """A patched clock moves 1 s at each call: 8 records at 0.125 s each are a 1 s limit,
+    a 4 s budget, so three calls start: the batch (fails: record 0 raises), its halves
+    (the second scored); the first half, failed as a whole, is left to the budget."""
+    from models.budget import ModelCalls, TimeLimit
+
+    ticks = iter(range(100))
+    calls = ModelCalls(TimeLimit(per_record=0.125, minimum=0.1), 8, clock=lambda: next(ticks))
+    log = tmp_path / "calls"
+    texts = _texts(8, {0})
+    probs, errors = predict_with_isolation(LoggedPoisonModel(str(log)), texts, calls)
+    assert log.read_text().split() == ["8", "4", "4"]
+    assert sorted(errors) == [0, 1, 2, 3]
+    assert all(e == ("timeout: the batch's time budget (4 s, 4 times its limit of 1 s) was "
+                     "spent before this record could be scored") for e in errors.values())
+    np.testing.assert_allclose(probs[4:], PoisonModel().predict_proba(texts[4:]))
+
+
+def test_a_call_the_budget_cuts_short_is_spent_not_a_timeout_of_its_records() -> None:
+    """What is left of the budget (0.5 s of a patched clock) bounds a call whose own
+    limit is 1 s: it is killed then, and reported as the budget's."""
+    from models.budget import SPENT, ModelCalls, TimeLimit
+
+    clock = iter([0.0, 3.5])
+    calls = ModelCalls(TimeLimit(per_record=1.0), 1, clock=lambda: next(clock))
+    started = time.monotonic()
+    outcome = calls.run(lambda: time.sleep(3600), 1)
+    assert outcome.status == SPENT and "time budget (4 s" in outcome.message
+    assert 0.4 < time.monotonic() - started < 3

@@ -499,3 +499,42 @@ def test_a_folder_that_is_no_model_name_is_skipped_when_listing(
     (backup / "metadata.json").write_text((tmp_path / "m" / "1" / "metadata.json").read_text())
     assert reg.names() == ["m"]
     assert "skipping folder 'old model (backup)'" in caplog.text
+
+
+class HangsOnPredict(TinyModel):
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        import time
+
+        time.sleep(3600)
+        return super().predict_proba(texts)
+
+
+class CrashesOnPredict(TinyModel):
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGSEGV)  # as a native library's bad pointer would
+        return super().predict_proba(texts)
+
+
+SMOKE = Policy([*TRUST.trusted_types, f"{__name__}.HangsOnPredict",
+                f"{__name__}.CrashesOnPredict"])
+
+
+@pytest.mark.parametrize("obj, match", [
+    (HangsOnPredict(3), r"did not return within 0\.5 s on a one-text smoke test"),
+    (CrashesOnPredict(3), r"crashed its process on a one-text smoke test \(signal SIGSEGV, "
+                          r"a crash\); not registered"),
+])
+def test_register_file_refuses_a_model_that_hangs_or_crashes_its_smoke_test(
+        tmp_path: Path, obj: Any, match: str) -> None:
+    """The smoke test runs in a child process with a time bound: this process lives on."""
+    path = tmp_path / "handover.joblib"
+    joblib.dump(obj, path)
+    reg = ModelRegistry(str(tmp_path / "reg"))
+    with pytest.raises(RegistryError, match=match) as refused:
+        reg.register_file("adopted", str(path), preprocessing=PRE, policy=SMOKE,
+                          smoke_seconds=0.5)
+    assert str(refused.value).startswith(f"{path}: ")
+    assert reg.versions("adopted") == []

@@ -18,7 +18,13 @@ from landing.samples import make_docs, write_tranche
 from models.registry import ModelRegistry
 from models.unpickle import Policy
 from tests.data import sqlite_rows
-from tests.doubles import TRUSTED, HangingPipeline, HangingTokenizer, PoisonedPipeline
+from tests.doubles import (
+    TRUSTED,
+    CrashesInWorker,
+    HangingPipeline,
+    HangingTokenizer,
+    PoisonedPipeline,
+)
 from tests.pipelines.helpers import run_cli, workers_left
 
 DAY = "2026-06-01"
@@ -93,6 +99,84 @@ def test_registering_a_planted_file_fails_and_runs_nothing(tmp_path: Path) -> No
     assert result.rc == 1 and "pathlib.Path.write_text" in result.err
     assert not marker.exists()
     assert not (tmp_path / "registry" / "x").exists()
+
+
+def crashing_tree(path: Path) -> None:
+    """TF-IDF + a decision tree whose root's children point far past its node array: only
+    allow-listed globals (scikit-learn's ``Tree`` checks its state's dtypes and shapes,
+    not its indices), and ``predict_proba`` reads out of bounds: SIGSEGV."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import Pipeline
+    from sklearn.tree import DecisionTreeClassifier
+
+    texts = ["printer broken", "screen dark", "password reset", "login failed"] * 5
+    labels = ["hw", "hw", "acct", "acct"] * 5
+    pipe = Pipeline([("tfidf", TfidfVectorizer()), ("clf", DecisionTreeClassifier())])
+    pipe.fit(texts, labels)
+    tree = pipe[-1].tree_
+    state = tree.__getstate__()
+    nodes = state["nodes"].copy()
+    nodes["left_child"][0] = nodes["right_child"][0] = 1 << 40
+    tree.__setstate__({**state, "nodes": nodes})
+    joblib.dump(pipe, path)
+
+
+def test_registering_a_model_that_crashes_its_process_is_refused_naming_the_file(
+        tmp_path: Path) -> None:
+    """The smoke test's segfault ends a child process, not the command."""
+    path = tmp_path / "tree.joblib"
+    crashing_tree(path)
+    result = run_cli("models", "register", "--file", str(path), "--name", "tree",
+                     "--registry", str(tmp_path / "registry"))
+    assert result.rc == 1
+    assert f"beamscore: error: {path}: predict_proba crashed its process on a one-text " \
+           "smoke test (signal SIGSEGV, a crash); not registered" in result.err
+    assert not (tmp_path / "registry" / "tree").exists()
+
+
+def test_with_a_time_limit_a_model_that_crashes_its_process_costs_records_not_the_run(
+        tmp_path: Path) -> None:
+    """The crafted tree segfaults on every record: with a time limit each call runs in a
+    child, so the launcher (1 worker: the pipeline runs in it) lives on and every record
+    is a dead letter naming the signal, once."""
+    path = tmp_path / "tree.joblib"
+    crashing_tree(path)
+    registry = str(tmp_path / "registry")
+    ModelRegistry(registry).register("demo", joblib.load(path), preprocessing={},
+                                     source="test")
+    root = tmp_path / "crashing"
+    write_tranche(str(root), DAY, list(make_docs(12, seed=35, prefix="c")), "jsonl")
+    result = _score(root, registry, tmp_path, "--workers", "1", "--tracking-enabled",
+                    "false", "--inference-timeout-ms-per-record", "100")
+    assert result.rc == 4, result.err
+    assert sqlite_rows(tmp_path / "s.db", "SELECT count(*), count(DISTINCT position), stage, "
+                       "reason FROM dead_letters GROUP BY stage, reason") == [
+        (12, 12, "inference", "the scoring process died (signal SIGSEGV, a crash)")]
+    assert sqlite_rows(tmp_path / "s.db", "SELECT count(*) FROM predictions") == [(0,)]
+
+
+@pytest.mark.parametrize("sig, rc, line", [
+    ("SIGSEGV", 1, "a worker process crashed mid-run (signal SIGSEGV, a crash: a fault in "
+                   "native code, the model's or a library's, not a lack of memory; a retry "
+                   "would meet it again) (exit 1)"),
+    ("SIGKILL", 75, "a worker process was lost mid-run (signal SIGKILL, killed (e.g. by the "
+                    "out-of-memory killer): Channel closed prematurely); retry later (exit 75)"),
+])
+def test_a_lost_worker_is_named_by_the_signal_that_ended_it(
+        landing: Path, trained_model: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        sig: str, rc: int, line: str) -> None:
+    """A worker process ended by a signal outside any call kept apart: a crash (SIGSEGV)
+    is exit 1, not retried as if memory ran out; SIGKILL (the OOM killer's) is exit 75."""
+    registry = str(tmp_path / "registry")
+    ModelRegistry(registry).register("demo", CrashesInWorker(trained_model), preprocessing={},
+                                     source="test", policy=Policy(TRUSTED))
+    monkeypatch.setenv(CrashesInWorker.CRASH_ENV, sig)
+    result = _score(landing, registry, tmp_path, "--workers", "2",
+                    "--inference-trusted-types", "tests.doubles.CrashesInWorker")
+    assert result.rc == rc, result.err
+    assert f"beamscore: error: {line}" in result.err
+    assert sqlite_rows(tmp_path / "s.db", "SELECT status FROM runs") == [("failed",)]
+    assert workers_left() == []
 
 
 def test_a_users_class_needs_trust_at_registration_and_at_scoring(

@@ -17,12 +17,18 @@ from apache_beam.testing.util import assert_that, equal_to
 from sklearn.pipeline import Pipeline
 
 from landing.samples import make_docs
+from models.budget import TimeLimit
 from models.fastpath import FastTextPipeline
-from models.predict import TimeLimit
 from models.preprocess import PreprocessConfig, preprocess_texts
 from models.registry import ModelRegistry, RegistryError
 from models.unpickle import Policy
-from tests.doubles import TRUSTED, CountingPipeline, HangingPipeline, PoisonedPipeline
+from tests.doubles import (
+    TRUSTED,
+    CountingPipeline,
+    HangingPipeline,
+    PoisonedPipeline,
+    slow_pipeline,
+)
 from transforms import infer
 from transforms.infer import TRACK, DocBatchModelHandler, ScoreBatches
 from transforms.records import (
@@ -263,6 +269,57 @@ def test_a_hung_record_is_dead_lettered_a_slow_one_scored_and_nothing_left_runni
     left = {pid: cmd for pid, cmd in _children().items() if pid not in before}
     assert left == {}, "a scoring process was left behind"
 
+
+
+def test_tracking_measures_importance_within_the_batch_limit_or_skips_it(
+        pipeline: Any, make_batch: Any, trained_model: Any,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A model without coefficients: tracking permutes 50 columns on the batch's 16 rows,
+    51 predictions of 16 rows (16 s at 20 ms a row). Under a limit of 50 ms a record (0.8
+    s for the batch), scoring (0.32 s) fits and the importance measure, one call killed
+    at 0.8 s, is skipped: every record scored, the batch's importance marked skipped."""
+    root, ref = _register(tmp_path_factory, "slowclf", slow_pipeline(trained_model, 0.02))
+    batch = _docs_batch(make_batch, 16, 5, "s16")
+    handler = DocBatchModelHandler(root, ref, top_k=1, policy=Policy(TRUSTED), tracking=True,
+                                   time_limit=TimeLimit(per_record=0.05),
+                                   importance_columns=range(50))
+    before = _children()
+    started = time.monotonic()
+    with pipeline as p:
+        out = p | beam.Create([batch]) | ScoreBatches(handler, 500)
+        assert_that(out["scored"] | beam.FlatMap(lambda b: b.frame[DOC_ID].tolist()),
+                    equal_to(batch.frame[DOC_ID].tolist()), label="scored")
+        assert_that(out[DEAD_LETTERS], equal_to([]), label="dead")
+        assert_that(out[TRACK] | beam.Map(lambda kv: (kv[1].importance_skipped,
+                                                      kv[1].importance_rows)),
+                    equal_to([(1, 0)]), label="importance")
+    assert time.monotonic() - started < 10  # the measure alone: 16 s
+    assert {pid for pid in _children() if pid not in before} == set()
+
+
+def test_a_batch_of_slow_records_ends_within_its_time_budget(
+        pipeline: Any, make_batch: Any, trained_model: Any,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """32 records each slower alone (0.4 s) than any call may take (0.25 s at least),
+    under 25 ms a record: the batch's limit is 0.8 s, its budget 3.2 s. Bisecting down
+    to every record would take 16.6 s; the budget ends it. Every record is a dead letter,
+    once, ``timeout``: those scored alone and those the budget left."""
+    root, ref = _register(tmp_path_factory, "allslow", slow_pipeline(trained_model, 0.4))
+    batch = _docs_batch(make_batch, 32, 6, "s32")
+    handler = DocBatchModelHandler(root, ref, top_k=1, policy=Policy(TRUSTED),
+                                   time_limit=TimeLimit(per_record=0.025))
+    started = time.monotonic()
+    with pipeline as p:
+        out = p | beam.Create([batch]) | ScoreBatches(handler, 500)
+        assert_that(out["scored"] | beam.FlatMap(lambda b: b.frame[DOC_ID].tolist()),
+                    equal_to([]), label="scored")
+        dead = out[DEAD_LETTERS] | beam.Map(lambda d: (d["position"], d["reason"].split(":")[0]))
+        assert_that(dead, equal_to([(pos, "timeout") for pos in batch.frame[POSITION]]),
+                    label="dead")
+        budget = out[DEAD_LETTERS] | beam.Filter(lambda d: "time budget (3.2 s" in d["reason"])
+        assert_that(budget | beam.combiners.Count.Globally() | beam.Map(lambda n: n > 0),
+                    equal_to([True]), label="left by the budget")
+    assert time.monotonic() - started < 12  # bisecting to every record: 16.6 s
 
 
 def test_handler_uses_the_fast_path_only_when_enabled(registry_root: str,
