@@ -140,6 +140,24 @@ class BatchStats:
     oov_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # its record
     doc_ids: Any = None  # id of each record (a sequence), for example ids; None: no examples
 
+    def problem(self, classes: int, features: int | None) -> str | None:
+        """What makes these statistics impossible to add to a profile of ``classes``
+        classes (and ``features`` importance columns, if it has any yet), or None."""
+        n = len(self.predicted)
+        sizes = {len(a) for a in (self.scores, self.lengths, self.tokens, self.oov, self.true)}
+        if sizes != {n}:
+            return f"arrays of {sorted(sizes | {n})} records in one batch"
+        if classes and n and (self.predicted.min() < 0 or self.predicted.max() >= classes):
+            return f"a predicted class outside the model's {classes}"
+        if classes and n and (self.true.min() < UNKNOWN_LABEL or self.true.max() >= classes):
+            return f"a true label outside the model's {classes} classes"
+        if len(self.oov_rows) != len(self.oov_words):
+            return "out-of-vocabulary tokens and their records do not pair up"
+        if self.importance is not None and features is not None and \
+                len(self.importance) != features:
+            return f"importance of {len(self.importance)} features, not {features}"
+        return None
+
     def estimated_bytes(self) -> int:
         """Pickled size, roughly: the arrays' bytes, 16 per out-of-vocabulary token and
         32 per id (a metric for Beam's element sizes, not an allocation)."""
@@ -187,7 +205,12 @@ class Profile:
             self.unknown_labels = np.zeros(k, np.int64)
 
     def add(self, b: BatchStats) -> Profile:
+        """Count a batch in; ``ValueError`` (nothing counted) for statistics that do not
+        fit the profile (``BatchStats.problem``)."""
         k = len(self.classes)
+        features = None if self.importance_sum is None else len(self.importance_sum)
+        if (why := b.problem(k, features)) is not None:
+            raise ValueError(f"batch statistics that do not fit the profile: {why}")
         self.n += len(b.predicted)
         self.class_counts += np.bincount(b.predicted, minlength=k)[:k]
         self.score.update(b.scores)

@@ -220,3 +220,20 @@ def test_a_tiny_tranche_against_a_class_the_reference_never_predicted_is_judged(
 def test_holm_ranks_a_missing_p_value_last_instead_of_silencing_the_family() -> None:
     adjusted = holm([float("nan"), 1e-9, 1e-8])
     assert adjusted[0] == 1.0 and adjusted[1] < 1e-8 and adjusted[2] < 1e-7
+
+
+def test_statistics_that_do_not_fit_a_profile_are_refused_before_anything_is_counted() -> None:
+    """A batch whose arrays disagree (or name a class the model lacks) raises before it
+    changes the profile: tracking skips it whole, never half."""
+    good = _profile(np.array([0, 1, 1]), np.array([0.9, 0.8, 0.7]))
+    before = (good.n, good.class_counts.copy(), good.score.n)
+    n = 3
+    bad = [BatchStats(predicted=np.array([0, 1, 1]), scores=np.ones(2), lengths=np.ones(n),
+                      tokens=np.ones(n), oov=np.zeros(n), true=np.full(n, -1)),
+           BatchStats(predicted=np.array([0, 1, 7]), scores=np.ones(n), lengths=np.ones(n),
+                      tokens=np.ones(n), oov=np.zeros(n), true=np.full(n, -1))]
+    for batch in bad:
+        with pytest.raises(ValueError, match="do not fit the profile"):
+            good.add(batch)
+        assert (good.n, good.class_counts.tolist(), good.score.n) == \
+            (before[0], before[1].tolist(), before[2])
