@@ -497,13 +497,15 @@ def _start_tracked(argv: list[str]) -> Any:
 
 
 def _stop_once_requested(proc: Any, db: Path) -> None:
-    """SIGTERM ``proc`` once a retraining request is recorded; it must stop with 143."""
+    """SIGTERM ``proc`` once a retraining request is recorded and its command (if any)
+    has run (a stop while it runs would stop it too); it must stop with 143."""
     import signal
 
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            if sqlite_rows(db, "SELECT count(*) FROM retrain_triggers")[0][0]:
+            if sqlite_rows(db, "SELECT count(*) FROM retrain_triggers WHERE status <> "
+                               "'requested' OR command = ''")[0][0]:
                 break
         except Exception:  # noqa: BLE001 - not created yet
             pass
