@@ -480,12 +480,8 @@ def cancel_job(result: Any) -> None:
 
 def model_loads(result: Any) -> int | None:
     """How many times workers loaded the model (RunInference's load-latency samples)."""
-    from apache_beam.metrics.metric import MetricsFilter
-
-    try:
-        found = result.metrics().query(
-            MetricsFilter().with_name("load_model_latency_milli_secs"))["distributions"]
-    except Exception:  # noqa: BLE001 - a runner without metrics support
+    found = _metric(result, "load_model_latency_milli_secs", "distributions")
+    if found is None:
         return None
     return sum(d.committed.count for d in found if d.committed is not None)
 
@@ -493,11 +489,16 @@ def model_loads(result: Any) -> int | None:
 def tracking_failures(result: Any) -> int:
     """How many things tracking could not do (``transforms.track``); 0 where the runner
     has no metrics."""
+    return sum(int(c.committed or 0) for c in _metric(result, TRACKING_FAILURES, "counters")
+               or [])
+
+
+def _metric(result: Any, name: str, kind: str) -> list[Any] | None:
+    """The job's ``kind`` results of the metric ``name``; None where the runner has no
+    metrics."""
     from apache_beam.metrics.metric import MetricsFilter
 
     try:
-        found = result.metrics().query(
-            MetricsFilter().with_name(TRACKING_FAILURES))["counters"]
+        return list(result.metrics().query(MetricsFilter().with_name(name))[kind])
     except Exception:  # noqa: BLE001 - a runner without metrics support
-        return 0
-    return sum(int(c.committed or 0) for c in found)
+        return None
