@@ -6,7 +6,8 @@ group in a few equal pieces). A range decodes only the row groups
 that hold its rows, each from its first row up to the range's end; pyarrow fetches the
 column chunks of those groups whole (on gs://, a range inside a group downloads the
 group). A file whose schema lacks a column the run requires is one rejection, from its
-first chunk. A row whose strings are not UTF-8 is a rejection of its own (the rows
+first chunk. A row that cannot be made Python values (a string that is not UTF-8, a
+timestamp, date or duration beyond Python's range) is a rejection of its own (the rows
 around it are read).
 """
 
@@ -49,38 +50,55 @@ def read(chunk: Chunk, _gzipped: bool, opts: ReadOptions) -> Iterator[Item]:
                 break
 
 
+# What converting Arrow values to Python raises for a value it cannot convert: bytes
+# that are not UTF-8 in a string column (Arrow's error or Python's), a timestamp, date
+# or duration beyond Python's datetime range (OverflowError, ValueError).
+_UNDECODABLE = (pa.ArrowException, UnicodeDecodeError)
+_UNCONVERTIBLE = (*_UNDECODABLE, OverflowError, ValueError)
+_NOT_UTF8 = "undecodable bytes (not UTF-8)"
+
+
 def _rows(rb: pa.RecordBatch) -> list[dict[str, Any] | Rejection]:
-    """The rows of a decoded batch as records; when the batch cannot be converted (a
-    string column holding bytes that are not UTF-8), each row on its own, and a row
-    that still cannot is a rejection holding its values, a bad string as its bytes."""
+    """The rows of a decoded batch as records; when the batch cannot be converted, each
+    row on its own, and a row that still cannot is a rejection holding its values (a bad
+    string as its bytes, a value out of Python's range as None), naming the columns."""
     try:
         return rb.to_pylist()
-    except (pa.ArrowException, UnicodeDecodeError):
+    except _UNCONVERTIBLE:
         pass
     rows: list[dict[str, Any] | Rejection] = []
     for i in range(rb.num_rows):
         try:
             rows.extend(rb.slice(i, 1).to_pylist())
-        except (pa.ArrowException, UnicodeDecodeError):
+        except _UNCONVERTIBLE:
             values, bad = _raw_row(rb.slice(i, 1))
-            rows.append(Rejection(f"undecodable bytes (not UTF-8) in column "
-                                  f"{', '.join(map(repr, bad))}", values))
+            by_kind: dict[str, list[str]] = {}
+            for name, kind in bad.items():
+                by_kind.setdefault(kind, []).append(name)
+            rows.append(Rejection("; ".join(
+                f"{kind} in column {', '.join(map(repr, names))}"
+                for kind, names in by_kind.items()), values))
     return rows
 
 
-def _raw_row(row: pa.RecordBatch) -> tuple[dict[str, Any], list[str]]:
+def _raw_row(row: pa.RecordBatch) -> tuple[dict[str, Any], dict[str, str]]:
     """One row's values, each column that cannot be decoded as its bytes (a nested one
-    as None), and the names of those columns."""
-    values, bad = {}, []
+    as None), a value out of Python's range as None; and what was wrong with each
+    column that could not be converted."""
+    values: dict[str, Any] = {}
+    bad: dict[str, str] = {}
     for name, column in zip(row.schema.names, row.columns):
         try:
             values[name] = column.to_pylist()[0]
-        except (pa.ArrowException, UnicodeDecodeError):
+        except _UNDECODABLE:
             try:
                 values[name] = column.cast(pa.binary()).to_pylist()[0]
             except pa.ArrowException:  # a nested column: not kept
                 values[name] = None
-            bad.append(name)
+            bad[name] = _NOT_UTF8
+        except (OverflowError, ValueError) as exc:
+            values[name] = None
+            bad[name] = f"a value out of Python's range ({type(exc).__name__}: {exc})"
     return values, bad
 
 

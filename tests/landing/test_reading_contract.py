@@ -8,6 +8,8 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from landing.formats import Rejection, read_chunk
 from landing.reading import Chunk
 
@@ -369,3 +371,27 @@ def test_a_parquet_file_rejected_whole_stands_for_all_its_rows_in_every_row_rang
         assert len(items) == len(chunks)
         assert sum(1 + i.unread for i, _ in items) == n, workers
         assert len({p for _, p in items}) == len(items)  # one key each
+
+
+@pytest.mark.parametrize("kind", ["timestamp", "date", "duration"])
+def test_a_parquet_row_with_a_value_beyond_pythons_range_is_a_rejection_of_its_own(
+        tmp_path: Path, kind: str) -> None:
+    """A timestamp, date or duration Python cannot hold, in any column, rejects its row
+    only (naming the column); the rows before and after it are read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    far = {"timestamp": (pa.timestamp("ms"), 10**15 * 300), "date": (pa.date32(), 10**9),
+           "duration": (pa.duration("s"), 10**17)}[kind]
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"id": [f"p{i}" for i in range(10)], "text": ["t"] * 10,
+                             "created": pa.array([0] * 4 + [far[1]] + [0] * 5, far[0])}),
+                   path)
+    items = _items(path, "parquet")
+    assert [pos for _, pos in items] == list(range(1, 11))
+    [(bad, pos)] = [(i, pos) for i, pos in items if isinstance(i, Rejection)]
+    assert pos == 5 and bad.reason.startswith("a value out of Python's range (")
+    assert bad.reason.endswith("in column 'created'")
+    assert bad.payload == {"id": "p4", "text": "t", "created": None}
+    assert [i["id"] for i, _ in items if not isinstance(i, Rejection)] == \
+        [f"p{i}" for i in range(10) if i != 4]
