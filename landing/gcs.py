@@ -1,6 +1,6 @@
 """Reading an object in Cloud Storage as planning listed it: at its generation.
 
-Planning lists each object with its generation (``landing.tranches.gcs_generations``);
+Planning lists each object with its generation (``landing.tranches``);
 ``open_planned`` reads that generation and no other, through the client of Beam's GcsIO
 (made with the filesystem's pipeline options, as Beam's own open does; it honours
 ``STORAGE_EMULATOR_HOST``). Every request names the generation, so an object

@@ -15,7 +15,10 @@ the input root; a link to anywhere else is ``refused``: never opened, it is one 
 letter naming the link. So is an input file whose name is not valid UTF-8 (a local file
 named in another encoding): no database row, Parquet file or JSON line can name it as it
 is, so it is named with its undecodable bytes escaped (``caf\\xe9.jsonl``), here and
-wherever an entry is listed.
+wherever an entry is listed. An entry that cannot be looked at (a link to nothing inside
+the root, or round in a loop) is listed as never read, with why. Folders are listed,
+never matched against a pattern: Beam's ``*`` matches no backslash, a character local
+file and object names may hold.
 ``has_records`` tells a tranche whose files hold no record (an empty file, a header-only
 CSV).
 """
@@ -27,6 +30,7 @@ import glob
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -116,34 +120,83 @@ def plan_tranches(input_root: str, dates: Iterable[dt.date]) -> list[TranchePlan
     return [_plan_tranche(root, day.isoformat()) for day in dates]
 
 
+@dataclass(frozen=True)
+class _Entry:
+    """An entry of a tranche folder that is no folder: its size and modification time,
+    or, for one that cannot be looked at (a link that leads nowhere, or round in a
+    loop), why."""
+
+    path: str
+    size: int = 0
+    updated: float | None = None
+    error: str = ""
+
+
 def _plan_tranche(root: str, tranche: str) -> TranchePlan:
     folder = f"{root}/dt={tranche}"
     plan = TranchePlan(tranche=tranche, folder=folder)
-    # The folder's own characters are literal: an input root named "in[1]" is no pattern.
-    listed = FileSystems.match([glob.escape(folder) + "/*"])[0].metadata_list
-    generations = gcs_generations(folder) if folder.startswith("gs://") and listed else {}
-    # A gs:// object named "x/" is a folder placeholder (a console's "create folder"): the
-    # folder's own is no entry, one below it is a subfolder (``_subfolders``).
-    matched = [m for m in listed if not m.path.endswith("/")]
-    for meta in sorted(matched, key=lambda m: m.path):
-        why = _not_input(root, meta.path)
-        shown = safe_text(meta.path)
-        if why in REFUSED or (not why and shown != meta.path):
+    generations: dict[str, str] = {}
+    if folder.startswith("gs://"):
+        objects = _gcs_objects(folder)
+        generations = {path: f"generation {o[2]}" for path, o in objects.items()}
+        # A gs:// object named "x/" is a folder placeholder (a console's "create folder"):
+        # the folder's own is no entry, one below it is a subfolder (``_subfolders``).
+        prefix = folder + "/"
+        entries = [_Entry(path, size, updated) for path, (size, updated, _) in objects.items()
+                   if path != prefix and "/" not in path[len(prefix):]]
+        subfolders = _subfolders(folder, generations)
+        unlisted = "" if objects else f"no folder {folder}"
+    else:
+        entries, subfolders, unlisted = _local_entries(folder)
+    for entry in sorted(entries, key=lambda e: e.path):
+        why = _not_input(root, entry.path) if not entry.error else (
+            OUTSIDE_LINK if not _inside(entry.path, root) else entry.error)
+        shown = safe_text(entry.path)
+        if why in REFUSED or (not why and shown != entry.path):
             plan.refused.append(Unscored(shown, why or UNNAMED))
         elif why:
             plan.unscored.append(Unscored(shown, why))
         else:
-            updated = getattr(meta, "last_updated_in_seconds", None)  # 0.0: the epoch
-            ident = generations.get(meta.path) or ("" if updated is None else str(updated))
-            plan.files.append(SourceFile(meta.path, int(meta.size_in_bytes),
-                                         str(file_format(meta.path)), ident))
-    plan.unscored += [Unscored(p, SUBFOLDER) for p in _subfolders(folder, generations)]
-    if not matched:
-        plan.missing_reason = (f"folder {folder} is empty"
-                               if listed or FileSystems.exists(folder) else f"no folder {folder}")
+            updated = entry.updated  # 0.0: the epoch
+            ident = generations.get(entry.path) or ("" if updated is None else str(updated))
+            plan.files.append(SourceFile(entry.path, entry.size,
+                                         str(file_format(entry.path)), ident))
+    plan.unscored += [Unscored(p, SUBFOLDER) for p in subfolders]
+    if not entries:
+        plan.missing_reason = unlisted or f"folder {folder} is empty"
     elif not plan.files and not plan.refused:
         plan.missing_reason = f"no {describe_formats()} files in {folder}"
     return plan
+
+
+def _local_entries(folder: str) -> tuple[list[_Entry], list[str], str]:
+    """A local tranche folder's entries that are no folder, its subfolders (links
+    followed: a link to a folder is one), and why it could not be listed ("" if it
+    was). Every name is taken as it is: no pattern matching, which would miss a name
+    holding a backslash."""
+    try:
+        with os.scandir(folder) as found:
+            names = [e.name for e in found]
+    except FileNotFoundError:
+        return [], [], f"no folder {folder}"
+    except NotADirectoryError:
+        return [], [], f"{folder} is not a folder"
+    except OSError as exc:
+        return [], [], f"folder {folder} cannot be listed ({exc.strerror or exc})"
+    entries, subfolders = [], []
+    for name in names:
+        path = f"{folder}/{name}"
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            entries.append(_Entry(path, error=f"cannot be looked at ({exc.strerror or exc})"
+                                  ": not read"))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            subfolders.append(safe_text(path))
+        else:
+            entries.append(_Entry(path, st.st_size, st.st_mtime))
+    return entries, sorted(subfolders), ""
 
 
 def _not_input(root: str, path: str) -> str:
@@ -164,13 +217,8 @@ def _inside(path: str, root: str) -> bool:
 
 
 def _subfolders(folder: str, generations: dict[str, str]) -> list[str]:
-    """The subfolders of a tranche folder (on ``gs://``: ``folder/x/``, named so, of the
-    objects below it or a placeholder object of that name)."""
-    if not folder.startswith("gs://"):
-        if not os.path.isdir(folder):
-            return []
-        with os.scandir(folder) as entries:
-            return sorted(safe_text(f"{folder}/{e.name}") for e in entries if e.is_dir())
+    """The subfolders of a ``gs://`` tranche folder: ``folder/x/``, named so, of the
+    objects below it or a placeholder object of that name."""
     prefix = folder.rstrip("/") + "/"
     return sorted({prefix + p[len(prefix):].split("/", 1)[0] + "/" for p in generations
                    if p.startswith(prefix) and "/" in p[len(prefix):]})
@@ -182,8 +230,11 @@ def unscored_entries(input_root: str) -> list[Unscored]:
     whose name is no date (``dt=2026-02-30``). Tranche folders are not listed."""
     root = input_root.rstrip("/")
     found = []
-    for path, is_dir in _root_listing(root):
+    for path, is_dir, error in _root_listing(root):
         name = path.rstrip("/").rsplit("/", 1)[-1]
+        if error:
+            found.append(Unscored(path, error))
+            continue
         if not is_dir:
             found.append(Unscored(path, "a file outside the tranche folders (dt=YYYY-MM-DD/)"))
             continue
@@ -198,18 +249,28 @@ def unscored_entries(input_root: str) -> list[Unscored]:
     return found
 
 
-def _root_listing(root: str) -> list[tuple[str, bool]]:
-    """(path, is a folder) of every entry directly under ``root``."""
+def _root_listing(root: str) -> list[tuple[str, bool, str]]:
+    """(path, is a folder, why it cannot be looked at: "" if it can) of every entry
+    directly under ``root``."""
     if not root.startswith("gs://"):
         with os.scandir(root) as entries:
-            return sorted((safe_text(f"{root}/{e.name}"), e.is_dir()) for e in entries)
+            return sorted((safe_text(f"{root}/{e.name}"), *_kind(e)) for e in entries)
     from apache_beam.io.gcp import gcsio
 
     bucket, prefix = gcsio.parse_gcs_path(root + "/", object_optional=True)
     listing = gcsio.GcsIO().client.list_blobs(bucket, prefix=prefix, delimiter="/")
-    files = [(f"gs://{bucket}/{b.name}", False) for b in listing if b.name != prefix]
-    folders = [(f"gs://{bucket}/{p}", True) for p in getattr(listing, "prefixes", ())]
+    files = [(f"gs://{bucket}/{b.name}", False, "") for b in listing if b.name != prefix]
+    folders = [(f"gs://{bucket}/{p}", True, "") for p in getattr(listing, "prefixes", ())]
     return sorted(files + folders)
+
+
+def _kind(entry: os.DirEntry[str]) -> tuple[bool, str]:
+    """Whether a local entry is a folder (links followed), and why it cannot be looked
+    at ("" if it can: a link that leads round in a loop cannot)."""
+    try:
+        return entry.is_dir(), ""
+    except OSError as exc:
+        return False, f"cannot be looked at ({exc.strerror or exc}): never read"
 
 
 def has_records(plan: TranchePlan) -> bool:
@@ -228,14 +289,18 @@ def has_records(plan: TranchePlan) -> bool:
     return False
 
 
-def gcs_generations(folder: str) -> dict[str, str]:
-    """``gs://`` path -> object generation of every object under ``folder``: a new upload
-    of a file has a new generation even with the same size and second."""
+def _gcs_objects(folder: str) -> dict[str, tuple[int, float | None, int]]:
+    """``gs://`` path -> (size, update time in seconds, generation) of every object
+    under ``folder``, named as they are (no pattern: Beam's ``*`` matches no backslash,
+    a character object names may hold). The generation is the file's identity for the
+    ledger: a new upload of a file has a new one even with the same size and second."""
     from apache_beam.io.gcp import gcsio
 
     bucket, prefix = gcsio.parse_gcs_path(folder.rstrip("/") + "/", object_optional=True)
     blobs = gcsio.GcsIO().client.list_blobs(bucket, prefix=prefix)
-    return {f"gs://{bucket}/{b.name}": f"generation {b.generation}" for b in blobs}
+    return {f"gs://{bucket}/{b.name}": (int(b.size or 0),
+                                        b.updated.timestamp() if b.updated else None,
+                                        b.generation) for b in blobs}
 
 
 def _root_exists(root: str) -> bool:

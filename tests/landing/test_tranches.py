@@ -89,3 +89,41 @@ def test_a_file_whose_name_is_not_utf8_is_refused_and_named_with_its_bytes_escap
     assert sorted(os.path.basename(p.rstrip("/")) for p in plan.ignored) == [
         "note-\\xff.txt", "sub\\xe9"]
     assert len(plan.fingerprint()) == 64
+
+
+def test_links_in_a_loop_or_to_nothing_are_listed_and_the_tranches_still_planned(
+        tmp_path: Path) -> None:
+    """A link that leads round in a loop (in a tranche, under the root, or the tranche
+    folder itself) or to nothing inside the root holds no record: it is listed as never
+    read, with why, and every other tranche is planned as usual."""
+    from landing.tranches import unscored_entries
+
+    folder = day_folder(tmp_path, DAY1)
+    (folder / "ok.jsonl").write_bytes(b'{"id": "a", "text": "t"}\n')
+    os.symlink("loop.jsonl", folder / "loop.jsonl")
+    os.symlink("gone.jsonl", folder / "dangling.jsonl")
+    os.symlink("loopy", tmp_path / "loopy")
+    os.symlink("dt=2026-01-02", tmp_path / "dt=2026-01-02")  # the tranche folder itself
+    plan1, plan2 = plan_tranches(str(tmp_path), [DAY1, DAY2])
+    assert [os.path.basename(f.path) for f in plan1.files] == ["ok.jsonl"]
+    assert sorted((os.path.basename(u.path), u.why) for u in plan1.unscored) == [
+        ("dangling.jsonl", "cannot be looked at (No such file or directory): not read"),
+        ("loop.jsonl", "cannot be looked at (Too many levels of symbolic links): not read")]
+    assert plan2.missing and "cannot be listed (Too many levels of symbolic links)" in \
+        plan2.missing_reason
+    assert {os.path.basename(u.path): u.why for u in unscored_entries(str(tmp_path))} == {
+        "loopy": "cannot be looked at (Too many levels of symbolic links): never read",
+        "dt=2026-01-02": "cannot be looked at (Too many levels of symbolic links): never read"}
+
+
+@pytest.mark.parametrize("name", ["x\\y.csv", "a\\.jsonl", "\\"])
+def test_a_file_name_holding_a_backslash_is_read(tmp_path: Path, name: str) -> None:
+    """Names are taken as they are, not matched against a pattern (Beam's ``*`` matches
+    no backslash, which would leave such a file out of the plan without a word)."""
+    folder = day_folder(tmp_path, DAY1)
+    (folder / name).write_bytes(b"id,text\nb,t\n")
+    [plan] = plan_tranches(str(tmp_path), [DAY1])
+    found = [os.path.basename(f.path) for f in plan.files] + [
+        os.path.basename(u.path) for u in plan.unscored]
+    assert found == [name]
+    assert bool(plan.files) == name.endswith((".csv", ".jsonl"))

@@ -667,6 +667,34 @@ def test_folder_placeholder_objects_are_no_input_files(
     assert f"{day}    ignored 1 file(s) that are not input: archive/" in out.splitlines(), out
 
 
+def test_an_object_name_holding_a_backslash_is_planned_and_read(
+    gcs: Gcs, registry: ModelRef, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Objects are listed as they are named (Beam's ``*`` pattern matches no backslash,
+    which left such an object out of the plan without a word): its records are scored."""
+    import datetime as dt
+
+    from landing.tranches import plan_tranches
+
+    day = "2026-01-07"
+    docs = list(make_docs(6, seed=7, prefix="bs"))
+    gcs.bucket.blob(f"landing-bs/dt={day}/x\\y.jsonl").upload_from_string(b"".join(
+        json.dumps(d).encode() + b"\n" for d in docs[:3]))
+    gcs.bucket.blob(f"landing-bs/dt={day}/ok.jsonl").upload_from_string(b"".join(
+        json.dumps(d).encode() + b"\n" for d in docs[3:]))
+    [plan] = plan_tranches(gs("landing-bs"), [dt.date(2026, 1, 7)])
+    assert sorted(f.path.rsplit("/", 1)[1] for f in plan.files) == ["ok.jsonl", "x\\y.jsonl"]
+    assert all(f.fingerprint.startswith("generation ") and f.size > 0 for f in plan.files)
+    rc, out, err = _run_cli([
+        "score", "--date", day, "--input-root", gs("landing-bs"), "--registry",
+        gs("registry"), "--model", MODEL, "--db", f"sqlite:///{tmp_path}/bs.db",
+        "--output-dir", gs("out-bs")], capsys)
+    assert rc == 0, err
+    db = sqlite3.connect(tmp_path / "bs.db")
+    assert sorted(r[0] for r in db.execute("SELECT doc_id FROM predictions")) == \
+        sorted(d["id"] for d in docs)
+
+
 def test_one_storage_client_serves_a_threads_reads(gcs: Gcs) -> None:
     """Beam makes a GcsIO (a storage client and its connection) per open; planned reads
     share one per process and thread."""
