@@ -68,14 +68,42 @@ def read(chunk: Chunk, gzipped: bool, opts: ReadOptions) -> Iterator[Item]:
                 yield parse_json_line(line), lineno
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's pairs as a dict, unless it names a key twice (``json`` would keep
+    the last value, silently: as a CSV header or Parquet schema naming a column twice,
+    which value is the record's is unknown)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+
+
 def parse_json_line(line: bytes) -> dict[str, Any] | Rejection:
-    """One JSONL line as a record, or why it is not one."""
+    """One JSONL line as a record, or why it is not one (an object at any depth naming a
+    key twice is not one)."""
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
         return Rejection(f"undecodable bytes (not UTF-8): {exc}", line)
     try:
-        obj = json.loads(text)
+        obj = _DECODER.decode(text)
+    except _DuplicateKey as exc:
+        key = exc.key if len(exc.key) <= 100 else exc.key[:99] + "…"
+        return Rejection(f"JSON object names key {key!r} twice: which value holds is "
+                         "unknown", text)
     except ValueError as exc:
         return Rejection(f"malformed JSON: {exc}", text)
     except RecursionError:

@@ -395,3 +395,18 @@ def test_a_parquet_row_with_a_value_beyond_pythons_range_is_a_rejection_of_its_o
     assert bad.payload == {"id": "p4", "text": "t", "created": None}
     assert [i["id"] for i, _ in items if not isinstance(i, Rejection)] == \
         [f"p{i}" for i in range(10) if i != 4]
+
+
+def test_a_json_record_naming_a_key_twice_is_a_rejection_of_its_own(tmp_path: Path) -> None:
+    """At any depth, as a CSV header or Parquet schema naming a column twice: which
+    value is the record's is unknown. The lines around it are read."""
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"id": "a", "text": "first", "text": "second"}\n'
+                    '{"id": "b", "text": "t", "meta": {"k": 1, "k": 2}}\n'
+                    '{"id": "c", "text": "t", "meta": [{"k": 1}, {"k": 2}]}\n')
+    items = _items(path, "jsonl")
+    assert [pos for _, pos in items] == [1, 2, 3]
+    assert [i.reason for i, _ in items[:2] if isinstance(i, Rejection)] == [
+        "JSON object names key 'text' twice: which value holds is unknown",
+        "JSON object names key 'k' twice: which value holds is unknown"]
+    assert items[2][0] == {"id": "c", "text": "t", "meta": [{"k": 1}, {"k": 2}]}
