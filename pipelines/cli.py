@@ -107,7 +107,9 @@ def main(argv: list[str] | None = None, *, owns_process: bool = False) -> int:
             for module in getattr(args, "preload", ()):
                 importlib.import_module(module)
         if extra and not getattr(args, "takes_beam_args", False):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            from store.database import redact_text  # an argument may be a URL with a secret
+
+            parser.error(f"unrecognized arguments: {redact_text(' '.join(extra))}")
         args.beam_args = extra
         setup_logging(args.verbose)
         from pipelines.orchestration.exit_codes import guarded

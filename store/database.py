@@ -28,6 +28,7 @@ from store.backends.base import (
     SchemaMismatch,
     StatementError,
     TransientDatabaseError,
+    port_problem,
     redact,
 )
 from store.backends.postgres import PostgresDatabase
@@ -37,7 +38,7 @@ __all__ = ["BACKENDS", "AccessDenied", "BadConnectionOptions", "Database",
            "DatabaseUnreachable", "Fence", "LeaseLost", "PermanentDataError", "SchemaMismatch",
            "StatementError", "TransientDatabaseError", "backend_of", "carries_password",
            "connect", "connect_existing", "database_identity", "from_json",
-           "one_writer_at_a_time", "redact", "to_json", "to_text"]
+           "one_writer_at_a_time", "port_problem", "redact", "redact_text", "to_json", "to_text"]
 
 # URL scheme -> backend; a new database is one module in store.backends and a line here.
 BACKENDS: dict[str, type[Database]] = {
@@ -68,6 +69,15 @@ def carries_password(url: str) -> bool:
         return _backend(url).carries_password(url)
     except ValueError:
         return Database.carries_password(url)
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\",\]}]*")
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every URL in it redacted (``redact``): for a message that quotes
+    what a user gave (an argument, a config value), which may be a URL with a secret."""
+    return _URL_IN_TEXT.sub(lambda m: redact(m.group(0)), text)
 
 
 def backend_of(url: str) -> str:

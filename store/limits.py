@@ -41,6 +41,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import tempfile
 import time
@@ -229,8 +230,9 @@ def redis_url_problem(url: str) -> str | None:
         return "must not contain a password (redis://host:port/db)"
     try:
         parse_url(url)
-    except ValueError as exc:
-        return f"is not a Redis URL redis-py reads (redis://host:port/db): {exc}"
+    except ValueError as exc:  # its quoted parts are the URL's: not shown
+        why = re.sub(r"'[^']*'|\"[^\"]*\"", "'...'", str(exc))
+        return f"is not a Redis URL redis-py reads (redis://host:port/db): {why}"
     return None
 
 

@@ -14,6 +14,7 @@ configs/base.yaml holds only what every environment shares beyond the defaults.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib.resources
 import math
 import os
@@ -29,7 +30,7 @@ from landing.chunks import MIN_CHUNK_BYTES
 from landing.reading import DEFAULT_MAX_TEXT_CHARS
 from models.preprocess import PreprocessConfig
 from pipelines.configuration.schema import TYPE_NAMES, Key, Section, is_key, keys, sections
-from store.database import backend_of, carries_password
+from store.database import backend_of, carries_password, port_problem, redact_text
 from store.limits import redis_url_problem
 from store.session import DatabaseSettings
 from store.settings import SinkConfig, sink_values
@@ -279,6 +280,18 @@ LEAVES: dict[str, Any] = {k.name: k.type for k in KEYS}
 _FLAGS: dict[str, str] = {k.name: k.flag for k in KEYS}
 
 
+# A bool flag's words (YAML's, which config files use too); any other is refused.
+_FLAG_BOOLS = {"true": True, "false": False, "yes": True, "no": False, "on": True,
+               "off": False}
+
+
+def _unknown(key: str, source: str) -> ConfigError:
+    """An unknown key, with the known one it most likely meant."""
+    near = difflib.get_close_matches(key, LEAVES, n=1, cutoff=0.75)
+    return ConfigError(f"{source}: unknown key '{key}'"
+                       + (f" (did you mean '{near[0]}'?)" if near else ""))
+
+
 def _coerce(key: str, value: Any, source: str, from_flag: bool = False) -> Any:
     """Check ``value`` against the schema type of ``key``; flag strings are parsed first."""
     tp = LEAVES[key]
@@ -291,6 +304,10 @@ def _coerce(key: str, value: Any, source: str, from_flag: bool = False) -> Any:
     elif from_flag and isinstance(value, str) and tp is not str:
         if tp == list[str]:
             value = [v.strip() for v in value.split(",") if v.strip()]
+        elif tp is int:  # decimal: YAML 1.1 would read "010" as 8 and "1:30" as 90
+            value = int(value) if re.fullmatch(r"\s*[+-]?[0-9]+\s*", value) else value
+        elif tp is bool:
+            value = _FLAG_BOOLS.get(value.strip().lower(), value)
         else:
             value = yaml.safe_load(value)
     ok: bool
@@ -311,8 +328,8 @@ def _coerce(key: str, value: Any, source: str, from_flag: bool = False) -> Any:
         raise AssertionError(f"unsupported schema type for {key}: {tp}")
     if not ok:
         name = "finite float" if tp is float else TYPE_NAMES.get(tp, str(tp))
-        raise ConfigError(
-            f"{source}: key '{key}' must be of type {name}, got {value!r}"
+        raise ConfigError(  # a URL in the value shown without its password
+            f"{source}: key '{key}' must be of type {name}, got {redact_text(repr(value))}"
         )
     return value
 
@@ -330,10 +347,10 @@ def _flatten(data: Any, source: str, prefix: str = "") -> dict[str, Any]:
                 continue
             if not isinstance(v, dict):
                 raise ConfigError(f"{source}: section '{key}' must be a mapping of its keys, "
-                                  f"got {v!r}")
+                                  f"got {redact_text(repr(v))}")
             out.update(_flatten(v, source, key + "."))
         else:
-            raise ConfigError(f"{source}: unknown key '{key}'")
+            raise _unknown(key, source)
     return out
 
 
@@ -419,7 +436,7 @@ def load_config(config: str | None = None, overrides: dict[str, Any] | None = No
     overlay = _flatten(data, source)
     for key, value in (overrides or {}).items():
         if key not in LEAVES:
-            raise ConfigError(f"command line: unknown key '{key}'")
+            raise _unknown(key, "command line")
         overlay[key] = _coerce(key, value, f"command line ({_FLAGS[key]})", from_flag=True)
     cfg = _build(Config, flat | overlay)
     cfg = dataclasses.replace(cfg, explicit_keys=tuple(sorted(overlay)))
@@ -458,6 +475,8 @@ def _check_ranges(cfg: Config) -> None:
             "key 'db' must not contain a password; set it in the environment variable "
             f"named by sink.password_env ({cfg.sink.password_env})"
         )
+    if problem := port_problem(cfg.db):  # a client would quote it in its errors
+        raise ConfigError(f"key 'db' {problem}")
     try:
         backend_of(cfg.db)
     except ValueError as exc:  # names the scheme, never the URL

@@ -32,7 +32,14 @@ command line. Merge keys (`<<: *anchor`) bring in an anchored mapping's keys, wh
 mapping's own keys override. A section whose keys are all commented out (`tracking:`
 alone) sets nothing. A file that cannot be read (a folder, not UTF-8) is named with
 why; a file that is not valid YAML is named with the line, column and problem, never
-with its text.
+with its text. An unknown key names the key it most likely meant (`unknown key
+'batch_sise' (did you mean 'batch_size'?)`); a value of the wrong type is shown with any
+URL in it redacted.
+
+On the command line an `int` is a decimal number (`--batch-size 010` is 10; `1:30`,
+`0x10` and `1e3` are refused, where YAML would read 90, 16 and a string) and a `bool`
+is `true` or `false` (also `yes`/`no`, `on`/`off`, in any case); a flag's value is
+otherwise read as in a file.
 
 Every key takes the values in its "allowed" column; any other value fails with a message
 naming the key, the range and the value (`key 'read.chunk_bytes' must be >= 262144, got
@@ -42,7 +49,9 @@ A password in `db` (`user:secret@`, also with an unencoded `/` in it, a `passwor
 parameter under any spelling libpq decodes, a `password=` pair) or in `sink.redis_url`
 (`user:secret@`, a `password=` parameter) is refused without echoing it; so is a `db`
 URL of a scheme beamscore does not write to, naming the scheme only, and a
-`sink.redis_url` redis-py cannot read (`redis://host:abc/0`). Connection options libpq
+`sink.redis_url` redis-py cannot read (`redis://host:abc/0`), and a `db` whose host has
+a "port" that is no number (`postgresql://user:secret/db`, the "@host" left out), never
+quoting it. An unrecognised argument is quoted with any URL in it redacted. Connection options libpq
 refuses (`?sslmode=bogus`, `?service=nosuch`) fail the command at once (exit 1), never
 waited for as a database that is down.
 

@@ -76,6 +76,7 @@ from pipelines.orchestration.run_arguments import score_parser as score_parser  
 from pipelines.orchestration.signals import Interrupted, interruptible, received
 from pipelines.orchestration.summary import RunOutcome, format_summary, plan_summary
 from store import run_records
+from store.database import redact_text
 from store.ledger import BUSY, MISSING, SKIP, Holder
 from store.limits import StateUser
 from store.monitoring import Trigger
@@ -113,7 +114,7 @@ def run_parsed(parser: argparse.ArgumentParser, args: argparse.Namespace,
         unknown = unknown_beam_args(beam_args) if beam_args else []
         if unknown:
             parser.error("unrecognized arguments (neither beamscore nor Beam options): "
-                         + " ".join(unknown))
+                         + redact_text(" ".join(unknown)))  # a URL shown without its secret
         outcome = execute(cfg, requested_dates(args, cfg.schedule.timezone), beam_args, sink,
                           test_pipeline)
         print(format_summary(outcome, cfg.max_dead_letter_ratio))

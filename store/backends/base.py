@@ -124,19 +124,45 @@ def _userinfo(url: str) -> re.Match[str] | None:
     return None if 0 <= query < url.find("@") else found
 
 
+# ``scheme://name:X`` with no "@" before the path, X no number: no URL client reads a
+# port in it, and ``user:secret`` with the "@host" left out reads so: a secret, most
+# likely, which an error quoting the URL would show.
+_NOT_A_PORT = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\[\]]*:)([^/?#@]*)(?=[/?#]|$)")
+
+
+def _not_a_port(url: str) -> re.Match[str] | None:
+    """The ``scheme://name:`` part and what follows it, when that is no port number."""
+    found = _NOT_A_PORT.match(url)
+    return found if found is not None and not found.group(2).isdigit() and found.group(2) \
+        else None
+
+
 def has_userinfo_password(url: str) -> bool:
     """Whether ``url`` holds a ``user:secret@`` part before its host, however the secret
     is spelt."""
     return _userinfo(url) is not None
 
 
+def port_problem(url: str) -> str | None:
+    """Why the host part of ``url`` (one with no ``user...@``) cannot be read: a "port"
+    that is no number, such as the secret of ``user:secret`` with its "@host" left out;
+    None if it can. Never quotes the URL."""
+    if _userinfo(url) is None and _not_a_port(url) is not None:
+        return ("has a host whose port is no number (scheme://user@host:port/...; a "
+                "password is never part of it)")
+    return None
+
+
 def redact(url: str) -> str:
     """The URL without any password, for logs: the one of ``user:secret@`` (everything
-    from the user name's colon to the last "@", whatever it holds) and the value of any
-    ``password`` parameter, its name decoded as libpq decodes it."""
+    from the user name's colon to the last "@", whatever it holds), a host's "port" that
+    is no number (``user:secret`` without its "@host") and the value of any ``password``
+    parameter, its name decoded as libpq decodes it."""
     found = _userinfo(url)
     if found is not None:
         url = f"{found.group(1)}***@{url[found.end():]}"
+    elif (port := _not_a_port(url)) is not None:
+        url = f"{port.group(1)}***{url[port.end():]}"
     parts = urlsplit(url)
     if not any(_is_password(k) for k, _ in _parameters(parts.query)):
         return url

@@ -618,3 +618,22 @@ def test_connection_options_libpq_refuses_exit_1_at_once_naming_db() -> None:
     result = run_cli("runs", "list", "--db", url, "--sink-connect-timeout-seconds", "300")
     assert result.rc == 1, result.err
     assert 'invalid sslmode value: "bogus"' in result.err and "`db`" in result.err
+
+
+@pytest.mark.parametrize("argv", [
+    ["runs", "list", "--sink-redis-url", "redis://:s3cr3t-pw@127.0.0.1:6379/0"],
+    ["models", "list", "--db", "postgresql://scorer:s3cr3t-pw@127.0.0.1:5432/test"],
+    ["score", "--date", "2026-01-01", "--dbb=postgresql://scorer:s3cr3t-pw@127.0.0.1/test"],
+])
+def test_an_unrecognized_argument_is_named_without_its_password(
+        argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A usage error quotes what it refuses, a URL in it without the password."""
+    from pipelines.cli import main
+
+    model = ["--model", "m", "--db", f"sqlite:///{tmp_path / 's.db'}"] \
+        if argv[0] == "score" else []
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, *model, "--registry", str(tmp_path), "--input-root", str(tmp_path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments" in err and "***" in err and "s3cr3t-pw" not in err

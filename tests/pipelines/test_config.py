@@ -128,6 +128,7 @@ def test_out_of_range_values_are_rejected(key: str, value: str) -> None:
     "postgresql://scorer@db.example/scores?pass%77ord=s3cr3t-pw",  # libpq decodes the name
     "postgresql://scorer@db.example/scores?sslmode=require&PASSWORD=s3cr3t-pw",
     "host=db.example dbname=scores password = s3cr3t-pw",
+    "postgresql://scorer:s3cr3t-pw/scores",  # "@host" left out: read as host:port
 ])
 def test_db_url_with_password_is_rejected_without_echoing_it(url: str) -> None:
     with pytest.raises(ConfigError) as exc:
@@ -142,11 +143,62 @@ def test_db_url_with_password_in_a_file_is_rejected(tmp_path: Path) -> None:
         load_config(path)
 
 
-def test_a_redis_url_with_a_password_is_rejected_without_echoing_it() -> None:
+@pytest.mark.parametrize("url", ["redis://:s3cr3t-pw@localhost:6379/0",
+                                 "redis://default:s3cr3t-pw/0", "redis://localhost:s3cr3t-pw/0"])
+def test_a_redis_url_with_a_password_is_rejected_without_echoing_it(url: str) -> None:
     with pytest.raises(ConfigError) as exc:
-        load_config(None, {"sink.redis_url": "redis://:s3cr3t-pw@localhost:6379/0"})
+        load_config(None, {"sink.redis_url": url})
     assert "'sink.redis_url'" in str(exc.value) and "s3cr3t-pw" not in str(exc.value)
     assert load_config(None, {"sink.redis_url": "redis://localhost:6379/0"}).sink.redis_url
+
+
+@pytest.mark.parametrize("text", [
+    "db: [postgresql://scorer:s3cr3t-pw@db.example:5432/scores]\n",
+    "sink: {redis_url: {a: 'redis://:s3cr3t-pw@localhost:6379/0'}}\n",
+    "sink: postgresql://scorer:s3cr3t-pw@db.example/scores\n",
+])
+def test_a_value_of_the_wrong_type_is_shown_without_its_password(tmp_path: Path,
+                                                                 text: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(_write(tmp_path, text))
+    assert "must be" in str(exc.value) and "s3cr3t-pw" not in str(exc.value)
+    assert "***" in str(exc.value)
+
+
+@pytest.mark.parametrize("value, expected", [("010", 10), ("+7", 7), (" 12 ", 12)])
+def test_an_integer_flag_is_read_as_a_decimal_number(value: str, expected: int) -> None:
+    """Not as YAML 1.1 reads it: "010" is not 8 (octal), "1:30" not 90 (base 60)."""
+    assert load_config(None, {"batch_size": value}).batch_size == expected
+
+
+@pytest.mark.parametrize("value", ["1:30", "0x10", "0b11", "1_0", "1e3", "ten"])
+def test_an_integer_flag_in_another_notation_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="'sink.batch_rows' must be of type int"):
+        load_config(None, {"sink.batch_rows": value})
+
+
+@pytest.mark.parametrize("value, expected", [("true", True), ("False", False), ("on", True),
+                                             ("off", False), ("yes", True), ("NO", False)])
+def test_a_bool_flag_reads_true_false_and_yaml_words(value: str, expected: bool) -> None:
+    assert load_config(None, {"tracking.enabled": value}).tracking.enabled is expected
+
+
+@pytest.mark.parametrize("value", ["1", "y", "maybe", "[]"])
+def test_a_bool_flag_of_another_word_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="'tracking.enabled' must be of type bool"):
+        load_config(None, {"tracking.enabled": value})
+
+
+def test_an_unknown_key_names_the_key_it_most_likely_meant(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown key 'batch_sise' \(did you mean "
+                                          r"'batch_size'\?\)"):
+        load_config(_write(tmp_path, "batch_sise: 10\n"))
+    with pytest.raises(ConfigError, match=r"unknown key 'sink.batch_row' \(did you mean "
+                                          r"'sink.batch_rows'\?\)"):
+        load_config(None, {"sink.batch_row": "10"})
+    with pytest.raises(ConfigError) as exc:
+        load_config(_write(tmp_path, "colour: blue\n"))
+    assert "did you mean" not in str(exc.value)
 
 
 @pytest.mark.parametrize("flag, text", [
