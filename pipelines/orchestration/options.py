@@ -119,12 +119,21 @@ def stages_a_template(beam_args: list[str]) -> bool:
     return bool(PipelineOptions(beam_args).view_as(GoogleCloudOptions).template_location)
 
 
+_LOCAL_ENGINE_FLAGS = ("--direct_num_workers", "--direct_running_mode")
+
+
 def check_runner(settings: RunnerSettings, beam_args: list[str]) -> None:
     """The runner exists (a name Beam knows or a class path) and its options validate
     (e.g. DataflowRunner needs a project, a region and a gs:// temp_location). Loading
     the runner also registers its own option classes for ``unknown_beam_args``."""
     check_placeholders(settings, beam_args)
     if settings.runner in LOCAL_RUNNERS:
+        # pipeline_options sets these from the config: as flags they would change nothing
+        given = sorted({a.split("=", 1)[0] for a in beam_args
+                        if a.split("=", 1)[0] in _LOCAL_ENGINE_FLAGS})
+        if given:
+            raise LaunchError(f"{', '.join(given)}: beamscore sets the local runner's "
+                              "workers and mode itself; use --workers (and local_engine)")
         return
     from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
     from apache_beam.runners.runner import create_runner

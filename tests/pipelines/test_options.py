@@ -39,6 +39,20 @@ def test_runner_names_and_class_paths_are_accepted(runner: str) -> None:
     check_runner(_runner(None, {"runner": runner} | (PATHS if extra else {})), extra)
 
 
+@pytest.mark.parametrize("flags", [["--direct_num_workers=4"],
+                                   ["--direct_running_mode", "multi_processing"],
+                                   ["--direct_num_workers", "4",
+                                    "--direct_running_mode=in_memory"]])
+def test_the_local_runners_own_worker_flags_are_refused_naming_workers(
+        flags: list[str]) -> None:
+    """beamscore sets them from ``workers`` and ``local_engine``: given as Beam flags they
+    would be overridden without a word."""
+    with pytest.raises(LaunchError, match="use --workers") as exc:
+        check_runner(_runner(), flags)
+    assert flags[0].split("=")[0] in str(exc.value)
+    check_runner(_runner(), ["--direct_runner_bundle_repeat=0"])  # another local option
+
+
 def test_a_runner_typo_is_refused_naming_it() -> None:
     with pytest.raises(LaunchError, match="runner 'DataflowRuner' cannot be used"):
         check_runner(_runner(None, {"runner": "DataflowRuner"}), [])
