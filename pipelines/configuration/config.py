@@ -334,28 +334,57 @@ def _coerce(key: str, value: Any, source: str, from_flag: bool = False) -> Any:
     return value
 
 
-def _flatten(data: Any, source: str, prefix: str = "") -> dict[str, Any]:
+def _flatten(data: Any, source: str, prefix: str = "",
+             lines: dict[str, int] | None = None) -> dict[str, Any]:
+    """A file's mapping as dotted keys and checked values; ``lines``: the line each key
+    is on, named in its errors."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at '{prefix or '<top>'}'")
     out: dict[str, Any] = {}
     for k, v in data.items():
         key = f"{prefix}{k}"
+        where = _at(source, key, lines)
         if key in LEAVES:
-            out[key] = _coerce(key, v, source)
+            out[key] = _coerce(key, v, where)
         elif any(leaf.startswith(key + ".") for leaf in LEAVES):
             if v is None:  # a section whose keys are all commented out: nothing set
                 continue
             if not isinstance(v, dict):
-                raise ConfigError(f"{source}: section '{key}' must be a mapping of its keys, "
+                raise ConfigError(f"{where}: section '{key}' must be a mapping of its keys, "
                                   f"got {redact_text(repr(v))}")
-            out.update(_flatten(v, source, key + "."))
+            out.update(_flatten(v, source, key + ".", lines))
         else:
-            raise _unknown(key, source)
+            raise _unknown(key, where)
     return out
 
 
-def _read_yaml(name_or_path: str) -> tuple[dict[str, Any], str]:
-    """A bundled config by name (``local``) or a YAML file by path."""
+def _at(source: str, key: str, lines: dict[str, int] | None) -> str:
+    """``source``, with the line of ``key`` in it when known."""
+    return f"{source}, line {lines[key]}" if lines and key in lines else source
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """The line (1-based) of each dotted key of a YAML text, where it is written (a key a
+    merge brings in is not: its mapping's line is unknown here)."""
+    lines: dict[str, int] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if not isinstance(node, yaml.MappingNode):
+            return
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and \
+                    key_node.tag != "tag:yaml.org,2002:merge":
+                key = f"{prefix}{key_node.value}"
+                lines.setdefault(key, key_node.start_mark.line + 1)
+                walk(value_node, key + ".")
+
+    walk(yaml.compose(text, Loader=yaml.SafeLoader), "")
+    return lines
+
+
+def _read_yaml(name_or_path: str) -> tuple[dict[str, Any], str, dict[str, int]]:
+    """A bundled config by name (``local``) or a YAML file by path: its mapping, how it
+    is named, and the line of each of its keys."""
     if name_or_path in ENVIRONMENTS or name_or_path == "base":
         res = importlib.resources.files("configs").joinpath(f"{name_or_path}.yaml")
         text, source = res.read_text(encoding="utf-8"), f"configs/{name_or_path}.yaml"
@@ -372,7 +401,7 @@ def _read_yaml(name_or_path: str) -> tuple[dict[str, Any], str]:
         data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML {_where(exc, text)}") from None
-    return data, source
+    return data, source, _key_lines(text) if data else {}
 
 
 def _where(exc: yaml.YAMLError, text: str) -> str:
@@ -430,17 +459,21 @@ def load_config(config: str | None = None, overrides: dict[str, Any] | None = No
 
     ``overrides`` maps dotted keys to values (strings are parsed as YAML scalars).
     """
-    data, source = _read_yaml("base")
-    flat: dict[str, Any] = _flatten(data, source)
-    data, source = _read_yaml(config or "local")
-    overlay = _flatten(data, source)
+    origins: dict[str, str] = {}  # where each key set was set: named in its errors
+    flat: dict[str, Any] = {}
+    overlay: dict[str, Any] = {}
+    for layer, name in ((flat, "base"), (overlay, config or "local")):
+        data, source, lines = _read_yaml(name)
+        layer.update(_flatten(data, source, lines=lines))
+        origins.update({key: _at(source, key, lines) for key in layer})
     for key, value in (overrides or {}).items():
         if key not in LEAVES:
             raise _unknown(key, "command line")
-        overlay[key] = _coerce(key, value, f"command line ({_FLAGS[key]})", from_flag=True)
+        origins[key] = f"command line ({_FLAGS[key]})"
+        overlay[key] = _coerce(key, value, origins[key], from_flag=True)
     cfg = _build(Config, flat | overlay)
     cfg = dataclasses.replace(cfg, explicit_keys=tuple(sorted(overlay)))
-    _check_ranges(cfg)
+    _check_ranges(cfg, origins)
     return cfg
 
 
@@ -451,13 +484,15 @@ def _value(cfg: Config, key: str) -> Any:
     return value
 
 
-def _check_ranges(cfg: Config) -> None:
+def _check_ranges(cfg: Config, origins: dict[str, str] | None = None) -> None:
     """Every key's value against the range its schema declares (``Key.problem``), then
-    what no single key's range says."""
+    what no single key's range says; an error names where the key was set (``origins``:
+    file and line, or flag)."""
     for key in KEYS:
         problem = key.problem(_value(cfg, key.name))
         if problem:
-            raise ConfigError(f"key '{key.name}' {problem}")
+            where = (origins or {}).get(key.name)
+            raise ConfigError((f"{where}: " if where else "") + f"key '{key.name}' {problem}")
     try:
         zoneinfo.ZoneInfo(cfg.schedule.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:

@@ -22,19 +22,19 @@ INTRO = """\
 
 A run's configuration is layered: the defaults below, then `configs/base.yaml` (what
 every environment shares beyond the defaults), then one overlay (`--config local`, the
-default, `--config dataflow`, or a YAML file), then command-line flags. An unknown key
-or a value of the wrong type fails with a message naming the key and the file (or flag)
-it came from; so does a float that is not a finite number (`.nan`, `nan`, `.inf`, which
-would pass every range check and switch a threshold off), a section given a value that
-is not a mapping (`tracking: 5`), and a key given twice in one mapping of a file (YAML
-would keep the last silently). A float may be written `5e-2` in a file as on the
-command line. Merge keys (`<<: *anchor`) bring in an anchored mapping's keys, which the
-mapping's own keys override. A section whose keys are all commented out (`tracking:`
-alone) sets nothing. A file that cannot be read (a folder, not UTF-8) is named with
-why; a file that is not valid YAML is named with the line, column and problem, never
-with its text. An unknown key names the key it most likely meant (`unknown key
-'batch_sise' (did you mean 'batch_size'?)`); a value of the wrong type is shown with any
-URL in it redacted.
+default, `--config dataflow`, or a YAML file), then command-line flags. An unknown key,
+a value of the wrong type or out of its key's range fails with a message naming the key
+and the file and line (or flag) it came from; so does a float that is not a finite
+number (`.nan`, `nan`, `.inf`, which would pass every range check and switch a threshold
+off), a section given a value that is not a mapping (`tracking: 5`), and a key given
+twice in one mapping of a file (YAML would keep the last silently). A float may be
+written `5e-2` in a file as on the command line. Merge keys (`<<: *anchor`) bring in an
+anchored mapping's keys, which the mapping's own keys override. A section whose keys are
+all commented out (`tracking:` alone) sets nothing. A file that cannot be read (a
+folder, not UTF-8) is named with why; a file that is not valid YAML is named with the
+line, column and problem, never with its text. An unknown key names the key it most
+likely meant (`unknown key 'batch_sise' (did you mean 'batch_size'?)`); a value of the
+wrong type is shown with any URL in it redacted.
 
 On the command line an `int` is a decimal number (`--batch-size 010` is 10; `1:30`,
 `0x10` and `1e3` are refused, where YAML would read 90, 16 and a string) and a `bool`
@@ -42,8 +42,8 @@ is `true` or `false` (also `yes`/`no`, `on`/`off`, in any case); a flag's value 
 otherwise read as in a file.
 
 Every key takes the values in its "allowed" column; any other value fails with a message
-naming the key, the range and the value (`key 'read.chunk_bytes' must be >= 262144, got
-1`).
+naming where it was set, the key, the range and the value (`overlay.yaml, line 7: key
+'read.chunk_bytes' must be >= 262144, got 1`).
 
 A password in `db` (`user:secret@`, also with an unencoded `/` in it, a `password`
 parameter under any spelling libpq decodes, a `password=` pair) or in `sink.redis_url`

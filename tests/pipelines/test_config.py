@@ -295,9 +295,26 @@ def test_a_local_run_or_one_without_a_worker_bound_is_cut_for_its_workers() -> N
 ])
 def test_a_value_out_of_its_key_s_range_is_refused_naming_the_range(
         key: str, value: str, allowed: str) -> None:
+    """Naming where the value was set: the flag."""
     with pytest.raises(ConfigError) as exc:
         load_config(None, {key: value})
-    assert str(exc.value).startswith(f"key '{key}' must be {allowed}, got "), str(exc.value)
+    flag = "--" + key.replace(".", "-").replace("_", "-")
+    assert str(exc.value).startswith(f"command line ({flag}): key '{key}' must be {allowed}, "
+                                     "got "), str(exc.value)
+
+
+def test_a_value_from_a_file_is_refused_naming_the_file_and_its_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, "# batch settings\nworkers: 2\n\nbatch_size: 0\n"
+                            "sink:\n  batch_rows: many\n")
+    with pytest.raises(ConfigError, match=rf"^{path}, line 6: key 'sink.batch_rows' must be "
+                                          "of type int"):
+        load_config(path)
+    path = _write(tmp_path, "# batch settings\nworkers: 2\n\nbatch_size: 0\n")
+    with pytest.raises(ConfigError, match=rf"^{path}, line 4: key 'batch_size' must be >= 1"):
+        load_config(path)
+    path = _write(tmp_path, "workers: 2\n\nbatch_sise: 1\n")
+    with pytest.raises(ConfigError, match=rf"^{path}, line 3: unknown key 'batch_sise'"):
+        load_config(path)
 
 
 def test_the_range_is_checked_for_files_and_a_list_s_items(tmp_path: Path) -> None:
