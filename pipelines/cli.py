@@ -107,9 +107,9 @@ def main(argv: list[str] | None = None, *, owns_process: bool = False) -> int:
             for module in getattr(args, "preload", ()):
                 importlib.import_module(module)
         if extra and not getattr(args, "takes_beam_args", False):
-            from store.database import redact_text  # an argument may be a URL with a secret
+            from pipelines.orchestration.run_arguments import unrecognized
 
-            parser.error(f"unrecognized arguments: {redact_text(' '.join(extra))}")
+            parser.error(f"unrecognized arguments: {unrecognized(extra, parser)}")
         args.beam_args = extra
         setup_logging(args.verbose)
         from pipelines.orchestration.exit_codes import guarded

@@ -161,14 +161,23 @@ def check_runner(settings: RunnerSettings, beam_args: list[str]) -> None:
 
 def unknown_beam_args(extra: list[str]) -> list[str]:
     """The flags in ``extra`` that no Beam ``PipelineOptions`` class declares."""
+    _, unknown = _beam_parser().parse_known_args(extra)
+    return unknown
+
+
+def beam_option_strings() -> set[str]:
+    """The long options Beam's ``PipelineOptions`` classes declare."""
+    return {s for s in _beam_parser()._option_string_actions if s.startswith("--")}
+
+
+def _beam_parser() -> argparse.ArgumentParser:
     beam_parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     for cls in _all_subclasses(PipelineOptions):
         try:
             cls._add_argparse_args(beam_parser)
         except argparse.ArgumentError:
             continue  # an option two classes both declare
-    _, unknown = beam_parser.parse_known_args(extra)
-    return unknown
+    return beam_parser
 
 
 def _all_subclasses(cls: Any) -> list[Any]:

@@ -91,3 +91,34 @@ def parse_score_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser,
     args, beam_args = parser.parse_known_args(argv)
     check_run_arguments(parser, args, beam_args)
     return parser, args, beam_args
+
+
+def unrecognized(extra: list[str], *parsers: argparse.ArgumentParser,
+                 known: set[str] | None = None) -> str:
+    """``extra``, the arguments no parser took, as a usage error shows them: any URL
+    redacted, and after a mistyped flag the option of ``parsers`` (their subcommands
+    too) or of ``known`` it most likely meant."""
+    import difflib
+
+    from store.database import redact_text  # an argument may be a URL with a secret
+
+    options = set(known or ())
+    for parser in parsers:
+        options |= _option_strings(parser)
+    shown = []
+    for arg in extra:
+        name = arg.split("=", 1)[0]
+        near = difflib.get_close_matches(name, options, n=1, cutoff=0.8) \
+            if name.startswith("--") and name not in options else []
+        shown.append(redact_text(arg) + (f" (did you mean {near[0]}?)" if near else ""))
+    return " ".join(shown)
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    """The long options of ``parser`` and of its subcommands' parsers built so far."""
+    found = {s for s in parser._option_string_actions if s.startswith("--")}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _option_strings(sub)
+    return found

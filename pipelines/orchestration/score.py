@@ -64,6 +64,7 @@ from pipelines.orchestration.launch import (
 )
 from pipelines.orchestration.options import (
     RunnerSettings,
+    beam_option_strings,
     fork_server,
     make_pipeline,
     stages_a_template,
@@ -71,12 +72,15 @@ from pipelines.orchestration.options import (
 )
 from pipelines.orchestration.plan import EMPTY, PlanSettings, ScorePlan, make_plan
 from pipelines.orchestration.progress import ProgressReporter
-from pipelines.orchestration.run_arguments import parse_score_args, requested_dates
+from pipelines.orchestration.run_arguments import (
+    parse_score_args,
+    requested_dates,
+    unrecognized,
+)
 from pipelines.orchestration.run_arguments import score_parser as score_parser  # the template's
 from pipelines.orchestration.signals import Interrupted, interruptible, received
 from pipelines.orchestration.summary import RunOutcome, format_summary, plan_summary
 from store import run_records
-from store.database import redact_text
 from store.ledger import BUSY, MISSING, SKIP, Holder
 from store.limits import StateUser
 from store.monitoring import Trigger
@@ -114,7 +118,7 @@ def run_parsed(parser: argparse.ArgumentParser, args: argparse.Namespace,
         unknown = unknown_beam_args(beam_args) if beam_args else []
         if unknown:
             parser.error("unrecognized arguments (neither beamscore nor Beam options): "
-                         + redact_text(" ".join(unknown)))  # a URL shown without its secret
+                         + unrecognized(unknown, parser, known=beam_option_strings()))
         outcome = execute(cfg, requested_dates(args, cfg.schedule.timezone), beam_args, sink,
                           test_pipeline)
         print(format_summary(outcome, cfg.max_dead_letter_ratio))

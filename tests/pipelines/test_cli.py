@@ -637,3 +637,35 @@ def test_an_unrecognized_argument_is_named_without_its_password(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "unrecognized arguments" in err and "***" in err and "s3cr3t-pw" not in err
+
+
+@pytest.mark.parametrize("argv, meant", [
+    (["runs", "list", "--limt", "3"], "--limit"),
+    (["plan", "--date", "2026-01-01", "--batch-sise", "5"], "--batch-size"),
+    (["score", "--date", "2026-01-01", "--batch-sise=5"], "--batch-size"),
+    (["score", "--date", "2026-01-01", "--temp_locaton=/tmp/x"], "--temp_location"),
+])
+def test_a_mistyped_flag_names_the_one_it_most_likely_meant(
+        argv: list[str], meant: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """beamscore's flags, the command's, and for score Beam's own options."""
+    from pipelines.cli import main
+
+    extra = ["--model", "m"] if argv[0] in ("score", "plan") else []
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, *extra, "--db", f"sqlite:///{tmp_path / 's.db'}",
+              "--registry", str(tmp_path), "--input-root", str(tmp_path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"(did you mean {meant}?)" in err, err
+
+
+def test_a_flag_of_another_command_is_refused_without_a_suggestion(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipelines.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["runs", "list", "--input-root", str(tmp_path),
+              "--db", f"sqlite:///{tmp_path / 's.db'}"])
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --input-root" in err and "did you mean" not in err
