@@ -168,15 +168,19 @@ def test_a_backfill_stopped_in_its_second_wave_keeps_the_first_waves_tranches(
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
-    assert sqlite_rows(db, "SELECT tranche, status FROM tranches ORDER BY tranche") == [
-        (days[0], "completed"), (days[1], "completed"), (days[2], "failed"),
-        (days[3], "failed")]
+    status = dict(sqlite_rows(db, "SELECT tranche, status FROM tranches"))
+    # The stop lands in the second wave; on a loaded host it may land late in it, after
+    # its pipeline recorded one of its days: that day's rows are all written, and the
+    # ledger says so.
+    assert [status[d] for d in days[:2]] == ["completed", "completed"], status
+    assert set(status.values()) <= {"completed", "failed"} and "failed" in status.values()
     resumed = run_cli(*backfill)
     assert resumed.rc == 0, resumed.err
-    for day in days[:2]:
-        assert f"{day}    skipped: completed by run" in resumed.out
-    for day in days[2:]:
-        assert f"{day:<12}{600:>10}{600:>10}{600:>10}{0:>8}{600:>10}  ok" in resumed.out
+    for day in days:
+        if status[day] == "completed":
+            assert f"{day}    skipped: completed by run" in resumed.out
+        else:
+            assert f"{day:<12}{600:>10}{600:>10}{600:>10}{0:>8}{600:>10}  ok" in resumed.out
     assert sqlite_rows(db, "SELECT count(*), count(DISTINCT tranche || doc_id) "
                            "FROM predictions") == [(2400, 2400)]
 
