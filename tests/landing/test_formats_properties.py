@@ -8,6 +8,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -112,3 +113,28 @@ def test_parquet_row_ranges_over_any_row_groups_read_each_row_once(
            for item in read_chunk(Chunk("t", str(path), "parquet", start, end, i),
                                   batch_size=batch)]
     assert got == reference
+
+
+
+_KEYS = st.sampled_from(["id", "text", "label", "k", "\u00e9", 'a"b'])
+_PAIRS = st.lists(st.tuples(_KEYS, st.integers(0, 9) | st.text(max_size=5)), max_size=6)
+
+
+def _object(pairs: list[tuple[str, Any]], tail: str = "") -> str:
+    """A JSON object written from its pairs as they are, duplicates kept."""
+    items = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in pairs]
+    return "{" + ", ".join(items + ([tail] if tail else [])) + "}"
+
+
+@given(_PAIRS, _PAIRS)
+def test_a_json_object_is_a_record_unless_one_of_its_objects_names_a_key_twice(
+        top: list[tuple[str, Any]], nested: list[tuple[str, Any]]) -> None:
+    """A rejection exactly when the object, or one nested in a list in it, names a key
+    twice; else the record its pairs make."""
+    line = _object(top, f'"nested": [{_object(nested)}]')
+    out = parse_json_line(line.encode())
+    names = [k for k, _ in top] + ["nested"]
+    if len(set(names)) < len(names) or len({k for k, _ in nested}) < len(nested):
+        assert isinstance(out, Rejection) and "twice" in out.reason
+    else:
+        assert out == dict(top) | {"nested": [dict(nested)]}

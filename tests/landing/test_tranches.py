@@ -5,8 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from landing.tranches import InputRootMissing, date_range, plan_tranches
 from tests.data import day_folder
@@ -127,3 +130,28 @@ def test_a_file_name_holding_a_backslash_is_read(tmp_path: Path, name: str) -> N
         os.path.basename(u.path) for u in plan.unscored]
     assert found == [name]
     assert bool(plan.files) == name.endswith((".csv", ".jsonl"))
+
+
+_NAME_CHARS = "abcXYZ019 _-.,;'!@#$%^&()[]{}*?~+=\\é→"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(_NAME_CHARS, min_size=1, max_size=12)
+                .filter(lambda n: n not in (".", "..")), min_size=1, max_size=6, unique=True))
+def test_every_file_of_a_tranche_is_planned_whatever_its_name(tmp_path_factory: Any,
+                                                            stems: list[str]) -> None:
+    """Property against a listing of the folder by its own names (``os.listdir``): every
+    input file is planned once, every other file listed as never scored, none missed,
+    whatever characters the name holds (pattern characters, a backslash, accents)."""
+    root = tmp_path_factory.mktemp("names")
+    folder = day_folder(root, DAY1)
+    for i, stem in enumerate(stems):
+        suffix = (".jsonl", ".csv", ".txt")[i % 3]
+        (folder / f"{stem}{suffix}").write_bytes(b'{"id": "a", "text": "t"}\n')
+    [plan] = plan_tranches(str(root), [DAY1])
+    names = sorted(os.listdir(folder))
+    assert sorted(os.path.basename(f.path) for f in plan.files) == [
+        n for n in names if n.endswith((".jsonl", ".csv"))]
+    assert sorted(os.path.basename(u.path) for u in plan.unscored) == [
+        n for n in names if n.endswith(".txt")]
+    assert not plan.refused and not plan.missing
