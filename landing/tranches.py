@@ -122,9 +122,9 @@ def plan_tranches(input_root: str, dates: Iterable[dt.date]) -> list[TranchePlan
 
 @dataclass(frozen=True)
 class _Entry:
-    """An entry of a tranche folder that is no folder: its size and modification time,
-    or, for one that cannot be looked at (a link that leads nowhere, or round in a
-    loop), why."""
+    """An entry of a tranche folder that is no folder: its size and modification time
+    (local; a ``gs://`` object is known by its generation), or, for one that cannot be
+    looked at (a link that leads nowhere, or round in a loop), why."""
 
     path: str
     size: int = 0
@@ -138,11 +138,11 @@ def _plan_tranche(root: str, tranche: str) -> TranchePlan:
     generations: dict[str, str] = {}
     if folder.startswith("gs://"):
         objects = _gcs_objects(folder)
-        generations = {path: f"generation {o[2]}" for path, o in objects.items()}
+        generations = {path: f"generation {g}" for path, (_, g) in objects.items()}
         # A gs:// object named "x/" is a folder placeholder (a console's "create folder"):
         # the folder's own is no entry, one below it is a subfolder (``_subfolders``).
         prefix = folder + "/"
-        entries = [_Entry(path, size, updated) for path, (size, updated, _) in objects.items()
+        entries = [_Entry(path, size) for path, (size, _) in objects.items()
                    if path != prefix and "/" not in path[len(prefix):]]
         subfolders = _subfolders(folder, generations)
         unlisted = "" if objects else f"no folder {folder}"
@@ -289,8 +289,8 @@ def has_records(plan: TranchePlan) -> bool:
     return False
 
 
-def _gcs_objects(folder: str) -> dict[str, tuple[int, float | None, int]]:
-    """``gs://`` path -> (size, update time in seconds, generation) of every object
+def _gcs_objects(folder: str) -> dict[str, tuple[int, int]]:
+    """``gs://`` path -> (size, generation) of every object
     under ``folder``, named as they are (no pattern: Beam's ``*`` matches no backslash,
     a character object names may hold). The generation is the file's identity for the
     ledger: a new upload of a file has a new one even with the same size and second."""
@@ -298,9 +298,7 @@ def _gcs_objects(folder: str) -> dict[str, tuple[int, float | None, int]]:
 
     bucket, prefix = gcsio.parse_gcs_path(folder.rstrip("/") + "/", object_optional=True)
     blobs = gcsio.GcsIO().client.list_blobs(bucket, prefix=prefix)
-    return {f"gs://{bucket}/{b.name}": (int(b.size or 0),
-                                        b.updated.timestamp() if b.updated else None,
-                                        b.generation) for b in blobs}
+    return {f"gs://{bucket}/{b.name}": (int(b.size or 0), b.generation) for b in blobs}
 
 
 def _root_exists(root: str) -> bool:
