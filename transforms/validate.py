@@ -22,13 +22,16 @@ from transforms.records import DEAD_LETTERS, DOC_ID, TEXT, DocBatch, dead_letter
 
 
 def validation_reasons(frame: pd.DataFrame, max_text_chars: int) -> np.ndarray:
-    """One reason string per row; '' where the row is valid."""
+    """One reason string per row; '' where the row is valid. Missing is ``None``: every
+    reader gives it for an absent key, a null or an empty cell (the batch's columns are
+    objects, so pandas never turns it into NaN); a NaN is a value, a number (JSON's
+    ``NaN``, a float column's), hence "not a string"."""
     ids, texts = frame[DOC_ID].tolist(), frame[TEXT].tolist()
-    id_none = np.fromiter((v is None or v != v for v in ids), bool, len(ids))
+    id_none = np.fromiter((v is None for v in ids), bool, len(ids))
     id_str = np.fromiter((type(v) is str for v in ids), bool, len(ids))
     id_empty = np.fromiter((type(v) is str and not v.strip() for v in ids), bool, len(ids))
     id_nul = np.fromiter((type(v) is str and "\x00" in v for v in ids), bool, len(ids))
-    tx_none = np.fromiter((v is None or v != v for v in texts), bool, len(texts))
+    tx_none = np.fromiter((v is None for v in texts), bool, len(texts))
     tx_str = np.fromiter((type(v) is str for v in texts), bool, len(texts))
     tx_len = np.fromiter((len(v) if type(v) is str else 0 for v in texts), np.int64, len(texts))
     tx_blank = np.fromiter((type(v) is str and not v.strip() for v in texts), bool, len(texts))

@@ -15,6 +15,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from landing.samples import make_docs, write_tranche
@@ -71,6 +73,40 @@ def test_an_unclosed_quote_in_row_101_costs_only_that_row(
     assert [(Path(f).name, p, s, r.split(":")[0] + ":" + r.split(":")[1])
             for f, p, s, r in dead] == [("rows.csv", 101, "read", "malformed CSV row: line 102")]
     assert {d for d, _ in scored} >= {f"q{i:03d}" for i in range(102, 252)}
+
+
+def test_a_missing_value_and_a_nan_are_told_apart_in_every_format(
+        registry_root: str, tmp_path: Path, db_url: str) -> None:
+    """An absent key and a null are "missing" (a CSV cell is text: empty); a NaN is a value, a
+    number (JSON's ``NaN``, a float Parquet column's): "not a string". The same record
+    gets the same reason whichever format carried it."""
+    root = tmp_path / "landing"
+    folder = _tranche(root)
+    (folder / "nan.jsonl").write_text('{"id": NaN, "text": "a text"}\n'
+                                      '{"id": null, "text": "a text"}\n'
+                                      '{"id": "j3", "text": NaN}\n'
+                                      '{"id": "j4"}\n')
+    pq.write_table(pa.table({"id": pa.array([float("nan"), None], pa.float64()),
+                             "text": ["a text", "a text"]}), folder / "floats.parquet")
+    pq.write_table(pa.table({"id": ["p1", "p2"], "text": pa.array([float("nan"), None])}),
+                   folder / "texts.parquet")
+    (folder / "cells.csv").write_text("id,text\n,a text\nc2,\n")
+    result = _score(root, registry_root, db_url, tmp_path)
+    assert result.rc == 0, result.err
+    counts, _, dead = _outcome(db_url)
+    assert counts["read"] == GOOD + 10 and counts["scored"] == GOOD
+    assert [(Path(f).name, p, s, r) for f, p, s, r in dead] == [
+        ("cells.csv", 1, "validate", "empty id"),
+        ("cells.csv", 2, "validate", "empty text"),
+        ("floats.parquet", 1, "validate", "id is not a string"),
+        ("floats.parquet", 2, "validate", "missing id"),
+        ("nan.jsonl", 1, "validate", "id is not a string"),
+        ("nan.jsonl", 2, "validate", "missing id"),
+        ("nan.jsonl", 3, "validate", "text is not a string"),
+        ("nan.jsonl", 4, "validate", "missing text"),
+        ("texts.parquet", 1, "validate", "text is not a string"),
+        ("texts.parquet", 2, "validate", "missing text"),
+    ]
 
 
 def test_a_long_quoted_field_never_becomes_rows(
