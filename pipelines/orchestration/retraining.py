@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import subprocess
 from typing import Any
 
 from models.registry import ModelRef
 from pipelines.configuration.config import TrackingConfig
 from pipelines.configuration.connection import opened
-from pipelines.orchestration.signals import forward_stops
+from pipelines.orchestration.command_guard import run_guarded
 from store import monitoring, run_records
 from store.database import Database
 from store.monitoring import Trigger
@@ -45,7 +44,7 @@ def after_run(database: DatabaseSettings, tracking: TrackingConfig, ref: ModelRe
     with opened(database) as db:
         rows = _launcher_rows(db, tracking, ref, run_id, summary, reference)
         monitoring.write_rows(db, rows)
-        return _maybe_trigger(db, tracking, ref, run_id, done) if decide else None
+        return _maybe_trigger(db, database, tracking, ref, run_id, done) if decide else None
 
 
 def _launcher_rows(db: Database, tracking: TrackingConfig, ref: ModelRef, run_id: str,
@@ -61,8 +60,8 @@ def _launcher_rows(db: Database, tracking: TrackingConfig, ref: ModelRef, run_id
             launcher_run_rows(tranches, figures, tracking).items() for r in found]
 
 
-def _maybe_trigger(db: Database, tracking: TrackingConfig, ref: ModelRef, run_id: str,
-                   done: set[str] | None = None) -> Trigger | None:
+def _maybe_trigger(db: Database, database: DatabaseSettings, tracking: TrackingConfig,
+                   ref: ModelRef, run_id: str, done: set[str] | None = None) -> Trigger | None:
     rows = monitoring.rows_of_run(db, run_id)
     reasons = [f"{r['metric']} {r['value']:.4g} on {r['tranche']} (threshold "
                f"{r['threshold']:.4g})" for r in rows
@@ -93,11 +92,9 @@ def _maybe_trigger(db: Database, tracking: TrackingConfig, ref: ModelRef, run_id
                  trigger.trigger_id, "; ".join(reasons))
     status, code = "requested", None
     if tracking.command:
-        # Its own process group: a stop signal of the launcher reaches it once, through
-        # forward_stops (the launcher's decision waits for it to end).
-        with subprocess.Popen(tracking.command, shell=True, start_new_session=True) as proc, \
-                forward_stops(proc):
-            code = proc.wait()
+        # Under a guard: a stop signal of the launcher reaches the command at once (the
+        # launcher's decision waits for it to end), and the command ends with the launcher.
+        code = run_guarded(tracking.command, database, trigger.trigger_id)
         status = "command_succeeded" if code == 0 else "command_failed"
         _LOG.info("retraining command exited %d", code)
     monitoring.finish_trigger(db, trigger.trigger_id, status, code)

@@ -10,14 +10,7 @@ import pytest
 
 from engine.environment import URN, read_int, request_worker
 from engine.forkserver import ForkServer
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+from tests.processes import running
 
 
 @pytest.mark.parametrize("method", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])
@@ -28,7 +21,7 @@ def test_zygote_serves_workers_and_stops_with_no_process_left(method: str) -> No
         server.wait_ready()
         zygote, socket_path = server.pid, server.socket_path
         assert os.path.exists(socket_path)
-        assert _alive(zygote)
+        assert running(zygote)
         environment = server.environment()
         assert environment.to_runner_api_parameter(None) == (URN, socket_path.encode())
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stray:  # not a request
@@ -46,10 +39,10 @@ def test_zygote_serves_workers_and_stops_with_no_process_left(method: str) -> No
                 codes.append(read_int(conn))
         assert codes[0] == codes[1] is not None and codes[0] != 0
         assert time.monotonic() - started < 30
-        assert _alive(zygote), "the zygote keeps serving after its workers exit"
+        assert running(zygote), "the zygote keeps serving after its workers exit"
     finally:
         server.stop()
-    assert not _alive(zygote)
+    assert not running(zygote)
     assert not os.path.exists(socket_path)
     server.preload(print)  # after stop: kept for no one, sent nowhere
 

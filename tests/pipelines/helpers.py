@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.cli import main
+from tests.processes import parent
 
 
 @dataclass
@@ -54,11 +55,6 @@ os.environ[OWNER_ENV] = f"{os.getpid()}-{uuid.uuid4().hex}"
 WORKER_MARKS = ("engine.forkserver", "sdk_worker_main")
 
 
-def _parent(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat[stat.rindex(")") + 2:].split()[1])
-
-
 def _started_here(pid: int) -> bool:
     """Whether ``pid`` descends from this process or carries its owner token."""
     token = f"{OWNER_ENV}={os.environ[OWNER_ENV]}".encode()
@@ -67,7 +63,7 @@ def _started_here(pid: int) -> bool:
             return True
         me, ancestor = os.getpid(), pid
         while ancestor > 1:
-            ancestor = _parent(ancestor)
+            ancestor = parent(ancestor)
             if ancestor == me:
                 return True
     except (OSError, ValueError):

@@ -458,19 +458,10 @@ def test_a_stop_while_the_retraining_command_runs_stops_it_and_keeps_the_report(
     exits 143 saying its record, report and decision stand."""
     import signal
 
-    root = tmp_path / "landing"
-    write_tranche(str(root), "2026-06-01", _corrupted(23, 600), "jsonl")
     started, finished = tmp_path / "started", tmp_path / "finished"
     db = tmp_path / "s.db"
-    proc = _start_tracked(
-        ["score", "--from", "2026-06-01", "--to", "2026-06-01", "--input-root", str(root),
-         "--registry", registry, "--db", f"sqlite:///{db}", "--output-dir",
-         str(tmp_path / "out"), "--tracking-command",
-         f"touch {started}; sleep 60; touch {finished}"])
-    deadline = time.monotonic() + 120
-    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert started.exists(), proc.communicate()
+    proc = _run_drifted_until(registry, tmp_path, f"touch {started}; sleep 60; touch {finished}",
+                              started)
     stopped = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -483,6 +474,53 @@ def test_a_stop_while_the_retraining_command_runs_stops_it_and_keeps_the_report(
     assert (tmp_path / "out" / "_reports" / f"{run_id}.html").exists()
     assert "had ended before the stop (its record, report and retraining decision stand)" \
         in err, err
+
+
+@pytest.mark.slow
+def test_a_killed_run_takes_its_retraining_command_with_it_and_records_how_it_ended(
+        registry: str, tmp_path: Path) -> None:
+    """A SIGKILL of beamscore while ``tracking.command`` runs (nothing can pass that
+    signal on): the command's guard sees the launcher gone, stops the command (its
+    whole process group) and records the trigger ``command_failed`` with SIGTERM's code;
+    the trigger does not stay ``requested`` with nobody running its command."""
+    import signal
+
+    from tests.processes import running
+
+    pids, finished = tmp_path / "pids", tmp_path / "finished"
+    db = tmp_path / "s.db"
+    proc = _run_drifted_until(
+        registry, tmp_path,
+        f"sleep 60 & echo $$ $! > {pids}.tmp; mv {pids}.tmp {pids}; wait; touch {finished}", pids)
+    shell, sleeper = map(int, pids.read_text().split())
+    proc.kill()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and sqlite_rows(
+            db, "SELECT status FROM retrain_triggers") == [("requested",)]:
+        time.sleep(0.1)
+    assert sqlite_rows(db, "SELECT status, command_exit_code FROM retrain_triggers") == [
+        ("command_failed", -signal.SIGTERM)]
+    for pid in (shell, sleeper):  # the shell and the command it started: both ended
+        assert not running(pid), pid
+    assert not finished.exists()
+
+
+def _run_drifted_until(registry: str, tmp_path: Path, command: str, marker: Path) -> Any:
+    """``beamscore score`` of a drifted day (database ``tmp_path/s.db``) whose retraining
+    ``command`` runs, once the command has made ``marker``."""
+    root = tmp_path / "landing"
+    write_tranche(str(root), "2026-06-01", _corrupted(23, 600), "jsonl")
+    proc = _start_tracked(
+        ["score", "--from", "2026-06-01", "--to", "2026-06-01", "--input-root", str(root),
+         "--registry", registry, "--db", f"sqlite:///{tmp_path / 's.db'}", "--output-dir",
+         str(tmp_path / "out"), "--tracking-command", command])
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), proc.communicate()
+    return proc
 
 
 def _start_tracked(argv: list[str]) -> Any:
