@@ -89,6 +89,7 @@ from transforms.outcome import (
     INCOMPLETE,
     INPUT_CHANGED,
     RATIO_EXCEEDED,
+    SUCCEEDED,
     Wave,
     dead_share,
     merge_counts,
@@ -143,6 +144,11 @@ def run_parsed(parser: argparse.ArgumentParser, args: argparse.Namespace,
         return stop.exit_code
 
 
+# The statuses a run's record ends with (``transforms.outcome``, ``store.run_records``).
+_OUTCOMES = (SUCCEEDED, RATIO_EXCEEDED, INCOMPLETE, INPUT_CHANGED, run_records.SKIPPED,
+             run_records.ABANDONED)
+
+
 def exit_code(outcome: RunOutcome, max_dead_letter_ratio: float) -> int:
     """The exit code of a finished run, with one stderr line saying why when not 0. A
     job staged for a template launcher exits 0 (Dataflow's launcher submits the job only
@@ -155,6 +161,11 @@ def exit_code(outcome: RunOutcome, max_dead_letter_ratio: float) -> int:
                       + ", ".join(t.tranche for t in plan.with_decision(decision)),
                       file=sys.stderr)
         return EXIT_OK
+    if status not in _OUTCOMES:  # a pipeline that ended without recording its outcome
+        print(f"beamscore: run {outcome.run_id} ended without an outcome in its record "
+              f"(status {status!r}): its tranches are left as the ledger has them "
+              "(`beamscore runs show`)", file=sys.stderr)
+        return EXIT_ERROR
     if status == run_records.ABANDONED and outcome.summary.get("error") == run_records.RELEASED:  # type: ignore[union-attr]
         print("beamscore: released by `beamscore runs release` while it ran: this run "
               "wrote nothing after that and stops; the tranches it had not finished are "
@@ -350,15 +361,15 @@ def _run_pipeline(cfg: Config, plan: ScorePlan, ref: Any, run_id: str, beam_args
         if lost := _lost_or_none(database, plan, failure, pending):
             return _lease_lost(database, plan, ref, run_id, lost, started)
         if (done := _released(database, run_id)) is not None:
-            return RunOutcome(run_id=run_id, summary={
-                "run_id": run_id, "status": run_records.ABANDONED,
-                "error": run_records.RELEASED, "tranches": done,
-                "total": merge_counts(done.values())},
-                wall_seconds=time.monotonic() - started, plan=plan, ref=ref)
+            return _released_outcome(plan, ref, run_id, done, started)
         raise
     finally:
         keeper.stop()
         progress.stop()
+    # Released after its last fenced write, the pipeline ended as if it had not been
+    # (its closing writes change nothing of a released run): the release stands.
+    if (done := _released(database, run_id)) is not None:
+        return _released_outcome(plan, ref, run_id, done, started)
     summary = run_summary(database, run_id)
     # A run taken over while frozen may still end its pipeline; its record then says
     # abandoned (the outcome step changes nothing of a run that lost its tranches).
@@ -428,6 +439,16 @@ def _released(database: DatabaseSettings, run_id: str) -> dict[str, Any] | None:
     if record is None or record.error != run_records.RELEASED:
         return None
     return dict((record.counts or {}).get("tranches") or {})
+
+
+def _released_outcome(plan: ScorePlan, ref: Any, run_id: str, done: dict[str, Any],
+                      started: float) -> RunOutcome:
+    """The outcome of a run ``beamscore runs release`` failed while it ran: abandoned,
+    with the counts of the tranches its finished waves completed (``done``)."""
+    return RunOutcome(run_id=run_id, summary={
+        "run_id": run_id, "status": run_records.ABANDONED, "error": run_records.RELEASED,
+        "tranches": done, "total": merge_counts(done.values())},
+        wall_seconds=time.monotonic() - started, plan=plan, ref=ref)
 
 
 def _lease_lost(database: DatabaseSettings, plan: ScorePlan, ref: Any, run_id: str,

@@ -296,6 +296,35 @@ def test_a_run_released_while_it_runs_stops_with_exit_5_and_the_next_run_complet
         (N_DOCS, N_DOCS)]
 
 
+def test_a_run_released_after_its_last_write_still_stops_with_exit_5(
+        landing: Path, registry_root: str, tmp_path: Path, monkeypatch: Any) -> None:
+    """Released once every row is written, just before the pipeline records the run:
+    its closing writes change nothing of a released run and raise nothing, yet the run
+    stops as released (exit 5, recorded), its tranche left failed for the next run."""
+    from pipelines.commands.runs import release_run
+    from store.session import DatabaseSettings
+    from transforms import outcome
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    record = outcome._RecordRunFn._record
+
+    def released_first(fn: Any, db: Any, per_tranche: Any) -> Any:
+        assert release_run(DatabaseSettings(url), fn._run_id, True)[0] == 0
+        return record(fn, db, per_tranche)
+
+    monkeypatch.setattr(outcome._RecordRunFn, "_record", released_first)
+    result = run_cli(*_args(landing, registry_root, tmp_path, "--workers", "1"))
+    assert result.rc == 5, result.err
+    assert "released by `beamscore runs release` while it ran" in result.err
+    [(status, counts)] = sqlite_rows(tmp_path / "s.db", "SELECT status, counts FROM runs")
+    assert (status, json.loads(counts)["exit_code"]) == ("failed", 5)
+    assert sqlite_rows(tmp_path / "s.db", "SELECT status FROM tranches") == [("failed",)]
+    monkeypatch.undo()
+    again = run_cli(*_args(landing, registry_root, tmp_path))
+    assert again.rc == 0, again.err
+    assert sqlite_rows(tmp_path / "s.db", "SELECT status FROM tranches") == [("completed",)]
+
+
 @pytest.mark.slow
 def test_after_sigkill_a_rerun_takes_over_at_once_and_completes(
         landing: Path, registry_root: str, tmp_path: Path) -> None:
