@@ -30,11 +30,12 @@ Names = Callable[[list[int]], list[str]]
 
 @dataclass(frozen=True)
 class ClassShares:
-    """The tranche's class shares against the reference's, the rare classes merged."""
+    """The tranche's class shares against the reference's, every class its own, and the
+    test of the hypothesis that they are the same (``statistics.share_test``)."""
 
     observed: np.ndarray  # shares of the tranche
     expected: np.ndarray  # shares of the reference
-    p_value: float  # chi-square test of the counts
+    p_value: float  # the test of the counts
     floor: float  # the smallest p-value that test could give at the tranche's size
 
 
@@ -108,11 +109,9 @@ class Evidence:
     @cached_property
     def class_shares(self) -> ClassShares:
         t, q = self.t, self.ref.class_counts / self.ref.n
-        observed, expected = statistics.merged_shares(t.class_counts, q, t.n,
-                                                      self.policy.min_expected)
-        return ClassShares(observed / t.n, expected,
-                           statistics.chi_square(observed, expected * t.n),
-                           statistics.chi_square_floor(expected, t.n))
+        p_value, floor = statistics.share_test(t.class_counts, q, self.ref.n,
+                                               self.policy.min_expected)
+        return ClassShares(t.class_counts / t.n, q, p_value, floor)
 
     def ks(self, sketch: str) -> tuple[float, float]:
         """(D, p-value) of the tranche's sketch ``sketch`` (a ``Profile`` attribute)

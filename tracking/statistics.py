@@ -193,29 +193,48 @@ def binomial_less(k: int, n: int, p: float) -> float:
                                  alternative="less").pvalue)
 
 
-def merged_shares(counts: np.ndarray, reference: np.ndarray, n: int, min_expected: float
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Observed counts and expected shares with the classes expected fewer than
-    ``min_expected`` times in ``n`` merged into one (classes the reference never has are
-    always merged: a chi-square test needs every expected share above 0). When every
-    class is expected that rarely (a small tranche) all are one category: no test (its
-    chi-square approximation would not hold; the tranche is ``insufficient``)."""
-    never = reference <= 0
-    if never.any() and not never.all():
-        into = int(np.argmin(np.where(never, np.inf, reference)))
-        counts = counts.copy()
-        counts[into] += counts[never].sum()
-        counts, reference = counts[~never], reference[~never]
-    small = reference * n < min_expected
+def share_test(counts: np.ndarray, reference: np.ndarray, reference_n: int,
+               min_expected: float) -> tuple[float, float]:
+    """(p-value, floor) of the hypothesis that a tranche's class ``counts`` follow the
+    ``reference`` shares (of ``reference_n`` records); the floor is the smallest p-value
+    the test can give at the tranche's size.
+
+    A class the reference never has is expected as half a record of it would be
+    (``0.5 / reference_n``), not never. Classes expected at least ``min_expected`` times
+    are each a category of a chi-square goodness-of-fit test; the rarely expected ones
+    are pooled among themselves only (pooling them with a common class would let a
+    shift from that class to a rare or new one cancel out). A pool expected that often
+    too is one more category; one expected less is tested on its own, exactly: a
+    one-sided binomial test of its count (more records there than expected is drift;
+    fewer cannot be told from chance), the chi-square then over the common classes
+    alone, and the two p-values combined by Bonferroni (twice the smaller). When every
+    class is expected rarely (a small tranche) there is no test: (1.0, 1.0)."""
+    from scipy import stats
+
+    counts = np.asarray(counts, float)
+    n = float(counts.sum())
+    q = np.where(reference > 0, reference, 0.5 / max(1, reference_n))
+    q = q / q.sum()
+    small = q * n < min_expected
+    if n <= 0 or small.all():
+        return 1.0, 1.0
     if not small.any():
-        return counts.astype(float), reference
-    if reference[small].sum() * n < min_expected:  # still small: join the next smallest
-        small[int(np.argmin(np.where(small, np.inf, reference)))] = True
-    keep = ~small
-    if not keep.any():
-        return np.array([counts.sum()], float), np.array([1.0])
-    return (np.append(counts[keep], counts[small].sum()).astype(float),
-            np.append(reference[keep], reference[small].sum()))
+        return chi_square(counts, q * n), chi_square_floor(q, int(n))
+    pool_q, pool_k = float(q[small].sum()), float(counts[small].sum())
+    common_q, common_k = q[~small], counts[~small]
+    if pool_q * n >= min_expected:
+        expected = np.append(common_q, pool_q)
+        return (chi_square(np.append(common_k, pool_k), expected * n),
+                chi_square_floor(expected, int(n)))
+    p_pool = float(stats.binom.sf(pool_k - 1, int(n), pool_q))
+    floor_pool = binomial_floor(int(n), pool_q)
+    common_share = common_q / common_q.sum()
+    if len(common_q) > 1 and common_k.sum() > 0:
+        p_common = chi_square(common_k, common_share * common_k.sum())
+        floor_common = chi_square_floor(common_share, int(n))
+    else:
+        p_common = floor_common = 1.0
+    return (min(1.0, 2 * min(p_pool, p_common)), min(1.0, 2 * min(floor_pool, floor_common)))
 
 
 def psi(observed: np.ndarray, expected: np.ndarray, eps: float = 1e-6) -> float:

@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
@@ -13,7 +15,14 @@ from tracking.metrics import compare
 from tracking.policy import ALERT, INSUFFICIENT, OK, TrackingPolicy
 from tracking.profile import BatchStats, Profile
 from tracking.sketch import Sketch
-from tracking.statistics import holm, ks_between, merged_shares, psi, wasserstein_between, wilson
+from tracking.statistics import (
+    holm,
+    ks_between,
+    psi,
+    share_test,
+    wasserstein_between,
+    wilson,
+)
 
 CLASSES = ["a", "b", "c"]
 
@@ -47,44 +56,66 @@ def test_psi_and_js_are_scipys() -> None:
                                                                               base=2))))
 
 
-def test_classes_with_tiny_expected_counts_are_merged() -> None:
-    counts, shares = merged_shares(np.array([90, 8, 1, 1]), np.array([0.9, 0.08, 0.01, 0.01]),
-                                   100, 5.0)
-    assert counts.tolist() == [90, 10] and shares.tolist() == pytest.approx([0.9, 0.1])
+def test_with_every_class_expected_often_the_share_test_is_scipys_chi_square() -> None:
+    counts, shares = np.array([430, 380, 190]), np.array([0.4, 0.4, 0.2])
+    p, floor = share_test(counts, shares, 10_000, 5.0)
+    assert p == pytest.approx(stats.chisquare(counts, shares * 1000).pvalue)
+    assert floor == pytest.approx(stats.chisquare([0, 0, 1000], shares * 1000).pvalue)
 
 
-@pytest.mark.parametrize("n, shares", [
-    (10, 1 / np.arange(1, 21) / np.sum(1 / np.arange(1, 21))),  # 20 Zipf classes
-    (5, np.array([0.6, 0.2, 0.1, 0.07, 0.03])),
+@pytest.mark.parametrize("reference, counts", [
+    ([0.5, 0.5, 0.0], [2000, 5000, 3000]),  # a class the reference never has: 30 %
+    ([0.499, 0.499, 0.002], [200, 500, 300]),  # one it has 0.2 % of the time: 30 %
+    ([0.5, 0.5, 0.0], [50, 44, 6]),  # 6 records where the reference has none
 ])
-def test_a_tranche_with_every_class_expected_rarely_gets_no_class_share_test(
-        n: int, shares: np.ndarray) -> None:
-    """Every class expected fewer than 5 times: one category, no chi-square test (its
-    approximation would reject a true null many times too often), floor 1."""
-    from tracking.statistics import chi_square, chi_square_floor
+def test_a_shift_into_a_class_the_reference_never_or_rarely_has_is_evidence(
+        reference: list[float], counts: list[int]) -> None:
+    """Rare classes are pooled among themselves, never with a common one: a shift from a
+    common class into a rare or new one cannot cancel out."""
+    p, floor = share_test(np.array(counts), np.array(reference), 10_000, 5.0)
+    assert p < 1e-4 and floor <= p
 
+
+def test_a_tranche_with_every_class_expected_rarely_gets_no_class_share_test() -> None:
+    """Every class expected fewer than 5 times (20 Zipf classes, 10 records): no test."""
+    shares = 1 / np.arange(1, 21) / np.sum(1 / np.arange(1, 21))
     rng = np.random.default_rng(7)
+    for _ in range(200):
+        assert share_test(rng.multinomial(10, shares), shares, 10_000, 5.0) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize("shares, n", [
+    ([0.6, 0.2, 0.1, 0.07, 0.03], 5),  # a few classes, a tiny tranche: mostly pooled
+    ([0.7, 0.26, 0.03, 0.008, 0.002], 100),  # a pool expected 4 times: binomial
+    ([0.5, 0.3, 0.15, 0.03, 0.02], 150),  # a pool expected 7.5 times: one category
+    ([0.5, 0.49, 0.0], 2000),  # a class the reference never has
+])
+def test_the_share_test_rejects_a_true_hypothesis_no_more_often_than_its_level(
+        shares: list[float], n: int) -> None:
+    """Tranches drawn from the reference's own shares: rejected at 1 % at most about
+    1 % of the time (the chi-square's approximation, the exact binomial test of the
+    pool and their Bonferroni combination), every p-value at or above its floor."""
+    q = np.array(shares)
+    draw = np.where(q > 0, q, 0.5 / 10_000)
+    rng = np.random.default_rng(5)
     rejected = 0
     for _ in range(3000):
-        counts, expected = merged_shares(rng.multinomial(n, shares), shares, n, 5.0)
-        assert len(expected) == 1 and chi_square_floor(expected, n) == 1.0
-        rejected += chi_square(counts, expected * n) < 0.01
-    assert rejected == 0
+        p, floor = share_test(rng.multinomial(n, draw / draw.sum()), q, 10_000, 5.0)
+        assert floor <= p + 1e-12
+        rejected += p < 0.01
+    assert rejected <= 45  # 1.5 % of 3,000
 
 
-def test_merged_classes_are_each_expected_often_enough_and_keep_every_record() -> None:
-    """Whatever the shares and the size, the counts keep every record and the shares
-    sum to one; unless one category is left, every category is expected at least 5
-    times except a pool that took in the next smallest class."""
-    rng = np.random.default_rng(11)
-    for _ in range(2000):
-        k = int(rng.integers(2, 12))
-        shares = rng.dirichlet(np.full(k, 0.5))
-        n = int(rng.integers(1, 400))
-        counts, expected = merged_shares(rng.multinomial(n, shares), shares, n, 5.0)
-        assert counts.sum() == n and expected.sum() == pytest.approx(1.0)
-        if len(expected) > 1:
-            assert np.sort(expected * n)[1] >= 5.0 - 1e-9
+@given(st.lists(st.integers(0, 50), min_size=2, max_size=8),
+       st.lists(st.integers(0, 20), min_size=2, max_size=8))
+def test_no_tranche_gets_a_p_value_below_the_floor(counts: list[int],
+                                                   weights: list[int]) -> None:
+    k = min(len(counts), len(weights))
+    reference = np.array(weights[:k], float)
+    if reference.sum() == 0:
+        return
+    p, floor = share_test(np.array(counts[:k]), reference / reference.sum(), 1000, 5.0)
+    assert 0.0 <= floor <= p + 1e-12 <= 1.0 + 1e-12
 
 
 def test_wilson_is_scipys_and_empty_samples_have_no_interval() -> None:
