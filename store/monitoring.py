@@ -91,6 +91,26 @@ def add_trigger(db: Database, model_name: str, model_version: str, reasons: list
     return trigger
 
 
+def add_trigger_after_cooldown(db: Database, model_name: str, model_version: str,
+                               reasons: list[str], run_ids: list[str], command: str,
+                               cooldown_hours: float) -> tuple[Trigger | None, Trigger | None]:
+    """(the new trigger, None), or (None, the model version's last trigger) when that
+    one was made within ``cooldown_hours``: the check and the insert in one transaction
+    that no other process can interleave with for this model version, so two runs
+    ending together make one request."""
+    with db.exclusively(f"retrain_triggers:{model_name}:{model_version}"):
+        last = triggers(db, model_name, model_version)
+        if last and hours_since(last[-1].created_at) < cooldown_hours:
+            return None, last[-1]
+        return add_trigger(db, model_name, model_version, reasons, run_ids, command), None
+
+
+def hours_since(iso: str) -> float:
+    """Hours from an ISO-8601 time with its offset to now."""
+    then = dt.datetime.fromisoformat(iso)
+    return (dt.datetime.now(dt.timezone.utc) - then).total_seconds() / 3600
+
+
 def finish_trigger(db: Database, trigger_id: str, status: str, exit_code: int | None) -> None:
     db.update(RETRAIN_TRIGGERS, {"status": status, "command_exit_code": exit_code},
               {"trigger_id": trigger_id})

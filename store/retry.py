@@ -191,6 +191,9 @@ class RetryingDatabase(Database):
     def migration_lock(self) -> AbstractContextManager[None]:
         return self._conn.run(lambda db: db).migration_lock()
 
+    def exclusively(self, key: str) -> AbstractContextManager[None]:
+        return self._conn.run(lambda db: db).exclusively(key)
+
     def upsert(self, table: Table, rows: Sequence[tuple[Any, ...]],
                fence: Fence | None = None) -> int:
         return self._conn.run(lambda db: db.upsert(table, rows, fence))

@@ -16,7 +16,6 @@ its exit code recorded; the run exits 6.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from typing import Any
 
@@ -80,14 +79,15 @@ def _maybe_trigger(db: Database, database: DatabaseSettings, tracking: TrackingC
     runs = list(dict.fromkeys(latest[t][0] for t in streak))
     if not reasons:
         return None
-    last = monitoring.triggers(db, ref.name, ref.version)
-    if last and _hours_since(last[-1].created_at) < tracking.cooldown_hours:
+    trigger, recent = monitoring.add_trigger_after_cooldown(
+        db, ref.name, ref.version, reasons, runs or [run_id], tracking.command,
+        tracking.cooldown_hours)
+    if trigger is None:
+        assert recent is not None
         _LOG.warning("retraining would be requested (%s), but trigger %s is within the "
-                     "cooldown of %s h", "; ".join(reasons), last[-1].trigger_id,
+                     "cooldown of %s h", "; ".join(reasons), recent.trigger_id,
                      tracking.cooldown_hours)
         return None
-    trigger = monitoring.add_trigger(db, ref.name, ref.version, reasons, runs or [run_id],
-                                     tracking.command)
     _LOG.warning("retraining requested for %s:%s (trigger %s): %s", ref.name, ref.version,
                  trigger.trigger_id, "; ".join(reasons))
     status, code = "requested", None
@@ -109,8 +109,3 @@ def _streak(latest: dict[str, tuple[str, set[str]]], run_id: str, count: int) ->
     if not mine:
         return []
     return sorted((t for t in latest if t <= max(mine)), reverse=True)[:count]
-
-
-def _hours_since(iso: str) -> float:
-    then = dt.datetime.fromisoformat(iso)
-    return (dt.datetime.now(dt.timezone.utc) - then).total_seconds() / 3600

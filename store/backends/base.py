@@ -226,6 +226,12 @@ class Database:
         """A transaction that only one process at a time holds."""
         raise NotImplementedError
 
+    def exclusively(self, key: str) -> AbstractContextManager[None]:
+        """A transaction that only one process at a time holds for ``key`` (a
+        read-then-write decision no other process can interleave with; SQLite holds its
+        one writer's lock, whatever the key). Writes inside it join it."""
+        raise NotImplementedError
+
     def upsert(self, table: Table, rows: Sequence[tuple[Any, ...]],
                fence: Fence | None = None) -> int:
         """Insert or update ``rows`` (tuples in ``table.names`` order) by primary key, in

@@ -17,11 +17,12 @@ before trying a server (``sslmode=bogus``, ``service=nosuch``) are
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -297,8 +298,18 @@ class PostgresDatabase(Database):
 
     @contextmanager
     def migration_lock(self) -> Iterator[None]:
+        with self._locked(_MIGRATION_LOCK):
+            yield
+
+    def exclusively(self, key: str) -> AbstractContextManager[None]:
+        digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+        return self._locked(int.from_bytes(digest, "big", signed=True))
+
+    @contextmanager
+    def _locked(self, lock: int) -> Iterator[None]:
+        """A transaction holding the advisory lock ``lock`` until it ends."""
         with self._classified(), self.conn.transaction():
-            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", [_MIGRATION_LOCK])
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", [lock])
             yield
 
     @contextmanager

@@ -144,6 +144,9 @@ class SQLiteDatabase(Database):
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
+        if self.conn.in_transaction:  # inside ``exclusively``: its transaction is this one
+            yield
+            return
         with _classified():
             self.conn.execute("BEGIN IMMEDIATE")
         try:
@@ -157,6 +160,9 @@ class SQLiteDatabase(Database):
 
     def migration_lock(self) -> AbstractContextManager[None]:
         return self._tx()
+
+    def exclusively(self, key: str) -> AbstractContextManager[None]:
+        return self._tx()  # BEGIN IMMEDIATE: the database's one writer, whatever the key
 
     def upsert(self, table: Table, rows: Sequence[tuple[Any, ...]],
                fence: Fence | None = None) -> int:

@@ -113,3 +113,48 @@ def test_latest_by_tranche_holds_the_figures_of_each_days_last_scoring(db: Datab
     assert "2026-01-06" not in monitoring.latest_by_tranche(db, "demo", "1", ["class_psi"],
                                                             "r9", "alert")
     assert monitoring.latest_by_tranche(db, "demo", "1", [], "r5", "alert") == {}
+
+
+def test_two_runs_ending_together_make_one_request_within_the_cooldown(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each reads the model version's triggers, sees none, and writes one: unless the
+    read and the write are one transaction no other process interleaves with, both
+    write (a pause after the read lets the other read too)."""
+    import threading
+    import time
+
+    setup = connect(db_url)
+    setup.init_schema()
+    setup.close()
+    read = monitoring.triggers
+
+    def slow_read(*args: Any, **kwargs: Any) -> Any:
+        found = read(*args, **kwargs)
+        time.sleep(0.5)
+        return found
+
+    monkeypatch.setattr(monitoring, "triggers", slow_read)
+    made: list[tuple[Any, Any]] = []
+
+    def request(run_id: str) -> None:
+        conn = connect(db_url)
+        try:
+            made.append(monitoring.add_trigger_after_cooldown(
+                conn, "demo", "1", ["accuracy alert"], [run_id], "", cooldown_hours=24))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=request, args=(run,)) for run in ("rA", "rB")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    monkeypatch.undo()
+    check = connect(db_url)
+    try:
+        assert len(monitoring.triggers(check, "demo", "1")) == 1
+    finally:
+        check.close()
+    [(new, none)] = [m for m in made if m[0] is not None]
+    [(none2, recent)] = [m for m in made if m[0] is None]
+    assert none is None and none2 is None and recent.trigger_id == new.trigger_id
