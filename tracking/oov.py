@@ -8,9 +8,12 @@ that error is kept, whatever the number of documents. For the tokens the sketch 
 most, it keeps ``EXAMPLES`` example document ids: the ones whose id hashes lowest (a
 uniform, deterministic sample that two sketches merge exactly); at most
 ``2 * EXAMPLE_TOKENS`` tokens keep examples, the rest are dropped by their sketch
-estimate; tokens are kept to ``TOKEN_CHARS`` characters and ids to ``ID_CHARS``. So a
-sketch, and the merge of any number of them across workers, stays a few tens of
-kilobytes.
+estimate (ties by token). A token dropped from a partial merge loses the examples it
+had there, so the examples of a token that was not among the most frequent everywhere
+can depend on how the workers' sketches were merged: they are illustrations, not a
+record; its counts never do beyond the sketch's error. Tokens are kept to
+``TOKEN_CHARS`` characters and ids to ``ID_CHARS``. So a sketch, and the merge of any
+number of them across workers, stays a few tens of kilobytes.
 
 ``new_tokens`` compares a tranche's sketch with the reference's: the tokens whose share
 of documents, at the least the tranche's sketch allows, grew most above the most the
@@ -107,7 +110,8 @@ class OovTokens:
             kept = self._examples.get(word, []) + examples
             self._examples[word] = heapq.nsmallest(EXAMPLES, set(kept))
         if len(self._examples) > 2 * EXAMPLE_TOKENS:  # keep the most frequent tokens'
-            kept_words = heapq.nlargest(EXAMPLE_TOKENS, self._examples, key=self._s.get_estimate)
+            kept_words = heapq.nlargest(EXAMPLE_TOKENS, self._examples,
+                                        key=lambda w: (self._s.get_estimate(w), w))
             self._examples = {w: self._examples[w] for w in kept_words}
 
     @property
