@@ -29,7 +29,17 @@ later caller runs or reads. An array's wrapper is judged by the state it ends up
 reference TF-IDF + logistic regression pipeline needs nine globals, an SGD pipeline
 ten (``NumpyArrayWrapper``, ``ndarray``, ``dtype``, a float type, numpy's ``scalar``,
 ``Pipeline``, ``TfidfVectorizer``, ``TfidfTransformer``, the classifier, its loss).
-``allow_pickle`` lifts the restriction entirely.
+
+Allowed classes are not enough: a scikit-learn estimator runs what its attributes tell
+it to (a ``Pipeline``'s ``memory`` reads joblib's cache with an unrestricted unpickler;
+``StackingClassifier`` calls the method its ``stack_method_`` names; a vectoriser with
+``input="filename"`` opens each text as a path). So once unpickled, the model's object
+graph is checked too (``check_values``): every scikit-learn object in it, at any depth,
+may hold only the values ``VALUE_RULES`` allows in the attributes it names, and no
+function or method anywhere; the first value refused raises ``UntrustedValue`` naming
+its path (``steps[1][1].estimators_[0].memory``). Process pools are never started from
+a scoring worker: every ``n_jobs`` in the graph is set to None (one process; the
+predictions are the same). ``allow_pickle`` lifts the restriction entirely.
 """
 
 from __future__ import annotations
@@ -252,6 +262,95 @@ def _restricted_unpickler(fileobj: Any, policy: Policy, globals_used: set[str]) 
     return RestrictedUnpickler("", fileobj, True)
 
 
+class UntrustedValue(UntrustedGlobal):
+    """The unpickled model holds a value that would make it run other code than its
+    own: an attribute outside ``VALUE_RULES``, or a function."""
+
+    def __init__(self, path: str, value: Any, why: str):
+        pickle.UnpicklingError.__init__(
+            self, f"refusing to load a model artifact whose {path} is {_shown(value)}: "
+            f"{why}; the restriction can be lifted (--allow-pickle, inference.allow_pickle)")
+        self.name = path
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+_METHODS = frozenset({"predict_proba", "decision_function", "predict"})
+# Attributes of scikit-learn objects that choose what code runs, and what each may hold:
+# a set of values, or a test of the value. An attribute absent or None elsewhere is fine.
+VALUE_RULES: dict[str, tuple[str, Any]] = {
+    "memory": ("joblib's cache is read back with an unrestricted unpickler", {None}),
+    "stack_method_": ("it names the method called on each estimator",
+                      lambda v: isinstance(v, (list, tuple))
+                      and all(m in _METHODS for m in v)),
+    "response_method": ("it names the method called on the estimator",
+                        lambda v: v in _METHODS | {"auto"} or (
+                            isinstance(v, (list, tuple)) and all(m in _METHODS for m in v))),
+    "input": ("a vectoriser would open each text as a file", {"content"}),
+    "analyzer": ("only scikit-learn's own analysers run", {"word", "char", "char_wb"}),
+    "tokenizer": ("only scikit-learn's own tokeniser runs", {None}),
+    "preprocessor": ("only scikit-learn's own preprocessor runs", {None}),
+    "func": ("FunctionTransformer would call it on every batch", {None}),
+    "inverse_func": ("FunctionTransformer would call it", {None}),
+    "importance_getter": ("it names what is read for feature importances",
+                          lambda v: v == "auto" or (isinstance(v, str) and all(
+                              part.isidentifier() for part in v.split("."))
+                              and v.endswith("_"))),
+}
+_PLAIN = (str, bytes, int, float, bool, type(None), type)  # nothing to walk into
+_CALLABLE_TYPES = (types.FunctionType, types.BuiltinFunctionType, types.MethodType,
+                   types.MethodDescriptorType, types.WrapperDescriptorType,
+                   types.MethodWrapperType, types.BuiltinMethodType, staticmethod,
+                   classmethod, property)
+
+
+def check_values(model: Any) -> None:
+    """Refuse (``UntrustedValue``) a model whose object graph holds a function, or a
+    scikit-learn object with an attribute outside ``VALUE_RULES``; set every ``n_jobs``
+    in it to None. Objects of other classes (a class trusted by name) are walked into
+    but their attributes are theirs; arrays of numbers are not walked."""
+    import numpy as np
+
+    seen: set[int] = set()
+    todo: list[tuple[str, Any]] = [("model", model)]
+
+    def walk(path: str, items: Iterable[tuple[Any, Any]]) -> None:
+        todo.extend((f"{path}[{k!r}]", v) for k, v in items if not isinstance(v, _PLAIN))
+
+    while todo:
+        path, obj = todo.pop()
+        if id(obj) in seen or isinstance(obj, _PLAIN):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, _CALLABLE_TYPES):
+            raise UntrustedValue(path, obj, "a function, which the model would call")
+        if isinstance(obj, np.ndarray):
+            if obj.dtype.hasobject:
+                walk(path, enumerate(obj.ravel().tolist()))
+            continue
+        if isinstance(obj, dict):
+            walk(path, obj.items())
+            continue
+        if isinstance(obj, (list, tuple, set, frozenset)):
+            walk(path, enumerate(obj))
+            continue
+        state = getattr(obj, "__dict__", None)
+        if not isinstance(state, dict):
+            continue
+        if (type(obj).__module__ or "").split(".")[0] == "sklearn":
+            for name, (why, allowed) in VALUE_RULES.items():
+                value = state.get(name)
+                if value is not None and not (allowed(value) if callable(allowed) else
+                                              isinstance(value, str) and value in allowed):
+                    raise UntrustedValue(f"{path}.{name}", value, why)
+            if state.get("n_jobs") is not None:
+                state["n_jobs"] = None
+        todo += [(f"{path}.{k}", v) for k, v in state.items()]
+
+
 def check_globals(names: Iterable[str], policy: Policy) -> None:
     """Raise ``UntrustedGlobal`` for the first of ``names`` (``module.name``, as recorded
     in a model's metadata) that ``policy`` refuses by name alone; imports nothing (the
@@ -277,4 +376,6 @@ def load_restricted(data: bytes, policy: Policy) -> tuple[Any, list[str]]:
             raise pickle.UnpicklingError("artifact written by joblib < 0.10; save it again")
         globals_used: set[str] = set()
         obj = _restricted_unpickler(fileobj, policy, globals_used).load()
+    if not policy.allow_pickle:
+        check_values(obj)
     return obj, sorted(globals_used)

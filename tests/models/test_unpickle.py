@@ -356,3 +356,91 @@ def test_setting_the_state_of_a_shared_instance_a_call_returns_is_refused() -> N
     with pytest.raises(UntrustedGlobal, match="MaskedConstant, whose attributes"):
         load_restricted(_dump({"model": Planted()}), Policy())
     assert (np.ma.masked.data.tobytes(), bool(np.ma.masked.mask)) == before
+
+
+# ------------------------------------------------------------------ values of the graph
+
+
+def _stacked_through_fit(cache: Path) -> Any:
+    """Allowed classes only, steered into running other code: a stacking classifier
+    that calls ``fit`` (named by ``stack_method_``) on a pipeline whose ``memory``
+    reads joblib's cache (unrestricted) from ``cache``."""
+    from sklearn.ensemble import StackingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    inner = Pipeline([("ft", FunctionTransformer()), ("last", "passthrough")],
+                     memory=str(cache))
+    final = LogisticRegression().fit(np.array([[0.0], [1.0]]), ["a", "b"])
+    stack = StackingClassifier([("p", inner)], final_estimator=final)
+    stack.estimators_, stack.stack_method_ = [inner], ["fit"]
+    stack.final_estimator_, stack.classes_ = final, final.classes_
+    return Pipeline([("stack", stack)])
+
+
+def test_allowed_classes_steered_into_other_code_are_refused_naming_the_value(
+        tmp_path: Path) -> None:
+    """The classes are all allowed; the values that choose what runs are not: the
+    first one found is named by its path, and nothing of the model is called."""
+    model = _stacked_through_fit(tmp_path / "cache")
+    with pytest.raises(UntrustedGlobal, match=r"model\.steps\[0\]\[1\]\.(stack_method_ is "
+                                              r"\['fit'\]|estimators_\[0\]\.memory is )"):
+        load_restricted(_dump(model), Policy())
+    model.steps[0][1].stack_method_ = ["predict_proba"]  # memory alone is refused too
+    with pytest.raises(UntrustedGlobal, match=r"\.memory is .*unrestricted unpickler"):
+        load_restricted(_dump(model), Policy())
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("make, attribute", [
+    (lambda: __import__("sklearn.feature_extraction.text", fromlist=["x"])
+     .TfidfVectorizer(input="filename"), "input"),
+    (lambda: __import__("sklearn.feature_extraction.text", fromlist=["x"])
+     .CountVectorizer(analyzer=np.bool_), "analyzer"),
+    (lambda: __import__("sklearn.preprocessing", fromlist=["x"])
+     .FunctionTransformer(np.bool_), "func"),
+    (lambda: __import__("sklearn.feature_selection", fromlist=["x"])
+     .SelectFromModel(None, importance_getter="estimator_.fit"), "importance_getter"),
+])
+def test_values_that_choose_code_are_refused(make: Any, attribute: str) -> None:
+    with pytest.raises(UntrustedGlobal, match=rf"model\.{attribute} is "):
+        load_restricted(_dump(make()), Policy())
+
+
+def test_a_function_anywhere_in_the_model_is_refused() -> None:
+    """Even one the unpickler trusts as a reconstructor: stored, it would be called."""
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression().fit(np.array([[0.0], [1.0]]), [0, 1])
+    model.helpers_ = {"make": copyreg_reconstructor()}
+    with pytest.raises(UntrustedGlobal, match=r"model\.helpers_\['make'\] is .*a function"):
+        load_restricted(_dump(model), Policy())
+
+
+def copyreg_reconstructor() -> Any:
+    import copyreg
+
+    return copyreg._reconstructor  # type: ignore[attr-defined]
+
+
+def test_process_pools_are_never_started_from_a_loaded_model() -> None:
+    """``n_jobs`` anywhere in the graph is set to None: one process, same predictions."""
+    from sklearn.ensemble import BaggingClassifier, RandomForestClassifier
+    from sklearn.pipeline import Pipeline
+
+    x, y = np.random.default_rng(0).normal(size=(60, 4)), np.arange(60) % 2
+    model = Pipeline([("bag", BaggingClassifier(RandomForestClassifier(3, n_jobs=-1),
+                                                n_estimators=2, n_jobs=2, random_state=0))])
+    model.fit(x, y)
+    loaded, _ = load_restricted(_dump(model), Policy())
+    bag = loaded.named_steps["bag"]
+    assert bag.n_jobs is None and {e.n_jobs for e in bag.estimators_} == {None}
+    assert np.array_equal(loaded.predict_proba(x), model.predict_proba(x))
+
+
+def test_beamscores_own_recipe_passes_the_value_check(trained_model: Any) -> None:
+    """The reference recipe's model passes as it is (its vocabulary walked in passing)."""
+    from models.unpickle import check_values
+
+    check_values(trained_model)  # refuses nothing of beamscore's own recipe
