@@ -2,9 +2,13 @@
 
 ``call_with_deadline(fn, seconds)`` forks the calling process (the child shares the
 loaded model copy-on-write, so nothing is loaded again), runs ``fn`` there and sends
-its pickled result back through a pipe. If the result is not complete within
-``seconds``, the child is killed with SIGKILL and reaped: no thread keeps running and
-no process is left behind. With ``seconds=None`` there is no deadline: the call is only
+its pickled result back through a pipe, its length first: the result is complete when
+that many bytes have come, whoever else holds the pipe open. The child leads a process
+group of its own, and once the call is over (a result, a timeout, a death) that whole
+group is killed with SIGKILL and the child reaped: whatever the call started (a
+process pool, a helper) goes with it, no thread keeps running and no process is left
+behind. A child that closes its pipe without a result is waited for until the
+deadline, then killed as a timeout. With ``seconds=None`` there is no deadline: the call is only
 kept apart, so that a crash of the code it runs (a segfault in a native library) ends
 the child, reported as ``died`` with the signal's name, not the caller. The child
 never returns into the caller's code: it leaves with ``os._exit``, so it runs no
@@ -32,6 +36,7 @@ import os
 import pickle
 import select
 import signal
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 _FORKING = threading.Lock()  # held from a call's pipe to its parent's close of the write end
+_LENGTH = struct.Struct("<Q")  # the length of a result, before it
 _PR_SET_PDEATHSIG = 1
 try:
     _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
@@ -66,26 +72,55 @@ def call_with_deadline(fn: Callable[[], Any], seconds: float | None) -> Outcome:
         if pid == 0:  # the child
             _child(fn, write_fd, parent)
         os.close(write_fd)
+    deadline = None if seconds is None else time.monotonic() + seconds
+    timeout = Outcome("timeout", message=f"took longer than {seconds or 0:.3g} s")
     try:
-        data = _read_until(read_fd, None if seconds is None else time.monotonic() + seconds)
-    except BaseException:  # a signal's exception (SIGINT, SIGTERM) while waiting
-        _kill(pid)
-        raise
-    finally:
-        os.close(read_fd)
-    if data is None:
-        _kill(pid)
-        return Outcome("timeout", message=f"took longer than {seconds:.3g} s")
-    _, status = os.waitpid(pid, 0)
-    if not data:
+        data = _read_result(read_fd, deadline)
+        if data is None:
+            return timeout
+        if data:
+            outcome: Outcome = pickle.loads(data)
+            return outcome
+        status = _exit_status(pid, deadline)  # the pipe closed without a result
+        if status is None:
+            return timeout
         how = ended_by(status)
         return Outcome("died", message=f"the scoring process died ({how})", ended=how)
-    outcome: Outcome = pickle.loads(data)
-    return outcome
+    finally:  # a result, a timeout, a death or a signal's exception while waiting
+        os.close(read_fd)
+        _end_group(pid)
 
 
-def _kill(pid: int) -> None:
-    os.kill(pid, signal.SIGKILL)
+def _exit_status(pid: int, deadline: float | None) -> int | None:
+    """The wait status of the child ``pid`` once it has ended, left unreaped (so its
+    process group stays its own until ``_end_group``); None if it runs past
+    ``deadline``."""
+    pause = 0.001
+    while True:
+        found = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        if found is not None:
+            return _wait_status(found)
+        if deadline is not None and time.monotonic() >= deadline:
+            return None
+        time.sleep(pause)
+        pause = min(0.05, pause * 2)
+
+
+def _wait_status(info: Any) -> int:
+    """A ``waitid`` result as the wait status ``os.waitpid`` would give."""
+    if info.si_code == os.CLD_EXITED:
+        return (info.si_status & 0xFF) << 8
+    return info.si_status & 0x7F  # killed or dumped by a signal
+
+
+def _end_group(pid: int) -> None:
+    """SIGKILL to the child's process group (it, and whatever it started), then reap
+    the child. The child is not reaped before the kill, so its id, the group's, cannot
+    have been given to another process."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):  # the group has no process left
+        pass
     os.waitpid(pid, 0)
 
 
@@ -117,6 +152,7 @@ def signal_words(number: int) -> str:
 def _child(fn: Callable[[], Any], write_fd: int, parent: int) -> None:
     code = 0
     try:
+        os.setsid()  # a process group of its own: killed whole when the call is over
         os.closerange(3, write_fd)  # every descriptor from 3 up but the pipe's write end
         os.closerange(max(3, write_fd + 1), os.sysconf("SC_OPEN_MAX"))
         _die_with(parent)
@@ -127,7 +163,7 @@ def _child(fn: Callable[[], Any], write_fd: int, parent: int) -> None:
         except BaseException as exc:  # noqa: BLE001 - reported to the parent
             outcome = Outcome("error", message=f"{type(exc).__name__}: {exc}"[:500])
         payload = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
-        view = memoryview(payload)
+        view = memoryview(_LENGTH.pack(len(payload)) + payload)
         while view:
             view = view[os.write(write_fd, view):]
     except BaseException:  # noqa: BLE001 - the parent sees a short read
@@ -147,12 +183,14 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def _read_until(fd: int, deadline: float | None) -> bytes | None:
-    """Everything written to ``fd`` until EOF, or None at the deadline (None: none)."""
+def _read_result(fd: int, deadline: float | None) -> bytes | None:
+    """The result the child writes to ``fd`` (its length, then its bytes); b"" if the
+    pipe closes before it is whole; None at the deadline (None: none)."""
     chunks: list[bytes] = []
+    have, want = 0, None
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    while True:
+    while want is None or have < want:
         if deadline is None:
             poller.poll()
         else:
@@ -161,5 +199,11 @@ def _read_until(fd: int, deadline: float | None) -> bytes | None:
                 return None
         chunk = os.read(fd, 1 << 20)
         if not chunk:
-            return b"".join(chunks)
+            return b""
         chunks.append(chunk)
+        have += len(chunk)
+        if want is None and have >= _LENGTH.size:
+            head = b"".join(chunks)
+            want = _LENGTH.size + _LENGTH.unpack_from(head)[0]
+            chunks = [head]
+    return b"".join(chunks)[_LENGTH.size:want]

@@ -73,6 +73,48 @@ def test_a_call_over_its_limit_is_killed_and_reaped() -> None:
     assert _children() == before  # killed and reaped: no process left behind
 
 
+def _start_helper(pid_file: Path) -> None:
+    """What a library starting a helper process does: a child of the call's process,
+    holding the call's pipe open, living on after the call has returned."""
+    helper = os.fork()
+    if helper == 0:
+        time.sleep(60)
+        os._exit(0)
+    pid_file.write_text(str(helper))
+
+
+def test_what_a_call_started_ends_with_it_and_does_not_hold_its_result_back(
+        tmp_path: Path) -> None:
+    """A helper the call left running holds the result's pipe open: the result is
+    whole by its length, not by the pipe's end, and the helper is killed with the call's
+    process group."""
+    pid_file = tmp_path / "helper"
+    started = time.monotonic()
+    outcome = call_with_deadline(lambda: _start_helper(pid_file) or 42, 30)
+    assert (outcome.status, outcome.value) == ("ok", 42)
+    assert time.monotonic() - started < 5
+    helper = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(helper) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(helper)
+
+
+def test_a_call_that_closes_its_pipe_and_hangs_is_a_timeout_at_its_deadline() -> None:
+    """No result and no end: waited for until the deadline, not past it, then killed."""
+    def close_then_hang() -> None:
+        os.closerange(3, 1024)
+        time.sleep(3600)
+
+    before = _children()
+    started = time.monotonic()
+    outcome = call_with_deadline(close_then_hang, 0.5)
+    assert outcome.status == "timeout" and time.monotonic() - started < 5
+    assert _children() == before
+    outcome = call_with_deadline(lambda: os.closerange(3, 1024) or os._exit(4), 30)
+    assert outcome.status == "died" and "exit status 4" in outcome.message
+
+
 def test_calls_from_threads_at_once_end_when_their_own_child_does(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A slow call and a quick one from two threads: the quick one's child must not be
