@@ -212,6 +212,13 @@ class DatabaseSession(Reconnecting):
         finally:
             writer.release()
 
+    def hold(self) -> None:
+        """Hold a connection (and its slot), waiting for one if need be: what a writer
+        does before it books rows against the rate limit, so that it never holds a
+        booking while it waits for a slot (which a holder waiting for budget would
+        never give up)."""
+        self.run(lambda db: None)
+
     def write(self, fn: Callable[[Database], T]) -> T:
         """``run(fn)`` for one write transaction (see the module's docstring). The
         writer lock is taken only once the connection (and its slot) is held, never

@@ -303,3 +303,47 @@ def test_whatever_the_input_and_the_contention_every_row_once_in_whole_writes(
     assert written == reference
     assert sqlite_rows(path, "SELECT count(*), count(DISTINCT doc_id) FROM predictions") == [
         (total, total)]
+
+
+def test_writers_under_a_rate_limit_and_one_connection_slot_never_wait_for_each_other(
+        tmp_path: Path) -> None:
+    """One connection slot, 300 rows a second, writes of 75 rows. A writer keeps its
+    slot after a quick write; four others then want to write. Were they to book their
+    rows against the rate before waiting for the slot, their bookings would fill the
+    second's budget, and the holder's next write would wait for budget while holding
+    the slot they wait for, until their wait timed out. A writer takes its slot first,
+    then books: every write is done in seconds, none fails."""
+    db = DatabaseSettings(f"sqlite:///{tmp_path / 'r.db'}", batch_rows=75, max_connections=1,
+                          max_rows_per_second=300, state_dir=str(tmp_path / "state"),
+                          lease_seconds=4, max_retries=0)  # a slot waited 4 s for: failed
+    fns = [WriteToDatabase(SinkSettings(db), CTX, str(tmp_path / "out"))._fn
+           for _ in range(5)]
+    for fn in fns:
+        fn.setup()
+        fn.start_bundle()
+    rows = [fn._table.prepare(batch(f"w{k}", 0, 75))[0].rows for k, fn in enumerate(fns)]
+    holder, waiters = fns[0], fns[1:]
+    holder.write(rows[0])  # quick: the holder keeps its slot
+    errors: list[BaseException] = []
+
+    def write(fn: Any, part: list[Any]) -> None:
+        try:
+            fn.write(part)
+            list(fn.finish_bundle())  # its bundle ends: its slot is free
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(fn, part), daemon=True)
+               for fn, part in zip(waiters, rows[1:])]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    holder.write(rows[0])  # its next write, the others waiting for its slot
+    for t in threads:
+        t.join(timeout=20)
+    assert not errors, errors
+    assert time.monotonic() - started < 8
+    assert _written(tmp_path / "r.db") == 375
+    for fn in fns:
+        fn.teardown()
