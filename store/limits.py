@@ -107,7 +107,10 @@ class SlidingWindowLimiter:
     long a write waits between its booking and its commit.
     An in-flight write names its host and process: a writer of this host killed between
     booking and commit holds no budget once its process is gone; one of another host
-    (Redis) is judged by age, ``STALE_SECONDS``.
+    (Redis) is judged by age, ``STALE_SECONDS``. A clock stepped back (an NTP
+    correction, a restored VM) leaves times in the state that are later than now: they
+    count as now, and the schedule is at most one second and one write ahead of now,
+    so writers wait at most that, not the size of the step.
     """
 
     STALE_SECONDS = 300.0  # an in-flight entry this old belongs to a dead writer
@@ -126,9 +129,13 @@ class SlidingWindowLimiter:
             # Keep commits of the last second and in-flight writes of live writers
             # (one that crashed between booking and commit is gone at once, by its
             # process, else after STALE_SECONDS).
-            state["log"] = [e for e in state["log"] if (e[3] and e[2] > now - 1.0)
-                            or (not e[3] and e[2] > now - self.STALE_SECONDS
-                                and _alive(e[4:]))]
+            log = [e for e in state["log"] if (e[3] and e[2] > now - 1.0)
+                   or (not e[3] and e[2] > now - self.STALE_SECONDS and _alive(e[4:]))]
+            for e in log:  # a time later than now: the clock stepped back since
+                e[2] = min(e[2], now)
+            largest = max((e[1] for e in log), default=0)
+            state["log"] = log
+            state["next"] = min(state["next"], now + 1.0 + largest / self.rate)
             return fn(state, now)
 
         return self._store.update(pruned)

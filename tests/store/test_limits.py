@@ -131,6 +131,32 @@ def test_limiter_schedule_on_a_patched_clock(tmp_path: Any, rate: float, batch: 
     assert average >= 0.8 * rate
 
 
+@pytest.mark.parametrize("kind", ["machine", "redis"])
+def test_a_clock_stepped_back_costs_writers_a_second_not_the_step(
+        tmp_path: Any, kind: str) -> None:
+    """An NTP correction or a restored VM sets the clock back an hour: the times in the
+    state are then later than now, and count as now; the next write waits at most a
+    second and one write, and the writes after it keep the rate."""
+    t = FakeTime()
+    writers = [_fake_limiter(t, tmp_path, 300, kind=kind) for _ in range(2)]
+    for i in range(4):
+        writers[i % 2].allow(hits_added=75)
+        t.now += 0.01
+        writers[i % 2].done()
+    t.now -= 3600.0
+    started = t.now
+    writers[0].allow(hits_added=75)
+    writers[0].done()
+    assert t.now - started <= 1.0 + 75 / 300 + 0.01
+    commits = []
+    for i in range(40):
+        writers[i % 2].allow(hits_added=75)
+        t.now += 0.01
+        commits.append(t.now)
+        writers[i % 2].done()
+    assert _worst_window(commits, 75) <= 300
+
+
 def test_dead_writer_in_flight_entry_expires(tmp_path: Any) -> None:
     t = FakeTime()
     limiter = _fake_limiter(t, tmp_path, 100, "y")
