@@ -376,6 +376,9 @@ class LockWaitTimeout(TransientDatabaseError):
 
 class RedisSlots:
     """At most ``n`` holders job-wide; a slot expires after ``ttl`` s if its holder dies.
+    A slot names its holder (process, pid namespace, host): a waiter frees at once the
+    slot of a holder of its own host whose process is gone (a run killed with SIGKILL),
+    as the rate log's in-flight writes are; another host's is freed by its TTL.
     Waiters count themselves in a key that expires with them (``contended``); a wait
     gives up after ``timeout`` seconds (``LockWaitTimeout``)."""
 
@@ -387,7 +390,7 @@ class RedisSlots:
         self._keys = [f"beamscore:slot:{digest}:{i}" for i in range(n)]
         self._waiting = f"beamscore:slotwait:{digest}"
         self._ttl = ttl
-        self._token = uuid.uuid4().hex
+        self._token = json.dumps([uuid.uuid4().hex, os.getpid(), _PID_NAMESPACE, _HOST])
         self._held: str | None = None
 
     def _try_all(self) -> bool:
@@ -403,13 +406,17 @@ class RedisSlots:
         started = self._clock() if started is None else started
         if self._held is not None:
             return 0.0
+        self._free_dead_holders()
         while not self._try_all():
             # Counted as waiting for at most 30 s at a time, before the count expires.
             self._client.incr(self._waiting)
             self._client.expire(self._waiting, 60)
             try:
-                deadline = self._clock() + 30
+                deadline, look_again = self._clock() + 30, self._clock() + 1.0
                 while self._clock() < deadline and not self._try_all():
+                    if self._clock() >= look_again:
+                        self._free_dead_holders()
+                        look_again = self._clock() + 1.0
                     if self._clock() - started >= self._timeout:
                         raise LockWaitTimeout(f"every connection slot of the job "
                                               f"({len(self._keys)}, in Redis)",
@@ -420,6 +427,21 @@ class RedisSlots:
             if self._held is not None:
                 break
         return self._clock() - started
+
+    def _free_dead_holders(self) -> None:
+        """Delete the slots whose holder is a process of this host that is gone (only
+        if the slot still names it)."""
+        for key, value in zip(self._keys, self._client.mget(self._keys)):
+            if value is None:
+                continue
+            try:
+                owner = json.loads(value)[1:]
+            except (ValueError, TypeError, IndexError):  # another version's token
+                continue
+            if not _alive(owner):
+                self._client.eval(
+                    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+                    "return redis.call('DEL', KEYS[1]) end return 0", 1, key, value)
 
     def keep(self) -> bool:
         """Whether this holder still holds its slot, its expiry renewed (``ttl`` seconds

@@ -313,6 +313,27 @@ def test_a_redis_slot_is_renewed_while_used_and_lost_once_expired(redis_ok: None
     a.release()
 
 
+def test_a_redis_slot_of_a_killed_holder_of_this_host_is_freed_at_once(
+        redis_ok: None) -> None:
+    """A run killed with SIGKILL leaves its slot in Redis for the TTL (10 minutes): a
+    waiter of the same host sees that its holder's process is gone and takes it at
+    once; a live holder's slot is waited for as ever."""
+    name = uuid.uuid4().hex
+    child = os.fork()
+    if child == 0:  # takes the only slot and dies holding it
+        RedisSlots(REDIS, name, 1, ttl=600).try_acquire()
+        os._exit(0)
+    os.waitpid(child, 0)
+    waiter = RedisSlots(REDIS, name, 1, timeout=5.0)
+    started = time.monotonic()
+    waiter.acquire()
+    assert time.monotonic() - started < 1.0
+    other = RedisSlots(REDIS, name, 1, timeout=0.5)
+    with pytest.raises(LockWaitTimeout):  # the waiter lives: its slot stays its own
+        other.acquire()
+    waiter.release()
+
+
 def _digest(name: str) -> str:
     import hashlib
 
