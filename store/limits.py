@@ -44,6 +44,7 @@ import os
 import re
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -378,9 +379,11 @@ class RedisSlots:
     """At most ``n`` holders job-wide; a slot expires after ``ttl`` s if its holder dies.
     A slot names its holder (process, pid namespace, host): a waiter frees at once the
     slot of a holder of its own host whose process is gone (a run killed with SIGKILL),
-    as the rate log's in-flight writes are; another host's is freed by its TTL.
-    Waiters count themselves in a key that expires with them (``contended``); a wait
-    gives up after ``timeout`` seconds (``LockWaitTimeout``)."""
+    as the rate log's in-flight writes are; another host's is freed by its TTL. A slot
+    held is renewed every third of its TTL by a thread of its holder, idle or not, so a
+    writer that sits idle between writes (a slow model) keeps it, and its connection
+    stays within the cap. Waiters count themselves in a key that expires with them
+    (``contended``); a wait gives up after ``timeout`` seconds (``LockWaitTimeout``)."""
 
     def __init__(self, redis_url: str, name: str, n: int, ttl: int = 600,
                  timeout: float = float("inf"), clock: Callable[[], float] = time.monotonic):
@@ -397,8 +400,21 @@ class RedisSlots:
         for key in self._keys:
             if self._client.set(key, self._token, nx=True, ex=self._ttl):
                 self._held = key
+                self._renew_while_held(key)
                 return True
         return False
+
+    def _renew_while_held(self, key: str) -> None:
+        """Renew ``key``'s TTL every third of it while this holder holds it (a daemon
+        thread: a dead holder's slot still expires)."""
+        def renew() -> None:
+            while self._held == key and not stop.wait(self._ttl / 3):
+                with contextlib.suppress(Exception):  # Redis away: the next use says so
+                    if self._held == key:
+                        self.keep()
+        stop = threading.Event()
+        self._stop_renewing = stop
+        threading.Thread(target=renew, name="beamscore-slot", daemon=True).start()
 
     def acquire(self, poll: float = 0.01, started: float | None = None) -> float:
         """Blocks until a slot is free, for at most ``timeout`` seconds since ``started``
@@ -477,6 +493,7 @@ class RedisSlots:
         """Give the slot up; with Redis away, it is given up when its TTL runs out."""
         if self._held is not None:
             held, self._held = self._held, None
+            self._stop_renewing.set()
             try:  # delete only our own token (a slot that expired may be another's)
                 self._client.eval(
                     "if redis.call('GET', KEYS[1]) == ARGV[1] then "
