@@ -43,7 +43,7 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -56,6 +56,8 @@ ALIASES_FILE = "aliases.json"
 CLAIM_FILE = ".claimed"  # a version's number, taken by the registration writing it
 PRODUCTION = "production"  # the alias ``NAME`` alone resolves to
 SMOKE_TEST_SECONDS = 60.0  # a registered file's predict_proba on one text, at most
+T = TypeVar("T")
+REFERENCE_SECONDS = 1800.0  # its reference profile (--reference: a sample scored), at most
 _LOG = logging.getLogger("beamscore")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _VERSION = re.compile(r"^[1-9][0-9]{0,17}$")
@@ -414,20 +416,24 @@ class ModelRegistry:
         extra: dict[str, Any] | None = None, policy: Policy | None = None,
         reference: Callable[[Any], dict[str, bytes]] | None = None,
         smoke_seconds: float = SMOKE_TEST_SECONDS,
+        reference_seconds: float = REFERENCE_SECONDS,
     ) -> ModelRef:
         """Adopt a joblib file handed over by a data scientist, loaded under ``policy``
         like any artifact: a file that names untrusted globals is refused unrun, and one
         whose ``predict_proba`` fails, hangs or crashes its process on one text
         (``smoke_test``) is refused.
-        ``reference(model)`` gives the files to store beside it (its reference profile)."""
+        ``reference(model)`` gives the files to store beside it (its reference profile);
+        it runs the model's code on many texts, so it runs apart as the smoke test does,
+        in a child process killed after ``reference_seconds``."""
         policy = policy or Policy()
         model, _ = _unpickle(_read_bytes(path), policy, path)
         if not hasattr(model, "predict_proba"):
             raise RegistryError(f"{path}: object has no predict_proba; not a usable classifier")
         smoke_test(model, path, smoke_seconds)
+        files = _apart(lambda: reference(model), path, "its reference profile",
+                       reference_seconds) if reference else None
         return self.register(name, model, preprocessing=preprocessing, source=f"file:{path}",
-                             extra=extra, policy=policy,
-                             files=reference(model) if reference else None)
+                             extra=extra, policy=policy, files=files)
 
     def promote(self, name: str, version: str, alias: str = PRODUCTION, *,
                 unless_set: bool = False) -> None:
@@ -445,6 +451,23 @@ class ModelRegistry:
             return json.dumps(aliases | {alias: version}, indent=2).encode()
 
         _update(path, change)
+
+
+def _apart(fn: Callable[[], T], path: str, what: str, seconds: float) -> T:
+    """``fn()`` run in a child process killed after ``seconds`` (``models.deadline``):
+    the model's code that fails, hangs or crashes costs the child, and the file is
+    refused with a ``RegistryError`` saying so."""
+    outcome = call_with_deadline(fn, seconds)
+    if outcome.status == "timeout":
+        raise RegistryError(f"{path}: {what} took longer than {seconds:.3g} s (the model "
+                            "hangs or is far too slow); not registered")
+    if outcome.status == "died":
+        raise RegistryError(f"{path}: {what} crashed its process ({outcome.ended}); "
+                            "not registered")
+    if outcome.status != "ok":
+        raise RegistryError(f"{path}: {what} failed: {outcome.message}; not registered")
+    value: T = outcome.value
+    return value
 
 
 def smoke_test(model: Any, path: str, seconds: float = SMOKE_TEST_SECONDS) -> None:

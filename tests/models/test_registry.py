@@ -538,3 +538,37 @@ def test_register_file_refuses_a_model_that_hangs_or_crashes_its_smoke_test(
                           smoke_seconds=0.5)
     assert str(refused.value).startswith(f"{path}: ")
     assert reg.versions("adopted") == []
+
+
+class CrashesAfterOneText(TinyModel):
+    """Answers the one-text smoke test; crashes its process on more texts at once."""
+
+    def predict_proba(self, texts: Any) -> Any:
+        import os
+        import signal
+
+        if len(texts) > 1:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return super().predict_proba(texts)
+
+
+def test_the_reference_profile_of_a_registered_file_runs_apart_too(tmp_path: Path) -> None:
+    """``--reference`` scores a sample with the model's code: a model that crashes
+    there costs a child process, not the command, and the file is refused unregistered."""
+    path = tmp_path / "handover.joblib"
+    joblib.dump(CrashesAfterOneText(3), path)
+    reg = ModelRegistry(str(tmp_path / "reg"))
+    policy = Policy([*TRUST.trusted_types, f"{__name__}.CrashesAfterOneText"])
+
+    def profile(model: Any) -> dict[str, bytes]:
+        model.predict_proba(["a text", "another"])
+        return {"profile.json": b"{}"}
+
+    with pytest.raises(RegistryError, match=r"its reference profile crashed its process "
+                                            r"\(signal SIGSEGV, a crash\); not registered"):
+        reg.register_file("adopted", str(path), preprocessing=PRE, policy=policy,
+                          reference=profile)
+    assert reg.versions("adopted") == []
+    ref = reg.register_file("kept", str(path), preprocessing=PRE, policy=policy,
+                            reference=lambda model: {"profile.json": b"{}"})
+    assert reg.file_path(ref, "profile.json")
