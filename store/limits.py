@@ -65,12 +65,29 @@ def state_path(identity: str, suffix: str, directory: str = "") -> str:
 
 class StateUser:
     """Marks the state files of ``identity`` in use while held (a shared flock);
-    ``close`` releases it and removes the files if no other holder is left."""
+    ``close`` releases it and removes the files if no other holder is left. A user
+    whose lock came on a file the last one had just removed takes the new one."""
 
     def __init__(self, identity: str, directory: str = ""):
         self._users = state_path(identity, "users", directory)
-        self._fh: Any = open(self._users, "a+")  # noqa: SIM115 - held until close()
-        fcntl.flock(self._fh, fcntl.LOCK_SH)
+        while True:
+            self._fh: Any = open(self._users, "a+")  # noqa: SIM115 - held until close()
+            fcntl.flock(self._fh, fcntl.LOCK_SH)
+            if self._is_the_file():
+                return
+            # The last user removed the files between the open and the lock: the file
+            # held is gone, and the state this run will use is a new one.
+            self._fh.close()
+
+    def _is_the_file(self) -> bool:
+        """Whether the file held is still the one at its path (not removed, not replaced)."""
+        held = os.fstat(self._fh.fileno())
+        try:
+            current = os.stat(self._users)
+        except FileNotFoundError:
+            return False
+        return held.st_nlink > 0 and (held.st_dev, held.st_ino) == (current.st_dev,
+                                                                   current.st_ino)
 
     def close(self) -> bool:
         """Release; True if this was the last user and the files were removed."""

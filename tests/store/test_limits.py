@@ -23,6 +23,7 @@ from store.limits import (
     RedisRateLimiter,
     RedisSlots,
     SlidingWindowLimiter,
+    StateUser,
 )
 
 REDIS = os.environ.get("BEAMSCORE_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -499,3 +500,27 @@ def test_a_commit_the_redis_state_cannot_record_leaves_the_write_done(
     limiter._store = _Away()  # type: ignore[assignment]
     limiter.done()
     assert "could not record a commit (ConnectionError: Redis is away)" in caplog.text
+
+
+def test_a_user_locking_a_file_the_last_user_just_removed_takes_the_new_one(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run B opens the state's ``users`` file, run A (the last user) ends and removes
+    the files, then B's lock comes: B is a user of the new file, so a run C that starts
+    and ends meanwhile does not remove the state B writes (its slots, its rate)."""
+    import fcntl
+
+    a = StateUser("db", str(tmp_path))
+    real, ended = fcntl.flock, []
+
+    def flock(fh: Any, op: int) -> Any:
+        if op == fcntl.LOCK_SH and not ended:  # B, between its open and its lock
+            ended.append(a.close())
+        return real(fh, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    b = StateUser("db", str(tmp_path))
+    monkeypatch.undo()
+    assert ended == [True]  # A removed the files under B's open
+    c = StateUser("db", str(tmp_path))
+    assert c.close() is False  # B uses the state: nothing removed
+    assert b.close() is True
