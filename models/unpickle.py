@@ -307,12 +307,20 @@ _CALLABLE_TYPES = (types.FunctionType, types.BuiltinFunctionType, types.MethodTy
                    classmethod, property)
 
 
-def check_values(model: Any) -> None:
+def check_values(model: Any, trusted_types: Iterable[str] = ()) -> None:
     """Refuse (``UntrustedValue``) a model whose object graph holds a function, or a
-    scikit-learn object with an attribute outside ``VALUE_RULES``; set every ``n_jobs``
-    in it to None. Objects of other classes (a class trusted by name) are walked into
-    but their attributes are theirs; arrays of numbers are not walked."""
+    scikit-learn object with an attribute outside ``VALUE_RULES``, unless the value is
+    a class trusted by name (``trusted_types``) or an instance of one (a tokeniser of
+    the user's own, trusted); set every ``n_jobs`` in it to None. Objects of other
+    classes are walked into but their attributes are theirs; arrays of numbers are not
+    walked."""
     import numpy as np
+
+    trusted = frozenset(trusted_types)
+
+    def users_own(value: Any) -> bool:
+        cls = value if isinstance(value, type) else type(value)
+        return f"{cls.__module__}.{cls.__qualname__}" in trusted
 
     seen: set[int] = set()
     todo: list[tuple[str, Any]] = [("model", model)]
@@ -343,8 +351,9 @@ def check_values(model: Any) -> None:
         if (type(obj).__module__ or "").split(".")[0] == "sklearn":
             for name, (why, allowed) in VALUE_RULES.items():
                 value = state.get(name)
-                if value is not None and not (allowed(value) if callable(allowed) else
-                                              isinstance(value, str) and value in allowed):
+                if value is not None and not users_own(value) and not (
+                        allowed(value) if callable(allowed) else
+                        isinstance(value, str) and value in allowed):
                     raise UntrustedValue(f"{path}.{name}", value, why)
             if state.get("n_jobs") is not None:
                 state["n_jobs"] = None
@@ -377,5 +386,5 @@ def load_restricted(data: bytes, policy: Policy) -> tuple[Any, list[str]]:
         globals_used: set[str] = set()
         obj = _restricted_unpickler(fileobj, policy, globals_used).load()
     if not policy.allow_pickle:
-        check_values(obj)
+        check_values(obj, policy.trusted_types)
     return obj, sorted(globals_used)

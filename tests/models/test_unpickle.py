@@ -444,3 +444,20 @@ def test_beamscores_own_recipe_passes_the_value_check(trained_model: Any) -> Non
     from models.unpickle import check_values
 
     check_values(trained_model)  # refuses nothing of beamscore's own recipe
+
+
+class Tokeniser:
+    """A tokeniser of the user's own: code the artifact may name only if trusted."""
+
+    def __call__(self, text: str) -> list[str]:
+        return text.split()
+
+
+def test_a_value_of_a_class_trusted_by_name_is_the_users_own_code() -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    model = TfidfVectorizer(tokenizer=Tokeniser(), token_pattern=None).fit(["a b", "b c"])
+    with pytest.raises(UntrustedGlobal):  # the class itself is refused untrusted
+        load_restricted(_dump(model), Policy())
+    loaded, _ = load_restricted(_dump(model), Policy([f"{__name__}.Tokeniser"]))
+    assert loaded.transform(["a c"]).nnz == 2
