@@ -23,6 +23,7 @@ kept for ``worker_failures``: the launcher names the signal when a worker was lo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -231,8 +232,21 @@ class ForkServerWorkerHandler(worker_handlers.GrpcWorkerHandler):  # type: ignor
                 with _FAILED:
                     _FAILURES.append(code)
                     _FAILED.notify_all()
+                self._lost(where, code)
         finally:
             _Logging.release()
+
+    def _lost(self, where: str, code: int) -> None:
+        """The worker is gone: the runner's waits on it end now, with Beam's own words
+        for a lost worker (``Channel closed prematurely``, which the launcher reports
+        as exit 75 or, for a crash, 1), instead of waiting for its answers for ever."""
+        lost = RuntimeError(f"Channel closed prematurely: {where} {self.worker_id} "
+                            f"exited with code {code}")
+        with contextlib.suppress(Exception):  # a connection never made: nothing waits
+            self.control_conn.abort(lost)
+        data = getattr(self, "data_conn", None)
+        if data is not None:
+            data._closed = True  # its reads raise "Channel closed prematurely."
 
     def stop_worker(self) -> None:
         if self._thread is not None:  # None: start_worker never started it

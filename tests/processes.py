@@ -22,3 +22,14 @@ def running(pid: int) -> bool:
 def parent(pid: int) -> int:
     """The parent of a running process (``FileNotFoundError`` once it has gone)."""
     return int(_stat_fields(pid)[1])
+
+
+def children(pid: int) -> list[int]:
+    """The running children of ``pid`` (every thread's)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+    return found

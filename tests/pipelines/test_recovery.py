@@ -4,6 +4,7 @@ processes)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -323,6 +324,32 @@ def test_a_run_released_after_its_last_write_still_stops_with_exit_5(
     again = run_cli(*_args(landing, registry_root, tmp_path))
     assert again.rc == 0, again.err
     assert sqlite_rows(tmp_path / "s.db", "SELECT status FROM tranches") == [("completed",)]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_before_its_bundles_ends_the_run_with_75_at_once(
+        landing: Path, registry_root: str, tmp_path: Path) -> None:
+    """A worker killed from outside (the out-of-memory killer) while the run waits on
+    it: the runner's waits on that worker end when the fork server reports its death,
+    so the run fails at once with exit 75 naming the signal, leaving nothing behind."""
+    from tests.processes import children
+
+    proc = _start(_args(landing, registry_root, tmp_path, "--workers", "2"))
+    deadline = time.monotonic() + 60
+    workers: list[int] = []
+    while not workers and time.monotonic() < deadline:  # killed as soon as it starts,
+        assert proc.poll() is None, proc.communicate()  # before its first bundle
+        workers = [w for z in children(proc.pid) for w in children(z)]
+        time.sleep(0.01)
+    assert workers
+    killed = time.monotonic()
+    os.kill(workers[0], signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 75, err
+    assert time.monotonic() - killed < 20
+    assert "a worker process was lost mid-run (signal SIGKILL" in err
+    assert sqlite_rows(tmp_path / "s.db", "SELECT status FROM runs") == [("failed",)]
+    assert workers_left() == []
 
 
 @pytest.mark.slow
