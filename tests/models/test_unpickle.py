@@ -13,6 +13,8 @@ import joblib
 import numpy as np
 import pytest
 import scipy.sparse
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models.unpickle import Policy, UntrustedGlobal, check_globals, load_restricted
 
@@ -461,3 +463,44 @@ def test_a_value_of_a_class_trusted_by_name_is_the_users_own_code() -> None:
         load_restricted(_dump(model), Policy())
     loaded, _ = load_restricted(_dump(model), Policy([f"{__name__}.Tokeniser"]))
     assert loaded.transform(["a c"]).nnz == 2
+
+
+_VALUES = {
+    "memory": ([None], ["/tmp/cache"]),
+    "stack_method_": ([["predict_proba", "predict"], ["decision_function"]],
+                      [["fit"], ["predict", "transform"]]),
+    "input": (["content"], ["filename", "file"]),
+    "analyzer": (["word", "char", "char_wb"], ["words"]),
+    "importance_getter": (["auto", "coef_", "regressor_.feature_importances_"],
+                          ["estimator_.fit", "coef"]),
+    "tokenizer": ([None], [np.bool_]),
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(sorted(_VALUES)), st.booleans(),
+                          st.integers(0, 9)), min_size=1, max_size=4),
+       st.integers(0, 2))
+def test_a_model_is_refused_exactly_when_one_of_its_objects_holds_a_value_outside_the_rules(
+        picks: list[tuple[str, bool, int]], depth: int) -> None:
+    """Random values, allowed or not, set on scikit-learn objects nested at any depth:
+    the load refuses the model exactly when one of them is outside ``VALUE_RULES``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    leaf = LogisticRegression().fit(np.array([[0.0], [1.0]]), [0, 1])
+    model: Any = leaf
+    for _ in range(depth):
+        model = Pipeline([("step", model)])
+    final: dict[str, tuple[bool, Any]] = {}  # a later pick of an attribute wins
+    for name, allowed, i in picks:
+        values = _VALUES[name][0 if allowed else 1]
+        final[name] = (allowed, values[i % len(values)])
+    for name, (_, value) in final.items():
+        setattr(leaf, name, value)
+    bad = not all(allowed for allowed, _ in final.values())
+    if bad:
+        with pytest.raises(UntrustedGlobal):
+            load_restricted(_dump(model), Policy())
+    else:
+        load_restricted(_dump(model), Policy())
