@@ -308,7 +308,8 @@ class WriteFn(beam.DoFn, Generic[E, P]):
         part = rows[lo:hi]
         # A connection slot first, then the rate's budget (one order: a writer holding a
         # booking never waits for a slot that a writer waiting for budget holds).
-        self._session.hold()
+        if self.rate_limited:
+            self._session.hold()
         # The job's budget in Redis: a Redis away is waited out as a database would be.
         with_retries(lambda: self._limiter.allow(hits_added=len(part)), self._policy,
                      on_wait=self._timer.add_database)
