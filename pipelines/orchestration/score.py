@@ -78,7 +78,7 @@ from pipelines.orchestration.run_arguments import (
     unrecognized,
 )
 from pipelines.orchestration.run_arguments import score_parser as score_parser  # the template's
-from pipelines.orchestration.signals import Interrupted, interruptible, received
+from pipelines.orchestration.signals import Interrupted, deferred, interruptible, received
 from pipelines.orchestration.summary import RunOutcome, format_summary, plan_summary
 from store import run_records
 from store.ledger import BUSY, MISSING, SKIP, Holder
@@ -122,10 +122,15 @@ def run_parsed(parser: argparse.ArgumentParser, args: argparse.Namespace,
                          + unrecognized(unknown, parser, known=beam_option_strings()))
         outcome = execute(cfg, requested_dates(args, cfg.schedule.timezone), beam_args, sink,
                           test_pipeline)
-        print(format_summary(outcome, cfg.max_dead_letter_ratio))
-        code = exit_code(outcome, cfg.max_dead_letter_ratio)
-        if outcome.run_id and not outcome.staged:
-            record_exit_code(cfg.database, outcome.run_id, code)
+        try:  # the run's record is final: a stop now waits for its summary and exit code
+            with deferred():
+                print(format_summary(outcome, cfg.max_dead_letter_ratio))
+                code = exit_code(outcome, cfg.max_dead_letter_ratio)
+                if outcome.run_id and not outcome.staged:
+                    record_exit_code(cfg.database, outcome.run_id, code)
+        except Interrupted as stop:
+            stop.run_id, stop.ended = outcome.run_id, True
+            raise
         return code
 
     try:

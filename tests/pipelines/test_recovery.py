@@ -352,6 +352,29 @@ def test_a_worker_killed_before_its_bundles_ends_the_run_with_75_at_once(
     assert workers_left() == []
 
 
+def test_a_stop_while_the_summary_is_printed_names_the_run_that_ended(
+        landing: Path, registry_root: str, tmp_path: Path, monkeypatch: Any) -> None:
+    """The run's record is final once its pipeline and closing steps are done: a stop
+    while its summary is printed waits for the summary and the recorded exit code, then
+    exits 143 naming the run as ended (not "no run was started")."""
+    from pipelines.orchestration import score
+
+    printed = score.format_summary
+
+    def stopped_while_printing(*args: Any, **kwargs: Any) -> str:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return printed(*args, **kwargs)
+
+    monkeypatch.setattr(score, "format_summary", stopped_while_printing)
+    result = run_cli(*_args(landing, registry_root, tmp_path))
+    assert result.rc == 143, result.err
+    run_id = _run(tmp_path / "s.db").run_id
+    assert f"run {run_id}  model demo:1  status succeeded" in result.out
+    assert f"stopped by SIGTERM: run {run_id} had ended before the stop" in result.err
+    [(counts,)] = sqlite_rows(tmp_path / "s.db", "SELECT counts FROM runs")
+    assert json.loads(counts)["exit_code"] == 0
+
+
 @pytest.mark.slow
 def test_after_sigkill_a_rerun_takes_over_at_once_and_completes(
         landing: Path, registry_root: str, tmp_path: Path) -> None:
