@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,49 @@ def test_a_stop_noted_before_the_command_starts_reaches_it_when_it_does(
                               start_new_session=True) as proc, forward_stops(proc):
             assert proc.wait() != 0
     assert time.monotonic() - started < 15 and not marker.exists()
+
+
+class _Collected:
+    """An object whose collection runs a weak reference's callback (where Python prints
+    and drops an exception instead of raising it)."""
+
+
+@pytest.mark.parametrize("in_callback", [1, 3])
+def test_a_stop_that_comes_in_a_callback_is_raised_once_out_of_it(in_callback: int) -> None:
+    """The signal's exception, raised in a weak reference's callback (Beam's caches are
+    weak dictionaries, emptied at a wave's end), is dropped there by Python: the stop
+    is raised again once the main thread is out of such code; a callback that follows
+    at once (several objects collected) delays it, never loses it."""
+    seen: list[str] = []
+
+    def callback(_ref: object) -> None:
+        seen.append("callback")
+        if len(seen) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # the handler runs here, in the callback
+
+    objects = [_Collected() for _ in range(in_callback)]
+    refs = [weakref.ref(o, callback) for o in objects]
+    started = time.monotonic()
+    with pytest.raises(Interrupted) as raised, interruptible():
+        objects.clear()  # the callbacks run, one after the other
+        seen.append("after the callbacks")
+        time.sleep(5)
+        pytest.fail("the stop was lost in the callback")
+    assert raised.value.signum == signal.SIGTERM and refs
+    assert seen[:in_callback] == ["callback"] * in_callback
+    assert time.monotonic() - started < 2
+
+
+def test_a_second_stop_is_ignored_while_the_first_is_handled() -> None:
+    cleaned: list[str] = []
+    with pytest.raises(Interrupted) as raised, interruptible():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except Interrupted:
+            os.kill(os.getpid(), signal.SIGTERM)  # while the launcher cleans up
+            time.sleep(0.05)
+            cleaned.append("cleaned up")
+            raise
+    assert cleaned == ["cleaned up"] and raised.value.signum == signal.SIGINT
