@@ -138,6 +138,13 @@ class _RecordRunFn(beam.DoFn):
 
     def _record(self, db: Database, per_tranche: dict[str, dict[str, int]]
                 ) -> tuple[dict[str, Any], bool]:
+        # One transaction: a wave's tranches, and the run's record, end together (a
+        # stop that fails the run meanwhile finds all of them finished, or none).
+        with db.exclusively(f"record run {self._run_id}"):
+            return self._record_in(db, per_tranche)
+
+    def _record_in(self, db: Database, per_tranche: dict[str, dict[str, int]]
+                   ) -> tuple[dict[str, Any], bool]:
         counts: dict[str, dict[str, int]] = {t: {} for t in self._tranches} | per_tranche
         found = run_records.tranche_rows(db, self._run_id, counts)
         dead = run_records.dead_letter_rows(db, self._run_id)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import apache_beam as beam
+import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that
 
@@ -111,4 +112,33 @@ def test_a_tranche_whose_dead_letters_are_fewer_rows_than_reported_is_not_comple
     assert recorded["tranches"]["t1"]["dead_lettered"] == 1
     entry = ledger.get("t1", "demo", "1")
     assert entry is not None and entry.status == "failed"
+    db.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_wave_whose_record_fails_completes_none_of_its_tranches(
+        backend: str, tmp_path: Path, request: pytest.FixtureRequest,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wave's tranches and the run's record are one transaction: a failure while
+    recording (here the run's record refused) leaves every tranche as it was, never
+    some completed and the rest failed by the stop that follows."""
+    url = (f"sqlite:///{tmp_path / 's.db'}" if backend == "sqlite"
+           else request.getfixturevalue("pg_url"))
+    db = connect(url)
+    db.init_schema()
+    run_records.start(db, "run-1", {}, "demo:1")
+    ledger = TrancheLedger(db)
+    for t in ("t1", "t2"):
+        assert ledger.acquire(t, "demo", "1", "fp", [], "run-1", 600)[0]
+
+    def refused(*_args: object) -> bool:
+        raise ValueError("the run's record is refused")
+
+    monkeypatch.setattr(run_records, "finish", refused)
+    with pytest.raises(Exception, match="record is refused"), \
+            test_pipeline.TestPipeline(runner="FnApiRunner") as p:
+        _ = p | beam.Create([("t1", {"read": 0}), ("t2", {"read": 0})]) | SummariseRun(
+            DatabaseSettings(url), str(tmp_path / "out"), "run-1", 0.5, ["t1", "t2"])
+    assert [ledger.get(t, "demo", "1").status for t in ("t1", "t2")] == [  # type: ignore[union-attr]
+        "running", "running"]
     db.close()
