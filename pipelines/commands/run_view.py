@@ -26,7 +26,7 @@ def show_run(database: DatabaseSettings, run_id: str, with_config: bool = False)
         record = run_records.get(db, run_id)
         if record is None:
             raise ValueError(f"no run {run_id} in {database.url}")
-        status, why = observed_status(db, record)
+        status, why = observed_status(db, record, database.lease_seconds)
         dead = run_records.dead_letters_by_reason(db, run_id)
         held = TrancheLedger(db).held_by(run_id)
         alerts = [r for r in monitoring.rows_of_run(db, run_id) if r["status"] == ALERT]

@@ -10,7 +10,9 @@ anyway). These commands read only the database: ``--config`` and the database fl
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
+import time
 
 from pipelines.commands.common import SESSION_KEYS, add_config_keys, command_config
 from pipelines.configuration.connection import open_existing
@@ -89,11 +91,15 @@ def open_runs(database: DatabaseSettings) -> Database:
     return db
 
 
-def observed_status(db: Database, record: run_records.RunRecord) -> tuple[str, list[str]]:
+def observed_status(db: Database, record: run_records.RunRecord, lease_seconds: float,
+                    now: float | None = None) -> tuple[str, list[str]]:
     """(status, why) of a run as it stands now: a run recorded ``running`` whose leases
     the ledger would let another run take (its process on this host is gone, or it
-    stopped renewing them), or that holds none and whose process is gone, is
-    ``abandoned``; why is the ledger's word for each of its tranches."""
+    stopped renewing them) is ``abandoned``; why is the ledger's word for each of its
+    tranches. So is one that holds none and whose process is gone, or that holds none
+    and started more than ``lease_seconds`` ago (a live run holds a lease on each
+    tranche it has not finished from its first seconds to its record: one killed
+    before it took them, on another host, would otherwise be running for ever)."""
     if record.status != run_records.RUNNING:
         return record.status, []
     ledger = TrancheLedger(db)
@@ -108,13 +114,29 @@ def observed_status(db: Database, record: run_records.RunRecord) -> tuple[str, l
         return run_records.ABANDONED, why
     if record.holder.is_gone():
         return run_records.ABANDONED, [f"its process {record.pid} on this host is gone"]
+    started = _timestamp(record.started_at)
+    if started is not None and (time.time() if now is None else now) - started > lease_seconds:
+        return run_records.ABANDONED, [
+            f"it holds no tranche lease and started at {record.started_at}, more than "
+            f"sink.lease_seconds ({lease_seconds:g} s) ago"]
     return record.status, []
+
+
+def _timestamp(value: object) -> float | None:
+    """Seconds since the epoch of a recorded time (ISO 8601, UTC when it has no zone)."""
+    try:
+        when = (value if isinstance(value, dt.datetime)
+                else dt.datetime.fromisoformat(str(value)))
+    except ValueError:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).timestamp()
 
 
 def list_runs(database: DatabaseSettings, limit: int) -> str:
     db = open_runs(database)
     try:
-        records = [(r, observed_status(db, r)[0]) for r in run_records.latest(db, limit)]
+        records = [(r, observed_status(db, r, database.lease_seconds)[0])
+                   for r in run_records.latest(db, limit)]
     finally:
         db.close()
     lines = [f"{'RUN':<26}{'STATUS':<28}{'MODEL':<14}{'STARTED':<30}{'READ':>9}"

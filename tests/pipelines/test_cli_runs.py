@@ -142,6 +142,28 @@ def test_runs_list_judges_leases_as_plan_does(tmp_path: Path) -> None:
         shown.out
 
 
+def test_a_run_elsewhere_that_never_took_a_lease_is_abandoned_after_a_lease(
+        tmp_path: Path) -> None:
+    """Killed on another host between recording its start and taking its leases: it
+    is running for a lease's length (a live run takes them in its first seconds), then
+    abandoned, saying why."""
+    path = tmp_path / "s.db"
+    elsewhere = Holder("another-host", 4242)
+    _running(path, "run-new", elsewhere, lease_seconds=None)
+    _running(path, "run-old", elsewhere, lease_seconds=None)
+    db = _db(path)
+    old = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=121)).isoformat()
+    db.execute("UPDATE runs SET started_at = ? WHERE run_id = 'run-old'", [old])
+    db.close()
+    listed = run_cli("runs", "list", "--db", f"sqlite:///{path}")
+    assert listed.rc == 0, listed.err
+    assert _status_of(listed.out, "run-new") == "running"
+    assert _status_of(listed.out, "run-old") == "abandoned"
+    shown = run_cli("runs", "show", "run-old", "--db", f"sqlite:///{path}")
+    assert f"it holds no tranche lease and started at {old}, more than " \
+           "sink.lease_seconds (120 s) ago" in shown.out, shown.out
+
+
 def test_runs_show_gives_exit_code_alerts_retraining_and_report(tmp_path: Path) -> None:
     path, out = tmp_path / "s.db", tmp_path / "out"
     report = out / "_reports" / "run-6.html"
