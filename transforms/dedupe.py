@@ -10,8 +10,9 @@ table keeps (``store.schema``). Every later occurrence is removed from its batch
 Parquet file (found there by its file and position: the first occurrence may be in
 the same batch, from an earlier file) and becomes a dead letter (stage ``dedupe``,
 reason ``duplicate id in tranche``, naming the first). The rows the database refused
-(the sink's dead letters already; ``IdIndex.rejected``) are removed from their files in
-the same step, so that a batch's file, rewritten once, holds what the ``predictions``
+(the sink's dead letters already; ``IdIndex.rejected``) never reach a file (the sink
+writes a batch's file without them); they are dropped here too, should a file hold
+them, so that a batch's file, rewritten at most once, holds what the ``predictions``
 table holds.
 """
 
@@ -152,7 +153,8 @@ class _DropFromFilesFn(beam.DoFn):
                             table.column("position").to_pylist()))
             ids = dict(zip(rows, table.column("doc_id").to_pylist()))
             keep = [row not in drop for row in rows]
-            write_parquet(path, table.filter(keep))
+            if not all(keep):  # the sink's refused rows never reached the file
+                write_parquet(path, table.filter(keep))
         for d in sorted(dups, key=lambda d: (d.source_file, d.position)):
             yield dead_letter(
                 tranche=d.tranche, source_file=d.source_file, position=d.position,

@@ -1,9 +1,11 @@
-"""Write prediction files: one Parquet file per scored DocBatch, named by its batch key.
+"""Prediction files: one Parquet file per scored DocBatch, named by its batch key.
 
 The file holds the ``predictions`` table's columns (``store.schema.PREDICTIONS``) plus
 the record's ``true_label``. Names are deterministic
 (``<output_dir>/dt=<tranche>/predictions-<model>-v<version>-<batch_key>.parquet``), so
-a retried bundle or a rerun overwrites instead of adding files; a rescore that batches
+a retried bundle or a rerun overwrites instead of adding files; the database sink
+(``transforms.write``) writes a batch's file once all its rows are committed (a run
+that lost its tranche writes none); a rescore that batches
 differently writes other names, and ``prediction_files`` finds the model version's files
 that a run removes when it takes the tranche. Local files are written to a temporary
 name (``<name>.tmp-<random>``) and renamed. A temporary file is removed when its write
@@ -16,15 +18,14 @@ from __future__ import annotations
 import glob
 import random
 import re
-from collections.abc import Iterator
+from typing import Any
 
-import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from store.schema import PREDICTIONS, Column
-from transforms.records import DocBatch, RunContext, prediction_columns, true_labels
+from transforms.records import DocBatch, RunContext, true_labels
 
 TMP_MARK = ".tmp-"  # in the name of a file being written
 # A batch key holds lowercase hex digits and '-' only (``transforms.read``), never a 'v':
@@ -117,25 +118,11 @@ def write_parquet(path: str, table: pa.Table) -> None:
     write_atomically(path, sink.getvalue().to_pybytes())
 
 
-class _WriteParquetFn(beam.DoFn):
-    def __init__(self, output_dir: str, ctx: RunContext):
-        self._output_dir = output_dir
-        self._ctx = ctx
-
-    def process(self, batch: DocBatch) -> Iterator[DocBatch]:
-        cols = prediction_columns(batch, self._ctx) | {"true_label": true_labels(batch)}
-        table = pa.table({c.name: cols[c.name] for c in FILE_COLUMNS}, schema=PARQUET_SCHEMA)
-        write_parquet(prediction_file(self._output_dir, self._ctx, batch.tranche,
-                                      batch.batch_key), table)
-        yield batch
-
-
-class WritePredictionFiles(beam.PTransform):
-    """Scored DocBatches -> one Parquet file each; passes the batches on."""
-
-    def __init__(self, output_dir: str, ctx: RunContext):
-        super().__init__()
-        self._fn = _WriteParquetFn(output_dir, ctx)
-
-    def expand(self, batches: beam.PCollection) -> beam.PCollection:
-        return batches | "Write Parquet" >> beam.ParDo(self._fn).with_output_types(DocBatch)
+def prediction_table(batch: DocBatch, cols: dict[str, Any],
+                     keep: list[bool] | None = None) -> pa.Table:
+    """A scored batch's prediction file: its ``prediction_columns`` (``cols``) and the
+    records' true labels, of the rows ``keep`` marks (all by default)."""
+    cols = cols | {"true_label": true_labels(batch)}
+    return pa.table({c.name: cols[c.name] if keep is None else
+                     [v for v, k in zip(cols[c.name], keep) if k] for c in FILE_COLUMNS},
+                    schema=PARQUET_SCHEMA)

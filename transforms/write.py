@@ -9,6 +9,11 @@ emits per-tranche counts on the main output (to which the sink adds the time it 
 for the rate limit and for the database) and the ids it wrote (``IDS``) for
 ``transforms.dedupe``.
 
+A batch's prediction file (``transforms.files``) is written once every row of the batch
+is committed, without the rows the database rejected: each write checks the run's
+fence, so a run that lost its tranche (frozen past its lease, then thawed) fails its
+next write and writes no file after it, as it writes no row.
+
 With a rate limit R, no single write is larger than ``write_size`` (a quarter of this
 machine's share of R, at most ``batch_rows``), so that no 1-second window of commits
 exceeds R whatever R and ``batch_rows`` are.
@@ -31,6 +36,7 @@ from store.database import Database
 from store.schema import PREDICTIONS
 from store.session import DatabaseSettings
 from transforms.dedupe import IdIndex, id_hashes
+from transforms.files import prediction_file, prediction_table, write_parquet
 from transforms.records import (
     DEAD_LETTERS,
     RAW,
@@ -93,19 +99,32 @@ class _Segment:
     hashes: tuple[np.ndarray, np.ndarray]
 
 
+@dataclass
+class _File:
+    """A batch's prediction file, written once its rows still to commit are none."""
+
+    batch: DocBatch
+    cols: dict[str, Any]  # the batch's ``prediction_columns``
+    pending: int
+    rejected: set[tuple[str, int]]  # (source file, position) of rows the database refused
+
+
 class _Predictions(SinkTable[DocBatch, _Segment]):
     """Flushes upserts of ``batch_rows``/``batch_bytes``; emits stats (main), the ids
-    written and the rows the database rejected."""
+    written and the rows the database rejected; writes each batch's prediction file
+    once all its rows are committed."""
 
     logs_progress = True
     defers = True
 
-    def __init__(self, settings: SinkSettings, ctx: RunContext):
+    def __init__(self, settings: SinkSettings, ctx: RunContext, output_dir: str):
         self.flush_rows, self.flush_bytes = settings.batch_rows, settings.batch_bytes
         self._ctx = ctx
         self._fence = ctx.fence()
+        self._output_dir = output_dir
         self._payload_limit = settings.payload_limit
         self._written = Metrics.counter("beamscore", "rows_written")
+        self._files: dict[str, _File] = {}  # batch key -> its file, rows not all committed
 
     def prepare(self, batch: DocBatch) -> tuple[_Segment, int, int] | None:
         cols = prediction_columns(batch, self._ctx)
@@ -121,6 +140,7 @@ class _Predictions(SinkTable[DocBatch, _Segment]):
         text_chars = int(texts.str.len().sum()) if texts is not None else 0
         per_row = (sum(map(len, cols["doc_id"])) + sum(map(len, cols["top_k"]))
                    + text_chars) // n + max(map(len, files)) + 200
+        self._files[batch.batch_key] = _File(batch, cols, n, set())
         return _Segment(batch.tranche, batch.batch_key, rows, tuple(files), file_of,
                         cols["position"], batch.frame[RAW].tolist(), (hi, lo)), n, per_row
 
@@ -131,6 +151,24 @@ class _Predictions(SinkTable[DocBatch, _Segment]):
 
     def upsert(self, db: Database, rows: Sequence[tuple[Any, ...]]) -> int:
         return db.upsert_predictions(rows, self._fence)
+
+    def reset(self) -> None:
+        self._files = {}
+
+    def _committed(self, seg: _Segment, refused: list[tuple[str, int]]) -> None:
+        """The rows of ``seg`` are committed (``refused`` rejected): the batch's file, if
+        no row of it is left to commit."""
+        file = self._files[seg.batch_key]
+        file.pending -= len(seg.positions)
+        file.rejected.update(refused)
+        if file.pending:
+            return
+        del self._files[seg.batch_key]
+        keep = None if not file.rejected else [
+            (f, p) not in file.rejected
+            for f, p in zip(file.cols["source_file"], file.cols["position"])]
+        write_parquet(prediction_file(self._output_dir, self._ctx, file.batch.tranche,
+                                      seg.batch_key), prediction_table(file.batch, file.cols, keep))
 
     def flush(self, segments: list[_Segment], writer: Writer
               ) -> Iterator[tuple[str | None, Any]]:
@@ -158,6 +196,7 @@ class _Predictions(SinkTable[DocBatch, _Segment]):
             yield IDS, IdIndex(seg.tranche, seg.batch_key, seg.files, seg.file_of[keep],
                                seg.hashes[0][keep], seg.hashes[1][keep], positions[keep],
                                seg.file_of[~keep], positions[~keep])
+            self._committed(seg, [(seg.files[seg.file_of[i]], seg.positions[i]) for i in bad])
             offset += k
         self._written.inc(len(rows) - len(rejected))
         for tranche in scored:
@@ -165,16 +204,17 @@ class _Predictions(SinkTable[DocBatch, _Segment]):
 
 
 class WriteToDatabase(beam.PTransform):
-    """Scored DocBatches -> upserted ``predictions`` rows.
+    """Scored DocBatches -> upserted ``predictions`` rows, and one prediction file per
+    batch under ``output_dir`` once its rows are committed.
 
     Outputs: ``stats`` ((tranche, {"scored", "written"}), the main output),
     ``dead_letters`` (rows the database rejected permanently) and ``ids`` (``IdIndex``
     of the rows written).
     """
 
-    def __init__(self, settings: SinkSettings, ctx: RunContext):
+    def __init__(self, settings: SinkSettings, ctx: RunContext, output_dir: str):
         super().__init__()
-        self._fn = WriteFn(settings, _Predictions(settings, ctx))
+        self._fn = WriteFn(settings, _Predictions(settings, ctx, output_dir))
 
     def expand(self, batches: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
         return batches | "Upsert predictions" >> beam.ParDo(self._fn).with_outputs(

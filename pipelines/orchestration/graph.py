@@ -2,8 +2,8 @@
 
 One fused stage after the chunk reshuffle, so memory stays flat in the input size::
 
-    Read tranches -> Validate and preprocess -> Score batches -> Write prediction files
-      -> Write to database -> (ids written) Find duplicate ids;
+    Read tranches -> Validate and preprocess -> Score batches -> Write to database (rows,
+      then each batch's prediction file) -> (ids written) Find duplicate ids;
     Score batches -> (batch statistics) Track tranches -> monitoring rows;
     all dead letters (refused links' too) -> Write dead letters;
     stats of every step -> Summarise run (one row in ``runs``, one JSON file)
@@ -29,7 +29,6 @@ from pipelines.orchestration.plan import ScorePlan
 from tracking.policy import IMPORTANCE_TOP
 from transforms.dead_letters import WriteDeadLetters
 from transforms.dedupe import FindDuplicateIds
-from transforms.files import WritePredictionFiles
 from transforms.infer import TRACK, DocBatchModelHandler, ScoreBatches
 from transforms.outcome import SummariseRun, Wave
 from transforms.read import ReadTranches
@@ -108,11 +107,8 @@ def build_pipeline(p: beam.Pipeline, graph: GraphSettings, plan: ScorePlan, ref:
     valid = read.batches | "Validate and preprocess" >> ValidateAndPreprocess(
         pre, graph.validation.max_text_chars, limit)
     scored = valid.valid | "Score batches" >> ScoreBatches(handler, limit)
-    written = (
-        scored["scored"]
-        | "Write prediction files" >> WritePredictionFiles(graph.output_dir, ctx)
-        | "Write to database" >> WriteToDatabase(sink, ctx)
-    )
+    written = scored["scored"] | "Write to database" >> WriteToDatabase(
+        sink, ctx, graph.output_dir)
     tracked = []
     if graph.tracking.enabled:
         features = ModelRegistry(graph.registry).file_path(ref, FEATURES_FILE)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from landing.samples import make_docs, write_tranche
@@ -140,6 +141,13 @@ def _frozen_run_is_fenced_out(url: str, registry: str, tmp: Path) -> None:
     assert rows == [(second_id, N_DOCS, N_DOCS)], (rows, first_id)
     assert q("SELECT run_id, status FROM tranches") == [(second_id, "completed")]
     assert q("SELECT count(*) FROM dead_letters")[0][0] == 0
+    # The thawed run wrote no prediction file either: every file, and every row in
+    # them, is the second run's, each document once.
+    files = [pq.read_table(f, columns=["run_id", "doc_id"]).to_pylist()
+             for f in (tmp / "out").glob(f"dt={DAY}/predictions-*.parquet")]
+    assert {r["run_id"] for rows in files for r in rows} == {second_id}
+    assert sorted(r["doc_id"] for rows in files for r in rows) == sorted(
+        d for (d,) in q("SELECT doc_id FROM predictions"))
     assert run_records  # the record module is what the rows above were written by
 
 

@@ -15,7 +15,6 @@ from apache_beam.testing.util import assert_that, equal_to
 from store.session import DatabaseSettings
 from tests.data import sqlite_rows
 from transforms.dedupe import FindDuplicateIds, IdIndex, id_hashes
-from transforms.files import WritePredictionFiles
 from transforms.records import DEAD_LETTERS, DocBatch, RunContext
 from transforms.write import IDS, SinkSettings, WriteToDatabase
 
@@ -67,8 +66,7 @@ def test_duplicates_are_dead_lettered_and_removed_from_table_and_files(
     expected = [(b, 2, f"first at {a} position 1", "d2"),
                 (a, 3, f"first at {a} position 1", "d2")]
     with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
-        written = (p | beam.Create(batches) | WritePredictionFiles(str(out), CTX)
-                   | WriteToDatabase(sink, CTX))
+        written = p | beam.Create(batches) | WriteToDatabase(sink, CTX, str(out))
         dead = written[IDS] | FindDuplicateIds(str(out), CTX, 100)
         assert_that(dead | beam.Map(lambda d: (d["source_file"], d["position"],
                                                d["reason"].split("tranche: ", 1)[1],

@@ -16,7 +16,6 @@ from apache_beam.testing.util import assert_that, equal_to
 from landing.samples import make_docs
 from models.preprocess import PreprocessConfig
 from tracking.profile import BatchStats
-from transforms.files import WritePredictionFiles
 from transforms.infer import TRACK, DocBatchModelHandler, ScoreBatches
 from transforms.read import ReadTranches
 from transforms.records import (
@@ -41,13 +40,11 @@ def test_docbatch_pcollections_are_typed_and_use_the_docbatch_coder(
     type hints leave Beam nothing to warn about."""
     caplog.set_level(logging.WARNING)
     handler = DocBatchModelHandler(registry_root, model_ref, top_k=3)
-    ctx = RunContext("r", model_ref.name, model_ref.version, model_ref.sha256, "t")
     p = beam.Pipeline()  # built, never run
     read = p | ReadTranches([], FieldNames(), batch_size=10, payload_limit=100)
     valid = read.batches | ValidateAndPreprocess(PreprocessConfig(), 100, 100)
     scored = valid.valid | ScoreBatches(handler, 100)
-    files = scored["scored"] | WritePredictionFiles(str(tmp_path), ctx)
-    for pcoll in (read.batches, valid.valid, scored["scored"], files):
+    for pcoll in (read.batches, valid.valid, scored["scored"]):
         assert pcoll.element_type is DocBatch, pcoll
         assert isinstance(beam.coders.registry.get_coder(pcoll.element_type), DocBatchCoder)
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]

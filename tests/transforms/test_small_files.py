@@ -32,7 +32,6 @@ from store.session import DatabaseSettings
 from tests.data import day_folder, json_line, sqlite_rows
 from transforms.dead_letters import WriteDeadLetters
 from transforms.dedupe import FindDuplicateIds
-from transforms.files import WritePredictionFiles
 from transforms.infer import DocBatchModelHandler, ScoreBatches
 from transforms.read import ReadTranches
 from transforms.records import DEAD_LETTERS, POSITION, SOURCE, FieldNames, RunContext
@@ -65,8 +64,7 @@ def _score(tasks: list[Any], registry_root: str, model_ref: ModelRef, out: Path,
         read = p | ReadTranches(tasks, FieldNames(), batch_size, 500)
         valid = read.batches | ValidateAndPreprocess(PreprocessConfig(), 10_000, 500)
         scored = valid.valid | ScoreBatches(handler, 500)
-        written = (scored["scored"] | WritePredictionFiles(str(out), CTX)
-                   | WriteToDatabase(sink, CTX))
+        written = scored["scored"] | WriteToDatabase(sink, CTX, str(out))
         dups = written[IDS] | FindDuplicateIds(str(out), CTX, 500)
         dead = ((read[DEAD_LETTERS], valid[DEAD_LETTERS], scored[DEAD_LETTERS],
                  written[DEAD_LETTERS], dups) | beam.Flatten())

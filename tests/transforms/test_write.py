@@ -12,6 +12,7 @@ from typing import Any
 
 import apache_beam as beam
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -26,6 +27,7 @@ from tests.data import fail_first_writes, sqlite_rows
 from transforms.records import (
     DEAD_LETTERS,
     DOC_ID,
+    LABEL,
     METADATA,
     POSITION,
     RAW,
@@ -43,7 +45,7 @@ def batch(tranche: str, start: int, n: int, labels: list[str] | None = None) -> 
     frame = pd.DataFrame({
         DOC_ID: [f"{tranche}-{i:04d}" for i in range(start, start + n)],
         SOURCE: [f"/in/{tranche}.jsonl"] * n, POSITION: range(start + 1, start + n + 1),
-        METADATA: [None] * n,
+        METADATA: [None] * n, LABEL: [None] * n,
         RAW: [{"id": f"{tranche}-{i:04d}"} for i in range(start, start + n)],
         "pred_label": labels or ["billing"] * n, "pred_score": [0.5] * n,
         "pred_top_k": ["[]"] * n,
@@ -79,7 +81,7 @@ def test_sink_flushes_at_batch_rows_and_batch_bytes_and_counts_every_row(
                                                  batch_bytes=batch_bytes))
         with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
             out = (p | beam.Create(inputs, reshuffle=False)
-                   | WriteToDatabase(settings, CTX))
+                   | WriteToDatabase(settings, CTX, str(tmp_path / "out")))
             totals = (out.stats | beam.MapTuple(lambda t, s: (t, (s["scored"], s["written"])))
                       | beam.CombinePerKey(lambda vs: tuple(map(sum, zip(*vs)))))
             assert_that(totals, equal_to([("t1", (95, 95)), ("t2", (6, 6))]))
@@ -98,7 +100,7 @@ def test_the_byte_limit_counts_the_records_held_for_dead_letters(
     text = "word " * 2000  # 10,000 characters a record
     db = DatabaseSettings(f"sqlite:///{tmp_path / 'b.db'}", batch_rows=1000,
                           batch_bytes=100_000, state_dir=str(tmp_path / "state"))
-    fn = WriteToDatabase(SinkSettings(db), CTX)._fn
+    fn = WriteToDatabase(SinkSettings(db), CTX, str(tmp_path / "out"))._fn
     fn.setup()
     fn._session.ready = lambda: False  # type: ignore[method-assign]  # always taken
     fn.start_bundle()
@@ -125,7 +127,8 @@ def test_rows_the_database_rejects_are_dead_lettered_and_the_rest_written(
     labels = ["billing" if i % 7 else "technical" for i in range(40)]
     settings = SinkSettings(DatabaseSettings(f"sqlite:///{db_path}", batch_rows=16))
     with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
-        out = p | beam.Create([batch("t1", 0, 40, labels)]) | WriteToDatabase(settings, CTX)
+        out = p | beam.Create([batch("t1", 0, 40, labels)]) | WriteToDatabase(
+            settings, CTX, str(tmp_path / "out"))
         dead = out[DEAD_LETTERS] | beam.Map(lambda d: (d["position"], d["stage"],
                                                       "CHECK constraint" in d["reason"]))
         assert_that(dead, equal_to([(i + 1, "sink", True) for i in range(0, 40, 7)]),
@@ -136,11 +139,15 @@ def test_rows_the_database_rejects_are_dead_lettered_and_the_rest_written(
     assert sqlite_rows(db_path, "SELECT count(*) FROM predictions") == [(34,)]
     assert sqlite_rows(
         db_path, "SELECT count(*) FROM predictions WHERE label = 'technical'") == [(0,)]
+    # The batch's file holds what the table holds: the refused rows never reach it.
+    [file] = (tmp_path / "out").glob("dt=t1/predictions-demo-v1-*.parquet")
+    assert sorted(pq.read_table(file).column("position").to_pylist()) == [
+        i + 1 for i in range(40) if i % 7]
 
 
 @pytest.mark.postgres
 def test_a_value_binary_copy_cannot_send_is_one_dead_letter_naming_its_column(
-        pg_url: str) -> None:
+        pg_url: str, tmp_path: Path) -> None:
     """PostgreSQL: a row whose json column holds a list (not JSON text) is refused by
     the client as a permanent error; the sink isolates it into a dead letter naming the
     column, and the rest of the write, before and after it, is stored."""
@@ -153,7 +160,7 @@ def test_a_value_binary_copy_cannot_send_is_one_dead_letter_naming_its_column(
     bad.frame.at[9, METADATA] = ["not", "json text"]
     settings = SinkSettings(DatabaseSettings(pg_url, batch_rows=16))
     with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
-        out = p | beam.Create([bad]) | WriteToDatabase(settings, CTX)
+        out = p | beam.Create([bad]) | WriteToDatabase(settings, CTX, str(tmp_path / "out"))
         dead = out[DEAD_LETTERS] | beam.Map(lambda d: (d["position"], d["stage"],
                                                       "column metadata (json)" in d["reason"]))
         assert_that(dead, equal_to([(10, "sink", True)]), label="dead")
@@ -176,7 +183,8 @@ def test_a_lost_connection_is_retried_and_its_backoff_counted_as_throttled_time(
     db = tmp_path / "r.db"
     settings = SinkSettings(DatabaseSettings(f"sqlite:///{db}", batch_rows=10))
     with test_pipeline.TestPipeline(runner="FnApiRunner") as p:
-        out = p | beam.Create([batch("t1", 0, 25)]) | WriteToDatabase(settings, CTX)
+        out = p | beam.Create([batch("t1", 0, 25)]) | WriteToDatabase(
+            settings, CTX, str(tmp_path / "out"))
         totals = out.stats | beam.Map(lambda kv: (kv[1]["written"],
                                                   kv[1].get("throttled_ms", 0))) \
             | beam.CombineGlobally(lambda vs: tuple(map(sum, zip(*vs))))
@@ -203,7 +211,7 @@ def test_a_full_buffer_waits_in_memory_while_the_database_is_taken(tmp_path: Pat
     db = DatabaseSettings(f"sqlite:///{path}", batch_rows=10, max_connections=1,
                           state_dir=str(tmp_path / "state"), lease_seconds=5,
                           max_retries=0)  # a wait that should not be fails in seconds
-    fn = WriteToDatabase(SinkSettings(db), CTX)._fn
+    fn = WriteToDatabase(SinkSettings(db), CTX, str(tmp_path / "out"))._fn
     assert fn.DEFERRED_ROWS >= 3
     limit = fn.DEFERRED_ROWS * 10
     other = FileSlots(db.identity, 1, db.state_dir)
@@ -247,7 +255,7 @@ def test_writes_are_whole_batches_however_the_input_is_cut(
     sizes = _write_sizes(monkeypatch)
     db = DatabaseSettings(f"sqlite:///{tmp_path / 'w.db'}", batch_rows=10,
                           state_dir=str(tmp_path / "state"))
-    fn = WriteToDatabase(SinkSettings(db), CTX)._fn
+    fn = WriteToDatabase(SinkSettings(db), CTX, str(tmp_path / "out"))._fn
     fn.setup()
     fn.start_bundle()
     for i in range(11):
@@ -270,7 +278,7 @@ def test_whatever_the_input_and_the_contention_every_row_once_in_whole_writes(
     path = tmp_path / f"p-{uuid.uuid4().hex}.db"
     db = DatabaseSettings(f"sqlite:///{path}", batch_rows=batch_rows,
                           state_dir=str(tmp_path / "state"))
-    fn = WriteToDatabase(SinkSettings(db), CTX)._fn
+    fn = WriteToDatabase(SinkSettings(db), CTX, str(tmp_path / "out"))._fn
     answers = iter(free * 100)
     fn.setup()
     fn._session.ready = lambda: next(answers, True)  # type: ignore[method-assign]
