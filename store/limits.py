@@ -392,6 +392,9 @@ class LockWaitTimeout(TransientDatabaseError):
         self.waited = waited
 
 
+RELEASE_RETRY_SECONDS = 0.25  # the first retry of a release Redis did not take
+
+
 class RedisSlots:
     """At most ``n`` holders job-wide; a slot expires after ``ttl`` s if its holder dies.
     A slot names its holder (process, pid namespace, host): a waiter frees at once the
@@ -399,8 +402,12 @@ class RedisSlots:
     as the rate log's in-flight writes are; another host's is freed by its TTL. A slot
     held is renewed every third of its TTL by a thread of its holder, idle or not, so a
     writer that sits idle between writes (a slow model) keeps it, and its connection
-    stays within the cap. Waiters count themselves in a key that expires with them
-    (``contended``); a wait gives up after ``timeout`` seconds (``LockWaitTimeout``)."""
+    stays within the cap. A slot given up while Redis is away is deleted by a thread of
+    its holder as soon as Redis answers again (not left to its TTL: the other writers
+    would wait that long for it). Each hold has a token of its own, so that a late
+    deletion never takes a later hold. Waiters count themselves in a key that expires
+    with them (``contended``); a wait gives up after ``timeout`` seconds
+    (``LockWaitTimeout``)."""
 
     def __init__(self, redis_url: str, name: str, n: int, ttl: int = 600,
                  timeout: float = float("inf"), clock: Callable[[], float] = time.monotonic):
@@ -410,13 +417,14 @@ class RedisSlots:
         self._keys = [f"beamscore:slot:{digest}:{i}" for i in range(n)]
         self._waiting = f"beamscore:slotwait:{digest}"
         self._ttl = ttl
-        self._token = json.dumps([uuid.uuid4().hex, os.getpid(), _PID_NAMESPACE, _HOST])
+        self._token = ""  # the current hold's
         self._held: str | None = None
 
     def _try_all(self) -> bool:
+        token = json.dumps([uuid.uuid4().hex, os.getpid(), _PID_NAMESPACE, _HOST])
         for key in self._keys:
-            if self._client.set(key, self._token, nx=True, ex=self._ttl):
-                self._held = key
+            if self._client.set(key, token, nx=True, ex=self._ttl):
+                self._held, self._token = key, token
                 self._renew_while_held(key)
                 return True
         return False
@@ -472,9 +480,7 @@ class RedisSlots:
             except (ValueError, TypeError, IndexError):  # another version's token
                 continue
             if not _alive(owner):
-                self._client.eval(
-                    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-                    "return redis.call('DEL', KEYS[1]) end return 0", 1, key, value)
+                self._delete(key, value)
 
     def keep(self) -> bool:
         """Whether this holder still holds its slot, its expiry renewed (``ttl`` seconds
@@ -507,16 +513,36 @@ class RedisSlots:
             return False
 
     def release(self) -> None:
-        """Give the slot up; with Redis away, it is given up when its TTL runs out."""
+        """Give the slot up; with Redis away, a thread deletes it once Redis answers
+        again (or its TTL has run out)."""
         if self._held is not None:
             held, self._held = self._held, None
             self._stop_renewing.set()
-            try:  # delete only our own token (a slot that expired may be another's)
-                self._client.eval(
-                    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-                    "return redis.call('DEL', KEYS[1]) end return 0",
-                    1, held, self._token,
-                )
+            try:
+                self._delete(held, self._token)
             except RedisUnreachable as exc:
-                _LOG.warning("%s; the slot is free again once its TTL (%d s) runs out",
-                             exc, self._ttl)
+                _LOG.warning("%s; the slot is given up once Redis answers again", exc)
+                self._delete_later(held, self._token)
+
+    def _delete(self, key: str, token: str) -> None:
+        """Delete ``key`` if it still holds ``token`` (a slot that expired, then taken,
+        is another's)."""
+        self._client.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then "
+                          "return redis.call('DEL', KEYS[1]) end return 0", 1, key, token)
+
+    def _delete_later(self, key: str, token: str) -> None:
+        """``_delete`` retried by a daemon thread, with backoff, until Redis answers or
+        the slot's TTL has run out."""
+        def retry() -> None:
+            until, delay = time.monotonic() + self._ttl, RELEASE_RETRY_SECONDS
+            while time.monotonic() < until:
+                time.sleep(delay)
+                try:
+                    self._delete(key, token)
+                    return
+                except RedisUnreachable:
+                    delay = min(delay * 2, 10.0)
+                except Exception as exc:  # noqa: BLE001 - a daemon thread: say it, stop
+                    _LOG.warning("could not give up the slot %s: %s", key, exc)
+                    return
+        threading.Thread(target=retry, name="beamscore-slot-release", daemon=True).start()

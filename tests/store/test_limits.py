@@ -524,3 +524,37 @@ def test_a_user_locking_a_file_the_last_user_just_removed_takes_the_new_one(
     c = StateUser("db", str(tmp_path))
     assert c.close() is False  # B uses the state: nothing removed
     assert b.close() is True
+
+
+def test_a_redis_slot_given_up_while_redis_is_away_is_freed_when_it_answers(
+        redis_ok: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer whose bundle failed for Redis being away gives its slot up then: the
+    slot is deleted as soon as Redis answers again, not left to its TTL (ten minutes
+    for which every other writer would wait); a later hold of the same writer is never
+    deleted by that late release."""
+    from store import limits
+
+    monkeypatch.setattr(limits, "RELEASE_RETRY_SECONDS", 0.05)
+    name = uuid.uuid4().hex
+    holder = RedisSlots(REDIS, name, 1, ttl=600)
+    assert holder.try_acquire()
+    real, away = holder._client, [3]  # Redis away for the next three calls
+
+    class _Away:
+        def __getattr__(self, attr: str) -> Any:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                if away[0]:
+                    away[0] -= 1
+                    raise limits.RedisUnreachable("the Redis at test does not answer")
+                return getattr(real, attr)(*args, **kwargs)
+            return call
+
+    holder._client = _Away()  # type: ignore[assignment]
+    holder.release()
+    waiter = RedisSlots(REDIS, name, 1, timeout=5.0)
+    assert waiter.acquire(poll=0.01) < 3.0 and not away[0]
+    waiter.release()
+    assert holder.try_acquire()  # its new hold: the late release took only the old one
+    time.sleep(0.3)
+    assert holder.keep()
+    holder.release()
