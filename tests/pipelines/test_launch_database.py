@@ -86,6 +86,10 @@ class OutageProxy:
                         continue
                     upstream = socket.create_connection(self.target)
                     with self._lock:
+                        if time.monotonic() < self._down_until:  # cut meanwhile: refused
+                            client.close()
+                            upstream.close()
+                            break
                         self._open += [client, upstream]
                     for a, b in ((client, upstream), (upstream, client)):
                         threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
@@ -95,10 +99,10 @@ class OutageProxy:
                 server.shutdown(socket.SHUT_RDWR)
 
     def cut(self, seconds: float) -> None:
-        started = time.monotonic()
-        self._down_until = started + seconds
-        self.cuts.append((started, self._down_until))
-        with self._lock:
+        with self._lock:  # no connection accepted from now on is kept
+            started = time.monotonic()
+            self._down_until = started + seconds
+            self.cuts.append((started, self._down_until))
             for s in self._open:
                 try:
                     s.shutdown(socket.SHUT_RDWR)
