@@ -8,7 +8,8 @@ against one raw bulk load of the same rows, for SQLite and PostgreSQL.
 The rows have the product's shape: scored ``DocBatch``es (``sink_input``) of ``--batch``
 rows, turned into ``predictions`` rows by the sink itself. Each writer count runs the
 product's write DoFn (``transforms.write``: buffering, the rate limiter, the connection
-slots, the session's writes, the backend's upsert) in that many forked processes, each
+slots, the session's writes, the backend's upsert, then each batch's Parquet file, into
+the bench's temporary folder) in that many forked processes, each
 given an equal share of the batches (built before the clock starts), all started
 together; rows/s = all rows / (last writer's end - the common start), into a fresh
 database, with ``sink.max_connections`` at its default (4, fewer than 8 writers).
@@ -145,9 +146,11 @@ def _raw_load(target: Target, batches: list[DocBatch], binary: bool, result: Any
 
 def _writer(url: str, batches: list[DocBatch], state_dir: str, batch_rows: int, start: Any,
             ends: Any) -> None:
-    """One writer process: the product's write DoFn over its share of the batches."""
+    """One writer process: the product's write DoFn over its share of the batches (its
+    prediction files next to ``state_dir``)."""
     fn = WriteToDatabase(SinkSettings(DatabaseSettings(url, state_dir=state_dir,
-                                                       batch_rows=batch_rows)), CTX)._fn
+                                                       batch_rows=batch_rows)), CTX,
+                         os.path.join(os.path.dirname(state_dir), "files"))._fn
     fn.setup()
     start.wait(timeout=600)
     fn.start_bundle()

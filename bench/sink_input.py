@@ -14,6 +14,7 @@ import pandas as pd
 
 from transforms.records import (
     DOC_ID,
+    LABEL,
     METADATA,
     POSITION,
     PRED_LABEL,
@@ -34,7 +35,7 @@ def make_batch(i: int, size: int) -> DocBatch:
     frame = pd.DataFrame({
         DOC_ID: ids, SOURCE: [f"gs://bench/file-{i % 8}.jsonl"] * size,
         POSITION: np.arange(1, size + 1), METADATA: [None] * size,
-        RAW: [None] * size, PRED_LABEL: ["billing"] * size,
+        RAW: [None] * size, LABEL: [None] * size, PRED_LABEL: ["billing"] * size,
         PRED_SCORE: np.full(size, 0.91), PRED_TOP_K: [TOP_K] * size,
     })
     return DocBatch("2026-01-01", f"b{i:05d}", frame)

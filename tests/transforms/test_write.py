@@ -316,7 +316,7 @@ def test_writers_under_a_rate_limit_and_one_connection_slot_never_wait_for_each_
     db = DatabaseSettings(f"sqlite:///{tmp_path / 'r.db'}", batch_rows=75, max_connections=1,
                           max_rows_per_second=300, state_dir=str(tmp_path / "state"),
                           lease_seconds=4, max_retries=0)  # a slot waited 4 s for: failed
-    fns = [WriteToDatabase(SinkSettings(db), CTX)._fn
+    fns = [WriteToDatabase(SinkSettings(db), CTX, str(tmp_path / "out"))._fn
            for _ in range(5)]
     for fn in fns:
         fn.setup()
