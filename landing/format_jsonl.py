@@ -64,7 +64,7 @@ def read(chunk: Chunk, gzipped: bool, opts: ReadOptions) -> Iterator[Item]:
                 continue
             if lineno == 1 and line.startswith(codecs.BOM_UTF8):
                 line = line[len(codecs.BOM_UTF8):]
-            if line.strip():  # blank lines are not records
+            if line.strip(b" \t\r\n"):  # blank lines (JSON's whitespace) are not records
                 yield parse_json_line(line), lineno
 
 

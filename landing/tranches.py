@@ -273,14 +273,16 @@ def _kind(entry: os.DirEntry[str]) -> tuple[bool, str]:
         return False, f"cannot be looked at ({exc.strerror or exc}): never read"
 
 
-def has_records(plan: TranchePlan) -> bool:
+def has_records(plan: TranchePlan, required: tuple[str, ...] = ()) -> bool:
     """Whether reading the tranche yields anything (a record or a dead letter): an empty
-    file or a header-only CSV yields nothing. Reads each file only up to its first
-    item, and stops at the first file that has one."""
+    file or a header-only CSV yields nothing; a file without one of the ``required``
+    columns (the run's id and text fields) yields its dead letter, as the run reads it.
+    Reads each file only up to its first item, and stops at the first file that has
+    one."""
     if plan.refused:
         return True
     for f in plan.files:
-        items = read_chunk(Chunk(plan.tranche, f.path, f.format))
+        items = read_chunk(Chunk(plan.tranche, f.path, f.format), required=required)
         try:
             if next(items, None) is not None:
                 return True

@@ -147,7 +147,8 @@ def make_plan(settings: PlanSettings, dates: list[dt.date], ref: ModelRef,
         for t in plan.tranches:
             if t.missing:
                 plan.decisions[t.tranche] = (MISSING, t.missing_reason)
-            elif not settings.allow_empty_tranches and not has_records(t):
+            elif not settings.allow_empty_tranches and not has_records(
+                    t, (settings.fields.id, settings.fields.text)):
                 plan.decisions[t.tranche] = (EMPTY, f"{len(t.files)} file(s) in {t.folder} "
                                                     "hold no record")
             elif ledger is None:

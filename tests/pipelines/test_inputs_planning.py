@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -133,6 +135,25 @@ def test_a_tranche_of_files_without_records_is_empty_and_exits_3(
     assert allowed.rc == 0, allowed.err
     assert query_rows(url, f"SELECT status FROM tranches WHERE tranche = '{DAY}'") == [
         ("completed",)]
+
+
+def test_a_parquet_tranche_without_the_id_or_text_column_is_not_empty(
+        registry_root: str, tmp_path: Path) -> None:
+    """No row, and no column the run reads either: reading the file gives its dead
+    letter (its schema is checked before its rows), so the plan does not call the
+    tranche empty, and the run says why. (A header-only CSV has no row to reject: it is
+    empty to the plan and to the run alike.)"""
+    folder = tmp_path / "landing" / f"dt={DAY}"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"doc": pa.array([], pa.string()),
+                             "body": pa.array([], pa.string())}), folder / "a.parquet")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    plan = _cli("plan", tmp_path / "landing", registry_root, url, tmp_path, "--date", DAY)
+    assert f"{DAY}  empty" not in plan.out, plan.out
+    result = _cli("score", tmp_path / "landing", registry_root, url, tmp_path, "--date", DAY)
+    assert "empty" not in result.out, result.out
+    [(reason,)] = query_rows(url, "SELECT reason FROM dead_letters")
+    assert "id" in reason and "text" in reason, reason
 
 
 @settings(max_examples=200, deadline=None)

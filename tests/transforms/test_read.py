@@ -72,6 +72,8 @@ def landing(tmp_path: Path) -> dict[str, Any]:
         (b'"a JSON string"', "not an object"),
         (b'{"id": "bad-bytes", "text": "caf\xe9 \xff"}', "undecodable"),
         (b"   \t", None),                                       # whitespace-only line
+        (b"\x0c", "malformed JSON"),  # a form feed: whitespace to Python, not to JSON
+        (b" \x0b ", "malformed JSON"),  # a vertical tab, likewise
         (json_line(_doc("j3")), _doc("j3")),
     ]
     # No newline after the last line: it is still a record.
