@@ -120,9 +120,11 @@ def count_newlines(path: str, upto: int, planned: Planned | None = None) -> int:
 
 def number_lines(chunks: Sequence[Chunk]) -> list[Chunk]:
     """The byte-range chunks of one uncompressed file, each with ``lines_before`` set,
-    counted in one pass over the file up to the last chunk's start. A file shorter than
-    planned leaves the chunks that start past its end unnumbered (their readers report
-    what they find)."""
+    counted in one pass over the file up to the last chunk's start. A chunk in which no
+    line starts (inside one long line) owns nothing: it is joined to the chunk after it
+    (which then starts inside that line, and owns the same lines), so that no chunk
+    reports a failure at a line it does not own: a rejection's position is its own. A file shorter than planned leaves the chunks
+    that start past its end unnumbered (their readers report what they find)."""
     if len({c.path for c in chunks}) > 1:
         raise ValueError("number_lines numbers the chunks of one file")
     starts = sorted({c.start for c in chunks if c.start > 0})
@@ -130,7 +132,15 @@ def number_lines(chunks: Sequence[Chunk]) -> list[Chunk]:
     if starts:
         counts = _newlines_at(chunks[0].path, [s - 1 for s in starts], chunks[0].planned)
         lines |= {s: n + 1 for s, (n, reached) in zip(starts, counts) if reached}
-    return [dataclasses.replace(c, lines_before=lines.get(c.start, -1)) for c in chunks]
+    out: list[Chunk] = []
+    for c in sorted(chunks, key=lambda c: c.start):
+        before = lines.get(c.start, -1)
+        if out and before >= 0 and before == out[-1].lines_before and out[-1].end == c.start:
+            out[-1] = dataclasses.replace(out[-1], end=c.end,
+                                          est_rows=out[-1].est_rows + c.est_rows)
+        else:
+            out.append(dataclasses.replace(c, lines_before=before))
+    return out
 
 
 def _newlines_at(path: str, offsets: Sequence[int],

@@ -4,14 +4,19 @@ quoted field is one record, an over-long line is one rejection read in bounded m
 from __future__ import annotations
 
 import gzip
+import json
+import os
 import tracemalloc
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from landing.formats import Rejection, read_chunk
-from landing.reading import Chunk
+from landing.formats import Rejection, number_chunks, read_chunk
+from landing.reading import Chunk, Planned
 
 
 def _items(path: Path, fmt: str, **kw: Any) -> list[tuple[Any, int]]:
@@ -410,3 +415,31 @@ def test_a_json_record_naming_a_key_twice_is_a_rejection_of_its_own(tmp_path: Pa
         "JSON object names key 'text' twice: which value holds is unknown",
         "JSON object names key 'k' twice: which value holds is unknown"]
     assert items[2][0] == {"id": "c", "text": "t", "meta": [{"k": 1}, {"k": 2}]}
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lengths=st.lists(st.integers(min_value=1, max_value=3000), min_size=1, max_size=8),
+       cuts=st.sets(st.integers(min_value=1, max_value=25_000), max_size=6))
+def test_numbered_chunks_read_each_line_once_and_fail_at_lines_of_their_own(
+        tmp_path: Path, lengths: list[int], cuts: set[int]) -> None:
+    """A file's byte-range chunks, cut anywhere (inside long lines too) and numbered as
+    planning numbers them, read every line once, at its line number; when the file
+    changes after planning, each chunk's rejection is at a position no other chunk's
+    is at (a dead letter's key: none is lost to another's)."""
+    path = tmp_path / f"{uuid.uuid4().hex}.jsonl"
+    data = b"".join(json.dumps({"id": f"d{i}", "text": "x" * n}).encode() + b"\n"
+                    for i, n in enumerate(lengths))
+    path.write_bytes(data)
+    stat = os.stat(path)
+    planned = Planned(stat.st_size, str(stat.st_mtime))
+    bounds = sorted({c for c in cuts if c < len(data)} | {0})
+    chunks = number_chunks([Chunk("t", str(path), "jsonl", a, b, i, planned=planned)
+                            for i, (a, b) in enumerate(zip(bounds, [*bounds[1:], len(data)]))])
+    assert [(x["id"], p) for c in chunks for x, p in read_chunk(c)] == [
+        (f"d{i}", i + 1) for i in range(len(lengths))]
+    os.utime(path, (stat.st_atime, stat.st_mtime + 5))  # changed since it was planned
+    failed = [(x, p) for c in chunks for x, p in read_chunk(c)]
+    assert all(isinstance(x, Rejection) and x.changed for x, _ in failed)
+    positions = [p for _, p in failed]
+    assert len(positions) == len(set(positions)), positions
