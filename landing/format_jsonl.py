@@ -123,8 +123,9 @@ def number_lines(chunks: Sequence[Chunk]) -> list[Chunk]:
     counted in one pass over the file up to the last chunk's start. A chunk in which no
     line starts (inside one long line) owns nothing: it is joined to the chunk after it
     (which then starts inside that line, and owns the same lines), so that no chunk
-    reports a failure at a line it does not own: a rejection's position is its own. A file shorter than planned leaves the chunks
-    that start past its end unnumbered (their readers report what they find)."""
+    reports a failure at a line it does not own: a rejection's position is its own. A
+    file shorter than planned leaves the chunks that start past its end unnumbered
+    (their readers report what they find)."""
     if len({c.path for c in chunks}) > 1:
         raise ValueError("number_lines numbers the chunks of one file")
     starts = sorted({c.start for c in chunks if c.start > 0})

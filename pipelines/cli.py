@@ -28,6 +28,7 @@ from engine import allocator
 from engine.beam_import import skip_unused_connectors
 from engine.math_threads import limit_math_threads
 from engine.startup import start_up
+from pipelines.configuration.parser import ArgumentParser
 from pipelines.orchestration.logs import setup_logging
 
 DESCRIPTION = ("Batch scoring with scikit-learn models on Apache Beam: train and register "
@@ -83,7 +84,7 @@ class _Commands(argparse._SubParsersAction):  # type: ignore[type-arg]
 def build_parser(lazy: bool = False) -> argparse.ArgumentParser:
     """The whole command line; with ``lazy``, a command's arguments are added only
     once it is named on the command line being parsed."""
-    parser = argparse.ArgumentParser(prog="beamscore", description=DESCRIPTION)
+    parser = ArgumentParser(prog="beamscore", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = cast(_Commands, parser.add_subparsers(dest="command", required=True,
                                                 metavar="COMMAND", action=_Commands))

@@ -51,11 +51,12 @@ parameter under any spelling libpq decodes, a `password=` pair) or in `sink.redi
 URL of a scheme beamscore does not write to, naming the scheme only, and a
 `sink.redis_url` redis-py cannot read (`redis://host:abc/0`), and a `db` whose host has
 a "port" that is no number (`postgresql://user:secret/db`, the "@host" left out), never
-quoting it. An unrecognised argument is quoted with any URL in it redacted, a mistyped
-flag with the one it most likely meant (`--batch-sise (did you mean --batch-size?)`; for
-`score` Beam's options too). Connection options libpq refuses (`?sslmode=bogus`,
-`?service=nosuch`) fail the command at once (exit 1), never waited for as a database
-that is down.
+quoting it. An unrecognised argument, and any argument a usage error quotes, is shown
+with any URL in it redacted, a mistyped flag with the one it most likely meant
+(`--batch-sise (did you mean --batch-size?)`; for `score` Beam's options too). Flags
+are matched by their full names only: `--batch` is not `--batch-size`. Connection
+options libpq refuses (`?sslmode=bogus`, `?service=nosuch`) fail the command at once
+(exit 1), never waited for as a database that is down.
 
 Every key has a flag: `sink.max_rows_per_second` is `--sink-max-rows-per-second`. Keys
 marked with a template parameter are offered by the Flex Template

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from landing.tranches import date_range
 from pipelines.configuration.config import ConfigError
 from pipelines.configuration.flags import add_config_flags
+from pipelines.configuration.parser import ArgumentParser
 
 SCORE_DESCRIPTION = ("Score tranches; flags beamscore does not know are passed to Beam "
                      "(--runner, --project, --temp_location ...).")
@@ -79,7 +80,7 @@ def requested_dates(args: argparse.Namespace, timezone: str = "UTC",
 
 def score_parser() -> argparse.ArgumentParser:
     """``beamscore score``'s own parser, as the template entry parses its arguments."""
-    parser = argparse.ArgumentParser(prog="beamscore score", description=SCORE_DESCRIPTION)
+    parser = ArgumentParser(prog="beamscore score", description=SCORE_DESCRIPTION)
     add_run_arguments(parser)
     return parser
 

@@ -3,14 +3,17 @@ rows, output files, Parquet metadata or the template spec."""
 
 from __future__ import annotations
 
+import io
 import logging
 import shutil
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from landing.samples import make_docs, write_tranche
+from pipelines.cli import main
 from tests.pipelines.helpers import run_cli
 
 SECRET = "s3cr3t-Zq9-do-not-leak"
@@ -57,3 +60,34 @@ def test_the_password_is_found_nowhere(registry_root: str, tmp_path: Path, pg_ur
     assert texts["logs"] and any(k.endswith(".parquet") for k in texts)
     leaks = [where for where, text in texts.items() if SECRET in text]
     assert leaks == []
+
+
+def _usage_error(*argv: str) -> tuple[int, str]:
+    """(exit status, stderr) of a command line argparse refuses."""
+    err = io.StringIO()
+    with redirect_stderr(err), redirect_stdout(io.StringIO()), \
+            pytest.raises(SystemExit) as exc:
+        main(list(argv))
+    return int(exc.value.code or 0), err.getvalue()
+
+
+@pytest.mark.parametrize("args", [
+    ["score", "--model", "m", "--sink-max=postgresql://u:hunter2@h/d"],  # was ambiguous
+    ["score", "--model", "m", "--date=postgresql://u:hunter2@h/d"],      # not a date
+    ["plan", "--model", "m", "--from=postgresql://u:hunter2@h/d", "--to", "2026-01-01"],
+    ["runs", "list", "--limit=postgresql://u:hunter2@h/d"],              # not a number
+])
+def test_a_usage_error_never_shows_a_password(args: list[str]) -> None:
+    """Whatever argparse quotes back in its error (an argument it could not match or
+    convert), a URL's password is redacted, in every command's parser."""
+    code, err = _usage_error(*args)
+    assert code == 2 and "error:" in err
+    assert "hunter2" not in err and "u:***@h" in err, err
+
+
+@pytest.mark.parametrize("abbreviated", ["--batch", "--sink-re", "--inference-top"])
+def test_an_abbreviated_option_is_not_taken_for_the_one_it_prefixes(abbreviated: str) -> None:
+    """Options are taken by their exact names (a script's typo is an error, and a Beam
+    option is never read as the beamscore option it prefixes)."""
+    code, err = _usage_error("score", "--model", "m", abbreviated, "1")
+    assert code == 2 and "unrecognized arguments" in err and abbreviated in err, err
