@@ -4,7 +4,7 @@ Dataflow's Flex Template launcher passes only ``--name=value`` pairs: the templa
 parameters (``deploy/flex-template/metadata.json``) and its own pipeline options
 (``--project``, ``--region``, ``--temp_location``, ``--staging_location``, ``--job_name``
 ...). ``to_score_argv`` turns the parameters into ``beamscore score`` flags
-(``--input_root`` is ``--input-root``, ``--force=true`` is ``--force``) and leaves the
+(``--input_root`` is ``--input-root``, ``--force=true`` is ``--force=true``) and leaves the
 rest to Beam; ``main`` then calls the same ``run(argv)`` as ``beamscore score``, with
 the bundled ``dataflow`` overlay unless ``--config`` names another. Which options are
 parameters, with their labels and regexes, is ``pipelines.template_metadata``'s.
@@ -50,9 +50,6 @@ def to_score_argv(argv: list[str]) -> list[str]:
         flag = flags.get(name)
         if flag is None:
             out.append(arg)  # a Beam option of the launcher's
-        elif flag == "--force":
-            if value.lower() in ("", "true", "1", "yes"):
-                out.append(flag)
         else:
             out.append(f"{flag}={value}" if eq else flag)
     if not any(a == "--config" or a.startswith("--config=") for a in out):

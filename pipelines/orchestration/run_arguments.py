@@ -36,7 +36,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, beam: bool = True) -> Non
     """The arguments ``score`` (``beam``: and Beam's options) and ``plan`` share:
     dates, --force, every config key."""
     indent = " " * len(f"usage: {parser.prog} ")
-    parser.usage = (f"{parser.prog} [-h] [--date DATE | --from DATE --to DATE] [--force]\n"
+    parser.usage = (f"{parser.prog} [-h] [--date DATE | --from DATE --to DATE] [--force [BOOL]]\n"
                     f"{indent}[--config NAME_OR_FILE] [CONFIG FLAG ...]"
                     + (" [BEAM OPTION ...]" if beam else ""))
     when = parser.add_mutually_exclusive_group()
@@ -46,8 +46,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, beam: bool = True) -> Non
                       help="first tranche of a range")
     parser.add_argument("--to", dest="date_to", type=_date, metavar="DATE",
                         help="last tranche of a range")
-    parser.add_argument("--force", dest="cfg:force", action="store_const", const=True,
-                        default=None, help="rescore tranches the ledger has completed")
+    parser.add_argument("--force", dest="cfg:force", nargs="?", const="true", default=None,
+                        metavar="BOOL", help="rescore tranches the ledger has completed "
+                        "(alone: true; --force false overrides a config's force: true)")
     add_config_flags(parser, skip={"force"})
 
 

@@ -10,7 +10,10 @@ import pytest
 
 from landing.samples import make_docs, write_tranche
 from pipelines import template_metadata
+from pipelines.configuration.config import load_config
+from pipelines.configuration.flags import overrides_from_args
 from pipelines.orchestration.exit_codes import EXIT_OK
+from pipelines.orchestration.run_arguments import parse_score_args
 from pipelines.template import main, to_score_argv
 from pipelines.template_metadata import parameters
 
@@ -26,11 +29,18 @@ def test_parameters_become_score_flags_and_the_rest_goes_to_beam() -> None:
                     "--template_location=gs://t/launch/job.json", "--config=dataflow"]
 
 
-@pytest.mark.parametrize("value, forced", [("true", True), ("True", True), ("1", True),
-                                           ("", True), ("false", False), ("0", False)])
-def test_force_is_a_boolean_parameter(value: str, forced: bool) -> None:
-    argv = to_score_argv([f"--force={value}" if value else "--force"])
-    assert ("--force" in argv) is forced
+@pytest.mark.parametrize("value, forced", [("true", True), ("True", True), ("", True),
+                                           ("false", False), ("no", False)])
+def test_force_is_a_boolean_parameter_that_overrides_the_configs(
+        value: str, forced: bool, tmp_path: Path) -> None:
+    """``force=false`` turns off an overlay's ``force: true`` (the parameter is passed
+    on as the flag's value, read as every boolean flag is)."""
+    overlay = tmp_path / "prod.yaml"
+    overlay.write_text("force: true\n")
+    argv = to_score_argv([f"--force={value}" if value else "--force",
+                          f"--config={overlay}"])
+    _, args, _ = parse_score_args(argv)
+    assert load_config(args.config, overrides_from_args(args)).force is forced
 
 
 def test_a_config_parameter_replaces_the_dataflow_overlay() -> None:
