@@ -344,6 +344,10 @@ def _flatten(data: Any, source: str, prefix: str = "",
     for k, v in data.items():
         key = f"{prefix}{k}"
         where = _at(source, key, lines)
+        if "." in str(k):  # a key is written nested: sink: {batch_rows: ...}
+            section, _, leaf = key.rpartition(".")
+            raise ConfigError(f"{where}: key '{k}' is written with a dot; nest it in its "
+                              f"section ('{section}:' then '  {leaf}: ...')")
         if key in LEAVES:
             out[key] = _coerce(key, v, where)
         elif any(leaf.startswith(key + ".") for leaf in LEAVES):
@@ -375,6 +379,8 @@ def _key_lines(text: str) -> dict[str, int]:
             if isinstance(key_node, yaml.ScalarNode) and \
                     key_node.tag != "tag:yaml.org,2002:merge":
                 key = f"{prefix}{key_node.value}"
+                if "." in str(key_node.value):  # refused: its error names its own line
+                    lines[key] = key_node.start_mark.line + 1
                 lines.setdefault(key, key_node.start_mark.line + 1)
                 walk(value_node, key + ".")
 
@@ -398,9 +404,14 @@ def _read_yaml(name_or_path: str) -> tuple[dict[str, Any], str, dict[str, int]]:
             raise ConfigError(f"config file {name_or_path} cannot be read: "
                               f"{type(exc).__name__}: {exc}") from exc
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML {_where(exc, text)}") from None
+    if data is None:  # empty, or comments only: sets nothing
+        data = {}
+    elif not isinstance(data, dict):  # [], 0, false, "": not a config's keys
+        raise ConfigError(f"{source}: expected a mapping of config keys, got "
+                          f"{type(data).__name__}")
     return data, source, _key_lines(text) if data else {}
 
 
@@ -493,28 +504,39 @@ def _check_ranges(cfg: Config, origins: dict[str, str] | None = None) -> None:
         if problem:
             where = (origins or {}).get(key.name)
             raise ConfigError((f"{where}: " if where else "") + f"key '{key.name}' {problem}")
+    def at(*keys: str) -> str:
+        """Where ``keys`` were set, as an error's prefix."""
+        found = [w for k in keys if (w := (origins or {}).get(k))]
+        return f"{' and '.join(dict.fromkeys(found))}: " if found else ""
+
     try:
         zoneinfo.ZoneInfo(cfg.schedule.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(f"key 'schedule.timezone': unknown time zone "
-                          f"{cfg.schedule.timezone!r}") from exc
+        raise ConfigError(f"{at('schedule.timezone')}key 'schedule.timezone': unknown time "
+                          f"zone {cfg.schedule.timezone!r}") from exc
     if cfg.inference.timeout_seconds and cfg.inference.timeout_ms_per_record:
-        raise ConfigError("keys 'inference.timeout_seconds' and "
+        raise ConfigError(f"{at('inference.timeout_seconds', 'inference.timeout_ms_per_record')}"
+                          "keys 'inference.timeout_seconds' and "
                           "'inference.timeout_ms_per_record' are alternatives: set one")
     try:
         password = carries_password(cfg.db)
     except ValueError as exc:  # e.g. an unclosed "[" of an IPv6 host; never the URL
-        raise ConfigError(f"key 'db' is not a valid URL: {exc}") from None
+        raise ConfigError(f"{at('db')}key 'db' is not a valid URL: {exc}") from None
     if password:
         raise ConfigError(
-            "key 'db' must not contain a password; set it in the environment variable "
+            f"{at('db')}key 'db' must not contain a password; set it in the environment variable "
             f"named by sink.password_env ({cfg.sink.password_env})"
         )
     if problem := port_problem(cfg.db):  # a client would quote it in its errors
-        raise ConfigError(f"key 'db' {problem}")
+        raise ConfigError(f"{at('db')}key 'db' {problem}")
     try:
         backend_of(cfg.db)
     except ValueError as exc:  # names the scheme, never the URL
-        raise ConfigError(f"key 'db': {exc}") from None
+        raise ConfigError(f"{at('db')}key 'db': {exc}") from None
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cfg.sink.password_env):
+        # not quoted: a password put there by mistake would be shown
+        raise ConfigError(f"{at('sink.password_env')}key 'sink.password_env' must be the "
+                          "name of an environment variable (letters, digits and _, not a "
+                          "digit first)")
     if cfg.sink.redis_url and (problem := redis_url_problem(cfg.sink.redis_url)):
-        raise ConfigError(f"key 'sink.redis_url' {problem}")
+        raise ConfigError(f"{at('sink.redis_url')}key 'sink.redis_url' {problem}")

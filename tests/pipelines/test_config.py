@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -395,7 +396,8 @@ def test_a_redis_url_redis_py_would_read_a_password_from_or_cannot_read_is_refus
         url: str, problem: str) -> None:
     with pytest.raises(ConfigError) as exc:
         load_config(None, {"sink.redis_url": url})
-    assert str(exc.value).startswith(f"key 'sink.redis_url' {problem}"), str(exc.value)
+    assert str(exc.value).startswith(
+        f"command line (--sink-redis-url): key 'sink.redis_url' {problem}"), str(exc.value)
     assert "s3cr" not in str(exc.value)
 
 
@@ -408,4 +410,50 @@ def test_a_list_of_other_than_strings_says_which_list_it_must_be(tmp_path: Path)
 def test_a_db_url_that_does_not_parse_names_the_key_not_the_url() -> None:
     with pytest.raises(ConfigError) as exc:
         load_config(None, {"db": "postgresql://u@[::1/sec-ret"})
-    assert str(exc.value) == "key 'db' is not a valid URL: Invalid IPv6 URL"
+    assert str(exc.value) == ("command line (--db): key 'db' is not a valid URL: Invalid "
+                              "IPv6 URL")
+
+
+def test_a_dotted_key_in_a_file_is_refused_naming_its_line(tmp_path: Path) -> None:
+    """Keys are nested in their sections: a dotted one (which could be given twice,
+    once dotted and once nested, the later silently winning) is refused."""
+    path = _write(tmp_path, "sink:\n  batch_rows: 5\nsink.batch_rows: 3\n")
+    with pytest.raises(ConfigError, match=rf"^{path}, line 3: key 'sink.batch_rows' is "
+                                          "written with a dot; nest it in its section"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("text", ["[]\n", "0\n", "false\n", "''\n", "- workers: 2\n"])
+def test_a_file_that_is_not_a_mapping_is_refused(tmp_path: Path, text: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError, match=rf"^{path}: expected a mapping"):
+        load_config(path)
+
+
+def test_an_empty_file_or_one_of_comments_sets_nothing(tmp_path: Path) -> None:
+    for text in ("", "# nothing yet\n"):
+        assert dataclasses.replace(load_config(_write(tmp_path, text)), explicit_keys=()) \
+            == dataclasses.replace(load_config(None), explicit_keys=())
+
+
+@pytest.mark.parametrize("text, flags, where, key", [
+    ("schedule:\n  timezone: Europe/Berln\n", {}, "line 2", "key 'schedule.timezone'"),
+    ("db: mysql://h/d\n", {}, "line 1", "key 'db'"),
+    ("inference:\n  timeout_seconds: 5\n", {"inference.timeout_ms_per_record": "2"},
+     "line 2 and command line (--inference-timeout-ms-per-record)",
+     "keys 'inference.timeout_seconds' and"),
+    ("sink:\n  password_env: NOT A NAME\n", {}, "line 2", "key 'sink.password_env'"),
+])
+def test_a_rule_across_keys_names_where_they_were_set(
+        tmp_path: Path, text: str, flags: dict[str, str], where: str, key: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, flags)
+    assert str(exc.value).startswith(f"{path}, {where}: {key}"), str(exc.value)
+
+
+def test_a_password_env_that_is_no_variable_name_is_refused_unquoted() -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, {"sink.password_env": "s3cret pass"})
+    assert "must be the name of an environment variable" in str(exc.value)
+    assert "s3cret" not in str(exc.value)
