@@ -152,9 +152,14 @@ class DataflowConfig:
             return int(found.group(1) or found.group(3))
         return max(1, self.number_of_worker_harness_threads)
 
-    def as_flags(self) -> list[str]:
+    def as_flags(self, given: frozenset[str] = frozenset()) -> list[str]:
+        """The section as Beam's flags, but for the options named in ``given`` (set on
+        the command line, which wins: a list such as ``experiments`` is then the
+        command line's alone, not added to)."""
         flags = []
         for f in dataclasses.fields(self):
+            if f.name in given:
+                continue
             value = getattr(self, f.name)
             if isinstance(value, list):
                 flags += [f"--{f.name}={v}" for v in value]

@@ -74,7 +74,9 @@ def pipeline_options(runner: RunnerSettings, beam_args: list[str]) -> PipelineOp
         parallel = runner.workers > 1 and not uses_fork_server(runner)
         opts["direct_running_mode"] = "multi_processing" if parallel else "in_memory"
         return PipelineOptions(beam_args, **opts)
-    return PipelineOptions([*runner.dataflow.as_flags(), *beam_args], **opts)
+    given = frozenset(a[2:].split("=", 1)[0].replace("-", "_") for a in beam_args
+                      if a.startswith("--"))
+    return PipelineOptions([*runner.dataflow.as_flags(given), *beam_args], **opts)
 
 
 PLACEHOLDER = "example-"

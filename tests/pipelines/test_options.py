@@ -17,6 +17,7 @@ from pipelines.orchestration.options import (
     RunnerSettings,
     check_placeholders,
     check_runner,
+    pipeline_options,
     unknown_beam_args,
 )
 
@@ -119,3 +120,19 @@ def test_plan_refuses_the_placeholders_of_what_it_reads_at_once() -> None:
                  "/nonexistent/landing", "--registry", "/nonexistent/registry",
                  "--db", "sqlite:////nonexistent/x.db")
     assert "placeholder" not in ok.err
+
+
+def test_beam_flags_on_the_command_line_replace_the_dataflow_sections_options() -> None:
+    """The flags given win over the ``dataflow`` section: a list option (experiments)
+    is the command line's alone, not the config's with the flag's added."""
+    from apache_beam.options.pipeline_options import DebugOptions, WorkerOptions
+
+    runner = settings_of(RunnerSettings, load_config("dataflow"))
+    assert "use_runner_v2" in runner.dataflow.experiments
+    opts = pipeline_options(runner, ["--experiments=disable_runner_v2",
+                                     "--max_num_workers=50"])
+    assert opts.view_as(DebugOptions).experiments == ["disable_runner_v2"]
+    assert opts.view_as(WorkerOptions).max_num_workers == 50
+    kept = pipeline_options(runner, [])
+    assert kept.view_as(DebugOptions).experiments == runner.dataflow.experiments
+    assert kept.view_as(WorkerOptions).max_num_workers == runner.dataflow.max_num_workers
