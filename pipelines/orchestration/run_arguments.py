@@ -47,8 +47,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, beam: bool = True) -> Non
     parser.add_argument("--to", dest="date_to", type=_date, metavar="DATE",
                         help="last tranche of a range")
     parser.add_argument("--force", dest="cfg:force", nargs="?", const="true", default=None,
-                        metavar="BOOL", help="rescore tranches the ledger has completed "
-                        "(alone: true; --force false overrides a config's force: true)")
+                        metavar="BOOL", help="rescore tranches the ledger has completed")
     add_config_flags(parser, skip={"force"})
 
 
