@@ -10,6 +10,7 @@ options: ``check_beam_args`` rejects anything else, so a typo never passes silen
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from apache_beam.options.pipeline_options import (
 )
 
 from engine.forkserver import ForkServer
-from pipelines.configuration.config import DataflowConfig
+from pipelines.configuration.config import Config, DataflowConfig
 from pipelines.orchestration.exit_codes import LaunchError
 
 LOCAL_RUNNERS = ("FnApiRunner", "DirectRunner", "TestDirectRunner")
@@ -62,6 +63,20 @@ def fork_server(runner: RunnerSettings, tracked: bool) -> ForkServer | None:
     if not uses_fork_server(runner):
         return None
     return ForkServer(WORKER_PRELOAD + (TRACKING_PRELOAD if tracked else ()))
+
+
+def with_beam_flags(cfg: Config, beam_args: list[str]) -> Config:
+    """``cfg`` whose ``dataflow`` section holds what the Beam flags given set of its
+    options (``--max_num_workers=50``: they win over the section), so that the run's
+    plan cuts its chunks for the workers the job gets and its record says so."""
+    if not beam_args:
+        return cfg
+    given = PipelineOptions(beam_args).get_all_options(drop_default=True)
+    names = {f.name for f in dataclasses.fields(DataflowConfig)}
+    changes = {k: v for k, v in given.items() if k in names and v is not None}
+    if not changes:
+        return cfg
+    return dataclasses.replace(cfg, dataflow=dataclasses.replace(cfg.dataflow, **changes))
 
 
 def pipeline_options(runner: RunnerSettings, beam_args: list[str]) -> PipelineOptions:

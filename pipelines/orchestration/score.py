@@ -69,6 +69,7 @@ from pipelines.orchestration.options import (
     make_pipeline,
     stages_a_template,
     unknown_beam_args,
+    with_beam_flags,
 )
 from pipelines.orchestration.plan import EMPTY, PlanSettings, ScorePlan, make_plan
 from pipelines.orchestration.progress import ProgressReporter
@@ -120,6 +121,7 @@ def run_parsed(parser: argparse.ArgumentParser, args: argparse.Namespace,
         if unknown:
             parser.error("unrecognized arguments (neither beamscore nor Beam options): "
                          + unrecognized(unknown, parser, known=beam_option_strings()))
+        cfg = with_beam_flags(cfg, beam_args)  # the job's workers, as the flags set them
         outcome = execute(cfg, requested_dates(args, cfg.schedule.timezone), beam_args, sink,
                           test_pipeline)
         try:  # the run's record is final: a stop now waits for its summary and exit code

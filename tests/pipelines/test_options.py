@@ -19,6 +19,7 @@ from pipelines.orchestration.options import (
     check_runner,
     pipeline_options,
     unknown_beam_args,
+    with_beam_flags,
 )
 
 READY = ["--project=beamscore-prod", "--temp_location=gs://beamscore-temp/tmp",
@@ -136,3 +137,17 @@ def test_beam_flags_on_the_command_line_replace_the_dataflow_sections_options() 
     kept = pipeline_options(runner, [])
     assert kept.view_as(DebugOptions).experiments == runner.dataflow.experiments
     assert kept.view_as(WorkerOptions).max_num_workers == runner.dataflow.max_num_workers
+
+
+def test_the_plan_cuts_for_the_workers_the_beam_flags_give_the_job() -> None:
+    """``--max_num_workers=50`` on the command line: the job gets 50 workers, and the
+    config the run plans with (and records) says 50, not the overlay's 10."""
+    cfg = load_config("dataflow")
+    assert cfg.dataflow.max_num_workers == 10
+    given = with_beam_flags(cfg, ["--max_num_workers=50", "--machine_type=n2-standard-4",
+                                  "--experiments=disable_runner_v2", "--job_name=x"])
+    assert given.dataflow.max_num_workers == 50 and given.dataflow.machine_type == \
+        "n2-standard-4"
+    assert given.dataflow.experiments == ["disable_runner_v2"]
+    assert given.parallelism == 50 * 4 and cfg.parallelism == 10 * cfg.dataflow.cores_per_worker
+    assert with_beam_flags(cfg, []) is cfg
