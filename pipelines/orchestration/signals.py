@@ -115,7 +115,8 @@ def _raise_later(signum: int) -> None:
 
     def trip() -> None:
         time.sleep(_AGAIN_SECONDS)
-        signal.pthread_kill(threading.main_thread().ident or 0, signum)  # wakes a wait
+        if _again and _active:  # not raised meanwhile, and the block's handler still set
+            signal.pthread_kill(threading.main_thread().ident or 0, signum)  # wakes a wait
 
     threading.Thread(target=trip, name="beamscore-stop", daemon=True).start()
 
