@@ -10,9 +10,7 @@ anyway). These commands read only the database: ``--config`` and the database fl
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
-import time
 
 from pipelines.commands.common import SESSION_KEYS, add_config_keys, command_config
 from pipelines.configuration.connection import open_existing
@@ -20,6 +18,7 @@ from pipelines.orchestration.exit_codes import EXIT_ERROR, EXIT_OK
 from store import run_records
 from store.database import Database
 from store.ledger import BUSY, Holder, TrancheLedger
+from store.monitoring import hours_since
 from store.session import DatabaseSettings
 
 
@@ -91,8 +90,8 @@ def open_runs(database: DatabaseSettings) -> Database:
     return db
 
 
-def observed_status(db: Database, record: run_records.RunRecord, lease_seconds: float,
-                    now: float | None = None) -> tuple[str, list[str]]:
+def observed_status(db: Database, record: run_records.RunRecord, lease_seconds: float
+                    ) -> tuple[str, list[str]]:
     """(status, why) of a run as it stands now: a run recorded ``running`` whose leases
     the ledger would let another run take (its process on this host is gone, or it
     stopped renewing them) is ``abandoned``; why is the ledger's word for each of its
@@ -114,22 +113,15 @@ def observed_status(db: Database, record: run_records.RunRecord, lease_seconds: 
         return run_records.ABANDONED, why
     if record.holder.is_gone():
         return run_records.ABANDONED, [f"its process {record.pid} on this host is gone"]
-    started = _timestamp(record.started_at)
-    if started is not None and (time.time() if now is None else now) - started > lease_seconds:
+    try:
+        age = hours_since(str(record.started_at)) * 3600
+    except (ValueError, TypeError):  # a start time without its offset: not judged by it
+        age = 0.0
+    if age > lease_seconds:
         return run_records.ABANDONED, [
             f"it holds no tranche lease and started at {record.started_at}, more than "
             f"sink.lease_seconds ({lease_seconds:g} s) ago"]
     return record.status, []
-
-
-def _timestamp(value: object) -> float | None:
-    """Seconds since the epoch of a recorded time (ISO 8601, UTC when it has no zone)."""
-    try:
-        when = (value if isinstance(value, dt.datetime)
-                else dt.datetime.fromisoformat(str(value)))
-    except ValueError:
-        return None
-    return (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).timestamp()
 
 
 def list_runs(database: DatabaseSettings, limit: int) -> str:

@@ -504,16 +504,15 @@ def _check_ranges(cfg: Config, origins: dict[str, str] | None = None) -> None:
     """Every key's value against the range its schema declares (``Key.problem``), then
     what no single key's range says; an error names where the key was set (``origins``:
     file and line, or flag)."""
-    for key in KEYS:
-        problem = key.problem(_value(cfg, key.name))
-        if problem:
-            where = (origins or {}).get(key.name)
-            raise ConfigError((f"{where}: " if where else "") + f"key '{key.name}' {problem}")
     def at(*keys: str) -> str:
         """Where ``keys`` were set, as an error's prefix."""
         found = [w for k in keys if (w := (origins or {}).get(k))]
         return f"{' and '.join(dict.fromkeys(found))}: " if found else ""
 
+    for key in KEYS:
+        problem = key.problem(_value(cfg, key.name))
+        if problem:
+            raise ConfigError(f"{at(key.name)}key '{key.name}' {problem}")
     try:
         zoneinfo.ZoneInfo(cfg.schedule.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:

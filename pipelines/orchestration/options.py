@@ -69,13 +69,11 @@ def with_beam_flags(cfg: Config, beam_args: list[str]) -> Config:
     """``cfg`` whose ``dataflow`` section holds what the Beam flags given set of its
     options (``--max_num_workers=50``: they win over the section), so that the run's
     plan cuts its chunks for the workers the job gets and its record says so."""
-    if not beam_args:
+    names = given_options(beam_args) & {f.name for f in dataclasses.fields(DataflowConfig)}
+    if not names:
         return cfg
-    given = PipelineOptions(beam_args).get_all_options(drop_default=True)
-    names = {f.name for f in dataclasses.fields(DataflowConfig)}
-    changes = {k: v for k, v in given.items() if k in names and v is not None}
-    if not changes:
-        return cfg
+    values = PipelineOptions(beam_args).get_all_options()
+    changes = {k: values[k] for k in names if values.get(k) is not None}
     return dataclasses.replace(cfg, dataflow=dataclasses.replace(cfg.dataflow, **changes))
 
 
@@ -89,9 +87,15 @@ def pipeline_options(runner: RunnerSettings, beam_args: list[str]) -> PipelineOp
         parallel = runner.workers > 1 and not uses_fork_server(runner)
         opts["direct_running_mode"] = "multi_processing" if parallel else "in_memory"
         return PipelineOptions(beam_args, **opts)
-    given = frozenset(a[2:].split("=", 1)[0].replace("-", "_") for a in beam_args
-                      if a.startswith("--"))
-    return PipelineOptions([*runner.dataflow.as_flags(given), *beam_args], **opts)
+    return PipelineOptions([*runner.dataflow.as_flags(given_options(beam_args)), *beam_args],
+                           **opts)
+
+
+def given_options(beam_args: list[str]) -> frozenset[str]:
+    """The names of the options ``beam_args`` set (``--max_num_workers=50``, or with
+    its value as the next argument): they win over the ``dataflow`` section."""
+    return frozenset(a[2:].split("=", 1)[0].replace("-", "_") for a in beam_args
+                     if a.startswith("--"))
 
 
 PLACEHOLDER = "example-"
